@@ -1,0 +1,3 @@
+// placeholder until the layers land
+#include <cstdio>
+int main() { std::puts("golden: 0 passed, 0 failed"); return 0; }
