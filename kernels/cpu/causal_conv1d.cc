@@ -1,0 +1,77 @@
+#include "mamba/kernels/causal_conv1d.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "mamba/kernels/selective_scan.h"  // silu_scalar
+
+namespace mamba::kernels {
+
+namespace {
+inline float input_at(const CausalConv1dParams& p, int64_t b, int64_t t, int64_t c) {
+  if (t >= 0) return p.x[b * p.x_sb + t * p.x_st + c];
+  if (!p.initial_state) return 0.f;
+  const int64_t K1 = p.width - 1;  // state holds times -K1 .. -1
+  return p.initial_state[(b * p.channels + c) * K1 + (K1 + t)];
+}
+}  // namespace
+
+void causal_conv1d_ref(const CausalConv1dParams& p) {
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t t = 0; t < p.seqlen; ++t)
+      for (int64_t c = 0; c < p.channels; ++c) {
+        float acc = p.bias ? p.bias[c] : 0.f;
+        for (int64_t k = 0; k < p.width; ++k) acc += p.weight[c * p.width + k] * input_at(p, b, t - (p.width - 1) + k, c);
+        p.out[(b * p.seqlen + t) * p.channels + c] = p.silu ? silu_scalar(acc) : acc;
+      }
+}
+
+void causal_conv1d(const CausalConv1dParams& p) {
+  constexpr int64_t CB = 64;  // channels per task
+  const int64_t K = p.width, nblk = (p.channels + CB - 1) / CB;
+#pragma omp parallel
+  {
+    std::vector<float> wt(static_cast<size_t>(K * CB));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < p.batch; ++b)
+      for (int64_t blk = 0; blk < nblk; ++blk) {
+        const int64_t c0 = blk * CB, nc = std::min(CB, p.channels - c0);
+        for (int64_t k = 0; k < K; ++k)  // weights transposed to [k][c] for unit-stride lanes
+          for (int64_t c = 0; c < nc; ++c) wt[k * CB + c] = p.weight[(c0 + c) * K + k];
+        for (int64_t t = 0; t < p.seqlen; ++t) {
+          float* o = p.out + (b * p.seqlen + t) * p.channels + c0;
+          for (int64_t c = 0; c < nc; ++c) o[c] = p.bias ? p.bias[c0 + c] : 0.f;
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t ts = t - (K - 1) + k;
+            const float* wk = wt.data() + k * CB;
+            if (ts >= 0) {
+              const float* xr = p.x + b * p.x_sb + ts * p.x_st + c0;
+#pragma omp simd
+              for (int64_t c = 0; c < nc; ++c) o[c] += wk[c] * xr[c];
+            } else if (p.initial_state) {
+              for (int64_t c = 0; c < nc; ++c) o[c] += wk[c] * input_at(p, b, ts, c0 + c);
+            }
+          }
+          if (p.silu)
+            for (int64_t c = 0; c < nc; ++c) o[c] = silu_scalar(o[c]);
+        }
+      }
+  }
+}
+
+void causal_conv1d_update(int64_t batch, int64_t channels, int64_t width, float* conv_state, const float* x,
+                          int64_t x_sb, const float* weight, const float* bias, bool silu, float* out) {
+#pragma omp parallel for collapse(2) schedule(static) if (batch * channels > 16384)
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t c = 0; c < channels; ++c) {
+      float* s = conv_state + (b * channels + c) * width;
+      std::memmove(s, s + 1, sizeof(float) * static_cast<size_t>(width - 1));
+      s[width - 1] = x[b * x_sb + c];
+      float acc = bias ? bias[c] : 0.f;
+      for (int64_t k = 0; k < width; ++k) acc += weight[c * width + k] * s[k];
+      out[b * channels + c] = silu ? silu_scalar(acc) : acc;
+    }
+}
+
+}  // namespace mamba::kernels

@@ -1,0 +1,186 @@
+#include "mamba/kernels/selective_scan.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <cmath>
+#include <vector>
+
+#include "vec_math.h"
+
+namespace mamba::kernels {
+
+namespace {
+
+void check_params(const SelectiveScanParams& p) {
+  if (p.n_groups <= 0 || p.dim % p.n_groups != 0) throw std::invalid_argument("selective_scan: dim must be a multiple of n_groups");
+}
+
+}  // namespace
+
+void selective_scan_ref(const SelectiveScanParams& p) {
+  check_params(p);
+  const int64_t dpg = p.dim / p.n_groups;
+  std::vector<float> h(static_cast<size_t>(p.dstate));
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t d = 0; d < p.dim; ++d) {
+      const int64_t g = d / dpg;
+      for (int64_t n = 0; n < p.dstate; ++n)
+        h[n] = p.initial_state ? p.initial_state[(b * p.dim + d) * p.dstate + n] : 0.f;
+      for (int64_t t = 0; t < p.seqlen; ++t) {
+        const float u = p.u.ptr[b * p.u.s0 + d * p.u.s1 + t * p.u.s2];
+        float dt = p.delta.ptr[b * p.delta.s0 + d * p.delta.s1 + t * p.delta.s2];
+        if (p.delta_bias) dt += p.delta_bias[d];
+        if (p.delta_softplus) dt = softplus_scalar(dt);
+        float y = 0.f;
+        for (int64_t n = 0; n < p.dstate; ++n) {
+          const float Bv = p.B.ptr[b * p.B.s0 + g * p.B.s1 + n * p.B.s2 + t * p.B.s3];
+          const float Cv = p.C.ptr[b * p.C.s0 + g * p.C.s1 + n * p.C.s2 + t * p.C.s3];
+          h[n] = std::exp(dt * p.A[d * p.dstate + n]) * h[n] + dt * Bv * u;
+          y += h[n] * Cv;
+        }
+        if (p.D) y += p.D[d] * u;
+        if (p.z.ptr) y *= silu_scalar(p.z.ptr[b * p.z.s0 + d * p.z.s1 + t * p.z.s2]);
+        p.y.ptr[b * p.y.s0 + d * p.y.s1 + t * p.y.s2] = y;
+      }
+      if (p.final_state)
+        for (int64_t n = 0; n < p.dstate; ++n) p.final_state[(b * p.dim + d) * p.dstate + n] = h[n];
+    }
+  }
+}
+
+namespace {
+
+constexpr int W = 8;        // channels per block = vector lanes
+constexpr int64_t T = 64;   // timesteps per chunk (staging buffers stay in L1)
+
+// One block of up to 8 channels [d0, d0 + nc) of batch b, all in group g.
+void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int64_t g, float* scratch) {
+  const int64_t N = p.dstate;
+  // scratch layout: h[N][W] | Al2[N][W] | dt[T][W] | du[T][W] | Bc[T][N] | Cc[T][N]
+  float* h = scratch;
+  float* Al2 = h + N * W;
+  float* dtb = Al2 + N * W;
+  float* dub = dtb + T * W;
+  float* Bc = dub + T * W;
+  float* Cc = Bc + T * N;
+
+  for (int64_t n = 0; n < N; ++n)
+    for (int c = 0; c < W; ++c) {
+      const bool live = c < nc;
+      Al2[n * W + c] = live ? p.A[(d0 + c) * N + n] * detail::kLog2e : 0.f;
+      h[n * W + c] = live && p.initial_state ? p.initial_state[(b * p.dim + d0 + c) * N + n] : 0.f;
+    }
+  float Dv[W], bias[W];
+  for (int c = 0; c < W; ++c) {
+    Dv[c] = c < nc && p.D ? p.D[d0 + c] : 0.f;
+    bias[c] = c < nc && p.delta_bias ? p.delta_bias[d0 + c] : 0.f;
+  }
+
+  const float* Bbase = p.B.ptr + b * p.B.s0 + g * p.B.s1;
+  const float* Cbase = p.C.ptr + b * p.C.s0 + g * p.C.s1;
+  for (int64_t t0 = 0; t0 < p.seqlen; t0 += T) {
+    const int64_t tc = std::min(T, p.seqlen - t0);
+    // Stage B and C as [t][n] (contiguous in n).
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t t = 0; t < tc; ++t) {
+        Bc[t * N + n] = Bbase[n * p.B.s2 + (t0 + t) * p.B.s3];
+        Cc[t * N + n] = Cbase[n * p.C.s2 + (t0 + t) * p.C.s3];
+      }
+    // Stage delta' and delta' * u as [t][lane].
+    for (int c = 0; c < W; ++c) {
+      if (c >= nc) {
+        for (int64_t t = 0; t < tc; ++t) dtb[t * W + c] = dub[t * W + c] = 0.f;
+        continue;
+      }
+      const float* up = p.u.ptr + b * p.u.s0 + (d0 + c) * p.u.s1 + t0 * p.u.s2;
+      const float* dp = p.delta.ptr + b * p.delta.s0 + (d0 + c) * p.delta.s1 + t0 * p.delta.s2;
+      for (int64_t t = 0; t < tc; ++t) {
+        float dt = dp[t * p.delta.s2] + bias[c];
+        if (p.delta_softplus) dt = softplus_scalar(dt);
+        dtb[t * W + c] = dt;
+        dub[t * W + c] = dt * up[t * p.u.s2];
+      }
+    }
+    // The recurrence: lanes are channels, so every operation below is vertical.
+    for (int64_t t = 0; t < tc; ++t) {
+      const float* dtt = dtb + t * W;
+      const float* dut = dub + t * W;
+      const float* Bt = Bc + t * N;
+      const float* Ct = Cc + t * N;
+      float y[W] = {};
+      for (int64_t n = 0; n < N; ++n) {
+        float* hn = h + n * W;
+        const float* an = Al2 + n * W;
+        const float bn = Bt[n], cn = Ct[n];
+#pragma omp simd
+        for (int c = 0; c < W; ++c) {
+          hn[c] = detail::exp2_fast(dtt[c] * an[c]) * hn[c] + dut[c] * bn;
+          y[c] += hn[c] * cn;
+        }
+      }
+      for (int c = 0; c < nc; ++c) {
+        const int64_t off_u = b * p.u.s0 + (d0 + c) * p.u.s1 + (t0 + t) * p.u.s2;
+        float yc = y[c] + Dv[c] * p.u.ptr[off_u];
+        if (p.z.ptr) yc *= silu_scalar(p.z.ptr[b * p.z.s0 + (d0 + c) * p.z.s1 + (t0 + t) * p.z.s2]);
+        p.y.ptr[b * p.y.s0 + (d0 + c) * p.y.s1 + (t0 + t) * p.y.s2] = yc;
+      }
+    }
+  }
+  if (p.final_state)
+    for (int c = 0; c < nc; ++c)
+      for (int64_t n = 0; n < N; ++n) p.final_state[(b * p.dim + d0 + c) * N + n] = h[n * W + c];
+}
+
+}  // namespace
+
+void selective_scan(const SelectiveScanParams& p) {
+  check_params(p);
+  const int64_t dpg = p.dim / p.n_groups;
+  const int64_t blocks_per_group = (dpg + W - 1) / W;
+  const int64_t tasks = p.batch * p.n_groups * blocks_per_group;
+  const size_t scratch_floats = static_cast<size_t>(2 * p.dstate * W + 2 * T * W + 2 * T * p.dstate);
+#pragma omp parallel
+  {
+    std::vector<float> scratch(scratch_floats);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t b = task / (p.n_groups * blocks_per_group);
+      const int64_t rem = task % (p.n_groups * blocks_per_group);
+      const int64_t g = rem / blocks_per_group;
+      const int64_t blk = rem % blocks_per_group;
+      const int64_t d0 = g * dpg + blk * W;
+      const int nc = static_cast<int>(std::min<int64_t>(W, (g + 1) * dpg - d0));
+      scan_block(p, b, d0, nc, g, scratch.data());
+    }
+  }
+}
+
+void selective_state_update(const SelectiveStateUpdateParams& p) {
+  if (p.n_groups <= 0 || p.dim % p.n_groups != 0)
+    throw std::invalid_argument("selective_state_update: dim must be a multiple of n_groups");
+  const int64_t dpg = p.dim / p.n_groups, N = p.dstate;
+#pragma omp parallel for collapse(2) schedule(static) if (p.batch * p.dim * N > 32768)
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t d = 0; d < p.dim; ++d) {
+      const int64_t g = d / dpg;
+      const float x = p.x[b * p.x_stride + d];
+      float dt = p.delta[b * p.delta_stride + d] + (p.delta_bias ? p.delta_bias[d] : 0.f);
+      if (p.delta_softplus) dt = softplus_scalar(dt);
+      const float* Bv = p.B + b * p.B_stride + g * N;
+      const float* Cv = p.C + b * p.C_stride + g * N;
+      const float* A = p.A + d * N;
+      float* h = p.state + (b * p.dim + d) * N;
+      const float dtx = dt * x;
+      float y = 0.f;
+#pragma omp simd reduction(+ : y)
+      for (int64_t n = 0; n < N; ++n) {
+        h[n] = detail::exp_fast(dt * A[n]) * h[n] + dtx * Bv[n];
+        y += h[n] * Cv[n];
+      }
+      y += (p.D ? p.D[d] : 0.f) * x;
+      if (p.z) y *= silu_scalar(p.z[b * p.z_stride + d]);
+      p.y[b * p.y_stride + d] = y;
+    }
+}
+
+}  // namespace mamba::kernels

@@ -1,0 +1,78 @@
+// Mamba-1 selective scan and its one-token state update.
+//
+//   delta'_t = softplus(delta_t + delta_bias)        (or delta_t + delta_bias)
+//   h_t      = exp(delta'_t * A) * h_{t-1} + delta'_t * B_t * u_t   (per channel d, state n)
+//   y_t      = <h_t, C_t> + D * u_t,   then y_t *= silu(z_t) when z is given
+//
+// Shapes (element strides given explicitly so callers can pass (b, l, d) views without
+// transposing): u, delta, z, y are indexed [b, d, t]; B and C are indexed [b, g, n, t] with
+// channel d using group d / (dim / n_groups); A is (dim, dstate) contiguous; D and
+// delta_bias are (dim); initial_state and final_state are (batch, dim, dstate) contiguous.
+// Optional pointers may be null. All memory is f32 on the CPU.
+#pragma once
+#include <cstdint>
+
+namespace mamba::kernels {
+
+template <class T>
+struct Strided3 {  // element [i, j, k] at ptr[i * s0 + j * s1 + k * s2]
+  T* ptr = nullptr;
+  int64_t s0 = 0, s1 = 0, s2 = 0;
+};
+
+template <class T>
+struct Strided4 {  // element [i, j, k, m] at ptr[i * s0 + j * s1 + k * s2 + m * s3]
+  T* ptr = nullptr;
+  int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+};
+
+struct SelectiveScanParams {
+  int64_t batch = 0, dim = 0, seqlen = 0, dstate = 0, n_groups = 1;
+  Strided3<const float> u, delta, z;     // [b, d, t]; z optional
+  Strided4<const float> B, C;            // [b, g, n, t]
+  const float* A = nullptr;              // (dim, dstate)
+  const float* D = nullptr;              // (dim), optional
+  const float* delta_bias = nullptr;     // (dim), optional
+  bool delta_softplus = false;
+  const float* initial_state = nullptr;  // (batch, dim, dstate), optional (zeros)
+  Strided3<float> y;                     // [b, d, t]
+  float* final_state = nullptr;          // (batch, dim, dstate), optional
+};
+
+// Plain reference: one channel at a time, std::exp, double-free f32 arithmetic as written.
+void selective_scan_ref(const SelectiveScanParams& p);
+// Fast path: OpenMP over (batch, blocks of 8 channels); the 8 channels of a block are
+// the vector lanes, so the recurrence and <h, C> are vertical FMAs; exp(delta * A) by a
+// polynomial in the same lanes. Each channel's result is independent of the thread count.
+void selective_scan(const SelectiveScanParams& p);
+
+// One decoding step, Mamba-1 layout. state (batch, dim, dstate) is updated in place.
+// x, delta, z, y: [b, d] with row stride given; B, C: [b, g, n] contiguous rows of
+// n_groups * dstate. Parallel over batch x channels.
+struct SelectiveStateUpdateParams {
+  int64_t batch = 0, dim = 0, dstate = 0, n_groups = 1;
+  float* state = nullptr;
+  const float* x = nullptr; int64_t x_stride = 0;
+  const float* delta = nullptr; int64_t delta_stride = 0;
+  const float* z = nullptr; int64_t z_stride = 0;
+  const float* B = nullptr; int64_t B_stride = 0;
+  const float* C = nullptr; int64_t C_stride = 0;
+  const float* A = nullptr;
+  const float* D = nullptr;
+  const float* delta_bias = nullptr;
+  bool delta_softplus = false;
+  float* y = nullptr; int64_t y_stride = 0;
+};
+void selective_state_update(const SelectiveStateUpdateParams& p);
+
+// Scalar helpers shared by the Mamba kernels (PyTorch semantics: softplus is linear above 20).
+inline float softplus_scalar(float x);
+inline float silu_scalar(float x);
+
+}  // namespace mamba::kernels
+
+#include <cmath>
+namespace mamba::kernels {
+inline float softplus_scalar(float x) { return x > 20.f ? x : std::log1p(std::exp(x)); }
+inline float silu_scalar(float x) { return x / (1.f + std::exp(-x)); }
+}  // namespace mamba::kernels
