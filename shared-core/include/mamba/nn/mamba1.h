@@ -1,0 +1,46 @@
+// Mamba-1 mixer (the reference `Mamba` module), parameter names and semantics alike:
+//   in_proj (2*d_inner, d_model) -> x, z;  x -> depthwise causal conv1d (+bias) -> SiLU;
+//   x_proj (dt_rank + 2*d_state, d_inner) -> dt, B, C;  dt_proj (d_inner, dt_rank) + bias;
+//   selective scan with A = -exp(A_log), D, z gating, softplus(dt + dt_proj.bias);
+//   out_proj (d_model, d_inner). No linear has a bias (conv1d does).
+// Thread-safety: forward/step are const and may run concurrently on distinct states.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "mamba/nn/mixer.h"
+
+namespace mamba::nn {
+
+struct Mamba1Config {
+  int64_t d_model = 0;
+  int64_t d_state = 16;
+  int64_t d_conv = 4;
+  int64_t expand = 2;
+  int64_t dt_rank = 0;  // 0: ceil(d_model / 16), as the reference's "auto"
+  int64_t d_inner() const { return expand * d_model; }
+  int64_t rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
+  // Reads d_model and the reference's ssm_cfg keys (d_state, d_conv, expand, dt_rank: int
+  // or "auto"); unknown keys are ignored.
+  static Mamba1Config from_json(const nlohmann::json& j, int64_t d_model);
+};
+
+class Mamba1 final : public Mixer {
+ public:
+  explicit Mamba1(const Mamba1Config& cfg);  // parameters allocated, zero-filled
+
+  Tensor forward(const Tensor& x, LayerState* state = nullptr) const override;
+  Tensor step(const Tensor& x, LayerState& state) const override;
+  LayerState init_state(int64_t batch) const override;
+  std::vector<std::pair<std::string, Tensor*>> parameters() override;
+  int64_t d_model() const override { return cfg_.d_model; }
+  const Mamba1Config& config() const { return cfg_; }
+  void refresh_derived() override;
+
+ private:
+  Mamba1Config cfg_;
+  Tensor in_proj_w_, conv_w_, conv_b_, x_proj_w_, dt_proj_w_, dt_proj_b_, A_log_, D_, out_proj_w_;
+  Tensor A_;  // -exp(A_log), refreshed on load
+};
+
+}  // namespace mamba::nn

@@ -1,0 +1,267 @@
+#include "mamba/nn/mamba_lm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "config_fields.h"
+#include "layer_util.h"
+#include "mamba/kernels/rms_norm.h"
+#include "mamba/nn/mamba1.h"
+#include "mamba/nn/mamba2.h"
+
+namespace mamba::nn {
+
+int64_t MambaLMConfig::padded_vocab() const {
+  const int64_t m = std::max<int64_t>(pad_vocab_size_multiple, 1);
+  return (vocab_size + m - 1) / m * m;
+}
+
+MambaLMConfig MambaLMConfig::from_json(const nlohmann::json& j) {
+  if (!j.is_object()) fail("MambaLMConfig", "config must be a JSON object");
+  MambaLMConfig c;
+  for (const char* key : {"d_model", "n_layer", "vocab_size"})
+    if (!j.contains(key)) fail("MambaLMConfig", std::string("missing required field '") + key + "'");
+  c.d_model = json_int(j, "d_model", 0);
+  c.n_layer = json_int(j, "n_layer", 0);
+  c.vocab_size = json_int(j, "vocab_size", 0);
+  c.pad_vocab_size_multiple = json_int(j, "pad_vocab_size_multiple", c.pad_vocab_size_multiple);
+  c.rms_norm = json_bool(j, "rms_norm", c.rms_norm);
+  c.tie_embeddings = json_bool(j, "tie_embeddings", c.tie_embeddings);
+  c.norm_eps = json_double(j, "norm_eps", c.norm_eps);
+  if (json_int(j, "d_intermediate", 0) != 0) fail("MambaLMConfig", "d_intermediate > 0 (MLP blocks) is not supported");
+  if (j.contains("attn_layer_idx") && j["attn_layer_idx"].is_array() && !j["attn_layer_idx"].empty())
+    fail("MambaLMConfig", "attn_layer_idx (hybrid attention layers) is not supported");
+  if (j.contains("ssm_cfg") && !j["ssm_cfg"].is_null()) {
+    if (!j["ssm_cfg"].is_object()) fail("MambaLMConfig", "field 'ssm_cfg' must be an object");
+    c.ssm_cfg = j["ssm_cfg"];
+  }
+  if (c.ssm_cfg.contains("layer")) {
+    if (!c.ssm_cfg["layer"].is_string()) fail("MambaLMConfig", "field 'ssm_cfg.layer' must be a string");
+    c.layer = c.ssm_cfg["layer"].get<std::string>();
+  }
+  if (c.layer != "Mamba1" && c.layer != "Mamba2")
+    fail("MambaLMConfig", "ssm_cfg.layer '" + c.layer + "' is not supported (Mamba1 or Mamba2)");
+  if (c.d_model <= 0 || c.n_layer <= 0 || c.vocab_size <= 0)
+    fail("MambaLMConfig", "d_model, n_layer and vocab_size must be positive");
+  if (c.n_layer > 4096 || c.d_model > (1 << 20) || c.vocab_size > (1LL << 31))
+    fail("MambaLMConfig", "d_model, n_layer or vocab_size is implausibly large");
+  return c;
+}
+
+nlohmann::json MambaLMConfig::to_json() const {
+  nlohmann::json s = ssm_cfg;
+  s["layer"] = layer;
+  return {{"d_model", d_model},         {"n_layer", n_layer},
+          {"vocab_size", vocab_size},   {"ssm_cfg", s},
+          {"rms_norm", rms_norm},       {"residual_in_fp32", true},
+          {"fused_add_norm", true},     {"pad_vocab_size_multiple", pad_vocab_size_multiple},
+          {"tie_embeddings", tie_embeddings}, {"d_intermediate", 0},
+          {"norm_eps", norm_eps}};
+}
+
+MambaLM::MambaLM(const MambaLMConfig& cfg) : cfg_(cfg) {
+  const int64_t V = cfg.padded_vocab(), d = cfg.d_model;
+  embedding_ = Tensor::zeros({V, d});
+  for (int64_t i = 0; i < cfg.n_layer; ++i) {
+    if (cfg.layer == "Mamba1")
+      mixers_.push_back(std::make_unique<Mamba1>(Mamba1Config::from_json(cfg.ssm_cfg, d)));
+    else
+      mixers_.push_back(std::make_unique<Mamba2>(Mamba2Config::from_json(cfg.ssm_cfg, d)));
+    norm_w_.push_back(Tensor::full({d}, 1.0));
+    norm_b_.push_back(cfg.rms_norm ? Tensor() : Tensor::zeros({d}));
+  }
+  norm_f_w_ = Tensor::full({d}, 1.0);
+  if (!cfg.rms_norm) norm_f_b_ = Tensor::zeros({d});
+  if (!cfg.tie_embeddings) lm_head_ = Tensor::zeros({V, d});
+}
+
+std::vector<std::pair<std::string, Tensor*>> MambaLM::parameters() {
+  std::vector<std::pair<std::string, Tensor*>> out{{"backbone.embedding.weight", &embedding_}};
+  for (size_t i = 0; i < mixers_.size(); ++i) {
+    const std::string pre = "backbone.layers." + std::to_string(i) + ".";
+    for (auto& [n, t] : mixers_[i]->parameters()) out.emplace_back(pre + "mixer." + n, t);
+    out.emplace_back(pre + "norm.weight", &norm_w_[i]);
+    if (norm_b_[i].defined()) out.emplace_back(pre + "norm.bias", &norm_b_[i]);
+  }
+  out.emplace_back("backbone.norm_f.weight", &norm_f_w_);
+  if (norm_f_b_.defined()) out.emplace_back("backbone.norm_f.bias", &norm_f_b_);
+  if (lm_head_.defined()) out.emplace_back("lm_head.weight", &lm_head_);
+  return out;
+}
+
+MambaLM MambaLM::load(const MambaLMConfig& cfg_in, const ParamSource& src) {
+  MambaLMConfig cfg = cfg_in;
+  // An explicit lm_head.weight means an untied head whatever the config says.
+  if (src("lm_head.weight").defined()) cfg.tie_embeddings = false;
+  const Tensor emb = src("backbone.embedding.weight");
+  if (!emb.defined()) fail("MambaLM::load", "missing tensor 'backbone.embedding.weight'");
+  if (emb.dim() != 2 || emb.size(1) != cfg.d_model || emb.size(0) < cfg.vocab_size)
+    fail("MambaLM::load", "tensor 'backbone.embedding.weight' has shape " + shape_str(emb.shape()) +
+                              ", the config needs (>= vocab_size " + std::to_string(cfg.vocab_size) + ", d_model " +
+                              std::to_string(cfg.d_model) + ")");
+  // Checkpoints may pad the vocabulary differently: follow the file's row count
+  // (vocab_size <= rows, so a multiple of `rows` pads to exactly `rows`).
+  if (emb.size(0) != cfg.padded_vocab()) cfg.pad_vocab_size_multiple = emb.size(0);
+  MambaLM m(cfg);
+  for (auto& [name, param] : m.parameters()) {
+    if (name.find(".mixer.") != std::string::npos) continue;  // mixers load themselves below
+    Tensor t = src(name);
+    if (!t.defined()) fail("MambaLM::load", "missing tensor '" + name + "'");
+    if (t.shape() != param->shape())
+      fail("MambaLM::load", "tensor '" + name + "' has shape " + shape_str(t.shape()) + ", the config needs " +
+                                shape_str(param->shape()));
+    param->copy_from(t);
+  }
+  for (size_t i = 0; i < m.mixers_.size(); ++i)
+    m.mixers_[i]->load(src, "backbone.layers." + std::to_string(i) + ".mixer.");
+  return m;
+}
+
+InferenceCache MambaLM::new_cache(int64_t batch) const {
+  InferenceCache c;
+  c.batch = batch;
+  for (const auto& mx : mixers_) c.layers.push_back(mx->init_state(batch));
+  return c;
+}
+
+Tensor MambaLM::embed(const Tensor& ids_in) const {
+  if (!ids_in.defined() || (ids_in.dtype() != DType::i64 && ids_in.dtype() != DType::i32))
+    fail("MambaLM", "input_ids must be i64 or i32, got " + ids_in.str());
+  const Tensor ids = ids_in.to(DType::i64).contiguous();
+  const int64_t n = ids.numel(), d = cfg_.d_model;
+  Shape shape = ids.shape();
+  shape.push_back(d);
+  Tensor out = Tensor::empty(shape);
+  const int64_t* p = ids.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    if (p[i] < 0 || p[i] >= cfg_.vocab_size)
+      fail("MambaLM", "token id " + std::to_string(p[i]) + " at position " + std::to_string(i) +
+                          " is out of range [0, " + std::to_string(cfg_.vocab_size) + ")");
+  const float* e = embedding_.data<float>();
+  float* o = out.data<float>();
+  for (int64_t i = 0; i < n; ++i) std::copy(e + p[i] * d, e + (p[i] + 1) * d, o + i * d);
+  return out;
+}
+
+// residual = x (+ residual unless first); out = norm(residual). Rows are the leading dims.
+void MambaLM::add_norm(const Tensor& x, Tensor& residual, bool first, const Tensor& w, const Tensor& b,
+                       Tensor& out) const {
+  const int64_t d = cfg_.d_model, rows = x.numel() / d;
+  const float eps = static_cast<float>(cfg_.norm_eps);
+  if (first) residual = Tensor::empty(x.shape());
+  kernels::add_rms_norm(rows, d, x.data<float>(), first ? nullptr : residual.data<float>(), residual.data<float>(),
+                        w.data<float>(), eps, out.data<float>());
+  if (cfg_.rms_norm) return;
+  // LayerNorm: recompute from the residual with mean removal and bias.
+  const float* r = residual.data<float>();
+  float* o = out.data<float>();
+  const float* wp = w.data<float>();
+  const float* bp = b.data<float>();
+  for (int64_t i = 0; i < rows; ++i) {
+    double mean = 0, var = 0;
+    for (int64_t k = 0; k < d; ++k) mean += r[i * d + k];
+    mean /= static_cast<double>(d);
+    for (int64_t k = 0; k < d; ++k) var += (r[i * d + k] - mean) * (r[i * d + k] - mean);
+    const double inv = 1.0 / std::sqrt(var / static_cast<double>(d) + eps);
+    for (int64_t k = 0; k < d; ++k) o[i * d + k] = static_cast<float>((r[i * d + k] - mean) * inv * wp[k] + bp[k]);
+  }
+}
+
+Tensor MambaLM::head(const Tensor& hidden) const {
+  const int64_t d = cfg_.d_model, rows = hidden.numel() / d, V = cfg_.padded_vocab();
+  Shape shape = hidden.shape();
+  shape.back() = V;
+  Tensor logits = Tensor::empty(shape);
+  detail::linear_rows(hidden.data<float>(), rows, d, lm_head_.defined() ? lm_head_ : embedding_, logits.data<float>(), V);
+  return logits;
+}
+
+Tensor MambaLM::forward(const Tensor& input_ids, InferenceCache* cache) const {
+  if (input_ids.dim() != 2) fail("MambaLM::forward", "input_ids must be (batch, seqlen), got " + input_ids.str());
+  if (cache && cache->batch != input_ids.size(0))
+    fail("MambaLM::forward", "cache is for batch " + std::to_string(cache->batch) + ", input_ids has " +
+                                 std::to_string(input_ids.size(0)));
+  Tensor hidden = embed(input_ids), residual;
+  Tensor normed = Tensor::empty(hidden.shape());
+  for (size_t i = 0; i < mixers_.size(); ++i) {
+    add_norm(hidden, residual, i == 0, norm_w_[i], norm_b_[i], normed);
+    hidden = mixers_[i]->forward(normed, cache ? &cache->layers[i] : nullptr);
+  }
+  add_norm(hidden, residual, mixers_.empty(), norm_f_w_, norm_f_b_, normed);
+  if (cache) cache->seqlen_offset += input_ids.size(1);
+  return head(normed);
+}
+
+Tensor MambaLM::step(const Tensor& ids, InferenceCache& cache) const {
+  if (ids.dim() != 1 || ids.size(0) != cache.batch)
+    fail("MambaLM::step", "ids must be (batch=" + std::to_string(cache.batch) + "), got " + ids.str());
+  Tensor hidden = embed(ids), residual;
+  Tensor normed = Tensor::empty(hidden.shape());
+  for (size_t i = 0; i < mixers_.size(); ++i) {
+    add_norm(hidden, residual, i == 0, norm_w_[i], norm_b_[i], normed);
+    hidden = mixers_[i]->step(normed, cache.layers[i]);
+  }
+  add_norm(hidden, residual, mixers_.empty(), norm_f_w_, norm_f_b_, normed);
+  cache.seqlen_offset += 1;
+  return head(normed);
+}
+
+int64_t sample_token(const float* logits, int64_t vocab, const SamplingOptions& opt, std::mt19937_64& rng) {
+  if (vocab <= 0) fail("sample_token", "empty vocabulary");
+  if (opt.temperature <= 0.0 || opt.top_k == 1)
+    return std::max_element(logits, logits + vocab) - logits;
+  std::vector<int64_t> idx(static_cast<size_t>(vocab));
+  std::iota(idx.begin(), idx.end(), 0);
+  int64_t keep = opt.top_k > 0 ? std::min(opt.top_k, vocab) : vocab;
+  std::partial_sort(idx.begin(), idx.begin() + keep, idx.end(),
+                    [&](int64_t a, int64_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  std::vector<double> p(static_cast<size_t>(keep));
+  const double mx = logits[idx[0]];
+  double total = 0;
+  for (int64_t i = 0; i < keep; ++i) total += p[i] = std::exp((logits[idx[i]] - mx) / opt.temperature);
+  if (opt.top_p < 1.0) {  // smallest prefix whose mass reaches top_p
+    double acc = 0;
+    int64_t cut = keep;
+    for (int64_t i = 0; i < keep; ++i) {
+      acc += p[i] / total;
+      if (acc >= opt.top_p) {
+        cut = i + 1;
+        break;
+      }
+    }
+    keep = cut;
+    total = std::accumulate(p.begin(), p.begin() + keep, 0.0);
+  }
+  std::uniform_real_distribution<double> u(0.0, total);
+  double r = u(rng);
+  for (int64_t i = 0; i < keep; ++i) {
+    r -= p[i];
+    if (r <= 0) return idx[i];
+  }
+  return idx[keep - 1];
+}
+
+Tensor MambaLM::generate(const Tensor& prompt, int64_t max_new_tokens, const SamplingOptions& opt) const {
+  if (prompt.dim() != 2 || prompt.size(1) < 1) fail("MambaLM::generate", "prompt must be (batch, seqlen >= 1), got " + prompt.str());
+  if (max_new_tokens < 0) fail("MambaLM::generate", "max_new_tokens must be >= 0");
+  const int64_t b = prompt.size(0), V = cfg_.padded_vocab();
+  Tensor out = Tensor::zeros({b, max_new_tokens}, DType::i64);
+  if (max_new_tokens == 0) return out;
+  InferenceCache cache = new_cache(b);
+  Tensor logits = forward(prompt, &cache);  // (b, l, V)
+  std::mt19937_64 rng(opt.seed);
+  Tensor next = Tensor::empty({b}, DType::i64);
+  const int64_t l = prompt.size(1);
+  for (int64_t i = 0; i < b; ++i)
+    next.data<int64_t>()[i] = sample_token(logits.data<float>() + (i * l + l - 1) * V, cfg_.vocab_size, opt, rng);
+  for (int64_t t = 0; t < max_new_tokens; ++t) {
+    for (int64_t i = 0; i < b; ++i) out.data<int64_t>()[i * max_new_tokens + t] = next.data<int64_t>()[i];
+    if (t + 1 == max_new_tokens) break;
+    Tensor lg = step(next, cache);
+    for (int64_t i = 0; i < b; ++i) next.data<int64_t>()[i] = sample_token(lg.data<float>() + i * V, cfg_.vocab_size, opt, rng);
+  }
+  return out;
+}
+
+}  // namespace mamba::nn
