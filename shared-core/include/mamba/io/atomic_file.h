@@ -1,0 +1,49 @@
+// Atomic file replacement: write to a temporary file in the target's directory, fsync it,
+// rename() it over the target, fsync the directory. Readers see either the old file or
+// the complete new one, never a partial write, even if the process dies mid-write.
+//
+// Temporary name: "<path>.tmp.<pid>.<random>" (same directory, so rename() stays on one
+// filesystem). On any failure (and when an AtomicFileWriter is destroyed without
+// commit()) the temporary file is removed and the target is left untouched.
+// Errors: mamba::Error naming the path and the errno text ("No space left on device").
+// Thread-safety: one AtomicFileWriter per thread; different targets may be written
+// concurrently. Two writers racing on the same target: the last rename wins, whole.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace mamba::io {
+
+class AtomicFileWriter {
+ public:
+  // Creates the temporary file (mode 0644 before umask). Throws if it cannot.
+  explicit AtomicFileWriter(std::string path);
+  ~AtomicFileWriter();  // removes the temporary file unless commit() succeeded
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  // Appends bytes (handles short writes and EINTR). On error the temporary file is removed.
+  void write(const void* data, size_t bytes);
+  void write(std::string_view bytes) { write(bytes.data(), bytes.size()); }
+  // fsync, close, rename over the target, fsync the directory. Call at most once.
+  void commit();
+
+  const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return temp_path_; }
+
+ private:
+  [[noreturn]] void abort_with(const std::string& what, int err);
+  void discard() noexcept;
+
+  std::string path_;
+  std::string temp_path_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+// Replaces `path` with `bytes` atomically (see above).
+void write_file_atomic(const std::string& path, std::string_view bytes);
+
+}  // namespace mamba::io
