@@ -1,0 +1,41 @@
+// Tensor-level state space operations: shape checks + adaptation to the kernel
+// parameter structs (kernels/include/mamba/kernels/{selective_scan,ssd}.h). All f32, CPU.
+// Every function throws mamba::Error naming the op, the argument and the shapes.
+#pragma once
+
+#include "mamba/tensor/tensor.h"
+
+namespace mamba::ops {
+
+struct ScanResult {
+  Tensor y;           // same shape as u (or x)
+  Tensor last_state;  // (batch, dim, dstate) for Mamba-1; (batch, nheads, headdim, dstate) for SSD
+};
+
+enum class Impl { fast, reference };
+
+// Mamba-1 selective scan in the reference's argument layout:
+//   u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l) or (b, g, n, l); D, delta_bias: (d);
+//   initial_state: (b, d, n). Optional tensors may be undefined.
+ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                          const Tensor& D, const Tensor& z, const Tensor& delta_bias, bool delta_softplus,
+                          const Tensor& initial_state = {}, Impl impl = Impl::fast);
+
+// Mamba-2 SSD scan: x (b, l, h, p); dt (b, l, h) raw (dt_bias and softplus applied inside);
+// A (h) negative; B, C (b, l, g, n); D (h) optional; dt_bias (h) optional;
+// initial_state (b, h, p, n) optional. Impl::reference runs the sequential recurrence,
+// Impl::fast the chunked algorithm with `chunk_size`.
+ScanResult ssd_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& B, const Tensor& C,
+                    const Tensor& D, const Tensor& dt_bias, bool dt_softplus, int64_t chunk_size,
+                    const Tensor& initial_state = {}, Impl impl = Impl::fast);
+
+// Depthwise causal conv1d: x (b, l, c), weight (c, k) or (c, 1, k), bias (c) optional -> (b, l, c).
+Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, bool silu, Impl impl = Impl::fast);
+
+// RMSNorm over the last dim: x (..., d), weight (d).
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps, Impl impl = Impl::fast);
+// Gated grouped RMSNorm (Mamba-2): x, z (..., d); weight (d); group_size divides d.
+Tensor gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& weight, int64_t group_size, double eps,
+                      bool norm_before_gate, Impl impl = Impl::fast);
+
+}  // namespace mamba::ops

@@ -1,0 +1,170 @@
+#include "mamba/ops/ssm.h"
+
+#include "mamba/kernels/causal_conv1d.h"
+#include "mamba/kernels/rms_norm.h"
+#include "mamba/kernels/selective_scan.h"
+#include "mamba/kernels/ssd.h"
+
+namespace mamba::ops {
+
+namespace {
+
+Tensor f32c(const Tensor& t, const char* op, const char* name) {
+  if (!t.defined()) fail(op, std::string(name) + " is required");
+  if (!t.device().is_cpu()) fail(op, std::string(name) + " must be on the CPU");
+  if (!dtype_is_float(t.dtype())) fail(op, std::string(name) + " must be a float tensor, got " + t.str());
+  return t.to(DType::f32).contiguous();
+}
+
+Tensor opt_f32c(const Tensor& t, const Shape& want, const char* op, const char* name) {
+  if (!t.defined()) return t;
+  Tensor c = f32c(t, op, name);
+  check_shape(c, want, op, name);
+  return c;
+}
+
+}  // namespace
+
+ScanResult selective_scan(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in, const Tensor& B_in,
+                          const Tensor& C_in, const Tensor& D_in, const Tensor& z_in, const Tensor& bias_in,
+                          bool delta_softplus, const Tensor& init_in, Impl impl) {
+  const char* op = "ops::selective_scan";
+  const Tensor u = f32c(u_in, op, "u");
+  if (u.dim() != 3) fail(op, "u must be (batch, dim, seqlen), got " + u.str());
+  const int64_t b = u.size(0), d = u.size(1), l = u.size(2);
+  const Tensor delta = f32c(delta_in, op, "delta");
+  check_shape(delta, u.shape(), op, "delta");
+  const Tensor A = f32c(A_in, op, "A");
+  if (A.dim() != 2 || A.size(0) != d) fail(op, "A must be (dim=" + std::to_string(d) + ", dstate), got " + A.str());
+  const int64_t n = A.size(1);
+  Tensor B = f32c(B_in, op, "B"), C = f32c(C_in, op, "C");
+  if (B.dim() == 3) B = B.unsqueeze(1);
+  if (C.dim() == 3) C = C.unsqueeze(1);
+  if (B.dim() != 4 || B.size(0) != b || B.size(2) != n || B.size(3) != l)
+    fail(op, "B must be (batch, dstate, seqlen) or (batch, groups, dstate, seqlen) = (" + std::to_string(b) + ", g, " +
+                 std::to_string(n) + ", " + std::to_string(l) + "), got " + B_in.str());
+  const int64_t g = B.size(1);
+  check_shape(C, B.shape(), op, "C");
+  if (g <= 0 || d % g != 0) fail(op, "dim " + std::to_string(d) + " is not a multiple of groups " + std::to_string(g));
+  const Tensor D = opt_f32c(D_in, {d}, op, "D"), z = opt_f32c(z_in, u.shape(), op, "z");
+  const Tensor bias = opt_f32c(bias_in, {d}, op, "delta_bias"), init = opt_f32c(init_in, {b, d, n}, op, "initial_state");
+
+  ScanResult r{Tensor::empty(u.shape()), Tensor::empty({b, d, n})};
+  kernels::SelectiveScanParams p;
+  p.batch = b; p.dim = d; p.seqlen = l; p.dstate = n; p.n_groups = g;
+  p.u = {u.data<float>(), d * l, l, 1};
+  p.delta = {delta.data<float>(), d * l, l, 1};
+  if (z.defined()) p.z = {z.data<float>(), d * l, l, 1};
+  p.B = {B.data<float>(), g * n * l, n * l, l, 1};
+  p.C = {C.data<float>(), g * n * l, n * l, l, 1};
+  p.A = A.data<float>();
+  p.D = D.defined() ? D.data<float>() : nullptr;
+  p.delta_bias = bias.defined() ? bias.data<float>() : nullptr;
+  p.delta_softplus = delta_softplus;
+  p.initial_state = init.defined() ? init.data<float>() : nullptr;
+  p.y = {r.y.data<float>(), d * l, l, 1};
+  p.final_state = r.last_state.data<float>();
+  if (impl == Impl::fast)
+    kernels::selective_scan(p);
+  else
+    kernels::selective_scan_ref(p);
+  return r;
+}
+
+ScanResult ssd_scan(const Tensor& x_in, const Tensor& dt_in, const Tensor& A_in, const Tensor& B_in, const Tensor& C_in,
+                    const Tensor& D_in, const Tensor& bias_in, bool dt_softplus, int64_t chunk_size,
+                    const Tensor& init_in, Impl impl) {
+  const char* op = "ops::ssd_scan";
+  const Tensor x = f32c(x_in, op, "x");
+  if (x.dim() != 4) fail(op, "x must be (batch, seqlen, nheads, headdim), got " + x.str());
+  const int64_t b = x.size(0), l = x.size(1), h = x.size(2), p = x.size(3);
+  const Tensor dt = f32c(dt_in, op, "dt");
+  check_shape(dt, {b, l, h}, op, "dt");
+  const Tensor A = f32c(A_in, op, "A");
+  check_shape(A, {h}, op, "A");
+  const Tensor B = f32c(B_in, op, "B"), C = f32c(C_in, op, "C");
+  if (B.dim() != 4 || B.size(0) != b || B.size(1) != l)
+    fail(op, "B must be (batch, seqlen, ngroups, dstate), got " + B.str());
+  const int64_t g = B.size(2), n = B.size(3);
+  check_shape(C, B.shape(), op, "C");
+  if (g <= 0 || h % g != 0) fail(op, "nheads " + std::to_string(h) + " is not a multiple of ngroups " + std::to_string(g));
+  if (chunk_size <= 0) fail(op, "chunk_size must be positive, got " + std::to_string(chunk_size));
+  const Tensor D = opt_f32c(D_in, {h}, op, "D"), bias = opt_f32c(bias_in, {h}, op, "dt_bias");
+  const Tensor init = opt_f32c(init_in, {b, h, p, n}, op, "initial_state");
+
+  ScanResult r{Tensor::empty(x.shape()), Tensor::empty({b, h, p, n})};
+  kernels::SsdParams s;
+  s.batch = b; s.seqlen = l; s.nheads = h; s.headdim = p; s.dstate = n; s.ngroups = g; s.chunk_size = chunk_size;
+  s.x = x.data<float>(); s.x_sb = l * h * p; s.x_st = h * p; s.x_sh = p;
+  s.dt = dt.data<float>(); s.dt_sb = l * h; s.dt_st = h; s.dt_sh = 1;
+  s.B = B.data<float>(); s.B_sb = l * g * n; s.B_st = g * n; s.B_sg = n;
+  s.C = C.data<float>(); s.C_sb = l * g * n; s.C_st = g * n; s.C_sg = n;
+  s.A = A.data<float>();
+  s.D = D.defined() ? D.data<float>() : nullptr;
+  s.dt_bias = bias.defined() ? bias.data<float>() : nullptr;
+  s.dt_softplus = dt_softplus;
+  s.initial_state = init.defined() ? init.data<float>() : nullptr;
+  s.y = r.y.data<float>(); s.y_sb = s.x_sb; s.y_st = s.x_st; s.y_sh = s.x_sh;
+  s.final_state = r.last_state.data<float>();
+  if (impl == Impl::fast)
+    kernels::ssd_chunk_scan(s);
+  else
+    kernels::ssd_scan_ref(s);
+  return r;
+}
+
+Tensor causal_conv1d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, bool silu, Impl impl) {
+  const char* op = "ops::causal_conv1d";
+  const Tensor x = f32c(x_in, op, "x");
+  if (x.dim() != 3) fail(op, "x must be (batch, seqlen, channels), got " + x.str());
+  Tensor w = f32c(w_in, op, "weight");
+  if (w.dim() == 3 && w.size(1) == 1) w = w.squeeze(1);
+  if (w.dim() != 2 || w.size(0) != x.size(2)) fail(op, "weight must be (channels, width), got " + w_in.str());
+  const Tensor bias = opt_f32c(bias_in, {x.size(2)}, op, "bias");
+  Tensor out = Tensor::empty(x.shape());
+  kernels::CausalConv1dParams p;
+  p.batch = x.size(0); p.seqlen = x.size(1); p.channels = x.size(2); p.width = w.size(1);
+  p.x = x.data<float>(); p.x_sb = x.size(1) * x.size(2); p.x_st = x.size(2);
+  p.weight = w.data<float>(); p.bias = bias.defined() ? bias.data<float>() : nullptr; p.silu = silu;
+  p.out = out.data<float>();
+  if (impl == Impl::fast)
+    kernels::causal_conv1d(p);
+  else
+    kernels::causal_conv1d_ref(p);
+  return out;
+}
+
+Tensor rms_norm(const Tensor& x_in, const Tensor& w_in, double eps, Impl impl) {
+  const char* op = "ops::rms_norm";
+  const Tensor x = f32c(x_in, op, "x");
+  if (x.dim() < 1) fail(op, "x must have at least one dimension");
+  const int64_t d = x.size(-1);
+  const Tensor w = f32c(w_in, op, "weight");
+  check_shape(w, {d}, op, "weight");
+  Tensor y = Tensor::empty(x.shape());
+  const int64_t rows = d ? x.numel() / d : 0;
+  (impl == Impl::fast ? kernels::rms_norm : kernels::rms_norm_ref)(rows, d, x.data<float>(), d, w.data<float>(),
+                                                                   static_cast<float>(eps), y.data<float>(), d);
+  return y;
+}
+
+Tensor gated_rms_norm(const Tensor& x_in, const Tensor& z_in, const Tensor& w_in, int64_t group_size, double eps,
+                      bool norm_before_gate, Impl impl) {
+  const char* op = "ops::gated_rms_norm";
+  const Tensor x = f32c(x_in, op, "x");
+  if (x.dim() < 1) fail(op, "x must have at least one dimension");
+  const int64_t d = x.size(-1);
+  const Tensor z = opt_f32c(z_in, x.shape(), op, "z");
+  const Tensor w = f32c(w_in, op, "weight");
+  check_shape(w, {d}, op, "weight");
+  if (group_size <= 0 || d % group_size != 0)
+    fail(op, "group_size " + std::to_string(group_size) + " does not divide the last dim " + std::to_string(d));
+  Tensor y = Tensor::empty(x.shape());
+  const int64_t rows = d ? x.numel() / d : 0;
+  (impl == Impl::fast ? kernels::gated_rms_norm : kernels::gated_rms_norm_ref)(
+      rows, d, group_size, x.data<float>(), d, z.defined() ? z.data<float>() : nullptr, d, w.data<float>(),
+      static_cast<float>(eps), norm_before_gate, y.data<float>(), d);
+  return y;
+}
+
+}  // namespace mamba::ops
