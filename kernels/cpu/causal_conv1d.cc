@@ -30,7 +30,7 @@ void causal_conv1d_ref(const CausalConv1dParams& p) {
 void causal_conv1d(const CausalConv1dParams& p) {
   constexpr int64_t CB = 64;  // channels per task
   const int64_t K = p.width, nblk = (p.channels + CB - 1) / CB;
-#pragma omp parallel
+#pragma omp parallel if (p.batch * p.seqlen * p.channels > (1 << 16))
   {
     std::vector<float> wt(static_cast<size_t>(K * CB));
 #pragma omp for collapse(2) schedule(static)

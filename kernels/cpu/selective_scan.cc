@@ -139,7 +139,9 @@ void selective_scan(const SelectiveScanParams& p) {
   const int64_t blocks_per_group = (dpg + W - 1) / W;
   const int64_t tasks = p.batch * p.n_groups * blocks_per_group;
   const size_t scratch_floats = static_cast<size_t>(2 * p.dstate * W + 2 * T * W + 2 * T * p.dstate);
-#pragma omp parallel
+  // Small problems stay on one thread: waking a team costs more than the work.
+  const bool parallel = tasks > 1 && p.batch * p.dim * p.seqlen * p.dstate > (1 << 16);
+#pragma omp parallel if (parallel)
   {
     std::vector<float> scratch(scratch_floats);
 #pragma omp for schedule(static)

@@ -63,7 +63,9 @@ void ssd_chunk_scan(const SsdParams& p) {
 
   // Pass 1: CB[b][c][g] = C_chunk B_chunk^T (Q x Q), shared by the heads of a group.
   std::vector<float> CB(static_cast<size_t>(p.batch * nchunks * G * Q * Q));
-#pragma omp parallel for collapse(3) schedule(static)
+  // Small problems stay on one thread: waking a team costs more than the work.
+  const bool parallel = p.batch * L * H * P * N > (1 << 16);
+#pragma omp parallel for collapse(3) schedule(static) if (parallel)
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t c = 0; c < nchunks; ++c)
       for (int64_t g = 0; g < G; ++g) {
@@ -74,7 +76,7 @@ void ssd_chunk_scan(const SsdParams& p) {
       }
 
   // Pass 2: per (batch, head), chunks in order carrying the state S (P x N).
-#pragma omp parallel
+#pragma omp parallel if (parallel)
   {
     std::vector<float> S(static_cast<size_t>(P * N)), M(static_cast<size_t>(Q * Q)), cs(static_cast<size_t>(Q)),
         dts(static_cast<size_t>(Q)), tmp(static_cast<size_t>(Q * N)), Yc(static_cast<size_t>(Q * P));

@@ -176,7 +176,9 @@ INSTANTIATE_TEST_SUITE_P(AwkwardSizes, CausalConvTest,
                          ::testing::Values(std::make_tuple(1, 1, 1, 4, false, 1), std::make_tuple(2, 3, 70, 4, true, 2),
                                            std::make_tuple(3, 33, 129, 4, false, 2),
                                            std::make_tuple(1, 17, 65, 2, true, 1),
-                                           std::make_tuple(2, 40, 8, 3, true, 2)));
+                                           std::make_tuple(2, 40, 8, 3, true, 2),
+                                           // above the size where the kernel goes multi-threaded
+                                           std::make_tuple(2, 301, 131, 4, true, 2)));
 
 TEST(CausalConv1dUpdate, TokenByTokenEqualsFullSequence) {
   const int64_t b = 2, l = 9, c = 11, k = 4;

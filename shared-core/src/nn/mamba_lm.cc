@@ -4,7 +4,11 @@
 #include <cmath>
 #include <numeric>
 
+#include <filesystem>
+
 #include "config_fields.h"
+#include "mamba/io/json_config.h"
+#include "mamba/io/safetensors.h"
 #include "layer_util.h"
 #include "mamba/kernels/rms_norm.h"
 #include "mamba/nn/mamba1.h"
@@ -90,6 +94,10 @@ std::vector<std::pair<std::string, Tensor*>> MambaLM::parameters() {
   return out;
 }
 
+void MambaLM::refresh_derived() {
+  for (auto& m : mixers_) m->refresh_derived();
+}
+
 MambaLM MambaLM::load(const MambaLMConfig& cfg_in, const ParamSource& src) {
   MambaLMConfig cfg = cfg_in;
   // An explicit lm_head.weight means an untied head whatever the config says.
@@ -116,6 +124,29 @@ MambaLM MambaLM::load(const MambaLMConfig& cfg_in, const ParamSource& src) {
   for (size_t i = 0; i < m.mixers_.size(); ++i)
     m.mixers_[i]->load(src, "backbone.layers." + std::to_string(i) + ".mixer.");
   return m;
+}
+
+MambaLM MambaLM::load_path(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::string weights = path;
+  nlohmann::json cfg_json;
+  if (fs::is_directory(path)) {
+    weights = (fs::path(path) / "model.safetensors").string();
+    cfg_json = io::load_json_file((fs::path(path) / "config.json").string());
+  }
+  io::SafeTensorsFile f(weights);
+  if (cfg_json.is_null()) {
+    auto it = f.metadata().find("config");
+    if (it == f.metadata().end())
+      fail("MambaLM::load_path", path + " is neither a model directory nor a .safetensors file with __metadata__.config");
+    try {
+      cfg_json = nlohmann::json::parse(it->second);
+    } catch (const std::exception& e) {
+      fail("MambaLM::load_path", path + ": __metadata__.config is not valid JSON: " + e.what());
+    }
+  }
+  return load(MambaLMConfig::from_json(cfg_json),
+              [&](const std::string& n) { return f.has(n) ? f.tensor(n) : Tensor(); });
 }
 
 InferenceCache MambaLM::new_cache(int64_t batch) const {

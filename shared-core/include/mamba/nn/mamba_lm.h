@@ -59,9 +59,14 @@ class MambaLM {
   // Builds the model from a config and a source of tensors (e.g. a safetensors file),
   // checking every tensor's presence and shape.
   static MambaLM load(const MambaLMConfig& cfg, const ParamSource& src);
+  // From a model directory (config.json + model.safetensors, the reference layout) or from
+  // one .safetensors file whose __metadata__.config holds the config JSON.
+  static MambaLM load_path(const std::string& path);
 
   const MambaLMConfig& config() const { return cfg_; }
   std::vector<std::pair<std::string, Tensor*>> parameters();
+  // After changing parameters in place: recompute what the layers derive from them.
+  void refresh_derived();
 
   InferenceCache new_cache(int64_t batch) const;
   // input_ids: (batch, seqlen) i64 or i32 -> logits (batch, seqlen, padded_vocab) f32.
