@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "mamba/kernels/selective_scan.h"  // silu_scalar
+#include "vec_math.h"
 
 namespace mamba::kernels {
 
@@ -53,8 +54,10 @@ void causal_conv1d(const CausalConv1dParams& p) {
               for (int64_t c = 0; c < nc; ++c) o[c] += wk[c] * input_at(p, b, ts, c0 + c);
             }
           }
-          if (p.silu)
-            for (int64_t c = 0; c < nc; ++c) o[c] = silu_scalar(o[c]);
+          if (p.silu) {
+#pragma omp simd
+            for (int64_t c = 0; c < nc; ++c) o[c] = detail::silu_fast(o[c]);
+          }
         }
       }
   }

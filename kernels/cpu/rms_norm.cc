@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "mamba/kernels/selective_scan.h"  // silu_scalar
+#include "vec_math.h"
 
 namespace mamba::kernels {
 
@@ -59,12 +60,15 @@ void gated_rms_norm(int64_t rows, int64_t dim, int64_t group_size, const float* 
     float* yr = y + r * y_stride;
     for (int64_t g0 = 0; g0 < dim; g0 += group_size) {
       if (!norm_before_gate && zr) {
-        for (int64_t i = g0; i < g0 + group_size; ++i) yr[i] = xr[i] * silu_scalar(zr[i]);
+#pragma omp simd
+        for (int64_t i = g0; i < g0 + group_size; ++i) yr[i] = xr[i] * detail::silu_fast(zr[i]);
         norm_row(group_size, yr + g0, w + g0, eps, yr + g0);
       } else {
         norm_row(group_size, xr + g0, w + g0, eps, yr + g0);
-        if (zr)
-          for (int64_t i = g0; i < g0 + group_size; ++i) yr[i] *= silu_scalar(zr[i]);
+        if (zr) {
+#pragma omp simd
+          for (int64_t i = g0; i < g0 + group_size; ++i) yr[i] *= detail::silu_fast(zr[i]);
+        }
       }
     }
   }

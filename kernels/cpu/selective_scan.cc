@@ -56,12 +56,15 @@ constexpr int64_t T = 64;   // timesteps per chunk (staging buffers stay in L1)
 // One block of up to 8 channels [d0, d0 + nc) of batch b, all in group g.
 void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int64_t g, float* scratch) {
   const int64_t N = p.dstate;
-  // scratch layout: h[N][W] | Al2[N][W] | dt[T][W] | du[T][W] | Bc[T][N] | Cc[T][N]
+  // scratch layout: h[N][W] | Al2[N][W] | dt[T][W] | du[T][W] | ub[T][W] | zb[T][W] | yb[T][W] | Bc[T][N] | Cc[T][N]
   float* h = scratch;
   float* Al2 = h + N * W;
   float* dtb = Al2 + N * W;
   float* dub = dtb + T * W;
-  float* Bc = dub + T * W;
+  float* ub = dub + T * W;
+  float* zb = ub + T * W;
+  float* yb = zb + T * W;
+  float* Bc = yb + T * W;
   float* Cc = Bc + T * N;
 
   for (int64_t n = 0; n < N; ++n)
@@ -86,21 +89,22 @@ void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int
         Bc[t * N + n] = Bbase[n * p.B.s2 + (t0 + t) * p.B.s3];
         Cc[t * N + n] = Cbase[n * p.C.s2 + (t0 + t) * p.C.s3];
       }
-    // Stage delta' and delta' * u as [t][lane].
-    for (int c = 0; c < W; ++c) {
-      if (c >= nc) {
-        for (int64_t t = 0; t < tc; ++t) dtb[t * W + c] = dub[t * W + c] = 0.f;
-        continue;
+    // Stage u, delta + bias and z as [t][lane]; dead lanes read as zero.
+    for (int64_t t = 0; t < tc; ++t)
+      for (int c = 0; c < W; ++c) {
+        const bool live = c < nc;
+        const int64_t dc = d0 + c, tt = t0 + t;
+        ub[t * W + c] = live ? p.u.ptr[b * p.u.s0 + dc * p.u.s1 + tt * p.u.s2] : 0.f;
+        dtb[t * W + c] = live ? p.delta.ptr[b * p.delta.s0 + dc * p.delta.s1 + tt * p.delta.s2] + bias[c] : 0.f;
+        zb[t * W + c] = live && p.z.ptr ? p.z.ptr[b * p.z.s0 + dc * p.z.s1 + tt * p.z.s2] : 0.f;
       }
-      const float* up = p.u.ptr + b * p.u.s0 + (d0 + c) * p.u.s1 + t0 * p.u.s2;
-      const float* dp = p.delta.ptr + b * p.delta.s0 + (d0 + c) * p.delta.s1 + t0 * p.delta.s2;
-      for (int64_t t = 0; t < tc; ++t) {
-        float dt = dp[t * p.delta.s2] + bias[c];
-        if (p.delta_softplus) dt = softplus_scalar(dt);
-        dtb[t * W + c] = dt;
-        dub[t * W + c] = dt * up[t * p.u.s2];
-      }
+    const int64_t m = tc * W;
+    if (p.delta_softplus) {
+#pragma omp simd
+      for (int64_t i = 0; i < m; ++i) dtb[i] = detail::softplus_fast(dtb[i]);
     }
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) dub[i] = dtb[i] * ub[i];
     // The recurrence: lanes are channels, so every operation below is vertical.
     for (int64_t t = 0; t < tc; ++t) {
       const float* dtt = dtb + t * W;
@@ -118,13 +122,15 @@ void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int
           y[c] += hn[c] * cn;
         }
       }
-      for (int c = 0; c < nc; ++c) {
-        const int64_t off_u = b * p.u.s0 + (d0 + c) * p.u.s1 + (t0 + t) * p.u.s2;
-        float yc = y[c] + Dv[c] * p.u.ptr[off_u];
-        if (p.z.ptr) yc *= silu_scalar(p.z.ptr[b * p.z.s0 + (d0 + c) * p.z.s1 + (t0 + t) * p.z.s2]);
-        p.y.ptr[b * p.y.s0 + (d0 + c) * p.y.s1 + (t0 + t) * p.y.s2] = yc;
-      }
+#pragma omp simd
+      for (int c = 0; c < W; ++c) yb[t * W + c] = y[c] + Dv[c] * ub[t * W + c];
     }
+    if (p.z.ptr) {
+#pragma omp simd
+      for (int64_t i = 0; i < m; ++i) yb[i] *= detail::silu_fast(zb[i]);
+    }
+    for (int64_t t = 0; t < tc; ++t)
+      for (int c = 0; c < nc; ++c) p.y.ptr[b * p.y.s0 + (d0 + c) * p.y.s1 + (t0 + t) * p.y.s2] = yb[t * W + c];
   }
   if (p.final_state)
     for (int c = 0; c < nc; ++c)
@@ -138,7 +144,7 @@ void selective_scan(const SelectiveScanParams& p) {
   const int64_t dpg = p.dim / p.n_groups;
   const int64_t blocks_per_group = (dpg + W - 1) / W;
   const int64_t tasks = p.batch * p.n_groups * blocks_per_group;
-  const size_t scratch_floats = static_cast<size_t>(2 * p.dstate * W + 2 * T * W + 2 * T * p.dstate);
+  const size_t scratch_floats = static_cast<size_t>(2 * p.dstate * W + 5 * T * W + 2 * T * p.dstate);
   // Small problems stay on one thread: waking a team costs more than the work.
   const bool parallel = tasks > 1 && p.batch * p.dim * p.seqlen * p.dstate > (1 << 16);
 #pragma omp parallel if (parallel)
@@ -167,7 +173,7 @@ void selective_state_update(const SelectiveStateUpdateParams& p) {
       const int64_t g = d / dpg;
       const float x = p.x[b * p.x_stride + d];
       float dt = p.delta[b * p.delta_stride + d] + (p.delta_bias ? p.delta_bias[d] : 0.f);
-      if (p.delta_softplus) dt = softplus_scalar(dt);
+      if (p.delta_softplus) dt = detail::softplus_fast(dt);
       const float* Bv = p.B + b * p.B_stride + g * N;
       const float* Cv = p.C + b * p.C_stride + g * N;
       const float* A = p.A + d * N;
@@ -180,7 +186,7 @@ void selective_state_update(const SelectiveStateUpdateParams& p) {
         y += h[n] * Cv[n];
       }
       y += (p.D ? p.D[d] : 0.f) * x;
-      if (p.z) y *= silu_scalar(p.z[b * p.z_stride + d]);
+      if (p.z) y *= detail::silu_fast(p.z[b * p.z_stride + d]);
       p.y[b * p.y_stride + d] = y;
     }
 }

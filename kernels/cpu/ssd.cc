@@ -8,6 +8,7 @@
 
 #include "mamba/kernels/gemm.h"
 #include "mamba/kernels/selective_scan.h"  // softplus_scalar
+#include "vec_math.h"
 
 namespace mamba::kernels {
 
@@ -105,7 +106,9 @@ void ssd_chunk_scan(const SsdParams& p) {
           for (int64_t i = 0; i < q; ++i) {
             float* mi = M.data() + i * Q;
             const float* cbi = cb + i * Q;
-            for (int64_t j = 0; j <= i; ++j) mi[j] = cbi[j] * std::exp(cs[i] - cs[j]) * dts[j];
+            const float csi = cs[i];
+#pragma omp simd
+            for (int64_t j = 0; j <= i; ++j) mi[j] = cbi[j] * detail::exp_fast(csi - cs[j]) * dts[j];
             for (int64_t j = i + 1; j < q; ++j) mi[j] = 0.f;
           }
           // Yc = M X  (intra-chunk)

@@ -33,6 +33,65 @@ inline float exp2_fast(float x) {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-inline float exp_fast(float x) { return exp2_fast(x * kLog2e); }
+// e^x with Cody-Waite range reduction (x = n ln2 + r, ln2 split in two so n ln2 is exact
+// enough), so the relative error stays ~2e-7 over the whole range, not growing with |x|
+// as exp2_fast(x * log2e) would. Clamped to [-87.3, 88].
+inline float exp_fast(float x) {
+  x = x < -87.3f ? -87.3f : (x > 88.f ? 88.f : x);
+  const float shifter = 12582912.f;
+  float t = x * kLog2e + shifter;
+  const float n = t - shifter;
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  float p = 1.f / 5040.f;
+  p = p * r + 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  int32_t ti;
+  std::memcpy(&ti, &t, 4);
+  const int32_t bits = (ti - 0x4B400000 + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+// Natural log for finite x > 0 (normal numbers), relative error ~1e-7: x = m * 2^k with
+// m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(f), f = (m - 1) / (m + 1), |f| <= 0.172,
+// by its odd series to f^9.
+inline float log_fast(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, 4);
+  int32_t k = ((bits >> 23) & 0xff) - 127;
+  int32_t mbits = (bits & 0x007fffff) | 0x3f800000;  // m in [1, 2)
+  float m;
+  std::memcpy(&m, &mbits, 4);
+  const bool big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  k = big ? k + 1 : k;
+  const float f = (m - 1.f) / (m + 1.f), f2 = f * f;
+  float p = 1.f / 9.f;
+  p = p * f2 + 1.f / 7.f;
+  p = p * f2 + 1.f / 5.f;
+  p = p * f2 + 1.f / 3.f;
+  p = p * f2 + 1.f;
+  return static_cast<float>(k) * 0.693147180559945309f + 2.f * f * p;
+}
+
+// log(1 + e) for e >= 0 without losing small e: log(u) * e / (u - 1) with u = 1 + e.
+inline float log1p_fast(float e) {
+  const float u = 1.f + e;
+  const float d = u - 1.f;
+  return d == 0.f ? e : log_fast(u) * (e / d);
+}
+
+// PyTorch semantics: linear above 20.
+inline float softplus_fast(float x) { return x > 20.f ? x : log1p_fast(exp_fast(x)); }
+
+inline float silu_fast(float x) { return x / (1.f + exp_fast(-x)); }
+
+inline float sigmoid_fast(float x) { return 1.f / (1.f + exp_fast(-x)); }
 
 }  // namespace mamba::kernels::detail
