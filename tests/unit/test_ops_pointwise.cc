@@ -172,3 +172,18 @@ TEST(OpsReduce, OverAllThreadIndependentAndKnown) {
   expect_error([] { ops::sum(Tensor::zeros({2, 3}), -3); }, {"ops::sum", "-3", "[2, 3]"});
   expect_error([] { ops::max(Tensor::zeros({2, 0}), 1); }, {"ops::max", "empty"});
 }
+
+TEST(OpsEdgeCases, EmptyAndZeroDim) {
+  Tensor e = Tensor::zeros({3, 0, 4});
+  EXPECT_EQ(ops::add(e, Tensor::zeros({4})).shape(), e.shape());
+  EXPECT_EQ(ops::silu(e).shape(), e.shape());
+  EXPECT_EQ(ops::softmax(e, 1).shape(), e.shape());
+  EXPECT_TRUE(close(ops::sum(e, 1), Tensor::zeros({3, 4}), 0));
+  EXPECT_EQ(ops::sum(e).item(), 0.0);
+  EXPECT_EQ(ops::layer_norm(e).shape(), e.shape());
+  Tensor s = Tensor::full({}, 3.0);
+  EXPECT_EQ(ops::mul(s, s).item(), 9.0);
+  EXPECT_EQ(ops::sum(s, 0).item(), 3.0);
+  EXPECT_EQ(ops::softmax(s, 0).item(), 1.0);
+  EXPECT_EQ(ops::argmax(s).item(), 0.0);
+}

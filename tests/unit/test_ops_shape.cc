@@ -139,3 +139,14 @@ TEST(OpsEmbedding, LookupAndErrors) {
   expect_error([&] { ops::embedding(Tensor::from_vector_i64({-1}, {1}), table); }, {"ops::embedding", "id -1"});
   expect_error([&] { ops::embedding(Tensor::zeros({2}), table); }, {"ops::embedding", "i32 or i64"});
 }
+
+TEST(OpsEdgeCases, EmptyTensors) {
+  Tensor e = Tensor::zeros({3, 0, 4});
+  EXPECT_EQ(ops::concat({e, e}, 1).shape(), (Shape{3, 0, 4}));
+  EXPECT_EQ(ops::flip(e, {0, 1}).shape(), e.shape());
+  EXPECT_EQ(ops::permute_copy(e, {2, 1, 0}).shape(), (Shape{4, 0, 3}));
+  EXPECT_EQ(ops::pad(e, {{1, 1}, {0, 0}}, ops::PadMode::constant, 2).to_vector_f32(), std::vector<float>(24, 2.f));  // [3, 2, 4]
+  auto t = ops::topk(e, 0, 1);
+  EXPECT_EQ(t.values.shape(), (Shape{3, 0, 4}));
+  EXPECT_EQ(ops::embedding(Tensor::from_vector_i64({}, {0}), randn({4, 3}, 1)).shape(), (Shape{0, 3}));
+}
