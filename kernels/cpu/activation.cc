@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "vec_math.h"
+
 namespace mamba::kernels {
 
 namespace {
@@ -29,8 +31,10 @@ template <class T> inline T act(const ActivationParams& p, T x) {
   return x;
 }
 
-// Each case is its own loop so the compiler sees a branch-free body per activation.
+// The fast path: each case is its own loop so the compiler sees a branch-free body per
+// activation, with the inlined exp (vec_math.h) so those loops vectorise.
 template <class T> void act_block(const ActivationParams& p, int64_t n, const T* x, T* y) {
+  using detail::vexp;
   switch (p.kind) {
     case Activation::relu:
       for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
@@ -41,14 +45,25 @@ template <class T> void act_block(const ActivationParams& p, int64_t n, const T*
       return;
     }
     case Activation::exp:
-      for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+      for (int64_t i = 0; i < n; ++i) y[i] = vexp(x[i]);
       return;
     case Activation::sigmoid:
-      for (int64_t i = 0; i < n; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
+      for (int64_t i = 0; i < n; ++i) y[i] = T(1) / (T(1) + vexp(-x[i]));
       return;
     case Activation::silu:
-      for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (T(1) + std::exp(-x[i]));
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (T(1) + vexp(-x[i]));
       return;
+    case Activation::tanh:
+      for (int64_t i = 0; i < n; ++i) y[i] = detail::vtanh(x[i]);
+      return;
+    case Activation::gelu_tanh: {
+      const T k = T(0.79788456080286535588);  // sqrt(2/pi)
+      for (int64_t i = 0; i < n; ++i) {
+        const T v = x[i];
+        y[i] = T(0.5) * v * (T(1) + detail::vtanh(k * (v + T(0.044715) * v * v * v)));
+      }
+      return;
+    }
     default:
       for (int64_t i = 0; i < n; ++i) y[i] = act(p, x[i]);
   }

@@ -4,23 +4,46 @@
 #include <cmath>
 #include <limits>
 
+#include "vec_math.h"
+
 namespace mamba::kernels {
 
 namespace {
 
-// One contiguous row (inner == 1).
+// Sum and max of a contiguous row in 8 interleaved lanes, combined in a fixed order: the
+// compiler vectorises the lanes, and the result does not depend on the thread count.
+template <class T> T sum_lanes(int64_t n, const T* v) {
+  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += v[j + l];
+  for (; j < n; ++j) acc[0] += v[j];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+template <class T> T max_lanes(int64_t n, const T* v) {
+  T acc[8];
+  for (int l = 0; l < 8; ++l) acc[l] = -std::numeric_limits<T>::infinity();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) acc[l] = v[j + l] > acc[l] ? v[j + l] : acc[l];
+  for (; j < n; ++j) acc[0] = v[j] > acc[0] ? v[j] : acc[0];
+  T m = acc[0];
+  for (int l = 1; l < 8; ++l) m = acc[l] > m ? acc[l] : m;
+  return m;
+}
+
+// One contiguous row (inner == 1). y holds exp(x - max) before the final scaling.
 template <class T> void softmax_row(int64_t n, bool log, const T* x, T* y) {
-  T m = -std::numeric_limits<T>::infinity();
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
+  T m = max_lanes(n, x);
   if (std::isinf(m) && m < 0) m = 0;  // all -inf: avoid (-inf) - (-inf)
-  double s = 0;
-  for (int64_t j = 0; j < n; ++j) s += std::exp(static_cast<double>(x[j] - m));
+  for (int64_t j = 0; j < n; ++j) y[j] = detail::vexp(x[j] - m);
+  const T s = sum_lanes(n, y);
   if (log) {
-    const T ls = static_cast<T>(std::log(s));
-    for (int64_t j = 0; j < n; ++j) y[j] = x[j] - m - ls;
+    const T ls = m + std::log(s);
+    for (int64_t j = 0; j < n; ++j) y[j] = x[j] - ls;
   } else {
-    const T inv = static_cast<T>(1.0 / s);
-    for (int64_t j = 0; j < n; ++j) y[j] = std::exp(x[j] - m) * inv;
+    const T inv = T(1) / s;
+    for (int64_t j = 0; j < n; ++j) y[j] *= inv;
   }
 }
 
@@ -32,13 +55,13 @@ template <class T> void softmax_cols(int64_t n, int64_t inner, int64_t w, bool l
   T s[kW];
   for (int64_t i = 0; i < w; ++i) m[i] = -std::numeric_limits<T>::infinity();
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t i = 0; i < w; ++i) m[i] = std::max(m[i], x[j * inner + i]);
+    for (int64_t i = 0; i < w; ++i) m[i] = x[j * inner + i] > m[i] ? x[j * inner + i] : m[i];
   for (int64_t i = 0; i < w; ++i) {
     if (std::isinf(m[i]) && m[i] < 0) m[i] = 0;
     s[i] = 0;
   }
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t i = 0; i < w; ++i) s[i] += std::exp(x[j * inner + i] - m[i]);
+    for (int64_t i = 0; i < w; ++i) s[i] += detail::vexp(x[j * inner + i] - m[i]);
   if (log) {
     for (int64_t i = 0; i < w; ++i) s[i] = m[i] + std::log(s[i]);
     for (int64_t j = 0; j < n; ++j)
@@ -46,7 +69,7 @@ template <class T> void softmax_cols(int64_t n, int64_t inner, int64_t w, bool l
   } else {
     for (int64_t i = 0; i < w; ++i) s[i] = T(1) / s[i];
     for (int64_t j = 0; j < n; ++j)
-      for (int64_t i = 0; i < w; ++i) y[j * inner + i] = std::exp(x[j * inner + i] - m[i]) * s[i];
+      for (int64_t i = 0; i < w; ++i) y[j * inner + i] = detail::vexp(x[j * inner + i] - m[i]) * s[i];
   }
 }
 
