@@ -16,6 +16,49 @@ template <class T> inline T pick(bool largest, T acc, T v) {
   return largest ? (v > acc ? v : acc) : (v < acc ? v : acc);
 }
 
+// Sum of a contiguous run (and of squared deviations from m) with double accumulators in
+// 8 interleaved lanes: vectorised, combined in a fixed order.
+template <class T> double sum_lanes(const T* x, int64_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += static_cast<double>(x[j + l]);
+  for (; j < n; ++j) acc[0] += static_cast<double>(x[j]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+template <class T> double sq_dev_lanes(const T* x, int64_t n, double m) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) {
+      const double d = static_cast<double>(x[j + l]) - m;
+      acc[l] += d * d;
+    }
+  for (; j < n; ++j) {
+    const double d = static_cast<double>(x[j]) - m;
+    acc[0] += d * d;
+  }
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// One contiguous row (the fast path's inner == 1 case).
+template <class T> T reduce_row(const ReduceParams& p, const T* x) {
+  const int64_t n = p.n;
+  switch (p.op) {
+    case ReduceOp::sum: return static_cast<T>(sum_lanes(x, n));
+    case ReduceOp::mean: return static_cast<T>(sum_lanes(x, n) / static_cast<double>(n));
+    case ReduceOp::var: {
+      const double m = sum_lanes(x, n) / static_cast<double>(n);
+      return static_cast<T>(sq_dev_lanes(x, n, m) / static_cast<double>(n - p.correction));
+    }
+    default: {
+      T acc = x[0];
+      for (int64_t j = 1; j < n; ++j) acc = pick(p.op == ReduceOp::max, acc, x[j]);
+      return acc;
+    }
+  }
+}
+
 // Reduces one strided column x[j * stride], j in [0, n). Used by the reference and by the
 // fast path for columns; a fixed order, so it is deterministic.
 template <class T> T reduce_column(const ReduceParams& p, const T* x, int64_t stride) {
@@ -61,9 +104,7 @@ template <class T> T reduce_long_row(const ReduceParams& p, const T* x) {
       for (int64_t j = 1; j < len; ++j) acc = pick(p.op == ReduceOp::max, acc, xc[j]);
       part[static_cast<size_t>(c)] = acc;
     } else {
-      double s = 0;
-      for (int64_t j = 0; j < len; ++j) s += xc[j];
-      part[static_cast<size_t>(c)] = s;
+      part[static_cast<size_t>(c)] = sum_lanes(xc, len);
     }
   }
   if (extreme) {
@@ -81,9 +122,7 @@ template <class T> T reduce_long_row(const ReduceParams& p, const T* x) {
   for (int64_t c = 0; c < chunks; ++c) {
     const T* xc = x + c * kChunk;
     const int64_t len = std::min(kChunk, n - c * kChunk);
-    double q = 0;
-    for (int64_t j = 0; j < len; ++j) q += (xc[j] - m) * (xc[j] - m);
-    part[static_cast<size_t>(c)] = q;
+    part[static_cast<size_t>(c)] = sq_dev_lanes(xc, len, m);
   }
   double q = 0;
   for (double v : part) q += v;
@@ -104,7 +143,7 @@ template <class T> void reduce_fast(const ReduceParams& p, const T* x, T* y) {
   }
   if (inner == 1) {
 #pragma omp parallel for schedule(static) if (outer * n > 16384)
-    for (int64_t o = 0; o < outer; ++o) y[o] = reduce_column(p, x + o * n, 1);
+    for (int64_t o = 0; o < outer; ++o) y[o] = reduce_row(p, x + o * n);
     return;
   }
   // inner > 1: accumulate whole rows of `inner` so the loop over i vectorises.
