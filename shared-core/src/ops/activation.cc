@@ -5,6 +5,11 @@
 
 namespace mamba::ops {
 
+// The ops enum mirrors the kernel enum value for value.
+static_assert(static_cast<int>(Activation::relu) == static_cast<int>(kernels::Activation::relu));
+static_assert(static_cast<int>(Activation::gelu_tanh) == static_cast<int>(kernels::Activation::gelu_tanh));
+static_assert(static_cast<int>(Activation::leaky_relu) == static_cast<int>(kernels::Activation::leaky_relu));
+
 namespace {
 
 Tensor act_impl(Activation kind, const Tensor& x, const ActivationOptions& opt, bool ref) {

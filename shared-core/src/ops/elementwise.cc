@@ -5,6 +5,9 @@
 
 namespace mamba::ops {
 
+static_assert(static_cast<int>(BinaryOp::add) == static_cast<int>(kernels::BinaryOp::add));
+static_assert(static_cast<int>(BinaryOp::div) == static_cast<int>(kernels::BinaryOp::div));
+
 namespace {
 
 constexpr const char* kOpNames[] = {"ops::add", "ops::sub", "ops::mul", "ops::div"};

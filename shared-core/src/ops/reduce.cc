@@ -5,6 +5,10 @@
 
 namespace mamba::ops {
 
+static_assert(static_cast<int>(Reduce::sum) == static_cast<int>(kernels::ReduceOp::sum));
+static_assert(static_cast<int>(Reduce::max) == static_cast<int>(kernels::ReduceOp::max));
+static_assert(static_cast<int>(Reduce::var) == static_cast<int>(kernels::ReduceOp::var));
+
 namespace {
 
 constexpr const char* kNames[] = {"ops::sum", "ops::mean", "ops::max", "ops::min", "ops::var"};
