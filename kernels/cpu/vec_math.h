@@ -1,8 +1,10 @@
 // Branch-free scalar math that the compiler vectorises when it sits in a loop over lanes.
 // Internal to kernels/cpu.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 namespace mamba::kernels::detail {
 
@@ -35,9 +37,11 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 // e^x with Cody-Waite range reduction (x = n ln2 + r, ln2 split in two so n ln2 is exact
 // enough), so the relative error stays ~2e-7 over the whole range, not growing with |x|
-// as exp2_fast(x * log2e) would. Clamped to [-87.3, 88].
-inline float exp_fast(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.f ? 88.f : x);
+// as exp2_fast(x * log2e) would. IEEE-like at the edges: 0 below -86.5 (true value
+// < 3e-38), inf above 88.72, NaN for NaN.
+inline float exp_fast(float x_in) {
+  constexpr float kLo = -86.5f, kHi = 88.72283935546875f;
+  const float x = x_in < kLo ? kLo : (x_in > kHi ? kHi : x_in);
   const float shifter = 12582912.f;
   float t = x * kLog2e + shifter;
   const float n = t - shifter;
@@ -52,10 +56,23 @@ inline float exp_fast(float x) {
   p = p * r + 1.f;
   int32_t ti;
   std::memcpy(&ti, &t, 4);
-  const int32_t bits = (ti - 0x4B400000 + 127) << 23;
+  const int32_t bits = (ti - 0x4B400000 + 126) << 23;  // 2^(n-1): n = 128 stays finite
   float scale;
   std::memcpy(&scale, &bits, 4);
-  return p * scale;
+  float res = p * scale * 2.f;
+  res = x_in > kHi ? std::numeric_limits<float>::infinity() : res;
+  res = x_in < kLo ? 0.f : res;
+  return x_in != x_in ? x_in : res;
+}
+
+// exp for the kernels' element types: the vectorisable one for float, std::exp for double.
+inline float vexp(float x) { return exp_fast(x); }
+inline double vexp(double x) { return std::exp(x); }
+
+// tanh through exp: 1 - 2 / (e^(2x) + 1); absolute error about 1e-7 in float.
+template <class T>
+inline T vtanh(T x) {
+  return T(1) - T(2) / (vexp(T(2) * x) + T(1));
 }
 
 // Natural log for finite x > 0 (normal numbers), relative error ~1e-7: x = m * 2^k with

@@ -6,6 +6,8 @@
 // filesystem). On any failure (and when an AtomicFileWriter is destroyed without
 // commit()) the temporary file is removed and the target is left untouched.
 // Errors: mamba::Error naming the path and the errno text ("No space left on device").
+// The new file gets mode 0644 (minus umask), not the old file's mode; a symlink at `path`
+// is replaced by the file, not followed.
 // Thread-safety: one AtomicFileWriter per thread; different targets may be written
 // concurrently. Two writers racing on the same target: the last rename wins, whole.
 #pragma once

@@ -6,6 +6,7 @@
 //   "config: 'models/m/1/config.json': field 'd_model': expected an integer, got string \"16\""
 // Getters with a fallback return it when the field is absent or null; getters without one
 // throw when it is absent. A present field of the wrong type always throws.
+// Duplicate keys in a file: the last one wins (nlohmann's behaviour; not detected here).
 // Integers must be JSON integers (16, not 16.0 or "16"); doubles accept any number.
 // Thread-safety: const methods are safe to call concurrently.
 #pragma once
