@@ -170,6 +170,14 @@ TEST(SafeTensors, TensorsOutliveTheFileObject) {
   for (size_t i = 0; i < kept.size(); ++i) EXPECT_EQ(tensor_bytes(kept[i]), tensor_bytes(again.tensor(again.names()[i])));
 }
 
+TEST(SafeTensors, AlignedTensorsBorrowTheMapping) {
+  SafeTensorsFile f(golden("mamba1_block.safetensors"));
+  Tensor a = f.tensor("weights.in_proj.weight");
+  Tensor b = f.tensor("weights.in_proj.weight");
+  EXPECT_EQ(a.raw_data(), b.raw_data()) << "zero copy: both views of the same mapped bytes";
+  EXPECT_EQ(a.storage()->bytes(), 64u * 16u * 4u);
+}
+
 TEST(SafeTensors, WritesToABorrowedTensorNeverReachTheFile) {
   const std::string path = tmp_dir() + "/cow.safetensors";
   mamba::io::save_safetensors(path, {{"w", Tensor::full({8}, 3.0)}});
