@@ -106,6 +106,23 @@ void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) dub[i] = dtb[i] * ub[i];
     // The recurrence: lanes are channels, so every operation below is vertical.
+#if defined(__AVX2__) && defined(__FMA__)
+    static_assert(W == 8, "one AVX2 register of channels");
+    const __m256 Dv8 = _mm256_loadu_ps(Dv);
+    for (int64_t t = 0; t < tc; ++t) {
+      const __m256 dt8 = _mm256_loadu_ps(dtb + t * W), du8 = _mm256_loadu_ps(dub + t * W);
+      const float* Bt = Bc + t * N;
+      const float* Ct = Cc + t * N;
+      __m256 y8 = _mm256_setzero_ps();
+      for (int64_t n = 0; n < N; ++n) {
+        const __m256 dA = detail::exp2_avx2(_mm256_mul_ps(dt8, _mm256_loadu_ps(Al2 + n * W)));
+        const __m256 hn = _mm256_fmadd_ps(dA, _mm256_loadu_ps(h + n * W), _mm256_mul_ps(du8, _mm256_set1_ps(Bt[n])));
+        _mm256_storeu_ps(h + n * W, hn);
+        y8 = _mm256_fmadd_ps(hn, _mm256_set1_ps(Ct[n]), y8);
+      }
+      _mm256_storeu_ps(yb + t * W, _mm256_fmadd_ps(Dv8, _mm256_loadu_ps(ub + t * W), y8));
+    }
+#else
     for (int64_t t = 0; t < tc; ++t) {
       const float* dtt = dtb + t * W;
       const float* dut = dub + t * W;
@@ -116,15 +133,14 @@ void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int
         float* hn = h + n * W;
         const float* an = Al2 + n * W;
         const float bn = Bt[n], cn = Ct[n];
-#pragma omp simd
         for (int c = 0; c < W; ++c) {
           hn[c] = detail::exp2_fast(dtt[c] * an[c]) * hn[c] + dut[c] * bn;
           y[c] += hn[c] * cn;
         }
       }
-#pragma omp simd
       for (int c = 0; c < W; ++c) yb[t * W + c] = y[c] + Dv[c] * ub[t * W + c];
     }
+#endif
     if (p.z.ptr) {
 #pragma omp simd
       for (int64_t i = 0; i < m; ++i) yb[i] *= detail::silu_fast(zb[i]);

@@ -6,6 +6,10 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 namespace mamba::kernels::detail {
 
 // 2^x for x in about [-126, 126] (clamped outside), relative error ~2e-7: x = n + f with
@@ -110,5 +114,27 @@ inline float softplus_fast(float x) { return x > 20.f ? x : log1p_fast(exp_fast(
 inline float silu_fast(float x) { return x / (1.f + exp_fast(-x)); }
 
 inline float sigmoid_fast(float x) { return 1.f / (1.f + exp_fast(-x)); }
+
+#if defined(__AVX2__) && defined(__FMA__)
+// 8-lane exp2_fast with the same polynomial and clamps.
+inline __m256 exp2_avx2(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(126.f)), _mm256_set1_ps(-126.f));
+  const __m256 shifter = _mm256_set1_ps(12582912.f);
+  const __m256 t = _mm256_add_ps(x, shifter);
+  const __m256 n = _mm256_sub_ps(t, shifter);
+  const __m256 f = _mm256_mul_ps(_mm256_sub_ps(x, n), _mm256_set1_ps(0.693147180559945309f));
+  __m256 p = _mm256_set1_ps(1.f / 5040.f);
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.f / 720.f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.f / 120.f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.f / 24.f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.f / 6.f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.f));
+  const __m256i bits = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000)), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+#endif
 
 }  // namespace mamba::kernels::detail
