@@ -40,23 +40,27 @@ void causal_conv1d(const CausalConv1dParams& p) {
         const int64_t c0 = blk * CB, nc = std::min(CB, p.channels - c0);
         for (int64_t k = 0; k < K; ++k)  // weights transposed to [k][c] for unit-stride lanes
           for (int64_t c = 0; c < nc; ++c) wt[k * CB + c] = p.weight[(c0 + c) * K + k];
+        alignas(64) float acc[CB];
         for (int64_t t = 0; t < p.seqlen; ++t) {
-          float* o = p.out + (b * p.seqlen + t) * p.channels + c0;
-          for (int64_t c = 0; c < nc; ++c) o[c] = p.bias ? p.bias[c0 + c] : 0.f;
+          // Accumulate in L1 and write the output row once.
+          for (int64_t c = 0; c < nc; ++c) acc[c] = p.bias ? p.bias[c0 + c] : 0.f;
           for (int64_t k = 0; k < K; ++k) {
             const int64_t ts = t - (K - 1) + k;
             const float* wk = wt.data() + k * CB;
             if (ts >= 0) {
               const float* xr = p.x + b * p.x_sb + ts * p.x_st + c0;
 #pragma omp simd
-              for (int64_t c = 0; c < nc; ++c) o[c] += wk[c] * xr[c];
+              for (int64_t c = 0; c < nc; ++c) acc[c] += wk[c] * xr[c];
             } else if (p.initial_state) {
-              for (int64_t c = 0; c < nc; ++c) o[c] += wk[c] * input_at(p, b, ts, c0 + c);
+              for (int64_t c = 0; c < nc; ++c) acc[c] += wk[c] * input_at(p, b, ts, c0 + c);
             }
           }
+          float* o = p.out + (b * p.seqlen + t) * p.channels + c0;
           if (p.silu) {
 #pragma omp simd
-            for (int64_t c = 0; c < nc; ++c) o[c] = detail::silu_fast(o[c]);
+            for (int64_t c = 0; c < nc; ++c) o[c] = detail::silu_fast(acc[c]);
+          } else {
+            for (int64_t c = 0; c < nc; ++c) o[c] = acc[c];
           }
         }
       }
