@@ -125,3 +125,51 @@ TEST(OpsConv, Errors) {
                {"ops::conv_transpose2d", "output_padding"});
   expect_error([&] { ops::conv2d(x, Tensor::zeros({2, 4, 3, 3}), Tensor::zeros({3})); }, {"ops::conv2d", "bias"});
 }
+
+// conv_transpose is the adjoint of conv (the gradient of conv with respect to its input):
+// <conv(x, w), y> == <x, conv_transpose(y, w)> with output_padding chosen so that the
+// transpose returns x's size. An independent check of both against PyTorch's definition.
+TEST(OpsConv, TransposeIsAdjointOfConv) {
+  struct Case {
+    int spatial;
+    Shape in, k;
+    int64_t stride, pad, dil, groups;
+  };
+  const std::vector<Case> cases = {{1, {13}, {3}, 2, 1, 1, 1},
+                                   {1, {10}, {4}, 3, 2, 2, 2},
+                                   {2, {7, 9}, {3, 2}, 2, 1, 1, 1},
+                                   {2, {8, 5}, {3, 3}, 1, 2, 2, 2},
+                                   {3, {5, 6, 4}, {2, 3, 2}, 2, 1, 1, 1}};
+  uint32_t seed = 300;
+  for (const auto& c : cases) {
+    const int64_t N = 2, C_in = 4, C_out = 6;
+    Shape xs{N, C_in}, ws{C_out, C_in / c.groups};
+    xs.insert(xs.end(), c.in.begin(), c.in.end());
+    ws.insert(ws.end(), c.k.begin(), c.k.end());
+    ops::ConvOptions o{.stride = {c.stride}, .padding = {c.pad}, .dilation = {c.dil}, .groups = c.groups};
+    Tensor x = randn(xs, seed++, DType::f64).to(DType::f32), w = randn(ws, seed++);
+    Tensor y = ops::conv(c.spatial, x, w, {}, o);
+    std::vector<int64_t> outpad;
+    for (int d = 0; d < c.spatial; ++d)
+      outpad.push_back((c.in[static_cast<size_t>(d)] + 2 * c.pad - c.dil * (c.k[static_cast<size_t>(d)] - 1) - 1) %
+                       c.stride);
+    o.output_padding = outpad;
+    Tensor gy = randn(y.shape(), seed++);
+    Tensor gx = ops::conv_transpose(c.spatial, gy, w, {}, o);
+    ASSERT_EQ(gx.shape(), x.shape());
+    const auto vy = values(y), vgy = values(gy), vx = values(x), vgx = values(gx);
+    double lhs = 0, rhs = 0;
+    for (size_t i = 0; i < vy.size(); ++i) lhs += vy[i] * vgy[i];
+    for (size_t i = 0; i < vx.size(); ++i) rhs += vx[i] * vgx[i];
+    EXPECT_NEAR(lhs, rhs, 1e-3 * std::max(1.0, std::abs(lhs))) << "spatial " << c.spatial;
+  }
+}
+
+TEST(OpsMatmul, KnownValues) {
+  Tensor a = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor b = Tensor::from_vector({1, 0, 0, 1, 1, 1}, {3, 2});
+  EXPECT_EQ(ops::matmul(a, b).to_vector_f32(), (std::vector<float>{4, 5, 10, 11}));
+  Tensor w = Tensor::from_vector({1, 1, 1, 0, 0, 1}, {2, 3});
+  EXPECT_EQ(ops::linear(a, w, Tensor::from_vector({10, 20}, {2})).to_vector_f32(),
+            (std::vector<float>{16, 23, 25, 26}));
+}
