@@ -84,20 +84,43 @@ void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int
   for (int64_t t0 = 0; t0 < p.seqlen; t0 += T) {
     const int64_t tc = std::min(T, p.seqlen - t0);
     // Stage B and C as [t][n] (contiguous in n).
-    for (int64_t n = 0; n < N; ++n)
+    if (p.B.s2 == 1 && p.C.s2 == 1) {  // (b, l, g, n) memory: rows already contiguous in n
       for (int64_t t = 0; t < tc; ++t) {
-        Bc[t * N + n] = Bbase[n * p.B.s2 + (t0 + t) * p.B.s3];
-        Cc[t * N + n] = Cbase[n * p.C.s2 + (t0 + t) * p.C.s3];
+        const float* Br = Bbase + (t0 + t) * p.B.s3;
+        const float* Cr = Cbase + (t0 + t) * p.C.s3;
+        for (int64_t n = 0; n < N; ++n) {
+          Bc[t * N + n] = Br[n];
+          Cc[t * N + n] = Cr[n];
+        }
       }
+    } else {
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t t = 0; t < tc; ++t) {
+          Bc[t * N + n] = Bbase[n * p.B.s2 + (t0 + t) * p.B.s3];
+          Cc[t * N + n] = Cbase[n * p.C.s2 + (t0 + t) * p.C.s3];
+        }
+    }
     // Stage u, delta + bias and z as [t][lane]; dead lanes read as zero.
-    for (int64_t t = 0; t < tc; ++t)
-      for (int c = 0; c < W; ++c) {
-        const bool live = c < nc;
-        const int64_t dc = d0 + c, tt = t0 + t;
-        ub[t * W + c] = live ? p.u.ptr[b * p.u.s0 + dc * p.u.s1 + tt * p.u.s2] : 0.f;
-        dtb[t * W + c] = live ? p.delta.ptr[b * p.delta.s0 + dc * p.delta.s1 + tt * p.delta.s2] + bias[c] : 0.f;
-        zb[t * W + c] = live && p.z.ptr ? p.z.ptr[b * p.z.s0 + dc * p.z.s1 + tt * p.z.s2] : 0.f;
-      }
+    const float* up = p.u.ptr + b * p.u.s0 + d0 * p.u.s1 + t0 * p.u.s2;
+    const float* dp = p.delta.ptr + b * p.delta.s0 + d0 * p.delta.s1 + t0 * p.delta.s2;
+    const float* zp = p.z.ptr ? p.z.ptr + b * p.z.s0 + d0 * p.z.s1 + t0 * p.z.s2 : nullptr;
+    const int64_t us1 = p.u.s1, us2 = p.u.s2, ds1 = p.delta.s1, ds2 = p.delta.s2, zs1 = p.z.s1, zs2 = p.z.s2;
+    if (nc == W && us1 == 1 && ds1 == 1 && (!zp || zs1 == 1)) {  // channels contiguous: (b, l, d) memory
+      for (int64_t t = 0; t < tc; ++t)
+        for (int c = 0; c < W; ++c) {
+          ub[t * W + c] = up[t * us2 + c];
+          dtb[t * W + c] = dp[t * ds2 + c] + bias[c];
+          zb[t * W + c] = zp ? zp[t * zs2 + c] : 0.f;
+        }
+    } else {
+      for (int c = 0; c < W; ++c)
+        for (int64_t t = 0; t < tc; ++t) {
+          const bool live = c < nc;
+          ub[t * W + c] = live ? up[c * us1 + t * us2] : 0.f;
+          dtb[t * W + c] = live ? dp[c * ds1 + t * ds2] + bias[c] : 0.f;
+          zb[t * W + c] = live && zp ? zp[c * zs1 + t * zs2] : 0.f;
+        }
+    }
     const int64_t m = tc * W;
     if (p.delta_softplus) {
 #pragma omp simd
@@ -145,8 +168,15 @@ void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int
 #pragma omp simd
       for (int64_t i = 0; i < m; ++i) yb[i] *= detail::silu_fast(zb[i]);
     }
-    for (int64_t t = 0; t < tc; ++t)
-      for (int c = 0; c < nc; ++c) p.y.ptr[b * p.y.s0 + (d0 + c) * p.y.s1 + (t0 + t) * p.y.s2] = yb[t * W + c];
+    float* yp = p.y.ptr + b * p.y.s0 + d0 * p.y.s1 + t0 * p.y.s2;
+    const int64_t ys1 = p.y.s1, ys2 = p.y.s2;
+    if (nc == W && ys1 == 1) {
+      for (int64_t t = 0; t < tc; ++t)
+        for (int c = 0; c < W; ++c) yp[t * ys2 + c] = yb[t * W + c];
+    } else {
+      for (int c = 0; c < nc; ++c)
+        for (int64_t t = 0; t < tc; ++t) yp[c * ys1 + t * ys2] = yb[t * W + c];
+    }
   }
   if (p.final_state)
     for (int c = 0; c < nc; ++c)

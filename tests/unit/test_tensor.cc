@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "mamba/tensor/allocator.h"
 #include "mamba/tensor/tensor.h"
 
 using mamba::DType;
@@ -83,4 +84,19 @@ TEST(Tensor, FromStorageChecksBounds) {
   EXPECT_NO_THROW(Tensor::from_storage(st, 0, {4}, {1}, DType::f32));
   EXPECT_THROW(Tensor::from_storage(st, 4, {4}, {1}, DType::f32), mamba::Error);
   EXPECT_THROW(Tensor::from_storage(st, 0, {2, 2}, {3, 1}, DType::f32), mamba::Error);
+}
+
+TEST(Allocator, LargeBlocksAreReusedAndCounted) {
+  const auto before = mamba::cpu_allocator_stats();
+  const void* first = nullptr;
+  {
+    Tensor a = Tensor::empty({3 << 20});  // 12 MiB
+    first = a.raw_data();
+    EXPECT_GE(mamba::cpu_allocator_stats().bytes_in_use, before.bytes_in_use + (12u << 20));
+  }
+  Tensor b = Tensor::empty({3 << 20});
+  EXPECT_EQ(b.raw_data(), first);  // the freed block came back
+  EXPECT_GT(mamba::cpu_allocator_stats().cache_hits, before.cache_hits);
+  mamba::cpu_allocator_release_cache();
+  EXPECT_EQ(mamba::cpu_allocator_stats().bytes_cached, 0u);
 }

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "mamba/kernels/half.h"
+#include "mamba/tensor/allocator.h"
 
 namespace mamba {
 
@@ -77,16 +78,18 @@ int64_t shape_numel(const Shape& s) {
 
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), owned_(true), device_(device) {
   if (!device.is_cpu()) fail("Storage", "device " + device.str() + " is not available in this build");
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  data_ = rounded ? std::aligned_alloc(64, rounded) : nullptr;
-  if (rounded && !data_) fail("Storage", "out of memory allocating " + std::to_string(bytes) + " bytes");
+  try {
+    data_ = cpu_allocate(bytes);
+  } catch (const std::bad_alloc&) {
+    fail("Storage", "out of memory allocating " + std::to_string(bytes) + " bytes");
+  }
 }
 
 Storage::Storage(void* data, size_t bytes, std::shared_ptr<void> keep_alive, Device device)
     : data_(data), bytes_(bytes), owned_(false), keep_alive_(std::move(keep_alive)), device_(device) {}
 
 Storage::~Storage() {
-  if (owned_) std::free(data_);
+  if (owned_) cpu_free(data_, bytes_);
 }
 
 // ---- Tensor ------------------------------------------------------------------------
