@@ -142,7 +142,7 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
     throw std::invalid_argument("selective_scan_fwd_cuda: dim must be a multiple of n_groups");
   if (p.batch > 65535 || p.dim > 0x7fffffff) throw std::invalid_argument("selective_scan_fwd_cuda: batch > 65535 or dim too large");
   if (p.batch == 0 || p.dim == 0) return;
-  if (!p.u || !p.delta || !p.B || !p.C || !p.A || (!p.y && p.seqlen > 0))
+  if (p.seqlen > 0 && (!p.u || !p.delta || !p.B || !p.C || !p.A || !p.y))
     throw std::invalid_argument("selective_scan_fwd_cuda: u, delta, B, C, A and y are required");
   if (p.seqlen <= kThreads * 4)
     launch<T, 4>(p, stream);
