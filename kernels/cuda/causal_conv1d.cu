@@ -1,0 +1,129 @@
+// Depthwise causal conv1d on the GPU.
+// Forward: grid (ceil(C / 128), ceil(L / kSteps), batch), one thread per channel c walking
+// kSteps = 16 consecutive timesteps with the last K inputs in registers, so each input is
+// read once (plus K - 1 halo steps) and a warp's loads and stores are contiguous along c.
+// Update: one thread per (b, c); conv_state is shifted in place.
+#include "mamba/kernels/cuda/causal_conv1d_cuda.h"
+#include "mamba/kernels/cuda/cuda_check.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "device_common.cuh"
+
+namespace mamba::kernels::cuda {
+
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kSteps = 16;
+
+template <class T, int K>
+__global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_kernel(CausalConv1dCudaParams<T> p) {
+  const int64_t c = int64_t{blockIdx.x} * kThreads + threadIdx.x;
+  if (c >= p.channels) return;
+  const int64_t b = blockIdx.z;
+  const int64_t t_begin = int64_t{blockIdx.y} * kSteps;
+  const T* x = p.x + b * p.x_sb + c;
+  const float* init = p.initial_state ? p.initial_state + (b * p.channels + c) * (K - 1) : nullptr;
+
+  float w[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) w[k] = p.weight[c * K + k];
+  const float bias = p.bias ? p.bias[c] : 0.f;
+
+  // win[k] holds the input at time t - (K - 1) + k; fill the K - 1 steps before t_begin.
+  float win[K];
+#pragma unroll
+  for (int k = 0; k < K - 1; ++k) {
+    const int64_t ts = t_begin - (K - 1) + k;
+    float v = 0.f;
+    if (ts >= 0) v = dev::to_f32(x[ts * p.x_st]);
+    else if (init) v = init[(K - 1) + ts];  // state holds times -(K-1) .. -1
+    win[k] = v;
+  }
+  const int64_t t_end = t_begin + kSteps < p.seqlen ? t_begin + kSteps : p.seqlen;
+  T* out = p.out + (b * p.seqlen) * p.channels + c;
+#pragma unroll 4
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    win[K - 1] = dev::to_f32(x[t * p.x_st]);
+    float acc = bias;
+#pragma unroll
+    for (int k = 0; k < K; ++k) acc += w[k] * win[k];
+    if (p.silu) acc = dev::silu(acc);
+    out[t * p.channels] = dev::from_f32<T>(acc);
+#pragma unroll
+    for (int k = 0; k < K - 1; ++k) win[k] = win[k + 1];
+  }
+}
+
+template <class T, int K>
+void launch_fwd(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((p.channels + kThreads - 1) / kThreads),
+                  static_cast<unsigned>((p.seqlen + kSteps - 1) / kSteps), static_cast<unsigned>(p.batch));
+  causal_conv1d_fwd_kernel<T, K><<<grid, kThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda");
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+causal_conv1d_update_kernel(int64_t batch, int64_t channels, int64_t width, float* conv_state, const T* x,
+                            int64_t x_sb, const float* weight, const float* bias, bool silu, T* out) {
+  const int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x;
+  if (i >= batch * channels) return;
+  const int64_t b = i / channels, c = i % channels;
+  float* s = conv_state + i * width;
+  const float* w = weight + c * width;
+  float acc = bias ? bias[c] : 0.f;
+  for (int64_t k = 0; k + 1 < width; ++k) {
+    const float v = s[k + 1];
+    s[k] = v;
+    acc += w[k] * v;
+  }
+  const float xv = dev::to_f32(x[b * x_sb + c]);
+  s[width - 1] = xv;
+  acc += w[width - 1] * xv;
+  out[i] = dev::from_f32<T>(silu ? dev::silu(acc) : acc);
+}
+
+}  // namespace
+
+template <class T>
+void causal_conv1d_fwd_cuda(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
+  if (p.batch < 0 || p.seqlen < 0 || p.channels < 0) throw std::invalid_argument("causal_conv1d_fwd_cuda: negative size");
+  if (p.batch > 65535 || (p.seqlen + kSteps - 1) / kSteps > 65535)
+    throw std::invalid_argument("causal_conv1d_fwd_cuda: batch > 65535 or seqlen > 1048560");
+  if (p.batch == 0 || p.seqlen == 0 || p.channels == 0) return;
+  if (!p.x || !p.weight || !p.out) throw std::invalid_argument("causal_conv1d_fwd_cuda: x, weight and out are required");
+  switch (p.width) {
+    case 1: launch_fwd<T, 1>(p, stream); break;
+    case 2: launch_fwd<T, 2>(p, stream); break;
+    case 3: launch_fwd<T, 3>(p, stream); break;
+    case 4: launch_fwd<T, 4>(p, stream); break;
+    default:
+      throw std::invalid_argument("causal_conv1d_fwd_cuda: width must be in [1, 4], got " + std::to_string(p.width));
+  }
+}
+
+template <class T>
+void causal_conv1d_update_cuda(int64_t batch, int64_t channels, int64_t width, float* conv_state, const T* x,
+                               int64_t x_sb, const float* weight, const float* bias, bool silu, T* out,
+                               cudaStream_t stream) {
+  if (batch < 0 || channels < 0 || width < 1) throw std::invalid_argument("causal_conv1d_update_cuda: bad sizes");
+  const int64_t n = batch * channels;
+  if (n == 0) return;
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  if (blocks > 0x7fffffff) throw std::invalid_argument("causal_conv1d_update_cuda: too large");
+  causal_conv1d_update_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+      batch, channels, width, conv_state, x, x_sb, weight, bias, silu, out);
+  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_update_cuda");
+}
+
+template void causal_conv1d_fwd_cuda<float>(const CausalConv1dCudaParams<float>&, cudaStream_t);
+template void causal_conv1d_fwd_cuda<__nv_bfloat16>(const CausalConv1dCudaParams<__nv_bfloat16>&, cudaStream_t);
+template void causal_conv1d_update_cuda<float>(int64_t, int64_t, int64_t, float*, const float*, int64_t, const float*,
+                                               const float*, bool, float*, cudaStream_t);
+template void causal_conv1d_update_cuda<__nv_bfloat16>(int64_t, int64_t, int64_t, float*, const __nv_bfloat16*, int64_t,
+                                                       const float*, const float*, bool, __nv_bfloat16*, cudaStream_t);
+
+}  // namespace mamba::kernels::cuda

@@ -1,0 +1,547 @@
+// mamba-cuda-check: every CUDA kernel against the CPU reference at awkward sizes, then
+// timings at the standard shapes. Exits non-zero when any check fails.
+//
+// Checks: random inputs (fresh per case), rounded to the element type first so the CPU
+// reference sees exactly what the GPU sees; GPU outputs poisoned with 0xFF bytes (NaN) before
+// each run; pass when ||out - ref|| / ||ref|| < 1e-3 (f32) or 1e-2 (bf16) and no output is NaN.
+// Timings: CUDA events, warm-up, median of 25 samples; bytes = each input read once + each
+// output written once; memory floor = bytes / measured device-to-device copy bandwidth.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mamba/kernels/causal_conv1d.h"
+#include "mamba/kernels/cuda/causal_conv1d_cuda.h"
+#include "mamba/kernels/cuda/cuda_check.h"
+#include "mamba/kernels/cuda/scan_cuda.h"
+#include "mamba/kernels/cuda_runtime_info.h"
+#include "mamba/kernels/selective_scan.h"
+
+namespace k = mamba::kernels;
+namespace kc = mamba::kernels::cuda;
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+int g_passed = 0, g_failed = 0;
+
+template <class T> const char* type_name();
+template <> const char* type_name<float>() { return "f32"; }
+template <> const char* type_name<bf16>() { return "bf16"; }
+template <class T> double tolerance() { return std::is_same_v<T, float> ? 1e-3 : 1e-2; }
+
+template <class T> __host__ __device__ T to_t(float v);
+template <> __host__ __device__ float to_t<float>(float v) { return v; }
+template <> __host__ __device__ bf16 to_t<bf16>(float v) { return __float2bfloat16_rn(v); }
+float to_f(float v) { return v; }
+float to_f(bf16 v) { return __bfloat162float(v); }
+
+// Device buffer owning `count` elements of T.
+template <class T>
+struct DevBuf {
+  T* ptr = nullptr;
+  size_t count = 0;
+  explicit DevBuf(size_t n) : count(n) {
+    if (n) MAMBA_CUDA_CHECK("cudaMalloc", cudaMalloc(&ptr, n * sizeof(T)));
+  }
+  ~DevBuf() { if (ptr) cudaFree(ptr); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  DevBuf(DevBuf&& o) noexcept : ptr(o.ptr), count(o.count) { o.ptr = nullptr; o.count = 0; }
+  DevBuf& operator=(DevBuf&&) = delete;
+  void poison() { if (ptr) MAMBA_CUDA_CHECK("poison", cudaMemset(ptr, 0xFF, count * sizeof(T))); }
+};
+
+// Rounds v to T in place and uploads it as T.
+template <class T>
+DevBuf<T> upload_rounded(std::vector<float>& v) {
+  std::vector<T> t(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    t[i] = to_t<T>(v[i]);
+    v[i] = to_f(t[i]);
+  }
+  DevBuf<T> d(v.size());
+  if (!v.empty()) MAMBA_CUDA_CHECK("upload", cudaMemcpy(d.ptr, t.data(), t.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+template <class T>
+std::vector<float> download(const DevBuf<T>& d) {
+  std::vector<T> t(d.count);
+  if (d.count) MAMBA_CUDA_CHECK("download", cudaMemcpy(t.data(), d.ptr, t.size() * sizeof(T), cudaMemcpyDeviceToHost));
+  std::vector<float> v(t.size());
+  for (size_t i = 0; i < t.size(); ++i) v[i] = to_f(t[i]);
+  return v;
+}
+
+struct Rng {
+  std::mt19937_64 gen;
+  explicit Rng(uint64_t seed) : gen(seed) {}
+  std::vector<float> normal(size_t n, float mean = 0.f, float sd = 1.f) {
+    std::normal_distribution<float> dist(mean, sd);
+    std::vector<float> v(n);
+    for (auto& x : v) x = dist(gen);
+    return v;
+  }
+  std::vector<float> uniform(size_t n, float lo, float hi) {
+    std::uniform_real_distribution<float> dist(lo, hi);
+    std::vector<float> v(n);
+    for (auto& x : v) x = dist(gen);
+    return v;
+  }
+};
+
+// Compares only the entries where `mask` is true (all when mask is empty).
+void report(const std::string& name, const std::vector<float>& out, const std::vector<float>& ref, double tol,
+            const std::vector<bool>& mask = {}) {
+  double num = 0, den = 0;
+  size_t nonfinite = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!mask.empty() && !mask[i]) continue;
+    if (!std::isfinite(out[i])) { ++nonfinite; continue; }
+    const double e = double(out[i]) - ref[i];
+    num += e * e;
+    den += double(ref[i]) * ref[i];
+  }
+  const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  const bool ok = nonfinite == 0 && rel < tol && out.size() == ref.size();
+  (ok ? g_passed : g_failed)++;
+  std::printf("%-4s %-78s rel %.2e (tol %.0e)%s\n", ok ? "ok" : "FAIL", name.c_str(), rel, tol,
+              nonfinite ? (" NaN/inf x" + std::to_string(nonfinite)).c_str() : "");
+}
+
+void run_case(const std::string& name, const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    ++g_failed;
+    std::printf("FAIL %s: exception: %s\n", name.c_str(), e.what());
+    cudaGetLastError();
+  }
+}
+
+// ---- selective scan ---------------------------------------------------------------------
+struct ScanCase { int b, d, l, n, g; bool z, init, softplus, bias, D; };
+
+template <class T>
+void check_scan(const ScanCase& c, uint64_t seed) {
+  char name[160];
+  std::snprintf(name, sizeof name, "scan %s b%d d%d l%d n%d g%d%s%s%s%s%s", type_name<T>(), c.b, c.d, c.l, c.n, c.g,
+                c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
+                c.D ? " D" : "");
+  run_case(name, [&] {
+    Rng r(seed);
+    const size_t nbdl = size_t(c.b) * c.d * c.l, nbc = size_t(c.b) * c.g * c.n * c.l, nst = size_t(c.b) * c.d * c.n;
+    auto u = r.normal(nbdl);
+    auto delta = c.softplus ? r.normal(nbdl, -2.f, 1.f) : r.uniform(nbdl, 0.001f, 0.2f);
+    auto z = r.normal(c.z ? nbdl : 0);
+    auto B = r.normal(nbc), C = r.normal(nbc);
+    auto A = r.uniform(size_t(c.d) * c.n, -12.f, -0.3f);
+    auto D = r.normal(c.D ? c.d : 0);
+    auto bias = c.softplus ? r.uniform(c.bias ? c.d : 0, -1.f, 0.5f) : r.uniform(c.bias ? c.d : 0, 0.f, 0.05f);
+    auto h0 = r.normal(c.init ? nst : 0);
+    auto du = upload_rounded<T>(u), ddelta = upload_rounded<T>(delta), dz = upload_rounded<T>(z);
+    auto dB = upload_rounded<T>(B), dC = upload_rounded<T>(C);
+    auto dA = upload_rounded<float>(A), dD = upload_rounded<float>(D), dbias = upload_rounded<float>(bias);
+    auto dh0 = upload_rounded<float>(h0);
+    DevBuf<T> dy(nbdl);
+    DevBuf<float> dhT(nst);
+
+    std::vector<float> y_ref(nbdl), hT_ref(nst);
+    k::SelectiveScanParams p;
+    p.batch = c.b; p.dim = c.d; p.seqlen = c.l; p.dstate = c.n; p.n_groups = c.g;
+    const int64_t L = c.l;
+    p.u = {u.data(), int64_t(c.d) * L, L, 1};
+    p.delta = {delta.data(), int64_t(c.d) * L, L, 1};
+    if (c.z) p.z = {z.data(), int64_t(c.d) * L, L, 1};
+    p.B = {B.data(), int64_t(c.g) * c.n * L, int64_t(c.n) * L, L, 1};
+    p.C = {C.data(), int64_t(c.g) * c.n * L, int64_t(c.n) * L, L, 1};
+    p.A = A.data();
+    p.D = c.D ? D.data() : nullptr;
+    p.delta_bias = c.bias ? bias.data() : nullptr;
+    p.delta_softplus = c.softplus;
+    p.initial_state = c.init ? h0.data() : nullptr;
+    p.y = {y_ref.data(), int64_t(c.d) * L, L, 1};
+    p.final_state = hT_ref.data();
+    k::selective_scan_ref(p);
+
+    kc::SelectiveScanCudaParams<T> q;
+    q.batch = c.b; q.dim = c.d; q.seqlen = c.l; q.dstate = c.n; q.n_groups = c.g;
+    q.u = du.ptr; q.delta = ddelta.ptr; q.z = c.z ? dz.ptr : nullptr; q.B = dB.ptr; q.C = dC.ptr;
+    q.A = dA.ptr; q.D = c.D ? dD.ptr : nullptr; q.delta_bias = c.bias ? dbias.ptr : nullptr;
+    q.delta_softplus = c.softplus; q.initial_state = c.init ? dh0.ptr : nullptr;
+    q.y = dy.ptr; q.final_state = dhT.ptr;
+    dy.poison();
+    dhT.poison();
+    kc::selective_scan_fwd_cuda<T>(q, nullptr);
+    MAMBA_CUDA_CHECK("selective_scan_fwd_cuda", cudaDeviceSynchronize());
+    report(std::string(name) + " y", download(dy), y_ref, tolerance<T>());
+    report(std::string(name) + " final_state", download(dhT), hT_ref, 1e-3);
+  });
+}
+
+// ---- causal conv1d ------------------------------------------------------------------------
+struct ConvCase { int b, l, c, k; bool bias, silu, init, strided; };
+
+template <class T>
+void check_conv(const ConvCase& c, uint64_t seed) {
+  char name[160];
+  std::snprintf(name, sizeof name, "conv1d %s b%d l%d c%d k%d%s%s%s%s", type_name<T>(), c.b, c.l, c.c, c.k,
+                c.bias ? " bias" : "", c.silu ? " silu" : "", c.init ? " state0" : "", c.strided ? " strided" : "");
+  run_case(name, [&] {
+    Rng r(seed);
+    // x lives inside a wider (b, l, xc) buffer at column offset `off` when strided.
+    const int xc = c.strided ? 2 * c.c + 3 : c.c, off = c.strided ? 1 : 0;
+    auto xbuf = r.normal(size_t(c.b) * c.l * xc);
+    auto w = r.normal(size_t(c.c) * c.k, 0.f, 0.5f);
+    auto bias = r.normal(c.bias ? c.c : 0);
+    auto s0 = r.normal(c.init ? size_t(c.b) * c.c * (c.k - 1) : 0);
+    auto dx = upload_rounded<T>(xbuf);
+    auto dw = upload_rounded<float>(w), dbias = upload_rounded<float>(bias), ds0 = upload_rounded<float>(s0);
+    const size_t nout = size_t(c.b) * c.l * c.c;
+    DevBuf<T> dout(nout);
+    std::vector<float> ref(nout);
+    k::CausalConv1dParams p;
+    p.batch = c.b; p.seqlen = c.l; p.channels = c.c; p.width = c.k;
+    p.x = xbuf.data() + off; p.x_sb = int64_t(c.l) * xc; p.x_st = xc;
+    p.weight = w.data(); p.bias = c.bias ? bias.data() : nullptr;
+    p.initial_state = c.init && c.k > 1 ? s0.data() : nullptr;
+    p.silu = c.silu; p.out = ref.data();
+    k::causal_conv1d_ref(p);
+    kc::CausalConv1dCudaParams<T> q;
+    q.batch = c.b; q.seqlen = c.l; q.channels = c.c; q.width = c.k;
+    q.x = dx.ptr + off; q.x_sb = p.x_sb; q.x_st = p.x_st;
+    q.weight = dw.ptr; q.bias = c.bias ? dbias.ptr : nullptr;
+    q.initial_state = c.init && c.k > 1 ? ds0.ptr : nullptr;
+    q.silu = c.silu; q.out = dout.ptr;
+    dout.poison();
+    kc::causal_conv1d_fwd_cuda<T>(q, nullptr);
+    MAMBA_CUDA_CHECK("causal_conv1d_fwd_cuda", cudaDeviceSynchronize());
+    report(name, download(dout), ref, tolerance<T>());
+  });
+}
+
+template <class T>
+void check_conv_update(int b, int ch, int kw, bool bias_on, bool silu, uint64_t seed) {
+  char name[160];
+  std::snprintf(name, sizeof name, "conv1d_update %s b%d c%d k%d%s%s", type_name<T>(), b, ch, kw, bias_on ? " bias" : "",
+                silu ? " silu" : "");
+  run_case(name, [&] {
+    Rng r(seed);
+    const int x_sb = ch + 5;
+    auto x = r.normal(size_t(b) * x_sb);
+    auto st = r.normal(size_t(b) * ch * kw);
+    auto w = r.normal(size_t(ch) * kw, 0.f, 0.5f);
+    auto bias = r.normal(bias_on ? ch : 0);
+    auto dx = upload_rounded<T>(x);
+    auto dst = upload_rounded<float>(st), dw = upload_rounded<float>(w), dbias = upload_rounded<float>(bias);
+    DevBuf<T> dout(size_t(b) * ch);
+    std::vector<float> ref(size_t(b) * ch), st_ref = st;
+    k::causal_conv1d_update(b, ch, kw, st_ref.data(), x.data(), x_sb, w.data(), bias_on ? bias.data() : nullptr, silu,
+                            ref.data());
+    dout.poison();
+    kc::causal_conv1d_update_cuda<T>(b, ch, kw, dst.ptr, dx.ptr, x_sb, dw.ptr, bias_on ? dbias.ptr : nullptr, silu,
+                                     dout.ptr, nullptr);
+    MAMBA_CUDA_CHECK("causal_conv1d_update_cuda", cudaDeviceSynchronize());
+    report(std::string(name) + " out", download(dout), ref, tolerance<T>());
+    report(std::string(name) + " conv_state", download(dst), st_ref, 1e-6);
+  });
+}
+
+// ---- selective state update ----------------------------------------------------------------
+struct UpdateCase { int b, d, n, g; bool z, softplus, strided; };
+
+template <class T>
+void check_state_update(const UpdateCase& c, uint64_t seed) {
+  char name[160];
+  std::snprintf(name, sizeof name, "state_update %s b%d d%d n%d g%d%s%s%s", type_name<T>(), c.b, c.d, c.n, c.g,
+                c.z ? " z" : "", c.softplus ? " softplus" : "", c.strided ? " strided" : "");
+  run_case(name, [&] {
+    Rng r(seed);
+    const int xs = c.strided ? c.d + 3 : c.d, bs = c.strided ? c.g * c.n + 2 : c.g * c.n;
+    auto x = r.normal(size_t(c.b) * xs);
+    auto dt = c.softplus ? r.normal(size_t(c.b) * xs, -2.f, 1.f) : r.uniform(size_t(c.b) * xs, 0.001f, 0.2f);
+    auto z = r.normal(size_t(c.b) * xs);
+    auto B = r.normal(size_t(c.b) * bs), C = r.normal(size_t(c.b) * bs);
+    auto A = r.uniform(size_t(c.d) * c.n, -12.f, -0.3f);
+    auto D = r.normal(c.d);
+    auto bias = c.softplus ? r.uniform(c.d, -1.f, 0.5f) : r.uniform(c.d, 0.f, 0.05f);
+    auto st = r.normal(size_t(c.b) * c.d * c.n);
+    auto dx = upload_rounded<T>(x), ddt = upload_rounded<T>(dt), dz = upload_rounded<T>(z);
+    auto dB = upload_rounded<T>(B), dC = upload_rounded<T>(C);
+    auto dA = upload_rounded<float>(A), dD = upload_rounded<float>(D), dbias = upload_rounded<float>(bias);
+    auto dst = upload_rounded<float>(st);
+    // y is written into a strided buffer: entries between rows must stay poisoned.
+    DevBuf<T> dy(size_t(c.b) * xs);
+    std::vector<float> y_ref(size_t(c.b) * xs, 0.f), st_ref = st;
+    k::SelectiveStateUpdateParams p;
+    p.batch = c.b; p.dim = c.d; p.dstate = c.n; p.n_groups = c.g;
+    p.state = st_ref.data();
+    p.x = x.data(); p.x_stride = xs; p.delta = dt.data(); p.delta_stride = xs;
+    p.z = c.z ? z.data() : nullptr; p.z_stride = xs;
+    p.B = B.data(); p.B_stride = bs; p.C = C.data(); p.C_stride = bs;
+    p.A = A.data(); p.D = D.data(); p.delta_bias = bias.data(); p.delta_softplus = c.softplus;
+    p.y = y_ref.data(); p.y_stride = xs;
+    k::selective_state_update(p);
+    kc::SelectiveStateUpdateCudaParams<T> q;
+    q.batch = c.b; q.dim = c.d; q.dstate = c.n; q.n_groups = c.g;
+    q.state = dst.ptr;
+    q.x = dx.ptr; q.x_stride = xs; q.delta = ddt.ptr; q.delta_stride = xs;
+    q.z = c.z ? dz.ptr : nullptr; q.z_stride = xs;
+    q.B = dB.ptr; q.B_stride = bs; q.C = dC.ptr; q.C_stride = bs;
+    q.A = dA.ptr; q.D = dD.ptr; q.delta_bias = dbias.ptr; q.delta_softplus = c.softplus;
+    q.y = dy.ptr; q.y_stride = xs;
+    dy.poison();
+    kc::selective_state_update_cuda<T>(q, nullptr);
+    MAMBA_CUDA_CHECK("selective_state_update_cuda", cudaDeviceSynchronize());
+    std::vector<bool> mask(y_ref.size());
+    for (size_t i = 0; i < mask.size(); ++i) mask[i] = int(i % xs) < c.d;
+    report(std::string(name) + " y", download(dy), y_ref, tolerance<T>(), mask);
+    report(std::string(name) + " state", download(dst), st_ref, 1e-4);
+  });
+}
+
+// ---- timing -------------------------------------------------------------------------------
+__device__ __forceinline__ uint64_t mix64(uint64_t x) {
+  x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27; x *= 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+template <class T>
+__global__ void fill_uniform_kernel(T* p, size_t n, uint64_t seed, float lo, float hi) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const float r = float(mix64(seed * 0x9e3779b97f4a7c15ull + i) >> 40) * (1.f / 16777216.f);
+    p[i] = to_t<T>(lo + (hi - lo) * r);
+  }
+}
+
+template <class T>
+void fill_uniform(T* p, size_t n, uint64_t seed, float lo, float hi) {
+  if (!n) return;
+  fill_uniform_kernel<T><<<1024, 256>>>(p, n, seed, lo, hi);
+  MAMBA_CUDA_CHECK_LAUNCH("fill_uniform");
+}
+
+// Median time of one call of fn(i) in microseconds: `warmup` untimed calls, then `samples`
+// samples of `inner` back-to-back calls each between two events.
+double median_us(const std::function<void(int)>& fn, int inner = 1, int samples = 25, int warmup = 3) {
+  cudaEvent_t e0, e1;
+  MAMBA_CUDA_CHECK("cudaEventCreate", cudaEventCreate(&e0));
+  MAMBA_CUDA_CHECK("cudaEventCreate", cudaEventCreate(&e1));
+  int it = 0;
+  for (int i = 0; i < warmup; ++i) fn(it++);
+  MAMBA_CUDA_CHECK("warm-up", cudaDeviceSynchronize());
+  std::vector<double> t;
+  for (int s = 0; s < samples; ++s) {
+    MAMBA_CUDA_CHECK("cudaEventRecord", cudaEventRecord(e0));
+    for (int i = 0; i < inner; ++i) fn(it++);
+    MAMBA_CUDA_CHECK("cudaEventRecord", cudaEventRecord(e1));
+    MAMBA_CUDA_CHECK("cudaEventSynchronize", cudaEventSynchronize(e1));
+    float ms = 0;
+    MAMBA_CUDA_CHECK("cudaEventElapsedTime", cudaEventElapsedTime(&ms, e0, e1));
+    t.push_back(1e3 * ms / inner);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+double g_copy_gbs = 0;  // device-to-device copy bandwidth, read + write, GB/s
+
+struct Row { std::string kernel, shape; double us, bytes, exp_floor_us; };
+std::vector<Row> g_rows;
+
+void add_row(const std::string& kernel, const std::string& shape, double us, double bytes, double exp_floor_us = 0) {
+  g_rows.push_back({kernel, shape, us, bytes, exp_floor_us});
+  std::printf("  timed %-22s %-34s %10.1f us\n", kernel.c_str(), shape.c_str(), us);
+  std::fflush(stdout);
+}
+
+void time_copy() {
+  const size_t bytes = size_t(1) << 30;
+  DevBuf<char> a(bytes), b(bytes);
+  MAMBA_CUDA_CHECK("memset", cudaMemset(a.ptr, 1, bytes));
+  const double us = median_us([&](int) { MAMBA_CUDA_CHECK("cudaMemcpy D2D", cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice)); }, 1, 20);
+  g_copy_gbs = 2.0 * bytes / (us * 1e-6) / 1e9;
+  add_row("memcpy d2d", "1 GiB", us, 2.0 * bytes);
+}
+
+template <class T>
+void time_scan(int b, int d, int l, int n) {
+  const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * n * l;
+  DevBuf<T> u(nbdl), delta(nbdl), z(nbdl), y(nbdl), B(nbc), C(nbc);
+  DevBuf<float> A(size_t(d) * n), D(d), bias(d), hT(size_t(b) * d * n);
+  fill_uniform(u.ptr, nbdl, 1, -1.f, 1.f);
+  fill_uniform(delta.ptr, nbdl, 2, -4.f, -1.f);
+  fill_uniform(z.ptr, nbdl, 3, -2.f, 2.f);
+  fill_uniform(B.ptr, nbc, 4, -1.f, 1.f);
+  fill_uniform(C.ptr, nbc, 5, -1.f, 1.f);
+  fill_uniform(A.ptr, size_t(d) * n, 6, -16.f, -1.f);
+  fill_uniform(D.ptr, size_t(d), 7, -1.f, 1.f);
+  fill_uniform(bias.ptr, size_t(d), 8, -0.5f, 0.f);
+  kc::SelectiveScanCudaParams<T> q;
+  q.batch = b; q.dim = d; q.seqlen = l; q.dstate = n; q.n_groups = 1;
+  q.u = u.ptr; q.delta = delta.ptr; q.z = z.ptr; q.B = B.ptr; q.C = C.ptr;
+  q.A = A.ptr; q.D = D.ptr; q.delta_bias = bias.ptr; q.delta_softplus = true;
+  q.y = y.ptr; q.final_state = hT.ptr;
+  const double us = median_us([&](int) { kc::selective_scan_fwd_cuda<T>(q, nullptr); });
+  const double bytes = 4.0 * nbdl * sizeof(T) + 2.0 * nbc * sizeof(T) + 4.0 * (size_t(b) * d * n + size_t(d) * n + 2 * d);
+  const double exp_floor_us = double(nbdl) * n / 4.15e12 * 1e6;
+  char shape[96];
+  std::snprintf(shape, sizeof shape, "b%d d%d l%d n%d z", b, d, l, n);
+  add_row(std::string("scan fwd ") + type_name<T>(), shape, us, bytes, exp_floor_us);
+}
+
+template <class T>
+void time_conv(int b, int l, int c, int kw) {
+  const size_t nx = size_t(b) * l * c;
+  DevBuf<T> x(nx), out(nx);
+  DevBuf<float> w(size_t(c) * kw), bias(c);
+  fill_uniform(x.ptr, nx, 11, -1.f, 1.f);
+  fill_uniform(w.ptr, size_t(c) * kw, 12, -0.5f, 0.5f);
+  fill_uniform(bias.ptr, size_t(c), 13, -0.5f, 0.5f);
+  kc::CausalConv1dCudaParams<T> q;
+  q.batch = b; q.seqlen = l; q.channels = c; q.width = kw;
+  q.x = x.ptr; q.x_sb = int64_t(l) * c; q.x_st = c;
+  q.weight = w.ptr; q.bias = bias.ptr; q.silu = true; q.out = out.ptr;
+  const double us = median_us([&](int) { kc::causal_conv1d_fwd_cuda<T>(q, nullptr); });
+  char shape[96];
+  std::snprintf(shape, sizeof shape, "b%d l%d c%d k%d silu", b, l, c, kw);
+  add_row(std::string("conv1d fwd ") + type_name<T>(), shape, us, 2.0 * nx * sizeof(T) + 4.0 * c * (kw + 1));
+}
+
+// The decode step's buffers fit in L2 at small batch; rotate among enough independent sets
+// (>= 256 MB in all) that each call reads from device memory.
+template <class T>
+void time_state_update(int b, int d, int n) {
+  const size_t per_state = size_t(b) * d * n, per_row = size_t(b) * d, per_bc = size_t(b) * n;
+  const double set_bytes = 4.0 * per_state + 4.0 * per_row * sizeof(T) + 2.0 * per_bc * sizeof(T);
+  const int sets = static_cast<int>(std::clamp(std::ceil(256e6 / set_bytes), 1.0, 4096.0));
+  DevBuf<float> state(per_state * sets), A(size_t(d) * n), D(d), bias(d);
+  DevBuf<T> x(per_row * sets), dt(per_row * sets), z(per_row * sets), y(per_row * sets), B(per_bc * sets),
+      C(per_bc * sets);
+  fill_uniform(state.ptr, state.count, 21, -1.f, 1.f);
+  fill_uniform(x.ptr, x.count, 22, -1.f, 1.f);
+  fill_uniform(dt.ptr, dt.count, 23, -4.f, -1.f);
+  fill_uniform(z.ptr, z.count, 24, -2.f, 2.f);
+  fill_uniform(B.ptr, B.count, 25, -1.f, 1.f);
+  fill_uniform(C.ptr, C.count, 26, -1.f, 1.f);
+  fill_uniform(A.ptr, A.count, 27, -16.f, -1.f);
+  fill_uniform(D.ptr, D.count, 28, -1.f, 1.f);
+  fill_uniform(bias.ptr, bias.count, 29, -0.5f, 0.f);
+  auto run = [&](int it) {
+    const size_t s = size_t(it % sets);
+    kc::SelectiveStateUpdateCudaParams<T> q;
+    q.batch = b; q.dim = d; q.dstate = n; q.n_groups = 1;
+    q.state = state.ptr + s * per_state;
+    q.x = x.ptr + s * per_row; q.x_stride = d;
+    q.delta = dt.ptr + s * per_row; q.delta_stride = d;
+    q.z = z.ptr + s * per_row; q.z_stride = d;
+    q.B = B.ptr + s * per_bc; q.B_stride = n;
+    q.C = C.ptr + s * per_bc; q.C_stride = n;
+    q.A = A.ptr; q.D = D.ptr; q.delta_bias = bias.ptr; q.delta_softplus = true;
+    q.y = y.ptr + s * per_row; q.y_stride = d;
+    kc::selective_state_update_cuda<T>(q, nullptr);
+  };
+  const double us = median_us(run, 20);
+  char shape[96];
+  std::snprintf(shape, sizeof shape, "b%d d%d n%d z (%d sets)", b, d, n, sets);
+  add_row(std::string("state_update ") + type_name<T>(), shape, us, set_bytes + 4.0 * (size_t(d) * n + 2 * d));
+}
+
+void print_table() {
+  std::printf("\n| kernel | shape | time us | GB/s | mem floor us | x mem floor | exp floor us | x exp floor |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
+  for (const Row& r : g_rows) {
+    const double gbs = r.bytes / (r.us * 1e-6) / 1e9;
+    const double floor_us = g_copy_gbs > 0 ? r.bytes / (g_copy_gbs * 1e9) * 1e6 : 0;
+    std::printf("| %s | %s | %.1f | %.0f | %.1f | %.2f |", r.kernel.c_str(), r.shape.c_str(), r.us, gbs, floor_us,
+                floor_us > 0 ? r.us / floor_us : 0.0);
+    if (r.exp_floor_us > 0)
+      std::printf(" %.1f | %.2f |\n", r.exp_floor_us, r.us / r.exp_floor_us);
+    else
+      std::printf(" - | - |\n");
+  }
+  std::printf("(x floor = measured time / floor; memory floor uses the measured copy bandwidth %.0f GB/s, read+write;\n"
+              " exp floor = b*d*l*n exponentials at 4.15e12/s)\n", g_copy_gbs);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool check_only = argc > 1 && std::strcmp(argv[1], "--check-only") == 0;
+  const int ndev = k::cuda_device_count();
+  if (ndev == 0) {
+    std::printf("cuda-check: no CUDA device (%s)\n", k::cuda_device_description(0).c_str());
+    return 2;
+  }
+  std::printf("device 0: %s\n", k::cuda_device_description(0).c_str());
+
+  uint64_t seed = 1000;
+  const ScanCase scan_cases[] = {
+      {1, 4, 1, 16, 1, true, false, true, true, true},
+      {2, 6, 7, 1, 2, false, true, true, true, true},
+      {1, 8, 300, 16, 2, true, true, true, true, true},
+      {1, 4, 512, 16, 1, true, true, true, true, true},
+      {2, 4, 2049, 64, 1, true, true, true, true, true},
+      {1, 4, 2049, 16, 2, false, false, false, false, false},
+      {1, 2, 513, 256, 1, true, true, true, true, true},
+      {2, 3, 4100, 3, 1, false, true, true, true, true},
+      {1, 2, 0, 16, 1, true, true, true, true, true},
+  };
+  for (const auto& c : scan_cases) {
+    check_scan<float>(c, ++seed);
+    check_scan<bf16>(c, ++seed);
+  }
+  const ConvCase conv_cases[] = {
+      {1, 1, 5, 4, true, true, false, false},   {2, 7, 33, 4, true, true, true, false},
+      {1, 300, 130, 3, false, true, false, true}, {2, 2049, 64, 4, true, true, true, true},
+      {1, 5, 8, 2, true, false, true, false},   {1, 17, 9, 1, true, true, false, false},
+  };
+  for (const auto& c : conv_cases) {
+    check_conv<float>(c, ++seed);
+    check_conv<bf16>(c, ++seed);
+  }
+  check_conv_update<float>(1, 5, 4, true, true, ++seed);
+  check_conv_update<bf16>(3, 130, 4, true, true, ++seed);
+  check_conv_update<float>(2, 33, 3, false, false, ++seed);
+  check_conv_update<bf16>(1, 7, 1, true, false, ++seed);
+  const UpdateCase upd_cases[] = {
+      {1, 5, 1, 1, true, true, false},  {3, 48, 16, 2, true, true, true},
+      {2, 64, 64, 1, false, false, false}, {4, 40, 16, 2, true, true, true},
+      {1, 3, 256, 1, true, true, false},
+  };
+  for (const auto& c : upd_cases) {
+    check_state_update<float>(c, ++seed);
+    check_state_update<bf16>(c, ++seed);
+  }
+  std::printf("cuda-check: %d passed, %d failed\n", g_passed, g_failed);
+  if (check_only) return g_failed ? 1 : 0;
+
+  try {
+    time_copy();
+    time_scan<bf16>(8, 3072, 2048, 16);
+    time_scan<float>(8, 3072, 2048, 16);
+    time_scan<bf16>(8, 3072, 8192, 16);
+    time_scan<float>(8, 3072, 8192, 16);
+    time_conv<bf16>(8, 2048, 3072, 4);
+    for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);
+    for (int b : {1, 16, 256}) time_state_update<float>(b, 3072, 16);
+    print_table();
+  } catch (const std::exception& e) {
+    std::printf("timing failed: %s\n", e.what());
+    ++g_failed;
+  }
+  std::printf("cuda-check: %d passed, %d failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}

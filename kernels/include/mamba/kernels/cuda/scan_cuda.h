@@ -1,0 +1,76 @@
+// Mamba-1 selective scan (forward) and the one-token state update on the GPU.
+//
+// Same mathematics as mamba/kernels/selective_scan.h (the CPU reference is the definition):
+//   dt_t = softplus(delta_t + delta_bias)  (or delta_t + delta_bias)
+//   h_t  = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t        per channel d and state n
+//   y_t  = <h_t, C_t> + D * u_t, then y_t *= silu(z_t) when z is given
+//
+// All pointers are DEVICE pointers. Element type T of the activations is float or
+// __nv_bfloat16; A, D, delta_bias and the states are always f32; arithmetic is f32.
+// Launches are asynchronous on `stream`; launch errors throw std::runtime_error (see
+// cuda_check.h); the caller owns every buffer and must keep it alive until the stream is done.
+// No allocation, no synchronisation. Thread-safe as far as distinct streams/buffers go.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace mamba::kernels::cuda {
+
+// Layouts (all contiguous, row-major, last index fastest):
+//   u, delta, z, y : (batch, dim, seqlen)      z optional (nullptr)
+//   B, C           : (batch, n_groups, dstate, seqlen); channel d uses group d / (dim / n_groups)
+//   A              : (dim, dstate) f32 (negative for a decaying state)
+//   D, delta_bias  : (dim) f32, optional
+//   initial_state  : (batch, dim, dstate) f32, optional (zeros when null)
+//   final_state    : (batch, dim, dstate) f32, optional (written when non-null)
+// Limits: 1 <= dstate <= 256, dim % n_groups == 0, batch <= 65535; seqlen >= 0 (0 writes only
+// final_state = initial_state).
+template <class T>
+struct SelectiveScanCudaParams {
+  int64_t batch = 0, dim = 0, seqlen = 0, dstate = 0, n_groups = 1;
+  const T* u = nullptr;
+  const T* delta = nullptr;
+  const T* z = nullptr;
+  const T* B = nullptr;
+  const T* C = nullptr;
+  const float* A = nullptr;
+  const float* D = nullptr;
+  const float* delta_bias = nullptr;
+  bool delta_softplus = false;
+  const float* initial_state = nullptr;
+  T* y = nullptr;
+  float* final_state = nullptr;
+};
+
+// One thread block of 128 threads per (batch, channel) row; the sequence in chunks of
+// 128 * items timesteps, the state carried across chunks. See kernels/cuda/NOTES.md.
+template <class T>
+void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t stream);
+
+// One decoding step (Mamba-1), batched. state (batch, dim, dstate) f32 is updated in place.
+//   x, delta, z, y : [b, d] with row strides x_stride ... (elements); z optional
+//   B, C           : [b, g, n] with row strides B_stride, C_stride (elements; each row holds
+//                    n_groups * dstate contiguous values)
+//   A (dim, dstate), D (dim), delta_bias (dim) f32; D and delta_bias optional.
+template <class T>
+struct SelectiveStateUpdateCudaParams {
+  int64_t batch = 0, dim = 0, dstate = 0, n_groups = 1;
+  float* state = nullptr;
+  const T* x = nullptr; int64_t x_stride = 0;
+  const T* delta = nullptr; int64_t delta_stride = 0;
+  const T* z = nullptr; int64_t z_stride = 0;
+  const T* B = nullptr; int64_t B_stride = 0;
+  const T* C = nullptr; int64_t C_stride = 0;
+  const float* A = nullptr;
+  const float* D = nullptr;
+  const float* delta_bias = nullptr;
+  bool delta_softplus = false;
+  T* y = nullptr; int64_t y_stride = 0;
+};
+
+template <class T>
+void selective_state_update_cuda(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream);
+
+}  // namespace mamba::kernels::cuda

@@ -1,0 +1,228 @@
+// CUDA kernels against the CPU references (small sizes). Skipped when no GPU is visible,
+// and compiled without any CUDA header when the build has no CUDA backend.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "mamba/kernels/causal_conv1d.h"
+#include "mamba/kernels/cuda_runtime_info.h"
+#include "mamba/kernels/selective_scan.h"
+
+#ifdef MAMBA_HAVE_CUDA
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include "mamba/kernels/cuda/causal_conv1d_cuda.h"
+#include "mamba/kernels/cuda/cuda_check.h"
+#include "mamba/kernels/cuda/scan_cuda.h"
+#endif
+
+namespace {
+
+namespace k = mamba::kernels;
+
+#define SKIP_WITHOUT_GPU()                                                 \
+  if (k::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+
+TEST(CudaKernels, DeviceCountIsNonNegative) { EXPECT_GE(k::cuda_device_count(), 0); }
+
+#ifdef MAMBA_HAVE_CUDA
+namespace kc = mamba::kernels::cuda;
+using bf16 = __nv_bfloat16;
+
+inline float to_f(float v) { return v; }
+inline float to_f(bf16 v) { return __bfloat162float(v); }
+template <class T> T to_t(float v) {
+  if constexpr (std::is_same_v<T, float>) return v; else return __float2bfloat16_rn(v);
+}
+
+// Device copy of v as T; v is rounded to T in place so the CPU reference sees the same values.
+template <class T>
+struct Dev {
+  T* ptr = nullptr;
+  size_t n = 0;
+  explicit Dev(size_t count) : n(count) {
+    if (n) MAMBA_CUDA_CHECK("test cudaMalloc", cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(T)));
+    if (n) MAMBA_CUDA_CHECK("test poison", cudaMemset(ptr, 0xFF, n * sizeof(T)));
+  }
+  explicit Dev(std::vector<float>& v) : Dev(v.size()) {
+    std::vector<T> t(v.size());
+    for (size_t i = 0; i < v.size(); ++i) { t[i] = to_t<T>(v[i]); v[i] = to_f(t[i]); }
+    if (n) MAMBA_CUDA_CHECK("test upload", cudaMemcpy(ptr, t.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  ~Dev() { if (ptr) cudaFree(ptr); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+  std::vector<float> get() const {
+    MAMBA_CUDA_CHECK("test sync", cudaDeviceSynchronize());
+    std::vector<T> t(n);
+    if (n) MAMBA_CUDA_CHECK("test download", cudaMemcpy(t.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = to_f(t[i]);
+    return v;
+  }
+};
+
+double rel_err(const std::vector<float>& out, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(out[i])) return INFINITY;
+    num += (double(out[i]) - ref[i]) * (double(out[i]) - ref[i]);
+    den += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / (den > 0 ? den : 1));
+}
+
+std::vector<float> randn(std::mt19937& g, size_t n, float mean = 0.f, float sd = 1.f) {
+  std::normal_distribution<float> d(mean, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+std::vector<float> randu(std::mt19937& g, size_t n, float lo, float hi) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+template <class T> double tol() { return std::is_same_v<T, float> ? 1e-3 : 1e-2; }
+
+template <class T>
+void scan_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, unsigned seed) {
+  SCOPED_TRACE(testing::Message() << "b" << b << " d" << d << " l" << l << " n" << n << " g" << g);
+  std::mt19937 gen(seed);
+  const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * g * n * l, nst = size_t(b) * d * n;
+  auto u = randn(gen, nbdl), delta = randn(gen, nbdl, -2.f, 1.f), z = randn(gen, with_z ? nbdl : 0);
+  auto B = randn(gen, nbc), C = randn(gen, nbc), A = randu(gen, size_t(d) * n, -12.f, -0.3f);
+  auto D = randn(gen, d), bias = randu(gen, d, -1.f, 0.5f), h0 = randn(gen, with_h0 ? nst : 0);
+  Dev<T> du(u), ddelta(delta), dz(z), dB(B), dC(C), dy(nbdl);
+  Dev<float> dA(A), dD(D), dbias(bias), dh0(h0), dhT(nst);
+
+  std::vector<float> y_ref(nbdl), hT_ref(nst);
+  k::SelectiveScanParams p;
+  p.batch = b; p.dim = d; p.seqlen = l; p.dstate = n; p.n_groups = g;
+  const int64_t L = l;
+  p.u = {u.data(), d * L, L, 1};
+  p.delta = {delta.data(), d * L, L, 1};
+  if (with_z) p.z = {z.data(), d * L, L, 1};
+  p.B = {B.data(), g * n * L, n * L, L, 1};
+  p.C = {C.data(), g * n * L, n * L, L, 1};
+  p.A = A.data(); p.D = D.data(); p.delta_bias = bias.data(); p.delta_softplus = true;
+  p.initial_state = with_h0 ? h0.data() : nullptr;
+  p.y = {y_ref.data(), d * L, L, 1};
+  p.final_state = hT_ref.data();
+  k::selective_scan_ref(p);
+
+  kc::SelectiveScanCudaParams<T> q;
+  q.batch = b; q.dim = d; q.seqlen = l; q.dstate = n; q.n_groups = g;
+  q.u = du.ptr; q.delta = ddelta.ptr; q.z = with_z ? dz.ptr : nullptr; q.B = dB.ptr; q.C = dC.ptr;
+  q.A = dA.ptr; q.D = dD.ptr; q.delta_bias = dbias.ptr; q.delta_softplus = true;
+  q.initial_state = with_h0 ? dh0.ptr : nullptr; q.y = dy.ptr; q.final_state = dhT.ptr;
+  kc::selective_scan_fwd_cuda<T>(q, nullptr);
+  EXPECT_LT(rel_err(dy.get(), y_ref), tol<T>());
+  EXPECT_LT(rel_err(dhT.get(), hT_ref), 1e-3);
+}
+
+TEST(CudaKernels, SelectiveScanMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  scan_case<float>(1, 3, 1, 16, 1, true, false, 1);
+  scan_case<float>(2, 4, 7, 1, 2, false, true, 2);
+  scan_case<float>(1, 4, 2049, 16, 2, true, true, 3);
+  scan_case<bf16>(1, 4, 300, 64, 1, true, true, 4);
+  scan_case<bf16>(2, 2, 2049, 16, 2, false, false, 5);
+}
+
+template <class T>
+void conv_case(int b, int l, int c, int kw, bool with_init, unsigned seed) {
+  SCOPED_TRACE(testing::Message() << "b" << b << " l" << l << " c" << c << " k" << kw);
+  std::mt19937 gen(seed);
+  auto x = randn(gen, size_t(b) * l * c), w = randn(gen, size_t(c) * kw, 0.f, 0.5f), bias = randn(gen, c);
+  auto s0 = randn(gen, with_init ? size_t(b) * c * (kw - 1) : 0);
+  Dev<T> dx(x), dout(x.size());
+  Dev<float> dw(w), dbias(bias), ds0(s0);
+  std::vector<float> ref(x.size());
+  k::CausalConv1dParams p;
+  p.batch = b; p.seqlen = l; p.channels = c; p.width = kw;
+  p.x = x.data(); p.x_sb = int64_t(l) * c; p.x_st = c;
+  p.weight = w.data(); p.bias = bias.data(); p.initial_state = with_init ? s0.data() : nullptr; p.out = ref.data();
+  k::causal_conv1d_ref(p);
+  kc::CausalConv1dCudaParams<T> q;
+  q.batch = b; q.seqlen = l; q.channels = c; q.width = kw;
+  q.x = dx.ptr; q.x_sb = p.x_sb; q.x_st = p.x_st;
+  q.weight = dw.ptr; q.bias = dbias.ptr; q.initial_state = with_init ? ds0.ptr : nullptr; q.out = dout.ptr;
+  kc::causal_conv1d_fwd_cuda<T>(q, nullptr);
+  EXPECT_LT(rel_err(dout.get(), ref), tol<T>());
+}
+
+TEST(CudaKernels, CausalConv1dMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  conv_case<float>(1, 1, 5, 4, false, 11);
+  conv_case<float>(2, 37, 33, 4, true, 12);
+  conv_case<bf16>(1, 300, 130, 3, true, 13);
+}
+
+TEST(CudaKernels, CausalConv1dUpdateMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 gen(21);
+  const int b = 3, c = 130, kw = 4;
+  auto x = randn(gen, size_t(b) * c), st = randn(gen, size_t(b) * c * kw), w = randn(gen, size_t(c) * kw);
+  auto bias = randn(gen, c);
+  Dev<float> dx(x), dst(st), dw(w), dbias(bias), dout(size_t(b) * c);
+  std::vector<float> ref(size_t(b) * c), st_ref = st;
+  k::causal_conv1d_update(b, c, kw, st_ref.data(), x.data(), c, w.data(), bias.data(), true, ref.data());
+  kc::causal_conv1d_update_cuda<float>(b, c, kw, dst.ptr, dx.ptr, c, dw.ptr, dbias.ptr, true, dout.ptr, nullptr);
+  EXPECT_LT(rel_err(dout.get(), ref), 1e-5);
+  EXPECT_LT(rel_err(dst.get(), st_ref), 1e-6);
+}
+
+template <class T>
+void update_case(int b, int d, int n, int g, unsigned seed) {
+  SCOPED_TRACE(testing::Message() << "b" << b << " d" << d << " n" << n << " g" << g);
+  std::mt19937 gen(seed);
+  auto x = randn(gen, size_t(b) * d), dt = randn(gen, size_t(b) * d, -2.f, 1.f), z = randn(gen, size_t(b) * d);
+  auto B = randn(gen, size_t(b) * g * n), C = randn(gen, size_t(b) * g * n);
+  auto A = randu(gen, size_t(d) * n, -12.f, -0.3f), D = randn(gen, d), bias = randu(gen, d, -1.f, 0.5f);
+  auto st = randn(gen, size_t(b) * d * n);
+  Dev<T> dx(x), ddt(dt), dz(z), dB(B), dC(C), dy(size_t(b) * d);
+  Dev<float> dA(A), dD(D), dbias(bias), dst(st);
+  std::vector<float> y_ref(size_t(b) * d), st_ref = st;
+  k::SelectiveStateUpdateParams p;
+  p.batch = b; p.dim = d; p.dstate = n; p.n_groups = g; p.state = st_ref.data();
+  p.x = x.data(); p.x_stride = d; p.delta = dt.data(); p.delta_stride = d; p.z = z.data(); p.z_stride = d;
+  p.B = B.data(); p.B_stride = g * n; p.C = C.data(); p.C_stride = g * n;
+  p.A = A.data(); p.D = D.data(); p.delta_bias = bias.data(); p.delta_softplus = true;
+  p.y = y_ref.data(); p.y_stride = d;
+  k::selective_state_update(p);
+  kc::SelectiveStateUpdateCudaParams<T> q;
+  q.batch = b; q.dim = d; q.dstate = n; q.n_groups = g; q.state = dst.ptr;
+  q.x = dx.ptr; q.x_stride = d; q.delta = ddt.ptr; q.delta_stride = d; q.z = dz.ptr; q.z_stride = d;
+  q.B = dB.ptr; q.B_stride = g * n; q.C = dC.ptr; q.C_stride = g * n;
+  q.A = dA.ptr; q.D = dD.ptr; q.delta_bias = dbias.ptr; q.delta_softplus = true;
+  q.y = dy.ptr; q.y_stride = d;
+  kc::selective_state_update_cuda<T>(q, nullptr);
+  EXPECT_LT(rel_err(dy.get(), y_ref), tol<T>());
+  EXPECT_LT(rel_err(dst.get(), st_ref), 1e-4);
+}
+
+TEST(CudaKernels, SelectiveStateUpdateMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  update_case<float>(1, 5, 1, 1, 31);
+  update_case<float>(3, 48, 16, 2, 32);
+  update_case<bf16>(2, 64, 64, 1, 33);
+}
+
+TEST(CudaKernels, BadSizesThrow) {
+  SKIP_WITHOUT_GPU();
+  kc::SelectiveScanCudaParams<float> q;
+  q.batch = 1; q.dim = 3; q.seqlen = 4; q.dstate = 300;
+  EXPECT_THROW(kc::selective_scan_fwd_cuda<float>(q, nullptr), std::invalid_argument);
+  kc::CausalConv1dCudaParams<float> c;
+  c.batch = 1; c.seqlen = 4; c.channels = 3; c.width = 5;
+  EXPECT_THROW(kc::causal_conv1d_fwd_cuda<float>(c, nullptr), std::invalid_argument);
+}
+#endif  // MAMBA_HAVE_CUDA
+
+}  // namespace
