@@ -20,67 +20,31 @@ cmake --version | head -1
 g++ --version | head -1
 nvcc --version | tail -2
 
-echo "== packages"
-missing=()
-have_pkg() { dpkg -s "$1" > /dev/null 2>&1; }
-if [ -z "$(find /usr/include -name cblas.h 2> /dev/null | head -1)" ]; then
-  missing+=(libopenblas-openmp-dev)
+# The GPU image has nvcc and g++ but not this project's Debian packages (OpenBLAS,
+# nlohmann-json, GoogleTest) and no network, so the check program is built with nvcc
+# directly from the sources it needs: the CUDA kernels and the CPU references (which need
+# only OpenMP). The full CMake build, tests included, is what CI compiles.
+echo "== build (nvcc, sm_90)"
+mkdir -p "$BUILD"
+SRC=(kernels/cuda/selective_scan.cu kernels/cuda/causal_conv1d.cu kernels/cuda/selective_state_update.cu
+     kernels/cuda/runtime_info.cu kernels/cuda/mamba_cuda_check.cu
+     kernels/cpu/selective_scan.cc kernels/cpu/causal_conv1d.cc kernels/cpu/parallel.cc)
+if ! nvcc -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr \
+     -Ikernels/include -Xcompiler -fopenmp,-march=native -DMAMBA_HAVE_CUDA=1 \
+     "${SRC[@]}" -o "$BUILD/mamba-cuda-check" -lgomp > "$LOG_DIR/build.log" 2>&1; then
+  cat "$LOG_DIR/build.log" | head -60
+  echo "build failed"
+  exit 4
 fi
-have_pkg nlohmann-json3-dev || missing+=(nlohmann-json3-dev)
-have_pkg libgtest-dev || missing+=(libgtest-dev)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "missing: ${missing[*]}; trying apt-get"
-  if command -v apt-get > /dev/null && [ "$(id -u)" = 0 ]; then
-    (timeout 120 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 240 apt-get install -y -qq "${missing[@]}") ||
-      echo "apt-get failed (no network?); building what can be built"
-  else
-    echo "no apt-get or not root; building what can be built"
-  fi
-else
-  echo "all present"
-fi
-
-GEN=()
-command -v ninja > /dev/null && GEN=(-G Ninja)
-common=(-DCMAKE_BUILD_TYPE=Release -DMAMBA_CUDA=ON -DMAMBA_CUDA_ARCHITECTURES=90)
-
-echo "== configure (tests on)"
-TESTS=ON
-if ! cmake -S . -B "$BUILD" ${GEN[@]+"${GEN[@]}"} "${common[@]}" -DMAMBA_BUILD_TESTS=ON -DMAMBA_BUILD_BENCH=OFF \
-    > "$LOG_DIR/configure.log" 2>&1; then
-  tail -20 "$LOG_DIR/configure.log"
-  echo "== configure failed; again without tests and benchmarks"
-  TESTS=OFF
-  rm -rf "$BUILD"
-  if ! cmake -S . -B "$BUILD" ${GEN[@]+"${GEN[@]}"} "${common[@]}" -DMAMBA_BUILD_TESTS=OFF -DMAMBA_BUILD_BENCH=OFF \
-      > "$LOG_DIR/configure.log" 2>&1; then
-    tail -40 "$LOG_DIR/configure.log"
-    echo "configure failed"
-    exit 3
-  fi
-fi
-tail -3 "$LOG_DIR/configure.log"
-
-echo "== build"
-targets=(mamba-cuda-check)
-[ "$TESTS" = ON ] && targets+=(test_cuda_kernels)
-if ! cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}" > "$LOG_DIR/build.log" 2>&1; then
-  grep -E "error|FAILED" "$LOG_DIR/build.log" | head -40
-  if [ "$TESTS" = ON ] && cmake --build "$BUILD" -j"$JOBS" --target mamba-cuda-check >> "$LOG_DIR/build.log" 2>&1; then
-    echo "test binary failed to build; continuing with mamba-cuda-check only"
-    TESTS=OFF
-  else
-    echo "build failed"
-    exit 4
-  fi
-fi
-echo "built: ${targets[*]}"
+grep -iE "warning" "$LOG_DIR/build.log" | head -10
+echo "built: $BUILD/mamba-cuda-check"
+TESTS=OFF
 
 echo "== nvidia-smi"
 nvidia-smi || echo "nvidia-smi failed"
 
 echo "== mamba-cuda-check"
-"$BUILD/kernels/cuda/mamba-cuda-check" 2>&1 | tee "$LOG_DIR/mamba-cuda-check.log"
+"$BUILD/mamba-cuda-check" 2>&1 | tee "$LOG_DIR/mamba-cuda-check.log"
 check_rc=${PIPESTATUS[0]}
 echo "mamba-cuda-check exit status $check_rc"
 
