@@ -5,20 +5,20 @@
 #include "layer_util.h"
 #include "mamba/kernels/causal_conv1d.h"
 #include "mamba/kernels/selective_scan.h"
-#include "config_fields.h"
+#include "mamba/io/json_config.h"
 
 namespace mamba::nn {
 
 Mamba1Config Mamba1Config::from_json(const nlohmann::json& j, int64_t d_model) {
+  const io::JsonConfig cfg(j, "ssm_cfg");
   Mamba1Config c;
   c.d_model = d_model;
-  c.d_state = json_int(j, "d_state", c.d_state);
-  c.d_conv = json_int(j, "d_conv", c.d_conv);
-  c.expand = json_int(j, "expand", c.expand);
-  if (j.contains("dt_rank") && !(j["dt_rank"].is_string() && j["dt_rank"] == "auto")) c.dt_rank = json_int(j, "dt_rank", 0);
-  json_reject_true(j, "bias", "Mamba1 linear biases");
-  if (j.contains("conv_bias") && j["conv_bias"].is_boolean() && !j["conv_bias"].get<bool>())
-    fail("Mamba1Config", "conv_bias=false is not supported");
+  c.d_state = cfg.get_int("d_state", c.d_state);
+  c.d_conv = cfg.get_int("d_conv", c.d_conv);
+  c.expand = cfg.get_int("expand", c.expand);
+  if (cfg.has("dt_rank") && !(j["dt_rank"].is_string() && j["dt_rank"] == "auto")) c.dt_rank = cfg.get_int("dt_rank");
+  if (cfg.get_bool("bias", false)) fail("Mamba1Config", "bias=true (linear biases) is not supported");
+  if (!cfg.get_bool("conv_bias", true)) fail("Mamba1Config", "conv_bias=false is not supported");
   if (c.d_model <= 0 || c.d_state <= 0 || c.d_conv <= 0 || c.expand <= 0 || c.rank() <= 0)
     fail("Mamba1Config", "d_model, d_state, d_conv, expand and dt_rank must be positive");
   return c;

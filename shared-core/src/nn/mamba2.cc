@@ -2,8 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "config_fields.h"
 #include "layer_util.h"
+#include "mamba/io/json_config.h"
 #include "mamba/kernels/causal_conv1d.h"
 #include "mamba/kernels/rms_norm.h"
 #include "mamba/kernels/ssd.h"
@@ -11,23 +11,24 @@
 namespace mamba::nn {
 
 Mamba2Config Mamba2Config::from_json(const nlohmann::json& j, int64_t d_model) {
+  const io::JsonConfig cfg(j, "ssm_cfg");
   Mamba2Config c;
   c.d_model = d_model;
-  c.d_state = json_int(j, "d_state", c.d_state);
-  c.d_conv = json_int(j, "d_conv", c.d_conv);
-  c.expand = json_int(j, "expand", c.expand);
-  c.headdim = json_int(j, "headdim", c.headdim);
-  c.ngroups = json_int(j, "ngroups", c.ngroups);
-  c.chunk_size = json_int(j, "chunk_size", c.chunk_size);
-  c.rmsnorm_eps = json_double(j, "rmsnorm_eps", c.rmsnorm_eps);
-  c.norm_before_gate = json_bool(j, "norm_before_gate", c.norm_before_gate);
-  if (!json_bool(j, "rmsnorm", true)) fail("Mamba2Config", "rmsnorm=false is not supported");
-  if (json_int(j, "d_ssm", c.d_inner()) != c.d_inner()) fail("Mamba2Config", "d_ssm different from d_inner is not supported");
-  json_reject_true(j, "D_has_hdim", "per-channel D");
-  json_reject_true(j, "bias", "Mamba2 linear biases");
-  if (j.contains("nheads") && json_int(j, "nheads", 0) != c.nheads())
-    fail("Mamba2Config", "nheads " + std::to_string(json_int(j, "nheads", 0)) + " disagrees with expand*d_model/headdim = " +
-                             std::to_string(c.nheads()));
+  c.d_state = cfg.get_int("d_state", c.d_state);
+  c.d_conv = cfg.get_int("d_conv", c.d_conv);
+  c.expand = cfg.get_int("expand", c.expand);
+  c.headdim = cfg.get_int("headdim", c.headdim);
+  c.ngroups = cfg.get_int("ngroups", c.ngroups);
+  c.chunk_size = cfg.get_int("chunk_size", c.chunk_size);
+  c.rmsnorm_eps = cfg.get_double("rmsnorm_eps", c.rmsnorm_eps);
+  c.norm_before_gate = cfg.get_bool("norm_before_gate", c.norm_before_gate);
+  if (!cfg.get_bool("rmsnorm", true)) fail("Mamba2Config", "rmsnorm=false is not supported");
+  if (cfg.get_int("d_ssm", c.d_inner()) != c.d_inner()) fail("Mamba2Config", "d_ssm different from d_inner is not supported");
+  if (cfg.get_bool("D_has_hdim", false)) fail("Mamba2Config", "D_has_hdim=true (per-channel D) is not supported");
+  if (cfg.get_bool("bias", false)) fail("Mamba2Config", "bias=true (linear biases) is not supported");
+  if (cfg.has("nheads") && cfg.get_int("nheads") != c.nheads())
+    fail("Mamba2Config", "nheads " + std::to_string(cfg.get_int("nheads")) +
+                             " disagrees with expand*d_model/headdim = " + std::to_string(c.nheads()));
   c.validate();
   return c;
 }

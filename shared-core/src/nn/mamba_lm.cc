@@ -6,7 +6,6 @@
 
 #include <filesystem>
 
-#include "config_fields.h"
 #include "mamba/io/json_config.h"
 #include "mamba/io/safetensors.h"
 #include "layer_util.h"
@@ -23,31 +22,24 @@ int64_t MambaLMConfig::padded_vocab() const {
 
 MambaLMConfig MambaLMConfig::from_json(const nlohmann::json& j) {
   if (!j.is_object()) fail("MambaLMConfig", "config must be a JSON object");
+  const io::JsonConfig cfg(j, "config");
   MambaLMConfig c;
-  for (const char* key : {"d_model", "n_layer", "vocab_size"})
-    if (!j.contains(key)) fail("MambaLMConfig", std::string("missing required field '") + key + "'");
-  c.d_model = json_int(j, "d_model", 0);
-  c.n_layer = json_int(j, "n_layer", 0);
-  c.vocab_size = json_int(j, "vocab_size", 0);
-  c.pad_vocab_size_multiple = json_int(j, "pad_vocab_size_multiple", c.pad_vocab_size_multiple);
-  c.rms_norm = json_bool(j, "rms_norm", c.rms_norm);
-  c.tie_embeddings = json_bool(j, "tie_embeddings", c.tie_embeddings);
-  c.norm_eps = json_double(j, "norm_eps", c.norm_eps);
-  if (json_int(j, "d_intermediate", 0) != 0) fail("MambaLMConfig", "d_intermediate > 0 (MLP blocks) is not supported");
-  if (j.contains("attn_layer_idx") && j["attn_layer_idx"].is_array() && !j["attn_layer_idx"].empty())
+  c.d_model = cfg.get_int("d_model");
+  c.n_layer = cfg.get_int("n_layer");
+  c.vocab_size = cfg.get_int("vocab_size");
+  c.pad_vocab_size_multiple = cfg.get_int("pad_vocab_size_multiple", c.pad_vocab_size_multiple);
+  c.rms_norm = cfg.get_bool("rms_norm", c.rms_norm);
+  c.tie_embeddings = cfg.get_bool("tie_embeddings", c.tie_embeddings);
+  c.norm_eps = cfg.get_double("norm_eps", c.norm_eps);
+  if (cfg.get_int("d_intermediate", 0) != 0) fail("MambaLMConfig", "d_intermediate > 0 (MLP blocks) is not supported");
+  if (cfg.has("attn_layer_idx") && j["attn_layer_idx"].is_array() && !j["attn_layer_idx"].empty())
     fail("MambaLMConfig", "attn_layer_idx (hybrid attention layers) is not supported");
-  if (j.contains("ssm_cfg") && !j["ssm_cfg"].is_null()) {
-    if (!j["ssm_cfg"].is_object()) fail("MambaLMConfig", "field 'ssm_cfg' must be an object");
-    c.ssm_cfg = j["ssm_cfg"];
-  }
-  if (c.ssm_cfg.contains("layer")) {
-    if (!c.ssm_cfg["layer"].is_string()) fail("MambaLMConfig", "field 'ssm_cfg.layer' must be a string");
-    c.layer = c.ssm_cfg["layer"].get<std::string>();
-  }
+  if (cfg.has("ssm_cfg")) c.ssm_cfg = cfg.get_object("ssm_cfg").json();
+  if (c.ssm_cfg.contains("layer")) c.layer = io::JsonConfig(c.ssm_cfg, "config: ssm_cfg").get_string("layer");
   if (c.layer != "Mamba1" && c.layer != "Mamba2")
     fail("MambaLMConfig", "ssm_cfg.layer '" + c.layer + "' is not supported (Mamba1 or Mamba2)");
-  if (c.d_model <= 0 || c.n_layer <= 0 || c.vocab_size <= 0)
-    fail("MambaLMConfig", "d_model, n_layer and vocab_size must be positive");
+  if (c.d_model <= 0 || c.n_layer <= 0 || c.vocab_size <= 0 || c.pad_vocab_size_multiple <= 0)
+    fail("MambaLMConfig", "d_model, n_layer, vocab_size and pad_vocab_size_multiple must be positive");
   if (c.n_layer > 4096 || c.d_model > (1 << 20) || c.vocab_size > (1LL << 31))
     fail("MambaLMConfig", "d_model, n_layer or vocab_size is implausibly large");
   return c;
