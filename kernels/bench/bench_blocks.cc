@@ -83,22 +83,10 @@ double mamba1_flops(const nn::Mamba1Config& c, int64_t l, const Mamba1Gemms& g) 
   return g.flops() + 2.0 * c.d_conv * l * c.d_inner() + 8.0 * l * c.d_inner() * c.d_state;
 }
 
-void BM_Mamba1ProjGemms(benchmark::State& state) {
-  nn::Mamba1 m(mamba1_config());
-  init_mixer_params(m, 41);
-  Mamba1Gemms g(m, state.range(0));
-  for (auto _ : state) g.run();
-  state.counters["FLOP/s"] = benchmark::Counter(g.flops(), benchmark::Counter::kIsIterationInvariantRate);
-}
-BENCHMARK(BM_Mamba1ProjGemms)->ArgName("seqlen")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
-
-void BM_Mamba1Forward(benchmark::State& state) {
-  const nn::Mamba1Config cfg = mamba1_config();
-  nn::Mamba1 m(cfg);
-  init_mixer_params(m, 41);
-  const int64_t l = state.range(0);
-  const Tensor x = random_input(l, 42);
-  Mamba1Gemms g(m, l);
+// Times layer.forward at (1, l, d_model), then the same layer's projection GEMMs alone,
+// and reports block/gemm. Shared by the Mamba1 and Mamba2 rows.
+template <class Layer, class Gemms, class Flops>
+void time_block(benchmark::State& state, Layer& m, Gemms& g, const Tensor& x, Flops flops) {
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     Tensor y = m.forward(x);
@@ -107,11 +95,31 @@ void BM_Mamba1Forward(benchmark::State& state) {
   const double block_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / static_cast<double>(state.iterations());
   const double gemm_s = mean_seconds(3, [&] { g.run(); });
-  state.SetItemsProcessed(state.iterations() * l);  // tokens
-  state.counters["FLOP/s"] =
-      benchmark::Counter(mamba1_flops(cfg, l, g), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetItemsProcessed(state.iterations() * x.size(1));  // tokens
+  state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["gemm_ms"] = gemm_s * 1e3;
   state.counters["block/gemm"] = block_s / gemm_s;
+}
+
+template <class Layer, class Gemms>
+void time_gemms(benchmark::State& state, uint32_t seed, const typename Layer::Config& cfg) {
+  Layer m(cfg);
+  init_mixer_params(m, seed);
+  Gemms g(m, state.range(0));
+  for (auto _ : state) g.run();
+  state.counters["FLOP/s"] = benchmark::Counter(g.flops(), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_Mamba1ProjGemms(benchmark::State& state) { time_gemms<nn::Mamba1, Mamba1Gemms>(state, 41, mamba1_config()); }
+BENCHMARK(BM_Mamba1ProjGemms)->ArgName("seqlen")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_Mamba1Forward(benchmark::State& state) {
+  const nn::Mamba1Config cfg = mamba1_config();
+  nn::Mamba1 m(cfg);
+  init_mixer_params(m, 41);
+  const int64_t l = state.range(0);
+  Mamba1Gemms g(m, l);
+  time_block(state, m, g, random_input(l, 42), mamba1_flops(cfg, l, g));
 }
 BENCHMARK(BM_Mamba1Forward)->ArgName("seqlen")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -155,13 +163,7 @@ double mamba2_flops(const nn::Mamba2Config& c, int64_t l, const Mamba2Gemms& g) 
   return g.flops() + 2.0 * c.d_conv * l * c.conv_dim() + ssd + 8.0 * l * c.d_inner();
 }
 
-void BM_Mamba2ProjGemms(benchmark::State& state) {
-  nn::Mamba2 m(mamba2_config());
-  init_mixer_params(m, 43);
-  Mamba2Gemms g(m, state.range(0));
-  for (auto _ : state) g.run();
-  state.counters["FLOP/s"] = benchmark::Counter(g.flops(), benchmark::Counter::kIsIterationInvariantRate);
-}
+void BM_Mamba2ProjGemms(benchmark::State& state) { time_gemms<nn::Mamba2, Mamba2Gemms>(state, 43, mamba2_config()); }
 BENCHMARK(BM_Mamba2ProjGemms)->ArgName("seqlen")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_Mamba2Forward(benchmark::State& state) {
@@ -169,21 +171,8 @@ void BM_Mamba2Forward(benchmark::State& state) {
   nn::Mamba2 m(cfg);
   init_mixer_params(m, 43);
   const int64_t l = state.range(0);
-  const Tensor x = random_input(l, 44);
   Mamba2Gemms g(m, l);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : state) {
-    Tensor y = m.forward(x);
-    benchmark::DoNotOptimize(y.raw_data());
-  }
-  const double block_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / static_cast<double>(state.iterations());
-  const double gemm_s = mean_seconds(3, [&] { g.run(); });
-  state.SetItemsProcessed(state.iterations() * l);  // tokens
-  state.counters["FLOP/s"] =
-      benchmark::Counter(mamba2_flops(cfg, l, g), benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["gemm_ms"] = gemm_s * 1e3;
-  state.counters["block/gemm"] = block_s / gemm_s;
+  time_block(state, m, g, random_input(l, 44), mamba2_flops(cfg, l, g));
 }
 BENCHMARK(BM_Mamba2Forward)->ArgName("seqlen")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -12,29 +12,38 @@
 
 namespace mamba::kernels::detail {
 
-// 2^x for x in about [-126, 126] (clamped outside), relative error ~2e-7: x = n + f with
-// n = round(x), f in [-0.5, 0.5]; 2^f by its degree-7 Taylor polynomial in f*ln2;
-// 2^n built in the exponent bits.
-inline float exp2_fast(float x) {
-  x = x < -126.f ? -126.f : (x > 126.f ? 126.f : x);
-  const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
-  float t = x + shifter;
-  const float n = t - shifter;
-  const float f = (x - n) * 0.693147180559945309f;
+// e^r for |r| <= ln2/2 by its degree-7 Taylor polynomial (truncation error ~5e-9).
+inline float expm_poly(float r) {
   float p = 1.f / 5040.f;
-  p = p * f + 1.f / 720.f;
-  p = p * f + 1.f / 120.f;
-  p = p * f + 1.f / 24.f;
-  p = p * f + 1.f / 6.f;
-  p = p * f + 0.5f;
-  p = p * f + 1.f;
-  p = p * f + 1.f;
+  p = p * r + 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  return p * r + 1.f;
+}
+
+// 2^(n-1) where t = n + 1.5 * 2^23 holds the integer n in its low mantissa bits
+// (the rounding trick below); n - 1 keeps n = 128 finite.
+inline float pow2_from_shifted(float t) {
   int32_t ti;
   std::memcpy(&ti, &t, 4);
-  const int32_t bits = (ti - 0x4B400000 + 127) << 23;  // integer part of t, rebiased
+  const int32_t bits = (ti - 0x4B400000 + 126) << 23;
   float scale;
   std::memcpy(&scale, &bits, 4);
-  return p * scale;
+  return scale;
+}
+
+constexpr float kRoundShifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
+
+// 2^x for x in about [-125, 126] (clamped outside), relative error ~2e-7: x = n + f with
+// n = round(x), f in [-0.5, 0.5]; 2^f = e^(f ln2) by the polynomial; 2^n in the exponent bits.
+inline float exp2_fast(float x) {
+  x = x < -125.f ? -125.f : (x > 126.f ? 126.f : x);
+  const float t = x + kRoundShifter;
+  const float n = t - kRoundShifter;
+  return expm_poly((x - n) * 0.693147180559945309f) * pow2_from_shifted(t) * 2.f;
 }
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -46,24 +55,10 @@ constexpr float kLog2e = 1.4426950408889634f;
 inline float exp_fast(float x_in) {
   constexpr float kLo = -86.5f, kHi = 88.72283935546875f;
   const float x = x_in < kLo ? kLo : (x_in > kHi ? kHi : x_in);
-  const float shifter = 12582912.f;
-  float t = x * kLog2e + shifter;
-  const float n = t - shifter;
+  const float t = x * kLog2e + kRoundShifter;
+  const float n = t - kRoundShifter;
   const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-  float p = 1.f / 5040.f;
-  p = p * r + 1.f / 720.f;
-  p = p * r + 1.f / 120.f;
-  p = p * r + 1.f / 24.f;
-  p = p * r + 1.f / 6.f;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
-  int32_t ti;
-  std::memcpy(&ti, &t, 4);
-  const int32_t bits = (ti - 0x4B400000 + 126) << 23;  // 2^(n-1): n = 128 stays finite
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  float res = p * scale * 2.f;
+  float res = expm_poly(r) * pow2_from_shifted(t) * 2.f;
   res = x_in > kHi ? std::numeric_limits<float>::infinity() : res;
   res = x_in < kLo ? 0.f : res;
   return x_in != x_in ? x_in : res;

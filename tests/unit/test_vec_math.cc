@@ -33,3 +33,12 @@ TEST(VecMath, SoftplusAndSilu) {
     EXPECT_NEAR(silu_fast(x), si, 4e-7f * std::fabs(si) + 1e-30f) << x;
   }
 }
+
+TEST(VecMath, Exp2MatchesLibm) {
+  for (float x = -120.f; x <= 120.f; x += 0.0173f) {
+    const float ref = std::exp2(x);
+    EXPECT_NEAR(exp2_fast(x), ref, 3e-7f * ref) << x;
+  }
+  EXPECT_GT(exp2_fast(-1000.f), 0.f);
+  EXPECT_TRUE(std::isfinite(exp2_fast(1000.f)));
+}

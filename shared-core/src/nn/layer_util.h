@@ -4,7 +4,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "mamba/kernels/causal_conv1d.h"
 #include "mamba/kernels/gemm.h"
+#include "mamba/nn/mixer.h"
 #include "mamba/tensor/tensor.h"
 
 namespace mamba::nn::detail {
@@ -46,6 +48,27 @@ inline void conv_state_advance(Tensor& conv_state, const float* x, int64_t x_sb,
         const int64_t t = seqlen - K + j;  // time of slot j relative to the new inputs
         s[(b * Cc + c) * K + j] = t >= 0 ? x[b * x_sb + t * x_st + c] : old[(b * Cc + c) * K + (K + t)];
       }
+}
+
+// The short causal convolution + SiLU of a Mamba layer over x[b, t, c] (row stride x_st,
+// batch stride x_sb): returns (b, l, c). With a state, starts from its history and
+// leaves the last d_conv inputs in it.
+inline Tensor short_conv(const float* x, int64_t b, int64_t l, int64_t c, int64_t x_sb, int64_t x_st, const Tensor& w,
+                         const Tensor& bias, LayerState* state) {
+  Tensor out = Tensor::empty({b, l, c});
+  Tensor hist;
+  kernels::CausalConv1dParams cp;
+  cp.batch = b; cp.seqlen = l; cp.channels = c; cp.width = w.size(-1);
+  cp.x = x; cp.x_sb = x_sb; cp.x_st = x_st;
+  cp.weight = w.data<float>(); cp.bias = bias.data<float>(); cp.silu = true;
+  if (state) {
+    hist = conv_history(state->conv_state);
+    cp.initial_state = hist.data<float>();
+  }
+  cp.out = out.data<float>();
+  kernels::causal_conv1d(cp);
+  if (state) conv_state_advance(state->conv_state, x, x_sb, x_st, l);
+  return out;
 }
 
 inline void check_input(const Tensor& x, int64_t rank, int64_t d_model, const char* op) {

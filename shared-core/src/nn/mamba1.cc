@@ -66,20 +66,8 @@ Tensor Mamba1::forward(const Tensor& x_in, LayerState* state) const {
   Tensor xz = Tensor::empty({b, l, 2 * di});
   detail::linear_rows(x.data<float>(), b * l, cfg_.d_model, in_proj_w_, xz.data<float>(), 2 * di);
 
-  // Causal depthwise conv + SiLU.
-  Tensor xc = Tensor::empty({b, l, di});
-  Tensor hist;
-  kernels::CausalConv1dParams cp;
-  cp.batch = b; cp.seqlen = l; cp.channels = di; cp.width = K;
-  cp.x = xz.data<float>(); cp.x_sb = l * 2 * di; cp.x_st = 2 * di;
-  cp.weight = conv_w_.data<float>(); cp.bias = conv_b_.data<float>(); cp.silu = true;
-  if (state) {
-    hist = detail::conv_history(state->conv_state);
-    cp.initial_state = hist.data<float>();
-  }
-  cp.out = xc.data<float>();
-  kernels::causal_conv1d(cp);
-  if (state) detail::conv_state_advance(state->conv_state, xz.data<float>(), l * 2 * di, 2 * di, l);
+  // Causal depthwise conv + SiLU over the x half.
+  const Tensor xc = detail::short_conv(xz.data<float>(), b, l, di, l * 2 * di, 2 * di, conv_w_, conv_b_, state);
 
   // x_proj -> [dt (R), B (N), C (N)]; dt_proj (no bias: it is the scan's delta_bias).
   Tensor xdbl = Tensor::empty({b, l, xd});

@@ -88,19 +88,7 @@ Tensor Mamba2::forward(const Tensor& x_in, LayerState* state) const {
   const float* xbc_in = zp + di;
   const float* dtp = zp + di + cd;
 
-  Tensor xbc = Tensor::empty({b, l, cd});
-  Tensor hist;
-  kernels::CausalConv1dParams cp;
-  cp.batch = b; cp.seqlen = l; cp.channels = cd; cp.width = K;
-  cp.x = xbc_in; cp.x_sb = l * dp; cp.x_st = dp;
-  cp.weight = conv_w_.data<float>(); cp.bias = conv_b_.data<float>(); cp.silu = true;
-  if (state) {
-    hist = detail::conv_history(state->conv_state);
-    cp.initial_state = hist.data<float>();
-  }
-  cp.out = xbc.data<float>();
-  kernels::causal_conv1d(cp);
-  if (state) detail::conv_state_advance(state->conv_state, xbc_in, l * dp, dp, l);
+  const Tensor xbc = detail::short_conv(xbc_in, b, l, cd, l * dp, dp, conv_w_, conv_b_, state);
 
   Tensor y = Tensor::empty({b, l, di});
   kernels::SsdParams sp;

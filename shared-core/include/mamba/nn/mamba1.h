@@ -27,6 +27,7 @@ struct Mamba1Config {
 
 class Mamba1 final : public Mixer {
  public:
+  using Config = Mamba1Config;
   explicit Mamba1(const Mamba1Config& cfg);  // parameters allocated, zero-filled
 
   Tensor forward(const Tensor& x, LayerState* state = nullptr) const override;

@@ -34,6 +34,7 @@ struct Mamba2Config {
 
 class Mamba2 final : public Mixer {
  public:
+  using Config = Mamba2Config;
   explicit Mamba2(const Mamba2Config& cfg);
 
   Tensor forward(const Tensor& x, LayerState* state = nullptr) const override;
