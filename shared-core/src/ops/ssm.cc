@@ -25,49 +25,116 @@ Tensor opt_f32c(const Tensor& t, const Shape& want, const char* op, const char* 
 
 }  // namespace
 
+namespace {
+
+// The checked, contiguous f32 inputs of a selective scan and its kernel parameters.
+struct ScanSetup {
+  Tensor u, delta, A, B, C, D, z, bias, init;
+  int64_t b = 0, d = 0, l = 0, n = 0, g = 0;
+  Shape B_shape;  // as given: (b, n, l) or (b, g, n, l)
+  kernels::SelectiveScanParams p;
+};
+
+ScanSetup setup_scan(const char* op, const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in,
+                     const Tensor& B_in, const Tensor& C_in, const Tensor& D_in, const Tensor& z_in,
+                     const Tensor& bias_in, bool delta_softplus, const Tensor& init_in) {
+  ScanSetup s;
+  s.u = f32c(u_in, op, "u");
+  if (s.u.dim() != 3) fail(op, "u must be (batch, dim, seqlen), got " + s.u.str());
+  s.b = s.u.size(0), s.d = s.u.size(1), s.l = s.u.size(2);
+  s.delta = f32c(delta_in, op, "delta");
+  check_shape(s.delta, s.u.shape(), op, "delta");
+  s.A = f32c(A_in, op, "A");
+  if (s.A.dim() != 2 || s.A.size(0) != s.d)
+    fail(op, "A must be (dim=" + std::to_string(s.d) + ", dstate), got " + s.A.str());
+  s.n = s.A.size(1);
+  s.B = f32c(B_in, op, "B");
+  s.C = f32c(C_in, op, "C");
+  s.B_shape = s.B.shape();
+  if (s.B.dim() == 3) s.B = s.B.unsqueeze(1);
+  if (s.C.dim() == 3) s.C = s.C.unsqueeze(1);
+  if (s.B.dim() != 4 || s.B.size(0) != s.b || s.B.size(2) != s.n || s.B.size(3) != s.l)
+    fail(op, "B must be (batch, dstate, seqlen) or (batch, groups, dstate, seqlen) = (" + std::to_string(s.b) +
+                 ", g, " + std::to_string(s.n) + ", " + std::to_string(s.l) + "), got " + B_in.str());
+  s.g = s.B.size(1);
+  check_shape(s.C, s.B.shape(), op, "C");
+  if (s.g <= 0 || s.d % s.g != 0)
+    fail(op, "dim " + std::to_string(s.d) + " is not a multiple of groups " + std::to_string(s.g));
+  s.D = opt_f32c(D_in, {s.d}, op, "D");
+  s.z = opt_f32c(z_in, s.u.shape(), op, "z");
+  s.bias = opt_f32c(bias_in, {s.d}, op, "delta_bias");
+  s.init = opt_f32c(init_in, {s.b, s.d, s.n}, op, "initial_state");
+  const int64_t d = s.d, l = s.l, n = s.n, g = s.g;
+  kernels::SelectiveScanParams& p = s.p;
+  p.batch = s.b; p.dim = d; p.seqlen = l; p.dstate = n; p.n_groups = g;
+  p.u = {s.u.data<float>(), d * l, l, 1};
+  p.delta = {s.delta.data<float>(), d * l, l, 1};
+  if (s.z.defined()) p.z = {s.z.data<float>(), d * l, l, 1};
+  p.B = {s.B.data<float>(), g * n * l, n * l, l, 1};
+  p.C = {s.C.data<float>(), g * n * l, n * l, l, 1};
+  p.A = s.A.data<float>();
+  p.D = s.D.defined() ? s.D.data<float>() : nullptr;
+  p.delta_bias = s.bias.defined() ? s.bias.data<float>() : nullptr;
+  p.delta_softplus = delta_softplus;
+  p.initial_state = s.init.defined() ? s.init.data<float>() : nullptr;
+  return s;
+}
+
+}  // namespace
+
 ScanResult selective_scan(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in, const Tensor& B_in,
                           const Tensor& C_in, const Tensor& D_in, const Tensor& z_in, const Tensor& bias_in,
                           bool delta_softplus, const Tensor& init_in, Impl impl) {
-  const char* op = "ops::selective_scan";
-  const Tensor u = f32c(u_in, op, "u");
-  if (u.dim() != 3) fail(op, "u must be (batch, dim, seqlen), got " + u.str());
-  const int64_t b = u.size(0), d = u.size(1), l = u.size(2);
-  const Tensor delta = f32c(delta_in, op, "delta");
-  check_shape(delta, u.shape(), op, "delta");
-  const Tensor A = f32c(A_in, op, "A");
-  if (A.dim() != 2 || A.size(0) != d) fail(op, "A must be (dim=" + std::to_string(d) + ", dstate), got " + A.str());
-  const int64_t n = A.size(1);
-  Tensor B = f32c(B_in, op, "B"), C = f32c(C_in, op, "C");
-  if (B.dim() == 3) B = B.unsqueeze(1);
-  if (C.dim() == 3) C = C.unsqueeze(1);
-  if (B.dim() != 4 || B.size(0) != b || B.size(2) != n || B.size(3) != l)
-    fail(op, "B must be (batch, dstate, seqlen) or (batch, groups, dstate, seqlen) = (" + std::to_string(b) + ", g, " +
-                 std::to_string(n) + ", " + std::to_string(l) + "), got " + B_in.str());
-  const int64_t g = B.size(1);
-  check_shape(C, B.shape(), op, "C");
-  if (g <= 0 || d % g != 0) fail(op, "dim " + std::to_string(d) + " is not a multiple of groups " + std::to_string(g));
-  const Tensor D = opt_f32c(D_in, {d}, op, "D"), z = opt_f32c(z_in, u.shape(), op, "z");
-  const Tensor bias = opt_f32c(bias_in, {d}, op, "delta_bias"), init = opt_f32c(init_in, {b, d, n}, op, "initial_state");
-
-  ScanResult r{Tensor::empty(u.shape()), Tensor::empty({b, d, n})};
-  kernels::SelectiveScanParams p;
-  p.batch = b; p.dim = d; p.seqlen = l; p.dstate = n; p.n_groups = g;
-  p.u = {u.data<float>(), d * l, l, 1};
-  p.delta = {delta.data<float>(), d * l, l, 1};
-  if (z.defined()) p.z = {z.data<float>(), d * l, l, 1};
-  p.B = {B.data<float>(), g * n * l, n * l, l, 1};
-  p.C = {C.data<float>(), g * n * l, n * l, l, 1};
-  p.A = A.data<float>();
-  p.D = D.defined() ? D.data<float>() : nullptr;
-  p.delta_bias = bias.defined() ? bias.data<float>() : nullptr;
-  p.delta_softplus = delta_softplus;
-  p.initial_state = init.defined() ? init.data<float>() : nullptr;
-  p.y = {r.y.data<float>(), d * l, l, 1};
-  p.final_state = r.last_state.data<float>();
+  ScanSetup s = setup_scan("ops::selective_scan", u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in,
+                           delta_softplus, init_in);
+  ScanResult r{Tensor::empty(s.u.shape()), Tensor::empty({s.b, s.d, s.n})};
+  s.p.y = {r.y.data<float>(), s.d * s.l, s.l, 1};
+  s.p.final_state = r.last_state.data<float>();
   if (impl == Impl::fast)
-    kernels::selective_scan(p);
+    kernels::selective_scan(s.p);
   else
-    kernels::selective_scan_ref(p);
+    kernels::selective_scan_ref(s.p);
+  return r;
+}
+
+ScanGrads selective_scan_backward(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in, const Tensor& B_in,
+                                  const Tensor& C_in, const Tensor& D_in, const Tensor& z_in, const Tensor& bias_in,
+                                  bool delta_softplus, const Tensor& init_in, const Tensor& dy_in,
+                                  const Tensor& dlast_in, Impl impl) {
+  const char* op = "ops::selective_scan_backward";
+  ScanSetup s = setup_scan(op, u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, delta_softplus, init_in);
+  const Tensor dy = f32c(dy_in, op, "dy");
+  check_shape(dy, s.u.shape(), op, "dy");
+  const Tensor dlast = opt_f32c(dlast_in, {s.b, s.d, s.n}, op, "dlast_state");
+  const int64_t d = s.d, l = s.l, n = s.n, g = s.g;
+  ScanGrads r;
+  r.du = Tensor::empty(s.u.shape());
+  r.ddelta = Tensor::empty(s.u.shape());
+  r.dA = Tensor::empty(s.A.shape());
+  r.dB = Tensor::empty(s.B.shape());
+  r.dC = Tensor::empty(s.C.shape());
+  if (s.D.defined()) r.dD = Tensor::empty({d});
+  if (s.z.defined()) r.dz = Tensor::empty(s.u.shape());
+  if (s.bias.defined()) r.ddelta_bias = Tensor::empty({d});
+  if (s.init.defined()) r.dinitial_state = Tensor::empty(s.init.shape());
+  kernels::SelectiveScanGrads gr;
+  gr.du = {r.du.data<float>(), d * l, l, 1};
+  gr.ddelta = {r.ddelta.data<float>(), d * l, l, 1};
+  if (r.dz.defined()) gr.dz = {r.dz.data<float>(), d * l, l, 1};
+  gr.dB = {r.dB.data<float>(), g * n * l, n * l, l, 1};
+  gr.dC = {r.dC.data<float>(), g * n * l, n * l, l, 1};
+  gr.dA = r.dA.data<float>();
+  gr.dD = r.dD.defined() ? r.dD.data<float>() : nullptr;
+  gr.ddelta_bias = r.ddelta_bias.defined() ? r.ddelta_bias.data<float>() : nullptr;
+  gr.dinitial_state = r.dinitial_state.defined() ? r.dinitial_state.data<float>() : nullptr;
+  const kernels::Strided3<const float> dyv{dy.data<float>(), d * l, l, 1};
+  const float* dl = dlast.defined() ? dlast.data<float>() : nullptr;
+  if (impl == Impl::fast)
+    kernels::selective_scan_bwd(s.p, dyv, dl, gr);
+  else
+    kernels::selective_scan_bwd_ref(s.p, dyv, dl, gr);
+  r.dB = r.dB.view(s.B_shape);
+  r.dC = r.dC.view(s.B_shape);
   return r;
 }
 

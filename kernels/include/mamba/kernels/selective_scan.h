@@ -46,6 +46,26 @@ void selective_scan_ref(const SelectiveScanParams& p);
 // polynomial in the same lanes. Each channel's result is independent of the thread count.
 void selective_scan(const SelectiveScanParams& p);
 
+// Backward of selective_scan: given dy (the gradient of the gated output y, indexed
+// [b, d, t] like y) and optionally d final_state, writes the gradient of every input.
+// The forward states are recomputed inside (from checkpoints every 64 steps in the fast
+// path), never stored as a (b, d, l, n) tensor. Every output is overwritten (not
+// accumulated); optional outputs may be null. dB and dC have B's and C's layout
+// [b, g, n, t]; their sums over the channels of a group are taken in a fixed order, so
+// the result does not depend on the thread count.
+struct SelectiveScanGrads {
+  Strided3<float> du, ddelta, dz;        // [b, d, t]; dz only when the forward had z
+  Strided4<float> dB, dC;                // [b, g, n, t]
+  float* dA = nullptr;                   // (dim, dstate)
+  float* dD = nullptr;                   // (dim), optional
+  float* ddelta_bias = nullptr;          // (dim), optional
+  float* dinitial_state = nullptr;       // (batch, dim, dstate), optional
+};
+void selective_scan_bwd_ref(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal_state,
+                            const SelectiveScanGrads& g);
+void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal_state,
+                        const SelectiveScanGrads& g);
+
 // One decoding step, Mamba-1 layout. state (batch, dim, dstate) is updated in place.
 // x, delta, z, y: [b, d] with row stride given; B, C: [b, g, n] contiguous rows of
 // n_groups * dstate. Parallel over batch x channels.

@@ -21,6 +21,17 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
                           const Tensor& D, const Tensor& z, const Tensor& delta_bias, bool delta_softplus,
                           const Tensor& initial_state = {}, Impl impl = Impl::fast);
 
+// Gradients of selective_scan for an upstream gradient dy of its output y (and optionally
+// of its last_state). Same argument layout as selective_scan; grads follow the inputs'
+// shapes (B/C grads in the shape B/C were given). Undefined where the input was.
+struct ScanGrads {
+  Tensor du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state;
+};
+ScanGrads selective_scan_backward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                                  const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias,
+                                  bool delta_softplus, const Tensor& initial_state, const Tensor& dy,
+                                  const Tensor& dlast_state = {}, Impl impl = Impl::fast);
+
 // Mamba-2 SSD scan: x (b, l, h, p); dt (b, l, h) raw (dt_bias and softplus applied inside);
 // A (h) negative; B, C (b, l, g, n); D (h) optional; dt_bias (h) optional;
 // initial_state (b, h, p, n) optional. Impl::reference runs the sequential recurrence,

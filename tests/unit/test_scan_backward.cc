@@ -1,0 +1,96 @@
+// selective_scan backward: the checkpointing fast path against the reference (which
+// matches ../shared/golden's gradients in mamba-golden), at awkward sizes, 1 and 2
+// threads; plus a finite-difference spot check of the reference.
+#include <gtest/gtest.h>
+
+#include "mamba/kernels/parallel.h"
+#include "mamba/ops/ssm.h"
+#include "util/compare.h"
+
+using mamba::Tensor;
+using mamba::ops::Impl;
+
+namespace {
+
+Tensor rnd(const mamba::Shape& s, uint32_t seed, float scale = 1.f, float shift = 0.f) {
+  return Tensor::from_vector(mamba::testing::randn(static_cast<size_t>(mamba::shape_numel(s)), seed, scale, shift), s);
+}
+
+struct Case {
+  int64_t b, d, l, n, g;
+  bool z, init, softplus;
+};
+
+class ScanBackward : public ::testing::TestWithParam<std::tuple<Case, int>> {};
+
+TEST_P(ScanBackward, FastMatchesReference) {
+  const auto [c, threads] = GetParam();
+  mamba::kernels::set_num_threads(threads);
+  const Tensor u = rnd({c.b, c.d, c.l}, 1), delta = rnd({c.b, c.d, c.l}, 2, 0.5f, -1.f);
+  const Tensor A = Tensor::from_vector(mamba::testing::uniform(static_cast<size_t>(c.d * c.n), 3, -2.f, -0.1f), {c.d, c.n});
+  const mamba::Shape bs = c.g == 0 ? mamba::Shape{c.b, c.n, c.l} : mamba::Shape{c.b, c.g, c.n, c.l};
+  const Tensor B = rnd(bs, 4), C = rnd(bs, 5), D = rnd({c.d}, 6), bias = rnd({c.d}, 7, 0.2f);
+  const Tensor z = c.z ? rnd({c.b, c.d, c.l}, 8) : Tensor(), h0 = c.init ? rnd({c.b, c.d, c.n}, 9) : Tensor();
+  const Tensor dy = rnd({c.b, c.d, c.l}, 10), dlast = rnd({c.b, c.d, c.n}, 11);
+  const auto f = mamba::ops::selective_scan_backward(u, delta, A, B, C, D, z, bias, c.softplus, h0, dy, dlast, Impl::fast);
+  const auto r = mamba::ops::selective_scan_backward(u, delta, A, B, C, D, z, bias, c.softplus, h0, dy, dlast,
+                                                     Impl::reference);
+  auto same = [](const Tensor& a, const Tensor& b) {
+    ASSERT_EQ(a.defined(), b.defined());
+    if (!a.defined()) return;
+    ASSERT_EQ(a.shape(), b.shape());
+    EXPECT_CLOSE(a.to_vector_f32(), b.to_vector_f32(), 1e-4);
+  };
+  same(f.du, r.du);
+  same(f.ddelta, r.ddelta);
+  same(f.dA, r.dA);
+  same(f.dB, r.dB);
+  same(f.dC, r.dC);
+  same(f.dD, r.dD);
+  same(f.dz, r.dz);
+  same(f.ddelta_bias, r.ddelta_bias);
+  same(f.dinitial_state, r.dinitial_state);
+  mamba::kernels::set_num_threads(0);
+}
+
+INSTANTIATE_TEST_SUITE_P(AwkwardSizes, ScanBackward,
+                         ::testing::Combine(::testing::Values(Case{1, 1, 1, 1, 0, false, false, true},
+                                                              Case{2, 13, 67, 16, 0, true, true, true},
+                                                              Case{1, 12, 130, 5, 3, true, false, false},
+                                                              Case{3, 9, 64, 8, 1, false, true, true},
+                                                              Case{2, 40, 150, 16, 2, true, true, true}),
+                                            ::testing::Values(1, 2)));
+
+// d/dx sum(y * dy) by central differences on a few elements of each input.
+TEST(ScanBackward, ReferenceMatchesFiniteDifferences) {
+  const int64_t b = 1, d = 3, l = 9, n = 4;
+  Tensor u = rnd({b, d, l}, 1), delta = rnd({b, d, l}, 2, 0.5f, -1.f), z = rnd({b, d, l}, 3);
+  Tensor A = Tensor::from_vector(mamba::testing::uniform(static_cast<size_t>(d * n), 4, -2.f, -0.2f), {d, n});
+  Tensor B = rnd({b, n, l}, 5), C = rnd({b, n, l}, 6), D = rnd({d}, 7), bias = rnd({d}, 8, 0.2f);
+  const Tensor dy = rnd({b, d, l}, 9);
+  auto loss = [&] {
+    const auto r = mamba::ops::selective_scan(u, delta, A, B, C, D, z, bias, true, {}, Impl::reference);
+    double s = 0;
+    const auto y = r.y.to_vector_f32(), w = dy.to_vector_f32();
+    for (size_t i = 0; i < y.size(); ++i) s += static_cast<double>(y[i]) * w[i];
+    return s;
+  };
+  const auto g = mamba::ops::selective_scan_backward(u, delta, A, B, C, D, z, bias, true, {}, dy, {}, Impl::reference);
+  const std::pair<Tensor*, const Tensor*> pairs[] = {{&u, &g.du}, {&delta, &g.ddelta}, {&z, &g.dz}, {&A, &g.dA},
+                                                     {&B, &g.dB}, {&C, &g.dC},         {&D, &g.dD}, {&bias, &g.ddelta_bias}};
+  for (const auto& [x, gx] : pairs) {
+    float* p = x->data<float>();
+    for (int64_t i = 0; i < x->numel(); i += 3) {
+      const float keep = p[i], h = 1e-2f;
+      p[i] = keep + h;
+      const double up = loss();
+      p[i] = keep - h;
+      const double down = loss();
+      p[i] = keep;
+      const double fd = (up - down) / (2 * h);
+      EXPECT_NEAR(gx->data<float>()[i], fd, 2e-2 * std::max(1.0, std::fabs(fd))) << "element " << i;
+    }
+  }
+}
+
+}  // namespace
