@@ -171,7 +171,18 @@ void check_block_file(const mamba::io::SafeTensorsFile& f, Tally& tally, bool ma
     compare(tally, "y" + tag, stack_steps(ys, b, d_model), y_ref);
     compare_states(s, tag);
   }
-  skip_gradients(tally, f, "");
+  if (!f.has("dy")) return;
+  if (!layer->has_backward()) return skip_gradients(tally, f, "");
+  std::unique_ptr<mamba::nn::SavedActivations> saved;
+  compare(tally, "y (training forward)", layer->forward_train(x, saved), y_ref);
+  std::vector<Tensor> grads;
+  const Tensor dx = layer->backward(*saved, req(f, "dy").to(mamba::DType::f32), grads);
+  if (f.has("grad.x")) compare(tally, "grad.x", dx, f.tensor("grad.x"), tally.grad_tol);
+  const auto params = layer->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string key = "grad." + params[i].first;
+    if (f.has(key)) compare(tally, key, grads[i], f.tensor(key), tally.grad_tol);
+  }
 }
 
 // ---- a whole language model ---------------------------------------------------------

@@ -217,3 +217,64 @@ TEST(RmsNorm, FastMatchesReferenceAndGatedForms) {
 }
 
 }  // namespace
+
+namespace {
+
+class CausalConvBwdTest : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int>> {};
+
+TEST_P(CausalConvBwdTest, FastMatchesReference) {
+  const auto [b, l, c, k, init, threads] = GetParam();
+  set_num_threads(threads);
+  const int64_t row = c + 5;
+  auto x = randn(b * l * row, 1), w = randn(c * k, 2), bias = randn(c, 3), s0 = randn(b * c * (k - 1), 4),
+       dout = randn(b * l * c, 5);
+  CausalConv1dParams p;
+  p.batch = b; p.seqlen = l; p.channels = c; p.width = k;
+  p.x = x.data(); p.x_sb = l * row; p.x_st = row; p.weight = w.data(); p.bias = bias.data();
+  p.initial_state = init ? s0.data() : nullptr; p.silu = true;
+  std::vector<float> dx1(b * l * row, 9.f), dx2(b * l * row, 9.f), dw1(c * k), dw2(c * k), db1(c), db2(c),
+      di1(b * c * (k - 1)), di2(b * c * (k - 1));
+  causal_conv1d_bwd_ref(p, dout.data(), dx1.data(), l * row, row, dw1.data(), db1.data(), init ? di1.data() : nullptr);
+  causal_conv1d_bwd(p, dout.data(), dx2.data(), l * row, row, dw2.data(), db2.data(), init ? di2.data() : nullptr);
+  EXPECT_CLOSE(dx2, dx1, 1e-5);
+  EXPECT_CLOSE(dw2, dw1, 1e-5);
+  EXPECT_CLOSE(db2, db1, 1e-5);
+  EXPECT_CLOSE(di2, di1, 1e-5);
+  set_num_threads(0);
+}
+
+INSTANTIATE_TEST_SUITE_P(AwkwardSizes, CausalConvBwdTest,
+                         ::testing::Values(std::make_tuple(1, 1, 1, 4, false, 1), std::make_tuple(2, 3, 70, 4, true, 2),
+                                           std::make_tuple(2, 301, 131, 4, true, 2),
+                                           std::make_tuple(1, 17, 65, 2, false, 1)));
+
+// Finite differences of the reference conv backward (silu on, initial state on).
+TEST(CausalConv1dBwd, ReferenceMatchesFiniteDifferences) {
+  const int64_t b = 1, l = 6, c = 3, k = 4;
+  auto x = randn(b * l * c, 1), w = randn(c * k, 2), bias = randn(c, 3), s0 = randn(b * c * (k - 1), 4),
+       dout = randn(b * l * c, 5);
+  CausalConv1dParams p;
+  p.batch = b; p.seqlen = l; p.channels = c; p.width = k; p.x = x.data(); p.x_sb = l * c; p.x_st = c;
+  p.weight = w.data(); p.bias = bias.data(); p.initial_state = s0.data(); p.silu = true;
+  std::vector<float> out(b * l * c), dx(b * l * c), dw(c * k), db(c), di(b * c * (k - 1));
+  causal_conv1d_bwd_ref(p, dout.data(), dx.data(), l * c, c, dw.data(), db.data(), di.data());
+  auto loss = [&] {
+    p.out = out.data();
+    causal_conv1d_ref(p);
+    double s = 0;
+    for (size_t i = 0; i < out.size(); ++i) s += static_cast<double>(out[i]) * dout[i];
+    return s;
+  };
+  for (auto [v, g] : {std::make_pair(&x, &dx), std::make_pair(&w, &dw), std::make_pair(&bias, &db), std::make_pair(&s0, &di)})
+    for (size_t i = 0; i < v->size(); ++i) {
+      const float keep = (*v)[i], h = 1e-2f;
+      (*v)[i] = keep + h;
+      const double up = loss();
+      (*v)[i] = keep - h;
+      const double down = loss();
+      (*v)[i] = keep;
+      EXPECT_NEAR((*g)[i], (up - down) / (2 * h), 1e-2 * std::max(1.0, std::fabs((up - down) / (2 * h))));
+    }
+}
+
+}  // namespace

@@ -50,7 +50,40 @@ LayerState Mamba1::init_state(int64_t batch) const {
   return {Tensor::zeros({batch, cfg_.d_inner(), cfg_.d_conv}), Tensor::zeros({batch, cfg_.d_inner(), cfg_.d_state})};
 }
 
-Tensor Mamba1::forward(const Tensor& x_in, LayerState* state) const {
+struct Mamba1::Activations final : SavedActivations {
+  Tensor x, xz, xc, xdbl, dt, y;  // input, in_proj out, conv+SiLU out, x_proj out, dt_proj out, gated scan out
+};
+
+namespace {
+
+// The scan's view of a Mamba1 forward's activations, all (b, l, ·) row-major.
+kernels::SelectiveScanParams scan_params(int64_t b, int64_t l, int64_t di, int64_t N, int64_t R, const float* xc,
+                                         const float* dt, const float* xz, const float* xdbl, const float* A,
+                                         const float* D, const float* dt_bias) {
+  const int64_t xd = R + 2 * N;
+  kernels::SelectiveScanParams sp;
+  sp.batch = b; sp.dim = di; sp.seqlen = l; sp.dstate = N; sp.n_groups = 1;
+  sp.u = {xc, l * di, 1, di};
+  sp.delta = {dt, l * di, 1, di};
+  sp.z = {xz + di, l * 2 * di, 1, 2 * di};
+  sp.B = {xdbl + R, l * xd, 0, 1, xd};
+  sp.C = {xdbl + R + N, l * xd, 0, 1, xd};
+  sp.A = A; sp.D = D; sp.delta_bias = dt_bias; sp.delta_softplus = true;
+  return sp;
+}
+
+}  // namespace
+
+Tensor Mamba1::forward(const Tensor& x_in, LayerState* state) const { return forward_impl(x_in, state, nullptr); }
+
+Tensor Mamba1::forward_train(const Tensor& x, std::unique_ptr<SavedActivations>& saved) const {
+  auto acts = std::make_unique<Activations>();
+  Tensor out = forward_impl(x, nullptr, acts.get());
+  saved = std::move(acts);
+  return out;
+}
+
+Tensor Mamba1::forward_impl(const Tensor& x_in, LayerState* state, Activations* keep) const {
   detail::check_input(x_in, 3, cfg_.d_model, "Mamba1::forward");
   const Tensor x = x_in.contiguous();
   const int64_t b = x.size(0), l = x.size(1), di = cfg_.d_inner(), N = cfg_.d_state, R = cfg_.rank(), K = cfg_.d_conv;
@@ -76,14 +109,9 @@ Tensor Mamba1::forward(const Tensor& x_in, LayerState* state) const {
   detail::linear_rows(xdbl.data<float>(), b * l, xd, dt_proj_w_, dt.data<float>(), di);
 
   Tensor y = Tensor::empty({b, l, di});
-  kernels::SelectiveScanParams sp;
-  sp.batch = b; sp.dim = di; sp.seqlen = l; sp.dstate = N; sp.n_groups = 1;
-  sp.u = {xc.data<float>(), l * di, 1, di};
-  sp.delta = {dt.data<float>(), l * di, 1, di};
-  sp.z = {xz.data<float>() + di, l * 2 * di, 1, 2 * di};
-  sp.B = {xdbl.data<float>() + R, l * xd, 0, 1, xd};
-  sp.C = {xdbl.data<float>() + R + N, l * xd, 0, 1, xd};
-  sp.A = A_.data<float>(); sp.D = D_.data<float>(); sp.delta_bias = dt_proj_b_.data<float>(); sp.delta_softplus = true;
+  kernels::SelectiveScanParams sp = scan_params(b, l, di, N, R, xc.data<float>(), dt.data<float>(), xz.data<float>(),
+                                                xdbl.data<float>(), A_.data<float>(), D_.data<float>(),
+                                                dt_proj_b_.data<float>());
   Tensor final_state;
   if (state) {
     sp.initial_state = state->ssm_state.data<float>();
@@ -95,7 +123,84 @@ Tensor Mamba1::forward(const Tensor& x_in, LayerState* state) const {
   if (state) state->ssm_state = final_state;
 
   detail::linear_rows(y.data<float>(), b * l, di, out_proj_w_, out.data<float>(), cfg_.d_model);
+  if (keep) {
+    keep->x = x;
+    keep->xz = xz;
+    keep->xc = xc;
+    keep->xdbl = xdbl;
+    keep->dt = dt;
+    keep->y = y;
+  }
   return out;
+}
+
+Tensor Mamba1::backward(const SavedActivations& saved_base, const Tensor& dy_in, std::vector<Tensor>& grads) const {
+  const auto* saved = dynamic_cast<const Activations*>(&saved_base);
+  if (!saved) fail("Mamba1::backward", "saved activations are not from Mamba1::forward_train");
+  const Tensor& x = saved->x;
+  const int64_t b = x.size(0), l = x.size(1), dm = cfg_.d_model, di = cfg_.d_inner(), N = cfg_.d_state,
+                R = cfg_.rank(), K = cfg_.d_conv, xd = R + 2 * N, rows = b * l;
+  check_dtype(dy_in, DType::f32, "Mamba1::backward");
+  check_shape(dy_in, x.shape(), "Mamba1::backward", "dy");
+  const Tensor dy = dy_in.contiguous();
+  using kernels::sgemm;
+  auto gemm_nn = [](int64_t M, int64_t Nn, int64_t Kk, const float* A, int64_t lda, const float* B, int64_t ldb,
+                    float* C, int64_t ldc, float beta) { sgemm(false, false, M, Nn, Kk, 1.f, A, lda, B, ldb, beta, C, ldc); };
+  auto gemm_tn = [](int64_t M, int64_t Nn, int64_t Kk, const float* A, int64_t lda, const float* B, int64_t ldb,
+                    float* C, int64_t ldc) { sgemm(true, false, M, Nn, Kk, 1.f, A, lda, B, ldb, 0.f, C, ldc); };
+
+  Tensor g_in = Tensor::empty(in_proj_w_.shape()), g_convw = Tensor::empty(conv_w_.shape()),
+         g_convb = Tensor::empty(conv_b_.shape()), g_xproj = Tensor::empty(x_proj_w_.shape()),
+         g_dtw = Tensor::empty(dt_proj_w_.shape()), g_dtb = Tensor::empty(dt_proj_b_.shape()),
+         g_Alog = Tensor::empty(A_log_.shape()), g_D = Tensor::empty(D_.shape()), g_out = Tensor::empty(out_proj_w_.shape());
+
+  // out = y W_out^T:  dY = dy W_out;  dW_out = dy^T y.
+  Tensor dY = Tensor::empty({b, l, di});
+  if (rows == 0) fail("Mamba1::backward", "empty input");
+  gemm_nn(rows, di, dm, dy.data<float>(), dm, out_proj_w_.data<float>(), di, dY.data<float>(), di, 0.f);
+  gemm_tn(dm, di, rows, dy.data<float>(), dm, saved->y.data<float>(), di, g_out.data<float>(), di);
+
+  // Selective scan backward, written straight into the layouts of dxz / dxdbl / dxc / ddt.
+  Tensor dxz = Tensor::empty({b, l, 2 * di}), dxdbl = Tensor::empty({b, l, xd}), dxc = Tensor::empty({b, l, di}),
+         ddt = Tensor::empty({b, l, di}), dA = Tensor::empty(A_.shape());
+  const kernels::SelectiveScanParams sp =
+      scan_params(b, l, di, N, R, saved->xc.data<float>(), saved->dt.data<float>(), saved->xz.data<float>(),
+                  saved->xdbl.data<float>(), A_.data<float>(), D_.data<float>(), dt_proj_b_.data<float>());
+  kernels::SelectiveScanGrads sg;
+  sg.du = {dxc.data<float>(), l * di, 1, di};
+  sg.ddelta = {ddt.data<float>(), l * di, 1, di};
+  sg.dz = {dxz.data<float>() + di, l * 2 * di, 1, 2 * di};
+  sg.dB = {dxdbl.data<float>() + R, l * xd, 0, 1, xd};
+  sg.dC = {dxdbl.data<float>() + R + N, l * xd, 0, 1, xd};
+  sg.dA = dA.data<float>();
+  sg.dD = g_D.data<float>();
+  sg.ddelta_bias = g_dtb.data<float>();
+  kernels::selective_scan_bwd(sp, {dY.data<float>(), l * di, 1, di}, nullptr, sg);
+  // A = -exp(A_log): dA_log = dA * A.
+  for (int64_t i = 0; i < dA.numel(); ++i) g_Alog.data<float>()[i] = dA.data<float>()[i] * A_.data<float>()[i];
+
+  // dt = xdbl[:, :R] W_dt^T:  dxdbl[:, :R] = ddt W_dt;  dW_dt = ddt^T xdbl[:, :R].
+  gemm_nn(rows, R, di, ddt.data<float>(), di, dt_proj_w_.data<float>(), R, dxdbl.data<float>(), xd, 0.f);
+  gemm_tn(di, R, rows, ddt.data<float>(), di, saved->xdbl.data<float>(), xd, g_dtw.data<float>(), R);
+  // xdbl = xc W_x^T:  dxc += dxdbl W_x;  dW_x = dxdbl^T xc.
+  gemm_nn(rows, di, xd, dxdbl.data<float>(), xd, x_proj_w_.data<float>(), di, dxc.data<float>(), di, 1.f);
+  gemm_tn(xd, di, rows, dxdbl.data<float>(), xd, saved->xc.data<float>(), di, g_xproj.data<float>(), di);
+
+  // Conv + SiLU backward into the x half of dxz.
+  kernels::CausalConv1dParams cp;
+  cp.batch = b; cp.seqlen = l; cp.channels = di; cp.width = K;
+  cp.x = saved->xz.data<float>(); cp.x_sb = l * 2 * di; cp.x_st = 2 * di;
+  cp.weight = conv_w_.data<float>(); cp.bias = conv_b_.data<float>(); cp.silu = true;
+  kernels::causal_conv1d_bwd(cp, dxc.data<float>(), dxz.data<float>(), l * 2 * di, 2 * di, g_convw.data<float>(),
+                             g_convb.data<float>(), nullptr);
+
+  // xz = x W_in^T:  dx = dxz W_in;  dW_in = dxz^T x.
+  Tensor dx = Tensor::empty(x.shape());
+  gemm_nn(rows, dm, 2 * di, dxz.data<float>(), 2 * di, in_proj_w_.data<float>(), dm, dx.data<float>(), dm, 0.f);
+  gemm_tn(2 * di, dm, rows, dxz.data<float>(), 2 * di, x.data<float>(), dm, g_in.data<float>(), dm);
+
+  grads = {g_in, g_convw, g_convb, g_xproj, g_dtw, g_dtb, g_Alog, g_D, g_out};  // the order of parameters()
+  return dx;
 }
 
 Tensor Mamba1::step(const Tensor& x_in, LayerState& state) const {

@@ -16,4 +16,12 @@ void Mixer::load(const ParamSource& src, const std::string& prefix) {
   refresh_derived();
 }
 
+Tensor Mixer::forward_train(const Tensor& x, std::unique_ptr<SavedActivations>& saved) const {
+  fail("Mixer::forward_train", "this layer has no training path yet");
+}
+
+Tensor Mixer::backward(const SavedActivations& saved, const Tensor& dy, std::vector<Tensor>& param_grads) const {
+  fail("Mixer::backward", "this layer has no backward yet");
+}
+
 }  // namespace mamba::nn

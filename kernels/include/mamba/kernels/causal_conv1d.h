@@ -22,6 +22,15 @@ void causal_conv1d_ref(const CausalConv1dParams& p);
 // OpenMP over (batch, blocks of channels); time is the outer loop and channels the vector lanes.
 void causal_conv1d(const CausalConv1dParams& p);
 
+// Backward: given dout (b, l, c) contiguous — the gradient of `out` (after the SiLU when
+// p.silu) — writes dx [b, t, c] (strides dx_sb, dx_st; c contiguous), dweight (c, K),
+// dbias (c, optional) and dinitial_state (b, c, K - 1, optional). Overwrites; sums over
+// batch and time are taken per channel in a fixed order.
+void causal_conv1d_bwd_ref(const CausalConv1dParams& p, const float* dout, float* dx, int64_t dx_sb, int64_t dx_st,
+                           float* dweight, float* dbias, float* dinitial_state);
+void causal_conv1d_bwd(const CausalConv1dParams& p, const float* dout, float* dx, int64_t dx_sb, int64_t dx_st,
+                       float* dweight, float* dbias, float* dinitial_state);
+
 // One decoding step: conv_state (batch, channels, width) holds the last `width` inputs,
 // oldest first; it is shifted by one and x appended, then out = act(bias + <w, state>).
 // x: [b, c] with row stride x_sb; out: [b, c] contiguous.

@@ -32,6 +32,9 @@ class Mamba1 final : public Mixer {
 
   Tensor forward(const Tensor& x, LayerState* state = nullptr) const override;
   Tensor step(const Tensor& x, LayerState& state) const override;
+  Tensor forward_train(const Tensor& x, std::unique_ptr<SavedActivations>& saved) const override;
+  Tensor backward(const SavedActivations& saved, const Tensor& dy, std::vector<Tensor>& param_grads) const override;
+  bool has_backward() const override { return true; }
   LayerState init_state(int64_t batch) const override;
   std::vector<std::pair<std::string, Tensor*>> parameters() override;
   int64_t d_model() const override { return cfg_.d_model; }
@@ -39,6 +42,8 @@ class Mamba1 final : public Mixer {
   void refresh_derived() override;
 
  private:
+  struct Activations;  // what forward_impl leaves for backward
+  Tensor forward_impl(const Tensor& x, LayerState* state, Activations* keep) const;
   Mamba1Config cfg_;
   Tensor in_proj_w_, conv_w_, conv_b_, x_proj_w_, dt_proj_w_, dt_proj_b_, A_log_, D_, out_proj_w_;
   Tensor A_;  // -exp(A_log), refreshed on load

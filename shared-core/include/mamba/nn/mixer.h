@@ -22,6 +22,11 @@ struct LayerState {
   Tensor ssm_state;
 };
 
+// What a training forward keeps for its backward (layer-specific; opaque to callers).
+struct SavedActivations {
+  virtual ~SavedActivations() = default;
+};
+
 // Looks up a parameter by its full name; returns an undefined Tensor when absent.
 using ParamSource = std::function<Tensor(const std::string& name)>;
 
@@ -35,6 +40,15 @@ class Mixer {
   virtual Tensor forward(const Tensor& x, LayerState* state = nullptr) const = 0;
   // Recurrent path: one token per sequence. x: (batch, d_model) -> (batch, d_model).
   virtual Tensor step(const Tensor& x, LayerState& state) const = 0;
+  // Training path: the parallel forward from a zero state that also keeps, in `saved`,
+  // what backward needs (the layer's inputs and a few intermediate activations; scan
+  // states are recomputed in the backward, never stored per time step).
+  virtual Tensor forward_train(const Tensor& x, std::unique_ptr<SavedActivations>& saved) const;
+  // Gradients of sum(forward(x) * dy): returns dL/dx (batch, seqlen, d_model) and writes
+  // one gradient per parameter into `param_grads`, in the order of parameters().
+  virtual Tensor backward(const SavedActivations& saved, const Tensor& dy, std::vector<Tensor>& param_grads) const;
+  virtual bool has_backward() const { return false; }
+
   // Zeroed state for `batch` sequences.
   virtual LayerState init_state(int64_t batch) const = 0;
 
