@@ -140,6 +140,6 @@ __device__ __forceinline__ void store_raw(T* __restrict__ row, int64_t t0, int64
   }
 }
 
-__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+__host__ __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 }  // namespace mamba::kernels::cuda::dev
