@@ -498,6 +498,10 @@ int main(int argc, char** argv) {
       {1, 2, 513, 256, 1, true, true, true, true, true},
       {2, 3, 4100, 3, 1, false, true, true, true, true},
       {1, 2, 0, 16, 1, true, true, true, true, true},
+      // v2: several blocks per group with a partial last block, aligned rows (l % 16 == 0)
+      {2, 200, 256, 16, 2, true, true, true, true, true},
+      {1, 130, 96, 8, 1, true, false, false, true, true},
+      {1, 70, 40, 32, 1, false, true, true, false, true},
   };
   for (const auto& c : scan_cases) {
     check_scan<float>(c, ++seed);
@@ -507,6 +511,8 @@ int main(int argc, char** argv) {
       {1, 1, 5, 4, true, true, false, false},   {2, 7, 33, 4, true, true, true, false},
       {1, 300, 130, 3, false, true, false, true}, {2, 2049, 64, 4, true, true, true, true},
       {1, 5, 8, 2, true, false, true, false},   {1, 17, 9, 1, true, true, false, false},
+      // v2 (16-byte pieces along c): contiguous, c a multiple of 8, several time tiles
+      {2, 2049, 64, 4, true, true, true, false}, {1, 77, 136, 3, false, true, true, false},
   };
   for (const auto& c : conv_cases) {
     check_conv<float>(c, ++seed);
@@ -520,6 +526,7 @@ int main(int argc, char** argv) {
       {1, 5, 1, 1, true, true, false},  {3, 48, 16, 2, true, true, true},
       {2, 64, 64, 1, false, false, false}, {4, 40, 16, 2, true, true, true},
       {1, 3, 256, 1, true, true, false},
+      {5, 70, 16, 1, true, false, false},
   };
   for (const auto& c : upd_cases) {
     check_state_update<float>(c, ++seed);

@@ -5,6 +5,7 @@
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 
+#include <cstdint>
 #include <stdexcept>
 
 #include "device_common.cuh"
@@ -41,6 +42,59 @@ __global__ void __launch_bounds__(kThreads) selective_state_update_kernel(Select
   p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
 }
 
+// v2: kG lanes per (b, d) channel, 4 consecutive states per lane (N = 4 kG, kG a power of two
+// <= 32), so a warp reads and writes 32 / kG whole state rows as one contiguous run of 16-byte
+// pieces; y is reduced with xor shuffles among the kG lanes of a channel (aligned lane groups
+// of one warp). Flattened over (b, d): blocks of kVecThreads lanes; at batch 1 the grid is just
+// b * d * kG / 256 blocks (48 at d 3072, n 16) with every lane doing useful work.
+constexpr int kVecThreads = 256;
+
+template <class T, int kG>
+__global__ void __launch_bounds__(kVecThreads) selective_state_update_vec_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  const int64_t lane_global = int64_t{blockIdx.x} * kVecThreads + threadIdx.x;
+  const int64_t i = lane_global / kG;  // flattened (b, d)
+  const int q = static_cast<int>(lane_global % kG);
+  if (i >= p.batch * p.dim) return;  // whole lane groups leave together (kG divides 32)
+  const int64_t b = i / p.dim, d = i % p.dim;
+  const int64_t g = d / (p.dim / p.n_groups);
+  const float x = dev::to_f32(p.x[b * p.x_stride + d]);
+  float dt = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
+  if (p.delta_softplus) dt = dev::softplus(dt);
+  const float4 A4 = reinterpret_cast<const float4*>(p.A + d * kN)[q];
+  float4* hp = reinterpret_cast<float4*>(p.state + i * kN) + q;
+  const float4 h4 = *hp;
+  const T* Bv = p.B + b * p.B_stride + g * kN + 4 * q;
+  const T* Cv = p.C + b * p.C_stride + g * kN + 4 * q;
+  const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {h4.x, h4.y, h4.z, h4.w};
+  float ho[4];
+  const float dtx = dt * x, dt2 = dt * dev::kLog2e;
+  float y = 0.f;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    ho[k] = exp2f(dt2 * Av[k]) * hv[k] + dtx * dev::to_f32(Bv[k]);
+    y = fmaf(ho[k], dev::to_f32(Cv[k]), y);
+  }
+  *hp = make_float4(ho[0], ho[1], ho[2], ho[3]);
+  const unsigned lane = threadIdx.x & 31u;
+  const unsigned mask = kG == 32 ? 0xffffffffu : ((1u << kG) - 1u) << (lane & ~unsigned(kG - 1));
+#pragma unroll
+  for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(mask, y, off);
+  if (q == 0) {
+    if (p.D) y += p.D[d] * x;
+    if (p.z) y *= dev::silu(dev::to_f32(p.z[b * p.z_stride + d]));
+    p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+  }
+}
+
+template <class T, int kG>
+void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t blocks = (p.batch * p.dim * kG + kVecThreads - 1) / kVecThreads;
+  if (blocks > 0x7fffffff) throw std::invalid_argument("selective_state_update_cuda: too large");
+  selective_state_update_vec_kernel<T, kG><<<static_cast<unsigned>(blocks), kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v2)");
+}
+
 }  // namespace
 
 template <class T>
@@ -52,6 +106,20 @@ void selective_state_update_cuda(const SelectiveStateUpdateCudaParams<T>& p, cud
   if (p.batch == 0 || p.dim == 0) return;
   if (!p.state || !p.x || !p.delta || !p.B || !p.C || !p.A || !p.y)
     throw std::invalid_argument("selective_state_update_cuda: state, x, delta, B, C, A and y are required");
+  // v2 (lane groups, 16-byte state accesses) when the rows are 16-byte aligned and
+  // dstate / 4 is a power of two <= 32; v1 (one thread per row) otherwise.
+  const bool aligned = (reinterpret_cast<uintptr_t>(p.state) & 15) == 0 && (reinterpret_cast<uintptr_t>(p.A) & 15) == 0;
+  if (aligned) {
+    switch (p.dstate) {
+      case 4: launch_vec<T, 1>(p, stream); return;
+      case 8: launch_vec<T, 2>(p, stream); return;
+      case 16: launch_vec<T, 4>(p, stream); return;
+      case 32: launch_vec<T, 8>(p, stream); return;
+      case 64: launch_vec<T, 16>(p, stream); return;
+      case 128: launch_vec<T, 32>(p, stream); return;
+      default: break;
+    }
+  }
   const dim3 grid(static_cast<unsigned>((p.dim + kThreads - 1) / kThreads), static_cast<unsigned>(p.batch));
   selective_state_update_kernel<T><<<grid, kThreads, 0, stream>>>(p);
   MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda");
