@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "mamba/kernels/parallel.h"
+#include "mamba/kernels/ssd.h"
 #include "mamba/ops/ssm.h"
 #include "util/compare.h"
 
@@ -111,6 +112,72 @@ TEST(SsdBackward, FastIndependentOfThreadCount) {
   const auto two = backward(q, Impl::fast);
   mamba::kernels::set_num_threads(0);
   expect_all(one, two, 0, true);
+}
+
+// The kernels on strided layouts (x, dt, dy and every gradient inside wider padded rows;
+// B and C interleaved in one buffer as in Mamba-2's xBC) and with optional outputs null:
+// the same values as the contiguous Tensor adapter, for both paths.
+TEST(SsdBackward, StridedLayoutsAndNullOutputs) {
+  const Case c{2, 70, 4, 3, 5, 2, true, true, true, true};
+  const Problem q = make(c);
+  const int64_t b = c.b, l = c.l, h = c.h, p = c.p, n = c.n, g = c.g;
+  const int64_t xw = h * p + 3, dtw = h + 2, bcw = 2 * g * n + 1;  // padded row widths
+  std::vector<float> x(b * l * xw, 9.f), dt(b * l * dtw, 9.f), bc(b * l * bcw, 9.f), dy(b * l * xw, 9.f);
+  const auto xv = q.x.to_vector_f32(), dtv = q.dt.to_vector_f32(), Bv = q.B.to_vector_f32(), Cv = q.C.to_vector_f32(),
+             dyv = q.dy.to_vector_f32();
+  for (int64_t r = 0; r < b * l; ++r) {
+    for (int64_t k = 0; k < h * p; ++k) x[r * xw + k] = xv[r * h * p + k], dy[r * xw + k] = dyv[r * h * p + k];
+    for (int64_t k = 0; k < h; ++k) dt[r * dtw + k] = dtv[r * h + k];
+    for (int64_t k = 0; k < g * n; ++k) bc[r * bcw + k] = Bv[r * g * n + k], bc[r * bcw + g * n + k] = Cv[r * g * n + k];
+  }
+  mamba::kernels::SsdParams s;
+  s.batch = b; s.seqlen = l; s.nheads = h; s.headdim = p; s.dstate = n; s.ngroups = g;
+  s.x = x.data(); s.x_sb = l * xw; s.x_st = xw; s.x_sh = p;
+  s.dt = dt.data(); s.dt_sb = l * dtw; s.dt_st = dtw; s.dt_sh = 1;
+  s.B = bc.data(); s.B_sb = l * bcw; s.B_st = bcw; s.B_sg = n;
+  s.C = bc.data() + g * n; s.C_sb = l * bcw; s.C_st = bcw; s.C_sg = n;
+  s.A = q.A.data<float>(); s.D = q.D.data<float>(); s.dt_bias = q.bias.data<float>(); s.dt_softplus = true;
+  s.initial_state = q.h0.data<float>();
+  const auto want = backward(q, Impl::reference);
+  for (const bool fast : {false, true}) {
+    SCOPED_TRACE(fast ? "fast" : "reference");
+    // Full set of outputs in padded rows.
+    std::vector<float> dx(b * l * xw, 7.f), ddt(b * l * dtw, 7.f), dbc(b * l * bcw, 7.f), dA(h), dD(h), dbias(h),
+        dh0(b * h * p * n);
+    mamba::kernels::SsdGrads gr;
+    gr.dx = dx.data(); gr.dx_sb = l * xw; gr.dx_st = xw; gr.dx_sh = p;
+    gr.ddt = ddt.data(); gr.ddt_sb = l * dtw; gr.ddt_st = dtw; gr.ddt_sh = 1;
+    gr.dB = dbc.data(); gr.dB_sb = l * bcw; gr.dB_st = bcw; gr.dB_sg = n;
+    gr.dC = dbc.data() + g * n; gr.dC_sb = l * bcw; gr.dC_st = bcw; gr.dC_sg = n;
+    gr.dA = dA.data(); gr.dD = dD.data(); gr.ddt_bias = dbias.data(); gr.dinitial_state = dh0.data();
+    auto call = [&](const mamba::kernels::SsdGrads& gg) {
+      (fast ? mamba::kernels::ssd_scan_bwd : mamba::kernels::ssd_scan_bwd_ref)(s, dy.data(), l * xw, xw, p,
+                                                                              q.dlast.data<float>(), gg);
+    };
+    call(gr);
+    std::vector<float> gdx, gddt, gdB, gdC;
+    for (int64_t r = 0; r < b * l; ++r) {
+      for (int64_t k = 0; k < h * p; ++k) gdx.push_back(dx[r * xw + k]);
+      for (int64_t k = h * p; k < xw; ++k) EXPECT_EQ(dx[r * xw + k], 7.f);  // padding untouched
+      for (int64_t k = 0; k < h; ++k) gddt.push_back(ddt[r * dtw + k]);
+      for (int64_t k = 0; k < g * n; ++k) gdB.push_back(dbc[r * bcw + k]), gdC.push_back(dbc[r * bcw + g * n + k]);
+      EXPECT_EQ(dbc[r * bcw + 2 * g * n], 7.f);
+    }
+    EXPECT_CLOSE(gdx, want.dx.to_vector_f32(), 1e-4);
+    EXPECT_CLOSE(gddt, want.ddt.to_vector_f32(), 1e-4);
+    EXPECT_CLOSE(gdB, want.dB.to_vector_f32(), 1e-4);
+    EXPECT_CLOSE(gdC, want.dC.to_vector_f32(), 1e-4);
+    EXPECT_CLOSE(dA, want.dA.to_vector_f32(), 1e-4);
+    EXPECT_CLOSE(dD, want.dD.to_vector_f32(), 1e-4);
+    EXPECT_CLOSE(dbias, want.ddt_bias.to_vector_f32(), 1e-4);
+    EXPECT_CLOSE(dh0, want.dinitial_state.to_vector_f32(), 1e-4);
+    // Only ddt requested: the same ddt, nothing else written.
+    std::vector<float> ddt2(b * l * dtw, 7.f);
+    mamba::kernels::SsdGrads only;
+    only.ddt = ddt2.data(); only.ddt_sb = l * dtw; only.ddt_st = dtw; only.ddt_sh = 1;
+    call(only);
+    EXPECT_EQ(ddt2, ddt);
+  }
 }
 
 // d/d(input) of sum(y * dy) + <last_state, dlast> by central differences (h = 1e-2) on
