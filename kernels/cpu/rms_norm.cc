@@ -1,6 +1,8 @@
 #include "mamba/kernels/rms_norm.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "mamba/kernels/selective_scan.h"  // silu_scalar
 #include "vec_math.h"
@@ -95,6 +97,142 @@ void gated_rms_norm_ref(int64_t rows, int64_t dim, int64_t group_size, const flo
         y[r * y_stride + i] = static_cast<float>(out);
       }
     }
+}
+
+// ---- backward ------------------------------------------------------------------------
+
+namespace {
+
+// One row of the gated, grouped backward in f32. u, gate, dgate: scratch of `dim` floats.
+// dw_acc (dim) receives this row's dw contribution (added), when not null.
+void norm_bwd_row(int64_t dim, int64_t gsz, const float* x, const float* z, const float* w, float eps,
+                  bool norm_before_gate, const float* dy, float* dx, float* dz, float* dw_acc, float* u, float* gate,
+                  float* dgate) {
+  for (int64_t i = 0; i < dim; ++i) {
+    if (z) {
+      const float s = detail::sigmoid_fast(z[i]);
+      gate[i] = z[i] * s;
+      dgate[i] = s * (1.f + z[i] * (1.f - s));  // silu'(z)
+    } else {
+      gate[i] = 1.f;
+      dgate[i] = 0.f;
+    }
+    u[i] = !norm_before_gate ? x[i] * gate[i] : x[i];
+  }
+  for (int64_t g0 = 0; g0 < dim; g0 += gsz) {
+    float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t i = g0; i < g0 + gsz; ++i) ss += u[i] * u[i];
+    const float r = 1.f / std::sqrt(ss / static_cast<float>(gsz) + eps);
+    float dot = 0.f;  // sum_j v_j u_j with v = dL/d(normed) * w
+    for (int64_t i = g0; i < g0 + gsz; ++i) {
+      const float dn = norm_before_gate ? dy[i] * gate[i] : dy[i];
+      dot += dn * w[i] * u[i];
+      if (dw_acc) dw_acc[i] += dn * u[i] * r;
+      if (norm_before_gate && z && dz) dz[i] = dy[i] * u[i] * r * w[i] * dgate[i];
+    }
+    const float c = r * r * r * dot / static_cast<float>(gsz);
+    for (int64_t i = g0; i < g0 + gsz; ++i) {
+      const float dn = norm_before_gate ? dy[i] * gate[i] : dy[i];
+      const float du = r * dn * w[i] - u[i] * c;
+      if (!norm_before_gate && z) {
+        if (dx) dx[i] = du * gate[i];
+        if (dz) dz[i] = du * x[i] * dgate[i];
+      } else if (dx) {
+        dx[i] = du;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void gated_rms_norm_bwd(int64_t rows, int64_t dim, int64_t group_size, const float* x, int64_t x_stride,
+                        const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate,
+                        const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dz,
+                        int64_t dz_stride, float* dw) {
+  // Rows split into blocks whose size depends only on `rows`; each block sums its rows' dw
+  // in f32 (row order), blocks are then added in block order in double.
+  const int64_t rb = std::max<int64_t>(16, (rows + 255) / 256);
+  const int64_t nblocks = (rows + rb - 1) / rb;
+  std::vector<float> part(dw ? static_cast<size_t>(nblocks * dim) : 0, 0.f);
+#pragma omp parallel if (rows * dim > 65536 && nblocks > 1)
+  {
+    std::vector<float> scratch(static_cast<size_t>(3 * dim));
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < nblocks; ++blk)
+      for (int64_t r = blk * rb; r < std::min(rows, (blk + 1) * rb); ++r)
+        norm_bwd_row(dim, group_size, x + r * x_stride, z ? z + r * z_stride : nullptr, w, eps, norm_before_gate,
+                     dy + r * dy_stride, dx ? dx + r * dx_stride : nullptr, dz && z ? dz + r * dz_stride : nullptr,
+                     dw ? part.data() + blk * dim : nullptr, scratch.data(), scratch.data() + dim,
+                     scratch.data() + 2 * dim);
+  }
+  if (dw) {
+    std::vector<double> acc(static_cast<size_t>(dim), 0.0);
+    for (int64_t blk = 0; blk < nblocks; ++blk)
+      for (int64_t i = 0; i < dim; ++i) acc[i] += part[blk * dim + i];
+    for (int64_t i = 0; i < dim; ++i) dw[i] = static_cast<float>(acc[i]);
+  }
+}
+
+void gated_rms_norm_bwd_ref(int64_t rows, int64_t dim, int64_t group_size, const float* x, int64_t x_stride,
+                            const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate,
+                            const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dz,
+                            int64_t dz_stride, float* dw) {
+  std::vector<double> dwacc(static_cast<size_t>(dim), 0.0), u(static_cast<size_t>(dim)), gate(u.size()),
+      dgate(u.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * x_stride;
+    const float* dyr = dy + r * dy_stride;
+    for (int64_t i = 0; i < dim; ++i) {
+      if (z) {
+        const double zv = z[r * z_stride + i], s = 1.0 / (1.0 + std::exp(-zv));
+        gate[i] = zv * s;
+        dgate[i] = s * (1.0 + zv * (1.0 - s));
+      } else {
+        gate[i] = 1.0;
+        dgate[i] = 0.0;
+      }
+      u[i] = norm_before_gate ? xr[i] : xr[i] * gate[i];
+    }
+    for (int64_t g0 = 0; g0 < dim; g0 += group_size) {
+      double ss = 0;
+      for (int64_t i = g0; i < g0 + group_size; ++i) ss += u[i] * u[i];
+      const double inv = 1.0 / std::sqrt(ss / static_cast<double>(group_size) + eps);
+      double dot = 0;
+      for (int64_t i = g0; i < g0 + group_size; ++i) {
+        const double dn = norm_before_gate ? dyr[i] * gate[i] : dyr[i];
+        dot += dn * w[i] * u[i];
+        dwacc[i] += dn * u[i] * inv;
+        if (norm_before_gate && z && dz) dz[r * dz_stride + i] = static_cast<float>(dyr[i] * u[i] * inv * w[i] * dgate[i]);
+      }
+      const double c = inv * inv * inv * dot / static_cast<double>(group_size);
+      for (int64_t i = g0; i < g0 + group_size; ++i) {
+        const double dn = norm_before_gate ? dyr[i] * gate[i] : dyr[i];
+        const double du = inv * dn * w[i] - u[i] * c;
+        if (!norm_before_gate && z) {
+          if (dx) dx[r * dx_stride + i] = static_cast<float>(du * gate[i]);
+          if (dz) dz[r * dz_stride + i] = static_cast<float>(du * xr[i] * dgate[i]);
+        } else if (dx) {
+          dx[r * dx_stride + i] = static_cast<float>(du);
+        }
+      }
+    }
+  }
+  if (dw)
+    for (int64_t i = 0; i < dim; ++i) dw[i] = static_cast<float>(dwacc[i]);
+}
+
+void rms_norm_bwd(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps,
+                  const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dw) {
+  gated_rms_norm_bwd(rows, dim, dim, x, x_stride, nullptr, 0, w, eps, false, dy, dy_stride, dx, dx_stride, nullptr, 0,
+                     dw);
+}
+
+void rms_norm_bwd_ref(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps,
+                      const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dw) {
+  gated_rms_norm_bwd_ref(rows, dim, dim, x, x_stride, nullptr, 0, w, eps, false, dy, dy_stride, dx, dx_stride,
+                         nullptr, 0, dw);
 }
 
 }  // namespace mamba::kernels

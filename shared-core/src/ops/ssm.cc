@@ -138,45 +138,102 @@ ScanGrads selective_scan_backward(const Tensor& u_in, const Tensor& delta_in, co
   return r;
 }
 
+namespace {
+
+// The checked, contiguous f32 inputs of an SSD scan and its kernel parameters (y and
+// final_state not set).
+struct SsdSetup {
+  Tensor x, dt, A, B, C, D, bias, init;
+  int64_t b = 0, l = 0, h = 0, p = 0, g = 0, n = 0;
+  kernels::SsdParams s;
+};
+
+SsdSetup setup_ssd(const char* op, const Tensor& x_in, const Tensor& dt_in, const Tensor& A_in, const Tensor& B_in,
+                   const Tensor& C_in, const Tensor& D_in, const Tensor& bias_in, bool dt_softplus, int64_t chunk_size,
+                   const Tensor& init_in) {
+  SsdSetup r;
+  r.x = f32c(x_in, op, "x");
+  if (r.x.dim() != 4) fail(op, "x must be (batch, seqlen, nheads, headdim), got " + r.x.str());
+  const int64_t b = r.x.size(0), l = r.x.size(1), h = r.x.size(2), p = r.x.size(3);
+  r.dt = f32c(dt_in, op, "dt");
+  check_shape(r.dt, {b, l, h}, op, "dt");
+  r.A = f32c(A_in, op, "A");
+  check_shape(r.A, {h}, op, "A");
+  r.B = f32c(B_in, op, "B");
+  r.C = f32c(C_in, op, "C");
+  if (r.B.dim() != 4 || r.B.size(0) != b || r.B.size(1) != l)
+    fail(op, "B must be (batch, seqlen, ngroups, dstate), got " + r.B.str());
+  const int64_t g = r.B.size(2), n = r.B.size(3);
+  check_shape(r.C, r.B.shape(), op, "C");
+  if (g <= 0 || h % g != 0) fail(op, "nheads " + std::to_string(h) + " is not a multiple of ngroups " + std::to_string(g));
+  if (chunk_size <= 0) fail(op, "chunk_size must be positive, got " + std::to_string(chunk_size));
+  r.D = opt_f32c(D_in, {h}, op, "D");
+  r.bias = opt_f32c(bias_in, {h}, op, "dt_bias");
+  r.init = opt_f32c(init_in, {b, h, p, n}, op, "initial_state");
+  r.b = b; r.l = l; r.h = h; r.p = p; r.g = g; r.n = n;
+  kernels::SsdParams& s = r.s;
+  s.batch = b; s.seqlen = l; s.nheads = h; s.headdim = p; s.dstate = n; s.ngroups = g; s.chunk_size = chunk_size;
+  s.x = r.x.data<float>(); s.x_sb = l * h * p; s.x_st = h * p; s.x_sh = p;
+  s.dt = r.dt.data<float>(); s.dt_sb = l * h; s.dt_st = h; s.dt_sh = 1;
+  s.B = r.B.data<float>(); s.B_sb = l * g * n; s.B_st = g * n; s.B_sg = n;
+  s.C = r.C.data<float>(); s.C_sb = l * g * n; s.C_st = g * n; s.C_sg = n;
+  s.A = r.A.data<float>();
+  s.D = r.D.defined() ? r.D.data<float>() : nullptr;
+  s.dt_bias = r.bias.defined() ? r.bias.data<float>() : nullptr;
+  s.dt_softplus = dt_softplus;
+  s.initial_state = r.init.defined() ? r.init.data<float>() : nullptr;
+  return r;
+}
+
+}  // namespace
+
 ScanResult ssd_scan(const Tensor& x_in, const Tensor& dt_in, const Tensor& A_in, const Tensor& B_in, const Tensor& C_in,
                     const Tensor& D_in, const Tensor& bias_in, bool dt_softplus, int64_t chunk_size,
                     const Tensor& init_in, Impl impl) {
-  const char* op = "ops::ssd_scan";
-  const Tensor x = f32c(x_in, op, "x");
-  if (x.dim() != 4) fail(op, "x must be (batch, seqlen, nheads, headdim), got " + x.str());
-  const int64_t b = x.size(0), l = x.size(1), h = x.size(2), p = x.size(3);
-  const Tensor dt = f32c(dt_in, op, "dt");
-  check_shape(dt, {b, l, h}, op, "dt");
-  const Tensor A = f32c(A_in, op, "A");
-  check_shape(A, {h}, op, "A");
-  const Tensor B = f32c(B_in, op, "B"), C = f32c(C_in, op, "C");
-  if (B.dim() != 4 || B.size(0) != b || B.size(1) != l)
-    fail(op, "B must be (batch, seqlen, ngroups, dstate), got " + B.str());
-  const int64_t g = B.size(2), n = B.size(3);
-  check_shape(C, B.shape(), op, "C");
-  if (g <= 0 || h % g != 0) fail(op, "nheads " + std::to_string(h) + " is not a multiple of ngroups " + std::to_string(g));
-  if (chunk_size <= 0) fail(op, "chunk_size must be positive, got " + std::to_string(chunk_size));
-  const Tensor D = opt_f32c(D_in, {h}, op, "D"), bias = opt_f32c(bias_in, {h}, op, "dt_bias");
-  const Tensor init = opt_f32c(init_in, {b, h, p, n}, op, "initial_state");
-
-  ScanResult r{Tensor::empty(x.shape()), Tensor::empty({b, h, p, n})};
-  kernels::SsdParams s;
-  s.batch = b; s.seqlen = l; s.nheads = h; s.headdim = p; s.dstate = n; s.ngroups = g; s.chunk_size = chunk_size;
-  s.x = x.data<float>(); s.x_sb = l * h * p; s.x_st = h * p; s.x_sh = p;
-  s.dt = dt.data<float>(); s.dt_sb = l * h; s.dt_st = h; s.dt_sh = 1;
-  s.B = B.data<float>(); s.B_sb = l * g * n; s.B_st = g * n; s.B_sg = n;
-  s.C = C.data<float>(); s.C_sb = l * g * n; s.C_st = g * n; s.C_sg = n;
-  s.A = A.data<float>();
-  s.D = D.defined() ? D.data<float>() : nullptr;
-  s.dt_bias = bias.defined() ? bias.data<float>() : nullptr;
-  s.dt_softplus = dt_softplus;
-  s.initial_state = init.defined() ? init.data<float>() : nullptr;
+  SsdSetup su = setup_ssd("ops::ssd_scan", x_in, dt_in, A_in, B_in, C_in, D_in, bias_in, dt_softplus, chunk_size,
+                          init_in);
+  ScanResult r{Tensor::empty(su.x.shape()), Tensor::empty({su.b, su.h, su.p, su.n})};
+  kernels::SsdParams& s = su.s;
   s.y = r.y.data<float>(); s.y_sb = s.x_sb; s.y_st = s.x_st; s.y_sh = s.x_sh;
   s.final_state = r.last_state.data<float>();
   if (impl == Impl::fast)
     kernels::ssd_chunk_scan(s);
   else
     kernels::ssd_scan_ref(s);
+  return r;
+}
+
+SsdScanGrads ssd_scan_backward(const Tensor& x_in, const Tensor& dt_in, const Tensor& A_in, const Tensor& B_in,
+                               const Tensor& C_in, const Tensor& D_in, const Tensor& bias_in, bool dt_softplus,
+                               int64_t chunk_size, const Tensor& init_in, const Tensor& dy_in, const Tensor& dlast_in,
+                               Impl impl) {
+  const char* op = "ops::ssd_scan_backward";
+  SsdSetup su = setup_ssd(op, x_in, dt_in, A_in, B_in, C_in, D_in, bias_in, dt_softplus, chunk_size, init_in);
+  const Tensor dy = f32c(dy_in, op, "dy");
+  check_shape(dy, su.x.shape(), op, "dy");
+  const Tensor dlast = opt_f32c(dlast_in, {su.b, su.h, su.p, su.n}, op, "dlast_state");
+  const int64_t l = su.l, h = su.h, p = su.p, g = su.g, n = su.n;
+  SsdScanGrads r;
+  r.dx = Tensor::empty(su.x.shape());
+  r.ddt = Tensor::empty(su.dt.shape());
+  r.dA = Tensor::empty({h});
+  r.dB = Tensor::empty(su.B.shape());
+  r.dC = Tensor::empty(su.C.shape());
+  if (su.D.defined()) r.dD = Tensor::empty({h});
+  if (su.bias.defined()) r.ddt_bias = Tensor::empty({h});
+  if (su.init.defined()) r.dinitial_state = Tensor::empty(su.init.shape());
+  kernels::SsdGrads gr;
+  gr.dx = r.dx.data<float>(); gr.dx_sb = l * h * p; gr.dx_st = h * p; gr.dx_sh = p;
+  gr.ddt = r.ddt.data<float>(); gr.ddt_sb = l * h; gr.ddt_st = h; gr.ddt_sh = 1;
+  gr.dB = r.dB.data<float>(); gr.dB_sb = l * g * n; gr.dB_st = g * n; gr.dB_sg = n;
+  gr.dC = r.dC.data<float>(); gr.dC_sb = l * g * n; gr.dC_st = g * n; gr.dC_sg = n;
+  gr.dA = r.dA.data<float>();
+  gr.dD = r.dD.defined() ? r.dD.data<float>() : nullptr;
+  gr.ddt_bias = r.ddt_bias.defined() ? r.ddt_bias.data<float>() : nullptr;
+  gr.dinitial_state = r.dinitial_state.defined() ? r.dinitial_state.data<float>() : nullptr;
+  const float* dl = dlast.defined() ? dlast.data<float>() : nullptr;
+  (impl == Impl::fast ? kernels::ssd_scan_bwd : kernels::ssd_scan_bwd_ref)(su.s, dy.data<float>(), l * h * p, h * p,
+                                                                           p, dl, gr);
   return r;
 }
 
@@ -232,6 +289,45 @@ Tensor gated_rms_norm(const Tensor& x_in, const Tensor& z_in, const Tensor& w_in
       rows, d, group_size, x.data<float>(), d, z.defined() ? z.data<float>() : nullptr, d, w.data<float>(),
       static_cast<float>(eps), norm_before_gate, y.data<float>(), d);
   return y;
+}
+
+NormGrads rms_norm_backward(const Tensor& x_in, const Tensor& w_in, double eps, const Tensor& dy_in, Impl impl) {
+  const char* op = "ops::rms_norm_backward";
+  const Tensor x = f32c(x_in, op, "x");
+  if (x.dim() < 1) fail(op, "x must have at least one dimension");
+  const int64_t d = x.size(-1);
+  const Tensor w = f32c(w_in, op, "weight");
+  check_shape(w, {d}, op, "weight");
+  const Tensor dy = f32c(dy_in, op, "dy");
+  check_shape(dy, x.shape(), op, "dy");
+  NormGrads r{Tensor::empty(x.shape()), Tensor(), Tensor::zeros({d})};
+  const int64_t rows = d ? x.numel() / d : 0;
+  (impl == Impl::fast ? kernels::rms_norm_bwd : kernels::rms_norm_bwd_ref)(
+      rows, d, x.data<float>(), d, w.data<float>(), static_cast<float>(eps), dy.data<float>(), d, r.dx.data<float>(),
+      d, r.dweight.data<float>());
+  return r;
+}
+
+NormGrads gated_rms_norm_backward(const Tensor& x_in, const Tensor& z_in, const Tensor& w_in, int64_t group_size,
+                                  double eps, bool norm_before_gate, const Tensor& dy_in, Impl impl) {
+  const char* op = "ops::gated_rms_norm_backward";
+  const Tensor x = f32c(x_in, op, "x");
+  if (x.dim() < 1) fail(op, "x must have at least one dimension");
+  const int64_t d = x.size(-1);
+  const Tensor z = opt_f32c(z_in, x.shape(), op, "z");
+  const Tensor w = f32c(w_in, op, "weight");
+  check_shape(w, {d}, op, "weight");
+  const Tensor dy = f32c(dy_in, op, "dy");
+  check_shape(dy, x.shape(), op, "dy");
+  if (group_size <= 0 || d % group_size != 0)
+    fail(op, "group_size " + std::to_string(group_size) + " does not divide the last dim " + std::to_string(d));
+  NormGrads r{Tensor::empty(x.shape()), z.defined() ? Tensor::empty(x.shape()) : Tensor(), Tensor::zeros({d})};
+  const int64_t rows = d ? x.numel() / d : 0;
+  (impl == Impl::fast ? kernels::gated_rms_norm_bwd : kernels::gated_rms_norm_bwd_ref)(
+      rows, d, group_size, x.data<float>(), d, z.defined() ? z.data<float>() : nullptr, d, w.data<float>(),
+      static_cast<float>(eps), norm_before_gate, dy.data<float>(), d, r.dx.data<float>(), d,
+      r.dz.defined() ? r.dz.data<float>() : nullptr, d, r.dweight.data<float>());
+  return r;
 }
 
 }  // namespace mamba::ops

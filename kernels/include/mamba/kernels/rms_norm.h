@@ -27,4 +27,28 @@ void gated_rms_norm_ref(int64_t rows, int64_t dim, int64_t group_size, const flo
                         const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate, float* y,
                         int64_t y_stride);
 
+// Backward passes: given dy (rows of `dim`, row stride dy_stride), write dx (and dz) with
+// their own row strides and dw (dim) = the sum over rows of dL/dw. Per normalised group of
+// G columns, with u the normalised input, r = 1 / sqrt(mean(u^2) + eps), v = dL/d(u r w) o w:
+//   du_i = r v_i - u_i r^3 / G * sum_j v_j u_j,   dw_i += (dL/d(u r w))_i u_i r
+// For gated_rms_norm, norm_before_gate = false: u = x silu(z), dx = du silu(z),
+// dz = du x silu'(z); norm_before_gate = true: u = x, dL/d(u r w) = dy silu(z),
+// dz = dy (u r w) silu'(z). Without z (null) the gate is 1 and dz is not written.
+// Outputs are overwritten; dx, dz, dw may each be null. dw's sum over rows runs in a fixed
+// order (blocks of rows fixed by `rows`, reduced in block order), independent of the
+// thread count. The references accumulate in double.
+void rms_norm_bwd(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps,
+                  const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dw);
+void rms_norm_bwd_ref(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps,
+                      const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dw);
+
+void gated_rms_norm_bwd(int64_t rows, int64_t dim, int64_t group_size, const float* x, int64_t x_stride,
+                        const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate,
+                        const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dz,
+                        int64_t dz_stride, float* dw);
+void gated_rms_norm_bwd_ref(int64_t rows, int64_t dim, int64_t group_size, const float* x, int64_t x_stride,
+                            const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate,
+                            const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dz,
+                            int64_t dz_stride, float* dw);
+
 }  // namespace mamba::kernels

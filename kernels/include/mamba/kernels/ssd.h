@@ -38,6 +38,47 @@ void ssd_scan_ref(const SsdParams& p);
 // OpenMP over (batch, head); C B^T computed once per (batch, chunk, group).
 void ssd_chunk_scan(const SsdParams& p);
 
+// Backward of the SSD scan: the gradient of sum(y * dy) + <final_state, dfinal_state> with
+// respect to every forward input. With dt'_t = softplus(dt_t + dt_bias) (or dt_t + dt_bias),
+// a_t = exp(dt'_t A), and g_t = dL/dS_t (P x N) through the recurrence, walking t backwards:
+//   g_t    = dy_t C_t^T + a_{t+1} g_{t+1}           (a_L g_L := dfinal_state, or 0)
+//   dC_t  += S_t^T dy_t,     dB_t += dt'_t g_t^T x_t   (summed over the heads of the group)
+//   dx_t   = D dy_t + dt'_t g_t B_t
+//   d dt'_t = A a_t <g_t, S_{t-1}> + x_t^T g_t B_t,     dA += dt'_t a_t <g_t, S_{t-1}>
+//   ddt_t  = d dt'_t * sigmoid(dt_t + dt_bias) (softplus) or d dt'_t,  d dt_bias += ddt_t
+//   dD    += <dy_t, x_t>,    d initial_state = a_0 g_0
+// The forward inputs come in SsdParams (its y and final_state are not used). dy has y's
+// layout [b, t, h, p] (p contiguous) with strides dy_sb, dy_st, dy_sh; dfinal_state is
+// (batch, nheads, headdim, dstate) contiguous, optional (null: zero).
+// Outputs follow the inputs' layouts: dx [b, t, h, p] (p contiguous), ddt [b, t, h] (the
+// gradient of the RAW dt, before dt_bias and softplus), dB and dC [b, t, g, n] (n
+// contiguous), dA, dD, ddt_bias (nheads), dinitial_state (batch, nheads, headdim, dstate)
+// contiguous. Every output is overwritten (not accumulated); any output pointer may be null
+// (that gradient is then not produced). Sums over shared inputs (dB/dC over the heads of a
+// group, dA/dD/ddt_bias over batch and time) are reduced in a fixed order, so the result
+// does not depend on the thread count.
+struct SsdGrads {
+  float* dx = nullptr;  int64_t dx_sb = 0, dx_st = 0, dx_sh = 0;
+  float* ddt = nullptr; int64_t ddt_sb = 0, ddt_st = 0, ddt_sh = 0;
+  float* dB = nullptr;  int64_t dB_sb = 0, dB_st = 0, dB_sg = 0;
+  float* dC = nullptr;  int64_t dC_sb = 0, dC_st = 0, dC_sg = 0;
+  float* dA = nullptr;              // (nheads)
+  float* dD = nullptr;              // (nheads)
+  float* ddt_bias = nullptr;        // (nheads)
+  float* dinitial_state = nullptr;  // (batch, nheads, headdim, dstate)
+};
+
+// Reference: one (batch, head) at a time, every state S_0..S_L kept, std::exp/log1p, the
+// per-step sums and the sums over time/heads accumulated in double.
+void ssd_scan_bwd_ref(const SsdParams& p, const float* dy, int64_t dy_sb, int64_t dy_st, int64_t dy_sh,
+                      const float* dfinal_state, const SsdGrads& g);
+// Fast path: OpenMP over (batch, head); each task replays the forward keeping a checkpoint
+// of the state every 64 steps (P*N floats each), then walks the chunks backwards,
+// recomputing a chunk's 64 states from its checkpoint. Per-task partial dB/dC ([t, n] per
+// (batch, head)) and dA/dD/ddt_bias are reduced afterwards in head/batch order.
+void ssd_scan_bwd(const SsdParams& p, const float* dy, int64_t dy_sb, int64_t dy_st, int64_t dy_sh,
+                  const float* dfinal_state, const SsdGrads& g);
+
 // One decoding step (Mamba-2 layout): state updated in place; x, y: [b, h, p] rows with
 // stride x_sb/y_sb (h, p contiguous), dt: [b, h] with stride dt_sb, B/C: [b, g, n] with stride
 // B_sb/C_sb. Parallel over batch x heads.

@@ -40,6 +40,21 @@ ScanResult ssd_scan(const Tensor& x, const Tensor& dt, const Tensor& A, const Te
                     const Tensor& D, const Tensor& dt_bias, bool dt_softplus, int64_t chunk_size,
                     const Tensor& initial_state = {}, Impl impl = Impl::fast);
 
+// Gradients of ssd_scan for an upstream gradient dy (b, l, h, p) of its output y and
+// optionally dlast_state (b, h, p, n) of its last_state. Same arguments as ssd_scan
+// (chunk_size is checked but does not change the backward: Impl::fast replays the forward
+// with checkpoints every 64 steps, Impl::reference keeps every state). Grads have their
+// inputs' shapes: dx (b, l, h, p); ddt (b, l, h), of the RAW dt (through dt_bias and
+// softplus); dA (h); dB, dC (b, l, g, n); dD, ddt_bias (h) and dinitial_state (b, h, p, n)
+// only where that input was given (undefined otherwise).
+struct SsdScanGrads {
+  Tensor dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_state;
+};
+SsdScanGrads ssd_scan_backward(const Tensor& x, const Tensor& dt, const Tensor& A, const Tensor& B, const Tensor& C,
+                               const Tensor& D, const Tensor& dt_bias, bool dt_softplus, int64_t chunk_size,
+                               const Tensor& initial_state, const Tensor& dy, const Tensor& dlast_state = {},
+                               Impl impl = Impl::fast);
+
 // Depthwise causal conv1d: x (b, l, c), weight (c, k) or (c, 1, k), bias (c) optional -> (b, l, c).
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, bool silu, Impl impl = Impl::fast);
 
@@ -48,5 +63,16 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps, Impl impl = I
 // Gated grouped RMSNorm (Mamba-2): x, z (..., d); weight (d); group_size divides d.
 Tensor gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& weight, int64_t group_size, double eps,
                       bool norm_before_gate, Impl impl = Impl::fast);
+
+// Backward of rms_norm / gated_rms_norm for an upstream gradient dy (shape of x): dx and
+// dz (shape of x; dz undefined without z) and dweight (d), summed over all rows in a fixed
+// order (independent of the thread count).
+struct NormGrads {
+  Tensor dx, dz, dweight;
+};
+NormGrads rms_norm_backward(const Tensor& x, const Tensor& weight, double eps, const Tensor& dy,
+                            Impl impl = Impl::fast);
+NormGrads gated_rms_norm_backward(const Tensor& x, const Tensor& z, const Tensor& weight, int64_t group_size,
+                                  double eps, bool norm_before_gate, const Tensor& dy, Impl impl = Impl::fast);
 
 }  // namespace mamba::ops
