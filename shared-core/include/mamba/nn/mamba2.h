@@ -39,6 +39,9 @@ class Mamba2 final : public Mixer {
 
   Tensor forward(const Tensor& x, LayerState* state = nullptr) const override;
   Tensor step(const Tensor& x, LayerState& state) const override;
+  Tensor forward_train(const Tensor& x, std::unique_ptr<SavedActivations>& saved) const override;
+  Tensor backward(const SavedActivations& saved, const Tensor& dy, std::vector<Tensor>& param_grads) const override;
+  bool has_backward() const override { return true; }
   LayerState init_state(int64_t batch) const override;
   std::vector<std::pair<std::string, Tensor*>> parameters() override;
   int64_t d_model() const override { return cfg_.d_model; }
@@ -46,6 +49,8 @@ class Mamba2 final : public Mixer {
   void refresh_derived() override;
 
  private:
+  struct Activations;
+  Tensor forward_impl(const Tensor& x, LayerState* state, Activations* keep) const;
   Mamba2Config cfg_;
   Tensor in_proj_w_, conv_w_, conv_b_, dt_bias_, A_log_, D_, norm_w_, out_proj_w_;
   Tensor A_;  // -exp(A_log), refreshed on load
