@@ -142,8 +142,12 @@ TEST(MambaLayers, BadInputIsRefusedWithAClearMessage) {
 MambaLMConfig small_lm(const std::string& layer, bool tie) {
   nlohmann::json j = {{"d_model", 16}, {"n_layer", 2}, {"vocab_size", 21}, {"pad_vocab_size_multiple", 8},
                       {"tie_embeddings", tie}};
-  j["ssm_cfg"] = layer == "Mamba1" ? nlohmann::json{{"layer", "Mamba1"}, {"d_state", 8}}
-                                   : nlohmann::json{{"layer", "Mamba2"}, {"d_state", 8}, {"headdim", 8}, {"chunk_size", 8}};
+  if (layer == "Mamba1-lti")
+    j["ssm_cfg"] = nlohmann::json{{"layer", "Mamba1"}, {"d_state", 8}, {"selective", false}};
+  else if (layer == "Mamba1")
+    j["ssm_cfg"] = nlohmann::json{{"layer", "Mamba1"}, {"d_state", 8}};
+  else
+    j["ssm_cfg"] = nlohmann::json{{"layer", "Mamba2"}, {"d_state", 8}, {"headdim", 8}, {"chunk_size", 8}};
   return MambaLMConfig::from_json(j);
 }
 
@@ -218,6 +222,46 @@ TEST(MambaLM, BadConfigAndTokensAreRefused) {
     FAIL();
   } catch (const mamba::Error& e) {
     EXPECT_NE(std::string(e.what()).find("backbone.embedding.weight"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// The LM's hand-written backward against central differences of its loss, for a few
+// elements of every parameter, for both mixer kinds.
+TEST(MambaLM, ForwardBackwardMatchesFiniteDifferences) {
+  for (const char* kind : {"Mamba1", "Mamba2", "Mamba1-lti"}) {
+    MambaLM lm(small_lm(kind, true));
+    randomize(lm.parameters(), 21);
+    lm.refresh_derived();
+    const Tensor ids = Tensor::from_vector_i64({1, 5, 20, 0, 7, 7, 3, 11, 2, 19, 4, 9}, {2, 6});
+    const Tensor tg = Tensor::from_vector_i64({5, 20, -1, 7, 7, 3, 2, 19, 4, -1, 9, 1}, {2, 6});
+    std::vector<Tensor> grads;
+    const auto stats = lm.forward_backward(ids, tg, grads);
+    EXPECT_EQ(stats.counted, 10);
+    EXPECT_NEAR(stats.loss, lm.evaluate(ids, tg).loss, 1e-5);
+    auto params = lm.parameters();
+    ASSERT_EQ(grads.size(), params.size());
+    for (size_t k = 0; k < params.size(); ++k) {
+      Tensor& p = *params[k].second;
+      float* v = p.data<float>();
+      const int64_t n = p.numel();
+      for (int64_t i : {int64_t{0}, n / 2, n - 1}) {
+        const float keep = v[i], h = 3e-3f;
+        v[i] = keep + h;
+        lm.refresh_derived();
+        const double up = lm.evaluate(ids, tg).loss;
+        v[i] = keep - h;
+        lm.refresh_derived();
+        const double down = lm.evaluate(ids, tg).loss;
+        v[i] = keep;
+        lm.refresh_derived();
+        const double fd = (up - down) / (2 * h);
+        EXPECT_NEAR(grads[k].data<float>()[i], fd, 2e-3 + 3e-2 * std::fabs(fd)) << kind << " " << params[k].first << "[" << i << "]";
+      }
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 #include "mamba/nn/mamba1.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "layer_util.h"
@@ -17,6 +18,7 @@ Mamba1Config Mamba1Config::from_json(const nlohmann::json& j, int64_t d_model) {
   c.d_conv = cfg.get_int("d_conv", c.d_conv);
   c.expand = cfg.get_int("expand", c.expand);
   if (cfg.has("dt_rank") && !(j["dt_rank"].is_string() && j["dt_rank"] == "auto")) c.dt_rank = cfg.get_int("dt_rank");
+  c.selective = cfg.get_bool("selective", true);
   if (cfg.get_bool("bias", false)) fail("Mamba1Config", "bias=true (linear biases) is not supported");
   if (!cfg.get_bool("conv_bias", true)) fail("Mamba1Config", "conv_bias=false is not supported");
   if (c.d_model <= 0 || c.d_state <= 0 || c.d_conv <= 0 || c.expand <= 0 || c.rank() <= 0)
@@ -35,15 +37,38 @@ Mamba1::Mamba1(const Mamba1Config& cfg) : cfg_(cfg) {
   A_log_ = Tensor::zeros({di, N});
   D_ = Tensor::zeros({di});
   out_proj_w_ = Tensor::zeros({cfg.d_model, di});
+  if (!cfg.selective) {
+    B_lti_ = Tensor::zeros({N});
+    C_lti_ = Tensor::zeros({N});
+  }
   refresh_derived();
 }
 
 void Mamba1::refresh_derived() { A_ = detail::neg_exp(A_log_); }
 
 std::vector<std::pair<std::string, Tensor*>> Mamba1::parameters() {
-  return {{"in_proj.weight", &in_proj_w_}, {"conv1d.weight", &conv_w_}, {"conv1d.bias", &conv_b_},
-          {"x_proj.weight", &x_proj_w_},   {"dt_proj.weight", &dt_proj_w_}, {"dt_proj.bias", &dt_proj_b_},
-          {"A_log", &A_log_},              {"D", &D_},                  {"out_proj.weight", &out_proj_w_}};
+  std::vector<std::pair<std::string, Tensor*>> p = {
+      {"in_proj.weight", &in_proj_w_}, {"conv1d.weight", &conv_w_}, {"conv1d.bias", &conv_b_},
+      {"x_proj.weight", &x_proj_w_},   {"dt_proj.weight", &dt_proj_w_}, {"dt_proj.bias", &dt_proj_b_},
+      {"A_log", &A_log_},              {"D", &D_},                  {"out_proj.weight", &out_proj_w_}};
+  if (!cfg_.selective) {
+    p.emplace_back("B_lti", &B_lti_);
+    p.emplace_back("C_lti", &C_lti_);
+  }
+  return p;
+}
+
+// Without selection, dt, B and C stop depending on the input: the x_proj columns are
+// replaced by 0 (so delta = dt_proj.bias), B_lti and C_lti.
+void Mamba1::apply_lti(Tensor& xdbl) const {
+  if (cfg_.selective) return;
+  const int64_t R = cfg_.rank(), N = cfg_.d_state, xd = R + 2 * N, rows = xdbl.numel() / xd;
+  float* p = xdbl.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    std::fill(p + r * xd, p + r * xd + R, 0.f);
+    std::copy(B_lti_.data<float>(), B_lti_.data<float>() + N, p + r * xd + R);
+    std::copy(C_lti_.data<float>(), C_lti_.data<float>() + N, p + r * xd + R + N);
+  }
 }
 
 LayerState Mamba1::init_state(int64_t batch) const {
@@ -105,6 +130,7 @@ Tensor Mamba1::forward_impl(const Tensor& x_in, LayerState* state, Activations* 
   // x_proj -> [dt (R), B (N), C (N)]; dt_proj (no bias: it is the scan's delta_bias).
   Tensor xdbl = Tensor::empty({b, l, xd});
   detail::linear_rows(xc.data<float>(), b * l, di, x_proj_w_, xdbl.data<float>(), xd);
+  apply_lti(xdbl);
   Tensor dt = Tensor::empty({b, l, di});
   detail::linear_rows(xdbl.data<float>(), b * l, xd, dt_proj_w_, dt.data<float>(), di);
 
@@ -181,6 +207,19 @@ Tensor Mamba1::backward(const SavedActivations& saved_base, const Tensor& dy_in,
 
   // dt = xdbl[:, :R] W_dt^T:  dxdbl[:, :R] = ddt W_dt;  dW_dt = ddt^T xdbl[:, :R].
   gemm_nn(rows, R, di, ddt.data<float>(), di, dt_proj_w_.data<float>(), R, dxdbl.data<float>(), xd, 0.f);
+  Tensor g_Blti, g_Clti;
+  if (!cfg_.selective) {  // the constant columns collect their gradient; x_proj gets none
+    g_Blti = Tensor::zeros({N});
+    g_Clti = Tensor::zeros({N});
+    float* dp = dxdbl.data<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t n = 0; n < N; ++n) {
+        g_Blti.data<float>()[n] += dp[r * xd + R + n];
+        g_Clti.data<float>()[n] += dp[r * xd + R + N + n];
+      }
+      std::fill(dp + r * xd, dp + (r + 1) * xd, 0.f);
+    }
+  }
   gemm_tn(di, R, rows, ddt.data<float>(), di, saved->xdbl.data<float>(), xd, g_dtw.data<float>(), R);
   // xdbl = xc W_x^T:  dxc += dxdbl W_x;  dW_x = dxdbl^T xc.
   gemm_nn(rows, di, xd, dxdbl.data<float>(), xd, x_proj_w_.data<float>(), di, dxc.data<float>(), di, 1.f);
@@ -200,6 +239,10 @@ Tensor Mamba1::backward(const SavedActivations& saved_base, const Tensor& dy_in,
   gemm_tn(2 * di, dm, rows, dxz.data<float>(), 2 * di, x.data<float>(), dm, g_in.data<float>(), dm);
 
   grads = {g_in, g_convw, g_convb, g_xproj, g_dtw, g_dtb, g_Alog, g_D, g_out};  // the order of parameters()
+  if (!cfg_.selective) {
+    grads.push_back(g_Blti);
+    grads.push_back(g_Clti);
+  }
   return dx;
 }
 
@@ -218,6 +261,7 @@ Tensor Mamba1::step(const Tensor& x_in, LayerState& state) const {
                                 conv_w_.data<float>(), conv_b_.data<float>(), true, xc.data<float>());
   Tensor xdbl = Tensor::empty({b, xd});
   detail::linear_rows(xc.data<float>(), b, di, x_proj_w_, xdbl.data<float>(), xd);
+  apply_lti(xdbl);
   Tensor dt = Tensor::empty({b, di});
   detail::linear_rows(xdbl.data<float>(), b, xd, dt_proj_w_, dt.data<float>(), di);
 

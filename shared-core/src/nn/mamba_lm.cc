@@ -9,6 +9,7 @@
 #include "mamba/io/json_config.h"
 #include "mamba/io/safetensors.h"
 #include "layer_util.h"
+#include "mamba/kernels/cross_entropy.h"
 #include "mamba/kernels/rms_norm.h"
 #include "mamba/nn/mamba1.h"
 #include "mamba/nn/mamba2.h"
@@ -228,6 +229,105 @@ Tensor MambaLM::step(const Tensor& ids, InferenceCache& cache) const {
   add_norm(hidden, residual, mixers_.empty(), norm_f_w_, norm_f_b_, normed);
   cache.seqlen_offset += 1;
   return head(normed);
+}
+
+namespace {
+void check_targets(const Tensor& ids, const Tensor& targets, int64_t V, const char* op) {
+  if (ids.dim() != 2) fail(op, "input_ids must be (batch, seqlen), got " + ids.str());
+  check_dtype(targets, DType::i64, op);
+  check_shape(targets, ids.shape(), op, "targets");
+  const Tensor t = targets.contiguous();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const int64_t v = t.data<int64_t>()[i];
+    if (v < -1 || v >= V)
+      fail(op, "target " + std::to_string(v) + " at position " + std::to_string(i) + " is out of range [-1, " +
+                   std::to_string(V) + ")");
+  }
+}
+}  // namespace
+
+MambaLM::LossStats MambaLM::evaluate(const Tensor& input_ids, const Tensor& targets) const {
+  check_targets(input_ids, targets, cfg_.vocab_size, "MambaLM::evaluate");
+  const Tensor logits = forward(input_ids);
+  const int64_t rows = input_ids.numel(), V = cfg_.padded_vocab();
+  const Tensor t = targets.contiguous();
+  const auto r = kernels::softmax_cross_entropy(rows, cfg_.vocab_size, V, logits.data<float>(), t.data<int64_t>(),
+                                                1.f, nullptr);
+  return {r.counted ? r.loss_sum / static_cast<double>(r.counted) : 0.0, r.counted, r.correct};
+}
+
+MambaLM::LossStats MambaLM::forward_backward(const Tensor& input_ids, const Tensor& targets,
+                                             std::vector<Tensor>& grads) const {
+  const char* op = "MambaLM::forward_backward";
+  if (!cfg_.rms_norm) fail(op, "training supports RMSNorm models only");
+  check_targets(input_ids, targets, cfg_.vocab_size, op);
+  const int64_t d = cfg_.d_model, rows = input_ids.numel(), V = cfg_.padded_vocab(), L = cfg_.n_layer;
+  const float eps = static_cast<float>(cfg_.norm_eps);
+  const Tensor ids = input_ids.to(DType::i64).contiguous(), tg = targets.contiguous();
+
+  // Forward, keeping each block's residual input and the mixers' activations.
+  std::vector<Tensor> residuals(static_cast<size_t>(L + 1));
+  std::vector<std::unique_ptr<SavedActivations>> saved(static_cast<size_t>(L));
+  Tensor hidden = embed(ids), residual;
+  for (int64_t i = 0; i < L; ++i) {
+    Tensor normed = Tensor::empty(hidden.shape());  // a fresh one per layer: the mixer keeps it
+    add_norm(hidden, residual, i == 0, norm_w_[i], norm_b_[i], normed);
+    residuals[i] = residual.clone();
+    hidden = mixers_[i]->forward_train(normed, saved[i]);
+  }
+  Tensor nf = Tensor::empty(hidden.shape());
+  add_norm(hidden, residual, L == 0, norm_f_w_, norm_f_b_, nf);
+  residuals[L] = residual;
+  const Tensor logits = head(nf);
+
+  // Loss and dlogits for the mean over counted positions.
+  int64_t counted = 0;
+  for (int64_t i = 0; i < rows; ++i) counted += tg.data<int64_t>()[i] >= 0;
+  const float scale = counted ? 1.f / static_cast<float>(counted) : 0.f;
+  Tensor dlogits = Tensor::empty(logits.shape());
+  const auto ce = kernels::softmax_cross_entropy(rows, cfg_.vocab_size, V, logits.data<float>(), tg.data<int64_t>(),
+                                                 scale, dlogits.data<float>());
+
+  // Gradients, in the order of parameters().
+  auto params = const_cast<MambaLM*>(this)->parameters();
+  std::map<std::string, Tensor> g;
+  for (auto& [name, t] : params) g[name] = Tensor::zeros(t->shape());
+  const Tensor& head_w = lm_head_.defined() ? lm_head_ : embedding_;
+  Tensor& g_head = g[lm_head_.defined() ? "lm_head.weight" : "backbone.embedding.weight"];
+  // logits = nf W^T:  dnf = dlogits W;  dW += dlogits^T nf.
+  Tensor dnf = Tensor::empty(nf.shape());
+  kernels::sgemm(false, false, rows, d, V, 1.f, dlogits.data<float>(), V, head_w.data<float>(), d, 0.f,
+                 dnf.data<float>(), d);
+  kernels::sgemm(true, false, V, d, rows, 1.f, dlogits.data<float>(), V, nf.data<float>(), d, 1.f,
+                 g_head.data<float>(), d);
+  // Final norm, then the blocks in reverse; dres carries dL/d(residual stream).
+  Tensor dres = Tensor::empty(nf.shape());
+  kernels::rms_norm_bwd(rows, d, residuals[L].data<float>(), d, norm_f_w_.data<float>(), eps, dnf.data<float>(), d,
+                        dres.data<float>(), d, g["backbone.norm_f.weight"].data<float>());
+  Tensor dnorm_in = Tensor::empty(nf.shape()), dw = Tensor::empty({d});
+  for (int64_t i = L - 1; i >= 0; --i) {
+    const std::string pre = "backbone.layers." + std::to_string(i) + ".";
+    // residual_{i+1} = hidden_{i+1} + residual_i, hidden_{i+1} = mixer(norm(residual_i)).
+    std::vector<Tensor> mg;
+    const Tensor dn = mixers_[i]->backward(*saved[i], dres, mg);
+    auto mp = mixers_[i]->parameters();
+    for (size_t k = 0; k < mp.size(); ++k) g[pre + "mixer." + mp[k].first] = mg[k];
+    kernels::rms_norm_bwd(rows, d, residuals[i].data<float>(), d, norm_w_[i].data<float>(), eps, dn.data<float>(), d,
+                          dnorm_in.data<float>(), d, g[pre + "norm.weight"].data<float>());
+    float* dr = dres.data<float>();
+    const float* dni = dnorm_in.data<float>();
+    for (int64_t k = 0; k < rows * d; ++k) dr[k] += dni[k];  // the skip path plus the norm path
+  }
+  // residual_0 = embedding[ids]: scatter-add into the embedding rows.
+  float* ge = g["backbone.embedding.weight"].data<float>();
+  const float* dr = dres.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t id = ids.data<int64_t>()[r];
+    for (int64_t k = 0; k < d; ++k) ge[id * d + k] += dr[r * d + k];
+  }
+  grads.clear();
+  for (auto& [name, t] : params) grads.push_back(g[name]);
+  return {counted ? ce.loss_sum / static_cast<double>(counted) : 0.0, counted, ce.correct};
 }
 
 int64_t sample_token(const float* logits, int64_t vocab, const SamplingOptions& opt, std::mt19937_64& rng) {

@@ -18,6 +18,10 @@ struct Mamba1Config {
   int64_t d_conv = 4;
   int64_t expand = 2;
   int64_t dt_rank = 0;  // 0: ceil(d_model / 16), as the reference's "auto"
+  // false: the ablation without selection (an LTI SSM like S4 inside the same block):
+  // B and C are learned constants (parameters "B_lti", "C_lti", (d_state)) and delta is
+  // dt_proj.bias alone, none of them input-dependent. Config key "selective".
+  bool selective = true;
   int64_t d_inner() const { return expand * d_model; }
   int64_t rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
   // Reads d_model and the reference's ssm_cfg keys (d_state, d_conv, expand, dt_rank: int
@@ -44,9 +48,11 @@ class Mamba1 final : public Mixer {
  private:
   struct Activations;  // what forward_impl leaves for backward
   Tensor forward_impl(const Tensor& x, LayerState* state, Activations* keep) const;
+  void apply_lti(Tensor& xdbl) const;
   Mamba1Config cfg_;
   Tensor in_proj_w_, conv_w_, conv_b_, x_proj_w_, dt_proj_w_, dt_proj_b_, A_log_, D_, out_proj_w_;
   Tensor A_;  // -exp(A_log), refreshed on load
+  Tensor B_lti_, C_lti_;  // only without selection
 };
 
 }  // namespace mamba::nn

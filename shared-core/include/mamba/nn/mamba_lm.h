@@ -75,6 +75,19 @@ class MambaLM {
   // One token per sequence: ids (batch) -> logits (batch, padded_vocab); advances the cache.
   Tensor step(const Tensor& ids, InferenceCache& cache) const;
 
+  // Training: next-token cross-entropy of forward(input_ids) against `targets` (batch,
+  // seqlen) i64, where -1 marks positions that do not count. Fills `grads` with the
+  // gradient of the MEAN loss over counted positions, one per parameter in the order of
+  // parameters(). RMSNorm models only.
+  struct LossStats {
+    double loss = 0;      // mean over counted positions
+    int64_t counted = 0;  // positions with a target
+    int64_t correct = 0;  // counted positions whose argmax is the target
+  };
+  LossStats forward_backward(const Tensor& input_ids, const Tensor& targets, std::vector<Tensor>& grads) const;
+  // The same loss without gradients (evaluation).
+  LossStats evaluate(const Tensor& input_ids, const Tensor& targets) const;
+
   // Prefill `prompt` (batch, seqlen), then decode `max_new_tokens` through the recurrent
   // path. Returns (batch, max_new_tokens) i64.
   Tensor generate(const Tensor& prompt, int64_t max_new_tokens, const SamplingOptions& opt) const;
