@@ -1,0 +1,308 @@
+// mamba-train-synthetic: the two synthetic tasks of the Mamba paper, trained on the CPU.
+//
+//   mamba-train-synthetic selective-copy [--compare] [--lti] [options]
+//   mamba-train-synthetic induction [--eval-lengths 256,1024,4096] [options]
+//
+// selective-copy: a region of `--seq-len` tokens holds `--tokens` data tokens (ids
+//   1..`--vocab`) at random positions among blanks (0); `--tokens` marker tokens follow, and
+//   at the j-th marker the model must output the j-th data token. Content-aware recall:
+//   an LTI SSM (`--lti`: B, C and delta not input-dependent, like S4) cannot know where
+//   the tokens were. `--compare` trains both with the same budget and prints a table.
+// induction: random tokens; a trigger token appears once, followed by the answer token;
+//   the sequence ends with the trigger and the model must output the answer. Trained at
+//   `--seq-len` (256), evaluated at longer lengths through the same model.
+//
+// Options: --steps N --batch B --d-model D --layers L --d-state N --lr LR --seed S
+//          --eval N (held-out sequences) --log FILE (JSON lines) --threads T
+//          --min-accuracy A (exit 1 if the final accuracy is lower; for tests)
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "mamba/kernels/parallel.h"
+#include "mamba/nn/mamba_lm.h"
+#include "mamba/train/grad_utils.h"
+#include "mamba/train/optimizer.h"
+#include "mamba/train/schedule.h"
+
+using mamba::Tensor;
+
+namespace {
+
+struct Options {
+  std::string task;
+  int64_t steps = 1500, batch = 32, d_model = 64, layers = 2, d_state = 16;
+  int64_t seq_len = -1, tokens = 8, vocab = -1, eval = 512;
+  double lr = 3e-3, min_accuracy = -1;
+  uint64_t seed = 1;
+  bool lti = false, compare = false;
+  std::vector<int64_t> eval_lengths;
+  std::string log;
+};
+
+struct Batch {
+  Tensor ids, targets;
+};
+
+// ---- the tasks ----------------------------------------------------------------------
+
+// Vocabulary: 0 blank, 1..K data tokens, K + 1 marker.
+Batch selective_copy_batch(const Options& o, int64_t batch, std::mt19937_64& rng) {
+  const int64_t R = o.seq_len, M = o.tokens, K = o.vocab, L = R + M;
+  std::vector<int64_t> ids(static_cast<size_t>(batch * L), 0), tg(static_cast<size_t>(batch * L), -1);
+  std::uniform_int_distribution<int64_t> tok(1, K);
+  std::vector<int64_t> pos(static_cast<size_t>(R));
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t i = 0; i < R; ++i) pos[i] = i;
+    std::shuffle(pos.begin(), pos.end(), rng);
+    std::sort(pos.begin(), pos.begin() + M);
+    for (int64_t j = 0; j < M; ++j) {
+      const int64_t t = tok(rng);
+      ids[b * L + pos[j]] = t;
+      ids[b * L + R + j] = K + 1;
+      tg[b * L + R + j] = t;
+    }
+  }
+  return {Tensor::from_vector_i64(ids, {batch, L}), Tensor::from_vector_i64(tg, {batch, L})};
+}
+
+// Vocabulary: 1..K - 1 ordinary tokens, K the trigger (0 unused).
+Batch induction_batch(const Options& o, int64_t batch, int64_t L, std::mt19937_64& rng) {
+  const int64_t K = o.vocab;
+  std::vector<int64_t> ids(static_cast<size_t>(batch * L)), tg(static_cast<size_t>(batch * L), -1);
+  std::uniform_int_distribution<int64_t> tok(1, K - 1), where(0, L - 3);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t i = 0; i < L; ++i) ids[b * L + i] = tok(rng);
+    const int64_t p = where(rng), answer = tok(rng);
+    ids[b * L + p] = K;
+    ids[b * L + p + 1] = answer;
+    ids[b * L + L - 1] = K;
+    tg[b * L + L - 1] = answer;
+  }
+  return {Tensor::from_vector_i64(ids, {batch, L}), Tensor::from_vector_i64(tg, {batch, L})};
+}
+
+Batch make_batch(const Options& o, int64_t batch, int64_t length, std::mt19937_64& rng) {
+  return o.task == "selective-copy" ? selective_copy_batch(o, batch, rng) : induction_batch(o, batch, length, rng);
+}
+
+// ---- training -------------------------------------------------------------------------
+
+mamba::nn::MambaLM build_model(const Options& o, bool selective, uint64_t seed) {
+  nlohmann::json cfg = {{"d_model", o.d_model},
+                        {"n_layer", o.layers},
+                        {"vocab_size", o.vocab + 2},
+                        {"pad_vocab_size_multiple", 8},
+                        {"ssm_cfg", {{"layer", "Mamba1"}, {"d_state", o.d_state}, {"selective", selective}}}};
+  mamba::nn::MambaLM lm(mamba::nn::MambaLMConfig::from_json(cfg));
+  // The reference initialisation: A_log = log(1..N), dt in [1e-3, 1e-1] log-uniform through
+  // the inverse softplus of dt_proj.bias, D = 1, norms 1, linear weights ~ U(+-1/sqrt(in)),
+  // embedding ~ N(0, 0.02).
+  std::mt19937_64 rng(seed);
+  for (auto& [name, t] : lm.parameters()) {
+    float* p = t->data<float>();
+    const int64_t n = t->numel();
+    auto ends = [&](const char* s) { return name.size() >= std::strlen(s) && name.compare(name.size() - std::strlen(s), std::string::npos, s) == 0; };
+    if (ends("A_log")) {
+      const int64_t N = t->size(-1);
+      for (int64_t i = 0; i < n; ++i) p[i] = std::log(static_cast<float>(i % N + 1));
+    } else if (ends("dt_proj.bias")) {
+      std::uniform_real_distribution<double> u(std::log(1e-3), std::log(1e-1));
+      for (int64_t i = 0; i < n; ++i) {
+        const double dt = std::exp(u(rng));
+        p[i] = static_cast<float>(dt + std::log(-std::expm1(-dt)));  // softplus^-1(dt)
+      }
+    } else if (ends(".D") || name.find("norm") != std::string::npos) {
+      for (int64_t i = 0; i < n; ++i) p[i] = 1.f;
+    } else if (ends("embedding.weight")) {
+      std::normal_distribution<float> g(0.f, 0.02f);
+      for (int64_t i = 0; i < n; ++i) p[i] = g(rng);
+    } else if (ends("conv1d.bias")) {
+      for (int64_t i = 0; i < n; ++i) p[i] = 0.f;
+    } else {  // weights (out, in[, k]) and the LTI B, C
+      const int64_t fan_in = t->dim() >= 2 ? n / t->size(0) : n;
+      const float bound = 1.f / std::sqrt(static_cast<float>(fan_in));
+      std::uniform_real_distribution<float> u(-bound, bound);
+      for (int64_t i = 0; i < n; ++i) p[i] = u(rng);
+    }
+  }
+  lm.refresh_derived();
+  return lm;
+}
+
+struct Result {
+  std::string model;
+  double accuracy = 0;
+  double seconds = 0;
+  double samples_per_s = 0;
+  double final_loss = 0;
+  std::map<int64_t, double> length_accuracy;
+};
+
+double accuracy(const mamba::nn::MambaLM& lm, const Options& o, int64_t length, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  int64_t correct = 0, counted = 0;
+  for (int64_t done = 0; done < o.eval;) {
+    const int64_t n = std::min<int64_t>(o.eval - done, length > 1024 ? 8 : 64);
+    const Batch b = make_batch(o, n, length, rng);
+    const auto s = lm.evaluate(b.ids, b.targets);
+    correct += s.correct;
+    counted += s.counted;
+    done += n;
+  }
+  return counted ? static_cast<double>(correct) / static_cast<double>(counted) : 0.0;
+}
+
+Result train(const Options& o, bool selective, std::ofstream* log) {
+  Result r;
+  r.model = selective ? "Mamba (selective S6)" : "LTI SSM (no selection, S4-like)";
+  mamba::nn::MambaLM lm = build_model(o, selective, o.seed);
+  std::vector<Tensor> grads;
+  for (auto& [name, t] : lm.parameters()) grads.push_back(Tensor::zeros(t->shape()));
+  mamba::train::AdamWOptions ao;
+  ao.weight_decay = 0.1;
+  mamba::train::AdamW opt(mamba::train::make_params(lm.parameters(), grads), ao);
+  const mamba::train::WarmupCosine schedule{std::min<int64_t>(100, o.steps / 10), o.steps, o.lr, o.lr * 0.05};
+  std::mt19937_64 rng(o.seed * 7919 + 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  double ema = 0;
+  for (int64_t step = 0; step < o.steps; ++step) {
+    const Batch b = make_batch(o, o.batch, o.seq_len, rng);
+    std::vector<Tensor> g;
+    const auto s = lm.forward_backward(b.ids, b.targets, g);
+    for (size_t k = 0; k < g.size(); ++k) grads[k] = g[k];  // Param::grad points at these slots
+    mamba::train::clip_grad_norm(opt.params(), 1.0);
+    const double lr = schedule(step);
+    opt.step(lr);
+    lm.refresh_derived();
+    ema = step == 0 ? s.loss : 0.98 * ema + 0.02 * s.loss;
+    const bool report = (step + 1) % std::max<int64_t>(1, o.steps / 10) == 0 || step + 1 == o.steps;
+    if (report) {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double sps = static_cast<double>((step + 1) * o.batch) / secs;
+      std::printf("  [%s] step %5lld/%lld  loss %.4f  batch acc %.3f  lr %.2e  %.0f samples/s  ETA %.0fs\n",
+                  selective ? "S6" : "LTI", static_cast<long long>(step + 1), static_cast<long long>(o.steps), ema,
+                  s.counted ? static_cast<double>(s.correct) / static_cast<double>(s.counted) : 0.0, lr, sps,
+                  secs / static_cast<double>(step + 1) * static_cast<double>(o.steps - step - 1));
+      std::fflush(stdout);
+      if (log)
+        *log << nlohmann::json{{"model", selective ? "s6" : "lti"}, {"step", step + 1}, {"loss", ema},
+                               {"lr", lr}, {"samples_per_s", sps}}
+                    .dump()
+             << "\n";
+    }
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.samples_per_s = static_cast<double>(o.steps * o.batch) / r.seconds;
+  r.final_loss = ema;
+  r.accuracy = accuracy(lm, o, o.seq_len, 424242);
+  for (int64_t len : o.eval_lengths) r.length_accuracy[len] = accuracy(lm, o, len, 4242 + static_cast<uint64_t>(len));
+  return r;
+}
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> v;
+  std::stringstream ss(s);
+  for (std::string x; std::getline(ss, x, ',');) v.push_back(std::stoll(x));
+  return v;
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: mamba-train-synthetic selective-copy|induction [--compare] [--lti] [--steps N] [--batch B]\n"
+               "       [--d-model D] [--layers L] [--d-state N] [--seq-len L] [--tokens M] [--vocab K] [--lr LR]\n"
+               "       [--seed S] [--eval N] [--eval-lengths a,b,c] [--log FILE] [--threads T] [--min-accuracy A]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+  Options o;
+  o.task = argv[1];
+  if (o.task != "selective-copy" && o.task != "induction") return usage();
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error("missing value for " + a);
+      return argv[++i];
+    };
+    try {
+      if (a == "--compare") o.compare = true;
+      else if (a == "--lti") o.lti = true;
+      else if (a == "--steps") o.steps = std::stoll(next());
+      else if (a == "--batch") o.batch = std::stoll(next());
+      else if (a == "--d-model") o.d_model = std::stoll(next());
+      else if (a == "--layers") o.layers = std::stoll(next());
+      else if (a == "--d-state") o.d_state = std::stoll(next());
+      else if (a == "--seq-len") o.seq_len = std::stoll(next());
+      else if (a == "--tokens") o.tokens = std::stoll(next());
+      else if (a == "--vocab") o.vocab = std::stoll(next());
+      else if (a == "--lr") o.lr = std::stod(next());
+      else if (a == "--seed") o.seed = std::stoull(next());
+      else if (a == "--eval") o.eval = std::stoll(next());
+      else if (a == "--eval-lengths") o.eval_lengths = parse_list(next());
+      else if (a == "--log") o.log = next();
+      else if (a == "--threads") mamba::kernels::set_num_threads(static_cast<int>(std::stoll(next())));
+      else if (a == "--min-accuracy") o.min_accuracy = std::stod(next());
+      else return usage();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mamba-train-synthetic: %s: %s\n", a.c_str(), e.what());
+      return 2;
+    }
+  }
+  if (o.task == "selective-copy") {
+    if (o.seq_len < 0) o.seq_len = 64;
+    if (o.vocab < 0) o.vocab = 8;
+    if (o.tokens < 1 || o.tokens > o.seq_len) return std::fprintf(stderr, "--tokens must be in [1, --seq-len]\n"), 2;
+  } else {
+    if (o.seq_len < 0) o.seq_len = 256;
+    if (o.vocab < 0) o.vocab = 16;
+    if (o.eval_lengths.empty()) o.eval_lengths = {256, 1024, 4096};
+    if (o.seq_len < 4) return std::fprintf(stderr, "--seq-len must be >= 4\n"), 2;
+  }
+  if (o.steps < 1 || o.batch < 1 || o.vocab < 2) return usage();
+  std::ofstream log_file;
+  if (!o.log.empty()) log_file.open(o.log);
+  std::printf("task %s: seq_len %lld, vocab %lld%s; %lld-layer d_model %lld d_state %lld; %lld steps x batch %lld; "
+              "%d threads\n",
+              o.task.c_str(), static_cast<long long>(o.seq_len), static_cast<long long>(o.vocab),
+              o.task == "selective-copy" ? (", " + std::to_string(o.tokens) + " tokens to copy").c_str() : "",
+              static_cast<long long>(o.layers), static_cast<long long>(o.d_model), static_cast<long long>(o.d_state),
+              static_cast<long long>(o.steps), static_cast<long long>(o.batch), mamba::kernels::num_threads());
+  std::vector<Result> results;
+  try {
+    if (o.compare) {
+      results.push_back(train(o, true, log_file.is_open() ? &log_file : nullptr));
+      results.push_back(train(o, false, log_file.is_open() ? &log_file : nullptr));
+    } else {
+      results.push_back(train(o, !o.lti, log_file.is_open() ? &log_file : nullptr));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mamba-train-synthetic: %s\n", e.what());
+    return 1;
+  }
+  std::printf("\n| model | accuracy (len %lld) |", static_cast<long long>(o.seq_len));
+  for (int64_t len : o.eval_lengths) std::printf(" len %lld |", static_cast<long long>(len));
+  std::printf(" final loss | train s | samples/s |\n|---|---:|");
+  for (size_t i = 0; i < o.eval_lengths.size(); ++i) std::printf("---:|");
+  std::printf("---:|---:|---:|\n");
+  for (const auto& r : results) {
+    std::printf("| %s | %.4f |", r.model.c_str(), r.accuracy);
+    for (int64_t len : o.eval_lengths) std::printf(" %.4f |", r.length_accuracy.at(len));
+    std::printf(" %.4f | %.1f | %.0f |\n", r.final_loss, r.seconds, r.samples_per_s);
+  }
+  if (o.min_accuracy >= 0 && results.front().accuracy < o.min_accuracy) {
+    std::printf("accuracy %.4f is below --min-accuracy %.4f\n", results.front().accuracy, o.min_accuracy);
+    return 1;
+  }
+  return 0;
+}
