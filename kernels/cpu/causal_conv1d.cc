@@ -123,12 +123,93 @@ void causal_conv1d_bwd_ref(const CausalConv1dParams& p, const float* dout, float
 
 void causal_conv1d_bwd(const CausalConv1dParams& p, const float* dout, float* dx, int64_t dx_sb, int64_t dx_st,
                        float* dweight, float* dbias, float* dinitial_state) {
-  constexpr int64_t CB = 16;  // channels per task; each task owns its channels' weight sums
-  const int64_t nblk = (p.channels + CB - 1) / CB;
-#pragma omp parallel for schedule(static) if (p.batch * p.seqlen * p.channels > (1 << 15))
-  for (int64_t blk = 0; blk < nblk; ++blk)
-    conv_bwd_channels(p, dout, dx, dx_sb, dx_st, dweight, dbias, dinitial_state, blk * CB,
-                      std::min(p.channels, (blk + 1) * CB), true);
+  // Channels are the vector lanes (x rows are contiguous in c); each task owns CB channels
+  // and sums their weight gradients over batch and time in a fixed order.
+  constexpr int64_t CB = 64;
+  const int64_t K = p.width, K1 = K - 1, L = p.seqlen, C = p.channels, nblk = (C + CB - 1) / CB;
+#pragma omp parallel if (p.batch * L * C > (1 << 15))
+  {
+    std::vector<float> wt(static_cast<size_t>(K * CB)), dpre(static_cast<size_t>((L + K1) * CB));
+    std::vector<double> dw(static_cast<size_t>(K * CB)), db(static_cast<size_t>(CB));
+    std::vector<float> dwf(static_cast<size_t>(K * CB)), dbf(static_cast<size_t>(CB));
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < nblk; ++blk) {
+      const int64_t c0 = blk * CB, nc = std::min(CB, C - c0);
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t c = 0; c < nc; ++c) wt[k * CB + c] = p.weight[(c0 + c) * K + k];
+      std::fill(dw.begin(), dw.end(), 0.0);
+      std::fill(db.begin(), db.end(), 0.0);
+      for (int64_t b = 0; b < p.batch; ++b) {
+        // dpre rows K1 .. K1 + L - 1 hold times 0 .. L - 1; the K1 rows after are zero.
+        float* dp = dpre.data();
+        std::fill(dp + (L + K1 - K1) * CB, dp + (L + K1) * CB, 0.f);
+        std::fill(dwf.begin(), dwf.end(), 0.f);
+        std::fill(dbf.begin(), dbf.end(), 0.f);
+        for (int64_t t = 0; t < L; ++t) {
+          float pre[CB];
+          for (int64_t c = 0; c < nc; ++c) pre[c] = p.bias ? p.bias[c0 + c] : 0.f;
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t ts = t - K1 + k;
+            const float* wk = wt.data() + k * CB;
+            if (ts >= 0) {
+              const float* xr = p.x + b * p.x_sb + ts * p.x_st + c0;
+#pragma omp simd
+              for (int64_t c = 0; c < nc; ++c) pre[c] += wk[c] * xr[c];
+            } else if (p.initial_state) {
+              for (int64_t c = 0; c < nc; ++c) pre[c] += wk[c] * input_at(p, b, ts, c0 + c);
+            }
+          }
+          const float* go = dout + (b * L + t) * C + c0;
+          float* dpt = dp + t * CB;
+          if (p.silu) {
+#pragma omp simd
+            for (int64_t c = 0; c < nc; ++c) {
+              const float sg = detail::sigmoid_fast(pre[c]);
+              dpt[c] = go[c] * sg * (1.f + pre[c] * (1.f - sg));
+            }
+          } else {
+            for (int64_t c = 0; c < nc; ++c) dpt[c] = go[c];
+          }
+          for (int64_t c = 0; c < nc; ++c) dbf[c] += dpt[c];
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t ts = t - K1 + k;
+            float* dwk = dwf.data() + k * CB;
+            if (ts >= 0) {
+              const float* xr = p.x + b * p.x_sb + ts * p.x_st + c0;
+#pragma omp simd
+              for (int64_t c = 0; c < nc; ++c) dwk[c] += dpt[c] * xr[c];
+            } else if (p.initial_state) {
+              for (int64_t c = 0; c < nc; ++c) dwk[c] += dpt[c] * input_at(p, b, ts, c0 + c);
+            }
+          }
+        }
+        for (int64_t i = 0; i < K * CB; ++i) dw[i] += dwf[i];
+        for (int64_t c = 0; c < CB; ++c) db[c] += dbf[c];
+        // dx[s] = sum_k w[k] dpre[s + K1 - k], s in [-K1, L); negative s -> initial state.
+        for (int64_t s = -K1; s < L; ++s) {
+          float acc[CB] = {};
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t t = s + K1 - k;
+            if (t < 0 || t >= L) continue;
+            const float* wk = wt.data() + k * CB;
+            const float* dpt = dp + t * CB;
+#pragma omp simd
+            for (int64_t c = 0; c < nc; ++c) acc[c] += wk[c] * dpt[c];
+          }
+          if (s >= 0) {
+            float* dxr = dx + b * dx_sb + s * dx_st + c0;
+            for (int64_t c = 0; c < nc; ++c) dxr[c] = acc[c];
+          } else if (dinitial_state) {
+            for (int64_t c = 0; c < nc; ++c) dinitial_state[(b * C + c0 + c) * K1 + (K1 + s)] = acc[c];
+          }
+        }
+      }
+      for (int64_t c = 0; c < nc; ++c) {
+        for (int64_t k = 0; k < K; ++k) dweight[(c0 + c) * K + k] = static_cast<float>(dw[k * CB + c]);
+        if (dbias) dbias[c0 + c] = static_cast<float>(db[c]);
+      }
+    }
+  }
 }
 
 void causal_conv1d_update(int64_t batch, int64_t channels, int64_t width, float* conv_state, const float* x,

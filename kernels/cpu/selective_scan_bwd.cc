@@ -163,7 +163,9 @@ void bwd_block(const SelectiveScanParams& p, const Strided3<const float>& dyv, c
   }
   float Dv[W];
   for (int c = 0; c < W; ++c) Dv[c] = c < nc && p.D ? p.D[d0 + c] : 0.f;
-  // Backward, chunk by chunk from the end, recomputing each chunk's states from its checkpoint.
+  // Backward, chunk by chunk from the end, recomputing each chunk's states (and decays)
+  // from its checkpoint. Lanes are channels: every inner loop below is over 8 lanes.
+  std::vector<float> Ac(static_cast<size_t>(T * N * W)), dAacc(static_cast<size_t>(N * W));
   for (int64_t c0 = nchunks - 1; c0 >= 0; --c0) {
     const int64_t ts = c0 * T, te = std::min(L, ts + T);
     std::copy(ckpt.begin() + c0 * N * W, ckpt.begin() + (c0 + 1) * N * W, Hc.begin());  // Hc[0] = h_{ts-1}
@@ -172,41 +174,59 @@ void bwd_block(const SelectiveScanParams& p, const Strided3<const float>& dyv, c
         const float bn = Bv(n, t);
         const float* hp = Hc.data() + ((t - ts) * N + n) * W;
         float* hn = Hc.data() + ((t - ts + 1) * N + n) * W;
+        float* an = Ac.data() + ((t - ts) * N + n) * W;
 #pragma omp simd
-        for (int c = 0; c < W; ++c)
-          hn[c] = detail::exp_fast(dt[t * W + c] * Al[n * W + c]) * hp[c] + dt[t * W + c] * u[t * W + c] * bn;
+        for (int c = 0; c < W; ++c) {
+          an[c] = detail::exp_fast(dt[t * W + c] * Al[n * W + c]);
+          hn[c] = an[c] * hp[c] + dt[t * W + c] * u[t * W + c] * bn;
+        }
       }
+    std::fill(dAacc.begin(), dAacc.end(), 0.f);
     for (int64_t t = te - 1; t >= ts; --t) {
       const float* H1 = Hc.data() + (t - ts + 1) * N * W;  // h_t
       const float* H0 = Hc.data() + (t - ts) * N * W;      // h_{t-1}
-      float dyt[W], du[W], ddt[W];
+      const float* At = Ac.data() + (t - ts) * N * W;
+      const float* dtt = dt.data() + t * W;
+      const float* ut = u.data() + t * W;
+      float y[W], dyt[W], du[W], ddt[W], dtu[W];
+      for (int c = 0; c < W; ++c) y[c] = Dv[c] * ut[c];
+      for (int64_t n = 0; n < N; ++n) {
+        const float cn = Cv(n, t);
+#pragma omp simd
+        for (int c = 0; c < W; ++c) y[c] += H1[n * W + c] * cn;
+      }
       for (int c = 0; c < W; ++c) {
-        float y = Dv[c] * u[t * W + c];
-        for (int64_t n = 0; n < N; ++n) y += H1[n * W + c] * Cv(n, t);
         const float dout = dy[t * W + c];
         dyt[c] = dout;
         if (p.z.ptr && c < nc) {
           const float zv = zz[t * W + c], sg = 1.f / (1.f + std::exp(-zv));
           dyt[c] = dout * zv * sg;
-          g.dz.ptr[b * g.dz.s0 + (d0 + c) * g.dz.s1 + t * g.dz.s2] = dout * y * (sg * (1.f + zv * (1.f - sg)));
+          g.dz.ptr[b * g.dz.s0 + (d0 + c) * g.dz.s1 + t * g.dz.s2] = dout * y[c] * (sg * (1.f + zv * (1.f - sg)));
         }
         du[c] = dyt[c] * Dv[c];
         ddt[c] = 0.f;
-        part.dD[c] += static_cast<double>(dyt[c]) * u[t * W + c];
+        dtu[c] = dtt[c] * ut[c];
+        part.dD[c] += static_cast<double>(dyt[c]) * ut[c];
       }
       for (int64_t n = 0; n < N; ++n) {
         const float bn = Bv(n, t), cn = Cv(n, t);
+        float* gn = gcur.data() + n * W;
+        float* dan = dAacc.data() + n * W;
+        const float* an = At + n * W;
+        const float* h0 = H0 + n * W;
+        const float* h1 = H1 + n * W;
+        const float* al = Al.data() + n * W;
         float sB = 0.f, sC = 0.f;
+#pragma omp simd reduction(+ : sB, sC)
         for (int c = 0; c < W; ++c) {
-          const float a = detail::exp_fast(dt[t * W + c] * Al[n * W + c]);
-          const float gt = dyt[c] * cn + gcur[n * W + c];
-          const float hprev = H0[n * W + c];
-          sC += dyt[c] * H1[n * W + c];
-          sB += gt * dt[t * W + c] * u[t * W + c];
-          du[c] += gt * dt[t * W + c] * bn;
-          ddt[c] += gt * (hprev * a * Al[n * W + c] + u[t * W + c] * bn);
-          part.dA[c * N + n] += static_cast<double>(gt) * hprev * a * dt[t * W + c];
-          gcur[n * W + c] = a * gt;
+          const float gt = dyt[c] * cn + gn[c];
+          const float ha = h0[c] * an[c];
+          sC += dyt[c] * h1[c];
+          sB += gt * dtu[c];
+          du[c] += gt * dtt[c] * bn;
+          ddt[c] += gt * (ha * al[c] + ut[c] * bn);
+          dan[c] += gt * ha * dtt[c];
+          gn[c] = an[c] * gt;
         }
         part.dB[n * L + t] += sB;
         part.dC[n * L + t] += sC;
@@ -219,6 +239,8 @@ void bwd_block(const SelectiveScanParams& p, const Strided3<const float>& dyv, c
         g.ddelta.ptr[b * g.ddelta.s0 + (d0 + c) * g.ddelta.s1 + t * g.ddelta.s2] = ddelta;
       }
     }
+    for (int c = 0; c < W; ++c)  // flush the chunk's float sums into the double totals
+      for (int64_t n = 0; n < N; ++n) part.dA[c * N + n] += dAacc[n * W + c];
   }
   if (g.dinitial_state)
     for (int c = 0; c < nc; ++c)

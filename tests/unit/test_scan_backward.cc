@@ -26,10 +26,15 @@ class ScanBackward : public ::testing::TestWithParam<std::tuple<Case, int>> {};
 TEST_P(ScanBackward, FastMatchesReference) {
   const auto [c, threads] = GetParam();
   mamba::kernels::set_num_threads(threads);
-  const Tensor u = rnd({c.b, c.d, c.l}, 1), delta = rnd({c.b, c.d, c.l}, 2, 0.5f, -1.f);
+  // Without softplus, delta is the step size itself: keep it positive, as a model's is
+  // (a negative step makes exp(delta * A) > 1 and the state overflows on long sequences).
+  const Tensor u = rnd({c.b, c.d, c.l}, 1);
+  const Tensor delta = c.softplus ? rnd({c.b, c.d, c.l}, 2, 0.5f, -1.f)
+                                  : Tensor::from_vector(mamba::testing::uniform(static_cast<size_t>(c.b * c.d * c.l), 2, 0.01f, 0.3f),
+                                                        {c.b, c.d, c.l});
   const Tensor A = Tensor::from_vector(mamba::testing::uniform(static_cast<size_t>(c.d * c.n), 3, -2.f, -0.1f), {c.d, c.n});
   const mamba::Shape bs = c.g == 0 ? mamba::Shape{c.b, c.n, c.l} : mamba::Shape{c.b, c.g, c.n, c.l};
-  const Tensor B = rnd(bs, 4), C = rnd(bs, 5), D = rnd({c.d}, 6), bias = rnd({c.d}, 7, 0.2f);
+  const Tensor B = rnd(bs, 4), C = rnd(bs, 5), D = rnd({c.d}, 6), bias = c.softplus ? rnd({c.d}, 7, 0.2f) : Tensor();
   const Tensor z = c.z ? rnd({c.b, c.d, c.l}, 8) : Tensor(), h0 = c.init ? rnd({c.b, c.d, c.n}, 9) : Tensor();
   const Tensor dy = rnd({c.b, c.d, c.l}, 10), dlast = rnd({c.b, c.d, c.n}, 11);
   const auto f = mamba::ops::selective_scan_backward(u, delta, A, B, C, D, z, bias, c.softplus, h0, dy, dlast, Impl::fast);
