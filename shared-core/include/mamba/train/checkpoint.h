@@ -49,7 +49,9 @@ struct TrainerState {
 };
 
 // The generator's full state (std::mt19937_64's operator<<) and its inverse. restore_rng
-// throws mamba::Error when `state` does not parse.
+// throws mamba::Error when `state` does not parse. Only the engine is saved: distributions
+// such as std::normal_distribution cache values of their own, so create them afresh
+// after a restore (and at the same points in an uninterrupted run) to repeat a run exactly.
 std::string rng_state_string(const std::mt19937_64& rng);
 void restore_rng(const std::string& state, std::mt19937_64& rng);
 
