@@ -128,9 +128,7 @@ TEST(AdamW, ThreeStepsMatchHandComputedDouble) {
       expect_near_all(*m.params[k].value, p[k], 2e-6, m.params[k].name + " step " + std::to_string(t));
   }
   EXPECT_EQ(opt.steps_taken(), 3);
-  // First step by hand: bias-corrected Adam moves each element by lr * sign(g).
-  // w[0] = 0.5 * (1 - 1e-2 * 0.1) - 1e-2 * sign(g) etc. checked through the loop above;
-  // the state tensors hold the raw moments.
+  // The state tensors hold the raw (not bias-corrected) moments.
   const auto state = opt.state_tensors();
   EXPECT_EQ(state[0].first, "adamw.step");
   EXPECT_EQ(state[0].second.item(), 3.0);

@@ -33,7 +33,8 @@ void scale_grads(const std::vector<Param>& params, double factor);
 // micro-batch gradients. Usage per optimizer step:
 //   zero_grad(); for each of k micro-batches: backward into fresh tensors, add(params, g);
 //   finish(params); clip; step.
-// (Or have backward accumulate into Param::grad directly and call only finish.)
+// (Or have backward accumulate into Param::grad directly and call only finish: it
+// scales by 1/k whatever count() is.)
 class GradAccumulator {
  public:
   explicit GradAccumulator(int64_t k);  // k >= 1
@@ -42,7 +43,7 @@ class GradAccumulator {
   int64_t count() const { return count_; }
   int64_t k() const { return k_; }
   bool ready() const { return count_ >= k_; }
-  // Scales the gradients by 1/k and resets the count.
+  // Scales the gradients by 1/k (not 1/count()) and resets the count.
   void finish(const std::vector<Param>& params);
 
  private:
