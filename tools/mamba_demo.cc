@@ -29,6 +29,7 @@ std::string join(const int64_t* p, int64_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  mamba::kernels::flush_denormals();
   if (argc < 2) {
     std::fprintf(stderr, "usage: mamba-demo MODEL [--prompt 1,2,3] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n");
     return 2;

@@ -15,6 +15,10 @@
 // Options: --steps N --batch B --d-model D --layers L --d-state N --lr LR --seed S
 //          --eval N (held-out sequences) --log FILE (JSON lines) --threads T
 //          --min-accuracy A (exit 1 if the final accuracy is lower; for tests)
+//          --checkpoint-dir DIR --checkpoint-every N (atomic checkpoints: model, optimiser,
+//          data RNG, step), --resume (continue from DIR's latest checkpoint exactly: the
+//          loss curve equals an uninterrupted run's), --stop-after N (stop at step N, as if
+//          killed; for tests)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -28,6 +32,7 @@
 
 #include "mamba/kernels/parallel.h"
 #include "mamba/nn/mamba_lm.h"
+#include "mamba/train/checkpoint.h"
 #include "mamba/train/grad_utils.h"
 #include "mamba/train/optimizer.h"
 #include "mamba/train/schedule.h"
@@ -45,6 +50,9 @@ struct Options {
   bool lti = false, compare = false;
   std::vector<int64_t> eval_lengths;
   std::string log;
+  std::string checkpoint_dir;
+  int64_t checkpoint_every = 0, stop_after = -1;
+  bool resume = false;
 };
 
 struct Batch {
@@ -171,9 +179,25 @@ Result train(const Options& o, bool selective, std::ofstream* log) {
   mamba::train::AdamW opt(mamba::train::make_params(lm.parameters(), grads), ao);
   const mamba::train::WarmupCosine schedule{std::min<int64_t>(100, o.steps / 10), o.steps, o.lr, o.lr * 0.05};
   std::mt19937_64 rng(o.seed * 7919 + 1);
-  const auto t0 = std::chrono::steady_clock::now();
+  int64_t start = 0;
   double ema = 0;
-  for (int64_t step = 0; step < o.steps; ++step) {
+  const std::string ckdir = o.checkpoint_dir.empty() ? "" : o.checkpoint_dir + (selective ? "/s6" : "/lti");
+  if (o.resume && !ckdir.empty()) {
+    if (auto info = mamba::train::load_latest_checkpoint(ckdir, opt.params(), opt)) {
+      mamba::train::restore_rng(info->state.rng_state, rng);
+      start = info->step;
+      ema = info->state.extra.value("ema_loss", 0.0);
+      lm.refresh_derived();
+      std::printf("  [%s] resumed from %s at step %lld\n", selective ? "S6" : "LTI", info->path.c_str(),
+                  static_cast<long long>(start));
+    }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t step = start; step < o.steps; ++step) {
+    if (step == o.stop_after) {
+      std::printf("  [%s] stopping at step %lld (--stop-after)\n", selective ? "S6" : "LTI", static_cast<long long>(step));
+      std::exit(3);
+    }
     const Batch b = make_batch(o, o.batch, o.seq_len, rng);
     std::vector<Tensor> g;
     const auto s = lm.forward_backward(b.ids, b.targets, g);
@@ -183,24 +207,31 @@ Result train(const Options& o, bool selective, std::ofstream* log) {
     opt.step(lr);
     lm.refresh_derived();
     ema = step == 0 ? s.loss : 0.98 * ema + 0.02 * s.loss;
+    if (log)
+      *log << nlohmann::json{{"model", selective ? "s6" : "lti"}, {"step", step + 1}, {"loss", s.loss},
+                             {"ema_loss", ema}, {"lr", lr}}
+                  .dump()
+           << "\n" << std::flush;
+    if (!ckdir.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0) {
+      mamba::train::TrainerState ts;
+      ts.rng_state = mamba::train::rng_state_string(rng);
+      ts.data_position = (step + 1) * o.batch;
+      ts.extra = {{"ema_loss", ema}, {"task", o.task}};
+      mamba::train::save_checkpoint(ckdir, step + 1, opt.params(), opt, ts);
+    }
     const bool report = (step + 1) % std::max<int64_t>(1, o.steps / 10) == 0 || step + 1 == o.steps;
     if (report) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double sps = static_cast<double>((step + 1) * o.batch) / secs;
+      const double sps = static_cast<double>((step + 1 - start) * o.batch) / secs;
       std::printf("  [%s] step %5lld/%lld  loss %.4f  batch acc %.3f  lr %.2e  %.0f samples/s  ETA %.0fs\n",
                   selective ? "S6" : "LTI", static_cast<long long>(step + 1), static_cast<long long>(o.steps), ema,
                   s.counted ? static_cast<double>(s.correct) / static_cast<double>(s.counted) : 0.0, lr, sps,
-                  secs / static_cast<double>(step + 1) * static_cast<double>(o.steps - step - 1));
+                  secs / static_cast<double>(step + 1 - start) * static_cast<double>(o.steps - step - 1));
       std::fflush(stdout);
-      if (log)
-        *log << nlohmann::json{{"model", selective ? "s6" : "lti"}, {"step", step + 1}, {"loss", ema},
-                               {"lr", lr}, {"samples_per_s", sps}}
-                    .dump()
-             << "\n";
     }
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.samples_per_s = static_cast<double>(o.steps * o.batch) / r.seconds;
+  r.samples_per_s = static_cast<double>((o.steps - start) * o.batch) / r.seconds;
   r.final_loss = ema;
   r.accuracy = accuracy(lm, o, o.seq_len, 424242);
   for (int64_t len : o.eval_lengths) r.length_accuracy[len] = accuracy(lm, o, len, 4242 + static_cast<uint64_t>(len));
@@ -218,13 +249,15 @@ int usage() {
   std::fprintf(stderr,
                "usage: mamba-train-synthetic selective-copy|induction [--compare] [--lti] [--steps N] [--batch B]\n"
                "       [--d-model D] [--layers L] [--d-state N] [--seq-len L] [--tokens M] [--vocab K] [--lr LR]\n"
-               "       [--seed S] [--eval N] [--eval-lengths a,b,c] [--log FILE] [--threads T] [--min-accuracy A]\n");
+               "       [--seed S] [--eval N] [--eval-lengths a,b,c] [--log FILE] [--threads T] [--min-accuracy A]\n"
+               "       [--checkpoint-dir DIR --checkpoint-every N] [--resume] [--stop-after N]\n");
   return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  mamba::kernels::flush_denormals();
   if (argc < 2) return usage();
   Options o;
   o.task = argv[1];
@@ -253,12 +286,17 @@ int main(int argc, char** argv) {
       else if (a == "--log") o.log = next();
       else if (a == "--threads") mamba::kernels::set_num_threads(static_cast<int>(std::stoll(next())));
       else if (a == "--min-accuracy") o.min_accuracy = std::stod(next());
+      else if (a == "--checkpoint-dir") o.checkpoint_dir = next();
+      else if (a == "--checkpoint-every") o.checkpoint_every = std::stoll(next());
+      else if (a == "--resume") o.resume = true;
+      else if (a == "--stop-after") o.stop_after = std::stoll(next());
       else return usage();
     } catch (const std::exception& e) {
       std::fprintf(stderr, "mamba-train-synthetic: %s: %s\n", a.c_str(), e.what());
       return 2;
     }
   }
+  mamba::kernels::flush_denormals();  // again: --threads may have grown the team
   if (o.task == "selective-copy") {
     if (o.seq_len < 0) o.seq_len = 64;
     if (o.vocab < 0) o.vocab = 8;
@@ -271,7 +309,7 @@ int main(int argc, char** argv) {
   }
   if (o.steps < 1 || o.batch < 1 || o.vocab < 2) return usage();
   std::ofstream log_file;
-  if (!o.log.empty()) log_file.open(o.log);
+  if (!o.log.empty()) log_file.open(o.log, o.resume ? std::ios::app : std::ios::trunc);
   std::printf("task %s: seq_len %lld, vocab %lld%s; %lld-layer d_model %lld d_state %lld; %lld steps x batch %lld; "
               "%d threads\n",
               o.task.c_str(), static_cast<long long>(o.seq_len), static_cast<long long>(o.vocab),
