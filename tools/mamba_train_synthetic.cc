@@ -15,6 +15,7 @@
 // Options: --steps N --batch B --d-model D --layers L --d-state N --lr LR --seed S
 //          --eval N (held-out sequences) --log FILE (JSON lines) --threads T
 //          --min-accuracy A (exit 1 if the final accuracy is lower; for tests)
+//          --out DIR (write the trained model as config.json + model.safetensors)
 //          --checkpoint-dir DIR --checkpoint-every N (atomic checkpoints: model, optimiser,
 //          data RNG, step), --resume (continue from DIR's latest checkpoint exactly: the
 //          loss curve equals an uninterrupted run's), --stop-after N (stop at step N, as if
@@ -30,6 +31,10 @@
 #include <string>
 #include <vector>
 
+#include <filesystem>
+
+#include "mamba/io/json_config.h"
+#include "mamba/io/safetensors.h"
 #include "mamba/kernels/parallel.h"
 #include "mamba/nn/mamba_lm.h"
 #include "mamba/train/checkpoint.h"
@@ -50,7 +55,7 @@ struct Options {
   bool lti = false, compare = false;
   std::vector<int64_t> eval_lengths;
   std::string log;
-  std::string checkpoint_dir;
+  std::string checkpoint_dir, out;
   int64_t checkpoint_every = 0, stop_after = -1;
   bool resume = false;
 };
@@ -234,6 +239,15 @@ Result train(const Options& o, bool selective, std::ofstream* log) {
   r.samples_per_s = static_cast<double>((o.steps - start) * o.batch) / r.seconds;
   r.final_loss = ema;
   r.accuracy = accuracy(lm, o, o.seq_len, 424242);
+  if (!o.out.empty()) {  // a model directory in the reference layout: mamba-demo and the servers load it
+    const std::string dir = o.out + (o.compare ? (selective ? "/s6" : "/lti") : "");
+    std::filesystem::create_directories(dir);
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (auto& [name, t] : lm.parameters()) tensors.emplace_back(name, *t);
+    mamba::io::save_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
+    mamba::io::write_json_file_atomic(dir + "/config.json", lm.config().to_json());
+    std::printf("  [%s] model written to %s\n", selective ? "S6" : "LTI", dir.c_str());
+  }
   for (int64_t len : o.eval_lengths) r.length_accuracy[len] = accuracy(lm, o, len, 4242 + static_cast<uint64_t>(len));
   return r;
 }
@@ -250,7 +264,7 @@ int usage() {
                "usage: mamba-train-synthetic selective-copy|induction [--compare] [--lti] [--steps N] [--batch B]\n"
                "       [--d-model D] [--layers L] [--d-state N] [--seq-len L] [--tokens M] [--vocab K] [--lr LR]\n"
                "       [--seed S] [--eval N] [--eval-lengths a,b,c] [--log FILE] [--threads T] [--min-accuracy A]\n"
-               "       [--checkpoint-dir DIR --checkpoint-every N] [--resume] [--stop-after N]\n");
+               "       [--checkpoint-dir DIR --checkpoint-every N] [--resume] [--stop-after N] [--out MODEL_DIR]\n");
   return 2;
 }
 
@@ -287,6 +301,7 @@ int main(int argc, char** argv) {
       else if (a == "--threads") mamba::kernels::set_num_threads(static_cast<int>(std::stoll(next())));
       else if (a == "--min-accuracy") o.min_accuracy = std::stod(next());
       else if (a == "--checkpoint-dir") o.checkpoint_dir = next();
+      else if (a == "--out") o.out = next();
       else if (a == "--checkpoint-every") o.checkpoint_every = std::stoll(next());
       else if (a == "--resume") o.resume = true;
       else if (a == "--stop-after") o.stop_after = std::stoll(next());
