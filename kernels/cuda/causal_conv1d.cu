@@ -1,5 +1,6 @@
 // Depthwise causal conv1d on the GPU.
-// Forward: grid (ceil(C / 128), ceil(L / kSteps), batch), one thread per channel c walking
+// Forward, fast path (contiguous 16-byte pieces along c): see causal_conv1d_fwd_vec_kernel.
+// Forward, general fallback: grid (ceil(C / 128), ceil(L / kSteps), batch), one thread per channel c walking
 // kSteps = 16 consecutive timesteps with the last K inputs in registers, so each input is
 // read once (plus K - 1 halo steps) and a warp's loads and stores are contiguous along c.
 // Update: one thread per (b, c); conv_state is shifted in place.
@@ -60,8 +61,9 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_kernel(CausalConv1
 
 // v3 (replaces v2's 32-step walk): each thread owns kV = 16 / sizeof(T) consecutive channels
 // (one 16-byte piece of a row) and kVecSteps = 8 consecutive timesteps. All K - 1 + 8 input
-// pieces (halo included) are loaded at once, before any arithmetic: ~100 registers, so ~5 blocks
-// of 128 per SM with ~11 x 16 bytes in flight per thread; v2 held 158 registers (3 blocks per
+// pieces (halo included) are loaded at once, before any arithmetic: <= 128 registers
+// (__launch_bounds__(128, 4); bf16 K 4 spills 20 bytes), 4 blocks of 128 per SM with 11 x 16
+// bytes in flight per thread; v2 held 158 registers (3 blocks per
 // SM), loaded 8 pieces then computed them with the precise silu (expf + IEEE divide: ~40
 // instructions per output), so load latency and arithmetic did not overlap. The halo (K - 1
 // pieces per 8 steps) is read by the neighbouring time tile too, mostly from L2.
