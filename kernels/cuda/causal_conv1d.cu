@@ -1,5 +1,6 @@
 // Depthwise causal conv1d on the GPU.
-// Forward: grid (ceil(C / 128), ceil(L / kSteps), batch), one thread per channel c walking
+// Forward, fast path (contiguous 16-byte pieces along c): see causal_conv1d_fwd_vec_kernel.
+// Forward, general fallback: grid (ceil(C / 128), ceil(L / kSteps), batch), one thread per channel c walking
 // kSteps = 16 consecutive timesteps with the last K inputs in registers, so each input is
 // read once (plus K - 1 halo steps) and a warp's loads and stores are contiguous along c.
 // Update: one thread per (b, c); conv_state is shifted in place.
@@ -58,72 +59,72 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_kernel(CausalConv1
 }
 
 
-// v2: each thread owns kV = 16 / sizeof(T) consecutive channels (one 16-byte piece of a row)
-// and kVecSteps consecutive timesteps; it loads kChunk rows' pieces at once (independent
-// 16-byte loads in flight), then computes and stores them as 16-byte pieces. A warp covers
-// 32 * 16 = 512 contiguous bytes of a timestep row. Each input is read once plus K - 1 halo
-// steps per kVecSteps. Needs x, out 16-byte aligned and channels, x_sb, x_st multiples of kV.
+// v3 (replaces v2's 32-step walk): each thread owns kV = 16 / sizeof(T) consecutive channels
+// (one 16-byte piece of a row) and kVecSteps = 8 consecutive timesteps. All K - 1 + 8 input
+// pieces (halo included) are loaded at once, before any arithmetic: <= 128 registers
+// (__launch_bounds__(128, 4); bf16 K 4 spills 20 bytes), 4 blocks of 128 per SM with 11 x 16
+// bytes in flight per thread; v2 held 158 registers (3 blocks per
+// SM), loaded 8 pieces then computed them with the precise silu (expf + IEEE divide: ~40
+// instructions per output), so load latency and arithmetic did not overlap. The halo (K - 1
+// pieces per 8 steps) is read by the neighbouring time tile too, mostly from L2.
+// silu uses the SFU (ex2 + rcp). A warp covers 512 contiguous bytes of a timestep row.
+// Needs x, out 16-byte aligned and channels, x_sb, x_st multiples of kV.
 constexpr int kVecThreads = 128;
-constexpr int kVecSteps = 32;
-constexpr int kChunk = 8;
+constexpr int kVecSteps = 8;
 
 template <class T, int K>
-__global__ void __launch_bounds__(kVecThreads) causal_conv1d_fwd_vec_kernel(CausalConv1dCudaParams<T> p) {
+__global__ void __launch_bounds__(kVecThreads, 4) causal_conv1d_fwd_vec_kernel(CausalConv1dCudaParams<T> p) {
   constexpr int kV = 16 / int(sizeof(T));
+  constexpr int kIn = K - 1 + kVecSteps;
   using Piece = dev::RawRow<T, kV>;
   const int64_t c0 = (int64_t{blockIdx.x} * kVecThreads + threadIdx.x) * kV;
   if (c0 >= p.channels) return;
   const int64_t b = blockIdx.z;
   const int64_t t_begin = int64_t{blockIdx.y} * kVecSteps;
-  const int64_t t_end = t_begin + kVecSteps < p.seqlen ? t_begin + kVecSteps : p.seqlen;
   const T* x = p.x + b * p.x_sb + c0;
   T* out = p.out + b * p.seqlen * p.channels + c0;
 
+  // in[i]: input at time t_begin - (K - 1) + i; steps outside [0, seqlen) read as zero here.
+  Piece in[kIn];
+#pragma unroll
+  for (int i = 0; i < kIn; ++i) {
+    const int64_t ts = t_begin - (K - 1) + i;
+    if (ts >= 0 && ts < p.seqlen) in[i].v[0] = __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st));
+    else in[i].v[0] = make_uint4(0u, 0u, 0u, 0u);
+  }
   float w[K][kV], bias[kV];
 #pragma unroll
   for (int v = 0; v < kV; ++v) {
 #pragma unroll
-    for (int k = 0; k < K; ++k) w[k][v] = p.weight[(c0 + v) * K + k];
-    bias[v] = p.bias ? p.bias[c0 + v] : 0.f;
+    for (int k = 0; k < K; ++k) w[k][v] = __ldg(p.weight + (c0 + v) * K + k);
+    bias[v] = p.bias ? __ldg(p.bias + c0 + v) : 0.f;
   }
   // win[k][v]: input at time t - (K - 1) + k of channel c0 + v.
   float win[K][kV];
 #pragma unroll
   for (int k = 0; k < K - 1; ++k) {
     const int64_t ts = t_begin - (K - 1) + k;
-    if (ts >= 0) {
-      Piece pc;
-      pc.v[0] = __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st));
 #pragma unroll
-      for (int v = 0; v < kV; ++v) win[k][v] = dev::to_f32(pc.e[v]);
-    } else {
-#pragma unroll
-      for (int v = 0; v < kV; ++v)
-        win[k][v] = p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f;
-    }
+    for (int v = 0; v < kV; ++v)
+      win[k][v] = ts >= 0 ? dev::to_f32(in[k].e[v])
+                          : (p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f);
   }
-  for (int64_t tc = t_begin; tc < t_end; tc += kChunk) {
-    Piece in[kChunk];
 #pragma unroll
-    for (int s = 0; s < kChunk; ++s)
-      if (tc + s < t_end) in[s].v[0] = __ldg(reinterpret_cast<const uint4*>(x + (tc + s) * p.x_st));
+  for (int s = 0; s < kVecSteps; ++s) {
+    const int64_t t = t_begin + s;
+    Piece o;
 #pragma unroll
-    for (int s = 0; s < kChunk; ++s) {
-      if (tc + s >= t_end) break;
-      Piece o;
+    for (int v = 0; v < kV; ++v) {
+      win[K - 1][v] = dev::to_f32(in[K - 1 + s].e[v]);
+      float acc = bias[v];
 #pragma unroll
-      for (int v = 0; v < kV; ++v) {
-        win[K - 1][v] = dev::to_f32(in[s].e[v]);
-        float acc = bias[v];
+      for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
+      if (p.silu) acc = dev::silu_fast(acc);
+      o.e[v] = dev::from_f32<T>(acc);
 #pragma unroll
-        for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
-        if (p.silu) acc = dev::silu(acc);
-        o.e[v] = dev::from_f32<T>(acc);
-#pragma unroll
-        for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
-      }
-      *reinterpret_cast<uint4*>(out + (tc + s) * p.channels) = o.v[0];
+      for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
     }
+    if (t < p.seqlen) *reinterpret_cast<uint4*>(out + t * p.channels) = o.v[0];
   }
 }
 
@@ -131,13 +132,13 @@ template <class T, int K>
 bool launch_fwd_vec(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
   constexpr int kV = 16 / int(sizeof(T));
   const bool ok = dev::aligned16(p.x) && dev::aligned16(p.out) && p.channels % kV == 0 && p.x_sb % kV == 0 &&
-                  p.x_st % kV == 0;
+                  p.x_st % kV == 0 && (p.seqlen + kVecSteps - 1) / kVecSteps <= 65535;
   if (!ok) return false;
   const int64_t lanes = p.channels / kV;
   const dim3 grid(static_cast<unsigned>((lanes + kVecThreads - 1) / kVecThreads),
                   static_cast<unsigned>((p.seqlen + kVecSteps - 1) / kVecSteps), static_cast<unsigned>(p.batch));
   causal_conv1d_fwd_vec_kernel<T, K><<<grid, kVecThreads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v2)");
+  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v3)");
   return true;
 }
 

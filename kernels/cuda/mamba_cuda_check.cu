@@ -132,12 +132,16 @@ void run_case(const std::string& name, const std::function<void()>& fn) {
 // ---- selective scan ---------------------------------------------------------------------
 struct ScanCase { int b, d, l, n, g; bool z, init, softplus, bias, D; };
 
+// version / split: forced kernel choice (0 = automatic), see SelectiveScanCudaParams.
 template <class T>
-void check_scan(const ScanCase& c, uint64_t seed) {
+void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0) {
   char name[160];
-  std::snprintf(name, sizeof name, "scan %s b%d d%d l%d n%d g%d%s%s%s%s%s", type_name<T>(), c.b, c.d, c.l, c.n, c.g,
+  char forced[32] = "";
+  if (version) std::snprintf(forced, sizeof forced, " [v%d%s%d]", version, split ? " S" : "", split);
+  if (version && !split) std::snprintf(forced, sizeof forced, " [v%d]", version);
+  std::snprintf(name, sizeof name, "scan %s b%d d%d l%d n%d g%d%s%s%s%s%s%s", type_name<T>(), c.b, c.d, c.l, c.n, c.g,
                 c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
-                c.D ? " D" : "");
+                c.D ? " D" : "", forced);
   run_case(name, [&] {
     Rng r(seed);
     const size_t nbdl = size_t(c.b) * c.d * c.l, nbc = size_t(c.b) * c.g * c.n * c.l, nst = size_t(c.b) * c.d * c.n;
@@ -180,6 +184,7 @@ void check_scan(const ScanCase& c, uint64_t seed) {
     q.A = dA.ptr; q.D = c.D ? dD.ptr : nullptr; q.delta_bias = c.bias ? dbias.ptr : nullptr;
     q.delta_softplus = c.softplus; q.initial_state = c.init ? dh0.ptr : nullptr;
     q.y = dy.ptr; q.final_state = dhT.ptr;
+    q.version = version; q.split = split;
     dy.poison();
     dhT.poison();
     kc::selective_scan_fwd_cuda<T>(q, nullptr);
@@ -377,7 +382,7 @@ void time_copy() {
 }
 
 template <class T>
-void time_scan(int b, int d, int l, int n) {
+void time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * n * l;
   DevBuf<T> u(nbdl), delta(nbdl), z(nbdl), y(nbdl), B(nbc), C(nbc);
   DevBuf<float> A(size_t(d) * n), D(d), bias(d), hT(size_t(b) * d * n);
@@ -394,12 +399,15 @@ void time_scan(int b, int d, int l, int n) {
   q.u = u.ptr; q.delta = delta.ptr; q.z = z.ptr; q.B = B.ptr; q.C = C.ptr;
   q.A = A.ptr; q.D = D.ptr; q.delta_bias = bias.ptr; q.delta_softplus = true;
   q.y = y.ptr; q.final_state = hT.ptr;
+  q.version = version; q.split = split;
   const double us = median_us([&](int) { kc::selective_scan_fwd_cuda<T>(q, nullptr); });
   const double bytes = 4.0 * nbdl * sizeof(T) + 2.0 * nbc * sizeof(T) + 4.0 * (size_t(b) * d * n + size_t(d) * n + 2 * d);
   const double exp_floor_us = double(nbdl) * n / 4.15e12 * 1e6;
-  char shape[96];
+  char shape[96], which[32] = " auto";
   std::snprintf(shape, sizeof shape, "b%d d%d l%d n%d z", b, d, l, n);
-  add_row(std::string("scan fwd ") + type_name<T>(), shape, us, bytes, exp_floor_us);
+  if (version && split) std::snprintf(which, sizeof which, " v%d S%d", version, split);
+  else if (version) std::snprintf(which, sizeof which, " v%d", version);
+  add_row(std::string("scan fwd ") + type_name<T>() + which, shape, us, bytes, exp_floor_us);
 }
 
 template <class T>
@@ -507,12 +515,35 @@ int main(int argc, char** argv) {
     check_scan<float>(c, ++seed);
     check_scan<bf16>(c, ++seed);
   }
+  // v2 forced (kept as the A/B baseline) on the v2 cases.
+  for (int i : {9, 10, 11}) {
+    check_scan<float>(scan_cases[i], ++seed, 2);
+    check_scan<bf16>(scan_cases[i], ++seed, 2);
+  }
+  // v3 with each split forced: n 8 / 16 / 32 / 64 (splits a state count cannot take are
+  // clamped), several blocks per group with a partial last block (d 200, g 2: 100 channels per
+  // group), l 168 (16-byte aligned rows, partial last tile) and l 77 (unaligned rows, tail);
+  // n 5 and 3 (state counts between template sizes).
+  const ScanCase v3_cases[] = {
+      {2, 200, 168, 8, 2, true, true, true, true, true},   {2, 200, 168, 16, 2, true, true, true, true, true},
+      {1, 200, 168, 32, 2, true, false, true, false, true}, {1, 200, 168, 64, 2, false, true, true, true, true},
+      {2, 200, 77, 16, 2, true, true, false, true, true},   {1, 70, 77, 5, 1, true, true, true, true, false},
+      {1, 36, 9, 3, 1, true, true, true, true, true},
+  };
+  for (int split : {1, 2, 4})
+    for (const auto& c : v3_cases) {
+      check_scan<float>(c, ++seed, 3, split);
+      check_scan<bf16>(c, ++seed, 3, split);
+    }
   const ConvCase conv_cases[] = {
       {1, 1, 5, 4, true, true, false, false},   {2, 7, 33, 4, true, true, true, false},
       {1, 300, 130, 3, false, true, false, true}, {2, 2049, 64, 4, true, true, true, true},
       {1, 5, 8, 2, true, false, true, false},   {1, 17, 9, 1, true, true, false, false},
       // v2 (16-byte pieces along c): contiguous, c a multiple of 8, several time tiles
       {2, 2049, 64, 4, true, true, true, false}, {1, 77, 136, 3, false, true, true, false},
+      // v3 (8-step tiles, halo loads): K 1 and 2, seqlen shorter than / not a multiple of a tile
+      {1, 13, 16, 1, true, true, false, false}, {3, 9, 24, 2, false, true, true, false},
+      {2, 5, 32, 4, true, true, true, false},
   };
   for (const auto& c : conv_cases) {
     check_conv<float>(c, ++seed);
@@ -527,6 +558,9 @@ int main(int argc, char** argv) {
       {2, 64, 64, 1, false, false, false}, {4, 40, 16, 2, true, true, true},
       {1, 3, 256, 1, true, true, false},
       {5, 70, 16, 1, true, false, false},
+      // v3 with 2 pieces per lane (>= 132 * 4096 lanes): partial last block, groups, strides
+      {40, 3400, 16, 2, true, true, false}, {48, 3000, 16, 1, true, true, true},
+      {2, 300, 32, 3, true, true, true},
   };
   for (const auto& c : upd_cases) {
     check_state_update<float>(c, ++seed);
@@ -537,10 +571,15 @@ int main(int argc, char** argv) {
 
   try {
     time_copy();
-    time_scan<bf16>(8, 3072, 2048, 16);
-    time_scan<float>(8, 3072, 2048, 16);
-    time_scan<bf16>(8, 3072, 8192, 16);
-    time_scan<float>(8, 3072, 8192, 16);
+    // v2 and v3 side by side (auto = the dispatch's choice: v3 with its split heuristic).
+    for (int v : {2, 0}) time_scan<bf16>(8, 3072, 2048, 16, v);
+    for (int s : {1, 2, 4}) time_scan<bf16>(8, 3072, 2048, 16, 3, s);
+    for (int v : {2, 0}) time_scan<float>(8, 3072, 2048, 16, v);
+    for (int s : {2, 4}) time_scan<float>(8, 3072, 2048, 16, 3, s);
+    for (int v : {2, 0}) time_scan<bf16>(8, 3072, 8192, 16, v);
+    for (int v : {2, 0}) time_scan<float>(8, 3072, 8192, 16, v);
+    for (int v : {2, 0}) time_scan<bf16>(1, 2048, 2048, 16, v);
+    for (int v : {2, 0}) time_scan<bf16>(64, 3072, 512, 16, v);
     time_conv<bf16>(8, 2048, 3072, 4);
     for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);
     for (int b : {1, 16, 256}) time_state_update<float>(b, 3072, 16);

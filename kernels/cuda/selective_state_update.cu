@@ -87,8 +87,90 @@ __global__ void __launch_bounds__(kVecThreads) selective_state_update_vec_kernel
   }
 }
 
+// v3: as v2 (kG lanes per channel, a float4 of state per lane) but one batch row per grid row
+// (blockIdx.y; no 64-bit divisions), kR state pieces per lane with every load of all kR pieces
+// issued before any arithmetic (more bytes in flight per SM at large batch), and the SFU
+// versions of exp / softplus / silu. A block covers kVecThreads * kR consecutive lanes of one
+// batch row; piece r of thread t is lane r * kVecThreads + t of the block, so each warp-wide
+// load is one contiguous 512-byte run. Lanes past the row mirror lane 0 (valid reads), take
+// part in the shuffles and write nothing.
+// Registers: kR = 1 needs 32 (8 blocks of 256 per SM); kR = 2 is capped at 48 (5 blocks of 256 per
+// SM, no spills: 1280 lanes x 2 x 16 bytes = 40 KB of state in flight per SM vs 32 KB at kR = 1).
+template <class T, int kG, int kR>
+__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : 5) selective_state_update_v3_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  const int lanes = static_cast<int>(p.dim) * kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int64_t b = blockIdx.y;
+  float4 h4[kR], A4[kR];
+  float xv[kR], dtv[kR], zv[kR], Bv[kR][4], Cv[kR][4];
+  int dv[kR];
+  bool ok[kR];
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
+    ok[r] = lane < lanes;
+    const int l = ok[r] ? lane : 0;
+    const int d = l / kG, q = l % kG;
+    dv[r] = d;
+    const int g = p.n_groups == 1 ? 0 : d / dpg;
+    h4[r] = reinterpret_cast<const float4*>(p.state + (b * p.dim) * kN)[l];
+    A4[r] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+    xv[r] = dev::to_f32(p.x[b * p.x_stride + d]);
+    dtv[r] = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
+    zv[r] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
+    const T* Bp = p.B + b * p.B_stride + g * kN + 4 * q;
+    const T* Cp = p.C + b * p.C_stride + g * kN + 4 * q;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      Bv[r][k] = dev::to_f32(Bp[k]);
+      Cv[r][k] = dev::to_f32(Cp[k]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
+    float dt = dtv[r];
+    if (p.delta_softplus) dt = dev::softplus_fast(dt);
+    const float dtx = dt * xv[r], dt2 = dt * dev::kLog2e;
+    const float Av[4] = {A4[r].x, A4[r].y, A4[r].z, A4[r].w}, hv[4] = {h4[r].x, h4[r].y, h4[r].z, h4[r].w};
+    float ho[4], y = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * Bv[r][k]);
+      y = fmaf(ho[k], Cv[r][k], y);
+    }
+    if (ok[r]) reinterpret_cast<float4*>(p.state + (b * p.dim) * kN)[lane] = make_float4(ho[0], ho[1], ho[2], ho[3]);
+#pragma unroll
+    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (ok[r] && lane % kG == 0) {
+      const int d = dv[r];
+      if (p.D) y = fmaf(p.D[d], xv[r], y);
+      if (p.z) y *= dev::silu_fast(zv[r]);
+      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+    }
+  }
+}
+
 template <class T, int kG>
 void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t lanes = p.dim * kG;
+  if (lanes <= 0x3fffffff) {
+    // kR = 2 once there are enough lanes to fill every SM twice over (batch 256 at d 3072);
+    // kR = 1 keeps the most blocks at small batch (latency-bound).
+    const int64_t total = lanes * p.batch;
+    if (total >= int64_t{132} * 2048 * 2) {
+      const int64_t blocks = (lanes + 2 * kVecThreads - 1) / (2 * kVecThreads);
+      selective_state_update_v3_kernel<T, kG, 2>
+          <<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch)), kVecThreads, 0, stream>>>(p);
+    } else {
+      const int64_t blocks = (lanes + kVecThreads - 1) / kVecThreads;
+      selective_state_update_v3_kernel<T, kG, 1>
+          <<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch)), kVecThreads, 0, stream>>>(p);
+    }
+    MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v3)");
+    return;
+  }
   const int64_t blocks = (p.batch * p.dim * kG + kVecThreads - 1) / kVecThreads;
   if (blocks > 0x7fffffff) throw std::invalid_argument("selective_state_update_cuda: too large");
   selective_state_update_vec_kernel<T, kG><<<static_cast<unsigned>(blocks), kVecThreads, 0, stream>>>(p);

@@ -42,6 +42,13 @@ struct SelectiveScanCudaParams {
   const float* initial_state = nullptr;
   T* y = nullptr;
   float* final_state = nullptr;
+  // Kernel choice, for A/B comparisons (see kernels/cuda/NOTES.md). version: 0 = automatic
+  // (env MAMBA_SCAN_VERSION=1|2|3 when set), else 1, 2 or 3 (a version that cannot take the
+  // shape falls back to the next one that can: 3 -> 2 -> 1). split: v3 lanes per channel,
+  // 0 = heuristic (env MAMBA_SCAN_SPLIT=1|2|4 when set), else 1, 2 or 4 (clamped to what the
+  // state count allows).
+  int version = 0;
+  int split = 0;
 };
 
 // One thread block of 128 threads per (batch, channel) row; the sequence in chunks of
