@@ -658,6 +658,14 @@ struct V3 {
       cudaGetLastError();
       sms = 132;
     }
+    // Measured on an H100 (NOTES.md, v3): at b8 d3072 l2048 n16, S2 376 us, S1 518, S4 544
+    // (S4's register cap costs more than its extra warps give). So S2 whenever its grid is at
+    // least half a wave and fits in one; S4 only for grids too small to fill the SMs.
+    if (allowed(2)) {
+      const int occ = occupancy_of(2);
+      const int64_t blocks = blocks_of(p, 2);
+      if (occ > 0 && blocks <= int64_t{occ} * sms && blocks >= sms / 2) return 2;
+    }
     for (int S : {4, 2, 1}) {
       if (!allowed(S)) continue;
       const int occ = occupancy_of(S);
