@@ -425,7 +425,7 @@ void time_conv(int b, int l, int c, int kw) {
   const double us = median_us([&](int) { kc::causal_conv1d_fwd_cuda<T>(q, nullptr); });
   char shape[96];
   std::snprintf(shape, sizeof shape, "b%d l%d c%d k%d silu", b, l, c, kw);
-  add_row(std::string("conv1d fwd ") + type_name<T>(), shape, us, 2.0 * nx * sizeof(T) + 4.0 * c * (kw + 1));
+  add_row(std::string("conv1d fwd ") + type_name<T>() + (std::getenv("MAMBA_CONV_VEC") ? " vec" : ""), shape, us, 2.0 * nx * sizeof(T) + 4.0 * c * (kw + 1));
 }
 
 // The decode step's buffers fit in L2 at small batch; rotate among enough independent sets
@@ -545,10 +545,14 @@ int main(int argc, char** argv) {
       {1, 13, 16, 1, true, true, false, false}, {3, 9, 24, 2, false, true, true, false},
       {2, 5, 32, 4, true, true, true, false},
   };
-  for (const auto& c : conv_cases) {
-    check_conv<float>(c, ++seed);
-    check_conv<bf16>(c, ++seed);
+  for (const char* vec : {"0", "1"}) {  // the scalar walk and the opt-in 16-byte path
+    setenv("MAMBA_CONV_VEC", vec, 1);
+    for (const auto& c : conv_cases) {
+      check_conv<float>(c, ++seed);
+      check_conv<bf16>(c, ++seed);
+    }
   }
+  unsetenv("MAMBA_CONV_VEC");
   check_conv_update<float>(1, 5, 4, true, true, ++seed);
   check_conv_update<bf16>(3, 130, 4, true, true, ++seed);
   check_conv_update<float>(2, 33, 3, false, false, ++seed);
@@ -581,6 +585,9 @@ int main(int argc, char** argv) {
     for (int v : {2, 0}) time_scan<bf16>(1, 2048, 2048, 16, v);
     for (int v : {2, 0}) time_scan<bf16>(64, 3072, 512, 16, v);
     time_conv<bf16>(8, 2048, 3072, 4);
+    setenv("MAMBA_CONV_VEC", "1", 1);
+    time_conv<bf16>(8, 2048, 3072, 4);  // the opt-in vector path, for comparison
+    unsetenv("MAMBA_CONV_VEC");
     for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);
     for (int b : {1, 16, 256}) time_state_update<float>(b, 3072, 16);
     print_table();
