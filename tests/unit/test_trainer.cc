@@ -7,6 +7,7 @@
 #include "mamba/train/optimizer.h"
 #include "mamba/train/schedule.h"
 
+#include <array>
 #include <gtest/gtest.h>
 
 #include <cmath>
