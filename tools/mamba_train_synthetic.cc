@@ -29,6 +29,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <filesystem>
@@ -37,8 +38,7 @@
 #include "mamba/io/safetensors.h"
 #include "mamba/kernels/parallel.h"
 #include "mamba/nn/mamba_lm.h"
-#include "mamba/train/checkpoint.h"
-#include "mamba/train/grad_utils.h"
+#include "mamba/train/trainer.h"
 #include "mamba/train/optimizer.h"
 #include "mamba/train/schedule.h"
 
@@ -156,24 +156,33 @@ struct Result {
   double seconds = 0;
   double samples_per_s = 0;
   double final_loss = 0;
+  double train_accuracy = 0;  // over every training batch of this run
   std::map<int64_t, double> length_accuracy;
 };
 
-double accuracy(const mamba::nn::MambaLM& lm, const Options& o, int64_t length, uint64_t seed) {
+// Held-out accuracy and mean loss at `length` over o.eval fresh sequences.
+std::pair<double, double> evaluate_heldout(const mamba::nn::MambaLM& lm, const Options& o, int64_t length,
+                                           uint64_t seed) {
   std::mt19937_64 rng(seed);
   int64_t correct = 0, counted = 0;
+  double loss = 0;
   for (int64_t done = 0; done < o.eval;) {
     const int64_t n = std::min<int64_t>(o.eval - done, length > 1024 ? 8 : 64);
     const Batch b = make_batch(o, n, length, rng);
     const auto s = lm.evaluate(b.ids, b.targets);
     correct += s.correct;
     counted += s.counted;
+    loss += s.loss * static_cast<double>(s.counted);
     done += n;
   }
-  return counted ? static_cast<double>(correct) / static_cast<double>(counted) : 0.0;
+  if (!counted) return {0.0, 0.0};
+  return {static_cast<double>(correct) / static_cast<double>(counted), loss / static_cast<double>(counted)};
 }
 
-Result train(const Options& o, bool selective, std::ofstream* log) {
+// Thrown by train_step at --stop-after: the run ends there as if killed.
+struct StopRequested {};
+
+Result train(const Options& o, bool selective) {
   Result r;
   r.model = selective ? "Mamba (selective S6)" : "LTI SSM (no selection, S4-like)";
   mamba::nn::MambaLM lm = build_model(o, selective, o.seed);
@@ -183,62 +192,53 @@ Result train(const Options& o, bool selective, std::ofstream* log) {
   ao.weight_decay = 0.1;
   mamba::train::AdamW opt(mamba::train::make_params(lm.parameters(), grads), ao);
   const mamba::train::WarmupCosine schedule{std::min<int64_t>(100, o.steps / 10), o.steps, o.lr, o.lr * 0.05};
-  std::mt19937_64 rng(o.seed * 7919 + 1);
-  int64_t start = 0;
-  double ema = 0;
-  const std::string ckdir = o.checkpoint_dir.empty() ? "" : o.checkpoint_dir + (selective ? "/s6" : "/lti");
-  if (o.resume && !ckdir.empty()) {
-    if (auto info = mamba::train::load_latest_checkpoint(ckdir, opt.params(), opt)) {
-      mamba::train::restore_rng(info->state.rng_state, rng);
-      start = info->step;
-      ema = info->state.extra.value("ema_loss", 0.0);
-      lm.refresh_derived();
-      std::printf("  [%s] resumed from %s at step %lld\n", selective ? "S6" : "LTI", info->path.c_str(),
-                  static_cast<long long>(start));
-    }
+
+  mamba::train::TrainerOptions to;
+  to.max_steps = o.steps;
+  to.grad_clip = 1.0;
+  to.seed = o.seed * 7919 + 1;  // the data stream: batches are drawn from the trainer's RNG
+  to.progress = mamba::train::ProgressMode::lines;
+  to.progress_every = std::max<int64_t>(1, o.steps / 10);
+  to.eval_at_end = false;
+  const std::string tag = selective ? "s6" : "lti";
+  if (!o.log.empty()) to.log_path = o.compare ? o.log + "." + tag : o.log;
+  if (!o.checkpoint_dir.empty()) {
+    to.checkpoint_dir = o.checkpoint_dir + "/" + tag;
+    to.checkpoint_every = o.checkpoint_every;
+    to.resume = o.resume;
   }
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t step = start; step < o.steps; ++step) {
-    if (step == o.stop_after) {
-      std::printf("  [%s] stopping at step %lld (--stop-after)\n", selective ? "S6" : "LTI", static_cast<long long>(step));
-      std::exit(3);
-    }
-    const Batch b = make_batch(o, o.batch, o.seq_len, rng);
+  mamba::train::TrainerCallbacks cb;
+  mamba::train::Trainer* trainer = nullptr;
+  int64_t correct = 0, counted = 0;
+  cb.train_step = [&](int64_t step) -> mamba::train::StepResult {
+    if (step == o.stop_after) throw StopRequested{};
+    const Batch b = make_batch(o, o.batch, o.seq_len, trainer->rng());
     std::vector<Tensor> g;
-    const auto s = lm.forward_backward(b.ids, b.targets, g);
+    const auto st = lm.forward_backward(b.ids, b.targets, g);
     for (size_t k = 0; k < g.size(); ++k) grads[k] = g[k];  // Param::grad points at these slots
-    mamba::train::clip_grad_norm(opt.params(), 1.0);
-    const double lr = schedule(step);
-    opt.step(lr);
-    lm.refresh_derived();
-    ema = step == 0 ? s.loss : 0.98 * ema + 0.02 * s.loss;
-    if (log)
-      *log << nlohmann::json{{"model", selective ? "s6" : "lti"}, {"step", step + 1}, {"loss", s.loss},
-                             {"ema_loss", ema}, {"lr", lr}}
-                  .dump()
-           << "\n" << std::flush;
-    if (!ckdir.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0) {
-      mamba::train::TrainerState ts;
-      ts.rng_state = mamba::train::rng_state_string(rng);
-      ts.data_position = (step + 1) * o.batch;
-      ts.extra = {{"ema_loss", ema}, {"task", o.task}};
-      mamba::train::save_checkpoint(ckdir, step + 1, opt.params(), opt, ts);
-    }
-    const bool report = (step + 1) % std::max<int64_t>(1, o.steps / 10) == 0 || step + 1 == o.steps;
-    if (report) {
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double sps = static_cast<double>((step + 1 - start) * o.batch) / secs;
-      std::printf("  [%s] step %5lld/%lld  loss %.4f  batch acc %.3f  lr %.2e  %.0f samples/s  ETA %.0fs\n",
-                  selective ? "S6" : "LTI", static_cast<long long>(step + 1), static_cast<long long>(o.steps), ema,
-                  s.counted ? static_cast<double>(s.correct) / static_cast<double>(s.counted) : 0.0, lr, sps,
-                  secs / static_cast<double>(step + 1 - start) * static_cast<double>(o.steps - step - 1));
-      std::fflush(stdout);
-    }
+    correct += st.correct;
+    counted += st.counted;
+    return {st.loss, o.batch};
+  };
+  cb.after_update = [&] { lm.refresh_derived(); };
+  mamba::train::Trainer tr(to, opt, schedule, cb);
+  trainer = &tr;
+  const auto t0 = std::chrono::steady_clock::now();
+  mamba::train::TrainSummary summary;
+  try {
+    summary = tr.run();
+  } catch (const StopRequested&) {
+    std::printf("  [%s] stopping at step %lld (--stop-after)\n", selective ? "S6" : "LTI",
+                static_cast<long long>(o.stop_after));
+    std::exit(3);
   }
+  if (summary.resumed_from > 0)
+    std::printf("  [%s] resumed from step %lld\n", selective ? "S6" : "LTI", static_cast<long long>(summary.resumed_from));
+  const int64_t steps_run = summary.steps_this_run;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.samples_per_s = static_cast<double>((o.steps - start) * o.batch) / r.seconds;
-  r.final_loss = ema;
-  r.accuracy = accuracy(lm, o, o.seq_len, 424242);
+  r.samples_per_s = static_cast<double>(steps_run * o.batch) / r.seconds;
+  r.train_accuracy = counted ? static_cast<double>(correct) / static_cast<double>(counted) : 0.0;
+  std::tie(r.accuracy, r.final_loss) = evaluate_heldout(lm, o, o.seq_len, 424242);
   if (!o.out.empty()) {  // a model directory in the reference layout: mamba-demo and the servers load it
     const std::string dir = o.out + (o.compare ? (selective ? "/s6" : "/lti") : "");
     std::filesystem::create_directories(dir);
@@ -248,7 +248,8 @@ Result train(const Options& o, bool selective, std::ofstream* log) {
     mamba::io::write_json_file_atomic(dir + "/config.json", lm.config().to_json());
     std::printf("  [%s] model written to %s\n", selective ? "S6" : "LTI", dir.c_str());
   }
-  for (int64_t len : o.eval_lengths) r.length_accuracy[len] = accuracy(lm, o, len, 4242 + static_cast<uint64_t>(len));
+  for (int64_t len : o.eval_lengths)
+    r.length_accuracy[len] = evaluate_heldout(lm, o, len, 4242 + static_cast<uint64_t>(len)).first;
   return r;
 }
 
@@ -323,8 +324,6 @@ int main(int argc, char** argv) {
     if (o.seq_len < 4) return std::fprintf(stderr, "--seq-len must be >= 4\n"), 2;
   }
   if (o.steps < 1 || o.batch < 1 || o.vocab < 2) return usage();
-  std::ofstream log_file;
-  if (!o.log.empty()) log_file.open(o.log, o.resume ? std::ios::app : std::ios::trunc);
   std::printf("task %s: seq_len %lld, vocab %lld%s; %lld-layer d_model %lld d_state %lld; %lld steps x batch %lld; "
               "%d threads\n",
               o.task.c_str(), static_cast<long long>(o.seq_len), static_cast<long long>(o.vocab),
@@ -334,10 +333,10 @@ int main(int argc, char** argv) {
   std::vector<Result> results;
   try {
     if (o.compare) {
-      results.push_back(train(o, true, log_file.is_open() ? &log_file : nullptr));
-      results.push_back(train(o, false, log_file.is_open() ? &log_file : nullptr));
+      results.push_back(train(o, true));
+      results.push_back(train(o, false));
     } else {
-      results.push_back(train(o, !o.lti, log_file.is_open() ? &log_file : nullptr));
+      results.push_back(train(o, !o.lti));
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mamba-train-synthetic: %s\n", e.what());
@@ -345,7 +344,7 @@ int main(int argc, char** argv) {
   }
   std::printf("\n| model | accuracy (len %lld) |", static_cast<long long>(o.seq_len));
   for (int64_t len : o.eval_lengths) std::printf(" len %lld |", static_cast<long long>(len));
-  std::printf(" final loss | train s | samples/s |\n|---|---:|");
+  std::printf(" held-out loss | train s | samples/s |\n|---|---:|");
   for (size_t i = 0; i < o.eval_lengths.size(); ++i) std::printf("---:|");
   std::printf("---:|---:|---:|\n");
   for (const auto& r : results) {
