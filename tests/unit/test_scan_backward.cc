@@ -6,6 +6,7 @@
 #include "mamba/kernels/parallel.h"
 #include "mamba/ops/ssm.h"
 #include "util/compare.h"
+#include "util/gradcheck.h"
 
 using mamba::Tensor;
 using mamba::ops::Impl;
@@ -83,19 +84,7 @@ TEST(ScanBackward, ReferenceMatchesFiniteDifferences) {
   const auto g = mamba::ops::selective_scan_backward(u, delta, A, B, C, D, z, bias, true, {}, dy, {}, Impl::reference);
   const std::pair<Tensor*, const Tensor*> pairs[] = {{&u, &g.du}, {&delta, &g.ddelta}, {&z, &g.dz}, {&A, &g.dA},
                                                      {&B, &g.dB}, {&C, &g.dC},         {&D, &g.dD}, {&bias, &g.ddelta_bias}};
-  for (const auto& [x, gx] : pairs) {
-    float* p = x->data<float>();
-    for (int64_t i = 0; i < x->numel(); i += 3) {
-      const float keep = p[i], h = 1e-2f;
-      p[i] = keep + h;
-      const double up = loss();
-      p[i] = keep - h;
-      const double down = loss();
-      p[i] = keep;
-      const double fd = (up - down) / (2 * h);
-      EXPECT_NEAR(gx->data<float>()[i], fd, 2e-2 * std::max(1.0, std::fabs(fd))) << "element " << i;
-    }
-  }
+  for (const auto& [x, gx] : pairs) mamba::testing::expect_matches_finite_differences(*x, *gx, loss, 1e-2f, 2e-2, 3);
 }
 
 }  // namespace
