@@ -27,8 +27,8 @@ nvcc --version | tail -2
 echo "== build (nvcc, sm_90)"
 mkdir -p "$BUILD"
 SRC=(kernels/cuda/selective_scan.cu kernels/cuda/causal_conv1d.cu kernels/cuda/selective_state_update.cu
-     kernels/cuda/runtime_info.cu kernels/cuda/mamba_cuda_check.cu
-     kernels/cpu/selective_scan.cc kernels/cpu/causal_conv1d.cc kernels/cpu/parallel.cc)
+     kernels/cuda/runtime_info.cu kernels/cuda/rms_norm.cu kernels/cuda/mamba_cuda_check.cu
+     kernels/cpu/selective_scan.cc kernels/cpu/causal_conv1d.cc kernels/cpu/rms_norm.cc kernels/cpu/parallel.cc)
 if ! nvcc -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr \
      -Ikernels/include -Xcompiler -fopenmp,-march=native -DMAMBA_HAVE_CUDA=1 \
      "${SRC[@]}" -o "$BUILD/mamba-cuda-check" -lgomp > "$LOG_DIR/build.log" 2>&1; then

@@ -23,8 +23,10 @@
 #include "mamba/kernels/causal_conv1d.h"
 #include "mamba/kernels/cuda/causal_conv1d_cuda.h"
 #include "mamba/kernels/cuda/cuda_check.h"
+#include "mamba/kernels/cuda/rms_norm_cuda.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 #include "mamba/kernels/cuda_runtime_info.h"
+#include "mamba/kernels/rms_norm.h"
 #include "mamba/kernels/selective_scan.h"
 
 namespace k = mamba::kernels;
@@ -315,6 +317,70 @@ void check_state_update(const UpdateCase& c, uint64_t seed) {
   });
 }
 
+
+// ---- rms norm -----------------------------------------------------------------------------
+template <class T>
+void check_add_rms_norm(int rows, int dim, bool res_on, uint64_t seed) {
+  char name[160];
+  std::snprintf(name, sizeof name, "add_rms_norm %s rows%d dim%d%s", type_name<T>(), rows, dim,
+                res_on ? " residual" : "");
+  run_case(name, [&] {
+    Rng r(seed);
+    const size_t n = size_t(rows) * dim;
+    auto x = r.normal(n);
+    auto res = r.normal(res_on ? n : 0, 0.f, 2.f);
+    auto w = r.normal(dim, 1.f, 0.3f);
+    auto dx = upload_rounded<T>(x);
+    auto dres = upload_rounded<float>(res), dw = upload_rounded<float>(w);
+    std::vector<float> ro_ref(n), y_ref(n);
+    const float eps = 1e-5f;
+    k::add_rms_norm(rows, dim, x.data(), res_on ? res.data() : nullptr, ro_ref.data(), w.data(), eps, y_ref.data());
+    DevBuf<float> dro(n);
+    DevBuf<T> dy(n);
+    dro.poison();
+    dy.poison();
+    kc::add_rms_norm_cuda<T>(rows, dim, dx.ptr, res_on ? dres.ptr : nullptr, dro.ptr, dw.ptr, eps, dy.ptr, nullptr);
+    MAMBA_CUDA_CHECK("add_rms_norm_cuda", cudaDeviceSynchronize());
+    report(std::string(name) + " residual_out", download(dro), ro_ref, 1e-5);
+    report(std::string(name) + " y", download(dy), y_ref, tolerance<T>());
+    if (res_on) {  // in place: residual_out == residual_in
+      dy.poison();
+      kc::add_rms_norm_cuda<T>(rows, dim, dx.ptr, dres.ptr, dres.ptr, dw.ptr, eps, dy.ptr, nullptr);
+      MAMBA_CUDA_CHECK("add_rms_norm_cuda", cudaDeviceSynchronize());
+      report(std::string(name) + " in-place residual_out", download(dres), ro_ref, 1e-5);
+      report(std::string(name) + " in-place y", download(dy), y_ref, tolerance<T>());
+    }
+  });
+}
+
+template <class T>
+void check_gated_rms_norm(int rows, int dim, int gsz, bool z_on, bool nbg, bool strided, uint64_t seed) {
+  char name[160];
+  std::snprintf(name, sizeof name, "gated_rms_norm %s rows%d dim%d group%d%s%s%s", type_name<T>(), rows, dim, gsz,
+                z_on ? " z" : "", nbg ? " norm_before_gate" : " gate_before_norm", strided ? " strided" : "");
+  run_case(name, [&] {
+    Rng r(seed);
+    const int xs = strided ? dim + 9 : dim, zs = strided ? 2 * dim + 8 : dim;
+    auto x = r.normal(size_t(rows) * xs);
+    auto z = r.normal(z_on ? size_t(rows) * zs : 0, 0.f, 2.f);
+    auto w = r.normal(dim, 1.f, 0.3f);
+    auto dx = upload_rounded<T>(x);
+    auto dz = upload_rounded<T>(z);
+    auto dw = upload_rounded<float>(w);
+    const size_t n = size_t(rows) * dim;
+    std::vector<float> y_ref(n);
+    const float eps = 1e-5f;
+    k::gated_rms_norm_ref(rows, dim, gsz, x.data(), xs, z_on ? z.data() : nullptr, zs, w.data(), eps, nbg,
+                          y_ref.data(), dim);
+    DevBuf<T> dy(n);
+    dy.poison();
+    kc::gated_rms_norm_cuda<T>(rows, dim, gsz, dx.ptr, xs, z_on ? dz.ptr : nullptr, zs, dw.ptr, eps, nbg, dy.ptr,
+                               dim, nullptr);
+    MAMBA_CUDA_CHECK("gated_rms_norm_cuda", cudaDeviceSynchronize());
+    report(name, download(dy), y_ref, tolerance<T>());
+  });
+}
+
 // ---- timing -------------------------------------------------------------------------------
 __device__ __forceinline__ uint64_t mix64(uint64_t x) {
   x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ull;
@@ -467,6 +533,36 @@ void time_state_update(int b, int d, int n) {
   add_row(std::string("state_update ") + type_name<T>(), shape, us, set_bytes + 4.0 * (size_t(d) * n + 2 * d));
 }
 
+template <class T>
+void time_add_rms_norm(int rows, int dim) {
+  const size_t n = size_t(rows) * dim;
+  DevBuf<T> x(n), y(n);
+  DevBuf<float> res(n), ro(n), w(dim);
+  fill_uniform(x.ptr, n, 31, -1.f, 1.f);
+  fill_uniform(res.ptr, n, 32, -1.f, 1.f);
+  fill_uniform(w.ptr, size_t(dim), 33, 0.5f, 1.5f);
+  const double us = median_us([&](int) { kc::add_rms_norm_cuda<T>(rows, dim, x.ptr, res.ptr, ro.ptr, w.ptr, 1e-5f, y.ptr, nullptr); });
+  char shape[96];
+  std::snprintf(shape, sizeof shape, "rows%d dim%d residual", rows, dim);
+  add_row(std::string("add_rms_norm ") + type_name<T>(), shape, us, 2.0 * n * sizeof(T) + 8.0 * n + 4.0 * dim);
+}
+
+template <class T>
+void time_gated_rms_norm(int rows, int dim, int gsz, bool nbg) {
+  const size_t n = size_t(rows) * dim;
+  DevBuf<T> x(n), z(n), y(n);
+  DevBuf<float> w(dim);
+  fill_uniform(x.ptr, n, 34, -1.f, 1.f);
+  fill_uniform(z.ptr, n, 35, -2.f, 2.f);
+  fill_uniform(w.ptr, size_t(dim), 36, 0.5f, 1.5f);
+  const double us = median_us([&](int) {
+    kc::gated_rms_norm_cuda<T>(rows, dim, gsz, x.ptr, dim, z.ptr, dim, w.ptr, 1e-5f, nbg, y.ptr, dim, nullptr);
+  });
+  char shape[96];
+  std::snprintf(shape, sizeof shape, "rows%d dim%d group%d z%s", rows, dim, gsz, nbg ? " nbg" : "");
+  add_row(std::string("gated_rms_norm ") + type_name<T>(), shape, us, 3.0 * n * sizeof(T) + 4.0 * dim);
+}
+
 void print_table() {
   std::printf("\n| kernel | shape | time us | GB/s | mem floor us | x mem floor | exp floor us | x exp floor |\n");
   std::printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
@@ -570,6 +666,30 @@ int main(int argc, char** argv) {
     check_state_update<float>(c, ++seed);
     check_state_update<bf16>(c, ++seed);
   }
+  for (int rows : {1, 3, 257})
+    for (int dim : {1, 7, 768, 1536, 2049})
+      for (bool res_on : {false, true}) {
+        check_add_rms_norm<float>(rows, dim, res_on, ++seed);
+        check_add_rms_norm<bf16>(rows, dim, res_on, ++seed);
+      }
+  check_add_rms_norm<float>(3, 20000, true, ++seed);  // past the register cache (16384)
+  check_add_rms_norm<bf16>(3, 20001, true, ++seed);
+  const int gated_shapes[][2] = {{1, 1}, {7, 7}, {768, 768}, {768, 64}, {1536, 1536}, {1536, 192},
+                                 {2049, 2049}, {2049, 683}, {20000, 20000}, {20008, 5002}};
+  for (int rows : {1, 3, 257})
+    for (const auto& dg : gated_shapes) {
+      if (rows == 257 && dg[0] >= 20000) continue;
+      for (bool z_on : {false, true})
+        for (bool nbg : {false, true}) {
+          check_gated_rms_norm<float>(rows, dg[0], dg[1], z_on, nbg, false, ++seed);
+          check_gated_rms_norm<bf16>(rows, dg[0], dg[1], z_on, nbg, false, ++seed);
+        }
+    }
+  for (bool nbg : {false, true}) {  // unaligned row strides for x and z (element fallback)
+    check_gated_rms_norm<float>(3, 768, 256, true, nbg, true, ++seed);
+    check_gated_rms_norm<bf16>(3, 768, 256, true, nbg, true, ++seed);
+    check_gated_rms_norm<bf16>(5, 1536, 1536, true, nbg, true, ++seed);
+  }
   std::printf("cuda-check: %d passed, %d failed\n", g_passed, g_failed);
   if (check_only) return g_failed ? 1 : 0;
 
@@ -590,6 +710,12 @@ int main(int argc, char** argv) {
     unsetenv("MAMBA_CONV_VEC");
     for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);
     for (int b : {1, 16, 256}) time_state_update<float>(b, 3072, 16);
+    time_add_rms_norm<bf16>(16384, 768);
+    time_add_rms_norm<bf16>(2048, 3072);
+    time_gated_rms_norm<bf16>(16384, 768, 768, false);
+    time_gated_rms_norm<bf16>(2048, 3072, 3072, false);
+    time_gated_rms_norm<bf16>(2048, 3072, 3072, true);
+    time_gated_rms_norm<bf16>(2048, 3072, 384, false);
     print_table();
   } catch (const std::exception& e) {
     std::printf("timing failed: %s\n", e.what());
