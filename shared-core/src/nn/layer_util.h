@@ -71,6 +71,15 @@ inline Tensor short_conv(const float* x, int64_t b, int64_t l, int64_t c, int64_
   return out;
 }
 
+// forward_train for a layer whose forward_impl(x, state, keep) fills an `Acts` record.
+template <class Acts, class Impl>
+Tensor forward_keeping(std::unique_ptr<SavedActivations>& saved, Impl&& forward_impl) {
+  auto acts = std::make_unique<Acts>();
+  Tensor out = forward_impl(acts.get());
+  saved = std::move(acts);
+  return out;
+}
+
 inline void check_input(const Tensor& x, int64_t rank, int64_t d_model, const char* op) {
   check_dtype(x, DType::f32, op);
   if (x.dim() != rank || x.size(-1) != d_model)

@@ -102,10 +102,7 @@ kernels::SelectiveScanParams scan_params(int64_t b, int64_t l, int64_t di, int64
 Tensor Mamba1::forward(const Tensor& x_in, LayerState* state) const { return forward_impl(x_in, state, nullptr); }
 
 Tensor Mamba1::forward_train(const Tensor& x, std::unique_ptr<SavedActivations>& saved) const {
-  auto acts = std::make_unique<Activations>();
-  Tensor out = forward_impl(x, nullptr, acts.get());
-  saved = std::move(acts);
-  return out;
+  return detail::forward_keeping<Activations>(saved, [&](Activations* a) { return forward_impl(x, nullptr, a); });
 }
 
 Tensor Mamba1::forward_impl(const Tensor& x_in, LayerState* state, Activations* keep) const {
