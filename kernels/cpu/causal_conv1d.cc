@@ -16,6 +16,25 @@ inline float input_at(const CausalConv1dParams& p, int64_t b, int64_t t, int64_t
   const int64_t K1 = p.width - 1;  // state holds times -K1 .. -1
   return p.initial_state[(b * p.channels + c) * K1 + (K1 + t)];
 }
+
+// acc[c] = bias + sum_k w[c, k] * x[b, t - (K - 1) + k, c0 + c] for the nc channels of a
+// block; wt holds the block's weights transposed to [k][c] with row length CB.
+inline void conv_row(const CausalConv1dParams& p, int64_t b, int64_t t, int64_t c0, int64_t nc, const float* wt,
+                     int64_t CB, float* acc) {
+  const int64_t K1 = p.width - 1;
+  for (int64_t c = 0; c < nc; ++c) acc[c] = p.bias ? p.bias[c0 + c] : 0.f;
+  for (int64_t k = 0; k < p.width; ++k) {
+    const int64_t ts = t - K1 + k;
+    const float* wk = wt + k * CB;
+    if (ts >= 0) {
+      const float* xr = p.x + b * p.x_sb + ts * p.x_st + c0;
+#pragma omp simd
+      for (int64_t c = 0; c < nc; ++c) acc[c] += wk[c] * xr[c];
+    } else if (p.initial_state) {
+      for (int64_t c = 0; c < nc; ++c) acc[c] += wk[c] * input_at(p, b, ts, c0 + c);
+    }
+  }
+}
 }  // namespace
 
 void causal_conv1d_ref(const CausalConv1dParams& p) {
@@ -42,19 +61,7 @@ void causal_conv1d(const CausalConv1dParams& p) {
           for (int64_t c = 0; c < nc; ++c) wt[k * CB + c] = p.weight[(c0 + c) * K + k];
         alignas(64) float acc[CB];
         for (int64_t t = 0; t < p.seqlen; ++t) {
-          // Accumulate in L1 and write the output row once.
-          for (int64_t c = 0; c < nc; ++c) acc[c] = p.bias ? p.bias[c0 + c] : 0.f;
-          for (int64_t k = 0; k < K; ++k) {
-            const int64_t ts = t - (K - 1) + k;
-            const float* wk = wt.data() + k * CB;
-            if (ts >= 0) {
-              const float* xr = p.x + b * p.x_sb + ts * p.x_st + c0;
-#pragma omp simd
-              for (int64_t c = 0; c < nc; ++c) acc[c] += wk[c] * xr[c];
-            } else if (p.initial_state) {
-              for (int64_t c = 0; c < nc; ++c) acc[c] += wk[c] * input_at(p, b, ts, c0 + c);
-            }
-          }
+          conv_row(p, b, t, c0, nc, wt.data(), CB, acc);  // in L1; the output row is written once
           float* o = p.out + (b * p.seqlen + t) * p.channels + c0;
           if (p.silu) {
 #pragma omp simd
@@ -147,18 +154,7 @@ void causal_conv1d_bwd(const CausalConv1dParams& p, const float* dout, float* dx
         std::fill(dbf.begin(), dbf.end(), 0.f);
         for (int64_t t = 0; t < L; ++t) {
           float pre[CB];
-          for (int64_t c = 0; c < nc; ++c) pre[c] = p.bias ? p.bias[c0 + c] : 0.f;
-          for (int64_t k = 0; k < K; ++k) {
-            const int64_t ts = t - K1 + k;
-            const float* wk = wt.data() + k * CB;
-            if (ts >= 0) {
-              const float* xr = p.x + b * p.x_sb + ts * p.x_st + c0;
-#pragma omp simd
-              for (int64_t c = 0; c < nc; ++c) pre[c] += wk[c] * xr[c];
-            } else if (p.initial_state) {
-              for (int64_t c = 0; c < nc; ++c) pre[c] += wk[c] * input_at(p, b, ts, c0 + c);
-            }
-          }
+          conv_row(p, b, t, c0, nc, wt.data(), CB, pre);
           const float* go = dout + (b * L + t) * C + c0;
           float* dpt = dp + t * CB;
           if (p.silu) {
