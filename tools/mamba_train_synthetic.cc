@@ -38,6 +38,7 @@
 #include "mamba/io/safetensors.h"
 #include "mamba/kernels/parallel.h"
 #include "mamba/nn/mamba_lm.h"
+#include "mamba/train/modules.h"
 #include "mamba/train/trainer.h"
 #include "mamba/train/optimizer.h"
 #include "mamba/train/schedule.h"
@@ -115,37 +116,9 @@ mamba::nn::MambaLM build_model(const Options& o, bool selective, uint64_t seed) 
                         {"pad_vocab_size_multiple", 8},
                         {"ssm_cfg", {{"layer", "Mamba1"}, {"d_state", o.d_state}, {"selective", selective}}}};
   mamba::nn::MambaLM lm(mamba::nn::MambaLMConfig::from_json(cfg));
-  // The reference initialisation: A_log = log(1..N), dt in [1e-3, 1e-1] log-uniform through
-  // the inverse softplus of dt_proj.bias, D = 1, norms 1, linear weights ~ U(+-1/sqrt(in)),
-  // embedding ~ N(0, 0.02).
+  // The reference initialisation (train/modules.h).
   std::mt19937_64 rng(seed);
-  for (auto& [name, t] : lm.parameters()) {
-    float* p = t->data<float>();
-    const int64_t n = t->numel();
-    auto ends = [&](const char* s) { return name.size() >= std::strlen(s) && name.compare(name.size() - std::strlen(s), std::string::npos, s) == 0; };
-    if (ends("A_log")) {
-      const int64_t N = t->size(-1);
-      for (int64_t i = 0; i < n; ++i) p[i] = std::log(static_cast<float>(i % N + 1));
-    } else if (ends("dt_proj.bias")) {
-      std::uniform_real_distribution<double> u(std::log(1e-3), std::log(1e-1));
-      for (int64_t i = 0; i < n; ++i) {
-        const double dt = std::exp(u(rng));
-        p[i] = static_cast<float>(dt + std::log(-std::expm1(-dt)));  // softplus^-1(dt)
-      }
-    } else if (ends(".D") || name.find("norm") != std::string::npos) {
-      for (int64_t i = 0; i < n; ++i) p[i] = 1.f;
-    } else if (ends("embedding.weight")) {
-      std::normal_distribution<float> g(0.f, 0.02f);
-      for (int64_t i = 0; i < n; ++i) p[i] = g(rng);
-    } else if (ends("conv1d.bias")) {
-      for (int64_t i = 0; i < n; ++i) p[i] = 0.f;
-    } else {  // weights (out, in[, k]) and the LTI B, C
-      const int64_t fan_in = t->dim() >= 2 ? n / t->size(0) : n;
-      const float bound = 1.f / std::sqrt(static_cast<float>(fan_in));
-      std::uniform_real_distribution<float> u(-bound, bound);
-      for (int64_t i = 0; i < n; ++i) p[i] = u(rng);
-    }
-  }
+  for (auto& [name, t] : lm.parameters()) mamba::train::reference_init(name, *t, rng);
   lm.refresh_derived();
   return lm;
 }
