@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "mamba/io/json_config.h"
+#include "civil_time.h"
 
 namespace mamba::forecasting {
 namespace {
@@ -16,21 +17,6 @@ void check_lengths(const char* op, int64_t seq_len, int64_t horizon) {
 }
 
 Tensor as_f32_contiguous(const Tensor& t) { return t.to(DType::f32).contiguous(); }
-
-// Civil date of a day count since 1970-01-01 (same algorithm as series_csv.cc).
-void civil_from_days(int64_t z, int64_t& y, int64_t& m, int64_t& d) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const int64_t doe = z - era * 146097;
-  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const int64_t mp = (5 * doy + 2) / 153;
-  d = doy - (153 * mp + 2) / 5 + 1;
-  m = mp < 10 ? mp + 3 : mp - 9;
-  y = yoe + era * 400 + (m <= 2 ? 1 : 0);
-}
-
-int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 }  // namespace
 
@@ -261,17 +247,11 @@ Tensor time_features(const std::vector<int64_t>& epoch_seconds, int64_t interval
   float* q = out.data<float>();
   for (int64_t i = 0; i < N; ++i) {
     const int64_t t = epoch_seconds[i];
-    const int64_t days = floor_div(t, 86400);
+    const int64_t days = detail::floor_div(t, 86400);
     const int64_t sec = t - days * 86400;
     int64_t y, m, d;
-    civil_from_days(days, y, m, d);
-    const int64_t jan1 = days - (d - 1) - [&] {
-      // days from January 1st to the first of month m
-      static const int kCum[12] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
-      const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-      return static_cast<int64_t>(kCum[m - 1] + (leap && m > 2 ? 1 : 0));
-    }();
-    const int64_t day_of_year = days - jan1 + 1;               // 1..366
+    detail::civil_from_days(days, y, m, d);
+    const int64_t doy = detail::day_of_year(y, m, d);         // 1..366
     const int64_t weekday = ((days % 7) + 7 + 3) % 7;          // 1970-01-01 was a Thursday; Monday = 0
     float* r = q + i * F;
     int64_t k = 0;
@@ -279,7 +259,7 @@ Tensor time_features(const std::vector<int64_t>& epoch_seconds, int64_t interval
     r[k++] = static_cast<float>(static_cast<double>(sec / 3600) / 23.0 - 0.5);
     r[k++] = static_cast<float>(static_cast<double>(weekday) / 6.0 - 0.5);
     r[k++] = static_cast<float>(static_cast<double>(d - 1) / 30.0 - 0.5);
-    r[k++] = static_cast<float>(static_cast<double>(day_of_year - 1) / 365.0 - 0.5);
+    r[k++] = static_cast<float>(static_cast<double>(doy - 1) / 365.0 - 0.5);
   }
   return out;
 }

@@ -9,9 +9,15 @@
 #include <unordered_set>
 
 #include "mamba/io/atomic_file.h"
+#include "civil_time.h"
 
 namespace mamba::forecasting {
 namespace {
+
+using detail::civil_from_days;
+using detail::days_from_civil;
+using detail::days_in_month;
+using detail::floor_div;
 
 [[noreturn]] void csv_fail(const std::string& source, const std::string& message) {
   throw Error("series_csv: '" + source + "': " + message);
@@ -164,35 +170,6 @@ std::string quote_if_needed(const std::string& s) {
   }
   r += '"';
   return r;
-}
-
-// ---- civil dates (proleptic Gregorian, days since 1970-01-01) ----
-int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
-  y -= m <= 2 ? 1 : 0;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t mp = (m + 9) % 12;  // March = 0
-  const int64_t doy = (153 * mp + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
-void civil_from_days(int64_t z, int64_t& y, int64_t& m, int64_t& d) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const int64_t doe = z - era * 146097;
-  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const int64_t mp = (5 * doy + 2) / 153;
-  d = doy - (153 * mp + 2) / 5 + 1;
-  m = mp < 10 ? mp + 3 : mp - 9;
-  y = yoe + era * 400 + (m <= 2 ? 1 : 0);
-}
-
-bool is_leap(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
-int64_t days_in_month(int64_t y, int64_t m) {
-  static const int kDays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return m == 2 && is_leap(y) ? 29 : kDays[m - 1];
 }
 
 bool digits(std::string_view s, size_t at, size_t n, int64_t& out) {
@@ -359,8 +336,8 @@ int64_t parse_timestamp(std::string_view text, TimestampStyle* style) {
 }
 
 std::string format_timestamp(int64_t epoch, TimestampStyle style) {
-  int64_t days = epoch >= 0 ? epoch / 86400 : -((-epoch + 86399) / 86400);
-  int64_t sec = epoch - days * 86400;
+  const int64_t days = floor_div(epoch, 86400);
+  const int64_t sec = epoch - days * 86400;
   int64_t y, m, d;
   civil_from_days(days, y, m, d);
   char buf[48];
