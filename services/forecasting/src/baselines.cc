@@ -1,5 +1,6 @@
 #include "mamba/forecasting/baselines.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -54,8 +55,9 @@ LinearForecaster solve(NormalEquations& ne, InstanceNorm norm, double ridge, con
   std::vector<double>& A = ne.xtx;
   double trace = 0;
   for (int64_t i = 0; i < L; ++i) trace += A[i * P + i];
-  double lambda = ridge * trace / static_cast<double>(L);
-  if (!(lambda > 0)) lambda = 1e-12 * static_cast<double>(ne.windows);
+  constexpr double kMinRidge = 1e-10;
+  double lambda = std::max(ridge, kMinRidge) * trace / static_cast<double>(L);
+  if (!(lambda > 0)) lambda = kMinRidge * static_cast<double>(ne.windows);  // all-zero lags
   for (int64_t i = 0; i < L; ++i) A[i * P + i] += lambda;
   // In-place Cholesky: A = R R^T, lower triangle.
   for (int64_t j = 0; j < P; ++j) {

@@ -106,6 +106,25 @@ TEST(LinearForecaster, RecoversAKnownLinearProcess) {
   }
 }
 
+TEST(Baselines, EvaluateDoesNotDependOnTheBatchSize) {
+  const Tensor x = random_series(250, 3, 21);
+  const auto m = LinearForecaster::fit(x, {0, 150}, 12, 5);
+  const WindowDataset test(x, {140, 250}, 12, 5);
+  ErrorAccumulator plain;  // one window at a time, through the reference forecast
+  for (int64_t i = 0; i < test.size(); ++i) {
+    Tensor bx, by;
+    test.gather({i}, bx, by);
+    plain.add(m.forecast_ref(bx), by);
+  }
+  for (int64_t bs : {1, 7, 64, 1000}) {
+    const ForecastErrors e = evaluate(m, test, bs);
+    EXPECT_EQ(e.count, test.size() * 5 * 3);
+    EXPECT_NEAR(e.mse, plain.mse(), 1e-6 * plain.mse()) << bs;
+    EXPECT_NEAR(e.mae, plain.mae(), 1e-6 * plain.mae()) << bs;
+  }
+  EXPECT_THROW(evaluate(m, WindowDataset(x, {0, 250}, 12, 6)), mamba::Error);
+}
+
 TEST(SeasonalNaive, RepeatsTheLastPeriod) {
   const int64_t L = 10, V = 2, H = 7, P = 4;
   std::vector<float> v(L * V);

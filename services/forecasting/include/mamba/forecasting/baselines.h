@@ -15,6 +15,10 @@
 // variable, normal equations built in double from lagged-product prefix sums (O(T (L+H))
 // per variable instead of O(T L (L+H))) and solved by Cholesky. fit_ref builds the same
 // equations window by window (the plain reference; tests compare the two).
+// Note: with an unpenalised bias, `last` and `mean` fit the same family of maps (those
+// that shift with a constant added to the window: rows of the effective matrix sum to 1),
+// so they agree up to the ridge term; the real choice is none vs normalised.
+// Inputs are not checked for NaN at forecast time (the caller validates requests).
 // Saved as safetensors: "weight" (H, L) F32, "bias" (H) F32, metadata
 //   {"format": "mamba-forecasting-linear", "seq_len", "horizon", "instance_norm"}.
 //
@@ -49,7 +53,9 @@ InstanceNorm parse_instance_norm(const std::string& name);  // throws for anythi
 
 struct LinearFitOptions {
   InstanceNorm norm = InstanceNorm::none;
-  double ridge = 1e-6;  // relative to the mean diagonal of X^T X; >= 0
+  // Relative to the mean diagonal of X^T X; >= 0. Values below 1e-10 act as 1e-10: the
+  // `last` normaliser makes the last lag identically 0, so X^T X is singular without it.
+  double ridge = 1e-6;
 };
 
 class LinearForecaster final : public Forecaster {
