@@ -1,5 +1,5 @@
 # mamba_add_proto_library(<target> PROTOS <a.proto>... [ROOT <dir>] [IMPORT_DIRS <dir>...]
-#                         [PYTHON])
+#                         [PYTHON] [NO_PYTHON <a.proto>...])
 #
 # Generates C++ messages and gRPC stubs for PROTOS (paths relative to ROOT, default
 # ${CMAKE_SOURCE_DIR}/protos) into ${CMAKE_BINARY_DIR}/protos-gen and builds them as the
@@ -9,6 +9,7 @@
 # PYTHON also generates Python stubs (<name>_pb2.py, <name>_pb2_grpc.py) into
 # ${CMAKE_BINARY_DIR}/clients/python/ at build time with `python3 -m grpc_tools.protoc`
 # (Debian: python3-grpc-tools); skipped with a message when grpc_tools is not importable.
+# NO_PYTHON lists protos to leave out of the Python stubs.
 include_guard(GLOBAL)
 
 set(MAMBA_PROTO_GEN_DIR ${CMAKE_BINARY_DIR}/protos-gen)
@@ -37,7 +38,7 @@ if(NOT DEFINED MAMBA_PYTHON_GRPC_TOOLS)
 endif()
 
 function(mamba_add_proto_library target)
-  cmake_parse_arguments(ARG "PYTHON" "ROOT" "PROTOS;IMPORT_DIRS" ${ARGN})
+  cmake_parse_arguments(ARG "PYTHON" "ROOT" "PROTOS;IMPORT_DIRS;NO_PYTHON" ${ARGN})
   if(NOT ARG_ROOT)
     set(ARG_ROOT ${CMAKE_SOURCE_DIR}/protos)
   endif()
@@ -67,7 +68,7 @@ function(mamba_add_proto_library target)
       COMMENT "protoc (C++) ${proto}"
       VERBATIM)
     list(APPEND cc_outputs ${MAMBA_PROTO_GEN_DIR}/${stem}.pb.cc ${MAMBA_PROTO_GEN_DIR}/${stem}.grpc.pb.cc)
-    if(ARG_PYTHON AND MAMBA_PYTHON_GRPC_TOOLS)
+    if(ARG_PYTHON AND MAMBA_PYTHON_GRPC_TOOLS AND NOT proto IN_LIST ARG_NO_PYTHON)
       set(py ${MAMBA_PYTHON_STUB_DIR}/${stem}_pb2.py ${MAMBA_PYTHON_STUB_DIR}/${stem}_pb2_grpc.py)
       add_custom_command(
         OUTPUT ${py}

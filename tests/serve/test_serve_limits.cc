@@ -7,6 +7,7 @@
 #include <limits>
 #include <new>
 
+#include "mamba/serve/common_proto.h"
 #include "mamba/serve/errors.h"
 #include "mamba/serve/logging.h"
 #include "mamba/serve/metrics.h"
@@ -214,4 +215,23 @@ TEST(Logging, LinesAreJsonObjects) {
   EXPECT_EQ(lines[1]["port"], 50051);
   EXPECT_EQ(lines[1]["model"], "m");
   EXPECT_THROW(init_json_logging("loud"), mamba::Error);
+}
+
+TEST(CommonProto, TensorRoundTripAndChecksBeforeAllocating) {
+  mamba::Tensor t = mamba::Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
+  mamba::common::v1::Tensor p;
+  tensor_to_proto(t.transpose(0, 1), &p);  // a non-contiguous view goes out contiguous
+  EXPECT_EQ(p.dtype(), mamba::common::v1::DTYPE_F32);
+  ASSERT_EQ(p.shape_size(), 2);
+  EXPECT_EQ(p.shape(0), 3);
+  EXPECT_EQ(p.data().size(), 24u);
+  mamba::Tensor back = tensor_from_proto("input", p, 1 << 20);
+  EXPECT_EQ(back.shape(), (mamba::Shape{3, 2}));
+  EXPECT_EQ(back.to_vector_f32(), (std::vector<float>{1, 4, 2, 5, 3, 6}));
+  p.add_shape(int64_t{1} << 62);  // describes far more than max_bytes: refused, nothing allocated
+  EXPECT_EQ(error_of([&] { tensor_from_proto("input", p, 1 << 20); }).first, grpc::StatusCode::RESOURCE_EXHAUSTED);
+  mamba::common::v1::Tensor unset;
+  EXPECT_EQ(error_of([&] { tensor_from_proto("input", unset, 1 << 20); }).first, grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(dtype_to_proto(mamba::DType::u8), mamba::common::v1::DTYPE_U8);
+  EXPECT_EQ(dtype_to_proto(mamba::DType::bf16), mamba::common::v1::DTYPE_BF16);
 }
