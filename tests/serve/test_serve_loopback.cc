@@ -56,6 +56,11 @@ class EchoImpl final : public echo::EchoService::Service {
     });
   }
 
+  grpc::Status Unguarded(grpc::ServerContext*, const echo::EchoRequest* req, echo::EchoReply* resp) override {
+    resp->set_value(req->value());  // forgot rt_.handle(): no auth, no metrics
+    return grpc::Status::OK;
+  }
+
   std::promise<void> entered;
   std::shared_future<void> gate;
 
@@ -172,6 +177,17 @@ TEST(Loopback, HealthAuthMetricsAndDrainingShutdown) {
   EXPECT_EQ(bad.error_message().rfind("model.name: ", 0), 0u) << bad.error_message();
   EXPECT_EQ(c.call("nope", 2, kToken, &reply).error_code(), grpc::StatusCode::NOT_FOUND);
 
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+    echo::EchoRequest req;
+    req.set_value(42);
+    echo::EchoReply r;
+    grpc::Status s = c.echo->Unguarded(&ctx, req, &r);  // no token either
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
+    EXPECT_EQ(r.value(), 0.0);
+  }
+
   httplib::Client http("127.0.0.1", rt.metrics_port());
   auto res = http.Get("/metrics");
   ASSERT_TRUE(res);
@@ -186,6 +202,7 @@ TEST(Loopback, HealthAuthMetricsAndDrainingShutdown) {
       << m;
   EXPECT_TRUE(contains(m, "mamba_model_version{model=\"echo\"} 1\n")) << m;
   EXPECT_TRUE(contains(m, "mamba_memory_bytes{kind=\"rss\"} ")) << m;
+  EXPECT_TRUE(contains(m, "mamba_handler_bypass_total 1\n")) << m;
   auto hz = http.Get("/healthz");
   ASSERT_TRUE(hz);
   EXPECT_EQ(hz->status, 200);

@@ -6,6 +6,8 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/server_interceptor.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <cerrno>
 #include <fstream>
 #include <sstream>
+#include <unordered_set>
 
 #include "mamba/io/atomic_file.h"
 #include "mamba/serve/logging.h"
@@ -70,11 +73,92 @@ std::pair<std::string_view, std::string_view> split_method(std::string_view full
 
 }  // namespace
 
+// ---- the guard: handlers must go through handle() ---------------------------------------
+
+struct HandledCalls {
+  std::mutex mu;
+  std::unordered_set<const void*> calls;  // ServerContextBase* of calls inside handle()
+  Counter* bypassed = nullptr;
+  void add(const void* c) {
+    std::lock_guard<std::mutex> lock(mu);
+    calls.insert(c);
+  }
+  bool contains(const void* c) {
+    std::lock_guard<std::mutex> lock(mu);
+    return calls.count(c) != 0;
+  }
+  void remove(const void* c) {
+    std::lock_guard<std::mutex> lock(mu);
+    calls.erase(c);
+  }
+};
+
+namespace {
+
+namespace gx = grpc::experimental;
+
+bool exempt_method(std::string_view m) {
+  return m.starts_with("/grpc.health.v1.Health/") || m.starts_with("/grpc.reflection.");
+}
+
+class GuardInterceptor final : public gx::Interceptor {
+ public:
+  GuardInterceptor(std::shared_ptr<HandledCalls> calls, gx::ServerRpcInfo* info)
+      : calls_(std::move(calls)), ctx_(info->server_context()), method_(info->method() ? info->method() : ""),
+        exempt_(exempt_method(method_)) {}
+  ~GuardInterceptor() override {
+    if (!exempt_) calls_->remove(ctx_);
+  }
+
+  void Intercept(gx::InterceptorBatchMethods* m) override {
+    if (!exempt_) {
+      const bool msg = m->QueryInterceptionHookPoint(gx::InterceptionHookPoints::PRE_SEND_MESSAGE);
+      const bool status = m->QueryInterceptionHookPoint(gx::InterceptionHookPoints::PRE_SEND_STATUS);
+      if ((msg || status) && !calls_->contains(ctx_)) {
+        if (msg) {
+          if (grpc::ByteBuffer* bb = m->GetSerializedSendMessage()) {
+            grpc::Slice empty;
+            *bb = grpc::ByteBuffer(&empty, 1);
+          }
+        }
+        if (status && m->GetSendStatus().ok()) {
+          spdlog::error("{}: the handler bypassed Runtime::handle (no auth, no metrics); answering INTERNAL", method_);
+          if (calls_->bypassed) calls_->bypassed->inc();
+          m->ModifySendStatus(grpc::Status(grpc::StatusCode::INTERNAL, "handler bypassed Runtime::handle"));
+        }
+      }
+      if (status) calls_->remove(ctx_);
+    }
+    m->Proceed();
+  }
+
+ private:
+  std::shared_ptr<HandledCalls> calls_;
+  const void* ctx_;
+  std::string method_;
+  bool exempt_;
+};
+
+class GuardFactory final : public gx::ServerInterceptorFactoryInterface {
+ public:
+  explicit GuardFactory(std::shared_ptr<HandledCalls> calls) : calls_(std::move(calls)) {}
+  gx::Interceptor* CreateServerInterceptor(gx::ServerRpcInfo* info) override {
+    return new GuardInterceptor(calls_, info);
+  }
+
+ private:
+  std::shared_ptr<HandledCalls> calls_;
+};
+
+}  // namespace
+
 // ---- Runtime --------------------------------------------------------------------------
 
-Runtime::Runtime(ServerOptions options) : options_(std::move(options)) {
+Runtime::Runtime(ServerOptions options) : options_(std::move(options)), handled_(std::make_shared<HandledCalls>()) {
   if (!options_.auth_token_file.empty()) auth_ = TokenAuthenticator(load_token_file(options_.auth_token_file));
   add_process_metrics(metrics_);
+  handled_->bypassed =
+      &metrics_.counter("mamba_handler_bypass_total", "Calls whose handler did not go through Runtime::handle");
 }
 
 Runtime::~Runtime() {
@@ -114,6 +198,7 @@ grpc::Status Runtime::handle(grpc::ServerContext* ctx, std::string_view full_met
                              const std::function<void(Call&)>& body) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto [service, method] = split_method(full_method);
+  handled_->add(static_cast<const grpc::ServerContextBase*>(ctx));
   grpc::Status status = authorize(*ctx);
   if (status.ok()) {
     try {
@@ -197,6 +282,9 @@ void Runtime::start(const std::vector<grpc::Service*>& services) {
   // Without this, Linux's SO_REUSEPORT lets a second server bind a busy port silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   for (grpc::Service* s : services) builder.RegisterService(s);
+  std::vector<std::unique_ptr<gx::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<GuardFactory>(handled_));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server_ = builder.BuildAndStart();
   if (!server_ || bound == 0) {
     server_.reset();

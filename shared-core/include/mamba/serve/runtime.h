@@ -9,6 +9,11 @@
 //   5. records mamba_requests_total{service,method,code} and
 //      mamba_request_duration_seconds{service,method}.
 // grpc.health.v1 and reflection are gRPC's own services and need no token.
+// A guard (a server interceptor) catches a handler that forgets handle(): its response
+// messages are blanked and its OK status becomes INTERNAL "handler bypassed
+// Runtime::handle" (logged), so a forgotten wrapper fails loudly instead of serving
+// unauthenticated. (gRPC 1.51 interceptors cannot reject a call up front, which is why
+// the check itself lives in handle().)
 //
 //   class ForecastingImpl final : public mamba::forecasting::v1::ForecastingService::Service {
 //     grpc::Status Forecast(grpc::ServerContext* ctx, const ForecastRequest* req,
@@ -76,6 +81,7 @@ class Service;
 namespace mamba::serve {
 
 class MetricsHttpServer;
+struct HandledCalls;
 
 // One call, as a handler body sees it. Valid only during the body.
 class Call {
@@ -183,6 +189,7 @@ class Runtime {
   bool finished_ = false;
   std::atomic<bool> draining_{false};
   std::thread lifecycle_thread_;
+  std::shared_ptr<HandledCalls> handled_;  // calls inside handle(), for the guard
 };
 
 }  // namespace mamba::serve
