@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -277,4 +278,91 @@ TEST(Loopback, APortInUseIsAnError) {
   EXPECT_THROW(second.start({}), mamba::Error);
   first.request_shutdown();
   first.wait();
+}
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A throwaway CA, a server certificate for localhost/127.0.0.1 and a client certificate.
+bool make_certs(const fs::path& d) {
+  std::ofstream(d / "server.ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+  std::ofstream(d / "client.ext") << "extendedKeyUsage=clientAuth\n";
+  const std::string q = "cd '" + d.string() + "' && ";
+  const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes ";
+  const std::string cmd =
+      q + "openssl req -x509" + ec + "-keyout ca.key -out ca.pem -days 2 -subj /CN=mamba-test-ca && " +
+      "openssl req" + ec + "-keyout server.key -out server.csr -subj /CN=localhost && " +
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 "
+      "-extfile server.ext && " +
+      "openssl req" + ec + "-keyout client.key -out client.csr -subj /CN=mamba-test-client && " +
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 "
+      "-extfile client.ext";
+  return std::system((cmd + " > openssl.log 2>&1").c_str()) == 0;
+}
+
+}  // namespace
+
+TEST(Loopback, MutualTls) {
+  if (std::system("command -v openssl > /dev/null 2>&1") != 0) GTEST_SKIP() << "openssl not installed";
+  const fs::path dir = fresh_dir("mtls");
+  ASSERT_TRUE(make_certs(dir)) << slurp(dir / "openssl.log");
+  add_model(dir, 1, 2.0);
+  ServerOptions o = test_options(dir);
+  o.tls_cert = (dir / "server.pem").string();
+  o.tls_key = (dir / "server.key").string();
+  o.tls_client_ca = (dir / "ca.pem").string();
+  o.drain_seconds = 0;
+  finalize_server_options(o);
+  Runtime rt(o);
+  ModelRepository<EchoModel> repo(o.model_root, load_echo, {.poll_seconds = 0});
+  rt.serve_health_from(repo, kService);
+  repo.start();
+  EchoImpl impl(rt, repo);
+  rt.start({&impl});
+
+  auto call_with = [&](std::shared_ptr<grpc::ChannelCredentials> creds) {
+    grpc::ChannelArguments args;
+    args.SetSslTargetNameOverride("localhost");
+    auto channel = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(rt.port()), creds, args);
+    auto stub = echo::EchoService::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
+    echo::EchoRequest req;
+    req.set_model("echo");
+    req.set_value(21);
+    echo::EchoReply reply;
+    grpc::Status s = stub->Echo(&ctx, req, &reply);
+    return std::make_pair(s, reply.value());
+  };
+  grpc::SslCredentialsOptions with_cert;
+  with_cert.pem_root_certs = slurp(dir / "ca.pem");
+  with_cert.pem_private_key = slurp(dir / "client.key");
+  with_cert.pem_cert_chain = slurp(dir / "client.pem");
+  auto [ok, value] = call_with(grpc::SslCredentials(with_cert));
+  EXPECT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(value, 42.0);
+
+  grpc::SslCredentialsOptions no_cert;
+  no_cert.pem_root_certs = slurp(dir / "ca.pem");
+  EXPECT_FALSE(call_with(grpc::SslCredentials(no_cert)).first.ok());  // mTLS: a client certificate is required
+  EXPECT_FALSE(call_with(grpc::InsecureChannelCredentials()).first.ok());
+  rt.request_shutdown();
+  rt.wait();
+}
+
+TEST(Loopback, MissingTlsFilesAreAnError) {
+  const fs::path dir = fresh_dir("tlsmissing");
+  ServerOptions o = test_options(dir);
+  o.tls_cert = (dir / "nope.pem").string();
+  o.tls_key = (dir / "nope.key").string();
+  finalize_server_options(o);
+  Runtime rt(o);
+  EXPECT_THROW(rt.start({}), mamba::Error);
 }

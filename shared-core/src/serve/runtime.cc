@@ -364,7 +364,13 @@ int Runtime::run(const std::vector<grpc::Service*>& services) {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
 
-  start(services);
+  try {
+    start(services);
+  } catch (...) {
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    throw;
+  }
   // Reads the self-pipe: a 1 is a signal, a 0 means the server stopped on its own.
   std::thread signal_thread([this] {
     for (;;) {

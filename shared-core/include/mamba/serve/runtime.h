@@ -150,6 +150,7 @@ class Runtime {
   void set_serving(const std::string& service, bool serving);
   bool serving() const;  // the overall status (and not draining)
   // `service` is NOT_SERVING until `repo` has a loaded model (and again if it has none).
+  // The repository calls back into this Runtime: destroy (or stop()) it first.
   template <class M>
   void serve_health_from(ModelRepository<M>& repo, const std::string& service) {
     set_serving(service, false);
