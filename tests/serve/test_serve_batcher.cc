@@ -110,6 +110,23 @@ TEST(Batcher, NeverMixesKeys) {
   EXPECT_TRUE(rec.keys_mixed.empty());
 }
 
+TEST(Batcher, AFullBatchIsNotHeldBackByAnOlderPartialOne) {
+  Recorder rec;
+  BatcherOptions o;
+  o.max_batch = 2;
+  o.max_queue_delay = 600s;
+  DynamicBatcher<Req, int> b(o, [&](const std::string& k, std::vector<Req>& v) { return rec.run(k, v); });
+  auto lonely = b.submit("a", Req{"a", 1});  // oldest, but its batch never fills
+  auto b1 = b.submit("b", Req{"b", 2});
+  auto b2 = b.submit("b", Req{"b", 3});
+  ASSERT_EQ(b1.wait_for(30s), std::future_status::ready);
+  ASSERT_EQ(b2.wait_for(30s), std::future_status::ready);
+  EXPECT_EQ(b1.get() + b2.get(), 10);
+  EXPECT_EQ(lonely.wait_for(0s), std::future_status::timeout);
+  b.stop();
+  EXPECT_EQ(code_of([&] { lonely.get(); }), grpc::StatusCode::UNAVAILABLE);
+}
+
 TEST(Batcher, DropsExpiredAndCancelledRequestsBeforeRunning) {
   Recorder rec;
   BatcherOptions o;

@@ -37,6 +37,13 @@ TEST(Limits, MessageNamesTheFieldAndTheLimit) {
   auto [code, msg] = error_of([] { check_limit(indexed("series.variables", 2) + ".values", 5000, 4096, "values"); });
   EXPECT_EQ(code, grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(msg, "series.variables[2].values: 5000 values exceeds the limit of 4096");
+  try {
+    check_limit("series.timestamps", 10, 8, "values");
+    ADD_FAILURE();
+  } catch (const ServiceError& e) {
+    EXPECT_EQ(e.field(), "series.timestamps");
+    EXPECT_EQ(e.limit(), 8);
+  }
   auto [c2, m2] = error_of([] { check_range("horizon", 0, 1, 720); });
   EXPECT_EQ(c2, grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(m2, "horizon: must be at least 1 (got 0)");

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "mamba/common/v1/common.pb.h"
 #include "mamba/serve/runtime.h"
 #include "mamba/test/v1/echo.grpc.pb.h"
 
@@ -173,9 +174,24 @@ TEST(Loopback, HealthAuthMetricsAndDrainingShutdown) {
   ASSERT_TRUE(ok.ok()) << ok.error_message();
   EXPECT_EQ(reply.value(), 6.0);
   EXPECT_EQ(reply.version(), 1);
-  grpc::Status bad = c.call("../x", 2, kToken, &reply);
-  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(bad.error_message().rfind("model.name: ", 0), 0u) << bad.error_message();
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
+    echo::EchoRequest req;
+    req.set_model("../x");
+    grpc::Status bad = c.echo->Echo(&ctx, req, &reply);
+    EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(bad.error_message().rfind("model.name: ", 0), 0u) << bad.error_message();
+    // The field also comes back machine-readable.
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    auto it = trailers.find(kErrorDetailKey);
+    ASSERT_NE(it, trailers.end());
+    mamba::common::v1::ErrorDetail detail;
+    ASSERT_TRUE(detail.ParseFromArray(it->second.data(), static_cast<int>(it->second.size())));
+    EXPECT_EQ(detail.field(), "model.name");
+    EXPECT_EQ(detail.message(), bad.error_message());
+  }
   EXPECT_EQ(c.call("nope", 2, kToken, &reply).error_code(), grpc::StatusCode::NOT_FOUND);
 
   {

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <limits>
 #include <new>
 
@@ -10,7 +12,8 @@
 namespace mamba::serve {
 
 void throw_invalid(std::string_view field, std::string_view what) {
-  throw ServiceError(grpc::StatusCode::INVALID_ARGUMENT, std::string(field) + ": " + std::string(what));
+  throw ServiceError(grpc::StatusCode::INVALID_ARGUMENT, std::string(field) + ": " + std::string(what),
+                     std::string(field));
 }
 
 grpc::Status status_from_exception(std::exception_ptr e, std::string_view where) {
@@ -59,7 +62,8 @@ void check_limit(std::string_view field, uint64_t count, uint64_t limit, std::st
   if (count <= limit) return;
   throw ServiceError(grpc::StatusCode::RESOURCE_EXHAUSTED,
                      std::string(field) + ": " + std::to_string(count) + " " + std::string(unit) +
-                         " exceeds the limit of " + std::to_string(limit));
+                         " exceeds the limit of " + std::to_string(limit),
+                     std::string(field), static_cast<int64_t>(std::min<uint64_t>(limit, INT64_MAX)));
 }
 
 void check_range(std::string_view field, int64_t value, int64_t min, int64_t max) {
@@ -107,7 +111,8 @@ uint64_t check_tensor_bytes(std::string_view field, int dtype, std::span<const i
   if (over) {
     throw ServiceError(grpc::StatusCode::RESOURCE_EXHAUSTED,
                        std::string(field) + ": the shape describes more than the limit of " +
-                           std::to_string(max_bytes) + " bytes");
+                           std::to_string(max_bytes) + " bytes",
+                       std::string(field), static_cast<int64_t>(std::min<uint64_t>(max_bytes, INT64_MAX)));
   }
   check_limit(field, bytes, max_bytes, "bytes");
   if (bytes != data_bytes) {

@@ -256,7 +256,8 @@ std::shared_ptr<const void> ModelRepositoryBase::get_erased(std::string_view nam
   if (models_.empty()) throw ServiceError(grpc::StatusCode::FAILED_PRECONDITION, "no model is loaded yet");
   auto it = models_.find(name);
   if (it == models_.end())
-    throw ServiceError(grpc::StatusCode::NOT_FOUND, "model.name: no model named '" + std::string(name) + "' is loaded");
+    throw ServiceError(grpc::StatusCode::NOT_FOUND, "model.name: no model named '" + std::string(name) + "' is loaded",
+                       "model.name");
   const auto& versions = it->second;
   const Loaded* l = nullptr;
   if (version == 0) {
@@ -268,7 +269,8 @@ std::shared_ptr<const void> ModelRepositoryBase::get_erased(std::string_view nam
       for (const auto& [k, _] : versions) vs[k] = 0;
       throw ServiceError(grpc::StatusCode::NOT_FOUND, "model.version: '" + std::string(name) + "' version " +
                                                           std::to_string(version) + " is not loaded (loaded: " +
-                                                          versions_str(vs) + ")");
+                                                          versions_str(vs) + ")",
+                         "model.version");
     }
     l = &v->second;
   }

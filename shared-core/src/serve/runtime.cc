@@ -17,6 +17,7 @@
 #include <sstream>
 #include <unordered_set>
 
+#include "mamba/common/v1/common.pb.h"
 #include "mamba/io/atomic_file.h"
 #include "mamba/serve/logging.h"
 #include "mamba/tensor/tensor.h"
@@ -205,6 +206,15 @@ grpc::Status Runtime::handle(grpc::ServerContext* ctx, std::string_view full_met
       Call call(*ctx, service, method);
       call.check_alive();
       body(call);
+    } catch (const ServiceError& e) {
+      status = grpc::Status(e.code(), e.what());
+      if (!e.field().empty()) {
+        mamba::common::v1::ErrorDetail detail;
+        detail.set_field(e.field());
+        detail.set_limit(e.limit());
+        detail.set_message(e.what());
+        ctx->AddTrailingMetadata(kErrorDetailKey, detail.SerializeAsString());
+      }
     } catch (...) {
       status = status_from_exception(std::current_exception(), full_method);
     }

@@ -1,9 +1,9 @@
 // Dynamic batching: requests for the same key (model name + version) that arrive close
 // together run as one call of a batch function.
 //
-// submit() queues a request and returns a future. One worker thread forms batches: for
-// the key whose oldest request has waited longest, it runs as soon as that key has
-// max_batch requests or the oldest has waited max_queue_delay, taking at most max_batch
+// submit() queues a request and returns a future. One worker thread forms batches: a key
+// runs as soon as it has max_batch requests or its oldest has waited max_queue_delay
+// (full batches first, then by the age of the oldest request), taking at most max_batch
 // requests (oldest first). Before a request joins a batch it is dropped if its deadline has
 // passed (future -> ServiceError DEADLINE_EXCEEDED) or its cancel flag is set (CANCELLED).
 // The batch function runs on the worker thread without any lock held and returns one
@@ -174,10 +174,18 @@ class DynamicBatcher {
         continue;
       }
       if (total_ == 0) continue;
-      // The key whose oldest request has waited longest.
-      auto pick = queues_.begin();
+      // A key with a full batch (the one waiting longest), else the key whose oldest
+      // request has waited longest.
+      auto pick = queues_.end();
       for (auto q = queues_.begin(); q != queues_.end(); ++q)
-        if (q->second.front().enqueued < pick->second.front().enqueued) pick = q;
+        if (q->second.size() >= options_.max_batch &&
+            (pick == queues_.end() || q->second.front().enqueued < pick->second.front().enqueued))
+          pick = q;
+      if (pick == queues_.end()) {
+        pick = queues_.begin();
+        for (auto q = queues_.begin(); q != queues_.end(); ++q)
+          if (q->second.front().enqueued < pick->second.front().enqueued) pick = q;
+      }
       const auto ready_at = pick->second.front().enqueued + options_.max_queue_delay;
       if (pick->second.size() < options_.max_batch && now < ready_at) {
         // Wake at ready_at, or earlier for a new request or a deadline to honour.

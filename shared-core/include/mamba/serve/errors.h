@@ -24,15 +24,25 @@
 
 namespace mamba::serve {
 
+// `field` and `limit` (when set) also reach the client as a mamba.common.v1.ErrorDetail
+// in the binary trailing metadata "mamba-error-detail-bin" (Runtime::handle adds it).
 class ServiceError : public std::runtime_error {
  public:
-  ServiceError(grpc::StatusCode code, const std::string& message)
-      : std::runtime_error(message), code_(code) {}
+  ServiceError(grpc::StatusCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ServiceError(grpc::StatusCode code, const std::string& message, std::string field, int64_t limit = 0)
+      : std::runtime_error(message), code_(code), field_(std::move(field)), limit_(limit) {}
   grpc::StatusCode code() const { return code_; }
+  const std::string& field() const { return field_; }  // "" when the error is not about one field
+  int64_t limit() const { return limit_; }             // 0 when no limit applies
 
  private:
   grpc::StatusCode code_;
+  std::string field_;
+  int64_t limit_ = 0;
 };
+
+// The trailing metadata key of the serialized mamba.common.v1.ErrorDetail.
+inline constexpr const char* kErrorDetailKey = "mamba-error-detail-bin";
 
 [[noreturn]] void throw_invalid(std::string_view field, std::string_view what);  // INVALID_ARGUMENT "field: what"
 
