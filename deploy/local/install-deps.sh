@@ -7,6 +7,8 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-openmp-dev libomp-dev
   nlohmann-json3-dev libspdlog-dev libcli11-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcpp-httplib-dev
+  python3-grpc-tools python3-grpcio
 )
 missing=()
 for p in "${PKGS[@]}"; do

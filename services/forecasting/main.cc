@@ -2,13 +2,18 @@
 //
 //   mamba-forecast train    --data FILE.csv --protocol ett-hour --seq-len 96 --horizon 96 --out MODEL_DIR
 //   mamba-forecast evaluate --model MODEL_DIR --data FILE.csv --split test
+//   mamba-forecast serve    --model-root ROOT --port 50051      (ROOT/<name>/<version>/ = MODEL_DIRs)
+//   mamba-forecast batch    --model MODEL_DIR --in DIR|FILE.csv --out DIR
 //
 // `train` fits the z-score scaler on the training rows, fits the closed-form linear
 // baseline, trains the Mamba forecaster from it (validation each epoch, early stopping,
 // the best epoch kept), prints validation and test MSE/MAE next to the baselines and
 // writes MODEL_DIR (model_dir.h). `evaluate` applies a model directory to a CSV under the
 // model's protocol; its last line is "MSE <x> MAE <y>" (z-scored values, every variable,
-// stride-1 windows: the published forecasters' protocol).
+// stride-1 windows: the published forecasters' protocol). `serve` runs the gRPC service
+// (grpc_service.h). `batch` forecasts every CSV of a folder from its last seq_len rows into
+// DIR/<name>.forecast.csv (written atomically; files already done are skipped, so a
+// killed run resumes where it stopped), with a progress line per file.
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -21,7 +26,9 @@
 #include "mamba/forecasting/model_dir.h"
 #include "mamba/forecasting/protocol.h"
 #include "mamba/forecasting/series_csv.h"
+#include "grpc_service.h"
 #include "mamba/kernels/parallel.h"
+#include "mamba/serve/options.h"
 
 using namespace mamba::forecasting;
 using mamba::Tensor;
@@ -180,10 +187,94 @@ int run_evaluate(const std::string& model_dir, const std::string& data, const st
   return 0;
 }
 
+struct BatchArgs {
+  std::string model, in, out;
+  int64_t horizon = 0;
+  std::vector<double> quantiles;
+};
+
+// Forecasts one CSV file: the model's columns, the last seq_len rows.
+MultiSeries forecast_file(const ForecastModel& m, const std::string& path, const BatchArgs& a) {
+  const ForecasterConfig& c = m.net_config();
+  const MultiSeries s = read_series_csv(path);
+  if (s.num_steps() < c.seq_len)
+    mamba::fail("mamba-forecast batch", "'" + path + "' has " + std::to_string(s.num_steps()) +
+                                            " rows, the model needs at least seq_len = " + std::to_string(c.seq_len));
+  const int64_t H = a.horizon > 0 ? std::min(a.horizon, c.horizon) : c.horizon;
+  const Tensor cols = select_columns(s, m.variables);
+  const Tensor y = m.forecast_raw(cols.slice(0, s.num_steps() - c.seq_len, s.num_steps()).contiguous()).contiguous();
+  const int64_t V = c.n_vars;
+  MultiSeries out;
+  out.time_column = s.time_column;
+  try {
+    out.timestamps = future_timestamps(parse_time_index(s.timestamps), H);
+  } catch (const mamba::Error&) {
+    for (int64_t h = 1; h <= H; ++h) out.timestamps.push_back("+" + std::to_string(h));
+  }
+  std::vector<Tensor> offsets;
+  for (double q : a.quantiles) offsets.push_back(m.quantile_offset(q));
+  const int64_t W = V * (1 + static_cast<int64_t>(a.quantiles.size()));
+  out.values = Tensor::empty({H, W});
+  for (int64_t v = 0; v < V; ++v) {
+    out.names.push_back(m.variables[v]);
+    for (double q : a.quantiles) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "_q%g", q);
+      out.names.push_back(m.variables[v] + buf);
+    }
+  }
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t v = 0; v < V; ++v) {
+      float* row = out.values.data<float>() + h * W + v * (1 + static_cast<int64_t>(a.quantiles.size()));
+      row[0] = y.data<float>()[h * V + v];
+      for (size_t k = 0; k < offsets.size(); ++k) row[1 + k] = row[0] + offsets[k].data<float>()[h * V + v];
+    }
+  return out;
+}
+
+int run_batch(const BatchArgs& a) {
+  namespace fs = std::filesystem;
+  const ForecastModel m = ForecastModel::load(a.model);
+  std::vector<fs::path> inputs;
+  if (fs::is_directory(a.in)) {
+    for (const auto& e : fs::directory_iterator(a.in))
+      if (e.is_regular_file() && e.path().extension() == ".csv") inputs.push_back(e.path());
+    std::sort(inputs.begin(), inputs.end());
+  } else if (fs::is_regular_file(a.in)) {
+    inputs.push_back(a.in);
+  } else {
+    mamba::fail("mamba-forecast batch", "--in '" + a.in + "' is neither a file nor a directory");
+  }
+  fs::create_directories(a.out);
+  int64_t done = 0, skipped = 0, failed = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const fs::path target = fs::path(a.out) / (inputs[i].stem().string() + ".forecast.csv");
+    const char* what = "ok";
+    std::string detail;
+    if (fs::exists(target)) {
+      ++skipped;
+      what = "done before";
+    } else {
+      try {
+        write_series_csv(target.string(), forecast_file(m, inputs[i].string(), a));
+        ++done;
+      } catch (const std::exception& e) {
+        ++failed;
+        what = "FAILED";
+        detail = std::string(": ") + e.what();
+      }
+    }
+    std::fprintf(stderr, "[%zu/%zu] %s: %s%s\n", i + 1, inputs.size(), inputs[i].filename().c_str(), what, detail.c_str());
+  }
+  std::printf("batch: %lld forecast, %lld already done, %lld failed (of %zu files) -> %s\n", static_cast<long long>(done),
+              static_cast<long long>(skipped), static_cast<long long>(failed), inputs.size(), a.out.c_str());
+  return failed ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Mamba forecasters: train, evaluate"};
+  CLI::App app{"Mamba forecasters: train, evaluate, serve, batch"};
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("--threads", threads, "OpenMP threads (0: OMP_NUM_THREADS or all cores)");
@@ -224,6 +315,27 @@ int main(int argc, char** argv) {
   eval->add_option("--split", split, "train | val | test")->check(CLI::IsMember({"train", "val", "test"}));
   eval->add_option("--protocol", protocol, "override the model's split protocol");
 
+  mamba::serve::ServerOptions server_opts;
+  ServiceLimits limits;
+  CLI::App* serve = app.add_subcommand("serve", "run the gRPC forecasting service over a model repository");
+  mamba::serve::add_server_flags(*serve, server_opts);
+  serve->add_option("--max-series-length", limits.max_series_length, "values per variable in a request")
+      ->envname("MAMBA_MAX_SERIES_LENGTH")
+      ->check(CLI::PositiveNumber);
+  serve->add_option("--max-stream-series", limits.max_stream_series, "series per ForecastStream call")
+      ->envname("MAMBA_MAX_STREAM_SERIES")
+      ->check(CLI::PositiveNumber);
+
+  BatchArgs ba;
+  CLI::App* batch = app.add_subcommand("batch", "forecast every CSV of a folder (resumable)");
+  batch->add_option("--model", ba.model, "model directory")->required();
+  batch->add_option("--in", ba.in, "a CSV file or a folder of them")->required();
+  batch->add_option("--out", ba.out, "output folder (<name>.forecast.csv)")->required();
+  batch->add_option("--horizon", ba.horizon, "steps (0: the model's horizon)")->check(CLI::NonNegativeNumber);
+  batch->add_option("--quantiles", ba.quantiles, "quantile levels in (0, 1), e.g. 0.1,0.9")
+      ->delimiter(',')
+      ->check(CLI::Range(1e-6, 1 - 1e-6));
+
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) mamba::kernels::set_num_threads(threads);
   try {
@@ -232,6 +344,8 @@ int main(int argc, char** argv) {
       return run_train(ta);
     }
     if (*eval) return run_evaluate(model_dir, data, split, protocol);
+    if (*serve) return run_server(server_opts, limits);
+    if (*batch) return run_batch(ba);
   } catch (const MissingValuesError& e) {
     std::fprintf(stderr, "mamba-forecast: %s\n", e.what());
     return 2;
