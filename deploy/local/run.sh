@@ -1,23 +1,76 @@
 #!/usr/bin/env bash
-# The run command: installs what it needs, builds, and runs the suite's main job.
-# For now (core library only) that is a demo of the core: load a Mamba language model,
-# prefill a prompt, decode a few tokens, print the tokens and the timing, for a Mamba-1
-# and a Mamba-2 model (the golden LM files in ../shared/golden).
+# The run command: installs what it needs, builds, and runs the suite's main job on
+# localhost:
+#   1. the core: a Mamba-1 and a Mamba-2 language model (../shared/golden) prefill a prompt
+#      and decode tokens; the golden check;
+#   2. forecasting: trains the Mamba forecaster on ETTh2 (../shared/data) once — cached in
+#      var/models/etth2/1 — starts `mamba-forecast serve` on a free port with a bearer
+#      token and metrics, waits for health, prints one real forecast through mambactl and
+#      the server's metrics, then stops the server with SIGTERM (draining).
+# Everything it writes stays under var/ (git-ignored). Re-running reuses the trained model;
+# `rm -rf var/models` retrains.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/local/install-deps.sh
 BUILD_DIR=${BUILD_DIR:-build}
+SHARED=${MAMBA_SHARED_DIR:-../shared}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD_DIR" -j "$(nproc)" --target mamba-demo mamba-golden
-GOLDEN=${MAMBA_GOLDEN_DIR:-../shared/golden}
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target mamba-demo mamba-golden mamba-forecast mambactl
+
+echo "== core: Mamba language models (prefill, then token-by-token decode)"
+GOLDEN=${MAMBA_GOLDEN_DIR:-$SHARED/golden}
 for m in mamba1_lm mamba2_lm; do
   f="$GOLDEN/$m.safetensors"
   if [ ! -f "$f" ]; then
     echo "run.sh: $f not found (set MAMBA_GOLDEN_DIR to the folder with the golden LM files)" >&2
     exit 1
   fi
-  echo "== $m"
+  echo "-- $m"
   "$BUILD_DIR/tools/mamba-demo" "$f" --prompt 3,1,4,1,5,9,2,6 --tokens 12
 done
-echo "== golden check"
+echo "-- golden check"
 "$BUILD_DIR/tools/mamba-golden" "$GOLDEN"/*.safetensors | grep -E '^golden:|FAIL|ERROR' || true
+
+VAR=var
+mkdir -p "$VAR/models/etth2" "$VAR/run"
+DATA="$SHARED/data/ETTh2.csv"
+FORECAST="$BUILD_DIR/services/forecasting/mamba-forecast"
+CTL="$BUILD_DIR/clients/mambactl/mambactl"
+
+echo "== forecasting: the Mamba forecaster on ETTh2 (look-back 96, horizon 96)"
+if [ ! -f "$VAR/models/etth2/1/config.json" ]; then
+  echo "-- training (once; cached in $VAR/models/etth2/1)"
+  rm -rf "$VAR/models/etth2/.incoming"
+  "$FORECAST" train --data "$DATA" --protocol ett-hour --seq-len 96 --horizon 96 \
+    --out "$VAR/models/etth2/.incoming" --log "$VAR/run/etth2-train.jsonl" \
+    --checkpoint-dir "$VAR/run/etth2-checkpoints" --resume
+  mv "$VAR/models/etth2/.incoming" "$VAR/models/etth2/1"
+else
+  echo "-- using the trained model in $VAR/models/etth2/1 (metrics.json):"
+  cat "$VAR/models/etth2/1/metrics.json" | head -12
+fi
+
+TOKEN_FILE="$VAR/run/tokens"
+[ -f "$TOKEN_FILE" ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TOKEN_FILE"; echo >> "$TOKEN_FILE")
+rm -f "$VAR/run/forecast.port" "$VAR/run/forecast.metrics-port"
+"$FORECAST" serve --host 127.0.0.1 --port 0 --port-file "$VAR/run/forecast.port" \
+  --metrics-port -1 --metrics-port-file "$VAR/run/forecast.metrics-port" \
+  --model-root "$VAR/models" --auth-token-file "$TOKEN_FILE" --drain-seconds 1 \
+  2> "$VAR/run/forecast-server.log" &
+SERVER=$!
+trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do [ -s "$VAR/run/forecast.port" ] && break; sleep 0.1; done
+PORT=$(cat "$VAR/run/forecast.port")
+ADDR="127.0.0.1:$PORT"
+for _ in $(seq 1 200); do "$CTL" --addr "$ADDR" health >/dev/null 2>&1 && break; sleep 0.1; done
+echo "-- server on $ADDR: $("$CTL" --addr "$ADDR" health)"
+echo "-- mambactl forecast --csv ETTh2.csv --horizon 96 (first 12 of 96 rows)"
+"$CTL" --addr "$ADDR" --token-file "$TOKEN_FILE" forecast --csv "$DATA" --model etth2 --horizon 96 \
+  --quantiles 0.1,0.9 --output table | head -14
+if [ -s "$VAR/run/forecast.metrics-port" ]; then
+  echo "-- metrics (http://127.0.0.1:$(cat "$VAR/run/forecast.metrics-port")/metrics, excerpt)"
+  curl -s "http://127.0.0.1:$(cat "$VAR/run/forecast.metrics-port")/metrics" | grep -E '^mamba_requests_total|^mamba_model_version' || true
+fi
+kill -TERM $SERVER
+wait $SERVER && echo "-- server drained and stopped (exit 0)"
+trap - EXIT

@@ -10,6 +10,8 @@ void add_server_flags(CLI::App& app, ServerOptions& o) {
   app.add_option("--host", o.host, "Address the gRPC server binds")->envname("MAMBA_HOST")->capture_default_str();
   app.add_option("--port", o.port, "gRPC port (0 = any free port)")->envname("MAMBA_PORT")->capture_default_str();
   app.add_option("--port-file", o.port_file, "Write the bound gRPC port to this file")->envname("MAMBA_PORT_FILE");
+  app.add_option("--metrics-port-file", o.metrics_port_file, "Write the bound metrics port to this file")
+      ->envname("MAMBA_METRICS_PORT_FILE");
   app.add_option("--metrics-host", o.metrics_host, "Address of the metrics HTTP endpoint")
       ->envname("MAMBA_METRICS_HOST")->capture_default_str();
   app.add_option("--metrics-port", o.metrics_port, "Prometheus /metrics and /healthz port (0 = off, -1 = any free port)")

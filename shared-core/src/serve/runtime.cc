@@ -315,6 +315,8 @@ void Runtime::start(const std::vector<grpc::Service*>& services) {
     }
   }
   if (!options_.port_file.empty()) io::write_file_atomic(options_.port_file, std::to_string(port_) + "\n");
+  if (!options_.metrics_port_file.empty() && metrics_http_)
+    io::write_file_atomic(options_.metrics_port_file, std::to_string(metrics_http_->port()) + "\n");
   log_event(spdlog::level::info, "listening",
             {{"address", options_.host}, {"port", port_}, {"tls", tls}, {"mtls", !options_.tls_client_ca.empty()},
              {"auth", auth_.enabled()}, {"metrics_port", metrics_http_ ? metrics_http_->port() : 0},

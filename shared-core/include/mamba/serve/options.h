@@ -2,7 +2,8 @@
 //
 // Each flag has an environment fallback, used when the flag is not given:
 //   --host MAMBA_HOST (0.0.0.0)              --port MAMBA_PORT (50051; 0 = any free port)
-//   --port-file MAMBA_PORT_FILE              --metrics-host MAMBA_METRICS_HOST (127.0.0.1)
+//   --port-file MAMBA_PORT_FILE --metrics-port-file MAMBA_METRICS_PORT_FILE
+//               --metrics-host MAMBA_METRICS_HOST (127.0.0.1)
 //   --metrics-port MAMBA_METRICS_PORT (0 = off, -1 = any free port: tests)
 //   --model-root MAMBA_MODEL_ROOT            --poll-seconds MAMBA_POLL_SECONDS (10; 0 = no watch)
 //   --device MAMBA_DEVICE (auto|cpu|cuda:N)  --max-batch MAMBA_MAX_BATCH (8)
@@ -41,6 +42,7 @@ struct ServerOptions {
   std::string port_file;  // when set, the bound port is written there (atomically)
   std::string metrics_host = "127.0.0.1";
   int metrics_port = 0;  // 0 = no metrics endpoint; -1 = any free port (Runtime::metrics_port())
+  std::string metrics_port_file;  // when set, the bound metrics port is written there (atomically)
   std::string model_root;
   double poll_seconds = 10;  // model repository watch interval; 0 = load once
   std::string device = "auto";
