@@ -38,7 +38,7 @@ namespace {
 struct TrainArgs {
   std::string data, protocol = "ett-hour", out, arch = "s_mamba", log, checkpoint_dir, loss = "mae";
   int64_t seq_len = 96, horizon = 96, epochs = 10, batch = 32, d_model = 128, d_ff = 0, layers = 2, d_state = 16;
-  int64_t patience = 3, max_windows = 0;
+  int64_t patience = 3, max_windows = 0, ensemble = 3;
   double lr = 3e-4, dropout = 0.1, weight_decay = 0.0;
   uint64_t seed = 1;
   bool time_features = false, resume = false, quiet = false, freeze_linear = false;
@@ -113,9 +113,6 @@ int run_train(const TrainArgs& a) {
   cfg.n_layers = a.layers;
   cfg.d_state = a.d_state;
   cfg.dropout = a.dropout;
-  auto net = std::make_shared<MambaForecaster>(cfg, a.seed);
-  init_from_linear(*net, linear);
-
   FitOptions fo;
   fo.max_epochs = a.epochs;
   fo.batch_size = a.batch;
@@ -123,21 +120,44 @@ int run_train(const TrainArgs& a) {
   fo.weight_decay = a.weight_decay;
   fo.patience = a.patience;
   fo.loss = a.loss;
-  fo.seed = a.seed;
-  fo.checkpoint_dir = a.checkpoint_dir;
-  fo.resume = a.resume;
   fo.log_path = a.log;
   fo.quiet = a.quiet;
   fo.max_train_windows = a.max_windows;
   fo.freeze_linear = a.freeze_linear;
-  std::printf("training %s: %lld parameters, up to %lld epochs of %lld windows\n", net->name().c_str(),
-              static_cast<long long>(net->store().count()), static_cast<long long>(a.epochs),
-              static_cast<long long>(a.max_windows > 0 ? std::min(a.max_windows, train.size()) : train.size()));
-  std::fflush(stdout);
-  const FitResult r = fit(*net, window_source(train, tf), window_source(val, tf), fo);
+  fo.resume = a.resume;
+
+  // Members of the ensemble: seeds seed, seed + 1, ...; each with its own checkpoints
+  // (member-<k>/ under --checkpoint-dir) and log (<log>.member-<k> for k > 0).
+  std::vector<std::shared_ptr<MambaForecaster>> members;
+  nlohmann::json member_metrics = nlohmann::json::array();
+  double train_seconds = 0;
+  int64_t steps = 0;
+  for (int64_t k = 0; k < a.ensemble; ++k) {
+    auto net = std::make_shared<MambaForecaster>(cfg, a.seed + static_cast<uint64_t>(k));
+    init_from_linear(*net, linear);
+    FitOptions mo = fo;
+    mo.seed = a.seed + static_cast<uint64_t>(k);
+    if (!a.checkpoint_dir.empty()) mo.checkpoint_dir = a.checkpoint_dir + "/member-" + std::to_string(k);
+    if (!a.log.empty() && k > 0) mo.log_path = a.log + ".member-" + std::to_string(k);
+    std::printf("training %s member %lld/%lld: %lld parameters, up to %lld epochs of %lld windows\n", net->name().c_str(),
+                static_cast<long long>(k + 1), static_cast<long long>(a.ensemble),
+                static_cast<long long>(net->store().count()), static_cast<long long>(a.epochs),
+                static_cast<long long>(a.max_windows > 0 ? std::min(a.max_windows, train.size()) : train.size()));
+    std::fflush(stdout);
+    const FitResult r = fit(*net, window_source(train, tf), window_source(val, tf), mo);
+    const EvalMetrics kv = evaluate(*net, window_source(val, tf)), kt = evaluate(*net, window_source(test, tf));
+    std::printf("  trained: %lld steps in %.1f s (%.0f samples/s), best epoch %lld%s\n", static_cast<long long>(r.steps),
+                r.seconds, r.samples_per_s, static_cast<long long>(r.best_epoch), r.stopped_early ? " (early stop)" : "");
+    print_errors(("member " + std::to_string(k + 1)).c_str(), {kv.mse, kv.mae, 0}, {kt.mse, kt.mae, 0});
+    member_metrics.push_back({{"seed", mo.seed}, {"best_epoch", r.best_epoch}, {"steps", r.steps},
+                              {"val", {{"mse", kv.mse}, {"mae", kv.mae}}}, {"test", {{"mse", kt.mse}, {"mae", kt.mae}}}});
+    train_seconds += r.seconds;
+    steps += r.steps;
+    members.push_back(std::move(net));
+  }
+  auto net = std::make_shared<MambaEnsemble>(std::move(members));
   const EvalMetrics mv = evaluate(*net, window_source(val, tf)), mt = evaluate(*net, window_source(test, tf));
-  std::printf("trained: %lld steps in %.1f s (%.0f samples/s), best epoch %lld%s\n", static_cast<long long>(r.steps),
-              r.seconds, r.samples_per_s, static_cast<long long>(r.best_epoch), r.stopped_early ? " (early stop)" : "");
+  std::printf("trained %s in %.1f s\n", net->name().c_str(), train_seconds);
   print_errors(net->name().c_str(), {mv.mse, mv.mae, 0}, {mt.mse, mt.mae, 0});
 
   ForecastModel m;
@@ -154,9 +174,9 @@ int run_train(const TrainArgs& a) {
                {"baselines",
                 {{linear.name(), {{"val", err(lin_val.mse, lin_val.mae)}, {"test", err(lin_test.mse, lin_test.mae)}}},
                  {naive.name(), {{"val", err(nv_val.mse, nv_val.mae)}, {"test", err(nv_test.mse, nv_test.mae)}}}}},
-               {"best_epoch", r.best_epoch},
-               {"steps", r.steps},
-               {"train_seconds", r.seconds}};
+               {"members", member_metrics},
+               {"steps", steps},
+               {"train_seconds", train_seconds}};
   m.residual_levels = default_quantile_levels();
   m.residual_quantiles = residual_quantiles(*net, window_source(val, tf), m.residual_levels);
   m.save(a.out);
@@ -298,6 +318,8 @@ int main(int argc, char** argv) {
   train->add_option("--d-ff", ta.d_ff, "feed-forward width (0: d-model)");
   train->add_option("--layers", ta.layers, "encoder layers")->check(CLI::NonNegativeNumber);
   train->add_option("--d-state", ta.d_state, "SSM state size")->check(CLI::PositiveNumber);
+  train->add_option("--ensemble", ta.ensemble, "members trained from seeds seed, seed+1, ... (forecast = their mean)")
+      ->check(CLI::Range(1, 64));
   train->add_option("--patience", ta.patience, "early stopping: epochs without a better validation MSE (0: off)");
   train->add_option("--max-windows", ta.max_windows, "train on a seeded subset of windows per epoch (0: all)");
   train->add_option("--seed", ta.seed, "seed (initialisation, shuffling, dropout)");

@@ -69,7 +69,7 @@ WindowSource window_source(const WindowDataset& data, const Tensor& time_feature
   return w;
 }
 
-EvalMetrics evaluate(const MambaForecaster& model, const WindowSource& windows, int64_t batch_size) {
+EvalMetrics evaluate(const BatchPredictor& model, const WindowSource& windows, int64_t batch_size) {
   ErrorAccumulator acc;
   Tensor x, y, marks;
   for (int64_t start = 0; start < windows.count; start += batch_size) {

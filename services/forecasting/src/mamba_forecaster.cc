@@ -216,4 +216,45 @@ void MambaForecaster::load_weights(const std::string& path) {
   refresh();
 }
 
+MambaEnsemble::MambaEnsemble(std::vector<std::shared_ptr<MambaForecaster>> members) : members_(std::move(members)) {
+  if (members_.empty()) fail("MambaEnsemble", "no members");
+  const ForecasterConfig& c = members_.front()->config();
+  for (const auto& m : members_) {
+    const ForecasterConfig& o = m->config();
+    if (o.seq_len != c.seq_len || o.horizon != c.horizon || o.n_vars != c.n_vars || o.n_time_features != c.n_time_features)
+      fail("MambaEnsemble", "members differ in seq_len, horizon, n_vars or time features");
+  }
+}
+
+int64_t MambaEnsemble::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& m : members_) n += m->store().count();
+  return n;
+}
+
+std::string MambaEnsemble::name() const {
+  const std::string base = members_.front()->name();
+  return members_.size() == 1 ? base : base + " x" + std::to_string(members_.size());
+}
+
+Tensor MambaEnsemble::forecast(const Tensor& window) const {
+  if (config().n_time_features > 0) fail("MambaEnsemble::forecast", "this model needs time features: call predict");
+  if (window.dim() == 2) return predict(window.to(DType::f32).contiguous().unsqueeze(0)).squeeze(0);
+  return predict(window.to(DType::f32).contiguous());
+}
+
+Tensor MambaEnsemble::predict(const Tensor& x, const Tensor& marks) const {
+  Tensor sum = members_.front()->predict(x, marks).contiguous();
+  if (members_.size() == 1) return sum;
+  float* s = sum.data<float>();
+  for (size_t k = 1; k < members_.size(); ++k) {
+    const Tensor p = members_[k]->predict(x, marks).contiguous();
+    const float* pp = p.data<float>();
+    for (int64_t i = 0; i < sum.numel(); ++i) s[i] += pp[i];
+  }
+  const float inv = 1.f / static_cast<float>(members_.size());
+  for (int64_t i = 0; i < sum.numel(); ++i) s[i] *= inv;
+  return sum;
+}
+
 }  // namespace mamba::forecasting

@@ -34,8 +34,15 @@ ForecastModel ForecastModel::load(const std::string& dir) {
   if (m.scaler.num_variables() != net_cfg.n_vars)
     fail("forecast model", "'" + dir + "/preprocess.json': scaler has " + std::to_string(m.scaler.num_variables()) +
                                " variables, the model " + std::to_string(net_cfg.n_vars));
-  m.net = std::make_shared<MambaForecaster>(net_cfg, 0);
-  m.net->load_weights(dir + "/model.safetensors");
+  const int64_t members = cfg.get_int("members", 1);
+  if (members < 1 || members > 64) fail("forecast model", "'" + cfg_path + "': field 'members' must be in 1..64");
+  std::vector<std::shared_ptr<MambaForecaster>> nets;
+  for (int64_t k = 0; k < members; ++k) {
+    auto n = std::make_shared<MambaForecaster>(net_cfg, 0);
+    n->load_weights(dir + (k == 0 ? std::string("/model.safetensors") : "/model." + std::to_string(k) + ".safetensors"));
+    nets.push_back(std::move(n));
+  }
+  m.net = std::make_shared<MambaEnsemble>(std::move(nets));
   const std::string metrics_path = dir + "/metrics.json";
   m.metrics = fs::exists(metrics_path) ? io::load_json_file(metrics_path) : nlohmann::json::object();
   const std::string res_path = dir + "/residuals.safetensors";
@@ -67,11 +74,14 @@ void ForecastModel::save(const std::string& dir) const {
     c["format"] = "mamba-forecast";
     c["version"] = 1;
     c["model"] = net->config().to_json();
+    c["members"] = static_cast<int64_t>(net->members().size());
     c["protocol"] = protocol;
     c["variables"] = variables;
     c["interval_seconds"] = interval_seconds;
     io::write_json_file_atomic((staging / "config.json").string(), c);
-    net->save_weights((staging / "model.safetensors").string());
+    for (size_t k = 0; k < net->members().size(); ++k)
+      net->members()[k]->save_weights(
+          (staging / (k == 0 ? std::string("model.safetensors") : "model." + std::to_string(k) + ".safetensors")).string());
     scaler.save((staging / "preprocess.json").string());
     io::write_json_file_atomic((staging / "metrics.json").string(), metrics.is_object() ? metrics : nlohmann::json::object());
     if (residual_quantiles.defined()) {
@@ -133,11 +143,13 @@ Tensor ForecastModel::quantile_offset(double q) const {
   return out;
 }
 
-Tensor residual_quantiles(const MambaForecaster& model, const WindowSource& windows, const std::vector<double>& levels) {
-  const int64_t H = model.config().horizon, V = model.config().n_vars, N = windows.count;
+Tensor residual_quantiles(const BatchPredictor& model, const WindowSource& windows, const std::vector<double>& levels) {
+  const int64_t N = windows.count;
   if (N < 1) fail("residual_quantiles", "no windows");
-  std::vector<float> res(static_cast<size_t>(N * H * V));  // [n][h][v]
   Tensor x, y, marks;
+  windows.gather({0}, x, y, marks);
+  const int64_t H = y.size(1), V = y.size(2);
+  std::vector<float> res(static_cast<size_t>(N * H * V));  // [n][h][v]
   for (int64_t start = 0; start < N; start += 256) {
     std::vector<int64_t> idx(std::min<int64_t>(256, N - start));
     std::iota(idx.begin(), idx.end(), start);

@@ -53,14 +53,15 @@ void write_model(const fs::path& root, int version, uint64_t seed) {
   c.d_ff = 16;
   c.n_layers = 1;
   c.d_state = 4;
-  m.net = std::make_shared<MambaForecaster>(c, seed);
-  init_from_linear(*m.net, LinearForecaster::fit(z, sp.train, L, H, {InstanceNorm::mean, 1e-6}));
+  auto net = std::make_shared<MambaForecaster>(c, seed);
+  init_from_linear(*net, LinearForecaster::fit(z, sp.train, L, H, {InstanceNorm::mean, 1e-6}));
+  m.net = std::make_shared<MambaEnsemble>(std::vector<std::shared_ptr<MambaForecaster>>{net});
   FitOptions o;
   o.max_epochs = 1;
   o.max_train_windows = 256;
   o.quiet = true;
   o.seed = seed;
-  fit(*m.net, window_source(train), window_source(val), o);
+  fit(*net, window_source(train), window_source(val), o);
   m.variables = s.names;
   m.protocol = "ett-hour";
   m.interval_seconds = 3600;

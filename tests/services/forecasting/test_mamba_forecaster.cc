@@ -126,7 +126,9 @@ TEST(MambaForecaster, ModelDirectoryRoundTripAndQuantiles) {
   const Tensor raw = lead_lag_series(400, 3, 5);
   const Splits sp = make_splits(SplitProtocol::ratio, 400, L, H);
   ForecastModel fm;
-  fm.net = std::make_shared<MambaForecaster>(small_config("s_mamba", L, H, 3), 2);
+  fm.net = std::make_shared<MambaEnsemble>(std::vector<std::shared_ptr<MambaForecaster>>{
+      std::make_shared<MambaForecaster>(small_config("s_mamba", L, H, 3), 2),
+      std::make_shared<MambaForecaster>(small_config("s_mamba", L, H, 3), 3)});
   fm.scaler = StandardScaler::fit(raw, sp.train, {"a", "b", "c"});
   fm.variables = {"a", "b", "c"};
   fm.protocol = "ratio";

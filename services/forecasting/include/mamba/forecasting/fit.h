@@ -81,6 +81,6 @@ void init_from_linear(MambaForecaster& model, const LinearForecaster& linear);
 WindowSource window_source(const WindowDataset& data, const Tensor& time_features = {});
 
 // MSE and MAE over every window, step and variable (in the model's units), in batches.
-EvalMetrics evaluate(const MambaForecaster& model, const WindowSource& windows, int64_t batch_size = 256);
+EvalMetrics evaluate(const BatchPredictor& model, const WindowSource& windows, int64_t batch_size = 256);
 
 }  // namespace mamba::forecasting

@@ -65,7 +65,15 @@ struct ForecasterConfig {
   void validate() const;
 };
 
-class MambaForecaster final : public Forecaster {
+// Anything that maps a batch of scaled windows x (B, seq_len, V) (+ time features marks,
+// or undefined) to forecasts (B, horizon, V): one network or an ensemble of them.
+class BatchPredictor {
+ public:
+  virtual ~BatchPredictor() = default;
+  virtual Tensor predict(const Tensor& x, const Tensor& marks = {}) const = 0;
+};
+
+class MambaForecaster final : public Forecaster, public BatchPredictor {
  public:
   // Parameters initialised the reference way (train::reference_init) from `seed`.
   MambaForecaster(const ForecasterConfig& cfg, uint64_t seed);
@@ -87,7 +95,7 @@ class MambaForecaster final : public Forecaster {
   // model has none. Training mode applies dropout (drawn from rng). -> (B, horizon, n_vars).
   ag::Var forward(const Tensor& x, const Tensor& marks, bool training, std::mt19937_64& rng) const;
   // Inference (no graph, no dropout).
-  Tensor predict(const Tensor& x, const Tensor& marks = {}) const;
+  Tensor predict(const Tensor& x, const Tensor& marks = {}) const override;
 
   // After an optimiser step or a load: recompute derived values of the Mamba layers.
   void refresh();
@@ -107,6 +115,26 @@ class MambaForecaster final : public Forecaster {
   std::vector<train::Linear> embed_;                 // per encoder
   std::vector<train::Linear> head_;                  // per encoder
   train::Linear skip_;
+};
+
+// A deep ensemble: members of one configuration trained from different seeds; the
+// forecast is the mean of theirs (lower variance than any one member).
+class MambaEnsemble final : public Forecaster, public BatchPredictor {
+ public:
+  // At least one member; all of the same seq_len, horizon, n_vars and time features.
+  explicit MambaEnsemble(std::vector<std::shared_ptr<MambaForecaster>> members);
+  const std::vector<std::shared_ptr<MambaForecaster>>& members() const { return members_; }
+  const ForecasterConfig& config() const { return members_.front()->config(); }
+  int64_t parameter_count() const;
+
+  std::string name() const override;  // "mamba-s_mamba" or "mamba-s_mamba x3"
+  int64_t seq_len() const override { return config().seq_len; }
+  int64_t horizon() const override { return config().horizon; }
+  Tensor forecast(const Tensor& window) const override;
+  Tensor predict(const Tensor& x, const Tensor& marks = {}) const override;
+
+ private:
+  std::vector<std::shared_ptr<MambaForecaster>> members_;
 };
 
 }  // namespace mamba::forecasting

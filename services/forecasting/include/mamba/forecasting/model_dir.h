@@ -4,7 +4,9 @@
 //   config.json       {"format": "mamba-forecast", "version": 1, "model": ForecasterConfig,
 //                      "protocol", "variables": [names], "interval_seconds",
 //                      "timestamp_style", "trained_on", "created"}
-//   model.safetensors the network's parameters (config in __metadata__ too)
+//   model.safetensors the network's parameters (config in __metadata__ too); an ensemble of
+//                     K members ("members": K in config.json) adds model.1.safetensors ...
+//                     model.<K-1>.safetensors
 //   preprocess.json   the z-score scaler fitted on the training rows (protocol.h)
 //   metrics.json      validation/test MSE and MAE of the model and of the baselines
 //   residuals.safetensors  "levels" (Q) f64 and "quantiles" (Q, H, V) f32: empirical
@@ -31,7 +33,7 @@
 namespace mamba::forecasting {
 
 struct ForecastModel {
-  std::shared_ptr<MambaForecaster> net;
+  std::shared_ptr<MambaEnsemble> net;  // one member unless trained with an ensemble
   StandardScaler scaler;
   std::vector<std::string> variables;  // column names, in the network's variable order
   std::string protocol;                // the split protocol it was trained under
@@ -64,7 +66,7 @@ struct ForecastModel {
 
 // Empirical quantiles at `levels` of the residuals y - predict(x) over every window of
 // `windows`, per step and variable -> (Q, H, V) f32.
-Tensor residual_quantiles(const MambaForecaster& model, const WindowSource& windows, const std::vector<double>& levels);
+Tensor residual_quantiles(const BatchPredictor& model, const WindowSource& windows, const std::vector<double>& levels);
 // 0.01, 0.02, ..., 0.99.
 std::vector<double> default_quantile_levels();
 
