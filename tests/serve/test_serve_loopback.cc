@@ -193,6 +193,8 @@ TEST(Loopback, HealthAuthMetricsAndDrainingShutdown) {
     EXPECT_EQ(detail.message(), bad.error_message());
   }
   EXPECT_EQ(c.call("nope", 2, kToken, &reply).error_code(), grpc::StatusCode::NOT_FOUND);
+  // Over --max-receive-bytes (4 MiB): refused by gRPC before the handler runs.
+  EXPECT_EQ(c.call(std::string(5 << 20, 'x'), 2, kToken, &reply).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
 
   {
     grpc::ClientContext ctx;
