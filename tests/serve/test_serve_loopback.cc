@@ -64,6 +64,21 @@ class EchoImpl final : public echo::EchoService::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Count(grpc::ServerContext* ctx, const echo::EchoRequest* req,
+                     grpc::ServerWriter<echo::EchoReply>* writer) override {
+    return rt_.handle(ctx, "mamba.test.v1.EchoService/Count", [&](Call& call) {
+      LoadedModelInfo info;
+      auto model = repo_.get(req->model(), 0, &info);
+      for (int i = 1; i <= static_cast<int>(req->value()); ++i) {
+        call.check_alive();
+        echo::EchoReply r;
+        r.set_value(i * model->scale);
+        r.set_version(info.version);
+        writer->Write(r);
+      }
+    });
+  }
+
   std::promise<void> entered;
   std::shared_future<void> gate;
 
@@ -206,6 +221,22 @@ TEST(Loopback, HealthAuthMetricsAndDrainingShutdown) {
     grpc::Status s = c.echo->Unguarded(&ctx, req, &r);  // no token either
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
     EXPECT_EQ(r.value(), 0.0);
+  }
+
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
+    echo::EchoRequest req;
+    req.set_model("echo");
+    req.set_value(4);
+    auto reader = c.echo->Count(&ctx, req);
+    std::vector<double> got;
+    echo::EchoReply r;
+    while (reader->Read(&r)) got.push_back(r.value());
+    grpc::Status s = reader->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(got, (std::vector<double>{3, 6, 9, 12}));
   }
 
   httplib::Client http("127.0.0.1", rt.metrics_port());
