@@ -2,6 +2,7 @@
 // a version directory with {"scale": s}. Health before/after a model exists, auth,
 // errors, /metrics and /healthz, draining shutdown with a call in flight, SIGTERM via run().
 #include <gtest/gtest.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 #include <signal.h>
@@ -61,6 +62,21 @@ class EchoImpl final : public echo::EchoService::Service {
   grpc::Status Unguarded(grpc::ServerContext*, const echo::EchoRequest* req, echo::EchoReply* resp) override {
     resp->set_value(req->value());  // forgot rt_.handle(): no auth, no metrics
     return grpc::Status::OK;
+  }
+
+  grpc::Status Count(grpc::ServerContext* ctx, const echo::EchoRequest* req,
+                     grpc::ServerWriter<echo::EchoReply>* writer) override {
+    return rt_.handle(ctx, "mamba.test.v1.EchoService/Count", [&](Call& call) {
+      LoadedModelInfo info;
+      auto model = repo_.get(req->model(), 0, &info);
+      for (int i = 1; i <= static_cast<int>(req->value()); ++i) {
+        call.check_alive();
+        echo::EchoReply r;
+        r.set_value(i * model->scale);
+        r.set_version(info.version);
+        writer->Write(r);
+      }
+    });
   }
 
   std::promise<void> entered;
@@ -193,6 +209,8 @@ TEST(Loopback, HealthAuthMetricsAndDrainingShutdown) {
     EXPECT_EQ(detail.message(), bad.error_message());
   }
   EXPECT_EQ(c.call("nope", 2, kToken, &reply).error_code(), grpc::StatusCode::NOT_FOUND);
+  // Over --max-receive-bytes (4 MiB): refused by gRPC before the handler runs.
+  EXPECT_EQ(c.call(std::string(5 << 20, 'x'), 2, kToken, &reply).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
 
   {
     grpc::ClientContext ctx;
@@ -203,6 +221,22 @@ TEST(Loopback, HealthAuthMetricsAndDrainingShutdown) {
     grpc::Status s = c.echo->Unguarded(&ctx, req, &r);  // no token either
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
     EXPECT_EQ(r.value(), 0.0);
+  }
+
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
+    echo::EchoRequest req;
+    req.set_model("echo");
+    req.set_value(4);
+    auto reader = c.echo->Count(&ctx, req);
+    std::vector<double> got;
+    echo::EchoReply r;
+    while (reader->Read(&r)) got.push_back(r.value());
+    grpc::Status s = reader->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(got, (std::vector<double>{3, 6, 9, 12}));
   }
 
   httplib::Client http("127.0.0.1", rt.metrics_port());
@@ -381,4 +415,55 @@ TEST(Loopback, MissingTlsFilesAreAnError) {
   finalize_server_options(o);
   Runtime rt(o);
   EXPECT_THROW(rt.start({}), mamba::Error);
+}
+
+TEST(Loopback, ReflectionListsTheServices) {
+  const fs::path dir = fresh_dir("reflection");
+  ServerOptions o = test_options(dir);
+  o.drain_seconds = 0;
+  Runtime rt(o);
+  ModelRepository<EchoModel> repo(o.model_root, load_echo, {.poll_seconds = 0});
+  repo.start();
+  EchoImpl impl(rt, repo);
+  rt.start({&impl});
+
+  // grpc.reflection.v1alpha over a generic stub (its generated client is not installed):
+  // ServerReflectionRequest{list_services: ""} is field 7, an empty string: bytes 3a 00.
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(rt.port()), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;  // no token: reflection is not behind auth
+  ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+  auto call = stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto step = [&](intptr_t tag) {
+    void* got = nullptr;
+    bool ok = false;
+    return cq.Next(&got, &ok) && got == reinterpret_cast<void*>(tag) && ok;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(step(1));
+  grpc::Slice request(std::string("\x3a\x00", 2));
+  call->Write(grpc::ByteBuffer(&request, 1), reinterpret_cast<void*>(2));
+  ASSERT_TRUE(step(2));
+  call->WritesDone(reinterpret_cast<void*>(3));
+  ASSERT_TRUE(step(3));
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(4));
+  ASSERT_TRUE(step(4));
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  EXPECT_NE(bytes.find("mamba.test.v1.EchoService"), std::string::npos);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  EXPECT_TRUE(step(5));
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+  rt.request_shutdown();
+  rt.wait();
 }

@@ -7,6 +7,7 @@
 //   mamba_batch_queue_seconds{batcher}                   histogram (time a request waited)
 //   mamba_batch_size{batcher}                            histogram (requests per batch run)
 //   mamba_model_version{model}                           gauge (newest loaded version)
+//   mamba_handler_bypass_total                           counter (handlers that skipped Runtime::handle)
 //   mamba_memory_bytes{kind="rss"|"cpu_allocator_in_use"|"cpu_allocator_cached"} gauge
 // Ownership: the registry owns every metric; the references it hands out stay valid for
 // the registry's lifetime (hold them, don't look them up on the hot path).
