@@ -2,8 +2,9 @@
 # End to end: mambactl against a real `mamba-forecast serve`.
 #   mambactl_smoke.sh PATH/TO/mamba-forecast PATH/TO/mambactl DATA.csv WORK_DIR
 # Trains a tiny model, serves it on a free port (--port 0 --port-file), waits for
-# health, then: forecast (96 rows), forecast --model nosuch (exit code of NOT_FOUND),
-# models, model, a short bench, and SIGTERM (the server must exit 0).
+# health, then: forecast (96 rows), forecast --model nosuch (exit code of NOT_FOUND), a
+# call without the bearer token (UNAUTHENTICATED), models, model, a short bench, and
+# SIGTERM (the server must exit 0).
 # Exits 77 (skipped) when the data file is missing.
 set -euo pipefail
 forecast_bin=$1
@@ -37,8 +38,9 @@ echo "== train"
   --out "$work/root/etth2/1" --quiet > "$work/train.log" 2>&1 || { cat "$work/train.log"; fail "training"; }
 
 echo "== serve"
+printf '# smoke-test token\nsmoke-secret\n' > "$work/tokens.txt"
 "$forecast_bin" serve --model-root "$work/root" --port 0 --port-file "$work/port" --metrics-port 0 \
-  --drain-seconds 0 --grace-seconds 5 > "$work/server.log" 2>&1 &
+  --auth-token-file "$work/tokens.txt" --drain-seconds 0 --grace-seconds 5 > "$work/server.log" 2>&1 &
 server_pid=$!
 
 # Bounded wait: the port file, then SERVING (the model is loaded).
@@ -52,7 +54,9 @@ for _ in $(seq 120); do
 done
 [ "$status" = SERVING ] || fail "the server did not become SERVING (last: '$status')"
 addr="127.0.0.1:$(cat "$work/port")"
-ctl=("$ctl" --addr "$addr" --timeout-ms 20000)
+[ "$(MAMBA_ADDR=$addr "$ctl" health)" = SERVING ] || fail "MAMBA_ADDR is not used"
+ctl_bin=$ctl
+ctl=("$ctl" --addr "$addr" --timeout-ms 20000 --token-file "$work/tokens.txt")
 echo "server at $addr: $status"
 
 echo "== forecast"
@@ -76,6 +80,15 @@ set -e
 cat "$work/nosuch.err"
 [ "$rc" = 7 ] || fail "--model nosuch: expected exit 7 (2 + NOT_FOUND), got $rc"
 grep -q '^error: NOT_FOUND: ' "$work/nosuch.err" || fail "--model nosuch: no 'error: NOT_FOUND:' line"
+
+set +e
+"$ctl_bin" --addr "$addr" models > /dev/null 2> "$work/noauth.err"
+rc=$?
+set -e
+cat "$work/noauth.err"
+[ "$rc" = 18 ] || fail "no token: expected exit 18 (2 + UNAUTHENTICATED), got $rc"
+grep -q '^error: UNAUTHENTICATED: ' "$work/noauth.err" || fail "no token: no 'error: UNAUTHENTICATED:' line"
+"$ctl_bin" --addr "$addr" --token smoke-secret models > /dev/null || fail "--token: exit $?"
 
 echo "== models / model"
 "${ctl[@]}" models | tee "$work/models.txt"
