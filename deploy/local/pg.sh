@@ -85,6 +85,10 @@ case "$cmd" in
     echo "$port" >"$dir/port"
     if [ "${#as_server[@]}" -gt 0 ]; then
       chown -R "$os_user" "$dir"
+      run test -w "$dir" || {
+        echo "pg.sh: the server user $os_user cannot reach $dir (a folder above it is not traversable)" >&2
+        exit 1
+      }
     fi
     if [ ! -f "$data/PG_VERSION" ]; then
       run "$bin/initdb" -D "$data" --username=mamba --auth=trust --encoding=UTF8 --locale=C.UTF-8 \

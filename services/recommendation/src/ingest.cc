@@ -37,6 +37,7 @@ IngestReport ingest_stream(pqxx::connection& conn, std::istream& in, const std::
     tx.abort();
     return rep;
   }
+  tx.exec("ANALYZE rec_ingest_staging");  // a temp table has no statistics: plan the joins on real counts
   // New users and items get their ids in order of first appearance in the file.
   rep.new_users = static_cast<int64_t>(
       tx.exec("INSERT INTO users (external_key) SELECT user_key FROM rec_ingest_staging"

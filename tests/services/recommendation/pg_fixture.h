@@ -82,7 +82,10 @@ class PgServer {
   // A new empty database on the server; returns its URL.
   std::string fresh_database() {
     const std::string base = url();
-    const std::string name = "t" + std::to_string(::getpid()) + "_" + std::to_string(++databases_);
+    std::string name = "t";  // appended piecewise: "lit" + to_string() trips g++ 12's -Wrestrict
+    name += std::to_string(::getpid());
+    name += '_';
+    name += std::to_string(++databases_);
     {
       auto conn = connect(base);
       pqxx::nontransaction tx(conn);

@@ -157,7 +157,7 @@ TEST_F(Ingest, MalformedRowsAreReportedAndStrictWritesNothing) {
 TEST_F(Ingest, CsvFile) {
   const auto path = write_file("events.csv",
                                "user_id,item_id,timestamp,rating,event_type\n"
-                               "alice,book,1700000000.5,4,purchase\n"
+                               "alice,book,1700000000.123456,4.25,purchase\n"
                                "alice,pen,1700000001,,click\n"
                                "bob,book,1700000002,1,\n");
   const auto r = ingest_file(conn(), path);
@@ -170,9 +170,9 @@ TEST_F(Ingest, CsvFile) {
   EXPECT_EQ(last[0].event_type, "click");
   EXPECT_FLOAT_EQ(last[0].weight, 1.f);
   EXPECT_EQ(last[1].item_key, "book");
-  EXPECT_DOUBLE_EQ(last[1].ts, 1700000000.5);
+  EXPECT_EQ(last[1].ts, 1700000000.123456);  // exact: no precision lost through COPY
   EXPECT_EQ(last[1].event_type, "purchase");
-  EXPECT_FLOAT_EQ(last[1].weight, 4.f);
+  EXPECT_EQ(last[1].weight, 4.25f);
   EXPECT_EQ(last_interactions(conn(), "bob", 10).at(0).event_type, "interaction");
 }
 
