@@ -11,6 +11,7 @@
 
 using namespace mamba::recommendation;
 using mamba::recommendation::testing::PgTest;
+using Migrations = PgTest;
 
 namespace {
 
@@ -24,7 +25,7 @@ std::vector<std::string> tables(pqxx::connection& conn) {
 
 }  // namespace
 
-TEST_F(PgTest, MigrationsFromEmptyThenNoOp) {
+TEST_F(Migrations, MigrationsFromEmptyThenNoOp) {
   auto conn = connect(url());
   EXPECT_EQ(schema_version(conn), 0);
   EXPECT_EQ(stats(conn).schema_version, 0);
@@ -42,7 +43,7 @@ TEST_F(PgTest, MigrationsFromEmptyThenNoOp) {
             true);
 }
 
-TEST_F(PgTest, ConcurrentCallersApplyEachVersionOnce) {
+TEST_F(Migrations, ConcurrentCallersApplyEachVersionOnce) {
   constexpr int kCallers = 4;
   std::vector<std::vector<int>> applied(kCallers);
   std::vector<std::string> errors(kCallers);
@@ -68,7 +69,7 @@ TEST_F(PgTest, ConcurrentCallersApplyEachVersionOnce) {
   EXPECT_EQ(schema_version(conn), 2);
 }
 
-TEST_F(PgTest, FailedMigrationLeavesNoTraceAndNewerSchemaIsRefused) {
+TEST_F(Migrations, FailedMigrationLeavesNoTraceAndNewerSchemaIsRefused) {
   auto conn = connect(url());
   {
     // A table in the way of version 1: its migration fails and records nothing.
