@@ -9,6 +9,7 @@ PKGS=(
   nlohmann-json3-dev libspdlog-dev libcli11-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcpp-httplib-dev
   python3-grpc-tools python3-grpcio
+  postgresql libpqxx-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -6,7 +6,11 @@
 #   2. forecasting: trains the Mamba forecaster on ETTh2 (../shared/data) once — cached in
 #      var/models/etth2/1 — starts `mamba-forecast serve` on a free port with a bearer
 #      token and metrics, waits for health, prints one real forecast through mambactl and
-#      the server's metrics, then stops the server with SIGTERM (draining).
+#      the server's metrics, then stops the server with SIGTERM (draining);
+#   3. recommendation: starts a private PostgreSQL in var/pg (deploy/local/pg.sh), applies
+#      the event store's migrations, ingests a generated RecBole .inter file (with two
+#      malformed rows, to show the report) twice — the second run adds nothing — prints
+#      the counts and stops the server.
 # Everything it writes stays under var/ (git-ignored). Re-running reuses the trained model;
 # `rm -rf var/models` retrains.
 set -euo pipefail
@@ -15,7 +19,7 @@ bash deploy/local/install-deps.sh
 BUILD_DIR=${BUILD_DIR:-build}
 SHARED=${MAMBA_SHARED_DIR:-../shared}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD_DIR" -j "$(nproc)" --target mamba-demo mamba-golden mamba-forecast mambactl
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target mamba-demo mamba-golden mamba-forecast mambactl mamba-rec
 
 echo "== core: Mamba language models (prefill, then token-by-token decode)"
 GOLDEN=${MAMBA_GOLDEN_DIR:-$SHARED/golden}
@@ -73,4 +77,22 @@ if [ -s "$VAR/run/forecast.metrics-port" ]; then
 fi
 kill -TERM $SERVER
 wait $SERVER && echo "-- server drained and stopped (exit 0)"
+trap - EXIT
+
+echo "== recommendation: the event store on a private PostgreSQL (var/pg)"
+REC="$BUILD_DIR/services/recommendation/mamba-rec"
+DB=$(bash deploy/local/pg.sh start "$VAR/pg")
+trap 'bash deploy/local/pg.sh stop "$VAR/pg" || true' EXIT
+echo "-- server: $DB"
+"$REC" migrate --db "$DB"
+INTER="$VAR/run/synthetic.inter"
+awk 'BEGIN { srand(1); print "user_id:token\titem_id:token\trating:float\ttimestamp:float";
+             for (r = 0; r < 20000; r++) printf "u%d\ti%d\t%d\t%d\n", int(rand() * 300), int(rand() * 800), 1 + int(rand() * 5), 1700000000 + r;
+             print "u1\ti1\tfive\t1800000000"; print "u2\ti2\t3" }' > "$INTER"
+echo "-- mamba-rec ingest (first time)"
+"$REC" ingest --db "$DB" --inter "$INTER"
+echo "-- mamba-rec ingest (again: nothing new)"
+"$REC" ingest --db "$DB" --inter "$INTER"
+"$REC" stats --db "$DB"
+bash deploy/local/pg.sh stop "$VAR/pg"
 trap - EXIT

@@ -1,0 +1,112 @@
+#include "mamba/recommendation/migrations.h"
+
+#include "mamba/recommendation/store.h"
+
+namespace mamba::recommendation {
+
+namespace {
+
+const char* const kV1 = R"SQL(
+CREATE TABLE users (
+  id           bigserial PRIMARY KEY,
+  external_key text NOT NULL UNIQUE,
+  created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE items (
+  id           bigserial PRIMARY KEY,
+  external_key text NOT NULL UNIQUE,
+  attributes   jsonb NOT NULL DEFAULT '{}'::jsonb,
+  created_at   timestamptz NOT NULL DEFAULT now()
+);
+-- id grows in insertion order: the tie-breaker that keeps file order for equal ts.
+CREATE TABLE interactions (
+  id          bigserial PRIMARY KEY,
+  user_id     bigint NOT NULL REFERENCES users (id),
+  item_id     bigint NOT NULL REFERENCES items (id),
+  ts          double precision NOT NULL,
+  event_type  text NOT NULL DEFAULT 'interaction',
+  weight      real NOT NULL DEFAULT 1,
+  source_file text,
+  source_line bigint,
+  CONSTRAINT interactions_natural_key UNIQUE (user_id, item_id, ts, event_type)
+);
+-- The last N events of a user (and, scanned backwards, every user's events in time order).
+CREATE INDEX interactions_user_recent ON interactions (user_id, ts DESC, id DESC);
+CREATE INDEX interactions_item ON interactions (item_id);
+)SQL";
+
+const char* const kV2 = R"SQL(
+CREATE TABLE model_runs (
+  id        bigserial PRIMARY KEY,
+  started   timestamptz NOT NULL DEFAULT now(),
+  finished  timestamptz,
+  status    text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'succeeded', 'failed')),
+  metrics   jsonb NOT NULL DEFAULT '{}'::jsonb,
+  model_dir text
+);
+CREATE TABLE recommendations (
+  model_run_id bigint NOT NULL REFERENCES model_runs (id) ON DELETE CASCADE,
+  user_id      bigint NOT NULL REFERENCES users (id),
+  rank         integer NOT NULL CHECK (rank >= 1),
+  item_id      bigint NOT NULL REFERENCES items (id),
+  score        real NOT NULL,
+  PRIMARY KEY (model_run_id, user_id, rank)
+);
+)SQL";
+
+const char* const kCreateLedger =
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version integer PRIMARY KEY,"
+    " name text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT now())";
+
+// The highest version recorded; -1 when there is no ledger yet.
+int recorded_version(pqxx::transaction_base& tx) {
+  const auto r = tx.exec1("SELECT to_regclass('schema_migrations') IS NOT NULL");
+  if (!r[0].as<bool>()) return -1;
+  return tx.exec1("SELECT coalesce(max(version), 0) FROM schema_migrations")[0].as<int>();
+}
+
+}  // namespace
+
+const std::vector<Migration>& migrations() {
+  static const std::vector<Migration> all = {
+      {1, "users, items, interactions", kV1},
+      {2, "model_runs, recommendations", kV2},
+  };
+  return all;
+}
+
+std::vector<int> apply_migrations(pqxx::connection& conn) {
+  std::vector<int> applied;
+  const int newest = migrations().back().version;
+  for (const auto& m : migrations()) {
+    pqxx::work tx(conn);
+    // Serialises concurrent callers until this transaction ends; the ledger is created
+    // under the lock so two first callers cannot race on it either.
+    tx.exec_params("SELECT pg_advisory_xact_lock($1)", kMigrationLockKey);
+    tx.exec(kCreateLedger);
+    const auto done = tx.exec_params("SELECT 1 FROM schema_migrations WHERE version = $1", m.version);
+    const int have = tx.exec1("SELECT coalesce(max(version), 0) FROM schema_migrations")[0].as<int>();
+    if (have > newest)
+      throw StoreError("migrations: the database has schema version " + std::to_string(have) +
+                       ", newer than this binary knows (" + std::to_string(newest) + ")");
+    if (!done.empty()) {
+      tx.commit();
+      continue;
+    }
+    tx.exec(m.sql);
+    tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name);
+    tx.commit();
+    applied.push_back(m.version);
+  }
+  return applied;
+}
+
+int schema_version(pqxx::connection& conn) {
+  pqxx::read_transaction tx(conn);
+  const int v = recorded_version(tx);
+  return v < 0 ? 0 : v;
+}
+
+}  // namespace mamba::recommendation
