@@ -7,11 +7,14 @@
 #include <mutex>
 #include <thread>
 
+#include "serve_test_util.h"
 #include "mamba/serve/batcher.h"
 
 using namespace mamba::serve;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+
+using mamba::serve::testing::code_of;
 
 namespace {
 
@@ -46,16 +49,6 @@ struct Recorder {
     return out;
   }
 };
-
-template <class F>
-grpc::StatusCode code_of(F&& f) {
-  try {
-    f();
-  } catch (const ServiceError& e) {
-    return e.code();
-  }
-  return grpc::StatusCode::OK;
-}
 
 }  // namespace
 

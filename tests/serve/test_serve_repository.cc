@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "serve_test_util.h"
 #include "mamba/serve/errors.h"
 #include "mamba/serve/metrics.h"
 #include "mamba/serve/model_repository.h"
@@ -15,6 +16,8 @@
 using namespace mamba::serve;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+
+using mamba::serve::testing::code_of;
 
 namespace {
 
@@ -57,16 +60,6 @@ struct Loader {
     return std::make_shared<const Model>(Model{j.at("scale").get<double>(), std::stoll(dir.filename().string())});
   }
 };
-
-template <class F>
-grpc::StatusCode code_of(F&& f) {
-  try {
-    f();
-  } catch (const ServiceError& e) {
-    return e.code();
-  }
-  return grpc::StatusCode::OK;
-}
 
 }  // namespace
 

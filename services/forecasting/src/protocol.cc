@@ -114,36 +114,28 @@ StandardScaler StandardScaler::fit(const Tensor& values, RowRange rows, std::vec
   return sc;
 }
 
-Tensor StandardScaler::transform(const Tensor& values) const {
+Tensor StandardScaler::apply(const Tensor& values, bool inverse, const char* op) const {
   const int64_t V = num_variables();
   if (!values.defined() || values.dim() < 1 || values.size(-1) != V)
-    fail("StandardScaler::transform", "values " + (values.defined() ? values.str() : std::string("undefined")) +
-                                          ": last dim must be " + std::to_string(V));
+    fail(op, "values " + (values.defined() ? values.str() : std::string("undefined")) + ": last dim must be " +
+                 std::to_string(V));
   const Tensor v = as_f32_contiguous(values);
   Tensor out = Tensor::empty(v.shape(), DType::f32);
   const float* p = v.data<float>();
   float* q = out.data<float>();
   const int64_t rows = V ? v.numel() / V : 0;
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < V; ++j)
-      q[r * V + j] = static_cast<float>((static_cast<double>(p[r * V + j]) - mean_[j]) / std_[j]);
+    for (int64_t j = 0; j < V; ++j) {
+      const double x = p[r * V + j];
+      q[r * V + j] = static_cast<float>(inverse ? x * std_[j] + mean_[j] : (x - mean_[j]) / std_[j]);
+    }
   return out;
 }
 
+Tensor StandardScaler::transform(const Tensor& values) const { return apply(values, false, "StandardScaler::transform"); }
+
 Tensor StandardScaler::inverse_transform(const Tensor& values) const {
-  const int64_t V = num_variables();
-  if (!values.defined() || values.dim() < 1 || values.size(-1) != V)
-    fail("StandardScaler::inverse_transform", "values " + (values.defined() ? values.str() : std::string("undefined")) +
-                                                  ": last dim must be " + std::to_string(V));
-  const Tensor v = as_f32_contiguous(values);
-  Tensor out = Tensor::empty(v.shape(), DType::f32);
-  const float* p = v.data<float>();
-  float* q = out.data<float>();
-  const int64_t rows = V ? v.numel() / V : 0;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < V; ++j)
-      q[r * V + j] = static_cast<float>(static_cast<double>(p[r * V + j]) * std_[j] + mean_[j]);
-  return out;
+  return apply(values, true, "StandardScaler::inverse_transform");
 }
 
 nlohmann::json StandardScaler::to_json() const {

@@ -81,6 +81,7 @@ class StandardScaler {
   static StandardScaler load(const std::string& path);
 
  private:
+  Tensor apply(const Tensor& values, bool inverse, const char* op) const;
   std::vector<double> mean_, std_;
   std::vector<std::string> names_;
   RowRange fit_rows_;
