@@ -94,13 +94,23 @@ ForecastJob make_forecast_job(const v1::ForecastRequest& req, std::shared_ptr<co
   if (!job.quantiles.empty() && !job.model->residual_quantiles.defined())
     invalid(p + "quantiles", "this model has no residual quantiles; ask for the mean only");
 
+  if (series.timestamps_size() == 0 && c.n_time_features > 0)
+    invalid(p + "series.timestamps", "this model uses time features: send one timestamp per value");
   if (series.timestamps_size() > 0) {
     if (series.timestamps_size() != T)
       invalid(p + "series.timestamps", std::to_string(series.timestamps_size()) + " timestamps for " + std::to_string(T) +
                                            " values");
     try {
       const std::vector<std::string> ts(series.timestamps().begin(), series.timestamps().end());
-      job.future_timestamps = future_timestamps(parse_time_index(ts), job.horizon);
+      const TimeIndex idx = parse_time_index(ts);
+      job.future_timestamps = future_timestamps(idx, job.horizon);
+      if (c.n_time_features > 0) {
+        job.marks = window_time_features(idx.epoch_seconds, idx.interval_seconds, first, c.seq_len);
+        if (job.marks.size(1) != c.n_time_features)
+          invalid(p + "series.timestamps", "the sampling interval gives " + std::to_string(job.marks.size(1)) +
+                                               " time features, the model was trained with " +
+                                               std::to_string(c.n_time_features));
+      }
     } catch (const Error& e) {
       invalid(p + "series.timestamps", e.what());
     }
@@ -116,7 +126,14 @@ std::vector<v1::ForecastResponse> run_forecast_batch(std::vector<ForecastJob>& j
   const int64_t B = static_cast<int64_t>(jobs.size()), L = c.seq_len, V = c.n_vars, H = c.horizon;
   Tensor x = Tensor::empty({B, L, V});
   for (int64_t b = 0; b < B; ++b) std::copy_n(jobs[b].window.data<float>(), L * V, x.data<float>() + b * L * V);
-  const Tensor y = m.forecast_raw(x).contiguous();  // (B, H, V)
+  Tensor marks;
+  if (c.n_time_features > 0) {
+    const int64_t F = c.n_time_features;
+    marks = Tensor::empty({B, L, F});
+    for (int64_t b = 0; b < B; ++b)
+      std::copy_n(jobs[b].marks.contiguous().data<float>(), L * F, marks.data<float>() + b * L * F);
+  }
+  const Tensor y = m.forecast_raw(x, marks).contiguous();  // (B, H, V)
   std::map<double, Tensor> offsets;                 // per quantile, shared by the batch
   for (int64_t b = 0; b < B; ++b) {
     const ForecastJob& j = jobs[b];

@@ -40,6 +40,7 @@ struct ForecastJob {
   int64_t model_version = 0;
   std::string series_id;
   Tensor window;  // (seq_len, V) in the data's units, the model's variable order
+  Tensor marks;   // (seq_len, F) time features of the look-back, when the model takes them
   int64_t horizon = 0;
   std::vector<double> quantiles;
   std::vector<std::string> future_timestamps;  // horizon of them, or empty

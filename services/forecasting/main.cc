@@ -223,7 +223,13 @@ MultiSeries forecast_file(const ForecastModel& m, const std::string& path, const
                                             " rows, the model needs at least seq_len = " + std::to_string(c.seq_len));
   const int64_t H = a.horizon > 0 ? std::min(a.horizon, c.horizon) : c.horizon;
   const Tensor cols = select_columns(s, m.variables);
-  const Tensor y = m.forecast_raw(cols.slice(0, s.num_steps() - c.seq_len, s.num_steps()).contiguous()).contiguous();
+  Tensor marks;
+  if (c.n_time_features > 0) {
+    const TimeIndex idx = parse_time_index(s.timestamps);
+    marks = window_time_features(idx.epoch_seconds, idx.interval_seconds, s.num_steps() - c.seq_len, c.seq_len);
+  }
+  const Tensor y =
+      m.forecast_raw(cols.slice(0, s.num_steps() - c.seq_len, s.num_steps()).contiguous(), marks).contiguous();
   const int64_t V = c.n_vars;
   MultiSeries out;
   out.time_column = s.time_column;
