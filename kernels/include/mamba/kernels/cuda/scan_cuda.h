@@ -100,6 +100,9 @@ struct SelectiveScanBwdCudaParams {
   float* dinitial_state = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SCAN_BWD_VERSION=1|2 when set,
+  // else 2), 1 = one thread per channel, 2 = two lanes per channel (see kernels/cuda/NOTES.md).
+  int version = 0;
 };
 
 template <class T>
