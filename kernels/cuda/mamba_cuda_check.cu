@@ -196,6 +196,94 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
   });
 }
 
+// ---- selective scan backward ----------------------------------------------------------------
+// Against the plain CPU backward (selective_scan_bwd_ref) on the same (T-rounded) inputs; every
+// GPU output and the workspace poisoned with NaN first. dinitial_state is requested only when
+// the case has an initial state (the null path otherwise); dfinal seeds the adjoint.
+template <class T>
+void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version = 0) {
+  char name[160];
+  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d]", type_name<T>(), c.b, c.d, c.l, c.n,
+                c.g, c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
+                c.D ? " D" : "", dfinal ? " dfinal" : "", version ? version : 2);
+  run_case(name, [&] {
+    Rng r(seed);
+    const size_t nbdl = size_t(c.b) * c.d * c.l, nbc = size_t(c.b) * c.g * c.n * c.l, nst = size_t(c.b) * c.d * c.n;
+    auto u = r.normal(nbdl);
+    auto delta = c.softplus ? r.normal(nbdl, -2.f, 1.f) : r.uniform(nbdl, 0.001f, 0.2f);
+    auto z = r.normal(c.z ? nbdl : 0);
+    auto B = r.normal(nbc), C = r.normal(nbc);
+    auto A = r.uniform(size_t(c.d) * c.n, -12.f, -0.3f);
+    auto D = r.normal(c.D ? c.d : 0);
+    auto bias = c.softplus ? r.uniform(c.bias ? c.d : 0, -1.f, 0.5f) : r.uniform(c.bias ? c.d : 0, 0.f, 0.05f);
+    auto h0 = r.normal(c.init ? nst : 0);
+    auto dy = r.normal(nbdl);
+    auto dhT = r.normal(dfinal ? nst : 0);
+    auto du_ = upload_rounded<T>(u), ddelta_ = upload_rounded<T>(delta), dz_ = upload_rounded<T>(z);
+    auto dB_ = upload_rounded<T>(B), dC_ = upload_rounded<T>(C), ddy = upload_rounded<T>(dy);
+    auto dA_ = upload_rounded<float>(A), dD_ = upload_rounded<float>(D), dbias_ = upload_rounded<float>(bias);
+    auto dh0_ = upload_rounded<float>(h0), ddhT = upload_rounded<float>(dhT);
+
+    const int64_t L = c.l;
+    k::SelectiveScanParams p;
+    p.batch = c.b; p.dim = c.d; p.seqlen = c.l; p.dstate = c.n; p.n_groups = c.g;
+    p.u = {u.data(), int64_t(c.d) * L, L, 1};
+    p.delta = {delta.data(), int64_t(c.d) * L, L, 1};
+    if (c.z) p.z = {z.data(), int64_t(c.d) * L, L, 1};
+    p.B = {B.data(), int64_t(c.g) * c.n * L, int64_t(c.n) * L, L, 1};
+    p.C = {C.data(), int64_t(c.g) * c.n * L, int64_t(c.n) * L, L, 1};
+    p.A = A.data();
+    p.D = c.D ? D.data() : nullptr;
+    p.delta_bias = c.bias ? bias.data() : nullptr;
+    p.delta_softplus = c.softplus;
+    p.initial_state = c.init ? h0.data() : nullptr;
+    std::vector<float> r_du(nbdl), r_ddelta(nbdl), r_dz(c.z ? nbdl : 0), r_dB(nbc), r_dC(nbc), r_dA(size_t(c.d) * c.n),
+        r_dD(c.d), r_dbias(c.d), r_dh0(c.init ? nst : 0);
+    k::SelectiveScanGrads gr;
+    gr.du = {r_du.data(), int64_t(c.d) * L, L, 1};
+    gr.ddelta = {r_ddelta.data(), int64_t(c.d) * L, L, 1};
+    if (c.z) gr.dz = {r_dz.data(), int64_t(c.d) * L, L, 1};
+    gr.dB = {r_dB.data(), int64_t(c.g) * c.n * L, int64_t(c.n) * L, L, 1};
+    gr.dC = {r_dC.data(), int64_t(c.g) * c.n * L, int64_t(c.n) * L, L, 1};
+    gr.dA = r_dA.data();
+    gr.dD = r_dD.data();
+    gr.ddelta_bias = r_dbias.data();
+    gr.dinitial_state = c.init ? r_dh0.data() : nullptr;
+    k::selective_scan_bwd_ref(p, {dy.data(), int64_t(c.d) * L, L, 1}, dfinal ? dhT.data() : nullptr, gr);
+
+    DevBuf<T> o_du(nbdl), o_ddelta(nbdl), o_dz(c.z ? nbdl : 0);
+    DevBuf<float> o_dB(nbc), o_dC(nbc), o_dA(size_t(c.d) * c.n), o_dD(c.d), o_dbias(c.d), o_dh0(c.init ? nst : 0);
+    kc::SelectiveScanBwdCudaParams<T> q;
+    q.batch = c.b; q.dim = c.d; q.seqlen = c.l; q.dstate = c.n; q.n_groups = c.g;
+    q.u = du_.ptr; q.delta = ddelta_.ptr; q.z = c.z ? dz_.ptr : nullptr; q.B = dB_.ptr; q.C = dC_.ptr;
+    q.A = dA_.ptr; q.D = c.D ? dD_.ptr : nullptr; q.delta_bias = c.bias ? dbias_.ptr : nullptr;
+    q.delta_softplus = c.softplus; q.initial_state = c.init ? dh0_.ptr : nullptr;
+    q.dout = ddy.ptr; q.dfinal_state = dfinal ? ddhT.ptr : nullptr;
+    q.du = o_du.ptr; q.ddelta = o_ddelta.ptr; q.dz = c.z ? o_dz.ptr : nullptr;
+    q.dA = o_dA.ptr; q.dB = o_dB.ptr; q.dC = o_dC.ptr; q.dD = o_dD.ptr; q.ddelta_bias = o_dbias.ptr;
+    q.dinitial_state = c.init ? o_dh0.ptr : nullptr;
+    q.version = version;
+    const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
+    DevBuf<float> ws((wsb + 3) / 4);
+    q.workspace = ws.ptr; q.workspace_bytes = wsb;
+    for (auto* bufp : {&o_dB, &o_dC, &o_dA, &o_dD, &o_dbias, &o_dh0, &ws}) bufp->poison();
+    o_du.poison(); o_ddelta.poison(); o_dz.poison();
+    kc::selective_scan_bwd_cuda<T>(q, nullptr);
+    MAMBA_CUDA_CHECK("selective_scan_bwd_cuda", cudaDeviceSynchronize());
+    const double tol = tolerance<T>();
+    const std::string nm(name);
+    report(nm + " du", download(o_du), r_du, tol);
+    report(nm + " ddelta", download(o_ddelta), r_ddelta, tol);
+    if (c.z) report(nm + " dz", download(o_dz), r_dz, tol);
+    report(nm + " dB", download(o_dB), r_dB, tol);
+    report(nm + " dC", download(o_dC), r_dC, tol);
+    report(nm + " dA", download(o_dA), r_dA, tol);
+    report(nm + " dD", download(o_dD), r_dD, tol);
+    report(nm + " ddelta_bias", download(o_dbias), r_dbias, tol);
+    if (c.init) report(nm + " dinitial_state", download(o_dh0), r_dh0, tol);
+  });
+}
+
 // ---- causal conv1d ------------------------------------------------------------------------
 struct ConvCase { int b, l, c, k; bool bias, silu, init, strided; };
 
@@ -429,11 +517,12 @@ double median_us(const std::function<void(int)>& fn, int inner = 1, int samples 
 
 double g_copy_gbs = 0;  // device-to-device copy bandwidth, read + write, GB/s
 
-struct Row { std::string kernel, shape; double us, bytes, exp_floor_us; };
+struct Row { std::string kernel, shape; double us, bytes, exp_floor_us, fwd_us; };
 std::vector<Row> g_rows;
 
-void add_row(const std::string& kernel, const std::string& shape, double us, double bytes, double exp_floor_us = 0) {
-  g_rows.push_back({kernel, shape, us, bytes, exp_floor_us});
+void add_row(const std::string& kernel, const std::string& shape, double us, double bytes, double exp_floor_us = 0,
+             double fwd_us = 0) {
+  g_rows.push_back({kernel, shape, us, bytes, exp_floor_us, fwd_us});
   std::printf("  timed %-22s %-34s %10.1f us\n", kernel.c_str(), shape.c_str(), us);
   std::fflush(stdout);
 }
@@ -448,7 +537,7 @@ void time_copy() {
 }
 
 template <class T>
-void time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
+double time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * n * l;
   DevBuf<T> u(nbdl), delta(nbdl), z(nbdl), y(nbdl), B(nbc), C(nbc);
   DevBuf<float> A(size_t(d) * n), D(d), bias(d), hT(size_t(b) * d * n);
@@ -474,6 +563,47 @@ void time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
   if (version && split) std::snprintf(which, sizeof which, " v%d S%d", version, split);
   else if (version) std::snprintf(which, sizeof which, " v%d", version);
   add_row(std::string("scan fwd ") + type_name<T>() + which, shape, us, bytes, exp_floor_us);
+  return us;
+}
+
+// Backward at the forward's timing shape and data (softplus, bias, D, z, h0, dfinal); bytes =
+// the inputs u, delta, z, dout, B, C read once + du, ddelta, dz, dB, dC (f32) written once;
+// exp floor = one exponential per (b, d, t, n), as for the forward (this design does three).
+template <class T>
+void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = "", int version = 0) {
+  const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * n * l, nst = size_t(b) * d * n;
+  DevBuf<T> u(nbdl), delta(nbdl), z(nbdl), dout(nbdl), B(nbc), C(nbc), du(nbdl), ddelta(nbdl), dz(nbdl);
+  DevBuf<float> A(size_t(d) * n), D(d), bias(d), h0(nst), dhT(nst), dB(nbc), dC(nbc), dA(size_t(d) * n), dD(d),
+      dbias(d), dh0(nst);
+  fill_uniform(u.ptr, nbdl, 1, -1.f, 1.f);
+  fill_uniform(delta.ptr, nbdl, 2, -4.f, -1.f);
+  fill_uniform(z.ptr, nbdl, 3, -2.f, 2.f);
+  fill_uniform(B.ptr, nbc, 4, -1.f, 1.f);
+  fill_uniform(C.ptr, nbc, 5, -1.f, 1.f);
+  fill_uniform(A.ptr, size_t(d) * n, 6, -16.f, -1.f);
+  fill_uniform(D.ptr, size_t(d), 7, -1.f, 1.f);
+  fill_uniform(bias.ptr, size_t(d), 8, -0.5f, 0.f);
+  fill_uniform(dout.ptr, nbdl, 9, -1.f, 1.f);
+  fill_uniform(h0.ptr, nst, 10, -1.f, 1.f);
+  fill_uniform(dhT.ptr, nst, 14, -1.f, 1.f);
+  kc::SelectiveScanBwdCudaParams<T> q;
+  q.batch = b; q.dim = d; q.seqlen = l; q.dstate = n; q.n_groups = 1;
+  q.u = u.ptr; q.delta = delta.ptr; q.z = z.ptr; q.B = B.ptr; q.C = C.ptr;
+  q.A = A.ptr; q.D = D.ptr; q.delta_bias = bias.ptr; q.delta_softplus = true; q.initial_state = h0.ptr;
+  q.dout = dout.ptr; q.dfinal_state = dhT.ptr;
+  q.du = du.ptr; q.ddelta = ddelta.ptr; q.dz = dz.ptr; q.dA = dA.ptr; q.dB = dB.ptr; q.dC = dC.ptr;
+  q.dD = dD.ptr; q.ddelta_bias = dbias.ptr; q.dinitial_state = dh0.ptr;
+  q.version = version;
+  const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
+  DevBuf<float> ws((wsb + 3) / 4);
+  q.workspace = ws.ptr; q.workspace_bytes = wsb;
+  const double us = median_us([&](int) { kc::selective_scan_bwd_cuda<T>(q, nullptr); });
+  const double bytes = 7.0 * nbdl * sizeof(T) + 2.0 * nbc * sizeof(T) + 8.0 * nbc +
+                       4.0 * (3 * nst + 2 * size_t(d) * n + 4 * d);
+  const double exp_floor_us = double(nbdl) * n / 4.15e12 * 1e6;
+  char shape[96];
+  std::snprintf(shape, sizeof shape, "b%d d%d l%d n%d z (ws %.0f MB)", b, d, l, n, wsb / 1e6);
+  add_row(std::string("scan bwd ") + type_name<T>() + (version == 1 ? " v1" : " v2") + tag, shape, us, bytes, exp_floor_us, fwd_us);
 }
 
 template <class T>
@@ -564,20 +694,25 @@ void time_gated_rms_norm(int rows, int dim, int gsz, bool nbg) {
 }
 
 void print_table() {
-  std::printf("\n| kernel | shape | time us | GB/s | mem floor us | x mem floor | exp floor us | x exp floor |\n");
-  std::printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("\n| kernel | shape | time us | GB/s | mem floor us | x mem floor | exp floor us | x exp floor | x fwd |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& r : g_rows) {
     const double gbs = r.bytes / (r.us * 1e-6) / 1e9;
     const double floor_us = g_copy_gbs > 0 ? r.bytes / (g_copy_gbs * 1e9) * 1e6 : 0;
     std::printf("| %s | %s | %.1f | %.0f | %.1f | %.2f |", r.kernel.c_str(), r.shape.c_str(), r.us, gbs, floor_us,
                 floor_us > 0 ? r.us / floor_us : 0.0);
     if (r.exp_floor_us > 0)
-      std::printf(" %.1f | %.2f |\n", r.exp_floor_us, r.us / r.exp_floor_us);
+      std::printf(" %.1f | %.2f |", r.exp_floor_us, r.us / r.exp_floor_us);
     else
-      std::printf(" - | - |\n");
+      std::printf(" - | - |");
+    if (r.fwd_us > 0)
+      std::printf(" %.2f |\n", r.us / r.fwd_us);
+    else
+      std::printf(" - |\n");
   }
   std::printf("(x floor = measured time / floor; memory floor uses the measured copy bandwidth %.0f GB/s, read+write;\n"
-              " exp floor = b*d*l*n exponentials at 4.15e12/s)\n", g_copy_gbs);
+              " exp floor = b*d*l*n exponentials at 4.15e12/s; x fwd = backward time / forward (auto) time, same shape)\n",
+              g_copy_gbs);
 }
 
 }  // namespace
@@ -631,6 +766,28 @@ int main(int argc, char** argv) {
       check_scan<float>(c, ++seed, 3, split);
       check_scan<bf16>(c, ++seed, 3, split);
     }
+  // Backward against the CPU backward: l 1, l not a multiple of the 8-step chunk, batch 1,
+  // dstate 1 / 3 / 5 / 16 / 32 / 64 / 256 (slices of 16), groups 1 and 2, several blocks per
+  // group with a partial last block, with and without z / D / delta_bias / softplus / h0 / dfinal.
+  const ScanCase bwd_cases[] = {
+      {1, 4, 1, 16, 1, true, false, true, true, true},    {2, 6, 7, 1, 2, false, true, true, true, true},
+      {1, 8, 300, 5, 2, true, true, true, true, true},    {2, 200, 77, 16, 2, true, true, true, true, true},
+      {1, 130, 96, 16, 1, true, false, false, true, true}, {1, 70, 40, 64, 1, false, true, true, false, true},
+      {2, 3, 4100, 3, 1, false, true, true, true, true},   {1, 4, 2049, 16, 2, false, false, false, false, false},
+      {1, 2, 513, 256, 1, true, true, true, true, true},   {1, 2, 0, 16, 1, true, true, true, true, true},
+      {3, 64, 168, 32, 1, true, true, true, true, false},  {1, 96, 1024, 16, 1, true, true, true, true, true},
+      {2, 128, 2048, 16, 2, true, true, true, true, true}, {1, 33, 13, 8, 1, true, false, true, false, true},
+  };
+  {
+    bool dfin = false;
+    for (const auto& c : bwd_cases) {
+      dfin = !dfin;
+      for (int v : {1, 2}) {
+        check_scan_bwd<float>(c, dfin, ++seed, v);
+        check_scan_bwd<bf16>(c, !dfin, ++seed, v);
+      }
+    }
+  }
   const ConvCase conv_cases[] = {
       {1, 1, 5, 4, true, true, false, false},   {2, 7, 33, 4, true, true, true, false},
       {1, 300, 130, 3, false, true, false, true}, {2, 2049, 64, 4, true, true, true, true},
@@ -696,12 +853,26 @@ int main(int argc, char** argv) {
   try {
     time_copy();
     // v2 and v3 side by side (auto = the dispatch's choice: v3 with its split heuristic).
-    for (int v : {2, 0}) time_scan<bf16>(8, 3072, 2048, 16, v);
+    double fwd[4] = {0, 0, 0, 0};  // auto forward: bf16 / f32 at l 2048, bf16 / f32 at l 8192
+    for (int v : {2, 0}) fwd[0] = time_scan<bf16>(8, 3072, 2048, 16, v);
+    time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 1);
+    time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0]);
+    // Stage costs by leaving one out (wrong results; timing only): dB / dC channel sums,
+    // pass A (checkpoints), the chunk recompute.
+    for (const char* sk : {"1", "2", "4"}) {
+      setenv("MAMBA_SCAN_BWD_SKIP", sk, 1);
+      time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], sk[0] == '1' ? " -sums" : sk[0] == '2' ? " -passA" : " -recompute");
+    }
+    unsetenv("MAMBA_SCAN_BWD_SKIP");
     for (int s : {1, 2, 4}) time_scan<bf16>(8, 3072, 2048, 16, 3, s);
-    for (int v : {2, 0}) time_scan<float>(8, 3072, 2048, 16, v);
+    for (int v : {2, 0}) fwd[1] = time_scan<float>(8, 3072, 2048, 16, v);
+    time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", 1);
+    time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1]);
     for (int s : {2, 4}) time_scan<float>(8, 3072, 2048, 16, 3, s);
-    for (int v : {2, 0}) time_scan<bf16>(8, 3072, 8192, 16, v);
-    for (int v : {2, 0}) time_scan<float>(8, 3072, 8192, 16, v);
+    for (int v : {2, 0}) fwd[2] = time_scan<bf16>(8, 3072, 8192, 16, v);
+    time_scan_bwd<bf16>(8, 3072, 8192, 16, fwd[2]);
+    for (int v : {2, 0}) fwd[3] = time_scan<float>(8, 3072, 8192, 16, v);
+    time_scan_bwd<float>(8, 3072, 8192, 16, fwd[3]);
     for (int v : {2, 0}) time_scan<bf16>(1, 2048, 2048, 16, v);
     for (int v : {2, 0}) time_scan<bf16>(64, 3072, 512, 16, v);
     time_conv<bf16>(8, 2048, 3072, 4);

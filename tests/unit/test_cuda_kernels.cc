@@ -135,6 +135,78 @@ TEST(CudaKernels, SelectiveScanMatchesReference) {
   scan_case<bf16>(2, 2, 2049, 16, 2, false, false, 5);
 }
 
+// Backward against the plain CPU backward; every output poisoned (NaN) by Dev's constructor.
+template <class T>
+void scan_bwd_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, bool with_dfinal, unsigned seed) {
+  SCOPED_TRACE(testing::Message() << "bwd b" << b << " d" << d << " l" << l << " n" << n << " g" << g);
+  std::mt19937 gen(seed);
+  const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * g * n * l, nst = size_t(b) * d * n;
+  auto u = randn(gen, nbdl), delta = randn(gen, nbdl, -2.f, 1.f), z = randn(gen, with_z ? nbdl : 0);
+  auto B = randn(gen, nbc), C = randn(gen, nbc), A = randu(gen, size_t(d) * n, -12.f, -0.3f);
+  auto D = randn(gen, d), bias = randu(gen, d, -1.f, 0.5f), h0 = randn(gen, with_h0 ? nst : 0);
+  auto dy = randn(gen, nbdl), dhT = randn(gen, with_dfinal ? nst : 0);
+  Dev<T> du(u), ddelta(delta), dz(z), dB(B), dC(C), ddy(dy);
+  Dev<float> dA(A), dD(D), dbias(bias), dh0(h0), ddhT(dhT);
+  Dev<T> o_du(nbdl), o_ddelta(nbdl), o_dz(with_z ? nbdl : 0);
+  Dev<float> o_dB(nbc), o_dC(nbc), o_dA(size_t(d) * n), o_dD(d), o_dbias(d), o_dh0(nst);
+
+  const int64_t L = l;
+  k::SelectiveScanParams p;
+  p.batch = b; p.dim = d; p.seqlen = l; p.dstate = n; p.n_groups = g;
+  p.u = {u.data(), d * L, L, 1};
+  p.delta = {delta.data(), d * L, L, 1};
+  if (with_z) p.z = {z.data(), d * L, L, 1};
+  p.B = {B.data(), g * n * L, n * L, L, 1};
+  p.C = {C.data(), g * n * L, n * L, L, 1};
+  p.A = A.data(); p.D = D.data(); p.delta_bias = bias.data(); p.delta_softplus = true;
+  p.initial_state = with_h0 ? h0.data() : nullptr;
+  std::vector<float> r_du(nbdl), r_ddelta(nbdl), r_dz(with_z ? nbdl : 0), r_dB(nbc), r_dC(nbc), r_dA(size_t(d) * n),
+      r_dD(d), r_dbias(d), r_dh0(nst);
+  k::SelectiveScanGrads gr;
+  gr.du = {r_du.data(), d * L, L, 1};
+  gr.ddelta = {r_ddelta.data(), d * L, L, 1};
+  if (with_z) gr.dz = {r_dz.data(), d * L, L, 1};
+  gr.dB = {r_dB.data(), g * n * L, n * L, L, 1};
+  gr.dC = {r_dC.data(), g * n * L, n * L, L, 1};
+  gr.dA = r_dA.data(); gr.dD = r_dD.data(); gr.ddelta_bias = r_dbias.data(); gr.dinitial_state = r_dh0.data();
+  k::selective_scan_bwd_ref(p, {dy.data(), d * L, L, 1}, with_dfinal ? dhT.data() : nullptr, gr);
+
+  kc::SelectiveScanBwdCudaParams<T> q;
+  q.batch = b; q.dim = d; q.seqlen = l; q.dstate = n; q.n_groups = g;
+  q.u = du.ptr; q.delta = ddelta.ptr; q.z = with_z ? dz.ptr : nullptr; q.B = dB.ptr; q.C = dC.ptr;
+  q.A = dA.ptr; q.D = dD.ptr; q.delta_bias = dbias.ptr; q.delta_softplus = true;
+  q.initial_state = with_h0 ? dh0.ptr : nullptr;
+  q.dout = ddy.ptr; q.dfinal_state = with_dfinal ? ddhT.ptr : nullptr;
+  q.du = o_du.ptr; q.ddelta = o_ddelta.ptr; q.dz = with_z ? o_dz.ptr : nullptr;
+  q.dA = o_dA.ptr; q.dB = o_dB.ptr; q.dC = o_dC.ptr; q.dD = o_dD.ptr; q.ddelta_bias = o_dbias.ptr;
+  q.dinitial_state = o_dh0.ptr;
+  const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
+  Dev<float> ws((wsb + 3) / 4);
+  q.workspace = ws.ptr; q.workspace_bytes = wsb;
+  kc::selective_scan_bwd_cuda<T>(q, nullptr);
+  EXPECT_LT(rel_err(o_du.get(), r_du), tol<T>());
+  EXPECT_LT(rel_err(o_ddelta.get(), r_ddelta), tol<T>());
+  if (with_z) {
+    EXPECT_LT(rel_err(o_dz.get(), r_dz), tol<T>());
+  }
+  EXPECT_LT(rel_err(o_dB.get(), r_dB), tol<T>());
+  EXPECT_LT(rel_err(o_dC.get(), r_dC), tol<T>());
+  EXPECT_LT(rel_err(o_dA.get(), r_dA), tol<T>());
+  EXPECT_LT(rel_err(o_dD.get(), r_dD), tol<T>());
+  EXPECT_LT(rel_err(o_dbias.get(), r_dbias), tol<T>());
+  EXPECT_LT(rel_err(o_dh0.get(), r_dh0), tol<T>());
+}
+
+TEST(CudaKernels, SelectiveScanBackwardMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  scan_bwd_case<float>(1, 3, 1, 16, 1, true, false, true, 41);
+  scan_bwd_case<float>(2, 4, 7, 1, 2, false, true, false, 42);
+  scan_bwd_case<float>(1, 70, 301, 16, 2, true, true, true, 43);
+  scan_bwd_case<float>(1, 4, 100, 64, 1, true, true, false, 44);
+  scan_bwd_case<bf16>(1, 4, 300, 5, 1, true, true, true, 45);
+  scan_bwd_case<bf16>(2, 66, 129, 16, 2, false, false, true, 46);
+}
+
 template <class T>
 void conv_case(int b, int l, int c, int kw, bool with_init, unsigned seed) {
   SCOPED_TRACE(testing::Message() << "b" << b << " l" << l << " c" << c << " k" << kw);
@@ -219,6 +291,11 @@ TEST(CudaKernels, BadSizesThrow) {
   kc::SelectiveScanCudaParams<float> q;
   q.batch = 1; q.dim = 3; q.seqlen = 4; q.dstate = 300;
   EXPECT_THROW(kc::selective_scan_fwd_cuda<float>(q, nullptr), std::invalid_argument);
+  kc::SelectiveScanBwdCudaParams<float> qb;
+  qb.batch = 1; qb.dim = 3; qb.seqlen = 4; qb.dstate = 300;
+  EXPECT_THROW(kc::selective_scan_bwd_cuda<float>(qb, nullptr), std::invalid_argument);
+  qb.dstate = 16;  // no workspace
+  EXPECT_THROW(kc::selective_scan_bwd_cuda<float>(qb, nullptr), std::invalid_argument);
   kc::CausalConv1dCudaParams<float> c;
   c.batch = 1; c.seqlen = 4; c.channels = 3; c.width = 5;
   EXPECT_THROW(kc::causal_conv1d_fwd_cuda<float>(c, nullptr), std::invalid_argument);

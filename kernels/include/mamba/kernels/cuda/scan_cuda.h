@@ -56,6 +56,61 @@ struct SelectiveScanCudaParams {
 template <class T>
 void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t stream);
 
+// Backward of selective_scan_fwd_cuda (same inputs and layouts), the semantics of the CPU
+// selective_scan_bwd_ref (mamba/kernels/selective_scan.h): given dout, the gradient of y
+// (batch, dim, seqlen) as T, and optionally dfinal_state (batch, dim, dstate) f32, writes
+//   du, ddelta, dz : (batch, dim, seqlen) as T; ddelta is the gradient of the RAW delta (through
+//                    delta_bias and softplus); dz required when z is given, unused otherwise
+//   dA             : (dim, dstate) f32 (summed over batch and time)
+//   dB, dC         : (batch, n_groups, dstate, seqlen) f32 (summed over the group's channels)
+//   dD, ddelta_bias: (dim) f32, optional (written whether or not D / delta_bias were given)
+//   dinitial_state : (batch, dim, dstate) f32, optional
+// Every output is overwritten. The forward states are recomputed inside (checkpoints every 8
+// steps in `workspace`), never stored as a (b, d, l, n) tensor; sums over channels, batch and
+// time are taken in a fixed order (per-block partials in the workspace, then a reduction
+// kernel), so the result is deterministic. workspace: device memory of at least
+// selective_scan_bwd_cuda_workspace_bytes(p) bytes, 256-byte aligned, owned by the caller.
+// Limits as the forward (1 <= dstate <= 256; dstate > 16 runs in slices of 16 states).
+template <class T>
+struct SelectiveScanBwdCudaParams {
+  int64_t batch = 0, dim = 0, seqlen = 0, dstate = 0, n_groups = 1;
+  // forward inputs
+  const T* u = nullptr;
+  const T* delta = nullptr;
+  const T* z = nullptr;
+  const T* B = nullptr;
+  const T* C = nullptr;
+  const float* A = nullptr;
+  const float* D = nullptr;
+  const float* delta_bias = nullptr;
+  bool delta_softplus = false;
+  const float* initial_state = nullptr;
+  // incoming gradients
+  const T* dout = nullptr;
+  const float* dfinal_state = nullptr;
+  // outputs
+  T* du = nullptr;
+  T* ddelta = nullptr;
+  T* dz = nullptr;
+  float* dA = nullptr;
+  float* dB = nullptr;
+  float* dC = nullptr;
+  float* dD = nullptr;
+  float* ddelta_bias = nullptr;
+  float* dinitial_state = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SCAN_BWD_VERSION=1|2 when set,
+  // else 2), 1 = one thread per channel, 2 = two lanes per channel (see kernels/cuda/NOTES.md).
+  int version = 0;
+};
+
+template <class T>
+size_t selective_scan_bwd_cuda_workspace_bytes(const SelectiveScanBwdCudaParams<T>& p);
+
+template <class T>
+void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_t stream);
+
 // One decoding step (Mamba-1), batched. state (batch, dim, dstate) f32 is updated in place.
 //   x, delta, z, y : [b, d] with row strides x_stride ... (elements); z optional
 //   B, C           : [b, g, n] with row strides B_stride, C_stride (elements; each row holds
