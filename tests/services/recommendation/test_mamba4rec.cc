@@ -199,8 +199,8 @@ TEST(Mamba4Rec, LearnsASecondOrderPatternBetterThanTheBaselines) {
   cfg.dropout = 0.1;
   Mamba4Rec model(cfg, 1);
   RecFitOptions fo;
-  fo.max_epochs = 7;
-  fo.lr = 3e-3;
+  fo.max_epochs = 5;
+  fo.lr = 5e-3;
   fo.quiet = true;
   const auto t0 = std::chrono::steady_clock::now();
   const RecFitResult r = fit(model, split, fo);
