@@ -19,7 +19,6 @@
 // Both print the popularity and first-order Markov baselines next to the model; the last
 // line is `HR@10 <x> NDCG@10 <y> MRR@10 <z>` on the test split (evaluate: --split) of the
 // model, or of --baseline when given.
-#include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -173,7 +172,8 @@ int main(int argc, char** argv) {
         metrics["test"][b->name()] = to_json(t);
       }
       mc.num_items = N;
-      Mamba4Rec net(mc, fo.seed);
+      auto net_ptr = std::make_shared<Mamba4Rec>(mc, fo.seed);
+      Mamba4Rec& net = *net_ptr;
       std::printf("model: mamba4rec, %lld parameters\n", static_cast<long long>(net.store().count()));
       fo.rank = ro;
       fo.quiet = quiet;
@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
       metrics["epochs"] = r.epochs;
       metrics["seconds"] = r.seconds;
       RecModel m;
-      m.net = std::shared_ptr<Mamba4Rec>(&net, [](Mamba4Rec*) {});
+      m.net = net_ptr;
       m.items = data.items;
       m.metrics = metrics;
       m.config = {{"trained_on", inter.empty() ? std::string("database") : inter},

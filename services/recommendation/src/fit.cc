@@ -44,7 +44,7 @@ RecFitResult fit(Mamba4Rec& model, const LeaveOneOutSplit& split, const RecFitOp
 
   std::vector<Tensor> best_values;
   double best = -std::numeric_limits<double>::infinity();
-  int64_t evals = 0, best_eval = 0;
+  int64_t evals = 0, best_eval = 0, samples_seen = 0;
 
   std::vector<int64_t> order(static_cast<size_t>(n));
   int64_t order_epoch = -1;
@@ -70,6 +70,7 @@ RecFitResult fit(Mamba4Rec& model, const LeaveOneOutSplit& split, const RecFitOp
     for (const auto& h : inputs) hist.push_back(&h);
     ag::Var loss = model.loss(pad_right(hist, max_len), targets, true, trainer_ptr->rng());
     ag::backward(loss);
+    samples_seen += end - begin;
     return train::StepResult{loss.value().item(), end - begin};
   };
   cb.evaluate = [&]() {
@@ -107,7 +108,7 @@ RecFitResult fit(Mamba4Rec& model, const LeaveOneOutSplit& split, const RecFitOp
   r.best_val_ndcg10 = best;
   r.stopped_early = s.stopped_early;
   r.seconds = secs;
-  r.samples_per_s = secs > 0 ? static_cast<double>(s.steps_this_run) * static_cast<double>(std::min(n, o.batch_size)) / secs : 0;
+  r.samples_per_s = secs > 0 ? static_cast<double>(samples_seen) / secs : 0;
   return r;
 }
 
