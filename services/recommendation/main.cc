@@ -1,28 +1,78 @@
-// mamba-rec: the recommendation service's command line (the event store, for now).
+// mamba-rec: the recommendation service's command line.
 //
 //   mamba-rec migrate --db URL                     apply the schema migrations
 //   mamba-rec ingest  --db URL --inter FILE [--format auto|recbole|csv] [--strict]
 //   mamba-rec stats   --db URL                     users, items, interactions
+//   mamba-rec train    (--inter FILE | --db URL) --out MODEL_DIR [options]
+//   mamba-rec evaluate (--model MODEL_DIR | --baseline popularity|markov)
+//                      (--inter FILE | --db URL) [--split test|valid]
+//   mamba-rec generate --out FILE.inter [--users --events --items --max-stride --noise --seed]
 //
 // URL is a libpq connection URL (postgresql://user@host:port/db); deploy/local/pg.sh
 // start DIR prints one for a private server. `ingest` applies the migrations first, loads
 // the file in one transaction and prints the counts (read, inserted, duplicates skipped,
 // rejected) and the first 20 rejected lines with their reasons; with --strict a file with
-// rejected rows writes nothing and the exit status is 1. Training and serving come later.
+// rejected rows writes nothing and the exit status is 1.
+//
+// `train` and `evaluate` follow the RecBole sequential protocol (protocol.h: time order,
+// leave-one-out, every prefix a training sample, full ranking over all items, metrics.h).
+// Both print the popularity and first-order Markov baselines next to the model; the last
+// line is `HR@10 <x> NDCG@10 <y> MRR@10 <z>` on the test split (evaluate: --split) of the
+// model, or of --baseline when given.
 #include <cstdio>
+#include <ctime>
+#include <fstream>
 #include <iostream>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "mamba/recommendation/baselines.h"
+#include "mamba/recommendation/fit.h"
 #include "mamba/recommendation/ingest.h"
 #include "mamba/recommendation/migrations.h"
+#include "mamba/recommendation/model_dir.h"
 #include "mamba/recommendation/store.h"
+#include "mamba/recommendation/synthetic.h"
 
 using namespace mamba::recommendation;
 
+namespace {
+
+SequenceData load_data(const std::string& inter, const std::string& db, const std::string& format) {
+  if (!inter.empty()) {
+    int64_t rejected = 0;
+    SequenceData d = read_interaction_file(inter, parse_inter_format(format), &rejected);
+    if (rejected > 0) std::fprintf(stderr, "mamba-rec: %lld rejected rows in '%s' skipped\n", static_cast<long long>(rejected), inter.c_str());
+    return d;
+  }
+  auto conn = connect(db);
+  return sequences_from_snapshot(read_sequences(conn));
+}
+
+std::string all_metrics(const RankMetrics& m) { return m.line(10) + " " + m.line(20); }
+
+nlohmann::json to_json(const RankMetrics& m) {
+  nlohmann::json j = {{"cases", m.cases}};
+  for (const auto& [k, v] : m.values) j[k] = v;
+  return j;
+}
+
+void print_row(const char* split, const std::string& name, const RankMetrics& m) {
+  std::printf("%-5s %-10s %s\n", split, name.c_str(), all_metrics(m).c_str());
+}
+
+std::string now_utc() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  CLI::App app{"mamba-rec: the Mamba4Rec recommendation service (event store)"};
+  CLI::App app{"mamba-rec: the Mamba4Rec recommendation service"};
   app.require_subcommand(1);
   std::string db, inter, format = "auto";
   bool strict = false;
@@ -39,8 +89,155 @@ int main(int argc, char** argv) {
   auto* st = app.add_subcommand("stats", "count users, items and interactions");
   st->add_option("--db", db, "PostgreSQL URL")->required();
 
+  std::string out, model_dir, split_name = "test", baseline, ties = "pessimistic", log_path;
+  bool exclude_history = false, quiet = false;
+  Mamba4RecConfig mc;
+  RecFitOptions fo;
+  auto add_data = [&](CLI::App* c) {
+    auto* i = c->add_option("--inter", inter, "a RecBole .inter or CSV interaction file");
+    auto* d = c->add_option("--db", db, "PostgreSQL URL (the event store)");
+    i->excludes(d);
+    c->add_option("--format", format, "auto, recbole or csv")->check(CLI::IsMember({"auto", "recbole", "csv"}));
+    c->add_flag("--exclude-history", exclude_history, "do not rank the items of the user's history (RecBole's default ranks all)");
+    c->add_option("--ties", ties, "tied scores: pessimistic (default) or optimistic")
+        ->check(CLI::IsMember({"pessimistic", "optimistic"}));
+  };
+  auto* tr = app.add_subcommand("train", "train Mamba4Rec under the sequential protocol");
+  add_data(tr);
+  tr->add_option("--out", out, "the model directory to write")->required();
+  tr->add_option("--epochs", fo.max_epochs, "maximum epochs")->capture_default_str();
+  tr->add_option("--batch", fo.batch_size, "batch size")->capture_default_str();
+  tr->add_option("--lr", fo.lr, "AdamW learning rate")->capture_default_str();
+  tr->add_option("--weight-decay", fo.weight_decay, "AdamW weight decay")->capture_default_str();
+  tr->add_option("--patience", fo.patience, "epochs without a better validation NDCG@10 before stopping (0: off)")->capture_default_str();
+  tr->add_option("--seed", fo.seed, "seed")->capture_default_str();
+  tr->add_option("--dropout", mc.dropout, "dropout")->capture_default_str();
+  tr->add_option("--d-model", mc.d_model, "hidden size")->capture_default_str();
+  tr->add_option("--layers", mc.n_layers, "Mamba layers")->capture_default_str();
+  tr->add_option("--d-state", mc.d_state, "SSM state size")->capture_default_str();
+  tr->add_option("--d-conv", mc.d_conv, "causal conv width")->capture_default_str();
+  tr->add_option("--expand", mc.expand, "Mamba expansion")->capture_default_str();
+  tr->add_option("--max-seq-len", mc.max_seq_len, "items of history the model sees")->capture_default_str();
+  tr->add_option("--log", log_path, "JSON-lines training log");
+  tr->add_flag("--quiet", quiet, "no progress lines");
+
+  auto* ev = app.add_subcommand("evaluate", "evaluate a model or a baseline under the sequential protocol");
+  add_data(ev);
+  auto* evm = ev->add_option("--model", model_dir, "a model directory written by train");
+  auto* evb = ev->add_option("--baseline", baseline, "evaluate a baseline instead: popularity or markov")
+                  ->check(CLI::IsMember({"popularity", "markov"}));
+  evm->excludes(evb);
+  ev->add_option("--split", split_name, "test or valid")->check(CLI::IsMember({"test", "valid"}))->capture_default_str();
+
+  StrideWalkOptions so;
+  auto* gen = app.add_subcommand("generate", "write a generated .inter file (stride walks on a cycle, synthetic.h)");
+  gen->add_option("--out", out, "the .inter file")->required();
+  gen->add_option("--users", so.users)->capture_default_str();
+  gen->add_option("--events", so.events_per_user)->capture_default_str();
+  gen->add_option("--items", so.num_items)->capture_default_str();
+  gen->add_option("--max-stride", so.max_stride)->capture_default_str();
+  gen->add_option("--noise", so.noise)->capture_default_str();
+  gen->add_option("--seed", so.seed)->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
+  RankOptions ro;
+  ro.exclude_history = exclude_history;
+  ro.ties = ties == "optimistic" ? TiePolicy::optimistic : TiePolicy::pessimistic;
   try {
+    if (gen->parsed()) {
+      std::ofstream f(out, std::ios::binary);
+      f << to_recbole_inter(generate_stride_walks(so));
+      if (!f.flush()) throw mamba::Error("mamba-rec: cannot write '" + out + "'");
+      return 0;
+    }
+    if (tr->parsed() || ev->parsed()) {
+      if (inter.empty() && db.empty()) throw mamba::Error("one of --inter or --db is required");
+      if (ev->parsed() && model_dir.empty() && baseline.empty()) throw mamba::Error("one of --model or --baseline is required");
+    }
+    if (tr->parsed()) {
+      const SequenceData data = load_data(inter, db, format);
+      const LeaveOneOutSplit split = leave_one_out(data.sequences);
+      const int64_t N = data.items.num_items();
+      std::printf("data: %zu users, %lld items, %lld interactions; %zu evaluated users, %zu training samples\n",
+                  data.sequences.size(), static_cast<long long>(N), static_cast<long long>(data.interactions),
+                  split.test.size(), training_samples(split.train).size());
+      const PopularityScorer pop(split.train, N);
+      const MarkovScorer markov(split.train, N);
+      nlohmann::json metrics = {{"valid", nlohmann::json::object()}, {"test", nlohmann::json::object()}};
+      for (const Scorer* b : std::initializer_list<const Scorer*>{&pop, &markov}) {
+        const RankMetrics v = evaluate_ranking(*b, split.valid, ro), t = evaluate_ranking(*b, split.test, ro);
+        print_row("valid", b->name(), v);
+        print_row("test", b->name(), t);
+        metrics["valid"][b->name()] = to_json(v);
+        metrics["test"][b->name()] = to_json(t);
+      }
+      mc.num_items = N;
+      auto net_ptr = std::make_shared<Mamba4Rec>(mc, fo.seed);
+      Mamba4Rec& net = *net_ptr;
+      std::printf("model: mamba4rec, %lld parameters\n", static_cast<long long>(net.store().count()));
+      fo.rank = ro;
+      fo.quiet = quiet;
+      fo.log_path = log_path;
+      fo.on_epoch = [&](int64_t epoch, const RankMetrics& m) {
+        if (!quiet) std::printf("epoch %lld valid %s\n", static_cast<long long>(epoch), m.line(10).c_str());
+        std::fflush(stdout);
+      };
+      const RecFitResult r = fit(net, split, fo);
+      std::printf("trained %lld epochs (%lld steps, %.1f s, %.0f samples/s), best epoch %lld%s\n",
+                  static_cast<long long>(r.epochs), static_cast<long long>(r.steps), r.seconds, r.samples_per_s,
+                  static_cast<long long>(r.best_epoch), r.stopped_early ? " (early stop)" : "");
+      const RankMetrics v = evaluate_ranking(net, split.valid, ro), t = evaluate_ranking(net, split.test, ro);
+      print_row("valid", pop.name(), evaluate_ranking(pop, split.valid, ro));
+      print_row("valid", markov.name(), evaluate_ranking(markov, split.valid, ro));
+      print_row("valid", net.name(), v);
+      print_row("test", pop.name(), evaluate_ranking(pop, split.test, ro));
+      print_row("test", markov.name(), evaluate_ranking(markov, split.test, ro));
+      print_row("test", net.name(), t);
+      metrics["valid"][net.name()] = to_json(v);
+      metrics["test"][net.name()] = to_json(t);
+      metrics["best_epoch"] = r.best_epoch;
+      metrics["epochs"] = r.epochs;
+      metrics["seconds"] = r.seconds;
+      RecModel m;
+      m.net = net_ptr;
+      m.items = data.items;
+      m.metrics = metrics;
+      m.config = {{"trained_on", inter.empty() ? std::string("database") : inter},
+                  {"created", now_utc()},
+                  {"protocol", {{"split", "leave-one-out"}, {"order", "time (stable)"}, {"ties", ties},
+                                {"exclude_history", exclude_history}}},
+                  {"training", {{"epochs", fo.max_epochs}, {"batch", fo.batch_size}, {"lr", fo.lr},
+                                {"weight_decay", fo.weight_decay}, {"patience", fo.patience}, {"seed", fo.seed}}}};
+      m.save(out);
+      std::printf("wrote %s\n%s\n", out.c_str(), t.line(10).c_str());
+      return 0;
+    }
+    if (ev->parsed()) {
+      SequenceData data = load_data(inter, db, format);
+      RecModel m;
+      if (!model_dir.empty()) {
+        m = RecModel::load(model_dir);
+        data = remap(data, m.items);
+        if (data.dropped_unknown > 0)
+          std::fprintf(stderr, "mamba-rec: %lld events of items the model does not know dropped\n",
+                       static_cast<long long>(data.dropped_unknown));
+      }
+      const LeaveOneOutSplit split = leave_one_out(data.sequences);
+      const auto& cases = split_name == "test" ? split.test : split.valid;
+      const int64_t N = data.items.num_items();
+      const PopularityScorer pop(split.train, N);
+      const MarkovScorer markov(split.train, N);
+      const RankMetrics mp = evaluate_ranking(pop, cases, ro), mm = evaluate_ranking(markov, cases, ro);
+      print_row(split_name.c_str(), pop.name(), mp);
+      print_row(split_name.c_str(), markov.name(), mm);
+      RankMetrics last = baseline == "popularity" ? mp : mm;
+      if (m.net) {
+        last = evaluate_ranking(*m.net, cases, ro);
+        print_row(split_name.c_str(), m.net->name(), last);
+      }
+      std::printf("%s\n", last.line(10).c_str());
+      return 0;
+    }
     auto conn = connect(db);
     if (migrate->parsed()) {
       const auto applied = apply_migrations(conn);
