@@ -235,3 +235,37 @@ TEST(Autograd, ModulesTrainAndRoundTrip) {
     EXPECT_NE(std::string(e.what()).find("fc9.weight"), std::string::npos);
   }
 }
+
+TEST(Autograd, Convolutions) {
+  using mamba::ops::ConvOptions;
+  ConvOptions o1;
+  o1.stride = {2};
+  o1.padding = {1};
+  check_op({{2, 3, 9}, {4, 3, 3}, {4}}, [&](auto& v) { return ag::conv(1, v[0], v[1], v[2], o1); });
+  ConvOptions og;  // groups and dilation
+  og.dilation = {2};
+  og.groups = 2;
+  og.padding = {2};
+  check_op({{1, 4, 11}, {6, 2, 3}, {6}}, [&](auto& v) { return ag::conv(1, v[0], v[1], v[2], og); });
+  ConvOptions o2;
+  o2.stride = {1, 2};
+  o2.padding = {1, 0};
+  check_op({{2, 2, 5, 6}, {3, 2, 3, 2}, {3}}, [&](auto& v) { return ag::conv(2, v[0], v[1], v[2], o2); });
+  ConvOptions o3;
+  o3.padding = {1};
+  o3.stride = {2};
+  check_op({{1, 2, 5, 4, 5}, {2, 2, 3, 3, 3}, {2}}, [&](auto& v) { return ag::conv(3, v[0], v[1], v[2], o3); });
+  // Transposed: upsampling by 2 (U-Net decoders), 1-D with groups and 3-D.
+  ConvOptions t1;
+  t1.stride = {2};
+  t1.groups = 2;
+  t1.padding = {1};
+  t1.output_padding = {1};
+  check_op({{2, 4, 5}, {4, 3, 3}, {6}}, [&](auto& v) { return ag::conv_transpose(1, v[0], v[1], v[2], t1); });
+  ConvOptions t3;
+  t3.stride = {2};
+  check_op({{1, 2, 3, 2, 3}, {2, 3, 2, 2, 2}, {3}},
+           [&](auto& v) { return ag::conv_transpose(3, v[0], v[1], v[2], t3); });
+  // Unbatched input.
+  check_op({{3, 8}, {2, 3, 3}}, [&](auto& v) { return ag::conv(1, v[0], v[1], ag::Var()); });
+}

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "mamba/ops/conv.h"
 #include "mamba/tensor/tensor.h"
 
 namespace mamba::nn {
@@ -131,6 +132,13 @@ Var embedding(const Tensor& ids, const Var& table, int64_t padding_idx = -1);
 // param_grads: one tensor per m.parameters() entry (same order, shapes) into which the
 // backward adds the parameter gradients; m and the tensors must outlive the graph.
 Var mixer(const nn::Mixer& m, const Var& x, const std::vector<Tensor*>& param_grads);
+
+// Convolutions over `spatial` = 1, 2 or 3 dims (ops/conv.h: shapes, options, groups).
+// x [N, C_in, in...], w [C_out, C_in/groups, k...] (conv) or [C_in, C_out/groups, k...]
+// (conv_transpose), bias [C_out] or undefined. Backward: dx by the transposed operation,
+// dw as a convolution of x with dy (stride and dilation swapped), per group.
+Var conv(int spatial, const Var& x, const Var& w, const Var& bias, const ops::ConvOptions& opt = {});
+Var conv_transpose(int spatial, const Var& x, const Var& w, const Var& bias, const ops::ConvOptions& opt = {});
 
 // ---- activations ----
 Var relu(const Var& x);
