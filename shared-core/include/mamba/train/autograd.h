@@ -122,6 +122,11 @@ Var linear(const Var& x, const Var& weight, const Var& bias);
 // Over the last dim; weight, bias [D] (either may be undefined).
 Var layer_norm(const Var& x, const Var& weight, const Var& bias, double eps = 1e-5);
 Var rms_norm(const Var& x, const Var& weight, double eps = 1e-5);
+// x [N, C, spatial...]: statistics per (n, c) over the spatial dims (instance_norm) or per
+// (n, group) over the group's channels and the spatial dims (group_norm); weight, bias [C]
+// (either may be undefined). Composed from layer_norm, so their gradients follow.
+Var instance_norm(const Var& x, const Var& weight, const Var& bias, double eps = 1e-5);
+Var group_norm(const Var& x, int64_t groups, const Var& weight, const Var& bias, double eps = 1e-5);
 // Inverted dropout: zeroes with probability p and scales the rest by 1 / (1 - p).
 // Identity when p == 0 or grad mode is off (inference).
 Var dropout(const Var& x, double p, std::mt19937_64& rng);
@@ -146,6 +151,10 @@ Var gelu(const Var& x);  // exact (erf)
 Var silu(const Var& x);
 Var sigmoid(const Var& x);
 Var tanh(const Var& x);
+Var leaky_relu(const Var& x, double slope = 0.01);
+// Along `dim` (negative counts from the end).
+Var softmax(const Var& x, int64_t dim);
+Var log_softmax(const Var& x, int64_t dim);
 
 // ---- shapes ----
 Var reshape(const Var& x, const Shape& shape);
