@@ -201,11 +201,11 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
 // GPU output and the workspace poisoned with NaN first. dinitial_state is requested only when
 // the case has an initial state (the null path otherwise); dfinal seeds the adjoint.
 template <class T>
-void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version = 0) {
+void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version = 0, int split = 0) {
   char name[160];
-  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d]", type_name<T>(), c.b, c.d, c.l, c.n,
+  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d%s]", type_name<T>(), c.b, c.d, c.l, c.n,
                 c.g, c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
-                c.D ? " D" : "", dfinal ? " dfinal" : "", version ? version : 2);
+                c.D ? " D" : "", dfinal ? " dfinal" : "", version ? version : 2, split == 4 ? " S4" : "");
   run_case(name, [&] {
     Rng r(seed);
     const size_t nbdl = size_t(c.b) * c.d * c.l, nbc = size_t(c.b) * c.g * c.n * c.l, nst = size_t(c.b) * c.d * c.n;
@@ -263,6 +263,7 @@ void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version =
     q.dA = o_dA.ptr; q.dB = o_dB.ptr; q.dC = o_dC.ptr; q.dD = o_dD.ptr; q.ddelta_bias = o_dbias.ptr;
     q.dinitial_state = c.init ? o_dh0.ptr : nullptr;
     q.version = version;
+    q.split = split;
     const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
     DevBuf<float> ws((wsb + 3) / 4);
     q.workspace = ws.ptr; q.workspace_bytes = wsb;
@@ -570,7 +571,7 @@ double time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
 // the inputs u, delta, z, dout, B, C read once + du, ddelta, dz, dB, dC (f32) written once;
 // exp floor = one exponential per (b, d, t, n), as for the forward (this design does three).
 template <class T>
-void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = "", int version = 0) {
+void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = "", int version = 0, int split = 0) {
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * n * l, nst = size_t(b) * d * n;
   DevBuf<T> u(nbdl), delta(nbdl), z(nbdl), dout(nbdl), B(nbc), C(nbc), du(nbdl), ddelta(nbdl), dz(nbdl);
   DevBuf<float> A(size_t(d) * n), D(d), bias(d), h0(nst), dhT(nst), dB(nbc), dC(nbc), dA(size_t(d) * n), dD(d),
@@ -594,6 +595,7 @@ void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = 
   q.du = du.ptr; q.ddelta = ddelta.ptr; q.dz = dz.ptr; q.dA = dA.ptr; q.dB = dB.ptr; q.dC = dC.ptr;
   q.dD = dD.ptr; q.ddelta_bias = dbias.ptr; q.dinitial_state = dh0.ptr;
   q.version = version;
+  q.split = split;
   const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
   DevBuf<float> ws((wsb + 3) / 4);
   q.workspace = ws.ptr; q.workspace_bytes = wsb;
@@ -603,7 +605,8 @@ void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = 
   const double exp_floor_us = double(nbdl) * n / 4.15e12 * 1e6;
   char shape[96];
   std::snprintf(shape, sizeof shape, "b%d d%d l%d n%d z (ws %.0f MB)", b, d, l, n, wsb / 1e6);
-  add_row(std::string("scan bwd ") + type_name<T>() + (version == 1 ? " v1" : " v2") + tag, shape, us, bytes, exp_floor_us, fwd_us);
+  const std::string which = (version ? " v" + std::to_string(version) : std::string(" auto")) + (split ? " S" + std::to_string(split) : "");
+  add_row(std::string("scan bwd ") + type_name<T>() + which + tag, shape, us, bytes, exp_floor_us, fwd_us);
 }
 
 template <class T>
@@ -782,10 +785,12 @@ int main(int argc, char** argv) {
     bool dfin = false;
     for (const auto& c : bwd_cases) {
       dfin = !dfin;
-      for (int v : {1, 2}) {
+      for (int v : {1, 2, 3}) {
         check_scan_bwd<float>(c, dfin, ++seed, v);
         check_scan_bwd<bf16>(c, !dfin, ++seed, v);
       }
+      check_scan_bwd<float>(c, dfin, ++seed, 3, 4);  // v3 with 4 lanes per channel
+      check_scan_bwd<bf16>(c, !dfin, ++seed, 3, 4);
     }
   }
   const ConvCase conv_cases[] = {
@@ -856,23 +861,26 @@ int main(int argc, char** argv) {
     double fwd[4] = {0, 0, 0, 0};  // auto forward: bf16 / f32 at l 2048, bf16 / f32 at l 8192
     for (int v : {2, 0}) fwd[0] = time_scan<bf16>(8, 3072, 2048, 16, v);
     time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 1);
-    time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0]);
+    for (int v : {2, 3, 2, 3, 0}) time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", v);  // twice: the spread
+    time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 3, 4);
     // Stage costs by leaving one out (wrong results; timing only): dB / dC channel sums,
     // pass A (checkpoints), the chunk recompute.
-    for (const char* sk : {"1", "2", "4"}) {
-      setenv("MAMBA_SCAN_BWD_SKIP", sk, 1);
-      time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], sk[0] == '1' ? " -sums" : sk[0] == '2' ? " -passA" : " -recompute");
-    }
+    for (int v : {2, 3})  // v3: -passA = without the checkpoint kernel
+      for (const char* sk : {"1", "2", "4"}) {
+        setenv("MAMBA_SCAN_BWD_SKIP", sk, 1);
+        time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], sk[0] == '1' ? " -sums" : sk[0] == '2' ? " -passA" : " -recompute", v);
+      }
     unsetenv("MAMBA_SCAN_BWD_SKIP");
     for (int s : {1, 2, 4}) time_scan<bf16>(8, 3072, 2048, 16, 3, s);
     for (int v : {2, 0}) fwd[1] = time_scan<float>(8, 3072, 2048, 16, v);
     time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", 1);
-    time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1]);
+    for (int v : {2, 3}) time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", v);
+    time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", 3, 4);
     for (int s : {2, 4}) time_scan<float>(8, 3072, 2048, 16, 3, s);
     for (int v : {2, 0}) fwd[2] = time_scan<bf16>(8, 3072, 8192, 16, v);
-    time_scan_bwd<bf16>(8, 3072, 8192, 16, fwd[2]);
+    for (int v : {2, 3}) time_scan_bwd<bf16>(8, 3072, 8192, 16, fwd[2], "", v);
     for (int v : {2, 0}) fwd[3] = time_scan<float>(8, 3072, 8192, 16, v);
-    time_scan_bwd<float>(8, 3072, 8192, 16, fwd[3]);
+    for (int v : {2, 3}) time_scan_bwd<float>(8, 3072, 8192, 16, fwd[3], "", v);
     for (int v : {2, 0}) time_scan<bf16>(1, 2048, 2048, 16, v);
     for (int v : {2, 0}) time_scan<bf16>(64, 3072, 512, 16, v);
     time_conv<bf16>(8, 2048, 3072, 4);

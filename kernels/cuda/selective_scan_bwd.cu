@@ -15,6 +15,9 @@
 //   block's warps combined at the end of the chunk and written as per-block partials.
 //   Reductions over channels (dB, dC), batch (dA, dD, d delta_bias) are finished by two small
 //   kernels in a fixed order: deterministic, no atomics, no zeroing.
+//   Versions: v1 one thread per channel, v2 (default) two lanes per channel, v3 pass A as a
+//   separate checkpoint kernel + 2 or 4 lanes per channel with cheaper per-step sums (measured
+//   slower than v2 on an H200: see NOTES.md, "backward v3").
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 
@@ -460,9 +463,9 @@ struct Smem2 {
 template <class T, int kE>
 __device__ __forceinline__ void load_e(const T* __restrict__ row, int64_t t, int64_t L, bool vec, float (&out)[kE]) {
   constexpr int kBytes = kE * int(sizeof(T));
-  if constexpr (kBytes == 16 || kBytes == 8) {
+  if constexpr (kBytes == 16 || kBytes == 8 || kBytes == 4) {
     if (vec && t + kE <= L) {
-      using V = typename std::conditional<kBytes == 16, uint4, uint2>::type;
+      using V = typename std::conditional<kBytes == 16, uint4, typename std::conditional<kBytes == 8, uint2, unsigned>::type>::type;
       union { V v; T e[kE]; } r;
       r.v = *reinterpret_cast<const V*>(row + t);
 #pragma unroll
@@ -476,9 +479,9 @@ __device__ __forceinline__ void load_e(const T* __restrict__ row, int64_t t, int
 template <class T, int kE>
 __device__ __forceinline__ void store_e(T* __restrict__ row, int64_t t, int64_t L, bool vec, const float (&in)[kE]) {
   constexpr int kBytes = kE * int(sizeof(T));
-  if constexpr (kBytes == 16 || kBytes == 8) {
+  if constexpr (kBytes == 16 || kBytes == 8 || kBytes == 4) {
     if (vec && t + kE <= L) {
-      using V = typename std::conditional<kBytes == 16, uint4, uint2>::type;
+      using V = typename std::conditional<kBytes == 16, uint4, typename std::conditional<kBytes == 8, uint2, unsigned>::type>::type;
       union { V v; T e[kE]; } r;
 #pragma unroll
       for (int j = 0; j < kE; ++j) r.e[j] = dev::from_f32<T>(in[j]);
@@ -870,6 +873,494 @@ scan_bwd_v2_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, i
   }
 }
 
+// ---- v3: four lanes per channel ---------------------------------------------------------------
+// v2 ran 12 warps per SM (168 registers x 128 lanes, 3 blocks), issue-latency bound. v3 splits a
+// channel's 16 states over kS3 = 4 adjacent lanes (4 states each; registers capped at 80 so that
+// 3 blocks of 256 lanes = 24 warps fit per SM and the 384 blocks of the standard shape stay one
+// wave). Same 64 channels per block as v1 / v2, so the workspace layout is unchanged. Per-step
+// overheads cut against a plain 4-lane v2:
+//   - the per-step scalars (dt, dt u, dy) are one float4 per (step, channel) in shared memory:
+//     one LDS.128 per lane-step instead of three LDS.32;
+//   - the per-step sums over states (sum g B, sum g h a A, sum h C) take no shuffles: each lane
+//     writes its 3 partials into its own slots of sH[t] (the h_{t-1} it has just read; no other
+//     lane reads them), and after the walk the lane owning step t sums the channel's 4 lanes
+//     with 3 LDS.128 (fixed order: deterministic).
+// kN = 16 only (slices of 9..16 states); smaller slices run v2.
+template <int kN, int kS3>
+struct Smem3 {
+  static constexpr int kBT3 = kBT * kS3;
+  static constexpr int kWarps3 = kBT3 / 32;
+  static constexpr int kNS = kN / kS3;
+  static constexpr int V = 2 * kN;
+  static constexpr int kRS = 2 * kNS + 4;
+  static constexpr int kStride = kN + 4;
+  static constexpr int H = kK * kNS * kBT3;  // [t][own state][lane]; pass A (dt, dt u) [2][t][2][ch]
+  static constexpr int STEP = kK * 4 * kBT;  // [t][channel] float4 (dt, dt u, dy, -)
+  static constexpr int RED = kWarps3 * 32 * kRS;
+  static constexpr int PART = kWarps3 * kK * V;
+  static constexpr int TILE = kK * kStride;
+  static constexpr int kFloats = H + STEP + RED + PART + 4 * TILE;
+  static constexpr size_t kBytes = size_t(kFloats) * 4;
+  static_assert(kN == 16 && (kS3 == 2 || kS3 == 4), "v3: 16 states, 8 or 4 per lane");
+  static_assert(H >= 2 * kK * 2 * kBT, "pass A scalars fit in the sH region");
+};
+
+template <class T, int kN, int kS3>
+__global__ void __launch_bounds__(kBT * kS3, 3)
+scan_bwd_v3_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, int nS, bool first, bool last, int skip) {
+  using S = Smem3<kN, kS3>;
+  constexpr int kBT3 = S::kBT3, kWarps3 = S::kWarps3;
+  constexpr int kNS = S::kNS;
+  constexpr int kE = kK / kS3;  // steps per lane for the per-step scalars (4 or 2)
+  constexpr int kStride = S::kStride;
+  constexpr int kBC = (kN * kK + kBT3 - 1) / kBT3;
+  constexpr int kCh = kBT;  // channels per block
+  extern __shared__ float4 smem4[];
+  float* sH = reinterpret_cast<float*>(smem4);
+  float4* sStep = reinterpret_cast<float4*>(sH + S::H);  // [t][channel]
+  float* sRed = sH + S::H + S::STEP;
+  float* sPart = sRed + S::RED;  // [warp][t][v]
+  float* sB = sPart + S::PART;   // [2][TILE]
+  float* sC = sB + 2 * S::TILE;  // [2][TILE]
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int ch = tid / kS3, s = tid % kS3;
+  const int64_t L = p.seqlen, N = p.dstate, G = p.n_groups, dim = p.dim, dpg = dim / G;
+  const int64_t g = blockIdx.x / bpg, blk = blockIdx.x % bpg;
+  const int64_t cl = blk * kCh + ch;
+  const bool active = cl < dpg;
+  const float act = active ? 1.f : 0.f;
+  const int64_t d = g * dpg + (active ? cl : 0);
+  const int64_t b = blockIdx.y;
+  const int64_t row = (b * dim + d) * L;
+  const T* u_row = p.u + row;
+  const T* delta_row = p.delta + row;
+  const T* z_row = p.z ? p.z + row : nullptr;
+  const T* dout_row = p.dout + row;
+  constexpr int kVB = kE * int(sizeof(T));
+  const bool vec = aligned_to(u_row, kVB) && aligned_to(delta_row, kVB) && aligned_to(dout_row, kVB) &&
+                   (!z_row || aligned_to(z_row, kVB)) && aligned_to(p.du + row, kVB) && aligned_to(p.ddelta + row, kVB) &&
+                   (!z_row || aligned_to(p.dz + row, kVB));
+  const T* Bg = p.B + ((b * G + g) * N + n0) * L;
+  const T* Cg = p.C + ((b * G + g) * N + n0) * L;
+  const float Dv = p.D ? p.D[d] : 0.f;
+  const float bias = p.delta_bias ? p.delta_bias[d] : 0.f;
+  const int ns0 = s * kNS;
+  const int64_t st_off = (b * dim + d) * N + n0 + ns0;
+  const int64_t nch = ws.nchunks;
+  float* ck_base = ws.ckpt + b * nch * kSlice * dim + d;
+  const int own = s * kE;
+
+  float A2[kNS], h[kNS];
+#pragma unroll
+  for (int i = 0; i < kNS; ++i) {
+    const bool on = ns0 + i < nS;
+    A2[i] = on ? p.A[d * N + n0 + ns0 + i] * dev::kLog2e : 0.f;
+    h[i] = on && active && p.initial_state ? p.initial_state[st_off + i] : 0.f;
+  }
+
+  auto load_tile = [&](int64_t t0, bool withC, T (&rb)[kBC], T (&rc)[kBC]) {
+#pragma unroll
+    for (int k = 0; k < kBC; ++k) {
+      const int e = tid + k * kBT3;
+      const int i = e / kK, j = e % kK;
+      const bool in = e < kN * kK && i < nS && t0 + j < L;
+      rb[k] = in ? Bg[i * L + t0 + j] : dev::from_f32<T>(0.f);
+      rc[k] = in && withC ? Cg[i * L + t0 + j] : dev::from_f32<T>(0.f);
+    }
+  };
+  auto store_tile = [&](float* sb, float* sc, const T (&rb)[kBC], const T (&rc)[kBC], bool withC) {
+#pragma unroll
+    for (int k = 0; k < kBC; ++k) {
+      const int e = tid + k * kBT3;
+      if (e < kN * kK) {
+        const int i = e / kK, j = e % kK;
+        sb[j * kStride + i] = dev::to_f32(rb[k]);
+        if (withC) sc[j * kStride + i] = dev::to_f32(rc[k]);
+      }
+    }
+  };
+
+  // ---- pass A: checkpoints ----
+  {
+    float cu[kE], cr[kE];
+    T cb[kBC], cc[kBC];
+    if (nch > 1) {
+      load_e<T, kE>(u_row, own, L, vec, cu);
+      load_e<T, kE>(delta_row, own, L, vec, cr);
+      load_tile(0, false, cb, cc);
+    }
+    for (int64_t c = 0; c < nch && !(skip & 2); ++c) {
+      if (active) {
+#pragma unroll
+        for (int i = 0; i < kNS; ++i) ck_base[(c * kSlice + ns0 + i) * dim] = h[i];
+      }
+      if (c == nch - 1) break;
+      const int64_t t0 = c * kK;
+      float* sb = sB + (c & 1) * S::TILE;
+      float2* sa = reinterpret_cast<float2*>(sH) + (c & 1) * (kK * kCh);  // (dt, dt u) [t][channel]
+      store_tile(sb, nullptr, cb, cc, false);
+#pragma unroll
+      for (int e = 0; e < kE; ++e) {
+        float dt = cr[e] + bias;
+        if (p.delta_softplus) dt = dev::softplus_fast(dt);
+        sa[(own + e) * kCh + ch] = make_float2(dt, dt * cu[e]);
+      }
+      __syncthreads();
+      float nu[kE], nr[kE];
+      T nb[kBC], nc[kBC];
+      load_e<T, kE>(u_row, t0 + kK + own, L, vec, nu);
+      load_e<T, kE>(delta_row, t0 + kK + own, L, vec, nr);
+      load_tile(t0 + kK, false, nb, nc);
+#pragma unroll
+      for (int j = 0; j < kK; ++j) {
+        const float2 sc2 = sa[j * kCh + ch];
+#pragma unroll
+        for (int i4 = 0; i4 < kNS; i4 += 4) {
+          const float4 b4 = *reinterpret_cast<const float4*>(sb + j * kStride + ns0 + i4);
+          const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+          for (int q = 0; q < 4; ++q) h[i4 + q] = fmaf(dev::ex2_mufu(sc2.x * A2[i4 + q]), h[i4 + q], sc2.y * bv[q]);
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < kE; ++e) { cu[e] = nu[e]; cr[e] = nr[e]; }
+#pragma unroll
+      for (int k = 0; k < kBC; ++k) { cb[k] = nb[k]; cc[k] = nc[k]; }
+    }
+  }
+  __syncthreads();
+
+  // ---- pass B ----
+  float gcur[kNS], dAa[kNS];
+#pragma unroll
+  for (int i = 0; i < kNS; ++i) {
+    gcur[i] = ns0 + i < nS && active && p.dfinal_state ? p.dfinal_state[st_off + i] : 0.f;
+    dAa[i] = 0.f;
+  }
+  float dD_acc = 0.f, db_acc = 0.f;
+  const int64_t plane = p.batch * dim * L;
+
+  float cu[kE], cr[kE], cz[kE], co[kE], ck[kNS];
+  T cb[kBC], cc[kBC];
+  auto load_chunk = [&](int64_t c, float (&u_)[kE], float (&r_)[kE], float (&z_)[kE], float (&o_)[kE],
+                        float (&k_)[kNS], T (&b_)[kBC], T (&c_)[kBC]) {
+    const int64_t t = c * kK + own;
+    load_e<T, kE>(u_row, t, L, vec, u_);
+    load_e<T, kE>(delta_row, t, L, vec, r_);
+    if (z_row) load_e<T, kE>(z_row, t, L, vec, z_);
+    else {
+#pragma unroll
+      for (int e = 0; e < kE; ++e) z_[e] = 0.f;
+    }
+    load_e<T, kE>(dout_row, t, L, vec, o_);
+    load_tile(c * kK, true, b_, c_);
+#pragma unroll
+    for (int i = 0; i < kNS; ++i) k_[i] = active ? ck_base[(c * kSlice + ns0 + i) * dim] : 0.f;
+  };
+  if (nch > 0) load_chunk(nch - 1, cu, cr, cz, co, ck, cb, cc);
+
+  float* myrow = sRed + (warp * 32 + lane) * S::kRS;
+  for (int64_t c = nch - 1; c >= 0; --c) {
+    const int64_t t0 = c * kK;
+    float* sb = sB + (c & 1) * S::TILE;
+    float* sc = sC + (c & 1) * S::TILE;
+    store_tile(sb, sc, cb, cc, true);
+#pragma unroll
+    for (int e = 0; e < kE; ++e) {
+      const bool valid = t0 + own + e < L;
+      float dt = cr[e] + bias;
+      if (p.delta_softplus) dt = dev::softplus_fast(dt);
+      dt = valid ? dt : 0.f;
+      const float uu = cu[e] * act, o = co[e] * act;
+      const float dy = z_row ? o * cz[e] * sigmoid_fast(cz[e]) : o;
+      sStep[(own + e) * kCh + ch] = make_float4(dt, dt * uu, dy, 0.f);
+    }
+#pragma unroll
+    for (int i = 0; i < kNS; ++i) h[i] = ck[i];
+    __syncthreads();
+
+    float nu[kE], nr[kE], nz[kE], no[kE], nk[kNS];
+    T nb[kBC], nc[kBC];
+    if (c > 0) load_chunk(c - 1, nu, nr, nz, no, nk, nb, nc);
+
+#pragma unroll 1
+    for (int j = 0; j < ((skip & 4) ? 0 : kK); ++j) {
+      const float4 sc4 = sStep[j * kCh + ch];
+      float* hj = sH + j * kNS * kBT3 + tid;
+#pragma unroll
+      for (int i4 = 0; i4 < kNS; i4 += 4) {
+        const float4 b4 = *reinterpret_cast<const float4*>(sb + j * kStride + ns0 + i4);
+        const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          hj[(i4 + q) * kBT3] = h[i4 + q];
+          h[i4 + q] = fmaf(dev::ex2_mufu(sc4.x * A2[i4 + q]), h[i4 + q], sc4.y * bv[q]);
+        }
+      }
+    }
+
+#pragma unroll 1
+    for (int j = kK - 1; j >= 0; --j) {
+      const float4 sc4 = sStep[j * kCh + ch];
+      const float dt = sc4.x, dtu = sc4.y, dy = sc4.z;
+      float bv[kNS], cv[kNS];
+#pragma unroll
+      for (int i4 = 0; i4 < kNS; i4 += 4) {
+        const float4 b4 = *reinterpret_cast<const float4*>(sb + j * kStride + ns0 + i4);
+        const float4 c4 = *reinterpret_cast<const float4*>(sc + j * kStride + ns0 + i4);
+        bv[i4] = b4.x; bv[i4 + 1] = b4.y; bv[i4 + 2] = b4.z; bv[i4 + 3] = b4.w;
+        cv[i4] = c4.x; cv[i4 + 1] = c4.y; cv[i4 + 2] = c4.z; cv[i4 + 3] = c4.w;
+      }
+      float* hj = sH + j * kNS * kBT3 + tid;
+      float hp[kNS];
+#pragma unroll
+      for (int i = 0; i < kNS; ++i) hp[i] = hj[i * kBT3];
+      float sgB0 = 0.f, sgB1 = 0.f, sga0 = 0.f, sga1 = 0.f, y0 = 0.f, y1 = 0.f;
+      float vb[kNS], vc[kNS];
+#pragma unroll
+      for (int i = 0; i < kNS; ++i) {
+        const float a = dev::ex2_mufu(dt * A2[i]);
+        const float ha = a * hp[i];
+        const float h1 = fmaf(dtu, bv[i], ha);
+        const float gi = fmaf(dy, cv[i], gcur[i]);
+        const float gha = gi * ha;
+        if (i & 1) {
+          y1 = fmaf(h1, cv[i], y1);
+          sga1 = fmaf(gha, A2[i], sga1);
+          sgB1 = fmaf(gi, bv[i], sgB1);
+        } else {
+          y0 = fmaf(h1, cv[i], y0);
+          sga0 = fmaf(gha, A2[i], sga0);
+          sgB0 = fmaf(gi, bv[i], sgB0);
+        }
+        dAa[i] = fmaf(gha, dt, dAa[i]);
+        vb[i] = gi * dtu;
+        vc[i] = dy * h1;
+        gcur[i] = a * gi;
+      }
+#pragma unroll
+      for (int i4 = 0; i4 < kNS; i4 += 4) {
+        *reinterpret_cast<float4*>(myrow + i4) = make_float4(vb[i4], vb[i4 + 1], vb[i4 + 2], vb[i4 + 3]);
+        *reinterpret_cast<float4*>(myrow + kNS + i4) = make_float4(vc[i4], vc[i4 + 1], vc[i4 + 2], vc[i4 + 3]);
+      }
+      // This lane's partial sums over its states, into its own (already read) slots of sH[j].
+      hj[0] = sgB0 + sgB1;
+      hj[kBT3] = sga0 + sga1;
+      hj[2 * kBT3] = y0 + y1;
+      constexpr int V = S::V, kGroups = 32 / V, kRowsG = (32 / kS3) / kGroups;
+      if (!(skip & 1)) {
+        __syncwarp();
+        const int v = lane % V, grp = lane / V;
+        const int n = v % kN, sv = n / kNS, col = (v / kN) * kNS + n % kNS;
+        const float* colp = sRed + (warp * 32 + grp * kRowsG * kS3 + sv) * S::kRS + col;
+        float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+        for (int r = 0; r < kRowsG; r += 2) {
+          s0 += colp[(r * kS3) * S::kRS];
+          s1 += colp[((r + 1) * kS3) * S::kRS];
+        }
+        float sum = s0 + s1;
+#pragma unroll
+        for (int o = V; o < 32; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        __syncwarp();
+        if (lane < V) sPart[(warp * kK + j) * V + lane] = sum;
+      }
+    }
+    __syncwarp();  // the partials of the channel's 4 lanes (same warp) visible
+
+    float odu[kE], odd[kE], odz[kE];
+#pragma unroll
+    for (int e = 0; e < kE; ++e) {
+      const int j = own + e;
+      const bool valid = t0 + j < L;
+      const float* pj = sH + j * kNS * kBT3 + ch * kS3;
+      float sgB, sga, yy;
+      if constexpr (kS3 == 4) {
+        const float4 pb = *reinterpret_cast<const float4*>(pj);
+        const float4 pa = *reinterpret_cast<const float4*>(pj + kBT3);
+        const float4 py = *reinterpret_cast<const float4*>(pj + 2 * kBT3);
+        sgB = (pb.x + pb.y) + (pb.z + pb.w);
+        sga = (pa.x + pa.y) + (pa.z + pa.w);
+        yy = (py.x + py.y) + (py.z + py.w);
+      } else {
+        const float2 pb = *reinterpret_cast<const float2*>(pj);
+        const float2 pa = *reinterpret_cast<const float2*>(pj + kBT3);
+        const float2 py = *reinterpret_cast<const float2*>(pj + 2 * kBT3);
+        sgB = pb.x + pb.y;
+        sga = pa.x + pa.y;
+        yy = py.x + py.y;
+      }
+      const int64_t idx = row + t0 + j;
+      if (!first && active && valid) {
+        sgB += ws.sums[idx];
+        sga += ws.sums[plane + idx];
+        yy += ws.sums[2 * plane + idx];
+      }
+      odu[e] = odd[e] = odz[e] = 0.f;
+      if (last) {
+        // dt and dy as published before the walk (sigmoid(z) recomputed: fewer live registers)
+        const float4 sc4 = sStep[j * kCh + ch];
+        const float uu = cu[e] * act, dt = sc4.x, dy = sc4.z;
+        odu[e] = fmaf(dy, Dv, dt * sgB);
+        const float ddt = fmaf(kLn2, sga, uu * sgB);
+        const float dd = p.delta_softplus ? ddt * sigmoid_fast(cr[e] + bias) : ddt;
+        odd[e] = dd;
+        if (z_row) {
+          const float yt = fmaf(Dv, uu, yy), sg = sigmoid_fast(cz[e]);
+          odz[e] = co[e] * yt * (sg * (1.f + cz[e] * (1.f - sg)));
+        }
+        if (valid && active) {
+          dD_acc = fmaf(dy, uu, dD_acc);
+          db_acc += dd;
+        }
+      } else if (active && valid) {
+        ws.sums[idx] = sgB;
+        ws.sums[plane + idx] = sga;
+        ws.sums[2 * plane + idx] = yy;
+      }
+    }
+    if (last && active) {
+      store_e<T, kE>(p.du + row, t0 + own, L, vec, odu);
+      store_e<T, kE>(p.ddelta + row, t0 + own, L, vec, odd);
+      if (z_row) store_e<T, kE>(p.dz + row, t0 + own, L, vec, odz);
+    }
+
+    __syncthreads();  // sPart complete
+    {
+      constexpr int V = S::V;
+      float* pbase = ws.pBC + ((b * G + g) * bpg + blk) * 2 * N * L;
+      for (int e = tid; e < ((skip & 1) ? 0 : kK * V); e += kBT3) {
+        const int v = e / kK, j = e % kK;
+        const int i = v % kN;
+        const int64_t t = t0 + j;
+        if (i < nS && t < L) {
+          float sum = 0.f;
+#pragma unroll
+          for (int w = 0; w < kWarps3; ++w) sum += sPart[(w * kK + j) * V + v];
+          pbase[((v >= kN ? N : 0) + n0 + i) * L + t] = sum;
+        }
+      }
+    }
+
+    if (c > 0) {
+#pragma unroll
+      for (int e = 0; e < kE; ++e) { cu[e] = nu[e]; cr[e] = nr[e]; cz[e] = nz[e]; co[e] = no[e]; }
+#pragma unroll
+      for (int i = 0; i < kNS; ++i) ck[i] = nk[i];
+#pragma unroll
+      for (int k = 0; k < kBC; ++k) { cb[k] = nb[k]; cc[k] = nc[k]; }
+    }
+  }
+
+  dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, 1);
+  db_acc += __shfl_xor_sync(0xffffffffu, db_acc, 1);
+  if constexpr (kS3 == 4) {
+    dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, 2);
+    db_acc += __shfl_xor_sync(0xffffffffu, db_acc, 2);
+  }
+  if (active) {
+#pragma unroll
+    for (int i = 0; i < kNS; ++i) {
+      if (ns0 + i < nS) {
+        if (p.dinitial_state) p.dinitial_state[st_off + i] = gcur[i];
+        ws.pA[st_off + i] = dAa[i];
+      }
+    }
+    if (last && s == 0) {
+      ws.pD[b * dim + d] = dD_acc;
+      ws.pbias[b * dim + d] = db_acc;
+    }
+  }
+}
+
+// ---- v3 pass A: the checkpoints by a separate, high-occupancy kernel ---------------------------
+// In v1 / v2 / v3-in-kernel the forward recurrence (pass A) runs inside the main kernel at its
+// 12 warps per SM (404 us of 2560 at the standard shape). Here a block = 32 channels (one per
+// lane) x 8 warps (warp w owns states 2w, 2w + 1 of the slice): ~40 registers, 768 blocks of
+// 256 = ~46 warps per SM at b 8 x d 3072. Warp w computes step w's (dt, dt u) of each chunk for
+// its lane's channel (so softplus is not duplicated) into a double-buffered shared row, one
+// barrier per chunk; B is read straight from global (one address per warp: a broadcast) and the
+// checkpoints are stored as 128-byte rows (32 consecutive channels of one state).
+constexpr int kChA = 32;
+constexpr int kWarpsA = kSlice / 2;
+constexpr int kBTA = 32 * kWarpsA;
+static_assert(kWarpsA == kK, "warp w computes step w of each chunk");
+
+int64_t blocks_per_group_a(int64_t dim, int64_t groups) { return (dim / groups + kChA - 1) / kChA; }
+
+template <class T>
+__device__ __forceinline__ void load8(const T* __restrict__ row, int64_t t, int64_t L, bool vec, float (&out)[8]) {
+  if constexpr (sizeof(T) == 4) {
+    float a[4], c[4];
+    load_e<T, 4>(row, t, L, vec, a);
+    load_e<T, 4>(row, t + 4, L, vec, c);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) { out[j] = a[j]; out[4 + j] = c[j]; }
+  } else {
+    load_e<T, 8>(row, t, L, vec, out);
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kBTA, 6)
+scan_bwd_ckpt_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpgA, int n0, int nS) {
+  __shared__ float2 sa[2][kK][kChA];
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int64_t L = p.seqlen, N = p.dstate, G = p.n_groups, dim = p.dim, dpg = dim / G;
+  const int64_t g = blockIdx.x / bpgA, blk = blockIdx.x % bpgA;
+  const int64_t cl = blk * kChA + lane;
+  const bool active = cl < dpg;
+  const int64_t d = g * dpg + (active ? cl : 0);
+  const int64_t b = blockIdx.y;
+  const int64_t row = (b * dim + d) * L;
+  const T* u_row = p.u + row;
+  const T* delta_row = p.delta + row;
+  const float bias = p.delta_bias ? p.delta_bias[d] : 0.f;
+  const int i0 = 2 * w;
+  const bool on0 = i0 < nS, on1 = i0 + 1 < nS;
+  const float m0 = on0 ? 1.f : 0.f, m1 = on1 ? 1.f : 0.f;
+  const float A20 = on0 ? p.A[d * N + n0 + i0] * dev::kLog2e : 0.f;
+  const float A21 = on1 ? p.A[d * N + n0 + i0 + 1] * dev::kLog2e : 0.f;
+  const int64_t st = (b * dim + d) * N + n0 + i0;
+  float h0 = on0 && active && p.initial_state ? p.initial_state[st] : 0.f;
+  float h1 = on1 && active && p.initial_state ? p.initial_state[st + 1] : 0.f;
+  const T* B0 = p.B + ((b * G + g) * N + n0 + (on0 ? i0 : 0)) * L;
+  const T* B1 = p.B + ((b * G + g) * N + n0 + (on1 ? i0 + 1 : 0)) * L;
+  const bool vecB = aligned_to(B0, 16) && aligned_to(B1, 16) && (L * int64_t(sizeof(T))) % 16 == 0;
+  const int64_t nch = ws.nchunks;
+  float* ck = ws.ckpt + b * nch * kSlice * dim + d;
+  float nu = 0.f, nr = 0.f;  // raw u, delta of step w of the next chunk to walk
+  if (nch > 1) { nu = dev::to_f32(u_row[w]); nr = dev::to_f32(delta_row[w]); }
+  for (int64_t c = 0; c < nch; ++c) {
+    if (active) {  // all 16 rows (states past nS stay 0): the main kernel reads them all
+      ck[(c * kSlice + i0) * dim] = h0;
+      ck[(c * kSlice + i0 + 1) * dim] = h1;
+    }
+    if (c == nch - 1) break;
+    const int64_t t0 = c * kK;
+    float b0[kK], b1[kK];
+    load8<T>(B0, t0, L, vecB, b0);
+    load8<T>(B1, t0, L, vecB, b1);
+    {
+      float dt = nr + bias;
+      if (p.delta_softplus) dt = dev::softplus_fast(dt);
+      sa[c & 1][w][lane] = make_float2(dt, dt * nu);
+    }
+    if (c + 2 < nch) {  // the next chunk is walked too (every walked step is < L)
+      nu = dev::to_f32(u_row[t0 + kK + w]);
+      nr = dev::to_f32(delta_row[t0 + kK + w]);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kK; ++j) {
+      const float2 sc = sa[c & 1][j][lane];
+      h0 = fmaf(dev::ex2_mufu(sc.x * A20), h0, sc.y * (b0[j] * m0));
+      h1 = fmaf(dev::ex2_mufu(sc.x * A21), h1, sc.y * (b1[j] * m1));
+    }
+  }
+}
+
 // dB / dC [b, g, n, t] = sum over the group's blocks of the partials, in block order.
 __global__ void scan_bwd_reduce_bc(const float* __restrict__ pBC, float* __restrict__ dB, float* __restrict__ dC,
                                    int64_t BG, int64_t bpg, int64_t N, int64_t L) {
@@ -927,6 +1418,26 @@ void launch_v2(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg,
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v2)");
 }
 
+template <class T, int kN, int kS>
+void launch_v3(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg, int n0, int nS, bool first, bool last,
+               int skip, cudaStream_t stream) {
+  using S = Smem3<kN, kS>;
+  static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v3_kernel<T, kN, kS>,
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(S::kBytes));
+  MAMBA_CUDA_CHECK("selective_scan_bwd_cuda (v3 smem attribute)", attr);
+  const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.batch));
+  scan_bwd_v3_kernel<T, kN, kS><<<grid, S::kBT3, S::kBytes, stream>>>(p, ws, bpg, n0, nS, first, last, skip);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v3)");
+}
+
+template <class T>
+void launch_ckpt(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int n0, int nS, cudaStream_t stream) {
+  const int bpgA = static_cast<int>(blocks_per_group_a(p.dim, p.n_groups));
+  const dim3 grid(static_cast<unsigned>(bpgA * p.n_groups), static_cast<unsigned>(p.batch));
+  scan_bwd_ckpt_kernel<T><<<grid, kBTA, 0, stream>>>(p, ws, bpgA, n0, nS);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v3 checkpoints)");
+}
+
 template <class T>
 void validate(const SelectiveScanBwdCudaParams<T>& p) {
   if (p.batch < 0 || p.dim < 0 || p.seqlen < 0) throw std::invalid_argument("selective_scan_bwd_cuda: negative size");
@@ -981,9 +1492,13 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   // channel sums, bit 2 pass A (checkpoints), bit 4 the chunk recompute. Read on every call.
   const char* skip_env = std::getenv("MAMBA_SCAN_BWD_SKIP");
   const int skip = skip_env && *skip_env ? std::atoi(skip_env) : 0;
-  // Kernel: p.version, else MAMBA_SCAN_BWD_VERSION, else 2 (1 = one thread per channel).
+  // Kernel: p.version, else MAMBA_SCAN_BWD_VERSION, else 2 (1 = one thread per channel, 3 = the
+  // checkpoint kernel + kS lanes per channel; 2 stays the default: v3 measured slower).
   const char* ver_env = std::getenv("MAMBA_SCAN_BWD_VERSION");
   const int version = p.version ? p.version : ver_env && *ver_env ? std::atoi(ver_env) : 2;
+  // v3 lanes per channel: p.split, else MAMBA_SCAN_BWD_SPLIT, else 2 (4 measured slower).
+  const char* split_env = std::getenv("MAMBA_SCAN_BWD_SPLIT");
+  const int split = p.split ? p.split : split_env && *split_env ? std::atoi(split_env) : 2;
   for (int s = 0; s < slices; ++s) {
     const int n0 = s * kSlice;
     const int nS = static_cast<int>(std::min<int64_t>(kSlice, p.dstate - n0));
@@ -992,7 +1507,12 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
       if (nS <= 4) launch_main<T, 4>(p, ws, bpg, n0, nS, first, last, skip, stream);
       else if (nS <= 8) launch_main<T, 8>(p, ws, bpg, n0, nS, first, last, skip, stream);
       else launch_main<T, 16>(p, ws, bpg, n0, nS, first, last, skip, stream);
-    } else {
+    } else if (version == 3 && nS > 8) {
+      // pass A by its own kernel (skip bit 2 leaves it out); the main kernel never runs its own
+      if (!(skip & 2)) launch_ckpt<T>(p, ws, n0, nS, stream);
+      if (split == 4) launch_v3<T, 16, 4>(p, ws, bpg, n0, nS, first, last, skip | 2, stream);
+      else launch_v3<T, 16, 2>(p, ws, bpg, n0, nS, first, last, skip | 2, stream);
+    } else {  // v2, and v3's slices of <= 8 states
       if (nS <= 4) launch_v2<T, 4>(p, ws, bpg, n0, nS, first, last, skip, stream);
       else if (nS <= 8) launch_v2<T, 8>(p, ws, bpg, n0, nS, first, last, skip, stream);
       else launch_v2<T, 16>(p, ws, bpg, n0, nS, first, last, skip, stream);

@@ -137,8 +137,9 @@ TEST(CudaKernels, SelectiveScanMatchesReference) {
 
 // Backward against the plain CPU backward; every output poisoned (NaN) by Dev's constructor.
 template <class T>
-void scan_bwd_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, bool with_dfinal, unsigned seed) {
-  SCOPED_TRACE(testing::Message() << "bwd b" << b << " d" << d << " l" << l << " n" << n << " g" << g);
+void scan_bwd_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, bool with_dfinal, unsigned seed,
+                   int version = 0) {
+  SCOPED_TRACE(testing::Message() << "bwd v" << version << " b" << b << " d" << d << " l" << l << " n" << n << " g" << g);
   std::mt19937 gen(seed);
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * g * n * l, nst = size_t(b) * d * n;
   auto u = randn(gen, nbdl), delta = randn(gen, nbdl, -2.f, 1.f), z = randn(gen, with_z ? nbdl : 0);
@@ -172,6 +173,7 @@ void scan_bwd_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0,
   k::selective_scan_bwd_ref(p, {dy.data(), d * L, L, 1}, with_dfinal ? dhT.data() : nullptr, gr);
 
   kc::SelectiveScanBwdCudaParams<T> q;
+  q.version = version;
   q.batch = b; q.dim = d; q.seqlen = l; q.dstate = n; q.n_groups = g;
   q.u = du.ptr; q.delta = ddelta.ptr; q.z = with_z ? dz.ptr : nullptr; q.B = dB.ptr; q.C = dC.ptr;
   q.A = dA.ptr; q.D = dD.ptr; q.delta_bias = dbias.ptr; q.delta_softplus = true;
@@ -205,6 +207,10 @@ TEST(CudaKernels, SelectiveScanBackwardMatchesReference) {
   scan_bwd_case<float>(1, 4, 100, 64, 1, true, true, false, 44);
   scan_bwd_case<bf16>(1, 4, 300, 5, 1, true, true, true, 45);
   scan_bwd_case<bf16>(2, 66, 129, 16, 2, false, false, true, 46);
+  for (int v : {1, 2, 3}) {  // each kernel version (v3 runs slices of <= 8 states with v2)
+    scan_bwd_case<float>(1, 70, 301, 16, 2, true, true, true, 47, v);
+    scan_bwd_case<bf16>(2, 66, 129, 32, 1, true, false, true, 48, v);
+  }
 }
 
 template <class T>

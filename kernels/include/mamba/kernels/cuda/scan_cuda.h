@@ -100,9 +100,13 @@ struct SelectiveScanBwdCudaParams {
   float* dinitial_state = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
-  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SCAN_BWD_VERSION=1|2 when set,
-  // else 2), 1 = one thread per channel, 2 = two lanes per channel (see kernels/cuda/NOTES.md).
+  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SCAN_BWD_VERSION=1|2|3 when set,
+  // else the default named in kernels/cuda/NOTES.md), 1 = one thread per channel, 2 = two lanes
+  // per channel, 3 = four lanes per channel (slices of 9..16 states; smaller slices run v2).
+  // The workspace size does not depend on the version. split: v3 lanes per channel, 0 = default
+  // (env MAMBA_SCAN_BWD_SPLIT=2|4 when set, else 2), 2 or 4 (any other value runs 2).
   int version = 0;
+  int split = 0;
 };
 
 template <class T>
