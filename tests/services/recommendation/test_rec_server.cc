@@ -301,6 +301,34 @@ TEST_F(RecServer, EndToEnd) {
     ASSERT_TRUE(s.recommend(recommend_request("newcomer", 5, true), &r5).ok());
     ASSERT_TRUE(s.from_history(history_request({h[0], h[1], h[2]}, 5, true), &fh5).ok());
     expect_same(r5, fh5, "new user");
+    EXPECT_FALSE(r5.from_cache());
+    // Its state is cached with a window of 3 < max_seq_len: the next event is one
+    // recurrent step on the cached state.
+    rv::AddInteractionsRequest more;
+    auto* w = more.add_interactions();
+    w->set_user_id("newcomer");
+    w->set_item_id(r5.items(0).item_id());
+    w->set_timestamp(10);
+    ASSERT_TRUE(s.add(more, &ar).ok());
+    EXPECT_EQ(ar.inserted(), 1);
+    rv::RecommendResponse r6, fh6;
+    ASSERT_TRUE(s.recommend(recommend_request("newcomer", 5, true), &r6).ok());
+    EXPECT_TRUE(r6.from_cache());
+    EXPECT_EQ(r6.history_length(), 4);
+    ASSERT_TRUE(s.from_history(history_request({h[0], h[1], h[2], r5.items(0).item_id()}, 5, true), &fh6).ok());
+    expect_same(r6, fh6, "new user after a step");
+    for (const auto& it : r6.items()) EXPECT_NE(it.item_id(), r5.items(0).item_id());
+    // An event older than the cached state's newest drops the state; the next call
+    // prefills from the store, in the store's (ts, id) order.
+    w->set_item_id(h[5]);
+    w->set_timestamp(0.5);
+    ASSERT_TRUE(s.add(more, &ar).ok());
+    rv::RecommendResponse r7, fh7;
+    ASSERT_TRUE(s.recommend(recommend_request("newcomer", 5, true), &r7).ok());
+    EXPECT_FALSE(r7.from_cache());
+    ASSERT_TRUE(s.from_history(history_request(history("newcomer"), 5, true), &fh7).ok());
+    ASSERT_EQ(history("newcomer").front(), h[5]);
+    expect_same(r7, fh7, "new user after an out-of-order event");
 
     // An unknown item is NOT_FOUND and writes nothing.
     rv::AddInteractionsRequest bad_add;
