@@ -120,7 +120,7 @@ grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, cons
     bool from_cache = false;
     if (auto e = cache_.find(req->user_id())) {
       std::lock_guard<std::mutex> lk(e->mu);
-      if (e->model == key) {
+      if (e->model_key == key) {
         hidden = e->state.net.hidden.clone();
         window = e->state.window;
         from_cache = true;
@@ -140,8 +140,8 @@ grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, cons
         last_ts = std::max(last_ts, it->ts);
       }
       auto entry = std::make_shared<CachedUser>();
-      entry->model = key;
-      entry->model_ref = m;
+      entry->model_key = key;
+      entry->model = m;
       entry->state = make_user_state(net, history, last_ts);
       hidden = entry->state.net.hidden;
       window = entry->state.window;
@@ -211,7 +211,7 @@ grpc::Status RecommendationServiceImpl::AddInteractions(grpc::ServerContext* ctx
       auto e = cache_.find(n.user_key);
       if (!e) continue;
       std::lock_guard<std::mutex> lk(e->mu);
-      const auto* m = static_cast<const RecModel*>(e->model_ref.get());
+      const RecModel* m = e->model.get();
       const int32_t id = m ? m->items.find(n.item_key) : 0;
       // Which events were duplicates is not known: drop the users of such a call.
       if (r.duplicates > 0 || id == 0 || n.ts < e->state.last_ts) {

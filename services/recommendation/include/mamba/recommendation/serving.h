@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "mamba/recommendation/mamba4rec.h"
+#include "mamba/recommendation/model_dir.h"
 
 namespace mamba::recommendation {
 
@@ -57,8 +58,8 @@ std::vector<ScoredId> top_k_items(const Mamba4Rec& net, const Tensor& hidden, in
 
 struct CachedUser {
   std::mutex mu;      // guards everything below
-  std::string model;  // "name/version" of the model the state belongs to
-  std::shared_ptr<const void> model_ref;  // keeps that model alive
+  std::string model_key;                // "name/version" of the model the state belongs to
+  std::shared_ptr<const RecModel> model;  // that model (kept alive while cached)
   UserState state;
 };
 
