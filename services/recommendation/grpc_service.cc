@@ -89,7 +89,23 @@ std::unordered_set<int32_t> exclusions(const RecModel& m, const Req& req, const 
 
 RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelRepository<RecModel>& repo,
                                                      RecServiceOptions opts)
-    : rt_(rt), repo_(repo), opts_(opts), pool_(opts.db_url), cache_(static_cast<size_t>(opts.cache_users)) {}
+    : rt_(rt), repo_(repo), opts_(opts), pool_(opts.db_url), cache_(std::make_shared<UserStateCache>(static_cast<size_t>(opts.cache_users))) {
+  auto& m = rt_.metrics();
+  const char* lookups = "Recommend calls by where the user's state came from (hit: the cache; miss: a store prefill)";
+  cache_hits_ = &m.counter("mamba_rec_state_cache_total", lookups, {{"result", "hit"}});
+  cache_misses_ = &m.counter("mamba_rec_state_cache_total", lookups, {{"result", "miss"}});
+  const char* updates = "AddInteractions events applied to cached user states (advanced) or dropping them (dropped)";
+  advanced_ = &m.counter("mamba_rec_state_updates_total", updates, {{"kind", "advanced"}});
+  dropped_ = &m.counter("mamba_rec_state_updates_total", updates, {{"kind", "dropped"}});
+  // The collector may outlive the service (the registry belongs to the runtime).
+  m.add_collector([weak = std::weak_ptr<UserStateCache>(cache_)](sv::MetricsRegistry& r) {
+    const auto cache = weak.lock();
+    if (!cache) return;
+    r.gauge("mamba_rec_state_cache_users", "users whose recurrent state is cached").set(static_cast<double>(cache->size()));
+    r.gauge("mamba_rec_state_cache_evictions", "users evicted from the state cache (LRU)")
+        .set(static_cast<double>(cache->evictions()));
+  });
+}
 
 std::shared_ptr<const RecModel> RecommendationServiceImpl::model(const common::v1::ModelSelector& sel,
                                                                  sv::LoadedModelInfo* info) const {
@@ -118,7 +134,7 @@ grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, cons
     Tensor hidden;
     std::deque<int32_t> window;
     bool from_cache = false;
-    if (auto e = cache_.find(req->user_id())) {
+    if (auto e = cache_->find(req->user_id())) {
       std::lock_guard<std::mutex> lk(e->mu);
       if (e->model_key == key) {
         hidden = e->state.net.hidden.clone();
@@ -126,8 +142,9 @@ grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, cons
         from_cache = true;
       }
     }
+    (from_cache ? cache_hits_ : cache_misses_)->inc();
     if (!from_cache) {
-      const uint64_t token = cache_.token();
+      const uint64_t token = cache_->token();
       std::vector<Interaction> events = with_store([&] {
         auto conn = pool_.acquire();
         return last_interactions(*conn, req->user_id(), net.config().max_seq_len);
@@ -145,7 +162,7 @@ grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, cons
       entry->state = make_user_state(net, history, last_ts);
       hidden = entry->state.net.hidden;
       window = entry->state.window;
-      cache_.insert(req->user_id(), std::move(entry), token);
+      cache_->insert(req->user_id(), std::move(entry), token);
     }
     fill_response(*m, info, top_k_items(net, hidden, req->k(), exclusions(*m, *req, window)), resp);
     resp->set_from_cache(from_cache);
@@ -202,23 +219,25 @@ grpc::Status RecommendationServiceImpl::AddInteractions(grpc::ServerContext* ctx
       auto conn = pool_.acquire();
       return add_interactions(*conn, events);
     });
-    cache_.note_write();
+    cache_->note_write();
     resp->set_inserted(r.inserted);
     resp->set_duplicates(r.duplicates);
     resp->set_new_users(r.new_users);
     // Advance the cached states, in the request's (= the store's insertion) order.
     for (const NewInteraction& n : events) {
-      auto e = cache_.find(n.user_key);
+      auto e = cache_->find(n.user_key);
       if (!e) continue;
       std::lock_guard<std::mutex> lk(e->mu);
       const RecModel* m = e->model.get();
       const int32_t id = m ? m->items.find(n.item_key) : 0;
       // Which events were duplicates is not known: drop the users of such a call.
       if (r.duplicates > 0 || id == 0 || n.ts < e->state.last_ts) {
-        cache_.erase(n.user_key);
+        cache_->erase(n.user_key);
+        dropped_->inc();
         continue;
       }
       advance_user_state(*m->net, e->state, id, n.ts);
+      advanced_->inc();
     }
   });
 }

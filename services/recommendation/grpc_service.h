@@ -20,6 +20,9 @@
 // FAILED_PRECONDITION (no model loaded), RESOURCE_EXHAUSTED (over --max-history-items /
 // --max-add-interactions), UNAVAILABLE (the database is unreachable, draining),
 // UNAUTHENTICATED, DEADLINE_EXCEEDED, CANCELLED.
+// Metrics (besides the runtime's): mamba_rec_state_cache_total{result=hit|miss},
+// mamba_rec_state_updates_total{kind=advanced|dropped}, mamba_rec_state_cache_users,
+// mamba_rec_state_cache_evictions.
 // Thread-safety: the service is shared by gRPC's threads; the cache and the connection
 // pool are thread-safe, a connection is used by one call at a time.
 #pragma once
@@ -84,7 +87,7 @@ class RecommendationServiceImpl final : public v1::RecommendationService::Servic
   grpc::Status GetModel(grpc::ServerContext* ctx, const v1::GetModelRequest* req, common::v1::ModelInfo* resp) override;
 
   static constexpr const char* kName = "mamba.recommendation.v1.RecommendationService";
-  UserStateCache& cache() { return cache_; }
+  UserStateCache& cache() { return *cache_; }
 
  private:
   std::shared_ptr<const RecModel> model(const common::v1::ModelSelector& sel, serve::LoadedModelInfo* info) const;
@@ -93,8 +96,12 @@ class RecommendationServiceImpl final : public v1::RecommendationService::Servic
   serve::ModelRepository<RecModel>& repo_;
   RecServiceOptions opts_;
   ConnectionPool pool_;
-  UserStateCache cache_;
+  std::shared_ptr<UserStateCache> cache_;  // shared with the metrics collector (weakly)
   std::mutex write_mu_;  // AddInteractions: store commit + cache update, in commit order
+  serve::Counter* cache_hits_ = nullptr;    // mamba_rec_state_cache_total{result="hit"}
+  serve::Counter* cache_misses_ = nullptr;  // {result="miss"}: prefilled from the store
+  serve::Counter* advanced_ = nullptr;      // mamba_rec_state_updates_total{kind="advanced"}
+  serve::Counter* dropped_ = nullptr;       // {kind="dropped"}: re-prefilled on the next call
 };
 
 // `mamba-rec serve`: the server main (flags already parsed).

@@ -48,14 +48,17 @@ class Server {
   Server(const fs::path& dir, const std::string& db) {
     std::ofstream(dir / "tokens") << kToken << "\n";
     const fs::path port_file = dir / "port";
+    metrics_file_ = dir / "metrics-port";
     fs::remove(port_file);
+    fs::remove(metrics_file_);
     pid_ = ::fork();
     if (pid_ == 0) {
       ::setenv("OMP_NUM_THREADS", "1", 1);
       const std::string root = (dir / "models").string(), tokens = (dir / "tokens").string(), pf = port_file.string();
       ::execl(MAMBA_REC_BIN, MAMBA_REC_BIN, "serve", "--db", db.c_str(), "--model-root", root.c_str(), "--port", "0",
               "--host", "127.0.0.1", "--port-file", pf.c_str(), "--auth-token-file", tokens.c_str(), "--poll-seconds",
-              "0", "--drain-seconds", "0.1", "--grace-seconds", "1", "--cache-users", "8",
+              "0", "--drain-seconds", "0.1", "--grace-seconds", "1", "--cache-users", "8", "--metrics-port", "-1",
+              "--metrics-port-file", metrics_file_.c_str(),
               static_cast<char*>(nullptr));
       std::_Exit(127);
     }
@@ -115,9 +118,20 @@ class Server {
     return stub_->AddInteractions(&ctx, req, resp);
   }
   rv::RecommendationService::Stub& stub() { return *stub_; }
+  // The /metrics text (through curl; "" when curl is missing).
+  std::string metrics() {
+    int port = 0;
+    std::ifstream(metrics_file_) >> port;
+    try {
+      return run_command("curl -s http://127.0.0.1:" + std::to_string(port) + "/metrics");
+    } catch (const std::exception&) {
+      return "";
+    }
+  }
 
  private:
   pid_t pid_ = -1;
+  fs::path metrics_file_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<rv::RecommendationService::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
@@ -348,6 +362,12 @@ TEST_F(RecServer, EndToEnd) {
     ASSERT_EQ(lm.models_size(), 1);
     EXPECT_EQ(lm.models(0).name(), "rec");
     EXPECT_NE(lm.models(0).config_json().find("mamba4rec"), std::string::npos);
+    const std::string text = s.metrics();
+    if (!text.empty()) {
+      EXPECT_NE(text.find("mamba_rec_state_cache_total{result=\"hit\"}"), std::string::npos) << text;
+      EXPECT_NE(text.find("mamba_rec_state_updates_total{kind=\"advanced\"} 2"), std::string::npos) << text;
+      EXPECT_NE(text.find("mamba_rec_state_cache_users"), std::string::npos) << text;
+    }
     EXPECT_EQ(s.terminate_and_wait(), 0);
   }
   // A restart (cold cache, prefilled from the store) gives the same answers.
