@@ -8,7 +8,7 @@ PKGS=(
   libopenblas-openmp-dev libomp-dev
   nlohmann-json3-dev libspdlog-dev libcli11-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcpp-httplib-dev
-  python3-grpc-tools python3-grpcio
+  python3-grpc-tools python3-grpcio python3-yaml
   postgresql libpqxx-dev
 )
 missing=()

@@ -33,6 +33,7 @@
 #include <CLI/CLI.hpp>
 
 #include "mamba/recommendation/baselines.h"
+#include "mamba/recommendation/batch_job.h"
 #include "mamba/recommendation/fit.h"
 #include "mamba/recommendation/ingest.h"
 #include "mamba/recommendation/migrations.h"
@@ -164,12 +165,41 @@ int main(int argc, char** argv) {
   // (as mamba-forecast serve does) unless the user chose.
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "serve") ::setenv("OMP_WAIT_POLICY", "passive", /*overwrite*/ 0);
+  BatchJobOptions bo;
+  std::string shard_text = "0/1", batch_db, batch_model;
+  auto* batch = app.add_subcommand("batch", "precompute top-K for every user (or a shard) into the recommendations table");
+  batch->add_option("--model", batch_model, "model directory")->required();
+  batch->add_option("--db", batch_db, "PostgreSQL URL")->required()->envname("MAMBA_DB_URL");
+  batch->add_option("--k", bo.k, "recommendations per user")->check(CLI::Range(1, 1000))->capture_default_str();
+  batch->add_option("--shard", shard_text, "i/N: this job's users (stable hash of the user key); Kubernetes Indexed Jobs")
+      ->capture_default_str();
+  batch->add_option("--users-per-batch", bo.users_per_batch, "users scored and committed together")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  batch->add_flag("!--include-seen", bo.exclude_seen, "also recommend items already in the user's history");
+
   CLI11_PARSE(app, argc, argv);
   RankOptions ro;
   ro.exclude_history = exclude_history;
   ro.ties = ties == "optimistic" ? TiePolicy::optimistic : TiePolicy::pessimistic;
   try {
     if (srv->parsed()) return run_server(server_opts, rec_opts);
+    if (batch->parsed()) {
+      parse_shard(shard_text, bo.shard, bo.num_shards);
+      const RecModel m = RecModel::load(batch_model);
+      pqxx::connection conn = connect(batch_db);
+      bo.progress = [](int64_t done, int64_t total) {
+        std::fprintf(stderr, "batch: %lld / %lld users\n", static_cast<long long>(done), static_cast<long long>(total));
+      };
+      const BatchJobReport r = run_batch_job(conn, m, batch_model, bo);
+      std::printf("run %lld (%s, shard %s): %lld users in the shard, %lld done before, %lld written now (%lld rows), "
+                  "%lld without known events; %s\n",
+                  static_cast<long long>(r.run_id), r.resumed ? "resumed" : "new", shard_text.c_str(),
+                  static_cast<long long>(r.users_in_shard), static_cast<long long>(r.users_done_before),
+                  static_cast<long long>(r.users_written), static_cast<long long>(r.rows_written),
+                  static_cast<long long>(r.users_skipped), r.complete ? "complete" : "stopped");
+      return r.complete ? 0 : 1;
+    }
     if (gen->parsed()) {
       std::ofstream f(out, std::ios::binary);
       f << to_recbole_inter(generate_stride_walks(so));

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "mamba/io/safetensors.h"
+#include "mamba/ops/norm.h"
 #include "mamba/train/autograd.h"
 #include "mamba/train/modules.h"
 #include "mamba/train/optimizer.h"
@@ -234,4 +235,53 @@ TEST(Autograd, ModulesTrainAndRoundTrip) {
   } catch (const mamba::Error& e) {
     EXPECT_NE(std::string(e.what()).find("fc9.weight"), std::string::npos);
   }
+}
+
+TEST(Autograd, Convolutions) {
+  using mamba::ops::ConvOptions;
+  ConvOptions o1;
+  o1.stride = {2};
+  o1.padding = {1};
+  check_op({{2, 3, 9}, {4, 3, 3}, {4}}, [&](auto& v) { return ag::conv(1, v[0], v[1], v[2], o1); });
+  ConvOptions og;  // groups and dilation
+  og.dilation = {2};
+  og.groups = 2;
+  og.padding = {2};
+  check_op({{1, 4, 11}, {6, 2, 3}, {6}}, [&](auto& v) { return ag::conv(1, v[0], v[1], v[2], og); });
+  ConvOptions o2;
+  o2.stride = {1, 2};
+  o2.padding = {1, 0};
+  check_op({{2, 2, 5, 6}, {3, 2, 3, 2}, {3}}, [&](auto& v) { return ag::conv(2, v[0], v[1], v[2], o2); });
+  ConvOptions o3;
+  o3.padding = {1};
+  o3.stride = {2};
+  check_op({{1, 2, 5, 4, 5}, {2, 2, 3, 3, 3}, {2}}, [&](auto& v) { return ag::conv(3, v[0], v[1], v[2], o3); });
+  // Transposed: upsampling by 2 (U-Net decoders), 1-D with groups and 3-D.
+  ConvOptions t1;
+  t1.stride = {2};
+  t1.groups = 2;
+  t1.padding = {1};
+  t1.output_padding = {1};
+  check_op({{2, 4, 5}, {4, 3, 3}, {6}}, [&](auto& v) { return ag::conv_transpose(1, v[0], v[1], v[2], t1); });
+  ConvOptions t3;
+  t3.stride = {2};
+  check_op({{1, 2, 3, 2, 3}, {2, 3, 2, 2, 2}, {3}},
+           [&](auto& v) { return ag::conv_transpose(3, v[0], v[1], v[2], t3); });
+  // Unbatched input.
+  check_op({{3, 8}, {2, 3, 3}}, [&](auto& v) { return ag::conv(1, v[0], v[1], ag::Var()); });
+}
+
+TEST(Autograd, NormsSoftmaxAndLeakyRelu) {
+  check_op({{2, 3, 4, 5}, {3}, {3}}, [](auto& v) { return ag::instance_norm(v[0], v[1], v[2]); }, 3, 1e-2f, 3e-2);
+  check_op({{2, 4, 7}, {4}, {4}}, [](auto& v) { return ag::group_norm(v[0], 2, v[1], v[2]); }, 4, 1e-2f, 3e-2);
+  check_op({{3, 5}}, [](auto& v) { return ag::softmax(v[0], -1); });
+  check_op({{3, 5, 2}}, [](auto& v) { return ag::log_softmax(v[0], 1); });
+  check_op({{17}}, [](auto& v) { return ag::leaky_relu(v[0], 0.1); }, 6, 1e-3f);
+  // instance_norm matches the core op's forward.
+  const Tensor x = randn({2, 3, 4, 5}, 8), w = randn({3}, 9), b = randn({3}, 10);
+  ag::NoGradGuard ng;
+  const auto a = ag::instance_norm(ag::Var(x), ag::Var(w), ag::Var(b)).value().to_vector_f32();
+  const auto r = mamba::ops::instance_norm(x, w, b).to_vector_f32();
+  const auto d = mamba::testing::diff(a.data(), r.data(), a.size());
+  EXPECT_LT(d.max_abs, 1e-5);
 }

@@ -8,6 +8,7 @@
 #include <numeric>
 #include <filesystem>
 
+#include "mamba/io/atomic_file.h"
 #include "mamba/io/json_config.h"
 #include "mamba/io/safetensors.h"
 
@@ -64,12 +65,8 @@ ForecastModel ForecastModel::load(const std::string& dir) {
 }
 
 void ForecastModel::save(const std::string& dir) const {
-  const fs::path target = fs::absolute(dir);
-  const fs::path staging = target.string() + ".staging." + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(staging, ec);
-  fs::create_directories(staging);
-  try {
+  io::write_directory_atomic(fs::absolute(dir).string(), [&](const std::string& staging_dir) {
+    const fs::path staging(staging_dir);
     nlohmann::json c = config;
     c["format"] = "mamba-forecast";
     c["version"] = 1;
@@ -89,22 +86,7 @@ void ForecastModel::save(const std::string& dir) const {
       std::copy(residual_levels.begin(), residual_levels.end(), lv.data<double>());
       io::save_safetensors((staging / "residuals.safetensors").string(), {{"levels", lv}, {"quantiles", residual_quantiles}});
     }
-    if (fs::exists(target)) {
-      const fs::path old = target.string() + ".old." + std::to_string(::getpid());
-      fs::remove_all(old, ec);
-      fs::rename(target, old);
-      fs::rename(staging, target);
-      fs::remove_all(old, ec);
-    } else {
-      fs::rename(staging, target);
-    }
-  } catch (const fs::filesystem_error& e) {
-    fs::remove_all(staging, ec);
-    fail("forecast model", "cannot write '" + target.string() + "': " + e.what());
-  } catch (...) {
-    fs::remove_all(staging, ec);
-    throw;
-  }
+  });
 }
 
 Tensor ForecastModel::forecast_raw(const Tensor& window, const Tensor& marks) const {

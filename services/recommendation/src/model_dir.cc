@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "mamba/io/atomic_file.h"
 #include "mamba/io/json_config.h"
 
 namespace mamba::recommendation {
@@ -40,12 +41,8 @@ RecModel RecModel::load(const std::string& dir) {
 void RecModel::save(const std::string& dir) const {
   if (!net) fail("rec model", "no network to save");
   if (items.num_items() != net->config().num_items) fail("rec model", "vocabulary and network disagree on num_items");
-  const fs::path target = fs::absolute(dir);
-  const fs::path staging = target.string() + ".staging." + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(staging, ec);
-  fs::create_directories(staging);
-  try {
+  io::write_directory_atomic(fs::absolute(dir).string(), [&](const std::string& staging_dir) {
+    const fs::path staging(staging_dir);
     nlohmann::json c = config.is_object() ? config : nlohmann::json::object();
     c["format"] = "mamba-rec";
     c["version"] = 1;
@@ -57,22 +54,7 @@ void RecModel::save(const std::string& dir) const {
     for (int64_t i = 1; i <= items.num_items(); ++i) keys.push_back(items.key(static_cast<int32_t>(i)));
     io::write_json_file_atomic((staging / "items.json").string(), keys, -1);
     io::write_json_file_atomic((staging / "metrics.json").string(), metrics.is_object() ? metrics : nlohmann::json::object());
-    if (fs::exists(target)) {
-      const fs::path old = target.string() + ".old." + std::to_string(::getpid());
-      fs::remove_all(old, ec);
-      fs::rename(target, old);
-      fs::rename(staging, target);
-      fs::remove_all(old, ec);
-    } else {
-      fs::rename(staging, target);
-    }
-  } catch (const fs::filesystem_error& e) {
-    fs::remove_all(staging, ec);
-    fail("rec model", "cannot write '" + target.string() + "': " + e.what());
-  } catch (...) {
-    fs::remove_all(staging, ec);
-    throw;
-  }
+  });
 }
 
 }  // namespace mamba::recommendation

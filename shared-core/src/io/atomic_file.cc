@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <random>
 
 #include "mamba/tensor/tensor.h"
@@ -106,6 +108,55 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   AtomicFileWriter w(path);
   w.write(bytes);
   w.commit();
+}
+
+void fsync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail("atomic_file", "'" + dir + "': cannot open directory to fsync it: " + errno_text(errno));
+  const int rc = ::fsync(fd), err = errno;
+  ::close(fd);
+  if (rc != 0 && err != EINVAL && err != EROFS) fail("atomic_file", "'" + dir + "': fsync failed: " + errno_text(err));
+}
+
+void replace_directory(const std::string& staging, const std::string& target) {
+  namespace fs = std::filesystem;
+  auto bad = [&](const std::string& what) { fail("atomic_file", "'" + target + "': " + what); };
+  std::error_code ec;
+  if (!fs::exists(target, ec)) {
+    if (std::rename(staging.c_str(), target.c_str()) != 0) bad("cannot rename '" + staging + "' to it: " + errno_text(errno));
+    return;
+  }
+  if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) == 0) return;
+  const int err = errno;
+  if (err != EINVAL && err != ENOSYS && err != ENOTSUP) bad("cannot exchange it with '" + staging + "': " + errno_text(err));
+  const std::string aside = staging + ".old";
+  fs::remove_all(aside, ec);
+  if (std::rename(target.c_str(), aside.c_str()) != 0) bad("cannot move it aside: " + errno_text(errno));
+  if (std::rename(staging.c_str(), target.c_str()) != 0) bad("cannot rename '" + staging + "' to it: " + errno_text(errno));
+  fs::rename(aside, staging, ec);
+}
+
+void write_directory_atomic(const std::string& target, const std::function<void(const std::string& staging)>& write) {
+  namespace fs = std::filesystem;
+  std::string t = target;
+  while (t.size() > 1 && t.back() == '/') t.pop_back();
+  const std::string staging = t + ".staging." + std::to_string(::getpid()) + "." + std::to_string(random_suffix() % 1000000);
+  std::error_code ec;
+  fs::remove_all(staging, ec);
+  try {
+    fs::create_directories(staging);
+    write(staging);
+    fsync_directory(staging);
+    replace_directory(staging, t);
+  } catch (const fs::filesystem_error& e) {
+    fs::remove_all(staging, ec);
+    fail("atomic_file", "cannot write '" + t + "': " + e.what());
+  } catch (...) {
+    fs::remove_all(staging, ec);
+    throw;
+  }
+  fs::remove_all(staging, ec);  // the old contents, after an exchange
+  fsync_directory(directory_of(t));
 }
 
 }  // namespace mamba::io

@@ -13,6 +13,7 @@
 #include "mamba/ops/embedding.h"
 #include "mamba/ops/reduce.h"
 #include "mamba/ops/shape_ops.h"
+#include "mamba/ops/softmax.h"
 #include "mamba/ops/ssm.h"
 
 namespace mamba::ag {
@@ -486,6 +487,54 @@ Var sigmoid(const Var& x) {
 Var tanh(const Var& x) {
   return pointwise(
       x, "tanh", [](float v) { return std::tanh(v); }, [](float, float y) { return 1.f - y * y; });
+}
+
+Var leaky_relu(const Var& x, double slope) {
+  const float a = static_cast<float>(slope);
+  return pointwise(
+      x, "leaky_relu", [a](float v) { return v > 0 ? v : a * v; }, [a](float v, float) { return v > 0 ? 1.f : a; });
+}
+
+namespace {
+// Softmax (log = false) or log-softmax along dim, with the gradient
+//   softmax:      dx = y * (g - sum(g * y))
+//   log-softmax:  dx = g - exp(y) * sum(g)
+Var softmax_impl(const Var& x, int64_t dim, bool log) {
+  check_f32(x, log ? "ag::log_softmax" : "ag::softmax", "x");
+  const int64_t d = dim < 0 ? dim + x.dim() : dim;
+  const Tensor Y = log ? ops::log_softmax(x.value(), d) : ops::softmax(x.value(), d);
+  return Var::make(Y, log ? "log_softmax" : "softmax", {x}, [Y, d, log](const Tensor& g) {
+    if (log) {
+      const Tensor sm = ops::exp(Y);
+      return std::vector<Tensor>{ops::sub(g, ops::mul(sm, ops::sum(g, d, true)))};
+    }
+    const Tensor gy = ops::mul(g, Y);
+    return std::vector<Tensor>{ops::mul(Y, ops::sub(g, ops::sum(gy, d, true)))};
+  });
+}
+}  // namespace
+
+Var softmax(const Var& x, int64_t dim) { return softmax_impl(x, dim, false); }
+Var log_softmax(const Var& x, int64_t dim) { return softmax_impl(x, dim, true); }
+
+Var group_norm(const Var& x, int64_t groups, const Var& weight, const Var& bias, double eps) {
+  check_f32(x, "ag::group_norm", "x");
+  if (x.dim() < 2) fail("ag::group_norm", "x " + shape_str(x.shape()) + " is not [N, C, ...]");
+  const int64_t N = x.size(0), C = x.size(1);
+  if (groups < 1 || C % groups != 0)
+    fail("ag::group_norm", std::to_string(groups) + " groups do not divide " + std::to_string(C) + " channels");
+  const int64_t per = x.numel() / std::max<int64_t>(1, N * groups);
+  Var y = reshape(layer_norm(reshape(x, {N * groups, per}), Var(), Var(), eps), x.shape());
+  Shape cshape(x.dim(), 1);
+  cshape[1] = C;  // [1, C, 1, ...] broadcasts over N and the spatial dims
+  if (weight.defined()) y = mul(y, reshape(weight, cshape));
+  if (bias.defined()) y = add(y, reshape(bias, cshape));
+  return y;
+}
+
+Var instance_norm(const Var& x, const Var& weight, const Var& bias, double eps) {
+  if (!x.defined() || x.dim() < 3) fail("ag::instance_norm", "x must be [N, C, spatial...]");
+  return group_norm(x, x.size(1), weight, bias, eps);
 }
 
 // ---- shapes -------------------------------------------------------------------------------

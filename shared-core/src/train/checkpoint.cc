@@ -46,40 +46,6 @@ int64_t parse_checkpoint_name(const std::string& name) {
   return step;
 }
 
-void fsync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) fail_at(dir, std::string("cannot open directory to fsync it: ") + std::strerror(errno));
-  const int rc = ::fsync(fd), err = errno;
-  ::close(fd);
-  if (rc != 0 && err != EINVAL && err != EROFS) fail_at(dir, std::string("fsync failed: ") + std::strerror(err));
-}
-
-// Moves the complete staging directory to `final_dir`. When `final_dir` exists (a save of
-// the same step again) the two are exchanged atomically, so `final_dir` is always a
-// complete checkpoint; the old one ends up at `staging` for the caller to remove.
-void publish(const std::string& staging, const std::string& final_dir) {
-  std::error_code ec;
-  if (!fs::exists(final_dir, ec)) {
-    if (std::rename(staging.c_str(), final_dir.c_str()) != 0)
-      fail_at(final_dir, "cannot rename '" + staging + "' to it: " + std::strerror(errno));
-    return;
-  }
-  if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0) return;
-  const int err = errno;
-  if (err != EINVAL && err != ENOSYS && err != ENOTSUP)
-    fail_at(final_dir, "cannot exchange it with '" + staging + "': " + std::strerror(err));
-  // A filesystem without RENAME_EXCHANGE: move the old one aside, then the new one in.
-  // A crash between the two renames leaves `latest` naming a missing directory, which
-  // loading reports; it never names a partial checkpoint.
-  const std::string aside = staging + ".old";
-  fs::remove_all(aside, ec);
-  if (std::rename(final_dir.c_str(), aside.c_str()) != 0)
-    fail_at(final_dir, "cannot move it aside: " + std::string(std::strerror(errno)));
-  if (std::rename(staging.c_str(), final_dir.c_str()) != 0)
-    fail_at(final_dir, "cannot rename '" + staging + "' to it: " + std::strerror(errno));
-  fs::rename(aside, staging, ec);
-}
-
 // Removes staging directories left by interrupted saves.
 void remove_stale_staging(const std::string& dir) {
   std::error_code ec;
@@ -190,9 +156,9 @@ std::string save_checkpoint(const std::string& dir, int64_t step, const std::vec
                {"best_metric", state.best_metric ? json(*state.best_metric) : json(nullptr)},
                {"extra", state.extra}};
     io::write_json_file_atomic(staging + "/trainer_state.json", js);
-    fsync_dir(staging);
-    publish(staging, final_dir);
-    fsync_dir(dir);
+    io::fsync_directory(staging);
+    io::replace_directory(staging, final_dir);
+    io::fsync_directory(dir);
   } catch (...) {
     std::error_code ignore;
     fs::remove_all(staging, ignore);

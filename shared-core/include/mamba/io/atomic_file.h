@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -47,5 +48,21 @@ class AtomicFileWriter {
 
 // Replaces `path` with `bytes` atomically (see above).
 void write_file_atomic(const std::string& path, std::string_view bytes);
+
+// fsync of a directory (its entries), ignoring filesystems that cannot (EINVAL, EROFS).
+void fsync_directory(const std::string& dir);
+
+// Moves the complete directory `staging` to `target` (same filesystem). When `target`
+// exists the two are exchanged atomically (renameat2 RENAME_EXCHANGE), so a reader sees
+// the old or the new directory, whole; the old one is left at `staging` for the caller to
+// remove. On filesystems without the exchange, the old one is renamed aside first (a
+// crash in between leaves `target` missing, never partial).
+void replace_directory(const std::string& staging, const std::string& target);
+
+// A directory written whole or not at all — model directories: `write` fills a fresh
+// staging directory beside `target` ("<target>.staging.<pid>.<random>"), which is then
+// fsynced and exchanged with `target` (replace_directory); the old contents are removed.
+// If `write` throws, the staging directory is removed and `target` is untouched.
+void write_directory_atomic(const std::string& target, const std::function<void(const std::string& staging)>& write);
 
 }  // namespace mamba::io

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "mamba/ops/conv.h"
 #include "mamba/tensor/tensor.h"
 
 namespace mamba::nn {
@@ -121,6 +122,11 @@ Var linear(const Var& x, const Var& weight, const Var& bias);
 // Over the last dim; weight, bias [D] (either may be undefined).
 Var layer_norm(const Var& x, const Var& weight, const Var& bias, double eps = 1e-5);
 Var rms_norm(const Var& x, const Var& weight, double eps = 1e-5);
+// x [N, C, spatial...]: statistics per (n, c) over the spatial dims (instance_norm) or per
+// (n, group) over the group's channels and the spatial dims (group_norm); weight, bias [C]
+// (either may be undefined). Composed from layer_norm, so their gradients follow.
+Var instance_norm(const Var& x, const Var& weight, const Var& bias, double eps = 1e-5);
+Var group_norm(const Var& x, int64_t groups, const Var& weight, const Var& bias, double eps = 1e-5);
 // Inverted dropout: zeroes with probability p and scales the rest by 1 / (1 - p).
 // Identity when p == 0 or grad mode is off (inference).
 Var dropout(const Var& x, double p, std::mt19937_64& rng);
@@ -132,12 +138,23 @@ Var embedding(const Tensor& ids, const Var& table, int64_t padding_idx = -1);
 // backward adds the parameter gradients; m and the tensors must outlive the graph.
 Var mixer(const nn::Mixer& m, const Var& x, const std::vector<Tensor*>& param_grads);
 
+// Convolutions over `spatial` = 1, 2 or 3 dims (ops/conv.h: shapes, options, groups).
+// x [N, C_in, in...], w [C_out, C_in/groups, k...] (conv) or [C_in, C_out/groups, k...]
+// (conv_transpose), bias [C_out] or undefined. Backward: dx by the transposed operation,
+// dw as a convolution of x with dy (stride and dilation swapped), per group.
+Var conv(int spatial, const Var& x, const Var& w, const Var& bias, const ops::ConvOptions& opt = {});
+Var conv_transpose(int spatial, const Var& x, const Var& w, const Var& bias, const ops::ConvOptions& opt = {});
+
 // ---- activations ----
 Var relu(const Var& x);
 Var gelu(const Var& x);  // exact (erf)
 Var silu(const Var& x);
 Var sigmoid(const Var& x);
 Var tanh(const Var& x);
+Var leaky_relu(const Var& x, double slope = 0.01);
+// Along `dim` (negative counts from the end).
+Var softmax(const Var& x, int64_t dim);
+Var log_softmax(const Var& x, int64_t dim);
 
 // ---- shapes ----
 Var reshape(const Var& x, const Shape& shape);
