@@ -6,6 +6,7 @@
 //   mambactl forecast --csv FILE [--horizon 96] [--model NAME] [--version N] [--quantiles 0.1,0.9]
 //   mambactl models
 //   mambactl model --model NAME [--version N]
+//   mambactl recommend (--user U | --history I1,I2,...) [--k 10] [--model NAME] [--version N] [--include-seen]
 //   mambactl bench forecast --csv FILE [--model NAME] --concurrency 1,8,64 --duration-s 10
 //
 // Exit codes: client.h (and --help).
@@ -18,6 +19,7 @@
 #include "client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "mamba/forecasting/series_csv.h"
+#include "mamba/recommendation/v1/recommendation.grpc.pb.h"
 
 namespace fc = mamba::forecasting::v1;
 using namespace mambactl;
@@ -228,6 +230,54 @@ int run_model(Connection& conn, std::string name, int64_t version) {
   return 0;
 }
 
+struct RecommendArgs {
+  std::string user, model;
+  std::vector<std::string> history;
+  int64_t version = 0;
+  int32_t k = 10;
+  bool include_seen = false;
+};
+
+// Recommend (a user of the event store) or RecommendFromHistory (--history); an empty
+// model name lets the server pick its only model.
+int run_recommend(Connection& conn, const RecommendArgs& a) {
+  namespace rv = mamba::recommendation::v1;
+  if (a.user.empty() == a.history.empty()) throw LocalError("recommend: give exactly one of --user or --history");
+  auto stub = rv::RecommendationService::NewStub(conn.channel());
+  grpc::ClientContext ctx;
+  conn.prepare(ctx);
+  rv::RecommendResponse resp;
+  grpc::Status st;
+  if (!a.user.empty()) {
+    rv::RecommendRequest req;
+    req.mutable_model()->set_name(a.model);
+    req.mutable_model()->set_version(a.version);
+    req.set_user_id(a.user);
+    req.set_k(a.k);
+    req.set_exclude_seen(!a.include_seen);
+    st = stub->Recommend(&ctx, req, &resp);
+  } else {
+    rv::RecommendFromHistoryRequest req;
+    req.mutable_model()->set_name(a.model);
+    req.mutable_model()->set_version(a.version);
+    for (const auto& i : a.history) req.add_items(i);
+    req.set_k(a.k);
+    req.set_exclude_seen(!a.include_seen);
+    st = stub->RecommendFromHistory(&ctx, req, &resp);
+  }
+  if (!st.ok()) return report_status(st, &ctx);
+  Table t;
+  t.columns = {{"rank"}, {"item_id"}, {"score", 6}};
+  for (const auto& it : resp.items()) t.rows.push_back({it.rank(), it.item_id(), it.score()});
+  t.print(conn.options().format());
+  std::fflush(stdout);
+  if (conn.options().format() == OutputFormat::table)
+    std::fprintf(stderr, "model %s/%lld, history of %lld events%s\n", resp.model_name().c_str(),
+                 static_cast<long long>(resp.model_version()), static_cast<long long>(resp.history_length()),
+                 resp.from_cache() ? " (cached state)" : "");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -281,6 +331,15 @@ int main(int argc, char** argv) {
   model->add_option("--model", model_name, "model name (default: the server's only model)");
   model->add_option("--version", model_version, "version (0: the newest)")->check(CLI::NonNegativeNumber);
 
+  RecommendArgs ra;
+  auto* recommend = app.add_subcommand("recommend", "Recommend: top-k items for a user (or an explicit history)");
+  recommend->add_option("--user", ra.user, "user id in the event store");
+  recommend->add_option("--history", ra.history, "item ids, oldest first (RecommendFromHistory)")->delimiter(',');
+  recommend->add_option("--k", ra.k, "items to return (1..1000)")->capture_default_str();
+  recommend->add_option("--model", ra.model, "model name (default: the server's only model)");
+  recommend->add_option("--version", ra.version, "version (0: the newest)")->check(CLI::NonNegativeNumber);
+  recommend->add_flag("--include-seen", ra.include_seen, "also return items of the history");
+
   BenchArgs ba;
   auto* bench = app.add_subcommand("bench", "load tests");
   bench->require_subcommand(1);
@@ -322,6 +381,7 @@ int main(int argc, char** argv) {
     if (*forecast) return run_forecast(conn, fa);
     if (*models) return run_models(conn);
     if (*model) return run_model(conn, model_name, model_version);
+    if (*recommend) return run_recommend(conn, ra);
     if (*bench_fc) {
       ba.rows_given = bench_fc->count("--rows") > 0;
       return run_bench_forecast(conn, ba);

@@ -10,9 +10,11 @@
 #   3. recommendation: starts a private PostgreSQL in var/pg (deploy/local/pg.sh), applies
 #      the event store's migrations, ingests a generated RecBole .inter file (with two
 #      malformed rows, to show the report) twice — the second run adds nothing — prints
-#      the counts and stops the server.
+#      the counts; then trains a tiny Mamba4Rec on generated stride walks (cached in
+#      var/rec-models/rec/1), serves it with `mamba-rec serve` over the store, prints one
+#      recommendation through `mambactl recommend` and stops both servers.
 # Everything it writes stays under var/ (git-ignored). Re-running reuses the trained model;
-# `rm -rf var/models` retrains.
+# `rm -rf var/models var/rec-models` retrains.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/local/install-deps.sh
@@ -93,5 +95,33 @@ echo "-- mamba-rec ingest (first time)"
 echo "-- mamba-rec ingest (again: nothing new)"
 "$REC" ingest --db "$DB" --inter "$INTER"
 "$REC" stats --db "$DB"
+
+echo "== recommendation: a tiny Mamba4Rec served over the event store"
+WALKS="$VAR/run/walks.inter"
+# Stride walks (synthetic.h), renamed w<n>/j<n> so they stay apart from the random u/i rows.
+"$REC" generate --out "$WALKS.tmp" --users 200 --events 20 --items 100 --seed 1
+sed -e '2,$s/^u/w/' -e '2,$s/\ti/\tj/' "$WALKS.tmp" > "$WALKS" && rm -f "$WALKS.tmp"
+"$REC" ingest --db "$DB" --inter "$WALKS" | tail -n 2
+if [ ! -f "$VAR/rec-models/rec/1/config.json" ]; then
+  echo "-- training (once; cached in $VAR/rec-models/rec/1)"
+  mkdir -p "$VAR/rec-models/rec"
+  "$REC" train --inter "$WALKS" --out "$VAR/rec-models/rec/1" --d-model 32 --d-state 16 --max-seq-len 20 \
+    --epochs 4 --batch 128 --lr 0.01 --quiet | tail -n 1
+else
+  echo "-- using the trained model in $VAR/rec-models/rec/1"
+fi
+rm -f "$VAR/run/rec.port"
+"$REC" serve --db "$DB" --model-root "$VAR/rec-models" --host 127.0.0.1 --port 0 --port-file "$VAR/run/rec.port" \
+  --auth-token-file "$TOKEN_FILE" --drain-seconds 0.5 --poll-seconds 0 2> "$VAR/run/rec-server.log" &
+REC_SERVER=$!
+trap 'kill -TERM $REC_SERVER 2>/dev/null || true; wait $REC_SERVER 2>/dev/null || true; bash deploy/local/pg.sh stop "$VAR/pg" || true' EXIT
+for _ in $(seq 1 200); do [ -s "$VAR/run/rec.port" ] && break; sleep 0.1; done
+REC_ADDR="127.0.0.1:$(cat "$VAR/run/rec.port")"
+for _ in $(seq 1 200); do "$CTL" --addr "$REC_ADDR" health >/dev/null 2>&1 && break; sleep 0.1; done
+echo "-- server on $REC_ADDR: $("$CTL" --addr "$REC_ADDR" health)"
+echo "-- mambactl recommend --user w1 --k 10"
+"$CTL" --addr "$REC_ADDR" --token-file "$TOKEN_FILE" recommend --model rec --user w1 --k 10
+kill -TERM $REC_SERVER
+wait $REC_SERVER && echo "-- server drained and stopped (exit 0)"
 bash deploy/local/pg.sh stop "$VAR/pg"
 trap - EXIT

@@ -7,6 +7,7 @@
 //   mamba-rec evaluate (--model MODEL_DIR | --baseline popularity|markov)
 //                      (--inter FILE | --db URL) [--split test|valid]
 //   mamba-rec generate --out FILE.inter [--users --events --items --max-stride --noise --seed]
+//   mamba-rec serve    --db URL --model-root ROOT [--port 50051 ...]   (ROOT/<name>/<version>/ = MODEL_DIRs)
 //
 // URL is a libpq connection URL (postgresql://user@host:port/db); deploy/local/pg.sh
 // start DIR prints one for a private server. `ingest` applies the migrations first, loads
@@ -14,12 +15,16 @@
 // rejected) and the first 20 rejected lines with their reasons; with --strict a file with
 // rejected rows writes nothing and the exit status is 1.
 //
+// `serve` runs the gRPC RecommendationService (grpc_service.h) with the runtime's flags
+// (mamba/serve/options.h) plus --db (MAMBA_DB_URL) and --cache-users.
+//
 // `train` and `evaluate` follow the RecBole sequential protocol (protocol.h: time order,
 // leave-one-out, every prefix a training sample, full ranking over all items, metrics.h).
 // Both print the popularity and first-order Markov baselines next to the model; the last
 // line is `HR@10 <x> NDCG@10 <y> MRR@10 <z>` on the test split (evaluate: --split) of the
 // model, or of --baseline when given.
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -35,6 +40,8 @@
 #include "mamba/recommendation/model_dir.h"
 #include "mamba/recommendation/store.h"
 #include "mamba/recommendation/synthetic.h"
+#include "mamba/serve/options.h"
+#include "grpc_service.h"
 
 using namespace mamba::recommendation;
 
@@ -140,6 +147,24 @@ int main(int argc, char** argv) {
   gen->add_option("--noise", so.noise)->capture_default_str();
   gen->add_option("--seed", so.seed)->capture_default_str();
 
+  mamba::serve::ServerOptions server_opts;
+  RecServiceOptions rec_opts;
+  auto* srv = app.add_subcommand("serve", "run the gRPC recommendation service over a model repository");
+  mamba::serve::add_server_flags(*srv, server_opts);
+  srv->add_option("--db", rec_opts.db_url, "PostgreSQL URL of the event store")->envname("MAMBA_DB_URL");
+  srv->add_option("--cache-users", rec_opts.cache_users, "users whose recurrent state is cached (LRU)")
+      ->envname("MAMBA_REC_CACHE_USERS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  srv->add_option("--max-history-items", rec_opts.max_history_items, "items per RecommendFromHistory")
+      ->check(CLI::PositiveNumber);
+  srv->add_option("--max-add-interactions", rec_opts.max_add_interactions, "events per AddInteractions")
+      ->check(CLI::PositiveNumber);
+
+  // A server shares its cores between gRPC threads and OpenMP kernels: passive waiting
+  // (as mamba-forecast serve does) unless the user chose.
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "serve") ::setenv("OMP_WAIT_POLICY", "passive", /*overwrite*/ 0);
   BatchJobOptions bo;
   std::string shard_text = "0/1", batch_db, batch_model;
   auto* batch = app.add_subcommand("batch", "precompute top-K for every user (or a shard) into the recommendations table");
@@ -158,6 +183,7 @@ int main(int argc, char** argv) {
   ro.exclude_history = exclude_history;
   ro.ties = ties == "optimistic" ? TiePolicy::optimistic : TiePolicy::pessimistic;
   try {
+    if (srv->parsed()) return run_server(server_opts, rec_opts);
     if (batch->parsed()) {
       parse_shard(shard_text, bo.shard, bo.num_shards);
       const RecModel m = RecModel::load(batch_model);

@@ -140,6 +140,73 @@ void Mamba4Rec::score(const std::vector<const std::vector<int32_t>*>& histories,
   }
 }
 
+Mamba4RecState Mamba4RecState::clone() const {
+  Mamba4RecState c;
+  c.consumed = consumed;
+  c.hidden = hidden.defined() ? hidden.clone() : Tensor();
+  for (const auto& l : layers) c.layers.push_back({l.conv_state.clone(), l.ssm_state.clone()});
+  return c;
+}
+
+Mamba4RecState Mamba4Rec::init_state() const {
+  ag::NoGradGuard ng;
+  std::mt19937_64 unused(0);
+  Mamba4RecState s;
+  for (const auto& l : layers_) s.layers.push_back(l.mixer.mixer().init_state(1));
+  // The empty history scores like pad_right's single padding token.
+  const Tensor ids = Tensor::zeros({1, 1}, DType::i64);
+  s.hidden = encode(ids, false, unused).value().contiguous().reshape({cfg_.d_model}).clone();
+  return s;
+}
+
+Mamba4RecState Mamba4Rec::prefill(const std::vector<int32_t>& items) const {
+  if (items.empty()) return init_state();
+  ag::NoGradGuard ng;
+  const int64_t L = static_cast<int64_t>(items.size()), D = cfg_.d_model;
+  Tensor ids = Tensor::empty({1, L}, DType::i64);
+  for (int64_t t = 0; t < L; ++t) {
+    if (items[t] < 1 || items[t] > cfg_.num_items) fail("Mamba4Rec::prefill", "item id " + std::to_string(items[t]) + " outside 1..num_items");
+    ids.data<int64_t>()[t] = items[t];
+  }
+  Mamba4RecState s;
+  s.consumed = L;
+  ag::Var h = emb_norm_(emb_(ids));
+  for (const auto& l : layers_) {
+    nn::LayerState st = l.mixer.mixer().init_state(1);
+    const Tensor m = l.mixer.mixer().forward(h.value().contiguous(), &st);
+    h = l.norm1(ag::add(h, ag::Var(m)));
+    h = l.norm2(ag::add(h, l.fc2(ag::gelu(l.fc1(h)))));
+    s.layers.push_back(std::move(st));
+  }
+  s.hidden = h.value().contiguous().select(1, L - 1).reshape({D}).clone();
+  return s;
+}
+
+void Mamba4Rec::advance(Mamba4RecState& s, int32_t item) const {
+  if (item < 1 || item > cfg_.num_items) fail("Mamba4Rec::advance", "item id " + std::to_string(item) + " outside 1..num_items");
+  if (s.layers.size() != layers_.size()) fail("Mamba4Rec::advance", "the state has " + std::to_string(s.layers.size()) + " layers, the model " + std::to_string(layers_.size()));
+  ag::NoGradGuard ng;
+  const int64_t D = cfg_.d_model;
+  Tensor ids = Tensor::empty({1, 1}, DType::i64);
+  ids.data<int64_t>()[0] = item;
+  ag::Var h = ag::reshape(emb_norm_(emb_(ids)), {1, D});
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    const Tensor m = l.mixer.mixer().step(h.value().contiguous(), s.layers[i]);
+    h = l.norm1(ag::add(h, ag::Var(m)));
+    h = l.norm2(ag::add(h, l.fc2(ag::gelu(l.fc1(h)))));
+  }
+  s.hidden = h.value().contiguous().reshape({D}).clone();
+  ++s.consumed;
+}
+
+void Mamba4Rec::score_representation(const Tensor& hidden, std::vector<float>& out) const {
+  if (hidden.numel() != cfg_.d_model) fail("Mamba4Rec::score_representation", "hidden " + shape_str(hidden.shape()) + " is not (d_model)");
+  ag::NoGradGuard ng;
+  const Tensor lg = logits(ag::Var(hidden.contiguous().reshape({1, cfg_.d_model}))).value().contiguous();
+  out.assign(lg.data<float>(), lg.data<float>() + cfg_.num_items);
+}
+
 void Mamba4Rec::save_weights(const std::string& path) const {
   io::save_safetensors(path, store_.named_values(), {{"config", cfg_.to_json().dump()}});
 }

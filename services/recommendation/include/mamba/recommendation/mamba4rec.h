@@ -56,6 +56,20 @@ struct PaddedBatch {
 };
 PaddedBatch pad_right(const std::vector<const std::vector<int32_t>*>& histories, int64_t max_len, int64_t extra_padding = 0);
 
+// The recurrent state of one history on the serving path (Mamba4Rec::advance).
+//   layers:   per Mamba layer, the mixer's conv + SSM state after the consumed events
+//   hidden:   (d_model) the representation after the last consumed event (what logits
+//             scores); for consumed == 0, the representation of the empty history (one
+//             padding token, as pad_right() gives it)
+//   consumed: events run through the state
+// Copies share tensor storage: clone() before advancing a copy independently.
+struct Mamba4RecState {
+  std::vector<nn::LayerState> layers;
+  Tensor hidden;
+  int64_t consumed = 0;
+  Mamba4RecState clone() const;
+};
+
 class Mamba4Rec final : public Scorer {
  public:
   Mamba4Rec(const Mamba4RecConfig& cfg, uint64_t seed);
@@ -80,6 +94,21 @@ class Mamba4Rec final : public Scorer {
   std::string name() const override { return "mamba4rec"; }
   int64_t num_items() const override { return cfg_.num_items; }
   void score(const std::vector<const std::vector<int32_t>*>& histories, std::vector<double>& out) const override;
+
+  // ---- serving: the recurrent path (inference, dropout off; const, thread-safe for
+  // distinct states) ----
+  // The state of the empty history.
+  Mamba4RecState init_state() const;
+  // Runs `items` (dense ids 1..num_items, oldest first; ALL of them, no truncation) through
+  // the parallel path from a zero state: one pass, the layers' final states kept.
+  Mamba4RecState prefill(const std::vector<int32_t>& items) const;
+  // One more event: embedding -> per layer LayerNorm(h + mixer.step(h)), then
+  // LayerNorm(h + FFN(h)), exactly the parallel path's computation for the new position;
+  // O(1) in the number of events consumed. Throws mamba::Error for an id outside 1..N.
+  void advance(Mamba4RecState& state, int32_t item) const;
+  // Scores of every item for a representation: out[j] scores item j + 1 (N values,
+  // one row; nothing larger is materialised).
+  void score_representation(const Tensor& hidden, std::vector<float>& out) const;
 
   void refresh();  // after an optimiser step or a load
   void save_weights(const std::string& path) const;

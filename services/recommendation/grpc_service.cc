@@ -1,0 +1,284 @@
+#include "grpc_service.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <unordered_set>
+
+#include <spdlog/spdlog.h>
+
+#include "mamba/recommendation/store.h"
+#include "mamba/serve/common_proto.h"
+#include "mamba/serve/errors.h"
+#include "mamba/serve/logging.h"
+
+namespace mamba::recommendation {
+
+namespace sv = serve;
+using grpc::StatusCode;
+
+// ---- connection pool ----------------------------------------------------------------
+
+ConnectionPool::Lease::~Lease() {
+  if (!conn_ || !conn_->is_open()) return;
+  std::lock_guard<std::mutex> lk(pool_.mu_);
+  pool_.idle_.push_back(std::move(conn_));
+}
+
+ConnectionPool::Lease ConnectionPool::acquire() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    while (!idle_.empty()) {
+      std::unique_ptr<pqxx::connection> c = std::move(idle_.back());
+      idle_.pop_back();
+      if (c->is_open()) return Lease(*this, std::move(c));
+    }
+  }
+  try {
+    return Lease(*this, std::make_unique<pqxx::connection>(url_));
+  } catch (const pqxx::broken_connection&) {
+    // The URL may carry a password: not in the message.
+    throw serve::ServiceError(grpc::StatusCode::UNAVAILABLE, "the event store is unreachable");
+  }
+}
+
+namespace {
+
+// Runs `f` with the store's errors translated: an unknown key is NOT_FOUND naming it, a
+// lost database UNAVAILABLE (StoreError, a mamba::Error, stays INVALID_ARGUMENT).
+template <class F>
+auto with_store(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const UnknownKeyError& e) {
+    throw sv::ServiceError(StatusCode::NOT_FOUND, e.kind() + " '" + e.key() + "' is not known", e.kind() == "user" ? "user_id" : "item_id");
+  } catch (const pqxx::broken_connection& e) {
+    throw sv::ServiceError(StatusCode::UNAVAILABLE, std::string("the event store is unreachable: ") + e.what());
+  }
+}
+
+std::string model_key(const sv::LoadedModelInfo& info) { return info.name + "/" + std::to_string(info.version); }
+
+void fill_response(const RecModel& m, const sv::LoadedModelInfo& info, const std::vector<ScoredId>& top,
+                   v1::RecommendResponse* resp) {
+  resp->set_model_name(info.name);
+  resp->set_model_version(info.version);
+  int32_t rank = 0;
+  for (const ScoredId& s : top) {
+    auto* it = resp->add_items();
+    it->set_item_id(m.items.key(s.id));
+    it->set_score(s.score);
+    it->set_rank(++rank);
+  }
+}
+
+template <class Req>
+std::unordered_set<int32_t> exclusions(const RecModel& m, const Req& req, const std::deque<int32_t>& window) {
+  std::unordered_set<int32_t> ex;
+  if (req.exclude_seen()) ex.insert(window.begin(), window.end());
+  for (const auto& key : req.exclude_items()) {
+    const int32_t id = m.items.find(key);
+    if (id > 0) ex.insert(id);
+  }
+  return ex;
+}
+
+}  // namespace
+
+// ---- the service ----------------------------------------------------------------------
+
+RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelRepository<RecModel>& repo,
+                                                     RecServiceOptions opts)
+    : rt_(rt), repo_(repo), opts_(opts), pool_(opts.db_url), cache_(std::make_shared<UserStateCache>(static_cast<size_t>(opts.cache_users))) {
+  auto& m = rt_.metrics();
+  const char* lookups = "Recommend calls by where the user's state came from (hit: the cache; miss: a store prefill)";
+  cache_hits_ = &m.counter("mamba_rec_state_cache_total", lookups, {{"result", "hit"}});
+  cache_misses_ = &m.counter("mamba_rec_state_cache_total", lookups, {{"result", "miss"}});
+  const char* updates = "AddInteractions events applied to cached user states (advanced) or dropping them (dropped)";
+  advanced_ = &m.counter("mamba_rec_state_updates_total", updates, {{"kind", "advanced"}});
+  dropped_ = &m.counter("mamba_rec_state_updates_total", updates, {{"kind", "dropped"}});
+  // The collector may outlive the service (the registry belongs to the runtime).
+  m.add_collector([weak = std::weak_ptr<UserStateCache>(cache_)](sv::MetricsRegistry& r) {
+    const auto cache = weak.lock();
+    if (!cache) return;
+    r.gauge("mamba_rec_state_cache_users", "users whose recurrent state is cached").set(static_cast<double>(cache->size()));
+    r.gauge("mamba_rec_state_cache_evictions", "users evicted from the state cache (LRU)")
+        .set(static_cast<double>(cache->evictions()));
+  });
+}
+
+std::shared_ptr<const RecModel> RecommendationServiceImpl::model(const common::v1::ModelSelector& sel,
+                                                                 sv::LoadedModelInfo* info) const {
+  std::string name = sel.name();
+  if (name.empty()) {
+    std::set<std::string> names;
+    for (const auto& m : repo_.list()) names.insert(m.name);
+    if (names.size() > 1) sv::throw_invalid("model.name", "several models are loaded; name one");
+    if (names.size() == 1) name = *names.begin();
+    else throw sv::ServiceError(StatusCode::FAILED_PRECONDITION, "no model is loaded");
+  }
+  sv::check_model_name("model.name", name);
+  sv::check_model_version("model.version", sel.version());
+  return repo_.get(name, sel.version(), info);
+}
+
+grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, const v1::RecommendRequest* req,
+                                                  v1::RecommendResponse* resp) {
+  return rt_.handle(ctx, std::string(kName) + "/Recommend", [&](sv::Call&) {
+    sv::check_range("k", req->k(), 1, 1000);
+    if (req->user_id().empty()) sv::throw_invalid("user_id", "must not be empty");
+    sv::LoadedModelInfo info;
+    const auto m = model(req->model(), &info);
+    const Mamba4Rec& net = *m->net;
+    const std::string key = model_key(info);
+    Tensor hidden;
+    std::deque<int32_t> window;
+    bool from_cache = false;
+    if (auto e = cache_->find(req->user_id())) {
+      std::lock_guard<std::mutex> lk(e->mu);
+      if (e->model_key == key) {
+        hidden = e->state.net.hidden.clone();
+        window = e->state.window;
+        from_cache = true;
+      }
+    }
+    (from_cache ? cache_hits_ : cache_misses_)->inc();
+    if (!from_cache) {
+      const uint64_t token = cache_->token();
+      std::vector<Interaction> events = with_store([&] {
+        auto conn = pool_.acquire();
+        return last_interactions(*conn, req->user_id(), net.config().max_seq_len);
+      });
+      std::vector<int32_t> history;
+      double last_ts = -1e300;
+      for (auto it = events.rbegin(); it != events.rend(); ++it) {
+        const int32_t id = m->items.find(it->item_key);
+        if (id > 0) history.push_back(id);
+        last_ts = std::max(last_ts, it->ts);
+      }
+      auto entry = std::make_shared<CachedUser>();
+      entry->model_key = key;
+      entry->model = m;
+      entry->state = make_user_state(net, history, last_ts);
+      hidden = entry->state.net.hidden;
+      window = entry->state.window;
+      cache_->insert(req->user_id(), std::move(entry), token);
+    }
+    fill_response(*m, info, top_k_items(net, hidden, req->k(), exclusions(*m, *req, window)), resp);
+    resp->set_from_cache(from_cache);
+    resp->set_history_length(static_cast<int64_t>(window.size()));
+  });
+}
+
+grpc::Status RecommendationServiceImpl::RecommendFromHistory(grpc::ServerContext* ctx,
+                                                             const v1::RecommendFromHistoryRequest* req,
+                                                             v1::RecommendResponse* resp) {
+  return rt_.handle(ctx, std::string(kName) + "/RecommendFromHistory", [&](sv::Call&) {
+    sv::check_range("k", req->k(), 1, 1000);
+    sv::check_limit("items", static_cast<uint64_t>(req->items_size()), static_cast<uint64_t>(opts_.max_history_items), "items");
+    sv::LoadedModelInfo info;
+    const auto m = model(req->model(), &info);
+    std::vector<int32_t> history;
+    for (int i = 0; i < req->items_size(); ++i) {
+      const int32_t id = m->items.find(req->items(i));
+      if (id == 0)
+        throw sv::ServiceError(StatusCode::NOT_FOUND,
+                               sv::indexed("items", static_cast<size_t>(i)) + ": item '" + req->items(i) +
+                                   "' is not known to model " + model_key(info),
+                               sv::indexed("items", static_cast<size_t>(i)));
+      history.push_back(id);
+    }
+    const UserState s = make_user_state(*m->net, history);
+    fill_response(*m, info, top_k_items(*m->net, s.net.hidden, req->k(), exclusions(*m, *req, s.window)), resp);
+    resp->set_history_length(static_cast<int64_t>(s.window.size()));
+  });
+}
+
+grpc::Status RecommendationServiceImpl::AddInteractions(grpc::ServerContext* ctx, const v1::AddInteractionsRequest* req,
+                                                        v1::AddInteractionsResponse* resp) {
+  return rt_.handle(ctx, std::string(kName) + "/AddInteractions", [&](sv::Call&) {
+    sv::check_limit("interactions", static_cast<uint64_t>(req->interactions_size()),
+                    static_cast<uint64_t>(opts_.max_add_interactions), "interactions");
+    std::vector<NewInteraction> events;
+    for (int i = 0; i < req->interactions_size(); ++i) {
+      const auto& x = req->interactions(i);
+      const std::string f = sv::indexed("interactions", static_cast<size_t>(i));
+      if (x.user_id().empty()) sv::throw_invalid(f + ".user_id", "must not be empty");
+      if (x.item_id().empty()) sv::throw_invalid(f + ".item_id", "must not be empty");
+      if (!std::isfinite(x.timestamp())) sv::throw_invalid(f + ".timestamp", "must be finite");
+      NewInteraction n;
+      n.user_key = x.user_id();
+      n.item_key = x.item_id();
+      n.ts = x.timestamp();
+      if (!x.event_type().empty()) n.event_type = x.event_type();
+      n.weight = x.weight() == 0.f ? 1.f : x.weight();
+      events.push_back(std::move(n));
+    }
+    std::lock_guard<std::mutex> wl(write_mu_);
+    const AddResult r = with_store([&] {
+      auto conn = pool_.acquire();
+      return add_interactions(*conn, events);
+    });
+    cache_->note_write();
+    resp->set_inserted(r.inserted);
+    resp->set_duplicates(r.duplicates);
+    resp->set_new_users(r.new_users);
+    // Advance the cached states, in the request's (= the store's insertion) order.
+    for (const NewInteraction& n : events) {
+      auto e = cache_->find(n.user_key);
+      if (!e) continue;
+      std::lock_guard<std::mutex> lk(e->mu);
+      const RecModel* m = e->model.get();
+      const int32_t id = m ? m->items.find(n.item_key) : 0;
+      // Which events were duplicates is not known: drop the users of such a call.
+      if (r.duplicates > 0 || id == 0 || n.ts < e->state.last_ts) {
+        cache_->erase(n.user_key);
+        dropped_->inc();
+        continue;
+      }
+      advance_user_state(*m->net, e->state, id, n.ts);
+      advanced_->inc();
+    }
+  });
+}
+
+grpc::Status RecommendationServiceImpl::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
+                                                   v1::ListModelsResponse* resp) {
+  return rt_.handle(ctx, std::string(kName) + "/ListModels", [&](sv::Call&) {
+    for (const auto& m : repo_.list()) sv::model_info_to_proto(m, resp->add_models());
+  });
+}
+
+grpc::Status RecommendationServiceImpl::GetModel(grpc::ServerContext* ctx, const v1::GetModelRequest* req,
+                                                 common::v1::ModelInfo* resp) {
+  return rt_.handle(ctx, std::string(kName) + "/GetModel", [&](sv::Call&) {
+    sv::check_model_name("model.name", req->model().name());
+    sv::check_model_version("model.version", req->model().version());
+    sv::model_info_to_proto(repo_.info(req->model().name(), req->model().version()), resp);
+  });
+}
+
+int run_server(sv::ServerOptions opts, const RecServiceOptions& rec) {
+  sv::finalize_server_options(opts);
+  sv::init_json_logging(opts.log_level);
+  if (opts.model_root.empty()) throw Error("--model-root is required (or MAMBA_MODEL_ROOT)");
+  if (rec.db_url.empty()) throw Error("--db is required (or MAMBA_DB_URL)");
+  { auto conn = connect(rec.db_url); }  // fail fast on a bad URL
+  sv::Runtime rt(opts);
+  sv::RepositoryOptions ro;
+  ro.poll_seconds = opts.poll_seconds;
+  ro.metrics = &rt.metrics();
+  sv::ModelRepository<RecModel> repo(
+      opts.model_root,
+      [](const std::filesystem::path& dir) { return std::make_shared<const RecModel>(RecModel::load(dir.string())); }, ro);
+  rt.serve_health_from(repo, RecommendationServiceImpl::kName);
+  repo.start();
+  RecommendationServiceImpl service(rt, repo, rec);
+  sv::log_event(spdlog::level::info, "recommendation service starting",
+                {{"model_root", opts.model_root}, {"cache_users", rec.cache_users}});
+  const int rc = rt.run({&service});
+  repo.stop();
+  return rc;
+}
+
+}  // namespace mamba::recommendation

@@ -1,0 +1,110 @@
+// The recommendation gRPC service (mamba.recommendation.v1.RecommendationService) on the
+// shared serving runtime: Mamba4Rec model directories (model_dir.h) from a versioned
+// repository, the event store (store.h) on PostgreSQL, and the per-user recurrent states
+// in a UserStateCache (serving.h, which also defines the serving semantics: the model
+// scores the user's newest max_seq_len events).
+//
+// Recommend: the user's cached state when it belongs to the requested model version,
+// else a prefill from the store's newest max_seq_len events (cached afterwards);
+// scores = h E^T over the catalogue, one row per request, top-k (ops::topk).
+// RecommendFromHistory: the same over an explicit list of item keys (not cached).
+// AddInteractions: store.h's add_interactions (one transaction), then the cached states of
+// those users are advanced by the new events (O(1) each while the window fills); a cached
+// user whose write had duplicates, an out-of-order timestamp or an item the model does not
+// know is dropped from the cache instead (the next Recommend prefills it from the store).
+// Writes are serialised among themselves (store commit + cache update under one mutex), so
+// the cache applies them in commit order.
+// The model selector's name may be empty when exactly one model name is loaded.
+// Status codes: INVALID_ARGUMENT (k outside 1..1000, empty user id, bad model name, bad
+// event), NOT_FOUND (unknown user, item, model or version; names the id),
+// FAILED_PRECONDITION (no model loaded), RESOURCE_EXHAUSTED (over --max-history-items /
+// --max-add-interactions), UNAVAILABLE (the database is unreachable, draining),
+// UNAUTHENTICATED, DEADLINE_EXCEEDED, CANCELLED.
+// Metrics (besides the runtime's): mamba_rec_state_cache_total{result=hit|miss},
+// mamba_rec_state_updates_total{kind=advanced|dropped}, mamba_rec_state_cache_users,
+// mamba_rec_state_cache_evictions.
+// Thread-safety: the service is shared by gRPC's threads; the cache and the connection
+// pool are thread-safe, a connection is used by one call at a time.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "mamba/recommendation/model_dir.h"
+#include "mamba/recommendation/serving.h"
+#include "mamba/recommendation/v1/recommendation.grpc.pb.h"
+#include "mamba/serve/model_repository.h"
+#include "mamba/serve/runtime.h"
+
+namespace mamba::recommendation {
+
+struct RecServiceOptions {
+  std::string db_url;
+  int64_t cache_users = 100000;         // users whose state is kept (LRU)
+  int64_t max_history_items = 10000;    // items per RecommendFromHistory
+  int64_t max_add_interactions = 10000; // events per AddInteractions
+};
+
+// A few connections to the store, each used by one call at a time.
+class ConnectionPool {
+ public:
+  explicit ConnectionPool(std::string url) : url_(std::move(url)) {}
+  class Lease {
+   public:
+    Lease(ConnectionPool& p, std::unique_ptr<pqxx::connection> c) : pool_(p), conn_(std::move(c)) {}
+    ~Lease();
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    pqxx::connection& operator*() { return *conn_; }
+
+   private:
+    ConnectionPool& pool_;
+    std::unique_ptr<pqxx::connection> conn_;
+  };
+  Lease acquire();  // an idle connection or a new one (throws StoreError when it cannot)
+
+ private:
+  const std::string url_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<pqxx::connection>> idle_;
+};
+
+class RecommendationServiceImpl final : public v1::RecommendationService::Service {
+ public:
+  RecommendationServiceImpl(serve::Runtime& rt, serve::ModelRepository<RecModel>& repo, RecServiceOptions opts);
+
+  grpc::Status Recommend(grpc::ServerContext* ctx, const v1::RecommendRequest* req, v1::RecommendResponse* resp) override;
+  grpc::Status RecommendFromHistory(grpc::ServerContext* ctx, const v1::RecommendFromHistoryRequest* req,
+                                    v1::RecommendResponse* resp) override;
+  grpc::Status AddInteractions(grpc::ServerContext* ctx, const v1::AddInteractionsRequest* req,
+                               v1::AddInteractionsResponse* resp) override;
+  grpc::Status ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest* req,
+                          v1::ListModelsResponse* resp) override;
+  grpc::Status GetModel(grpc::ServerContext* ctx, const v1::GetModelRequest* req, common::v1::ModelInfo* resp) override;
+
+  static constexpr const char* kName = "mamba.recommendation.v1.RecommendationService";
+  UserStateCache& cache() { return *cache_; }
+
+ private:
+  std::shared_ptr<const RecModel> model(const common::v1::ModelSelector& sel, serve::LoadedModelInfo* info) const;
+
+  serve::Runtime& rt_;
+  serve::ModelRepository<RecModel>& repo_;
+  RecServiceOptions opts_;
+  ConnectionPool pool_;
+  std::shared_ptr<UserStateCache> cache_;  // shared with the metrics collector (weakly)
+  std::mutex write_mu_;  // AddInteractions: store commit + cache update, in commit order
+  serve::Counter* cache_hits_ = nullptr;    // mamba_rec_state_cache_total{result="hit"}
+  serve::Counter* cache_misses_ = nullptr;  // {result="miss"}: prefilled from the store
+  serve::Counter* advanced_ = nullptr;      // mamba_rec_state_updates_total{kind="advanced"}
+  serve::Counter* dropped_ = nullptr;       // {kind="dropped"}: re-prefilled on the next call
+};
+
+// `mamba-rec serve`: the server main (flags already parsed).
+int run_server(serve::ServerOptions opts, const RecServiceOptions& rec);
+
+}  // namespace mamba::recommendation

@@ -1,0 +1,93 @@
+// Serving Mamba4Rec: the per-user recurrent state, its LRU cache, and top-k over the
+// catalogue.
+//
+// Serving semantics ("the last max_seq_len events"): a user's recommendations are the
+// model's scores of the user's newest max_seq_len events (those whose items the model
+// knows), exactly what training and `mamba-rec evaluate` score (pad_right truncates the
+// same way). A UserState keeps that window and the model's recurrent state over it:
+//   - while the window is not full, a new event is one Mamba4Rec::advance (O(1) in the
+//     history length: one embedding row, per layer one mixer step and the FFN);
+//   - once it is full, the oldest event leaves the window and the state is rebuilt by one
+//     parallel prefill over the max_seq_len events of the window (bounded by max_seq_len,
+//     independent of how long the user's history is; no store read).
+// So the cached state always equals a recompute over the truncated history (tested to
+// 1e-4 relative), and a restarted server (cold cache, prefilled from the store) answers
+// the same as a warm one. exclude_seen removes the items of that window.
+//
+// UserStateCache: a bounded LRU by user count. Thread-safety: every method may be called
+// from any thread; a CachedUser's state is guarded by its own mutex. Write races with a
+// cold prefill are closed by a write sequence number: a prefill takes token() before it
+// reads the store and insert() refuses it when a write (note_write()) came in between.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "mamba/recommendation/mamba4rec.h"
+#include "mamba/recommendation/model_dir.h"
+
+namespace mamba::recommendation {
+
+struct UserState {
+  std::deque<int32_t> window;  // the newest <= max_seq_len item ids, oldest first
+  Mamba4RecState net;          // the recurrent state over exactly `window`
+  double last_ts = -1e300;     // timestamp of the newest event (for out-of-order writes)
+};
+
+// The state of `history` (oldest first; its last max_seq_len entries are kept).
+UserState make_user_state(const Mamba4Rec& net, const std::vector<int32_t>& history, double last_ts = -1e300);
+// Appends one event under the serving semantics above.
+void advance_user_state(const Mamba4Rec& net, UserState& s, int32_t item, double ts = -1e300);
+
+struct ScoredId {
+  int32_t id = 0;  // dense id 1..num_items
+  float score = 0;
+};
+// The k best items for `hidden` (descending score, ties to the lower id), skipping
+// `exclude`. Scores one row of num_items values; returns fewer than k when the catalogue
+// minus the exclusions is smaller.
+std::vector<ScoredId> top_k_items(const Mamba4Rec& net, const Tensor& hidden, int64_t k,
+                                  const std::unordered_set<int32_t>& exclude);
+
+struct CachedUser {
+  std::mutex mu;      // guards everything below
+  std::string model_key;                // "name/version" of the model the state belongs to
+  std::shared_ptr<const RecModel> model;  // that model (kept alive while cached)
+  UserState state;
+};
+
+class UserStateCache {
+ public:
+  explicit UserStateCache(size_t capacity);
+  // The user's entry (most recently used now), or null.
+  std::shared_ptr<CachedUser> find(const std::string& user);
+  // The write sequence number to take before reading the store for a prefill.
+  uint64_t token() const;
+  // Inserts (or replaces) the entry unless a write came after `token`; evicts the least
+  // recently used users beyond the capacity. Returns whether it was inserted.
+  bool insert(const std::string& user, std::shared_ptr<CachedUser> entry, uint64_t token);
+  // Marks a committed write (call after the store's commit, before updating entries).
+  void note_write();
+  void erase(const std::string& user);
+  size_t size() const;
+  size_t capacity() const { return capacity_; }
+  uint64_t evictions() const;
+
+ private:
+  using List = std::list<std::pair<std::string, std::shared_ptr<CachedUser>>>;
+  const size_t capacity_;
+  mutable std::mutex mu_;
+  List lru_;  // front = most recently used
+  std::unordered_map<std::string, List::iterator> index_;
+  uint64_t writes_ = 0;
+  uint64_t evictions_ = 0;
+};
+
+}  // namespace mamba::recommendation

@@ -1,0 +1,401 @@
+// The recommendation service end to end: the real `mamba-rec serve` process on a loopback
+// port, a Mamba4Rec model trained in the test (by `mamba-rec train --db`) on generated
+// stride walks ingested into the fixture's PostgreSQL, the generated C++ client.
+// Health, Recommend (k ranked items, exclude_seen, the cache), RecommendFromHistory, the
+// status codes of bad requests, AddInteractions advancing the cached state (equal to a
+// recompute over the new history), and a restart that answers the same.
+#include <gtest/gtest.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "mamba/recommendation/ingest.h"
+#include "mamba/recommendation/migrations.h"
+#include "mamba/recommendation/store.h"
+#include "mamba/recommendation/synthetic.h"
+#include "mamba/recommendation/v1/recommendation.grpc.pb.h"
+#include "pg_fixture.h"
+
+#ifndef MAMBA_REC_BIN
+#error "MAMBA_REC_BIN must be defined"
+#endif
+
+using namespace std::chrono_literals;
+using namespace mamba::recommendation;
+using namespace mamba::recommendation::testing;
+namespace fs = std::filesystem;
+namespace rv = mamba::recommendation::v1;
+using grpc::StatusCode;
+using grpc::health::v1::HealthCheckResponse;
+
+namespace {
+
+constexpr const char* kToken = "rec-test-token";
+constexpr int kMaxSeqLen = 6;
+
+class Server {
+ public:
+  Server(const fs::path& dir, const std::string& db) {
+    std::ofstream(dir / "tokens") << kToken << "\n";
+    const fs::path port_file = dir / "port";
+    metrics_file_ = dir / "metrics-port";
+    fs::remove(port_file);
+    fs::remove(metrics_file_);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setenv("OMP_NUM_THREADS", "1", 1);
+      const std::string root = (dir / "models").string(), tokens = (dir / "tokens").string(), pf = port_file.string();
+      ::execl(MAMBA_REC_BIN, MAMBA_REC_BIN, "serve", "--db", db.c_str(), "--model-root", root.c_str(), "--port", "0",
+              "--host", "127.0.0.1", "--port-file", pf.c_str(), "--auth-token-file", tokens.c_str(), "--poll-seconds",
+              "0", "--drain-seconds", "0.1", "--grace-seconds", "1", "--cache-users", "8", "--metrics-port", "-1",
+              "--metrics-port-file", metrics_file_.c_str(),
+              static_cast<char*>(nullptr));
+      std::_Exit(127);
+    }
+    for (int i = 0; i < 600 && !fs::exists(port_file); ++i) std::this_thread::sleep_for(50ms);
+    int port = 0;
+    std::ifstream(port_file) >> port;
+    EXPECT_GT(port, 0) << "the server did not write its port";
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
+    stub_ = rv::RecommendationService::NewStub(channel_);
+    health_ = grpc::health::v1::Health::NewStub(channel_);
+  }
+  ~Server() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  int terminate_and_wait() {
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  HealthCheckResponse::ServingStatus health() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 2s);
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service("mamba.recommendation.v1.RecommendationService");
+    HealthCheckResponse resp;
+    return health_->Check(&ctx, req, &resp).ok() ? resp.status() : HealthCheckResponse::UNKNOWN;
+  }
+  bool wait_serving() {
+    for (int i = 0; i < 400; ++i) {
+      if (health() == HealthCheckResponse::SERVING) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+  void auth(grpc::ClientContext& ctx) {
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
+    ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+  }
+  grpc::Status recommend(const rv::RecommendRequest& req, rv::RecommendResponse* resp) {
+    grpc::ClientContext ctx;
+    auth(ctx);
+    return stub_->Recommend(&ctx, req, resp);
+  }
+  grpc::Status from_history(const rv::RecommendFromHistoryRequest& req, rv::RecommendResponse* resp) {
+    grpc::ClientContext ctx;
+    auth(ctx);
+    return stub_->RecommendFromHistory(&ctx, req, resp);
+  }
+  grpc::Status add(const rv::AddInteractionsRequest& req, rv::AddInteractionsResponse* resp) {
+    grpc::ClientContext ctx;
+    auth(ctx);
+    return stub_->AddInteractions(&ctx, req, resp);
+  }
+  rv::RecommendationService::Stub& stub() { return *stub_; }
+  // The /metrics text (through curl; "" when curl is missing).
+  std::string metrics() {
+    int port = 0;
+    std::ifstream(metrics_file_) >> port;
+    try {
+      return run_command("curl -s http://127.0.0.1:" + std::to_string(port) + "/metrics");
+    } catch (const std::exception&) {
+      return "";
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+  fs::path metrics_file_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<rv::RecommendationService::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+rv::RecommendRequest recommend_request(const std::string& user, int k, bool exclude_seen) {
+  rv::RecommendRequest r;
+  r.mutable_model()->set_name("rec");
+  r.set_user_id(user);
+  r.set_k(k);
+  r.set_exclude_seen(exclude_seen);
+  return r;
+}
+
+rv::RecommendFromHistoryRequest history_request(const std::vector<std::string>& items, int k, bool exclude_seen) {
+  rv::RecommendFromHistoryRequest r;
+  r.mutable_model()->set_name("rec");
+  for (const auto& i : items) r.add_items(i);
+  r.set_k(k);
+  r.set_exclude_seen(exclude_seen);
+  return r;
+}
+
+// Same items in the same order, scores within 1e-4 relative.
+void expect_same(const rv::RecommendResponse& a, const rv::RecommendResponse& b, const std::string& what) {
+  ASSERT_EQ(a.items_size(), b.items_size()) << what;
+  for (int i = 0; i < a.items_size(); ++i) {
+    EXPECT_EQ(a.items(i).item_id(), b.items(i).item_id()) << what << " rank " << i + 1;
+    EXPECT_NEAR(a.items(i).score(), b.items(i).score(), 1e-4 * std::max(1.0, std::fabs(b.items(i).score())))
+        << what << " rank " << i + 1;
+  }
+}
+
+class RecServer : public PgTest {
+ protected:
+  void SetUp() override {
+    PgTest::SetUp();
+    std::string name = "rec-server-";
+    name += std::to_string(::getpid());
+    dir_ = fs::path(MAMBA_TEST_TMP) / name;
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "models" / "rec");
+    StrideWalkOptions o;
+    o.users = 40;
+    o.events_per_user = 10;
+    o.num_items = 30;
+    o.seed = 7;
+    const fs::path inter = dir_ / "gen.inter";
+    std::ofstream(inter) << to_recbole_inter(generate_stride_walks(o));
+    auto conn = connect(url());
+    apply_migrations(conn);
+    ASSERT_EQ(ingest_file(conn, inter.string()).inserted, 400);
+    const std::string cmd = "OMP_NUM_THREADS=2 " + std::string(MAMBA_REC_BIN) + " train --db " + url() + " --out " +
+                            (dir_ / "models" / "rec" / "1").string() +
+                            " --d-model 16 --d-state 8 --max-seq-len " + std::to_string(kMaxSeqLen) +
+                            " --epochs 2 --batch 64 --quiet 2>&1";
+    run_command(cmd);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  // The user's items, oldest first, from the store.
+  std::vector<std::string> history(const std::string& user) {
+    auto conn = connect(url());
+    std::vector<std::string> h;
+    const auto ev = last_interactions(conn, user, 1000);
+    for (auto it = ev.rbegin(); it != ev.rend(); ++it) h.push_back(it->item_key);
+    return h;
+  }
+  fs::path dir_;
+};
+
+}  // namespace
+
+TEST_F(RecServer, EndToEnd) {
+  rv::RecommendResponse before;  // u1's answer after the write, for the restart
+  std::vector<std::string> h;
+  {
+    Server s(dir_, url());
+    ASSERT_TRUE(s.wait_serving());
+
+    // A known user: k ranked items, none of the last max_seq_len seen ones.
+    h = history("u1");
+    ASSERT_EQ(h.size(), 10u);
+    const std::set<std::string> window(h.end() - kMaxSeqLen, h.end());
+    rv::RecommendResponse r1;
+    ASSERT_TRUE(s.recommend(recommend_request("u1", 10, true), &r1).ok());
+    ASSERT_EQ(r1.items_size(), 10);
+    EXPECT_EQ(r1.model_name(), "rec");
+    EXPECT_EQ(r1.model_version(), 1);
+    EXPECT_FALSE(r1.from_cache());
+    EXPECT_EQ(r1.history_length(), kMaxSeqLen);
+    for (int i = 0; i < r1.items_size(); ++i) {
+      EXPECT_EQ(r1.items(i).rank(), i + 1);
+      if (i > 0) {
+        EXPECT_GE(r1.items(i - 1).score(), r1.items(i).score());
+      }
+      EXPECT_FALSE(window.count(r1.items(i).item_id())) << r1.items(i).item_id() << " was seen";
+    }
+    // Again: from the cache, the same answer.
+    rv::RecommendResponse r2;
+    ASSERT_TRUE(s.recommend(recommend_request("u1", 10, true), &r2).ok());
+    EXPECT_TRUE(r2.from_cache());
+    expect_same(r2, r1, "cached");
+    // Without exclude_seen the top items may be seen ones; 30 items in all.
+    rv::RecommendResponse all;
+    ASSERT_TRUE(s.recommend(recommend_request("u1", 1000, false), &all).ok());
+    EXPECT_EQ(all.items_size(), 30);
+    rv::RecommendResponse most;
+    ASSERT_TRUE(s.recommend(recommend_request("u1", 1000, true), &most).ok());
+    EXPECT_EQ(most.items_size(), 30 - static_cast<int>(window.size()));
+
+    // The same history sent explicitly gives the same answer.
+    rv::RecommendResponse fh;
+    ASSERT_TRUE(s.from_history(history_request(h, 10, true), &fh).ok());
+    expect_same(fh, r1, "from history");
+
+    // Bad requests.
+    rv::RecommendResponse bad;
+    grpc::Status st = s.recommend(recommend_request("nobody-42", 10, true), &bad);
+    EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND);
+    EXPECT_NE(st.error_message().find("nobody-42"), std::string::npos) << st.error_message();
+    st = s.from_history(history_request({h[0], "no-such-item"}, 10, true), &bad);
+    EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND);
+    EXPECT_NE(st.error_message().find("no-such-item"), std::string::npos) << st.error_message();
+    for (int k : {0, -1, 1001}) {
+      EXPECT_EQ(s.recommend(recommend_request("u1", k, true), &bad).error_code(), StatusCode::INVALID_ARGUMENT) << k;
+      EXPECT_EQ(s.from_history(history_request(h, k, true), &bad).error_code(), StatusCode::INVALID_ARGUMENT) << k;
+    }
+    auto other = recommend_request("u1", 5, true);
+    other.mutable_model()->set_name("missing");
+    EXPECT_EQ(s.recommend(other, &bad).error_code(), StatusCode::NOT_FOUND);
+    {
+      grpc::ClientContext ctx;  // no token
+      EXPECT_EQ(s.stub().Recommend(&ctx, recommend_request("u1", 5, true), &bad).error_code(),
+                StatusCode::UNAUTHENTICATED);
+    }
+
+    // AddInteractions: u1 takes its top recommendation; the cached state advances.
+    const std::string took = r1.items(0).item_id();
+    rv::AddInteractionsRequest add;
+    auto* x = add.add_interactions();
+    x->set_user_id("u1");
+    x->set_item_id(took);
+    x->set_timestamp(1000);
+    rv::AddInteractionsResponse ar;
+    ASSERT_TRUE(s.add(add, &ar).ok());
+    EXPECT_EQ(ar.inserted(), 1);
+    EXPECT_EQ(ar.duplicates(), 0);
+    h.push_back(took);
+    ASSERT_EQ(history("u1"), h);
+    rv::RecommendResponse r3;
+    ASSERT_TRUE(s.recommend(recommend_request("u1", 10, true), &r3).ok());
+    EXPECT_TRUE(r3.from_cache()) << "the write advances the cached state";
+    for (const auto& it : r3.items()) EXPECT_NE(it.item_id(), took);
+    rv::RecommendResponse fh3;
+    ASSERT_TRUE(s.from_history(history_request(h, 10, true), &fh3).ok());
+    expect_same(r3, fh3, "after the write");
+    before = r3;
+
+    // Re-adding the same event is a duplicate and changes nothing.
+    ASSERT_TRUE(s.add(add, &ar).ok());
+    EXPECT_EQ(ar.inserted(), 0);
+    EXPECT_EQ(ar.duplicates(), 1);
+    rv::RecommendResponse r4;
+    ASSERT_TRUE(s.recommend(recommend_request("u1", 10, true), &r4).ok());
+    expect_same(r4, r3, "after a duplicate");
+
+    // A new user through AddInteractions, then recommended for.
+    rv::AddInteractionsRequest nu;
+    for (int t = 0; t < 3; ++t) {
+      auto* y = nu.add_interactions();
+      y->set_user_id("newcomer");
+      y->set_item_id(h[static_cast<size_t>(t)]);
+      y->set_timestamp(t + 1);
+    }
+    ASSERT_TRUE(s.add(nu, &ar).ok());
+    EXPECT_EQ(ar.new_users(), 1);
+    rv::RecommendResponse r5, fh5;
+    ASSERT_TRUE(s.recommend(recommend_request("newcomer", 5, true), &r5).ok());
+    ASSERT_TRUE(s.from_history(history_request({h[0], h[1], h[2]}, 5, true), &fh5).ok());
+    expect_same(r5, fh5, "new user");
+    EXPECT_FALSE(r5.from_cache());
+    // Its state is cached with a window of 3 < max_seq_len: the next event is one
+    // recurrent step on the cached state.
+    rv::AddInteractionsRequest more;
+    auto* w = more.add_interactions();
+    w->set_user_id("newcomer");
+    w->set_item_id(r5.items(0).item_id());
+    w->set_timestamp(10);
+    ASSERT_TRUE(s.add(more, &ar).ok());
+    EXPECT_EQ(ar.inserted(), 1);
+    rv::RecommendResponse r6, fh6;
+    ASSERT_TRUE(s.recommend(recommend_request("newcomer", 5, true), &r6).ok());
+    EXPECT_TRUE(r6.from_cache());
+    EXPECT_EQ(r6.history_length(), 4);
+    ASSERT_TRUE(s.from_history(history_request({h[0], h[1], h[2], r5.items(0).item_id()}, 5, true), &fh6).ok());
+    expect_same(r6, fh6, "new user after a step");
+    for (const auto& it : r6.items()) EXPECT_NE(it.item_id(), r5.items(0).item_id());
+    // An event older than the cached state's newest drops the state; the next call
+    // prefills from the store, in the store's (ts, id) order.
+    w->set_item_id(h[5]);
+    w->set_timestamp(0.5);
+    ASSERT_TRUE(s.add(more, &ar).ok());
+    rv::RecommendResponse r7, fh7;
+    ASSERT_TRUE(s.recommend(recommend_request("newcomer", 5, true), &r7).ok());
+    EXPECT_FALSE(r7.from_cache());
+    ASSERT_TRUE(s.from_history(history_request(history("newcomer"), 5, true), &fh7).ok());
+    ASSERT_EQ(history("newcomer").front(), h[5]);
+    expect_same(r7, fh7, "new user after an out-of-order event");
+
+    // An unknown item is NOT_FOUND and writes nothing.
+    rv::AddInteractionsRequest bad_add;
+    auto* z = bad_add.add_interactions();
+    z->set_user_id("u2");
+    z->set_item_id("no-such-item");
+    z->set_timestamp(5000);
+    st = s.add(bad_add, &ar);
+    EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND);
+    EXPECT_NE(st.error_message().find("no-such-item"), std::string::npos) << st.error_message();
+
+    // Models.
+    grpc::ClientContext ctx;
+    s.auth(ctx);
+    rv::ListModelsResponse lm;
+    ASSERT_TRUE(s.stub().ListModels(&ctx, rv::ListModelsRequest(), &lm).ok());
+    ASSERT_EQ(lm.models_size(), 1);
+    EXPECT_EQ(lm.models(0).name(), "rec");
+    EXPECT_NE(lm.models(0).config_json().find("mamba4rec"), std::string::npos);
+    const std::string text = s.metrics();
+    if (!text.empty()) {
+      EXPECT_NE(text.find("mamba_rec_state_cache_total{result=\"hit\"}"), std::string::npos) << text;
+      EXPECT_NE(text.find("mamba_rec_state_updates_total{kind=\"advanced\"} 2"), std::string::npos) << text;
+      EXPECT_NE(text.find("mamba_rec_state_cache_users"), std::string::npos) << text;
+    }
+    EXPECT_EQ(s.terminate_and_wait(), 0);
+  }
+  // A restart (cold cache, prefilled from the store) gives the same answers.
+  Server s(dir_, url());
+  ASSERT_TRUE(s.wait_serving());
+  rv::RecommendResponse again;
+  ASSERT_TRUE(s.recommend(recommend_request("u1", 10, true), &again).ok());
+  EXPECT_FALSE(again.from_cache());
+  expect_same(again, before, "after a restart");
+  // An empty model name picks the only loaded model.
+  auto anon = recommend_request("u1", 10, true);
+  anon.mutable_model()->clear_name();
+  rv::RecommendResponse a2;
+  ASSERT_TRUE(s.recommend(anon, &a2).ok());
+  expect_same(a2, before, "empty model name");
+}
+
+TEST_F(RecServer, CacheBoundAndManyUsers) {
+  // More users than --cache-users 8: answers stay those of a recompute.
+  Server s(dir_, url());
+  ASSERT_TRUE(s.wait_serving());
+  for (int round = 0; round < 2; ++round)
+    for (int u = 1; u <= 20; ++u) {
+      std::string user = "u";
+      user += std::to_string(u);
+      rv::RecommendResponse r, f;
+      ASSERT_TRUE(s.recommend(recommend_request(user, 5, false), &r).ok()) << user;
+      ASSERT_TRUE(s.from_history(history_request(history(user), 5, false), &f).ok()) << user;
+      expect_same(r, f, user);
+    }
+}
