@@ -61,7 +61,10 @@ for root, _, files in os.walk(k8s_dir):
         else:
             docs += [(path, d) for d in loaded]
 
-SERVICE_NAMES = {"mamba-forecast": "mamba.forecasting.v1.ForecastingService"}
+SERVICE_NAMES = {
+    "mamba-forecast": "mamba.forecasting.v1.ForecastingService",
+    "mamba-rec": "mamba.recommendation.v1.RecommendationService",
+}
 
 for path, d in docs:
     kind = d.get("kind")
