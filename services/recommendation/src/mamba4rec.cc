@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "mamba/io/json_config.h"
+#include "mamba/kernels/gemm.h"
 #include "mamba/io/safetensors.h"
 
 namespace mamba::recommendation {
@@ -202,9 +203,13 @@ void Mamba4Rec::advance(Mamba4RecState& s, int32_t item) const {
 
 void Mamba4Rec::score_representation(const Tensor& hidden, std::vector<float>& out) const {
   if (hidden.numel() != cfg_.d_model) fail("Mamba4Rec::score_representation", "hidden " + shape_str(hidden.shape()) + " is not (d_model)");
-  ag::NoGradGuard ng;
-  const Tensor lg = logits(ag::Var(hidden.contiguous().reshape({1, cfg_.d_model}))).value().contiguous();
-  out.assign(lg.data<float>(), lg.data<float>() + cfg_.num_items);
+  // One matrix-vector product against the table's rows 1..N in place (the padding row 0 is
+  // skipped by offsetting the pointer): no copy of the N x d table per request.
+  const Tensor h = hidden.contiguous();
+  const Tensor& table = emb_.table()->value;  // (N + 1, d) contiguous
+  out.resize(static_cast<size_t>(cfg_.num_items));
+  kernels::sgemv(false, cfg_.num_items, cfg_.d_model, 1.f, table.data<float>() + cfg_.d_model, cfg_.d_model,
+                 h.data<float>(), 0.f, out.data());
 }
 
 void Mamba4Rec::save_weights(const std::string& path) const {

@@ -1,0 +1,69 @@
+// The recommendation serving path's costs (Google Benchmark): one recurrent step for a new
+// event against a full recompute (prefill) of the history, and scoring + top-k over the
+// catalogue. The model is untrained (speed does not depend on the weights).
+//   build/services/recommendation/mamba-rec-bench [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <unordered_set>
+
+#include "mamba/recommendation/serving.h"
+
+using namespace mamba::recommendation;
+
+namespace {
+
+const Mamba4Rec& model(int64_t items, int64_t max_seq_len) {
+  static std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Mamba4Rec>> cache;
+  auto& m = cache[{items, max_seq_len}];
+  if (!m) {
+    Mamba4RecConfig c;
+    c.num_items = items;
+    c.d_model = 64;
+    c.n_layers = 2;
+    c.max_seq_len = max_seq_len;
+    c.dropout = 0;
+    m = std::make_unique<Mamba4Rec>(c, 1);
+  }
+  return *m;
+}
+
+std::vector<int32_t> history(int64_t n, int64_t items) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int32_t> d(1, static_cast<int32_t>(items));
+  std::vector<int32_t> h(static_cast<size_t>(n));
+  for (auto& x : h) x = d(rng);
+  return h;
+}
+
+// A new event on a cached state: one Mamba step per layer (history length does not matter).
+void BM_AdvanceOneEvent(benchmark::State& st) {
+  const Mamba4Rec& m = model(100000, 200);
+  Mamba4RecState s = m.prefill(history(199, 100000));
+  for (auto _ : st) {
+    Mamba4RecState copy = s;
+    m.advance(copy, 42);
+    benchmark::DoNotOptimize(copy.hidden);
+  }
+}
+BENCHMARK(BM_AdvanceOneEvent)->Unit(benchmark::kMicrosecond);
+
+// The same event by a full recompute of the 200-item history (what a cache miss costs).
+void BM_RecomputeHistory(benchmark::State& st) {
+  const Mamba4Rec& m = model(100000, 200);
+  const auto h = history(st.range(0), 100000);
+  for (auto _ : st) benchmark::DoNotOptimize(m.prefill(h).hidden);
+}
+BENCHMARK(BM_RecomputeHistory)->Arg(50)->Arg(200)->Unit(benchmark::kMicrosecond);
+
+// Scores over every item and the top 10, seen items excluded.
+void BM_ScoreTop10(benchmark::State& st) {
+  const Mamba4Rec& m = model(st.range(0), 50);
+  const Mamba4RecState s = m.prefill(history(50, st.range(0)));
+  const auto h = history(200, st.range(0));
+  const std::unordered_set<int32_t> seen(h.begin(), h.end());
+  for (auto _ : st) benchmark::DoNotOptimize(top_k_items(m, s.hidden, 10, seen));
+}
+BENCHMARK(BM_ScoreTop10)->Arg(100000)->Arg(1000000)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
