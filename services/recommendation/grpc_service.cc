@@ -89,7 +89,22 @@ std::unordered_set<int32_t> exclusions(const RecModel& m, const Req& req, const 
 
 RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelRepository<RecModel>& repo,
                                                      RecServiceOptions opts)
-    : rt_(rt), repo_(repo), opts_(opts), pool_(opts.db_url), cache_(std::make_shared<UserStateCache>(static_cast<size_t>(opts.cache_users))) {
+    : rt_(rt),
+      repo_(repo),
+      opts_(opts),
+      pool_(opts.db_url),
+      cache_(std::make_shared<UserStateCache>(static_cast<size_t>(opts.cache_users))),
+      scorer_(rt.batcher_options("recommend"), [](const std::string&, std::vector<ScoreJob>& jobs) {
+        std::vector<Tensor> hidden;
+        std::vector<int64_t> ks;
+        std::vector<const std::unordered_set<int32_t>*> excl;
+        for (const auto& j : jobs) {
+          hidden.push_back(j.hidden);
+          ks.push_back(j.k);
+          excl.push_back(&j.exclude);
+        }
+        return top_k_items_batch(*jobs.front().model->net, hidden, ks, excl);
+      }) {
   auto& m = rt_.metrics();
   const char* lookups = "Recommend calls by where the user's state came from (hit: the cache; miss: a store prefill)";
   cache_hits_ = &m.counter("mamba_rec_state_cache_total", lookups, {{"result", "hit"}});
@@ -122,9 +137,14 @@ std::shared_ptr<const RecModel> RecommendationServiceImpl::model(const common::v
   return repo_.get(name, sel.version(), info);
 }
 
+std::vector<ScoredId> RecommendationServiceImpl::score(sv::Call& call, const std::string& key, ScoreJob job) {
+  auto fut = scorer_.submit(key, std::move(job), call.deadline(), call.cancel_flag());
+  return call.await(fut);
+}
+
 grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, const v1::RecommendRequest* req,
                                                   v1::RecommendResponse* resp) {
-  return rt_.handle(ctx, std::string(kName) + "/Recommend", [&](sv::Call&) {
+  return rt_.handle(ctx, std::string(kName) + "/Recommend", [&](sv::Call& call) {
     sv::check_range("k", req->k(), 1, 1000);
     if (req->user_id().empty()) sv::throw_invalid("user_id", "must not be empty");
     sv::LoadedModelInfo info;
@@ -164,7 +184,7 @@ grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, cons
       window = entry->state.window;
       cache_->insert(req->user_id(), std::move(entry), token);
     }
-    fill_response(*m, info, top_k_items(net, hidden, req->k(), exclusions(*m, *req, window)), resp);
+    fill_response(*m, info, score(call, key, {m, hidden, req->k(), exclusions(*m, *req, window)}), resp);
     resp->set_from_cache(from_cache);
     resp->set_history_length(static_cast<int64_t>(window.size()));
   });
@@ -173,7 +193,7 @@ grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, cons
 grpc::Status RecommendationServiceImpl::RecommendFromHistory(grpc::ServerContext* ctx,
                                                              const v1::RecommendFromHistoryRequest* req,
                                                              v1::RecommendResponse* resp) {
-  return rt_.handle(ctx, std::string(kName) + "/RecommendFromHistory", [&](sv::Call&) {
+  return rt_.handle(ctx, std::string(kName) + "/RecommendFromHistory", [&](sv::Call& call) {
     sv::check_range("k", req->k(), 1, 1000);
     sv::check_limit("items", static_cast<uint64_t>(req->items_size()), static_cast<uint64_t>(opts_.max_history_items), "items");
     sv::LoadedModelInfo info;
@@ -189,7 +209,8 @@ grpc::Status RecommendationServiceImpl::RecommendFromHistory(grpc::ServerContext
       history.push_back(id);
     }
     const UserState s = make_user_state(*m->net, history);
-    fill_response(*m, info, top_k_items(*m->net, s.net.hidden, req->k(), exclusions(*m, *req, s.window)), resp);
+    fill_response(*m, info, score(call, model_key(info), {m, s.net.hidden, req->k(), exclusions(*m, *req, s.window)}),
+                  resp);
     resp->set_history_length(static_cast<int64_t>(s.window.size()));
   });
 }

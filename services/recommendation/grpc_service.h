@@ -38,6 +38,7 @@
 #include "mamba/recommendation/serving.h"
 #include "mamba/recommendation/v1/recommendation.grpc.pb.h"
 #include "mamba/serve/model_repository.h"
+#include "mamba/serve/batcher.h"
 #include "mamba/serve/runtime.h"
 
 namespace mamba::recommendation {
@@ -73,6 +74,15 @@ class ConnectionPool {
   std::vector<std::unique_ptr<pqxx::connection>> idle_;
 };
 
+// One top-k request for the scoring batcher: concurrent Recommend / RecommendFromHistory
+// calls for one model version are scored together by one GEMM against the item table.
+struct ScoreJob {
+  std::shared_ptr<const RecModel> model;
+  Tensor hidden;  // (d_model)
+  int64_t k = 10;
+  std::unordered_set<int32_t> exclude;
+};
+
 class RecommendationServiceImpl final : public v1::RecommendationService::Service {
  public:
   RecommendationServiceImpl(serve::Runtime& rt, serve::ModelRepository<RecModel>& repo, RecServiceOptions opts);
@@ -102,6 +112,10 @@ class RecommendationServiceImpl final : public v1::RecommendationService::Servic
   serve::Counter* cache_misses_ = nullptr;  // {result="miss"}: prefilled from the store
   serve::Counter* advanced_ = nullptr;      // mamba_rec_state_updates_total{kind="advanced"}
   serve::Counter* dropped_ = nullptr;       // {kind="dropped"}: re-prefilled on the next call
+  // Declared last: stopped (and its worker joined) before the members it uses go.
+  serve::DynamicBatcher<ScoreJob, std::vector<ScoredId>> scorer_;
+
+  std::vector<ScoredId> score(serve::Call& call, const std::string& key, ScoreJob job);
 };
 
 // `mamba-rec serve`: the server main (flags already parsed).

@@ -67,3 +67,19 @@ void BM_ScoreTop10(benchmark::State& st) {
 BENCHMARK(BM_ScoreTop10)->Arg(100000)->Arg(1000000)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
+
+namespace {
+// A batch of 8 concurrent requests scored by one GEMM (what the server's scoring batcher
+// does); the time is per batch.
+void BM_ScoreTop10Batch8(benchmark::State& st) {
+  const Mamba4Rec& m = model(st.range(0), 50);
+  const Mamba4RecState s = m.prefill(history(50, st.range(0)));
+  const auto h = history(200, st.range(0));
+  const std::unordered_set<int32_t> seen(h.begin(), h.end());
+  const std::vector<mamba::Tensor> hidden(8, s.hidden);
+  const std::vector<int64_t> ks(8, 10);
+  const std::vector<const std::unordered_set<int32_t>*> ex(8, &seen);
+  for (auto _ : st) benchmark::DoNotOptimize(top_k_items_batch(m, hidden, ks, ex));
+}
+BENCHMARK(BM_ScoreTop10Batch8)->Arg(100000)->Unit(benchmark::kMicrosecond);
+}  // namespace

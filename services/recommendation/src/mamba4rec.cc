@@ -202,14 +202,26 @@ void Mamba4Rec::advance(Mamba4RecState& s, int32_t item) const {
 }
 
 void Mamba4Rec::score_representation(const Tensor& hidden, std::vector<float>& out) const {
-  if (hidden.numel() != cfg_.d_model) fail("Mamba4Rec::score_representation", "hidden " + shape_str(hidden.shape()) + " is not (d_model)");
-  // One matrix-vector product against the table's rows 1..N in place (the padding row 0 is
-  // skipped by offsetting the pointer): no copy of the N x d table per request.
-  const Tensor h = hidden.contiguous();
-  const Tensor& table = emb_.table()->value;  // (N + 1, d) contiguous
-  out.resize(static_cast<size_t>(cfg_.num_items));
-  kernels::sgemv(false, cfg_.num_items, cfg_.d_model, 1.f, table.data<float>() + cfg_.d_model, cfg_.d_model,
-                 h.data<float>(), 0.f, out.data());
+  score_representations({hidden}, out);
+}
+
+void Mamba4Rec::score_representations(const std::vector<Tensor>& hidden, std::vector<float>& out) const {
+  const int64_t B = static_cast<int64_t>(hidden.size()), D = cfg_.d_model, N = cfg_.num_items;
+  std::vector<float> h(static_cast<size_t>(B * D));
+  for (int64_t b = 0; b < B; ++b) {
+    if (hidden[b].numel() != D)
+      fail("Mamba4Rec::score_representation", "hidden " + shape_str(hidden[b].shape()) + " is not (d_model)");
+    const Tensor c = hidden[b].contiguous();
+    std::copy_n(c.data<float>(), D, h.data() + b * D);
+  }
+  // Rows 1..N of the (N + 1, d) table, in place: the padding row 0 is skipped by offsetting
+  // the pointer, so no copy of the table is made per request.
+  const Tensor& table = emb_.table()->value;
+  out.resize(static_cast<size_t>(B * N));
+  if (B == 1)
+    kernels::sgemv(false, N, D, 1.f, table.data<float>() + D, D, h.data(), 0.f, out.data());
+  else
+    kernels::sgemm(false, true, B, N, D, 1.f, h.data(), D, table.data<float>() + D, D, 0.f, out.data(), N);
 }
 
 void Mamba4Rec::save_weights(const std::string& path) const {

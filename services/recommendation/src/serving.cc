@@ -4,7 +4,6 @@
 #include <cmath>
 #include <limits>
 
-#include "mamba/ops/topk.h"
 
 namespace mamba::recommendation {
 
@@ -37,28 +36,41 @@ void advance_user_state(const Mamba4Rec& net, UserState& s, int32_t item, double
 
 std::vector<ScoredId> top_k_items(const Mamba4Rec& net, const Tensor& hidden, int64_t k,
                                   const std::unordered_set<int32_t>& exclude) {
-  std::vector<float> row;
-  net.score_representation(hidden, row);
-  const int64_t N = static_cast<int64_t>(row.size());
-  int64_t excluded = 0;
-  for (int32_t id : exclude)
-    if (id >= 1 && id <= N) {
-      row[id - 1] = -std::numeric_limits<float>::infinity();
-      ++excluded;
+  return top_k_items_batch(net, {hidden}, {k}, {&exclude}).front();
+}
+
+std::vector<std::vector<ScoredId>> top_k_items_batch(const Mamba4Rec& net, const std::vector<Tensor>& hidden,
+                                                     const std::vector<int64_t>& k,
+                                                     const std::vector<const std::unordered_set<int32_t>*>& exclude) {
+  std::vector<float> scores;
+  net.score_representations(hidden, scores);
+  const int64_t N = net.config().num_items;
+  std::vector<std::vector<ScoredId>> all(hidden.size());
+  // Per row: one pass with a k-entry min-heap (ordered by score, then by id so that ties
+  // go to the lower id), skipping excluded ids; O(N log k) without copying the row.
+  auto better = [](const ScoredId& a, const ScoredId& b) { return a.score > b.score || (a.score == b.score && a.id < b.id); };
+  for (size_t b = 0; b < hidden.size(); ++b) {
+    const float* row = scores.data() + b * static_cast<size_t>(N);
+    const auto& ex = *exclude[b];
+    const size_t want = static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[b], N)));
+    std::vector<ScoredId>& heap = all[b];  // heap.front() = the worst of the best so far
+    heap.reserve(want);
+    for (int64_t j = 0; j < N && want > 0; ++j) {
+      const ScoredId c{static_cast<int32_t>(j + 1), row[j]};
+      if (std::isnan(c.score)) continue;
+      if (heap.size() == want && !better(c, heap.front())) continue;
+      if (!ex.empty() && ex.count(c.id)) continue;
+      if (heap.size() == want) {
+        std::pop_heap(heap.begin(), heap.end(), better);
+        heap.back() = c;
+      } else {
+        heap.push_back(c);
+      }
+      std::push_heap(heap.begin(), heap.end(), better);
     }
-  const int64_t want = std::min<int64_t>(k, N - excluded);
-  std::vector<ScoredId> out;
-  if (want <= 0) return out;
-  // A row of N scores, viewed as a tensor without a copy of more than that row.
-  Tensor t = Tensor::from_vector(row, {N});
-  const ops::TopK tk = ops::topk(t, want, 0, true);
-  const Tensor vals = tk.values.contiguous(), idx = tk.indices.contiguous();
-  for (int64_t i = 0; i < want; ++i) {
-    const int64_t j = idx.data<int64_t>()[i];
-    if (exclude.count(static_cast<int32_t>(j + 1))) continue;
-    out.push_back({static_cast<int32_t>(j + 1), vals.data<float>()[i]});
+    std::sort_heap(heap.begin(), heap.end(), better);  // best first
   }
-  return out;
+  return all;
 }
 
 UserStateCache::UserStateCache(size_t capacity) : capacity_(std::max<size_t>(1, capacity)) {}

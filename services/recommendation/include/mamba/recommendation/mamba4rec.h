@@ -109,6 +109,9 @@ class Mamba4Rec final : public Scorer {
   // Scores of every item for a representation: out[j] scores item j + 1 (N values,
   // one row; nothing larger is materialised).
   void score_representation(const Tensor& hidden, std::vector<float>& out) const;
+  // The same for B representations at once (one GEMM against the item table, read in
+  // place): hidden[b] (d_model) -> out row b, B x num_items row-major.
+  void score_representations(const std::vector<Tensor>& hidden, std::vector<float>& out) const;
 
   void refresh();  // after an optimiser step or a load
   void save_weights(const std::string& path) const;

@@ -55,6 +55,12 @@ struct ScoredId {
 // minus the exclusions is smaller.
 std::vector<ScoredId> top_k_items(const Mamba4Rec& net, const Tensor& hidden, int64_t k,
                                   const std::unordered_set<int32_t>& exclude);
+// The same for several representations at once: one GEMM scores all of them (B x
+// num_items scores in memory, once per batch), then each row's top k. All vectors have
+// one entry per request.
+std::vector<std::vector<ScoredId>> top_k_items_batch(const Mamba4Rec& net, const std::vector<Tensor>& hidden,
+                                                     const std::vector<int64_t>& k,
+                                                     const std::vector<const std::unordered_set<int32_t>*>& exclude);
 
 struct CachedUser {
   std::mutex mu;      // guards everything below
