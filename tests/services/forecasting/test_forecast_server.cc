@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "util/server_process.h"
 #include "mamba/forecasting/fit.h"
 #include "mamba/forecasting/model_dir.h"
 #include "mamba/forecasting/protocol.h"
@@ -75,66 +76,15 @@ void write_model(const fs::path& root, int version, uint64_t seed) {
 
 class Server {
  public:
-  explicit Server(const fs::path& root) {
-    fs::create_directories(kDir);
-    std::ofstream(kDir / "tokens") << kToken << "\n";
-    const fs::path port_file = kDir / "port";
-    fs::remove(port_file);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const std::string root_s = root.string(), tokens = (kDir / "tokens").string(), pf = port_file.string();
-      ::execl(MAMBA_FORECAST_BIN, MAMBA_FORECAST_BIN, "--threads", "1", "serve", "--model-root", root_s.c_str(), "--port", "0",
-              "--host", "127.0.0.1", "--port-file", pf.c_str(), "--auth-token-file", tokens.c_str(),
-              "--poll-seconds", "0.2", "--drain-seconds", "1.5", "--max-series-length", "5000",
-              static_cast<char*>(nullptr));
-      std::_Exit(127);
-    }
-    for (int i = 0; i < 600 && !fs::exists(port_file); ++i) std::this_thread::sleep_for(50ms);
-    int port = 0;
-    std::ifstream(port_file) >> port;
-    EXPECT_GT(port, 0) << "the server did not write its port";
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
-    stub_ = fc::ForecastingService::NewStub(channel_);
-    health_ = grpc::health::v1::Health::NewStub(channel_);
-  }
-  ~Server() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  // SIGTERM, then the exit status.
-  int terminate_and_wait() {
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  void terminate() { ::kill(pid_, SIGTERM); }
-  int wait() {
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
+  static constexpr const char* kService = "mamba.forecasting.v1.ForecastingService";
+  explicit Server(const fs::path& root)
+      : proc_(start(root)), stub_(fc::ForecastingService::NewStub(proc_.channel())) {}
 
-  HealthCheckResponse::ServingStatus health() {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 2s);
-    grpc::health::v1::HealthCheckRequest req;
-    req.set_service("mamba.forecasting.v1.ForecastingService");
-    HealthCheckResponse resp;
-    const grpc::Status s = health_->Check(&ctx, req, &resp);
-    return s.ok() ? resp.status() : HealthCheckResponse::UNKNOWN;
-  }
-  bool wait_health(HealthCheckResponse::ServingStatus want) {
-    for (int i = 0; i < 400; ++i) {
-      if (health() == want) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
+  int terminate_and_wait() { return proc_.terminate_and_wait(); }
+  void terminate() { proc_.terminate(); }
+  int wait() { return proc_.wait(); }
+  bool wait_health(HealthCheckResponse::ServingStatus want) { return proc_.wait_health(kService, want); }
+
   grpc::Status forecast(const fc::ForecastRequest& req, fc::ForecastResponse* resp, const char* token = kToken) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 30s);
@@ -144,10 +94,16 @@ class Server {
   fc::ForecastingService::Stub& stub() { return *stub_; }
 
  private:
-  pid_t pid_ = -1;
-  std::shared_ptr<grpc::Channel> channel_;
+  static mamba::testing::ServerProcess start(const fs::path& root) {
+    fs::create_directories(kDir);
+    std::ofstream(kDir / "tokens") << kToken << "\n";
+    return mamba::testing::ServerProcess(
+        {MAMBA_FORECAST_BIN, "--threads", "1", "serve", "--model-root", root.string(), "--auth-token-file",
+         (kDir / "tokens").string(), "--poll-seconds", "0.2", "--drain-seconds", "1.5", "--max-series-length", "5000"},
+        kDir);
+  }
+  mamba::testing::ServerProcess proc_;
   std::unique_ptr<fc::ForecastingService::Stub> stub_;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
 // The last `n` rows of ETTh2 as a request.

@@ -25,6 +25,7 @@
 #include "mamba/recommendation/synthetic.h"
 #include "mamba/recommendation/v1/recommendation.grpc.pb.h"
 #include "pg_fixture.h"
+#include "util/server_process.h"
 
 #ifndef MAMBA_REC_BIN
 #error "MAMBA_REC_BIN must be defined"
@@ -45,59 +46,14 @@ constexpr int kMaxSeqLen = 6;
 
 class Server {
  public:
-  Server(const fs::path& dir, const std::string& db) {
-    std::ofstream(dir / "tokens") << kToken << "\n";
-    const fs::path port_file = dir / "port";
-    metrics_file_ = dir / "metrics-port";
-    fs::remove(port_file);
-    fs::remove(metrics_file_);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setenv("OMP_NUM_THREADS", "1", 1);
-      const std::string root = (dir / "models").string(), tokens = (dir / "tokens").string(), pf = port_file.string();
-      ::execl(MAMBA_REC_BIN, MAMBA_REC_BIN, "serve", "--db", db.c_str(), "--model-root", root.c_str(), "--port", "0",
-              "--host", "127.0.0.1", "--port-file", pf.c_str(), "--auth-token-file", tokens.c_str(), "--poll-seconds",
-              "0", "--drain-seconds", "0.1", "--grace-seconds", "1", "--cache-users", "8", "--metrics-port", "-1",
-              "--metrics-port-file", metrics_file_.c_str(),
-              static_cast<char*>(nullptr));
-      std::_Exit(127);
-    }
-    for (int i = 0; i < 600 && !fs::exists(port_file); ++i) std::this_thread::sleep_for(50ms);
-    int port = 0;
-    std::ifstream(port_file) >> port;
-    EXPECT_GT(port, 0) << "the server did not write its port";
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
-    stub_ = rv::RecommendationService::NewStub(channel_);
-    health_ = grpc::health::v1::Health::NewStub(channel_);
-  }
-  ~Server() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  int terminate_and_wait() {
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  HealthCheckResponse::ServingStatus health() {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 2s);
-    grpc::health::v1::HealthCheckRequest req;
-    req.set_service("mamba.recommendation.v1.RecommendationService");
-    HealthCheckResponse resp;
-    return health_->Check(&ctx, req, &resp).ok() ? resp.status() : HealthCheckResponse::UNKNOWN;
-  }
-  bool wait_serving() {
-    for (int i = 0; i < 400; ++i) {
-      if (health() == HealthCheckResponse::SERVING) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
+  static constexpr const char* kService = "mamba.recommendation.v1.RecommendationService";
+  Server(const fs::path& dir, const std::string& db)
+      : metrics_file_(dir / "metrics-port"), proc_(start(dir, db, metrics_file_)),
+        stub_(rv::RecommendationService::NewStub(proc_.channel())) {}
+
+  int terminate_and_wait() { return proc_.terminate_and_wait(); }
+  HealthCheckResponse::ServingStatus health() { return proc_.health(kService); }
+  bool wait_serving() { return proc_.wait_health(kService, HealthCheckResponse::SERVING); }
   void auth(grpc::ClientContext& ctx) {
     ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
     ctx.set_deadline(std::chrono::system_clock::now() + 30s);
@@ -130,11 +86,18 @@ class Server {
   }
 
  private:
-  pid_t pid_ = -1;
+  static mamba::testing::ServerProcess start(const fs::path& dir, const std::string& db, const fs::path& metrics_file) {
+    std::ofstream(dir / "tokens") << kToken << "\n";
+    fs::remove(metrics_file);
+    return mamba::testing::ServerProcess(
+        {MAMBA_REC_BIN, "serve", "--db", db, "--model-root", (dir / "models").string(), "--auth-token-file",
+         (dir / "tokens").string(), "--poll-seconds", "0", "--drain-seconds", "0.1", "--grace-seconds", "1",
+         "--cache-users", "8", "--metrics-port", "-1", "--metrics-port-file", metrics_file.string()},
+        dir, {{"OMP_NUM_THREADS", "1"}});
+  }
   fs::path metrics_file_;
-  std::shared_ptr<grpc::Channel> channel_;
+  mamba::testing::ServerProcess proc_;
   std::unique_ptr<rv::RecommendationService::Stub> stub_;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
 rv::RecommendRequest recommend_request(const std::string& user, int k, bool exclude_seen) {
