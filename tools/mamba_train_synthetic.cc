@@ -20,6 +20,12 @@
 //          data RNG, step), --resume (continue from DIR's latest checkpoint exactly: the
 //          loss curve equals an uninterrupted run's), --stop-after N (stop at step N, as if
 //          killed; for tests)
+//          --nproc N (data parallel: start N processes through mamba::train::launch_processes,
+//          each on its shard of every global batch of N x --batch sequences; see README)
+//          --backend cpu|nccl (the communicator; nccl: one GPU per process)
+// Run under mamba-launch (or with MAMBA_RANK / MAMBA_WORLD_SIZE / MAMBA_RENDEZVOUS set),
+// the tool joins the job itself: --batch is the per-process batch, rank 0 writes the log,
+// the checkpoints and --out, and prints the results.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -38,6 +44,8 @@
 #include "mamba/io/safetensors.h"
 #include "mamba/kernels/parallel.h"
 #include "mamba/nn/mamba_lm.h"
+#include "mamba/train/distributed.h"
+#include "mamba/train/launch.h"
 #include "mamba/train/modules.h"
 #include "mamba/train/trainer.h"
 #include "mamba/train/optimizer.h"
@@ -59,6 +67,9 @@ struct Options {
   std::string checkpoint_dir, out;
   int64_t checkpoint_every = 0, stop_after = -1;
   bool resume = false;
+  int nproc = 0;
+  std::string backend = "cpu";
+  mamba::train::Communicator* comm = nullptr;  // the job's ranks (world size 1: one process)
 };
 
 struct Batch {
@@ -173,6 +184,8 @@ Result train(const Options& o, bool selective) {
   to.progress = mamba::train::ProgressMode::lines;
   to.progress_every = std::max<int64_t>(1, o.steps / 10);
   to.eval_at_end = false;
+  to.comm = o.comm;
+  const int world = o.comm->world_size(), rank = o.comm->rank();
   const std::string tag = selective ? "s6" : "lti";
   if (!o.log.empty()) to.log_path = o.compare ? o.log + "." + tag : o.log;
   if (!o.checkpoint_dir.empty()) {
@@ -185,13 +198,23 @@ Result train(const Options& o, bool selective) {
   int64_t correct = 0, counted = 0;
   cb.train_step = [&](int64_t step) -> mamba::train::StepResult {
     if (step == o.stop_after) throw StopRequested{};
-    const Batch b = make_batch(o, o.batch, o.seq_len, trainer->rng());
+    // The global batch, drawn from the trainer's RNG (the same on every rank); this rank
+    // trains on rows [rank * batch, (rank + 1) * batch).
+    Batch b = make_batch(o, o.batch * world, o.seq_len, trainer->rng());
+    if (world > 1) {
+      b.ids = b.ids.slice(0, rank * o.batch, (rank + 1) * o.batch).clone();
+      b.targets = b.targets.slice(0, rank * o.batch, (rank + 1) * o.batch).clone();
+    }
     std::vector<Tensor> g;
     const auto st = lm.forward_backward(b.ids, b.targets, g);
     for (size_t k = 0; k < g.size(); ++k) grads[k] = g[k];  // Param::grad points at these slots
     correct += st.correct;
     counted += st.counted;
-    return {st.loss, o.batch};
+    mamba::train::StepResult res;
+    res.loss = st.loss;
+    res.samples = o.batch;
+    res.loss_weight = static_cast<double>(st.counted);  // the loss is a mean over the counted targets
+    return res;
   };
   cb.after_update = [&] { lm.refresh_derived(); };
   mamba::train::Trainer tr(to, opt, schedule, cb);
@@ -209,7 +232,8 @@ Result train(const Options& o, bool selective) {
     std::printf("  [%s] resumed from step %lld\n", selective ? "S6" : "LTI", static_cast<long long>(summary.resumed_from));
   const int64_t steps_run = summary.steps_this_run;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.samples_per_s = static_cast<double>(steps_run * o.batch) / r.seconds;
+  r.samples_per_s = static_cast<double>(steps_run * o.batch * world) / r.seconds;
+  if (rank != 0) return r;  // the replicas are identical: rank 0 evaluates and writes
   r.train_accuracy = counted ? static_cast<double>(correct) / static_cast<double>(counted) : 0.0;
   std::tie(r.accuracy, r.final_loss) = evaluate_heldout(lm, o, o.seq_len, 424242);
   if (!o.out.empty()) {  // a model directory in the reference layout: mamba-demo and the servers load it
@@ -238,7 +262,8 @@ int usage() {
                "usage: mamba-train-synthetic selective-copy|induction [--compare] [--lti] [--steps N] [--batch B]\n"
                "       [--d-model D] [--layers L] [--d-state N] [--seq-len L] [--tokens M] [--vocab K] [--lr LR]\n"
                "       [--seed S] [--eval N] [--eval-lengths a,b,c] [--log FILE] [--threads T] [--min-accuracy A]\n"
-               "       [--checkpoint-dir DIR --checkpoint-every N] [--resume] [--stop-after N] [--out MODEL_DIR]\n");
+               "       [--checkpoint-dir DIR --checkpoint-every N] [--resume] [--stop-after N] [--out MODEL_DIR]\n"
+               "       [--nproc N] [--backend cpu|nccl]\n");
   return 2;
 }
 
@@ -279,6 +304,8 @@ int main(int argc, char** argv) {
       else if (a == "--checkpoint-every") o.checkpoint_every = std::stoll(next());
       else if (a == "--resume") o.resume = true;
       else if (a == "--stop-after") o.stop_after = std::stoll(next());
+      else if (a == "--nproc") o.nproc = static_cast<int>(std::stoll(next()));
+      else if (a == "--backend") o.backend = next();
       else return usage();
     } catch (const std::exception& e) {
       std::fprintf(stderr, "mamba-train-synthetic: %s: %s\n", a.c_str(), e.what());
@@ -297,6 +324,40 @@ int main(int argc, char** argv) {
     if (o.seq_len < 4) return std::fprintf(stderr, "--seq-len must be >= 4\n"), 2;
   }
   if (o.steps < 1 || o.batch < 1 || o.vocab < 2) return usage();
+  if (o.backend != "cpu" && o.backend != "nccl") return std::fprintf(stderr, "--backend must be cpu or nccl\n"), 2;
+  if (o.nproc != 0) {  // the launcher: this program again, N times, without --nproc
+    if (o.nproc < 1) return std::fprintf(stderr, "--nproc must be >= 1 (got %d)\n", o.nproc), 2;
+    mamba::train::LaunchOptions lo;
+    lo.nproc = o.nproc;
+    lo.cuda = o.backend == "nccl";
+    lo.argv.push_back(std::filesystem::read_symlink("/proc/self/exe").string());
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--nproc") {
+        ++i;
+        continue;
+      }
+      lo.argv.emplace_back(argv[i]);
+    }
+    try {
+      return mamba::train::launch_processes(lo);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mamba-train-synthetic: %s\n", e.what());
+      return 2;
+    }
+  }
+  std::unique_ptr<mamba::train::Communicator> comm;
+  try {
+    comm = mamba::train::communicator_from_env(o.backend);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mamba-train-synthetic: %s\n", e.what());
+    return 1;
+  }
+  o.comm = comm.get();
+  if (comm->rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 reports
+  if (comm->world_size() > 1)
+    std::printf("data parallel: %d processes (%s), global batch %lld = %d x %lld\n", comm->world_size(),
+                comm->backend(), static_cast<long long>(o.batch) * comm->world_size(), comm->world_size(),
+                static_cast<long long>(o.batch));
   std::printf("task %s: seq_len %lld, vocab %lld%s; %lld-layer d_model %lld d_state %lld; %lld steps x batch %lld; "
               "%d threads\n",
               o.task.c_str(), static_cast<long long>(o.seq_len), static_cast<long long>(o.vocab),
@@ -305,6 +366,11 @@ int main(int argc, char** argv) {
               static_cast<long long>(o.steps), static_cast<long long>(o.batch), mamba::kernels::num_threads());
   std::vector<Result> results;
   try {
+    if (comm->rank() != 0) {  // train alongside rank 0; it reports
+      if (o.compare) train(o, true), train(o, false);
+      else train(o, !o.lti);
+      return 0;
+    }
     if (o.compare) {
       results.push_back(train(o, true));
       results.push_back(train(o, false));

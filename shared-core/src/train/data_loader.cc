@@ -117,6 +117,10 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
   if (options_.prefetch < 1) fail(kOp, "prefetch must be >= 1, got " + std::to_string(options_.prefetch));
   if (options_.bucket_size_multiplier < 0)
     fail(kOp, "bucket_size_multiplier must be >= 0, got " + std::to_string(options_.bucket_size_multiplier));
+  if (options_.world < 1) fail(kOp, "world must be >= 1, got " + std::to_string(options_.world));
+  if (options_.rank < 0 || options_.rank >= options_.world)
+    fail(kOp, "rank must be in 0..world-1 = 0.." + std::to_string(options_.world - 1) + ", got " +
+                  std::to_string(options_.rank));
   const int64_t n = dataset_->size();
   if (n < 0) fail(kOp, "dataset size is negative: " + std::to_string(n));
   if (options_.bucket_size_multiplier > 0) {
@@ -132,13 +136,13 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
 DataLoader::~DataLoader() { stop_workers(); }
 
 int64_t DataLoader::batches_per_epoch() const {
-  const int64_t n = dataset_->size(), b = options_.batch_size;
+  const int64_t n = dataset_->size(), b = options_.batch_size * options_.world;
   return options_.drop_last ? n / b : (n + b - 1) / b;
 }
 
 std::vector<std::vector<int64_t>> DataLoader::plan(int64_t epoch) const {
   if (epoch < 0) fail(kOp, "epoch must be >= 0, got " + std::to_string(epoch));
-  const int64_t n = dataset_->size(), bs = options_.batch_size;
+  const int64_t n = dataset_->size(), bs = options_.batch_size * options_.world;  // the global batch
   std::vector<int64_t> order(n);
   for (int64_t i = 0; i < n; ++i) order[i] = i;
   std::mt19937_64 rng = epoch_rng(options_.seed, epoch);
@@ -160,6 +164,13 @@ std::vector<std::vector<int64_t>> DataLoader::plan(int64_t epoch) const {
     batches.emplace_back(order.begin() + s, order.begin() + e);
   }
   if (options_.bucket_size_multiplier > 0 && options_.shuffle) shuffle_in_place(batches, rng);
+  if (options_.world > 1) {  // this rank's part of each global batch
+    const int64_t W = options_.world, r = options_.rank;
+    for (auto& b : batches) {
+      const auto m = static_cast<int64_t>(b.size());
+      b = std::vector<int64_t>(b.begin() + r * m / W, b.begin() + (r + 1) * m / W);
+    }
+  }
   return batches;
 }
 
@@ -167,6 +178,10 @@ DataLoader::Built DataLoader::build(const Plan& plan, int64_t batch_index, int64
   const std::vector<int64_t>& indices = plan[batch_index];
   const std::string where = "epoch " + std::to_string(epoch) + ", batch " + std::to_string(batch_index);
   Built r;
+  if (indices.empty()) {  // a rank's empty part of a short global batch
+    r.batch = Batch{};
+    return r;
+  }
   std::vector<Sample> samples;
   samples.reserve(indices.size());
   for (int64_t idx : indices) {

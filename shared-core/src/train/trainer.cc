@@ -6,11 +6,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "mamba/train/checkpoint.h"
+#include "mamba/train/distributed.h"
 #include "mamba/train/grad_utils.h"
 
 namespace mamba::train {
@@ -31,6 +33,38 @@ std::string num(double x) {
 
 // JSON has no NaN/Inf: write null.
 json finite_or_null(double x) { return std::isfinite(x) ? json(x) : json(nullptr); }
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// Data parallel: the values (or gradients) of every param in one flat buffer, and back.
+void flatten(const std::vector<Param>& params, bool grads, std::vector<float>& flat, float scale = 1.0f) {
+  size_t total = 0;
+  for (const Param& p : params) total += static_cast<size_t>((grads ? p.grad : p.value)->numel());
+  flat.resize(total);
+  size_t o = 0;
+  for (const Param& p : params) {
+    const Tensor& t = *(grads ? p.grad : p.value);
+    const float* d = t.data<float>();
+    const auto n = static_cast<size_t>(t.numel());
+    if (scale == 1.0f) std::copy(d, d + n, flat.data() + o);
+    else for (size_t i = 0; i < n; ++i) flat[o + i] = d[i] * scale;
+    o += n;
+  }
+}
+
+void unflatten(const std::vector<Param>& params, bool grads, const std::vector<float>& flat) {
+  size_t o = 0;
+  for (const Param& p : params) {
+    Tensor& t = *(grads ? p.grad : p.value);
+    const auto n = static_cast<size_t>(t.numel());
+    std::copy(flat.data() + o, flat.data() + o + n, t.data<float>());
+    o += n;
+  }
+}
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -80,6 +114,11 @@ TrainSummary Trainer::run() {
   const std::vector<Param>& params = optimizer_.params();
   const bool checkpoints = !opt_.checkpoint_dir.empty();
   const std::string best_dir = checkpoints ? (std::filesystem::path(opt_.checkpoint_dir) / "best").string() : "";
+  // Data parallel: rank 0 ("lead") writes every file; all ranks compute.
+  Communicator* comm = (opt_.comm && opt_.comm->world_size() > 1) ? opt_.comm : nullptr;
+  const bool lead = !comm || comm->rank() == 0;
+  const int world = comm ? comm->world_size() : 1;
+  std::vector<float> flat;
 
   TrainSummary sum;
   int64_t step = 0;  // completed steps
@@ -104,7 +143,8 @@ TrainSummary Trainer::run() {
                            {"bad_evaluations", bad_evaluations},
                            {"skipped_steps", sum.skipped_steps},
                            {"stopped_early", sum.stopped_early},
-                           {"metric", opt_.metric}};
+                           {"metric", opt_.metric},
+                           {"world_size", world}};
     if (cb_.state_extra) ts.extra["user"] = cb_.state_extra();
     return ts;
   };
@@ -119,6 +159,11 @@ TrainSummary Trainer::run() {
       if (saved_metric != opt_.metric)
         throw Error("trainer: '" + info->path + "' selected the best checkpoint by metric '" + saved_metric +
                     "', but TrainerOptions.metric is '" + opt_.metric + "'");
+      const int64_t saved_world = tr.value("world_size", int64_t{1});
+      if (saved_world != world)
+        throw Error("trainer: '" + info->path + "' was written by a run of " + std::to_string(saved_world) +
+                    " process(es) but this run has " + std::to_string(world) +
+                    " (the global batch would change): resume with the same world size");
       if (!info->state.rng_state.empty()) restore_rng(info->state.rng_state, rng_);
       step = info->step;
       samples_seen = info->state.data_position;
@@ -137,9 +182,66 @@ TrainSummary Trainer::run() {
     }
   }
 
+  // ---- data parallel: every rank resumed from the same step, and starts from rank 0's params ----
+  if (comm) {
+    const int64_t mine = resumed ? step : -1;
+    int64_t rank0 = mine;
+    comm->broadcast(&rank0, sizeof rank0, 0);
+    if (rank0 != mine) {
+      auto what = [](int64_t s) { return s < 0 ? std::string("a fresh start") : "checkpoint-" + std::to_string(s); };
+      throw Error("trainer: rank " + std::to_string(comm->rank()) + " found " + what(mine) + " in '" +
+                  opt_.checkpoint_dir + "' but rank 0 found " + what(rank0) +
+                  " (TrainerOptions.checkpoint_dir must be one directory every rank reads)");
+    }
+    flatten(params, /*grads=*/false, flat);
+    comm->broadcast(flat.data(), flat.size() * sizeof(float), 0);
+    unflatten(params, false, flat);
+    if (cb_.after_update) cb_.after_update();
+  }
+
+  // Data parallel: the rank-weighted mean of the gradients and loss; samples summed.
+  auto reduce_step = [&](StepResult r) {
+    const double w = r.loss_weight > 0 ? r.loss_weight : static_cast<double>(r.samples);
+    double sc[4] = {w, w > 0 ? w * r.loss : 0.0, static_cast<double>(r.samples), r.loss};
+    comm->all_reduce_sum(sc, 4);
+    const bool weighted = sc[0] > 0;
+    const double factor = weighted ? w / sc[0] : 1.0 / world;
+    flatten(params, /*grads=*/true, flat, static_cast<float>(factor));
+    comm->all_reduce_sum(flat.data(), flat.size());
+    unflatten(params, true, flat);
+    r.loss = weighted ? sc[1] / sc[0] : sc[3] / world;
+    r.samples = static_cast<int64_t>(std::llround(sc[2]));
+    return r;
+  };
+  // Data parallel: each metric averaged over the ranks (weighted by "samples", summed).
+  auto reduce_metrics = [&](Metrics m) {
+    std::string names;
+    for (const auto& [k, v] : m) names += k + "\n";
+    const uint64_t mine = fnv1a(names);
+    uint64_t rank0 = mine;
+    comm->broadcast(&rank0, sizeof rank0, 0);
+    if (rank0 != mine) {
+      std::replace(names.begin(), names.end(), '\n', ' ');
+      throw Error("trainer: evaluate() on rank " + std::to_string(comm->rank()) + " returned metrics { " + names +
+                  "} with other names than rank 0's (every rank must return the same metrics)");
+    }
+    const auto it = m.find("samples");
+    const double w = it != m.end() ? it->second : 1.0;
+    std::vector<double> buf{w};
+    for (const auto& [k, v] : m) buf.push_back(k == "samples" ? v : (w == 0 ? 0.0 : w * v));
+    comm->all_reduce_sum(buf.data(), buf.size());
+    if (!(buf[0] > 0)) throw Error("trainer: evaluate() returned metric 'samples' 0 on every rank");
+    size_t i = 1;
+    for (auto& [k, v] : m) {
+      v = k == "samples" ? buf[i] : buf[i] / buf[0];
+      ++i;
+    }
+    return m;
+  };
+
   // ---- log and progress ----
   std::ofstream log;
-  if (!opt_.log_path.empty()) {
+  if (!opt_.log_path.empty() && lead) {
     const auto parent = std::filesystem::path(opt_.log_path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
     log.open(opt_.log_path, resumed ? std::ios::app : std::ios::trunc);
@@ -150,7 +252,7 @@ TrainSummary Trainer::run() {
   };
   if (resumed) write_log({{"step", step}, {"event", "resumed"}, {"checkpoint", opt_.checkpoint_dir}});
 
-  ProgressMode progress = opt_.progress;
+  ProgressMode progress = lead ? opt_.progress : ProgressMode::off;
   if (progress == ProgressMode::automatic)
     progress = (isatty(STDERR_FILENO) && std::getenv("CI") == nullptr) ? ProgressMode::live : ProgressMode::lines;
   const int64_t progress_every = opt_.progress_every > 0 ? opt_.progress_every : std::max<int64_t>(1, total_steps_ / 20);
@@ -195,6 +297,7 @@ TrainSummary Trainer::run() {
   // ---- evaluation and checkpoints ----
   auto evaluate = [&]() {
     Metrics m = cb_.evaluate();
+    if (comm) m = reduce_metrics(std::move(m));
     last_eval_step = step;
     sum.final_metrics = m;
     const auto it = m.find(opt_.metric);
@@ -219,7 +322,9 @@ TrainSummary Trainer::run() {
                {"best_metric", sum.best_metric ? json(*sum.best_metric) : json(nullptr)},
                {"improved", improved}});
     if (improved && checkpoints) {
-      sum.best_checkpoint = save_checkpoint(best_dir, step, params, optimizer_, trainer_state(), 1);
+      sum.best_checkpoint =
+          lead ? save_checkpoint(best_dir, step, params, optimizer_, trainer_state(), 1)
+               : (std::filesystem::path(best_dir) / ("checkpoint-" + std::to_string(step))).string();
       write_log({{"step", step}, {"event", "best_checkpoint"}, {"path", sum.best_checkpoint}});
     }
     if (opt_.early_stopping_patience > 0 && bad_evaluations >= opt_.early_stopping_patience && step < total_steps_) {
@@ -228,7 +333,9 @@ TrainSummary Trainer::run() {
     }
   };
   auto checkpoint = [&]() {
-    const std::string path = save_checkpoint(opt_.checkpoint_dir, step, params, optimizer_, trainer_state(), opt_.keep_last);
+    const std::string path =
+        lead ? save_checkpoint(opt_.checkpoint_dir, step, params, optimizer_, trainer_state(), opt_.keep_last)
+             : (std::filesystem::path(opt_.checkpoint_dir) / ("checkpoint-" + std::to_string(step))).string();
     last_checkpoint_step = step;
     write_log({{"step", step}, {"event", "checkpoint"}, {"path", path}});
   };
@@ -239,7 +346,8 @@ TrainSummary Trainer::run() {
     const int64_t s = step;  // 0-based index of this update
     const auto t0 = Clock::now();
     optimizer_.zero_grad();
-    const StepResult r = cb_.train_step(s);
+    StepResult r = cb_.train_step(s);
+    if (comm) r = reduce_step(r);
     lr = schedule_(s);
     const double norm = opt_.grad_clip > 0 ? clip_grad_norm(params, opt_.grad_clip) : grad_global_norm(params);
     const bool finite = std::isfinite(r.loss) && std::isfinite(norm);
@@ -285,6 +393,7 @@ TrainSummary Trainer::run() {
   // ---- the end ----
   if (cb_.evaluate && opt_.eval_at_end && last_eval_step != step && sum.steps_this_run > 0) evaluate();
   if (checkpoints && last_checkpoint_step != step) checkpoint();
+  if (comm) comm->barrier();  // rank 0's files are complete when run() returns on any rank
   sum.steps = step;
   if (progress != ProgressMode::off) {
     std::fprintf(stderr, "trained %lld steps%s", static_cast<long long>(step), sum.stopped_early ? " (stopped early)" : "");

@@ -93,6 +93,17 @@ struct DataLoaderOptions {
   // finished or being built at any time (bounds memory). >= 1; fewer than num_workers
   // leaves workers idle.
   int64_t prefetch = 2;
+  // Data parallel (see distributed.h): `world` processes (>= 1) each run a loader with the
+  // same options and their own `rank` (0..world-1). The plan is made for the global batch
+  // of batch_size * world samples (shuffling, bucketing and drop_last act on global
+  // batches, so the global batches are exactly those of one loader with batch_size *
+  // world), and rank r takes samples [r * m / world, (r + 1) * m / world) (rounded down) of
+  // each global batch of m samples: batch_size each for full batches, so the ranks' batches
+  // concatenated in rank order are the global batch. A short last global batch (no
+  // drop_last) is split as evenly as possible; with fewer samples than ranks, some ranks
+  // get an empty Batch (size() 0, no fields: report samples 0 for it, see trainer.h).
+  int64_t world = 1;
+  int64_t rank = 0;
 };
 
 // Walks `dataset` epoch after epoch. Batches come out in plan order whatever num_workers is.
@@ -125,8 +136,9 @@ class DataLoader {
   // 0 <= batches_consumed <= batches_per_epoch().
   void set_position(int64_t epoch, int64_t batches_consumed);
 
+  // Batches per epoch (the number of global batches when world > 1).
   int64_t batches_per_epoch() const;
-  // The dataset indices of every batch of `epoch`, in order. A pure function of the
+  // The dataset indices of every batch of `epoch` (this rank's part when world > 1), in order. A pure function of the
   // dataset's size and lengths, the options and `epoch`; identical across platforms and
   // standard libraries (the shuffles use std::mt19937_64 seeded through std::seed_seq,
   // and no std:: distribution).

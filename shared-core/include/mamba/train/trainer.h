@@ -50,6 +50,29 @@
 // and passes on errors from the callbacks and from checkpoint I/O unchanged. After an error
 // the parameters hold the last applied update; the latest checkpoint is unaffected.
 // Thread-safety: one run() at a time; callbacks are called on run()'s thread.
+//
+// Data parallel (TrainerOptions::comm with world size W > 1; distributed.h): every rank
+// runs the same Trainer with the same options and seed over its own shard of each global
+// batch (DataLoaderOptions::world/rank, or draw the global batch from rng() — identical on
+// every rank — and keep rows [rank * B, (rank + 1) * B)). Then:
+//   start      rank 0's parameters are broadcast to every rank (after a resume too), so
+//              the replicas start identical whatever each rank's initialisation did;
+//   each step  after train_step, the gradients are combined in one flattened buffer:
+//              grad = sum_r (w_r / sum w) grad_r, w_r = StepResult::loss_weight (or
+//              samples when it is 0), the loss likewise, samples summed; so a loss that is
+//              a mean over w_r terms per rank gives the gradient and loss of the global
+//              batch (up to float summation order). Clipping, the non-finite check and the
+//              update then run on identical values on every rank: the replicas stay
+//              bit-identical;
+//   evaluate   every rank calls evaluate(); each metric is averaged over the ranks,
+//              weighted by metrics["samples"] when present (which is summed); every rank
+//              must return the same metric names;
+//   files      rank 0 alone writes checkpoints, the log and progress; the others read
+//              the checkpoint on resume (checkpoint_dir must be shared), which must come
+//              from a run of the same world size (saved as extra.trainer.world_size); a
+//              rank that finds a different checkpoint than rank 0 throws;
+//   end        run() returns on every rank after rank 0 has written its last checkpoint.
+// TrainerState::data_position and TrainSummary count global samples.
 #pragma once
 
 #include <cstdint>
@@ -64,6 +87,8 @@
 #include "mamba/train/optimizer.h"
 
 namespace mamba::train {
+
+class Communicator;  // distributed.h
 
 enum class MetricMode { min, max };  // min: lower is better (a loss); max: higher (an accuracy)
 
@@ -103,6 +128,10 @@ struct TrainerOptions {
   int64_t progress_every = 0;    // for ProgressMode::lines; 0: max(1, total steps / 20)
 
   uint64_t seed = 0;             // seeds rng() (restored on resume)
+
+  // Data parallel: the ranks' communicator (see the file comment); nullptr or world size 1:
+  // a single process. Not owned; must outlive run().
+  Communicator* comm = nullptr;
 };
 
 // What one train_step reports. `loss` is the mean loss of the step's batch; `samples` the
@@ -110,6 +139,10 @@ struct TrainerOptions {
 struct StepResult {
   double loss = 0.0;
   int64_t samples = 0;
+  // Data parallel only: the weight of this rank's loss and gradients in the global mean,
+  // e.g. the number of loss terms (tokens) when the loss is a mean over tokens; 0 means
+  // `samples`. Ignored in a single process.
+  double loss_weight = 0.0;
 };
 
 using Metrics = std::map<std::string, double>;
