@@ -719,15 +719,18 @@ class TcpCommunicator final : public Communicator {
       h.ring_port = ring_port;
       const TransferContext tc = rendezvous_ctx(0, timeout_text);
       send_bytes(c.get(), &h, sizeof h, deadline, tc);
+      // Rank 0 answers when everyone has joined, or with the reason at its own deadline
+      // (which may fall a little after ours): wait a few seconds more to hear it.
+      const auto reply_deadline = deadline + std::chrono::seconds(5);
       Reply rep;
-      recv_bytes(c.get(), &rep, sizeof rep, deadline, tc);
+      recv_bytes(c.get(), &rep, sizeof rep, reply_deadline, tc);
       if (rep.magic != kMagic) fail_dist("rendezvous: rank 0 at " + where + " sent an unexpected reply");
       if (!rep.ok) {
         std::string text(std::min<uint32_t>(rep.error_len, 4096), '\0');
-        recv_bytes(c.get(), text.data(), text.size(), deadline, tc);
+        recv_bytes(c.get(), text.data(), text.size(), reply_deadline, tc);
         fail_dist("rendezvous failed (reported by rank 0): " + text);
       }
-      recv_bytes(c.get(), table.data(), sizeof(Peer) * table.size(), deadline, tc);
+      recv_bytes(c.get(), table.data(), sizeof(Peer) * table.size(), reply_deadline, tc);
     }
 
     // The ring: connect to the next rank, accept the previous one.
