@@ -682,3 +682,17 @@ TEST(DataParallelTrainer, ResumeWithTheSameWorldSizeIsExact) {
   ASSERT_EQ(last.size(), 16u);
   for (const auto& [s, l] : a) EXPECT_EQ(last[s], l) << "step " << s << " (bit-identical)";
 }
+
+// ---- the nccl backend -------------------------------------------------------------------------
+// Built only with CUDA + NCCL. Without a visible GPU every rank fails with a clear error
+// (checked on any machine by hiding the GPUs); the GPU runs are tests/device/nccl_run.sh.
+TEST(NcclBackend, RanksWithoutAGpuFailClearly) {
+  if (!mt::nccl_available()) GTEST_SKIP() << "built without NCCL";
+  const fs::path dir = fresh_dir("nccl_nogpu");
+  const auto res = run_ranks(2, {"join"}, "file:" + (dir / "rv").string(), dir,
+                             {{"MAMBA_TEST_BACKEND", "nccl"}, {"CUDA_VISIBLE_DEVICES", ""}});
+  for (const auto& o : res) {
+    EXPECT_TRUE(o.exited(1)) << o.describe();
+    EXPECT_NE(o.err.find("sees no CUDA device"), std::string::npos) << o.err;
+  }
+}

@@ -8,16 +8,21 @@
 //   die K RANK        all_reduce in a loop; rank RANK kills itself (SIGKILL) at iteration K
 //   mismatch          rank 0 reduces 10 floats, the others 12
 //   join              rendezvous and barrier only
+//   bench N REPS      all_reduce_sum of N floats REPS times; rank 0 prints the time per call
+//                     and the bus bandwidth (2 (W-1)/W x 4N bytes per call); a figure only
 //   train OUT         a linear model trained by the Trainer on a DataLoader shard of a
 //                     37-sample dataset (per-rank batch 12 / world); this rank's final
 //                     parameters go to OUT/params.rank<r>.bin, its summary to
 //                     OUT/summary.rank<r>.json; rank 0 writes OUT/log.jsonl and OUT/ckpt
 //
+// MAMBA_TEST_BACKEND=nccl uses the nccl backend instead of cpu.
 // Exit status 0, or 1 with "mamba-dist-worker: <error>" on stderr.
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -221,12 +226,28 @@ int main(int argc, char** argv) {
   }
   const std::string mode = argv[1];
   try {
-    auto comm = mt::communicator_from_env("cpu");
+    const char* backend = std::getenv("MAMBA_TEST_BACKEND");  // cpu (default) or nccl
+    auto comm = mt::communicator_from_env(backend && *backend ? backend : "cpu");
     if (mode == "collectives" && argc >= 3) return collectives(*comm, argv[2]);
     if (mode == "die" && argc >= 4) return die(*comm, std::atoi(argv[2]), std::atoi(argv[3]));
     if (mode == "mismatch") {
       std::vector<float> v(comm->rank() == 0 ? 10 : 12, 1.0f);
       comm->all_reduce_sum(v.data(), v.size());
+      return 0;
+    }
+    if (mode == "bench" && argc >= 4) {
+      const size_t n = std::stoull(argv[2]);
+      const int reps = std::atoi(argv[3]);
+      std::vector<float> v(n, 1.0f);
+      comm->all_reduce_sum(v.data(), n);  // warm-up
+      comm->barrier();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < reps; ++i) comm->all_reduce_sum(v.data(), n);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+      const int W = comm->world_size();
+      if (comm->rank() == 0)
+        std::printf("all_reduce_sum %zu floats (%.1f MB), %d ranks (%s): %.3f ms per call, bus bandwidth %.2f GB/s\n", n,
+                    4.0 * n / 1e6, W, comm->backend(), s * 1e3, 4.0 * n * 2 * (W - 1) / W / s / 1e9);
       return 0;
     }
     if (mode == "join") {

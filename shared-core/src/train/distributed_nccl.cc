@@ -82,6 +82,15 @@ class NcclCommunicator final : public Communicator {
   void all_reduce_sum(float* data, size_t n) override { reduce(data, n, sizeof(float), ncclFloat32); }
   void all_reduce_sum(double* data, size_t n) override { reduce(data, n, sizeof(double), ncclFloat64); }
 
+  void all_reduce_mean(float* data, size_t n) override {
+    if (is_device_pointer(data)) reduce(data, n, sizeof(float), ncclFloat32, ncclAvg);
+    else Communicator::all_reduce_mean(data, n);  // the sum, then / W on the host
+  }
+  void all_reduce_mean(double* data, size_t n) override {
+    if (is_device_pointer(data)) reduce(data, n, sizeof(double), ncclFloat64, ncclAvg);
+    else Communicator::all_reduce_mean(data, n);
+  }
+
   void broadcast(void* data, size_t bytes, int root) override {
     if (root < 0 || root >= cfg_.world_size) fail_nccl("broadcast: root " + std::to_string(root) + " is not a rank");
     if (bytes == 0) return;
@@ -121,10 +130,10 @@ class NcclCommunicator final : public Communicator {
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (after an NCCL call)");
   }
 
-  void reduce(void* data, size_t n, size_t elem, ncclDataType_t type) {
+  void reduce(void* data, size_t n, size_t elem, ncclDataType_t type, ncclRedOp_t op = ncclSum) {
     if (n == 0) return;
     void* dev = on_device(data, n * elem, true);
-    check_nccl(ncclAllReduce(dev, dev, n, type, ncclSum, comm_, stream_), "ncclAllReduce", cfg_.rank);
+    check_nccl(ncclAllReduce(dev, dev, n, type, op, comm_, stream_), "ncclAllReduce", cfg_.rank);
     finish(data, dev, n * elem);
   }
 

@@ -87,9 +87,9 @@ class Communicator {
   // data[i] = the sum of every rank's data[i], in place, on every rank (see the ring order).
   virtual void all_reduce_sum(float* data, size_t n) = 0;
   virtual void all_reduce_sum(double* data, size_t n) = 0;
-  // The sum, divided by world_size().
-  void all_reduce_mean(float* data, size_t n);
-  void all_reduce_mean(double* data, size_t n);
+  // The sum, divided by world_size() (the "nccl" backend on device buffers: ncclAvg).
+  virtual void all_reduce_mean(float* data, size_t n);
+  virtual void all_reduce_mean(double* data, size_t n);
   // Root's `bytes` bytes at `data` are copied into every rank's `data`.
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   // Returns when every rank has called it.
