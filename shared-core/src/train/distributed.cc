@@ -634,7 +634,9 @@ class TcpCommunicator final : public Communicator {
           if (!c.valid()) break;
         Hello h;
         try {
-          recv_bytes(c.get(), &h, sizeof h, deadline, rendezvous_ctx(-1, timeout_text));
+          // A connection that says nothing (not one of ours) is dropped after 5 s.
+          recv_bytes(c.get(), &h, sizeof h, std::min(deadline, Clock::now() + std::chrono::seconds(5)),
+                     rendezvous_ctx(-1, timeout_text));
         } catch (const Error&) {
           continue;  // a stray connection or one that gave up
         }
