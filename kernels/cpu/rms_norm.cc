@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "mamba/kernels/selective_scan.h"  // silu_scalar
+#include "mamba/kernels/selective_scan.h"  // silu_scalar, silu_ref
 #include "vec_math.h"
 
 namespace mamba::kernels {

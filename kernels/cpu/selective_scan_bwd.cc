@@ -21,8 +21,6 @@ namespace mamba::kernels {
 
 namespace {
 
-inline float sigmoid_scalar(float x) { return 1.f / (1.f + std::exp(-x)); }
-
 template <class T>
 void check(const SelectiveScanParamsT<T>& p) {
   if (p.n_groups <= 0 || p.dim % p.n_groups != 0)

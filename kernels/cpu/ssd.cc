@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "mamba/kernels/gemm.h"
-#include "mamba/kernels/selective_scan.h"  // softplus_scalar
+#include "mamba/kernels/selective_scan.h"  // softplus_scalar, softplus_ref
 #include "vec_math.h"
 
 namespace mamba::kernels {

@@ -14,7 +14,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "mamba/kernels/selective_scan.h"  // softplus_scalar
+#include "mamba/kernels/selective_scan.h"  // softplus_scalar, softplus_ref
 #include "mamba/kernels/ssd.h"
 #include "vec_math.h"
 
