@@ -1,7 +1,9 @@
 #include "mamba/kernels/causal_conv1d.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "mamba/kernels/selective_scan.h"  // silu_scalar
@@ -10,9 +12,10 @@
 namespace mamba::kernels {
 
 namespace {
-inline float input_at(const CausalConv1dParams& p, int64_t b, int64_t t, int64_t c) {
+template <class T>
+inline T input_at(const CausalConv1dParamsT<T>& p, int64_t b, int64_t t, int64_t c) {
   if (t >= 0) return p.x[b * p.x_sb + t * p.x_st + c];
-  if (!p.initial_state) return 0.f;
+  if (!p.initial_state) return T(0);
   const int64_t K1 = p.width - 1;  // state holds times -K1 .. -1
   return p.initial_state[(b * p.channels + c) * K1 + (K1 + t)];
 }
@@ -37,15 +40,21 @@ inline void conv_row(const CausalConv1dParams& p, int64_t b, int64_t t, int64_t 
 }
 }  // namespace
 
-void causal_conv1d_ref(const CausalConv1dParams& p) {
+namespace {
+template <class T>
+void conv_ref(const CausalConv1dParamsT<T>& p) {
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t t = 0; t < p.seqlen; ++t)
       for (int64_t c = 0; c < p.channels; ++c) {
-        float acc = p.bias ? p.bias[c] : 0.f;
+        T acc = p.bias ? p.bias[c] : T(0);
         for (int64_t k = 0; k < p.width; ++k) acc += p.weight[c * p.width + k] * input_at(p, b, t - (p.width - 1) + k, c);
-        p.out[(b * p.seqlen + t) * p.channels + c] = p.silu ? silu_scalar(acc) : acc;
+        p.out[(b * p.seqlen + t) * p.channels + c] = p.silu ? silu_ref(acc) : acc;
       }
 }
+}  // namespace
+
+void causal_conv1d_ref(const CausalConv1dParams& p) { conv_ref(p); }
+void causal_conv1d_ref(const CausalConv1dParamsT<double>& p) { conv_ref(p); }
 
 void causal_conv1d(const CausalConv1dParams& p) {
   constexpr int64_t CB = 64;  // channels per task
@@ -78,33 +87,39 @@ namespace {
 
 // The backward for channels [c0, c1) of every batch. dpre = dout * act'(pre) is formed per
 // row, then scattered to dx (and to the initial state for negative times).
-void conv_bwd_channels(const CausalConv1dParams& p, const float* dout, float* dx, int64_t dx_sb, int64_t dx_st,
-                       float* dweight, float* dbias, float* dinit, int64_t c0, int64_t c1, bool fast) {
+// `fast` (f32 only) uses the polynomial sigmoid of the fast path.
+template <class T>
+void conv_bwd_channels(const CausalConv1dParamsT<T>& p, const T* dout, T* dx, int64_t dx_sb, int64_t dx_st, T* dweight,
+                       T* dbias, T* dinit, int64_t c0, int64_t c1, bool fast) {
   const int64_t K = p.width, L = p.seqlen, K1 = K - 1, nc = c1 - c0;
   std::vector<double> dw(static_cast<size_t>(nc * K), 0.0), db(static_cast<size_t>(nc), 0.0);
-  std::vector<float> dpre(static_cast<size_t>(L * nc));
+  std::vector<T> dpre(static_cast<size_t>(L * nc));
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t t = 0; t < L; ++t)
       for (int64_t c = c0; c < c1; ++c) {
-        float pre = p.bias ? p.bias[c] : 0.f;
+        T pre = p.bias ? p.bias[c] : T(0);
         for (int64_t k = 0; k < K; ++k) pre += p.weight[c * K + k] * input_at(p, b, t - K1 + k, c);
-        float g = dout[(b * L + t) * p.channels + c];
+        T g = dout[(b * L + t) * p.channels + c];
         if (p.silu) {
-          const float sg = fast ? detail::sigmoid_fast(pre) : 1.f / (1.f + std::exp(-pre));
-          g *= sg * (1.f + pre * (1.f - sg));
+          T sg;
+          if constexpr (std::is_same_v<T, float>)
+            sg = fast ? detail::sigmoid_fast(pre) : 1.f / (1.f + std::exp(-pre));
+          else
+            sg = T(1) / (T(1) + std::exp(-pre));
+          g *= sg * (T(1) + pre * (T(1) - sg));
         }
         dpre[t * nc + (c - c0)] = g;
       }
     for (int64_t t = 0; t < L; ++t)
       for (int64_t c = c0; c < c1; ++c) {
-        const float g = dpre[t * nc + (c - c0)];
+        const T g = dpre[t * nc + (c - c0)];
         db[c - c0] += g;
         for (int64_t k = 0; k < K; ++k) dw[(c - c0) * K + k] += static_cast<double>(g) * input_at(p, b, t - K1 + k, c);
       }
     // dx[s] = sum_k w[k] dpre[s + K1 - k]; times s < 0 go to the initial state.
     for (int64_t s = -K1; s < L; ++s)
       for (int64_t c = c0; c < c1; ++c) {
-        float acc = 0.f;
+        T acc = 0;
         for (int64_t k = 0; k < K; ++k) {
           const int64_t t = s + K1 - k;
           if (t >= 0 && t < L) acc += p.weight[c * K + k] * dpre[t * nc + (c - c0)];
@@ -116,8 +131,8 @@ void conv_bwd_channels(const CausalConv1dParams& p, const float* dout, float* dx
       }
   }
   for (int64_t c = c0; c < c1; ++c) {
-    for (int64_t k = 0; k < K; ++k) dweight[c * K + k] = static_cast<float>(dw[(c - c0) * K + k]);
-    if (dbias) dbias[c] = static_cast<float>(db[c - c0]);
+    for (int64_t k = 0; k < K; ++k) dweight[c * K + k] = static_cast<T>(dw[(c - c0) * K + k]);
+    if (dbias) dbias[c] = static_cast<T>(db[c - c0]);
   }
 }
 
@@ -125,6 +140,11 @@ void conv_bwd_channels(const CausalConv1dParams& p, const float* dout, float* dx
 
 void causal_conv1d_bwd_ref(const CausalConv1dParams& p, const float* dout, float* dx, int64_t dx_sb, int64_t dx_st,
                            float* dweight, float* dbias, float* dinitial_state) {
+  conv_bwd_channels(p, dout, dx, dx_sb, dx_st, dweight, dbias, dinitial_state, 0, p.channels, false);
+}
+
+void causal_conv1d_bwd_ref(const CausalConv1dParamsT<double>& p, const double* dout, double* dx, int64_t dx_sb,
+                           int64_t dx_st, double* dweight, double* dbias, double* dinitial_state) {
   conv_bwd_channels(p, dout, dx, dx_sb, dx_st, dweight, dbias, dinitial_state, 0, p.channels, false);
 }
 

@@ -154,7 +154,11 @@ void conv_transpose_f32(const ConvParams& p, const float* x, const float* w, con
   add_bias(p.N, p.C_out, Lout, bias, y);
 }
 
-void conv_f32_ref(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+namespace {
+
+// The plain loops in the element type T (sums in double).
+template <class T>
+void conv_ref(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
   const int64_t cin_g = p.C_in / p.groups, cout_g = p.C_out / p.groups;
   for (int64_t n = 0; n < p.N; ++n)
     for (int64_t co = 0; co < p.C_out; ++co) {
@@ -171,16 +175,17 @@ void conv_f32_ref(const ConvParams& p, const float* x, const float* w, const flo
                     const int64_t i1 = o1 * p.stride[1] - p.pad[1] + b * p.dilation[1];
                     const int64_t i2 = o2 * p.stride[2] - p.pad[2] + c * p.dilation[2];
                     if (i0 < 0 || i0 >= p.in[0] || i1 < 0 || i1 >= p.in[1] || i2 < 0 || i2 >= p.in[2]) continue;
-                    const float xv = x[(((n * p.C_in + g * cin_g + ci) * p.in[0] + i0) * p.in[1] + i1) * p.in[2] + i2];
-                    const float wv = w[(((co * cin_g + ci) * p.k[0] + a) * p.k[1] + b) * p.k[2] + c];
+                    const T xv = x[(((n * p.C_in + g * cin_g + ci) * p.in[0] + i0) * p.in[1] + i1) * p.in[2] + i2];
+                    const T wv = w[(((co * cin_g + ci) * p.k[0] + a) * p.k[1] + b) * p.k[2] + c];
                     acc += static_cast<double>(xv) * wv;
                   }
-            y[(((n * p.C_out + co) * p.out[0] + o0) * p.out[1] + o1) * p.out[2] + o2] = static_cast<float>(acc);
+            y[(((n * p.C_out + co) * p.out[0] + o0) * p.out[1] + o1) * p.out[2] + o2] = static_cast<T>(acc);
           }
     }
 }
 
-void conv_transpose_f32_ref(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+template <class T>
+void conv_transpose_ref(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
   const int64_t cin_g = p.C_in / p.groups, cout_g = p.C_out / p.groups;
   const int64_t Lout = prod3(p.out);
   std::vector<double> acc(static_cast<size_t>(p.N * p.C_out * Lout), 0.0);
@@ -199,7 +204,7 @@ void conv_transpose_f32_ref(const ConvParams& p, const float* x, const float* w,
                     const int64_t o1 = i1 * p.stride[1] - p.pad[1] + b * p.dilation[1];
                     const int64_t o2 = i2 * p.stride[2] - p.pad[2] + c * p.dilation[2];
                     if (o0 < 0 || o0 >= p.out[0] || o1 < 0 || o1 >= p.out[1] || o2 < 0 || o2 >= p.out[2]) continue;
-                    const float wv = w[(((ci * cout_g + col) * p.k[0] + a) * p.k[1] + b) * p.k[2] + c];
+                    const T wv = w[(((ci * cout_g + col) * p.k[0] + a) * p.k[1] + b) * p.k[2] + c];
                     const int64_t co = g * cout_g + col;
                     acc[static_cast<size_t>((((n * p.C_out + co) * p.out[0] + o0) * p.out[1] + o1) * p.out[2] + o2)] +=
                         xv * wv;
@@ -207,7 +212,22 @@ void conv_transpose_f32_ref(const ConvParams& p, const float* x, const float* w,
           }
     }
   for (int64_t i = 0; i < p.N * p.C_out * Lout; ++i)
-    y[i] = static_cast<float>(acc[static_cast<size_t>(i)] + (bias ? bias[(i / Lout) % p.C_out] : 0.f));
+    y[i] = static_cast<T>(acc[static_cast<size_t>(i)] + (bias ? bias[(i / Lout) % p.C_out] : T(0)));
+}
+
+}  // namespace
+
+void conv_f32_ref(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+  conv_ref(p, x, w, bias, y);
+}
+void conv_f64_ref(const ConvParams& p, const double* x, const double* w, const double* bias, double* y) {
+  conv_ref(p, x, w, bias, y);
+}
+void conv_transpose_f32_ref(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+  conv_transpose_ref(p, x, w, bias, y);
+}
+void conv_transpose_f64_ref(const ConvParams& p, const double* x, const double* w, const double* bias, double* y) {
+  conv_transpose_ref(p, x, w, bias, y);
 }
 
 }  // namespace mamba::kernels

@@ -10,15 +10,15 @@ namespace mamba::kernels {
 namespace {
 
 // One row; returns the loss (0 when ignored) and whether the argmax hit the target.
-template <bool kFast>
-double row_ce(int64_t V, int64_t stride, const float* x, int64_t target, float scale, float* dx, bool& hit) {
+template <class T, bool kFast>
+double row_ce(int64_t V, int64_t stride, const T* x, int64_t target, T scale, T* dx, bool& hit) {
   hit = false;
   if (target < 0) {
     if (dx)
-      for (int64_t j = 0; j < stride; ++j) dx[j] = 0.f;
+      for (int64_t j = 0; j < stride; ++j) dx[j] = T(0);
     return 0.0;
   }
-  float mx = x[0];
+  T mx = x[0];
   int64_t arg = 0;
   for (int64_t j = 1; j < V; ++j)
     if (x[j] > mx) {
@@ -27,7 +27,7 @@ double row_ce(int64_t V, int64_t stride, const float* x, int64_t target, float s
     }
   hit = arg == target;
   double sum = 0;
-  if (kFast) {
+  if constexpr (kFast) {
     float s = 0.f;
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < V; ++j) s += detail::exp_fast(x[j] - mx);
@@ -37,24 +37,30 @@ double row_ce(int64_t V, int64_t stride, const float* x, int64_t target, float s
   }
   const double lse = mx + std::log(sum);
   if (dx) {
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t j = 0; j < V; ++j)
-      dx[j] = (kFast ? detail::exp_fast(x[j] - mx) : static_cast<float>(std::exp(static_cast<double>(x[j]) - mx))) * inv * scale;
+    const T inv = static_cast<T>(1.0 / sum);
+    for (int64_t j = 0; j < V; ++j) {
+      T e;
+      if constexpr (kFast)
+        e = detail::exp_fast(x[j] - mx);
+      else
+        e = static_cast<T>(std::exp(static_cast<double>(x[j]) - mx));
+      dx[j] = e * inv * scale;
+    }
     dx[target] -= scale;
-    for (int64_t j = V; j < stride; ++j) dx[j] = 0.f;
+    for (int64_t j = V; j < stride; ++j) dx[j] = T(0);
   }
   return lse - x[target];
 }
 
-template <bool kFast>
-CrossEntropyResult run(int64_t rows, int64_t V, int64_t stride, const float* logits, const int64_t* targets, float scale,
-                       float* dlogits) {
+template <class T, bool kFast>
+CrossEntropyResult run(int64_t rows, int64_t V, int64_t stride, const T* logits, const int64_t* targets, T scale,
+                       T* dlogits) {
   std::vector<double> loss(static_cast<size_t>(rows));
   std::vector<char> hit(static_cast<size_t>(rows));
 #pragma omp parallel for schedule(static) if (kFast && rows * V > (1 << 16))
   for (int64_t r = 0; r < rows; ++r) {
     bool h = false;
-    loss[r] = row_ce<kFast>(V, stride, logits + r * stride, targets[r], scale, dlogits ? dlogits + r * stride : nullptr, h);
+    loss[r] = row_ce<T, kFast>(V, stride, logits + r * stride, targets[r], scale, dlogits ? dlogits + r * stride : nullptr, h);
     hit[r] = h;
   }
   CrossEntropyResult out;
@@ -71,12 +77,17 @@ CrossEntropyResult run(int64_t rows, int64_t V, int64_t stride, const float* log
 
 CrossEntropyResult softmax_cross_entropy(int64_t rows, int64_t V, int64_t row_stride, const float* logits,
                                          const int64_t* targets, float scale, float* dlogits) {
-  return run<true>(rows, V, row_stride, logits, targets, scale, dlogits);
+  return run<float, true>(rows, V, row_stride, logits, targets, scale, dlogits);
 }
 
 CrossEntropyResult softmax_cross_entropy_ref(int64_t rows, int64_t V, int64_t row_stride, const float* logits,
                                              const int64_t* targets, float scale, float* dlogits) {
-  return run<false>(rows, V, row_stride, logits, targets, scale, dlogits);
+  return run<float, false>(rows, V, row_stride, logits, targets, scale, dlogits);
+}
+
+CrossEntropyResult softmax_cross_entropy_ref(int64_t rows, int64_t V, int64_t row_stride, const double* logits,
+                                             const int64_t* targets, double scale, double* dlogits) {
+  return run<double, false>(rows, V, row_stride, logits, targets, scale, dlogits);
 }
 
 }  // namespace mamba::kernels

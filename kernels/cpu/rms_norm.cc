@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "mamba/kernels/selective_scan.h"  // silu_scalar
+#include "mamba/kernels/selective_scan.h"  // silu_scalar, silu_ref
 #include "vec_math.h"
 
 namespace mamba::kernels {
@@ -26,14 +26,25 @@ void rms_norm(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const
   for (int64_t r = 0; r < rows; ++r) norm_row(dim, x + r * x_stride, w, eps, y + r * y_stride);
 }
 
-void rms_norm_ref(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps, float* y,
-                  int64_t y_stride) {
+namespace {
+template <class T>
+void rms_norm_ref_t(int64_t rows, int64_t dim, const T* x, int64_t x_stride, const T* w, T eps, T* y, int64_t y_stride) {
   for (int64_t r = 0; r < rows; ++r) {
     double ss = 0;
     for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(x[r * x_stride + i]) * x[r * x_stride + i];
     const double inv = 1.0 / std::sqrt(ss / static_cast<double>(dim) + eps);
-    for (int64_t i = 0; i < dim; ++i) y[r * y_stride + i] = static_cast<float>(x[r * x_stride + i] * inv * w[i]);
+    for (int64_t i = 0; i < dim; ++i) y[r * y_stride + i] = static_cast<T>(x[r * x_stride + i] * inv * w[i]);
   }
+}
+}  // namespace
+
+void rms_norm_ref(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps, float* y,
+                  int64_t y_stride) {
+  rms_norm_ref_t(rows, dim, x, x_stride, w, eps, y, y_stride);
+}
+void rms_norm_ref(int64_t rows, int64_t dim, const double* x, int64_t x_stride, const double* w, double eps, double* y,
+                  int64_t y_stride) {
+  rms_norm_ref_t(rows, dim, x, x_stride, w, eps, y, y_stride);
 }
 
 void add_rms_norm(int64_t rows, int64_t dim, const float* x, const float* residual_in, float* residual_out,
@@ -76,27 +87,40 @@ void gated_rms_norm(int64_t rows, int64_t dim, int64_t group_size, const float* 
   }
 }
 
-void gated_rms_norm_ref(int64_t rows, int64_t dim, int64_t group_size, const float* x, int64_t x_stride,
-                        const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate, float* y,
-                        int64_t y_stride) {
+namespace {
+template <class T>
+void gated_rms_norm_ref_t(int64_t rows, int64_t dim, int64_t group_size, const T* x, int64_t x_stride, const T* z,
+                          int64_t z_stride, const T* w, T eps, bool norm_before_gate, T* y, int64_t y_stride) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t g0 = 0; g0 < dim; g0 += group_size) {
       double ss = 0;
       for (int64_t i = g0; i < g0 + group_size; ++i) {
         double v = x[r * x_stride + i];
-        if (!norm_before_gate && z) v *= silu_scalar(z[r * z_stride + i]);
+        if (!norm_before_gate && z) v *= silu_ref(z[r * z_stride + i]);
         ss += v * v;
       }
       const double inv = 1.0 / std::sqrt(ss / static_cast<double>(group_size) + eps);
       for (int64_t i = g0; i < g0 + group_size; ++i) {
         double v = x[r * x_stride + i];
-        const double gate = z ? silu_scalar(z[r * z_stride + i]) : 1.0;
+        const double gate = z ? silu_ref(z[r * z_stride + i]) : 1.0;
         if (!norm_before_gate) v *= gate;
         double out = v * inv * w[i];
         if (norm_before_gate) out *= gate;
-        y[r * y_stride + i] = static_cast<float>(out);
+        y[r * y_stride + i] = static_cast<T>(out);
       }
     }
+}
+}  // namespace
+
+void gated_rms_norm_ref(int64_t rows, int64_t dim, int64_t group_size, const float* x, int64_t x_stride,
+                        const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate, float* y,
+                        int64_t y_stride) {
+  gated_rms_norm_ref_t(rows, dim, group_size, x, x_stride, z, z_stride, w, eps, norm_before_gate, y, y_stride);
+}
+void gated_rms_norm_ref(int64_t rows, int64_t dim, int64_t group_size, const double* x, int64_t x_stride,
+                        const double* z, int64_t z_stride, const double* w, double eps, bool norm_before_gate,
+                        double* y, int64_t y_stride) {
+  gated_rms_norm_ref_t(rows, dim, group_size, x, x_stride, z, z_stride, w, eps, norm_before_gate, y, y_stride);
 }
 
 // ---- backward ------------------------------------------------------------------------
@@ -175,15 +199,16 @@ void gated_rms_norm_bwd(int64_t rows, int64_t dim, int64_t group_size, const flo
   }
 }
 
-void gated_rms_norm_bwd_ref(int64_t rows, int64_t dim, int64_t group_size, const float* x, int64_t x_stride,
-                            const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate,
-                            const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dz,
-                            int64_t dz_stride, float* dw) {
+namespace {
+template <class T>
+void gated_rms_norm_bwd_ref_t(int64_t rows, int64_t dim, int64_t group_size, const T* x, int64_t x_stride, const T* z,
+                              int64_t z_stride, const T* w, T eps, bool norm_before_gate, const T* dy,
+                              int64_t dy_stride, T* dx, int64_t dx_stride, T* dz, int64_t dz_stride, T* dw) {
   std::vector<double> dwacc(static_cast<size_t>(dim), 0.0), u(static_cast<size_t>(dim)), gate(u.size()),
       dgate(u.size());
   for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * x_stride;
-    const float* dyr = dy + r * dy_stride;
+    const T* xr = x + r * x_stride;
+    const T* dyr = dy + r * dy_stride;
     for (int64_t i = 0; i < dim; ++i) {
       if (z) {
         const double zv = z[r * z_stride + i], s = 1.0 / (1.0 + std::exp(-zv));
@@ -204,23 +229,39 @@ void gated_rms_norm_bwd_ref(int64_t rows, int64_t dim, int64_t group_size, const
         const double dn = norm_before_gate ? dyr[i] * gate[i] : dyr[i];
         dot += dn * w[i] * u[i];
         dwacc[i] += dn * u[i] * inv;
-        if (norm_before_gate && z && dz) dz[r * dz_stride + i] = static_cast<float>(dyr[i] * u[i] * inv * w[i] * dgate[i]);
+        if (norm_before_gate && z && dz) dz[r * dz_stride + i] = static_cast<T>(dyr[i] * u[i] * inv * w[i] * dgate[i]);
       }
       const double c = inv * inv * inv * dot / static_cast<double>(group_size);
       for (int64_t i = g0; i < g0 + group_size; ++i) {
         const double dn = norm_before_gate ? dyr[i] * gate[i] : dyr[i];
         const double du = inv * dn * w[i] - u[i] * c;
         if (!norm_before_gate && z) {
-          if (dx) dx[r * dx_stride + i] = static_cast<float>(du * gate[i]);
-          if (dz) dz[r * dz_stride + i] = static_cast<float>(du * xr[i] * dgate[i]);
+          if (dx) dx[r * dx_stride + i] = static_cast<T>(du * gate[i]);
+          if (dz) dz[r * dz_stride + i] = static_cast<T>(du * xr[i] * dgate[i]);
         } else if (dx) {
-          dx[r * dx_stride + i] = static_cast<float>(du);
+          dx[r * dx_stride + i] = static_cast<T>(du);
         }
       }
     }
   }
   if (dw)
-    for (int64_t i = 0; i < dim; ++i) dw[i] = static_cast<float>(dwacc[i]);
+    for (int64_t i = 0; i < dim; ++i) dw[i] = static_cast<T>(dwacc[i]);
+}
+}  // namespace
+
+void gated_rms_norm_bwd_ref(int64_t rows, int64_t dim, int64_t group_size, const float* x, int64_t x_stride,
+                            const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate,
+                            const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dz,
+                            int64_t dz_stride, float* dw) {
+  gated_rms_norm_bwd_ref_t(rows, dim, group_size, x, x_stride, z, z_stride, w, eps, norm_before_gate, dy, dy_stride,
+                           dx, dx_stride, dz, dz_stride, dw);
+}
+void gated_rms_norm_bwd_ref(int64_t rows, int64_t dim, int64_t group_size, const double* x, int64_t x_stride,
+                            const double* z, int64_t z_stride, const double* w, double eps, bool norm_before_gate,
+                            const double* dy, int64_t dy_stride, double* dx, int64_t dx_stride, double* dz,
+                            int64_t dz_stride, double* dw) {
+  gated_rms_norm_bwd_ref_t(rows, dim, group_size, x, x_stride, z, z_stride, w, eps, norm_before_gate, dy, dy_stride,
+                           dx, dx_stride, dz, dz_stride, dw);
 }
 
 void rms_norm_bwd(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps,
@@ -231,6 +272,12 @@ void rms_norm_bwd(int64_t rows, int64_t dim, const float* x, int64_t x_stride, c
 
 void rms_norm_bwd_ref(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps,
                       const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dw) {
+  gated_rms_norm_bwd_ref(rows, dim, dim, x, x_stride, nullptr, 0, w, eps, false, dy, dy_stride, dx, dx_stride,
+                         nullptr, 0, dw);
+}
+
+void rms_norm_bwd_ref(int64_t rows, int64_t dim, const double* x, int64_t x_stride, const double* w, double eps,
+                      const double* dy, int64_t dy_stride, double* dx, int64_t dx_stride, double* dw) {
   gated_rms_norm_bwd_ref(rows, dim, dim, x, x_stride, nullptr, 0, w, eps, false, dy, dy_stride, dx, dx_stride,
                          nullptr, 0, dw);
 }

@@ -11,35 +11,36 @@ namespace mamba::kernels {
 
 namespace {
 
-void check_params(const SelectiveScanParams& p) {
+template <class T>
+void check_params(const SelectiveScanParamsT<T>& p) {
   if (p.n_groups <= 0 || p.dim % p.n_groups != 0) throw std::invalid_argument("selective_scan: dim must be a multiple of n_groups");
 }
 
-}  // namespace
-
-void selective_scan_ref(const SelectiveScanParams& p) {
+// The plain recurrence in the element type T.
+template <class T>
+void scan_ref(const SelectiveScanParamsT<T>& p) {
   check_params(p);
   const int64_t dpg = p.dim / p.n_groups;
-  std::vector<float> h(static_cast<size_t>(p.dstate));
+  std::vector<T> h(static_cast<size_t>(p.dstate));
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t d = 0; d < p.dim; ++d) {
       const int64_t g = d / dpg;
       for (int64_t n = 0; n < p.dstate; ++n)
-        h[n] = p.initial_state ? p.initial_state[(b * p.dim + d) * p.dstate + n] : 0.f;
+        h[n] = p.initial_state ? p.initial_state[(b * p.dim + d) * p.dstate + n] : T(0);
       for (int64_t t = 0; t < p.seqlen; ++t) {
-        const float u = p.u.ptr[b * p.u.s0 + d * p.u.s1 + t * p.u.s2];
-        float dt = p.delta.ptr[b * p.delta.s0 + d * p.delta.s1 + t * p.delta.s2];
+        const T u = p.u.ptr[b * p.u.s0 + d * p.u.s1 + t * p.u.s2];
+        T dt = p.delta.ptr[b * p.delta.s0 + d * p.delta.s1 + t * p.delta.s2];
         if (p.delta_bias) dt += p.delta_bias[d];
-        if (p.delta_softplus) dt = softplus_scalar(dt);
-        float y = 0.f;
+        if (p.delta_softplus) dt = softplus_ref(dt);
+        T y = 0;
         for (int64_t n = 0; n < p.dstate; ++n) {
-          const float Bv = p.B.ptr[b * p.B.s0 + g * p.B.s1 + n * p.B.s2 + t * p.B.s3];
-          const float Cv = p.C.ptr[b * p.C.s0 + g * p.C.s1 + n * p.C.s2 + t * p.C.s3];
+          const T Bv = p.B.ptr[b * p.B.s0 + g * p.B.s1 + n * p.B.s2 + t * p.B.s3];
+          const T Cv = p.C.ptr[b * p.C.s0 + g * p.C.s1 + n * p.C.s2 + t * p.C.s3];
           h[n] = std::exp(dt * p.A[d * p.dstate + n]) * h[n] + dt * Bv * u;
           y += h[n] * Cv;
         }
         if (p.D) y += p.D[d] * u;
-        if (p.z.ptr) y *= silu_scalar(p.z.ptr[b * p.z.s0 + d * p.z.s1 + t * p.z.s2]);
+        if (p.z.ptr) y *= silu_ref(p.z.ptr[b * p.z.s0 + d * p.z.s1 + t * p.z.s2]);
         p.y.ptr[b * p.y.s0 + d * p.y.s1 + t * p.y.s2] = y;
       }
       if (p.final_state)
@@ -47,6 +48,11 @@ void selective_scan_ref(const SelectiveScanParams& p) {
     }
   }
 }
+
+}  // namespace
+
+void selective_scan_ref(const SelectiveScanParams& p) { scan_ref(p); }
+void selective_scan_ref(const SelectiveScanParamsT<double>& p) { scan_ref(p); }
 
 namespace {
 

@@ -21,32 +21,33 @@ namespace mamba::kernels {
 
 namespace {
 
-inline float sigmoid_scalar(float x) { return 1.f / (1.f + std::exp(-x)); }
-
-void check(const SelectiveScanParams& p) {
+template <class T>
+void check(const SelectiveScanParamsT<T>& p) {
   if (p.n_groups <= 0 || p.dim % p.n_groups != 0)
     throw std::invalid_argument("selective_scan_bwd: dim must be a multiple of n_groups");
 }
 
 // Zero the [b, g, n, t] gradient of B or C (every element is then accumulated).
-void zero4(const Strided4<float>& t, const SelectiveScanParams& p) {
+template <class T>
+void zero4(const Strided4<T>& t, const SelectiveScanParamsT<T>& p) {
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t g = 0; g < p.n_groups; ++g)
       for (int64_t n = 0; n < p.dstate; ++n)
-        for (int64_t s = 0; s < p.seqlen; ++s) t.ptr[b * t.s0 + g * t.s1 + n * t.s2 + s * t.s3] = 0.f;
+        for (int64_t s = 0; s < p.seqlen; ++s) t.ptr[b * t.s0 + g * t.s1 + n * t.s2 + s * t.s3] = T(0);
 }
 
-}  // namespace
-
-void selective_scan_bwd_ref(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal,
-                            const SelectiveScanGrads& g) {
+// The reference backward in the element type T (every state kept, sums over channels
+// and time in double).
+template <class T>
+void scan_bwd_ref(const SelectiveScanParamsT<T>& p, Strided3<const T> dy, const T* dfinal,
+                  const SelectiveScanGradsT<T>& g) {
   check(p);
   const int64_t N = p.dstate, L = p.seqlen, dpg = p.dim / p.n_groups;
   zero4(g.dB, p);
   zero4(g.dC, p);
   std::vector<double> dA(static_cast<size_t>(p.dim * N), 0.0), dD(static_cast<size_t>(p.dim), 0.0),
       dbias(static_cast<size_t>(p.dim), 0.0);
-  std::vector<float> H(static_cast<size_t>((L + 1) * N)), dts(static_cast<size_t>(L)), gcur(static_cast<size_t>(N));
+  std::vector<T> H(static_cast<size_t>((L + 1) * N)), dts(static_cast<size_t>(L)), gcur(static_cast<size_t>(N));
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t d = 0; d < p.dim; ++d) {
       const int64_t grp = d / dpg;
@@ -54,36 +55,36 @@ void selective_scan_bwd_ref(const SelectiveScanParams& p, Strided3<const float> 
       auto Cv = [&](int64_t n, int64_t t) { return p.C.ptr[b * p.C.s0 + grp * p.C.s1 + n * p.C.s2 + t * p.C.s3]; };
       auto U = [&](int64_t t) { return p.u.ptr[b * p.u.s0 + d * p.u.s1 + t * p.u.s2]; };
       auto raw = [&](int64_t t) {
-        return p.delta.ptr[b * p.delta.s0 + d * p.delta.s1 + t * p.delta.s2] + (p.delta_bias ? p.delta_bias[d] : 0.f);
+        return p.delta.ptr[b * p.delta.s0 + d * p.delta.s1 + t * p.delta.s2] + (p.delta_bias ? p.delta_bias[d] : T(0));
       };
       // Forward, keeping every state: H[t + 1] = h_t, H[0] = h_{-1} (the initial state).
-      for (int64_t n = 0; n < N; ++n) H[n] = p.initial_state ? p.initial_state[(b * p.dim + d) * N + n] : 0.f;
+      for (int64_t n = 0; n < N; ++n) H[n] = p.initial_state ? p.initial_state[(b * p.dim + d) * N + n] : T(0);
       for (int64_t t = 0; t < L; ++t) {
-        const float dt = p.delta_softplus ? softplus_scalar(raw(t)) : raw(t);
+        const T dt = p.delta_softplus ? softplus_ref(raw(t)) : raw(t);
         dts[t] = dt;
         for (int64_t n = 0; n < N; ++n)
           H[(t + 1) * N + n] = std::exp(dt * p.A[d * N + n]) * H[t * N + n] + dt * Bv(n, t) * U(t);
       }
       // Backward.
-      for (int64_t n = 0; n < N; ++n) gcur[n] = dfinal ? dfinal[(b * p.dim + d) * N + n] : 0.f;  // a_{t+1} g_{t+1}
+      for (int64_t n = 0; n < N; ++n) gcur[n] = dfinal ? dfinal[(b * p.dim + d) * N + n] : T(0);  // a_{t+1} g_{t+1}
       for (int64_t t = L - 1; t >= 0; --t) {
-        const float dt = dts[t], u = U(t);
-        float y = (p.D ? p.D[d] : 0.f) * u;
+        const T dt = dts[t], u = U(t);
+        T y = (p.D ? p.D[d] : T(0)) * u;
         for (int64_t n = 0; n < N; ++n) y += H[(t + 1) * N + n] * Cv(n, t);
-        const float dout = dy.ptr[b * dy.s0 + d * dy.s1 + t * dy.s2];
-        float dyt = dout;
+        const T dout = dy.ptr[b * dy.s0 + d * dy.s1 + t * dy.s2];
+        T dyt = dout;
         if (p.z.ptr) {
-          const float zv = p.z.ptr[b * p.z.s0 + d * p.z.s1 + t * p.z.s2];
-          const float sg = sigmoid_scalar(zv);
+          const T zv = p.z.ptr[b * p.z.s0 + d * p.z.s1 + t * p.z.s2];
+          const T sg = sigmoid_ref(zv);
           dyt = dout * zv * sg;
-          g.dz.ptr[b * g.dz.s0 + d * g.dz.s1 + t * g.dz.s2] = dout * y * (sg * (1.f + zv * (1.f - sg)));
+          g.dz.ptr[b * g.dz.s0 + d * g.dz.s1 + t * g.dz.s2] = dout * y * (sg * (T(1) + zv * (T(1) - sg)));
         }
-        float du = dyt * (p.D ? p.D[d] : 0.f), ddt = 0.f;
+        T du = dyt * (p.D ? p.D[d] : T(0)), ddt = 0;
         dD[d] += static_cast<double>(dyt) * u;
         for (int64_t n = 0; n < N; ++n) {
-          const float a = std::exp(dt * p.A[d * N + n]);
-          const float gt = dyt * Cv(n, t) + gcur[n];
-          const float hprev = H[t * N + n];
+          const T a = std::exp(dt * p.A[d * N + n]);
+          const T gt = dyt * Cv(n, t) + gcur[n];
+          const T hprev = H[t * N + n];
           g.dC.ptr[b * g.dC.s0 + grp * g.dC.s1 + n * g.dC.s2 + t * g.dC.s3] += dyt * H[(t + 1) * N + n];
           g.dB.ptr[b * g.dB.s0 + grp * g.dB.s1 + n * g.dB.s2 + t * g.dB.s3] += gt * dt * u;
           du += gt * dt * Bv(n, t);
@@ -91,7 +92,7 @@ void selective_scan_bwd_ref(const SelectiveScanParams& p, Strided3<const float> 
           dA[d * N + n] += static_cast<double>(gt) * hprev * a * dt;
           gcur[n] = a * gt;
         }
-        const float ddelta = p.delta_softplus ? ddt * sigmoid_scalar(raw(t)) : ddt;
+        const T ddelta = p.delta_softplus ? ddt * sigmoid_ref(raw(t)) : ddt;
         dbias[d] += ddelta;
         g.du.ptr[b * g.du.s0 + d * g.du.s1 + t * g.du.s2] = du;
         g.ddelta.ptr[b * g.ddelta.s0 + d * g.ddelta.s1 + t * g.ddelta.s2] = ddelta;
@@ -99,11 +100,22 @@ void selective_scan_bwd_ref(const SelectiveScanParams& p, Strided3<const float> 
       if (g.dinitial_state)
         for (int64_t n = 0; n < N; ++n) g.dinitial_state[(b * p.dim + d) * N + n] = gcur[n];
     }
-  for (int64_t i = 0; i < p.dim * N; ++i) g.dA[i] = static_cast<float>(dA[i]);
+  for (int64_t i = 0; i < p.dim * N; ++i) g.dA[i] = static_cast<T>(dA[i]);
   for (int64_t d = 0; d < p.dim; ++d) {
-    if (g.dD) g.dD[d] = static_cast<float>(dD[d]);
-    if (g.ddelta_bias) g.ddelta_bias[d] = static_cast<float>(dbias[d]);
+    if (g.dD) g.dD[d] = static_cast<T>(dD[d]);
+    if (g.ddelta_bias) g.ddelta_bias[d] = static_cast<T>(dbias[d]);
   }
+}
+
+}  // namespace
+
+void selective_scan_bwd_ref(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal,
+                            const SelectiveScanGrads& g) {
+  scan_bwd_ref(p, dy, dfinal, g);
+}
+void selective_scan_bwd_ref(const SelectiveScanParamsT<double>& p, Strided3<const double> dy, const double* dfinal,
+                            const SelectiveScanGradsT<double>& g) {
+  scan_bwd_ref(p, dy, dfinal, g);
 }
 
 namespace {

@@ -7,53 +7,60 @@
 #include <vector>
 
 #include "mamba/kernels/gemm.h"
-#include "mamba/kernels/selective_scan.h"  // softplus_scalar
+#include "mamba/kernels/selective_scan.h"  // softplus_scalar, softplus_ref
 #include "vec_math.h"
 
 namespace mamba::kernels {
 
 namespace {
 
-void check_params(const SsdParams& p) {
+template <class T>
+void check_params(const SsdParamsT<T>& p) {
   if (p.ngroups <= 0 || p.nheads % p.ngroups != 0) throw std::invalid_argument("ssd: nheads must be a multiple of ngroups");
   if (p.chunk_size <= 0) throw std::invalid_argument("ssd: chunk_size must be positive");
 }
 
-inline float dt_of(const SsdParams& p, int64_t b, int64_t t, int64_t h) {
-  float dt = p.dt[b * p.dt_sb + t * p.dt_st + h * p.dt_sh] + (p.dt_bias ? p.dt_bias[h] : 0.f);
-  return p.dt_softplus ? softplus_scalar(dt) : dt;
+template <class T>
+inline T dt_of(const SsdParamsT<T>& p, int64_t b, int64_t t, int64_t h) {
+  T dt = p.dt[b * p.dt_sb + t * p.dt_st + h * p.dt_sh] + (p.dt_bias ? p.dt_bias[h] : T(0));
+  return p.dt_softplus ? softplus_ref(dt) : dt;
 }
 
-}  // namespace
-
-void ssd_scan_ref(const SsdParams& p) {
+// The sequential recurrence in the element type T.
+template <class T>
+void scan_ref(const SsdParamsT<T>& p) {
   check_params(p);
   const int64_t P = p.headdim, N = p.dstate, hpg = p.nheads / p.ngroups;
-  std::vector<float> S(static_cast<size_t>(P * N));
+  std::vector<T> S(static_cast<size_t>(P * N));
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.nheads; ++h) {
       const int64_t g = h / hpg;
-      for (int64_t i = 0; i < P * N; ++i) S[i] = p.initial_state ? p.initial_state[(b * p.nheads + h) * P * N + i] : 0.f;
+      for (int64_t i = 0; i < P * N; ++i) S[i] = p.initial_state ? p.initial_state[(b * p.nheads + h) * P * N + i] : T(0);
       for (int64_t t = 0; t < p.seqlen; ++t) {
-        const float dt = dt_of(p, b, t, h);
-        const float dA = std::exp(dt * p.A[h]);
-        const float* x = p.x + b * p.x_sb + t * p.x_st + h * p.x_sh;
-        const float* Bv = p.B + b * p.B_sb + t * p.B_st + g * p.B_sg;
-        const float* Cv = p.C + b * p.C_sb + t * p.C_st + g * p.C_sg;
-        float* y = p.y + b * p.y_sb + t * p.y_st + h * p.y_sh;
+        const T dt = dt_of(p, b, t, h);
+        const T dA = std::exp(dt * p.A[h]);
+        const T* x = p.x + b * p.x_sb + t * p.x_st + h * p.x_sh;
+        const T* Bv = p.B + b * p.B_sb + t * p.B_st + g * p.B_sg;
+        const T* Cv = p.C + b * p.C_sb + t * p.C_st + g * p.C_sg;
+        T* y = p.y + b * p.y_sb + t * p.y_st + h * p.y_sh;
         for (int64_t i = 0; i < P; ++i) {
-          float acc = 0.f;
+          T acc = 0;
           for (int64_t n = 0; n < N; ++n) {
-            float& s = S[i * N + n];
+            T& s = S[i * N + n];
             s = dA * s + dt * x[i] * Bv[n];
             acc += s * Cv[n];
           }
-          y[i] = acc + (p.D ? p.D[h] : 0.f) * x[i];
+          y[i] = acc + (p.D ? p.D[h] : T(0)) * x[i];
         }
       }
       if (p.final_state) std::copy(S.begin(), S.end(), p.final_state + (b * p.nheads + h) * P * N);
     }
 }
+
+}  // namespace
+
+void ssd_scan_ref(const SsdParams& p) { scan_ref(p); }
+void ssd_scan_ref(const SsdParamsT<double>& p) { scan_ref(p); }
 
 void ssd_chunk_scan(const SsdParams& p) {
   check_params(p);

@@ -14,7 +14,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "mamba/kernels/selective_scan.h"  // softplus_scalar
+#include "mamba/kernels/selective_scan.h"  // softplus_scalar, softplus_ref
 #include "mamba/kernels/ssd.h"
 #include "vec_math.h"
 
@@ -22,86 +22,89 @@ namespace mamba::kernels {
 
 namespace {
 
-void check(const SsdParams& p) {
+template <class T>
+void check(const SsdParamsT<T>& p) {
   if (p.ngroups <= 0 || p.nheads % p.ngroups != 0)
     throw std::invalid_argument("ssd_scan_bwd: nheads must be a multiple of ngroups");
 }
 
-inline float raw_dt(const SsdParams& p, int64_t b, int64_t t, int64_t h) {
-  return p.dt[b * p.dt_sb + t * p.dt_st + h * p.dt_sh] + (p.dt_bias ? p.dt_bias[h] : 0.f);
+template <class T>
+inline T raw_dt(const SsdParamsT<T>& p, int64_t b, int64_t t, int64_t h) {
+  return p.dt[b * p.dt_sb + t * p.dt_st + h * p.dt_sh] + (p.dt_bias ? p.dt_bias[h] : T(0));
 }
 
 // Write the (nheads) sums, or nothing where the output is null.
-void store_head_sums(const SsdGrads& g, int64_t H, const std::vector<double>& dA, const std::vector<double>& dD,
+template <class T>
+void store_head_sums(const SsdGradsT<T>& g, int64_t H, const std::vector<double>& dA, const std::vector<double>& dD,
                      const std::vector<double>& dbias) {
   for (int64_t h = 0; h < H; ++h) {
-    if (g.dA) g.dA[h] = static_cast<float>(dA[h]);
-    if (g.dD) g.dD[h] = static_cast<float>(dD[h]);
-    if (g.ddt_bias) g.ddt_bias[h] = static_cast<float>(dbias[h]);
+    if (g.dA) g.dA[h] = static_cast<T>(dA[h]);
+    if (g.dD) g.dD[h] = static_cast<T>(dD[h]);
+    if (g.ddt_bias) g.ddt_bias[h] = static_cast<T>(dbias[h]);
   }
 }
 
-}  // namespace
-
-void ssd_scan_bwd_ref(const SsdParams& p, const float* dy, int64_t dy_sb, int64_t dy_st, int64_t dy_sh,
-                      const float* dfinal, const SsdGrads& g) {
+// The reference backward in the element type T.
+template <class T>
+void scan_bwd_ref(const SsdParamsT<T>& p, const T* dy, int64_t dy_sb, int64_t dy_st, int64_t dy_sh, const T* dfinal,
+                  const SsdGradsT<T>& g) {
   check(p);
   const int64_t P = p.headdim, N = p.dstate, L = p.seqlen, H = p.nheads, G = p.ngroups, hpg = H / G;
   const int64_t PN = P * N;
   // dB, dC accumulated in double as [b, t, g, n] contiguous, copied out at the end.
   std::vector<double> dB(static_cast<size_t>(p.batch * L * G * N), 0.0), dC(dB.size(), 0.0);
   std::vector<double> dA(static_cast<size_t>(H), 0.0), dD(dA.size(), 0.0), dbias(dA.size(), 0.0);
-  std::vector<float> S(static_cast<size_t>((L + 1) * PN)), dts(static_cast<size_t>(L)), gcur(static_cast<size_t>(PN));
+  std::vector<T> S(static_cast<size_t>((L + 1) * PN)), dts(static_cast<size_t>(L)), gcur(static_cast<size_t>(PN));
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t grp = h / hpg;
-      const float A = p.A[h], Dh = p.D ? p.D[h] : 0.f;
+      const T A = p.A[h], Dh = p.D ? p.D[h] : T(0);
       // Forward, keeping every state: S[t + 1] = S_t, S[0] = the initial state.
-      for (int64_t k = 0; k < PN; ++k) S[k] = p.initial_state ? p.initial_state[(b * H + h) * PN + k] : 0.f;
+      for (int64_t k = 0; k < PN; ++k) S[k] = p.initial_state ? p.initial_state[(b * H + h) * PN + k] : T(0);
       for (int64_t t = 0; t < L; ++t) {
-        const float r = raw_dt(p, b, t, h);
-        const float dt = p.dt_softplus ? softplus_scalar(r) : r;
+        const T r = raw_dt(p, b, t, h);
+        const T dt = p.dt_softplus ? softplus_ref(r) : r;
         dts[t] = dt;
-        const float a = std::exp(dt * A);
-        const float* x = p.x + b * p.x_sb + t * p.x_st + h * p.x_sh;
-        const float* Bv = p.B + b * p.B_sb + t * p.B_st + grp * p.B_sg;
+        const T a = std::exp(dt * A);
+        const T* x = p.x + b * p.x_sb + t * p.x_st + h * p.x_sh;
+        const T* Bv = p.B + b * p.B_sb + t * p.B_st + grp * p.B_sg;
         for (int64_t i = 0; i < P; ++i)
           for (int64_t n = 0; n < N; ++n)
             S[(t + 1) * PN + i * N + n] = a * S[t * PN + i * N + n] + dt * x[i] * Bv[n];
       }
       // Backward.
-      for (int64_t k = 0; k < PN; ++k) gcur[k] = dfinal ? dfinal[(b * H + h) * PN + k] : 0.f;
+      for (int64_t k = 0; k < PN; ++k) gcur[k] = dfinal ? dfinal[(b * H + h) * PN + k] : T(0);
       for (int64_t t = L - 1; t >= 0; --t) {
-        const float dt = dts[t], a = std::exp(dt * A);
-        const float* x = p.x + b * p.x_sb + t * p.x_st + h * p.x_sh;
-        const float* Bv = p.B + b * p.B_sb + t * p.B_st + grp * p.B_sg;
-        const float* Cv = p.C + b * p.C_sb + t * p.C_st + grp * p.C_sg;
-        const float* dyv = dy + b * dy_sb + t * dy_st + h * dy_sh;
+        const T dt = dts[t], a = std::exp(dt * A);
+        const T* x = p.x + b * p.x_sb + t * p.x_st + h * p.x_sh;
+        const T* Bv = p.B + b * p.B_sb + t * p.B_st + grp * p.B_sg;
+        const T* Cv = p.C + b * p.C_sb + t * p.C_st + grp * p.C_sg;
+        const T* dyv = dy + b * dy_sb + t * dy_st + h * dy_sh;
         double* dBt = dB.data() + ((b * L + t) * G + grp) * N;
         double* dCt = dC.data() + ((b * L + t) * G + grp) * N;
-        const float* Scur = S.data() + (t + 1) * PN;
-        const float* Sprev = S.data() + t * PN;
+        const T* Scur = S.data() + (t + 1) * PN;
+        const T* Sprev = S.data() + t * PN;
         double gs = 0, ddtp = 0;
         for (int64_t i = 0; i < P; ++i) {
           double gb = 0;
           for (int64_t n = 0; n < N; ++n) {
-            const float gt = dyv[i] * Cv[n] + gcur[i * N + n];
+            const T gt = dyv[i] * Cv[n] + gcur[i * N + n];
             dCt[n] += static_cast<double>(Scur[i * N + n]) * dyv[i];
             dBt[n] += static_cast<double>(dt) * gt * x[i];
             gb += static_cast<double>(gt) * Bv[n];
             gs += static_cast<double>(gt) * Sprev[i * N + n];
             gcur[i * N + n] = a * gt;
           }
-          if (g.dx) g.dx[b * g.dx_sb + t * g.dx_st + h * g.dx_sh + i] = static_cast<float>(Dh * dyv[i] + dt * gb);
+          if (g.dx) g.dx[b * g.dx_sb + t * g.dx_st + h * g.dx_sh + i] = static_cast<T>(Dh * dyv[i] + dt * gb);
           ddtp += x[i] * gb;
           dD[h] += static_cast<double>(dyv[i]) * x[i];
         }
         ddtp += static_cast<double>(A) * a * gs;
         dA[h] += static_cast<double>(dt) * a * gs;
-        const float r = raw_dt(p, b, t, h);
+        const T r = raw_dt(p, b, t, h);
         const double ddt = p.dt_softplus ? ddtp / (1.0 + std::exp(-static_cast<double>(r))) : ddtp;
         dbias[h] += ddt;
-        if (g.ddt) g.ddt[b * g.ddt_sb + t * g.ddt_st + h * g.ddt_sh] = static_cast<float>(ddt);
+        if (g.ddt) g.ddt[b * g.ddt_sb + t * g.ddt_st + h * g.ddt_sh] = static_cast<T>(ddt);
       }
       if (g.dinitial_state) std::copy(gcur.begin(), gcur.end(), g.dinitial_state + (b * H + h) * PN);
     }
@@ -110,10 +113,21 @@ void ssd_scan_bwd_ref(const SsdParams& p, const float* dy, int64_t dy_sb, int64_
       for (int64_t grp = 0; grp < G; ++grp)
         for (int64_t n = 0; n < N; ++n) {
           const size_t k = static_cast<size_t>(((b * L + t) * G + grp) * N + n);
-          if (g.dB) g.dB[b * g.dB_sb + t * g.dB_st + grp * g.dB_sg + n] = static_cast<float>(dB[k]);
-          if (g.dC) g.dC[b * g.dC_sb + t * g.dC_st + grp * g.dC_sg + n] = static_cast<float>(dC[k]);
+          if (g.dB) g.dB[b * g.dB_sb + t * g.dB_st + grp * g.dB_sg + n] = static_cast<T>(dB[k]);
+          if (g.dC) g.dC[b * g.dC_sb + t * g.dC_st + grp * g.dC_sg + n] = static_cast<T>(dC[k]);
         }
   store_head_sums(g, H, dA, dD, dbias);
+}
+
+}  // namespace
+
+void ssd_scan_bwd_ref(const SsdParams& p, const float* dy, int64_t dy_sb, int64_t dy_st, int64_t dy_sh,
+                      const float* dfinal, const SsdGrads& g) {
+  scan_bwd_ref(p, dy, dy_sb, dy_st, dy_sh, dfinal, g);
+}
+void ssd_scan_bwd_ref(const SsdParamsT<double>& p, const double* dy, int64_t dy_sb, int64_t dy_st, int64_t dy_sh,
+                      const double* dfinal, const SsdGradsT<double>& g) {
+  scan_bwd_ref(p, dy, dy_sb, dy_st, dy_sh, dfinal, g);
 }
 
 namespace {

@@ -1,6 +1,10 @@
-// The autograd tape: every op's gradient against central finite differences at awkward
-// sizes, gradient accumulation through shared inputs, NoGradGuard, and the modules
+// The autograd tape: every op's gradient against central finite differences in f64 at
+// awkward sizes (h = 1e-6, agreement to 1e-7), the same ops in f32 against those f64
+// gradients (the f32 paths: OpenBLAS linear, the fused cross-entropy kernel, the fast
+// RMSNorm, im2col convolutions), a deliberately wrong derivative caught, mixed dtypes
+// rejected, gradient accumulation through shared inputs, NoGradGuard, and the modules
 // (ParameterStore, Linear, LayerNorm, Embedding, MixerLayer) in a small training loop.
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +13,7 @@
 #include <random>
 
 #include "mamba/io/safetensors.h"
+#include "mamba/ops/elementwise.h"
 #include "mamba/ops/norm.h"
 #include "mamba/train/autograd.h"
 #include "mamba/train/modules.h"
@@ -16,39 +21,43 @@
 #include "util/compare.h"
 #include "util/gradcheck.h"
 
+using mamba::DType;
 using mamba::Shape;
 using mamba::Tensor;
 namespace ag = mamba::ag;
 
 namespace {
 
+// f32 values (the modules and mixers are f32).
 Tensor randn(const Shape& s, uint32_t seed, float scale = 1.f) {
   return Tensor::from_vector(mamba::testing::randn(static_cast<size_t>(mamba::shape_numel(s)), seed, scale), s);
 }
 
-// A fixed random projection of y to a scalar, so every output element matters differently.
-double project(const Tensor& y, uint32_t seed) {
-  const Tensor w = randn(y.shape(), seed);
-  const auto yv = y.contiguous().to_vector_f32();
-  const auto wv = w.to_vector_f32();
-  double s = 0;
-  for (size_t i = 0; i < yv.size(); ++i) s += static_cast<double>(yv[i]) * wv[i];
-  return s;
-}
+// A fixed random projection of y to a scalar, in double, so every output element matters
+// differently.
+double project(const Tensor& y, uint32_t seed) { return mamba::testing::dot(y, randn(y.shape(), seed)); }
 
-// Checks d/d(inputs) of project(f(inputs)) by finite differences for every input.
+constexpr double kH = 1e-6;     // f64 finite-difference step
+constexpr double kRtol = 1e-7;  // f64: |analytic - fd| <= kRtol * max(1, |fd|)
+
+// Checks d/d(inputs) of project(f(inputs)) for every input: in f64 by finite differences
+// (inputs drawn in f32 and widened, so the f32 run below sees the same values), then, when
+// f32_rtol > 0, the same graph in f32 against the f64 gradients (max error relative to
+// each gradient's scale).
 void check_op(const std::vector<Shape>& shapes, const std::function<ag::Var(const std::vector<ag::Var>&)>& f,
-              uint32_t seed = 1, float h = 1e-2f, double rtol = 2e-2, float scale = 1.f) {
+              uint32_t seed = 1, double f32_rtol = 2e-5, float scale = 1.f) {
   std::vector<Tensor> xs;
-  for (size_t i = 0; i < shapes.size(); ++i) xs.push_back(randn(shapes[i], seed + 17 * static_cast<uint32_t>(i), scale));
+  for (size_t i = 0; i < shapes.size(); ++i)
+    xs.push_back(mamba::testing::randn64(shapes[i], seed + 17 * static_cast<uint32_t>(i), scale));
   std::vector<ag::Var> vars;
   for (auto& x : xs) vars.emplace_back(x, true);
   ag::Var y = f(vars);
-  const Tensor w = randn(y.shape(), 999);
-  ag::backward(y, w);
+  ASSERT_EQ(y.value().dtype(), DType::f64);
+  ag::backward(y, randn(y.shape(), 999).to(DType::f64));
   for (size_t i = 0; i < xs.size(); ++i) {
     SCOPED_TRACE("input " + std::to_string(i));
     ASSERT_TRUE(vars[i].grad().defined());
+    ASSERT_EQ(vars[i].grad().dtype(), DType::f64);
     mamba::testing::expect_matches_finite_differences(
         xs[i], vars[i].grad().contiguous(),
         [&] {
@@ -57,8 +66,17 @@ void check_op(const std::vector<Shape>& shapes, const std::function<ag::Var(cons
           for (auto& x : xs) c.emplace_back(x);
           return project(f(c).value(), 999);
         },
-        h, rtol);
+        kH, kRtol);
   }
+  if (f32_rtol <= 0) return;
+  std::vector<ag::Var> v32;
+  for (auto& x : xs) v32.emplace_back(x.to(DType::f32), true);
+  ag::Var y32 = f(v32);
+  ASSERT_EQ(y32.value().dtype(), DType::f32);
+  EXPECT_LT(mamba::testing::rel_error(y32.value(), y.value()), f32_rtol) << "f32 value";
+  ag::backward(y32, randn(y32.shape(), 999));
+  for (size_t i = 0; i < xs.size(); ++i)
+    EXPECT_LT(mamba::testing::rel_error(v32[i].grad(), vars[i].grad()), f32_rtol) << "f32 gradient of input " << i;
 }
 
 }  // namespace
@@ -75,8 +93,11 @@ TEST(Autograd, Arithmetic) {
 TEST(Autograd, LinearAndNorms) {
   check_op({{2, 3, 7}, {5, 7}, {5}}, [](auto& v) { return ag::linear(v[0], v[1], v[2]); });
   check_op({{1, 7}, {3, 7}}, [](auto& v) { return ag::linear(v[0], v[1], ag::Var()); });
-  check_op({{3, 2, 9}, {9}, {9}}, [](auto& v) { return ag::layer_norm(v[0], v[1], v[2]); }, 3, 1e-2f, 3e-2);
-  check_op({{5, 6}, {6}}, [](auto& v) { return ag::rms_norm(v[0], v[1]); }, 4, 1e-2f, 3e-2);
+  check_op({{3, 2, 9}, {9}, {9}}, [](auto& v) { return ag::layer_norm(v[0], v[1], v[2]); }, 3);
+  check_op({{1, 13}}, [](auto& v) { return ag::layer_norm(v[0], ag::Var(), ag::Var()); }, 7);
+  check_op({{5, 6}, {6}}, [](auto& v) { return ag::rms_norm(v[0], v[1]); }, 4);
+  check_op({{2, 3, 37}, {37}}, [](auto& v) { return ag::rms_norm(v[0], v[1]); }, 8);
+  check_op({{1, 13}, {1, 13}, {1}}, [](auto& v) { return ag::linear(v[0], v[1], v[2]); }, 9);  // batch 1, out 1
 }
 
 TEST(Autograd, Activations) {
@@ -84,7 +105,7 @@ TEST(Autograd, Activations) {
   check_op({{4, 5}}, [](auto& v) { return ag::silu(v[0]); });
   check_op({{4, 5}}, [](auto& v) { return ag::sigmoid(v[0]); });
   check_op({{4, 5}}, [](auto& v) { return ag::tanh(v[0]); });
-  check_op({{33}}, [](auto& v) { return ag::relu(v[0]); }, 5, 1e-3f);
+  check_op({{33}}, [](auto& v) { return ag::relu(v[0]); }, 5);
 }
 
 TEST(Autograd, Shapes) {
@@ -106,6 +127,13 @@ TEST(Autograd, ReductionsAndLosses) {
   check_op({{3, 5}}, [&](auto& v) { return ag::mse_loss(v[0], target); });
   const Tensor labels = Tensor::from_vector_i64({2, -1, 0, 4}, {4});
   check_op({{4, 6}}, [&](auto& v) { return ag::cross_entropy(v[0], labels); });
+  check_op({{3, 5}}, [&](auto& v) { return ag::l1_loss(v[0], target); });
+  const Tensor many = Tensor::from_vector_i64({0, 36, -1, 5, 17, 36, 2}, {7});
+  check_op({{7, 37}}, [&](auto& v) { return ag::cross_entropy(v[0], many); }, 12, 2e-5, 3.f);
+  const Tensor ids = Tensor::from_vector_i64({0, 2, 2, 4, 1, 0}, {2, 3});
+  // (Without padding_idx: the padding row is read by the forward but gets no gradient by
+  // definition; EmbeddingSkipsPadding checks that.)
+  check_op({{5, 3}}, [&](auto& v) { return ag::embedding(ids, v[0]); });
 }
 
 TEST(Autograd, CrossEntropyValue) {
@@ -272,11 +300,11 @@ TEST(Autograd, Convolutions) {
 }
 
 TEST(Autograd, NormsSoftmaxAndLeakyRelu) {
-  check_op({{2, 3, 4, 5}, {3}, {3}}, [](auto& v) { return ag::instance_norm(v[0], v[1], v[2]); }, 3, 1e-2f, 3e-2);
-  check_op({{2, 4, 7}, {4}, {4}}, [](auto& v) { return ag::group_norm(v[0], 2, v[1], v[2]); }, 4, 1e-2f, 3e-2);
+  check_op({{2, 3, 4, 5}, {3}, {3}}, [](auto& v) { return ag::instance_norm(v[0], v[1], v[2]); }, 3);
+  check_op({{2, 4, 7}, {4}, {4}}, [](auto& v) { return ag::group_norm(v[0], 2, v[1], v[2]); }, 4);
   check_op({{3, 5}}, [](auto& v) { return ag::softmax(v[0], -1); });
   check_op({{3, 5, 2}}, [](auto& v) { return ag::log_softmax(v[0], 1); });
-  check_op({{17}}, [](auto& v) { return ag::leaky_relu(v[0], 0.1); }, 6, 1e-3f);
+  check_op({{17}}, [](auto& v) { return ag::leaky_relu(v[0], 0.1); }, 6);
   // instance_norm matches the core op's forward.
   const Tensor x = randn({2, 3, 4, 5}, 8), w = randn({3}, 9), b = randn({3}, 10);
   ag::NoGradGuard ng;
@@ -284,4 +312,90 @@ TEST(Autograd, NormsSoftmaxAndLeakyRelu) {
   const auto r = mamba::ops::instance_norm(x, w, b).to_vector_f32();
   const auto d = mamba::testing::diff(a.data(), r.data(), a.size());
   EXPECT_LT(d.max_abs, 1e-5);
+}
+
+namespace {
+// y = x^2 elementwise whose backward is 2x except at element `bad`, which is off by a
+// relative `error`.
+ag::Var square_with_wrong_derivative(const ag::Var& x, int64_t bad, double error) {
+  const Tensor xv = x.value();
+  return ag::Var::make(mamba::ops::mul(xv, xv), "wrong_square", {x}, [xv, bad, error](const Tensor& g) {
+    Tensor d = mamba::ops::mul(mamba::ops::mul(g, xv), 2.0).contiguous();
+    d.data<double>()[bad] *= 1.0 + error;
+    return std::vector<Tensor>{d};
+  });
+}
+}  // namespace
+
+// A derivative wrong by 1e-5 (relative) in one element fails the f64 check at that element
+// (and only there); the f32 check's tolerance (h = 1e-2, 2%) would not see it.
+TEST(Autograd, GradcheckCatchesAWrongDerivative) {
+  Tensor x = mamba::testing::randn64({9}, 3);
+  ag::Var xv(x, true);
+  ag::backward(ag::sum(square_with_wrong_derivative(xv, 4, 1e-5)));
+  const Tensor g = xv.grad();
+  auto loss = [&] {
+    ag::NoGradGuard ng;
+    return ag::sum(ag::square(ag::Var(x))).value().item();
+  };
+  EXPECT_NONFATAL_FAILURE(mamba::testing::expect_matches_finite_differences(x, g, loss, kH, kRtol), "element 4");
+  mamba::testing::expect_matches_finite_differences(x, g, loss, 1e-2, 2e-2);  // too loose to notice
+  // The correct derivative passes the f64 check.
+  ag::Var ok(x, true);
+  ag::backward(ag::sum(ag::square(ok)));
+  mamba::testing::expect_matches_finite_differences(x, ok.grad(), loss, kH, kRtol);
+}
+
+// Every op takes f32 or f64 inputs of one dtype; a mix names the op and the dtypes.
+TEST(Autograd, MixedDtypesAreAnErrorNamingTheOp) {
+  const ag::Var a(randn({2, 3}, 1), true), b(randn({2, 3}, 2).to(DType::f64), true);
+  const ag::Var w(randn({4, 3}, 3).to(DType::f64), true);
+  auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const mamba::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  for (const auto& [op, f] : std::vector<std::pair<std::string, std::function<void()>>>{
+           {"ag::add", [&] { ag::add(a, b); }},
+           {"ag::mul", [&] { ag::mul(b, a); }},
+           {"ag::linear", [&] { ag::linear(a, w, ag::Var()); }},
+           {"ag::concat", [&] { ag::concat({b, a}, 0); }},
+           {"ag::rms_norm", [&] { ag::rms_norm(b, ag::Var(randn({3}, 4), true)); }},
+           {"ag::conv", [&] { ag::conv(1, ag::Var(randn({1, 3, 5}, 5)), ag::Var(randn({2, 3, 2}, 6).to(DType::f64)), ag::Var()); }},
+       }) {
+    const std::string m = message(f);
+    EXPECT_NE(m.find(op), std::string::npos) << m;
+    EXPECT_NE(m.find("f32"), std::string::npos) << m;
+    EXPECT_NE(m.find("f64"), std::string::npos) << m;
+  }
+  // Integer values are refused, naming the input.
+  const std::string m = message([] { ag::relu(ag::Var(Tensor::from_vector_i64({1, 2}, {2}), true)); });
+  EXPECT_NE(m.find("ag::relu"), std::string::npos) << m;
+  // A seed or a parameter gradient of another dtype.
+  ag::Var y = ag::mul(b, 2.0);
+  EXPECT_NE(message([&] { ag::backward(y, randn({2, 3}, 7)); }).find("seed"), std::string::npos);
+  Tensor g32 = Tensor::zeros({2, 3});
+  EXPECT_NE(message([&] { ag::Var::parameter(b.value(), g32); }).find("dtype"), std::string::npos);
+  // The mixers are f32 only.
+  mamba::train::ParameterStore store;
+  mamba::train::MixerLayer m1(store, "mixer", 8, {{"layer", "Mamba1"}, {"d_state", 4}});
+  EXPECT_NE(message([&] { m1(ag::Var(randn({1, 3, 8}, 8).to(DType::f64), true)); }).find("f32"), std::string::npos);
+}
+
+// f64 parameters: the gradient lands in an f64 sink; f64 leaves through a small graph.
+TEST(Autograd, F64ParametersAndDropout) {
+  const Tensor wv = mamba::testing::randn64({3, 5}, 1);
+  Tensor wg = Tensor::zeros({3, 5}, DType::f64);
+  ag::Var w = ag::Var::parameter(wv, wg);
+  const ag::Var x(mamba::testing::randn64({2, 5}, 2));
+  ag::backward(ag::mean(ag::square(ag::linear(x, w, ag::Var()))));
+  EXPECT_EQ(wg.dtype(), DType::f64);
+  EXPECT_GT(mamba::testing::dot(wg, wg), 0);
+  std::mt19937_64 rng(5);
+  ag::Var d = ag::dropout(ag::Var(Tensor::full({100}, 1.0, DType::f64), true), 0.5, rng);
+  EXPECT_EQ(d.value().dtype(), DType::f64);
+  ag::backward(ag::sum(d));
 }

@@ -152,8 +152,10 @@ TEST(SsdBackward, StridedLayoutsAndNullOutputs) {
     gr.dC = dbc.data() + g * n; gr.dC_sb = l * bcw; gr.dC_st = bcw; gr.dC_sg = n;
     gr.dA = dA.data(); gr.dD = dD.data(); gr.ddt_bias = dbias.data(); gr.dinitial_state = dh0.data();
     auto call = [&](const mamba::kernels::SsdGrads& gg) {
-      (fast ? mamba::kernels::ssd_scan_bwd : mamba::kernels::ssd_scan_bwd_ref)(s, dy.data(), l * xw, xw, p,
-                                                                              q.dlast.data<float>(), gg);
+      if (fast)
+        mamba::kernels::ssd_scan_bwd(s, dy.data(), l * xw, xw, p, q.dlast.data<float>(), gg);
+      else
+        mamba::kernels::ssd_scan_bwd_ref(s, dy.data(), l * xw, xw, p, q.dlast.data<float>(), gg);
     };
     call(gr);
     std::vector<float> gdx, gddt, gdB, gdC;

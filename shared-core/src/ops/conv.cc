@@ -26,8 +26,9 @@ Tensor conv_impl(int spatial, const Tensor& x0, const Tensor& w, const Tensor& b
                  bool transpose, bool ref) {
   if (spatial < 1 || spatial > 3) fail("ops::conv", "spatial must be 1, 2 or 3, got " + std::to_string(spatial));
   const char* op = op_name(spatial, transpose);
-  detail::check_float(op, x0, "input", false);
-  detail::check_float(op, w, "weight", false);
+  detail::check_float(op, x0, "input");
+  detail::check_float(op, w, "weight");
+  if (w.dtype() != x0.dtype()) fail(op, "dtypes differ: input " + x0.str() + ", weight " + w.str());
   const bool unbatched = x0.dim() == spatial + 1;
   if (!unbatched && x0.dim() != spatial + 2)
     fail(op, "input must be [N, C, " + std::to_string(spatial) + " spatial dims] or unbatched, got " + x0.str());
@@ -78,15 +79,22 @@ Tensor conv_impl(int spatial, const Tensor& x0, const Tensor& w, const Tensor& b
   }
   Tensor bc;
   if (bias.defined()) {
-    detail::check_float(op, bias, "bias", false);
+    detail::check_float(op, bias, "bias");
+    if (bias.dtype() != x0.dtype()) fail(op, "dtypes differ: input " + x0.str() + ", bias " + bias.str());
     if (bias.dim() != 1 || bias.size(0) != p.C_out)
       fail(op, "bias " + bias.str() + " must be [" + std::to_string(p.C_out) + "]");
     bc = bias.contiguous();
   }
   Shape ys{p.N, p.C_out};
   for (int d = 0; d < spatial; ++d) ys.push_back(p.out[off + d]);
-  Tensor y = Tensor::empty(ys);
+  Tensor y = Tensor::empty(ys, x0.dtype());
   const Tensor xc = x.contiguous(), wc = w.contiguous();
+  if (x0.dtype() == DType::f64) {  // f64 (gradient checks): the plain loops
+    const double* b = bc.defined() ? bc.data<double>() : nullptr;
+    (transpose ? kernels::conv_transpose_f64_ref : kernels::conv_f64_ref)(p, xc.data<double>(), wc.data<double>(), b,
+                                                                          y.data<double>());
+    return unbatched ? y.squeeze(0) : y;
+  }
   const float* b = bc.defined() ? bc.data<float>() : nullptr;
   if (transpose)
     (ref ? kernels::conv_transpose_f32_ref : kernels::conv_transpose_f32)(p, xc.data<float>(), wc.data<float>(), b,

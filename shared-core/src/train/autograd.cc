@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <initializer_list>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -23,9 +25,55 @@ thread_local bool t_grad_enabled = true;
 
 Tensor contig(const Tensor& t) { return t.contiguous(); }
 
-void check_f32(const Var& v, const char* op, const char* name) {
-  if (!v.defined()) fail(op, std::string(name) + " is undefined");
-  check_dtype(v.value(), DType::f32, op);
+// One named input of an op, for dtype checks.
+struct Named {
+  const char* name;
+  const Var& var;
+};
+
+// The dtype every op computes in: each defined input must be f32 or f64, and all of them
+// the same (the error names the op and every input's dtype). `required` inputs must be
+// defined.
+DType common_dtype(const char* op, std::initializer_list<Named> inputs, size_t required = 1) {
+  DType dt = DType::f32;
+  bool have = false, mixed = false;
+  std::string list;
+  size_t i = 0;
+  for (const Named& in : inputs) {
+    const bool must = i++ < required;
+    if (!in.var.defined()) {
+      if (must) fail(op, std::string(in.name) + " is undefined");
+      continue;
+    }
+    const DType d = in.var.value().dtype();
+    if (d != DType::f32 && d != DType::f64)
+      fail(op, std::string(in.name) + " must be f32 or f64, got " + in.var.value().str());
+    list += (list.empty() ? "" : ", ") + std::string(in.name) + " " + dtype_name(d);
+    if (!have) {
+      dt = d;
+      have = true;
+    } else if (d != dt) {
+      mixed = true;
+    }
+  }
+  if (mixed) fail(op, "inputs must share one dtype (f32 or f64), got " + list);
+  return dt;
+}
+
+// Calls f(T{}) with T = double for f64 and float for f32.
+template <class F>
+auto by_dtype(DType dt, F&& f) {
+  return dt == DType::f64 ? f(double{}) : f(float{});
+}
+
+// C = op(A) op(B) in T (OpenBLAS sgemm for f32, the double GEMM for f64).
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float* C, int64_t ldc) {
+  kernels::sgemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc);
+}
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
+          int64_t ldb, double* C, int64_t ldc) {
+  kernels::dgemm(ta, tb, M, N, K, 1.0, A, lda, B, ldb, 0.0, C, ldc);
 }
 
 // Accumulates g into slot (defines it on first use).
@@ -51,6 +99,8 @@ Var Var::parameter(const Tensor& value, Tensor& grad) {
   if (!grad.defined() || grad.shape() != value.shape())
     fail("ag::Var::parameter", "gradient " + (grad.defined() ? shape_str(grad.shape()) : std::string("undefined")) +
                                    " does not match the value " + shape_str(value.shape()));
+  if (grad.dtype() != value.dtype())
+    fail("ag::Var::parameter", "gradient " + grad.str() + " does not have the dtype of the value " + value.str());
   Var v(value, true);
   v.data_->sink = &grad;
   return v;
@@ -88,9 +138,11 @@ void backward(const Var& root, const Tensor& seed) {
   Tensor g0 = seed;
   if (!g0.defined()) {
     if (root.numel() != 1) fail("ag::backward", "root " + shape_str(root.shape()) + " is not a scalar: give a seed");
-    g0 = Tensor::full(root.shape(), 1.0);
+    g0 = Tensor::full(root.shape(), 1.0, root.value().dtype());
   } else {
     check_shape(g0, root.shape(), "ag::backward", "seed");
+    if (g0.dtype() != root.value().dtype())
+      fail("ag::backward", "seed " + g0.str() + " does not have the root's dtype " + root.value().str());
   }
   // Topological order of the interior nodes (post-order DFS, iterative).
   std::vector<VarData*> order;
@@ -154,12 +206,14 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
 // ---- arithmetic -------------------------------------------------------------------------
 
 Var add(const Var& a, const Var& b) {
+  common_dtype("ag::add", {{"a", a}, {"b", b}}, 2);
   const Shape sa = a.shape(), sb = b.shape();
   return Var::make(ops::add(a.value(), b.value()), "add", {a, b},
                    [sa, sb](const Tensor& g) { return std::vector<Tensor>{sum_to_shape(g, sa), sum_to_shape(g, sb)}; });
 }
 
 Var sub(const Var& a, const Var& b) {
+  common_dtype("ag::sub", {{"a", a}, {"b", b}}, 2);
   const Shape sa = a.shape(), sb = b.shape();
   return Var::make(ops::sub(a.value(), b.value()), "sub", {a, b}, [sa, sb](const Tensor& g) {
     return std::vector<Tensor>{sum_to_shape(g, sa), sum_to_shape(ops::mul(g, -1.0), sb)};
@@ -167,6 +221,7 @@ Var sub(const Var& a, const Var& b) {
 }
 
 Var mul(const Var& a, const Var& b) {
+  common_dtype("ag::mul", {{"a", a}, {"b", b}}, 2);
   Tensor av = a.value(), bv = b.value();
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   return Var::make(ops::mul(av, bv), "mul", {a, b}, [av, bv, ga, gb](const Tensor& g) {
@@ -176,6 +231,7 @@ Var mul(const Var& a, const Var& b) {
 }
 
 Var div(const Var& a, const Var& b) {
+  common_dtype("ag::div", {{"a", a}, {"b", b}}, 2);
   Tensor av = a.value(), bv = b.value();
   Tensor y = ops::div(av, bv);
   const bool gb = b.requires_grad();
@@ -198,18 +254,21 @@ Var mul(const Var& a, double s) {
 Var neg(const Var& a) { return mul(a, -1.0); }
 
 Var sqrt(const Var& a) {
-  check_f32(a, "ag::sqrt", "x");
-  Tensor x = contig(a.value());
-  Tensor y = Tensor::empty(x.shape());
-  const float* xp = x.data<float>();
-  float* yp = y.data<float>();
-  for (int64_t i = 0; i < x.numel(); ++i) yp[i] = std::sqrt(xp[i]);
-  return Var::make(y, "sqrt", {a}, [y](const Tensor& g) {
-    Tensor gc = contig(g), r = Tensor::empty(y.shape());
-    const float *gp = gc.data<float>(), *yv = y.data<float>();
-    float* rp = r.data<float>();
-    for (int64_t i = 0; i < r.numel(); ++i) rp[i] = yv[i] > 0 ? gp[i] * 0.5f / yv[i] : 0.f;
-    return std::vector<Tensor>{r};
+  const DType dt = common_dtype("ag::sqrt", {{"x", a}});
+  return by_dtype(dt, [&](auto zero) {
+    using T = decltype(zero);
+    Tensor x = contig(a.value());
+    Tensor y = Tensor::empty(x.shape(), dt);
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
+    for (int64_t i = 0; i < x.numel(); ++i) yp[i] = std::sqrt(xp[i]);
+    return Var::make(y, "sqrt", {a}, [y, dt](const Tensor& g) {
+      Tensor gc = contig(g), r = Tensor::empty(y.shape(), dt);
+      const T *gp = gc.data<T>(), *yv = y.data<T>();
+      T* rp = r.data<T>();
+      for (int64_t i = 0; i < r.numel(); ++i) rp[i] = yv[i] > 0 ? gp[i] * T(0.5) / yv[i] : T(0);
+      return std::vector<Tensor>{r};
+    });
   });
 }
 
@@ -222,8 +281,7 @@ Var square(const Var& a) {
 // ---- layers -------------------------------------------------------------------------------
 
 Var linear(const Var& x, const Var& weight, const Var& bias) {
-  check_f32(x, "ag::linear", "x");
-  check_f32(weight, "ag::linear", "weight");
+  const DType dt = common_dtype("ag::linear", {{"x", x}, {"weight", weight}, {"bias", bias}}, 2);
   const Tensor W = contig(weight.value());
   if (W.dim() != 2) fail("ag::linear", "weight " + shape_str(W.shape()) + " is not (out, in)");
   const int64_t out = W.size(0), in = W.size(1);
@@ -234,130 +292,133 @@ Var linear(const Var& x, const Var& weight, const Var& bias) {
   const int64_t rows = X.numel() / in;
   Shape yshape = X.shape();
   yshape.back() = out;
-  Tensor Y = Tensor::empty(yshape);
-  if (rows > 0) {
-    kernels::sgemm(false, true, rows, out, in, 1.f, X.data<float>(), in, W.data<float>(), in, 0.f, Y.data<float>(),
-                   out);
-    if (bias.defined()) {
-      const Tensor bv = contig(bias.value());
-      const float* bp = bv.data<float>();
-      float* yp = Y.data<float>();
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t o = 0; o < out; ++o) yp[r * out + o] += bp[o];
+  return by_dtype(dt, [&](auto zero) {
+    using T = decltype(zero);
+    Tensor Y = Tensor::empty(yshape, dt);
+    if (rows > 0) {
+      gemm(false, true, rows, out, in, X.data<T>(), in, W.data<T>(), in, Y.data<T>(), out);
+      if (bias.defined()) {
+        const Tensor bv = contig(bias.value());
+        const T* bp = bv.data<T>();
+        T* yp = Y.data<T>();
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t o = 0; o < out; ++o) yp[r * out + o] += bp[o];
+      }
     }
-  }
-  const bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
-  std::vector<Var> inputs{x, weight};
-  if (bias.defined()) inputs.push_back(bias);
-  return Var::make(Y, "linear", inputs, [X, W, rows, in, out, gx, gw, gb, has_b = bias.defined()](const Tensor& g) {
-    const Tensor G = contig(g);
-    std::vector<Tensor> r(has_b ? 3 : 2);
-    if (gx) {
-      r[0] = Tensor::empty(X.shape());
-      if (rows > 0)
-        kernels::sgemm(false, false, rows, in, out, 1.f, G.data<float>(), out, W.data<float>(), in, 0.f,
-                       r[0].data<float>(), in);
-    }
-    if (gw) {
-      r[1] = Tensor::zeros(W.shape());
-      if (rows > 0)
-        kernels::sgemm(true, false, out, in, rows, 1.f, G.data<float>(), out, X.data<float>(), in, 0.f,
-                       r[1].data<float>(), in);
-    }
-    if (gb) {
-      r[2] = Tensor::zeros({out});
-      std::vector<double> acc(out, 0.0);
-      const float* gp = G.data<float>();
-      for (int64_t row = 0; row < rows; ++row)
-        for (int64_t o = 0; o < out; ++o) acc[o] += gp[row * out + o];
-      float* bp = r[2].data<float>();
-      for (int64_t o = 0; o < out; ++o) bp[o] = static_cast<float>(acc[o]);
-    }
-    return r;
+    const bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
+    std::vector<Var> inputs{x, weight};
+    if (bias.defined()) inputs.push_back(bias);
+    return Var::make(Y, "linear", inputs,
+                     [X, W, rows, in, out, gx, gw, gb, dt, has_b = bias.defined()](const Tensor& g) {
+                       const Tensor G = contig(g);
+                       std::vector<Tensor> r(has_b ? 3 : 2);
+                       if (gx) {
+                         r[0] = Tensor::empty(X.shape(), dt);
+                         if (rows > 0) gemm(false, false, rows, in, out, G.data<T>(), out, W.data<T>(), in,
+                                            r[0].data<T>(), in);
+                       }
+                       if (gw) {
+                         r[1] = Tensor::zeros(W.shape(), dt);
+                         if (rows > 0) gemm(true, false, out, in, rows, G.data<T>(), out, X.data<T>(), in,
+                                            r[1].data<T>(), in);
+                       }
+                       if (gb) {
+                         r[2] = Tensor::zeros({out}, dt);
+                         std::vector<double> acc(out, 0.0);
+                         const T* gp = G.data<T>();
+                         for (int64_t row = 0; row < rows; ++row)
+                           for (int64_t o = 0; o < out; ++o) acc[o] += gp[row * out + o];
+                         T* bp = r[2].data<T>();
+                         for (int64_t o = 0; o < out; ++o) bp[o] = static_cast<T>(acc[o]);
+                       }
+                       return r;
+                     });
   });
 }
 
 Var layer_norm(const Var& x, const Var& weight, const Var& bias, double eps) {
-  check_f32(x, "ag::layer_norm", "x");
+  const DType dt = common_dtype("ag::layer_norm", {{"x", x}, {"weight", weight}, {"bias", bias}});
   const Tensor X = contig(x.value());
   const int64_t D = X.size(-1), rows = X.numel() / std::max<int64_t>(D, 1);
   if (weight.defined()) check_shape(weight.value(), {D}, "ag::layer_norm", "weight");
   if (bias.defined()) check_shape(bias.value(), {D}, "ag::layer_norm", "bias");
   Tensor Wt = weight.defined() ? contig(weight.value()) : Tensor();
   Tensor Bt = bias.defined() ? contig(bias.value()) : Tensor();
-  Tensor Y = Tensor::empty(X.shape()), xhat = Tensor::empty(X.shape()), rstd = Tensor::empty({rows});
-  {
-    const float* xp = X.data<float>();
-    float *yp = Y.data<float>(), *hp = xhat.data<float>(), *rp = rstd.data<float>();
-    const float* wp = Wt.defined() ? Wt.data<float>() : nullptr;
-    const float* bp = Bt.defined() ? Bt.data<float>() : nullptr;
+  return by_dtype(dt, [&](auto zero) {
+    using T = decltype(zero);
+    Tensor Y = Tensor::empty(X.shape(), dt), xhat = Tensor::empty(X.shape(), dt), rstd = Tensor::empty({rows}, dt);
+    {
+      const T* xp = X.data<T>();
+      T *yp = Y.data<T>(), *hp = xhat.data<T>(), *rp = rstd.data<T>();
+      const T* wp = Wt.defined() ? Wt.data<T>() : nullptr;
+      const T* bp = Bt.defined() ? Bt.data<T>() : nullptr;
 #pragma omp parallel for schedule(static) if (rows > 64)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = xp + r * D;
-      double m = 0, v = 0;
-      for (int64_t i = 0; i < D; ++i) m += xr[i];
-      m /= static_cast<double>(D);
-      for (int64_t i = 0; i < D; ++i) v += (xr[i] - m) * (xr[i] - m);
-      v /= static_cast<double>(D);
-      const double rs = 1.0 / std::sqrt(v + eps);
-      rp[r] = static_cast<float>(rs);
-      for (int64_t i = 0; i < D; ++i) {
-        const float h = static_cast<float>((xr[i] - m) * rs);
-        hp[r * D + i] = h;
-        yp[r * D + i] = h * (wp ? wp[i] : 1.f) + (bp ? bp[i] : 0.f);
-      }
-    }
-  }
-  std::vector<Var> inputs{x};
-  if (weight.defined()) inputs.push_back(weight);
-  if (bias.defined()) inputs.push_back(bias);
-  const bool has_w = weight.defined(), has_b = bias.defined();
-  return Var::make(Y, "layer_norm", inputs, [xhat, rstd, Wt, rows, D, has_w, has_b](const Tensor& g) {
-    const Tensor G = contig(g);
-    std::vector<Tensor> r;
-    Tensor dx = Tensor::empty(xhat.shape());
-    const float *gp = G.data<float>(), *hp = xhat.data<float>(), *rp = rstd.data<float>();
-    const float* wp = has_w ? Wt.data<float>() : nullptr;
-    float* dxp = dx.data<float>();
-#pragma omp parallel for schedule(static) if (rows > 64)
-    for (int64_t row = 0; row < rows; ++row) {
-      double s1 = 0, s2 = 0;  // mean(gw), mean(gw * xhat)
-      for (int64_t i = 0; i < D; ++i) {
-        const double gw = gp[row * D + i] * (wp ? wp[i] : 1.f);
-        s1 += gw;
-        s2 += gw * hp[row * D + i];
-      }
-      s1 /= static_cast<double>(D);
-      s2 /= static_cast<double>(D);
-      for (int64_t i = 0; i < D; ++i) {
-        const double gw = gp[row * D + i] * (wp ? wp[i] : 1.f);
-        dxp[row * D + i] = static_cast<float>(rp[row] * (gw - s1 - hp[row * D + i] * s2));
-      }
-    }
-    r.push_back(dx);
-    if (has_w || has_b) {
-      std::vector<double> dw(D, 0.0), db(D, 0.0);
-      for (int64_t row = 0; row < rows; ++row)
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* xr = xp + r * D;
+        double m = 0, v = 0;
+        for (int64_t i = 0; i < D; ++i) m += xr[i];
+        m /= static_cast<double>(D);
+        for (int64_t i = 0; i < D; ++i) v += (xr[i] - m) * (xr[i] - m);
+        v /= static_cast<double>(D);
+        const double rs = 1.0 / std::sqrt(v + eps);
+        rp[r] = static_cast<T>(rs);
         for (int64_t i = 0; i < D; ++i) {
-          dw[i] += static_cast<double>(gp[row * D + i]) * hp[row * D + i];
-          db[i] += gp[row * D + i];
+          const T h = static_cast<T>((xr[i] - m) * rs);
+          hp[r * D + i] = h;
+          yp[r * D + i] = h * (wp ? wp[i] : T(1)) + (bp ? bp[i] : T(0));
         }
-      auto to_t = [D](const std::vector<double>& v) {
-        Tensor t = Tensor::empty({D});
-        float* p = t.data<float>();
-        for (int64_t i = 0; i < D; ++i) p[i] = static_cast<float>(v[i]);
-        return t;
-      };
-      if (has_w) r.push_back(to_t(dw));
-      if (has_b) r.push_back(to_t(db));
+      }
     }
-    return r;
+    std::vector<Var> inputs{x};
+    if (weight.defined()) inputs.push_back(weight);
+    if (bias.defined()) inputs.push_back(bias);
+    const bool has_w = weight.defined(), has_b = bias.defined();
+    return Var::make(Y, "layer_norm", inputs, [xhat, rstd, Wt, rows, D, has_w, has_b, dt](const Tensor& g) {
+      const Tensor G = contig(g);
+      std::vector<Tensor> r;
+      Tensor dx = Tensor::empty(xhat.shape(), dt);
+      const T *gp = G.data<T>(), *hp = xhat.data<T>(), *rp = rstd.data<T>();
+      const T* wp = has_w ? Wt.data<T>() : nullptr;
+      T* dxp = dx.data<T>();
+#pragma omp parallel for schedule(static) if (rows > 64)
+      for (int64_t row = 0; row < rows; ++row) {
+        double s1 = 0, s2 = 0;  // mean(gw), mean(gw * xhat)
+        for (int64_t i = 0; i < D; ++i) {
+          const double gw = gp[row * D + i] * (wp ? wp[i] : T(1));
+          s1 += gw;
+          s2 += gw * hp[row * D + i];
+        }
+        s1 /= static_cast<double>(D);
+        s2 /= static_cast<double>(D);
+        for (int64_t i = 0; i < D; ++i) {
+          const double gw = gp[row * D + i] * (wp ? wp[i] : T(1));
+          dxp[row * D + i] = static_cast<T>(rp[row] * (gw - s1 - hp[row * D + i] * s2));
+        }
+      }
+      r.push_back(dx);
+      if (has_w || has_b) {
+        std::vector<double> dw(D, 0.0), db(D, 0.0);
+        for (int64_t row = 0; row < rows; ++row)
+          for (int64_t i = 0; i < D; ++i) {
+            dw[i] += static_cast<double>(gp[row * D + i]) * hp[row * D + i];
+            db[i] += gp[row * D + i];
+          }
+        auto to_t = [D, dt](const std::vector<double>& v) {
+          Tensor t = Tensor::empty({D}, dt);
+          T* p = t.data<T>();
+          for (int64_t i = 0; i < D; ++i) p[i] = static_cast<T>(v[i]);
+          return t;
+        };
+        if (has_w) r.push_back(to_t(dw));
+        if (has_b) r.push_back(to_t(db));
+      }
+      return r;
+    });
   });
 }
 
 Var rms_norm(const Var& x, const Var& weight, double eps) {
-  check_f32(x, "ag::rms_norm", "x");
-  check_f32(weight, "ag::rms_norm", "weight");
+  common_dtype("ag::rms_norm", {{"x", x}, {"weight", weight}}, 2);
   const Tensor X = contig(x.value()), W = contig(weight.value());
   return Var::make(ops::rms_norm(X, W, eps), "rms_norm", {x, weight}, [X, W, eps](const Tensor& g) {
     ops::NormGrads ng = ops::rms_norm_backward(X, W, eps, contig(g));
@@ -368,35 +429,43 @@ Var rms_norm(const Var& x, const Var& weight, double eps) {
 Var dropout(const Var& x, double p, std::mt19937_64& rng) {
   if (p < 0 || p >= 1) fail("ag::dropout", "p " + std::to_string(p) + " is outside [0, 1)");
   if (p == 0 || !t_grad_enabled) return x;
-  check_f32(x, "ag::dropout", "x");
+  const DType dt = common_dtype("ag::dropout", {{"x", x}});
   const Tensor X = contig(x.value());
-  Tensor mask = Tensor::empty(X.shape());
-  float* mp = mask.data<float>();
-  const float scale = static_cast<float>(1.0 / (1.0 - p));
-  std::uniform_real_distribution<double> u(0.0, 1.0);
-  for (int64_t i = 0; i < X.numel(); ++i) mp[i] = u(rng) < p ? 0.f : scale;
+  Tensor mask = Tensor::empty(X.shape(), dt);
+  by_dtype(dt, [&](auto zero) {
+    using T = decltype(zero);
+    T* mp = mask.data<T>();
+    const T scale = static_cast<T>(1.0 / (1.0 - p));
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (int64_t i = 0; i < X.numel(); ++i) mp[i] = u(rng) < p ? T(0) : scale;
+    return 0;
+  });
   return Var::make(ops::mul(X, mask), "dropout", {x},
                    [mask](const Tensor& g) { return std::vector<Tensor>{ops::mul(g, mask)}; });
 }
 
 Var embedding(const Tensor& ids, const Var& table, int64_t padding_idx) {
-  check_f32(table, "ag::embedding", "table");
-  const Tensor T = table.value();
+  const DType dt = common_dtype("ag::embedding", {{"table", table}});
+  const Tensor Tb = table.value();
   const Tensor I = ids.to(DType::i64).contiguous();
-  Tensor Y = ops::embedding(I, T);
-  const int64_t V = T.size(0), D = T.size(1);
-  return Var::make(Y, "embedding", {table}, [I, V, D, padding_idx](const Tensor& g) {
+  Tensor Y = ops::embedding(I, Tb);
+  const int64_t V = Tb.size(0), D = Tb.size(1);
+  return Var::make(Y, "embedding", {table}, [I, V, D, padding_idx, dt](const Tensor& g) {
     const Tensor G = contig(g);
-    Tensor dt = Tensor::zeros({V, D});
-    const int64_t* ip = I.data<int64_t>();
-    const float* gp = G.data<float>();
-    float* dp = dt.data<float>();
-    for (int64_t r = 0; r < I.numel(); ++r) {
-      if (ip[r] == padding_idx) continue;
-      float* row = dp + ip[r] * D;
-      for (int64_t i = 0; i < D; ++i) row[i] += gp[r * D + i];
-    }
-    return std::vector<Tensor>{dt};
+    Tensor dtable = Tensor::zeros({V, D}, dt);
+    by_dtype(dt, [&](auto zero) {
+      using T = decltype(zero);
+      const int64_t* ip = I.data<int64_t>();
+      const T* gp = G.data<T>();
+      T* dp = dtable.data<T>();
+      for (int64_t r = 0; r < I.numel(); ++r) {
+        if (ip[r] == padding_idx) continue;
+        T* row = dp + ip[r] * D;
+        for (int64_t i = 0; i < D; ++i) row[i] += gp[r * D + i];
+      }
+      return 0;
+    });
+    return std::vector<Tensor>{dtable};
   });
 }
 
@@ -408,7 +477,9 @@ struct MixerSaved {
 }  // namespace
 
 Var mixer(const nn::Mixer& m, const Var& x, const std::vector<Tensor*>& param_grads) {
-  check_f32(x, "ag::mixer", "x");
+  // The mixers (nn::Mamba1, nn::Mamba2) hold f32 weights and run their f32 kernels.
+  if (common_dtype("ag::mixer", {{"x", x}}) != DType::f32)
+    fail("ag::mixer", "x must be f32 (the Mamba mixers hold f32 weights and run in f32), got " + x.value().str());
   if (!t_grad_enabled || (!x.requires_grad() && param_grads.empty())) return Var(m.forward(contig(x.value())));
   if (!m.has_backward()) fail("ag::mixer", "this mixer has no backward");
   auto keep = std::make_shared<MixerSaved>();
@@ -430,69 +501,78 @@ Var mixer(const nn::Mixer& m, const Var& x, const std::vector<Tensor*>& param_gr
 // ---- activations ------------------------------------------------------------------------
 
 namespace {
-// y = f(x) elementwise with dy/dx = df(x, y).
-template <class F, class DF>
-Var pointwise(const Var& x, const char* op, F f, DF df) {
-  check_f32(x, op, "x");
+// y = f(x) elementwise with dy/dx = df(x, y); f and df are called with T (float or double).
+template <class T, class F, class DF>
+Var pointwise_t(const Var& x, const char* op, F f, DF df) {
+  const DType dt = dtype_of<T>();
   const Tensor X = contig(x.value());
-  Tensor Y = Tensor::empty(X.shape());
-  const float* xp = X.data<float>();
-  float* yp = Y.data<float>();
+  Tensor Y = Tensor::empty(X.shape(), dt);
+  const T* xp = X.data<T>();
+  T* yp = Y.data<T>();
   const int64_t n = X.numel();
 #pragma omp parallel for schedule(static) if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i) yp[i] = f(xp[i]);
-  return Var::make(Y, op, {x}, [X, Y, df](const Tensor& g) {
+  return Var::make(Y, op, {x}, [X, Y, df, dt](const Tensor& g) {
     const Tensor G = contig(g);
-    Tensor dx = Tensor::empty(X.shape());
-    const float *gp = G.data<float>(), *xv = X.data<float>(), *yv = Y.data<float>();
-    float* dp = dx.data<float>();
+    Tensor dx = Tensor::empty(X.shape(), dt);
+    const T *gp = G.data<T>(), *xv = X.data<T>(), *yv = Y.data<T>();
+    T* dp = dx.data<T>();
     const int64_t count = X.numel();
 #pragma omp parallel for schedule(static) if (count > (1 << 15))
     for (int64_t i = 0; i < count; ++i) dp[i] = gp[i] * df(xv[i], yv[i]);
     return std::vector<Tensor>{dx};
   });
 }
+
+template <class F, class DF>
+Var pointwise(const Var& x, const char* op, F f, DF df) {
+  const DType dt = common_dtype((std::string("ag::") + op).c_str(), {{"x", x}});
+  return dt == DType::f64 ? pointwise_t<double>(x, op, f, df) : pointwise_t<float>(x, op, f, df);
+}
 }  // namespace
 
 Var relu(const Var& x) {
   return pointwise(
-      x, "relu", [](float v) { return v > 0 ? v : 0.f; }, [](float v, float) { return v > 0 ? 1.f : 0.f; });
+      x, "relu", [](auto v) { return v > 0 ? v : decltype(v)(0); },
+      [](auto v, auto) { return v > 0 ? decltype(v)(1) : decltype(v)(0); });
 }
 
 Var gelu(const Var& x) {
   constexpr double kInvSqrt2 = 0.70710678118654752440;
   constexpr double kInvSqrt2Pi = 0.39894228040143267794;
   return pointwise(
-      x, "gelu", [](float v) { return static_cast<float>(0.5 * v * (1.0 + std::erf(v * kInvSqrt2))); },
-      [](float v, float) {
+      x, "gelu", [](auto v) { return static_cast<decltype(v)>(0.5 * v * (1.0 + std::erf(v * kInvSqrt2))); },
+      [](auto v, auto) {
         const double cdf = 0.5 * (1.0 + std::erf(v * kInvSqrt2));
-        return static_cast<float>(cdf + v * kInvSqrt2Pi * std::exp(-0.5 * double(v) * v));
+        return static_cast<decltype(v)>(cdf + v * kInvSqrt2Pi * std::exp(-0.5 * double(v) * v));
       });
 }
 
 Var silu(const Var& x) {
   return pointwise(
-      x, "silu", [](float v) { return v / (1.f + std::exp(-v)); },
-      [](float v, float) {
-        const float s = 1.f / (1.f + std::exp(-v));
-        return s * (1.f + v * (1.f - s));
+      x, "silu", [](auto v) { return v / (decltype(v)(1) + std::exp(-v)); },
+      [](auto v, auto) {
+        using T = decltype(v);
+        const T s = T(1) / (T(1) + std::exp(-v));
+        return s * (T(1) + v * (T(1) - s));
       });
 }
 
 Var sigmoid(const Var& x) {
   return pointwise(
-      x, "sigmoid", [](float v) { return 1.f / (1.f + std::exp(-v)); }, [](float, float y) { return y * (1.f - y); });
+      x, "sigmoid", [](auto v) { return decltype(v)(1) / (decltype(v)(1) + std::exp(-v)); },
+      [](auto, auto y) { return y * (decltype(y)(1) - y); });
 }
 
 Var tanh(const Var& x) {
   return pointwise(
-      x, "tanh", [](float v) { return std::tanh(v); }, [](float, float y) { return 1.f - y * y; });
+      x, "tanh", [](auto v) { return std::tanh(v); }, [](auto, auto y) { return decltype(y)(1) - y * y; });
 }
 
 Var leaky_relu(const Var& x, double slope) {
-  const float a = static_cast<float>(slope);
   return pointwise(
-      x, "leaky_relu", [a](float v) { return v > 0 ? v : a * v; }, [a](float v, float) { return v > 0 ? 1.f : a; });
+      x, "leaky_relu", [slope](auto v) { return v > 0 ? v : static_cast<decltype(v)>(slope) * v; },
+      [slope](auto v, auto) { return v > 0 ? decltype(v)(1) : static_cast<decltype(v)>(slope); });
 }
 
 namespace {
@@ -500,7 +580,7 @@ namespace {
 //   softmax:      dx = y * (g - sum(g * y))
 //   log-softmax:  dx = g - exp(y) * sum(g)
 Var softmax_impl(const Var& x, int64_t dim, bool log) {
-  check_f32(x, log ? "ag::log_softmax" : "ag::softmax", "x");
+  common_dtype(log ? "ag::log_softmax" : "ag::softmax", {{"x", x}});
   const int64_t d = dim < 0 ? dim + x.dim() : dim;
   const Tensor Y = log ? ops::log_softmax(x.value(), d) : ops::softmax(x.value(), d);
   return Var::make(Y, log ? "log_softmax" : "softmax", {x}, [Y, d, log](const Tensor& g) {
@@ -518,7 +598,7 @@ Var softmax(const Var& x, int64_t dim) { return softmax_impl(x, dim, false); }
 Var log_softmax(const Var& x, int64_t dim) { return softmax_impl(x, dim, true); }
 
 Var group_norm(const Var& x, int64_t groups, const Var& weight, const Var& bias, double eps) {
-  check_f32(x, "ag::group_norm", "x");
+  common_dtype("ag::group_norm", {{"x", x}, {"weight", weight}, {"bias", bias}});
   if (x.dim() < 2) fail("ag::group_norm", "x " + shape_str(x.shape()) + " is not [N, C, ...]");
   const int64_t N = x.size(0), C = x.size(1);
   if (groups < 1 || C % groups != 0)
@@ -568,8 +648,9 @@ Var transpose(const Var& x, int64_t d0, int64_t d1) {
 Var slice(const Var& x, int64_t dim, int64_t start, int64_t end) {
   const Shape in = x.shape();
   if (dim < 0) dim += x.dim();
-  return Var::make(x.value().slice(dim, start, end).contiguous(), "slice", {x}, [in, dim, start, end](const Tensor& g) {
-    Tensor full = Tensor::zeros(in);
+  const DType dt = x.value().dtype();
+  return Var::make(x.value().slice(dim, start, end).contiguous(), "slice", {x}, [in, dim, start, end, dt](const Tensor& g) {
+    Tensor full = Tensor::zeros(in, dt);
     Tensor view = full.slice(dim, start, end);
     view.copy_from(g);
     return std::vector<Tensor>{full};
@@ -581,6 +662,10 @@ Var concat(const std::vector<Var>& xs, int64_t dim) {
   std::vector<Tensor> vals;
   std::vector<int64_t> sizes;
   const int64_t d = dim < 0 ? dim + xs[0].dim() : dim;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const std::string name = "input " + std::to_string(i);
+    common_dtype("ag::concat", {{"input 0", xs[0]}, {name.c_str(), xs[i]}}, 2);
+  }
   for (const Var& v : xs) {
     vals.push_back(v.value());
     sizes.push_back(v.value().size(d));
@@ -598,20 +683,23 @@ Var flip(const Var& x, const std::vector<int64_t>& dims) {
 }
 
 Var gather_rows(const Var& x, const std::vector<int64_t>& index) {
-  check_f32(x, "ag::gather_rows", "x");
+  const DType dt = common_dtype("ag::gather_rows", {{"x", x}});
   const Tensor X = contig(x.value());
   if (X.dim() != 3 || static_cast<int64_t>(index.size()) != X.size(0))
     fail("ag::gather_rows", "x " + shape_str(X.shape()) + " is not (B, L, D) with B = " + std::to_string(index.size()));
   const int64_t B = X.size(0), L = X.size(1), D = X.size(2);
-  Tensor Y = Tensor::empty({B, D});
+  const size_t row_bytes = static_cast<size_t>(D) * dtype_size(dt);
+  auto row = [row_bytes](const Tensor& t, int64_t r) { return static_cast<char*>(t.raw_data()) + r * row_bytes; };
+  Tensor Y = Tensor::empty({B, D}, dt);
   for (int64_t b = 0; b < B; ++b) {
     if (index[b] < 0 || index[b] >= L) fail("ag::gather_rows", "index " + std::to_string(index[b]) + " outside [0, L)");
-    std::copy_n(X.data<float>() + (b * L + index[b]) * D, D, Y.data<float>() + b * D);
+    if (row_bytes) std::memcpy(row(Y, b), row(X, b * L + index[b]), row_bytes);
   }
-  return Var::make(Y, "gather_rows", {x}, [index, B, L, D](const Tensor& g) {
+  return Var::make(Y, "gather_rows", {x}, [index, B, L, D, dt, row, row_bytes](const Tensor& g) {
     const Tensor G = contig(g);
-    Tensor dx = Tensor::zeros({B, L, D});
-    for (int64_t b = 0; b < B; ++b) std::copy_n(G.data<float>() + b * D, D, dx.data<float>() + (b * L + index[b]) * D);
+    Tensor dx = Tensor::zeros({B, L, D}, dt);
+    for (int64_t b = 0; b < B; ++b)
+      if (row_bytes) std::memcpy(row(dx, b * L + index[b]), row(G, b), row_bytes);
     return std::vector<Tensor>{dx};
   });
 }
@@ -619,56 +707,67 @@ Var gather_rows(const Var& x, const std::vector<int64_t>& index) {
 // ---- reductions and losses ---------------------------------------------------------------
 
 Var sum(const Var& x) {
+  const DType dt = common_dtype("ag::sum", {{"x", x}});
   const Shape in = x.shape();
   return Var::make(ops::sum(x.value()).reshape({1}), "sum", {x},
-                   [in](const Tensor& g) { return std::vector<Tensor>{Tensor::full(in, g.item())}; });
+                   [in, dt](const Tensor& g) { return std::vector<Tensor>{Tensor::full(in, g.item(), dt)}; });
 }
 
 Var mean(const Var& x) {
+  const DType dt = common_dtype("ag::mean", {{"x", x}});
   const Shape in = x.shape();
   const double n = static_cast<double>(std::max<int64_t>(1, x.numel()));
   return Var::make(ops::mean(x.value()).reshape({1}), "mean", {x},
-                   [in, n](const Tensor& g) { return std::vector<Tensor>{Tensor::full(in, g.item() / n)}; });
+                   [in, n, dt](const Tensor& g) { return std::vector<Tensor>{Tensor::full(in, g.item() / n, dt)}; });
 }
 
 Var mean(const Var& x, int64_t dim, bool keepdim) {
+  const DType dt = common_dtype("ag::mean", {{"x", x}});
   const Shape in = x.shape();
   const int64_t d = dim < 0 ? dim + x.dim() : dim;
   const double n = static_cast<double>(in.at(d));
-  return Var::make(ops::mean(x.value(), d, keepdim), "mean_dim", {x}, [in, d, n, keepdim](const Tensor& g) {
+  return Var::make(ops::mean(x.value(), d, keepdim), "mean_dim", {x}, [in, d, n, keepdim, dt](const Tensor& g) {
     Tensor gk = keepdim ? g : g.unsqueeze(d);
-    Tensor full = Tensor::zeros(in);
+    Tensor full = Tensor::zeros(in, dt);
     ops::add_(full, ops::mul(gk, 1.0 / n));
     return std::vector<Tensor>{full};
   });
 }
 
 namespace {
-Var regression_loss(const Var& pred, const Tensor& target, bool squared) {
-  const char* op = squared ? "ag::mse_loss" : "ag::l1_loss";
-  check_f32(pred, op, "pred");
-  check_shape(target, pred.shape(), op, "target");
-  const Tensor P = contig(pred.value()), Tg = target.to(DType::f32).contiguous();
+// Mean of (pred - target)^2 (squared) or |pred - target|; target is converted to pred's dtype.
+template <class T>
+Var regression_loss_t(const Var& pred, const Tensor& target, bool squared) {
+  const DType dt = dtype_of<T>();
+  const Tensor P = contig(pred.value()), Tg = target.to(dt).contiguous();
   const int64_t n = P.numel();
-  const float *pp = P.data<float>(), *tp = Tg.data<float>();
+  const T *pp = P.data<T>(), *tp = Tg.data<T>();
   double acc = 0;
   for (int64_t i = 0; i < n; ++i) {
     const double e = static_cast<double>(pp[i]) - tp[i];
     acc += squared ? e * e : std::fabs(e);
   }
   const double denom = static_cast<double>(std::max<int64_t>(n, 1));
-  return Var::make(Tensor::full({1}, acc / denom), squared ? "mse_loss" : "l1_loss", {pred},
-                   [P, Tg, n, denom, squared](const Tensor& g) {
+  return Var::make(Tensor::full({1}, acc / denom, dt), squared ? "mse_loss" : "l1_loss", {pred},
+                   [P, Tg, n, denom, squared, dt](const Tensor& g) {
                      const double s = g.item() / denom;
-                     Tensor dp = Tensor::empty(P.shape());
-                     const float *pp2 = P.data<float>(), *tp2 = Tg.data<float>();
-                     float* d = dp.data<float>();
+                     Tensor dp = Tensor::empty(P.shape(), dt);
+                     const T *pp2 = P.data<T>(), *tp2 = Tg.data<T>();
+                     T* d = dp.data<T>();
                      for (int64_t i = 0; i < n; ++i) {
                        const double e = static_cast<double>(pp2[i]) - tp2[i];
-                       d[i] = static_cast<float>(squared ? 2.0 * s * e : s * (e > 0 ? 1.0 : e < 0 ? -1.0 : 0.0));
+                       d[i] = static_cast<T>(squared ? 2.0 * s * e : s * (e > 0 ? 1.0 : e < 0 ? -1.0 : 0.0));
                      }
                      return std::vector<Tensor>{dp};
                    });
+}
+
+Var regression_loss(const Var& pred, const Tensor& target, bool squared) {
+  const char* op = squared ? "ag::mse_loss" : "ag::l1_loss";
+  const DType dt = common_dtype(op, {{"pred", pred}});
+  check_shape(target, pred.shape(), op, "target");
+  return dt == DType::f64 ? regression_loss_t<double>(pred, target, squared)
+                          : regression_loss_t<float>(pred, target, squared);
 }
 }  // namespace
 
@@ -676,7 +775,7 @@ Var mse_loss(const Var& pred, const Tensor& target) { return regression_loss(pre
 Var l1_loss(const Var& pred, const Tensor& target) { return regression_loss(pred, target, false); }
 
 Var cross_entropy(const Var& logits, const Tensor& targets) {
-  check_f32(logits, "ag::cross_entropy", "logits");
+  const DType dt = common_dtype("ag::cross_entropy", {{"logits", logits}});
   const Tensor L = contig(logits.value());
   if (L.dim() != 2) fail("ag::cross_entropy", "logits " + shape_str(L.shape()) + " is not (rows, V)");
   const Tensor T = targets.to(DType::i64).contiguous();
@@ -685,13 +784,16 @@ Var cross_entropy(const Var& logits, const Tensor& targets) {
   const int64_t* tp = T.data<int64_t>();
   for (int64_t r = 0; r < rows; ++r)
     if (tp[r] >= V) fail("ag::cross_entropy", "target " + std::to_string(tp[r]) + " at row " + std::to_string(r) + " >= V " + std::to_string(V));
-  Tensor dlogits = Tensor::empty(L.shape());
+  Tensor dlogits = Tensor::empty(L.shape(), dt);
   // The fused kernel gives the loss sum and the gradient of the summed loss; scale later.
+  // f64 runs the kernel's plain reference loops.
   const kernels::CrossEntropyResult res =
-      kernels::softmax_cross_entropy(rows, V, V, L.data<float>(), tp, 1.f, dlogits.data<float>());
+      dt == DType::f64
+          ? kernels::softmax_cross_entropy_ref(rows, V, V, L.data<double>(), tp, 1.0, dlogits.data<double>())
+          : kernels::softmax_cross_entropy(rows, V, V, L.data<float>(), tp, 1.f, dlogits.data<float>());
   const double counted = static_cast<double>(res.counted);
   const double loss = res.counted ? res.loss_sum / counted : 0.0;
-  return Var::make(Tensor::full({1}, loss), "cross_entropy", {logits}, [dlogits, counted](const Tensor& g) {
+  return Var::make(Tensor::full({1}, loss, dt), "cross_entropy", {logits}, [dlogits, counted](const Tensor& g) {
     return std::vector<Tensor>{ops::mul(dlogits, counted > 0 ? g.item() / counted : 0.0)};
   });
 }

@@ -68,6 +68,11 @@ Tensor bias_grad(const Tensor& dy) {
 
 Var conv_impl(int spatial, const Var& x, const Var& w, const Var& bias, const ops::ConvOptions& opt, bool transpose) {
   if (!x.defined() || !w.defined()) fail("ag::conv", "x and w are required");
+  const auto dtype_of_var = [](const Var& v) { return v.defined() ? dtype_name(v.value().dtype()) : "none"; };
+  if (w.value().dtype() != x.value().dtype() || (bias.defined() && bias.value().dtype() != x.value().dtype()))
+    fail(transpose ? "ag::conv_transpose" : "ag::conv", std::string("inputs must share one dtype (f32 or f64), got x ") +
+                                                            dtype_of_var(x) + ", w " + dtype_of_var(w) + ", bias " +
+                                                            dtype_of_var(bias));
   const Tensor X = x.value().contiguous(), W = w.value().contiguous();
   const Tensor B = bias.defined() ? bias.value() : Tensor();
   Tensor Y = transpose ? ops::conv_transpose(spatial, X, W, B, opt) : ops::conv(spatial, X, W, B, opt);

@@ -8,17 +8,21 @@
 
 namespace mamba::kernels {
 
-struct CausalConv1dParams {
+template <class T>
+struct CausalConv1dParamsT {
   int64_t batch = 0, seqlen = 0, channels = 0, width = 4;
-  const float* x = nullptr; int64_t x_sb = 0, x_st = 0;
-  const float* weight = nullptr;
-  const float* bias = nullptr;           // optional
-  const float* initial_state = nullptr;  // (batch, channels, width - 1), optional
+  const T* x = nullptr;     int64_t x_sb = 0, x_st = 0;
+  const T* weight = nullptr;
+  const T* bias = nullptr;               // optional
+  const T* initial_state = nullptr;      // (batch, channels, width - 1), optional
   bool silu = true;
-  float* out = nullptr;
+  T* out = nullptr;
 };
+using CausalConv1dParams = CausalConv1dParamsT<float>;
 
+// The plain loops, in f32 or f64 (gradient checks).
 void causal_conv1d_ref(const CausalConv1dParams& p);
+void causal_conv1d_ref(const CausalConv1dParamsT<double>& p);
 // OpenMP over (batch, blocks of channels); time is the outer loop and channels the vector lanes.
 void causal_conv1d(const CausalConv1dParams& p);
 
@@ -28,6 +32,8 @@ void causal_conv1d(const CausalConv1dParams& p);
 // batch and time are taken per channel in a fixed order.
 void causal_conv1d_bwd_ref(const CausalConv1dParams& p, const float* dout, float* dx, int64_t dx_sb, int64_t dx_st,
                            float* dweight, float* dbias, float* dinitial_state);
+void causal_conv1d_bwd_ref(const CausalConv1dParamsT<double>& p, const double* dout, double* dx, int64_t dx_sb,
+                           int64_t dx_st, double* dweight, double* dbias, double* dinitial_state);
 void causal_conv1d_bwd(const CausalConv1dParams& p, const float* dout, float* dx, int64_t dx_sb, int64_t dx_st,
                        float* dweight, float* dbias, float* dinitial_state);
 

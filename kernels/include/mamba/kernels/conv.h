@@ -1,4 +1,5 @@
-// N-d convolution (1 to 3 spatial dims) and transposed convolution, f32, via im2col + GEMM.
+// N-d convolution (1 to 3 spatial dims) and transposed convolution, f32, via im2col + GEMM
+// (and plain f64 reference loops).
 //
 // Memory (contiguous, row-major):
 //   conv:       x [N, C_in, in...],  w [C_out, C_in/groups, k...],  y [N, C_out, out...]
@@ -28,6 +29,9 @@ void conv_f32(const ConvParams& p, const float* x, const float* w, const float* 
 void conv_f32_ref(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
 void conv_transpose_f32(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
 void conv_transpose_f32_ref(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
+// f64: the plain loops only (gradient checks in f64).
+void conv_f64_ref(const ConvParams& p, const double* x, const double* w, const double* bias, double* y);
+void conv_transpose_f64_ref(const ConvParams& p, const double* x, const double* w, const double* bias, double* y);
 
 // Geometry of one image for im2col/col2im: C channels of size img[3], kernel k[3], and the
 // `cols` grid col[3] of kernel positions (the conv output size).

@@ -19,5 +19,8 @@ CrossEntropyResult softmax_cross_entropy(int64_t rows, int64_t V, int64_t row_st
                                          const int64_t* targets, float scale, float* dlogits);
 CrossEntropyResult softmax_cross_entropy_ref(int64_t rows, int64_t V, int64_t row_stride, const float* logits,
                                              const int64_t* targets, float scale, float* dlogits);
+// The same loops in f64 (gradient checks).
+CrossEntropyResult softmax_cross_entropy_ref(int64_t rows, int64_t V, int64_t row_stride, const double* logits,
+                                             const int64_t* targets, double scale, double* dlogits);
 
 }  // namespace mamba::kernels

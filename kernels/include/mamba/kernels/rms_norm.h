@@ -6,7 +6,8 @@
 // x, z, y: `rows` rows of `dim` floats with the given row strides (columns contiguous).
 // residual forms: add_rms_norm first writes residual_out = x + residual_in (the pre-norm
 // residual stream of a Mamba block), then normalises it. All accumulate in f32 (double
-// for the reference). OpenMP over rows.
+// for the reference). OpenMP over rows. The references (*_ref) also take f64 rows (the
+// same loops, for gradient checks in f64).
 #pragma once
 #include <cstdint>
 
@@ -15,6 +16,8 @@ namespace mamba::kernels {
 void rms_norm(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps, float* y,
               int64_t y_stride);
 void rms_norm_ref(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps, float* y,
+                  int64_t y_stride);
+void rms_norm_ref(int64_t rows, int64_t dim, const double* x, int64_t x_stride, const double* w, double eps, double* y,
                   int64_t y_stride);
 
 // residual_out = x + residual_in (residual_in may be null: residual_out = x); y = rms_norm(residual_out).
@@ -26,6 +29,9 @@ void gated_rms_norm(int64_t rows, int64_t dim, int64_t group_size, const float* 
 void gated_rms_norm_ref(int64_t rows, int64_t dim, int64_t group_size, const float* x, int64_t x_stride,
                         const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate, float* y,
                         int64_t y_stride);
+void gated_rms_norm_ref(int64_t rows, int64_t dim, int64_t group_size, const double* x, int64_t x_stride,
+                        const double* z, int64_t z_stride, const double* w, double eps, bool norm_before_gate,
+                        double* y, int64_t y_stride);
 
 // Backward passes: given dy (rows of `dim`, row stride dy_stride), write dx (and dz) with
 // their own row strides and dw (dim) = the sum over rows of dL/dw. Per normalised group of
@@ -41,6 +47,8 @@ void rms_norm_bwd(int64_t rows, int64_t dim, const float* x, int64_t x_stride, c
                   const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dw);
 void rms_norm_bwd_ref(int64_t rows, int64_t dim, const float* x, int64_t x_stride, const float* w, float eps,
                       const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dw);
+void rms_norm_bwd_ref(int64_t rows, int64_t dim, const double* x, int64_t x_stride, const double* w, double eps,
+                      const double* dy, int64_t dy_stride, double* dx, int64_t dx_stride, double* dw);
 
 void gated_rms_norm_bwd(int64_t rows, int64_t dim, int64_t group_size, const float* x, int64_t x_stride,
                         const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate,
@@ -50,5 +58,9 @@ void gated_rms_norm_bwd_ref(int64_t rows, int64_t dim, int64_t group_size, const
                             const float* z, int64_t z_stride, const float* w, float eps, bool norm_before_gate,
                             const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride, float* dz,
                             int64_t dz_stride, float* dw);
+void gated_rms_norm_bwd_ref(int64_t rows, int64_t dim, int64_t group_size, const double* x, int64_t x_stride,
+                            const double* z, int64_t z_stride, const double* w, double eps, bool norm_before_gate,
+                            const double* dy, int64_t dy_stride, double* dx, int64_t dx_stride, double* dz,
+                            int64_t dz_stride, double* dw);
 
 }  // namespace mamba::kernels

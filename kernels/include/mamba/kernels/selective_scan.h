@@ -8,7 +8,8 @@
 // transposing): u, delta, z, y are indexed [b, d, t]; B and C are indexed [b, g, n, t] with
 // channel d using group d / (dim / n_groups); A is (dim, dstate) contiguous; D and
 // delta_bias are (dim); initial_state and final_state are (batch, dim, dstate) contiguous.
-// Optional pointers may be null. All memory is f32 on the CPU.
+// Optional pointers may be null. Memory is on the CPU: f32 for the fast path; the plain
+// references also run in f64 (SelectiveScanParamsT<double>, for gradient checks).
 #pragma once
 #include <cstdint>
 
@@ -26,21 +27,25 @@ struct Strided4 {  // element [i, j, k, m] at ptr[i * s0 + j * s1 + k * s2 + m *
   int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 };
 
-struct SelectiveScanParams {
+template <class T>
+struct SelectiveScanParamsT {
   int64_t batch = 0, dim = 0, seqlen = 0, dstate = 0, n_groups = 1;
-  Strided3<const float> u, delta, z;     // [b, d, t]; z optional
-  Strided4<const float> B, C;            // [b, g, n, t]
-  const float* A = nullptr;              // (dim, dstate)
-  const float* D = nullptr;              // (dim), optional
-  const float* delta_bias = nullptr;     // (dim), optional
+  Strided3<const T> u, delta, z;         // [b, d, t]; z optional
+  Strided4<const T> B, C;                // [b, g, n, t]
+  const T* A = nullptr;                  // (dim, dstate)
+  const T* D = nullptr;                  // (dim), optional
+  const T* delta_bias = nullptr;         // (dim), optional
   bool delta_softplus = false;
-  const float* initial_state = nullptr;  // (batch, dim, dstate), optional (zeros)
-  Strided3<float> y;                     // [b, d, t]
-  float* final_state = nullptr;          // (batch, dim, dstate), optional
+  const T* initial_state = nullptr;      // (batch, dim, dstate), optional (zeros)
+  Strided3<T> y;                         // [b, d, t]
+  T* final_state = nullptr;              // (batch, dim, dstate), optional
 };
+using SelectiveScanParams = SelectiveScanParamsT<float>;
 
-// Plain reference: one channel at a time, std::exp, double-free f32 arithmetic as written.
+// Plain reference: one channel at a time, std::exp, the arithmetic as written in the
+// element type (f32, or f64 for gradient checks).
 void selective_scan_ref(const SelectiveScanParams& p);
+void selective_scan_ref(const SelectiveScanParamsT<double>& p);
 // Fast path: OpenMP over (batch, blocks of 8 channels); the 8 channels of a block are
 // the vector lanes, so the recurrence and <h, C> are vertical FMAs; exp(delta * A) by a
 // polynomial in the same lanes. Each channel's result is independent of the thread count.
@@ -53,16 +58,22 @@ void selective_scan(const SelectiveScanParams& p);
 // accumulated); optional outputs may be null. dB and dC have B's and C's layout
 // [b, g, n, t]; their sums over the channels of a group are taken in a fixed order, so
 // the result does not depend on the thread count.
-struct SelectiveScanGrads {
-  Strided3<float> du, ddelta, dz;        // [b, d, t]; dz only when the forward had z
-  Strided4<float> dB, dC;                // [b, g, n, t]
-  float* dA = nullptr;                   // (dim, dstate)
-  float* dD = nullptr;                   // (dim), optional
-  float* ddelta_bias = nullptr;          // (dim), optional
-  float* dinitial_state = nullptr;       // (batch, dim, dstate), optional
+template <class T>
+struct SelectiveScanGradsT {
+  Strided3<T> du, ddelta, dz;            // [b, d, t]; dz only when the forward had z
+  Strided4<T> dB, dC;                    // [b, g, n, t]
+  T* dA = nullptr;                       // (dim, dstate)
+  T* dD = nullptr;                       // (dim), optional
+  T* ddelta_bias = nullptr;              // (dim), optional
+  T* dinitial_state = nullptr;           // (batch, dim, dstate), optional
 };
+using SelectiveScanGrads = SelectiveScanGradsT<float>;
+// The reference keeps every state; its f64 form is what the fast f32 backward is checked
+// against (and what f64 finite differences check).
 void selective_scan_bwd_ref(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal_state,
                             const SelectiveScanGrads& g);
+void selective_scan_bwd_ref(const SelectiveScanParamsT<double>& p, Strided3<const double> dy,
+                            const double* dfinal_state, const SelectiveScanGradsT<double>& g);
 void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal_state,
                         const SelectiveScanGrads& g);
 
@@ -95,4 +106,8 @@ inline float silu_scalar(float x);
 namespace mamba::kernels {
 inline float softplus_scalar(float x) { return x > 20.f ? x : std::log1p(std::exp(x)); }
 inline float silu_scalar(float x) { return x / (1.f + std::exp(-x)); }
+// The same in the element type of the references (identical to the above for float).
+template <class T> inline T softplus_ref(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
+template <class T> inline T silu_ref(T x) { return x / (T(1) + std::exp(-x)); }
+template <class T> inline T sigmoid_ref(T x) { return T(1) / (T(1) + std::exp(-x)); }
 }  // namespace mamba::kernels

@@ -13,24 +13,27 @@
 
 namespace mamba::kernels {
 
-struct SsdParams {
+template <class T>
+struct SsdParamsT {
   int64_t batch = 0, seqlen = 0, nheads = 0, headdim = 0, dstate = 0, ngroups = 1;
   int64_t chunk_size = 256;  // the chunked algorithm's block length; results do not depend on it
-  const float* x = nullptr;  int64_t x_sb = 0, x_st = 0, x_sh = 0;
-  const float* dt = nullptr; int64_t dt_sb = 0, dt_st = 0, dt_sh = 0;
-  const float* B = nullptr;  int64_t B_sb = 0, B_st = 0, B_sg = 0;
-  const float* C = nullptr;  int64_t C_sb = 0, C_st = 0, C_sg = 0;
-  const float* A = nullptr;
-  const float* D = nullptr;
-  const float* dt_bias = nullptr;
+  const T* x = nullptr;      int64_t x_sb = 0, x_st = 0, x_sh = 0;
+  const T* dt = nullptr;     int64_t dt_sb = 0, dt_st = 0, dt_sh = 0;
+  const T* B = nullptr;      int64_t B_sb = 0, B_st = 0, B_sg = 0;
+  const T* C = nullptr;      int64_t C_sb = 0, C_st = 0, C_sg = 0;
+  const T* A = nullptr;
+  const T* D = nullptr;
+  const T* dt_bias = nullptr;
   bool dt_softplus = true;
-  const float* initial_state = nullptr;
-  float* y = nullptr;        int64_t y_sb = 0, y_st = 0, y_sh = 0;
-  float* final_state = nullptr;
+  const T* initial_state = nullptr;
+  T* y = nullptr;            int64_t y_sb = 0, y_st = 0, y_sh = 0;
+  T* final_state = nullptr;
 };
+using SsdParams = SsdParamsT<float>;
 
-// The sequential recurrence above, one step at a time (the reference).
+// The sequential recurrence above, one step at a time (the reference), in f32 or f64.
 void ssd_scan_ref(const SsdParams& p);
+void ssd_scan_ref(const SsdParamsT<double>& p);
 
 // The chunked SSD algorithm: within each chunk of Q steps, y = (L o C B^T) X as GEMMs
 // (L the causal decay mask); chunk states X^T diag(w) B by GEMM; a sequential pass over
@@ -57,21 +60,26 @@ void ssd_chunk_scan(const SsdParams& p);
 // (that gradient is then not produced). Sums over shared inputs (dB/dC over the heads of a
 // group, dA/dD/ddt_bias over batch and time) are reduced in a fixed order, so the result
 // does not depend on the thread count.
-struct SsdGrads {
-  float* dx = nullptr;  int64_t dx_sb = 0, dx_st = 0, dx_sh = 0;
-  float* ddt = nullptr; int64_t ddt_sb = 0, ddt_st = 0, ddt_sh = 0;
-  float* dB = nullptr;  int64_t dB_sb = 0, dB_st = 0, dB_sg = 0;
-  float* dC = nullptr;  int64_t dC_sb = 0, dC_st = 0, dC_sg = 0;
-  float* dA = nullptr;              // (nheads)
-  float* dD = nullptr;              // (nheads)
-  float* ddt_bias = nullptr;        // (nheads)
-  float* dinitial_state = nullptr;  // (batch, nheads, headdim, dstate)
+template <class T>
+struct SsdGradsT {
+  T* dx = nullptr;  int64_t dx_sb = 0, dx_st = 0, dx_sh = 0;
+  T* ddt = nullptr; int64_t ddt_sb = 0, ddt_st = 0, ddt_sh = 0;
+  T* dB = nullptr;  int64_t dB_sb = 0, dB_st = 0, dB_sg = 0;
+  T* dC = nullptr;  int64_t dC_sb = 0, dC_st = 0, dC_sg = 0;
+  T* dA = nullptr;              // (nheads)
+  T* dD = nullptr;              // (nheads)
+  T* ddt_bias = nullptr;        // (nheads)
+  T* dinitial_state = nullptr;  // (batch, nheads, headdim, dstate)
 };
+using SsdGrads = SsdGradsT<float>;
 
 // Reference: one (batch, head) at a time, every state S_0..S_L kept, std::exp/log1p, the
-// per-step sums and the sums over time/heads accumulated in double.
+// per-step sums and the sums over time/heads accumulated in double. The f64 form is what
+// the fast f32 backward is checked against.
 void ssd_scan_bwd_ref(const SsdParams& p, const float* dy, int64_t dy_sb, int64_t dy_st, int64_t dy_sh,
                       const float* dfinal_state, const SsdGrads& g);
+void ssd_scan_bwd_ref(const SsdParamsT<double>& p, const double* dy, int64_t dy_sb, int64_t dy_st, int64_t dy_sh,
+                      const double* dfinal_state, const SsdGradsT<double>& g);
 // Fast path: OpenMP over (batch, head); each task replays the forward keeping a checkpoint
 // of the state every 64 steps (P*N floats each), then walks the chunks backwards,
 // recomputing a chunk's 64 states from its checkpoint. Per-task partial dB/dC ([t, n] per

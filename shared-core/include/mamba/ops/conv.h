@@ -1,5 +1,6 @@
-// Convolutions and transposed convolutions over 1, 2 or 3 spatial dims, f32, PyTorch
-// semantics (cross-correlation, zero padding).
+// Convolutions and transposed convolutions over 1, 2 or 3 spatial dims, f32 (or f64, all
+// arguments the same dtype, through the plain reference loops), PyTorch semantics
+// (cross-correlation, zero padding).
 //
 //   convNd:            x [N, C_in, in...]  w [C_out, C_in/groups, k...]  -> [N, C_out, out...]
 //                      out = (in + 2*padding - dilation*(k-1) - 1) / stride + 1

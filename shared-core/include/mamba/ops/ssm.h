@@ -1,5 +1,9 @@
 // Tensor-level state space operations: shape checks + adaptation to the kernel
-// parameter structs (kernels/include/mamba/kernels/{selective_scan,ssd}.h). All f32, CPU.
+// parameter structs (kernels/include/mamba/kernels/{selective_scan,ssd}.h). CPU.
+// Element type: f32 (the other float inputs are converted to f32), or f64 when the first
+// input (u / x) is f64: then every input is converted to f64, the plain reference loops
+// run whatever `impl` says (there is no fast f64 path), and the results are f64. f64 is
+// for gradient checks: the fast f32 backward is checked against the f64 reference.
 // Every function throws mamba::Error naming the op, the argument and the shapes.
 #pragma once
 
@@ -57,6 +61,13 @@ SsdScanGrads ssd_scan_backward(const Tensor& x, const Tensor& dt, const Tensor& 
 
 // Depthwise causal conv1d: x (b, l, c), weight (c, k) or (c, 1, k), bias (c) optional -> (b, l, c).
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, bool silu, Impl impl = Impl::fast);
+// Its backward for an upstream gradient dy (b, l, c) of the output (after the SiLU when
+// silu): dx (b, l, c), dweight (weight's shape), dbias (c; undefined without bias).
+struct Conv1dGrads {
+  Tensor dx, dweight, dbias;
+};
+Conv1dGrads causal_conv1d_backward(const Tensor& x, const Tensor& weight, const Tensor& bias, bool silu,
+                                   const Tensor& dy, Impl impl = Impl::fast);
 
 // RMSNorm over the last dim: x (..., d), weight (d).
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps, Impl impl = Impl::fast);

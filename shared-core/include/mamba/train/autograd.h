@@ -11,14 +11,18 @@
 //   Var(t)                     a constant (no gradient)
 //   Var(t, true)               a leaf whose gradient backward() accumulates in grad()
 //   Var::parameter(v, g)       a model parameter: backward() adds its gradient into the
-//                              caller-owned tensor g (same shape as v, f32), which is what
+//                              caller-owned tensor g (same shape and dtype as v), which is what
 //                              the optimiser reads (train::Param::grad).
 // Fused layers (Mamba mixers) enter the graph through mixer(): their hand-written
 // backward runs inside the graph and adds their parameter gradients into the tensors the
 // caller names.
 //
-// Values are f32, CPU. Ops return new contiguous values. Shapes follow PyTorch; each op's
-// comment gives them. Errors: mamba::Error naming the op and the shapes.
+// Values are f32 or f64, CPU: every op computes in the dtype of its inputs, which must all
+// be the same (a mix is a mamba::Error naming the op and each input's dtype; constant
+// targets of the losses are converted). f64 is for gradient checks (the fused kernels run
+// their plain f64 reference loops); the Mamba mixers (mixer()) are f32 only. Ops return
+// new contiguous values. Shapes follow PyTorch; each op's comment gives them. Errors:
+// mamba::Error naming the op and the shapes.
 // Ownership: a Var is a shared handle; the graph stays alive while the result Var does
 // (each node holds its inputs) and is freed when the last handle goes.
 // Thread-safety: grad mode is per thread. Distinct graphs may be built and differentiated
