@@ -4,6 +4,10 @@
 #include <cmath>
 #include <limits>
 
+#include <omp.h>
+
+#include "mamba/kernels/gemm.h"
+
 
 namespace mamba::recommendation {
 
@@ -39,36 +43,108 @@ std::vector<ScoredId> top_k_items(const Mamba4Rec& net, const Tensor& hidden, in
   return top_k_items_batch(net, {hidden}, {k}, {&exclude}).front();
 }
 
+namespace {
+
+// best-first order: higher score, then the lower id.
+inline bool better(const ScoredId& a, const ScoredId& b) {
+  return a.score > b.score || (a.score == b.score && a.id < b.id);
+}
+
+// A k-entry min-heap of the best candidates so far (front = the worst of them).
+struct TopK {
+  size_t want = 0;
+  std::vector<ScoredId> heap;
+  // Candidates must score at least this to be considered (-inf until the heap is full).
+  float threshold() const {
+    if (want == 0) return std::numeric_limits<float>::infinity();
+    return heap.size() == want ? heap.front().score : -std::numeric_limits<float>::infinity();
+  }
+  void offer(const ScoredId& c) {
+    if (heap.size() == want) {
+      if (!better(c, heap.front())) return;
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = c;
+    } else {
+      heap.push_back(c);
+    }
+    std::push_heap(heap.begin(), heap.end(), better);
+  }
+};
+
+// Items per block: a block's B x kBlock scores stay in cache between the GEMM that writes
+// them and the top-k scan that reads them.
+constexpr int64_t kScoreBlock = 2048;
+
+}  // namespace
+
 std::vector<std::vector<ScoredId>> top_k_items_batch(const Mamba4Rec& net, const std::vector<Tensor>& hidden,
                                                      const std::vector<int64_t>& k,
                                                      const std::vector<const std::unordered_set<int32_t>*>& exclude) {
-  std::vector<float> scores;
-  net.score_representations(hidden, scores);
-  const int64_t N = net.config().num_items;
-  std::vector<std::vector<ScoredId>> all(hidden.size());
-  // Per row: one pass with a k-entry min-heap (ordered by score, then by id so that ties
-  // go to the lower id), skipping excluded ids; O(N log k) without copying the row.
-  auto better = [](const ScoredId& a, const ScoredId& b) { return a.score > b.score || (a.score == b.score && a.id < b.id); };
-  for (size_t b = 0; b < hidden.size(); ++b) {
-    const float* row = scores.data() + b * static_cast<size_t>(N);
-    const auto& ex = *exclude[b];
-    const size_t want = static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[b], N)));
-    std::vector<ScoredId>& heap = all[b];  // heap.front() = the worst of the best so far
-    heap.reserve(want);
-    for (int64_t j = 0; j < N && want > 0; ++j) {
-      const ScoredId c{static_cast<int32_t>(j + 1), row[j]};
-      if (std::isnan(c.score)) continue;
-      if (heap.size() == want && !better(c, heap.front())) continue;
-      if (!ex.empty() && ex.count(c.id)) continue;
-      if (heap.size() == want) {
-        std::pop_heap(heap.begin(), heap.end(), better);
-        heap.back() = c;
-      } else {
-        heap.push_back(c);
-      }
-      std::push_heap(heap.begin(), heap.end(), better);
+  const int64_t B = static_cast<int64_t>(hidden.size()), D = net.config().d_model, N = net.config().num_items;
+  if (k.size() != hidden.size() || exclude.size() != hidden.size())
+    fail("top_k_items_batch", "hidden, k and exclude must have one entry per request");
+  std::vector<float> h(static_cast<size_t>(B * D));
+  for (int64_t b = 0; b < B; ++b) {
+    if (hidden[static_cast<size_t>(b)].numel() != D)
+      fail("top_k_items_batch", "hidden " + shape_str(hidden[static_cast<size_t>(b)].shape()) + " is not (d_model)");
+    const Tensor c = hidden[static_cast<size_t>(b)].contiguous();
+    std::copy_n(c.data<float>(), D, h.data() + b * D);
+  }
+  // Rows 1..N of the item table, read in place (no copy per request or batch).
+  const float* items = net.item_table().data<float>() + D;
+  const int64_t blocks = (N + kScoreBlock - 1) / kScoreBlock;
+  // Each thread scores a contiguous range of blocks into its own heaps (one per request);
+  // the heaps are merged at the end. The GEMM inside runs single-threaded (OpenBLAS's
+  // OpenMP build does inside a parallel region).
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), blocks)));
+  std::vector<std::vector<TopK>> part(static_cast<size_t>(threads), std::vector<TopK>(static_cast<size_t>(B)));
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    std::vector<TopK>& mine = part[static_cast<size_t>(t)];
+    for (int64_t b = 0; b < B; ++b) {
+      mine[static_cast<size_t>(b)].want = static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[static_cast<size_t>(b)], N)));
+      mine[static_cast<size_t>(b)].heap.reserve(mine[static_cast<size_t>(b)].want);
     }
-    std::sort_heap(heap.begin(), heap.end(), better);  // best first
+    std::vector<float> scores(static_cast<size_t>(B * kScoreBlock));
+    std::vector<float> thr(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) thr[static_cast<size_t>(b)] = mine[static_cast<size_t>(b)].threshold();
+    const int64_t nt = omp_get_num_threads();  // the runtime may give fewer than asked
+    const int64_t lo = blocks * t / nt, hi = blocks * (t + 1) / nt;
+    for (int64_t blk = lo; blk < hi; ++blk) {
+      const int64_t j0 = blk * kScoreBlock, nb = std::min(kScoreBlock, N - j0);
+      // scores (nb, B) row-major = E[j0 + 1 .. j0 + nb] h^T: item-major, which OpenBLAS
+      // runs faster for these shapes than (B, nb).
+      if (B == 1)
+        kernels::sgemv(false, nb, D, 1.f, items + j0 * D, D, h.data(), 0.f, scores.data());
+      else
+        kernels::sgemm(false, true, nb, B, D, 1.f, items + j0 * D, D, h.data(), D, 0.f, scores.data(), B);
+      for (int64_t j = 0; j < nb; ++j) {
+        const float* s = scores.data() + j * B;
+        // Most items enter no request's heap: one vectorised test over the B requests.
+        // (NaN fails every comparison and is never returned.)
+        bool any = false;
+        for (int64_t b = 0; b < B; ++b) any |= s[b] >= thr[static_cast<size_t>(b)];
+        if (!any) continue;
+        const int32_t id = static_cast<int32_t>(j0 + j + 1);
+        for (int64_t b = 0; b < B; ++b) {
+          if (!(s[b] >= thr[static_cast<size_t>(b)])) continue;
+          TopK& top = mine[static_cast<size_t>(b)];
+          const auto& ex = *exclude[static_cast<size_t>(b)];
+          if (!ex.empty() && ex.count(id)) continue;
+          top.offer({id, s[b]});
+          thr[static_cast<size_t>(b)] = top.threshold();
+        }
+      }
+    }
+  }
+  std::vector<std::vector<ScoredId>> all(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    TopK top = std::move(part[0][static_cast<size_t>(b)]);
+    for (int t = 1; t < threads; ++t)
+      for (const ScoredId& c : part[static_cast<size_t>(t)][static_cast<size_t>(b)].heap) top.offer(c);
+    std::sort_heap(top.heap.begin(), top.heap.end(), better);  // best first
+    all[static_cast<size_t>(b)] = std::move(top.heap);
   }
   return all;
 }
@@ -128,6 +204,96 @@ size_t UserStateCache::size() const {
 uint64_t UserStateCache::evictions() const {
   std::lock_guard<std::mutex> lk(mu_);
   return evictions_;
+}
+
+// ---- the history-state cache --------------------------------------------------------
+
+namespace {
+
+// FNV-1a over the model key, then over each id: prefix hashes come one id at a time.
+constexpr uint64_t kFnvPrime = 1099511628211ull;
+uint64_t hash_key(const std::string& model_key) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : model_key) h = (h ^ c) * kFnvPrime;
+  return (h ^ 0xff) * kFnvPrime;  // separator
+}
+uint64_t hash_step(uint64_t h, int32_t id) {
+  auto u = static_cast<uint32_t>(id);
+  for (int i = 0; i < 4; ++i, u >>= 8) h = (h ^ (u & 0xffu)) * kFnvPrime;
+  return h;
+}
+
+}  // namespace
+
+HistoryStateCache::HistoryStateCache(size_t capacity) : capacity_(capacity) {}
+
+HistoryStateCache::Hit HistoryStateCache::longest_prefix(const std::string& model_key,
+                                                         const std::vector<int32_t>& window, size_t min_length) {
+  if (capacity_ == 0 || window.empty()) return {};
+  min_length = std::max<size_t>(1, min_length);
+  std::vector<uint64_t> prefix(window.size() + 1);
+  prefix[0] = hash_key(model_key);
+  for (size_t i = 0; i < window.size(); ++i) prefix[i + 1] = hash_step(prefix[i], window[i]);
+  std::lock_guard<std::mutex> lk(mu_);
+  for (size_t n = window.size(); n >= min_length; --n) {
+    auto it = index_.find(prefix[n]);
+    if (it == index_.end()) continue;
+    const Entry& e = *it->second;
+    if (e.ids.size() != n || e.model_key != model_key || !std::equal(e.ids.begin(), e.ids.end(), window.begin()))
+      continue;  // a hash collision
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return {n, e.state};
+  }
+  return {};
+}
+
+void HistoryStateCache::insert(const std::string& model_key, const std::vector<int32_t>& window,
+                               std::shared_ptr<const Mamba4RecState> state) {
+  if (capacity_ == 0 || window.empty()) return;
+  uint64_t h = hash_key(model_key);
+  for (int32_t id : window) h = hash_step(h, id);
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = index_.find(h);
+  if (it != index_.end()) {
+    *it->second = {h, model_key, window, std::move(state)};  // the same key, or a collision: replaced
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return;
+  }
+  lru_.push_front({h, model_key, window, std::move(state)});
+  index_[h] = lru_.begin();
+  while (lru_.size() > capacity_) {
+    index_.erase(lru_.back().hash);
+    lru_.pop_back();
+  }
+}
+
+size_t HistoryStateCache::size() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return lru_.size();
+}
+
+std::shared_ptr<const Mamba4RecState> history_state(const Mamba4Rec& net, const std::string& model_key,
+                                                    const std::vector<int32_t>& window, HistoryStateCache* cache,
+                                                    size_t max_steps, bool* from_cache) {
+  if (from_cache) *from_cache = false;
+  if (!cache || window.empty()) return std::make_shared<const Mamba4RecState>(net.prefill(window));
+  const size_t min_length = window.size() > max_steps ? window.size() - max_steps : 1;
+  const HistoryStateCache::Hit hit = cache->longest_prefix(model_key, window, min_length);
+  if (hit.length == window.size()) {
+    if (from_cache) *from_cache = true;
+    return hit.state;
+  }
+  std::shared_ptr<const Mamba4RecState> out;
+  if (hit.length > 0) {
+    Mamba4RecState s = hit.state->clone();
+    for (size_t i = hit.length; i < window.size(); ++i) net.advance(s, window[i]);
+    out = std::make_shared<const Mamba4RecState>(std::move(s));
+    if (from_cache) *from_cache = true;
+  } else {
+    out = std::make_shared<const Mamba4RecState>(net.prefill(window));
+  }
+  cache->insert(model_key, window, out);
+  return out;
 }
 
 }  // namespace mamba::recommendation
