@@ -5,6 +5,7 @@
 #include <set>
 #include <unordered_set>
 
+#include <omp.h>
 #include <spdlog/spdlog.h>
 
 #include "mamba/recommendation/store.h"
@@ -54,6 +55,18 @@ auto with_store(F&& f) -> decltype(f()) {
     throw sv::ServiceError(StatusCode::NOT_FOUND, e.kind() + " '" + e.key() + "' is not known", e.kind() == "user" ? "user_id" : "item_id");
   } catch (const pqxx::broken_connection& e) {
     throw sv::ServiceError(StatusCode::UNAVAILABLE, std::string("the event store is unreachable: ") + e.what());
+  }
+}
+
+// The request threads (gRPC's, many) run their prefills and steps single-threaded: OpenMP
+// teams started from each of them would oversubscribe the cores many times over. The
+// scoring batcher's one worker keeps the process's OpenMP threads (OMP_NUM_THREADS) for the
+// blocked top-k. omp_set_num_threads() sets the calling thread's value only.
+void request_thread_kernels_single_threaded() {
+  thread_local bool done = false;
+  if (!done) {
+    omp_set_num_threads(1);
+    done = true;
   }
 }
 
@@ -149,6 +162,7 @@ std::vector<ScoredId> RecommendationServiceImpl::score(sv::Call& call, const std
 grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, const v1::RecommendRequest* req,
                                                   v1::RecommendResponse* resp) {
   return rt_.handle(ctx, std::string(kName) + "/Recommend", [&](sv::Call& call) {
+    request_thread_kernels_single_threaded();
     sv::check_range("k", req->k(), 1, 1000);
     if (req->user_id().empty()) sv::throw_invalid("user_id", "must not be empty");
     sv::LoadedModelInfo info;
@@ -198,6 +212,7 @@ grpc::Status RecommendationServiceImpl::RecommendFromHistory(grpc::ServerContext
                                                              const v1::RecommendFromHistoryRequest* req,
                                                              v1::RecommendResponse* resp) {
   return rt_.handle(ctx, std::string(kName) + "/RecommendFromHistory", [&](sv::Call& call) {
+    request_thread_kernels_single_threaded();
     sv::check_range("k", req->k(), 1, 1000);
     sv::check_limit("items", static_cast<uint64_t>(req->items_size()), static_cast<uint64_t>(opts_.max_history_items), "items");
     sv::LoadedModelInfo info;
@@ -229,6 +244,7 @@ grpc::Status RecommendationServiceImpl::RecommendFromHistory(grpc::ServerContext
 grpc::Status RecommendationServiceImpl::AddInteractions(grpc::ServerContext* ctx, const v1::AddInteractionsRequest* req,
                                                         v1::AddInteractionsResponse* resp) {
   return rt_.handle(ctx, std::string(kName) + "/AddInteractions", [&](sv::Call&) {
+    request_thread_kernels_single_threaded();
     sv::check_limit("interactions", static_cast<uint64_t>(req->interactions_size()),
                     static_cast<uint64_t>(opts_.max_add_interactions), "interactions");
     std::vector<NewInteraction> events;
