@@ -1,7 +1,9 @@
-// mambactl bench forecast: closed-loop load on ForecastingService/Forecast.
+// mambactl bench forecast | recommend: closed-loop load on ForecastingService/Forecast or
+// RecommendationService/RecommendFromHistory (Recommend with --user).
 //
-// For each concurrency level N: N threads, each doing blocking Forecast calls in a loop
-// (the same request, built once from the CSV's last rows) on --channels shared channels
+// For each concurrency level N: N threads (streams), each doing blocking calls in a loop
+// (forecast: the same request, built once from the CSV's last rows; recommend: see
+// RecBenchArgs in client.h) on --channels shared channels
 // (0: a channel per thread). After --warmup-s, windows of --window-s are measured; a
 // request belongs to the window in which it completed. The level ends when at least
 // --duration-s has been measured and the last three windows agree on throughput
@@ -15,12 +17,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <map>
+#include <random>
 #include <thread>
 
 #include "client.h"
 
 namespace fc = mamba::forecasting::v1;
+namespace rv = mamba::recommendation::v1;
 using Clock = std::chrono::steady_clock;
 
 namespace mambactl {
@@ -71,7 +76,13 @@ std::string errors_text(const std::map<int, int64_t>& errors) {
   return s;
 }
 
-LevelResult run_level(Connection& conn, const fc::ForecastRequest& req, const BenchArgs& a, int n) {
+// One stream: makes one blocking call on a prepared context. What it sends and where the
+// response goes (its stub, request, response) live in the closure, one per stream.
+using StreamCall = std::function<grpc::Status(grpc::ClientContext&)>;
+// Builds stream `index`'s call on `channel` (on the stream's own thread).
+using StreamFactory = std::function<StreamCall(int index, const std::shared_ptr<grpc::Channel>& channel)>;
+
+LevelResult run_level(Connection& conn, const StreamFactory& make_stream, const LoadArgs& a, int n) {
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   if (a.channels == 1) {
     channels.push_back(conn.channel());
@@ -87,15 +98,14 @@ LevelResult run_level(Connection& conn, const fc::ForecastRequest& req, const Be
   threads.reserve(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
-      auto stub = fc::ForecastingService::NewStub(channels[static_cast<size_t>(i) % channels.size()]);
+      StreamCall call = make_stream(i, channels[static_cast<size_t>(i) % channels.size()]);
       auto& mine = records[static_cast<size_t>(i)];
       mine.reserve(4096);
-      fc::ForecastResponse resp;
       while (!stop.load(std::memory_order_relaxed)) {
         grpc::ClientContext ctx;
         conn.prepare(ctx);
         const Clock::time_point s = Clock::now();
-        const grpc::Status st = stub->Forecast(&ctx, req, &resp);
+        const grpc::Status st = call(ctx);
         const Clock::time_point e = Clock::now();
         if (st.ok()) ok_count.fetch_add(1, std::memory_order_relaxed);
         mine.push_back({std::chrono::duration_cast<std::chrono::nanoseconds>(e - t0).count(),
@@ -178,34 +188,8 @@ grpc::Status model_seq_len(Connection& conn, const SeriesArgs& s, int64_t& seq_l
   return grpc::Status::OK;
 }
 
-}  // namespace
-
-int run_bench_forecast(Connection& conn, BenchArgs a) {
-  if (grpc::Status st = resolve_model_name(conn, a.series.model); !st.ok()) return report_status(st);
-  if (!a.rows_given) {
-    int64_t seq_len = 0;
-    if (grpc::Status st = model_seq_len(conn, a.series, seq_len); !st.ok()) return report_status(st);
-    a.series.rows = seq_len;  // 0: the whole CSV
-  }
-  const fc::ForecastRequest req = build_forecast_request(a.series);
-
-  // One call first: the channel is connected and a request that cannot succeed stops here.
-  {
-    auto stub = fc::ForecastingService::NewStub(conn.channel());
-    grpc::ClientContext ctx;
-    conn.prepare(ctx);
-    fc::ForecastResponse resp;
-    const grpc::Status st = stub->Forecast(&ctx, req, &resp);
-    if (!st.ok()) return report_status(st, &ctx);
-    const int64_t H = resp.variables_size() ? resp.variables(0).mean_size() : 0;
-    std::fprintf(stderr, "bench forecast: %s, model %s version %lld, %d rows x %d variables, horizon %lld\n",
-                 conn.options().addr.c_str(), resp.model_name().c_str(), static_cast<long long>(resp.model_version()),
-                 req.series().timestamps_size(), req.series().variables_size(), static_cast<long long>(H));
-  }
-
-  std::vector<LevelResult> results;
-  for (int n : a.concurrency) results.push_back(run_level(conn, req, a, n));
-
+// The table of the levels, then one line per level.
+void print_levels(Connection& conn, const std::vector<LevelResult>& results) {
   Table t;
   t.columns = {{"concurrency"}, {"windows"}, {"stable"}, {"requests"}, {"throughput_rps", 1},
                {"p50_ms", 2},   {"p90_ms", 2},  {"p95_ms", 2},  {"p99_ms", 2},   {"errors"}};
@@ -231,6 +215,156 @@ int run_bench_forecast(Connection& conn, BenchArgs a) {
     std::fprintf(out, "concurrency %d: %.1f req/s over %.1f s, p50 %.2f ms, p99 %.2f ms, %lld errors; %s\n",
                  r.concurrency, r.throughput, r.measured_s, r.p50, r.p99, static_cast<long long>(failed), stab);
   }
+}
+
+}  // namespace
+
+int run_bench_forecast(Connection& conn, BenchArgs a) {
+  if (grpc::Status st = resolve_model_name(conn, a.series.model); !st.ok()) return report_status(st);
+  if (!a.rows_given) {
+    int64_t seq_len = 0;
+    if (grpc::Status st = model_seq_len(conn, a.series, seq_len); !st.ok()) return report_status(st);
+    a.series.rows = seq_len;  // 0: the whole CSV
+  }
+  const fc::ForecastRequest req = build_forecast_request(a.series);
+
+  // One call first: the channel is connected and a request that cannot succeed stops here.
+  {
+    auto stub = fc::ForecastingService::NewStub(conn.channel());
+    grpc::ClientContext ctx;
+    conn.prepare(ctx);
+    fc::ForecastResponse resp;
+    const grpc::Status st = stub->Forecast(&ctx, req, &resp);
+    if (!st.ok()) return report_status(st, &ctx);
+    const int64_t H = resp.variables_size() ? resp.variables(0).mean_size() : 0;
+    std::fprintf(stderr, "bench forecast: %s, model %s version %lld, %d rows x %d variables, horizon %lld\n",
+                 conn.options().addr.c_str(), resp.model_name().c_str(), static_cast<long long>(resp.model_version()),
+                 req.series().timestamps_size(), req.series().variables_size(), static_cast<long long>(H));
+  }
+
+  const StreamFactory make_stream = [&](int, const std::shared_ptr<grpc::Channel>& channel) -> StreamCall {
+    auto stub = std::shared_ptr<fc::ForecastingService::Stub>(fc::ForecastingService::NewStub(channel));
+    auto resp = std::make_shared<fc::ForecastResponse>();
+    return [stub, resp, &req](grpc::ClientContext& ctx) { return stub->Forecast(&ctx, req, resp.get()); };
+  };
+  std::vector<LevelResult> results;
+  for (int n : a.concurrency) results.push_back(run_level(conn, make_stream, a, n));
+  print_levels(conn, results);
+  return 0;
+}
+
+namespace {
+
+// The model's whole catalogue, page by page (ListItems).
+grpc::Status model_catalogue(Connection& conn, const RecBenchArgs& a, std::vector<std::string>& items) {
+  auto stub = rv::RecommendationService::NewStub(conn.channel());
+  items.clear();
+  for (int64_t total = 1; static_cast<int64_t>(items.size()) < total;) {
+    grpc::ClientContext ctx;
+    conn.prepare(ctx);
+    rv::ListItemsRequest req;
+    req.mutable_model()->set_name(a.model);
+    req.mutable_model()->set_version(a.version);
+    req.set_offset(static_cast<int64_t>(items.size()));
+    req.set_limit(100000);
+    rv::ListItemsResponse resp;
+    const grpc::Status st = stub->ListItems(&ctx, req, &resp);
+    if (!st.ok()) return st;
+    total = resp.total();
+    if (resp.item_ids_size() == 0) break;
+    for (const auto& id : resp.item_ids()) items.push_back(id);
+  }
+  return grpc::Status::OK;
+}
+
+// One stream of `bench recommend`: its stub, its request (rebuilt per call in fresh mode)
+// and its response.
+struct RecStream {
+  std::unique_ptr<rv::RecommendationService::Stub> stub;
+  rv::RecommendRequest by_user;
+  rv::RecommendFromHistoryRequest by_history;
+  rv::RecommendResponse resp;
+  std::mt19937_64 rng;
+  bool fresh = false;
+};
+
+void draw_history(RecStream& s, const std::vector<std::string>& items, int64_t len) {
+  std::uniform_int_distribution<size_t> pick(0, items.size() - 1);
+  auto* h = s.by_history.mutable_items();
+  if (h->size() != len) {
+    h->Clear();
+    for (int64_t i = 0; i < len; ++i) h->Add();
+  }
+  for (auto& item : *h) item = items[pick(s.rng)];
+}
+
+}  // namespace
+
+int run_bench_recommend(Connection& conn, RecBenchArgs a) {
+  const bool by_user = !a.users.empty();
+  if (a.history_mode != "fresh" && a.history_mode != "repeat")
+    throw LocalError("--history-mode: '" + a.history_mode + "' is neither fresh nor repeat");
+  if (!by_user && a.history_len < 1) throw LocalError("--history-len: must be at least 1");
+  std::vector<std::string> items = a.items;
+  if (!by_user && items.empty()) {
+    if (grpc::Status st = model_catalogue(conn, a, items); !st.ok()) return report_status(st);
+    if (items.empty()) throw LocalError("the model's catalogue is empty: pass --items");
+  }
+  auto make = [&](int index, const std::shared_ptr<grpc::Channel>& channel) {
+    auto s = std::make_shared<RecStream>();
+    s->stub = rv::RecommendationService::NewStub(channel);
+    s->rng.seed(a.seed * 1000003ull + static_cast<uint64_t>(index));
+    s->fresh = a.history_mode == "fresh";
+    if (by_user) {
+      s->by_user.mutable_model()->set_name(a.model);
+      s->by_user.mutable_model()->set_version(a.version);
+      s->by_user.set_user_id(a.users[static_cast<size_t>(index) % a.users.size()]);
+      s->by_user.set_k(a.k);
+      s->by_user.set_exclude_seen(!a.include_seen);
+    } else {
+      s->by_history.mutable_model()->set_name(a.model);
+      s->by_history.mutable_model()->set_version(a.version);
+      s->by_history.set_k(a.k);
+      s->by_history.set_exclude_seen(!a.include_seen);
+      draw_history(*s, items, a.history_len);
+    }
+    return s;
+  };
+
+  // One call first: the channel is connected and a request that cannot succeed stops here.
+  {
+    auto s = make(0, conn.channel());
+    grpc::ClientContext ctx;
+    conn.prepare(ctx);
+    const grpc::Status st = by_user ? s->stub->Recommend(&ctx, s->by_user, &s->resp)
+                                    : s->stub->RecommendFromHistory(&ctx, s->by_history, &s->resp);
+    if (!st.ok()) return report_status(st, &ctx);
+    if (by_user)
+      std::fprintf(stderr, "bench recommend: %s, model %s version %lld, Recommend for %zu user(s) (history of %lld events), k %d\n",
+                   conn.options().addr.c_str(), s->resp.model_name().c_str(),
+                   static_cast<long long>(s->resp.model_version()), a.users.size(),
+                   static_cast<long long>(s->resp.history_length()), a.k);
+    else
+      std::fprintf(stderr,
+                   "bench recommend: %s, model %s version %lld, RecommendFromHistory, %lld-item histories (%s) from %zu "
+                   "items (the model sees %lld), k %d\n",
+                   conn.options().addr.c_str(), s->resp.model_name().c_str(),
+                   static_cast<long long>(s->resp.model_version()), static_cast<long long>(a.history_len),
+                   a.history_mode.c_str(), items.size(), static_cast<long long>(s->resp.history_length()), a.k);
+  }
+
+  const StreamFactory make_stream = [&](int index, const std::shared_ptr<grpc::Channel>& channel) -> StreamCall {
+    std::shared_ptr<RecStream> s = make(index, channel);
+    if (by_user)
+      return [s](grpc::ClientContext& ctx) { return s->stub->Recommend(&ctx, s->by_user, &s->resp); };
+    return [s, &items, len = a.history_len](grpc::ClientContext& ctx) {
+      if (s->fresh) draw_history(*s, items, len);
+      return s->stub->RecommendFromHistory(&ctx, s->by_history, &s->resp);
+    };
+  };
+  std::vector<LevelResult> results;
+  for (int n : a.concurrency) results.push_back(run_level(conn, make_stream, a, n));
+  print_levels(conn, results);
   return 0;
 }
 

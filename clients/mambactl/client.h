@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mamba/forecasting/v1/forecasting.grpc.pb.h"
+#include "mamba/recommendation/v1/recommendation.grpc.pb.h"
 
 namespace mambactl {
 
@@ -116,20 +117,43 @@ mamba::forecasting::v1::ForecastRequest build_forecast_request(const SeriesArgs&
 // (the server answers). A failed ListModels returns its status.
 grpc::Status resolve_model_name(Connection& conn, std::string& name);
 
-struct BenchArgs {
-  SeriesArgs series;
+// What every `mambactl bench` command shares: the closed-loop load and its measurement
+// (bench.cc's header comment).
+struct LoadArgs {
   std::vector<int> concurrency{1, 8, 64};
   double duration_s = 10;  // measure at least this long per level
   double window_s = 2;
   int max_windows = 10;
   double warmup_s = 1;
   int channels = 1;  // 0: one channel per stream
-  bool rows_given = false;  // --rows given; else the model's seq_len (GetModel)
   bool quiet = false;
+};
+
+struct BenchArgs : LoadArgs {
+  SeriesArgs series;
+  bool rows_given = false;  // --rows given; else the model's seq_len (GetModel)
 };
 
 // `mambactl bench forecast` (bench.cc): returns the exit code.
 int run_bench_forecast(Connection& conn, BenchArgs args);
+
+// `mambactl bench recommend`: RecommendFromHistory with a history of `history_len` items
+// drawn uniformly from `items` (empty: the model's catalogue, from ListItems), or Recommend
+// for `users` (stream i asks for users[i % size]) when users is not empty.
+struct RecBenchArgs : LoadArgs {
+  std::string model;
+  int64_t version = 0;
+  std::vector<std::string> users;
+  std::vector<std::string> items;
+  int64_t history_len = 200;
+  int32_t k = 10;
+  // fresh: a new random history for every call (no server cache can answer it);
+  // repeat: each stream draws one history and sends it on every call.
+  std::string history_mode = "fresh";
+  bool include_seen = false;
+  uint64_t seed = 1;
+};
+int run_bench_recommend(Connection& conn, RecBenchArgs args);
 
 // A cell as text (NaN for a NaN or null number).
 std::string cell_text(const nlohmann::json& cell, int decimals);

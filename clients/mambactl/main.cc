@@ -8,6 +8,8 @@
 //   mambactl model --model NAME [--version N]
 //   mambactl recommend (--user U | --history I1,I2,...) [--k 10] [--model NAME] [--version N] [--include-seen]
 //   mambactl bench forecast --csv FILE [--model NAME] --concurrency 1,8,64 --duration-s 10
+//   mambactl bench recommend [--user U1,U2 | --history-len 200 --history-mode fresh|repeat --items I1,...]
+//            [--k 10] [--model NAME] --concurrency 1,8,32 --duration-s 10
 //
 // Exit codes: client.h (and --help).
 #include <cstdio>
@@ -69,7 +71,7 @@ const char* kExitCodes = R"(Exit codes:
            12 ABORTED  13 OUT_OF_RANGE  14 UNIMPLEMENTED  15 INTERNAL  16 UNAVAILABLE
            17 DATA_LOSS  18 UNAUTHENTICATED
   100+     command-line errors (CLI11)
-bench forecast exits 0 once it has measured (errors during the run are counted in its
+bench forecast and bench recommend exit 0 once it has measured (errors during the run are counted in its
 table); its first request failing exits 2+N like any command.)";
 
 const char* health_status_name(int s) {
@@ -352,22 +354,51 @@ int main(int argc, char** argv) {
   add_series_options(bench_fc, ba.series);
   bench_fc->add_option("--rows", ba.series.rows, "send the CSV's last N rows (default: the model's seq_len)")
       ->check(CLI::PositiveNumber);
-  bench_fc->add_option("--concurrency", ba.concurrency, "concurrent streams per level, e.g. 1,8,64")
-      ->delimiter(',')
+  auto add_load_options = [](CLI::App* cmd, LoadArgs& l) {
+    cmd->add_option("--concurrency", l.concurrency, "concurrent streams per level, e.g. 1,8,64")
+        ->delimiter(',')
+        ->capture_default_str()
+        ->check(CLI::Range(1, 4096));
+    cmd->add_option("--duration-s", l.duration_s, "measure each level at least this long")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 3600.0));
+    cmd->add_option("--window-s", l.window_s, "measurement window")->capture_default_str()->check(CLI::Range(0.05, 600.0));
+    cmd->add_option("--max-windows", l.max_windows, "at most this many windows per level")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1000));
+    cmd->add_option("--warmup-s", l.warmup_s, "unmeasured warm-up per level")->capture_default_str()->check(CLI::Range(0.0, 600.0));
+    cmd->add_option("--channels", l.channels, "gRPC channels (TCP connections) shared by the streams; 0: one per stream")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 4096));
+    cmd->add_flag("--quiet,-q", l.quiet, "no per-window progress on stderr");
+  };
+  add_load_options(bench_fc, ba);
+
+  RecBenchArgs rb;
+  rb.concurrency = {1, 8, 32};
+  auto* bench_rec = bench->add_subcommand(
+      "recommend",
+      "drive RecommendFromHistory (or Recommend with --user) with N concurrent streams per level; the same windows "
+      "and percentiles as bench forecast");
+  bench_rec->fallthrough();
+  bench_rec->add_option("--user", rb.users, "Recommend for these users of the event store (stream i: user i mod n)")
+      ->delimiter(',');
+  bench_rec->add_option("--items", rb.items, "draw histories from these item ids (default: the model's catalogue, ListItems)")
+      ->delimiter(',');
+  bench_rec->add_option("--history-len", rb.history_len, "items per history (RecommendFromHistory)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 4096));
-  bench_fc->add_option("--duration-s", ba.duration_s, "measure each level at least this long")
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+  bench_rec->add_option("--history-mode", rb.history_mode,
+                        "fresh: a new random history per call; repeat: one history per stream, sent on every call")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 3600.0));
-  bench_fc->add_option("--window-s", ba.window_s, "measurement window")->capture_default_str()->check(CLI::Range(0.05, 600.0));
-  bench_fc->add_option("--max-windows", ba.max_windows, "at most this many windows per level")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
-  bench_fc->add_option("--warmup-s", ba.warmup_s, "unmeasured warm-up per level")->capture_default_str()->check(CLI::Range(0.0, 600.0));
-  bench_fc->add_option("--channels", ba.channels, "gRPC channels (TCP connections) shared by the streams; 0: one per stream")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 4096));
-  bench_fc->add_flag("--quiet,-q", ba.quiet, "no per-window progress on stderr");
+      ->check(CLI::IsMember({"fresh", "repeat"}));
+  bench_rec->add_option("--k", rb.k, "items per answer (1..1000)")->capture_default_str();
+  bench_rec->add_option("--model", rb.model, "model name (default: the server's only model)");
+  bench_rec->add_option("--version", rb.version, "version (0: the newest)")->check(CLI::NonNegativeNumber);
+  bench_rec->add_flag("--include-seen", rb.include_seen, "also return items of the history");
+  bench_rec->add_option("--seed", rb.seed, "seed of the drawn histories")->capture_default_str();
+  add_load_options(bench_rec, rb);
+  bench_rec->get_option("--concurrency")->capture_default_str();
 
   // A later global option wins over an earlier one (scripts append to a base command).
   for (const char* name : {"--addr", "--token", "--token-file", "--tls-ca", "--tls-cert", "--tls-key",
@@ -386,6 +417,7 @@ int main(int argc, char** argv) {
       ba.rows_given = bench_fc->count("--rows") > 0;
       return run_bench_forecast(conn, ba);
     }
+    if (*bench_rec) return run_bench_recommend(conn, rb);
   } catch (const LocalError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return kExitLocalError;

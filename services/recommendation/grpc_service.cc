@@ -5,6 +5,7 @@
 #include <set>
 #include <unordered_set>
 
+#include <omp.h>
 #include <spdlog/spdlog.h>
 
 #include "mamba/recommendation/store.h"
@@ -57,6 +58,18 @@ auto with_store(F&& f) -> decltype(f()) {
   }
 }
 
+// The request threads (gRPC's, many) run their prefills and steps single-threaded: OpenMP
+// teams started from each of them would oversubscribe the cores many times over. The
+// scoring batcher's one worker keeps the process's OpenMP threads (OMP_NUM_THREADS) for the
+// blocked top-k. omp_set_num_threads() sets the calling thread's value only.
+void request_thread_kernels_single_threaded() {
+  thread_local bool done = false;
+  if (!done) {
+    omp_set_num_threads(1);
+    done = true;
+  }
+}
+
 std::string model_key(const sv::LoadedModelInfo& info) { return info.name + "/" + std::to_string(info.version); }
 
 void fill_response(const RecModel& m, const sv::LoadedModelInfo& info, const std::vector<ScoredId>& top,
@@ -94,6 +107,7 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
       opts_(opts),
       pool_(opts.db_url),
       cache_(std::make_shared<UserStateCache>(static_cast<size_t>(opts.cache_users))),
+      history_cache_(static_cast<size_t>(std::max<int64_t>(0, opts.cache_histories))),
       scorer_(rt.batcher_options("recommend"), [](const std::string&, std::vector<ScoreJob>& jobs) {
         std::vector<Tensor> hidden;
         std::vector<int64_t> ks;
@@ -112,6 +126,9 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
   const char* updates = "AddInteractions events applied to cached user states (advanced) or dropping them (dropped)";
   advanced_ = &m.counter("mamba_rec_state_updates_total", updates, {{"kind", "advanced"}});
   dropped_ = &m.counter("mamba_rec_state_updates_total", updates, {{"kind", "dropped"}});
+  const char* hist = "RecommendFromHistory calls by where the window's state came from (hit: a cached window or prefix)";
+  history_hits_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "hit"}});
+  history_misses_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "miss"}});
   // The collector may outlive the service (the registry belongs to the runtime).
   m.add_collector([weak = std::weak_ptr<UserStateCache>(cache_)](sv::MetricsRegistry& r) {
     const auto cache = weak.lock();
@@ -145,6 +162,7 @@ std::vector<ScoredId> RecommendationServiceImpl::score(sv::Call& call, const std
 grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, const v1::RecommendRequest* req,
                                                   v1::RecommendResponse* resp) {
   return rt_.handle(ctx, std::string(kName) + "/Recommend", [&](sv::Call& call) {
+    request_thread_kernels_single_threaded();
     sv::check_range("k", req->k(), 1, 1000);
     if (req->user_id().empty()) sv::throw_invalid("user_id", "must not be empty");
     sv::LoadedModelInfo info;
@@ -194,6 +212,7 @@ grpc::Status RecommendationServiceImpl::RecommendFromHistory(grpc::ServerContext
                                                              const v1::RecommendFromHistoryRequest* req,
                                                              v1::RecommendResponse* resp) {
   return rt_.handle(ctx, std::string(kName) + "/RecommendFromHistory", [&](sv::Call& call) {
+    request_thread_kernels_single_threaded();
     sv::check_range("k", req->k(), 1, 1000);
     sv::check_limit("items", static_cast<uint64_t>(req->items_size()), static_cast<uint64_t>(opts_.max_history_items), "items");
     sv::LoadedModelInfo info;
@@ -208,16 +227,24 @@ grpc::Status RecommendationServiceImpl::RecommendFromHistory(grpc::ServerContext
                                sv::indexed("items", static_cast<size_t>(i)));
       history.push_back(id);
     }
-    const UserState s = make_user_state(*m->net, history);
-    fill_response(*m, info, score(call, model_key(info), {m, s.net.hidden, req->k(), exclusions(*m, *req, s.window)}),
-                  resp);
-    resp->set_history_length(static_cast<int64_t>(s.window.size()));
+    const size_t L = static_cast<size_t>(m->net->config().max_seq_len);
+    if (history.size() > L) history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(L));
+    const std::string key = model_key(info);
+    bool from_cache = false;
+    const auto state = history_state(*m->net, key, history, &history_cache_,
+                                     static_cast<size_t>(std::max<int64_t>(0, opts_.history_steps)), &from_cache);
+    (from_cache ? history_hits_ : history_misses_)->inc();
+    const std::deque<int32_t> window(history.begin(), history.end());
+    fill_response(*m, info, score(call, key, {m, state->hidden, req->k(), exclusions(*m, *req, window)}), resp);
+    resp->set_from_cache(from_cache);
+    resp->set_history_length(static_cast<int64_t>(history.size()));
   });
 }
 
 grpc::Status RecommendationServiceImpl::AddInteractions(grpc::ServerContext* ctx, const v1::AddInteractionsRequest* req,
                                                         v1::AddInteractionsResponse* resp) {
   return rt_.handle(ctx, std::string(kName) + "/AddInteractions", [&](sv::Call&) {
+    request_thread_kernels_single_threaded();
     sv::check_limit("interactions", static_cast<uint64_t>(req->interactions_size()),
                     static_cast<uint64_t>(opts_.max_add_interactions), "interactions");
     std::vector<NewInteraction> events;
@@ -276,6 +303,22 @@ grpc::Status RecommendationServiceImpl::GetModel(grpc::ServerContext* ctx, const
     sv::check_model_name("model.name", req->model().name());
     sv::check_model_version("model.version", req->model().version());
     sv::model_info_to_proto(repo_.info(req->model().name(), req->model().version()), resp);
+  });
+}
+
+grpc::Status RecommendationServiceImpl::ListItems(grpc::ServerContext* ctx, const v1::ListItemsRequest* req,
+                                                  v1::ListItemsResponse* resp) {
+  return rt_.handle(ctx, std::string(kName) + "/ListItems", [&](sv::Call&) {
+    sv::check_range("limit", req->limit(), 1, 100000);
+    if (req->offset() < 0) sv::throw_invalid("offset", "must be >= 0");
+    sv::LoadedModelInfo info;
+    const auto m = model(req->model(), &info);
+    const int64_t n = m->items.num_items();
+    resp->set_total(n);
+    resp->set_model_name(info.name);
+    resp->set_model_version(info.version);
+    const int64_t end = req->offset() >= n ? 0 : std::min<int64_t>(n, req->offset() + req->limit());
+    for (int64_t i = req->offset(); i < end; ++i) resp->add_item_ids(m->items.key(static_cast<int32_t>(i + 1)));
   });
 }
 

@@ -7,7 +7,11 @@
 // Recommend: the user's cached state when it belongs to the requested model version,
 // else a prefill from the store's newest max_seq_len events (cached afterwards);
 // scores = h E^T over the catalogue, one row per request, top-k (ops::topk).
-// RecommendFromHistory: the same over an explicit list of item keys (not cached).
+// RecommendFromHistory: the same over an explicit list of item keys; the state of its window
+// (the last max_seq_len ids) comes from a HistoryStateCache (serving.h) when that window, or
+// a prefix of it at most --history-steps events shorter, was seen before (--cache-histories
+// windows, LRU), else from a prefill; from_cache tells which.
+// ListItems: a page of the model's item keys (offset, limit 1..100000), in dense id order.
 // AddInteractions: store.h's add_interactions (one transaction), then the cached states of
 // those users are advanced by the new events (O(1) each while the window fills); a cached
 // user whose write had duplicates, an out-of-order timestamp or an item the model does not
@@ -22,7 +26,7 @@
 // UNAUTHENTICATED, DEADLINE_EXCEEDED, CANCELLED.
 // Metrics (besides the runtime's): mamba_rec_state_cache_total{result=hit|miss},
 // mamba_rec_state_updates_total{kind=advanced|dropped}, mamba_rec_state_cache_users,
-// mamba_rec_state_cache_evictions.
+// mamba_rec_state_cache_evictions, mamba_rec_history_state_total{result=hit|miss}.
 // Thread-safety: the service is shared by gRPC's threads; the cache and the connection
 // pool are thread-safe, a connection is used by one call at a time.
 #pragma once
@@ -46,6 +50,8 @@ namespace mamba::recommendation {
 struct RecServiceOptions {
   std::string db_url;
   int64_t cache_users = 100000;         // users whose state is kept (LRU)
+  int64_t cache_histories = 4096;       // RecommendFromHistory window states kept (LRU; 0: none)
+  int64_t history_steps = 16;           // a cached prefix is advanced by at most this many events
   int64_t max_history_items = 10000;    // items per RecommendFromHistory
   int64_t max_add_interactions = 10000; // events per AddInteractions
 };
@@ -95,6 +101,7 @@ class RecommendationServiceImpl final : public v1::RecommendationService::Servic
   grpc::Status ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest* req,
                           v1::ListModelsResponse* resp) override;
   grpc::Status GetModel(grpc::ServerContext* ctx, const v1::GetModelRequest* req, common::v1::ModelInfo* resp) override;
+  grpc::Status ListItems(grpc::ServerContext* ctx, const v1::ListItemsRequest* req, v1::ListItemsResponse* resp) override;
 
   static constexpr const char* kName = "mamba.recommendation.v1.RecommendationService";
   UserStateCache& cache() { return *cache_; }
@@ -107,11 +114,14 @@ class RecommendationServiceImpl final : public v1::RecommendationService::Servic
   RecServiceOptions opts_;
   ConnectionPool pool_;
   std::shared_ptr<UserStateCache> cache_;  // shared with the metrics collector (weakly)
+  HistoryStateCache history_cache_;        // RecommendFromHistory's window states
   std::mutex write_mu_;  // AddInteractions: store commit + cache update, in commit order
   serve::Counter* cache_hits_ = nullptr;    // mamba_rec_state_cache_total{result="hit"}
   serve::Counter* cache_misses_ = nullptr;  // {result="miss"}: prefilled from the store
   serve::Counter* advanced_ = nullptr;      // mamba_rec_state_updates_total{kind="advanced"}
   serve::Counter* dropped_ = nullptr;       // {kind="dropped"}: re-prefilled on the next call
+  serve::Counter* history_hits_ = nullptr;    // mamba_rec_history_state_total{result="hit"}
+  serve::Counter* history_misses_ = nullptr;  // {result="miss"}: a prefill of the window
   // Declared last: stopped (and its worker joined) before the members it uses go.
   serve::DynamicBatcher<ScoreJob, std::vector<ScoredId>> scorer_;
 

@@ -6,7 +6,7 @@
 //   mamba-rec train    (--inter FILE | --db URL) --out MODEL_DIR [options]
 //   mamba-rec evaluate (--model MODEL_DIR | --baseline popularity|markov)
 //                      (--inter FILE | --db URL) [--split test|valid]
-//   mamba-rec generate --out FILE.inter [--users --events --items --max-stride --noise --seed]
+//   mamba-rec generate --out FILE.inter [--users --events --items --max-stride --noise --seed --cover-all]
 //   mamba-rec serve    --db URL --model-root ROOT [--port 50051 ...]   (ROOT/<name>/<version>/ = MODEL_DIRs)
 //
 // URL is a libpq connection URL (postgresql://user@host:port/db); deploy/local/pg.sh
@@ -114,6 +114,9 @@ int main(int argc, char** argv) {
   add_data(tr);
   tr->add_option("--out", out, "the model directory to write")->required();
   tr->add_option("--epochs", fo.max_epochs, "maximum epochs")->capture_default_str();
+  tr->add_option("--max-steps", fo.max_steps, "stop after this many updates (0: --epochs decides); for quick models")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   tr->add_option("--batch", fo.batch_size, "batch size")->capture_default_str();
   tr->add_option("--lr", fo.lr, "AdamW learning rate")->capture_default_str();
   tr->add_option("--weight-decay", fo.weight_decay, "AdamW weight decay")->capture_default_str();
@@ -146,6 +149,7 @@ int main(int argc, char** argv) {
   gen->add_option("--max-stride", so.max_stride)->capture_default_str();
   gen->add_option("--noise", so.noise)->capture_default_str();
   gen->add_option("--seed", so.seed)->capture_default_str();
+  gen->add_flag("--cover-all", so.cover_all, "every item appears at least once (extra users walk the items no walk reached)");
 
   mamba::serve::ServerOptions server_opts;
   RecServiceOptions rec_opts;
@@ -155,6 +159,16 @@ int main(int argc, char** argv) {
   srv->add_option("--cache-users", rec_opts.cache_users, "users whose recurrent state is cached (LRU)")
       ->envname("MAMBA_REC_CACHE_USERS")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  srv->add_option("--cache-histories", rec_opts.cache_histories,
+                  "RecommendFromHistory: explicit histories whose state is cached (LRU; 0: none)")
+      ->envname("MAMBA_REC_CACHE_HISTORIES")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  srv->add_option("--history-steps", rec_opts.history_steps,
+                  "RecommendFromHistory: a cached prefix is advanced when at most this many events remain, else the "
+                  "window is prefilled")
+      ->check(CLI::Range(0, 100000))
       ->capture_default_str();
   srv->add_option("--max-history-items", rec_opts.max_history_items, "items per RecommendFromHistory")
       ->check(CLI::PositiveNumber);
@@ -262,7 +276,7 @@ int main(int argc, char** argv) {
                   {"created", now_utc()},
                   {"protocol", {{"split", "leave-one-out"}, {"order", "time (stable)"}, {"ties", ties},
                                 {"exclude_history", exclude_history}}},
-                  {"training", {{"epochs", fo.max_epochs}, {"batch", fo.batch_size}, {"lr", fo.lr},
+                  {"training", {{"epochs", fo.max_epochs}, {"max_steps", fo.max_steps}, {"batch", fo.batch_size}, {"lr", fo.lr},
                                 {"weight_decay", fo.weight_decay}, {"patience", fo.patience}, {"seed", fo.seed}}}};
       m.save(out);
       std::printf("wrote %s\n%s\n", out.c_str(), t.line(10).c_str());

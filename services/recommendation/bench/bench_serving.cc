@@ -69,17 +69,20 @@ BENCHMARK(BM_ScoreTop10)->Arg(100000)->Arg(1000000)->Unit(benchmark::kMicrosecon
 }  // namespace
 
 namespace {
-// A batch of 8 concurrent requests scored by one GEMM (what the server's scoring batcher
-// does); the time is per batch.
-void BM_ScoreTop10Batch8(benchmark::State& st) {
+// A batch of B concurrent requests scored by one GEMM (what the server's scoring batcher
+// does); the time is per batch (args: items, B).
+void BM_ScoreTop10Batch(benchmark::State& st) {
   const Mamba4Rec& m = model(st.range(0), 50);
   const Mamba4RecState s = m.prefill(history(50, st.range(0)));
   const auto h = history(200, st.range(0));
   const std::unordered_set<int32_t> seen(h.begin(), h.end());
-  const std::vector<mamba::Tensor> hidden(8, s.hidden);
-  const std::vector<int64_t> ks(8, 10);
-  const std::vector<const std::unordered_set<int32_t>*> ex(8, &seen);
+  const size_t B = static_cast<size_t>(st.range(1));
+  const std::vector<mamba::Tensor> hidden(B, s.hidden);
+  const std::vector<int64_t> ks(B, 10);
+  const std::vector<const std::unordered_set<int32_t>*> ex(B, &seen);
   for (auto _ : st) benchmark::DoNotOptimize(top_k_items_batch(m, hidden, ks, ex));
+  st.counters["per_request_us"] = benchmark::Counter(static_cast<double>(st.iterations() * B),
+                                                     benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
-BENCHMARK(BM_ScoreTop10Batch8)->Arg(100000)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ScoreTop10Batch)->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})->Unit(benchmark::kMicrosecond);
 }  // namespace

@@ -15,6 +15,7 @@ RecFitResult fit(Mamba4Rec& model, const LeaveOneOutSplit& split, const RecFitOp
   if (o.max_epochs < 1) fail("mamba4rec fit", "max_epochs must be >= 1");
   if (!(o.lr > 0)) fail("mamba4rec fit", "lr must be > 0");
   if (o.patience < 0) fail("mamba4rec fit", "patience must be >= 0");
+  if (o.max_steps < 0) fail("mamba4rec fit", "max_steps must be >= 0");
   const std::vector<TrainSample> samples = training_samples(split.train);
   if (samples.empty()) fail("mamba4rec fit", "no training samples (every user needs >= 2 training events)");
   if (split.valid.empty()) fail("mamba4rec fit", "no validation users (users need >= 3 events)");
@@ -32,6 +33,8 @@ RecFitResult fit(Mamba4Rec& model, const LeaveOneOutSplit& split, const RecFitOp
 
   train::TrainerOptions to;
   to.max_epochs = o.max_epochs;
+  // At most max_epochs: max_steps only shortens a run.
+  if (o.max_steps > 0) to.max_steps = std::min(o.max_steps, o.max_epochs * steps_per_epoch);
   to.steps_per_epoch = steps_per_epoch;
   to.eval_every = steps_per_epoch;
   to.metric = "val_NDCG@10";

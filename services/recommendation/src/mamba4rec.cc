@@ -201,6 +201,8 @@ void Mamba4Rec::advance(Mamba4RecState& s, int32_t item) const {
   ++s.consumed;
 }
 
+const Tensor& Mamba4Rec::item_table() const { return emb_.table()->value; }
+
 void Mamba4Rec::score_representation(const Tensor& hidden, std::vector<float>& out) const {
   score_representations({hidden}, out);
 }

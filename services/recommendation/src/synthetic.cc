@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <numeric>
 #include <random>
+#include <string>
 
 namespace mamba::recommendation {
 
@@ -33,6 +34,32 @@ std::vector<InteractionRow> generate_stride_walks(const StrideWalkOptions& o) {
       r.ts = static_cast<double>(t + 1);
       rows.push_back(std::move(r));
       p = (p + s) % o.num_items;
+    }
+  }
+  if (o.cover_all) {
+    std::vector<char> seen(static_cast<size_t>(o.num_items) + 1, 0);
+    for (const auto& r : rows) seen[static_cast<size_t>(std::stoll(r.item_key.substr(1)))] = 1;
+    std::vector<int64_t> missing;  // cycle positions of the items never reached
+    for (int64_t q = 0; q < o.num_items; ++q)
+      if (!seen[static_cast<size_t>(pi[static_cast<size_t>(q)])]) missing.push_back(q);
+    int64_t u = o.users;
+    for (size_t i = 0; i < missing.size(); i += static_cast<size_t>(o.events_per_user)) {
+      const size_t end = std::min(missing.size(), i + static_cast<size_t>(o.events_per_user));
+      std::vector<int64_t> walk;
+      walk.reserve(end - i + 1);
+      for (size_t j = i; j < end; ++j) walk.push_back(missing[j]);
+      if (walk.size() == 1) walk.push_back((missing[i] + 1) % o.num_items);
+      ++u;
+      char key[32];
+      for (size_t t = 0; t < walk.size(); ++t) {
+        InteractionRow r;
+        std::snprintf(key, sizeof key, "u%lld", static_cast<long long>(u));
+        r.user_key.assign(key);
+        std::snprintf(key, sizeof key, "i%lld", static_cast<long long>(pi[static_cast<size_t>(walk[t])]));
+        r.item_key.assign(key);
+        r.ts = static_cast<double>(t + 1);
+        rows.push_back(std::move(r));
+      }
     }
   }
   return rows;

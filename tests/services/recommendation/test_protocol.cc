@@ -198,3 +198,35 @@ TEST(Synthetic, StrideWalksAreSecondOrder) {
   for (const auto& [k, v] : next1) ambiguous += v.size() > 1;
   EXPECT_GT(ambiguous, next1.size() / 2);
 }
+
+TEST(Synthetic, CoverAllGivesEveryItem) {
+  StrideWalkOptions o;
+  o.users = 20;
+  o.events_per_user = 15;
+  o.num_items = 500;  // 300 walk events cannot reach all 500 items
+  o.seed = 3;
+  const SequenceData plain = sequences_from_rows(generate_stride_walks(o));
+  EXPECT_LT(plain.items.num_items(), 500);
+  o.cover_all = true;
+  const auto rows = generate_stride_walks(o);
+  const SequenceData d = sequences_from_rows(rows);
+  EXPECT_EQ(d.items.num_items(), 500);
+  // The first 20 users are the plain walks, unchanged; the extra users hold only items
+  // the walks did not reach, each at most events_per_user long.
+  ASSERT_GT(d.sequences.size(), 20u);
+  for (size_t u = 0; u < 20; ++u) EXPECT_EQ(d.sequences[u].size(), 15u);
+  std::set<std::string> walked;
+  for (const auto& r : rows)
+    if (std::stoi(r.user_key.substr(1)) <= 20) walked.insert(r.item_key);
+  // The extra users hold the items the walks did not reach (one more event at most: a
+  // one-event walk is padded by its successor).
+  size_t extra_events = 0, extra_new = 0;
+  for (const auto& r : rows)
+    if (std::stoi(r.user_key.substr(1)) > 20) {
+      ++extra_events;
+      extra_new += !walked.count(r.item_key);
+    }
+  EXPECT_GE(extra_new, 500 - walked.size());
+  EXPECT_LE(extra_events, 500 - walked.size() + 1);
+  for (size_t u = 20; u < d.sequences.size(); ++u) EXPECT_LE(d.sequences[u].size(), 15u);
+}

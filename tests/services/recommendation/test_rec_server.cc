@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -29,6 +30,9 @@
 
 #ifndef MAMBA_REC_BIN
 #error "MAMBA_REC_BIN must be defined"
+#endif
+#ifndef MAMBA_CTL_BIN
+#error "MAMBA_CTL_BIN must be defined"
 #endif
 
 using namespace std::chrono_literals;
@@ -52,6 +56,7 @@ class Server {
         stub_(rv::RecommendationService::NewStub(proc_.channel())) {}
 
   int terminate_and_wait() { return proc_.terminate_and_wait(); }
+  int port() const { return proc_.port(); }
   HealthCheckResponse::ServingStatus health() { return proc_.health(kService); }
   bool wait_serving() { return proc_.wait_health(kService, HealthCheckResponse::SERVING); }
   void auth(grpc::ClientContext& ctx) {
@@ -212,6 +217,40 @@ TEST_F(RecServer, EndToEnd) {
     rv::RecommendResponse fh;
     ASSERT_TRUE(s.from_history(history_request(h, 10, true), &fh).ok());
     expect_same(fh, r1, "from history");
+    EXPECT_EQ(fh.history_length(), kMaxSeqLen);
+    // Again: the window's state from the history cache, the same answer.
+    rv::RecommendResponse fh2;
+    ASSERT_TRUE(s.from_history(history_request(h, 10, true), &fh2).ok());
+    EXPECT_TRUE(fh2.from_cache());
+    expect_same(fh2, r1, "from history, cached");
+    // A shorter history, then one more event: the cached 3-item state advanced one step.
+    const std::vector<std::string> h3(h.begin(), h.begin() + 3), h4(h.begin(), h.begin() + 4);
+    rv::RecommendResponse p3, p4;
+    ASSERT_TRUE(s.from_history(history_request(h3, 10, true), &p3).ok());
+    ASSERT_TRUE(s.from_history(history_request(h4, 10, true), &p4).ok());
+    EXPECT_FALSE(p3.from_cache());
+    EXPECT_TRUE(p4.from_cache());
+    EXPECT_EQ(p4.history_length(), 4);
+
+    // ListItems: the catalogue in pages.
+    {
+      grpc::ClientContext ctx;
+      s.auth(ctx);
+      rv::ListItemsRequest lr;
+      lr.set_offset(25);
+      lr.set_limit(10);
+      rv::ListItemsResponse li;
+      ASSERT_TRUE(s.stub().ListItems(&ctx, lr, &li).ok());
+      EXPECT_EQ(li.total(), 30);
+      EXPECT_EQ(li.item_ids_size(), 5);
+      EXPECT_EQ(li.model_name(), "rec");
+      grpc::ClientContext ctx2;
+      s.auth(ctx2);
+      lr.set_limit(0);
+      const grpc::Status bad_limit = s.stub().ListItems(&ctx2, lr, &li);
+      EXPECT_EQ(bad_limit.error_code(), StatusCode::INVALID_ARGUMENT);
+      EXPECT_NE(bad_limit.error_message().find("limit"), std::string::npos) << bad_limit.error_message();
+    }
 
     // Bad requests.
     rv::RecommendResponse bad;
@@ -361,4 +400,35 @@ TEST_F(RecServer, CacheBoundAndManyUsers) {
       ASSERT_TRUE(s.from_history(history_request(history(user), 5, false), &f).ok()) << user;
       expect_same(r, f, user);
     }
+}
+
+TEST_F(RecServer, MambactlBenchRecommend) {
+  // mambactl bench recommend end to end (not timed: it runs, every call succeeds and the
+  // table is printed).
+  Server s(dir_, url());
+  ASSERT_TRUE(s.wait_serving());
+  const std::string ctl = std::string(MAMBA_CTL_BIN) + " --addr 127.0.0.1:" + std::to_string(s.port()) +
+                          " --token-file " + (dir_ / "tokens").string() + " --timeout-ms 20000 bench recommend" +
+                          " --concurrency 1,3 --duration-s 0.3 --window-s 0.1 --max-windows 5 --warmup-s 0 -q";
+  for (const std::string& mode : {std::string(" --history-len 20 --k 5"),  // fresh histories from ListItems
+                                  std::string(" --history-len 8 --history-mode repeat"),
+                                  std::string(" --items i1,i2,i3 --history-len 4"), std::string(" --user u1,u2,u3")}) {
+    const std::string out = run_command(ctl + mode + " 2>&1");
+    for (const char* col : {"concurrency", "throughput_rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "errors"})
+      EXPECT_NE(out.find(col), std::string::npos) << mode << ": " << col << "\n" << out;
+    for (const char* level : {"concurrency 1: ", "concurrency 3: "}) {
+      const size_t at = out.find(level);
+      ASSERT_NE(at, std::string::npos) << mode << "\n" << out;
+      const std::string line = out.substr(at, out.find('\n', at) - at);
+      EXPECT_NE(line.find(", 0 errors;"), std::string::npos) << mode << ": " << line;
+    }
+    EXPECT_NE(out.find(mode.find("--user") != std::string::npos ? "Recommend for 3 user(s)" : "RecommendFromHistory"),
+              std::string::npos)
+        << out;
+  }
+  // An item the model does not know: the first call fails, exit 2 + NOT_FOUND (5 + 2).
+  const int rc = std::system((ctl + " --items i1,no-such-item --history-len 50 > /dev/null 2>&1").c_str());
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 2 + static_cast<int>(StatusCode::NOT_FOUND));
+  EXPECT_EQ(s.terminate_and_wait(), 0);
 }

@@ -7,6 +7,8 @@
 #include <random>
 #include <thread>
 
+#include <omp.h>
+
 #include "mamba/recommendation/serving.h"
 
 using namespace mamba::recommendation;
@@ -143,4 +145,108 @@ TEST(UserStateCache, LruBound) {
     });
   for (auto& t2 : ts) t2.join();
   EXPECT_LE(c.size(), 3u);
+}
+
+namespace {
+
+// The plain reference: every score, sorted (score descending, then id), exclusions removed.
+std::vector<ScoredId> reference_top_k(const Mamba4Rec& net, const mamba::Tensor& hidden, int64_t k,
+                                      const std::unordered_set<int32_t>& exclude) {
+  std::vector<float> row;
+  net.score_representation(hidden, row);
+  std::vector<ScoredId> all;
+  for (size_t j = 0; j < row.size(); ++j)
+    if (!exclude.count(static_cast<int32_t>(j + 1))) all.push_back({static_cast<int32_t>(j + 1), row[j]});
+  std::sort(all.begin(), all.end(),
+            [](const ScoredId& a, const ScoredId& b) { return a.score > b.score || (a.score == b.score && a.id < b.id); });
+  all.resize(std::min<size_t>(all.size(), static_cast<size_t>(k)));
+  return all;
+}
+
+}  // namespace
+
+TEST(UserState, BlockedTopKBatchMatchesTheReference) {
+  // 5003 items: more than two scoring blocks, the last one partial.
+  Mamba4RecConfig c = small_config(1);
+  c.num_items = 5003;
+  const Mamba4Rec net(c, 9);
+  std::mt19937 rng(3);
+  std::vector<mamba::Tensor> hidden;
+  std::vector<std::unordered_set<int32_t>> ex;
+  std::vector<int64_t> ks;
+  for (int b = 0; b < 7; ++b) {
+    std::vector<int32_t> h;
+    for (int t = 0; t <= b; ++t) h.push_back(1 + static_cast<int32_t>(rng() % 5003));
+    hidden.push_back(make_user_state(net, h).net.hidden);
+    ex.emplace_back(h.begin(), h.end());
+    ks.push_back(std::vector<int64_t>{1, 10, 37, 5003, 6000, 2, 100}[static_cast<size_t>(b)]);
+  }
+  // Exclude the unrestricted best item of request 0, so an exclusion is really exercised.
+  ex[0].insert(reference_top_k(net, hidden[0], 1, {})[0].id);
+  std::vector<const std::unordered_set<int32_t>*> exp;
+  for (const auto& e : ex) exp.push_back(&e);
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    for (size_t B : {size_t{1}, size_t{2}, size_t{7}}) {
+      const std::vector<mamba::Tensor> hb(hidden.begin(), hidden.begin() + static_cast<std::ptrdiff_t>(B));
+      const std::vector<int64_t> kb(ks.begin(), ks.begin() + static_cast<std::ptrdiff_t>(B));
+      const std::vector<const std::unordered_set<int32_t>*> eb(exp.begin(), exp.begin() + static_cast<std::ptrdiff_t>(B));
+      const auto got = top_k_items_batch(net, hb, kb, eb);
+      ASSERT_EQ(got.size(), B);
+      for (size_t b = 0; b < B; ++b) {
+        const auto want = reference_top_k(net, hidden[b], ks[b], ex[b]);
+        ASSERT_EQ(got[b].size(), want.size()) << "threads " << threads << " B " << B << " request " << b;
+        for (size_t i = 0; i < want.size(); ++i) {
+          ASSERT_EQ(got[b][i].id, want[i].id) << "threads " << threads << " B " << B << " request " << b << " rank " << i;
+          // GEMM and GEMV sum in different orders: equal up to rounding.
+          ASSERT_NEAR(got[b][i].score, want[i].score, 1e-5 * std::max(1.f, std::fabs(want[i].score)));
+        }
+      }
+    }
+  }
+  omp_set_num_threads(1);
+}
+
+TEST(HistoryStateCache, LongestPrefixAndBound) {
+  const Mamba4Rec net(small_config(2), 21);
+  HistoryStateCache cache(3);
+  const std::vector<int32_t> w = {5, 6, 7, 8, 9};
+  bool hit = true;
+  auto s0 = history_state(net, "rec/1", w, &cache, 16, &hit);
+  EXPECT_FALSE(hit);
+  EXPECT_EQ(cache.size(), 1u);
+  // The same window: the cached state itself.
+  auto s1 = history_state(net, "rec/1", w, &cache, 16, &hit);
+  EXPECT_TRUE(hit);
+  EXPECT_EQ(s1.get(), s0.get());
+  // Another model's key never hits.
+  history_state(net, "rec/2", w, &cache, 16, &hit);
+  EXPECT_FALSE(hit);
+  // Two more events: the cached 5-item prefix advanced by two steps equals a prefill.
+  const std::vector<int32_t> w2 = {5, 6, 7, 8, 9, 1, 40};
+  auto s2 = history_state(net, "rec/1", w2, &cache, 16, &hit);
+  EXPECT_TRUE(hit);
+  EXPECT_EQ(s2->consumed, 7);
+  const Mamba4RecState full = net.prefill(w2);
+  for (int64_t d = 0; d < 16; ++d) EXPECT_NEAR(s2->hidden.data<float>()[d], full.hidden.data<float>()[d], 1e-4) << d;
+  EXPECT_EQ(cache.longest_prefix("rec/1", w2).length, 7u);
+  EXPECT_EQ(cache.longest_prefix("rec/1", {5, 6, 7, 8, 9, 2}).length, 5u);
+  EXPECT_EQ(cache.longest_prefix("rec/1", {6, 7}).length, 0u);
+  // max_steps 1: a prefix two events short is not used (a prefill instead).
+  history_state(net, "rec/1", {5, 6, 7, 8, 9, 3, 4}, &cache, 1, &hit);
+  EXPECT_FALSE(hit);
+  // Capacity 3: the least recently used (rec/2's window) is gone.
+  EXPECT_EQ(cache.size(), 3u);
+  EXPECT_EQ(cache.longest_prefix("rec/2", w).length, 0u);
+  // Capacity 0 caches nothing; a null cache prefills.
+  HistoryStateCache none(0);
+  history_state(net, "rec/1", w, &none, 16, &hit);
+  history_state(net, "rec/1", w, &none, 16, &hit);
+  EXPECT_FALSE(hit);
+  EXPECT_EQ(none.size(), 0u);
+  auto s3 = history_state(net, "rec/1", w, nullptr, 16, &hit);
+  EXPECT_FALSE(hit);
+  for (int64_t d = 0; d < 16; ++d) EXPECT_NEAR(s3->hidden.data<float>()[d], s0->hidden.data<float>()[d], 1e-6);
+  // The empty window is the empty history's state.
+  EXPECT_EQ(history_state(net, "rec/1", {}, &cache, 16, &hit)->consumed, 0);
 }

@@ -16,6 +16,7 @@ namespace mamba::recommendation {
 
 struct RecFitOptions {
   int64_t max_epochs = 50;
+  int64_t max_steps = 0;      // > 0: stop after this many updates (then validate once)
   int64_t batch_size = 256;
   double lr = 1e-3;
   double weight_decay = 0.0;

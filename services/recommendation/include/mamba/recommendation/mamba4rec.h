@@ -112,6 +112,9 @@ class Mamba4Rec final : public Scorer {
   // The same for B representations at once (one GEMM against the item table, read in
   // place): hidden[b] (d_model) -> out row b, B x num_items row-major.
   void score_representations(const std::vector<Tensor>& hidden, std::vector<float>& out) const;
+  // The item table (num_items + 1, d_model) row-major f32, row 0 the padding; row j scores
+  // item j (what the serving path's blocked top-k reads in place).
+  const Tensor& item_table() const;
 
   void refresh();  // after an optimiser step or a load
   void save_weights(const std::string& path) const;

@@ -96,4 +96,49 @@ class UserStateCache {
   uint64_t evictions_ = 0;
 };
 
+// States of explicit histories (RecommendFromHistory), so that an anonymous session that
+// sends its history again, or sends it again with a few events appended, does not pay a
+// full prefill: entries map (model key, the window's item ids) to the immutable state over
+// exactly those ids from the empty state; bounded LRU by entry count. A hit on a prefix of
+// the window is advanced by the remaining events (Mamba4Rec::advance), which equals a
+// prefill of the whole window (the recurrence is the same computation). Keys are compared
+// in full (a 64-bit hash finds candidates; a collision is a miss).
+// Thread-safety: every method may be called from any thread.
+class HistoryStateCache {
+ public:
+  explicit HistoryStateCache(size_t capacity);  // capacity 0: caches nothing
+  struct Hit {
+    size_t length = 0;  // items of the window's prefix the state covers (0: no hit)
+    std::shared_ptr<const Mamba4RecState> state;
+  };
+  // The longest cached prefix of `window` (its first `length` ids) for `model_key`, of at
+  // least `min_length` ids.
+  Hit longest_prefix(const std::string& model_key, const std::vector<int32_t>& window, size_t min_length = 1);
+  void insert(const std::string& model_key, const std::vector<int32_t>& window,
+              std::shared_ptr<const Mamba4RecState> state);
+  size_t size() const;
+  size_t capacity() const { return capacity_; }
+
+ private:
+  struct Entry {
+    uint64_t hash = 0;
+    std::string model_key;
+    std::vector<int32_t> ids;
+    std::shared_ptr<const Mamba4RecState> state;
+  };
+  using List = std::list<Entry>;
+  const size_t capacity_;
+  mutable std::mutex mu_;
+  List lru_;  // front = most recently used
+  std::unordered_map<uint64_t, List::iterator> index_;
+};
+
+// The state of a history's window (its last max_seq_len ids) through `cache`: a cached
+// prefix is advanced when at most `max_steps` events remain, else the window is prefilled;
+// the result is cached. `from_cache` (optional) tells whether a cached state was used.
+// `cache` may be null (always a prefill).
+std::shared_ptr<const Mamba4RecState> history_state(const Mamba4Rec& net, const std::string& model_key,
+                                                    const std::vector<int32_t>& window, HistoryStateCache* cache,
+                                                    size_t max_steps, bool* from_cache = nullptr);
+
 }  // namespace mamba::recommendation

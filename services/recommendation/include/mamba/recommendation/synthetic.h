@@ -7,6 +7,10 @@
 // is a uniformly random item (the walk goes on from where it was). Knowing the last item
 // leaves max_stride equally likely successors; knowing the last TWO items gives the stride
 // and so the next item. Timestamps are 1, 2, ... per user; rows come user by user.
+// With cover_all, every item appears at least once (a catalogue of exactly num_items, for
+// catalogue-scale figures): the items no walk reached, in cycle order, are given to extra
+// users u<users+1>, ... as stride-1 walks of up to events_per_user events (the last one
+// shorter; a walk of one event is padded by its successor on the cycle).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +28,7 @@ struct StrideWalkOptions {
   int64_t max_stride = 3;
   double noise = 0.05;
   uint64_t seed = 1;
+  bool cover_all = false;
 };
 
 std::vector<InteractionRow> generate_stride_walks(const StrideWalkOptions& o);
