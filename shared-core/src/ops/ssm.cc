@@ -1,4 +1,5 @@
 #include "mamba/ops/ssm.h"
+#include "ssm_cuda.h"
 
 #include "mamba/kernels/causal_conv1d.h"
 #include "mamba/kernels/rms_norm.h"
@@ -85,6 +86,8 @@ ScanSetup setup_scan(const char* op, const Tensor& u_in, const Tensor& delta_in,
 ScanResult selective_scan(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in, const Tensor& B_in,
                           const Tensor& C_in, const Tensor& D_in, const Tensor& z_in, const Tensor& bias_in,
                           bool delta_softplus, const Tensor& init_in, Impl impl) {
+  if (u_in.defined() && u_in.is_cuda())
+    return selective_scan_cuda(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, delta_softplus, init_in);
   ScanSetup s = setup_scan("ops::selective_scan", u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in,
                            delta_softplus, init_in);
   ScanResult r{Tensor::empty(s.u.shape()), Tensor::empty({s.b, s.d, s.n})};
