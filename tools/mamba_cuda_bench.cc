@@ -210,9 +210,10 @@ void check_lm(Device dev) {
     verdict(rel_err(gc.layers[2].ssm_state.to_vector_f32(), cc.layers[2].ssm_state.to_vector_f32()) < tol,
             "%s ssm_state after prefill rel %.2e", mamba::dtype_name(dt),
             rel_err(gc.layers[2].ssm_state.to_vector_f32(), cc.layers[2].ssm_state.to_vector_f32()));
-    mamba::nn::CudaDecodeGraph dec(gpu, 2);
+    mamba::nn::CudaDecodeGraph dec(gpu, 2), dec_u(gpu, 2, false);
     dec.prefill(ids);
-    double worst_eager = 0, worst_graph = 0;
+    dec_u.prefill(ids);
+    double worst_eager = 0, worst_graph = 0, worst_unfused = 0;
     for (int t = 0; t < 5; ++t) {
       const Tensor next = Tensor::from_vector_i64({(t * 13 + 5) % 301, (t * 7 + 2) % 301}, {2});
       const Tensor sc = cpu.step(next, cc);
@@ -220,7 +221,10 @@ void check_lm(Device dev) {
       const Tensor& sd = dec.step(next);
       worst_eager = std::max(worst_eager, rel_err(sg.to_vector_f32(), sc.to_vector_f32()));
       worst_graph = std::max(worst_graph, rel_err(sd.to_vector_f32(), sc.to_vector_f32()));
+      worst_unfused = std::max(worst_unfused, rel_err(dec_u.step(next).to_vector_f32(), sc.to_vector_f32()));
     }
+    verdict(worst_unfused < tol && dec.fused() && !dec_u.fused(), "%s 5 decode steps (CUDA graph, unfused kernels) worst rel %.2e",
+            mamba::dtype_name(dt), worst_unfused);
     verdict(worst_eager < tol, "%s 5 decode steps (MambaLM::step on cuda) worst rel %.2e", mamba::dtype_name(dt),
             worst_eager);
     verdict(worst_graph < tol && dec.captured(), "%s 5 decode steps (CUDA graph, captured %s) worst rel %.2e",
@@ -249,10 +253,12 @@ void time_decode(Device dev, int64_t d_model, int64_t layers, int64_t vocab, int
                 "(weights %.1f MB), copy %.0f GB/s\n",
                 static_cast<long long>(d_model), static_cast<long long>(layers), static_cast<long long>(vocab),
                 mamba::dtype_name(dt), weight_bytes / 1e6, copy_gbs);
-    std::printf("  %6s %12s %12s %12s %10s %12s %10s\n", "batch", "eager us", "graph us", "floor us", "graph/floor",
-                "tokens/s", "GB/s");
+    std::printf("  %6s %8s %8s %12s %12s %12s %11s %12s %10s\n", "batch", "kernels", "variant", "eager us", "graph us",
+                "floor us", "graph/floor", "tokens/s", "GB/s");
     for (int64_t B : {1, 16, 256}) {
-      mamba::nn::CudaDecodeGraph dec(lm, B);
+     for (bool fused : {true, false}) {
+      if (!fused && B > 8) continue;  // the fused kernels exist for batch <= 8 only
+      mamba::nn::CudaDecodeGraph dec(lm, B, fused);
       uint64_t state_bytes = 0;
       for (auto& l : dec.cache().layers) state_bytes += l.conv_state.nbytes() + l.ssm_state.nbytes();
       std::vector<int64_t> idv(B);
@@ -288,8 +294,10 @@ void time_decode(Device dev, int64_t d_model, int64_t layers, int64_t vocab, int
       const double g = median(tg), e = median(te);
       const double moved = static_cast<double>(weight_bytes) + 2.0 * static_cast<double>(state_bytes);
       const double floor_us = moved / (copy_gbs * 1e9) * 1e6;
-      std::printf("  %6lld %12.1f %12.1f %12.1f %10.2f %12.0f %10.0f\n", static_cast<long long>(B), e, g, floor_us,
+      std::printf("  %6lld %8lld %8s %12.1f %12.1f %12.1f %11.2f %12.0f %10.0f\n", static_cast<long long>(B),
+                  static_cast<long long>(dec.kernels_per_step()), dec.fused() ? "fused" : "unfused", e, g, floor_us,
                   g / floor_us, B / (g * 1e-6), moved / (g * 1e-6) / 1e9);
+     }
     }
   }
 }

@@ -36,7 +36,7 @@ void require_device(const Device& device, const char* op) {
   no_cuda(op);
 }
 std::string device_name(const Device&) { return "none (built without CUDA)"; }
-Stream Stream::create(Device) { no_cuda("cuda::Stream::create"); }
+Stream Stream::create(Device, bool) { no_cuda("cuda::Stream::create"); }
 Stream Stream::default_stream(Device) { no_cuda("cuda::Stream::default_stream"); }
 void Stream::synchronize() const { no_cuda("cuda::Stream::synchronize"); }
 Stream current_stream(Device) { no_cuda("cuda::current_stream"); }
@@ -113,11 +113,11 @@ std::string device_name(const Device& device) {
 
 // ---- streams ----------------------------------------------------------------------------
 
-Stream Stream::create(Device device) {
+Stream Stream::create(Device device, bool non_blocking) {
   require_device(device, "cuda::Stream::create");
   DeviceGuard g(device.index);
   cudaStream_t s = nullptr;
-  CK("cuda::Stream::create", cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  CK("cuda::Stream::create", cudaStreamCreateWithFlags(&s, non_blocking ? cudaStreamNonBlocking : cudaStreamDefault));
   Stream r;
   r.handle_ = s;
   r.device_ = device;

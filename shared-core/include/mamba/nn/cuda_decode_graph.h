@@ -4,7 +4,8 @@
 //
 // The decoder owns the recurrent cache and every activation buffer (allocated once from the
 // caching allocator, at fixed addresses, which is what makes the capture valid), a stream of
-// its own, and a pinned buffer for the token ids. Not thread-safe: one decoder per thread.
+// its own (a blocking one: copies on the default stream, as Tensor::to does them, wait for
+// it), and a pinned buffer for the token ids. Not thread-safe: one decoder per thread.
 //
 //   nn::CudaDecodeGraph dec(lm, batch);   // lm already moved with lm.to(Device::cuda(0), ...)
 //   dec.prefill(prompt);                  // optional: parallel forward into the cache
@@ -23,7 +24,10 @@ namespace mamba::nn {
 
 class CudaDecodeGraph {
  public:
-  CudaDecodeGraph(const MambaLM& lm, int64_t batch);
+  // fused: at batch <= 8, run each layer as 4 kernels (RMSNorm + in_proj + conv update fused,
+  // x_proj, dt_proj + state update fused, out_proj; mamba/kernels/cuda/mamba1_decode_cuda.h)
+  // instead of 7; false: the unfused kernels of Mamba1::step_into (for comparisons).
+  CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused = true);
   ~CudaDecodeGraph();
   CudaDecodeGraph(const CudaDecodeGraph&) = delete;
   CudaDecodeGraph& operator=(const CudaDecodeGraph&) = delete;
@@ -49,6 +53,8 @@ class CudaDecodeGraph {
   const Tensor& logits() const;
   int64_t batch() const;
   void* stream() const;  // the cudaStream_t the decoder runs on
+  bool fused() const;    // whether the fused kernels run (requested and the shape allows it)
+  int64_t kernels_per_step() const;  // launches in one step (what the graph holds)
 
  private:
   struct Impl;

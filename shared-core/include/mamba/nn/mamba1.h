@@ -12,6 +12,8 @@
 
 namespace mamba::nn {
 
+class CudaDecodeGraph;
+
 struct Mamba1Config {
   int64_t d_model = 0;
   int64_t d_state = 16;
@@ -57,6 +59,7 @@ class Mamba1 final : public Mixer {
   void step_into(const Tensor& x, LayerState& state, StepBuffers& buf, Tensor& out) const;
 
  private:
+  friend class CudaDecodeGraph;  // the fused decode kernels read the weights directly
   Tensor forward_cuda(const Tensor& x, LayerState* state) const;
   struct Activations;  // what forward_impl leaves for backward
   Tensor forward_impl(const Tensor& x, LayerState* state, Activations* keep) const;

@@ -40,7 +40,9 @@ std::string device_name(const Device& device);  // "NVIDIA H200 (sm_90, 139 GiB)
 class Stream {
  public:
   Stream() = default;
-  static Stream create(Device device);          // a new non-blocking stream, destroyed with its last copy
+  // A new stream, destroyed with its last copy. non_blocking: no implicit ordering with the
+  // legacy default stream (blocking streams wait for it and it for them).
+  static Stream create(Device device, bool non_blocking = true);
   static Stream default_stream(Device device);  // the device's legacy default stream
   void* native() const { return handle_; }      // the cudaStream_t
   Device device() const { return device_; }
