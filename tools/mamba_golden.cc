@@ -23,6 +23,7 @@
 #include "mamba/nn/mamba2.h"
 #include "mamba/nn/mamba_lm.h"
 #include "mamba/ops/ssm.h"
+#include "mamba/tensor/cuda.h"
 
 using mamba::Tensor;
 
@@ -30,6 +31,7 @@ namespace {
 
 struct Tally {
   int passed = 0, failed = 0, skipped = 0;
+  mamba::Device device;  // where the implementation runs (cpu, or cuda:N: f32 on the GPU)
   double tol = 1e-5;       // max abs error allowed, as a fraction of max |reference|
   double grad_tol = 1e-4;  // the same for gradients
 };
@@ -56,12 +58,13 @@ void compare(Tally& tally, const std::string& label, const Tensor& got_in, const
   ++(ok ? tally.passed : tally.failed);
 }
 
-void skip_gradients(Tally& tally, const mamba::io::SafeTensorsFile& f, const std::string& prefix) {
+void skip_gradients(Tally& tally, const mamba::io::SafeTensorsFile& f, const std::string& prefix,
+                    const char* why = "compared once training lands") {
   int n = 0;
   for (const auto& name : f.names())
     if (name.rfind(prefix + "grad.", 0) == 0) ++n;
   if (n) {
-    std::printf("  %-44s skipped %d gradient tensors (compared once training lands)\n", (prefix + "grad.*").c_str(), n);
+    std::printf("  %-44s skipped %d gradient tensors (%s)\n", (prefix + "grad.*").c_str(), n, why);
     tally.skipped += n;
   }
 }
@@ -72,6 +75,14 @@ Tensor req(const mamba::io::SafeTensorsFile& f, const std::string& name) {
 }
 
 Tensor opt(const mamba::io::SafeTensorsFile& f, const std::string& name) { return f.has(name) ? f.tensor(name) : Tensor(); }
+
+// A tensor on the device under test (f32 there; undefined stays undefined).
+Tensor on(const Tally& tally, const Tensor& t) {
+  if (!t.defined() || tally.device.is_cpu()) return t;
+  return t.to(mamba::DType::f32).to(tally.device);
+}
+bool on_gpu(const Tally& tally) { return !tally.device.is_cpu(); }
+constexpr const char* kGpuGradSkip = "gradients are not run on CUDA";
 
 nlohmann::json meta_json(const mamba::io::SafeTensorsFile& f, const std::string& key) {
   auto it = f.metadata().find(key);
@@ -96,6 +107,17 @@ void check_scan_file(const mamba::io::SafeTensorsFile& f, Tally& tally) {
                 static_cast<long long>(c.value("batch", 0)), static_cast<long long>(c.value("dim", 0)),
                 static_cast<long long>(c.value("seqlen", 0)), static_cast<long long>(c.value("dstate", 0)),
                 static_cast<long long>(c.value("groups", 0)), f.has(p + "z") ? "yes" : "no", softplus ? "yes" : "no");
+    if (on_gpu(tally)) {  // the CUDA kernel (the reference path is the CPU's)
+      const auto r = mamba::ops::selective_scan(on(tally, req(f, p + "u")), on(tally, req(f, p + "delta")),
+                                                on(tally, req(f, p + "A")), on(tally, req(f, p + "B")),
+                                                on(tally, req(f, p + "C")), on(tally, opt(f, p + "D")),
+                                                on(tally, opt(f, p + "z")), on(tally, opt(f, p + "delta_bias")), softplus,
+                                                on(tally, opt(f, p + "initial_state")));
+      compare(tally, p + "y (cuda)", r.y, req(f, p + "y"));
+      if (f.has(p + "last_state")) compare(tally, p + "last_state (cuda)", r.last_state, f.tensor(p + "last_state"));
+      skip_gradients(tally, f, p, kGpuGradSkip);
+      continue;
+    }
     for (auto impl : {mamba::ops::Impl::fast, mamba::ops::Impl::reference}) {
       const std::string tag = impl == mamba::ops::Impl::fast ? "" : " (reference path)";
       const auto r = mamba::ops::selective_scan(req(f, p + "u"), req(f, p + "delta"), req(f, p + "A"), req(f, p + "B"),
@@ -128,7 +150,9 @@ Tensor stack_steps(const std::vector<Tensor>& steps, int64_t b, int64_t d) {
 
 void check_block_file(const mamba::io::SafeTensorsFile& f, Tally& tally, bool mamba2) {
   const nlohmann::json cfg = meta_json(f, "config");
-  const Tensor x = req(f, "x").to(mamba::DType::f32).contiguous(), y_ref = req(f, "y");
+  if (mamba2 && on_gpu(tally))
+    mamba::fail("mamba-golden", "Mamba-2 on CUDA needs the SSD kernel (not implemented yet): run this file with --device cpu");
+  const Tensor x = on(tally, req(f, "x").to(mamba::DType::f32).contiguous()), y_ref = req(f, "y");
   if (x.dim() != 3) mamba::fail("mamba-golden", "x must be (batch, seqlen, d_model), got " + x.str());
   const int64_t d_model = cfg.at("d_model").get<int64_t>();
   std::unique_ptr<mamba::nn::Mixer> layer;
@@ -137,6 +161,7 @@ void check_block_file(const mamba::io::SafeTensorsFile& f, Tally& tally, bool ma
   else
     layer = std::make_unique<mamba::nn::Mamba1>(mamba::nn::Mamba1Config::from_json(cfg, d_model));
   layer->load([&](const std::string& n) { return opt(f, n); }, "weights.");
+  if (on_gpu(tally)) layer->to(tally.device, mamba::DType::f32);
   std::printf(" %s block: x %s, config %s\n", mamba2 ? "Mamba-2" : "Mamba-1", x.str().c_str(), cfg.dump().c_str());
   const int64_t b = x.size(0), l = x.size(1);
   const Tensor conv_ref = opt(f, "conv_state"), ssm_ref = opt(f, "ssm_state");
@@ -172,6 +197,7 @@ void check_block_file(const mamba::io::SafeTensorsFile& f, Tally& tally, bool ma
     compare_states(s, tag);
   }
   if (!f.has("dy")) return;
+  if (on_gpu(tally)) return skip_gradients(tally, f, "", kGpuGradSkip);
   if (!layer->has_backward()) return skip_gradients(tally, f, "");
   std::unique_ptr<mamba::nn::SavedActivations> saved;
   compare(tally, "y (training forward)", layer->forward_train(x, saved), y_ref);
@@ -189,7 +215,8 @@ void check_block_file(const mamba::io::SafeTensorsFile& f, Tally& tally, bool ma
 
 void check_lm_file(const mamba::io::SafeTensorsFile& f, Tally& tally) {
   const auto cfg = mamba::nn::MambaLMConfig::from_json(meta_json(f, "config"));
-  const auto lm = mamba::nn::MambaLM::load(cfg, [&](const std::string& n) { return opt(f, n); });
+  auto lm = mamba::nn::MambaLM::load(cfg, [&](const std::string& n) { return opt(f, n); });
+  if (on_gpu(tally)) lm.to(tally.device, mamba::DType::f32);
   const Tensor ids = req(f, "input_ids"), logits_ref = req(f, "logits");
   std::printf(" MambaLM (%s, %lld layers, d_model %lld, vocab %lld): input_ids %s\n", cfg.layer.c_str(),
               static_cast<long long>(cfg.n_layer), static_cast<long long>(cfg.d_model),
@@ -229,11 +256,15 @@ int main(int argc, char** argv) {
     else files.push_back(a);
   }
   if (files.empty()) return usage();
-  if (device != "cpu") {
-    const int n = mamba::kernels::cuda_device_count();
-    std::fprintf(stderr, "mamba-golden: --device %s: %s\n", device.c_str(),
-                 n == 0 ? mamba::kernels::cuda_device_description(0).c_str()
-                        : "the CUDA layers are not implemented yet (CUDA backend issue)");
+  try {
+    tally.device = mamba::Device::parse(device);
+    if (!tally.device.is_cpu()) {
+      mamba::cuda::require_device(tally.device, "mamba-golden --device");
+      std::printf("device %s: %s (f32 on the GPU)\n", tally.device.str().c_str(),
+                  mamba::cuda::device_name(tally.device).c_str());
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mamba-golden: %s\n", e.what());
     return 2;
   }
   int errors = 0;

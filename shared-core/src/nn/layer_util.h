@@ -87,6 +87,18 @@ inline void check_input(const Tensor& x, int64_t rank, int64_t d_model, const ch
                  std::to_string(d_model) + ")");
 }
 
+// A GPU layer's input: on the layer's device, in its compute dtype.
+inline void check_input_device(const Tensor& x, int64_t rank, int64_t d_model, Device device, DType dtype,
+                               const char* op) {
+  if (!x.defined()) fail(op, "input is undefined");
+  if (x.device() != device) fail(op, "input is on " + x.device().str() + ", the layer on " + device.str());
+  if (x.dtype() != dtype)
+    fail(op, std::string("input is ") + x.str() + ", the layer computes in " + dtype_name(dtype));
+  if (x.dim() != rank || x.size(-1) != d_model)
+    fail(op, "input has shape " + shape_str(x.shape()) + ", expected " + (rank == 3 ? "(batch, seqlen, " : "(batch, ") +
+                 std::to_string(d_model) + ")");
+}
+
 inline void check_state(const Tensor& t, const Shape& want, const char* op, const char* name) {
   check_dtype(t, DType::f32, op);
   check_shape(t, want, op, name);

@@ -44,7 +44,13 @@ Mamba1::Mamba1(const Mamba1Config& cfg) : cfg_(cfg) {
   refresh_derived();
 }
 
-void Mamba1::refresh_derived() { A_ = detail::neg_exp(A_log_); }
+void Mamba1::refresh_derived() {
+  if (A_log_.is_cuda()) {
+    A_ = detail::neg_exp(A_log_.to(Device::cpu())).to(A_log_.device());
+    return;
+  }
+  A_ = detail::neg_exp(A_log_);
+}
 
 std::vector<std::pair<std::string, Tensor*>> Mamba1::parameters() {
   std::vector<std::pair<std::string, Tensor*>> p = {
@@ -72,7 +78,8 @@ void Mamba1::apply_lti(Tensor& xdbl) const {
 }
 
 LayerState Mamba1::init_state(int64_t batch) const {
-  return {Tensor::zeros({batch, cfg_.d_inner(), cfg_.d_conv}), Tensor::zeros({batch, cfg_.d_inner(), cfg_.d_state})};
+  return {Tensor::zeros({batch, cfg_.d_inner(), cfg_.d_conv}, DType::f32, device_),
+          Tensor::zeros({batch, cfg_.d_inner(), cfg_.d_state}, DType::f32, device_)};
 }
 
 struct Mamba1::Activations final : SavedActivations {
@@ -99,9 +106,13 @@ kernels::SelectiveScanParams scan_params(int64_t b, int64_t l, int64_t di, int64
 
 }  // namespace
 
-Tensor Mamba1::forward(const Tensor& x_in, LayerState* state) const { return forward_impl(x_in, state, nullptr); }
+Tensor Mamba1::forward(const Tensor& x_in, LayerState* state) const {
+  if (device_.kind == Device::Kind::cuda) return forward_cuda(x_in, state);
+  return forward_impl(x_in, state, nullptr);
+}
 
 Tensor Mamba1::forward_train(const Tensor& x, std::unique_ptr<SavedActivations>& saved) const {
+  if (device_.kind == Device::Kind::cuda) fail("Mamba1::forward_train", "training on CUDA is not implemented (move the layer to the CPU)");
   return detail::forward_keeping<Activations>(saved, [&](Activations* a) { return forward_impl(x, nullptr, a); });
 }
 
@@ -244,6 +255,13 @@ Tensor Mamba1::backward(const SavedActivations& saved_base, const Tensor& dy_in,
 }
 
 Tensor Mamba1::step(const Tensor& x_in, LayerState& state) const {
+  if (device_.kind == Device::Kind::cuda) {
+    detail::check_input_device(x_in, 2, cfg_.d_model, device_, compute_, "Mamba1::step");
+    StepBuffers buf = make_step_buffers(x_in.size(0));
+    Tensor out = Tensor::empty({x_in.size(0), cfg_.d_model}, compute_, device_);
+    step_into(x_in.contiguous(), state, buf, out);
+    return out;
+  }
   detail::check_input(x_in, 2, cfg_.d_model, "Mamba1::step");
   const Tensor x = x_in.contiguous();
   const int64_t b = x.size(0), di = cfg_.d_inner(), N = cfg_.d_state, R = cfg_.rank(), K = cfg_.d_conv;

@@ -206,6 +206,7 @@ Tensor MambaLM::forward(const Tensor& input_ids, InferenceCache* cache) const {
   if (cache && cache->batch != input_ids.size(0))
     fail("MambaLM::forward", "cache is for batch " + std::to_string(cache->batch) + ", input_ids has " +
                                  std::to_string(input_ids.size(0)));
+  if (!device_.is_cpu()) return forward_cuda(input_ids, cache);
   Tensor hidden = embed(input_ids), residual;
   Tensor normed = Tensor::empty(hidden.shape());
   for (size_t i = 0; i < mixers_.size(); ++i) {
@@ -220,6 +221,7 @@ Tensor MambaLM::forward(const Tensor& input_ids, InferenceCache* cache) const {
 Tensor MambaLM::step(const Tensor& ids, InferenceCache& cache) const {
   if (ids.dim() != 1 || ids.size(0) != cache.batch)
     fail("MambaLM::step", "ids must be (batch=" + std::to_string(cache.batch) + "), got " + ids.str());
+  if (!device_.is_cpu()) return step_cuda(ids, cache);
   Tensor hidden = embed(ids), residual;
   Tensor normed = Tensor::empty(hidden.shape());
   for (size_t i = 0; i < mixers_.size(); ++i) {
@@ -248,7 +250,7 @@ void check_targets(const Tensor& ids, const Tensor& targets, int64_t V, const ch
 
 MambaLM::LossStats MambaLM::evaluate(const Tensor& input_ids, const Tensor& targets) const {
   check_targets(input_ids, targets, cfg_.vocab_size, "MambaLM::evaluate");
-  const Tensor logits = forward(input_ids);
+  const Tensor logits = forward(input_ids).to(Device::cpu());
   const int64_t rows = input_ids.numel(), V = cfg_.padded_vocab();
   const Tensor t = targets.contiguous();
   const auto r = kernels::softmax_cross_entropy(rows, cfg_.vocab_size, V, logits.data<float>(), t.data<int64_t>(),
@@ -259,6 +261,7 @@ MambaLM::LossStats MambaLM::evaluate(const Tensor& input_ids, const Tensor& targ
 MambaLM::LossStats MambaLM::forward_backward(const Tensor& input_ids, const Tensor& targets,
                                              std::vector<Tensor>& grads) const {
   const char* op = "MambaLM::forward_backward";
+  if (!device_.is_cpu()) fail(op, "training on CUDA is not implemented (keep the model on the CPU)");
   if (!cfg_.rms_norm) fail(op, "training supports RMSNorm models only");
   check_targets(input_ids, targets, cfg_.vocab_size, op);
   const int64_t d = cfg_.d_model, rows = input_ids.numel(), V = cfg_.padded_vocab(), L = cfg_.n_layer;
@@ -372,7 +375,7 @@ Tensor MambaLM::generate(const Tensor& prompt, int64_t max_new_tokens, const Sam
   Tensor out = Tensor::zeros({b, max_new_tokens}, DType::i64);
   if (max_new_tokens == 0) return out;
   InferenceCache cache = new_cache(b);
-  Tensor logits = forward(prompt, &cache);  // (b, l, V)
+  Tensor logits = forward(prompt, &cache).to(Device::cpu());  // (b, l, V)
   std::mt19937_64 rng(opt.seed);
   Tensor next = Tensor::empty({b}, DType::i64);
   const int64_t l = prompt.size(1);
@@ -381,7 +384,7 @@ Tensor MambaLM::generate(const Tensor& prompt, int64_t max_new_tokens, const Sam
   for (int64_t t = 0; t < max_new_tokens; ++t) {
     for (int64_t i = 0; i < b; ++i) out.data<int64_t>()[i * max_new_tokens + t] = next.data<int64_t>()[i];
     if (t + 1 == max_new_tokens) break;
-    Tensor lg = step(next, cache);
+    Tensor lg = step(next, cache).to(Device::cpu());
     for (int64_t i = 0; i < b; ++i) next.data<int64_t>()[i] = sample_token(lg.data<float>() + i * V, cfg_.vocab_size, opt, rng);
   }
   return out;

@@ -20,6 +20,11 @@ Tensor Mixer::forward_train(const Tensor& x, std::unique_ptr<SavedActivations>& 
   fail("Mixer::forward_train", "this layer has no training path yet");
 }
 
+void Mixer::to(Device device, DType compute) {
+  if (device.is_cpu() && compute == DType::f32 && device_.is_cpu()) return;
+  fail("Mixer::to", "this layer has no " + device.str() + " / " + dtype_name(compute) + " path");
+}
+
 Tensor Mixer::backward(const SavedActivations& saved, const Tensor& dy, std::vector<Tensor>& param_grads) const {
   fail("Mixer::backward", "this layer has no backward yet");
 }

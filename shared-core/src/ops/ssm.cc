@@ -1,4 +1,5 @@
 #include "mamba/ops/ssm.h"
+#include "ssm_cuda.h"
 
 #include <type_traits>
 
@@ -174,6 +175,8 @@ ScanGrads selective_scan_backward_t(const Tensor& u_in, const Tensor& delta_in, 
 ScanResult selective_scan(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in, const Tensor& B_in,
                           const Tensor& C_in, const Tensor& D_in, const Tensor& z_in, const Tensor& bias_in,
                           bool delta_softplus, const Tensor& init_in, Impl impl) {
+  if (u_in.defined() && u_in.is_cuda())
+    return selective_scan_cuda(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, delta_softplus, init_in);
   return is_f64(u_in) ? selective_scan_t<double>(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in,
                                                  delta_softplus, init_in, impl)
                       : selective_scan_t<float>(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in,

@@ -9,6 +9,7 @@
 
 #include "mamba/kernels/half.h"
 #include "mamba/tensor/allocator.h"
+#include "mamba/tensor/cuda.h"
 
 namespace mamba {
 
@@ -77,7 +78,10 @@ int64_t shape_numel(const Shape& s) {
 // ---- Storage -----------------------------------------------------------------------
 
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), owned_(true), device_(device) {
-  if (!device.is_cpu()) fail("Storage", "device " + device.str() + " is not available in this build");
+  if (!device.is_cpu()) {
+    data_ = cuda::allocate_device(bytes, device.index);  // throws when built without CUDA or no such GPU
+    return;
+  }
   try {
     data_ = cpu_allocate(bytes);
   } catch (const std::bad_alloc&) {
@@ -89,7 +93,11 @@ Storage::Storage(void* data, size_t bytes, std::shared_ptr<void> keep_alive, Dev
     : data_(data), bytes_(bytes), owned_(false), keep_alive_(std::move(keep_alive)), device_(device) {}
 
 Storage::~Storage() {
-  if (owned_) cpu_free(data_, bytes_);
+  if (!owned_) return;
+  if (device_.is_cpu())
+    cpu_free(data_, bytes_);
+  else
+    cuda::free_device(data_);
 }
 
 // ---- Tensor ------------------------------------------------------------------------
@@ -116,8 +124,12 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   return t;
 }
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype) {
-  Tensor t = empty(shape, dtype);
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  if (!device.is_cpu()) {
+    if (t.nbytes()) cuda::fill(t, 0.0);
+    return t;
+  }
   if (t.nbytes()) std::memset(t.raw_data(), 0, t.nbytes());
   return t;
 }
@@ -271,11 +283,16 @@ void for_each_offset(const Shape& shape, const Shape& s1, const Shape& s2, F&& f
 
 double Tensor::item() const {
   if (numel() != 1) fail("Tensor::item", "expected one element, got " + str());
+  if (is_cuda()) return to(Device::cpu()).item();
   return load_as_double(static_cast<const char*>(raw_data()), dtype_);
 }
 
 void Tensor::copy_from(const Tensor& src) {
   if (shape_ != src.shape_) fail("Tensor::copy_from", "shape mismatch: " + str() + " <- " + src.str());
+  if (is_cuda() || src.is_cuda()) {
+    cuda::copy(*this, src);
+    return;
+  }
   char* dst_base = static_cast<char*>(raw_data());
   const char* src_base = static_cast<const char*>(src.raw_data());
   const size_t ds = dtype_size(dtype_), ss = dtype_size(src.dtype_);
@@ -302,6 +319,10 @@ void Tensor::copy_from(const Tensor& src) {
 }
 
 void Tensor::fill(double value) {
+  if (is_cuda()) {
+    cuda::fill(*this, value);
+    return;
+  }
   char* base = static_cast<char*>(raw_data());
   if (dtype_ == DType::f32 && is_contiguous()) {
     std::fill_n(reinterpret_cast<float*>(base), numel(), static_cast<float>(value));
@@ -329,7 +350,16 @@ Tensor Tensor::to(DType dtype) const {
   return t;
 }
 
+Tensor Tensor::to(Device device) const {
+  if (!defined()) fail("Tensor::to", "tensor is undefined");
+  if (device == this->device()) return *this;
+  Tensor t = empty(shape_, dtype_, device);
+  t.copy_from(*this);
+  return t;
+}
+
 std::vector<float> Tensor::to_vector_f32() const {
+  if (is_cuda()) return to(Device::cpu()).to_vector_f32();
   Tensor c = to(DType::f32).contiguous();
   const float* p = c.data<float>();
   return std::vector<float>(p, p + c.numel());

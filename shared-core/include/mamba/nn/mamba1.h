@@ -12,6 +12,8 @@
 
 namespace mamba::nn {
 
+class CudaDecodeGraph;
+
 struct Mamba1Config {
   int64_t d_model = 0;
   int64_t d_state = 16;
@@ -45,7 +47,20 @@ class Mamba1 final : public Mixer {
   const Mamba1Config& config() const { return cfg_; }
   void refresh_derived() override;
 
+  // GPU: weights moved once; forward/step then run the CUDA kernels + cuBLASLt on cuda
+  // tensors of compute_dtype(); init_state allocates the states on the device (f32).
+  void to(Device device, DType compute = DType::f32) override;
+  // The recurrent step on a CUDA layer into caller-owned buffers, allocating nothing (what a
+  // CUDA graph captures). x, out: (batch, d_model) contiguous, compute_dtype(), on the device.
+  struct StepBuffers {
+    Tensor xz, xc, xdbl, dt, y;  // (batch, 2*d_inner), (batch, d_inner), (batch, R+2N), (batch, d_inner) x2
+  };
+  StepBuffers make_step_buffers(int64_t batch) const;
+  void step_into(const Tensor& x, LayerState& state, StepBuffers& buf, Tensor& out) const;
+
  private:
+  friend class CudaDecodeGraph;  // the fused decode kernels read the weights directly
+  Tensor forward_cuda(const Tensor& x, LayerState* state) const;
   struct Activations;  // what forward_impl leaves for backward
   Tensor forward_impl(const Tensor& x, LayerState* state, Activations* keep) const;
   void apply_lti(Tensor& xdbl) const;

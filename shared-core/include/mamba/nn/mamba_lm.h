@@ -23,6 +23,8 @@
 
 namespace mamba::nn {
 
+class CudaDecodeGraph;
+
 struct MambaLMConfig {
   int64_t d_model = 0;
   int64_t n_layer = 0;
@@ -64,6 +66,13 @@ class MambaLM {
   static MambaLM load_path(const std::string& path);
 
   const MambaLMConfig& config() const { return cfg_; }
+  // Moves every parameter to `device` once (see Mixer::to: linear weights, embedding and
+  // head as `compute`, norms and SSM parameters f32). forward/step then run on the GPU:
+  // input_ids may be on the CPU or the device, logits come back on the device in f32, and
+  // new_cache allocates the states there. Mamba-2 models throw (no SSD kernel yet).
+  void to(Device device, DType compute = DType::f32);
+  Device device() const { return device_; }
+  DType compute_dtype() const { return compute_; }
   std::vector<std::pair<std::string, Tensor*>> parameters();
   // After changing parameters in place: recompute what the layers derive from them.
   void refresh_derived();
@@ -96,6 +105,12 @@ class MambaLM {
   Tensor embed(const Tensor& ids) const;  // (..., d_model)
   void add_norm(const Tensor& x, Tensor& residual, bool first, const Tensor& w, const Tensor& b, Tensor& out) const;
   Tensor head(const Tensor& hidden) const;  // (rows, d_model) -> (rows, padded_vocab)
+  Tensor forward_cuda(const Tensor& input_ids, InferenceCache* cache) const;
+  Tensor step_cuda(const Tensor& ids, InferenceCache& cache) const;
+  friend class CudaDecodeGraph;  // mamba/nn/cuda_decode_graph.h
+
+  Device device_ = Device::cpu();
+  DType compute_ = DType::f32;
 
   MambaLMConfig cfg_;
   Tensor embedding_;

@@ -64,6 +64,18 @@ class Mixer {
   // Recomputes values derived from the parameters (A = -exp(A_log)); load() calls it,
   // and so must anyone who changes parameters in place.
   virtual void refresh_derived() {}
+
+  // Moves the parameters to `device`, once (load on the CPU first, then move). The weights
+  // of the linear layers are stored as `compute` (f32; on a GPU also bf16 or f16), which is
+  // then the dtype of forward/step inputs and outputs; A, D, biases, conv weights and states
+  // stay f32. Layers without a GPU path throw mamba::Error naming what is missing.
+  virtual void to(Device device, DType compute = DType::f32);
+  Device device() const { return device_; }
+  DType compute_dtype() const { return compute_; }
+
+ protected:
+  Device device_ = Device::cpu();
+  DType compute_ = DType::f32;
 };
 
 }  // namespace mamba::nn

@@ -73,9 +73,12 @@ class Tensor {
  public:
   Tensor() = default;  // undefined tensor
 
-  // ---- factories (CPU) ----
+  // ---- factories ----
+  // A cuda:N device allocates from the CUDA caching allocator (mamba/tensor/cuda.h) on the
+  // calling thread's current stream; a build without CUDA, or a machine without that GPU,
+  // throws mamba::Error saying so.
   static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
-  static Tensor zeros(const Shape& shape, DType dtype = DType::f32);
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
   static Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
   static Tensor from_vector(const std::vector<float>& v, const Shape& shape);
   static Tensor from_vector_i64(const std::vector<int64_t>& v, const Shape& shape);
@@ -100,7 +103,8 @@ class Tensor {
   const std::shared_ptr<Storage>& storage() const { return storage_; }
   size_t byte_offset() const { return byte_offset_; }
 
-  // ---- data access (CPU). data<T>() checks that T matches the dtype. ----
+  // ---- data access. data<T>() checks that T matches the dtype. On a cuda tensor the
+  // pointer is a DEVICE pointer (for kernels); item() and to_vector_f32() copy to the host.
   template <class T> T* data();
   template <class T> const T* data() const;
   void* raw_data() const;
@@ -121,7 +125,13 @@ class Tensor {
   Tensor contiguous() const;  // self when already contiguous
   Tensor clone() const;
   Tensor to(DType dtype) const;  // converts (self when already that dtype)
-  void copy_from(const Tensor& src);  // same shape; converts dtype
+  // A copy on `device` (self when already there), contiguous; synchronous. Host <-> device,
+  // device <-> device (also across GPUs). Asynchronous copies: mamba::cuda::copy_async.
+  Tensor to(Device device) const;
+  bool is_cuda() const { return device().kind == Device::Kind::cuda; }
+  // Same shape; converts dtype. Either side may be on a GPU (synchronous with the current
+  // stream: returns when the copy is done).
+  void copy_from(const Tensor& src);
   void fill(double value);
   std::vector<float> to_vector_f32() const;
 
