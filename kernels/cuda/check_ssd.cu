@@ -240,6 +240,75 @@ void check_fwd(const SsdCase& c, int version, uint64_t seed) {
   });
 }
 
+
+// Backward against ssd_scan_bwd_ref: the reference gets dy = dout * silu(z) (or dout) and the gate's
+// dz = dout * y_pre * silu'(z) is formed on the CPU from the reference forward's y_pre.
+void check_bwd(const SsdCase& c, bool dfinal_on, uint64_t seed) {
+  const std::string name = std::string("ssd bwd bf16 ") + case_name(c) + (dfinal_on ? " dfinal" : "");
+  run_case(name, [&] {
+    Rng rng(seed);
+    SsdInputs<bf16> in(c, rng);
+    const size_t nx = size_t(c.b) * in.x_sb, nst = size_t(c.b) * c.h * c.p * c.n, ndt = size_t(c.b) * c.l * c.h;
+    const size_t nbc = size_t(c.b) * c.l * c.g * c.n;
+    std::vector<float> dout = rng.normal(nx, 0.f, 1.f), dfin = dfinal_on ? rng.normal(nst, 0.f, 0.5f) : std::vector<float>();
+    Buf<bf16> dout_d(nx);
+    Buf<float> dfin_d(dfin.size());
+    upload_rounded(dout_d, dout);
+    if (dfinal_on) upload_rounded(dfin_d, dfin);
+    // Reference.
+    k::SsdParams q = in.cpu();
+    std::vector<float> ypre(nx, 0.f), dy = dout, dzref(nx, 0.f);
+    if (c.z) {
+      q.y = ypre.data(); q.y_sb = in.x_sb; q.y_st = in.x_st; q.y_sh = c.p;
+      k::ssd_scan_ref(q);
+      for (size_t i = 0; i < nx; ++i) {
+        const float z = in.z[i], sg = 1.f / (1.f + std::exp(-z));
+        dy[i] = dout[i] * z * sg;
+        dzref[i] = dout[i] * ypre[i] * sg * (1.f + z * (1.f - sg));
+      }
+    }
+    // The reference wants dB / dC with bc strides; compare on [b, t, g, n] contiguous.
+    std::vector<float> rdx(nx, 0.f), rddt(ndt), rdB(nbc), rdC(nbc), rdA(c.h), rdD(c.h), rdbias(c.h), rdh0(nst);
+    k::SsdGrads gr;
+    gr.dx = rdx.data(); gr.dx_sb = in.x_sb; gr.dx_st = in.x_st; gr.dx_sh = c.p;
+    gr.ddt = rddt.data(); gr.ddt_sb = int64_t(c.l) * c.h; gr.ddt_st = c.h; gr.ddt_sh = 1;
+    gr.dB = rdB.data(); gr.dB_sb = int64_t(c.l) * c.g * c.n; gr.dB_st = int64_t(c.g) * c.n; gr.dB_sg = c.n;
+    gr.dC = rdC.data(); gr.dC_sb = gr.dB_sb; gr.dC_st = gr.dB_st; gr.dC_sg = c.n;
+    gr.dA = rdA.data(); gr.dD = rdD.data(); gr.ddt_bias = rdbias.data(); gr.dinitial_state = rdh0.data();
+    k::ssd_scan_bwd_ref(q, dy.data(), in.x_sb, in.x_st, c.p, dfinal_on ? dfin.data() : nullptr, gr);
+    // GPU.
+    Buf<bf16> gdx(nx), gddt(ndt), gdz(c.z ? nx : 0);
+    Buf<float> gdB(nbc), gdC(nbc), gdA(c.h), gdD(c.h), gdbias(c.h), gdh0(nst);
+    for (auto* b : {&gdx, &gddt, &gdz}) b->poison();
+    for (auto* b : {&gdB, &gdC, &gdA, &gdD, &gdbias, &gdh0}) b->poison();
+    kc::SsdBwdCudaParams<bf16> g;
+    g.fwd = in.gpu();
+    g.dout = dout_d.ptr; g.dout_sb = in.x_sb; g.dout_st = in.x_st; g.dout_sh = c.p;
+    g.dfinal_state = dfinal_on ? dfin_d.ptr : nullptr;
+    g.dx = gdx.ptr; g.dx_sb = in.x_sb; g.dx_st = in.x_st; g.dx_sh = c.p;
+    g.ddt = gddt.ptr; g.ddt_sb = int64_t(c.l) * c.h; g.ddt_st = c.h; g.ddt_sh = 1;
+    g.dB = gdB.ptr; g.dC = gdC.ptr;
+    g.dz = c.z ? gdz.ptr : nullptr; g.dz_sb = in.x_sb; g.dz_st = in.x_st; g.dz_sh = c.p;
+    g.dA = gdA.ptr; g.dD = gdD.ptr; g.ddt_bias = gdbias.ptr; g.dinitial_state = gdh0.ptr;
+    const size_t ws = kc::ssd_chunk_scan_bwd_cuda_workspace_bytes(g);
+    Buf<char> wsb(ws);
+    g.workspace = wsb.ptr; g.workspace_bytes = ws;
+    kc::ssd_chunk_scan_bwd_cuda(g, nullptr);
+    MAMBA_CUDA_CHECK("ssd bwd", cudaDeviceSynchronize());
+    const double t = 1e-2;
+    const std::vector<char> m = in.x_mask();
+    report(name + " dx", download(gdx), rdx, t, m);
+    report(name + " ddt", download(gddt), rddt, t);
+    report(name + " dB", download(gdB), rdB, t);
+    report(name + " dC", download(gdC), rdC, t);
+    if (c.z) report(name + " dz", download(gdz), dzref, t, m);
+    report(name + " dA", download(gdA), rdA, t);
+    report(name + " dD", download(gdD), rdD, t);
+    report(name + " ddt_bias", download(gdbias), rdbias, t);
+    report(name + " dinitial_state", download(gdh0), rdh0, t);
+  });
+}
+
 // ---- timing -------------------------------------------------------------------------------------
 
 __device__ __forceinline__ uint64_t mix64(uint64_t x) {
@@ -326,6 +395,45 @@ double time_fwd(int b, int l, int h, int p, int n, bool z_on, int version, int s
   return us;
 }
 
+
+double time_bwd(int b, int l, int h, int p, int n, bool z_on, double fwd_us) {
+  const size_t nx = size_t(b) * l * h * p, nbc = size_t(b) * l * n, ndt = size_t(b) * l * h;
+  Buf<bf16> x(nx), z(z_on ? nx : 0), dt(ndt), B(nbc), C(nbc), dout(nx), dx(nx), ddt(ndt), dz(z_on ? nx : 0);
+  Buf<float> A(h), D(h), bias(h), dB(nbc), dC(nbc), dA(h), dD(h), dbias(h), dh0(size_t(b) * h * p * n);
+  fill(x, 11, -1.f, 1.f);
+  fill(z, 12, -2.f, 2.f);
+  fill(dt, 13, -3.f, -1.f);
+  fill(B, 14, -1.f, 1.f);
+  fill(C, 15, -1.f, 1.f);
+  fill(dout, 16, -1.f, 1.f);
+  fill(A, 17, -8.f, -1.f);
+  fill(D, 18, -1.f, 1.f);
+  fill(bias, 19, -0.5f, 0.f);
+  kc::SsdBwdCudaParams<bf16> g;
+  kc::SsdCudaParams<bf16>& q = g.fwd;
+  q.batch = b; q.seqlen = l; q.nheads = h; q.headdim = p; q.dstate = n; q.ngroups = 1;
+  q.x = x.ptr; q.x_sb = int64_t(l) * h * p; q.x_st = int64_t(h) * p; q.x_sh = p;
+  q.z = z_on ? z.ptr : nullptr; q.z_sb = q.x_sb; q.z_st = q.x_st; q.z_sh = p;
+  q.dt = dt.ptr; q.dt_sb = int64_t(l) * h; q.dt_st = h; q.dt_sh = 1;
+  q.B = B.ptr; q.B_sb = int64_t(l) * n; q.B_st = n; q.B_sg = n;
+  q.C = C.ptr; q.C_sb = q.B_sb; q.C_st = n; q.C_sg = n;
+  q.A = A.ptr; q.D = D.ptr; q.dt_bias = bias.ptr; q.dt_softplus = true;
+  g.dout = dout.ptr; g.dout_sb = q.x_sb; g.dout_st = q.x_st; g.dout_sh = p;
+  g.dx = dx.ptr; g.dx_sb = q.x_sb; g.dx_st = q.x_st; g.dx_sh = p;
+  g.ddt = ddt.ptr; g.ddt_sb = q.dt_sb; g.ddt_st = h; g.ddt_sh = 1;
+  g.dz = z_on ? dz.ptr : nullptr; g.dz_sb = q.x_sb; g.dz_st = q.x_st; g.dz_sh = p;
+  g.dB = dB.ptr; g.dC = dC.ptr; g.dA = dA.ptr; g.dD = dD.ptr; g.ddt_bias = dbias.ptr; g.dinitial_state = dh0.ptr;
+  const size_t ws = kc::ssd_chunk_scan_bwd_cuda_workspace_bytes(g);
+  Buf<char> wsb(ws);
+  g.workspace = wsb.ptr; g.workspace_bytes = ws;
+  const double us = median_us([&] { kc::ssd_chunk_scan_bwd_cuda(g, nullptr); });
+  std::printf("  time ssd bwd bf16 b%d l%d h%d p%d n%d%s: %8.1f us  fwd+bwd %8.1f us  (reference fwd+bwd %.0f: ref/time %.2f)  "
+              "workspace %.0f MB\n",
+              b, l, h, p, n, z_on ? " z" : "", us, us + fwd_us, kRefFwdBwdUs, kRefFwdBwdUs / (us + fwd_us), ws / 1e6);
+  std::fflush(stdout);
+  return us;
+}
+
 }  // namespace
 
 bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
@@ -362,6 +470,24 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     check_fwd<bf16>(c, 1, ++seed);
     check_fwd<bf16>(c, 2, ++seed);
   }
+  // Backward: the tensor-core shapes (headdim 64, dstate 16 / 32 / 64 / 128, 16-byte rows).
+  const SsdCase bwd_cases[] = {
+      {1, 1, 1, 64, 128, 1, true, true, true, true, true, 0},
+      {1, 255, 3, 64, 128, 1, true, false, true, true, true, 0},
+      {2, 257, 2, 64, 128, 2, false, true, false, true, false, 0},
+      {1, 257, 4, 64, 16, 2, true, true, true, false, true, 0},
+      {2, 63, 3, 64, 16, 1, true, false, false, true, true, 8},
+      {1, 64, 1, 64, 32, 1, false, false, true, true, true, 0},
+      {1, 65, 2, 64, 64, 1, true, true, true, true, false, 8},
+      {2, 200, 6, 64, 128, 3, true, true, true, true, true, 8},
+      {1, 1100, 2, 64, 128, 1, true, true, true, true, true, 0},
+      {1, 128, 1, 64, 128, 1, false, false, false, true, false, 0},
+  };
+  bool dfin = false;
+  for (const auto& c : bwd_cases) {
+    check_bwd(c, dfin, ++seed);
+    dfin = !dfin;
+  }
   std::printf("ssd-check: %d passed, %d failed\n", passed - p0, failed - f0);
   if (check_only) return ssd_only;
   try {
@@ -374,7 +500,9 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     time_fwd<bf16>(8, 4096, 48, 64, 16, false, 2);
     std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: %.1f us (target <= 500, reference %.0f, floor %.0f)\n",
                 fwd, kRefFwdUs, kFloorUs);
-    (void)kRefFwdBwdUs;
+    const double bwd = time_bwd(8, 4096, 48, 64, 128, false, fwd);
+    time_bwd(8, 4096, 48, 64, 128, true, fwd);
+    std::printf("ssd summary: fwd+bwd bf16 b8 l4096 h48 p64 n128: %.1f us (reference %.0f)\n", fwd + bwd, kRefFwdBwdUs);
   } catch (const std::exception& e) {
     std::printf("ssd timing failed: %s\n", e.what());
     ++failed;

@@ -70,4 +70,50 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p);
 template <class T>
 void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream);
 
+// Backward of ssd_chunk_scan_cuda: the gradient of sum(out * dout) + <final_state, dfinal_state>
+// (out = y, gated by silu(z) when z is given) with respect to every forward input, the semantics
+// of the CPU ssd_scan_bwd_ref (mamba/kernels/ssd.h) plus the gate:
+//   dz = dout * y_pre * silu'(z),  dy = dout * silu(z)   (y_pre: y before the gate)
+// Inputs: `fwd` (the forward's inputs; its y and final_state are not used), dout with y's
+// layout (strides dout_sb, dout_st, dout_sh), dfinal_state (batch, nheads, headdim, dstate) f32,
+// optional. Outputs (every one overwritten; all required but dz, dinitial_state):
+//   dx     : [b, t, h, p] T, strides dx_sb, dx_st, dx_sh (p contiguous)
+//   ddt    : [b, t, h] T, strides ddt_sb, ddt_st, ddt_sh: the gradient of the RAW dt
+//   dB, dC : [b, t, g, n] f32, contiguous (summed over the heads of the group)
+//   dz     : z's layout, strides dz_sb, dz_st, dz_sh; required when z is given
+//   dA, dD, ddt_bias : (nheads) f32 (summed over batch and time)
+//   dinitial_state   : (batch, nheads, headdim, dstate) f32, optional
+// Kernel: tensor cores only (bf16, headdim 64, dstate in {16, 32, 64, 128}, rows on 16-byte
+// boundaries); other shapes and f32 throw std::invalid_argument. One block of 4 warps per
+// (batch, head): a forward pass over the chunks stores each chunk's entering state (bf16) in the
+// workspace, then the chunks are walked backwards carrying dL/dS (f32, registers); per chunk the
+// intra-chunk products (C B^T, dy x^T masked by the decay) and the state products on mma.sync.
+// dB and dC are summed over heads with f32 atomics (their order, hence the last bits, may vary
+// between runs); dA, dD, ddt_bias are reduced in a fixed order.
+// workspace: device memory of at least ssd_chunk_scan_bwd_cuda_workspace_bytes(p) bytes,
+// 256-byte aligned, owned by the caller.
+template <class T>
+struct SsdBwdCudaParams {
+  SsdCudaParams<T> fwd;
+  const T* dout = nullptr; int64_t dout_sb = 0, dout_st = 0, dout_sh = 0;
+  const float* dfinal_state = nullptr;
+  T* dx = nullptr;  int64_t dx_sb = 0, dx_st = 0, dx_sh = 0;
+  T* ddt = nullptr; int64_t ddt_sb = 0, ddt_st = 0, ddt_sh = 0;
+  float* dB = nullptr;
+  float* dC = nullptr;
+  T* dz = nullptr;  int64_t dz_sb = 0, dz_st = 0, dz_sh = 0;
+  float* dA = nullptr;
+  float* dD = nullptr;
+  float* ddt_bias = nullptr;
+  float* dinitial_state = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+template <class T>
+size_t ssd_chunk_scan_bwd_cuda_workspace_bytes(const SsdBwdCudaParams<T>& p);
+
+template <class T>
+void ssd_chunk_scan_bwd_cuda(const SsdBwdCudaParams<T>& p, cudaStream_t stream);
+
 }  // namespace mamba::kernels::cuda
