@@ -494,6 +494,13 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     const double fwd = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);  // again: the spread
     time_fwd<bf16>(8, 4096, 48, 64, 128, true, 2);
+    // Stage costs by leaving one out (wrong results; timing only): intra-chunk, C S^T, state update.
+    for (const char* sk : {"1", "2", "4", "7"}) {
+      setenv("MAMBA_SSD_SKIP", sk, 1);
+      std::printf("  MAMBA_SSD_SKIP=%s (1 -intra, 2 -C S^T, 4 -state update, 7 loads/epilogue only):\n", sk);
+      time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);
+    }
+    unsetenv("MAMBA_SSD_SKIP");
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 1, 3);
     time_fwd<float>(8, 4096, 48, 64, 128, false, 1, 3);
     time_fwd<bf16>(1, 4096, 48, 64, 128, false, 2);

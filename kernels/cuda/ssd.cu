@@ -158,8 +158,9 @@ void dispatch_seq(const SsdCudaParams<T>& p, cudaStream_t stream) {
 // One block of 4 warps per (batch, head); chunks of kQ = 64 steps in order. Shared memory per
 // chunk: C, B (kQ x N), x (kQ x 64) as bf16 rows padded by 16 bytes (ldmatrix without bank
 // conflicts), the entering state S as bf16 [p][n], and per step cs (the cumulative log decay
-// inside the chunk), dt' and w = exp(cs_last - cs) dt'. Warp w owns output rows 16w..16w+15 of
-// the chunk and state rows p = 16w..16w+15 (all N columns, f32 accumulators of mma.sync).
+// inside the chunk), dt' and w = exp(cs_last - cs) dt'. Warp w owns state rows p = 16w..16w+15
+// (all N columns, f32 accumulators of mma.sync) and, in chunk c, output rows 16r..16r+15 of the
+// chunk with r = (w + c) % 4 (the causal part's cost grows with r; rotating balances the warps).
 // Per chunk:
 //   Y  = diag(exp(cs)) C S^T                          (K = N)
 //   Y += sum over 16-column blocks jb <= w of (C B_jb^T o decay o dt)_bf16 X_jb   (K = N, then 16)
@@ -191,7 +192,9 @@ __device__ __forceinline__ void store_state_bf16(Smem<kN>& sm, const float (&st)
 }
 
 template <int kN>
-__global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p) {
+// skip: timing only (wrong results), env MAMBA_SSD_SKIP: bit 0 leaves out the intra-chunk part, bit 1
+// the C S^T part, bit 2 the state update.
+__global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
   extern __shared__ __align__(16) unsigned char tc_smem[];
   Smem<kN>& sm = *reinterpret_cast<Smem<kN>*>(tc_smem);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
@@ -204,7 +207,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
   bf16* yb = p.y + b * p.y_sb + h * p.y_sh;
   const float A = p.A[h], Dh = p.D ? p.D[h] : 0.f, bias = p.dt_bias ? p.dt_bias[h] : 0.f;
   constexpr int kNT = kN / 8;
-  const int row0 = warp * 16 + g;  // this thread's rows (output rows and state rows): row0, row0 + 8
+  const int row0 = warp * 16 + g;  // this thread's state rows: row0, row0 + 8
 
   float st[kNT][4];
   {
@@ -276,6 +279,10 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
     sm::cp_async_wait_all();
     __syncthreads();
 
+    // The output rows of this warp: block yw = (warp + c) % 4 of the chunk. The causal part costs
+    // yw + 1 blocks, so the role rotates with the chunk: over four chunks every warp (and the
+    // scheduler it runs on) does the same work.
+    const int yw = (warp + static_cast<int>(c)) & 3, yrow0 = yw * 16 + g;
     // ---- Y = diag(exp(cs)) C S^T
     float yacc[8][4];
 #pragma unroll
@@ -284,8 +291,9 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
       for (int e = 0; e < 4; ++e) yacc[pt][e] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < kN / 16; ++ks) {
+      if (skip & 2) break;
       uint32_t af[4];
-      sm::ldsm_x4(af, &sm.C[warp * 16 + a_m][ks * 16 + a_k]);
+      sm::ldsm_x4(af, &sm.C[yw * 16 + a_m][ks * 16 + a_k]);
 #pragma unroll
       for (int pt2 = 0; pt2 < 4; ++pt2) {
         uint32_t bfr[4];
@@ -294,7 +302,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
         sm::mma_bf16(yacc[2 * pt2 + 1], af, bfr[2], bfr[3]);
       }
     }
-    const float cs_i0 = sm.cs[row0], cs_i1 = sm.cs[row0 + 8];
+    const float cs_i0 = sm.cs[yrow0], cs_i1 = sm.cs[yrow0 + 8];
     {
       const float e0 = __expf(cs_i0), e1 = __expf(cs_i1);
 #pragma unroll
@@ -306,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
       }
     }
     // ---- Y += (C B^T o decay o dt) X, 16 columns at a time, j <= i
-    for (int jb = 0; jb <= warp; ++jb) {
+    for (int jb = 0; jb <= ((skip & 1) ? -1 : yw); ++jb) {
       float cb[2][4];
 #pragma unroll
       for (int jt = 0; jt < 2; ++jt)
@@ -315,7 +323,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
 #pragma unroll
       for (int ks = 0; ks < kN / 16; ++ks) {
         uint32_t af[4], bfr[4];
-        sm::ldsm_x4(af, &sm.C[warp * 16 + a_m][ks * 16 + a_k]);
+        sm::ldsm_x4(af, &sm.C[yw * 16 + a_m][ks * 16 + a_k]);
         sm::ldsm_x4(bfr, &sm.B[jb * 16 + bn_n][ks * 16 + bn_k]);
         sm::mma_bf16(cb[0], af, bfr[0], bfr[1]);
         sm::mma_bf16(cb[1], af, bfr[2], bfr[3]);
@@ -325,10 +333,10 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
       for (int jt = 0; jt < 2; ++jt) {
         const int j = jb * 16 + jt * 8 + 2 * q;
         const float csj0 = sm.cs[j], csj1 = sm.cs[j + 1], dj0 = sm.dt[j], dj1 = sm.dt[j + 1];
-        const float v00 = j <= row0 ? cb[jt][0] * __expf(cs_i0 - csj0) * dj0 : 0.f;
-        const float v01 = j + 1 <= row0 ? cb[jt][1] * __expf(cs_i0 - csj1) * dj1 : 0.f;
-        const float v10 = j <= row0 + 8 ? cb[jt][2] * __expf(cs_i1 - csj0) * dj0 : 0.f;
-        const float v11 = j + 1 <= row0 + 8 ? cb[jt][3] * __expf(cs_i1 - csj1) * dj1 : 0.f;
+        const float v00 = j <= yrow0 ? cb[jt][0] * __expf(cs_i0 - csj0) * dj0 : 0.f;
+        const float v01 = j + 1 <= yrow0 ? cb[jt][1] * __expf(cs_i0 - csj1) * dj1 : 0.f;
+        const float v10 = j <= yrow0 + 8 ? cb[jt][2] * __expf(cs_i1 - csj0) * dj0 : 0.f;
+        const float v11 = j + 1 <= yrow0 + 8 ? cb[jt][3] * __expf(cs_i1 - csj1) * dj1 : 0.f;
         pa[2 * jt] = sm::pack_bf16(v00, v01);
         pa[2 * jt + 1] = sm::pack_bf16(v10, v11);
       }
@@ -343,7 +351,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
     // ---- y = (Y + D x) [* silu(z)]
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int i = row0 + 8 * half;
+      const int i = yrow0 + 8 * half;
       if (i < qn) {
         bf16* yrow = yb + (t0 + i) * p.y_st;
         const bf16* zrow = zb ? zb + (t0 + i) * p.z_st : nullptr;
@@ -370,6 +378,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
         for (int e = 0; e < 4; ++e) st[nt][e] *= decay;
 #pragma unroll
       for (int ks = 0; ks < kQ / 16; ++ks) {
+        if (skip & 4) break;
         uint32_t af[4];
         sm::ldsm_x4_t(af, &sm.X[ks * 16 + at_k][warp * 16 + at_m]);
         // A element (m, k): registers 0/1 hold k = 2q, 2q + 1; 2/3 hold k = 2q + 8, 2q + 9.
@@ -407,7 +416,9 @@ void launch(const SsdCudaParams<bf16>& p, cudaStream_t stream) {
   auto kernel = ssd_fwd_tc_kernel<kN>;
   MAMBA_CUDA_CHECK("ssd_chunk_scan_cuda", cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                                static_cast<int>(smem)));
-  kernel<<<static_cast<unsigned>(p.batch * p.nheads), kThreads, smem, stream>>>(p);
+  const char* env = std::getenv("MAMBA_SSD_SKIP");
+  const int skip = env ? std::atoi(env) : 0;
+  kernel<<<static_cast<unsigned>(p.batch * p.nheads), kThreads, smem, stream>>>(p, skip);
   MAMBA_CUDA_CHECK_LAUNCH("ssd_chunk_scan_cuda (tensor cores)");
 }
 
