@@ -469,6 +469,7 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     check_fwd<float>(c, 1, ++seed);
     check_fwd<bf16>(c, 1, ++seed);
     check_fwd<bf16>(c, 2, ++seed);
+    check_fwd<bf16>(c, 3, ++seed);
   }
   // Backward: the tensor-core shapes (headdim 64, dstate 16 / 32 / 64 / 128, 16-byte rows).
   const SsdCase bwd_cases[] = {
@@ -493,6 +494,8 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
   try {
     const double fwd = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);  // again: the spread
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3);  // v3: x double-buffered, prefetched
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3);
     time_fwd<bf16>(8, 4096, 48, 64, 128, true, 2);
     // Stage costs by leaving one out (wrong results; timing only): intra-chunk, C S^T, state update.
     for (const char* sk : {"1", "2", "4", "7"}) {

@@ -171,18 +171,21 @@ namespace tc {
 
 constexpr int kQ = 64, kP = 64, kThreads = 128;
 
-template <int kN>
+// kPF (v3): x is double-buffered and the next chunk's x rows (from DRAM, read by this block
+// only) are loaded during this chunk's products; C and B (shared by the heads, mostly L2 hits)
+// are not. 71 KB: still 3 blocks per SM.
+template <int kN, bool kPF = false>
 struct Smem {
-  static constexpr int kNS = kN + 8, kXS = kP + 8;
+  static constexpr int kNS = kN + 8, kXS = kP + 8, kNX = kPF ? 2 : 1;
   bf16 C[kQ][kNS];
   bf16 B[kQ][kNS];
-  bf16 X[kQ][kXS];
+  bf16 X[kNX][kQ][kXS];
   bf16 S[kP][kNS];
   float cs[kQ], dt[kQ], w[kQ];
 };
 
-template <int kN>
-__device__ __forceinline__ void store_state_bf16(Smem<kN>& sm, const float (&st)[kN / 8][4], int row0, int q) {
+template <int kN, class Sm>
+__device__ __forceinline__ void store_state_bf16(Sm& sm, const float (&st)[kN / 8][4], int row0, int q) {
 #pragma unroll
   for (int nt = 0; nt < kN / 8; ++nt) {
     const int n = nt * 8 + 2 * q;
@@ -191,12 +194,14 @@ __device__ __forceinline__ void store_state_bf16(Smem<kN>& sm, const float (&st)
   }
 }
 
-template <int kN>
 // skip: timing only (wrong results), env MAMBA_SSD_SKIP: bit 0 leaves out the intra-chunk part, bit 1
 // the C S^T part, bit 2 the state update.
+template <int kN, bool kPF>
 __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
   extern __shared__ __align__(16) unsigned char tc_smem[];
-  Smem<kN>& sm = *reinterpret_cast<Smem<kN>*>(tc_smem);
+  using SmemT = Smem<kN, kPF>;
+  SmemT& sm = *reinterpret_cast<SmemT*>(tc_smem);
+  constexpr int kXS = SmemT::kXS;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
   const int64_t bh = blockIdx.x, b = bh / p.nheads, h = bh % p.nheads, grp = h / (p.nheads / p.ngroups);
   const bf16* xb = p.x + b * p.x_sb + h * p.x_sh;
@@ -232,22 +237,28 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
   const int at_k = lr + 8 * (lm >> 1), at_m = 8 * (lm & 1);      // A stored [k][m], trans
 
   const int64_t nchunks = (p.seqlen + kQ - 1) / kQ;
+  // x rows [t0, t0 + qn) of the chunk into X (rows past qn zero-filled); not committed here.
+  auto load_x = [&](bf16 (*X)[kXS], int64_t t0, int qn) {
+    constexpr int kPcs = kP / 8;
+    for (int i = tid; i < kQ * kPcs; i += kThreads) {
+      const int r = i / kPcs, pc = (i % kPcs) * 8;
+      const bool ok = r < qn;
+      sm::cp_async16(&X[r][pc], ok ? xb + (t0 + r) * p.x_st + pc : xb, ok);
+    }
+  };
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t t0 = c * kQ;
     const int qn = static_cast<int>(p.seqlen - t0 < kQ ? p.seqlen - t0 : kQ);
     // Loads: rows past the sequence are zero-filled (cp.async with 0 source bytes).
-    constexpr int kPcsN = kN / 8, kPcsX = kP / 8;
+    constexpr int kPcsN = kN / 8;
     for (int i = tid; i < kQ * kPcsN; i += kThreads) {
       const int r = i / kPcsN, pc = (i % kPcsN) * 8;
       const bool ok = r < qn;
       sm::cp_async16(&sm.C[r][pc], ok ? Cb + (t0 + r) * p.C_st + pc : Cb, ok);
       sm::cp_async16(&sm.B[r][pc], ok ? Bb + (t0 + r) * p.B_st + pc : Bb, ok);
     }
-    for (int i = tid; i < kQ * kPcsX; i += kThreads) {
-      const int r = i / kPcsX, pc = (i % kPcsX) * 8;
-      const bool ok = r < qn;
-      sm::cp_async16(&sm.X[r][pc], ok ? xb + (t0 + r) * p.x_st + pc : xb, ok);
-    }
+    bf16 (*X)[kXS] = sm.X[kPF ? (c & 1) : 0];
+    if (!kPF || c == 0) load_x(X, t0, qn);
     sm::cp_async_commit();
     if (warp == 0) {  // dt', the cumulative log decay cs (a warp scan), w
       float d[2];
@@ -278,6 +289,11 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
     }
     sm::cp_async_wait_all();
     __syncthreads();
+    if (kPF && c + 1 < nchunks) {  // the next chunk's x, into the other buffer (free since chunk c - 1)
+      const int64_t t1 = t0 + kQ;
+      load_x(sm.X[(c + 1) & 1], t1, static_cast<int>(p.seqlen - t1 < kQ ? p.seqlen - t1 : kQ));
+      sm::cp_async_commit();
+    }
 
     // The output rows of this warp: block yw = (warp + c) % 4 of the chunk. The causal part costs
     // yw + 1 blocks, so the role rotates with the chunk: over four chunks every warp (and the
@@ -343,7 +359,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
 #pragma unroll
       for (int pt2 = 0; pt2 < 4; ++pt2) {
         uint32_t bfr[4];
-        sm::ldsm_x4_t(bfr, &sm.X[jb * 16 + bt_k][pt2 * 16 + bt_n]);
+        sm::ldsm_x4_t(bfr, &X[jb * 16 + bt_k][pt2 * 16 + bt_n]);
         sm::mma_bf16(yacc[2 * pt2], pa, bfr[0], bfr[1]);
         sm::mma_bf16(yacc[2 * pt2 + 1], pa, bfr[2], bfr[3]);
       }
@@ -358,7 +374,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
 #pragma unroll
         for (int pt = 0; pt < 8; ++pt) {
           const int pp = pt * 8 + 2 * q;
-          const float2 xv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&sm.X[i][pp]));
+          const float2 xv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&X[i][pp]));
           float v0 = yacc[pt][2 * half] + Dh * xv.x, v1 = yacc[pt][2 * half + 1] + Dh * xv.y;
           if (zrow) {
             const float2 zv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(zrow + pp));
@@ -380,7 +396,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
       for (int ks = 0; ks < kQ / 16; ++ks) {
         if (skip & 4) break;
         uint32_t af[4];
-        sm::ldsm_x4_t(af, &sm.X[ks * 16 + at_k][warp * 16 + at_m]);
+        sm::ldsm_x4_t(af, &X[ks * 16 + at_k][warp * 16 + at_m]);
         // A element (m, k): registers 0/1 hold k = 2q, 2q + 1; 2/3 hold k = 2q + 8, 2q + 9.
         const int k0 = ks * 16 + 2 * q;
         af[0] = sm::scale_bf16x2(af[0], sm.w[k0], sm.w[k0 + 1]);
@@ -410,10 +426,10 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
   }
 }
 
-template <int kN>
+template <int kN, bool kPF>
 void launch(const SsdCudaParams<bf16>& p, cudaStream_t stream) {
-  const size_t smem = sizeof(Smem<kN>);
-  auto kernel = ssd_fwd_tc_kernel<kN>;
+  const size_t smem = sizeof(Smem<kN, kPF>);
+  auto kernel = ssd_fwd_tc_kernel<kN, kPF>;
   MAMBA_CUDA_CHECK("ssd_chunk_scan_cuda", cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                                static_cast<int>(smem)));
   const char* env = std::getenv("MAMBA_SSD_SKIP");
@@ -452,7 +468,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
   int v = p.version;
   if (v == 0) {
     const char* env = std::getenv("MAMBA_SSD_VERSION");
-    v = env && std::strcmp(env, "1") == 0 ? 1 : 2;
+    v = env && (std::strcmp(env, "1") == 0 || std::strcmp(env, "3") == 0) ? env[0] - '0' : 2;
   }
   if (v == 1) return 1;
   if constexpr (!std::is_same_v<T, bf16>) {
@@ -465,7 +481,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
       return 1;
     if (p.z && !aligned_rows(p.z, {p.z_sb, p.z_st, p.z_sh}, 2)) return 1;
     if (p.final_state && !dev::aligned16(p.final_state)) return 1;
-    return 2;
+    return v == 3 ? 3 : 2;
   }
 }
 
@@ -474,11 +490,12 @@ void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
   check_params(p);
   if (ssd_cuda_kernel_version(p) == 1) return dispatch_seq(p, stream);
   if constexpr (std::is_same_v<T, bf16>) {
+    const bool pf = ssd_cuda_kernel_version(p) == 3;
     switch (p.dstate) {
-      case 16: return tc::launch<16>(p, stream);
-      case 32: return tc::launch<32>(p, stream);
-      case 64: return tc::launch<64>(p, stream);
-      default: return tc::launch<128>(p, stream);
+      case 16: return pf ? tc::launch<16, true>(p, stream) : tc::launch<16, false>(p, stream);
+      case 32: return pf ? tc::launch<32, true>(p, stream) : tc::launch<32, false>(p, stream);
+      case 64: return pf ? tc::launch<64, true>(p, stream) : tc::launch<64, false>(p, stream);
+      default: return pf ? tc::launch<128, true>(p, stream) : tc::launch<128, false>(p, stream);
     }
   }
 }
