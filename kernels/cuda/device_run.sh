@@ -30,9 +30,12 @@ SRC=(kernels/cuda/selective_scan.cu kernels/cuda/selective_scan_bwd.cu kernels/c
      kernels/cuda/selective_state_update.cu kernels/cuda/runtime_info.cu kernels/cuda/rms_norm.cu
      kernels/cuda/mamba_cuda_check.cu
      kernels/cpu/selective_scan.cc kernels/cpu/selective_scan_bwd.cc kernels/cpu/causal_conv1d.cc
-     kernels/cpu/rms_norm.cc kernels/cpu/parallel.cc)
+     kernels/cpu/rms_norm.cc kernels/cpu/parallel.cc
+     kernels/cuda/ssd.cu kernels/cuda/ssd_bwd.cu kernels/cuda/check_ssd.cu kernels/cpu/ssd.cc kernels/cpu/ssd_bwd.cc)
+# -ffunction-sections + --gc-sections: kernels/cpu/ssd.cc's BLAS path (sgemm, not needed by the
+# checks, which use ssd_scan_ref) is dropped at the link, so OpenBLAS is not needed.
 NVFLAGS=(-O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr
-         -Ikernels/include -Xcompiler -fopenmp,-march=native -DMAMBA_HAVE_CUDA=1)
+         -Ikernels/include -Xcompiler -fopenmp,-march=native,-ffunction-sections -DMAMBA_HAVE_CUDA=1)
 OBJ=()
 PIDS=()
 for s in "${SRC[@]}"; do
@@ -45,7 +48,7 @@ build_ok=1
 for p in "${PIDS[@]}"; do wait "$p" || build_ok=0; done
 cat "$BUILD"/buildlogs/*.log > "$LOG_DIR/build.log"
 if [ "$build_ok" = 1 ]; then
-  nvcc -gencode arch=compute_90,code=sm_90 "${OBJ[@]}" -o "$BUILD/mamba-cuda-check" -lgomp >> "$LOG_DIR/build.log" 2>&1 || build_ok=0
+  nvcc -gencode arch=compute_90,code=sm_90 "${OBJ[@]}" -o "$BUILD/mamba-cuda-check" -lgomp -Xlinker --gc-sections >> "$LOG_DIR/build.log" 2>&1 || build_ok=0
 fi
 if [ "$build_ok" != 1 ]; then
   cat "$LOG_DIR/build.log" | head -60

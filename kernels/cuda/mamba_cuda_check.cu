@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "mamba/kernels/causal_conv1d.h"
+#include "check_ssd.h"
 #include "mamba/kernels/cuda/causal_conv1d_cuda.h"
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/rms_norm_cuda.h"
@@ -728,6 +729,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::printf("device 0: %s\n", k::cuda_device_description(0).c_str());
+  if (run_ssd_cuda_checks(argc, argv, g_passed, g_failed)) return g_failed ? 1 : 0;  // check_ssd.cu
 
   uint64_t seed = 1000;
   const ScanCase scan_cases[] = {

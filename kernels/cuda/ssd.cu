@@ -1,0 +1,508 @@
+// Mamba-2 SSD scan on the GPU: the sequential kernel (any shape, f32 and bf16) and the chunked
+// tensor-core kernel (bf16, headdim 64). Contracts in mamba/kernels/cuda/ssd_cuda.h; design and
+// figures in kernels/cuda/NOTES.md ("ssd.cu").
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "device_common.cuh"
+#include "mamba/kernels/cuda/cuda_check.h"
+#include "mamba/kernels/cuda/ssd_cuda.h"
+#include "ssd_common.cuh"
+
+namespace mamba::kernels::cuda {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+using dev::from_f32;
+using dev::to_f32;
+
+// ---- sequential kernel (v1) --------------------------------------------------------------------
+//
+// One block of 256 threads (8 warps) per (batch, head). Warp w owns the state rows
+// p = w * kR + r (r < kR), lane l the states n = l + 32 k (k < kNL): S (P x N) lives in registers,
+// kR * kNL floats per thread. The sequence goes in tiles of kTT steps: B, C, x (and z) rows of the
+// tile are staged in shared memory as f32, dt' and a = exp(dt' A) once per step; y_t[p] is a warp
+// sum over n (xor shuffles), written to a shared tile and stored row by row.
+constexpr int kSeqThreads = 256;
+constexpr int kTT = 16;
+
+template <class T, int kR, int kNL>
+__global__ void __launch_bounds__(kSeqThreads) ssd_seq_kernel(const SsdCudaParams<T> p) {
+  extern __shared__ float seq_smem[];
+  const int P = static_cast<int>(p.headdim), N = static_cast<int>(p.dstate);
+  float* sB = seq_smem;             // [kTT][N]
+  float* sC = sB + kTT * N;         // [kTT][N]
+  float* sX = sC + kTT * N;         // [kTT][P]
+  float* sY = sX + kTT * P;         // [kTT][P]
+  float* sDt = sY + kTT * P;        // [kTT]
+  float* sA = sDt + kTT;            // [kTT]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t bh = blockIdx.x, b = bh / p.nheads, h = bh % p.nheads, grp = h / (p.nheads / p.ngroups);
+  const T* xb = p.x + b * p.x_sb + h * p.x_sh;
+  const T* dtb = p.dt + b * p.dt_sb + h * p.dt_sh;
+  const T* Bb = p.B + b * p.B_sb + grp * p.B_sg;
+  const T* Cb = p.C + b * p.C_sb + grp * p.C_sg;
+  const T* zb = p.z ? p.z + b * p.z_sb + h * p.z_sh : nullptr;
+  T* yb = p.y + b * p.y_sb + h * p.y_sh;
+  const float A = p.A[h], Dh = p.D ? p.D[h] : 0.f, bias = p.dt_bias ? p.dt_bias[h] : 0.f;
+  const float* S0 = p.initial_state ? p.initial_state + bh * P * N : nullptr;
+
+  float s[kR][kNL];
+#pragma unroll
+  for (int r = 0; r < kR; ++r)
+#pragma unroll
+    for (int k = 0; k < kNL; ++k) {
+      const int row = warp * kR + r, n = lane + 32 * k;
+      s[r][k] = (S0 && row < P && n < N) ? S0[row * N + n] : 0.f;
+    }
+  for (int64_t t0 = 0; t0 < p.seqlen; t0 += kTT) {
+    const int qn = static_cast<int>(p.seqlen - t0 < kTT ? p.seqlen - t0 : kTT);
+    for (int i = threadIdx.x; i < kTT * N; i += kSeqThreads) {
+      const int t = i / N, n = i % N;
+      sB[i] = t < qn ? to_f32(Bb[(t0 + t) * p.B_st + n]) : 0.f;
+      sC[i] = t < qn ? to_f32(Cb[(t0 + t) * p.C_st + n]) : 0.f;
+    }
+    for (int i = threadIdx.x; i < kTT * P; i += kSeqThreads) {
+      const int t = i / P, pp = i % P;
+      sX[i] = t < qn ? to_f32(xb[(t0 + t) * p.x_st + pp]) : 0.f;
+    }
+    if (threadIdx.x < kTT) {
+      const int t = threadIdx.x;
+      float d = 0.f;
+      if (t < qn) {
+        const float r = to_f32(dtb[(t0 + t) * p.dt_st]) + bias;
+        d = p.dt_softplus ? dev::softplus(r) : r;
+      }
+      sDt[t] = d;
+      sA[t] = expf(d * A);
+    }
+    __syncthreads();
+    for (int t = 0; t < qn; ++t) {
+      const float a = sA[t], d = sDt[t];
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        const int row = warp * kR + r;
+        if (kR > 1 && row >= P) break;
+        const float dx = row < P ? d * sX[t * P + row] : 0.f;
+        float acc = 0.f;
+#pragma unroll
+        for (int k = 0; k < kNL; ++k) {
+          const int n = lane + 32 * k;
+          if (n < N) {
+            s[r][k] = fmaf(a, s[r][k], dx * sB[t * N + n]);
+            acc = fmaf(s[r][k], sC[t * N + n], acc);
+          }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (lane == 0 && row < P) sY[t * P + row] = acc + Dh * sX[t * P + row];
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < qn * P; i += kSeqThreads) {
+      const int t = i / P, pp = i % P;
+      float v = sY[i];
+      if (zb) v *= dev::silu(to_f32(zb[(t0 + t) * p.z_st + pp]));
+      yb[(t0 + t) * p.y_st + pp] = from_f32<T>(v);
+    }
+    __syncthreads();
+  }
+  if (p.final_state) {
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+#pragma unroll
+      for (int k = 0; k < kNL; ++k) {
+        const int row = warp * kR + r, n = lane + 32 * k;
+        if (row < P && n < N) p.final_state[bh * P * N + row * N + n] = s[r][k];
+      }
+  }
+}
+
+template <class T, int kR, int kNL>
+void launch_seq(const SsdCudaParams<T>& p, cudaStream_t stream) {
+  const size_t smem = sizeof(float) * (2 * kTT * p.dstate + 2 * kTT * p.headdim + 2 * kTT);
+  auto kernel = ssd_seq_kernel<T, kR, kNL>;
+  MAMBA_CUDA_CHECK("ssd_chunk_scan_cuda", cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                               static_cast<int>(smem)));
+  kernel<<<static_cast<unsigned>(p.batch * p.nheads), kSeqThreads, smem, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("ssd_chunk_scan_cuda (sequential)");
+}
+
+template <class T, int kR>
+void dispatch_seq_n(const SsdCudaParams<T>& p, cudaStream_t stream) {
+  if (p.dstate <= 32) return launch_seq<T, kR, 1>(p, stream);
+  if (p.dstate <= 64) return launch_seq<T, kR, 2>(p, stream);
+  if (p.dstate <= 128) return launch_seq<T, kR, 4>(p, stream);
+  return launch_seq<T, kR, 8>(p, stream);
+}
+
+template <class T>
+void dispatch_seq(const SsdCudaParams<T>& p, cudaStream_t stream) {
+  if (p.headdim <= 8) return dispatch_seq_n<T, 1>(p, stream);
+  if (p.headdim <= 16) return dispatch_seq_n<T, 2>(p, stream);
+  if (p.headdim <= 32) return dispatch_seq_n<T, 4>(p, stream);
+  if (p.headdim <= 64) return dispatch_seq_n<T, 8>(p, stream);
+  return dispatch_seq_n<T, 16>(p, stream);
+}
+
+// ---- tensor-core kernel (v2) -------------------------------------------------------------------
+//
+// One block of 4 warps per (batch, head); chunks of kQ = 64 steps in order. Shared memory per
+// chunk: C, B (kQ x N), x (kQ x 64) as bf16 rows padded by 16 bytes (ldmatrix without bank
+// conflicts), the entering state S as bf16 [p][n], and per step cs (the cumulative log decay
+// inside the chunk), dt' and w = exp(cs_last - cs) dt'. Warp w owns state rows p = 16w..16w+15
+// (all N columns, f32 accumulators of mma.sync) and, in chunk c, output rows 16r..16r+15 of the
+// chunk with r = (w + c) % 4 (the causal part's cost grows with r; rotating balances the warps).
+// Per chunk:
+//   Y  = diag(exp(cs)) C S^T                          (K = N)
+//   Y += sum over 16-column blocks jb <= w of (C B_jb^T o decay o dt)_bf16 X_jb   (K = N, then 16)
+//   y  = (Y + D x) [* silu(z)]
+//   S  = exp(cs_last) S + (X o w)^T B                 (K = kQ)
+// x, B, C, dt are read once, y written once.
+namespace tc {
+
+constexpr int kQ = 64, kP = 64, kThreads = 128;
+
+// kPF (v3): x is double-buffered and the next chunk's x rows (from DRAM, read by this block
+// only) are loaded during this chunk's products; C and B (shared by the heads, mostly L2 hits)
+// are not. 71 KB: still 3 blocks per SM.
+template <int kN, bool kPF = false>
+struct Smem {
+  static constexpr int kNS = kN + 8, kXS = kP + 8, kNX = kPF ? 2 : 1;
+  bf16 C[kQ][kNS];
+  bf16 B[kQ][kNS];
+  bf16 X[kNX][kQ][kXS];
+  bf16 S[kP][kNS];
+  float cs[kQ], dt[kQ], w[kQ];
+};
+
+template <int kN, class Sm>
+__device__ __forceinline__ void store_state_bf16(Sm& sm, const float (&st)[kN / 8][4], int row0, int q) {
+#pragma unroll
+  for (int nt = 0; nt < kN / 8; ++nt) {
+    const int n = nt * 8 + 2 * q;
+    *reinterpret_cast<uint32_t*>(&sm.S[row0][n]) = sm::pack_bf16(st[nt][0], st[nt][1]);
+    *reinterpret_cast<uint32_t*>(&sm.S[row0 + 8][n]) = sm::pack_bf16(st[nt][2], st[nt][3]);
+  }
+}
+
+// skip: timing only (wrong results), env MAMBA_SSD_SKIP: bit 0 leaves out the intra-chunk part, bit 1
+// the C S^T part, bit 2 the state update.
+template <int kN, bool kPF>
+__global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
+  extern __shared__ __align__(16) unsigned char tc_smem[];
+  using SmemT = Smem<kN, kPF>;
+  SmemT& sm = *reinterpret_cast<SmemT*>(tc_smem);
+  constexpr int kXS = SmemT::kXS;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  const int64_t bh = blockIdx.x, b = bh / p.nheads, h = bh % p.nheads, grp = h / (p.nheads / p.ngroups);
+  const bf16* xb = p.x + b * p.x_sb + h * p.x_sh;
+  const bf16* dtb = p.dt + b * p.dt_sb + h * p.dt_sh;
+  const bf16* Bb = p.B + b * p.B_sb + grp * p.B_sg;
+  const bf16* Cb = p.C + b * p.C_sb + grp * p.C_sg;
+  const bf16* zb = p.z ? p.z + b * p.z_sb + h * p.z_sh : nullptr;
+  bf16* yb = p.y + b * p.y_sb + h * p.y_sh;
+  const float A = p.A[h], Dh = p.D ? p.D[h] : 0.f, bias = p.dt_bias ? p.dt_bias[h] : 0.f;
+  constexpr int kNT = kN / 8;
+  const int row0 = warp * 16 + g;  // this thread's state rows: row0, row0 + 8
+
+  float st[kNT][4];
+  {
+    const float* S0 = p.initial_state ? p.initial_state + bh * kP * kN : nullptr;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      const int n = nt * 8 + 2 * q;
+      st[nt][0] = S0 ? S0[row0 * kN + n] : 0.f;
+      st[nt][1] = S0 ? S0[row0 * kN + n + 1] : 0.f;
+      st[nt][2] = S0 ? S0[(row0 + 8) * kN + n] : 0.f;
+      st[nt][3] = S0 ? S0[(row0 + 8) * kN + n + 1] : 0.f;
+    }
+  }
+  store_state_bf16<kN>(sm, st, row0, q);
+
+  // ldmatrix lane offsets (see ssd_common.cuh): A from [m][k], B from [n][k], B from [k][n] (trans),
+  // A from [k][m] (trans).
+  const int lr = lane & 7, lm = lane >> 3;
+  const int a_m = lr + 8 * (lm & 1), a_k = 8 * (lm >> 1);        // A, non-trans
+  const int bn_n = lr + 8 * (lm >> 1), bn_k = 8 * (lm & 1);      // B stored [n][k], non-trans
+  const int bt_k = lr + 8 * (lm & 1), bt_n = 8 * (lm >> 1);      // B stored [k][n], trans
+  const int at_k = lr + 8 * (lm >> 1), at_m = 8 * (lm & 1);      // A stored [k][m], trans
+
+  const int64_t nchunks = (p.seqlen + kQ - 1) / kQ;
+  // x rows [t0, t0 + qn) of the chunk into X (rows past qn zero-filled); not committed here.
+  auto load_x = [&](bf16 (*X)[kXS], int64_t t0, int qn) {
+    constexpr int kPcs = kP / 8;
+    for (int i = tid; i < kQ * kPcs; i += kThreads) {
+      const int r = i / kPcs, pc = (i % kPcs) * 8;
+      const bool ok = r < qn;
+      sm::cp_async16(&X[r][pc], ok ? xb + (t0 + r) * p.x_st + pc : xb, ok);
+    }
+  };
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t t0 = c * kQ;
+    const int qn = static_cast<int>(p.seqlen - t0 < kQ ? p.seqlen - t0 : kQ);
+    // Loads: rows past the sequence are zero-filled (cp.async with 0 source bytes).
+    constexpr int kPcsN = kN / 8;
+    for (int i = tid; i < kQ * kPcsN; i += kThreads) {
+      const int r = i / kPcsN, pc = (i % kPcsN) * 8;
+      const bool ok = r < qn;
+      sm::cp_async16(&sm.C[r][pc], ok ? Cb + (t0 + r) * p.C_st + pc : Cb, ok);
+      sm::cp_async16(&sm.B[r][pc], ok ? Bb + (t0 + r) * p.B_st + pc : Bb, ok);
+    }
+    bf16 (*X)[kXS] = sm.X[kPF ? (c & 1) : 0];
+    if (!kPF || c == 0) load_x(X, t0, qn);
+    sm::cp_async_commit();
+    if (warp == 0) {  // dt', the cumulative log decay cs (a warp scan), w
+      float d[2];
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int t = 2 * lane + k;
+        d[k] = 0.f;
+        if (t < qn) {
+          const float r = __bfloat162float(dtb[(t0 + t) * p.dt_st]) + bias;
+          d[k] = p.dt_softplus ? dev::softplus(r) : r;
+        }
+      }
+      const float l0 = d[0] * A, l1 = d[1] * A;
+      float incl = l0 + l1;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      const float last = __shfl_sync(0xffffffffu, incl, 31);
+      const float cs0 = incl - l1, cs1 = incl;
+      sm.cs[2 * lane] = cs0;
+      sm.cs[2 * lane + 1] = cs1;
+      sm.dt[2 * lane] = d[0];
+      sm.dt[2 * lane + 1] = d[1];
+      sm.w[2 * lane] = __expf(last - cs0) * d[0];
+      sm.w[2 * lane + 1] = __expf(last - cs1) * d[1];
+    }
+    sm::cp_async_wait_all();
+    __syncthreads();
+    if (kPF && c + 1 < nchunks) {  // the next chunk's x, into the other buffer (free since chunk c - 1)
+      const int64_t t1 = t0 + kQ;
+      load_x(sm.X[(c + 1) & 1], t1, static_cast<int>(p.seqlen - t1 < kQ ? p.seqlen - t1 : kQ));
+      sm::cp_async_commit();
+    }
+
+    // The output rows of this warp: block yw = (warp + c) % 4 of the chunk. The causal part costs
+    // yw + 1 blocks, so the role rotates with the chunk: over four chunks every warp (and the
+    // scheduler it runs on) does the same work.
+    const int yw = (warp + static_cast<int>(c)) & 3, yrow0 = yw * 16 + g;
+    // ---- Y = diag(exp(cs)) C S^T
+    float yacc[8][4];
+#pragma unroll
+    for (int pt = 0; pt < 8; ++pt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) yacc[pt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kN / 16; ++ks) {
+      if (skip & 2) break;
+      uint32_t af[4];
+      sm::ldsm_x4(af, &sm.C[yw * 16 + a_m][ks * 16 + a_k]);
+#pragma unroll
+      for (int pt2 = 0; pt2 < 4; ++pt2) {
+        uint32_t bfr[4];
+        sm::ldsm_x4(bfr, &sm.S[pt2 * 16 + bn_n][ks * 16 + bn_k]);
+        sm::mma_bf16(yacc[2 * pt2], af, bfr[0], bfr[1]);
+        sm::mma_bf16(yacc[2 * pt2 + 1], af, bfr[2], bfr[3]);
+      }
+    }
+    const float cs_i0 = sm.cs[yrow0], cs_i1 = sm.cs[yrow0 + 8];
+    {
+      const float e0 = __expf(cs_i0), e1 = __expf(cs_i1);
+#pragma unroll
+      for (int pt = 0; pt < 8; ++pt) {
+        yacc[pt][0] *= e0;
+        yacc[pt][1] *= e0;
+        yacc[pt][2] *= e1;
+        yacc[pt][3] *= e1;
+      }
+    }
+    // ---- Y += (C B^T o decay o dt) X, 16 columns at a time, j <= i
+    for (int jb = 0; jb <= ((skip & 1) ? -1 : yw); ++jb) {
+      float cb[2][4];
+#pragma unroll
+      for (int jt = 0; jt < 2; ++jt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) cb[jt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < kN / 16; ++ks) {
+        uint32_t af[4], bfr[4];
+        sm::ldsm_x4(af, &sm.C[yw * 16 + a_m][ks * 16 + a_k]);
+        sm::ldsm_x4(bfr, &sm.B[jb * 16 + bn_n][ks * 16 + bn_k]);
+        sm::mma_bf16(cb[0], af, bfr[0], bfr[1]);
+        sm::mma_bf16(cb[1], af, bfr[2], bfr[3]);
+      }
+      uint32_t pa[4];
+#pragma unroll
+      for (int jt = 0; jt < 2; ++jt) {
+        const int j = jb * 16 + jt * 8 + 2 * q;
+        const float csj0 = sm.cs[j], csj1 = sm.cs[j + 1], dj0 = sm.dt[j], dj1 = sm.dt[j + 1];
+        const float v00 = j <= yrow0 ? cb[jt][0] * __expf(cs_i0 - csj0) * dj0 : 0.f;
+        const float v01 = j + 1 <= yrow0 ? cb[jt][1] * __expf(cs_i0 - csj1) * dj1 : 0.f;
+        const float v10 = j <= yrow0 + 8 ? cb[jt][2] * __expf(cs_i1 - csj0) * dj0 : 0.f;
+        const float v11 = j + 1 <= yrow0 + 8 ? cb[jt][3] * __expf(cs_i1 - csj1) * dj1 : 0.f;
+        pa[2 * jt] = sm::pack_bf16(v00, v01);
+        pa[2 * jt + 1] = sm::pack_bf16(v10, v11);
+      }
+#pragma unroll
+      for (int pt2 = 0; pt2 < 4; ++pt2) {
+        uint32_t bfr[4];
+        sm::ldsm_x4_t(bfr, &X[jb * 16 + bt_k][pt2 * 16 + bt_n]);
+        sm::mma_bf16(yacc[2 * pt2], pa, bfr[0], bfr[1]);
+        sm::mma_bf16(yacc[2 * pt2 + 1], pa, bfr[2], bfr[3]);
+      }
+    }
+    // ---- y = (Y + D x) [* silu(z)]
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int i = yrow0 + 8 * half;
+      if (i < qn) {
+        bf16* yrow = yb + (t0 + i) * p.y_st;
+        const bf16* zrow = zb ? zb + (t0 + i) * p.z_st : nullptr;
+#pragma unroll
+        for (int pt = 0; pt < 8; ++pt) {
+          const int pp = pt * 8 + 2 * q;
+          const float2 xv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&X[i][pp]));
+          float v0 = yacc[pt][2 * half] + Dh * xv.x, v1 = yacc[pt][2 * half + 1] + Dh * xv.y;
+          if (zrow) {
+            const float2 zv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(zrow + pp));
+            v0 *= dev::silu_fast(zv.x);
+            v1 *= dev::silu_fast(zv.y);
+          }
+          *reinterpret_cast<__nv_bfloat162*>(yrow + pp) = __floats2bfloat162_rn(v0, v1);
+        }
+      }
+    }
+    // ---- S = exp(cs_last) S + (X o w)^T B
+    {
+      const float decay = __expf(sm.cs[kQ - 1]);
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[nt][e] *= decay;
+#pragma unroll
+      for (int ks = 0; ks < kQ / 16; ++ks) {
+        if (skip & 4) break;
+        uint32_t af[4];
+        sm::ldsm_x4_t(af, &X[ks * 16 + at_k][warp * 16 + at_m]);
+        // A element (m, k): registers 0/1 hold k = 2q, 2q + 1; 2/3 hold k = 2q + 8, 2q + 9.
+        const int k0 = ks * 16 + 2 * q;
+        af[0] = sm::scale_bf16x2(af[0], sm.w[k0], sm.w[k0 + 1]);
+        af[1] = sm::scale_bf16x2(af[1], sm.w[k0], sm.w[k0 + 1]);
+        af[2] = sm::scale_bf16x2(af[2], sm.w[k0 + 8], sm.w[k0 + 9]);
+        af[3] = sm::scale_bf16x2(af[3], sm.w[k0 + 8], sm.w[k0 + 9]);
+#pragma unroll
+        for (int nt2 = 0; nt2 < kN / 16; ++nt2) {
+          uint32_t bfr[4];
+          sm::ldsm_x4_t(bfr, &sm.B[ks * 16 + bt_k][nt2 * 16 + bt_n]);
+          sm::mma_bf16(st[2 * nt2], af, bfr[0], bfr[1]);
+          sm::mma_bf16(st[2 * nt2 + 1], af, bfr[2], bfr[3]);
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with S (bf16), C, B, X of this chunk
+    store_state_bf16<kN>(sm, st, row0, q);
+  }
+  if (p.final_state) {
+    float* out = p.final_state + bh * kP * kN;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      const int n = nt * 8 + 2 * q;
+      *reinterpret_cast<float2*>(out + row0 * kN + n) = make_float2(st[nt][0], st[nt][1]);
+      *reinterpret_cast<float2*>(out + (row0 + 8) * kN + n) = make_float2(st[nt][2], st[nt][3]);
+    }
+  }
+}
+
+template <int kN, bool kPF>
+void launch(const SsdCudaParams<bf16>& p, cudaStream_t stream) {
+  const size_t smem = sizeof(Smem<kN, kPF>);
+  auto kernel = ssd_fwd_tc_kernel<kN, kPF>;
+  MAMBA_CUDA_CHECK("ssd_chunk_scan_cuda", cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                               static_cast<int>(smem)));
+  const char* env = std::getenv("MAMBA_SSD_SKIP");
+  const int skip = env ? std::atoi(env) : 0;
+  kernel<<<static_cast<unsigned>(p.batch * p.nheads), kThreads, smem, stream>>>(p, skip);
+  MAMBA_CUDA_CHECK_LAUNCH("ssd_chunk_scan_cuda (tensor cores)");
+}
+
+}  // namespace tc
+
+template <class T>
+void check_params(const SsdCudaParams<T>& p) {
+  auto bad = [](const std::string& m) { throw std::invalid_argument("ssd_chunk_scan_cuda: " + m); };
+  if (p.batch < 1) bad("batch must be >= 1 (got " + std::to_string(p.batch) + ")");
+  if (p.nheads < 1) bad("nheads must be >= 1 (got " + std::to_string(p.nheads) + ")");
+  if (p.batch * p.nheads > 2147483647LL) bad("batch * nheads must be <= 2^31 - 1");
+  if (p.seqlen < 0) bad("seqlen must be >= 0");
+  if (p.ngroups < 1 || p.nheads % p.ngroups != 0) bad("nheads must be a multiple of ngroups");
+  if (p.headdim < 1 || p.headdim > 128) bad("headdim must be in [1, 128] (got " + std::to_string(p.headdim) + ")");
+  if (p.dstate < 1 || p.dstate > 256) bad("dstate must be in [1, 256] (got " + std::to_string(p.dstate) + ")");
+  if (!p.A) bad("A is required");
+  if (p.seqlen > 0 && (!p.x || !p.dt || !p.B || !p.C || !p.y)) bad("x, dt, B, C and y are required");
+}
+
+bool aligned_rows(const void* base, std::initializer_list<int64_t> strides, size_t elem) {
+  if (!dev::aligned16(base)) return false;
+  for (int64_t s : strides)
+    if ((s * static_cast<int64_t>(elem)) % 16 != 0) return false;
+  return true;
+}
+
+}  // namespace
+
+template <class T>
+int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
+  int v = p.version;
+  if (v == 0) {
+    const char* env = std::getenv("MAMBA_SSD_VERSION");
+    v = env && (std::strcmp(env, "1") == 0 || std::strcmp(env, "3") == 0) ? env[0] - '0' : 2;
+  }
+  if (v == 1) return 1;
+  if constexpr (!std::is_same_v<T, bf16>) {
+    return 1;
+  } else {
+    const bool shape = p.headdim == 64 && (p.dstate == 16 || p.dstate == 32 || p.dstate == 64 || p.dstate == 128);
+    if (!shape || p.seqlen == 0) return 1;
+    if (!aligned_rows(p.x, {p.x_sb, p.x_st, p.x_sh}, 2) || !aligned_rows(p.y, {p.y_sb, p.y_st, p.y_sh}, 2) ||
+        !aligned_rows(p.B, {p.B_sb, p.B_st, p.B_sg}, 2) || !aligned_rows(p.C, {p.C_sb, p.C_st, p.C_sg}, 2))
+      return 1;
+    if (p.z && !aligned_rows(p.z, {p.z_sb, p.z_st, p.z_sh}, 2)) return 1;
+    if (p.final_state && !dev::aligned16(p.final_state)) return 1;
+    return v == 3 ? 3 : 2;
+  }
+}
+
+template <class T>
+void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
+  check_params(p);
+  if (ssd_cuda_kernel_version(p) == 1) return dispatch_seq(p, stream);
+  if constexpr (std::is_same_v<T, bf16>) {
+    const bool pf = ssd_cuda_kernel_version(p) == 3;
+    switch (p.dstate) {
+      case 16: return pf ? tc::launch<16, true>(p, stream) : tc::launch<16, false>(p, stream);
+      case 32: return pf ? tc::launch<32, true>(p, stream) : tc::launch<32, false>(p, stream);
+      case 64: return pf ? tc::launch<64, true>(p, stream) : tc::launch<64, false>(p, stream);
+      default: return pf ? tc::launch<128, true>(p, stream) : tc::launch<128, false>(p, stream);
+    }
+  }
+}
+
+template int ssd_cuda_kernel_version<float>(const SsdCudaParams<float>&);
+template int ssd_cuda_kernel_version<bf16>(const SsdCudaParams<bf16>&);
+template void ssd_chunk_scan_cuda<float>(const SsdCudaParams<float>&, cudaStream_t);
+template void ssd_chunk_scan_cuda<bf16>(const SsdCudaParams<bf16>&, cudaStream_t);
+
+}  // namespace mamba::kernels::cuda
