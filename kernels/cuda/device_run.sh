@@ -31,8 +31,11 @@ SRC=(kernels/cuda/selective_scan.cu kernels/cuda/selective_scan_bwd.cu kernels/c
      kernels/cuda/mamba_cuda_check.cu
      kernels/cpu/selective_scan.cc kernels/cpu/selective_scan_bwd.cc kernels/cpu/causal_conv1d.cc
      kernels/cpu/rms_norm.cc kernels/cpu/parallel.cc)
+# scan forward v4 / Mamba-2 decode update (the --fast checks): ssd.cc for the CPU ssd_state_update
+# only; its BLAS callers are dropped at link time (--gc-sections).
+SRC+=(kernels/cuda/selective_scan_v4.cu kernels/cuda/ssd_state_update.cu kernels/cpu/ssd.cc)
 NVFLAGS=(-O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr
-         -Ikernels/include -Xcompiler -fopenmp,-march=native -DMAMBA_HAVE_CUDA=1)
+         -Ikernels/include -Xcompiler -fopenmp,-march=native,-ffunction-sections,-fdata-sections -DMAMBA_HAVE_CUDA=1)
 OBJ=()
 PIDS=()
 for s in "${SRC[@]}"; do
@@ -45,7 +48,7 @@ build_ok=1
 for p in "${PIDS[@]}"; do wait "$p" || build_ok=0; done
 cat "$BUILD"/buildlogs/*.log > "$LOG_DIR/build.log"
 if [ "$build_ok" = 1 ]; then
-  nvcc -gencode arch=compute_90,code=sm_90 "${OBJ[@]}" -o "$BUILD/mamba-cuda-check" -lgomp >> "$LOG_DIR/build.log" 2>&1 || build_ok=0
+  nvcc -gencode arch=compute_90,code=sm_90 "${OBJ[@]}" -o "$BUILD/mamba-cuda-check" -Xlinker --gc-sections -lgomp >> "$LOG_DIR/build.log" 2>&1 || build_ok=0
 fi
 if [ "$build_ok" != 1 ]; then
   cat "$LOG_DIR/build.log" | head -60
