@@ -143,12 +143,122 @@ bool launch_fwd_vec(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
   return true;
 }
 
+// v4 (NOTES.md "conv1d v4"): a thread owns kV = 16 / sizeof(T) consecutive channels and a run
+// of kC4Steps = 64 consecutive steps, walked with the last K - 1 inputs in registers (halo
+// re-read: K - 1 pieces per 64 steps). The inputs come in batches of kC4Batch = 8 pieces (16 bytes
+// each), the next batch issued before the current one is computed; weights and bias are read
+// once per thread as float4s (v3 issued 5 scalar loads per output piece for them). silu on the
+// SFU. A warp's loads and stores are 512 contiguous bytes of one timestep row.
+constexpr int kC4Threads = 128;
+constexpr int kC4Steps = 64;
+constexpr int kC4Batch = 8;
+
+template <class T, int K>
+__global__ void __launch_bounds__(kC4Threads) causal_conv1d_fwd_v4_kernel(CausalConv1dCudaParams<T> p) {
+  constexpr int kV = 16 / int(sizeof(T));
+  using Piece = dev::RawRow<T, kV>;
+  const int64_t c0 = (int64_t{blockIdx.x} * kC4Threads + threadIdx.x) * kV;
+  if (c0 >= p.channels) return;
+  const int64_t b = blockIdx.z;
+  const int64_t t_begin = int64_t{blockIdx.y} * kC4Steps;
+  const int64_t t_end = t_begin + kC4Steps < p.seqlen ? t_begin + kC4Steps : p.seqlen;
+  const T* x = p.x + b * p.x_sb + c0;
+  T* out = p.out + b * p.seqlen * p.channels + c0;
+
+  float w[K][kV], bias[kV];
+  {
+    const float4* w4 = reinterpret_cast<const float4*>(p.weight + c0 * K);  // kV * K floats, 16-byte aligned
+    float wf[kV * K];
+#pragma unroll
+    for (int i = 0; i < kV * K / 4; ++i) {
+      const float4 v = __ldg(w4 + i);
+      wf[4 * i] = v.x; wf[4 * i + 1] = v.y; wf[4 * i + 2] = v.z; wf[4 * i + 3] = v.w;
+    }
+#pragma unroll
+    for (int v = 0; v < kV; ++v)
+#pragma unroll
+      for (int k = 0; k < K; ++k) w[k][v] = wf[v * K + k];
+#pragma unroll
+    for (int i = 0; i < kV / 4; ++i) {
+      const float4 v = p.bias ? __ldg(reinterpret_cast<const float4*>(p.bias + c0) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+      bias[4 * i] = v.x; bias[4 * i + 1] = v.y; bias[4 * i + 2] = v.z; bias[4 * i + 3] = v.w;
+    }
+  }
+  // win[k][v]: input at time t - (K - 1) + k of channel c0 + v (k < K - 1 between steps).
+  float win[K][kV];
+#pragma unroll
+  for (int k = 0; k < K - 1; ++k) {
+    const int64_t ts = t_begin - (K - 1) + k;
+    if (ts >= 0) {
+      Piece h;
+      h.v[0] = __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st));
+#pragma unroll
+      for (int v = 0; v < kV; ++v) win[k][v] = dev::to_f32(h.e[v]);
+    } else {
+#pragma unroll
+      for (int v = 0; v < kV; ++v)
+        win[k][v] = p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f;
+    }
+  }
+  Piece cur[kC4Batch];
+#pragma unroll
+  for (int i = 0; i < kC4Batch; ++i) {
+    const int64_t ts = t_begin + i;
+    cur[i].v[0] = ts < t_end ? __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st)) : make_uint4(0u, 0u, 0u, 0u);
+  }
+#pragma unroll 1
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += kC4Batch) {
+    Piece nxt[kC4Batch];
+#pragma unroll
+    for (int i = 0; i < kC4Batch; ++i) {
+      const int64_t ts = t0 + kC4Batch + i;
+      nxt[i].v[0] = ts < t_end ? __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st)) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int i = 0; i < kC4Batch; ++i) {
+      Piece o;
+#pragma unroll
+      for (int v = 0; v < kV; ++v) {
+        win[K - 1][v] = dev::to_f32(cur[i].e[v]);
+        float acc = bias[v];
+#pragma unroll
+        for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
+        if (p.silu) acc = dev::silu_fast(acc);
+        o.e[v] = dev::from_f32<T>(acc);
+#pragma unroll
+        for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
+      }
+      if (t0 + i < t_end) *reinterpret_cast<uint4*>(out + (t0 + i) * p.channels) = o.v[0];
+    }
+#pragma unroll
+    for (int i = 0; i < kC4Batch; ++i) cur[i] = nxt[i];
+  }
+}
+
+template <class T, int K>
+bool launch_fwd_v4(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
+  constexpr int kV = 16 / int(sizeof(T));
+  const bool ok = dev::aligned16(p.x) && dev::aligned16(p.out) && dev::aligned16(p.weight) &&
+                  (!p.bias || dev::aligned16(p.bias)) && p.channels % kV == 0 && p.x_sb % kV == 0 &&
+                  p.x_st % kV == 0 && (p.seqlen + kC4Steps - 1) / kC4Steps <= 65535;
+  if (!ok) return false;
+  const int64_t lanes = p.channels / kV;
+  const dim3 grid(static_cast<unsigned>((lanes + kC4Threads - 1) / kC4Threads),
+                  static_cast<unsigned>((p.seqlen + kC4Steps - 1) / kC4Steps), static_cast<unsigned>(p.batch));
+  causal_conv1d_fwd_v4_kernel<T, K><<<grid, kC4Threads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v4)");
+  return true;
+}
+
 template <class T, int K>
 void launch_fwd(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
-  // The 16-byte vector path measured slower than the scalar walk on an H100 (v3: 166 vs
-  // 138 us at b8 l2048 c3072, NOTES.md), so it is opt-in (MAMBA_CONV_VEC=1) until it wins.
+  // Version: MAMBA_CONV_VERSION=1 (scalar walk), 3 (v3 16-byte 8-step tiles; also
+  // MAMBA_CONV_VEC=1), else v4 when its alignment conditions hold, else the scalar walk.
   const char* vec = std::getenv("MAMBA_CONV_VEC");
-  if (vec && vec[0] == '1' && launch_fwd_vec<T, K>(p, stream)) return;
+  const char* ver = std::getenv("MAMBA_CONV_VERSION");
+  const int version = ver && *ver ? std::atoi(ver) : (vec && vec[0] == '1') ? 3 : 4;
+  if (version == 3 && launch_fwd_vec<T, K>(p, stream)) return;
+  if (version == 4 && launch_fwd_v4<T, K>(p, stream)) return;
   const dim3 grid(static_cast<unsigned>((p.channels + kThreads - 1) / kThreads),
                   static_cast<unsigned>((p.seqlen + kSteps - 1) / kSteps), static_cast<unsigned>(p.batch));
   causal_conv1d_fwd_kernel<T, K><<<grid, kThreads, 0, stream>>>(p);

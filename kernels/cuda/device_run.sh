@@ -32,10 +32,12 @@ SRC=(kernels/cuda/selective_scan.cu kernels/cuda/selective_scan_bwd.cu kernels/c
      kernels/cpu/selective_scan.cc kernels/cpu/selective_scan_bwd.cc kernels/cpu/causal_conv1d.cc
      kernels/cpu/rms_norm.cc kernels/cpu/parallel.cc
      kernels/cuda/ssd.cu kernels/cuda/ssd_bwd.cu kernels/cuda/check_ssd.cu kernels/cpu/ssd.cc kernels/cpu/ssd_bwd.cc)
-# -ffunction-sections + --gc-sections: kernels/cpu/ssd.cc's BLAS path (sgemm, not needed by the
+# -ffunction-sections,-fdata-sections + --gc-sections: kernels/cpu/ssd.cc's BLAS path (sgemm, not needed by the
 # checks, which use ssd_scan_ref) is dropped at the link, so OpenBLAS is not needed.
 NVFLAGS=(-O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr
-         -Ikernels/include -Xcompiler -fopenmp,-march=native,-ffunction-sections -DMAMBA_HAVE_CUDA=1)
+         -Ikernels/include -Xcompiler -fopenmp,-march=native,-ffunction-sections,-fdata-sections -DMAMBA_HAVE_CUDA=1)
+# scan forward v4 / Mamba-2 decode update (the --fast checks).
+SRC+=(kernels/cuda/selective_scan_v4.cu kernels/cuda/ssd_state_update.cu)
 OBJ=()
 PIDS=()
 for s in "${SRC[@]}"; do

@@ -29,6 +29,9 @@
 #include "mamba/kernels/cuda_runtime_info.h"
 #include "mamba/kernels/rms_norm.h"
 #include "mamba/kernels/selective_scan.h"
+#include "mamba/kernels/ssd.h"
+#include "mamba/kernels/cuda/ssd_state_update_cuda.h"
+#include "device_common.cuh"
 
 namespace k = mamba::kernels;
 namespace kc = mamba::kernels::cuda;
@@ -137,11 +140,12 @@ struct ScanCase { int b, d, l, n, g; bool z, init, softplus, bias, D; };
 
 // version / split: forced kernel choice (0 = automatic), see SelectiveScanCudaParams.
 template <class T>
-void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0) {
+void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0, int poly = 0, int unroll = 0) {
   char name[160];
-  char forced[32] = "";
+  char forced[48] = "";
   if (version) std::snprintf(forced, sizeof forced, " [v%d%s%d]", version, split ? " S" : "", split);
   if (version && !split) std::snprintf(forced, sizeof forced, " [v%d]", version);
+  if (poly || unroll) std::snprintf(forced, sizeof forced, " [v%d S%d P%d U%d]", version, split, poly, unroll);
   std::snprintf(name, sizeof name, "scan %s b%d d%d l%d n%d g%d%s%s%s%s%s%s", type_name<T>(), c.b, c.d, c.l, c.n, c.g,
                 c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
                 c.D ? " D" : "", forced);
@@ -187,7 +191,7 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
     q.A = dA.ptr; q.D = c.D ? dD.ptr : nullptr; q.delta_bias = c.bias ? dbias.ptr : nullptr;
     q.delta_softplus = c.softplus; q.initial_state = c.init ? dh0.ptr : nullptr;
     q.y = dy.ptr; q.final_state = dhT.ptr;
-    q.version = version; q.split = split;
+    q.version = version; q.split = split; q.poly = poly; q.unroll = unroll;
     dy.poison();
     dhT.poison();
     kc::selective_scan_fwd_cuda<T>(q, nullptr);
@@ -719,10 +723,15 @@ void print_table() {
               g_copy_gbs);
 }
 
+#include "mamba_cuda_check_fast.inc"  // --fast: scan forward v4, decode, conv and the floors table
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const bool check_only = argc > 1 && std::strcmp(argv[1], "--check-only") == 0;
+  if (argc > 1 && std::strncmp(argv[1], "--fast", 6) == 0 && k::cuda_device_count() > 0)
+    return fast_main(std::strcmp(argv[1], "--fast-check") != 0);
+  if (argc > 1 && std::strcmp(argv[1], "--scan-once") == 0 && k::cuda_device_count() > 0) return scan_once(), 0;
   const int ndev = k::cuda_device_count();
   if (ndev == 0) {
     std::printf("cuda-check: no CUDA device (%s)\n", k::cuda_device_description(0).c_str());

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "device_common.cuh"
+#include "scan_fwd_v4.cuh"
 
 namespace mamba::kernels::cuda {
 
@@ -722,7 +723,22 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
     throw std::invalid_argument("selective_scan_fwd_cuda: u, delta, B, C, A and y are required");
   const int version = p.version ? p.version : env_version();
   const int split = p.split ? p.split : env_split();
-  if (p.dstate <= kFastMaxState && (version == 0 || version >= 3)) {
+  if (p.cu_seqlens) {
+    if (p.batch != 1) throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens needs batch == 1, got " + std::to_string(p.batch));
+    if (p.n_seqs < 1 || p.n_seqs > 65535)
+      throw std::invalid_argument("selective_scan_fwd_cuda: n_seqs must be in [1, 65535], got " + std::to_string(p.n_seqs));
+    if (p.dstate > kFastMaxState)
+      throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens needs dstate <= 64, got " + std::to_string(p.dstate));
+    if (version != 0 && version != 4)
+      throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens is supported by version 4 only, got " + std::to_string(version));
+    selective_scan_fwd_v4<T>(p, stream, split);
+    return;
+  }
+  if (p.dstate <= kFastMaxState && (version == 0 || version >= 4)) {
+    selective_scan_fwd_v4<T>(p, stream, split);
+    return;
+  }
+  if (p.dstate <= kFastMaxState && version == 3) {
     switch (p.dstate) {
       case 16: V3<T, 16, true>::run(p, stream, split); return;
       case 8: V3<T, 8, true>::run(p, stream, split); return;

@@ -6,6 +6,7 @@
 #include "mamba/kernels/cuda/scan_cuda.h"
 
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "device_common.cuh"
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(kVecThreads) selective_state_update_vec_kernel
 // Registers: kR = 1 needs 32 (8 blocks of 256 per SM); kR = 2 is capped at 48 (5 blocks of 256 per
 // SM, no spills: 1280 lanes x 2 x 16 bytes = 40 KB of state in flight per SM vs 32 KB at kR = 1).
 template <class T, int kG, int kR>
-__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : 5) selective_state_update_v3_kernel(SelectiveStateUpdateCudaParams<T> p) {
+__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v3_kernel(SelectiveStateUpdateCudaParams<T> p) {
   constexpr int kN = 4 * kG;
   const int lanes = static_cast<int>(p.dim) * kG;
   const int dpg = static_cast<int>(p.dim / p.n_groups);
@@ -159,7 +160,14 @@ void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream)
     // kR = 2 once there are enough lanes to fill every SM twice over (batch 256 at d 3072);
     // kR = 1 keeps the most blocks at small batch (latency-bound).
     const int64_t total = lanes * p.batch;
-    if (total >= int64_t{132} * 2048 * 2) {
+    // MAMBA_SSU_VERSION=4: 4 pieces per lane at large batch (a measurement variant, NOTES.md).
+    // (read per call, only on this large-batch path, so that one process can compare both)
+    const char* ssu_env = total >= int64_t{132} * 2048 * 4 ? std::getenv("MAMBA_SSU_VERSION") : nullptr;
+    if (ssu_env && std::atoi(ssu_env) == 4) {
+      const int64_t blocks = (lanes + 4 * kVecThreads - 1) / (4 * kVecThreads);
+      selective_state_update_v3_kernel<T, kG, 4>
+          <<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch)), kVecThreads, 0, stream>>>(p);
+    } else if (total >= int64_t{132} * 2048 * 2) {
       const int64_t blocks = (lanes + 2 * kVecThreads - 1) / (2 * kVecThreads);
       selective_state_update_v3_kernel<T, kG, 2>
           <<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch)), kVecThreads, 0, stream>>>(p);

@@ -47,12 +47,29 @@ struct SelectiveScanCudaParams {
   // shape falls back to the next one that can: 3 -> 2 -> 1). split: v3 lanes per channel,
   // 0 = heuristic (env MAMBA_SCAN_SPLIT=1|2|4 when set), else 1, 2 or 4 (clamped to what the
   // state count allows).
+  // version 4 (the automatic choice for dstate <= 64) is v3's layout with part of the
+  // exponentials on an FMA-pipe polynomial (kernels/cuda/NOTES.md "Scan forward v4");
+  // version 3 stays selectable for A/B. v4 tuning knobs, for measurements (0 = default):
+  // poly = sixteenths of the (step, state) exponentials on the polynomial (1..8; 16 = none:
+  // -1 also means none), unroll = steps per rolled block (4 or 8). Values without a compiled
+  // variant run the default.
   int version = 0;
   int split = 0;
+  int poly = 0;
+  int unroll = 0;
+  // Variable-length packed batch (v4 only, dstate <= 64): when cu_seqlens is non-null, batch
+  // must be 1 and the (1, dim, seqlen) / (1, n_groups, dstate, seqlen) tensors hold n_seqs
+  // sequences back to back; sequence s is [cu_seqlens[s], cu_seqlens[s + 1]) (DEVICE int32
+  // array of n_seqs + 1 non-decreasing offsets, cu_seqlens[n_seqs] <= seqlen; offsets are
+  // clamped to [0, seqlen]). The state starts at initial_state[s] (or 0) at every sequence
+  // start, and final_state[s] gets its last state: both (n_seqs, dim, dstate). 1 <= n_seqs <= 65535.
+  const int* cu_seqlens = nullptr;
+  int64_t n_seqs = 0;
 };
 
-// One thread block of 128 threads per (batch, channel) row; the sequence in chunks of
-// 128 * items timesteps, the state carried across chunks. See kernels/cuda/NOTES.md.
+// v4 / v3 (default): a block of 128 lanes = 128 / S channels of one group of one batch row,
+// S in {1, 2, 4} lanes per channel, each lane walking the whole sequence for its share of the
+// states (see kernels/cuda/NOTES.md); v1: one block per (batch, channel) row.
 template <class T>
 void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t stream);
 
