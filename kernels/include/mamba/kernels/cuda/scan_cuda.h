@@ -47,9 +47,9 @@ struct SelectiveScanCudaParams {
   // shape falls back to the next one that can: 3 -> 2 -> 1). split: v3 lanes per channel,
   // 0 = heuristic (env MAMBA_SCAN_SPLIT=1|2|4 when set), else 1, 2 or 4 (clamped to what the
   // state count allows).
-  // version 4 (the automatic choice for dstate <= 64) is v3's layout with part of the
+  // version 4 (opt-in: measured slower than v3 on an H200, 412 vs 378 us) is v3's layout with part of the
   // exponentials on an FMA-pipe polynomial (kernels/cuda/NOTES.md "Scan forward v4");
-  // version 3 stays selectable for A/B. v4 tuning knobs, for measurements (0 = default):
+  // version 3 stays the automatic choice. v4 tuning knobs, for measurements (0 = default):
   // poly = sixteenths of the (step, state) exponentials on the polynomial (1..8; 16 = none:
   // -1 also means none), unroll = steps per rolled block (4 or 8). Values without a compiled
   // variant run the default.
