@@ -133,6 +133,10 @@ template <class T> __device__ __forceinline__ float ld_f(const T* p);
 template <> __device__ __forceinline__ float ld_f<float>(const float* p) { return __ldg(p); }
 template <> __device__ __forceinline__ float ld_f<__nv_bfloat16>(const __nv_bfloat16* p) { return __bfloat162float(*p); }
 template <> __device__ __forceinline__ float ld_f<__half>(const __half* p) { return __half2float(*p); }
+// Register values (elements of a local union): never through __ldg, which needs a global address.
+__device__ __forceinline__ float cvt_f(float v) { return v; }
+__device__ __forceinline__ float cvt_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float cvt_f(__half v) { return __half2float(v); }
 template <class T> __device__ __forceinline__ void st_f(T* p, float v);
 template <> __device__ __forceinline__ void st_f<float>(float* p, float v) { *p = v; }
 template <> __device__ __forceinline__ void st_f<__nv_bfloat16>(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
@@ -163,14 +167,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_small_m_kernel(int m
       wb.u = __ldg(reinterpret_cast<const uint4*>(wr) + v);
       float wf[kVec];
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) wf[j] = ld_f<T>(&wb.e[j]);
+      for (int j = 0; j < kVec; ++j) wf[j] = cvt_f(wb.e[j]);
 #pragma unroll
       for (int i = 0; i < MM; ++i) {
         if (i < m) {
           union { uint4 u; T e[kVec]; } xb;
           xb.u = __ldg(reinterpret_cast<const uint4*>(x + i * ldx) + v);
 #pragma unroll
-          for (int j = 0; j < kVec; ++j) acc[i] = fmaf(wf[j], ld_f<T>(&xb.e[j]), acc[i]);
+          for (int j = 0; j < kVec; ++j) acc[i] = fmaf(wf[j], cvt_f(xb.e[j]), acc[i]);
         }
       }
     }
