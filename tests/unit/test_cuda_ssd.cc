@@ -18,6 +18,7 @@
 
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/ssd_cuda.h"
+#include "cuda_test_util.h"
 #endif
 
 namespace {
@@ -25,50 +26,8 @@ namespace {
 #ifdef MAMBA_HAVE_CUDA
 namespace k = mamba::kernels;
 namespace kc = mamba::kernels::cuda;
-using bf16 = __nv_bfloat16;
 
-template <class T> T to_t(float v) {
-  if constexpr (std::is_same_v<T, float>) return v; else return __float2bfloat16_rn(v);
-}
-inline float to_f(float v) { return v; }
-inline float to_f(bf16 v) { return __bfloat162float(v); }
-
-// Device buffer; constructed from v, it rounds v to T in place (the reference sees the same values).
-template <class T>
-struct Dev {
-  T* ptr = nullptr;
-  size_t n = 0;
-  explicit Dev(size_t count) : n(count) {
-    if (n) MAMBA_CUDA_CHECK("test cudaMalloc", cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(T)));
-    if (n) MAMBA_CUDA_CHECK("test poison", cudaMemset(ptr, 0xFF, n * sizeof(T)));
-  }
-  explicit Dev(std::vector<float>& v) : Dev(v.size()) {
-    std::vector<T> t(v.size());
-    for (size_t i = 0; i < v.size(); ++i) { t[i] = to_t<T>(v[i]); v[i] = to_f(t[i]); }
-    if (n) MAMBA_CUDA_CHECK("test upload", cudaMemcpy(ptr, t.data(), n * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  ~Dev() { if (ptr) cudaFree(ptr); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  std::vector<float> get() const {
-    MAMBA_CUDA_CHECK("test sync", cudaDeviceSynchronize());
-    std::vector<T> t(n);
-    if (n) MAMBA_CUDA_CHECK("test download", cudaMemcpy(t.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
-    std::vector<float> v(n);
-    for (size_t i = 0; i < n; ++i) v[i] = to_f(t[i]);
-    return v;
-  }
-};
-
-double rel_err(const std::vector<float>& out, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(out[i])) return INFINITY;
-    num += (double(out[i]) - ref[i]) * (double(out[i]) - ref[i]);
-    den += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / (den > 0 ? den : 1));
-}
+using namespace mamba_cuda_test;
 
 std::vector<float> randn(std::mt19937& g, size_t n, float mean, float sd) {
   std::normal_distribution<float> d(mean, sd);
