@@ -98,6 +98,53 @@ std::unordered_set<int32_t> exclusions(const RecModel& m, const Req& req, const 
 
 }  // namespace
 
+// ---- filters -------------------------------------------------------------------------
+
+std::shared_ptr<const AllowSet> FilterCache::allow(const std::string& model_key,
+                                                   const std::vector<AttributeFilter>& filters,
+                                                   const std::function<AttributeIndex()>& load) {
+  const auto now = std::chrono::steady_clock::now();
+  Index idx;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = indexes_.find(model_key);
+    if (it != indexes_.end() && now - it->second.loaded < refresh_) idx = it->second;
+  }
+  if (!idx.index) {
+    std::lock_guard<std::mutex> ll(load_mu_);
+    {
+      std::lock_guard<std::mutex> lk(mu_);  // another call may have loaded it meanwhile
+      auto it = indexes_.find(model_key);
+      if (it != indexes_.end() && now - it->second.loaded < refresh_) idx = it->second;
+    }
+    if (!idx.index) {
+      auto fresh = std::make_shared<const AttributeIndex>(load());
+      std::lock_guard<std::mutex> lk(mu_);
+      idx = {std::move(fresh), std::chrono::steady_clock::now(), ++generations_};
+      indexes_[model_key] = idx;
+    }
+  }
+  const std::string key = model_key + "\n" + std::to_string(idx.generation) + "\n" + AttributeIndex::canonical(filters);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = sets_.find(key);
+    if (it != sets_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second);
+      return it->second->second;
+    }
+  }
+  auto set = std::make_shared<const AllowSet>(idx.index->allow(filters));  // throws FilterError
+  std::lock_guard<std::mutex> lk(mu_);
+  if (sets_.count(key)) return set;
+  lru_.emplace_front(key, set);
+  sets_[key] = lru_.begin();
+  while (lru_.size() > capacity_) {
+    sets_.erase(lru_.back().first);
+    lru_.pop_back();
+  }
+  return set;
+}
+
 // ---- the service ----------------------------------------------------------------------
 
 RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelRepository<RecModel>& repo,
@@ -108,16 +155,23 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
       pool_(opts.db_url),
       cache_(std::make_shared<UserStateCache>(static_cast<size_t>(opts.cache_users))),
       history_cache_(static_cast<size_t>(std::max<int64_t>(0, opts.cache_histories))),
+      filters_(static_cast<size_t>(std::max<int64_t>(1, opts.cache_filters)),
+               std::chrono::seconds(std::max<int64_t>(0, opts.attribute_refresh_s))),
       scorer_(rt.batcher_options("recommend"), [](const std::string&, std::vector<ScoreJob>& jobs) {
         std::vector<Tensor> hidden;
         std::vector<int64_t> ks;
         std::vector<const std::unordered_set<int32_t>*> excl;
+        std::vector<const AllowSet*> allow;
+        bool any_allow = false;
         for (const auto& j : jobs) {
           hidden.push_back(j.hidden);
           ks.push_back(j.k);
           excl.push_back(&j.exclude);
+          allow.push_back(j.allow.get());
+          any_allow |= j.allow != nullptr;
         }
-        return top_k_items_batch(*jobs.front().model->net, hidden, ks, excl);
+        if (!any_allow) allow.clear();
+        return top_k_items_batch(*jobs.front().model->net, hidden, ks, excl, allow);
       }) {
   auto& m = rt_.metrics();
   const char* lookups = "Recommend calls by where the user's state came from (hit: the cache; miss: a store prefill)";
@@ -165,10 +219,33 @@ grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, cons
     request_thread_kernels_single_threaded();
     sv::check_range("k", req->k(), 1, 1000);
     if (req->user_id().empty()) sv::throw_invalid("user_id", "must not be empty");
+    sv::check_limit("filters", static_cast<uint64_t>(req->filters_size()), static_cast<uint64_t>(opts_.max_filters), "filters");
     sv::LoadedModelInfo info;
     const auto m = model(req->model(), &info);
     const Mamba4Rec& net = *m->net;
     const std::string key = model_key(info);
+    std::shared_ptr<const AllowSet> allow;
+    if (req->filters_size() > 0) {
+      std::vector<AttributeFilter> fs;
+      for (const auto& f : req->filters()) {
+        AttributeFilter a;
+        a.attribute = f.attribute();
+        a.any_of.assign(f.any_of().begin(), f.any_of().end());
+        if (f.has_min()) a.min = f.min();
+        if (f.has_max()) a.max = f.max();
+        fs.push_back(std::move(a));
+      }
+      try {
+        allow = filters_.allow(key, fs, [&] {
+          return with_store([&] {
+            auto conn = pool_.acquire();
+            return AttributeIndex::load(*conn, m->items);
+          });
+        });
+      } catch (const FilterError& e) {
+        sv::throw_invalid(e.field(), e.what());
+      }
+    }
     Tensor hidden;
     std::deque<int32_t> window;
     bool from_cache = false;
@@ -202,7 +279,7 @@ grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, cons
       window = entry->state.window;
       cache_->insert(req->user_id(), std::move(entry), token);
     }
-    fill_response(*m, info, score(call, key, {m, hidden, req->k(), exclusions(*m, *req, window)}), resp);
+    fill_response(*m, info, score(call, key, {m, hidden, req->k(), exclusions(*m, *req, window), allow}), resp);
     resp->set_from_cache(from_cache);
     resp->set_history_length(static_cast<int64_t>(window.size()));
   });

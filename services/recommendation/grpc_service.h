@@ -31,6 +31,10 @@
 // pool are thread-safe, a connection is used by one call at a time.
 #pragma once
 
+#include <chrono>
+#include <functional>
+#include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,6 +42,7 @@
 
 #include <pqxx/pqxx>
 
+#include "mamba/recommendation/item_attributes.h"
 #include "mamba/recommendation/model_dir.h"
 #include "mamba/recommendation/serving.h"
 #include "mamba/recommendation/v1/recommendation.grpc.pb.h"
@@ -54,6 +59,9 @@ struct RecServiceOptions {
   int64_t history_steps = 16;           // a cached prefix is advanced by at most this many events
   int64_t max_history_items = 10000;    // items per RecommendFromHistory
   int64_t max_add_interactions = 10000; // events per AddInteractions
+  int64_t attribute_refresh_s = 60;     // a model's attribute index is re-read after this long
+  int64_t cache_filters = 256;          // allow sets kept (LRU) per distinct filter list
+  int64_t max_filters = 64;             // filters per Recommend
 };
 
 // A few connections to the store, each used by one call at a time.
@@ -87,6 +95,34 @@ struct ScoreJob {
   Tensor hidden;  // (d_model)
   int64_t k = 10;
   std::unordered_set<int32_t> exclude;
+  std::shared_ptr<const AllowSet> allow;  // null: no filter
+};
+
+// Recommend filters: per model version the attribute index (item_attributes.h), read from
+// the store on the first filtered call and again once older than attribute_refresh_s; the
+// allow set of each distinct filter list, LRU. Thread-safety: any thread.
+class FilterCache {
+ public:
+  FilterCache(size_t capacity, std::chrono::seconds refresh) : capacity_(std::max<size_t>(1, capacity)), refresh_(refresh) {}
+  // `load` reads the index when needed. Throws FilterError for a bad filter.
+  std::shared_ptr<const AllowSet> allow(const std::string& model_key, const std::vector<AttributeFilter>& filters,
+                                        const std::function<AttributeIndex()>& load);
+
+ private:
+  struct Index {
+    std::shared_ptr<const AttributeIndex> index;
+    std::chrono::steady_clock::time_point loaded;
+    uint64_t generation = 0;
+  };
+  const size_t capacity_;
+  const std::chrono::seconds refresh_;
+  std::mutex mu_;
+  std::mutex load_mu_;  // one load at a time
+  std::map<std::string, Index> indexes_;
+  uint64_t generations_ = 0;
+  using List = std::list<std::pair<std::string, std::shared_ptr<const AllowSet>>>;
+  List lru_;
+  std::unordered_map<std::string, List::iterator> sets_;
 };
 
 class RecommendationServiceImpl final : public v1::RecommendationService::Service {
@@ -115,6 +151,7 @@ class RecommendationServiceImpl final : public v1::RecommendationService::Servic
   ConnectionPool pool_;
   std::shared_ptr<UserStateCache> cache_;  // shared with the metrics collector (weakly)
   HistoryStateCache history_cache_;        // RecommendFromHistory's window states
+  FilterCache filters_;                    // Recommend filters
   std::mutex write_mu_;  // AddInteractions: store commit + cache update, in commit order
   serve::Counter* cache_hits_ = nullptr;    // mamba_rec_state_cache_total{result="hit"}
   serve::Counter* cache_misses_ = nullptr;  // {result="miss"}: prefilled from the store

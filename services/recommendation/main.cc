@@ -2,6 +2,7 @@
 //
 //   mamba-rec migrate --db URL                     apply the schema migrations
 //   mamba-rec ingest  --db URL --inter FILE [--format auto|recbole|csv] [--strict]
+//   mamba-rec ingest  --db URL --item FILE.item [--strict]    item attributes (item_attributes.h)
 //   mamba-rec stats   --db URL                     users, items, interactions
 //   mamba-rec train    (--inter FILE | --db URL) --out MODEL_DIR [options]
 //   mamba-rec evaluate (--model MODEL_DIR | --baseline popularity|markov)
@@ -36,6 +37,7 @@
 #include "mamba/recommendation/batch_job.h"
 #include "mamba/recommendation/fit.h"
 #include "mamba/recommendation/ingest.h"
+#include "mamba/recommendation/item_attributes.h"
 #include "mamba/recommendation/migrations.h"
 #include "mamba/recommendation/model_dir.h"
 #include "mamba/recommendation/store.h"
@@ -90,7 +92,11 @@ int main(int argc, char** argv) {
 
   auto* ingest = app.add_subcommand("ingest", "load a RecBole .inter or CSV interaction file");
   ingest->add_option("--db", db, "PostgreSQL URL")->required();
-  ingest->add_option("--inter", inter, "the interaction file")->required();
+  std::string item_file;
+  auto* inter_opt = ingest->add_option("--inter", inter, "the interaction file");
+  auto* item_opt = ingest->add_option("--item", item_file, "a RecBole .item file: item attributes for Recommend filters");
+  inter_opt->excludes(item_opt);
+  item_opt->excludes(inter_opt);
   ingest->add_option("--format", format, "auto, recbole or csv")->check(CLI::IsMember({"auto", "recbole", "csv"}));
   ingest->add_flag("--strict", strict, "write nothing when any row is rejected");
 
@@ -174,6 +180,14 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   srv->add_option("--max-add-interactions", rec_opts.max_add_interactions, "events per AddInteractions")
       ->check(CLI::PositiveNumber);
+  srv->add_option("--attribute-refresh-s", rec_opts.attribute_refresh_s,
+                  "Recommend filters: a model's item attribute index is re-read from the store after this many seconds")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  srv->add_option("--cache-filters", rec_opts.cache_filters, "Recommend filters: allow sets kept (LRU)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  srv->add_option("--max-filters", rec_opts.max_filters, "filters per Recommend")->check(CLI::PositiveNumber);
 
   // A server shares its cores between gRPC threads and OpenMP kernels: passive waiting
   // (as mamba-forecast serve does) unless the user chose.
@@ -317,6 +331,12 @@ int main(int argc, char** argv) {
     }
     if (ingest->parsed()) {
       apply_migrations(conn);
+      if (!item_file.empty()) {
+        const auto rep = ingest_item_file(conn, item_file, strict);
+        std::fputs(format_item_report(rep).c_str(), stdout);
+        return rep.written ? 0 : 1;
+      }
+      if (inter.empty()) throw mamba::Error("ingest: one of --inter FILE or --item FILE is required");
       const auto rep = ingest_file(conn, inter, {parse_inter_format(format), strict});
       std::fputs(format_report(rep).c_str(), stdout);
       return rep.written ? 0 : 1;

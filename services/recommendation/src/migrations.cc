@@ -54,6 +54,19 @@ CREATE TABLE recommendations (
 );
 )SQL";
 
+// Item attributes (item_attributes.h): the values live in items.attributes (jsonb, one
+// object per item); this table records each attribute's RecBole type. The server reads
+// the attributes once per model into an in-memory index (posting lists, float arrays), so
+// filters never query the table per request; the GIN index serves containment queries
+// (attributes @> '{"brand": "x"}') from SQL.
+const char* const kV3 = R"SQL(
+CREATE TABLE item_attribute_types (
+  name text PRIMARY KEY,
+  type text NOT NULL CHECK (type IN ('token', 'token_seq', 'float'))
+);
+CREATE INDEX items_attributes ON items USING gin (attributes jsonb_path_ops);
+)SQL";
+
 const char* const kCreateLedger =
     "CREATE TABLE IF NOT EXISTS schema_migrations ("
     " version integer PRIMARY KEY,"
@@ -73,6 +86,7 @@ const std::vector<Migration>& migrations() {
   static const std::vector<Migration> all = {
       {1, "users, items, interactions", kV1},
       {2, "model_runs, recommendations", kV2},
+      {3, "item attribute types", kV3},
   };
   return all;
 }

@@ -120,10 +120,13 @@ void score_items(const float* E, int64_t n, int64_t D, const float* hT, int64_t 
 
 std::vector<std::vector<ScoredId>> top_k_items_batch(const Mamba4Rec& net, const std::vector<Tensor>& hidden,
                                                      const std::vector<int64_t>& k,
-                                                     const std::vector<const std::unordered_set<int32_t>*>& exclude) {
+                                                     const std::vector<const std::unordered_set<int32_t>*>& exclude,
+                                                     const std::vector<const AllowSet*>& allow) {
   const int64_t B = static_cast<int64_t>(hidden.size()), D = net.config().d_model, N = net.config().num_items;
   if (k.size() != hidden.size() || exclude.size() != hidden.size())
     fail("top_k_items_batch", "hidden, k and exclude must have one entry per request");
+  if (!allow.empty() && allow.size() != hidden.size())
+    fail("top_k_items_batch", "allow must be empty or have one entry per request");
   std::vector<float> h(static_cast<size_t>(B * D));
   for (int64_t b = 0; b < B; ++b) {
     if (hidden[static_cast<size_t>(b)].numel() != D)
@@ -198,6 +201,7 @@ std::vector<std::vector<ScoredId>> top_k_items_batch(const Mamba4Rec& net, const
             TopK& top = mine[static_cast<size_t>(b)];
             const auto& ex = *exclude[static_cast<size_t>(b)];
             if (!ex.empty() && ex.count(id)) continue;
+            if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
             top.offer({id, s[b]});
             thr[static_cast<size_t>(b)] = top.threshold();
           }

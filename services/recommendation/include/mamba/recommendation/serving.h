@@ -46,6 +46,17 @@ UserState make_user_state(const Mamba4Rec& net, const std::vector<int32_t>& hist
 // Appends one event under the serving semantics above.
 void advance_user_state(const Mamba4Rec& net, UserState& s, int32_t item, double ts = -1e300);
 
+// The items a request may return (Recommend filters, item_attributes.h): bit i of `bits`
+// set = dense id i allowed (bit 0, padding, never).
+struct AllowSet {
+  std::vector<uint64_t> bits;
+  int64_t count = 0;  // allowed items
+  bool allowed(int32_t id) const {
+    const auto w = static_cast<size_t>(id) >> 6;
+    return w < bits.size() && ((bits[w] >> (static_cast<unsigned>(id) & 63u)) & 1u) != 0;
+  }
+};
+
 struct ScoredId {
   int32_t id = 0;  // dense id 1..num_items
   float score = 0;
@@ -57,10 +68,13 @@ std::vector<ScoredId> top_k_items(const Mamba4Rec& net, const Tensor& hidden, in
                                   const std::unordered_set<int32_t>& exclude);
 // The same for several representations at once: one GEMM scores all of them (B x
 // num_items scores in memory, once per batch), then each row's top k. All vectors have
-// one entry per request.
+// one entry per request. `allow` (empty, or one entry per request, null = no filter):
+// an item outside a request's allow set never enters its heap, so the result is the
+// unfiltered ranking restricted to the allowed items.
 std::vector<std::vector<ScoredId>> top_k_items_batch(const Mamba4Rec& net, const std::vector<Tensor>& hidden,
                                                      const std::vector<int64_t>& k,
-                                                     const std::vector<const std::unordered_set<int32_t>*>& exclude);
+                                                     const std::vector<const std::unordered_set<int32_t>*>& exclude,
+                                                     const std::vector<const AllowSet*>& allow = {});
 
 struct CachedUser {
   std::mutex mu;      // guards everything below
