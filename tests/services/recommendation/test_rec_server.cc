@@ -16,6 +16,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -431,4 +433,81 @@ TEST_F(RecServer, MambactlBenchRecommend) {
   ASSERT_TRUE(WIFEXITED(rc));
   EXPECT_EQ(WEXITSTATUS(rc), 2 + static_cast<int>(StatusCode::NOT_FOUND));
   EXPECT_EQ(s.terminate_and_wait(), 0);
+}
+
+TEST_F(RecServer, RecommendFilters) {
+  // Attributes for every item of the store (ingested before the server starts; the index
+  // is read on the first filtered call): brand b0..b2 by position, price = position.
+  std::vector<std::string> keys;
+  {
+    auto conn = connect(url());
+    pqxx::read_transaction tx(conn);
+    for (const auto& row : tx.exec("SELECT external_key FROM items ORDER BY id")) keys.push_back(row[0].as<std::string>());
+  }
+  ASSERT_EQ(keys.size(), 30u);
+  std::map<std::string, std::pair<std::string, double>> attrs;
+  {
+    std::ofstream f(dir_ / "gen.item");
+    f << "item_id:token\tbrand:token\tprice:float\n";
+    for (size_t i = 0; i < keys.size(); ++i) {
+      attrs[keys[i]] = {"b" + std::to_string(i % 3), static_cast<double>(i)};
+      f << keys[i] << "\tb" << i % 3 << "\t" << i << "\n";
+    }
+  }
+  const std::string out = run_command(std::string(MAMBA_REC_BIN) + " ingest --db " + url() + " --item " +
+                                      (dir_ / "gen.item").string() + " 2>&1");
+  EXPECT_NE(out.find("new items 0, updated 30"), std::string::npos) << out;
+  Server s(dir_, url());
+  ASSERT_TRUE(s.wait_serving());
+  rv::RecommendResponse all;
+  ASSERT_TRUE(s.recommend(recommend_request("u3", 1000, false), &all).ok());
+  ASSERT_EQ(all.items_size(), 30);
+  auto check = [&](rv::RecommendRequest req, const std::function<bool(const std::string&)>& pass, const std::string& what) {
+    rv::RecommendResponse r;
+    ASSERT_TRUE(s.recommend(req, &r).ok()) << what;
+    std::vector<std::string> want;
+    for (const auto& it : all.items())
+      if (pass(it.item_id()) && static_cast<int>(want.size()) < req.k()) want.push_back(it.item_id());
+    ASSERT_EQ(r.items_size(), static_cast<int>(want.size())) << what;
+    EXPECT_GT(want.size(), 0u) << what;
+    for (int i = 0; i < r.items_size(); ++i) {
+      EXPECT_EQ(r.items(i).item_id(), want[static_cast<size_t>(i)]) << what << " rank " << i + 1;
+      EXPECT_EQ(r.items(i).rank(), i + 1);
+    }
+  };
+  rv::RecommendRequest brand = recommend_request("u3", 5, false);
+  auto* f = brand.add_filters();
+  f->set_attribute("brand");
+  f->add_any_of("b1");
+  check(brand, [&](const std::string& k) { return attrs[k].first == "b1"; }, "brand b1");
+  rv::RecommendRequest both = recommend_request("u3", 4, false);
+  f = both.add_filters();
+  f->set_attribute("brand");
+  f->add_any_of("b0");
+  f->add_any_of("b2");
+  f = both.add_filters();
+  f->set_attribute("price");
+  f->set_min(5);
+  f->set_max(20.5);
+  check(both, [&](const std::string& k) { return attrs[k].first != "b1" && attrs[k].second >= 5 && attrs[k].second <= 20.5; },
+        "brand b0|b2, price 5..20.5");
+  // Again: the cached allow set answers the same.
+  check(both, [&](const std::string& k) { return attrs[k].first != "b1" && attrs[k].second >= 5 && attrs[k].second <= 20.5; },
+        "again");
+  // An unknown attribute: INVALID_ARGUMENT naming it.
+  rv::RecommendRequest bad = recommend_request("u3", 5, false);
+  f = bad.add_filters();
+  f->set_attribute("colour");
+  f->add_any_of("red");
+  rv::RecommendResponse r;
+  const auto st = s.recommend(bad, &r);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("filters[0].attribute"), std::string::npos) << st.error_message();
+  EXPECT_NE(st.error_message().find("'colour'"), std::string::npos) << st.error_message();
+  // A range on a token attribute.
+  rv::RecommendRequest range = recommend_request("u3", 5, false);
+  f = range.add_filters();
+  f->set_attribute("brand");
+  f->set_min(1);
+  EXPECT_EQ(s.recommend(range, &r).error_code(), StatusCode::INVALID_ARGUMENT);
 }
