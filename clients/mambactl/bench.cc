@@ -321,6 +321,7 @@ int run_bench_recommend(Connection& conn, RecBenchArgs a) {
       s->by_user.set_user_id(a.users[static_cast<size_t>(index) % a.users.size()]);
       s->by_user.set_k(a.k);
       s->by_user.set_exclude_seen(!a.include_seen);
+      for (const auto& f : a.filters) parse_rec_filter(f, s->by_user.add_filters());
     } else {
       s->by_history.mutable_model()->set_name(a.model);
       s->by_history.mutable_model()->set_version(a.version);

@@ -259,4 +259,37 @@ void Table::print(OutputFormat format, std::FILE* out) const {
   for (const auto& row : text) line(row);
 }
 
+void parse_rec_filter(const std::string& text, mamba::recommendation::v1::AttributeFilter* out) {
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size())
+    throw LocalError("--filter '" + text + "': expected NAME=V1|V2 or NAME=LO..HI");
+  out->set_attribute(text.substr(0, eq));
+  const std::string v = text.substr(eq + 1);
+  auto number = [](const std::string& s, double* x) {
+    if (s.empty()) return true;
+    char* end = nullptr;
+    *x = std::strtod(s.c_str(), &end);
+    return end != s.c_str() && *end == '\0';
+  };
+  const size_t dots = v.find("..");
+  if (dots != std::string::npos) {
+    double lo = 0, hi = 0;
+    const std::string a = v.substr(0, dots), b = v.substr(dots + 2);
+    if (number(a, &lo) && number(b, &hi) && !(a.empty() && b.empty())) {
+      if (!a.empty()) out->set_min(lo);
+      if (!b.empty()) out->set_max(hi);
+      return;
+    }
+  }
+  size_t start = 0;
+  for (;;) {
+    const size_t bar = v.find('|', start);
+    const std::string one = v.substr(start, bar == std::string::npos ? std::string::npos : bar - start);
+    if (one.empty()) throw LocalError("--filter '" + text + "': an empty value");
+    out->add_any_of(one);
+    if (bar == std::string::npos) break;
+    start = bar + 1;
+  }
+}
+
 }  // namespace mambactl

@@ -152,8 +152,16 @@ struct RecBenchArgs : LoadArgs {
   std::string history_mode = "fresh";
   bool include_seen = false;
   uint64_t seed = 1;
+  std::vector<std::string> filters;  // --filter (Recommend only), parse_rec_filter's syntax
 };
 int run_bench_recommend(Connection& conn, RecBenchArgs args);
+
+// `--filter` of recommend / bench recommend into a Recommend filter:
+//   NAME=V1|V2|...  one of the values (token / token_seq attributes; one value: equality)
+//   NAME=LO..HI     a float range, inclusive (NAME=LO.. or NAME=..HI for one side)
+// A value with ".." counts as a range only when both sides are numbers or empty.
+// Throws LocalError naming the bad filter.
+void parse_rec_filter(const std::string& text, mamba::recommendation::v1::AttributeFilter* out);
 
 // A cell as text (NaN for a NaN or null number).
 std::string cell_text(const nlohmann::json& cell, int decimals);

@@ -238,6 +238,7 @@ struct RecommendArgs {
   int64_t version = 0;
   int32_t k = 10;
   bool include_seen = false;
+  std::vector<std::string> filters;
 };
 
 // Recommend (a user of the event store) or RecommendFromHistory (--history); an empty
@@ -245,6 +246,7 @@ struct RecommendArgs {
 int run_recommend(Connection& conn, const RecommendArgs& a) {
   namespace rv = mamba::recommendation::v1;
   if (a.user.empty() == a.history.empty()) throw LocalError("recommend: give exactly one of --user or --history");
+  if (!a.filters.empty() && a.user.empty()) throw LocalError("recommend: --filter needs --user (Recommend)");
   auto stub = rv::RecommendationService::NewStub(conn.channel());
   grpc::ClientContext ctx;
   conn.prepare(ctx);
@@ -257,6 +259,7 @@ int run_recommend(Connection& conn, const RecommendArgs& a) {
     req.set_user_id(a.user);
     req.set_k(a.k);
     req.set_exclude_seen(!a.include_seen);
+    for (const auto& f : a.filters) parse_rec_filter(f, req.add_filters());
     st = stub->Recommend(&ctx, req, &resp);
   } else {
     rv::RecommendFromHistoryRequest req;
@@ -341,6 +344,8 @@ int main(int argc, char** argv) {
   recommend->add_option("--model", ra.model, "model name (default: the server's only model)");
   recommend->add_option("--version", ra.version, "version (0: the newest)")->check(CLI::NonNegativeNumber);
   recommend->add_flag("--include-seen", ra.include_seen, "also return items of the history");
+  recommend->add_option("--filter", ra.filters,
+                        "item attribute filter, repeatable (all must hold): NAME=V1|V2 (one of) or NAME=LO..HI (float range)");
 
   BenchArgs ba;
   auto* bench = app.add_subcommand("bench", "load tests");
@@ -396,6 +401,7 @@ int main(int argc, char** argv) {
   bench_rec->add_option("--model", rb.model, "model name (default: the server's only model)");
   bench_rec->add_option("--version", rb.version, "version (0: the newest)")->check(CLI::NonNegativeNumber);
   bench_rec->add_flag("--include-seen", rb.include_seen, "also return items of the history");
+  bench_rec->add_option("--filter", rb.filters, "Recommend filters (with --user), as in recommend --filter");
   bench_rec->add_option("--seed", rb.seed, "seed of the drawn histories")->capture_default_str();
   add_load_options(bench_rec, rb);
   bench_rec->get_option("--concurrency")->capture_default_str();

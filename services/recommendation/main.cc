@@ -158,6 +158,11 @@ int main(int argc, char** argv) {
   gen->add_flag("--cover-all", so.cover_all, "every item appears at least once (extra users walk the items no walk reached)");
 
   mamba::serve::ServerOptions server_opts;
+  // The scoring batcher's defaults for this service (NOTES.md, 12:38-12:49 runs): up to 64
+  // requests share one pass over the item table; a request waits at most 500 us for others
+  // (requests that arrive during a pass join the next one anyway).
+  server_opts.max_batch = 64;
+  server_opts.max_queue_delay_us = 500;
   RecServiceOptions rec_opts;
   auto* srv = app.add_subcommand("serve", "run the gRPC recommendation service over a model repository");
   mamba::serve::add_server_flags(*srv, server_opts);

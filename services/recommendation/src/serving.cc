@@ -116,6 +116,49 @@ void score_items(const float* E, int64_t n, int64_t D, const float* hT, int64_t 
   }
 }
 
+// A filter allowing at most N / kSparseFraction items is scored over those items only.
+constexpr int64_t kSparseFraction = 16;
+
+// The k best allowed items of one request, scoring only the allowed rows (gathered in
+// blocks, lane 0 of score_items: the dense pass's arithmetic, so the same scores).
+std::vector<ScoredId> top_k_allowed(const Mamba4Rec& net, const Tensor& hidden, int64_t k,
+                                    const std::unordered_set<int32_t>& exclude, const AllowSet& allow) {
+  const int64_t D = net.config().d_model, N = net.config().num_items;
+  if (hidden.numel() != D) fail("top_k_items_batch", "hidden " + shape_str(hidden.shape()) + " is not (d_model)");
+  const Tensor c = hidden.contiguous();
+  std::vector<float> hT(static_cast<size_t>(D * kLanes), 0.f);
+  for (int64_t d = 0; d < D; ++d) hT[static_cast<size_t>(d * kLanes)] = c.data<float>()[d];
+  const float* table = net.item_table().data<float>();
+  TopK top;
+  top.want = static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k, N)));
+  std::vector<int32_t> ids;
+  std::vector<float> rows, scores;
+  auto flush = [&] {
+    const auto n = static_cast<int64_t>(ids.size());
+    scores.resize(static_cast<size_t>(n * kLanes));
+    score_items(rows.data(), n, D, hT.data(), 1, scores.data());
+    for (int64_t j = 0; j < n; ++j) {
+      const float sc = scores[static_cast<size_t>(j * kLanes)];
+      if (!(sc >= top.threshold())) continue;
+      if (!exclude.empty() && exclude.count(ids[static_cast<size_t>(j)])) continue;
+      top.offer({ids[static_cast<size_t>(j)], sc});
+    }
+    ids.clear();
+    rows.clear();
+  };
+  for (size_t w = 0; w < allow.bits.size(); ++w)
+    for (uint64_t bits = allow.bits[w]; bits != 0; bits &= bits - 1) {
+      const auto id = static_cast<int32_t>(w * 64 + static_cast<size_t>(__builtin_ctzll(bits)));
+      if (id < 1 || id > N) continue;
+      ids.push_back(id);
+      rows.insert(rows.end(), table + static_cast<int64_t>(id) * D, table + static_cast<int64_t>(id + 1) * D);
+      if (static_cast<int64_t>(ids.size()) == kScoreBlock) flush();
+    }
+  if (!ids.empty()) flush();
+  std::sort_heap(top.heap.begin(), top.heap.end(), better);
+  return std::move(top.heap);
+}
+
 }  // namespace
 
 std::vector<std::vector<ScoredId>> top_k_items_batch(const Mamba4Rec& net, const std::vector<Tensor>& hidden,
@@ -127,6 +170,33 @@ std::vector<std::vector<ScoredId>> top_k_items_batch(const Mamba4Rec& net, const
     fail("top_k_items_batch", "hidden, k and exclude must have one entry per request");
   if (!allow.empty() && allow.size() != hidden.size())
     fail("top_k_items_batch", "allow must be empty or have one entry per request");
+  // Requests whose filter allows few items (at most 1/kSparseFraction of the catalogue)
+  // are scored over their allowed items only (gathered rows, the same kernel and
+  // arithmetic as the dense pass); the others share the dense pass below.
+  if (!allow.empty()) {
+    std::vector<size_t> dense, sparse;
+    for (size_t b = 0; b < hidden.size(); ++b)
+      (allow[b] && allow[b]->count * kSparseFraction <= N ? sparse : dense).push_back(b);
+    if (!sparse.empty()) {
+      std::vector<std::vector<ScoredId>> all(hidden.size());
+      for (size_t b : sparse) all[b] = top_k_allowed(net, hidden[b], k[b], *exclude[b], *allow[b]);
+      if (!dense.empty()) {
+        std::vector<Tensor> dh;
+        std::vector<int64_t> dk;
+        std::vector<const std::unordered_set<int32_t>*> de;
+        std::vector<const AllowSet*> da;
+        for (size_t b : dense) {
+          dh.push_back(hidden[b]);
+          dk.push_back(k[b]);
+          de.push_back(exclude[b]);
+          da.push_back(allow[b]);
+        }
+        auto part = top_k_items_batch(net, dh, dk, de, da);
+        for (size_t i = 0; i < dense.size(); ++i) all[dense[i]] = std::move(part[i]);
+      }
+      return all;
+    }
+  }
   std::vector<float> h(static_cast<size_t>(B * D));
   for (int64_t b = 0; b < B; ++b) {
     if (hidden[static_cast<size_t>(b)].numel() != D)

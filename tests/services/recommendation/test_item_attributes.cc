@@ -268,6 +268,8 @@ TEST_F(ItemAttributes, FilteredTopKIsTheUnfilteredRankingRestricted) {
       {{"categories", {"c1", "c4"}, {}, {}}},
       {{"price", {}, 10.0, 40.5}},
       {{"brand", {"b1", "b4"}, {}, {}}, {"price", {}, 5.0, 60.0}},
+      {{"brand", {"b3"}, {}, {}}, {"price", {}, {}, 30.0}},  // few items: the sparse path
+      {{"categories", {"c2"}, {}, {}}, {"price", {}, 50.0, 60.0}},
       {{"brand", {"none-such"}, {}, {}}},
   };
   std::mt19937 rng(9);
@@ -324,5 +326,11 @@ TEST_F(ItemAttributes, FilteredTopKIsTheUnfilteredRankingRestricted) {
     }
   }
   // The empty filter result: nothing returned.
-  EXPECT_TRUE(top_k_items_batch(net, {hidden[0]}, {10}, {exp[0]}, {&sets[4]}).front().empty());
+  EXPECT_TRUE(top_k_items_batch(net, {hidden[0]}, {10}, {exp[0]}, {&sets.back()}).front().empty());
+  // Both paths were taken: dense filters and sparse ones (at most 1/16 of the items).
+  EXPECT_GT(sets[0].count * 16, kItems);
+  EXPECT_LE(sets[4].count * 16, kItems);
+  EXPECT_GT(sets[4].count, 0);
+  EXPECT_LE(sets[5].count * 16, kItems);
+  EXPECT_GT(sets[5].count, 0);
 }
