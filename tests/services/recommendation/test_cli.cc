@@ -57,8 +57,9 @@ TEST_F(Cli, MigrateIngestStats) {
   auto r = mamba_rec("migrate --db " + url());
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("applied migration 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("applied migration 3"), std::string::npos) << r.out;
   r = mamba_rec("migrate --db " + url());
-  EXPECT_NE(r.out.find("schema is current (version 2)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("schema is current (version 3)"), std::string::npos) << r.out;
 
   // 30 bad rows (lines 3..32) between good ones: the report lists the first 20.
   std::string text = "user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t1\n";
@@ -91,4 +92,21 @@ TEST_F(Cli, MigrateIngestStats) {
   r = mamba_rec("stats --db postgresql://mamba:secret@127.0.0.1:1/none");
   EXPECT_EQ(r.status, 1) << r.out;
   EXPECT_EQ(r.out.find("secret"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, IngestItemFile) {
+  // A bad row (line 3) under --strict: exit 1, nothing written; then loaded; again: no change.
+  const auto path = file("attrs.item", "item_id:token\tprice:float\tbrand:token\ni1\t1.5\tb1\ni2\tcheap\tb2\ni3\t\tb3\n");
+  auto r = mamba_rec("ingest --strict --db " + url() + " --item " + path);
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("line 3: bad number in column 'price': 'cheap'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("nothing written"), std::string::npos) << r.out;
+  r = mamba_rec("ingest --db " + url() + " --item " + path);
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("read 3, new items 2, updated 0, unchanged 0, rejected 1"), std::string::npos) << r.out;
+  r = mamba_rec("ingest --db " + url() + " --item " + path);
+  EXPECT_NE(r.out.find("new items 0, updated 0, unchanged 2"), std::string::npos) << r.out;
+  r = mamba_rec("ingest --db " + url());
+  EXPECT_NE(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("one of --inter FILE or --item FILE"), std::string::npos) << r.out;
 }
