@@ -22,9 +22,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 
+#include "mamba/recommendation/migrations.h"
 #include "mamba/recommendation/store.h"
 
 #ifndef MAMBA_PG_SH
@@ -168,6 +171,37 @@ class PgTest : public ::testing::Test {
 
  private:
   std::string url_;
+};
+
+// A test with its own migrated database, an open connection and a scratch directory for the
+// files it writes (MAMBA_TEST_TMP/<prefix>-<pid>, removed after the test).
+class MigratedPgTest : public PgTest {
+ protected:
+  explicit MigratedPgTest(std::string prefix) : prefix_(std::move(prefix)) {}
+  void SetUp() override {
+    PgTest::SetUp();
+    conn_ = std::make_unique<pqxx::connection>(url());
+    apply_migrations(*conn_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(scratch_dir(), ec);
+  }
+  pqxx::connection& conn() { return *conn_; }
+  std::filesystem::path scratch_dir() const {
+    return std::filesystem::path(MAMBA_TEST_TMP) / (prefix_ + "-" + std::to_string(::getpid()));
+  }
+  // Writes `text` to scratch_dir()/name and returns the path.
+  std::string write_file(const std::string& name, const std::string& text) const {
+    std::filesystem::create_directories(scratch_dir());
+    const auto path = (scratch_dir() / name).string();
+    std::ofstream(path, std::ios::binary) << text;
+    return path;
+  }
+
+ private:
+  std::string prefix_;
+  std::unique_ptr<pqxx::connection> conn_;
 };
 
 }  // namespace mamba::recommendation::testing

@@ -16,7 +16,7 @@
 #include "pg_fixture.h"
 
 using namespace mamba::recommendation;
-using mamba::recommendation::testing::PgTest;
+using mamba::recommendation::testing::MigratedPgTest;
 
 namespace {
 
@@ -50,27 +50,9 @@ Generated recbole_file(int64_t rows, int64_t first_row = 0, bool header = true) 
   return g;
 }
 
-std::string write_file(const std::string& name, const std::string& text) {
-  const auto dir = std::filesystem::path(MAMBA_TEST_TMP) / ("ingest-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  const auto path = (dir / name).string();
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
-}
-
-class Ingest : public PgTest {
+class Ingest : public MigratedPgTest {
  protected:
-  void SetUp() override {
-    PgTest::SetUp();
-    conn_ = std::make_unique<pqxx::connection>(url());
-    apply_migrations(*conn_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(std::filesystem::path(MAMBA_TEST_TMP) / ("ingest-" + std::to_string(::getpid())), ec);
-  }
-  pqxx::connection& conn() { return *conn_; }
-  std::unique_ptr<pqxx::connection> conn_;
+  Ingest() : MigratedPgTest("ingest") {}
 };
 
 }  // namespace

@@ -21,7 +21,7 @@
 #include "pg_fixture.h"
 
 using namespace mamba::recommendation;
-using mamba::recommendation::testing::PgTest;
+using mamba::recommendation::testing::MigratedPgTest;
 using mamba::Tensor;
 
 namespace {
@@ -76,33 +76,15 @@ std::string item_file(const std::vector<Attrs>& a, std::vector<int64_t>* bad_lin
   return os.str();
 }
 
-std::string write_file(const std::string& name, const std::string& text) {
-  const auto dir = std::filesystem::path(MAMBA_TEST_TMP) / ("items-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  const auto path = (dir / name).string();
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
-}
-
 ItemVocab vocab() {
   std::vector<std::string> keys{""};
   for (int i = 1; i <= kItems; ++i) keys.push_back("item" + std::to_string(i));
   return ItemVocab(keys);
 }
 
-class ItemAttributes : public PgTest {
+class ItemAttributes : public MigratedPgTest {
  protected:
-  void SetUp() override {
-    PgTest::SetUp();
-    conn_ = std::make_unique<pqxx::connection>(url());
-    apply_migrations(*conn_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(std::filesystem::path(MAMBA_TEST_TMP) / ("items-" + std::to_string(::getpid())), ec);
-  }
-  pqxx::connection& conn() { return *conn_; }
-  std::unique_ptr<pqxx::connection> conn_;
+  ItemAttributes() : MigratedPgTest("items") {}
 };
 
 std::vector<int32_t> ids_of(const AllowSet& s) {
