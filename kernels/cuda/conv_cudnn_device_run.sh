@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# cuDNN convolution round on a GPU machine (nvcc only), from the repository root:
+#   OUT=<dir> bash kernels/cuda/conv_cudnn_device_run.sh
+# Builds mamba-conv-cudnn-check for sm_90 against the pip wheel nvidia-cudnn-cu13 (lib and
+# include from python3's nvidia.cudnn; cuDNN is not in /usr/local/cuda there), runs the checks
+# and the --bench shapes. Falls back to a prebuilt binary ($PREBUILT) when the build fails.
+# Logs go to $OUT. Finishes in < 120 s (timeouts inside).
+set -u
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-build-device/logs}"
+mkdir -p "$OUT"
+BUILD="${BUILD:-build-device}"
+export PATH="$PATH:/usr/local/cuda/bin"
+t0=$(date +%s)
+CUDNN_DIR=$(python3 -c "import nvidia.cudnn,os;print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null)
+[ -n "$CUDNN_DIR" ] || CUDNN_DIR=$(python3 -c "import nvidia.cudnn;print(list(nvidia.cudnn.__path__)[0])" 2>/dev/null)
+echo "== cuDNN dir: ${CUDNN_DIR:-NOT FOUND}"
+ls "$CUDNN_DIR/lib" 2>/dev/null | head -20 > "$OUT/cudnn_lib_ls.txt"
+CUDNN_INC="$CUDNN_DIR/include"
+[ -f "$CUDNN_INC/cudnn.h" ] || CUDNN_INC="${CUDNN_HEADERS:-/usr/local/cuda/include}"
+echo "cudnn.h from $CUDNN_INC"
+export LD_LIBRARY_PATH="$CUDNN_DIR/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+mkdir -p "$BUILD/obj" "$BUILD/buildlogs"
+SRC=(kernels/cuda/conv_cudnn.cu kernels/cuda/conv_cudnn_check.cu kernels/cpu/conv.cc)
+# conv.cc: only the reference loops are used; conv_f32's sgemm call is dropped by --gc-sections.
+NVFLAGS=(-O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr
+         -Ikernels/include -I"$CUDNN_INC" -Xcompiler -fopenmp,-ffunction-sections,-fdata-sections
+         -DMAMBA_HAVE_CUDA=1 -DMAMBA_HAVE_CUDNN=1)
+OBJ=(); PIDS=()
+for s in "${SRC[@]}"; do
+  o="$BUILD/obj/$(basename "$s").o"; OBJ+=("$o")
+  timeout 90 nvcc "${NVFLAGS[@]}" -c "$s" -o "$o" > "$BUILD/buildlogs/$(basename "$s").log" 2>&1 &
+  PIDS+=($!)
+done
+ok=1
+for p in "${PIDS[@]}"; do wait "$p" || ok=0; done
+cat "$BUILD"/buildlogs/*.log > "$OUT/build.log"
+BIN="$BUILD/mamba-conv-cudnn-check"
+[ "$ok" = 1 ] && { nvcc -gencode arch=compute_90,code=sm_90 "${OBJ[@]}" -o "$BIN" -L"$CUDNN_DIR/lib" \
+  -l:libcudnn.so.9 -lgomp -Xlinker --gc-sections >> "$OUT/build.log" 2>&1 || ok=0; }
+echo "== build ok=$ok in $(( $(date +%s) - t0 )) s"
+if [ "$ok" != 1 ]; then
+  grep -E "error" "$OUT/build.log" | head -30
+  if [ -n "${PREBUILT:-}" ] && [ -x "$PREBUILT" ]; then echo "using the prebuilt $PREBUILT"; BIN="$PREBUILT"; else exit 4; fi
+fi
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
+left=$(( 112 - ($(date +%s) - t0) ))
+echo "== checks (limit $(( left / 2 )) s)"
+timeout $(( left / 2 )) "$BIN" > "$OUT/check.log" 2>&1
+rc=$?
+grep -E "^FAIL" "$OUT/check.log" | head -40
+grep -E "^cuDNN|^plans|^conv-cudnn-check|bad-arg|exception" "$OUT/check.log"
+echo "check rc=$rc"
+grep -E "^  worst" "$OUT/check.log"
+left=$(( 115 - ($(date +%s) - t0) ))
+echo "== bench (limit $left s)"
+timeout "$left" "$BIN" --bench-only ${BENCH_FLAGS:-} > "$OUT/bench.log" 2>&1
+echo "bench rc=$?"
+cat "$OUT/bench.log"
+echo "== total $(( $(date +%s) - t0 )) s"
+exit $rc
