@@ -52,10 +52,20 @@ grep -E "^FAIL" "$OUT/check.log" | head -40
 grep -E "^cuDNN|^plans|^conv-cudnn-check|bad-arg|exception" "$OUT/check.log"
 echo "check rc=$rc"
 grep -E "^  worst" "$OUT/check.log"
-left=$(( 115 - ($(date +%s) - t0) ))
+left=$(( ${BENCH_END:-115} - ($(date +%s) - t0) ))
 echo "== bench (limit $left s)"
 timeout "$left" "$BIN" --bench-only ${BENCH_FLAGS:-} > "$OUT/bench.log" 2>&1
 echo "bench rc=$?"
 cat "$OUT/bench.log"
+# The tensor-level GoogleTest (built on a machine with the project's packages; see
+# conv_cudnn_stage.sh), when the snapshot carries it: OpenBLAS is replaced by the plain-loop
+# stand-in tests/device/blas_stub.c (the GPU machine has no BLAS).
+if [ -n "${GTEST_BIN:-}" ] && [ -f "$GTEST_BIN" ]; then
+  left=$(( 117 - ($(date +%s) - t0) ))
+  echo "== test_cuda_conv (limit $left s)"
+  LD_LIBRARY_PATH="${STUB_DIR:-}:$LD_LIBRARY_PATH" timeout "$left" "$GTEST_BIN" > "$OUT/test_cuda_conv.log" 2>&1
+  echo "test_cuda_conv rc=$?"
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|rel_err|Expected|Which is" "$OUT/test_cuda_conv.log" | head -40
+fi
 echo "== total $(( $(date +%s) - t0 )) s"
 exit $rc
