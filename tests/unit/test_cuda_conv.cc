@@ -170,6 +170,9 @@ TEST(CudaConv, BadArgumentsNameTheArgument) {
   EXPECT_NE(msg([&] { ops::conv2d(x.to(DType::i32), w); }).find("f32, bf16 or f16"), std::string::npos);
   EXPECT_NE(msg([&] { ops::conv_backward_cuda(2, false, x, w, Tensor::zeros({1, 6, 5, 6}, DType::f32, dev)); }).find("dy"),
             std::string::npos);
+  const Tensor wt = Tensor::zeros({4, 2, 3, 3}, DType::f32, dev);
+  EXPECT_NE(msg([&] { ops::conv_transpose2d(x, wt, {}, {.dilation = {2}, .output_padding = {1}}); }).find("output_padding"),
+            std::string::npos);
 }
 
 // Without a GPU (or cuDNN) the CUDA entry points throw a clear error, never crash.

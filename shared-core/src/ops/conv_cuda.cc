@@ -84,6 +84,18 @@ void run(const char* op, F f) {
 
 int64_t prod3(const int64_t* a) { return a[0] * a[1] * a[2]; }
 
+// cuDNN derives a transposed convolution's size from the forward one's floor, so it cannot
+// express output_padding >= stride (which PyTorch allows when dilation is larger).
+void check_output_padding(const char* op, int spatial, const kernels::ConvParams& U) {
+  for (int d = 3 - spatial; d < 3; ++d) {
+    const int64_t natural = (U.in[d] - 1) * U.stride[d] - 2 * U.pad[d] + U.dilation[d] * (U.k[d] - 1) + 1;
+    const int64_t op_pad = U.out[d] - natural;
+    if (op_pad >= U.stride[d])
+      fail(op, "output_padding " + std::to_string(op_pad) + " (spatial dim " + std::to_string(d - (3 - spatial)) +
+                   ") must be smaller than stride " + std::to_string(U.stride[d]) + " on CUDA (cuDNN)");
+  }
+}
+
 }  // namespace
 
 namespace detail {
@@ -98,6 +110,7 @@ Tensor conv_cuda(int spatial, const Tensor& x0, const Tensor& w0, const Tensor& 
   if (b0.defined()) check_like(op, b0, "bias", x0);
   bool unbatched = false;
   const kernels::ConvParams U = conv_geometry(spatial, x0, w0, b0, opt, transpose, unbatched);
+  if (transpose) check_output_padding(op, spatial, U);
   Tensor y = Tensor::empty(conv_out_shape(spatial, U), x0.dtype(), dev);
   if (y.numel() == 0 || x0.numel() == 0) return unbatched ? y.squeeze(0) : y;
   const Tensor x = cuda_glue::contiguous(x0), w = cuda_glue::contiguous(w0);
@@ -130,6 +143,7 @@ ConvGrads conv_backward_cuda(int spatial, bool transpose, const Tensor& x0, cons
   check_like(op, dy0, "dy", x0);
   bool unbatched = false;
   const kernels::ConvParams U = detail::conv_geometry(spatial, x0, w0, Tensor(), opt, transpose, unbatched);
+  if (transpose) check_output_padding(op, spatial, U);
   Shape ys = detail::conv_out_shape(spatial, U);
   Shape dys = dy0.shape();
   if (unbatched) dys.insert(dys.begin(), 1);
