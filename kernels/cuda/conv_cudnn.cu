@@ -101,7 +101,7 @@ __global__ void add_bias_kernel(int64_t total, int64_t C, int64_t L, const T* bi
     y[i] = cv<T>(ld(y, i) + ld(bias, (i / L) % C));
 }
 
-void add_bias(int64_t N, int64_t C, int64_t L, ConvDType t, const void* bias, void* y, cudaStream_t s) {
+[[maybe_unused]] void add_bias(int64_t N, int64_t C, int64_t L, ConvDType t, const void* bias, void* y, cudaStream_t s) {
   const int64_t total = N * C * L;
   if (total == 0) return;
   const int threads = 256;
@@ -122,7 +122,7 @@ void add_bias(int64_t N, int64_t C, int64_t L, ConvDType t, const void* bias, vo
   MAMBA_CUDA_CHECK_LAUNCH("conv bias add (add_bias_kernel)");
 }
 
-int64_t prod3(const int64_t* a) { return a[0] * a[1] * a[2]; }
+[[maybe_unused]] int64_t prod3(const int64_t* a) { return a[0] * a[1] * a[2]; }
 
 }  // namespace
 
