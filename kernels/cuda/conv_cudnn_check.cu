@@ -259,7 +259,7 @@ void run_case(const Case& c, kc::ConvDType t, bool tf32, unsigned seed) {
   // bias gradient
   {
     Buf DB(size_t(U.C_out), t);
-    kc::conv_bias_grad_cuda(U.N, U.C_out, Lout, t, DY.p, DB.p, s);
+    kc::conv_bias_grad_cuda(U.N, U.C_out, Lout, t, DY.p, DB.p, nullptr, s);
     report(what, "bias-grad", rel_err(DB.get(), ref_bgrad(U.N, U.C_out, Lout, dy)), tol, tag);
   }
   MAMBA_CUDA_CHECK("check case", cudaDeviceSynchronize());
@@ -438,7 +438,7 @@ void bench_one(int64_t N, int64_t C, int64_t S, kc::ConvDType t, bool tf32, kc::
   const double fb = median_ms([&] { kc::conv_cudnn_forward(P, X.p, W.p, B.p, Y.p, nullptr, nullptr); }, fl);
   const double bd = median_ms([&] { kc::conv_cudnn_backward_data(P, DY.p, W.p, nullptr, DX.p, nullptr, nullptr); }, fl);
   const double bf = median_ms([&] { kc::conv_cudnn_backward_filter(P, X.p, DY.p, DW.p, nullptr, nullptr); }, fl);
-  const double bb = median_ms([&] { kc::conv_bias_grad_cuda(N, C, S * S * S, t, DY.p, DB.p, nullptr); }, fl);
+  const double bb = median_ms([&] { kc::conv_bias_grad_cuda(N, C, S * S * S, t, DY.p, DB.p, nullptr, nullptr); }, fl);
   // sanity: outputs finite
   auto yv = Y.get();
   bool finite = true;
@@ -483,6 +483,16 @@ int main(int argc, char** argv) {
         }
       }
       bad_args();
+      // The bias gradient over several 16384-element chunks per row (the conv cases have short rows).
+      for (auto t : {kc::ConvDType::f32, kc::ConvDType::bf16}) {
+        const int64_t N = 2, C = 5, L = 40000 + 3;
+        std::mt19937 gen(99);
+        auto dy = randn(gen, size_t(N * C * L));
+        Buf DY(dy, t), DB(size_t(C), t);
+        kc::conv_bias_grad_cuda(N, C, L, t, DY.p, DB.p, nullptr, nullptr);
+        report(std::string("N2 C5 L40003 ") + tname(t), "bias-grad", rel_err(DB.get(), ref_bgrad(N, C, L, dy)),
+               t == kc::ConvDType::f32 ? 1e-5 : 1e-2);
+      }
       auto st = kc::conv_cudnn_plan_stats();
       std::printf("plans %llu, hits %llu, misses %llu\n", (unsigned long long)st.plans, (unsigned long long)st.hits,
                   (unsigned long long)st.misses);
@@ -509,7 +519,8 @@ int main(int argc, char** argv) {
       }
       if (find)
         for (auto shape : {std::pair<int64_t, int64_t>{32, 128}, std::pair<int64_t, int64_t>{64, 64}})
-          guarded(shape.first, shape.second, kc::ConvDType::bf16, false, kc::ConvAlgoSearch::find);
+        for (auto t : {kc::ConvDType::bf16, kc::ConvDType::f32})
+          guarded(shape.first, shape.second, t, false, kc::ConvAlgoSearch::find);
     }
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());

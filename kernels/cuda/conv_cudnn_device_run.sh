@@ -65,7 +65,7 @@ if [ -n "${GTEST_BIN:-}" ] && [ -f "$GTEST_BIN" ]; then
   echo "== test_cuda_conv (limit $left s)"
   LD_LIBRARY_PATH="${STUB_DIR:-}:$LD_LIBRARY_PATH" timeout "$left" "$GTEST_BIN" > "$OUT/test_cuda_conv.log" 2>&1
   echo "test_cuda_conv rc=$?"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|rel_err|Expected|Which is" "$OUT/test_cuda_conv.log" | head -40
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|exception|rel_err|Expected|Which is|dx|dw|db" "$OUT/test_cuda_conv.log" | head -60
 fi
 echo "== total $(( $(date +%s) - t0 )) s"
 exit $rc

@@ -135,14 +135,20 @@ TEST(CudaConv, Tf32IsOptInAndClose) {
   EXPECT_NE(ops::conv_cuda_plan_info(c.spatial, c.transpose, x.to(dev), w.to(dev), c.opt).find("fwd"), std::string::npos);
 }
 
-TEST(CudaConv, UnbatchedAndStridedInput) {
+TEST(CudaConv, UnbatchedInput) {
   REQUIRE_CUDNN();
   const Device dev = Device::cuda(0);
-  const Tensor x = randn({3, 4, 9}, 11), w = randn({5, 3, 3}, 12);
+  const Tensor x = randn({3, 4, 9}, 11), w = randn({5, 3, 3, 3}, 12);
   const Tensor ref = ops::conv2d(x, w, Tensor(), {.padding = {1}});
   const Tensor y = ops::conv2d(x.to(dev), w.to(dev), Tensor(), {.padding = {1}});
   EXPECT_EQ(y.shape(), ref.shape());
   EXPECT_LT(rel_err(y.to(Device::cpu()), ref), 1e-4);
+}
+
+TEST(CudaConv, StridedInput) {
+  REQUIRE_CUDNN();
+  const Device dev = Device::cuda(0);
+  const Tensor w = randn({5, 3, 3, 3}, 12);
   // a transposed view: made contiguous on the device first
   const Tensor xt = randn({1, 3, 9, 4}, 13);
   const Tensor ref2 = ops::conv2d(xt.transpose(2, 3).contiguous(), w, Tensor(), {.padding = {1}});

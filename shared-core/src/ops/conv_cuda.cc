@@ -176,7 +176,7 @@ ConvGrads conv_backward_cuda(int spatial, bool transpose, const Tensor& x0, cons
       kc::conv_cudnn_forward(P, dy.raw_data(), w.raw_data(), nullptr, g.dx.raw_data(), &ws, s);
       kc::conv_cudnn_backward_filter(P, dy.raw_data(), x.raw_data(), g.dw.raw_data(), &ws, s);
     }
-    if (bias_grad) kc::conv_bias_grad_cuda(U.N, U.C_out, prod3(U.out), t, dy.raw_data(), g.db.raw_data(), s);
+    if (bias_grad) kc::conv_bias_grad_cuda(U.N, U.C_out, prod3(U.out), t, dy.raw_data(), g.db.raw_data(), &ws, s);
   });
   return g;
 }

@@ -69,9 +69,11 @@ void conv_cudnn_backward_data(const ConvCudnnParams& p, const void* dy, const vo
 // dw[co, ci, k] = sum_{n,t} dy[n, co, t] x[n, g ci, t stride - pad + k dilation].
 void conv_cudnn_backward_filter(const ConvCudnnParams& p, const void* x, const void* dy, void* dw,
                                 const ConvWorkspace* ws, cudaStream_t stream);
-// db[c] = sum_{n, t} dy[n, c, t] (f32 accumulation) for dy [N, C, L] of `dtype`.
+// db[c] = sum_{n, t} dy[n, c, t] (f32 accumulation, fixed order: deterministic) for dy [N, C, L]
+// of `dtype`, C <= 65535. Two kernels: partial sums of 16384-element chunks, then per channel;
+// the C * N * ceil(L / 16384) f32 partials come from `ws` (else cudaMallocAsync on the stream).
 void conv_bias_grad_cuda(int64_t N, int64_t C, int64_t L, ConvDType dtype, const void* dy, void* db,
-                         cudaStream_t stream);
+                         const ConvWorkspace* ws, cudaStream_t stream);
 
 // The algorithms the plan of p uses ("fwd IMPLICIT_PRECOMP_GEMM (tensor op) ws 0 B, ..."),
 // choosing them first if needed (needs no buffers in heuristic mode; "" in find mode until run).
