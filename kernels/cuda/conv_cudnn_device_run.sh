@@ -4,7 +4,7 @@
 # Builds mamba-conv-cudnn-check for sm_90 against the pip wheel nvidia-cudnn-cu13 (lib and
 # include from python3's nvidia.cudnn; cuDNN is not in /usr/local/cuda there), runs the checks
 # and the --bench shapes. Falls back to a prebuilt binary ($PREBUILT) when the build fails.
-# Logs go to $OUT. Finishes in < 120 s (timeouts inside).
+# $OUT gets two files (check.log, test_cuda_conv.log); the build log and the bench go to stdout. Finishes in < 120 s (timeouts inside).
 set -u
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-build-device/logs}"
@@ -15,7 +15,6 @@ t0=$(date +%s)
 CUDNN_DIR=$(python3 -c "import nvidia.cudnn,os;print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null)
 [ -n "$CUDNN_DIR" ] || CUDNN_DIR=$(python3 -c "import nvidia.cudnn;print(list(nvidia.cudnn.__path__)[0])" 2>/dev/null)
 echo "== cuDNN dir: ${CUDNN_DIR:-NOT FOUND}"
-ls "$CUDNN_DIR/lib" 2>/dev/null | head -20 > "$OUT/cudnn_lib_ls.txt"
 CUDNN_INC="$CUDNN_DIR/include"
 [ -f "$CUDNN_INC/cudnn.h" ] || CUDNN_INC="${CUDNN_HEADERS:-/usr/local/cuda/include}"
 echo "cudnn.h from $CUDNN_INC"
@@ -34,13 +33,13 @@ for s in "${SRC[@]}"; do
 done
 ok=1
 for p in "${PIDS[@]}"; do wait "$p" || ok=0; done
-cat "$BUILD"/buildlogs/*.log > "$OUT/build.log"
+cat "$BUILD"/buildlogs/*.log > "$BUILD/build.log"
 BIN="$BUILD/mamba-conv-cudnn-check"
 [ "$ok" = 1 ] && { nvcc -gencode arch=compute_90,code=sm_90 "${OBJ[@]}" -o "$BIN" -L"$CUDNN_DIR/lib" \
-  -l:libcudnn.so.9 -lgomp -Xlinker --gc-sections >> "$OUT/build.log" 2>&1 || ok=0; }
+  -l:libcudnn.so.9 -lgomp -Xlinker --gc-sections >> "$BUILD/build.log" 2>&1 || ok=0; }
 echo "== build ok=$ok in $(( $(date +%s) - t0 )) s"
 if [ "$ok" != 1 ]; then
-  grep -E "error" "$OUT/build.log" | head -30
+  grep -E "error" "$BUILD/build.log" | head -30
   if [ -n "${PREBUILT:-}" ] && [ -x "$PREBUILT" ]; then echo "using the prebuilt $PREBUILT"; BIN="$PREBUILT"; else exit 4; fi
 fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
@@ -49,14 +48,14 @@ echo "== checks (limit $(( left / 2 )) s)"
 timeout $(( left / 2 )) "$BIN" > "$OUT/check.log" 2>&1
 rc=$?
 grep -E "^FAIL" "$OUT/check.log" | head -40
-grep -E "^cuDNN|^plans|^conv-cudnn-check|bad-arg|exception" "$OUT/check.log"
+grep -E "^cuDNN|^plans|^conv-cudnn-check|bad-arg|exception|L40003" "$OUT/check.log"
 echo "check rc=$rc"
 grep -E "^  worst" "$OUT/check.log"
 left=$(( ${BENCH_END:-115} - ($(date +%s) - t0) ))
 echo "== bench (limit $left s)"
-timeout "$left" "$BIN" --bench-only ${BENCH_FLAGS:-} > "$OUT/bench.log" 2>&1
+timeout "$left" "$BIN" --bench-only ${BENCH_FLAGS:-} > "$BUILD/bench.log" 2>&1
 echo "bench rc=$?"
-cat "$OUT/bench.log"
+cat "$BUILD/bench.log"
 # The tensor-level GoogleTest (built on a machine with the project's packages; see
 # conv_cudnn_stage.sh), when the snapshot carries it: OpenBLAS is replaced by the plain-loop
 # stand-in tests/device/blas_stub.c (the GPU machine has no BLAS).
