@@ -1,5 +1,6 @@
 #include "mamba/ops/conv.h"
 
+#include "conv_internal.h"
 #include "mamba/kernels/conv.h"
 #include "op_util.h"
 
@@ -22,14 +23,16 @@ int64_t arg_at(const char* op, const char* name, const std::vector<int64_t>& v, 
   return v[static_cast<size_t>(d)];
 }
 
-Tensor conv_impl(int spatial, const Tensor& x0, const Tensor& w, const Tensor& bias, const ConvOptions& opt,
-                 bool transpose, bool ref) {
-  if (spatial < 1 || spatial > 3) fail("ops::conv", "spatial must be 1, 2 or 3, got " + std::to_string(spatial));
+}  // namespace
+
+namespace detail {
+
+// The geometry of one (transposed) convolution from the tensors' shapes and the options,
+// checked; `unbatched` is set when x has no batch dim. Devices and dtypes are the caller's.
+kernels::ConvParams conv_geometry(int spatial, const Tensor& x0, const Tensor& w, const Tensor& bias,
+                                  const ConvOptions& opt, bool transpose, bool& unbatched) {
   const char* op = op_name(spatial, transpose);
-  detail::check_float(op, x0, "input");
-  detail::check_float(op, w, "weight");
-  if (w.dtype() != x0.dtype()) fail(op, "dtypes differ: input " + x0.str() + ", weight " + w.str());
-  const bool unbatched = x0.dim() == spatial + 1;
+  unbatched = x0.dim() == spatial + 1;
   if (!unbatched && x0.dim() != spatial + 2)
     fail(op, "input must be [N, C, " + std::to_string(spatial) + " spatial dims] or unbatched, got " + x0.str());
   const Tensor x = unbatched ? x0.unsqueeze(0) : x0;
@@ -77,16 +80,39 @@ Tensor conv_impl(int spatial, const Tensor& x0, const Tensor& w, const Tensor& b
     p.pad[off + d] = pd;
     p.dilation[off + d] = dl;
   }
-  Tensor bc;
   if (bias.defined()) {
-    detail::check_float(op, bias, "bias");
     if (bias.dtype() != x0.dtype()) fail(op, "dtypes differ: input " + x0.str() + ", bias " + bias.str());
     if (bias.dim() != 1 || bias.size(0) != p.C_out)
       fail(op, "bias " + bias.str() + " must be [" + std::to_string(p.C_out) + "]");
-    bc = bias.contiguous();
   }
+  return p;
+}
+
+Shape conv_out_shape(int spatial, const kernels::ConvParams& p) {
   Shape ys{p.N, p.C_out};
-  for (int d = 0; d < spatial; ++d) ys.push_back(p.out[off + d]);
+  for (int d = 0; d < spatial; ++d) ys.push_back(p.out[3 - spatial + d]);
+  return ys;
+}
+
+}  // namespace detail
+
+namespace {
+
+Tensor conv_impl(int spatial, const Tensor& x0, const Tensor& w, const Tensor& bias, const ConvOptions& opt,
+                 bool transpose, bool ref) {
+  if (spatial < 1 || spatial > 3) fail("ops::conv", "spatial must be 1, 2 or 3, got " + std::to_string(spatial));
+  const char* op = op_name(spatial, transpose);
+  if (!ref && x0.defined() && x0.is_cuda()) return detail::conv_cuda(spatial, x0, w, bias, opt, transpose);
+  detail::check_float(op, x0, "input");
+  detail::check_float(op, w, "weight");
+  if (w.dtype() != x0.dtype()) fail(op, "dtypes differ: input " + x0.str() + ", weight " + w.str());
+  if (bias.defined()) detail::check_float(op, bias, "bias");
+  bool unbatched = false;
+  const kernels::ConvParams p = detail::conv_geometry(spatial, x0, w, bias, opt, transpose, unbatched);
+  const Tensor x = unbatched ? x0.unsqueeze(0) : x0;
+  Tensor bc;
+  if (bias.defined()) bc = bias.contiguous();
+  Shape ys = detail::conv_out_shape(spatial, p);
   Tensor y = Tensor::empty(ys, x0.dtype());
   const Tensor xc = x.contiguous(), wc = w.contiguous();
   if (x0.dtype() == DType::f64) {  // f64 (gradient checks): the plain loops

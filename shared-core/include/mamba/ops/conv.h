@@ -11,6 +11,8 @@
 // dim. Requires stride >= 1, dilation >= 1, padding >= 0, groups dividing C_in and C_out,
 // output_padding < max(stride, dilation), and out >= 1; otherwise mamba::Error naming the
 // op, the argument and the shapes.
+// cuda tensors (f32, bf16 or f16, all on one GPU) run through cuDNN (ops/conv_cuda.h) and
+// return a cuda tensor of x's dtype, computed asynchronously on the current stream.
 #pragma once
 #include <vector>
 
@@ -24,6 +26,11 @@ struct ConvOptions {
   std::vector<int64_t> dilation{1};
   std::vector<int64_t> output_padding{0};  // transposed convolutions only
   int64_t groups = 1;
+  // CUDA tensors only (cuDNN; see ops/conv_cuda.h): f32 on TF32 tensor cores (opt-in, like
+  // LinearCudaOptions::tf32), and the algorithm timed once per shape (cudnnFind) instead of
+  // taken from the heuristics.
+  bool tf32 = false;
+  bool cudnn_find = false;
 };
 
 Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias = {}, const ConvOptions& opt = {});
