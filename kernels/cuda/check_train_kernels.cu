@@ -142,6 +142,84 @@ void check_rms_bwd(int64_t rows, int64_t dim, bool with_add, bool alias) {
   report(nm + " dw", rel(ddw.get(), dw_ref), tol<T>());
 }
 
+// ---- gated RMSNorm backward ---------------------------------------------------------------------
+template <class T>
+void check_gated_bwd(int64_t rows, int64_t dim, int64_t G, bool with_z, bool nbg, int64_t pad) {
+  const int64_t st = dim + pad;
+  auto x = randn(rows * st), z = randn(with_z ? rows * st : 0), w = randn(dim, 1.f, 0.3f), dy = randn(rows * st);
+  const float eps = 1e-5f;
+  Buf<T> dx_(x), dz_(z), ddy(dy), ddx(rows * st), ddz(with_z ? rows * st : 0);
+  Buf<float> dw_(w), ddw(dim);
+  Ws ws(kc::gated_rms_norm_bwd_cuda_workspace_bytes(rows, dim));
+  kc::gated_rms_norm_bwd_cuda<T>(rows, dim, G, dx_.p, st, with_z ? dz_.p : nullptr, st, dw_.p, eps, nbg, ddy.p, st,
+                                 ddx.p, st, with_z ? ddz.p : nullptr, st, ddw.p, ws.p, ws.n, 0);
+  std::vector<float> rdx(rows * st, 0.f), rdz(with_z ? rows * st : 0, 0.f), rdw(dim);
+  k::gated_rms_norm_bwd_ref(rows, dim, G, x.data(), st, with_z ? z.data() : nullptr, st, w.data(), eps, nbg, dy.data(),
+                            st, rdx.data(), st, with_z ? rdz.data() : nullptr, st, rdw.data());
+  auto cols = [&](const std::vector<float>& v) {
+    std::vector<float> o;
+    for (int64_t r = 0; r < rows; ++r) for (int64_t c = 0; c < dim; ++c) o.push_back(v[r * st + c]);
+    return o;
+  };
+  const std::string nm = std::string("gated_rms_norm_bwd ") + tname<T>() + " rows " + std::to_string(rows) + " dim " +
+                         std::to_string(dim) + " group " + std::to_string(G) + (with_z ? (nbg ? " z norm_before_gate" : " z gate_first") : " no z") +
+                         (pad ? " strided" : "");
+  report(nm + " dx", rel(cols(ddx.get()), cols(rdx)), tol<T>());
+  if (with_z) report(nm + " dz", rel(cols(ddz.get()), cols(rdz)), tol<T>());
+  report(nm + " dw", rel(ddw.get(), rdw), tol<T>());
+}
+
+// ---- LayerNorm forward + backward ----------------------------------------------------------------
+template <class T>
+void check_layer_norm(int64_t rows, int64_t dim, bool with_res, bool with_b, bool with_add) {
+  auto x = randn(rows * dim), res = randn(with_res ? rows * dim : 0, 0.5f, 1.f), w = randn(dim, 1.f, 0.3f),
+       b = randn(dim), dy = randn(rows * dim), da = randn(with_add ? rows * dim : 0);
+  const float eps = 1e-5f;
+  Buf<T> dx_(x), dy_(dy), dyo(rows * dim);
+  Buf<float> dres(res), dw_(w), db_(b), dro(rows * dim), dmean(rows), drstd(rows), dda(da), ddr(rows * dim), ddw(dim), ddb(dim);
+  kc::add_layer_norm_cuda<T>(rows, dim, dx_.p, with_res ? dres.p : nullptr, dro.p, dw_.p, with_b ? db_.p : nullptr, eps,
+                             dyo.p, dmean.p, drstd.p, 0);
+  Ws ws(kc::layer_norm_bwd_cuda_workspace_bytes(rows, dim));
+  kc::layer_norm_bwd_cuda<T>(rows, dim, dro.p, dmean.p, drstd.p, dw_.p, dy_.p, with_add ? dda.p : nullptr, ddr.p, ddw.p,
+                             with_b ? ddb.p : nullptr, ws.p, ws.n, 0);
+  std::vector<float> r(rows * dim), yref(rows * dim);
+  for (size_t i = 0; i < r.size(); ++i) r[i] = x[i] + (with_res ? res[i] : 0.f);
+  k::layer_norm_f32_ref(rows, dim, r.data(), w.data(), with_b ? b.data() : nullptr, eps, yref.data());
+  // Backward reference in f64: xhat = (r - mean) rstd, g = w dy,
+  // dr = dr_add + rstd (g - mean(g) - xhat mean(g xhat)), dw = sum dy xhat, db = sum dy.
+  std::vector<double> drr(rows * dim), dwr(dim, 0.0), dbr(dim, 0.0), mr(rows), sr(rows);
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* ri = r.data() + i * dim;
+    double mu = 0, var = 0;
+    for (int64_t c = 0; c < dim; ++c) mu += ri[c];
+    mu /= dim;
+    for (int64_t c = 0; c < dim; ++c) var += (ri[c] - mu) * (ri[c] - mu);
+    var /= dim;
+    const double rs = 1.0 / std::sqrt(var + eps);
+    mr[i] = mu; sr[i] = rs;
+    double s1 = 0, s2 = 0;
+    for (int64_t c = 0; c < dim; ++c) {
+      const double xh = (ri[c] - mu) * rs, g = double(w[c]) * dy[i * dim + c];
+      s1 += g; s2 += g * xh;
+      dwr[c] += dy[i * dim + c] * xh;
+      dbr[c] += dy[i * dim + c];
+    }
+    for (int64_t c = 0; c < dim; ++c) {
+      const double xh = (ri[c] - mu) * rs, g = double(w[c]) * dy[i * dim + c];
+      drr[i * dim + c] = rs * (g - s1 / dim - xh * s2 / dim) + (with_add ? da[i * dim + c] : 0.0);
+    }
+  }
+  const std::string nm = std::string("layer_norm ") + tname<T>() + " rows " + std::to_string(rows) + " dim " +
+                         std::to_string(dim) + (with_res ? " +residual" : "") + (with_b ? " bias" : "") + (with_add ? " +dr_add" : "");
+  report(nm + " fwd residual_out", rel(dro.get(), r), 1e-6);
+  report(nm + " fwd y", rel(dyo.get(), yref), tol<T>());
+  report(nm + " fwd mean", rel(dmean.get(), mr), 1e-5);
+  report(nm + " fwd rstd", rel(drstd.get(), sr), 1e-5);
+  report(nm + " bwd dr", rel(ddr.get(), drr), tol<T>());
+  report(nm + " bwd dw", rel(ddw.get(), dwr), tol<T>());
+  if (with_b) report(nm + " bwd db", rel(ddb.get(), dbr), tol<T>());
+}
+
 // ---- cross-entropy -----------------------------------------------------------------------------
 template <class T>
 void check_ce(int64_t rows, int64_t V, int64_t stride, bool inplace, bool with_grad, int ignore_every) {
@@ -409,6 +487,27 @@ void bench() {
     bench_line(nm, ms, double(rows) * dim * (4 + 2 + 4 + 4));
   }
   {
+    const int64_t dim = 768;
+    Buf<float> r(rows * dim), w(dim), b(dim), da(rows * dim), dr(rows * dim), dw(dim), db(dim), mean(rows), rstd(rows);
+    Buf<bf16> x(rows * dim), y(rows * dim), dy(rows * dim);
+    fill_dev(r.p, r.n, 1.f); fill_dev(w.p, w.n, 1.f); fill_dev(b.p, b.n, 1.f); fill_dev(da.p, da.n, 1.f);
+    fill_dev(x.p, x.n, 1.f); fill_dev(dy.p, dy.n, 1.f);
+    double ms = tm.median([&] { kc::add_layer_norm_cuda<bf16>(rows, dim, x.p, r.p, r.p, w.p, b.p, 1e-5f, y.p, mean.p, rstd.p, 0); });
+    bench_line("add_layer_norm bf16 rows 16384 dim 768 (residual in place)", ms, double(rows) * dim * (2 + 4 + 4 + 2));
+    Ws ws(kc::layer_norm_bwd_cuda_workspace_bytes(rows, dim));
+    ms = tm.median([&] { kc::layer_norm_bwd_cuda<bf16>(rows, dim, r.p, mean.p, rstd.p, w.p, dy.p, da.p, dr.p, dw.p, db.p, ws.p, ws.n, 0); });
+    bench_line("layer_norm_bwd bf16 rows 16384 dim 768 (+dr_add)", ms, double(rows) * dim * (4 + 2 + 4 + 4));
+  }
+  {
+    const int64_t dim = 1536;
+    Buf<bf16> x(rows * dim), z(rows * dim), dy(rows * dim), dx(rows * dim), dz(rows * dim);
+    Buf<float> w(dim), dw(dim);
+    fill_dev(x.p, x.n, 1.f); fill_dev(z.p, z.n, 1.f); fill_dev(dy.p, dy.n, 1.f); fill_dev(w.p, w.n, 1.f);
+    Ws ws(kc::gated_rms_norm_bwd_cuda_workspace_bytes(rows, dim));
+    const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
+    bench_line("gated_rms_norm_bwd bf16 rows 16384 dim 1536 (z, gate first)", ms, double(rows) * dim * 2 * 5);
+  }
+  {
     const int64_t V = 50280;
     Buf<bf16> x(rows * V);
     fill_dev(x.p, x.n, 2.f);
@@ -504,6 +603,12 @@ int main(int argc, char** argv) {
       auto rms = [&](int64_t r, int64_t d, bool a, bool al) { bf ? check_rms_bwd<bf16>(r, d, a, al) : check_rms_bwd<float>(r, d, a, al); };
       rms(1, 1, false, false); rms(3, 7, true, false); rms(5, 768, true, true); rms(17, 1000, false, false);
       rms(4, 4097, true, false); rms(2, 20001, true, false); rms(1100, 33, true, false); rms(64, 1536, true, false);
+      auto gb = [&](int64_t r, int64_t d, int64_t G, bool wz, bool nbg, int64_t pad) { bf ? check_gated_bwd<bf16>(r, d, G, wz, nbg, pad) : check_gated_bwd<float>(r, d, G, wz, nbg, pad); };
+      gb(1, 1, 1, true, false, 0); gb(3, 12, 4, true, true, 0); gb(5, 1536, 1536, true, false, 3); gb(7, 1000, 250, true, true, 0);
+      gb(4, 4097, 4097, false, false, 0); gb(1100, 64, 16, true, false, 0); gb(2, 9000, 9000, true, true, 0);
+      auto ln = [&](int64_t r, int64_t d, bool re, bool b, bool a) { bf ? check_layer_norm<bf16>(r, d, re, b, a) : check_layer_norm<float>(r, d, re, b, a); };
+      ln(1, 1, false, false, false); ln(3, 7, true, true, true); ln(5, 768, true, true, false); ln(4, 4097, true, false, true);
+      ln(1100, 33, true, true, true); ln(2, 20001, true, true, true);
       auto ce = [&](int64_t r, int64_t V, int64_t s, bool ip, bool g, int ig) { bf ? check_ce<bf16>(r, V, s, ip, g, ig) : check_ce<float>(r, V, s, ip, g, ig); };
       ce(1, 3, 3, false, true, 0); ce(5, 3, 8, false, true, 3); ce(6, 50280, 50280, false, true, 4);
       ce(3, 50280, 50288, true, true, 0); ce(4, 1000, 1003, false, true, 2); ce(3, 70001, 70001, true, true, 0);
