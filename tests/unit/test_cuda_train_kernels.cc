@@ -82,8 +82,8 @@ void ce_case(int64_t rows, int64_t V, int64_t stride, unsigned seed) {
   Dev<T> dx(x), dl(rows * stride);
   Dev<float> loss(rows), sum(1);
   int64_t *dtg = nullptr, *dcor = nullptr;
-  MAMBA_CUDA_CHECK("test", cudaMalloc(&dtg, rows * 8));
-  MAMBA_CUDA_CHECK("test", cudaMalloc(&dcor, 8));
+  MAMBA_CUDA_CHECK("test", cudaMalloc(reinterpret_cast<void**>(&dtg), rows * 8));
+  MAMBA_CUDA_CHECK("test", cudaMalloc(reinterpret_cast<void**>(&dcor), 8));
   MAMBA_CUDA_CHECK("test", cudaMemcpy(dtg, tg.data(), rows * 8, cudaMemcpyHostToDevice));
   Ws ws(kc::cross_entropy_cuda_workspace_bytes(rows));
   const float scale = 0.25f;
@@ -160,7 +160,7 @@ TEST(CudaTrainKernels, EmbeddingBackwardAccumulates) {
   for (auto& i : ids) i = int64_t(g() % vocab);
   Dev<float> ddy(dy), dtab(tab);
   int64_t* dids = nullptr;
-  MAMBA_CUDA_CHECK("test", cudaMalloc(&dids, rows * 8));
+  MAMBA_CUDA_CHECK("test", cudaMalloc(reinterpret_cast<void**>(&dids), rows * 8));
   MAMBA_CUDA_CHECK("test", cudaMemcpy(dids, ids.data(), rows * 8, cudaMemcpyHostToDevice));
   kc::embedding_bwd_accumulate_cuda<float>(rows, dim, vocab, dids, ddy.ptr, dtab.ptr, nullptr);
   EXPECT_NO_THROW(kc::embedding_bwd_check_cuda(nullptr));
