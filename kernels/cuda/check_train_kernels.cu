@@ -476,6 +476,20 @@ void bench() {
     cudaFree(a); cudaFree(b);
   }
   const int64_t rows = 8 * 2048;
+  for (const char* slots : {"264", "528", "2048"}) {
+    // rms_norm_bwd with other slot counts (MAMBA_NORM_SLOTS; default 1024 below).
+    const int64_t dim = 768;
+    setenv("MAMBA_NORM_SLOTS", slots, 1);
+    Buf<float> r(rows * dim), w(dim), da(rows * dim), dr(rows * dim), dw(dim);
+    Buf<bf16> dy(rows * dim);
+    fill_dev(r.p, r.n, 1.f); fill_dev(w.p, w.n, 1.f); fill_dev(da.p, da.n, 1.f); fill_dev(dy.p, dy.n, 1.f);
+    Ws ws(kc::rms_norm_bwd_cuda_workspace_bytes(rows, dim));
+    const double ms = tm.median([&] { kc::rms_norm_bwd_cuda<bf16>(rows, dim, r.p, w.p, 1e-5f, dy.p, da.p, dr.p, dw.p, ws.p, ws.n, 0); });
+    char nm[128];
+    std::snprintf(nm, sizeof nm, "rms_norm_bwd bf16 rows %ld dim %ld (+dr_add) slots %s", long(rows), long(dim), slots);
+    bench_line(nm, ms, double(rows) * dim * (4 + 2 + 4 + 4));
+    unsetenv("MAMBA_NORM_SLOTS");
+  }
   for (int64_t dim : {768, 1536}) {
     Buf<float> r(rows * dim), w(dim), da(rows * dim), dr(rows * dim), dw(dim);
     Buf<bf16> dy(rows * dim);
@@ -521,6 +535,12 @@ void bench() {
     Buf<bf16> dl(rows * V);
     double ms = tm.median([&] { kc::cross_entropy_fwd_bwd_cuda<bf16>(rows, V, V, x.p, dtg, 1.f / rows, dl.p, loss.p, sum.p, nullptr, ws.p, ws.n, 0); });
     bench_line("cross_entropy bf16 rows 16384 V 50280 (fwd+bwd, out of place)", ms, double(rows) * V * 4);
+    setenv("MAMBA_CE_THREADS", "512", 1);
+    ms = tm.median([&] { kc::cross_entropy_fwd_bwd_cuda<bf16>(rows, V, V, x.p, dtg, 1.f / rows, dl.p, loss.p, sum.p, nullptr, ws.p, ws.n, 0); });
+    bench_line("cross_entropy bf16 rows 16384 V 50280 (fwd+bwd) 512 threads", ms, double(rows) * V * 4);
+    unsetenv("MAMBA_CE_THREADS");
+    ms = tm.median([&] { kc::cross_entropy_fwd_bwd_cuda<bf16>(rows, V, V, x.p, dtg, 1.f / rows, x.p, loss.p, sum.p, nullptr, ws.p, ws.n, 0); });
+    bench_line("cross_entropy bf16 rows 16384 V 50280 (fwd+bwd, in place)", ms, double(rows) * V * 4);
     ms = tm.median([&] { kc::cross_entropy_fwd_bwd_cuda<bf16>(rows, V, V, x.p, dtg, 1.f / rows, nullptr, loss.p, sum.p, nullptr, ws.p, ws.n, 0); });
     bench_line("cross_entropy bf16 rows 16384 V 50280 (loss only)", ms, double(rows) * V * 2);
     cudaFree(dtg);
@@ -613,6 +633,10 @@ int main(int argc, char** argv) {
       ce(1, 3, 3, false, true, 0); ce(5, 3, 8, false, true, 3); ce(6, 50280, 50280, false, true, 4);
       ce(3, 50280, 50288, true, true, 0); ce(4, 1000, 1003, false, true, 2); ce(3, 70001, 70001, true, true, 0);
       ce(5, 50280, 50280, false, false, 2); ce(1, 1, 1, false, true, 0);
+      setenv("MAMBA_CE_THREADS", "512", 1);
+      std::printf("(cross_entropy with MAMBA_CE_THREADS=512)\n");
+      ce(6, 50280, 50280, true, true, 4); ce(3, 70001, 70003, false, true, 0);
+      unsetenv("MAMBA_CE_THREADS");
       auto cv = [&](int64_t B, int64_t L, int64_t C, int64_t K, bool si, bool bi, bool in, bool di, int64_t xp, int64_t dp) {
         bf ? check_conv_bwd<bf16>(B, L, C, K, si, bi, in, di, xp, dp) : check_conv_bwd<float>(B, L, C, K, si, bi, in, di, xp, dp);
       };

@@ -11,6 +11,7 @@
 #include "mamba/kernels/cuda/cuda_check.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -21,7 +22,6 @@ namespace mamba::kernels::cuda {
 
 namespace {
 
-constexpr int kThreads = 1024;
 constexpr int kCache = 8;
 
 // Workspace: a Record, then one status byte per row (0 counted, 1 counted and argmax hit,
@@ -57,8 +57,8 @@ __device__ __forceinline__ MaxSum shfl_xor(const MaxSum& v, int o) {
   return r;
 }
 
-template <class T>
-__global__ void __launch_bounds__(kThreads, 1)
+template <class T, int kThreads>
+__global__ void __launch_bounds__(kThreads, 1024 / kThreads)
 ce_row_kernel(int64_t V, int64_t stride, bool vec, const T* logits, const int64_t* targets, float scale, T* dlogits,
               float* loss_rows, unsigned char* status) {
   constexpr int kN = 16 / int(sizeof(T));
@@ -133,7 +133,7 @@ ce_row_kernel(int64_t V, int64_t stride, bool vec, const T* logits, const int64_
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if (lane == 0) sh[warp] = ms;
   __syncthreads();
-  ms = sh[lane];
+  ms = lane < kThreads / 32 ? sh[lane] : MaxSum{-INFINITY, 0.f, 0x7fffffff, -INFINITY};
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) { const MaxSum b = shfl_xor(ms, o); combine(ms, b); }
   const float lse = ms.m + logf(ms.s);
@@ -235,8 +235,14 @@ void cross_entropy_fwd_bwd_cuda(int64_t rows, int64_t V, int64_t row_stride, con
   if (rows > 0) {
     constexpr int kN = 16 / int(sizeof(T));
     const bool vec = dev::aligned16(logits) && (!dlogits || dev::aligned16(dlogits)) && row_stride % kN == 0;
-    ce_row_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(V, row_stride, vec, logits, targets, scale,
-                                                                          dlogits, loss_rows, status);
+    // MAMBA_CE_THREADS=512 (benchmarks): two blocks of 512 per SM instead of one of 1024.
+    const char* env = std::getenv("MAMBA_CE_THREADS");
+    if (env && std::atoi(env) == 512)
+      ce_row_kernel<T, 512><<<static_cast<unsigned>(rows), 512, 0, stream>>>(V, row_stride, vec, logits, targets, scale,
+                                                                            dlogits, loss_rows, status);
+    else
+      ce_row_kernel<T, 1024><<<static_cast<unsigned>(rows), 1024, 0, stream>>>(V, row_stride, vec, logits, targets,
+                                                                              scale, dlogits, loss_rows, status);
     MAMBA_CUDA_CHECK_LAUNCH(fn);
   }
   ce_finish_kernel<<<1, 1024, 0, stream>>>(rows, loss_rows, status, targets, loss_sum, correct, rec);

@@ -10,6 +10,7 @@
 #include "mamba/kernels/cuda/cuda_check.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -23,7 +24,12 @@ namespace {
 constexpr int kPiece = 8;
 constexpr int64_t kNormSlots = 1024;  // blocks (dw partial rows) of the norm backward
 
-int64_t norm_slots(int64_t rows) { return std::min<int64_t>(std::max<int64_t>(rows, 1), kNormSlots); }
+// MAMBA_NORM_SLOTS (benchmarks only) overrides kNormSlots; read by the workspace size too.
+int64_t norm_slots(int64_t rows) {
+  int64_t slots = kNormSlots;
+  if (const char* env = std::getenv("MAMBA_NORM_SLOTS")) slots = std::clamp<int64_t>(std::atoll(env), 1, 1 << 16);
+  return std::min<int64_t>(std::max<int64_t>(rows, 1), slots);
+}
 
 // Threads and cached pieces per thread for a row of n elements.
 void norm_shape(int64_t n, int& threads, int& P) {
