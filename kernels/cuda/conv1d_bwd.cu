@@ -1,4 +1,6 @@
 // Causal depthwise conv1d backward on the GPU.
+// v2: the walk goes in chunks of 4 steps whose 8 loads are issued before the arithmetic (v1, one
+// step at a time, kept for A/B under MAMBA_CONV_BWD_U=1).
 // A thread owns kV = 4 consecutive channels (16-byte f32 / 8-byte bf16 accesses when aligned)
 // of one batch and a tile of kTile = 64 timesteps [t0, t1). It walks t from t0 to t1 + K - 2:
 // recomputes pre[t] from a window of the last K inputs, g[t] = dout[t] * silu'(pre[t]) (zero past
@@ -9,6 +11,7 @@
 #include "mamba/kernels/cuda/train_kernels_cuda.h"
 #include "mamba/kernels/cuda/cuda_check.h"
 
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -58,9 +61,9 @@ __device__ __forceinline__ void store4(T* p, int64_t c, int64_t C, const float (
   }
 }
 
-template <class T, int K, bool kVec>
+template <class T, int K, bool kVec, int kU>
 __global__ void __launch_bounds__(kThreads)
-conv1d_bwd_kernel(CausalConv1dCudaParams<T> p, const T* dout, T* dx, int64_t dx_sb, int64_t dx_st, float* dinit,
+conv1d_bwd_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T* __restrict__ dx, int64_t dx_sb, int64_t dx_st, float* dinit,
                   float* part) {
   constexpr int K1 = K - 1;
   const int64_t C = p.channels, L = p.seqlen;
@@ -102,58 +105,70 @@ conv1d_bwd_kernel(CausalConv1dCudaParams<T> p, const T* dout, T* dx, int64_t dx_
     }
   }
   const int64_t t_last = t1 + K1;  // exclusive
-  for (int64_t t = t0; t < t_last; ++t) {
-    float g[kV];
-    if (t < L) {
-      float xi[kV], go[kV];
-      load4<T, kVec>(xb + t * p.x_st, c0, C, xi);
-      load4<T, kVec>(db + t * C, c0, C, go);
+  // Chunks of kU steps: the chunk's loads are issued before its arithmetic.
+  for (int64_t tc = t0; tc < t_last; tc += kU) {
+    float xi[kU][kV], go[kU][kV];
 #pragma unroll
-      for (int j = 0; j < kV; ++j) {
-        xw[K1][j] = xi[j];
-        float pre = bias[j];
-#pragma unroll
-        for (int k = 0; k < K; ++k) pre = fmaf(w[k][j], xw[k][j], pre);
-        float gg = go[j];
-        if (p.silu) {
-          const float s = 1.f / (1.f + __expf(-pre));
-          gg *= s * (1.f + pre * (1.f - s));
-        }
-        g[j] = gg;
-        if (t < t1) {
-          dbs[j] += gg;
-#pragma unroll
-          for (int k = 0; k < K; ++k) dw[k][j] = fmaf(gg, xw[k][j], dw[k][j]);
-        }
-#pragma unroll
-        for (int k = 0; k < K1; ++k) xw[k][j] = xw[k + 1][j];
+    for (int u = 0; u < kU; ++u) {
+      const int64_t t = tc + u;
+      if (t < L && t < t_last) {
+        load4<T, kVec>(xb + t * p.x_st, c0, C, xi[u]);
+        load4<T, kVec>(db + t * C, c0, C, go[u]);
       }
-    } else {
-#pragma unroll
-      for (int j = 0; j < kV; ++j) g[j] = 0.f;
     }
 #pragma unroll
-    for (int j = 0; j < kV; ++j) {
+    for (int u = 0; u < kU; ++u) {
+      const int64_t t = tc + u;
+      if (t >= t_last) break;
+      float g[kV];
+      if (t < L) {
 #pragma unroll
-      for (int k = 0; k < K1; ++k) gw[k][j] = gw[k + 1][j];
-      gw[K1][j] = g[j];
-    }
-    const int64_t s = t - K1;
-    if (s >= t0 || (t0 == 0 && dinit)) {
-      float o[kV];
+        for (int j = 0; j < kV; ++j) {
+          xw[K1][j] = xi[u][j];
+          float pre = bias[j];
 #pragma unroll
-      for (int j = 0; j < kV; ++j) {
-        float a = 0.f;
+          for (int k = 0; k < K; ++k) pre = fmaf(w[k][j], xw[k][j], pre);
+          float gg = go[u][j];
+          if (p.silu) {
+            const float sg = 1.f / (1.f + __expf(-pre));
+            gg *= sg * (1.f + pre * (1.f - sg));
+          }
+          g[j] = gg;
+          if (t < t1) {
+            dbs[j] += gg;
 #pragma unroll
-        for (int k = 0; k < K; ++k) a = fmaf(w[k][j], gw[K1 - k][j], a);
-        o[j] = a;
-      }
-      if (s >= 0) {
-        if (s < t1) store4<T, kVec>(dxb + s * dx_st, c0, C, o);
+            for (int k = 0; k < K; ++k) dw[k][j] = fmaf(gg, xw[k][j], dw[k][j]);
+          }
+#pragma unroll
+          for (int k = 0; k < K1; ++k) xw[k][j] = xw[k + 1][j];
+        }
       } else {
 #pragma unroll
-        for (int j = 0; j < kV; ++j)
-          if (c0 + j < C) dinit[(b * C + c0 + j) * K1 + (K1 + s)] = o[j];
+        for (int j = 0; j < kV; ++j) g[j] = 0.f;
+      }
+#pragma unroll
+      for (int j = 0; j < kV; ++j) {
+#pragma unroll
+        for (int k = 0; k < K1; ++k) gw[k][j] = gw[k + 1][j];
+        gw[K1][j] = g[j];
+      }
+      const int64_t s = t - K1;
+      if (s >= t0 || (t0 == 0 && dinit)) {
+        float o[kV];
+#pragma unroll
+        for (int j = 0; j < kV; ++j) {
+          float a = 0.f;
+#pragma unroll
+          for (int k = 0; k < K; ++k) a = fmaf(w[k][j], gw[K1 - k][j], a);
+          o[j] = a;
+        }
+        if (s >= 0) {
+          if (s < t1) store4<T, kVec>(dxb + s * dx_st, c0, C, o);
+        } else {
+#pragma unroll
+          for (int j = 0; j < kV; ++j)
+            if (c0 + j < C) dinit[(b * C + c0 + j) * K1 + (K1 + s)] = o[j];
+        }
       }
     }
   }
@@ -182,8 +197,12 @@ void launch(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx
   const int64_t lanes = (C + kV - 1) / kV;
   const dim3 grid(static_cast<unsigned>((lanes + kThreads - 1) / kThreads), static_cast<unsigned>(ntiles),
                   static_cast<unsigned>(p.batch));
-  if (vec) conv1d_bwd_kernel<T, K, true><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
-  else conv1d_bwd_kernel<T, K, false><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
+  // MAMBA_CONV_BWD_U=1 (benchmarks): one step per chunk (the first version).
+  const char* env = std::getenv("MAMBA_CONV_BWD_U");
+  const bool u1 = env && std::atoi(env) == 1;
+  if (vec && !u1) conv1d_bwd_kernel<T, K, true, 4><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
+  else if (vec) conv1d_bwd_kernel<T, K, true, 1><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
+  else conv1d_bwd_kernel<T, K, false, 4><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
 }
 
 int64_t conv_slots(int64_t batch, int64_t seqlen) { return batch * ((seqlen + kTile - 1) / kTile); }
