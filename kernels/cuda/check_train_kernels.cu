@@ -102,12 +102,17 @@ double rel(const std::vector<float>& out, const std::vector<float>& ref) {
   return rel(out, std::vector<double>(ref.begin(), ref.end()));
 }
 
+std::string fmt(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1e", v);
+  return b;
+}
 template <class T> double tol() { return std::is_same_v<T, float> ? 1e-4 : 1e-2; }
 
 void report(const std::string& name, double err, double limit) {
   const bool ok = std::isfinite(err) && err <= limit;
   (ok ? g_pass : g_fail)++;
-  std::printf("%s %-72s rel %.3e (limit %.0e)\n", ok ? "PASS" : "FAIL", name.c_str(), err, limit);
+  std::printf("%s %-72s rel %.3e (limit %.1e)\n", ok ? "PASS" : "FAIL", name.c_str(), err, limit);
 }
 void report_bool(const std::string& name, bool ok, const std::string& detail) {
   (ok ? g_pass : g_fail)++;
@@ -134,11 +139,16 @@ void check_rms_bwd(int64_t rows, int64_t dim, bool with_add, bool alias) {
   kc::rms_norm_bwd_cuda<T>(rows, dim, dr_.p, dw_.p, eps, ddy.p, with_add ? dda.p : nullptr, out, ddw.p, ws.p, ws.n, 0);
   std::vector<float> dx_ref(rows * dim), dw_ref(dim);
   k::rms_norm_bwd_ref(rows, dim, r.data(), dim, w.data(), eps, dy.data(), dim, dx_ref.data(), dim, dw_ref.data());
-  if (with_add) for (size_t i = 0; i < dx_ref.size(); ++i) dx_ref[i] += da[i];
+  // The CPU f32 kernel on the same input: its error measures the conditioning (at dim 1,
+  // dr = w dy rstd eps / (r^2 + eps) comes from a cancellation that f32 resolves to ~1e-3).
+  std::vector<float> dx_cpu(rows * dim), dw_cpu(dim);
+  k::rms_norm_bwd(rows, dim, r.data(), dim, w.data(), eps, dy.data(), dim, dx_cpu.data(), dim, dw_cpu.data());
+  if (with_add) for (size_t i = 0; i < dx_ref.size(); ++i) { dx_ref[i] += da[i]; dx_cpu[i] += da[i]; }
+  const double cond = rel(dx_cpu, dx_ref);
   const auto got = alias && with_add ? dda.get() : ddr.get();
   const std::string nm = std::string("rms_norm_bwd ") + tname<T>() + " rows " + std::to_string(rows) + " dim " +
                          std::to_string(dim) + (with_add ? " +dr_add" : "") + (alias ? " (dr aliases dr_add)" : "");
-  report(nm + " dr", rel(got, dx_ref), tol<T>());
+  report(nm + " dr (cpu f32 " + fmt(cond) + ")", rel(got, dx_ref), std::max(tol<T>(), 10 * cond));
   report(nm + " dw", rel(ddw.get(), dw_ref), tol<T>());
 }
 
@@ -156,6 +166,9 @@ void check_gated_bwd(int64_t rows, int64_t dim, int64_t G, bool with_z, bool nbg
   std::vector<float> rdx(rows * st, 0.f), rdz(with_z ? rows * st : 0, 0.f), rdw(dim);
   k::gated_rms_norm_bwd_ref(rows, dim, G, x.data(), st, with_z ? z.data() : nullptr, st, w.data(), eps, nbg, dy.data(),
                             st, rdx.data(), st, with_z ? rdz.data() : nullptr, st, rdw.data());
+  std::vector<float> cdx(rows * st, 0.f), cdz(with_z ? rows * st : 0, 0.f), cdw(dim);
+  k::gated_rms_norm_bwd(rows, dim, G, x.data(), st, with_z ? z.data() : nullptr, st, w.data(), eps, nbg, dy.data(), st,
+                        cdx.data(), st, with_z ? cdz.data() : nullptr, st, cdw.data());
   auto cols = [&](const std::vector<float>& v) {
     std::vector<float> o;
     for (int64_t r = 0; r < rows; ++r) for (int64_t c = 0; c < dim; ++c) o.push_back(v[r * st + c]);
@@ -164,8 +177,10 @@ void check_gated_bwd(int64_t rows, int64_t dim, int64_t G, bool with_z, bool nbg
   const std::string nm = std::string("gated_rms_norm_bwd ") + tname<T>() + " rows " + std::to_string(rows) + " dim " +
                          std::to_string(dim) + " group " + std::to_string(G) + (with_z ? (nbg ? " z norm_before_gate" : " z gate_first") : " no z") +
                          (pad ? " strided" : "");
-  report(nm + " dx", rel(cols(ddx.get()), cols(rdx)), tol<T>());
-  if (with_z) report(nm + " dz", rel(cols(ddz.get()), cols(rdz)), tol<T>());
+  // Limits: max(tol, 10 x the CPU f32 kernel's error), the conditioning (see check_rms_bwd).
+  const double cx = rel(cols(cdx), cols(rdx)), cz = with_z ? rel(cols(cdz), cols(rdz)) : 0.0;
+  report(nm + " dx (cpu f32 " + fmt(cx) + ")", rel(cols(ddx.get()), cols(rdx)), std::max(tol<T>(), 10 * cx));
+  if (with_z) report(nm + " dz (cpu f32 " + fmt(cz) + ")", rel(cols(ddz.get()), cols(rdz)), std::max(tol<T>(), 10 * cz));
   report(nm + " dw", rel(ddw.get(), rdw), tol<T>());
 }
 
@@ -476,7 +491,7 @@ void bench() {
     cudaFree(a); cudaFree(b);
   }
   const int64_t rows = 8 * 2048;
-  for (const char* slots : {"264", "528", "2048"}) {
+  for (const char* slots : {"264", "528"}) {
     // rms_norm_bwd with other slot counts (MAMBA_NORM_SLOTS; default 1024 below).
     const int64_t dim = 768;
     setenv("MAMBA_NORM_SLOTS", slots, 1);
@@ -535,9 +550,9 @@ void bench() {
     Buf<bf16> dl(rows * V);
     double ms = tm.median([&] { kc::cross_entropy_fwd_bwd_cuda<bf16>(rows, V, V, x.p, dtg, 1.f / rows, dl.p, loss.p, sum.p, nullptr, ws.p, ws.n, 0); });
     bench_line("cross_entropy bf16 rows 16384 V 50280 (fwd+bwd, out of place)", ms, double(rows) * V * 4);
-    setenv("MAMBA_CE_THREADS", "512", 1);
+    setenv("MAMBA_CE_THREADS", "1024", 1);
     ms = tm.median([&] { kc::cross_entropy_fwd_bwd_cuda<bf16>(rows, V, V, x.p, dtg, 1.f / rows, dl.p, loss.p, sum.p, nullptr, ws.p, ws.n, 0); });
-    bench_line("cross_entropy bf16 rows 16384 V 50280 (fwd+bwd) 512 threads", ms, double(rows) * V * 4);
+    bench_line("cross_entropy bf16 rows 16384 V 50280 (fwd+bwd) 1024 threads", ms, double(rows) * V * 4);
     unsetenv("MAMBA_CE_THREADS");
     ms = tm.median([&] { kc::cross_entropy_fwd_bwd_cuda<bf16>(rows, V, V, x.p, dtg, 1.f / rows, x.p, loss.p, sum.p, nullptr, ws.p, ws.n, 0); });
     bench_line("cross_entropy bf16 rows 16384 V 50280 (fwd+bwd, in place)", ms, double(rows) * V * 4);
@@ -637,8 +652,8 @@ int main(int argc, char** argv) {
       ce(1, 3, 3, false, true, 0); ce(5, 3, 8, false, true, 3); ce(6, 50280, 50280, false, true, 4);
       ce(3, 50280, 50288, true, true, 0); ce(4, 1000, 1003, false, true, 2); ce(3, 70001, 70001, true, true, 0);
       ce(5, 50280, 50280, false, false, 2); ce(1, 1, 1, false, true, 0);
-      setenv("MAMBA_CE_THREADS", "512", 1);
-      std::printf("(cross_entropy with MAMBA_CE_THREADS=512)\n");
+      setenv("MAMBA_CE_THREADS", "1024", 1);
+      std::printf("(cross_entropy with MAMBA_CE_THREADS=1024)\n");
       ce(6, 50280, 50280, true, true, 4); ce(3, 70001, 70003, false, true, 0);
       unsetenv("MAMBA_CE_THREADS");
       auto cv = [&](int64_t B, int64_t L, int64_t C, int64_t K, bool si, bool bi, bool in, bool di, int64_t xp, int64_t dp) {

@@ -457,6 +457,21 @@ gated_rms_norm_bwd_kernel(int64_t rows, int64_t dim, int64_t gsz, int64_t rpb, c
   for (int p = 0; p < P; ++p) dev::store_run<kPiece>(prow, t_first + p * step, gsz, acc[p]);
 }
 
+
+// Blocks that are resident at once on the current device (SMs x occupancy of `kernel`): the
+// slot count is capped by it so every block starts in the first wave (1024 blocks of 88
+// registers x 96 threads ran as 924 + 100 on an H200). Deterministic for a given device.
+template <class Kern>
+int64_t resident_blocks(Kern kernel, int threads) {
+  int dev = 0, sms = 0, per = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, threads, 0) != cudaSuccess || sms <= 0 || per <= 0) {
+    cudaGetLastError();
+    return kNormSlots;
+  }
+  return std::max<int64_t>(1, int64_t(sms) * per);
+}
+
 void check_rows_dim(const char* fn, int64_t rows, int64_t dim) {
   if (rows < 0) throw std::invalid_argument(std::string(fn) + ": rows must be >= 0, got " + std::to_string(rows));
   if (dim <= 0) throw std::invalid_argument(std::string(fn) + ": dim must be >= 1, got " + std::to_string(dim));
@@ -496,16 +511,14 @@ void rms_norm_bwd_cuda(int64_t rows, int64_t dim, const float* r, const float* w
     MAMBA_CUDA_CHECK(fn, cudaMemsetAsync(dw, 0, size_t(dim) * sizeof(float), stream));
     return;
   }
-  const int64_t nb = norm_slots(rows);
-  const int64_t rpb = (rows + nb - 1) / nb;
-  const int64_t nblocks = (rows + rpb - 1) / rpb;
   int threads = 32, P = 1;
   norm_shape(dim, threads, P);
+  auto kern = P == 1 ? rms_norm_bwd_kernel<T, 1> : P == 2 ? rms_norm_bwd_kernel<T, 2> : rms_norm_bwd_kernel<T, 4>;
+  const int64_t nb = std::min(norm_slots(rows), resident_blocks(kern, threads));
+  const int64_t rpb = (rows + nb - 1) / nb;
+  const int64_t nblocks = (rows + rpb - 1) / rpb;
   float* part = static_cast<float*>(workspace);
-  const unsigned g = static_cast<unsigned>(nblocks);
-  if (P == 1) rms_norm_bwd_kernel<T, 1><<<g, threads, 0, stream>>>(rows, dim, rpb, r, w, eps, dy, dr_add, dr, part);
-  else if (P == 2) rms_norm_bwd_kernel<T, 2><<<g, threads, 0, stream>>>(rows, dim, rpb, r, w, eps, dy, dr_add, dr, part);
-  else rms_norm_bwd_kernel<T, 4><<<g, threads, 0, stream>>>(rows, dim, rpb, r, w, eps, dy, dr_add, dr, part);
+  kern<<<static_cast<unsigned>(nblocks), threads, 0, stream>>>(rows, dim, rpb, r, w, eps, dy, dr_add, dr, part);
   MAMBA_CUDA_CHECK_LAUNCH(fn);
   train_dev::launch_column_sum(nblocks, dim, part, dw, nullptr, 0, 0, stream);
   MAMBA_CUDA_CHECK_LAUNCH(fn);
@@ -557,16 +570,14 @@ void layer_norm_bwd_cuda(int64_t rows, int64_t dim, const float* r, const float*
     if (db) MAMBA_CUDA_CHECK(fn, cudaMemsetAsync(db, 0, size_t(dim) * sizeof(float), stream));
     return;
   }
-  const int64_t nb = norm_slots(rows);
-  const int64_t rpb = (rows + nb - 1) / nb;
-  const int64_t nblocks = (rows + rpb - 1) / rpb;
   int threads = 32, P = 1;
   norm_shape(dim, threads, P);
+  auto kern = P == 1 ? layer_norm_bwd_kernel<T, 1> : P == 2 ? layer_norm_bwd_kernel<T, 2> : layer_norm_bwd_kernel<T, 4>;
+  const int64_t nb = std::min(norm_slots(rows), resident_blocks(kern, threads));
+  const int64_t rpb = (rows + nb - 1) / nb;
+  const int64_t nblocks = (rows + rpb - 1) / rpb;
   float* part = static_cast<float*>(workspace);
-  const unsigned g = static_cast<unsigned>(nblocks);
-  if (P == 1) layer_norm_bwd_kernel<T, 1><<<g, threads, 0, stream>>>(rows, dim, rpb, r, mean, rstd, w, dy, dr_add, dr, part);
-  else if (P == 2) layer_norm_bwd_kernel<T, 2><<<g, threads, 0, stream>>>(rows, dim, rpb, r, mean, rstd, w, dy, dr_add, dr, part);
-  else layer_norm_bwd_kernel<T, 4><<<g, threads, 0, stream>>>(rows, dim, rpb, r, mean, rstd, w, dy, dr_add, dr, part);
+  kern<<<static_cast<unsigned>(nblocks), threads, 0, stream>>>(rows, dim, rpb, r, mean, rstd, w, dy, dr_add, dr, part);
   MAMBA_CUDA_CHECK_LAUNCH(fn);
   // Partial row b = [dw (dim) | db (dim)]: column k * dim + c, k = 0 -> dw[c], k = 1 -> db[c].
   train_dev::launch_column_sum(nblocks, 2 * dim, part, dw, db, 1, dim, stream);
@@ -604,21 +615,17 @@ void gated_rms_norm_bwd_cuda(int64_t rows, int64_t dim, int64_t group_size, cons
     MAMBA_CUDA_CHECK(fn, cudaMemsetAsync(dw, 0, size_t(dim) * sizeof(float), stream));
     return;
   }
-  const int64_t nb = norm_slots(rows);
-  const int64_t rpb = (rows + nb - 1) / nb;
-  const int64_t nblocks = (rows + rpb - 1) / rpb;
   int threads = 32, P = 1;
   norm_shape(group_size, threads, P);
+  auto kern = P == 1 ? gated_rms_norm_bwd_kernel<T, 1> : P == 2 ? gated_rms_norm_bwd_kernel<T, 2> : gated_rms_norm_bwd_kernel<T, 4>;
+  // Resident blocks are shared among the groups (grid.y).
+  const int64_t nb = std::min(norm_slots(rows), std::max<int64_t>(1, resident_blocks(kern, threads) / ngroups));
+  const int64_t rpb = (rows + nb - 1) / nb;
+  const int64_t nblocks = (rows + rpb - 1) / rpb;
   float* part = static_cast<float*>(workspace);
   const dim3 g(static_cast<unsigned>(nblocks), static_cast<unsigned>(ngroups));
-#define MAMBA_GATED_BWD_LAUNCH(PP)                                                                               \
-  gated_rms_norm_bwd_kernel<T, PP><<<g, threads, 0, stream>>>(rows, dim, group_size, rpb, x, x_stride, z,      \
-                                                              z_stride, w, eps, norm_before_gate, dy, dy_stride, \
-                                                              dx, dx_stride, dz, dz_stride, part)
-  if (P == 1) MAMBA_GATED_BWD_LAUNCH(1);
-  else if (P == 2) MAMBA_GATED_BWD_LAUNCH(2);
-  else MAMBA_GATED_BWD_LAUNCH(4);
-#undef MAMBA_GATED_BWD_LAUNCH
+  kern<<<g, threads, 0, stream>>>(rows, dim, group_size, rpb, x, x_stride, z, z_stride, w, eps, norm_before_gate, dy,
+                                  dy_stride, dx, dx_stride, dz, dz_stride, part);
   MAMBA_CUDA_CHECK_LAUNCH(fn);
   train_dev::launch_column_sum(nblocks, dim, part, dw, nullptr, 0, 0, stream);
   MAMBA_CUDA_CHECK_LAUNCH(fn);
