@@ -506,6 +506,19 @@ void bench() {
     unsetenv("MAMBA_NORM_SLOTS");
   }
   for (int64_t dim : {768, 1536}) {
+    // The prefetching variant (MAMBA_NORM_PREFETCH=1).
+    setenv("MAMBA_NORM_PREFETCH", "1", 1);
+    Buf<float> r(rows * dim), w(dim), da(rows * dim), dr(rows * dim), dw(dim);
+    Buf<bf16> dy(rows * dim);
+    fill_dev(r.p, r.n, 1.f); fill_dev(w.p, w.n, 1.f); fill_dev(da.p, da.n, 1.f); fill_dev(dy.p, dy.n, 1.f);
+    Ws ws(kc::rms_norm_bwd_cuda_workspace_bytes(rows, dim));
+    const double ms = tm.median([&] { kc::rms_norm_bwd_cuda<bf16>(rows, dim, r.p, w.p, 1e-5f, dy.p, da.p, dr.p, dw.p, ws.p, ws.n, 0); });
+    char nm[128];
+    std::snprintf(nm, sizeof nm, "rms_norm_bwd bf16 rows %ld dim %ld (+dr_add) prefetch", long(rows), long(dim));
+    bench_line(nm, ms, double(rows) * dim * (4 + 2 + 4 + 4));
+    unsetenv("MAMBA_NORM_PREFETCH");
+  }
+  for (int64_t dim : {768, 1536}) {
     Buf<float> r(rows * dim), w(dim), da(rows * dim), dr(rows * dim), dw(dim);
     Buf<bf16> dy(rows * dim);
     fill_dev(r.p, r.n, 1.f); fill_dev(w.p, w.n, 1.f); fill_dev(da.p, da.n, 1.f); fill_dev(dy.p, dy.n, 1.f);
@@ -642,6 +655,11 @@ int main(int argc, char** argv) {
       auto rms = [&](int64_t r, int64_t d, bool a, bool al) { bf ? check_rms_bwd<bf16>(r, d, a, al) : check_rms_bwd<float>(r, d, a, al); };
       rms(1, 1, false, false); rms(3, 7, true, false); rms(5, 768, true, true); rms(17, 1000, false, false);
       rms(4, 4097, true, false); rms(2, 20001, true, false); rms(1100, 33, true, false); rms(64, 1536, true, false);
+      setenv("MAMBA_NORM_PREFETCH", "1", 1);
+      std::printf("(rms_norm_bwd with MAMBA_NORM_PREFETCH=1)\n");
+      rms(3, 7, true, false); rms(5, 768, true, true); rms(1100, 33, true, false); rms(64, 1536, true, false);
+      rms(2100, 1536, true, false);
+      unsetenv("MAMBA_NORM_PREFETCH");
       auto gb = [&](int64_t r, int64_t d, int64_t G, bool wz, bool nbg, int64_t pad) { bf ? check_gated_bwd<bf16>(r, d, G, wz, nbg, pad) : check_gated_bwd<float>(r, d, G, wz, nbg, pad); };
       gb(1, 1, 1, true, false, 0); gb(3, 12, 4, true, true, 0); gb(5, 1536, 1536, true, false, 3); gb(7, 1000, 250, true, true, 0);
       gb(4, 4097, 4097, false, false, 0); gb(1100, 64, 16, true, false, 0); gb(2, 9000, 9000, true, true, 0);

@@ -44,7 +44,7 @@ void norm_shape(int64_t n, int& threads, int& P) {
   }
 }
 
-template <class T, int P>
+template <class T, int P, bool kPre>
 __global__ void __launch_bounds__(256)
 rms_norm_bwd_kernel(int64_t rows, int64_t dim, int64_t rpb, const float* r, const float* w, float eps, const T* dy,
                     const float* dr_add, float* dr, float* part) {
@@ -67,6 +67,17 @@ rms_norm_bwd_kernel(int64_t rows, int64_t dim, int64_t rpb, const float* r, cons
   }
   const float inv_dim = 1.f / static_cast<float>(dim);
   int parity = 0;
+  // kPre: the next row's cached pieces are loaded before this row's block reduction.
+  float rn[P][kPiece], gn[P][kPiece];
+  if constexpr (kPre) {
+    if (row0 < row1) {
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        dev::load_run<kPiece>(r + row0 * dim, t_first + p * step, dim, rn[p], 0.f);
+        dev::load_run<kPiece>(dy + row0 * dim, t_first + p * step, dim, gn[p], 0.f);
+      }
+    }
+  }
   for (int64_t row = row0; row < row1; ++row, parity ^= 1) {
     const float* rr = r + row * dim;
     const T* dyr = dy + row * dim;
@@ -75,8 +86,13 @@ rms_norm_bwd_kernel(int64_t rows, int64_t dim, int64_t rpb, const float* r, cons
 #pragma unroll
     for (int p = 0; p < P; ++p) {
       const int64_t t0 = t_first + p * step;
-      dev::load_run<kPiece>(rr, t0, dim, rv[p], 0.f);
-      dev::load_run<kPiece>(dyr, t0, dim, gv[p], 0.f);
+      if constexpr (kPre) {
+#pragma unroll
+        for (int j = 0; j < kPiece; ++j) { rv[p][j] = rn[p][j]; gv[p][j] = gn[p][j]; }
+      } else {
+        dev::load_run<kPiece>(rr, t0, dim, rv[p], 0.f);
+        dev::load_run<kPiece>(dyr, t0, dim, gv[p], 0.f);
+      }
 #pragma unroll
       for (int j = 0; j < kPiece; ++j) {
         ss = fmaf(rv[p][j], rv[p][j], ss);
@@ -92,6 +108,15 @@ rms_norm_bwd_kernel(int64_t rows, int64_t dim, int64_t rpb, const float* r, cons
       for (int j = 0; j < kPiece; ++j) {
         ss = fmaf(a[j], a[j], ss);
         dot = fmaf(ww[j] * g[j], a[j], dot);
+      }
+    }
+    if constexpr (kPre) {
+      if (row + 1 < row1) {
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+          dev::load_run<kPiece>(rr + dim, t_first + p * step, dim, rn[p], 0.f);
+          dev::load_run<kPiece>(dyr + dim, t_first + p * step, dim, gn[p], 0.f);
+        }
       }
     }
     const float2 tot = train_dev::block_sum2(ss, dot, sh, parity);
@@ -513,7 +538,12 @@ void rms_norm_bwd_cuda(int64_t rows, int64_t dim, const float* r, const float* w
   }
   int threads = 32, P = 1;
   norm_shape(dim, threads, P);
-  auto kern = P == 1 ? rms_norm_bwd_kernel<T, 1> : P == 2 ? rms_norm_bwd_kernel<T, 2> : rms_norm_bwd_kernel<T, 4>;
+  // MAMBA_NORM_PREFETCH=1 (benchmarks, P <= 2): the next row's loads before this row's reduction.
+  const char* pre_env = std::getenv("MAMBA_NORM_PREFETCH");
+  const bool pre = pre_env && std::atoi(pre_env) == 1;
+  auto kern = P == 1 ? (pre ? rms_norm_bwd_kernel<T, 1, true> : rms_norm_bwd_kernel<T, 1, false>)
+            : P == 2 ? (pre ? rms_norm_bwd_kernel<T, 2, true> : rms_norm_bwd_kernel<T, 2, false>)
+                     : rms_norm_bwd_kernel<T, 4, false>;
   const int64_t nb = std::min(norm_slots(rows), resident_blocks(kern, threads));
   const int64_t rpb = (rows + nb - 1) / nb;
   const int64_t nblocks = (rows + rpb - 1) / rpb;
