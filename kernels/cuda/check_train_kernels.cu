@@ -586,9 +586,9 @@ void bench() {
     Ws ws(kc::causal_conv1d_bwd_cuda_workspace_bytes(s));
     const double ms = tm.median([&] { kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0); });
     bench_line("causal_conv1d_bwd bf16 b8 l2048 c3072 k4 silu", ms, double(B) * L * C * 6);
-    setenv("MAMBA_CONV_BWD_U", "1", 1);
+    setenv("MAMBA_CONV_BWD_U", "4", 1);
     const double ms1 = tm.median([&] { kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0); });
-    bench_line("causal_conv1d_bwd bf16 b8 l2048 c3072 k4 silu (v1: 1 step per chunk)", ms1, double(B) * L * C * 6);
+    bench_line("causal_conv1d_bwd bf16 b8 l2048 c3072 k4 silu (v2: 4 steps per chunk)", ms1, double(B) * L * C * 6);
     unsetenv("MAMBA_CONV_BWD_U");
   }
   {
@@ -681,8 +681,8 @@ int main(int argc, char** argv) {
       cv(3, 130, 18, 2, false, true, true, true, 0, 0); cv(1, 5, 8, 1, true, false, false, false, 0, 0);
       cv(2, 200, 64, 4, true, true, true, true, 24, 8); cv(1, 67, 7, 4, true, false, true, true, 3, 1);
       cv(2, 129, 256, 4, true, true, false, false, 0, 0);
-      setenv("MAMBA_CONV_BWD_U", "1", 1);
-      std::printf("(conv1d_bwd with MAMBA_CONV_BWD_U=1)\n");
+      setenv("MAMBA_CONV_BWD_U", "4", 1);
+      std::printf("(conv1d_bwd with MAMBA_CONV_BWD_U=4)\n");
       cv(2, 200, 64, 4, true, true, true, true, 24, 8); cv(1, 3, 8, 4, true, true, true, true, 0, 0);
       unsetenv("MAMBA_CONV_BWD_U");
       auto em = [&](int64_t r, int64_t d, int64_t v) { bf ? check_emb<bf16>(r, d, v) : check_emb<float>(r, d, v); };
