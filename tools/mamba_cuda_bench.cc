@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "mamba/kernels/cuda/gemm_cuda.h"
 #include "mamba/kernels/gemm.h"
 #include "mamba/kernels/half.h"
 #include "mamba/nn/cuda_decode_graph.h"
@@ -263,6 +264,77 @@ void check_lm(Device dev) {
   }
 }
 
+// ---- GEMV timing (the m <= 8 kernel on the decode shapes) -------------------------------------
+
+// Each shape: y (m, n) = x (m, k) W^T, bf16 in and out (the LM head: f32 out). 24 launches on
+// rotating copies of W (>= 128 MB in all, so W comes from HBM, not L2) captured in one graph;
+// time per GEMV = graph time / 24; GB/s = bytes of W (+ x, y) / time.
+void time_gemv(Device dev, double copy_gbs) {
+  namespace kc = mamba::kernels::cuda;
+  struct Shape { const char* name; int64_t n, k; bool f32_out; };
+  const Shape shapes[] = {{"in_proj 768->3072", 3072, 768, false}, {"x_proj 1536->80", 80, 1536, false},
+                          {"dt_proj 48->1536", 1536, 48, false}, {"out_proj 1536->768", 768, 1536, false},
+                          {"lm_head 768->50280", 50280, 768, true}};
+  std::printf("== GEMV (m <= 8 kernel, bf16 W, graph of 24 launches on rotating W copies), copy %.0f GB/s\n", copy_gbs);
+  std::printf("  %-20s %3s %6s %10s %10s %8s\n", "shape", "m", "split", "us/gemv", "GB/s", "% copy");
+  std::mt19937_64 rng(5);
+  for (const auto& sh : shapes) {
+    const uint64_t wbytes = static_cast<uint64_t>(sh.n * sh.k) * 2;
+    const int copies = static_cast<int>(std::min<uint64_t>(64, std::max<uint64_t>(2, (128ull << 20) / wbytes + 1)));
+    std::vector<Tensor> ws;
+    for (int c = 0; c < copies; ++c) ws.push_back(randn({sh.n, sh.k}, rng).to(DType::bf16).to(dev));
+    for (int64_t m : {1, 8}) {
+      const Tensor x = randn({m, sh.k}, rng).to(DType::bf16).to(dev);
+      Tensor y = Tensor::empty({m, sh.n}, sh.f32_out ? DType::f32 : DType::bf16, dev);
+      mamba::cuda::Stream st = mamba::cuda::Stream::create(dev, true);
+      cudaStream_t s = static_cast<cudaStream_t>(st.native());
+      auto launch = [&](int c) {
+        kc::GemmCudaParams p;
+        p.m = m; p.n = sh.n; p.k = sh.k;
+        p.x = x.raw_data(); p.ldx = sh.k;
+        p.w = ws[c % copies].raw_data(); p.ldw = sh.k;
+        p.y = y.raw_data(); p.ldy = sh.n;
+        p.in_type = kc::GemmType::bf16;
+        p.out_type = sh.f32_out ? kc::GemmType::f32 : kc::GemmType::bf16;
+        p.force = kc::GemmPath::small_m;
+        kc::gemm_cuda(p, nullptr, 0, s);
+      };
+      constexpr int kLaunches = 24;
+      cudaGraph_t g = nullptr;
+      cudaGraphExec_t ge = nullptr;
+      cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+      for (int c = 0; c < kLaunches; ++c) launch(c);
+      cudaStreamEndCapture(s, &g);
+      cudaGraphInstantiate(&ge, g, 0);
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      std::vector<float> t;
+      for (int r = -3; r < 20; ++r) {
+        cudaEventRecord(e0, s);
+        cudaGraphLaunch(ge, s);
+        cudaEventRecord(e1, s);
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (r >= 0) t.push_back(ms * 1000.f / kLaunches);
+      }
+      const cudaError_t err = cudaGetLastError();
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      cudaGraphExecDestroy(ge);
+      cudaGraphDestroy(g);
+      std::sort(t.begin(), t.end());
+      const double us = t[t.size() / 2];
+      const double bytes = static_cast<double>(wbytes) + m * sh.k * 2.0 + m * sh.n * (sh.f32_out ? 4.0 : 2.0);
+      const char* split_env = std::getenv("MAMBA_GEMV_SPLIT");
+      std::printf("  %-20s %3lld %6s %10.2f %10.0f %8.0f%s\n", sh.name, static_cast<long long>(m),
+                  split_env ? split_env : "auto", us, bytes / (us * 1e-6) / 1e9, 100.0 * bytes / (us * 1e-6) / 1e9 / copy_gbs,
+                  err == cudaSuccess ? "" : cudaGetErrorString(err));
+    }
+  }
+}
+
 // ---- decode timing ---------------------------------------------------------------------------
 
 double median(std::vector<float> v) {
@@ -383,6 +455,7 @@ int main(int argc, char** argv) {
       check_gemm(dev, rng);
     }
     check_lm(dev);
+    if (!check_only && !decode_only) time_gemv(dev, bw);
     if (!check_only) time_decode(dev, d_model, layers, vocab, reps, bw);
     const auto s = mamba::cuda::allocator_stats(dev.index);
     std::printf("allocator: in use %.1f MB, reserved %.1f MB, peak %.1f MB, hits %llu, misses %llu, cudaMalloc %llu\n",
