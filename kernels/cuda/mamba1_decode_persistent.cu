@@ -414,7 +414,10 @@ void persistent_decode_cuda(const PersistentDecodeParams<T>& p, int grid_blocks,
   attr[0].id = cudaLaunchAttributeCooperative;
   attr[0].val.cooperative = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  // MAMBA_DECODE_COOP=0: a plain launch (the grid still fits on the device at once: it is
+  // sized from the occupancy; only for drivers that refuse cooperative nodes in graphs).
+  const char* coop = std::getenv("MAMBA_DECODE_COOP");
+  cfg.numAttrs = coop && std::string(coop) == "0" ? 0 : 1;
   PersistentDecodeParams<T> args = p;
   void* kargs[] = {&args};
   MAMBA_CUDA_CHECK(op, cudaLaunchKernelExC(&cfg, kernel_ptr<T>(p.batch), kargs));
