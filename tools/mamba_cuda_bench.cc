@@ -230,7 +230,8 @@ void check_lm(Device dev) {
             "%s 5 decode steps (CUDA graph, fused 4 kernels per layer) worst rel %.2e", mamba::dtype_name(dt), worst_fused4);
     // The persistent kernel launched eagerly (no graph), on odd batches (1, 3, 5) and a prompt of 1.
     for (int64_t B : {1, 3, 5}) {
-      mamba::nn::MambaLM cpu2 = random_lm(96, 3, 301, 11), gpu2 = random_lm(96, 3, 301, 11);
+      // d_model 128: dt_rank 8, so the vector phase 3 (MAMBA_DECODE_P3SMEM=1) applies too.
+      mamba::nn::MambaLM cpu2 = random_lm(128, 3, 301, 11), gpu2 = random_lm(128, 3, 301, 11);
       gpu2.to(dev, dt);
       std::vector<int64_t> pv;
       for (int64_t i = 0; i < B; ++i) pv.push_back((i * 53 + 3) % 301);

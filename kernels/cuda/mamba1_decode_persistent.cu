@@ -266,6 +266,47 @@ __global__ void __launch_bounds__(kThreads) persistent_decode_kernel(PersistentD
     grid_barrier(p.barrier, ++epoch * G);
 
     // ---- 3. dt_proj + softplus + state update + D + gate: a thread per (b, channel) --------
+    if (p.p3_smem && (R % 8) == 0 && (N % 4) == 0 && xd <= (d > di ? d : di)) {
+      // xdbl rows staged in shared memory once per block; the dt_proj row, the state and A
+      // read as 16-byte vectors, every load of a thread issued before its arithmetic.
+      load_rows<T, MM>(p.xdbl, xd, m, xs);
+      for (int64_t c = blockIdx.x + int64_t{G} * tid; c < m * di; c += int64_t{G} * kThreads) {
+        const int64_t b = c / di, dd = c % di;
+        const float* xr = xs + b * xd;
+        float dtr = 0.f;
+        const uint4* wr = reinterpret_cast<const uint4*>(L.w_dt + dd * R);
+        constexpr int kVec = 16 / sizeof(T);
+        for (int64_t v = 0; v < R / kVec; ++v) {
+          union { uint4 u; T e[kVec]; } wb;
+          wb.u = __ldg(wr + v);
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) dtr = fmaf(xr[v * kVec + j], dev::to_f32(wb.e[j]), dtr);
+        }
+        float dt = dev::to_f32(round_t<T>(dtr)) + L.dt_bias[dd];
+        dt = dev::softplus(dt);
+        const float x = ldcg_f(p.xc + b * di + dd);
+        const float4* A4 = reinterpret_cast<const float4*>(L.A + dd * N);
+        float4* h4 = reinterpret_cast<float4*>(L.ssm_state + (b * di + dd) * N);
+        const float dtx = dt * x, dt2 = dt * dev::kLog2e;
+        float yv = 0.f;
+        for (int64_t n4 = 0; n4 < N / 4; ++n4) {
+          const float4 a = __ldg(A4 + n4);
+          const float4 h = __ldcg(h4 + n4);
+          const float av[4] = {a.x, a.y, a.z, a.w}, hv[4] = {h.x, h.y, h.z, h.w};
+          float ho[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int64_t n = n4 * 4 + j;
+            ho[j] = exp2f(dt2 * av[j]) * hv[j] + dtx * xr[R + n];
+            yv += ho[j] * xr[R + N + n];
+          }
+          h4[n4] = make_float4(ho[0], ho[1], ho[2], ho[3]);
+        }
+        if (L.D) yv += L.D[dd] * x;
+        yv *= dev::silu(ldcg_f(p.xz + b * 2 * di + di + dd));
+        p.y[b * di + dd] = dev::from_f32<T>(yv);
+      }
+    } else
     for (int64_t c = blockIdx.x + int64_t{G} * tid; c < m * di; c += int64_t{G} * kThreads) {
       const int64_t b = c / di, dd = c % di;
       const T* xr = p.xdbl + b * xd;

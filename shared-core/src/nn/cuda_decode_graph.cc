@@ -126,6 +126,8 @@ struct CudaDecodeGraph::Impl {
     p.barrier = barrier;
     const char* e = std::getenv("MAMBA_DECODE_PREFETCH");
     p.prefetch = !(e && std::string(e) == "0");
+    const char* e3 = std::getenv("MAMBA_DECODE_P3SMEM");
+    p.p3_smem = e3 && std::string(e3) == "1";
     kernels::cuda::persistent_decode_cuda<T>(p, grid_blocks, s());
   }
   Mamba1::StepBuffers fallback_bufs;  // unused placeholder when the model has no layers

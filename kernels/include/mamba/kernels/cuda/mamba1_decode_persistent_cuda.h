@@ -62,6 +62,7 @@ struct PersistentDecodeParams {
   float* logits = nullptr;            // (batch, vocab_rows)
   unsigned* barrier = nullptr;        // one counter, zeroed before every launch
   bool prefetch = true;               // L2 prefetch of the next phase's weights
+  bool p3_smem = false;               // phase 3 with xdbl in shared memory + vector loads (dt_rank % 8, dstate % 4)
 };
 
 // The grid the kernel will use (blocks = SMs x min(resident blocks per SM, blocks_per_sm)),
