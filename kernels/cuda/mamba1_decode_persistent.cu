@@ -37,7 +37,6 @@ __device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target)
     for (;;) {
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
       if (v >= target) break;
-      __nanosleep(32);
     }
     __threadfence();
   }
@@ -117,6 +116,8 @@ __device__ void norm_rows(const PersistentDecodeParams<T>& p, const T* hidden, c
   float ss[MM];
 #pragma unroll
   for (int i = 0; i < MM; ++i) ss[i] = 0.f;
+  // Only loads and shared-memory stores in this loop, so the loads of several k are in flight.
+#pragma unroll 4
   for (int64_t k = tid; k < d; k += kThreads) {
 #pragma unroll
     for (int i = 0; i < MM; ++i) {
@@ -125,10 +126,14 @@ __device__ void norm_rows(const PersistentDecodeParams<T>& p, const T* hidden, c
         if (res_in) v += __ldcg(res_in + i * d + k);
         xs[i * d + k] = v;
         ss[i] = fmaf(v, v, ss[i]);
-        if (res_out && blockIdx.x == 0) res_out[i * d + k] = v;
       }
     }
   }
+  if (res_out && blockIdx.x == 0)
+    for (int64_t k = tid; k < d; k += kThreads)
+#pragma unroll
+      for (int i = 0; i < MM; ++i)
+        if (i < m) res_out[i * d + k] = xs[i * d + k];
 #pragma unroll
   for (int i = 0; i < MM; ++i) {
 #pragma unroll
@@ -154,6 +159,7 @@ __device__ void norm_rows(const PersistentDecodeParams<T>& p, const T* hidden, c
 // xs[i, 0..k) = f32(src row i), src rows of stride k (written earlier in this launch).
 template <class T, int MM>
 __device__ __forceinline__ void load_rows(const T* src, int64_t k, int m, float* xs) {
+#pragma unroll 4
   for (int64_t t = threadIdx.x; t < k; t += kThreads)
 #pragma unroll
     for (int i = 0; i < MM; ++i)
@@ -200,17 +206,28 @@ __global__ void __launch_bounds__(kThreads) persistent_decode_kernel(PersistentD
             const T v = round_t<T>(acc[c][i]);
             p.xz[i * n_out + col] = v;
             if (col >= di) continue;
+            // Every load (state, weights, bias; K <= 4) before the first store.
             float* s = L.conv_state + (i * di + col) * K;
             const float* w = L.conv_w + col * K;
-            float a = L.conv_b ? L.conv_b[col] : 0.f;
-            for (int64_t k = 0; k + 1 < K; ++k) {
-              const float sv = __ldcg(s + k + 1);
-              s[k] = sv;
-              a += w[k] * sv;
+            float sv[4], wv[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              sv[k] = k + 1 < K ? __ldcg(s + k + 1) : 0.f;
+              wv[k] = k < K ? __ldg(w + k) : 0.f;
             }
+            float a = L.conv_b ? __ldg(L.conv_b + col) : 0.f;
             const float xv = dev::to_f32(v);
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              if (k + 1 < K) {
+                s[k] = sv[k];
+                a += wv[k] * sv[k];
+              }
+            }
             s[K - 1] = xv;
-            a += w[K - 1] * xv;
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+              if (k == K - 1) a += wv[k] * xv;
             p.xc[i * di + col] = round_t<T>(dev::silu(a));
           }
         }
@@ -304,6 +321,46 @@ __global__ void __launch_bounds__(kThreads) persistent_decode_kernel(PersistentD
         }
         if (L.D) yv += L.D[dd] * x;
         yv *= dev::silu(ldcg_f(p.xz + b * 2 * di + di + dd));
+        p.y[b * di + dd] = dev::from_f32<T>(yv);
+      }
+    } else if (xd <= (d > di ? d : di)) {
+      // xdbl rows in shared memory; the state in chunks of 8 with every load of a chunk
+      // issued before its stores (the global stores would otherwise serialise the loads).
+      load_rows<T, MM>(p.xdbl, xd, m, xs);
+      for (int64_t c = blockIdx.x + int64_t{G} * tid; c < m * di; c += int64_t{G} * kThreads) {
+        const int64_t b = c / di, dd = c % di;
+        const float* xr = xs + b * xd;
+        const T* wr = L.w_dt + dd * R;
+        float dtr = 0.f;
+#pragma unroll 8
+        for (int64_t r = 0; r < R; ++r) dtr = fmaf(xr[r], dev::to_f32(__ldg(wr + r)), dtr);
+        float dt = dev::to_f32(round_t<T>(dtr)) + __ldg(L.dt_bias + dd);
+        dt = dev::softplus(dt);
+        const float x = ldcg_f(p.xc + b * di + dd);
+        const float zg = ldcg_f(p.xz + b * 2 * di + di + dd);
+        const float* A = L.A + dd * N;
+        float* h = L.ssm_state + (b * di + dd) * N;
+        const float dtx = dt * x, dt2 = dt * dev::kLog2e;
+        float yv = 0.f;
+        for (int64_t n0 = 0; n0 < N; n0 += 8) {
+          float hv[8], av[8];
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            const bool in = n0 + j < N;
+            hv[j] = in ? __ldcg(h + n0 + j) : 0.f;
+            av[j] = in ? __ldg(A + n0 + j) : 0.f;
+          }
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            if (n0 + j < N) {
+              const float hn = exp2f(dt2 * av[j]) * hv[j] + dtx * xr[R + n0 + j];
+              h[n0 + j] = hn;
+              yv += hn * xr[R + N + n0 + j];
+            }
+          }
+        }
+        if (L.D) yv += __ldg(L.D + dd) * x;
+        yv *= dev::silu(zg);
         p.y[b * di + dd] = dev::from_f32<T>(yv);
       }
     } else
