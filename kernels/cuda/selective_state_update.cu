@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
   }
 }
 
-// v5 (opt-in, MAMBA_SSU_VERSION=5; a measurement variant): v3's layout and kR pieces per lane,
+// v5 (the default since the H200 run of 2026-12-03; MAMBA_SSU_VERSION=3 selects v3): v3's layout and kR pieces per lane,
 // with (a) the 4 B and 4 C values of a lane loaded as one 8-byte (bf16) / 16-byte (f32) vector
 // when the rows allow it (kBC), 2 load instructions instead of 8, and (b) the state read with
 // ld.global.cs and written with st.global.cs (evict-first: the 50 MB of states at batch 256
@@ -262,8 +262,10 @@ void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream)
     const int64_t total = lanes * p.batch;
     // MAMBA_SSU_VERSION=4: 4 pieces per lane at large batch (a measurement variant, NOTES.md).
     // (read per call, only on this large-batch path, so that one process can compare both)
+    // Default: v5 (measured faster than v3 at batch 1 / 16 / 256 on the H200, NOTES.md);
+    // MAMBA_SSU_VERSION=3 gives v3, =4 v3's 4-piece variant at large batch.
     const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
-    if (ssu_env && std::atoi(ssu_env) == 5) {
+    if (!ssu_env || std::atoi(ssu_env) == 5) {
       if (total >= int64_t{132} * 2048 * 2)
         launch_v5<T, kG, 2>(p, stream);
       else
