@@ -1,6 +1,6 @@
 // mamba-cuda-bench: checks and times the CUDA tensor backend on a GPU machine.
 //
-//   mamba-cuda-bench [--check-only] [--layers 24] [--d-model 768] [--vocab 50280] [--reps 50]
+//   mamba-cuda-bench [--check-only] [--decode-only] [--layers 24] [--d-model 768] [--vocab 50280] [--reps 50]
 //
 // 1. device, measured copy bandwidth; 2. the caching allocator (a loop of allocations must
 // issue no cudaMalloc after the first pass); 3. copies host <-> device <-> device round trips;
@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "mamba/kernels/cuda/gemm_cuda.h"
 #include "mamba/kernels/gemm.h"
 #include "mamba/kernels/half.h"
 #include "mamba/nn/cuda_decode_graph.h"
@@ -210,10 +211,11 @@ void check_lm(Device dev) {
     verdict(rel_err(gc.layers[2].ssm_state.to_vector_f32(), cc.layers[2].ssm_state.to_vector_f32()) < tol,
             "%s ssm_state after prefill rel %.2e", mamba::dtype_name(dt),
             rel_err(gc.layers[2].ssm_state.to_vector_f32(), cc.layers[2].ssm_state.to_vector_f32()));
-    mamba::nn::CudaDecodeGraph dec(gpu, 2), dec_u(gpu, 2, false);
+    mamba::nn::CudaDecodeGraph dec(gpu, 2), dec_u(gpu, 2, false), dec_f(gpu, 2, true, false);
     dec.prefill(ids);
     dec_u.prefill(ids);
-    double worst_eager = 0, worst_graph = 0, worst_unfused = 0;
+    dec_f.prefill(ids);
+    double worst_eager = 0, worst_graph = 0, worst_unfused = 0, worst_fused4 = 0, worst_eager_p = 0;
     for (int t = 0; t < 5; ++t) {
       const Tensor next = Tensor::from_vector_i64({(t * 13 + 5) % 301, (t * 7 + 2) % 301}, {2});
       const Tensor sc = cpu.step(next, cc);
@@ -222,13 +224,115 @@ void check_lm(Device dev) {
       worst_eager = std::max(worst_eager, rel_err(sg.to_vector_f32(), sc.to_vector_f32()));
       worst_graph = std::max(worst_graph, rel_err(sd.to_vector_f32(), sc.to_vector_f32()));
       worst_unfused = std::max(worst_unfused, rel_err(dec_u.step(next).to_vector_f32(), sc.to_vector_f32()));
+      worst_fused4 = std::max(worst_fused4, rel_err(dec_f.step(next).to_vector_f32(), sc.to_vector_f32()));
+    }
+    verdict(worst_fused4 < tol && dec_f.fused() && !dec_f.persistent(),
+            "%s 5 decode steps (CUDA graph, fused 4 kernels per layer) worst rel %.2e", mamba::dtype_name(dt), worst_fused4);
+    // The persistent kernel launched eagerly (no graph), on odd batches (1, 3, 5) and a prompt of 1.
+    for (int64_t B : {1, 3, 5}) {
+      // d_model 128: dt_rank 8, so the vector phase 3 (MAMBA_DECODE_P3SMEM=1) applies too.
+      mamba::nn::MambaLM cpu2 = random_lm(128, 3, 301, 11), gpu2 = random_lm(128, 3, 301, 11);
+      gpu2.to(dev, dt);
+      std::vector<int64_t> pv;
+      for (int64_t i = 0; i < B; ++i) pv.push_back((i * 53 + 3) % 301);
+      const Tensor prompt = Tensor::from_vector_i64(pv, {B, 1});
+      auto c2 = cpu2.new_cache(B);
+      cpu2.forward(prompt, &c2);
+      mamba::nn::CudaDecodeGraph dp(gpu2, B);
+      dp.prefill(prompt);
+      double w = 0;
+      for (int t = 0; t < 4; ++t) {
+        std::vector<int64_t> nv;
+        for (int64_t i = 0; i < B; ++i) nv.push_back((t * 17 + i * 29 + 1) % 301);
+        const Tensor next = Tensor::from_vector_i64(nv, {B});
+        const Tensor sc = cpu2.step(next, c2);
+        const Tensor& sd = (t % 2 == 0) ? dp.step_eager(next) : dp.step(next);
+        w = std::max(w, rel_err(sd.to_vector_f32(), sc.to_vector_f32()));
+      }
+      w = std::max(w, rel_err(dp.cache().layers[2].ssm_state.to_vector_f32(), c2.layers[2].ssm_state.to_vector_f32()));
+      w = std::max(w, rel_err(dp.cache().layers[1].conv_state.to_vector_f32(), c2.layers[1].conv_state.to_vector_f32()));
+      worst_eager_p = std::max(worst_eager_p, w);
+      verdict(w < tol && dp.persistent(), "%s batch %lld: 4 persistent decode steps + states vs CPU worst rel %.2e (persistent %s)",
+              mamba::dtype_name(dt), static_cast<long long>(B), w, dp.persistent() ? "yes" : "no");
     }
     verdict(worst_unfused < tol && dec.fused() && !dec_u.fused(), "%s 5 decode steps (CUDA graph, unfused kernels) worst rel %.2e",
             mamba::dtype_name(dt), worst_unfused);
     verdict(worst_eager < tol, "%s 5 decode steps (MambaLM::step on cuda) worst rel %.2e", mamba::dtype_name(dt),
             worst_eager);
-    verdict(worst_graph < tol && dec.captured(), "%s 5 decode steps (CUDA graph, captured %s) worst rel %.2e",
+    verdict(worst_graph < tol && dec.captured() && dec.persistent(),
+            "%s 5 decode steps (CUDA graph of the persistent kernel, captured %s) worst rel %.2e",
             mamba::dtype_name(dt), dec.captured() ? "yes" : "no", worst_graph);
+  }
+}
+
+// ---- GEMV timing (the m <= 8 kernel on the decode shapes) -------------------------------------
+
+// Each shape: y (m, n) = x (m, k) W^T, bf16 in and out (the LM head: f32 out). 24 launches on
+// rotating copies of W (>= 128 MB in all, so W comes from HBM, not L2) captured in one graph;
+// time per GEMV = graph time / 24; GB/s = bytes of W (+ x, y) / time.
+void time_gemv(Device dev, double copy_gbs) {
+  namespace kc = mamba::kernels::cuda;
+  struct Shape { const char* name; int64_t n, k; bool f32_out; };
+  const Shape shapes[] = {{"in_proj 768->3072", 3072, 768, false}, {"x_proj 1536->80", 80, 1536, false},
+                          {"dt_proj 48->1536", 1536, 48, false}, {"out_proj 1536->768", 768, 1536, false},
+                          {"lm_head 768->50280", 50280, 768, true}};
+  std::printf("== GEMV (m <= 8 kernel, bf16 W, graph of 24 launches on rotating W copies), copy %.0f GB/s\n", copy_gbs);
+  std::printf("  %-20s %3s %6s %10s %10s %8s\n", "shape", "m", "split", "us/gemv", "GB/s", "% copy");
+  std::mt19937_64 rng(5);
+  for (const auto& sh : shapes) {
+    const uint64_t wbytes = static_cast<uint64_t>(sh.n * sh.k) * 2;
+    const int copies = static_cast<int>(std::min<uint64_t>(64, std::max<uint64_t>(2, (128ull << 20) / wbytes + 1)));
+    std::vector<Tensor> ws;
+    for (int c = 0; c < copies; ++c) ws.push_back(randn({sh.n, sh.k}, rng).to(DType::bf16).to(dev));
+    for (int64_t m : {1, 8}) {
+      const Tensor x = randn({m, sh.k}, rng).to(DType::bf16).to(dev);
+      Tensor y = Tensor::empty({m, sh.n}, sh.f32_out ? DType::f32 : DType::bf16, dev);
+      mamba::cuda::Stream st = mamba::cuda::Stream::create(dev, true);
+      cudaStream_t s = static_cast<cudaStream_t>(st.native());
+      auto launch = [&](int c) {
+        kc::GemmCudaParams p;
+        p.m = m; p.n = sh.n; p.k = sh.k;
+        p.x = x.raw_data(); p.ldx = sh.k;
+        p.w = ws[c % copies].raw_data(); p.ldw = sh.k;
+        p.y = y.raw_data(); p.ldy = sh.n;
+        p.in_type = kc::GemmType::bf16;
+        p.out_type = sh.f32_out ? kc::GemmType::f32 : kc::GemmType::bf16;
+        p.force = kc::GemmPath::small_m;
+        kc::gemm_cuda(p, nullptr, 0, s);
+      };
+      constexpr int kLaunches = 24;
+      cudaGraph_t g = nullptr;
+      cudaGraphExec_t ge = nullptr;
+      cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+      for (int c = 0; c < kLaunches; ++c) launch(c);
+      cudaStreamEndCapture(s, &g);
+      cudaGraphInstantiate(&ge, g, 0);
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      std::vector<float> t;
+      for (int r = -3; r < 20; ++r) {
+        cudaEventRecord(e0, s);
+        cudaGraphLaunch(ge, s);
+        cudaEventRecord(e1, s);
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (r >= 0) t.push_back(ms * 1000.f / kLaunches);
+      }
+      const cudaError_t err = cudaGetLastError();
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      cudaGraphExecDestroy(ge);
+      cudaGraphDestroy(g);
+      std::sort(t.begin(), t.end());
+      const double us = t[t.size() / 2];
+      const double bytes = static_cast<double>(wbytes) + m * sh.k * 2.0 + m * sh.n * (sh.f32_out ? 4.0 : 2.0);
+      const char* split_env = std::getenv("MAMBA_GEMV_SPLIT");
+      std::printf("  %-20s %3lld %6s %10.2f %10.0f %8.0f%s\n", sh.name, static_cast<long long>(m),
+                  split_env ? split_env : "auto", us, bytes / (us * 1e-6) / 1e9, 100.0 * bytes / (us * 1e-6) / 1e9 / copy_gbs,
+                  err == cudaSuccess ? "" : cudaGetErrorString(err));
+    }
   }
 }
 
@@ -255,16 +359,27 @@ void time_decode(Device dev, int64_t d_model, int64_t layers, int64_t vocab, int
                 mamba::dtype_name(dt), weight_bytes / 1e6, copy_gbs);
     std::printf("  %6s %8s %8s %12s %12s %12s %11s %12s %10s\n", "batch", "kernels", "variant", "eager us", "graph us",
                 "floor us", "graph/floor", "tokens/s", "GB/s");
-    for (int64_t B : {1, 16, 256}) {
-     for (bool fused : {true, false}) {
-      if (!fused && B > 8) continue;  // the fused kernels exist for batch <= 8 only
-      mamba::nn::CudaDecodeGraph dec(lm, B, fused);
+    for (int64_t B : {1, 4, 16, 256}) {
+     std::vector<float> first_logits;  // the persistent step's first logits, checked against the fused path
+     for (int variant : {0, 1, 2}) {  // 0 persistent, 1 fused (4 kernels / layer), 2 unfused
+      const bool fused = variant < 2;
+      if (variant != 1 && B > 8) continue;  // batch > 8: the fused request falls back to unfused
+      mamba::nn::CudaDecodeGraph dec(lm, B, fused, variant == 0);
       uint64_t state_bytes = 0;
       for (auto& l : dec.cache().layers) state_bytes += l.conv_state.nbytes() + l.ssm_state.nbytes();
       std::vector<int64_t> idv(B);
       for (int64_t i = 0; i < B; ++i) idv[i] = (i * 31 + 7) % vocab;
       const Tensor ids = Tensor::from_vector_i64(idv, {B});
-      dec.step(ids);
+      {
+        const std::vector<float> l0 = dec.step(ids).to_vector_f32();
+        if (dec.persistent()) first_logits = l0;
+        if (variant == 1 && !first_logits.empty()) {
+          const double r = rel_err(first_logits, l0);
+          verdict(r < (dt == DType::f32 ? 1e-4 : 2e-2), "%s batch %lld d_model %lld x %lld layers: persistent vs fused-4 first-step logits rel %.2e",
+                  mamba::dtype_name(dt), static_cast<long long>(B), static_cast<long long>(d_model),
+                  static_cast<long long>(layers), r);
+        }
+      }
       dec.step(ids);  // captures
       cudaStream_t s = static_cast<cudaStream_t>(dec.stream());
       cudaEvent_t e0, e1;
@@ -295,7 +410,8 @@ void time_decode(Device dev, int64_t d_model, int64_t layers, int64_t vocab, int
       const double moved = static_cast<double>(weight_bytes) + 2.0 * static_cast<double>(state_bytes);
       const double floor_us = moved / (copy_gbs * 1e9) * 1e6;
       std::printf("  %6lld %8lld %8s %12.1f %12.1f %12.1f %11.2f %12.0f %10.0f\n", static_cast<long long>(B),
-                  static_cast<long long>(dec.kernels_per_step()), dec.fused() ? "fused" : "unfused", e, g, floor_us,
+                  static_cast<long long>(dec.kernels_per_step()),
+                  dec.persistent() ? "persist" : dec.fused() ? "fused" : "unfused", e, g, floor_us,
                   g / floor_us, B / (g * 1e-6), moved / (g * 1e-6) / 1e9);
      }
     }
@@ -305,7 +421,7 @@ void time_decode(Device dev, int64_t d_model, int64_t layers, int64_t vocab, int
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool check_only = false;
+  bool check_only = false, decode_only = false;
   int64_t layers = 24, d_model = 768, vocab = 50280;
   int reps = 50;
   for (int i = 1; i < argc; ++i) {
@@ -318,12 +434,13 @@ int main(int argc, char** argv) {
       return std::atoll(argv[++i]);
     };
     if (a == "--check-only") check_only = true;
+    else if (a == "--decode-only") decode_only = true;
     else if (a == "--layers") layers = next();
     else if (a == "--d-model") d_model = next();
     else if (a == "--vocab") vocab = next();
     else if (a == "--reps") reps = static_cast<int>(next());
     else {
-      std::fprintf(stderr, "usage: mamba-cuda-bench [--check-only] [--layers N] [--d-model D] [--vocab V] [--reps R]\n");
+      std::fprintf(stderr, "usage: mamba-cuda-bench [--check-only] [--decode-only] [--layers N] [--d-model D] [--vocab V] [--reps R]\n");
       return 2;
     }
   }
@@ -334,9 +451,12 @@ int main(int argc, char** argv) {
     const double bw = mamba::cuda::measure_copy_bandwidth_gbs(dev);
     std::printf("copy bandwidth (device to device, 1 GiB, read + write): %.0f GB/s\n", bw);
     std::mt19937_64 rng(42);
-    check_allocator_and_copies(dev, rng);
-    check_gemm(dev, rng);
+    if (!decode_only) {
+      check_allocator_and_copies(dev, rng);
+      check_gemm(dev, rng);
+    }
     check_lm(dev);
+    if (!check_only && !decode_only) time_gemv(dev, bw);
     if (!check_only) time_decode(dev, d_model, layers, vocab, reps, bw);
     const auto s = mamba::cuda::allocator_stats(dev.index);
     std::printf("allocator: in use %.1f MB, reserved %.1f MB, peak %.1f MB, hits %llu, misses %llu, cudaMalloc %llu\n",

@@ -7,7 +7,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -144,25 +146,33 @@ template <> __device__ __forceinline__ void st_f<__half>(__half* p, float v) { *
 
 constexpr int kWarpsPerBlock = 8;
 
-template <class T, class O, int MM>
+// SPLIT warps share one output column (k split between them, partial sums added through
+// shared memory), so a narrow W (x_proj: n = 80) still spreads over enough blocks to fill the
+// chip; 8 / SPLIT columns per block. Loads unrolled so several 16-byte pieces are in flight.
+template <class T, class O, int MM, int SPLIT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_small_m_kernel(int m, int64_t n, int64_t k,
                                                                             const T* __restrict__ x, int64_t ldx,
                                                                             const T* __restrict__ w, int64_t ldw,
                                                                             const O* __restrict__ bias, O* __restrict__ y,
                                                                             int64_t ldy) {
-  const int lane = threadIdx.x & 31;
-  const int64_t col = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + (threadIdx.x >> 5);
-  if (col >= n) return;
-  const T* wr = w + col * ldw;
+  static_assert(kWarpsPerBlock % SPLIT == 0, "SPLIT divides the warps of a block");
+  __shared__ float red[kWarpsPerBlock][MM];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % SPLIT;
+  const int64_t col = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock / SPLIT) + warp / SPLIT;
+  const bool valid = col < n;
+  if (SPLIT == 1 && !valid) return;
+  const T* wr = w + (valid ? col : 0) * ldw;
   float acc[MM];
 #pragma unroll
   for (int i = 0; i < MM; ++i) acc[i] = 0.f;
   constexpr int kVec = 16 / sizeof(T);
   bool vec_ok = (k % kVec) == 0 && (reinterpret_cast<uintptr_t>(wr) & 15) == 0 &&
                 (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (ldx % kVec) == 0;
-  if (vec_ok) {
+  if (!valid) {
+  } else if (vec_ok) {
     const int64_t nv = k / kVec;
-    for (int64_t v = lane; v < nv; v += 32) {
+#pragma unroll 4
+    for (int64_t v = part * 32 + lane; v < nv; v += 32 * SPLIT) {
       union { uint4 u; T e[kVec]; } wb;
       wb.u = __ldg(reinterpret_cast<const uint4*>(wr) + v);
       float wf[kVec];
@@ -179,7 +189,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_small_m_kernel(int m
       }
     }
   } else {
-    for (int64_t kk = lane; kk < k; kk += 32) {
+    for (int64_t kk = part * 32 + lane; kk < k; kk += 32 * SPLIT) {
       const float wv = ld_f<T>(wr + kk);
 #pragma unroll
       for (int i = 0; i < MM; ++i)
@@ -191,6 +201,20 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_small_m_kernel(int m
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
   }
+  if constexpr (SPLIT > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int i = 0; i < MM; ++i) red[warp][i] = acc[i];
+    __syncthreads();
+    if (part != 0 || !valid) return;
+#pragma unroll
+    for (int i = 0; i < MM; ++i) {
+      float t = 0.f;
+#pragma unroll
+      for (int q = 0; q < SPLIT; ++q) t += red[warp + q][i];  // fixed order: deterministic
+      acc[i] = t;
+    }
+  }
   if (lane == 0) {
     const float b = bias ? ld_f<O>(bias + col) : 0.f;
 #pragma unroll
@@ -199,19 +223,47 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_small_m_kernel(int m
   }
 }
 
+// Warps per column: the smallest SPLIT (1, 2, 4, 8) that gives at least 2 blocks per SM.
+int small_m_split(int64_t n) {
+  static const int sms = [] {
+    int dev = 0, v = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      cudaGetLastError();
+      v = 132;
+    }
+    return v;
+  }();
+  if (const char* e = std::getenv("MAMBA_GEMV_SPLIT")) {
+    const int v = std::atoi(e);
+    if (v == 1 || v == 2 || v == 4 || v == 8) return v;
+  }
+  for (int split = 1; split < 8; split *= 2)
+    if ((n * split + kWarpsPerBlock - 1) / kWarpsPerBlock >= 2 * sms) return split;
+  return 8;
+}
+
 template <class T, class O>
 void launch_small_m(const GemmCudaParams& p, cudaStream_t s) {
-  const dim3 grid(static_cast<unsigned>((p.n + kWarpsPerBlock - 1) / kWarpsPerBlock));
+  const int split = small_m_split(p.n);
+  const int64_t cols_per_block = kWarpsPerBlock / split;
+  const dim3 grid(static_cast<unsigned>((p.n + cols_per_block - 1) / cols_per_block));
   const int m = static_cast<int>(p.m);
   auto args = [&](auto kernel) {
     kernel<<<grid, kWarpsPerBlock * 32, 0, s>>>(m, p.n, p.k, static_cast<const T*>(p.x), p.ldx,
                                                 static_cast<const T*>(p.w), p.ldw, static_cast<const O*>(p.bias),
                                                 static_cast<O*>(p.y), p.ldy);
   };
-  if (m <= 1) args(gemv_small_m_kernel<T, O, 1>);
-  else if (m <= 2) args(gemv_small_m_kernel<T, O, 2>);
-  else if (m <= 4) args(gemv_small_m_kernel<T, O, 4>);
-  else args(gemv_small_m_kernel<T, O, 8>);
+  auto by_m = [&](auto split_tag) {
+    constexpr int S = decltype(split_tag)::value;
+    if (m <= 1) args(gemv_small_m_kernel<T, O, 1, S>);
+    else if (m <= 2) args(gemv_small_m_kernel<T, O, 2, S>);
+    else if (m <= 4) args(gemv_small_m_kernel<T, O, 4, S>);
+    else args(gemv_small_m_kernel<T, O, 8, S>);
+  };
+  if (split == 1) by_m(std::integral_constant<int, 1>{});
+  else if (split == 2) by_m(std::integral_constant<int, 2>{});
+  else if (split == 4) by_m(std::integral_constant<int, 4>{});
+  else by_m(std::integral_constant<int, 8>{});
   MAMBA_CUDA_CHECK_LAUNCH("gemm_cuda (m <= 8 kernel)");
 }
 

@@ -727,7 +727,54 @@ void print_table() {
 
 }  // namespace
 
+// --decode-kernels: the Mamba-1 state update checked and timed under each variant
+// (MAMBA_SSU_VERSION unset = the default dispatch (v5), 3, 4), and conv1d forward timed (v4 default).
+int decode_kernels_main() {
+  std::printf("device 0: %s\n", k::cuda_device_description(0).c_str());
+  uint64_t seed = 7000;
+  const UpdateCase upd_cases[] = {
+      {1, 5, 1, 1, true, true, false},  {3, 48, 16, 2, true, true, true},
+      {2, 64, 64, 1, false, false, false}, {4, 40, 16, 2, true, true, true},
+      {1, 3, 256, 1, true, true, false},  {5, 70, 16, 1, true, false, false},
+      {40, 3400, 16, 2, true, true, false}, {48, 3000, 16, 1, true, true, true},
+      {2, 300, 32, 3, true, true, true},  {256, 3072, 16, 1, true, true, false},
+  };
+  for (const char* v : {"", "3", "4"}) {
+    if (*v) setenv("MAMBA_SSU_VERSION", v, 1); else unsetenv("MAMBA_SSU_VERSION");
+    std::printf("== state update checks, MAMBA_SSU_VERSION=%s\n", *v ? v : "(default)");
+    for (const auto& c : upd_cases) {
+      check_state_update<float>(c, ++seed);
+      check_state_update<bf16>(c, ++seed);
+    }
+  }
+  unsetenv("MAMBA_SSU_VERSION");
+  std::printf("cuda-check: %d passed, %d failed\n", g_passed, g_failed);
+  try {
+    time_copy();
+    for (int rep = 0; rep < 2; ++rep)  // twice: the spread
+      for (const char* v : {"", "3", "4"}) {
+        if (*v) setenv("MAMBA_SSU_VERSION", v, 1); else unsetenv("MAMBA_SSU_VERSION");
+        const size_t first = g_rows.size();
+        for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);
+        time_state_update<float>(256, 3072, 16);
+        for (size_t i = first; i < g_rows.size(); ++i)
+          g_rows[i].kernel += std::string(" ssu=") + (*v ? v : "default") + " pass" + std::to_string(rep);
+      }
+    unsetenv("MAMBA_SSU_VERSION");
+    time_conv<bf16>(8, 2048, 3072, 4);
+    time_conv<bf16>(8, 2048, 3072, 4);
+    time_conv<float>(8, 2048, 3072, 4);
+    print_table();
+  } catch (const std::exception& e) {
+    std::printf("timing failed: %s\n", e.what());
+    ++g_failed;
+  }
+  std::printf("cuda-check: %d passed, %d failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--decode-kernels") == 0 && k::cuda_device_count() > 0) return decode_kernels_main();
   const bool check_only = argc > 1 && std::strcmp(argv[1], "--check-only") == 0;
   if (argc > 1 && std::strncmp(argv[1], "--fast", 6) == 0 && k::cuda_device_count() > 0)
     return fast_main(std::strcmp(argv[1], "--fast-check") != 0);

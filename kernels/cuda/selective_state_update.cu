@@ -153,6 +153,106 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
   }
 }
 
+// v5 (the default since the H200 run of 2026-12-03; MAMBA_SSU_VERSION=3 selects v3): v3's layout and kR pieces per lane,
+// with (a) the 4 B and 4 C values of a lane loaded as one 8-byte (bf16) / 16-byte (f32) vector
+// when the rows allow it (kBC), 2 load instructions instead of 8, and (b) the state read with
+// ld.global.cs and written with st.global.cs (evict-first: the 50 MB of states at batch 256
+// stream through L2 without pushing out the B / C / x / z rows that every lane group re-reads).
+template <class T, int kG, int kR, bool kBC>
+__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v5_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  const int lanes = static_cast<int>(p.dim) * kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int64_t b = blockIdx.y;
+  float4* st = reinterpret_cast<float4*>(p.state + (b * p.dim) * kN);
+  float4 h4[kR], A4[kR];
+  float xv[kR], dtv[kR], zv[kR], Bv[kR][4], Cv[kR][4];
+  int dv[kR];
+  bool ok[kR];
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
+    ok[r] = lane < lanes;
+    const int l = ok[r] ? lane : 0;
+    const int d = l / kG, q = l % kG;
+    dv[r] = d;
+    const int g = p.n_groups == 1 ? 0 : d / dpg;
+    h4[r] = __ldcs(st + l);
+    A4[r] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+    xv[r] = dev::to_f32(p.x[b * p.x_stride + d]);
+    dtv[r] = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
+    zv[r] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
+    const T* Bp = p.B + b * p.B_stride + g * kN + 4 * q;
+    const T* Cp = p.C + b * p.C_stride + g * kN + 4 * q;
+    if constexpr (kBC) {
+      if constexpr (sizeof(T) == 2) {
+        union { uint2 u; T e[4]; } bb, cb;
+        bb.u = *reinterpret_cast<const uint2*>(Bp);
+        cb.u = *reinterpret_cast<const uint2*>(Cp);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          Bv[r][k] = dev::to_f32(bb.e[k]);
+          Cv[r][k] = dev::to_f32(cb.e[k]);
+        }
+      } else {
+        union { float4 u; T e[4]; } bb, cb;
+        bb.u = *reinterpret_cast<const float4*>(Bp);
+        cb.u = *reinterpret_cast<const float4*>(Cp);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          Bv[r][k] = dev::to_f32(bb.e[k]);
+          Cv[r][k] = dev::to_f32(cb.e[k]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        Bv[r][k] = dev::to_f32(Bp[k]);
+        Cv[r][k] = dev::to_f32(Cp[k]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
+    float dt = dtv[r];
+    if (p.delta_softplus) dt = dev::softplus_fast(dt);
+    const float dtx = dt * xv[r], dt2 = dt * dev::kLog2e;
+    const float Av[4] = {A4[r].x, A4[r].y, A4[r].z, A4[r].w}, hv[4] = {h4[r].x, h4[r].y, h4[r].z, h4[r].w};
+    float ho[4], y = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * Bv[r][k]);
+      y = fmaf(ho[k], Cv[r][k], y);
+    }
+    if (ok[r]) __stcs(st + lane, make_float4(ho[0], ho[1], ho[2], ho[3]));
+#pragma unroll
+    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (ok[r] && lane % kG == 0) {
+      const int d = dv[r];
+      if (p.D) y = fmaf(p.D[d], xv[r], y);
+      if (p.z) y *= dev::silu_fast(zv[r]);
+      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+    }
+  }
+}
+
+template <class T, int kG, int kR>
+void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t lanes = p.dim * kG;
+  const int64_t blocks = (lanes + kR * kVecThreads - 1) / (kR * kVecThreads);
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
+  // The vector B / C loads need every lane's 4 values aligned: base pointers and row strides.
+  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
+  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
+                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
+  if (bc)
+    selective_state_update_v5_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
+  else
+    selective_state_update_v5_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v5)");
+}
+
 template <class T, int kG>
 void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
@@ -162,7 +262,17 @@ void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream)
     const int64_t total = lanes * p.batch;
     // MAMBA_SSU_VERSION=4: 4 pieces per lane at large batch (a measurement variant, NOTES.md).
     // (read per call, only on this large-batch path, so that one process can compare both)
-    const char* ssu_env = total >= int64_t{132} * 2048 * 4 ? std::getenv("MAMBA_SSU_VERSION") : nullptr;
+    // Default: v5 (measured faster than v3 at batch 1 / 16 / 256 on the H200, NOTES.md);
+    // MAMBA_SSU_VERSION=3 gives v3, =4 v3's 4-piece variant at large batch.
+    const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
+    if (!ssu_env || std::atoi(ssu_env) == 5) {
+      if (total >= int64_t{132} * 2048 * 2)
+        launch_v5<T, kG, 2>(p, stream);
+      else
+        launch_v5<T, kG, 1>(p, stream);
+      return;
+    }
+    if (total < int64_t{132} * 2048 * 4) ssu_env = nullptr;
     if (ssu_env && std::atoi(ssu_env) == 4) {
       const int64_t blocks = (lanes + 4 * kVecThreads - 1) / (4 * kVecThreads);
       selective_state_update_v3_kernel<T, kG, 4>

@@ -1,7 +1,11 @@
 // CudaDecodeGraph (cuda_decode_graph.h): one MambaLM decode step captured in a CUDA graph.
 #include "mamba/nn/cuda_decode_graph.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "mamba/nn/mamba1.h"
 #include "mamba/tensor/cuda.h"
@@ -12,6 +16,7 @@
 #include "../cuda/cuda_glue.h"
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/mamba1_decode_cuda.h"
+#include "mamba/kernels/cuda/mamba1_decode_persistent_cuda.h"
 #include "mamba/kernels/cuda/rms_norm_cuda.h"
 #endif
 
@@ -20,7 +25,7 @@ namespace mamba::nn {
 #ifndef MAMBA_HAVE_CUDA
 
 struct CudaDecodeGraph::Impl {};
-CudaDecodeGraph::CudaDecodeGraph(const MambaLM&, int64_t, bool) { fail("CudaDecodeGraph", "built without CUDA"); }
+CudaDecodeGraph::CudaDecodeGraph(const MambaLM&, int64_t, bool, bool) { fail("CudaDecodeGraph", "built without CUDA"); }
 CudaDecodeGraph::~CudaDecodeGraph() = default;
 Tensor CudaDecodeGraph::prefill(const Tensor&) { fail("CudaDecodeGraph", "built without CUDA"); }
 const Tensor& CudaDecodeGraph::step(const Tensor&) { fail("CudaDecodeGraph", "built without CUDA"); }
@@ -34,6 +39,7 @@ const Tensor& CudaDecodeGraph::logits() const { fail("CudaDecodeGraph", "built w
 int64_t CudaDecodeGraph::batch() const { return 0; }
 void* CudaDecodeGraph::stream() const { return nullptr; }
 bool CudaDecodeGraph::fused() const { return false; }
+bool CudaDecodeGraph::persistent() const { return false; }
 int64_t CudaDecodeGraph::kernels_per_step() const { return 0; }
 
 #else
@@ -54,6 +60,77 @@ struct CudaDecodeGraph::Impl {
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   int64_t steps = 0;
+  // The persistent path: one kernel per step (mamba1_decode_persistent_cuda.h).
+  bool persistent = false;
+  int grid_blocks = 0;
+  void* layer_table = nullptr;  // device array of PersistentDecodeLayer<T>
+  unsigned* barrier = nullptr;
+
+  template <class T>
+  void build_layer_table() {
+    const char* op = "CudaDecodeGraph (persistent layer table)";
+    std::vector<kernels::cuda::PersistentDecodeLayer<T>> t(layers.size());
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const Mamba1& L = *layers[i];
+      LayerState& st = cache.layers[i];
+      auto& e = t[i];
+      e.norm_w = static_cast<const float*>(lm->norm_w_[i].raw_data());
+      e.w_in = static_cast<const T*>(L.in_proj_w_.raw_data());
+      e.conv_state = static_cast<float*>(st.conv_state.raw_data());
+      e.conv_w = static_cast<const float*>(L.conv_w_.raw_data());
+      e.conv_b = L.conv_b_.defined() ? static_cast<const float*>(L.conv_b_.raw_data()) : nullptr;
+      e.w_x = static_cast<const T*>(L.x_proj_w_.raw_data());
+      e.w_dt = static_cast<const T*>(L.dt_proj_w_.raw_data());
+      e.dt_bias = static_cast<const float*>(L.dt_proj_b_.raw_data());
+      e.A = static_cast<const float*>(L.A_.raw_data());
+      e.D = L.D_.defined() ? static_cast<const float*>(L.D_.raw_data()) : nullptr;
+      e.ssm_state = static_cast<float*>(st.ssm_state.raw_data());
+      e.w_out = static_cast<const T*>(L.out_proj_w_.raw_data());
+    }
+    const size_t bytes = std::max<size_t>(1, t.size()) * sizeof(t[0]);
+    MAMBA_CUDA_CHECK(op, cudaMalloc(&layer_table, bytes));
+    if (!t.empty()) MAMBA_CUDA_CHECK(op, cudaMemcpy(layer_table, t.data(), t.size() * sizeof(t[0]), cudaMemcpyHostToDevice));
+    MAMBA_CUDA_CHECK(op, cudaMalloc(reinterpret_cast<void**>(&barrier), sizeof(unsigned)));
+  }
+
+  template <class T>
+  void persistent_step() {
+    const MambaLM& m = *lm;
+    const Tensor& head = m.lm_head_.defined() ? m.lm_head_ : m.embedding_;
+    kernels::cuda::PersistentDecodeParams<T> p;
+    p.batch = batch;
+    p.n_layers = static_cast<int64_t>(layers.size());
+    p.d_model = m.cfg_.d_model;
+    if (!layers.empty()) {
+      const Mamba1Config& c = layers[0]->cfg_;
+      p.d_inner = c.d_inner(); p.d_conv = c.d_conv; p.dstate = c.d_state; p.dt_rank = c.rank();
+    } else {
+      p.d_inner = 1; p.dt_rank = 1;
+    }
+    p.vocab_rows = head.size(0);
+    p.eps = static_cast<float>(m.cfg_.norm_eps);
+    p.ids = static_cast<const int64_t*>(ids_dev.raw_data());
+    p.embedding = static_cast<const T*>(m.embedding_.raw_data());
+    p.head = static_cast<const T*>(head.raw_data());
+    p.norm_f_w = static_cast<const float*>(m.norm_f_w_.raw_data());
+    p.layers = static_cast<const kernels::cuda::PersistentDecodeLayer<T>*>(layer_table);
+    p.hidden = static_cast<T*>(hidden.raw_data());
+    p.residual[0] = static_cast<float*>(residual.raw_data());
+    p.residual[1] = static_cast<float*>(residual2.raw_data());
+    Mamba1::StepBuffers& b = bufs.empty() ? fallback_bufs : bufs[0];
+    p.xz = static_cast<T*>(b.xz.raw_data());
+    p.xc = static_cast<T*>(b.xc.raw_data());
+    p.xdbl = static_cast<T*>(b.xdbl.raw_data());
+    p.y = static_cast<T*>(b.y.raw_data());
+    p.logits = static_cast<float*>(logits.raw_data());
+    p.barrier = barrier;
+    const char* e = std::getenv("MAMBA_DECODE_PREFETCH");
+    p.prefetch = !(e && std::string(e) == "0");
+    const char* e3 = std::getenv("MAMBA_DECODE_P3SMEM");
+    p.p3_smem = !(e3 && std::string(e3) == "0");  // default on (measured 518 vs 529 us, NOTES.md)
+    kernels::cuda::persistent_decode_cuda<T>(p, grid_blocks, s());
+  }
+  Mamba1::StepBuffers fallback_bufs;  // unused placeholder when the model has no layers
 
   cudaStream_t s() const { return static_cast<cudaStream_t>(stream.native()); }
 
@@ -114,6 +191,13 @@ struct CudaDecodeGraph::Impl {
   // Every kernel of one step on the decoder's stream (the current stream while it runs).
   void enqueue_step() {
     const MambaLM& m = *lm;
+    if (persistent) {
+      if (dt == DType::bf16)
+        persistent_step<__nv_bfloat16>();
+      else
+        persistent_step<float>();
+      return;
+    }
     if (fused) {
       const int64_t d = m.cfg_.d_model;
       kernels::cuda::embedding_gather_cuda(batch, d, m.embedding_.size(0),
@@ -190,7 +274,7 @@ struct CudaDecodeGraph::Impl {
   }
 };
 
-CudaDecodeGraph::CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused) : impl_(std::make_unique<Impl>()) {
+CudaDecodeGraph::CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused, bool persistent) : impl_(std::make_unique<Impl>()) {
   const char* op = "CudaDecodeGraph";
   Impl& I = *impl_;
   I.lm = &lm;
@@ -219,6 +303,26 @@ CudaDecodeGraph::CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused) :
   I.fused = fused && kernels::cuda::norm_in_proj_conv_supported(batch, d, lm.mixers_.empty() ? 4 : I.layers[0]->cfg_.d_conv);
   I.normed = Tensor::empty({batch, d}, I.dt, I.dev);
   I.logits = Tensor::empty({batch, head.size(0)}, DType::f32, I.dev);
+  const char* env_persistent = std::getenv("MAMBA_DECODE_PERSISTENT");
+  const bool want_persistent = persistent && !(env_persistent && std::string(env_persistent) == "0");
+  if (I.fused && want_persistent && !I.layers.empty()) {
+    const Mamba1Config& c = I.layers[0]->cfg_;
+    bool same = true;  // one shape for every layer (the kernel reads the first layer's)
+    for (const Mamba1* L : I.layers)
+      same = same && L->cfg_.d_inner() == c.d_inner() && L->cfg_.d_state == c.d_state && L->cfg_.rank() == c.rank() &&
+             L->cfg_.d_conv == c.d_conv && L->cfg_.d_model == c.d_model;
+    I.grid_blocks = !same ? 0
+                    : I.dt == DType::bf16
+                        ? kernels::cuda::persistent_decode_grid<__nv_bfloat16>(batch, d, c.d_inner(), c.d_conv)
+                        : kernels::cuda::persistent_decode_grid<float>(batch, d, c.d_inner(), c.d_conv);
+    if (I.grid_blocks > 0) {
+      I.persistent = true;
+      if (I.dt == DType::bf16)
+        I.build_layer_table<__nv_bfloat16>();
+      else
+        I.build_layer_table<float>();
+    }
+  }
   I.stream.synchronize();
 }
 
@@ -227,6 +331,8 @@ CudaDecodeGraph::~CudaDecodeGraph() {
   cudaStreamSynchronize(impl_->s());
   if (impl_->exec) cudaGraphExecDestroy(impl_->exec);
   if (impl_->graph) cudaGraphDestroy(impl_->graph);
+  if (impl_->layer_table) cudaFree(impl_->layer_table);
+  if (impl_->barrier) cudaFree(impl_->barrier);
 }
 
 Tensor CudaDecodeGraph::prefill(const Tensor& prompt) {
@@ -284,7 +390,9 @@ const Tensor& CudaDecodeGraph::logits() const { return impl_->logits; }
 int64_t CudaDecodeGraph::batch() const { return impl_->batch; }
 void* CudaDecodeGraph::stream() const { return impl_->stream.native(); }
 bool CudaDecodeGraph::fused() const { return impl_->fused; }
+bool CudaDecodeGraph::persistent() const { return impl_->persistent; }
 int64_t CudaDecodeGraph::kernels_per_step() const {
+  if (impl_->persistent) return 1;  // plus one memset node (the barrier counter)
   return static_cast<int64_t>(impl_->layers.size()) * (impl_->fused ? 4 : 7) + 3;
 }
 

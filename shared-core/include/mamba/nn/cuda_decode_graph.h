@@ -27,7 +27,10 @@ class CudaDecodeGraph {
   // fused: at batch <= 8, run each layer as 4 kernels (RMSNorm + in_proj + conv update fused,
   // x_proj, dt_proj + state update fused, out_proj; mamba/kernels/cuda/mamba1_decode_cuda.h)
   // instead of 7; false: the unfused kernels of Mamba1::step_into (for comparisons).
-  CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused = true);
+  // persistent (with fused): the whole step as ONE persistent kernel with grid-wide barriers
+  // (mamba/kernels/cuda/mamba1_decode_persistent_cuda.h) when the device allows a cooperative
+  // launch; MAMBA_DECODE_PERSISTENT=0 in the environment turns it off.
+  CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused = true, bool persistent = true);
   ~CudaDecodeGraph();
   CudaDecodeGraph(const CudaDecodeGraph&) = delete;
   CudaDecodeGraph& operator=(const CudaDecodeGraph&) = delete;
@@ -54,6 +57,7 @@ class CudaDecodeGraph {
   int64_t batch() const;
   void* stream() const;  // the cudaStream_t the decoder runs on
   bool fused() const;    // whether the fused kernels run (requested and the shape allows it)
+  bool persistent() const;  // whether the one-kernel persistent step runs
   int64_t kernels_per_step() const;  // launches in one step (what the graph holds)
 
  private:
