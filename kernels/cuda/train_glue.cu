@@ -494,6 +494,52 @@ void gt_mul_cuda(int64_t n, const float* a, const float* b, float* y, cudaStream
   MAMBA_CUDA_CHECK_LAUNCH("gt_mul_cuda");
 }
 
+// ---- transpose ----------------------------------------------------------------------------------
+namespace {
+template <class TI, class TO>
+__global__ void transpose_kernel(int64_t P, int64_t Q, const TI* src, int64_t sld, int64_t sbs, TO* dst, int64_t dld,
+                                 int64_t dbs) {
+  __shared__ float tile[32][33];
+  const int64_t bt = blockIdx.z;
+  const int64_t p0 = static_cast<int64_t>(blockIdx.y) * 32, q0 = static_cast<int64_t>(blockIdx.x) * 32;
+  const TI* s = src + bt * sbs;
+  TO* d = dst + bt * dbs;
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    const int64_t p = p0 + i, q = q0 + threadIdx.x;
+    if (p < P && q < Q) tile[i][threadIdx.x] = ldf(s + p * sld + q);
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    const int64_t q = q0 + i, p = p0 + threadIdx.x;
+    if (p < P && q < Q) stf(d + q * dld + p, tile[threadIdx.x][i]);
+  }
+}
+}  // namespace
+
+void gt_transpose_cuda(int64_t batch, int64_t P, int64_t Q, const void* src, bool src_bf16, int64_t src_ld,
+                       int64_t src_bs, void* dst, bool dst_bf16, int64_t dst_ld, int64_t dst_bs, cudaStream_t stream) {
+  const char* op = "gt_transpose_cuda";
+  require(batch >= 0 && P >= 0 && Q >= 0, op, "negative size");
+  if (batch == 0 || P == 0 || Q == 0) return;
+  require(batch <= 65535 && cdiv(P, 32) <= 65535, op, "batch and P / 32 must be <= 65535");
+  dim3 grid(static_cast<unsigned>(cdiv(Q, 32)), static_cast<unsigned>(cdiv(P, 32)), static_cast<unsigned>(batch));
+  dim3 block(32, 8);
+  using bf = __nv_bfloat16;
+  if (!src_bf16 && !dst_bf16)
+    transpose_kernel<float, float><<<grid, block, 0, stream>>>(P, Q, static_cast<const float*>(src), src_ld, src_bs,
+                                                               static_cast<float*>(dst), dst_ld, dst_bs);
+  else if (!src_bf16 && dst_bf16)
+    transpose_kernel<float, bf><<<grid, block, 0, stream>>>(P, Q, static_cast<const float*>(src), src_ld, src_bs,
+                                                            static_cast<bf*>(dst), dst_ld, dst_bs);
+  else if (src_bf16 && !dst_bf16)
+    transpose_kernel<bf, float><<<grid, block, 0, stream>>>(P, Q, static_cast<const bf*>(src), src_ld, src_bs,
+                                                            static_cast<float*>(dst), dst_ld, dst_bs);
+  else
+    transpose_kernel<bf, bf><<<grid, block, 0, stream>>>(P, Q, static_cast<const bf*>(src), src_ld, src_bs,
+                                                         static_cast<bf*>(dst), dst_ld, dst_bs);
+  MAMBA_CUDA_CHECK_LAUNCH(op);
+}
+
 // ---- optimiser ----------------------------------------------------------------------------------
 namespace {
 constexpr int kSumBlocks = 1024;

@@ -5,6 +5,7 @@
 #include "mamba/nn/mamba_lm_train_cuda.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <map>
 
 #include "mamba/nn/mamba1.h"
@@ -88,9 +89,24 @@ constexpr DType dtype_of() {
   return std::is_same_v<T, float> ? DType::f32 : DType::bf16;
 }
 
+// MAMBA_GT_TRANSPOSE=strided: the generic strided-copy kernel instead of the tiled transpose
+// (kept for A/B checks).
+bool tiled_transpose() {
+  static const bool v = [] {
+    const char* e = std::getenv("MAMBA_GT_TRANSPOSE");
+    return !(e && std::string(e) == "strided");
+  }();
+  return v;
+}
+
 // (b, l, c) rows of stride src_ld -> (b, c, l) contiguous (types may differ).
 void to_bcl(cudaStream_t s, const void* src, kc::ElemType st, int64_t src_ld, void* dst, kc::ElemType dt, int64_t b,
             int64_t l, int64_t c) {
+  if (tiled_transpose()) {
+    kc::gt_transpose_cuda(b, l, c, src, st == kc::ElemType::bf16, src_ld, l * src_ld, dst, dt == kc::ElemType::bf16, l,
+                          c * l, s);
+    return;
+  }
   kc::StridedCopyParams p;
   p.rank = 3;
   p.shape[0] = b; p.shape[1] = l; p.shape[2] = c;
@@ -102,6 +118,11 @@ void to_bcl(cudaStream_t s, const void* src, kc::ElemType st, int64_t src_ld, vo
 // (b, c, l) contiguous -> (b, l, c) rows of stride dst_ld.
 void to_blc(cudaStream_t s, const void* src, kc::ElemType st, void* dst, kc::ElemType dt, int64_t dst_ld, int64_t b,
             int64_t l, int64_t c) {
+  if (tiled_transpose()) {
+    kc::gt_transpose_cuda(b, c, l, src, st == kc::ElemType::bf16, l, c * l, dst, dt == kc::ElemType::bf16, dst_ld,
+                          l * dst_ld, s);
+    return;
+  }
   kc::StridedCopyParams p;
   p.rank = 3;
   p.shape[0] = b; p.shape[1] = c; p.shape[2] = l;

@@ -85,6 +85,13 @@ void gt_cross_entropy_cuda(int64_t rows, int64_t V, int64_t row_stride, T* logit
 void gt_embedding_bwd_accumulate_cuda(int64_t rows, int64_t dim, int64_t vocab, const int64_t* ids,
                                       const float* dy, float* dtable, cudaStream_t stream);
 
+// ---- batched transpose with conversion ------------------------------------------------------
+// For each of `batch` matrices: dst[q, p] = src[p, q] (p < P, q < Q); src rows of stride
+// src_ld, matrices src_bs apart; dst rows of stride dst_ld, matrices dst_bs apart (elements).
+// Types f32 / bf16 (src and dst may differ). 32 x 32 tiles through shared memory.
+void gt_transpose_cuda(int64_t batch, int64_t P, int64_t Q, const void* src, bool src_bf16, int64_t src_ld,
+                       int64_t src_bs, void* dst, bool dst_bf16, int64_t dst_ld, int64_t dst_bs, cudaStream_t stream);
+
 // ---- elementwise --------------------------------------------------------------------------
 void gt_cast_f32_to_bf16_cuda(int64_t n, const float* x, __nv_bfloat16* y, cudaStream_t stream);
 void gt_neg_exp_cuda(int64_t n, const float* x, float* y, cudaStream_t stream);            // y = -exp(x)
