@@ -68,6 +68,8 @@ void layer_norm_bwd_cuda(int64_t rows, int64_t dim, const float* r, const float*
 // deterministic) and correct (nullable) the number of rows whose argmax equals the target.
 // targets are checked on the device: a target >= V raises an error at the next
 // cross_entropy_check_cuda call (the flag lives in `workspace`).
+// (Implementation note) The flag reflects the most recent call with this workspace (each call
+// rewrites it, so no initialisation is needed); bad-target rows get loss 0 and zero dlogits.
 size_t cross_entropy_cuda_workspace_bytes(int64_t rows);
 template <class T>
 void cross_entropy_fwd_bwd_cuda(int64_t rows, int64_t V, int64_t row_stride, const T* logits,
@@ -94,6 +96,10 @@ void causal_conv1d_bwd_cuda(const CausalConv1dCudaParams<T>& p, const T* dout, T
 template <class T>
 void embedding_bwd_accumulate_cuda(int64_t rows, int64_t dim, int64_t vocab, const int64_t* ids, const T* dy,
                                    float* dtable, cudaStream_t stream);
+// (Added) Synchronises `stream`; throws std::invalid_argument naming the first row whose id was
+// outside [0, vocab) in any embedding_bwd_accumulate_cuda call since the last check (a flag per
+// device), then clears the flag.
+void embedding_bwd_check_cuda(cudaStream_t stream);
 
 // ---- AdamW over many tensors, with global-norm clipping ----------------------------------------
 struct AdamWTensorCuda {

@@ -1,0 +1,253 @@
+// Causal depthwise conv1d backward on the GPU.
+// v2: the walk goes in chunks of 4 steps whose 8 loads are issued before the arithmetic (v1, one
+// step at a time, kept for A/B under MAMBA_CONV_BWD_U=1).
+// A thread owns kV = 4 consecutive channels (16-byte f32 / 8-byte bf16 accesses when aligned)
+// of one batch and a tile of kTile = 64 timesteps [t0, t1). It walks t from t0 to t1 + K - 2:
+// recomputes pre[t] from a window of the last K inputs, g[t] = dout[t] * silu'(pre[t]) (zero past
+// the sequence), keeps the last K values of g and emits dx[t - (K - 1)] = sum_k w[k] g[t - k]
+// (times below 0 go to dinitial_state, from the first tile only). The K - 1 halo steps past the
+// tile are recomputed (re-read, mostly from L2). dweight / dbias partials of each (batch, tile)
+// go to the workspace; column_sum_kernel adds them in a fixed order (deterministic).
+#include "mamba/kernels/cuda/train_kernels_cuda.h"
+#include "mamba/kernels/cuda/cuda_check.h"
+
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "device_common.cuh"
+#include "train_common.cuh"
+
+namespace mamba::kernels::cuda {
+
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kTile = 64;
+constexpr int kV = 4;
+
+template <class T, bool kVec>
+__device__ __forceinline__ void load4(const T* p, int64_t c, int64_t C, float (&v)[kV]) {
+  if constexpr (kVec) {
+    if constexpr (sizeof(T) == 4) {
+      const float4 q = __ldg(reinterpret_cast<const float4*>(p));
+      v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+    } else {
+      union { uint2 u; T e[4]; } q;
+      q.u = __ldg(reinterpret_cast<const uint2*>(p));
+#pragma unroll
+      for (int j = 0; j < kV; ++j) v[j] = dev::to_f32(q.e[j]);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kV; ++j) v[j] = c + j < C ? dev::to_f32(p[j]) : 0.f;
+  }
+}
+template <class T, bool kVec>
+__device__ __forceinline__ void store4(T* p, int64_t c, int64_t C, const float (&v)[kV]) {
+  if constexpr (kVec) {
+    if constexpr (sizeof(T) == 4) {
+      *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+      union { uint2 u; T e[4]; } q;
+#pragma unroll
+      for (int j = 0; j < kV; ++j) q.e[j] = dev::from_f32<T>(v[j]);
+      *reinterpret_cast<uint2*>(p) = q.u;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kV; ++j)
+      if (c + j < C) p[j] = dev::from_f32<T>(v[j]);
+  }
+}
+
+template <class T, int K, bool kVec, int kU>
+__global__ void __launch_bounds__(kThreads)
+conv1d_bwd_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T* __restrict__ dx, int64_t dx_sb, int64_t dx_st, float* dinit,
+                  float* part) {
+  constexpr int K1 = K - 1;
+  const int64_t C = p.channels, L = p.seqlen;
+  const int64_t c0 = (int64_t(blockIdx.x) * kThreads + threadIdx.x) * kV;
+  if (c0 >= C) return;
+  const int64_t b = blockIdx.z;
+  const int64_t tile = blockIdx.y, ntiles = gridDim.y;
+  const int64_t t0 = tile * kTile;
+  const int64_t t1 = t0 + kTile < L ? t0 + kTile : L;
+  const T* xb = p.x + b * p.x_sb + c0;
+  const T* db = dout + b * L * C + c0;
+  T* dxb = dx + b * dx_sb + c0;
+
+  float w[K][kV], bias[kV];
+#pragma unroll
+  for (int j = 0; j < kV; ++j) {
+    const bool in = c0 + j < C;
+#pragma unroll
+    for (int k = 0; k < K; ++k) w[k][j] = in ? p.weight[(c0 + j) * K + k] : 0.f;
+    bias[j] = in && p.bias ? p.bias[c0 + j] : 0.f;
+  }
+  // xw[k]: input at time t - K1 + k; gw[k]: g at time t - K1 + k.
+  float xw[K][kV], gw[K][kV], dw[K][kV], dbs[kV];
+#pragma unroll
+  for (int j = 0; j < kV; ++j) {
+    dbs[j] = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) { dw[k][j] = 0.f; gw[k][j] = 0.f; }
+  }
+#pragma unroll
+  for (int k = 0; k < K1; ++k) {
+    const int64_t ts = t0 - K1 + k;
+    if (ts >= 0) {
+      load4<T, kVec>(xb + ts * p.x_st, c0, C, xw[k]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kV; ++j)
+        xw[k][j] = p.initial_state && c0 + j < C ? p.initial_state[(b * C + c0 + j) * K1 + (K1 + ts)] : 0.f;
+    }
+  }
+  const int64_t t_last = t1 + K1;  // exclusive
+  // Chunks of kU steps: the chunk's loads are issued before its arithmetic.
+  for (int64_t tc = t0; tc < t_last; tc += kU) {
+    float xi[kU][kV], go[kU][kV];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t t = tc + u;
+      if (t < L && t < t_last) {
+        load4<T, kVec>(xb + t * p.x_st, c0, C, xi[u]);
+        load4<T, kVec>(db + t * C, c0, C, go[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t t = tc + u;
+      if (t >= t_last) break;
+      float g[kV];
+      if (t < L) {
+#pragma unroll
+        for (int j = 0; j < kV; ++j) {
+          xw[K1][j] = xi[u][j];
+          float pre = bias[j];
+#pragma unroll
+          for (int k = 0; k < K; ++k) pre = fmaf(w[k][j], xw[k][j], pre);
+          float gg = go[u][j];
+          if (p.silu) {
+            const float sg = 1.f / (1.f + __expf(-pre));
+            gg *= sg * (1.f + pre * (1.f - sg));
+          }
+          g[j] = gg;
+          if (t < t1) {
+            dbs[j] += gg;
+#pragma unroll
+            for (int k = 0; k < K; ++k) dw[k][j] = fmaf(gg, xw[k][j], dw[k][j]);
+          }
+#pragma unroll
+          for (int k = 0; k < K1; ++k) xw[k][j] = xw[k + 1][j];
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < kV; ++j) g[j] = 0.f;
+      }
+#pragma unroll
+      for (int j = 0; j < kV; ++j) {
+#pragma unroll
+        for (int k = 0; k < K1; ++k) gw[k][j] = gw[k + 1][j];
+        gw[K1][j] = g[j];
+      }
+      const int64_t s = t - K1;
+      if (s >= t0 || (t0 == 0 && dinit)) {
+        float o[kV];
+#pragma unroll
+        for (int j = 0; j < kV; ++j) {
+          float a = 0.f;
+#pragma unroll
+          for (int k = 0; k < K; ++k) a = fmaf(w[k][j], gw[K1 - k][j], a);
+          o[j] = a;
+        }
+        if (s >= 0) {
+          if (s < t1) store4<T, kVec>(dxb + s * dx_st, c0, C, o);
+        } else {
+#pragma unroll
+          for (int j = 0; j < kV; ++j)
+            if (c0 + j < C) dinit[(b * C + c0 + j) * K1 + (K1 + s)] = o[j];
+        }
+      }
+    }
+  }
+  // Partials: slot (b, tile), rows k = 0..K (K: bias), columns c.
+  float* ps = part + (b * ntiles + tile) * (K + 1) * C;
+#pragma unroll
+  for (int j = 0; j < kV; ++j) {
+    if (c0 + j < C) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) ps[k * C + c0 + j] = dw[k][j];
+      ps[K * C + c0 + j] = dbs[j];
+    }
+  }
+}
+
+template <class T, int K>
+void launch(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx_sb, int64_t dx_st, float* dinit,
+            float* part, cudaStream_t stream) {
+  const int64_t C = p.channels;
+  const int64_t kEl = sizeof(T) == 4 ? 4 : 4;  // 4 channels per access
+  const size_t access = kV * sizeof(T);
+  auto al = [&](const void* q) { return (reinterpret_cast<uintptr_t>(q) % access) == 0; };
+  const bool vec = C % kEl == 0 && p.x_sb % kEl == 0 && p.x_st % kEl == 0 && dx_sb % kEl == 0 && dx_st % kEl == 0 &&
+                   al(p.x) && al(dout) && al(dx);
+  const int64_t ntiles = (p.seqlen + kTile - 1) / kTile;
+  const int64_t lanes = (C + kV - 1) / kV;
+  const dim3 grid(static_cast<unsigned>((lanes + kThreads - 1) / kThreads), static_cast<unsigned>(ntiles),
+                  static_cast<unsigned>(p.batch));
+  // MAMBA_CONV_BWD_U=1 (benchmarks): one step per chunk (the first version).
+  const char* env = std::getenv("MAMBA_CONV_BWD_U");
+  const bool u1 = env && std::atoi(env) == 1;
+  if (vec && !u1) conv1d_bwd_kernel<T, K, true, 4><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
+  else if (vec) conv1d_bwd_kernel<T, K, true, 1><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
+  else conv1d_bwd_kernel<T, K, false, 4><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
+}
+
+int64_t conv_slots(int64_t batch, int64_t seqlen) { return batch * ((seqlen + kTile - 1) / kTile); }
+
+}  // namespace
+
+size_t causal_conv1d_bwd_cuda_workspace_bytes(const CausalConv1dCudaParams<float>& s) {
+  if (s.batch <= 0 || s.seqlen <= 0 || s.channels <= 0 || s.width < 1) return 0;
+  return static_cast<size_t>(conv_slots(s.batch, s.seqlen) * (s.width + 1) * s.channels) * sizeof(float);
+}
+
+template <class T>
+void causal_conv1d_bwd_cuda(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx_sb, int64_t dx_st,
+                            float* dweight, float* dbias, float* dinitial_state, void* workspace,
+                            size_t workspace_bytes, cudaStream_t stream) {
+  const char* fn = "causal_conv1d_bwd_cuda";
+  auto bad = [&](const std::string& m) { throw std::invalid_argument(std::string(fn) + ": " + m); };
+  if (p.width < 1 || p.width > 4) bad("width must be in [1, 4], got " + std::to_string(p.width));
+  if (p.batch < 1 || p.batch > 65535) bad("batch must be in [1, 65535], got " + std::to_string(p.batch));
+  if (p.seqlen < 1) bad("seqlen must be >= 1, got " + std::to_string(p.seqlen));
+  if (p.channels < 1) bad("channels must be >= 1, got " + std::to_string(p.channels));
+  if ((p.seqlen + kTile - 1) / kTile > 65535) bad("seqlen must be <= 65535 * 64, got " + std::to_string(p.seqlen));
+  if (!p.x || !p.weight || !dout || !dx || !dweight) bad("p.x, p.weight, dout, dx and dweight must not be null");
+  CausalConv1dCudaParams<float> s;
+  s.batch = p.batch; s.seqlen = p.seqlen; s.channels = p.channels; s.width = p.width;
+  const size_t need = causal_conv1d_bwd_cuda_workspace_bytes(s);
+  if (!workspace || workspace_bytes < need)
+    bad("workspace_bytes " + std::to_string(workspace_bytes) + " < required " + std::to_string(need));
+  float* part = static_cast<float*>(workspace);
+  switch (p.width) {
+    case 1: launch<T, 1>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
+    case 2: launch<T, 2>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
+    case 3: launch<T, 3>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
+    default: launch<T, 4>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
+  }
+  MAMBA_CUDA_CHECK_LAUNCH(fn);
+  train_dev::launch_column_sum(conv_slots(p.batch, p.seqlen), (p.width + 1) * p.channels, part, dweight, dbias,
+                               p.width, p.channels, stream);
+  MAMBA_CUDA_CHECK_LAUNCH(fn);
+}
+
+template void causal_conv1d_bwd_cuda<float>(const CausalConv1dCudaParams<float>&, const float*, float*, int64_t,
+                                            int64_t, float*, float*, float*, void*, size_t, cudaStream_t);
+template void causal_conv1d_bwd_cuda<__nv_bfloat16>(const CausalConv1dCudaParams<__nv_bfloat16>&,
+                                                    const __nv_bfloat16*, __nv_bfloat16*, int64_t, int64_t, float*,
+                                                    float*, float*, void*, size_t, cudaStream_t);
+
+}  // namespace mamba::kernels::cuda
