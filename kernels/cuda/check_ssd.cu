@@ -332,6 +332,7 @@ void fill(Buf<T>& b, uint64_t seed, float lo, float hi) {
 }
 
 double median_us(const std::function<void()>& fn, int samples = 25, int warmup = 3) {
+  if (samples < 3) warmup = 0;  // profiling runs (--ssd-once): as few launches as possible
   cudaEvent_t e0, e1;
   MAMBA_CUDA_CHECK("cudaEventCreate", cudaEventCreate(&e0));
   MAMBA_CUDA_CHECK("cudaEventCreate", cudaEventCreate(&e1));
@@ -437,13 +438,19 @@ double time_bwd(int b, int l, int h, int p, int n, bool z_on, double fwd_us) {
 }  // namespace
 
 bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
-  bool check_only = false, ssd_only = false;
+  bool check_only = false, ssd_only = false, once = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--check-only") == 0) check_only = true;
     if (std::strcmp(argv[i], "--ssd-only") == 0) ssd_only = true;
+    if (std::strcmp(argv[i], "--ssd-once") == 0) once = true;
   }
   g_pass = &passed;
   g_fail = &failed;
+  if (once) {  // for a profiler: the standard shape, forward v2 and v3, backward, few launches
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2, 1);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3, 1);
+    return true;
+  }
   const int p0 = passed, f0 = failed;
   uint64_t seed = 0x55d;
   // Awkward sizes: l 1, 63, 64, 65, 255, 257 (not a multiple of the 64-step chunk), batch 1,
@@ -483,6 +490,17 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
       {2, 200, 6, 64, 128, 3, true, true, true, true, true, 8},
       {1, 1100, 2, 64, 128, 1, true, true, true, true, true, 0},
       {1, 128, 1, 64, 128, 1, false, false, false, true, false, 0},
+      // short and chunk-boundary lengths (the l 1 case failed before the gated dy kept its
+      // bf16 remainder): with and without z, h0, dfinal alternating.
+      {1, 1, 1, 64, 128, 1, true, true, true, true, true, 0},
+      {1, 1, 2, 64, 128, 1, true, false, true, true, true, 0},
+      {1, 2, 1, 64, 128, 1, true, true, true, true, true, 0},
+      {1, 2, 2, 64, 64, 1, true, true, false, true, true, 0},
+      {1, 3, 1, 64, 128, 1, true, true, true, true, true, 0},
+      {2, 3, 2, 64, 32, 2, true, false, true, true, false, 0},
+      {1, 255, 2, 64, 128, 1, true, true, true, true, true, 0},
+      {1, 257, 2, 64, 128, 1, true, true, true, true, true, 0},
+      {1, 257, 1, 64, 64, 1, true, false, false, true, true, 8},
   };
   bool dfin = false;
   for (const auto& c : bwd_cases) {

@@ -57,7 +57,7 @@ struct SelectiveScanCudaParams {
   int split = 0;
   int poly = 0;
   int unroll = 0;
-  // Variable-length packed batch (v4 only, dstate <= 64): when cu_seqlens is non-null, batch
+  // Variable-length packed batch (versions 0 / 3 and 4, dstate <= 64; 1 and 2 are refused): when cu_seqlens is non-null, batch
   // must be 1 and the (1, dim, seqlen) / (1, n_groups, dstate, seqlen) tensors hold n_seqs
   // sequences back to back; sequence s is [cu_seqlens[s], cu_seqlens[s + 1]) (DEVICE int32
   // array of n_seqs + 1 non-decreasing offsets, cu_seqlens[n_seqs] <= seqlen; offsets are
