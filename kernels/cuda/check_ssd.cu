@@ -449,6 +449,7 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
   if (once) {  // for a profiler: the standard shape, forward v2 and v3, backward, few launches
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2, 1);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3, 1);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4, 1);
     return true;
   }
   const int p0 = passed, f0 = failed;
@@ -477,6 +478,7 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     check_fwd<bf16>(c, 1, ++seed);
     check_fwd<bf16>(c, 2, ++seed);
     check_fwd<bf16>(c, 3, ++seed);
+    check_fwd<bf16>(c, 4, ++seed);
   }
   // Backward: the tensor-core shapes (headdim 64, dstate 16 / 32 / 64 / 128, 16-byte rows).
   const SsdCase bwd_cases[] = {
@@ -514,7 +516,10 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);  // again: the spread
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3);  // v3: x double-buffered, prefetched
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);  // v4: + next C after the intra part, dt in registers
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);
     time_fwd<bf16>(8, 4096, 48, 64, 128, true, 2);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, true, 4);
     // Stage costs by leaving one out (wrong results; timing only): intra-chunk, C S^T, state update.
     for (const char* sk : {"1", "2", "4", "7"}) {
       setenv("MAMBA_SSD_SKIP", sk, 1);
@@ -526,6 +531,12 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     time_fwd<float>(8, 4096, 48, 64, 128, false, 1, 3);
     time_fwd<bf16>(1, 4096, 48, 64, 128, false, 2);
     time_fwd<bf16>(8, 4096, 48, 64, 16, false, 2);
+    for (const char* sk : {"1", "7"}) {  // v4's stage costs
+      setenv("MAMBA_SSD_SKIP", sk, 1);
+      std::printf("  v4 MAMBA_SSD_SKIP=%s:\n", sk);
+      time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);
+    }
+    unsetenv("MAMBA_SSD_SKIP");
     std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: %.1f us (target <= 500, reference %.0f, floor %.0f)\n",
                 fwd, kRefFwdUs, kFloorUs);
     const double bwd = time_bwd(8, 4096, 48, 64, 128, false, fwd);

@@ -174,7 +174,10 @@ constexpr int kQ = 64, kP = 64, kThreads = 128;
 // kPF (v3): x is double-buffered and the next chunk's x rows (from DRAM, read by this block
 // only) are loaded during this chunk's products; C and B (shared by the heads, mostly L2 hits)
 // are not. 71 KB: still 3 blocks per SM.
-template <int kN, bool kPF = false>
+// kPF 2 (v4): as 1, plus the next chunk's C rows loaded right after this chunk's intra-chunk part
+// (the last use of C; the epilogue and the state update overlap the load) and the next chunk's
+// dt held in registers of warp 0, loaded during this chunk. Same 71 KB.
+template <int kN, int kPF = 0>
 struct Smem {
   static constexpr int kNS = kN + 8, kXS = kP + 8, kNX = kPF ? 2 : 1;
   bf16 C[kQ][kNS];
@@ -196,7 +199,7 @@ __device__ __forceinline__ void store_state_bf16(Sm& sm, const float (&st)[kN / 
 
 // skip: timing only (wrong results), env MAMBA_SSD_SKIP: bit 0 leaves out the intra-chunk part, bit 1
 // the C S^T part, bit 2 the state update.
-template <int kN, bool kPF>
+template <int kN, int kPF>
 __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
   extern __shared__ __align__(16) unsigned char tc_smem[];
   using SmemT = Smem<kN, kPF>;
@@ -246,6 +249,14 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
       sm::cp_async16(&X[r][pc], ok ? xb + (t0 + r) * p.x_st + pc : xb, ok);
     }
   };
+  float dtraw[2] = {0.f, 0.f};  // kPF 2, warp 0: the raw dt of steps 2 lane, 2 lane + 1
+  auto load_dt = [&](float (&r)[2], int64_t t0, int qn) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int t = 2 * lane + k;
+      r[k] = t < qn ? __bfloat162float(dtb[(t0 + t) * p.dt_st]) : 0.f;
+    }
+  };
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t t0 = c * kQ;
     const int qn = static_cast<int>(p.seqlen - t0 < kQ ? p.seqlen - t0 : kQ);
@@ -254,7 +265,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
     for (int i = tid; i < kQ * kPcsN; i += kThreads) {
       const int r = i / kPcsN, pc = (i % kPcsN) * 8;
       const bool ok = r < qn;
-      sm::cp_async16(&sm.C[r][pc], ok ? Cb + (t0 + r) * p.C_st + pc : Cb, ok);
+      if (kPF < 2 || c == 0) sm::cp_async16(&sm.C[r][pc], ok ? Cb + (t0 + r) * p.C_st + pc : Cb, ok);
       sm::cp_async16(&sm.B[r][pc], ok ? Bb + (t0 + r) * p.B_st + pc : Bb, ok);
     }
     bf16 (*X)[kXS] = sm.X[kPF ? (c & 1) : 0];
@@ -262,15 +273,18 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
     sm::cp_async_commit();
     if (warp == 0) {  // dt', the cumulative log decay cs (a warp scan), w
       float d[2];
+      if (kPF == 2 && c == 0) load_dt(dtraw, t0, qn);
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
         const int t = 2 * lane + k;
         d[k] = 0.f;
         if (t < qn) {
-          const float r = __bfloat162float(dtb[(t0 + t) * p.dt_st]) + bias;
+          const float r = (kPF == 2 ? dtraw[k] : __bfloat162float(dtb[(t0 + t) * p.dt_st])) + bias;
           d[k] = p.dt_softplus ? dev::softplus(r) : r;
         }
       }
+      if (kPF == 2 && c + 1 < nchunks)  // the next chunk's dt: in flight during this chunk
+        load_dt(dtraw, t0 + kQ, static_cast<int>(p.seqlen - t0 - kQ < kQ ? p.seqlen - t0 - kQ : kQ));
       const float l0 = d[0] * A, l1 = d[1] * A;
       float incl = l0 + l1;
 #pragma unroll
@@ -364,6 +378,17 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
         sm::mma_bf16(yacc[2 * pt2 + 1], pa, bfr[2], bfr[3]);
       }
     }
+    if (kPF == 2 && c + 1 < nchunks) {  // C is free: the next chunk's rows, during the epilogue
+      __syncthreads();
+      const int64_t t1 = t0 + kQ;
+      const int qn1 = static_cast<int>(p.seqlen - t1 < kQ ? p.seqlen - t1 : kQ);
+      for (int i = tid; i < kQ * kPcsN; i += kThreads) {
+        const int r = i / kPcsN, pc = (i % kPcsN) * 8;
+        const bool ok = r < qn1;
+        sm::cp_async16(&sm.C[r][pc], ok ? Cb + (t1 + r) * p.C_st + pc : Cb, ok);
+      }
+      sm::cp_async_commit();
+    }
     // ---- y = (Y + D x) [* silu(z)]
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -426,7 +451,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
   }
 }
 
-template <int kN, bool kPF>
+template <int kN, int kPF>
 void launch(const SsdCudaParams<bf16>& p, cudaStream_t stream) {
   const size_t smem = sizeof(Smem<kN, kPF>);
   auto kernel = ssd_fwd_tc_kernel<kN, kPF>;
@@ -468,7 +493,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
   int v = p.version;
   if (v == 0) {
     const char* env = std::getenv("MAMBA_SSD_VERSION");
-    v = env && (std::strcmp(env, "1") == 0 || std::strcmp(env, "3") == 0) ? env[0] - '0' : 2;
+    v = env && (std::strcmp(env, "1") == 0 || std::strcmp(env, "3") == 0 || std::strcmp(env, "4") == 0) ? env[0] - '0' : 2;
   }
   if (v == 1) return 1;
   if constexpr (!std::is_same_v<T, bf16>) {
@@ -481,7 +506,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
       return 1;
     if (p.z && !aligned_rows(p.z, {p.z_sb, p.z_st, p.z_sh}, 2)) return 1;
     if (p.final_state && !dev::aligned16(p.final_state)) return 1;
-    return v == 3 ? 3 : 2;
+    return v == 3 || v == 4 ? v : 2;
   }
 }
 
@@ -490,12 +515,18 @@ void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
   check_params(p);
   if (ssd_cuda_kernel_version(p) == 1) return dispatch_seq(p, stream);
   if constexpr (std::is_same_v<T, bf16>) {
-    const bool pf = ssd_cuda_kernel_version(p) == 3;
+    const int pf = ssd_cuda_kernel_version(p) - 2;  // v2: 0, v3: 1 (x prefetched), v4: 2 (+ C, dt)
+    auto go = [&](auto n) {
+      constexpr int kN = decltype(n)::value;
+      if (pf == 2) return tc::launch<kN, 2>(p, stream);
+      if (pf == 1) return tc::launch<kN, 1>(p, stream);
+      return tc::launch<kN, 0>(p, stream);
+    };
     switch (p.dstate) {
-      case 16: return pf ? tc::launch<16, true>(p, stream) : tc::launch<16, false>(p, stream);
-      case 32: return pf ? tc::launch<32, true>(p, stream) : tc::launch<32, false>(p, stream);
-      case 64: return pf ? tc::launch<64, true>(p, stream) : tc::launch<64, false>(p, stream);
-      default: return pf ? tc::launch<128, true>(p, stream) : tc::launch<128, false>(p, stream);
+      case 16: return go(std::integral_constant<int, 16>{});
+      case 32: return go(std::integral_constant<int, 32>{});
+      case 64: return go(std::integral_constant<int, 64>{});
+      default: return go(std::integral_constant<int, 128>{});
     }
   }
 }

@@ -58,13 +58,14 @@ struct SsdCudaParams {
   const float* initial_state = nullptr;
   T* y = nullptr;        int64_t y_sb = 0, y_st = 0, y_sh = 0;
   float* final_state = nullptr;
-  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SSD_VERSION=1|2|3 when set,
+  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SSD_VERSION=1|2|3|4 when set,
   // else 2), 1 = sequential, 2 = tensor cores, 3 = tensor cores with the next chunk's x loaded
-  // during the current chunk (2 and 3 fall back to 1 when the shape does not fit them).
+  // during the current chunk, 4 = as 3 plus the next chunk's C (loaded after the intra-chunk
+  // part) and dt (registers) (2..4 fall back to 1 when the shape does not fit them).
   int version = 0;
 };
 
-// Which kernel ssd_chunk_scan_cuda runs for p: 1, 2 or 3 (see version above).
+// Which kernel ssd_chunk_scan_cuda runs for p: 1, 2, 3 or 4 (see version above).
 template <class T>
 int ssd_cuda_kernel_version(const SsdCudaParams<T>& p);
 
