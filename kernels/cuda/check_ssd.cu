@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "check_report.h"
 #include "check_ssd.h"
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/ssd_cuda.h"
@@ -92,34 +93,12 @@ struct Rng {
   }
 };
 
-// Relative L2 error over the entries where mask is true (all when empty); NaN never passes.
+// The shared helpers (check_report.h), counting into the caller's passed / failed.
 void report(const std::string& name, const std::vector<float>& out, const std::vector<float>& ref, double t,
             const std::vector<char>& mask = {}) {
-  double num = 0, den = 0;
-  size_t bad = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!mask.empty() && !mask[i]) continue;
-    if (!std::isfinite(out[i])) { ++bad; continue; }
-    const double e = double(out[i]) - ref[i];
-    num += e * e;
-    den += double(ref[i]) * ref[i];
-  }
-  const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-  const bool ok = bad == 0 && rel < t && out.size() == ref.size();
-  (ok ? *g_pass : *g_fail)++;
-  std::printf("%-4s %-84s rel %.2e (tol %.0e)%s\n", ok ? "ok" : "FAIL", name.c_str(), rel, t,
-              bad ? (" non-finite " + std::to_string(bad)).c_str() : "");
-  std::fflush(stdout);
+  kc::check::report(*g_pass, *g_fail, name, out, ref, t, mask, 84);
 }
-
-void run_case(const std::string& name, const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    ++*g_fail;
-    std::printf("FAIL %s: %s\n", name.c_str(), e.what());
-  }
-}
+void run_case(const std::string& name, const std::function<void()>& fn) { kc::check::run_case(*g_fail, name, fn); }
 
 struct SsdCase {
   int b, l, h, p, n, g;
