@@ -519,6 +519,10 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     unsetenv("MAMBA_SSD_SKIP");
     std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: %.1f us (target <= 500, reference %.0f, floor %.0f)\n",
                 fwd, kRefFwdUs, kFloorUs);
+    setenv("MAMBA_SSD_BWD_PREFETCH", "0", 1);
+    std::printf("  MAMBA_SSD_BWD_PREFETCH=0 (pass 1 not double-buffered, as before):\n");
+    time_bwd(8, 4096, 48, 64, 128, false, fwd);
+    unsetenv("MAMBA_SSD_BWD_PREFETCH");
     const double bwd = time_bwd(8, 4096, 48, 64, 128, false, fwd);
     time_bwd(8, 4096, 48, 64, 128, true, fwd);
     std::printf("ssd summary: fwd+bwd bf16 b8 l4096 h48 p64 n128: %.1f us (reference %.0f)\n", fwd + bwd, kRefFwdBwdUs);

@@ -21,6 +21,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -106,6 +107,7 @@ struct Args {
   bf16* states;    // [bh][nchunks][kP][kN]
   float* partial;  // [bh][3]: dA, dD, ddt_bias
   int64_t nchunks;
+  bool prefetch;  // pass 1 double-buffered (env MAMBA_SSD_BWD_PREFETCH=0: off, for comparison)
 };
 
 template <int kN>
@@ -151,6 +153,24 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
       st[nt][2] = S0 ? S0[(row0 + 8) * kN + n] : 0.f;
       st[nt][3] = S0 ? S0[(row0 + 8) * kN + n + 1] : 0.f;
     }
+    // Pass 1 only needs B and x: with args.prefetch, chunk c + 1's rows go into C / dY (unused
+    // until pass 2) while chunk c is computed, so the loads are off the critical path.
+    const bool pf = args.prefetch;
+    auto load_p1 = [&](int64_t cc, int buf) {
+      const int64_t tt = cc * kQ;
+      bf16 (*const dB_)[Smem<kN>::kNS] = buf ? s.C : s.B;
+      bf16 (*const dX_)[Smem<kN>::kXS] = buf ? s.dY : s.X;
+      for (int i = tid; i < kQ * kPcsN; i += kThreads) {
+        const int r = i / kPcsN, pc = (i % kPcsN) * 8;
+        sm::cp_async16(&dB_[r][pc], Bb + (tt + r) * f.B_st + pc, true);
+      }
+      for (int i = tid; i < kQ * kPcsX; i += kThreads) {
+        const int r = i / kPcsX, pc = (i % kPcsX) * 8;
+        sm::cp_async16(&dX_[r][pc], xb + (tt + r) * f.x_st + pc, true);
+      }
+      sm::cp_async_commit();
+    };
+    if (pf && args.nchunks > 1) load_p1(0, 0);
     for (int64_t c = 0; c < args.nchunks; ++c) {
       bf16* out = states + c * kP * kN;
 #pragma unroll
@@ -161,18 +181,15 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
       }
       if (c + 1 == args.nchunks) break;
       const int64_t t0 = c * kQ;  // a full chunk (only the last one can be partial)
-      for (int i = tid; i < kQ * kPcsN; i += kThreads) {
-        const int r = i / kPcsN, pc = (i % kPcsN) * 8;
-        sm::cp_async16(&s.B[r][pc], Bb + (t0 + r) * f.B_st + pc, true);
-      }
-      for (int i = tid; i < kQ * kPcsX; i += kThreads) {
-        const int r = i / kPcsX, pc = (i % kPcsX) * 8;
-        sm::cp_async16(&s.X[r][pc], xb + (t0 + r) * f.x_st + pc, true);
-      }
-      sm::cp_async_commit();
+      const int buf = pf ? static_cast<int>(c & 1) : 0;
+      if (!pf) load_p1(c, 0);
+      else if (c + 2 < args.nchunks) load_p1(c + 1, buf ^ 1);  // the other buffer: free since chunk c - 1
       if (warp == 0) chunk_dt<kN>(s, dtb, f.dt_st, t0, kQ, A, bias, f.dt_softplus, lane);
-      sm::cp_async_wait_all();
+      if (pf && c + 2 < args.nchunks) sm::cp_async_wait<1>();  // chunk c's group; c + 1's stays in flight
+      else sm::cp_async_wait_all();
       __syncthreads();
+      bf16 (*const sB)[Smem<kN>::kNS] = buf ? s.C : s.B;
+      bf16 (*const sX)[Smem<kN>::kXS] = buf ? s.dY : s.X;
       const float decay = __expf(s.cs[kQ - 1]);
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
@@ -181,7 +198,7 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
 #pragma unroll
       for (int ks = 0; ks < kQ / 16; ++ks) {
         uint32_t af[4];
-        sm::ldsm_x4_t(af, &s.X[ks * 16 + at_k][warp * 16 + at_m]);
+        sm::ldsm_x4_t(af, &sX[ks * 16 + at_k][warp * 16 + at_m]);
         const int k0 = ks * 16 + 2 * q;
         af[0] = sm::scale_bf16x2(af[0], s.w[k0], s.w[k0 + 1]);
         af[1] = sm::scale_bf16x2(af[1], s.w[k0], s.w[k0 + 1]);
@@ -190,7 +207,7 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
 #pragma unroll
         for (int nt2 = 0; nt2 < kN / 16; ++nt2) {
           uint32_t bfr[4];
-          sm::ldsm_x4_t(bfr, &s.B[ks * 16 + bt_k][nt2 * 16 + bt_n]);
+          sm::ldsm_x4_t(bfr, &sB[ks * 16 + bt_k][nt2 * 16 + bt_n]);
           sm::mma_bf16(st[2 * nt2], af, bfr[0], bfr[1]);
           sm::mma_bf16(st[2 * nt2 + 1], af, bfr[2], bfr[3]);
         }
@@ -737,6 +754,8 @@ void launch_bwd(const SsdBwdCudaParams<bf16>& p, cudaStream_t stream) {
   tcb::Args a;
   a.p = p;
   a.nchunks = nchunks;
+  const char* pe = std::getenv("MAMBA_SSD_BWD_PREFETCH");
+  a.prefetch = !(pe && pe[0] == '0');
   a.states = static_cast<bf16*>(p.workspace);
   a.partial = reinterpret_cast<float*>(static_cast<char*>(p.workspace) + tcb::states_bytes(bh, nchunks, kN));
   const size_t bc_bytes = size_t(f.batch) * f.seqlen * f.ngroups * kN * sizeof(float);
