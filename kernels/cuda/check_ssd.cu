@@ -429,6 +429,7 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2, 1);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3, 1);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4, 1);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5, 1);
     return true;
   }
   const int p0 = passed, f0 = failed;
@@ -451,6 +452,11 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
       {2, 77, 2, 5, 100, 2, true, false, true, true, true, 0},
       {1, 40, 1, 128, 256, 1, true, true, true, true, true, 0},
       {1, 1100, 2, 64, 128, 1, true, true, true, true, true, 0},  // many chunks
+      // v5 (3 heads of a group per block): groups of 3 heads, batch 2, many chunks, partial last chunk
+      {2, 300, 6, 64, 128, 2, true, true, true, true, true, 0},
+      {1, 1100, 3, 64, 64, 1, true, false, true, true, false, 8},
+      {1, 77, 9, 64, 32, 3, false, true, false, false, true, 0},
+      {2, 64, 3, 64, 16, 1, true, true, true, true, true, 0},
   };
   for (const auto& c : cases) {
     check_fwd<float>(c, 1, ++seed);
@@ -458,6 +464,7 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     check_fwd<bf16>(c, 2, ++seed);
     check_fwd<bf16>(c, 3, ++seed);
     check_fwd<bf16>(c, 4, ++seed);
+    check_fwd<bf16>(c, 5, ++seed);
   }
   // Backward: the tensor-core shapes (headdim 64, dstate 16 / 32 / 64 / 128, 16-byte rows).
   const SsdCase bwd_cases[] = {
@@ -500,6 +507,9 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);
     time_fwd<bf16>(8, 4096, 48, 64, 128, true, 2);
     time_fwd<bf16>(8, 4096, 48, 64, 128, true, 4);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);  // v5: all double-buffered, 3 heads per block
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, true, 5);
     // Stage costs by leaving one out (wrong results; timing only): intra-chunk, C S^T, state update.
     for (const char* sk : {"1", "2", "4", "7"}) {
       setenv("MAMBA_SSD_SKIP", sk, 1);
@@ -513,8 +523,9 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     time_fwd<bf16>(8, 4096, 48, 64, 16, false, 2);
     for (const char* sk : {"1", "7"}) {  // v4's stage costs
       setenv("MAMBA_SSD_SKIP", sk, 1);
-      std::printf("  v4 MAMBA_SSD_SKIP=%s:\n", sk);
+      std::printf("  v4, v5 MAMBA_SSD_SKIP=%s:\n", sk);
       time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);
+      time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);
     }
     unsetenv("MAMBA_SSD_SKIP");
     std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: %.1f us (target <= 500, reference %.0f, floor %.0f)\n",
