@@ -37,7 +37,7 @@ if [ "$ok" != 1 ]; then grep -E "error" "$OUT/build.log" | head -40; exit 4; fi
 grep -A2 "ssd_fwd_tc_kernel\|ssd_bwd_tc_kernel" "$OUT/build.log" | grep -E "Used|spill" | head -16
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
 left=$(( 112 - ($(date +%s) - t0) ))
-ssd_lim=$(( left * 55 / 100 ))
+ssd_lim=$(( left * 60 / 100 ))
 echo "== mamba-cuda-check --ssd-only (limit $ssd_lim s)"
 timeout "$ssd_lim" "$BUILD/mamba-cuda-check" --ssd-only > "$OUT/ssd.log" 2>&1
 echo "ssd rc=$?"
