@@ -488,7 +488,7 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
             sm::mma_bf16(xd[1], af, bfr[2], bfr[3]);
           }
         }
-        uint32_t pw[4], pm[4];
+        uint32_t pw[4], pm[4], pml[4];
 #pragma unroll
         for (int it = 0; it < 2; ++it) {
           float wt[4], mt[4];
@@ -506,6 +506,12 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
           pw[2 * it + 1] = sm::pack_bf16(wt[2], wt[3]);
           pm[2 * it] = sm::pack_bf16(mt[0], mt[1]);
           pm[2 * it + 1] = sm::pack_bf16(mt[2], mt[3]);
+          // The diagonal block's remainder mt - bf16(mt): M_jj dy_j and D dy_j are parallel, so at
+          // short lengths (l 1: dx_0 = (M_00 + D) dy_0) a bf16 M_jj is amplified by cancellation.
+          const float2 h0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pm[2 * it]));
+          const float2 h1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pm[2 * it + 1]));
+          pml[2 * it] = sm::pack_bf16(mt[0] - h0.x, mt[1] - h0.y);
+          pml[2 * it + 1] = sm::pack_bf16(mt[2] - h1.x, mt[3] - h1.y);
         }
 #pragma unroll
         for (int nt2 = 0; nt2 < kN / 16; ++nt2) {
@@ -520,6 +526,15 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
           sm::ldsm_x4_t(bfr, &s.dY[ib * 16 + bt_k][pt2 * 16 + bt_n]);
           sm::mma_bf16(dxa[2 * pt2], pm, bfr[0], bfr[1]);
           sm::mma_bf16(dxa[2 * pt2 + 1], pm, bfr[2], bfr[3]);
+          if (ib == warp) {
+            sm::mma_bf16(dxa[2 * pt2], pml, bfr[0], bfr[1]);
+            sm::mma_bf16(dxa[2 * pt2 + 1], pml, bfr[2], bfr[3]);
+            if (zb) {  // and the gated dy's remainder: M_jj (dy_lo) is as large as the error removed above
+              sm::ldsm_x4_t(bfr, &s.dYlo[ib * 16 + bt_k][pt2 * 16 + bt_n]);
+              sm::mma_bf16(dxa[2 * pt2], pm, bfr[0], bfr[1]);
+              sm::mma_bf16(dxa[2 * pt2 + 1], pm, bfr[2], bfr[3]);
+            }
+          }
         }
       }
 #pragma unroll
