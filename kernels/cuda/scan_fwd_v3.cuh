@@ -120,7 +120,9 @@ __device__ __forceinline__ float scan_exp2(float x, int m) {
 }
 
 // kP16: the exponentials (see scan_exp2; -1 = v3, >= 0 = v4); kU: steps per rolled block.
-template <class T, int kN, int kS, bool kExact, int kP16 = -1, int kU = 4>
+// kVar = false: the kernel without the varlen prologue (measurement only: MAMBA_SCAN_VERSION /
+// version 5, an A/B of the prologue's cost; ignores cu_seqlens).
+template <class T, int kN, int kS, bool kExact, int kP16 = -1, int kU = 4, bool kVar = true>
 __global__ void __launch_bounds__(kV3Threads, V3MinBlocks<kS>::value)
 selective_scan_fwd_v3_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group) {
   constexpr int kT = 32 / int(sizeof(T));   // steps per tile
@@ -153,7 +155,7 @@ selective_scan_fwd_v3_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
   const int64_t b = blockIdx.y;
   const int64_t ld = p.seqlen;  // row length in memory
   int64_t start = 0, L = p.seqlen, brow = b;
-  if (p.cu_seqlens) {
+  if (kVar && p.cu_seqlens) {
     const int64_t s0 = min(max(int64_t{p.cu_seqlens[b]}, int64_t{0}), ld);
     const int64_t s1 = min(max(int64_t{p.cu_seqlens[b + 1]}, s0), ld);
     start = s0;
@@ -342,6 +344,23 @@ struct V3 {
     MAMBA_CUDA_CHECK_LAUNCH(kP16 < 0 ? "selective_scan_fwd_cuda (v3)" : "selective_scan_fwd_cuda (v4)");
   }
   static int64_t rows(const SelectiveScanCudaParams<T>& p) { return p.cu_seqlens ? p.n_seqs : p.batch; }
+  // v3 without the varlen prologue (kVar = false; p.cu_seqlens must be null): the A/B of its cost.
+  static void run_novar(const SelectiveScanCudaParams<T>& p, cudaStream_t stream, int forced) {
+    const int S = choose(p, forced);
+    auto go = [&](auto sc) {
+      constexpr int kS = decltype(sc)::value;
+      constexpr int kCh = kV3Threads / kS;
+      const int64_t dpg = p.dim / p.n_groups;
+      const int64_t bpg = (dpg + kCh - 1) / kCh;
+      const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.batch));
+      selective_scan_fwd_v3_kernel<T, kN, kS, kExact, -1, 4, false><<<grid, kV3Threads, 0, stream>>>(p, static_cast<int>(bpg));
+      MAMBA_CUDA_CHECK_LAUNCH("selective_scan_fwd_cuda (v3 without the varlen prologue)");
+    };
+    if constexpr (kOk<2>) if (S == 2) return go(std::integral_constant<int, 2>{});
+    if constexpr (kOk<1>) if (S == 1) return go(std::integral_constant<int, 1>{});
+    if constexpr (kOk<4>) if (S == 4) return go(std::integral_constant<int, 4>{});
+    run(p, stream, forced);
+  }
   // Resident blocks per SM of the kS variant (cached per process; 0 on error).
   template <int kS>
   static int occupancy() {

@@ -52,7 +52,8 @@ struct SelectiveScanCudaParams {
   // version 3 stays the automatic choice. v4 tuning knobs, for measurements (0 = default):
   // poly = sixteenths of the (step, state) exponentials on the polynomial (1..8; 16 = none:
   // -1 also means none), unroll = steps per rolled block (4 or 8). Values without a compiled
-  // variant run the default.
+  // variant run the default. version 5 (measurement only): v3 without the varlen prologue at
+  // dstate 16 (an A/B of that prologue's cost; other shapes run v4; cu_seqlens refused).
   int version = 0;
   int split = 0;
   int poly = 0;
