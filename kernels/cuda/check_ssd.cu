@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "check_report.h"
 #include "check_ssd.h"
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/ssd_cuda.h"
@@ -92,34 +93,12 @@ struct Rng {
   }
 };
 
-// Relative L2 error over the entries where mask is true (all when empty); NaN never passes.
+// The shared helpers (check_report.h), counting into the caller's passed / failed.
 void report(const std::string& name, const std::vector<float>& out, const std::vector<float>& ref, double t,
             const std::vector<char>& mask = {}) {
-  double num = 0, den = 0;
-  size_t bad = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!mask.empty() && !mask[i]) continue;
-    if (!std::isfinite(out[i])) { ++bad; continue; }
-    const double e = double(out[i]) - ref[i];
-    num += e * e;
-    den += double(ref[i]) * ref[i];
-  }
-  const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-  const bool ok = bad == 0 && rel < t && out.size() == ref.size();
-  (ok ? *g_pass : *g_fail)++;
-  std::printf("%-4s %-84s rel %.2e (tol %.0e)%s\n", ok ? "ok" : "FAIL", name.c_str(), rel, t,
-              bad ? (" non-finite " + std::to_string(bad)).c_str() : "");
-  std::fflush(stdout);
+  kc::check::report(*g_pass, *g_fail, name, out, ref, t, mask, 84);
 }
-
-void run_case(const std::string& name, const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    ++*g_fail;
-    std::printf("FAIL %s: %s\n", name.c_str(), e.what());
-  }
-}
+void run_case(const std::string& name, const std::function<void()>& fn) { kc::check::run_case(*g_fail, name, fn); }
 
 struct SsdCase {
   int b, l, h, p, n, g;
@@ -332,6 +311,7 @@ void fill(Buf<T>& b, uint64_t seed, float lo, float hi) {
 }
 
 double median_us(const std::function<void()>& fn, int samples = 25, int warmup = 3) {
+  if (samples < 3) warmup = 0;  // profiling runs (--ssd-once): as few launches as possible
   cudaEvent_t e0, e1;
   MAMBA_CUDA_CHECK("cudaEventCreate", cudaEventCreate(&e0));
   MAMBA_CUDA_CHECK("cudaEventCreate", cudaEventCreate(&e1));
@@ -437,13 +417,21 @@ double time_bwd(int b, int l, int h, int p, int n, bool z_on, double fwd_us) {
 }  // namespace
 
 bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
-  bool check_only = false, ssd_only = false;
+  bool check_only = false, ssd_only = false, once = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--check-only") == 0) check_only = true;
     if (std::strcmp(argv[i], "--ssd-only") == 0) ssd_only = true;
+    if (std::strcmp(argv[i], "--ssd-once") == 0) once = true;
   }
   g_pass = &passed;
   g_fail = &failed;
+  if (once) {  // for a profiler: the standard shape, forward v2 and v3, backward, few launches
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2, 1);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3, 1);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4, 1);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5, 1);
+    return true;
+  }
   const int p0 = passed, f0 = failed;
   uint64_t seed = 0x55d;
   // Awkward sizes: l 1, 63, 64, 65, 255, 257 (not a multiple of the 64-step chunk), batch 1,
@@ -464,12 +452,19 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
       {2, 77, 2, 5, 100, 2, true, false, true, true, true, 0},
       {1, 40, 1, 128, 256, 1, true, true, true, true, true, 0},
       {1, 1100, 2, 64, 128, 1, true, true, true, true, true, 0},  // many chunks
+      // v5 (3 heads of a group per block): groups of 3 heads, batch 2, many chunks, partial last chunk
+      {2, 300, 6, 64, 128, 2, true, true, true, true, true, 0},
+      {1, 1100, 3, 64, 64, 1, true, false, true, true, false, 8},
+      {1, 77, 9, 64, 32, 3, false, true, false, false, true, 0},
+      {2, 64, 3, 64, 16, 1, true, true, true, true, true, 0},
   };
   for (const auto& c : cases) {
     check_fwd<float>(c, 1, ++seed);
     check_fwd<bf16>(c, 1, ++seed);
     check_fwd<bf16>(c, 2, ++seed);
     check_fwd<bf16>(c, 3, ++seed);
+    check_fwd<bf16>(c, 4, ++seed);
+    check_fwd<bf16>(c, 5, ++seed);
   }
   // Backward: the tensor-core shapes (headdim 64, dstate 16 / 32 / 64 / 128, 16-byte rows).
   const SsdCase bwd_cases[] = {
@@ -483,7 +478,19 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
       {2, 200, 6, 64, 128, 3, true, true, true, true, true, 8},
       {1, 1100, 2, 64, 128, 1, true, true, true, true, true, 0},
       {1, 128, 1, 64, 128, 1, false, false, false, true, false, 0},
+      // short and chunk-boundary lengths (the l 1 case failed before the gated dy kept its
+      // bf16 remainder): with and without z, h0, dfinal alternating.
+      {1, 1, 1, 64, 128, 1, true, true, true, true, true, 0},
+      {1, 1, 2, 64, 128, 1, true, false, true, true, true, 0},
+      {1, 2, 1, 64, 128, 1, true, true, true, true, true, 0},
+      {1, 2, 2, 64, 64, 1, true, true, false, true, true, 0},
+      {1, 3, 1, 64, 128, 1, true, true, true, true, true, 0},
+      {2, 3, 2, 64, 32, 2, true, false, true, true, false, 0},
+      {1, 255, 2, 64, 128, 1, true, true, true, true, true, 0},
+      {1, 257, 2, 64, 128, 1, true, true, true, true, true, 0},
+      {1, 257, 1, 64, 64, 1, true, false, false, true, true, 8},
   };
+  seed = 0x55d + 56;  // the backward cases' inputs do not depend on how many forward checks ran
   bool dfin = false;
   for (const auto& c : bwd_cases) {
     check_bwd(c, dfin, ++seed);
@@ -492,27 +499,45 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
   std::printf("ssd-check: %d passed, %d failed\n", passed - p0, failed - f0);
   if (check_only) return ssd_only;
   try {
-    const double fwd = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);
+    // Most important first (the run may be cut short): the versions at the standard shape, the
+    // backward, then the stage costs and the other shapes.
+    const double f2 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);  // again: the spread
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3);  // v3: x double-buffered, prefetched
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3);
+    const double f5 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);  // v5: all double-buffered, 3 heads per block
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);
+    const double f4 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);  // v4: + next C after the intra part, dt in registers
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);
+    const double f3 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3);  // v3: x double-buffered, prefetched
+    const double fwd = std::min(std::min(f2, f3), std::min(f4, f5));
+    std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: v2 %.1f, v3 %.1f, v4 %.1f, v5 %.1f us; best %.1f (target <= 500, "
+                "reference %.0f, floor %.0f)\n", f2, f3, f4, f5, fwd, kRefFwdUs, kFloorUs);
+    const double bwd = time_bwd(8, 4096, 48, 64, 128, false, fwd);
+    setenv("MAMBA_SSD_BWD_PREFETCH", "0", 1);
+    std::printf("  MAMBA_SSD_BWD_PREFETCH=0 (pass 1 not double-buffered, as before):\n");
+    time_bwd(8, 4096, 48, 64, 128, false, fwd);
+    unsetenv("MAMBA_SSD_BWD_PREFETCH");
+    std::printf("ssd summary: fwd+bwd bf16 b8 l4096 h48 p64 n128: %.1f us (best fwd + bwd; reference %.0f)\n", fwd + bwd,
+                kRefFwdBwdUs);
     time_fwd<bf16>(8, 4096, 48, 64, 128, true, 2);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, true, 4);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, true, 5);
+    time_bwd(8, 4096, 48, 64, 128, true, fwd);
     // Stage costs by leaving one out (wrong results; timing only): intra-chunk, C S^T, state update.
-    for (const char* sk : {"1", "2", "4", "7"}) {
-      setenv("MAMBA_SSD_SKIP", sk, 1);
-      std::printf("  MAMBA_SSD_SKIP=%s (1 -intra, 2 -C S^T, 4 -state update, 7 loads/epilogue only):\n", sk);
-      time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);
+    for (int v : {2, 5, 4}) {
+      for (const char* sk : {"1", "2", "4", "7"}) {
+        if (v != 2 && (sk[0] == '2' || sk[0] == '4')) continue;
+        setenv("MAMBA_SSD_SKIP", sk, 1);
+        std::printf("  v%d MAMBA_SSD_SKIP=%s (1 -intra, 2 -C S^T, 4 -state update, 7 loads/epilogue only):\n", v, sk);
+        time_fwd<bf16>(8, 4096, 48, 64, 128, false, v);
+      }
     }
     unsetenv("MAMBA_SSD_SKIP");
+    time_fwd<bf16>(1, 4096, 48, 64, 128, false, 2);
+    time_fwd<bf16>(1, 4096, 48, 64, 128, false, 5);
+    time_fwd<bf16>(8, 4096, 48, 64, 16, false, 2);
+    time_fwd<bf16>(8, 4096, 48, 64, 16, false, 5);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 1, 3);
     time_fwd<float>(8, 4096, 48, 64, 128, false, 1, 3);
-    time_fwd<bf16>(1, 4096, 48, 64, 128, false, 2);
-    time_fwd<bf16>(8, 4096, 48, 64, 16, false, 2);
-    std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: %.1f us (target <= 500, reference %.0f, floor %.0f)\n",
-                fwd, kRefFwdUs, kFloorUs);
-    const double bwd = time_bwd(8, 4096, 48, 64, 128, false, fwd);
-    time_bwd(8, 4096, 48, 64, 128, true, fwd);
-    std::printf("ssd summary: fwd+bwd bf16 b8 l4096 h48 p64 n128: %.1f us (reference %.0f)\n", fwd + bwd, kRefFwdBwdUs);
   } catch (const std::exception& e) {
     std::printf("ssd timing failed: %s\n", e.what());
     ++failed;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "mamba/kernels/causal_conv1d.h"
+#include "check_report.h"
 #include "check_ssd.h"
 #include "mamba/kernels/cuda/causal_conv1d_cuda.h"
 #include "mamba/kernels/cuda/cuda_check.h"
@@ -106,36 +107,13 @@ struct Rng {
   }
 };
 
-// Compares only the entries where `mask` is true (all when mask is empty).
+// The shared helpers (check_report.h), counting into g_passed / g_failed.
 void report(const std::string& name, const std::vector<float>& out, const std::vector<float>& ref, double tol,
             const std::vector<bool>& mask = {}) {
-  double num = 0, den = 0;
-  size_t nonfinite = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!mask.empty() && !mask[i]) continue;
-    if (!std::isfinite(out[i])) { ++nonfinite; continue; }
-    const double e = double(out[i]) - ref[i];
-    num += e * e;
-    den += double(ref[i]) * ref[i];
-  }
-  const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-  const bool ok = nonfinite == 0 && rel < tol && out.size() == ref.size();
-  (ok ? g_passed : g_failed)++;
-  std::printf("%-4s %-78s rel %.2e (tol %.0e)%s\n", ok ? "ok" : "FAIL", name.c_str(), rel, tol,
-              nonfinite ? (" NaN/inf x" + std::to_string(nonfinite)).c_str() : "");
+  kc::check::report(g_passed, g_failed, name, out, ref, tol, mask);
 }
+void run_case(const std::string& name, const std::function<void()>& fn) { kc::check::run_case(g_failed, name, fn); }
 
-void run_case(const std::string& name, const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    ++g_failed;
-    std::printf("FAIL %s: exception: %s\n", name.c_str(), e.what());
-    cudaGetLastError();
-  }
-}
-
-// ---- selective scan ---------------------------------------------------------------------
 struct ScanCase { int b, d, l, n, g; bool z, init, softplus, bias, D; };
 
 // version / split: forced kernel choice (0 = automatic), see SelectiveScanCudaParams.

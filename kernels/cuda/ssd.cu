@@ -174,14 +174,23 @@ constexpr int kQ = 64, kP = 64, kThreads = 128;
 // kPF (v3): x is double-buffered and the next chunk's x rows (from DRAM, read by this block
 // only) are loaded during this chunk's products; C and B (shared by the heads, mostly L2 hits)
 // are not. 71 KB: still 3 blocks per SM.
-template <int kN, bool kPF = false>
+// kPF 2 (v4): as 1, plus the next chunk's C rows loaded right after this chunk's intra-chunk part
+// (the last use of C; the epilogue and the state update overlap the load) and the next chunk's
+// dt held in registers of warp 0, loaded during this chunk. Same 71 KB.
+// kPF 3 (v5): C and B double-buffered too: the whole next chunk (C, B, x; dt in registers) is
+// loaded during the current one. kH heads of one group per block (kH * 4 warps) share the
+// chunk's C and B tiles: L2 -> SM traffic for B / C / kH. v5 uses kH = 3 (179 KB, one block of 12
+// warps per SM; the standard shape's 8 x 48 heads are 128 blocks: one wave on 132 SMs).
+template <int kN, int kPF = 0, int kH = 1>
 struct Smem {
-  static constexpr int kNS = kN + 8, kXS = kP + 8, kNX = kPF ? 2 : 1;
-  bf16 C[kQ][kNS];
-  bf16 B[kQ][kNS];
-  bf16 X[kNX][kQ][kXS];
-  bf16 S[kP][kNS];
-  float cs[kQ], dt[kQ], w[kQ];
+  static constexpr int kNS = kN + 8, kXS = kP + 8, kNX = kPF ? 2 : 1, kNC = kPF >= 3 ? 2 : 1;
+  bf16 C[kNC][kQ][kNS];
+  bf16 B[kNC][kQ][kNS];
+  struct Head {
+    bf16 X[kNX][kQ][kXS];
+    bf16 S[kP][kNS];
+    float cs[kQ], dt[kQ], w[kQ];
+  } hd[kH];
 };
 
 template <int kN, class Sm>
@@ -196,14 +205,20 @@ __device__ __forceinline__ void store_state_bf16(Sm& sm, const float (&st)[kN / 
 
 // skip: timing only (wrong results), env MAMBA_SSD_SKIP: bit 0 leaves out the intra-chunk part, bit 1
 // the C S^T part, bit 2 the state update.
-template <int kN, bool kPF>
-__global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
+template <int kN, int kPF, int kH>
+__global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
+    ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
   extern __shared__ __align__(16) unsigned char tc_smem[];
-  using SmemT = Smem<kN, kPF>;
+  using SmemT = Smem<kN, kPF, kH>;
   SmemT& sm = *reinterpret_cast<SmemT*>(tc_smem);
-  constexpr int kXS = SmemT::kXS;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
-  const int64_t bh = blockIdx.x, b = bh / p.nheads, h = bh % p.nheads, grp = h / (p.nheads / p.ngroups);
+  constexpr int kXS = SmemT::kXS, kNS = SmemT::kNS, kAll = kThreads * kH;
+  // tid / warp: within this thread's head (4 warps per head); tid_all over the block (C, B loads).
+  const int tid_all = threadIdx.x, hl = kH == 1 ? 0 : tid_all >> 7, tid = kH == 1 ? tid_all : tid_all & (kThreads - 1),
+            warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  const int64_t hpb = p.nheads / kH;  // blocks per batch row
+  const int64_t b = blockIdx.x / hpb, h = (blockIdx.x % hpb) * kH + hl, bh = b * p.nheads + h,
+                grp = h / (p.nheads / p.ngroups);
+  auto& hd = sm.hd[hl];
   const bf16* xb = p.x + b * p.x_sb + h * p.x_sh;
   const bf16* dtb = p.dt + b * p.dt_sb + h * p.dt_sh;
   const bf16* Bb = p.B + b * p.B_sb + grp * p.B_sg;
@@ -226,7 +241,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
       st[nt][3] = S0 ? S0[(row0 + 8) * kN + n + 1] : 0.f;
     }
   }
-  store_state_bf16<kN>(sm, st, row0, q);
+  store_state_bf16<kN>(hd, st, row0, q);
 
   // ldmatrix lane offsets (see ssd_common.cuh): A from [m][k], B from [n][k], B from [k][n] (trans),
   // A from [k][m] (trans).
@@ -246,31 +261,50 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
       sm::cp_async16(&X[r][pc], ok ? xb + (t0 + r) * p.x_st + pc : xb, ok);
     }
   };
+  float dtraw[2] = {0.f, 0.f};  // kPF >= 2, warp 0: the raw dt of steps 2 lane, 2 lane + 1
+  // C and B rows [t0, t0 + qn) of a chunk into buffer cb (rows past qn zero-filled); not committed.
+  auto load_cb = [&](int cb, int64_t t0, int qn, bool with_c) {
+    constexpr int kPcsN = kN / 8;
+    for (int i = tid_all; i < kQ * kPcsN; i += kAll) {
+      const int r = i / kPcsN, pc = (i % kPcsN) * 8;
+      const bool ok = r < qn;
+      if (with_c) sm::cp_async16(&sm.C[cb][r][pc], ok ? Cb + (t0 + r) * p.C_st + pc : Cb, ok);
+      sm::cp_async16(&sm.B[cb][r][pc], ok ? Bb + (t0 + r) * p.B_st + pc : Bb, ok);
+    }
+  };
+  auto load_dt = [&](float (&r)[2], int64_t t0, int qn) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int t = 2 * lane + k;
+      r[k] = t < qn ? __bfloat162float(dtb[(t0 + t) * p.dt_st]) : 0.f;
+    }
+  };
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t t0 = c * kQ;
     const int qn = static_cast<int>(p.seqlen - t0 < kQ ? p.seqlen - t0 : kQ);
     // Loads: rows past the sequence are zero-filled (cp.async with 0 source bytes).
     constexpr int kPcsN = kN / 8;
-    for (int i = tid; i < kQ * kPcsN; i += kThreads) {
-      const int r = i / kPcsN, pc = (i % kPcsN) * 8;
-      const bool ok = r < qn;
-      sm::cp_async16(&sm.C[r][pc], ok ? Cb + (t0 + r) * p.C_st + pc : Cb, ok);
-      sm::cp_async16(&sm.B[r][pc], ok ? Bb + (t0 + r) * p.B_st + pc : Bb, ok);
-    }
-    bf16 (*X)[kXS] = sm.X[kPF ? (c & 1) : 0];
+    const int cb = kPF >= 3 ? static_cast<int>(c & 1) : 0;
+    bf16 (*const Cs)[kNS] = sm.C[cb];
+    bf16 (*const Bs)[kNS] = sm.B[cb];
+    if (kPF < 3 || c == 0) load_cb(cb, t0, qn, kPF < 2 || c == 0);
+    bf16 (*X)[kXS] = hd.X[kPF ? (c & 1) : 0];
     if (!kPF || c == 0) load_x(X, t0, qn);
     sm::cp_async_commit();
     if (warp == 0) {  // dt', the cumulative log decay cs (a warp scan), w
       float d[2];
+      if (kPF >= 2 && c == 0) load_dt(dtraw, t0, qn);
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
         const int t = 2 * lane + k;
         d[k] = 0.f;
         if (t < qn) {
-          const float r = __bfloat162float(dtb[(t0 + t) * p.dt_st]) + bias;
+          const float r = (kPF >= 2 ? dtraw[k] : __bfloat162float(dtb[(t0 + t) * p.dt_st])) + bias;
           d[k] = p.dt_softplus ? dev::softplus(r) : r;
         }
       }
+      if (kPF >= 2 && c + 1 < nchunks)  // the next chunk's dt: in flight during this chunk
+        load_dt(dtraw, t0 + kQ, static_cast<int>(p.seqlen - t0 - kQ < kQ ? p.seqlen - t0 - kQ : kQ));
       const float l0 = d[0] * A, l1 = d[1] * A;
       float incl = l0 + l1;
 #pragma unroll
@@ -280,18 +314,20 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
       }
       const float last = __shfl_sync(0xffffffffu, incl, 31);
       const float cs0 = incl - l1, cs1 = incl;
-      sm.cs[2 * lane] = cs0;
-      sm.cs[2 * lane + 1] = cs1;
-      sm.dt[2 * lane] = d[0];
-      sm.dt[2 * lane + 1] = d[1];
-      sm.w[2 * lane] = __expf(last - cs0) * d[0];
-      sm.w[2 * lane + 1] = __expf(last - cs1) * d[1];
+      hd.cs[2 * lane] = cs0;
+      hd.cs[2 * lane + 1] = cs1;
+      hd.dt[2 * lane] = d[0];
+      hd.dt[2 * lane + 1] = d[1];
+      hd.w[2 * lane] = __expf(last - cs0) * d[0];
+      hd.w[2 * lane + 1] = __expf(last - cs1) * d[1];
     }
     sm::cp_async_wait_all();
     __syncthreads();
-    if (kPF && c + 1 < nchunks) {  // the next chunk's x, into the other buffer (free since chunk c - 1)
+    if (kPF && c + 1 < nchunks) {  // the next chunk's x (and C, B), into the other buffers (free since chunk c - 1)
       const int64_t t1 = t0 + kQ;
-      load_x(sm.X[(c + 1) & 1], t1, static_cast<int>(p.seqlen - t1 < kQ ? p.seqlen - t1 : kQ));
+      const int qn1 = static_cast<int>(p.seqlen - t1 < kQ ? p.seqlen - t1 : kQ);
+      load_x(hd.X[(c + 1) & 1], t1, qn1);
+      if (kPF >= 3) load_cb(cb ^ 1, t1, qn1, true);
       sm::cp_async_commit();
     }
 
@@ -309,16 +345,16 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
     for (int ks = 0; ks < kN / 16; ++ks) {
       if (skip & 2) break;
       uint32_t af[4];
-      sm::ldsm_x4(af, &sm.C[yw * 16 + a_m][ks * 16 + a_k]);
+      sm::ldsm_x4(af, &Cs[yw * 16 + a_m][ks * 16 + a_k]);
 #pragma unroll
       for (int pt2 = 0; pt2 < 4; ++pt2) {
         uint32_t bfr[4];
-        sm::ldsm_x4(bfr, &sm.S[pt2 * 16 + bn_n][ks * 16 + bn_k]);
+        sm::ldsm_x4(bfr, &hd.S[pt2 * 16 + bn_n][ks * 16 + bn_k]);
         sm::mma_bf16(yacc[2 * pt2], af, bfr[0], bfr[1]);
         sm::mma_bf16(yacc[2 * pt2 + 1], af, bfr[2], bfr[3]);
       }
     }
-    const float cs_i0 = sm.cs[yrow0], cs_i1 = sm.cs[yrow0 + 8];
+    const float cs_i0 = hd.cs[yrow0], cs_i1 = hd.cs[yrow0 + 8];
     {
       const float e0 = __expf(cs_i0), e1 = __expf(cs_i1);
 #pragma unroll
@@ -339,8 +375,8 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
 #pragma unroll
       for (int ks = 0; ks < kN / 16; ++ks) {
         uint32_t af[4], bfr[4];
-        sm::ldsm_x4(af, &sm.C[yw * 16 + a_m][ks * 16 + a_k]);
-        sm::ldsm_x4(bfr, &sm.B[jb * 16 + bn_n][ks * 16 + bn_k]);
+        sm::ldsm_x4(af, &Cs[yw * 16 + a_m][ks * 16 + a_k]);
+        sm::ldsm_x4(bfr, &Bs[jb * 16 + bn_n][ks * 16 + bn_k]);
         sm::mma_bf16(cb[0], af, bfr[0], bfr[1]);
         sm::mma_bf16(cb[1], af, bfr[2], bfr[3]);
       }
@@ -348,7 +384,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
 #pragma unroll
       for (int jt = 0; jt < 2; ++jt) {
         const int j = jb * 16 + jt * 8 + 2 * q;
-        const float csj0 = sm.cs[j], csj1 = sm.cs[j + 1], dj0 = sm.dt[j], dj1 = sm.dt[j + 1];
+        const float csj0 = hd.cs[j], csj1 = hd.cs[j + 1], dj0 = hd.dt[j], dj1 = hd.dt[j + 1];
         const float v00 = j <= yrow0 ? cb[jt][0] * __expf(cs_i0 - csj0) * dj0 : 0.f;
         const float v01 = j + 1 <= yrow0 ? cb[jt][1] * __expf(cs_i0 - csj1) * dj1 : 0.f;
         const float v10 = j <= yrow0 + 8 ? cb[jt][2] * __expf(cs_i1 - csj0) * dj0 : 0.f;
@@ -363,6 +399,17 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
         sm::mma_bf16(yacc[2 * pt2], pa, bfr[0], bfr[1]);
         sm::mma_bf16(yacc[2 * pt2 + 1], pa, bfr[2], bfr[3]);
       }
+    }
+    if (kPF == 2 && c + 1 < nchunks) {  // C is free: the next chunk's rows, during the epilogue
+      __syncthreads();
+      const int64_t t1 = t0 + kQ;
+      const int qn1 = static_cast<int>(p.seqlen - t1 < kQ ? p.seqlen - t1 : kQ);
+      for (int i = tid_all; i < kQ * kPcsN; i += kAll) {
+        const int r = i / kPcsN, pc = (i % kPcsN) * 8;
+        const bool ok = r < qn1;
+        sm::cp_async16(&sm.C[0][r][pc], ok ? Cb + (t1 + r) * p.C_st + pc : Cb, ok);
+      }
+      sm::cp_async_commit();
     }
     // ---- y = (Y + D x) [* silu(z)]
 #pragma unroll
@@ -387,7 +434,7 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
     }
     // ---- S = exp(cs_last) S + (X o w)^T B
     {
-      const float decay = __expf(sm.cs[kQ - 1]);
+      const float decay = __expf(hd.cs[kQ - 1]);
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
@@ -399,21 +446,21 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
         sm::ldsm_x4_t(af, &X[ks * 16 + at_k][warp * 16 + at_m]);
         // A element (m, k): registers 0/1 hold k = 2q, 2q + 1; 2/3 hold k = 2q + 8, 2q + 9.
         const int k0 = ks * 16 + 2 * q;
-        af[0] = sm::scale_bf16x2(af[0], sm.w[k0], sm.w[k0 + 1]);
-        af[1] = sm::scale_bf16x2(af[1], sm.w[k0], sm.w[k0 + 1]);
-        af[2] = sm::scale_bf16x2(af[2], sm.w[k0 + 8], sm.w[k0 + 9]);
-        af[3] = sm::scale_bf16x2(af[3], sm.w[k0 + 8], sm.w[k0 + 9]);
+        af[0] = sm::scale_bf16x2(af[0], hd.w[k0], hd.w[k0 + 1]);
+        af[1] = sm::scale_bf16x2(af[1], hd.w[k0], hd.w[k0 + 1]);
+        af[2] = sm::scale_bf16x2(af[2], hd.w[k0 + 8], hd.w[k0 + 9]);
+        af[3] = sm::scale_bf16x2(af[3], hd.w[k0 + 8], hd.w[k0 + 9]);
 #pragma unroll
         for (int nt2 = 0; nt2 < kN / 16; ++nt2) {
           uint32_t bfr[4];
-          sm::ldsm_x4_t(bfr, &sm.B[ks * 16 + bt_k][nt2 * 16 + bt_n]);
+          sm::ldsm_x4_t(bfr, &Bs[ks * 16 + bt_k][nt2 * 16 + bt_n]);
           sm::mma_bf16(st[2 * nt2], af, bfr[0], bfr[1]);
           sm::mma_bf16(st[2 * nt2 + 1], af, bfr[2], bfr[3]);
         }
       }
     }
     __syncthreads();  // every warp is done with S (bf16), C, B, X of this chunk
-    store_state_bf16<kN>(sm, st, row0, q);
+    store_state_bf16<kN>(hd, st, row0, q);
   }
   if (p.final_state) {
     float* out = p.final_state + bh * kP * kN;
@@ -426,15 +473,15 @@ __global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaPa
   }
 }
 
-template <int kN, bool kPF>
+template <int kN, int kPF, int kH = 1>
 void launch(const SsdCudaParams<bf16>& p, cudaStream_t stream) {
-  const size_t smem = sizeof(Smem<kN, kPF>);
-  auto kernel = ssd_fwd_tc_kernel<kN, kPF>;
+  const size_t smem = sizeof(Smem<kN, kPF, kH>);
+  auto kernel = ssd_fwd_tc_kernel<kN, kPF, kH>;
   MAMBA_CUDA_CHECK("ssd_chunk_scan_cuda", cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                                static_cast<int>(smem)));
   const char* env = std::getenv("MAMBA_SSD_SKIP");
   const int skip = env ? std::atoi(env) : 0;
-  kernel<<<static_cast<unsigned>(p.batch * p.nheads), kThreads, smem, stream>>>(p, skip);
+  kernel<<<static_cast<unsigned>(p.batch * (p.nheads / kH)), kThreads * kH, smem, stream>>>(p, skip);
   MAMBA_CUDA_CHECK_LAUNCH("ssd_chunk_scan_cuda (tensor cores)");
 }
 
@@ -468,7 +515,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
   int v = p.version;
   if (v == 0) {
     const char* env = std::getenv("MAMBA_SSD_VERSION");
-    v = env && (std::strcmp(env, "1") == 0 || std::strcmp(env, "3") == 0) ? env[0] - '0' : 2;
+    v = env && env[0] >= '1' && env[0] <= '5' && env[1] == 0 ? env[0] - '0' : 2;
   }
   if (v == 1) return 1;
   if constexpr (!std::is_same_v<T, bf16>) {
@@ -481,7 +528,8 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
       return 1;
     if (p.z && !aligned_rows(p.z, {p.z_sb, p.z_st, p.z_sh}, 2)) return 1;
     if (p.final_state && !dev::aligned16(p.final_state)) return 1;
-    return v == 3 ? 3 : 2;
+    if (v == 5 && (p.nheads / p.ngroups) % 3 != 0) return 4;  // v5 takes heads of a group in threes
+    return v >= 3 && v <= 5 ? v : 2;
   }
 }
 
@@ -490,12 +538,20 @@ void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
   check_params(p);
   if (ssd_cuda_kernel_version(p) == 1) return dispatch_seq(p, stream);
   if constexpr (std::is_same_v<T, bf16>) {
-    const bool pf = ssd_cuda_kernel_version(p) == 3;
+    // v2: 0, v3: 1 (x prefetched), v4: 2 (+ C, dt), v5: 3 (everything double-buffered, 3 heads per block)
+    const int pf = ssd_cuda_kernel_version(p) - 2;
+    auto go = [&](auto n) {
+      constexpr int kN = decltype(n)::value;
+      if (pf == 3) return tc::launch<kN, 3, 3>(p, stream);
+      if (pf == 2) return tc::launch<kN, 2>(p, stream);
+      if (pf == 1) return tc::launch<kN, 1>(p, stream);
+      return tc::launch<kN, 0>(p, stream);
+    };
     switch (p.dstate) {
-      case 16: return pf ? tc::launch<16, true>(p, stream) : tc::launch<16, false>(p, stream);
-      case 32: return pf ? tc::launch<32, true>(p, stream) : tc::launch<32, false>(p, stream);
-      case 64: return pf ? tc::launch<64, true>(p, stream) : tc::launch<64, false>(p, stream);
-      default: return pf ? tc::launch<128, true>(p, stream) : tc::launch<128, false>(p, stream);
+      case 16: return go(std::integral_constant<int, 16>{});
+      case 32: return go(std::integral_constant<int, 32>{});
+      case 64: return go(std::integral_constant<int, 64>{});
+      default: return go(std::integral_constant<int, 128>{});
     }
   }
 }

@@ -21,6 +21,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -47,6 +48,7 @@ struct Smem {
   bf16 B[kQ][kNS];
   bf16 X[kQ][kXS];
   bf16 dY[kQ][kXS];
+  bf16 dYlo[kQ][kXS];  // with z: the gated dy's rounding remainder, dy - bf16(dy), as bf16 (hi + lo ~ f32)
   bf16 Sp[kP][kNS];  // the state entering the chunk
   bf16 G[kP][kNS];   // dL/dS at the end of the chunk
   float cs[kQ], dt[kQ], w[kQ], ecs[kQ], raw[kQ], dcs[kQ], ddir[kQ];
@@ -105,6 +107,7 @@ struct Args {
   bf16* states;    // [bh][nchunks][kP][kN]
   float* partial;  // [bh][3]: dA, dD, ddt_bias
   int64_t nchunks;
+  bool prefetch;  // pass 1 double-buffered (env MAMBA_SSD_BWD_PREFETCH=0: off, for comparison)
 };
 
 template <int kN>
@@ -150,6 +153,24 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
       st[nt][2] = S0 ? S0[(row0 + 8) * kN + n] : 0.f;
       st[nt][3] = S0 ? S0[(row0 + 8) * kN + n + 1] : 0.f;
     }
+    // Pass 1 only needs B and x: with args.prefetch, chunk c + 1's rows go into C / dY (unused
+    // until pass 2) while chunk c is computed, so the loads are off the critical path.
+    const bool pf = args.prefetch;
+    auto load_p1 = [&](int64_t cc, int buf) {
+      const int64_t tt = cc * kQ;
+      bf16 (*const dB_)[Smem<kN>::kNS] = buf ? s.C : s.B;
+      bf16 (*const dX_)[Smem<kN>::kXS] = buf ? s.dY : s.X;
+      for (int i = tid; i < kQ * kPcsN; i += kThreads) {
+        const int r = i / kPcsN, pc = (i % kPcsN) * 8;
+        sm::cp_async16(&dB_[r][pc], Bb + (tt + r) * f.B_st + pc, true);
+      }
+      for (int i = tid; i < kQ * kPcsX; i += kThreads) {
+        const int r = i / kPcsX, pc = (i % kPcsX) * 8;
+        sm::cp_async16(&dX_[r][pc], xb + (tt + r) * f.x_st + pc, true);
+      }
+      sm::cp_async_commit();
+    };
+    if (pf && args.nchunks > 1) load_p1(0, 0);
     for (int64_t c = 0; c < args.nchunks; ++c) {
       bf16* out = states + c * kP * kN;
 #pragma unroll
@@ -160,18 +181,15 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
       }
       if (c + 1 == args.nchunks) break;
       const int64_t t0 = c * kQ;  // a full chunk (only the last one can be partial)
-      for (int i = tid; i < kQ * kPcsN; i += kThreads) {
-        const int r = i / kPcsN, pc = (i % kPcsN) * 8;
-        sm::cp_async16(&s.B[r][pc], Bb + (t0 + r) * f.B_st + pc, true);
-      }
-      for (int i = tid; i < kQ * kPcsX; i += kThreads) {
-        const int r = i / kPcsX, pc = (i % kPcsX) * 8;
-        sm::cp_async16(&s.X[r][pc], xb + (t0 + r) * f.x_st + pc, true);
-      }
-      sm::cp_async_commit();
+      const int buf = pf ? static_cast<int>(c & 1) : 0;
+      if (!pf) load_p1(c, 0);
+      else if (c + 2 < args.nchunks) load_p1(c + 1, buf ^ 1);  // the other buffer: free since chunk c - 1
       if (warp == 0) chunk_dt<kN>(s, dtb, f.dt_st, t0, kQ, A, bias, f.dt_softplus, lane);
-      sm::cp_async_wait_all();
+      if (pf && c + 2 < args.nchunks) sm::cp_async_wait<1>();  // chunk c's group; c + 1's stays in flight
+      else sm::cp_async_wait_all();
       __syncthreads();
+      bf16 (*const sB)[Smem<kN>::kNS] = buf ? s.C : s.B;
+      bf16 (*const sX)[Smem<kN>::kXS] = buf ? s.dY : s.X;
       const float decay = __expf(s.cs[kQ - 1]);
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
@@ -180,7 +198,7 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
 #pragma unroll
       for (int ks = 0; ks < kQ / 16; ++ks) {
         uint32_t af[4];
-        sm::ldsm_x4_t(af, &s.X[ks * 16 + at_k][warp * 16 + at_m]);
+        sm::ldsm_x4_t(af, &sX[ks * 16 + at_k][warp * 16 + at_m]);
         const int k0 = ks * 16 + 2 * q;
         af[0] = sm::scale_bf16x2(af[0], s.w[k0], s.w[k0 + 1]);
         af[1] = sm::scale_bf16x2(af[1], s.w[k0], s.w[k0 + 1]);
@@ -189,7 +207,7 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
 #pragma unroll
         for (int nt2 = 0; nt2 < kN / 16; ++nt2) {
           uint32_t bfr[4];
-          sm::ldsm_x4_t(bfr, &s.B[ks * 16 + bt_k][nt2 * 16 + bt_n]);
+          sm::ldsm_x4_t(bfr, &sB[ks * 16 + bt_k][nt2 * 16 + bt_n]);
           sm::mma_bf16(st[2 * nt2], af, bfr[0], bfr[1]);
           sm::mma_bf16(st[2 * nt2 + 1], af, bfr[2], bfr[3]);
         }
@@ -309,8 +327,18 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
             const float dz0 = dv.x * y0 * s0 * (1.f + zv.x * (1.f - s0));
             const float dz1 = dv.y * y1 * s1 * (1.f + zv.y * (1.f - s1));
             *reinterpret_cast<__nv_bfloat162*>(dzrow + pp) = __floats2bfloat162_rn(dz0, dz1);
-            *reinterpret_cast<uint32_t*>(&s.dY[i][pp]) = sm::pack_bf16(dv.x * zv.x * s0, dv.y * zv.y * s1);
+            // The gated dy as hi + lo bf16 pairs: the CPU keeps it in f32, and a single bf16 rounding
+            // (2^-9 relative) is amplified by cancellation in the dy.x sums (dD, ddt, dB, dC at
+            // short lengths: 1.6-1.9e-2 at l 1, NOTES.md).
+            const float g0 = dv.x * zv.x * s0, g1 = dv.y * zv.y * s1;
+            const __nv_bfloat162 hi = __floats2bfloat162_rn(g0, g1);
+            const float2 hf = __bfloat1622float2(hi);
+            *reinterpret_cast<__nv_bfloat162*>(&s.dY[i][pp]) = hi;
+            *reinterpret_cast<uint32_t*>(&s.dYlo[i][pp]) = sm::pack_bf16(g0 - hf.x, g1 - hf.y);
           }
+        } else {  // rows past the end: dy is zero-filled, so is its remainder
+#pragma unroll
+          for (int pt = 0; pt < 8; ++pt) *reinterpret_cast<uint32_t*>(&s.dYlo[i][pt * 8 + 2 * q]) = 0u;
         }
       }
       __syncthreads();  // dy (gated) visible to every warp
@@ -365,6 +393,11 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
           sm::ldsm_x4(bfr, &s.X[jb * 16 + bn_n][ks * 16 + bn_k]);
           sm::mma_bf16(dx_[0], af, bfr[0], bfr[1]);
           sm::mma_bf16(dx_[1], af, bfr[2], bfr[3]);
+          if (zb) {  // + dy_lo . x
+            sm::ldsm_x4(af, &s.dYlo[warp * 16 + a_m][ks * 16 + a_k]);
+            sm::mma_bf16(dx_[0], af, bfr[0], bfr[1]);
+            sm::mma_bf16(dx_[1], af, bfr[2], bfr[3]);
+          }
         }
         uint32_t pa[4];
 #pragma unroll
@@ -449,8 +482,13 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
           sm::ldsm_x4(bfr, &s.dY[ib * 16 + bn_n][ks * 16 + bn_k]);
           sm::mma_bf16(xd[0], af, bfr[0], bfr[1]);
           sm::mma_bf16(xd[1], af, bfr[2], bfr[3]);
+          if (zb) {  // + x . dy_lo
+            sm::ldsm_x4(bfr, &s.dYlo[ib * 16 + bn_n][ks * 16 + bn_k]);
+            sm::mma_bf16(xd[0], af, bfr[0], bfr[1]);
+            sm::mma_bf16(xd[1], af, bfr[2], bfr[3]);
+          }
         }
-        uint32_t pw[4], pm[4];
+        uint32_t pw[4], pm[4], pml[4];
 #pragma unroll
         for (int it = 0; it < 2; ++it) {
           float wt[4], mt[4];
@@ -468,6 +506,12 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
           pw[2 * it + 1] = sm::pack_bf16(wt[2], wt[3]);
           pm[2 * it] = sm::pack_bf16(mt[0], mt[1]);
           pm[2 * it + 1] = sm::pack_bf16(mt[2], mt[3]);
+          // The diagonal block's remainder mt - bf16(mt): M_jj dy_j and D dy_j are parallel, so at
+          // short lengths (l 1: dx_0 = (M_00 + D) dy_0) a bf16 M_jj is amplified by cancellation.
+          const float2 h0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pm[2 * it]));
+          const float2 h1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pm[2 * it + 1]));
+          pml[2 * it] = sm::pack_bf16(mt[0] - h0.x, mt[1] - h0.y);
+          pml[2 * it + 1] = sm::pack_bf16(mt[2] - h1.x, mt[3] - h1.y);
         }
 #pragma unroll
         for (int nt2 = 0; nt2 < kN / 16; ++nt2) {
@@ -482,6 +526,15 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
           sm::ldsm_x4_t(bfr, &s.dY[ib * 16 + bt_k][pt2 * 16 + bt_n]);
           sm::mma_bf16(dxa[2 * pt2], pm, bfr[0], bfr[1]);
           sm::mma_bf16(dxa[2 * pt2 + 1], pm, bfr[2], bfr[3]);
+          if (ib == warp) {
+            sm::mma_bf16(dxa[2 * pt2], pml, bfr[0], bfr[1]);
+            sm::mma_bf16(dxa[2 * pt2 + 1], pml, bfr[2], bfr[3]);
+            if (zb) {  // and the gated dy's remainder: M_jj (dy_lo) is as large as the error removed above
+              sm::ldsm_x4_t(bfr, &s.dYlo[ib * 16 + bt_k][pt2 * 16 + bt_n]);
+              sm::mma_bf16(dxa[2 * pt2], pm, bfr[0], bfr[1]);
+              sm::mma_bf16(dxa[2 * pt2 + 1], pm, bfr[2], bfr[3]);
+            }
+          }
         }
       }
 #pragma unroll
@@ -525,7 +578,12 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
         for (int pt = 0; pt < 8; ++pt) {
           const int pp = pt * 8 + 2 * q;
           const float2 xv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&s.X[j][pp]));
-          const float2 dv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&s.dY[j][pp]));
+          float2 dv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&s.dY[j][pp]));
+          if (zb) {
+            const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&s.dYlo[j][pp]));
+            dv.x += lo.x;
+            dv.y += lo.y;
+          }
           const float b0 = bg[pt][2 * half], b1 = bg[pt][2 * half + 1];
           const float rr = xv.x * b0 + xv.y * b1;
           if (half) r1 += rr; else r0 += rr;
@@ -711,6 +769,8 @@ void launch_bwd(const SsdBwdCudaParams<bf16>& p, cudaStream_t stream) {
   tcb::Args a;
   a.p = p;
   a.nchunks = nchunks;
+  const char* pe = std::getenv("MAMBA_SSD_BWD_PREFETCH");
+  a.prefetch = !(pe && pe[0] == '0');
   a.states = static_cast<bf16*>(p.workspace);
   a.partial = reinterpret_cast<float*>(static_cast<char*>(p.workspace) + tcb::states_bytes(bh, nchunks, kN));
   const size_t bc_bytes = size_t(f.batch) * f.seqlen * f.ngroups * kN * sizeof(float);

@@ -104,6 +104,8 @@ TEST(CudaSsd, ForwardMatchesReference) {
     compare_forward<float>(s, 1, 1e-3);
     compare_forward<bf16>(s, 1, 1e-2);
     compare_forward<bf16>(s, 2, 1e-2);  // tensor cores where the shape allows
+    compare_forward<bf16>(s, 4, 1e-2);  // tensor cores, next chunk's x, C and dt prefetched
+    compare_forward<bf16>(s, 5, 1e-2);  // 3 heads per block where the heads allow, else v4
   }
 }
 #endif  // MAMBA_HAVE_CUDA

@@ -52,12 +52,13 @@ struct SelectiveScanCudaParams {
   // version 3 stays the automatic choice. v4 tuning knobs, for measurements (0 = default):
   // poly = sixteenths of the (step, state) exponentials on the polynomial (1..8; 16 = none:
   // -1 also means none), unroll = steps per rolled block (4 or 8). Values without a compiled
-  // variant run the default.
+  // variant run the default. version 5 (measurement only): v3 without the varlen prologue at
+  // dstate 16 (an A/B of that prologue's cost; other shapes run v4; cu_seqlens refused).
   int version = 0;
   int split = 0;
   int poly = 0;
   int unroll = 0;
-  // Variable-length packed batch (v4 only, dstate <= 64): when cu_seqlens is non-null, batch
+  // Variable-length packed batch (versions 0 / 3 and 4, dstate <= 64; 1 and 2 are refused): when cu_seqlens is non-null, batch
   // must be 1 and the (1, dim, seqlen) / (1, n_groups, dstate, seqlen) tensors hold n_seqs
   // sequences back to back; sequence s is [cu_seqlens[s], cu_seqlens[s + 1]) (DEVICE int32
   // array of n_seqs + 1 non-decreasing offsets, cu_seqlens[n_seqs] <= seqlen; offsets are
