@@ -118,12 +118,13 @@ struct ScanCase { int b, d, l, n, g; bool z, init, softplus, bias, D; };
 
 // version / split: forced kernel choice (0 = automatic), see SelectiveScanCudaParams.
 template <class T>
-void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0, int poly = 0, int unroll = 0) {
+void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0, int poly = 0, int unroll = 0, int tile = 0) {
   char name[160];
   char forced[48] = "";
   if (version) std::snprintf(forced, sizeof forced, " [v%d%s%d]", version, split ? " S" : "", split);
   if (version && !split) std::snprintf(forced, sizeof forced, " [v%d]", version);
   if (poly || unroll) std::snprintf(forced, sizeof forced, " [v%d S%d P%d U%d]", version, split, poly, unroll);
+  if (tile) std::snprintf(forced, sizeof forced, " [v%d S%d P%d U%d T%d]", version, split, poly, unroll, tile);
   std::snprintf(name, sizeof name, "scan %s b%d d%d l%d n%d g%d%s%s%s%s%s%s", type_name<T>(), c.b, c.d, c.l, c.n, c.g,
                 c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
                 c.D ? " D" : "", forced);
@@ -169,7 +170,7 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
     q.A = dA.ptr; q.D = c.D ? dD.ptr : nullptr; q.delta_bias = c.bias ? dbias.ptr : nullptr;
     q.delta_softplus = c.softplus; q.initial_state = c.init ? dh0.ptr : nullptr;
     q.y = dy.ptr; q.final_state = dhT.ptr;
-    q.version = version; q.split = split; q.poly = poly; q.unroll = unroll;
+    q.version = version; q.split = split; q.poly = poly; q.unroll = unroll; q.tile = tile;
     dy.poison();
     dhT.poison();
     kc::selective_scan_fwd_cuda<T>(q, nullptr);
@@ -184,11 +185,14 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
 // GPU output and the workspace poisoned with NaN first. dinitial_state is requested only when
 // the case has an initial state (the null path otherwise); dfinal seeds the adjoint.
 template <class T>
-void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version = 0, int split = 0) {
+// fwd_ckpt: the checkpoints come from a v6 forward call (SelectiveScanCudaParams::bwd_workspace)
+// into the NaN-poisoned workspace, and the backward skips its pass A (checkpoints_from_forward).
+void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version = 0, int split = 0, bool fwd_ckpt = false) {
   char name[160];
-  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d%s]", type_name<T>(), c.b, c.d, c.l, c.n,
+  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d%s%s]", type_name<T>(), c.b, c.d, c.l, c.n,
                 c.g, c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
-                c.D ? " D" : "", dfinal ? " dfinal" : "", version ? version : 2, split == 4 ? " S4" : "");
+                c.D ? " D" : "", dfinal ? " dfinal" : "", version ? version : 2, split == 4 ? " S4" : "",
+                fwd_ckpt ? " fwd-ckpt" : "");
   run_case(name, [&] {
     Rng r(seed);
     const size_t nbdl = size_t(c.b) * c.d * c.l, nbc = size_t(c.b) * c.g * c.n * c.l, nst = size_t(c.b) * c.d * c.n;
@@ -252,6 +256,17 @@ void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version =
     q.workspace = ws.ptr; q.workspace_bytes = wsb;
     for (auto* bufp : {&o_dB, &o_dC, &o_dA, &o_dD, &o_dbias, &o_dh0, &ws}) bufp->poison();
     o_du.poison(); o_ddelta.poison(); o_dz.poison();
+    if (fwd_ckpt) {
+      DevBuf<T> y(nbdl);
+      kc::SelectiveScanCudaParams<T> f;
+      f.batch = c.b; f.dim = c.d; f.seqlen = c.l; f.dstate = c.n; f.n_groups = c.g;
+      f.u = q.u; f.delta = q.delta; f.z = q.z; f.B = q.B; f.C = q.C; f.A = q.A; f.D = q.D;
+      f.delta_bias = q.delta_bias; f.delta_softplus = q.delta_softplus; f.initial_state = q.initial_state;
+      f.y = y.ptr; f.version = 6; f.bwd_workspace = ws.ptr;
+      kc::selective_scan_fwd_cuda<T>(f, nullptr);
+      MAMBA_CUDA_CHECK("selective_scan_fwd_cuda (checkpoints)", cudaDeviceSynchronize());
+      q.checkpoints_from_forward = true;
+    }
     kc::selective_scan_bwd_cuda<T>(q, nullptr);
     MAMBA_CUDA_CHECK("selective_scan_bwd_cuda", cudaDeviceSynchronize());
     const double tol = tolerance<T>();
@@ -702,6 +717,7 @@ void print_table() {
 }
 
 #include "mamba_cuda_check_fast.inc"  // --fast: scan forward v4, decode, conv and the floors table
+#include "mamba_cuda_check_v6.inc"    // --scan6: scan forward v6 checks and the v3 / v6 timings
 
 }  // namespace
 
@@ -757,6 +773,8 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strncmp(argv[1], "--fast", 6) == 0 && k::cuda_device_count() > 0)
     return fast_main(std::strcmp(argv[1], "--fast-check") != 0);
   if (argc > 1 && std::strcmp(argv[1], "--scan-once") == 0 && k::cuda_device_count() > 0) return scan_once(), 0;
+  if (argc > 1 && std::strncmp(argv[1], "--scan6", 7) == 0 && k::cuda_device_count() > 0)
+    return scan6_main(argv[1] + 7);  // --scan6, --scan6-check, --scan6-once
   const int ndev = k::cuda_device_count();
   if (ndev == 0) {
     std::printf("cuda-check: no CUDA device (%s)\n", k::cuda_device_description(0).c_str());

@@ -21,6 +21,7 @@
 #include "device_common.cuh"
 #include "scan_fwd_v3.cuh"  // v3 (below: its dispatch), the kernel template v4 shares
 #include "scan_fwd_v4.cuh"
+#include "scan_fwd_v6_launch.cuh"
 
 namespace mamba::kernels::cuda {
 
@@ -367,14 +368,27 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
       throw std::invalid_argument("selective_scan_fwd_cuda: n_seqs must be in [1, 65535], got " + std::to_string(p.n_seqs));
     if (p.dstate > kFastMaxState)
       throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens needs dstate <= 64, got " + std::to_string(p.dstate));
-    if (version != 0 && version != 3 && version != 4)
-      throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens is supported by version 3 and 4 only (0 = 3), got " +
+    if (version != 0 && version != 3 && version != 4 && version != 6)
+      throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens is supported by version 3, 4 and 6 only (0 = 3), got " +
                                   std::to_string(version));
+  }
+  if (p.bwd_workspace) {  // the backward's checkpoints written by the forward (v6 only)
+    if (version != 6)
+      throw std::invalid_argument("selective_scan_fwd_cuda: bwd_workspace needs version 6, got " + std::to_string(version));
+    if (p.dstate > 16)
+      throw std::invalid_argument("selective_scan_fwd_cuda: bwd_workspace needs dstate <= 16, got " + std::to_string(p.dstate));
+    if (p.cu_seqlens) throw std::invalid_argument("selective_scan_fwd_cuda: bwd_workspace does not take cu_seqlens");
+    if (!dev::aligned16(p.bwd_workspace))
+      throw std::invalid_argument("selective_scan_fwd_cuda: bwd_workspace must be 16-byte aligned");
   }
   if (p.seqlen > 0 && (!p.u || !p.delta || !p.B || !p.C || !p.A || !p.y))
     throw std::invalid_argument("selective_scan_fwd_cuda: u, delta, B, C, A and y are required");
   if (version == 5 && p.dstate == 16 && !p.cu_seqlens) {  // measurement: v3 without the varlen prologue
     V3<T, 16, true>::run_novar(p, stream, split);
+    return;
+  }
+  if (p.dstate <= kFastMaxState && version == 6) {  // v3 layout, 64-byte tiles (NOTES.md "Scan forward v6")
+    selective_scan_fwd_v6<T>(p, stream, split);
     return;
   }
   if (p.dstate <= kFastMaxState && version >= 4) {  // slower than v3 on H200 (412 vs 378 us): opt-in

@@ -1499,6 +1499,15 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   // v3 lanes per channel: p.split, else MAMBA_SCAN_BWD_SPLIT, else 2 (4 measured slower).
   const char* split_env = std::getenv("MAMBA_SCAN_BWD_SPLIT");
   const int split = p.split ? p.split : split_env && *split_env ? std::atoi(split_env) : 2;
+  if (p.checkpoints_from_forward) {  // the forward (v6, bwd_workspace) wrote pass A's checkpoints
+    if (p.dstate > kSlice)
+      throw std::invalid_argument("selective_scan_bwd_cuda: checkpoints_from_forward needs dstate <= 16, got " +
+                                  std::to_string(p.dstate));
+    if (version != 2)
+      throw std::invalid_argument("selective_scan_bwd_cuda: checkpoints_from_forward needs version 2 (the default), got " +
+                                  std::to_string(version));
+  }
+  const int skip_a = p.checkpoints_from_forward ? 2 : 0;
   for (int s = 0; s < slices; ++s) {
     const int n0 = s * kSlice;
     const int nS = static_cast<int>(std::min<int64_t>(kSlice, p.dstate - n0));
@@ -1513,9 +1522,9 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
       if (split == 4) launch_v3<T, 16, 4>(p, ws, bpg, n0, nS, first, last, skip | 2, stream);
       else launch_v3<T, 16, 2>(p, ws, bpg, n0, nS, first, last, skip | 2, stream);
     } else {  // v2, and v3's slices of <= 8 states
-      if (nS <= 4) launch_v2<T, 4>(p, ws, bpg, n0, nS, first, last, skip, stream);
-      else if (nS <= 8) launch_v2<T, 8>(p, ws, bpg, n0, nS, first, last, skip, stream);
-      else launch_v2<T, 16>(p, ws, bpg, n0, nS, first, last, skip, stream);
+      if (nS <= 4) launch_v2<T, 4>(p, ws, bpg, n0, nS, first, last, skip | skip_a, stream);
+      else if (nS <= 8) launch_v2<T, 8>(p, ws, bpg, n0, nS, first, last, skip | skip_a, stream);
+      else launch_v2<T, 16>(p, ws, bpg, n0, nS, first, last, skip | skip_a, stream);
     }
   }
   const int64_t BG = p.batch * p.n_groups;

@@ -58,6 +58,18 @@ struct SelectiveScanCudaParams {
   int split = 0;
   int poly = 0;
   int unroll = 0;
+  // version 6 (kernels/cuda/NOTES.md "Scan forward v6"): v3's layout with 64-byte tiles, 16-byte
+  // B / C staging and MUFU.TANH silu for bf16. Its knobs (dstate 16, split 2; 0 = default):
+  // tile = 32 | 64 bytes of steps per tile, poly = 8 (every 8th exponential on the FMA pipe) or
+  // -1 (none, the default), unroll = 4 | 8.
+  int tile = 0;
+  // Backward checkpoints written by the forward (version 6 only; dstate <= 16; no cu_seqlens):
+  // when non-null, the forward also writes the states the backward's pass A would compute into
+  // this buffer, which must be the workspace of the matching selective_scan_bwd_cuda call (at
+  // least selective_scan_bwd_cuda_workspace_bytes bytes, same shapes); that call then sets
+  // checkpoints_from_forward and skips its pass A. Other versions / shapes: an error naming
+  // the field.
+  float* bwd_workspace = nullptr;
   // Variable-length packed batch (versions 0 / 3 and 4, dstate <= 64; 1 and 2 are refused): when cu_seqlens is non-null, batch
   // must be 1 and the (1, dim, seqlen) / (1, n_groups, dstate, seqlen) tensors hold n_seqs
   // sequences back to back; sequence s is [cu_seqlens[s], cu_seqlens[s + 1]) (DEVICE int32
@@ -125,6 +137,10 @@ struct SelectiveScanBwdCudaParams {
   // (env MAMBA_SCAN_BWD_SPLIT=2|4 when set, else 2), 2 or 4 (any other value runs 2).
   int version = 0;
   int split = 0;
+  // true: `workspace` already holds the chunk checkpoints, written by a forward call on the same
+  // inputs with SelectiveScanCudaParams::bwd_workspace = workspace (dstate <= 16, versions 0 / 2
+  // of the backward); pass A is skipped. Otherwise an error naming the field.
+  bool checkpoints_from_forward = false;
 };
 
 template <class T>

@@ -1,0 +1,391 @@
+// Scan forward v6 (private to kernels/cuda; NOTES.md "Scan forward v6"): v3's layout (a block of
+// 128 lanes = 128 / kS channels of one group of one batch row, kS lanes per channel, each lane
+// walking the whole sequence for kN / kS states in registers) with the per-tile overhead cut:
+//   - tiles of kTB bytes of steps (64: 32 bf16 / 16 f32 steps; v3: 32 bytes), so the barrier,
+//     the B / C staging, the scalar prologue and the y epilogue are paid half as often;
+//   - B / C tiles loaded as 16-byte pieces (one uint4 per thread per tile at kN 16, bf16,
+//     instead of 2 x kBC element loads with bounds and 64-bit index arithmetic each), the same
+//     registers and store code for the element fallback (unaligned rows, the last tile);
+//   - silu(z) for bf16 by one MUFU.TANH (x/2 + x/2 tanh(x/2); tanh.approx rel. error ~2^-11,
+//     under bf16's rounding 2^-9); f32 keeps ex2 + rcp;
+//   - kPoly: every kPoly-th (step, state) exponential of a rolled block on the FMA pipe
+//     (dev::ex2_poly_fma), 0 = all on MUFU; kU steps per rolled block.
+// Everything else (varlen, initial / final state, groups, inactive channels, identity steps past
+// the end) is v3's, so the checks are v3's checks.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "device_common.cuh"
+#include "mamba/kernels/cuda/cuda_check.h"
+#include "mamba/kernels/cuda/scan_cuda.h"
+#include "scan_fwd_v3.cuh"
+
+namespace mamba::kernels::cuda {
+namespace {
+
+constexpr int kV6Threads = 128;
+
+template <int kS> struct V6MinBlocks { static constexpr int value = kS == 4 ? 6 : kS == 2 ? 3 : 1; };
+
+__device__ __forceinline__ float tanh_mufu(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+template <class T>
+__device__ __forceinline__ float silu_v6(float x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return dev::silu_fast(x);
+  } else {
+    const float h = 0.5f * x;
+    return fmaf(h, tanh_mufu(h), h);
+  }
+}
+
+template <class T, int kN, int kS, bool kExact, int kTB, int kPoly, int kU, bool kVar>
+__global__ void __launch_bounds__(kV6Threads, V6MinBlocks<kS>::value)
+selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group) {
+  constexpr int kT = kTB / int(sizeof(T));  // steps per tile
+  constexpr int kNS = kN / kS;              // states per lane
+  constexpr int kE = kT / kS;               // steps whose scalars this lane loads / stores
+  constexpr int kCh = kV6Threads / kS;      // channels per block
+  constexpr int kStride = kN + 4;
+  constexpr int kDtRow = 2 * kT + 4;
+  constexpr int kYRow = kS * kT + 4;
+  constexpr int kUB = kU < kT ? kU : kT;
+  constexpr int kVE = 16 / int(sizeof(T));  // elements per 16-byte piece
+  constexpr int kPR = kT / kVE;             // pieces per state row and tile
+  constexpr int kPieces = 2 * kN * kPR;     // B and C
+  constexpr int kVB = (kPieces + kV6Threads - 1) / kV6Threads;
+  static_assert(kNS >= 2 && kNS <= 16 && kN % kS == 0, "2..16 states per lane");
+  static_assert(kE >= 2 && kT % kS == 0 && kT % kUB == 0 && kT % kVE == 0, "tile shape");
+  static_assert(kUB <= 8 && kT % 8 == 0, "checkpoints every 8 steps fall on block starts");
+  static_assert(sizeof(float) * (2 * 2 * kT * kStride + (kS > 1 ? kCh * (kDtRow + kYRow) : 8)) <= 48 * 1024,
+                "static shared memory");
+  __shared__ __align__(16) float sBC[2][2][kT * kStride];  // [buffer][B, C][t * kStride + n]
+  __shared__ __align__(16) float sDt[kS > 1 ? kCh * kDtRow : 4];
+  __shared__ __align__(16) float sY[kS > 1 ? kCh * kYRow : 4];
+
+  const int tid = threadIdx.x;
+  const int ch = tid / kS, s = tid % kS;
+  const int nN = kExact ? kN : static_cast<int>(p.dstate);
+  const int myN = kExact ? kNS : min(max(nN - s * kNS, 0), kNS);
+  const int64_t dpg = p.dim / p.n_groups;
+  const int64_t g = blockIdx.x / blocks_per_group;
+  const int64_t cl = int64_t{blockIdx.x % blocks_per_group} * kCh + ch;
+  const bool active = cl < dpg;
+  const int64_t d = g * dpg + (active ? cl : 0);
+  const int64_t b = blockIdx.y;
+  const int64_t ld = p.seqlen;
+  int64_t start = 0, L = p.seqlen, brow = b;
+  if (kVar && p.cu_seqlens) {
+    const int64_t s0 = min(max(int64_t{p.cu_seqlens[b]}, int64_t{0}), ld);
+    const int64_t s1 = min(max(int64_t{p.cu_seqlens[b + 1]}, s0), ld);
+    start = s0;
+    L = s1 - s0;
+    brow = 0;
+  }
+  const int64_t row = (brow * p.dim + d) * ld + start;
+  const T* u_row = p.u + row;
+  const T* dt_row = p.delta + row;
+  const T* z_row = p.z ? p.z + row : nullptr;
+  T* y_row = p.y + row;
+  const T* Bg = p.B + (brow * p.n_groups + g) * nN * ld + start;
+  const T* Cg = p.C + (brow * p.n_groups + g) * nN * ld + start;
+  const bool vec = dev::aligned16(u_row) && dev::aligned16(dt_row) && dev::aligned16(y_row) &&
+                   (!z_row || dev::aligned16(z_row));
+  const bool bcvec = dev::aligned16(Bg) && dev::aligned16(Cg) && (ld * int64_t(sizeof(T))) % 16 == 0;
+  const float D = p.D ? p.D[d] : 0.f;
+  const float bias = p.delta_bias ? p.delta_bias[d] : 0.f;
+  const int64_t state_off = (b * p.dim + d) * nN + s * kNS;
+  float* dtrow = sDt + (kS > 1 ? ch * kDtRow : 0);
+  float* yrow = sY + (kS > 1 ? ch * kYRow : 0);
+
+  float A2[kNS], h[kNS];
+#pragma unroll
+  for (int i = 0; i < kNS; ++i) {
+    const bool on = kExact || i < myN;
+    A2[i] = on ? p.A[d * nN + s * kNS + i] * dev::kLog2e : 0.f;
+    h[i] = on && p.initial_state ? p.initial_state[state_off + i] : 0.f;
+  }
+
+  // Backward checkpoints (p.bwd_workspace): the state entering every chunk of kCkK steps, f32
+  // (batch, chunk, 16, dim) as selective_scan_bwd.cu's pass A writes them (kN <= 16 here).
+  constexpr int kCkK = 8;
+  float* ck = p.bwd_workspace && active ? p.bwd_workspace + b * ((L + kCkK - 1) / kCkK) * 16 * p.dim + d : nullptr;
+  auto write_ck = [&](int64_t t) {  // t: the first step of a chunk (a multiple of kCkK), t < L
+    if (kN <= 16 && ck) {
+      float* c = ck + (t / kCkK) * 16 * p.dim + int64_t{s * kNS} * p.dim;
+#pragma unroll
+      for (int i = 0; i < kNS; ++i) c[i * p.dim] = h[i];
+    }
+  };
+
+  // This thread's B / C pieces: piece e = tid + i * 128 is (which = B / C, state n, 16-byte
+  // piece q of the tile's row).
+  union BCPiece {
+    uint4 v;
+    T e[kVE];
+  };
+  BCPiece cbc[kVB];
+  auto load_bc = [&](int64_t t0, BCPiece (&r)[kVB]) {
+#pragma unroll
+    for (int i = 0; i < kVB; ++i) {
+      const int e = tid + i * kV6Threads;
+      if (kPieces % kV6Threads == 0 || e < kPieces) {
+        const int which = e / (kN * kPR), rr = e % (kN * kPR), n = rr / kPR, q = rr % kPR;
+        const T* src = (which ? Cg : Bg) + int64_t{n} * ld + t0 + q * kVE;
+        if (bcvec && t0 + kT <= L && (kExact || n < nN)) {
+          r[i].v = __ldg(reinterpret_cast<const uint4*>(src));
+        } else {
+#pragma unroll
+          for (int j = 0; j < kVE; ++j)
+            r[i].e[j] = (kExact || n < nN) && t0 + q * kVE + j < L ? src[j] : dev::from_f32<T>(0.f);
+        }
+      }
+    }
+  };
+  auto store_bc = [&](int buf, const BCPiece (&r)[kVB]) {
+#pragma unroll
+    for (int i = 0; i < kVB; ++i) {
+      const int e = tid + i * kV6Threads;
+      if (kPieces % kV6Threads == 0 || e < kPieces) {
+        const int which = e / (kN * kPR), rr = e % (kN * kPR), n = rr / kPR, q = rr % kPR;
+        float* dst = sBC[buf][which] + q * kVE * kStride + n;
+#pragma unroll
+        for (int j = 0; j < kVE; ++j) dst[j * kStride] = dev::to_f32(r[i].e[j]);
+      }
+    }
+  };
+
+  using P = Piece<T, kE>;
+  P cu, cdt, cz;
+  const int64_t own = int64_t{s} * kE;
+  if (L > 0) {
+    load_piece<T, kE>(u_row, own, L, vec, cu);
+    load_piece<T, kE>(dt_row, own, L, vec, cdt);
+    if (z_row) load_piece<T, kE>(z_row, own, L, vec, cz);
+    load_bc(0, cbc);
+  }
+
+  int buf = 0;
+  for (int64_t t0 = 0; t0 < L; t0 += kT, buf ^= 1) {
+    store_bc(buf, cbc);
+    __syncthreads();  // B / C of tile t0 visible; last tile's sDt / sY reads done
+    const float* sb = sBC[buf][0];
+    const float* sc = sBC[buf][1];
+
+    const int64_t t1 = t0 + kT;
+    P nu, ndt, nz;
+    if (t1 < L) {
+      load_piece<T, kE>(u_row, t1 + own, L, vec, nu);
+      load_piece<T, kE>(dt_row, t1 + own, L, vec, ndt);
+      if (z_row) load_piece<T, kE>(z_row, t1 + own, L, vec, nz);
+      load_bc(t1, cbc);  // B / C of tile t0 are in shared memory already: reuse the registers
+    }
+
+    float dt[kS > 1 ? 1 : kT], du[kS > 1 ? 1 : kT];
+    const bool tail = t0 + kT > L;  // block-uniform: only the last tile has steps past the end
+    const int rem = tail ? static_cast<int>(L - t0 - own) : kE;  // this lane's steps in range
+    {
+      float pairs[2 * kE];
+#pragma unroll
+      for (int e = 0; e < kE; ++e) {
+        float v = dev::to_f32(cdt.e[e]) + bias;
+        if (p.delta_softplus) v = dev::softplus_fast(v);
+        if (tail && e >= rem) v = 0.f;  // identity map past the end
+        pairs[2 * e] = v;
+        pairs[2 * e + 1] = v * dev::to_f32(cu.e[e]);
+      }
+      if constexpr (kS > 1) {
+        sts_floats<2 * kE>(dtrow + 2 * own, pairs);
+        __syncwarp();
+      } else {
+#pragma unroll
+        for (int j = 0; j < kT; ++j) { dt[j] = pairs[2 * j]; du[j] = pairs[2 * j + 1]; }
+      }
+    }
+
+    auto step = [&](int j, int jp, float dtj, float duj) -> float {
+      float bv[kNS], cv[kNS];
+      lds_floats<kNS>(sb + j * kStride + s * kNS, bv);
+      lds_floats<kNS>(sc + j * kStride + s * kNS, cv);
+      float y0 = 0.f, y1 = 0.f;
+#pragma unroll
+      for (int i = 0; i < kNS; ++i) {
+        if (kExact || i < myN) {
+          const int m = jp * kNS + i;
+          const float x = dtj * A2[i];
+          const float a = (kPoly > 0 && m % (kPoly > 0 ? kPoly : 1) == (kPoly > 0 ? kPoly : 1) - 1) ? dev::ex2_poly_fma(x)
+                                                                                              : dev::ex2_mufu(x);
+          h[i] = fmaf(a, h[i], duj * bv[i]);
+          if (i & 1) y1 = fmaf(h[i], cv[i], y1);
+          else y0 = fmaf(h[i], cv[i], y0);
+        }
+      }
+      return y0 + y1;
+    };
+
+    float oy[kE];
+    if constexpr (kS > 1) {
+#pragma unroll 1
+      for (int j0 = 0; j0 < kT; j0 += kUB) {
+        if (j0 % kCkK == 0 && t0 + j0 < L) write_ck(t0 + j0);
+        float yv[kUB];
+#pragma unroll
+        for (int jj = 0; jj < kUB; ++jj) {
+          const float2 v = *reinterpret_cast<const float2*>(dtrow + 2 * (j0 + jj));
+          yv[jj] = step(j0 + jj, jj, v.x, v.y);
+        }
+        sts_floats<kUB>(yrow + s * kT + j0, yv);
+      }
+      __syncwarp();
+      lds_floats<kE>(yrow + own, oy);
+#pragma unroll
+      for (int r = 1; r < kS; ++r) {
+        float part[kE];
+        lds_floats<kE>(yrow + r * kT + own, part);
+#pragma unroll
+        for (int e = 0; e < kE; ++e) oy[e] += part[e];
+      }
+    } else {
+      // kS == 1 (kN 32 / 64 never take it: at most 16 states per lane): the pairs stay in
+      // registers, so the whole tile is unrolled (compile-time indices).
+#pragma unroll
+      for (int j = 0; j < kT; ++j) {
+        if (j % kCkK == 0 && t0 + j < L) write_ck(t0 + j);
+        oy[j] = step(j, j, dt[j], du[j]);
+      }
+    }
+
+    P out;
+    float ov[kE];
+#pragma unroll
+    for (int e = 0; e < kE; ++e) {
+      float v = fmaf(D, dev::to_f32(cu.e[e]), oy[e]);
+      if (z_row) v *= silu_v6<T>(dev::to_f32(cz.e[e]));
+      ov[e] = v;
+    }
+    if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+      for (int e = 0; e < kE; ++e) out.e[e] = ov[e];
+    } else {
+#pragma unroll
+      for (int e = 0; e < kE; e += 2)  // one F2FP pack per pair
+        *reinterpret_cast<__nv_bfloat162*>(&out.e[e]) = __floats2bfloat162_rn(ov[e], ov[e + 1]);
+    }
+    if (active) store_piece<T, kE>(y_row, t0 + own, L, vec, out);
+
+    cu = nu;
+    cdt = ndt;
+    if (z_row) cz = nz;
+  }
+
+  if (active && p.final_state) {
+#pragma unroll
+    for (int i = 0; i < kNS; ++i)
+      if (kExact || i < myN) p.final_state[state_off + i] = h[i];
+  }
+}
+
+// Dispatch for one (T, kN, kExact): the split (v3's heuristic on v6's occupancy, or forced)
+// and the compiled variant (tile bytes, poly, unroll; NOTES.md "Scan forward v6").
+template <class T, int kN, bool kExact>
+struct V6 {
+  static constexpr int kDefTB = kN <= 16 ? 64 : 32;  // shared memory: 64-byte tiles up to kN 16
+  template <int kS, int kTB, int kPoly, int kU>
+  static void launch(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
+    constexpr int kCh = kV6Threads / kS;
+    const int64_t dpg = p.dim / p.n_groups;
+    const int64_t bpg = (dpg + kCh - 1) / kCh;
+    if (bpg * p.n_groups > 0x7fffffff) throw std::invalid_argument("selective_scan_fwd_cuda: dim too large");
+    const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.cu_seqlens ? p.n_seqs : p.batch));
+    if (p.cu_seqlens)
+      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, true><<<grid, kV6Threads, 0, stream>>>(p, static_cast<int>(bpg));
+    else
+      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, false><<<grid, kV6Threads, 0, stream>>>(p, static_cast<int>(bpg));
+    MAMBA_CUDA_CHECK_LAUNCH("selective_scan_fwd_cuda (v6)");
+  }
+  template <int kS>
+  static int occupancy() {
+    static const int v = [] {
+      int n = 0;
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+              &n, selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kDefTB, 0, 4, false>, kV6Threads, 0) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+      }
+      return n;
+    }();
+    return v;
+  }
+  using B3 = V3<T, kN, kExact>;
+  template <int S>
+  static constexpr bool kOk = S >= B3::kMinS && S <= B3::kMaxS && S <= (kDefTB / int(sizeof(T))) / 2 && (S > 1 || kDefTB == 32);
+  static bool allowed(int S) { return (S == 4 && kOk<4>) || (S == 2 && kOk<2>) || (S == 1 && kOk<1>); }
+  static int occupancy_of(int S) {
+    if constexpr (kOk<4>) if (S == 4) return occupancy<4>();
+    if constexpr (kOk<2>) if (S == 2) return occupancy<2>();
+    if constexpr (kOk<1>) if (S == 1) return occupancy<1>();
+    return 0;
+  }
+  static int choose(const SelectiveScanCudaParams<T>& p, int forced) {
+    int lo = 4, hi = 1;
+    for (int S : {1, 2, 4})
+      if (allowed(S)) { lo = std::min(lo, S); hi = std::max(hi, S); }
+    if (forced == 1 || forced == 2 || forced == 4) return std::min(std::max(forced, lo), hi);
+    int sms = 0, dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        sms <= 0) {
+      cudaGetLastError();
+      sms = 132;
+    }
+    if (allowed(2)) {
+      const int occ = occupancy_of(2);
+      const int64_t blocks = B3::blocks_of(p, 2);
+      if (occ > 0 && blocks <= int64_t{occ} * sms && blocks >= sms / 2) return 2;
+    }
+    for (int S : {4, 2, 1}) {
+      if (!allowed(S)) continue;
+      const int occ = occupancy_of(S);
+      if (occ > 0 && int64_t{B3::blocks_of(p, S)} <= int64_t{occ} * sms) return S;
+    }
+    return allowed(2) ? 2 : lo;
+  }
+  // Variant: tile bytes (p.tile: 32 | 64, 0 = default), poly (p.poly: 8 = every 8th on the FMA
+  // pipe, -1 / 16 = none, 0 = default none), unroll (p.unroll: 4 | 8). Tuning variants are
+  // compiled for dstate 16, S 2 only; everything else runs the default.
+  template <int kS>
+  static void launch_variant(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
+    if constexpr (kN == 16 && kExact && kS == 2) {
+      const int tb = p.tile == 32 ? 32 : 64;
+      const bool poly = p.poly == 8;
+      const int u = p.unroll == 8 ? 8 : 4;
+      if (tb == 64 && !poly && u == 4) return launch<2, 64, 0, 4>(p, stream);
+      if (tb == 64 && !poly && u == 8) return launch<2, 64, 0, 8>(p, stream);
+      if (tb == 64 && poly && u == 4) return launch<2, 64, 8, 4>(p, stream);
+      if (tb == 64 && poly && u == 8) return launch<2, 64, 8, 8>(p, stream);
+      if (tb == 32 && !poly && u == 4) return launch<2, 32, 0, 4>(p, stream);
+      if (tb == 32 && poly && u == 4) return launch<2, 32, 8, 4>(p, stream);
+      return launch<2, 64, 0, 4>(p, stream);
+    } else {
+      launch<kS, (kS == 1 ? 32 : kDefTB), 0, 4>(p, stream);
+    }
+  }
+  static void run(const SelectiveScanCudaParams<T>& p, cudaStream_t stream, int forced) {
+    const int S = choose(p, forced);
+    if constexpr (kOk<4>) if (S == 4) return launch_variant<4>(p, stream);
+    if constexpr (kOk<2>) if (S == 2) return launch_variant<2>(p, stream);
+    if constexpr (kOk<1>) if (S == 1) return launch_variant<1>(p, stream);
+    throw std::invalid_argument("selective_scan_fwd_cuda (v6): no lane split fits dstate " + std::to_string(p.dstate));
+  }
+};
+
+}  // namespace
+}  // namespace mamba::kernels::cuda
