@@ -15,8 +15,11 @@ mkdir -p "$OUT"
 export PATH="$PATH:/usr/local/cuda/bin"
 t0=$(date +%s)
 BIN="${BIN:-bin/mamba-cuda-check}"
-[ -d bin ] && export LD_LIBRARY_PATH="$ROOT/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"  # libgomp shipped beside it
-if [ ! -x "$BIN" ] || ! "$BIN" --scan6-hello 2>&1 | grep -q "scan6 hello"; then
+runs() { [ -x "$BIN" ] && "$BIN" --scan6-hello 2>&1 | grep -q "scan6 hello"; }
+if [ -x "$BIN" ] && ! runs && [ -f bin/libgomp.so.1 ]; then  # the libgomp shipped beside it
+  export LD_LIBRARY_PATH="$ROOT/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+if ! runs; then
   [ -x "$BIN" ] && "$BIN" --scan6-hello 2>&1 | head -5
   echo "== building (no usable prebuilt $BIN)"
   BUILD=build-device; mkdir -p "$BUILD/obj"
