@@ -52,8 +52,8 @@ std::vector<float> randu(std::mt19937& g, size_t n, float lo, float hi) {
 template <class T> double tol() { return std::is_same_v<T, float> ? 1e-3 : 1e-2; }
 
 template <class T>
-void scan_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, unsigned seed) {
-  SCOPED_TRACE(testing::Message() << "b" << b << " d" << d << " l" << l << " n" << n << " g" << g);
+void scan_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, unsigned seed, int version = 0) {
+  SCOPED_TRACE(testing::Message() << "v" << version << " b" << b << " d" << d << " l" << l << " n" << n << " g" << g);
   std::mt19937 gen(seed);
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * g * n * l, nst = size_t(b) * d * n;
   auto u = randn(gen, nbdl), delta = randn(gen, nbdl, -2.f, 1.f), z = randn(gen, with_z ? nbdl : 0);
@@ -82,6 +82,7 @@ void scan_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, uns
   q.u = du.ptr; q.delta = ddelta.ptr; q.z = with_z ? dz.ptr : nullptr; q.B = dB.ptr; q.C = dC.ptr;
   q.A = dA.ptr; q.D = dD.ptr; q.delta_bias = dbias.ptr; q.delta_softplus = true;
   q.initial_state = with_h0 ? dh0.ptr : nullptr; q.y = dy.ptr; q.final_state = dhT.ptr;
+  q.version = version;
   kc::selective_scan_fwd_cuda<T>(q, nullptr);
   EXPECT_LT(rel_err(dy.get(), y_ref), tol<T>());
   EXPECT_LT(rel_err(dhT.get(), hT_ref), 1e-3);
@@ -96,11 +97,23 @@ TEST(CudaKernels, SelectiveScanMatchesReference) {
   scan_case<bf16>(2, 2, 2049, 16, 2, false, false, 5);
 }
 
+TEST(CudaKernels, SelectiveScanV6MatchesReference) {  // scan forward v6 (64-byte tiles)
+  SKIP_WITHOUT_GPU();
+  scan_case<float>(1, 3, 1, 16, 1, true, false, 11, 6);
+  scan_case<float>(2, 4, 7, 1, 2, false, true, 12, 6);
+  scan_case<float>(1, 70, 2049, 16, 2, true, true, 13, 6);
+  scan_case<bf16>(1, 4, 300, 64, 1, true, true, 14, 6);
+  scan_case<bf16>(2, 130, 33, 16, 2, true, true, 15, 6);
+  scan_case<bf16>(1, 4, 2049, 5, 1, false, false, 16, 6);
+}
+
 // Backward against the plain CPU backward; every output poisoned (NaN) by Dev's constructor.
+// fwd_ckpt: the checkpoints come from a v6 forward (bwd_workspace), pass A skipped.
 template <class T>
 void scan_bwd_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, bool with_dfinal, unsigned seed,
-                   int version = 0) {
-  SCOPED_TRACE(testing::Message() << "bwd v" << version << " b" << b << " d" << d << " l" << l << " n" << n << " g" << g);
+                   int version = 0, bool fwd_ckpt = false) {
+  SCOPED_TRACE(testing::Message() << "bwd v" << version << (fwd_ckpt ? " fwd-ckpt" : "") << " b" << b << " d" << d
+                                  << " l" << l << " n" << n << " g" << g);
   std::mt19937 gen(seed);
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * g * n * l, nst = size_t(b) * d * n;
   auto u = randn(gen, nbdl), delta = randn(gen, nbdl, -2.f, 1.f), z = randn(gen, with_z ? nbdl : 0);
@@ -146,6 +159,16 @@ void scan_bwd_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0,
   const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
   Dev<float> ws((wsb + 3) / 4);
   q.workspace = ws.ptr; q.workspace_bytes = wsb;
+  if (fwd_ckpt) {
+    Dev<T> y(nbdl);
+    kc::SelectiveScanCudaParams<T> f;
+    f.batch = b; f.dim = d; f.seqlen = l; f.dstate = n; f.n_groups = g;
+    f.u = q.u; f.delta = q.delta; f.z = q.z; f.B = q.B; f.C = q.C; f.A = q.A; f.D = q.D; f.delta_bias = q.delta_bias;
+    f.delta_softplus = true; f.initial_state = q.initial_state; f.y = y.ptr;
+    f.version = 6; f.bwd_workspace = ws.ptr;
+    kc::selective_scan_fwd_cuda<T>(f, nullptr);
+    q.checkpoints_from_forward = true;
+  }
   kc::selective_scan_bwd_cuda<T>(q, nullptr);
   EXPECT_LT(rel_err(o_du.get(), r_du), tol<T>());
   EXPECT_LT(rel_err(o_ddelta.get(), r_ddelta), tol<T>());
@@ -172,6 +195,14 @@ TEST(CudaKernels, SelectiveScanBackwardMatchesReference) {
     scan_bwd_case<float>(1, 70, 301, 16, 2, true, true, true, 47, v);
     scan_bwd_case<bf16>(2, 66, 129, 32, 1, true, false, true, 48, v);
   }
+}
+
+TEST(CudaKernels, SelectiveScanBackwardWithForwardCheckpoints) {
+  SKIP_WITHOUT_GPU();
+  scan_bwd_case<float>(1, 3, 1, 16, 1, true, false, true, 51, 0, true);
+  scan_bwd_case<float>(1, 70, 301, 16, 2, true, true, true, 52, 0, true);
+  scan_bwd_case<bf16>(2, 66, 129, 8, 2, false, true, false, 53, 0, true);
+  scan_bwd_case<bf16>(1, 4, 300, 5, 1, true, true, true, 54, 0, true);
 }
 
 template <class T>
