@@ -48,7 +48,26 @@ __device__ __forceinline__ float silu_v6(float x) {
   }
 }
 
-template <class T, int kN, int kS, bool kExact, int kTB, int kPoly, int kU, bool kVar>
+// softplus with one MUFU: max(x, 0) + log1p(t), t = exp(-|x|) in (0, 1] (MUFU ex2), log1p(t) =
+// t q(t) with q a degree-8 polynomial (weighted least squares on Chebyshev nodes, fitted here:
+// relative error 3.0e-8 in exact arithmetic, 2.1e-7 evaluated in f32). For x > 20 the result
+// rounds to x (t q(t) < 2.1e-9 < half an ulp of 20), PyTorch's threshold; v3's softplus_fast
+// takes 2 MUFU (ex2 + lg2) for the same accuracy class.
+__device__ __forceinline__ float softplus_1mufu(float x) {
+  const float t = dev::ex2_mufu(-fabsf(x) * dev::kLog2e);
+  float q = 5.227511749e-03f;
+  q = fmaf(q, t, -2.948447689e-02f);
+  q = fmaf(q, t, 7.819215208e-02f);
+  q = fmaf(q, t, -1.366038024e-01f);
+  q = fmaf(q, t, 1.910466105e-01f);
+  q = fmaf(q, t, -2.484263927e-01f);
+  q = fmaf(q, t, 3.331905305e-01f);
+  q = fmaf(q, t, -4.999949038e-01f);
+  q = fmaf(q, t, 9.999999404e-01f);
+  return fmaf(t, q, fmaxf(x, 0.f));
+}
+
+template <class T, int kN, int kS, bool kExact, int kTB, int kPoly, int kU, bool kVar, int kSp = 0>
 __global__ void __launch_bounds__(kV6Threads, V6MinBlocks<kS>::value)
 selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group) {
   constexpr int kT = kTB / int(sizeof(T));  // steps per tile
@@ -198,7 +217,7 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
 #pragma unroll
       for (int e = 0; e < kE; ++e) {
         float v = dev::to_f32(cdt.e[e]) + bias;
-        if (p.delta_softplus) v = dev::softplus_fast(v);
+        if (p.delta_softplus) v = kSp ? softplus_1mufu(v) : dev::softplus_fast(v);
         if (tail && e >= rem) v = 0.f;  // identity map past the end
         pairs[2 * e] = v;
         pairs[2 * e + 1] = v * dev::to_f32(cu.e[e]);
@@ -299,7 +318,7 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
 template <class T, int kN, bool kExact>
 struct V6 {
   static constexpr int kDefTB = kN <= 16 ? 64 : 32;  // shared memory: 64-byte tiles up to kN 16
-  template <int kS, int kTB, int kPoly, int kU>
+  template <int kS, int kTB, int kPoly, int kU, int kSp = 0>
   static void launch(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
     constexpr int kCh = kV6Threads / kS;
     const int64_t dpg = p.dim / p.n_groups;
@@ -307,9 +326,9 @@ struct V6 {
     if (bpg * p.n_groups > 0x7fffffff) throw std::invalid_argument("selective_scan_fwd_cuda: dim too large");
     const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.cu_seqlens ? p.n_seqs : p.batch));
     if (p.cu_seqlens)
-      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, true><<<grid, kV6Threads, 0, stream>>>(p, static_cast<int>(bpg));
+      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, true, kSp><<<grid, kV6Threads, 0, stream>>>(p, static_cast<int>(bpg));
     else
-      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, false><<<grid, kV6Threads, 0, stream>>>(p, static_cast<int>(bpg));
+      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, false, kSp><<<grid, kV6Threads, 0, stream>>>(p, static_cast<int>(bpg));
     MAMBA_CUDA_CHECK_LAUNCH("selective_scan_fwd_cuda (v6)");
   }
   template <int kS>
@@ -367,6 +386,7 @@ struct V6 {
       const int tb = p.tile == 32 ? 32 : 64;
       const bool poly = p.poly == 8;
       const int u = p.unroll == 8 ? 8 : 4;
+      if (p.softplus1 == 1 && tb == 64 && u == 4) return poly ? launch<2, 64, 8, 4, 1>(p, stream) : launch<2, 64, 0, 4, 1>(p, stream);
       if (tb == 64 && !poly && u == 4) return launch<2, 64, 0, 4>(p, stream);
       if (tb == 64 && !poly && u == 8) return launch<2, 64, 0, 8>(p, stream);
       if (tb == 64 && poly && u == 4) return launch<2, 64, 8, 4>(p, stream);
