@@ -55,19 +55,29 @@ echo "checks: $(grep -c '^ok' "$OUT/scan6.log") ok, $(grep -c '^FAIL' "$OUT/scan
 if command -v cuobjdump > /dev/null; then
   timeout 15 cuobjdump -sass "$BIN" 2>/dev/null | awk '
     /Function :/ { f = ($0 ~ /selective_scan_fwd_v3_kernelI13__nv_bfloat16Li16ELi2ELb1ELin1ELi4ELb0E/ ||
-                        $0 ~ /selective_scan_fwd_v6_kernelI13__nv_bfloat16Li16ELi2ELb1ELi64ELi0ELi4ELb0E/ ||
-                        $0 ~ /selective_scan_fwd_v6_kernelI13__nv_bfloat16Li16ELi2ELb1ELi64ELi8ELi4ELb0E/) }
+                        $0 ~ /selective_scan_fwd_v6_kernelI13__nv_bfloat16Li16ELi2ELb1ELi64ELi8ELi8ELb0ELi0ELi128E/ ||
+                        $0 ~ /selective_scan_fwd_v6_kernelI13__nv_bfloat16Li16ELi2ELb1ELi64ELi8ELi8ELb0ELi0ELi32E/) }
     f { print }' > "$OUT/sass_scan.txt"
   echo "sass: $(grep -c 'Function :' "$OUT/sass_scan.txt") functions, $(wc -l < "$OUT/sass_scan.txt") lines"
+  python3 kernels/cuda/sass_loops.py "$OUT/sass_scan.txt" 2>&1 | head -40
 fi
 left=$(( 105 - ($(date +%s) - t0) ))
 if command -v ncu > /dev/null && [ $left -gt 20 ]; then
   echo "== ncu sections (limit $(( left / 2 )) s)"
   timeout $(( left / 2 )) ncu -k regex:selective_scan_fwd_v --section SchedulerStats --section WarpStateStats \
-    --section ComputeWorkloadAnalysis --section InstructionStats --section Occupancy --section LaunchStats \
-    --section MemoryWorkloadAnalysis "$BIN" --scan6-once > "$OUT/ncu.txt" 2>&1
+    --section ComputeWorkloadAnalysis --section Occupancy --section LaunchStats \
+    "$BIN" --scan6-once > "$OUT/ncu.txt" 2>&1
   echo "ncu rc=$?"
-  grep -E "selective_scan_fwd|Issue Slots Busy|No Eligible|Active Warps Per|Eligible Warps|Warp Cycles Per Issued|Stall|Registers|Achieved Occ|Executed Ipc|SM Busy|Executed Instructions |Duration|Memory Throughput" "$OUT/ncu.txt" | head -60
+  grep -E "selective_scan_fwd|Issue Slots Busy|No Eligible|Active Warps Per|Eligible Warps|Warp Cycles Per Issued|Registers Per|Achieved Active|Executed Ipc A|Duration" "$OUT/ncu.txt" | sed -E 's/\(SelectiveScanCudaParams.*//' | head -40
+  left=$(( 105 - ($(date +%s) - t0) ))
+  if [ $left -gt 10 ]; then  # stall reasons (warps per issue, by reason) and pipe utilisation
+    timeout $(( left / 2 )) ncu -k regex:selective_scan_fwd_v \
+      --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.sum,smsp__inst_executed.sum" \
+      "$BIN" --scan6-once > "$OUT/ncu_stall.txt" 2>&1
+    echo "ncu stall rc=$?"
+    grep -E "selective_scan_fwd|ERROR|rror" "$OUT/ncu_stall.txt" | sed -E 's/\(SelectiveScanCudaParams.*//' | head -8
+    awk '/selective_scan_fwd/ {k++} /(stalled|pipe_|inst_executed)/ && $NF+0 > 0.02 {printf "k%d %s %s\n", k, $1, $NF}' "$OUT/ncu_stall.txt" | head -90
+  fi
   left=$(( 105 - ($(date +%s) - t0) ))
   if [ $left -gt 8 ]; then
     timeout $(( left - 3 )) ncu -k regex:selective_scan_fwd_v --metrics \

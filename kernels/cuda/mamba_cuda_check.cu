@@ -117,6 +117,7 @@ void run_case(const std::string& name, const std::function<void()>& fn) { kc::ch
 struct ScanCase { int b, d, l, n, g; bool z, init, softplus, bias, D; };
 
 int g_softplus1 = 0;  // SelectiveScanCudaParams::softplus1 for check_scan (the v6 measurement variant)
+int g_block = 0;      // SelectiveScanCudaParams::block for check_scan / check_scan_varlen (v6: 32 = one-warp blocks)
 
 // version / split: forced kernel choice (0 = automatic), see SelectiveScanCudaParams.
 template <class T>
@@ -126,8 +127,8 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
   if (version) std::snprintf(forced, sizeof forced, " [v%d%s%d]", version, split ? " S" : "", split);
   if (version && !split) std::snprintf(forced, sizeof forced, " [v%d]", version);
   if (poly || unroll) std::snprintf(forced, sizeof forced, " [v%d S%d P%d U%d]", version, split, poly, unroll);
-  if (tile) std::snprintf(forced, sizeof forced, " [v%d S%d P%d U%d T%d%s]", version, split, poly, unroll, tile,
-                         g_softplus1 ? " SP1" : "");
+  if (tile) std::snprintf(forced, sizeof forced, " [v%d S%d P%d U%d T%d%s%s]", version, split, poly, unroll, tile,
+                         g_softplus1 ? " SP1" : "", g_block == 32 ? " W1" : "");
   std::snprintf(name, sizeof name, "scan %s b%d d%d l%d n%d g%d%s%s%s%s%s%s", type_name<T>(), c.b, c.d, c.l, c.n, c.g,
                 c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
                 c.D ? " D" : "", forced);
@@ -173,7 +174,7 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
     q.A = dA.ptr; q.D = c.D ? dD.ptr : nullptr; q.delta_bias = c.bias ? dbias.ptr : nullptr;
     q.delta_softplus = c.softplus; q.initial_state = c.init ? dh0.ptr : nullptr;
     q.y = dy.ptr; q.final_state = dhT.ptr;
-    q.version = version; q.split = split; q.poly = poly; q.unroll = unroll; q.tile = tile; q.softplus1 = g_softplus1;
+    q.version = version; q.split = split; q.poly = poly; q.unroll = unroll; q.tile = tile; q.softplus1 = g_softplus1; q.block = g_block;
     dy.poison();
     dhT.poison();
     kc::selective_scan_fwd_cuda<T>(q, nullptr);

@@ -31,7 +31,10 @@ namespace {
 
 constexpr int kV6Threads = 128;
 
-template <int kS> struct V6MinBlocks { static constexpr int value = kS == 4 ? 6 : kS == 2 ? 3 : 1; };
+// Resident blocks per SM the register cap is set for (kThr threads per block: 128, or 32 = one
+// warp per block, no block barrier).
+template <int kS, int kThr = kV6Threads>
+struct V6MinBlocks { static constexpr int value = (kS == 4 ? 6 : kS == 2 ? 3 : 1) * (kV6Threads / kThr); };
 
 __device__ __forceinline__ float tanh_mufu(float x) {
   float y;
@@ -67,13 +70,14 @@ __device__ __forceinline__ float softplus_1mufu(float x) {
   return fmaf(t, q, fmaxf(x, 0.f));
 }
 
-template <class T, int kN, int kS, bool kExact, int kTB, int kPoly, int kU, bool kVar, int kSp = 0>
-__global__ void __launch_bounds__(kV6Threads, V6MinBlocks<kS>::value)
+template <class T, int kN, int kS, bool kExact, int kTB, int kPoly, int kU, bool kVar, int kSp = 0, int kThr = kV6Threads>
+__global__ void __launch_bounds__(kThr, V6MinBlocks<kS, kThr>::value)
 selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group) {
   constexpr int kT = kTB / int(sizeof(T));  // steps per tile
   constexpr int kNS = kN / kS;              // states per lane
   constexpr int kE = kT / kS;               // steps whose scalars this lane loads / stores
-  constexpr int kCh = kV6Threads / kS;      // channels per block
+  constexpr int kCh = kThr / kS;            // channels per block
+  constexpr int kNB = kThr == 32 ? 1 : 2;   // B / C buffers: one-warp blocks single-buffer (shared memory)
   constexpr int kStride = kN + 4;
   constexpr int kDtRow = 2 * kT + 4;
   constexpr int kYRow = kS * kT + 4;
@@ -81,13 +85,14 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
   constexpr int kVE = 16 / int(sizeof(T));  // elements per 16-byte piece
   constexpr int kPR = kT / kVE;             // pieces per state row and tile
   constexpr int kPieces = 2 * kN * kPR;     // B and C
-  constexpr int kVB = (kPieces + kV6Threads - 1) / kV6Threads;
+  constexpr int kVB = (kPieces + kThr - 1) / kThr;
   static_assert(kNS >= 2 && kNS <= 16 && kN % kS == 0, "2..16 states per lane");
   static_assert(kE >= 2 && kT % kS == 0 && kT % kUB == 0 && kT % kVE == 0, "tile shape");
   static_assert(kUB <= 8 && kT % 8 == 0, "checkpoints every 8 steps fall on block starts");
-  static_assert(sizeof(float) * (2 * 2 * kT * kStride + (kS > 1 ? kCh * (kDtRow + kYRow) : 8)) <= 48 * 1024,
+  static_assert(kThr == 128 || kThr == 32, "block of 4 warps or 1");
+  static_assert(sizeof(float) * (kNB * 2 * kT * kStride + (kS > 1 ? kCh * (kDtRow + kYRow) : 8)) <= 48 * 1024,
                 "static shared memory");
-  __shared__ __align__(16) float sBC[2][2][kT * kStride];  // [buffer][B, C][t * kStride + n]
+  __shared__ __align__(16) float sBC[kNB][2][kT * kStride];  // [buffer][B, C][t * kStride + n]
   __shared__ __align__(16) float sDt[kS > 1 ? kCh * kDtRow : 4];
   __shared__ __align__(16) float sY[kS > 1 ? kCh * kYRow : 4];
 
@@ -156,8 +161,8 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
   auto load_bc = [&](int64_t t0, BCPiece (&r)[kVB]) {
 #pragma unroll
     for (int i = 0; i < kVB; ++i) {
-      const int e = tid + i * kV6Threads;
-      if (kPieces % kV6Threads == 0 || e < kPieces) {
+      const int e = tid + i * kThr;
+      if (kPieces % kThr == 0 || e < kPieces) {
         const int which = e / (kN * kPR), rr = e % (kN * kPR), n = rr / kPR, q = rr % kPR;
         const T* src = (which ? Cg : Bg) + int64_t{n} * ld + t0 + q * kVE;
         if (bcvec && t0 + kT <= L && (kExact || n < nN)) {
@@ -173,8 +178,8 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
   auto store_bc = [&](int buf, const BCPiece (&r)[kVB]) {
 #pragma unroll
     for (int i = 0; i < kVB; ++i) {
-      const int e = tid + i * kV6Threads;
-      if (kPieces % kV6Threads == 0 || e < kPieces) {
+      const int e = tid + i * kThr;
+      if (kPieces % kThr == 0 || e < kPieces) {
         const int which = e / (kN * kPR), rr = e % (kN * kPR), n = rr / kPR, q = rr % kPR;
         float* dst = sBC[buf][which] + q * kVE * kStride + n;
 #pragma unroll
@@ -194,9 +199,15 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
   }
 
   int buf = 0;
-  for (int64_t t0 = 0; t0 < L; t0 += kT, buf ^= 1) {
-    store_bc(buf, cbc);
-    __syncthreads();  // B / C of tile t0 visible; last tile's sDt / sY reads done
+  for (int64_t t0 = 0; t0 < L; t0 += kT, buf ^= (kNB - 1)) {
+    if constexpr (kThr == 32) {
+      __syncwarp();  // single buffer: every lane is done with the last tile's B / C, sDt, sY
+      store_bc(buf, cbc);
+      __syncwarp();  // B / C of tile t0 visible to the warp
+    } else {
+      store_bc(buf, cbc);
+      __syncthreads();  // B / C of tile t0 visible; last tile's sDt / sY reads done
+    }
     const float* sb = sBC[buf][0];
     const float* sc = sBC[buf][1];
 
@@ -318,17 +329,17 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
 template <class T, int kN, bool kExact>
 struct V6 {
   static constexpr int kDefTB = kN <= 16 ? 64 : 32;  // shared memory: 64-byte tiles up to kN 16
-  template <int kS, int kTB, int kPoly, int kU, int kSp = 0>
+  template <int kS, int kTB, int kPoly, int kU, int kSp = 0, int kThr = kV6Threads>
   static void launch(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
-    constexpr int kCh = kV6Threads / kS;
+    constexpr int kCh = kThr / kS;
     const int64_t dpg = p.dim / p.n_groups;
     const int64_t bpg = (dpg + kCh - 1) / kCh;
     if (bpg * p.n_groups > 0x7fffffff) throw std::invalid_argument("selective_scan_fwd_cuda: dim too large");
     const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.cu_seqlens ? p.n_seqs : p.batch));
     if (p.cu_seqlens)
-      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, true, kSp><<<grid, kV6Threads, 0, stream>>>(p, static_cast<int>(bpg));
+      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, true, kSp, kThr><<<grid, kThr, 0, stream>>>(p, static_cast<int>(bpg));
     else
-      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, false, kSp><<<grid, kV6Threads, 0, stream>>>(p, static_cast<int>(bpg));
+      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, false, kSp, kThr><<<grid, kThr, 0, stream>>>(p, static_cast<int>(bpg));
     MAMBA_CUDA_CHECK_LAUNCH("selective_scan_fwd_cuda (v6)");
   }
   template <int kS>
@@ -377,25 +388,40 @@ struct V6 {
     }
     return allowed(2) ? 2 : lo;
   }
-  // Variant: tile bytes (p.tile: 32 | 64, 0 = default), poly (p.poly: 8 = every 8th on the FMA
-  // pipe, -1 / 16 = none, 0 = default none), unroll (p.unroll: 4 | 8). Tuning variants are
-  // compiled for dstate 16, S 2 only; everything else runs the default.
+  // Variant (measurement knobs; the defaults are the fastest measured on an H200, NOTES.md "Scan
+  // forward v6"): tile bytes (p.tile: 32 | 64, 0 = 64), poly (p.poly: -1 = none, 4 | 8 | 16 =
+  // every 4th / 8th / 16th exponential on the FMA pipe, 0 = 8), unroll (p.unroll: 4 | 8, 0 = 8),
+  // p.softplus1 (1 = softplus with one MUFU), p.block (32 = one-warp blocks, no block barrier;
+  // 0 = 128 lanes). Tuning variants are compiled for dstate 16, split 2 only; other shapes run
+  // tile kDefTB, poly 8, unroll 4.
   template <int kS>
   static void launch_variant(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
     if constexpr (kN == 16 && kExact && kS == 2) {
       const int tb = p.tile == 32 ? 32 : 64;
-      const bool poly = p.poly == 8;
-      const int u = p.unroll == 8 ? 8 : 4;
-      if (p.softplus1 == 1 && tb == 64 && u == 4) return poly ? launch<2, 64, 8, 4, 1>(p, stream) : launch<2, 64, 0, 4, 1>(p, stream);
-      if (tb == 64 && !poly && u == 4) return launch<2, 64, 0, 4>(p, stream);
-      if (tb == 64 && !poly && u == 8) return launch<2, 64, 0, 8>(p, stream);
-      if (tb == 64 && poly && u == 4) return launch<2, 64, 8, 4>(p, stream);
-      if (tb == 64 && poly && u == 8) return launch<2, 64, 8, 8>(p, stream);
-      if (tb == 32 && !poly && u == 4) return launch<2, 32, 0, 4>(p, stream);
-      if (tb == 32 && poly && u == 4) return launch<2, 32, 8, 4>(p, stream);
-      return launch<2, 64, 0, 4>(p, stream);
+      const int pe = p.poly == 0 ? 8 : p.poly < 0 ? 0 : p.poly;
+      const int u = p.unroll == 4 ? 4 : 8;
+      const bool sp = p.softplus1 == 1, w1 = p.block == 32;
+      if (tb == 64 && !sp && !w1) {
+        if (u == 8) {
+          if (pe == 8) return launch<2, 64, 8, 8>(p, stream);
+          if (pe == 0) return launch<2, 64, 0, 8>(p, stream);
+          if (pe == 4) return launch<2, 64, 4, 8>(p, stream);
+          if (pe == 16) return launch<2, 64, 16, 8>(p, stream);
+        } else {
+          if (pe == 8) return launch<2, 64, 8, 4>(p, stream);
+          if (pe == 0) return launch<2, 64, 0, 4>(p, stream);
+        }
+      }
+      if (tb == 64 && sp && !w1 && u == 8 && pe == 8) return launch<2, 64, 8, 8, 1>(p, stream);
+      if (tb == 64 && !sp && w1 && u == 8 && pe == 8) return launch<2, 64, 8, 8, 0, 32>(p, stream);
+      if (tb == 64 && sp && w1 && u == 8 && pe == 8) return launch<2, 64, 8, 8, 1, 32>(p, stream);
+      if (tb == 32 && !sp && w1 && u == 8 && pe == 8) return launch<2, 32, 8, 8, 0, 32>(p, stream);
+      if (tb == 32 && !sp && !w1 && u == 4 && pe == 8) return launch<2, 32, 8, 4>(p, stream);
+      return launch<2, 64, 8, 8>(p, stream);  // no compiled variant: the default
+    } else if constexpr (kN == 16 && kExact && kS == 4) {
+      launch<4, 64, 8, 4>(p, stream);
     } else {
-      launch<kS, (kS == 1 ? 32 : kDefTB), 0, 4>(p, stream);
+      launch<kS, (kS == 1 ? 32 : kDefTB), 8, 4>(p, stream);
     }
   }
   static void run(const SelectiveScanCudaParams<T>& p, cudaStream_t stream, int forced) {

@@ -369,12 +369,12 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
     if (p.dstate > kFastMaxState)
       throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens needs dstate <= 64, got " + std::to_string(p.dstate));
     if (version != 0 && version != 3 && version != 4 && version != 6)
-      throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens is supported by version 3, 4 and 6 only (0 = 3), got " +
+      throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens is supported by version 3, 4 and 6 only (0 = 6), got " +
                                   std::to_string(version));
   }
   if (p.bwd_workspace) {  // the backward's checkpoints written by the forward (v6 only)
-    if (version != 6)
-      throw std::invalid_argument("selective_scan_fwd_cuda: bwd_workspace needs version 6, got " + std::to_string(version));
+    if (version != 0 && version != 6)
+      throw std::invalid_argument("selective_scan_fwd_cuda: bwd_workspace needs version 6 (0 = 6), got " + std::to_string(version));
     if (p.dstate > 16)
       throw std::invalid_argument("selective_scan_fwd_cuda: bwd_workspace needs dstate <= 16, got " + std::to_string(p.dstate));
     if (p.cu_seqlens) throw std::invalid_argument("selective_scan_fwd_cuda: bwd_workspace does not take cu_seqlens");
@@ -387,7 +387,9 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
     V3<T, 16, true>::run_novar(p, stream, split);
     return;
   }
-  if (p.dstate <= kFastMaxState && version == 6) {  // v3 layout, 64-byte tiles (NOTES.md "Scan forward v6")
+  // v6 is the automatic choice for dstate <= 64 (NOTES.md "Scan forward v6": faster than v3 at every
+  // timed shape on an H200, every check passed); version = 3 keeps the previous default.
+  if (p.dstate <= kFastMaxState && (version == 0 || version == 6)) {
     selective_scan_fwd_v6<T>(p, stream, split);
     return;
   }
@@ -395,7 +397,7 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
     selective_scan_fwd_v4<T>(p, stream, split);
     return;
   }
-  if (p.dstate <= kFastMaxState && (version == 0 || version == 3)) {  // the automatic choice
+  if (p.dstate <= kFastMaxState && version == 3) {  // the previous automatic choice
     switch (p.dstate) {
       case 16: V3<T, 16, true>::run(p, stream, split); return;
       case 8: V3<T, 8, true>::run(p, stream, split); return;

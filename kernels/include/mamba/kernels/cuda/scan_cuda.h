@@ -60,12 +60,14 @@ struct SelectiveScanCudaParams {
   int unroll = 0;
   // version 6 (kernels/cuda/NOTES.md "Scan forward v6"): v3's layout with 64-byte tiles, 16-byte
   // B / C staging and MUFU.TANH silu for bf16. Its knobs (dstate 16, split 2; 0 = default):
-  // tile = 32 | 64 bytes of steps per tile, poly = 8 (every 8th exponential on the FMA pipe) or
-  // -1 (none, the default), unroll = 4 | 8.
+  // tile = 32 | 64 (default) bytes of steps per tile, poly = every 4th / 8th (default) / 16th
+  // exponential on the FMA pipe or -1 (none), unroll = 4 | 8 (default) steps per rolled block.
   int tile = 0;
   // v6 measurement variant (dstate 16, split 2, tile 64, unroll 4): 1 = softplus with one MUFU
   // (ex2 + a polynomial log1p) instead of two (ex2 + lg2).
   int softplus1 = 0;
+  // v6 measurement variant (dstate 16, split 2): 32 = one-warp blocks (no block barrier).
+  int block = 0;
   // Backward checkpoints written by the forward (version 6 only; dstate <= 16; no cu_seqlens):
   // when non-null, the forward also writes the states the backward's pass A would compute into
   // this buffer, which must be the workspace of the matching selective_scan_bwd_cuda call (at
