@@ -89,5 +89,12 @@ smsp__inst_executed.sum,sm__inst_executed_pipe_fma.sum,sm__inst_executed_pipe_fm
 else
   echo "ncu: $(command -v ncu || echo missing); left $left s"
 fi
+left=$(( 106 - ($(date +%s) - t0) ))
+if [ $left -gt 8 ]; then  # the older checks (v4, varlen, decode, conv), now with v6 as the automatic scan
+  echo "== mamba-cuda-check --fast-check (limit $(( left - 3 )) s)"
+  timeout $(( left - 3 )) "$BIN" --fast-check > "$OUT/fast_check.log" 2>&1
+  echo "fast-check rc=$?: $(grep -c '^ok' "$OUT/fast_check.log") ok, $(grep -c '^FAIL' "$OUT/fast_check.log") FAIL"
+  grep -E "^FAIL|^cuda-check" "$OUT/fast_check.log" | head -20
+fi
 echo "== done in $(( $(date +%s) - t0 )) s"
 exit $rc
