@@ -1,5 +1,5 @@
 // Scan forward v3 / v4 (private to kernels/cuda): the kernel template shared by
-// selective_scan.cu (v3, the automatic choice for dstate <= 64) and selective_scan_v4.cu (v4: the
+// selective_scan.cu (v3, the automatic choice for dstate <= 64 until v6) and selective_scan_v4.cu (v4: the
 // same kernel with the FMA-pipe exponentials, kP16 >= 0, and its tuning variants), and the
 // split heuristic. Both handle packed variable-length batches (cu_seqlens). Design: NOTES.md.
 #pragma once

@@ -322,7 +322,7 @@ void launch_fast(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
 }
 
 
-// Version and split overrides from the environment (read once): MAMBA_SCAN_VERSION=1|2|3,
+// Version and split overrides from the environment (read once): MAMBA_SCAN_VERSION=1..6,
 // MAMBA_SCAN_SPLIT=1|2|4; the older MAMBA_SCAN_FORCE_V1=1 still forces v1.
 int env_int(const char* name) {
   const char* e = std::getenv(name);

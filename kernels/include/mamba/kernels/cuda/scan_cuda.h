@@ -43,13 +43,14 @@ struct SelectiveScanCudaParams {
   T* y = nullptr;
   float* final_state = nullptr;
   // Kernel choice, for A/B comparisons (see kernels/cuda/NOTES.md). version: 0 = automatic
-  // (env MAMBA_SCAN_VERSION=1|2|3 when set), else 1, 2 or 3 (a version that cannot take the
+  // (v6 for dstate <= 64 since branch scanfwd2, v1 above; env MAMBA_SCAN_VERSION=1..6 when
+  // set), else 1, 2, 3 or 6 (a version that cannot take the
   // shape falls back to the next one that can: 3 -> 2 -> 1). split: v3 lanes per channel,
   // 0 = heuristic (env MAMBA_SCAN_SPLIT=1|2|4 when set), else 1, 2 or 4 (clamped to what the
   // state count allows).
   // version 4 (opt-in: measured slower than v3 on an H200, 412 vs 378 us) is v3's layout with part of the
   // exponentials on an FMA-pipe polynomial (kernels/cuda/NOTES.md "Scan forward v4");
-  // version 3 stays the automatic choice. v4 tuning knobs, for measurements (0 = default):
+  // v4 tuning knobs, for measurements (0 = default):
   // poly = sixteenths of the (step, state) exponentials on the polynomial (1..8; 16 = none:
   // -1 also means none), unroll = steps per rolled block (4 or 8). Values without a compiled
   // variant run the default. version 5 (measurement only): v3 without the varlen prologue at
@@ -58,24 +59,26 @@ struct SelectiveScanCudaParams {
   int split = 0;
   int poly = 0;
   int unroll = 0;
-  // version 6 (kernels/cuda/NOTES.md "Scan forward v6"): v3's layout with 64-byte tiles, 16-byte
-  // B / C staging and MUFU.TANH silu for bf16. Its knobs (dstate 16, split 2; 0 = default):
+  // version 6 (the automatic choice; kernels/cuda/NOTES.md "Scan forward v6"): v3's layout with
+  // 64-byte tiles, 16-byte B / C staging, 8 steps per rolled block, 1 in 8 exponentials on the
+  // FMA pipe and MUFU.TANH silu for bf16 (H200, bf16 b8 d3072 l2048 n16: 363 us, v3 379). Its knobs (dstate 16, split 2; 0 = default):
   // tile = 32 | 64 (default) bytes of steps per tile, poly = every 4th / 8th (default) / 16th
   // exponential on the FMA pipe or -1 (none), unroll = 4 | 8 (default) steps per rolled block.
   int tile = 0;
-  // v6 measurement variant (dstate 16, split 2, tile 64, unroll 4): 1 = softplus with one MUFU
-  // (ex2 + a polynomial log1p) instead of two (ex2 + lg2).
+  // v6 measurement variant (dstate 16, split 2, tile 64, unroll 8, poly 8): 1 = softplus with
+  // one MUFU (ex2 + a polynomial log1p) instead of two (ex2 + lg2); measured no faster.
   int softplus1 = 0;
-  // v6 measurement variant (dstate 16, split 2): 32 = one-warp blocks (no block barrier).
+  // v6 measurement variant (dstate 16, split 2): 32 = one-warp blocks (no block barrier);
+  // measured slower (392 vs 363 us).
   int block = 0;
-  // Backward checkpoints written by the forward (version 6 only; dstate <= 16; no cu_seqlens):
+  // Backward checkpoints written by the forward (version 6 = 0; dstate <= 16; no cu_seqlens):
   // when non-null, the forward also writes the states the backward's pass A would compute into
   // this buffer, which must be the workspace of the matching selective_scan_bwd_cuda call (at
   // least selective_scan_bwd_cuda_workspace_bytes bytes, same shapes); that call then sets
   // checkpoints_from_forward and skips its pass A. Other versions / shapes: an error naming
   // the field.
   float* bwd_workspace = nullptr;
-  // Variable-length packed batch (versions 0 / 3 and 4, dstate <= 64; 1 and 2 are refused): when cu_seqlens is non-null, batch
+  // Variable-length packed batch (versions 0 / 3, 4 and 6, dstate <= 64; 1 and 2 are refused): when cu_seqlens is non-null, batch
   // must be 1 and the (1, dim, seqlen) / (1, n_groups, dstate, seqlen) tensors hold n_seqs
   // sequences back to back; sequence s is [cu_seqlens[s], cu_seqlens[s + 1]) (DEVICE int32
   // array of n_seqs + 1 non-decreasing offsets, cu_seqlens[n_seqs] <= seqlen; offsets are
