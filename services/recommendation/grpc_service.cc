@@ -157,22 +157,8 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
       history_cache_(static_cast<size_t>(std::max<int64_t>(0, opts.cache_histories))),
       filters_(static_cast<size_t>(std::max<int64_t>(1, opts.cache_filters)),
                std::chrono::seconds(std::max<int64_t>(0, opts.attribute_refresh_s))),
-      scorer_(rt.batcher_options("recommend"), [](const std::string&, std::vector<ScoreJob>& jobs) {
-        std::vector<Tensor> hidden;
-        std::vector<int64_t> ks;
-        std::vector<const std::unordered_set<int32_t>*> excl;
-        std::vector<const AllowSet*> allow;
-        bool any_allow = false;
-        for (const auto& j : jobs) {
-          hidden.push_back(j.hidden);
-          ks.push_back(j.k);
-          excl.push_back(&j.exclude);
-          allow.push_back(j.allow.get());
-          any_allow |= j.allow != nullptr;
-        }
-        if (!any_allow) allow.clear();
-        return top_k_items_batch(*jobs.front().model->net, hidden, ks, excl, allow);
-      }) {
+      scorer_(rt.batcher_options("recommend"),
+              [this](const std::string& key, std::vector<ScoreJob>& jobs) { return score_batch(key, jobs); }) {
   auto& m = rt_.metrics();
   const char* lookups = "Recommend calls by where the user's state came from (hit: the cache; miss: a store prefill)";
   cache_hits_ = &m.counter("mamba_rec_state_cache_total", lookups, {{"result", "hit"}});
@@ -183,6 +169,8 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
   const char* hist = "RecommendFromHistory calls by where the window's state came from (hit: a cached window or prefix)";
   history_hits_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "hit"}});
   history_misses_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "miss"}});
+  rescored_ = &m.counter("mamba_rec_rescored_total",
+                         "items rescored in f32 after the bf16 scoring pass (candidates whose error bound reaches the k-th)");
   // The collector may outlive the service (the registry belongs to the runtime).
   m.add_collector([weak = std::weak_ptr<UserStateCache>(cache_)](sv::MetricsRegistry& r) {
     const auto cache = weak.lock();
@@ -206,6 +194,36 @@ std::shared_ptr<const RecModel> RecommendationServiceImpl::model(const common::v
   sv::check_model_name("model.name", name);
   sv::check_model_version("model.version", sel.version());
   return repo_.get(name, sel.version(), info);
+}
+
+std::vector<std::vector<ScoredId>> RecommendationServiceImpl::score_batch(const std::string& key,
+                                                                         std::vector<ScoreJob>& jobs) {
+  std::vector<Tensor> hidden;
+  std::vector<int64_t> ks;
+  std::vector<const std::unordered_set<int32_t>*> excl;
+  std::vector<const AllowSet*> allow;
+  bool any_allow = false;
+  for (const auto& j : jobs) {
+    hidden.push_back(j.hidden);
+    ks.push_back(j.k);
+    excl.push_back(&j.exclude);
+    allow.push_back(j.allow.get());
+    any_allow |= j.allow != nullptr;
+  }
+  if (!any_allow) allow.clear();
+  const auto& model = jobs.front().model;
+  if (opts_.scoring == "bf16") {
+    if (bf16_tables_.size() > 8 && !bf16_tables_.count(key)) bf16_tables_.clear();  // old versions go
+    Bf16Entry& e = bf16_tables_[key];
+    if (e.model != model) e = {model, make_bf16_item_table(*model->net)};
+    if (e.table) {
+      int64_t rescored = 0;
+      auto out = top_k_items_batch_bf16(*model->net, *e.table, hidden, ks, excl, allow, &rescored);
+      rescored_->inc(static_cast<uint64_t>(rescored));
+      return out;
+    }
+  }
+  return top_k_items_batch(*model->net, hidden, ks, excl, allow);
 }
 
 std::vector<ScoredId> RecommendationServiceImpl::score(sv::Call& call, const std::string& key, ScoreJob job) {

@@ -42,6 +42,7 @@
 
 #include <pqxx/pqxx>
 
+#include "mamba/recommendation/bf16_scoring.h"
 #include "mamba/recommendation/item_attributes.h"
 #include "mamba/recommendation/model_dir.h"
 #include "mamba/recommendation/serving.h"
@@ -62,6 +63,7 @@ struct RecServiceOptions {
   int64_t attribute_refresh_s = 60;     // a model's attribute index is re-read after this long
   int64_t cache_filters = 256;          // allow sets kept (LRU) per distinct filter list
   int64_t max_filters = 64;             // filters per Recommend
+  std::string scoring = "bf16";         // bf16: bf16_scoring.h where AMX runs (same answers); f32
 };
 
 // A few connections to the store, each used by one call at a time.
@@ -159,6 +161,15 @@ class RecommendationServiceImpl final : public v1::RecommendationService::Servic
   serve::Counter* dropped_ = nullptr;       // {kind="dropped"}: re-prefilled on the next call
   serve::Counter* history_hits_ = nullptr;    // mamba_rec_history_state_total{result="hit"}
   serve::Counter* history_misses_ = nullptr;  // {result="miss"}: a prefill of the window
+  serve::Counter* rescored_ = nullptr;        // mamba_rec_rescored_total: bf16 candidates rescored in f32
+  // The bf16 item table per model key (bf16 scoring), used by the scoring batcher's worker
+  // only; rebuilt when the key's model object changes.
+  struct Bf16Entry {
+    std::shared_ptr<const RecModel> model;
+    std::shared_ptr<const Bf16ItemTable> table;  // null: f32 (no AMX, or a non-finite table)
+  };
+  std::map<std::string, Bf16Entry> bf16_tables_;
+  std::vector<std::vector<ScoredId>> score_batch(const std::string& key, std::vector<ScoreJob>& jobs);
   // Declared last: stopped (and its worker joined) before the members it uses go.
   serve::DynamicBatcher<ScoreJob, std::vector<ScoredId>> scorer_;
 
