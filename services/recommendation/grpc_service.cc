@@ -145,6 +145,41 @@ std::shared_ptr<const AllowSet> FilterCache::allow(const std::string& model_key,
   return set;
 }
 
+// ---- the work pool ---------------------------------------------------------------------
+
+WorkPool::WorkPool(int threads) {
+  for (int i = 0; i < std::max(1, threads); ++i)
+    threads_.emplace_back([this] {
+      std::unique_lock<std::mutex> lk(mu_);
+      for (;;) {
+        cv_.wait(lk, [this] { return stopping_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;  // stopping, nothing left
+        auto task = std::move(tasks_.front());
+        tasks_.pop_front();
+        lk.unlock();
+        task();
+        lk.lock();
+      }
+    });
+}
+
+WorkPool::~WorkPool() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void WorkPool::post(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    tasks_.push_back(std::move(task));
+  }
+  cv_.notify_one();
+}
+
 // ---- the service ----------------------------------------------------------------------
 
 RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelRepository<RecModel>& repo,
@@ -158,7 +193,10 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
       filters_(static_cast<size_t>(std::max<int64_t>(1, opts.cache_filters)),
                std::chrono::seconds(std::max<int64_t>(0, opts.attribute_refresh_s))),
       scorer_(rt.batcher_options("recommend"),
-              [this](const std::string& key, std::vector<ScoreJob>& jobs) { return score_batch(key, jobs); }) {
+              [this](const std::string& key, std::vector<ScoreJob>& jobs) { return score_batch(key, jobs); }),
+      pool_work_(opts.work_threads > 0
+                     ? static_cast<int>(opts.work_threads)
+                     : std::max(4, 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())))) {
   auto& m = rt_.metrics();
   const char* lookups = "Recommend calls by where the user's state came from (hit: the cache; miss: a store prefill)";
   cache_hits_ = &m.counter("mamba_rec_state_cache_total", lookups, {{"result", "hit"}});
@@ -226,114 +264,159 @@ std::vector<std::vector<ScoredId>> RecommendationServiceImpl::score_batch(const 
   return top_k_items_batch(*model->net, hidden, ks, excl, allow);
 }
 
-std::vector<ScoredId> RecommendationServiceImpl::score(sv::Call& call, const std::string& key, ScoreJob job) {
-  auto fut = scorer_.submit(key, std::move(job), call.deadline(), call.cancel_flag());
-  return call.await(fut);
+void RecommendationServiceImpl::score_and_finish(sv::AsyncCall& call, const std::string& key, ScoreJob job,
+                                                 Answer answer, v1::RecommendResponse* resp) {
+  sv::AsyncCall* c = &call;
+  scorer_.submit_callback(key, std::move(job), call.deadline(), call.cancel_flag(),
+                          [c, resp, a = std::move(answer)](std::exception_ptr e, std::vector<ScoredId>* top) {
+                            if (e) return c->fail(e);
+                            fill_response(*a.model, a.info, *top, resp);
+                            resp->set_from_cache(a.from_cache);
+                            resp->set_history_length(a.history_length);
+                            c->finish();
+                          });
 }
 
-grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, const v1::RecommendRequest* req,
-                                                  v1::RecommendResponse* resp) {
-  return rt_.handle(ctx, std::string(kName) + "/Recommend", [&](sv::Call& call) {
-    request_thread_kernels_single_threaded();
-    sv::check_range("k", req->k(), 1, 1000);
-    if (req->user_id().empty()) sv::throw_invalid("user_id", "must not be empty");
-    sv::check_limit("filters", static_cast<uint64_t>(req->filters_size()), static_cast<uint64_t>(opts_.max_filters), "filters");
-    sv::LoadedModelInfo info;
-    const auto m = model(req->model(), &info);
-    const Mamba4Rec& net = *m->net;
-    const std::string key = model_key(info);
-    std::shared_ptr<const AllowSet> allow;
-    if (req->filters_size() > 0) {
-      std::vector<AttributeFilter> fs;
-      for (const auto& f : req->filters()) {
-        AttributeFilter a;
-        a.attribute = f.attribute();
-        a.any_of.assign(f.any_of().begin(), f.any_of().end());
-        if (f.has_min()) a.min = f.min();
-        if (f.has_max()) a.max = f.max();
-        fs.push_back(std::move(a));
-      }
+// Work that may block (a store read, a prefill, a filter index load) runs on the pool:
+// with may_block false (gRPC's thread) such a request is posted there and handled again.
+void RecommendationServiceImpl::recommend_user(sv::AsyncCall& call, const v1::RecommendRequest* req,
+                                               v1::RecommendResponse* resp, bool may_block) {
+  request_thread_kernels_single_threaded();
+  auto to_pool = [&] {
+    sv::AsyncCall* c = &call;
+    pool_work_.post([this, c, req, resp] {
       try {
-        allow = filters_.allow(key, fs, [&] {
-          return with_store([&] {
-            auto conn = pool_.acquire();
-            return AttributeIndex::load(*conn, m->items);
-          });
+        recommend_user(*c, req, resp, true);
+      } catch (...) {
+        c->fail(std::current_exception());
+      }
+    });
+  };
+  sv::check_range("k", req->k(), 1, 1000);
+  if (req->user_id().empty()) sv::throw_invalid("user_id", "must not be empty");
+  sv::check_limit("filters", static_cast<uint64_t>(req->filters_size()), static_cast<uint64_t>(opts_.max_filters), "filters");
+  if (req->filters_size() > 0 && !may_block) return to_pool();
+  sv::LoadedModelInfo info;
+  const auto m = model(req->model(), &info);
+  const Mamba4Rec& net = *m->net;
+  const std::string key = model_key(info);
+  Tensor hidden;
+  std::deque<int32_t> window;
+  bool from_cache = false;
+  if (auto e = cache_->find(req->user_id())) {
+    std::lock_guard<std::mutex> lk(e->mu);
+    if (e->model_key == key) {
+      hidden = e->state.net.hidden.clone();
+      window = e->state.window;
+      from_cache = true;
+    }
+  }
+  if (!from_cache && !may_block) return to_pool();
+  std::shared_ptr<const AllowSet> allow;
+  if (req->filters_size() > 0) {
+    std::vector<AttributeFilter> fs;
+    for (const auto& f : req->filters()) {
+      AttributeFilter a;
+      a.attribute = f.attribute();
+      a.any_of.assign(f.any_of().begin(), f.any_of().end());
+      if (f.has_min()) a.min = f.min();
+      if (f.has_max()) a.max = f.max();
+      fs.push_back(std::move(a));
+    }
+    try {
+      allow = filters_.allow(key, fs, [&] {
+        return with_store([&] {
+          auto conn = pool_.acquire();
+          return AttributeIndex::load(*conn, m->items);
         });
-      } catch (const FilterError& e) {
-        sv::throw_invalid(e.field(), e.what());
-      }
-    }
-    Tensor hidden;
-    std::deque<int32_t> window;
-    bool from_cache = false;
-    if (auto e = cache_->find(req->user_id())) {
-      std::lock_guard<std::mutex> lk(e->mu);
-      if (e->model_key == key) {
-        hidden = e->state.net.hidden.clone();
-        window = e->state.window;
-        from_cache = true;
-      }
-    }
-    (from_cache ? cache_hits_ : cache_misses_)->inc();
-    if (!from_cache) {
-      const uint64_t token = cache_->token();
-      std::vector<Interaction> events = with_store([&] {
-        auto conn = pool_.acquire();
-        return last_interactions(*conn, req->user_id(), net.config().max_seq_len);
       });
-      std::vector<int32_t> history;
-      double last_ts = -1e300;
-      for (auto it = events.rbegin(); it != events.rend(); ++it) {
-        const int32_t id = m->items.find(it->item_key);
-        if (id > 0) history.push_back(id);
-        last_ts = std::max(last_ts, it->ts);
-      }
-      auto entry = std::make_shared<CachedUser>();
-      entry->model_key = key;
-      entry->model = m;
-      entry->state = make_user_state(net, history, last_ts);
-      hidden = entry->state.net.hidden;
-      window = entry->state.window;
-      cache_->insert(req->user_id(), std::move(entry), token);
+    } catch (const FilterError& e) {
+      sv::throw_invalid(e.field(), e.what());
     }
-    fill_response(*m, info, score(call, key, {m, hidden, req->k(), exclusions(*m, *req, window), allow}), resp);
-    resp->set_from_cache(from_cache);
-    resp->set_history_length(static_cast<int64_t>(window.size()));
-  });
+  }
+  (from_cache ? cache_hits_ : cache_misses_)->inc();
+  if (!from_cache) {
+    const uint64_t token = cache_->token();
+    std::vector<Interaction> events = with_store([&] {
+      auto conn = pool_.acquire();
+      return last_interactions(*conn, req->user_id(), net.config().max_seq_len);
+    });
+    std::vector<int32_t> history;
+    double last_ts = -1e300;
+    for (auto it = events.rbegin(); it != events.rend(); ++it) {
+      const int32_t id = m->items.find(it->item_key);
+      if (id > 0) history.push_back(id);
+      last_ts = std::max(last_ts, it->ts);
+    }
+    auto entry = std::make_shared<CachedUser>();
+    entry->model_key = key;
+    entry->model = m;
+    entry->state = make_user_state(net, history, last_ts);
+    hidden = entry->state.net.hidden;
+    window = entry->state.window;
+    cache_->insert(req->user_id(), std::move(entry), token);
+  }
+  ScoreJob job{m, hidden, req->k(), exclusions(*m, *req, window), allow};
+  score_and_finish(call, key, std::move(job), {m, info, from_cache, static_cast<int64_t>(window.size())}, resp);
 }
 
-grpc::Status RecommendationServiceImpl::RecommendFromHistory(grpc::ServerContext* ctx,
-                                                             const v1::RecommendFromHistoryRequest* req,
-                                                             v1::RecommendResponse* resp) {
-  return rt_.handle(ctx, std::string(kName) + "/RecommendFromHistory", [&](sv::Call& call) {
-    request_thread_kernels_single_threaded();
-    sv::check_range("k", req->k(), 1, 1000);
-    sv::check_limit("items", static_cast<uint64_t>(req->items_size()), static_cast<uint64_t>(opts_.max_history_items), "items");
-    sv::LoadedModelInfo info;
-    const auto m = model(req->model(), &info);
-    std::vector<int32_t> history;
-    for (int i = 0; i < req->items_size(); ++i) {
-      const int32_t id = m->items.find(req->items(i));
-      if (id == 0)
-        throw sv::ServiceError(StatusCode::NOT_FOUND,
-                               sv::indexed("items", static_cast<size_t>(i)) + ": item '" + req->items(i) +
-                                   "' is not known to model " + model_key(info),
-                               sv::indexed("items", static_cast<size_t>(i)));
-      history.push_back(id);
+grpc::ServerUnaryReactor* RecommendationServiceImpl::Recommend(grpc::CallbackServerContext* ctx,
+                                                               const v1::RecommendRequest* req,
+                                                               v1::RecommendResponse* resp) {
+  return rt_.handle_async(ctx, std::string(kName) + "/Recommend",
+                          [&](sv::AsyncCall& call) { recommend_user(call, req, resp, false); });
+}
+
+void RecommendationServiceImpl::recommend_history(sv::AsyncCall& call, const v1::RecommendFromHistoryRequest* req,
+                                                  v1::RecommendResponse* resp, bool may_block) {
+  request_thread_kernels_single_threaded();
+  sv::check_range("k", req->k(), 1, 1000);
+  sv::check_limit("items", static_cast<uint64_t>(req->items_size()), static_cast<uint64_t>(opts_.max_history_items), "items");
+  sv::LoadedModelInfo info;
+  const auto m = model(req->model(), &info);
+  std::vector<int32_t> history;
+  for (int i = 0; i < req->items_size(); ++i) {
+    const int32_t id = m->items.find(req->items(i));
+    if (id == 0)
+      throw sv::ServiceError(StatusCode::NOT_FOUND,
+                             sv::indexed("items", static_cast<size_t>(i)) + ": item '" + req->items(i) +
+                                 "' is not known to model " + model_key(info),
+                             sv::indexed("items", static_cast<size_t>(i)));
+    history.push_back(id);
+  }
+  const size_t L = static_cast<size_t>(m->net->config().max_seq_len);
+  if (history.size() > L) history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(L));
+  const std::string key = model_key(info);
+  const size_t steps = static_cast<size_t>(std::max<int64_t>(0, opts_.history_steps));
+  if (!may_block) {
+    // Only the window itself cached answers here; a prefix to advance or a prefill goes to
+    // the pool.
+    const auto hit = history_cache_.longest_prefix(key, history, history.size());
+    if (!hit.state || hit.length != history.size()) {
+      sv::AsyncCall* c = &call;
+      pool_work_.post([this, c, req, resp] {
+        try {
+          recommend_history(*c, req, resp, true);
+        } catch (...) {
+          c->fail(std::current_exception());
+        }
+      });
+      return;
     }
-    const size_t L = static_cast<size_t>(m->net->config().max_seq_len);
-    if (history.size() > L) history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(L));
-    const std::string key = model_key(info);
-    bool from_cache = false;
-    const auto state = history_state(*m->net, key, history, &history_cache_,
-                                     static_cast<size_t>(std::max<int64_t>(0, opts_.history_steps)), &from_cache);
-    (from_cache ? history_hits_ : history_misses_)->inc();
-    const std::deque<int32_t> window(history.begin(), history.end());
-    fill_response(*m, info, score(call, key, {m, state->hidden, req->k(), exclusions(*m, *req, window)}), resp);
-    resp->set_from_cache(from_cache);
-    resp->set_history_length(static_cast<int64_t>(history.size()));
-  });
+  }
+  bool from_cache = false;
+  const auto state = history_state(*m->net, key, history, &history_cache_, steps, &from_cache);
+  (from_cache ? history_hits_ : history_misses_)->inc();
+  const std::deque<int32_t> window(history.begin(), history.end());
+  ScoreJob job{m, state->hidden, req->k(), exclusions(*m, *req, window), nullptr};
+  score_and_finish(call, key, std::move(job), {m, info, from_cache, static_cast<int64_t>(history.size())}, resp);
+}
+
+grpc::ServerUnaryReactor* RecommendationServiceImpl::RecommendFromHistory(grpc::CallbackServerContext* ctx,
+                                                                          const v1::RecommendFromHistoryRequest* req,
+                                                                          v1::RecommendResponse* resp) {
+  return rt_.handle_async(ctx, std::string(kName) + "/RecommendFromHistory",
+                          [&](sv::AsyncCall& call) { recommend_history(call, req, resp, false); });
 }
 
 grpc::Status RecommendationServiceImpl::AddInteractions(grpc::ServerContext* ctx, const v1::AddInteractionsRequest* req,

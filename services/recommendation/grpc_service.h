@@ -32,6 +32,9 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <thread>
 #include <functional>
 #include <list>
 #include <map>
@@ -63,6 +66,7 @@ struct RecServiceOptions {
   int64_t attribute_refresh_s = 60;     // a model's attribute index is re-read after this long
   int64_t cache_filters = 256;          // allow sets kept (LRU) per distinct filter list
   int64_t max_filters = 64;             // filters per Recommend
+  int64_t work_threads = 0;             // WorkPool threads (cache misses); 0: 2 x the cores, at least 4
   std::string scoring = "bf16";         // bf16: bf16_scoring.h where AMX runs (same answers); f32
 };
 
@@ -127,13 +131,40 @@ class FilterCache {
   std::unordered_map<std::string, List::iterator> sets_;
 };
 
-class RecommendationServiceImpl final : public v1::RecommendationService::Service {
+// A fixed set of threads running posted tasks in order (the callback handlers' slow work:
+// store reads and prefills). Tasks must not throw. Thread-safety: post() from any thread.
+class WorkPool {
+ public:
+  explicit WorkPool(int threads);
+  ~WorkPool();  // runs the tasks already posted, then joins
+  WorkPool(const WorkPool&) = delete;
+  WorkPool& operator=(const WorkPool&) = delete;
+  void post(std::function<void()> task);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// Recommend and RecommendFromHistory use gRPC's callback API (no thread waits per call:
+// the handler runs on gRPC's thread, a cached state goes straight to the scoring batcher,
+// whose worker finishes the call; a cache miss is prefilled on the WorkPool first); the
+// other methods are synchronous.
+using RecommendationAsyncBase = v1::RecommendationService::WithCallbackMethod_Recommend<
+    v1::RecommendationService::WithCallbackMethod_RecommendFromHistory<v1::RecommendationService::Service>>;
+
+class RecommendationServiceImpl final : public RecommendationAsyncBase {
  public:
   RecommendationServiceImpl(serve::Runtime& rt, serve::ModelRepository<RecModel>& repo, RecServiceOptions opts);
 
-  grpc::Status Recommend(grpc::ServerContext* ctx, const v1::RecommendRequest* req, v1::RecommendResponse* resp) override;
-  grpc::Status RecommendFromHistory(grpc::ServerContext* ctx, const v1::RecommendFromHistoryRequest* req,
-                                    v1::RecommendResponse* resp) override;
+  grpc::ServerUnaryReactor* Recommend(grpc::CallbackServerContext* ctx, const v1::RecommendRequest* req,
+                                      v1::RecommendResponse* resp) override;
+  grpc::ServerUnaryReactor* RecommendFromHistory(grpc::CallbackServerContext* ctx,
+                                                 const v1::RecommendFromHistoryRequest* req,
+                                                 v1::RecommendResponse* resp) override;
   grpc::Status AddInteractions(grpc::ServerContext* ctx, const v1::AddInteractionsRequest* req,
                                v1::AddInteractionsResponse* resp) override;
   grpc::Status ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest* req,
@@ -170,10 +201,25 @@ class RecommendationServiceImpl final : public v1::RecommendationService::Servic
   };
   std::map<std::string, Bf16Entry> bf16_tables_;
   std::vector<std::vector<ScoredId>> score_batch(const std::string& key, std::vector<ScoreJob>& jobs);
-  // Declared last: stopped (and its worker joined) before the members it uses go.
+  // Declared last: stopped (and its worker joined) before the members it uses go; the pool
+  // first (its tasks submit to the batcher).
   serve::DynamicBatcher<ScoreJob, std::vector<ScoredId>> scorer_;
+  WorkPool pool_work_;
 
-  std::vector<ScoredId> score(serve::Call& call, const std::string& key, ScoreJob job);
+  // Queues `job` on the scoring batcher; its worker fills `resp` and finishes `call`.
+  struct Answer {
+    std::shared_ptr<const RecModel> model;
+    serve::LoadedModelInfo info;
+    bool from_cache = false;
+    int64_t history_length = 0;
+  };
+  void score_and_finish(serve::AsyncCall& call, const std::string& key, ScoreJob job, Answer answer,
+                        v1::RecommendResponse* resp);
+  // Recommend after the checks: the user's state (cache or prefill), then scoring.
+  void recommend_user(serve::AsyncCall& call, const v1::RecommendRequest* req, v1::RecommendResponse* resp,
+                      bool may_block);
+  void recommend_history(serve::AsyncCall& call, const v1::RecommendFromHistoryRequest* req,
+                         v1::RecommendResponse* resp, bool may_block);
 };
 
 // `mamba-rec serve`: the server main (flags already parsed).
