@@ -5,9 +5,11 @@
 #include <set>
 #include <unordered_set>
 
+#include <nlohmann/json.hpp>
 #include <omp.h>
 #include <spdlog/spdlog.h>
 
+#include "mamba/recommendation/migrations.h"
 #include "mamba/recommendation/store.h"
 #include "mamba/serve/common_proto.h"
 #include "mamba/serve/errors.h"
@@ -21,25 +23,113 @@ using grpc::StatusCode;
 // ---- connection pool ----------------------------------------------------------------
 
 ConnectionPool::Lease::~Lease() {
-  if (!conn_ || !conn_->is_open()) return;
   std::lock_guard<std::mutex> lk(pool_.mu_);
-  pool_.idle_.push_back(std::move(conn_));
+  if (!conn_ || !conn_->is_open()) {
+    pool_.pids_.erase(pid_);
+    return;
+  }
+  pool_.idle_.emplace_back(std::move(conn_), pid_);
 }
 
 ConnectionPool::Lease ConnectionPool::acquire() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     while (!idle_.empty()) {
-      std::unique_ptr<pqxx::connection> c = std::move(idle_.back());
+      auto [c, pid] = std::move(idle_.back());
       idle_.pop_back();
-      if (c->is_open()) return Lease(*this, std::move(c));
+      if (c->is_open()) return Lease(*this, std::move(c), pid);
+      pids_.erase(pid);
     }
   }
   try {
-    return Lease(*this, std::make_unique<pqxx::connection>(url_));
+    auto c = std::make_unique<pqxx::connection>(url_);
+    const int pid = c->backendpid();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      pids_.insert(pid);
+    }
+    return Lease(*this, std::move(c), pid);
   } catch (const pqxx::broken_connection&) {
     // The URL may carry a password: not in the message.
     throw serve::ServiceError(grpc::StatusCode::UNAVAILABLE, "the event store is unreachable");
+  }
+}
+
+bool ConnectionPool::owns_backend(int pid) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return pids_.count(pid) != 0;
+}
+
+// ---- the write listener ------------------------------------------------------------------
+
+namespace {
+
+constexpr const char* kChannel = "mamba_rec_interactions";
+
+class Receiver final : public pqxx::notification_receiver {
+ public:
+  Receiver(pqxx::connection_base& c, WriteListener& l) : pqxx::notification_receiver(c, kChannel), l_(l) {}
+  void operator()(const std::string& payload, int backend_pid) override { l_.on_notification(payload, backend_pid); }
+
+ private:
+  WriteListener& l_;
+};
+
+}  // namespace
+
+WriteListener::WriteListener(std::string url, Hooks hooks) : url_(std::move(url)), hooks_(std::move(hooks)) {
+  thread_ = std::thread([this] { run(); });
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait_for(lk, std::chrono::seconds(5), [this] { return tried_; });
+}
+
+WriteListener::~WriteListener() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void WriteListener::on_notification(const std::string& payload, int pid) {
+  if (hooks_.own_backend(pid)) return;
+  ++notifications_;
+  if (payload == "*") return hooks_.drop_all();
+  const auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (!j.is_array()) return hooks_.drop_all();
+  std::vector<std::string> users;
+  for (const auto& u : j) {
+    if (!u.is_string()) return hooks_.drop_all();
+    users.push_back(u.get<std::string>());
+  }
+  hooks_.drop(users);
+}
+
+void WriteListener::run() {
+  while (!stop_) {
+    try {
+      pqxx::connection c(url_);
+      Receiver r(c, *this);  // LISTEN
+      hooks_.drop_all();     // what was cached before may have missed notifications
+      listening_.store(true, std::memory_order_release);
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        tried_ = true;
+      }
+      cv_.notify_all();
+      sv::log_event(spdlog::level::info, "listening for store writes", {{"channel", kChannel}});
+      while (!stop_) c.await_notification(0, 200000);  // dispatches to r; throws when the link breaks
+    } catch (const std::exception& e) {
+      const bool was = listening_.exchange(false);
+      if (was) sv::log_event(spdlog::level::warn, "store write listener lost; cache off until it reconnects",
+                             {{"error", e.what()}});
+    }
+    listening_.store(false);
+    std::unique_lock<std::mutex> lk(mu_);
+    tried_ = true;
+    cv_.notify_all();
+    cv_.wait_for(lk, std::chrono::seconds(1), [this] { return stop_.load(); });
   }
 }
 
@@ -209,6 +299,21 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
   history_misses_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "miss"}});
   rescored_ = &m.counter("mamba_rec_rescored_total",
                          "items rescored in f32 after the bf16 scoring pass (candidates whose error bound reaches the k-th)");
+  invalidated_ = &m.counter("mamba_rec_state_invalidations_total",
+                            "cached user states dropped because another process changed their interactions");
+  listener_ = std::make_unique<WriteListener>(
+      opts_.db_url,
+      WriteListener::Hooks{[this](int pid) { return pool_.owns_backend(pid); },
+                           [this](const std::vector<std::string>& users) {
+                             cache_->note_write();  // a prefill that read before the write is not cached
+                             for (const auto& u : users) cache_->erase(u);
+                             invalidated_->inc(users.size());
+                           },
+                           [this] {
+                             cache_->note_write();
+                             invalidated_->inc(cache_->size());
+                             cache_->clear();
+                           }});
   // The collector may outlive the service (the registry belongs to the runtime).
   m.add_collector([weak = std::weak_ptr<UserStateCache>(cache_)](sv::MetricsRegistry& r) {
     const auto cache = weak.lock();
@@ -303,7 +408,8 @@ void RecommendationServiceImpl::recommend_user(sv::AsyncCall& call, const v1::Re
   Tensor hidden;
   std::deque<int32_t> window;
   bool from_cache = false;
-  if (auto e = cache_->find(req->user_id())) {
+  const bool fresh_cache = listener_->listening();  // else the cache may be stale: not used
+  if (auto e = fresh_cache ? cache_->find(req->user_id()) : nullptr) {
     std::lock_guard<std::mutex> lk(e->mu);
     if (e->model_key == key) {
       hidden = e->state.net.hidden.clone();
@@ -354,7 +460,7 @@ void RecommendationServiceImpl::recommend_user(sv::AsyncCall& call, const v1::Re
     entry->state = make_user_state(net, history, last_ts);
     hidden = entry->state.net.hidden;
     window = entry->state.window;
-    cache_->insert(req->user_id(), std::move(entry), token);
+    if (fresh_cache) cache_->insert(req->user_id(), std::move(entry), token);
   }
   ScoreJob job{m, hidden, req->k(), exclusions(*m, *req, window), allow};
   score_and_finish(call, key, std::move(job), {m, info, from_cache, static_cast<int64_t>(window.size())}, resp);
@@ -505,7 +611,12 @@ int run_server(sv::ServerOptions opts, const RecServiceOptions& rec) {
   sv::init_json_logging(opts.log_level);
   if (opts.model_root.empty()) throw Error("--model-root is required (or MAMBA_MODEL_ROOT)");
   if (rec.db_url.empty()) throw Error("--db is required (or MAMBA_DB_URL)");
-  { auto conn = connect(rec.db_url); }  // fail fast on a bad URL
+  {
+    // Fail fast on a bad URL; the schema (migration 4's write notifications included) is
+    // brought up to date, as `ingest` does.
+    auto conn = connect(rec.db_url);
+    apply_migrations(conn);
+  }
   sv::Runtime rt(opts);
   sv::RepositoryOptions ro;
   ro.poll_seconds = opts.poll_seconds;

@@ -40,6 +40,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -70,13 +71,16 @@ struct RecServiceOptions {
   std::string scoring = "bf16";         // bf16: bf16_scoring.h where AMX runs (same answers); f32
 };
 
-// A few connections to the store, each used by one call at a time.
+// A few connections to the store, each used by one call at a time. It knows the backend
+// process ids of its open connections (the notifications of the service's own writes carry
+// them).
 class ConnectionPool {
  public:
   explicit ConnectionPool(std::string url) : url_(std::move(url)) {}
   class Lease {
    public:
-    Lease(ConnectionPool& p, std::unique_ptr<pqxx::connection> c) : pool_(p), conn_(std::move(c)) {}
+    Lease(ConnectionPool& p, std::unique_ptr<pqxx::connection> c, int pid)
+        : pool_(p), conn_(std::move(c)), pid_(pid) {}
     ~Lease();
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
@@ -85,13 +89,59 @@ class ConnectionPool {
    private:
     ConnectionPool& pool_;
     std::unique_ptr<pqxx::connection> conn_;
+    int pid_;
   };
   Lease acquire();  // an idle connection or a new one (throws StoreError when it cannot)
+  bool owns_backend(int pid) const;  // one of this pool's connections (idle or leased)
 
  private:
   const std::string url_;
+  mutable std::mutex mu_;
+  std::vector<std::pair<std::unique_ptr<pqxx::connection>, int>> idle_;
+  std::set<int> pids_;
+};
+
+// The freshness rule of the cached user states. The service applies its own writes
+// (AddInteractions) to the cache itself. Writes that other processes commit (`mamba-rec
+// ingest`, another server, plain SQL) reach it through PostgreSQL: migration 4's triggers
+// NOTIFY channel mamba_rec_interactions at commit with the users whose interactions changed
+// (or '*'), and this listener (its own connection, LISTEN) drops those users' states, so
+// their next Recommend reads the store again. Notifications sent by the pool's own
+// backends are skipped (their writes are in the cache already).
+// So a Recommend that starts after a write's notification has reached the server answers
+// as a recompute over the store would; between the commit and the notification's arrival
+// (a loopback round trip, normally well under a millisecond; the test measures it) a cached
+// answer may still be the one from before that write. While the listener is not connected
+// (start-up, a lost connection, reconnecting every second) the cache is not used at all:
+// every Recommend reads the store; on each (re)connection the whole cache is dropped
+// first, as notifications may have been missed. Thread-safety: listening() from any thread.
+class WriteListener {
+ public:
+  struct Hooks {
+    std::function<bool(int)> own_backend;                       // skip notifications from it
+    std::function<void(const std::vector<std::string>&)> drop;  // these users
+    std::function<void()> drop_all;
+  };
+  // Starts the thread and waits (up to 5 s) for the first connection attempt.
+  WriteListener(std::string url, Hooks hooks);
+  ~WriteListener();
+  WriteListener(const WriteListener&) = delete;
+  WriteListener& operator=(const WriteListener&) = delete;
+  bool listening() const { return listening_.load(std::memory_order_acquire); }
+  uint64_t notifications() const { return notifications_.load(); }  // applied (not own)
+
+  void on_notification(const std::string& payload, int pid);  // the receiver's callback
+
+ private:
+  void run();
+  const std::string url_;
+  Hooks hooks_;
+  std::atomic<bool> listening_{false}, stop_{false};
+  std::atomic<uint64_t> notifications_{0};
   std::mutex mu_;
-  std::vector<std::unique_ptr<pqxx::connection>> idle_;
+  std::condition_variable cv_;
+  bool tried_ = false;
+  std::thread thread_;
 };
 
 // One top-k request for the scoring batcher: concurrent Recommend / RecommendFromHistory
@@ -186,6 +236,8 @@ class RecommendationServiceImpl final : public RecommendationAsyncBase {
   HistoryStateCache history_cache_;        // RecommendFromHistory's window states
   FilterCache filters_;                    // Recommend filters
   std::mutex write_mu_;  // AddInteractions: store commit + cache update, in commit order
+  serve::Counter* invalidated_ = nullptr;  // mamba_rec_state_invalidations_total: users dropped by notifications
+  std::unique_ptr<WriteListener> listener_;  // writes by other processes (after cache_, pool_)
   serve::Counter* cache_hits_ = nullptr;    // mamba_rec_state_cache_total{result="hit"}
   serve::Counter* cache_misses_ = nullptr;  // {result="miss"}: prefilled from the store
   serve::Counter* advanced_ = nullptr;      // mamba_rec_state_updates_total{kind="advanced"}

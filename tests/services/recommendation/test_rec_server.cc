@@ -511,3 +511,101 @@ TEST_F(RecServer, RecommendFilters) {
   f->set_min(1);
   EXPECT_EQ(s.recommend(range, &r).error_code(), StatusCode::INVALID_ARGUMENT);
 }
+
+TEST_F(RecServer, WritesByOtherProcessesReachTheCache) {
+  // The freshness rule (grpc_service.h, WriteListener): the service's own AddInteractions
+  // advances the cached state (no re-read); a write another process commits — `mamba-rec
+  // ingest`, or plain SQL from this test process — drops the cached states of its users
+  // once its notification arrives, and the next Recommend equals a recompute over the store.
+  Server s(dir_, url());
+  ASSERT_TRUE(s.wait_serving());
+  auto cached = [&](const std::string& user) {
+    rv::RecommendResponse a, b;
+    EXPECT_TRUE(s.recommend(recommend_request(user, 10, true), &a).ok());
+    EXPECT_TRUE(s.recommend(recommend_request(user, 10, true), &b).ok());
+    EXPECT_TRUE(b.from_cache()) << user;
+    return b;
+  };
+  auto recompute = [&](const std::string& user) {
+    rv::RecommendResponse f;
+    EXPECT_TRUE(s.from_history(history_request(history(user), 10, true), &f).ok());
+    return f;
+  };
+  // Polls Recommend until it re-reads the store (from_cache false); returns that answer
+  // and prints how long the notification took.
+  auto after_external_write = [&](const std::string& user, const std::string& what) {
+    const auto t0 = std::chrono::steady_clock::now();
+    rv::RecommendResponse r;
+    for (;;) {
+      EXPECT_TRUE(s.recommend(recommend_request(user, 10, true), &r).ok());
+      if (!r.from_cache()) break;
+      if (std::chrono::steady_clock::now() - t0 > 10s) {
+        ADD_FAILURE() << what << ": the cached state of " << user << " was not dropped within 10 s";
+        break;
+      }
+      std::this_thread::sleep_for(1ms);
+    }
+    std::printf("%s: the cached state of %s was dropped %.2f ms after the write returned\n", what.c_str(),
+                user.c_str(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    return r;
+  };
+
+  // 1. The service's own write: applied to the cache, not dropped by its own notification.
+  const rv::RecommendResponse before1 = cached("u1");
+  rv::AddInteractionsRequest add;
+  auto* x = add.add_interactions();
+  x->set_user_id("u1");
+  x->set_item_id(before1.items(0).item_id());
+  x->set_timestamp(2000);
+  rv::AddInteractionsResponse ar;
+  ASSERT_TRUE(s.add(add, &ar).ok());
+  ASSERT_EQ(ar.inserted(), 1);
+  std::this_thread::sleep_for(300ms);  // the notification has arrived by now (and is the service's own)
+  rv::RecommendResponse r1;
+  ASSERT_TRUE(s.recommend(recommend_request("u1", 10, true), &r1).ok());
+  EXPECT_TRUE(r1.from_cache()) << "the service's own write must not drop the state it advanced";
+  expect_same(r1, recompute("u1"), "after AddInteractions");
+
+  // 2. `mamba-rec ingest` (another process) adds an event for u2.
+  const rv::RecommendResponse before2 = cached("u2");
+  const fs::path extra = dir_ / "extra.inter";
+  std::ofstream(extra) << "user_id:token\titem_id:token\ttimestamp:float\n"
+                       << "u2\t" << before2.items(0).item_id() << "\t3000\n";
+  const std::string out =
+      run_command(std::string(MAMBA_REC_BIN) + " ingest --db " + url() + " --inter " + extra.string() + " 2>&1");
+  const rv::RecommendResponse r2 = after_external_write("u2", "mamba-rec ingest");
+  EXPECT_EQ(history("u2").back(), before2.items(0).item_id()) << out;
+  expect_same(r2, recompute("u2"), "after mamba-rec ingest");
+  for (const auto& it : r2.items()) EXPECT_NE(it.item_id(), before2.items(0).item_id()) << "now seen";
+
+  // 3. Plain SQL from this process: an insert through the store library, then a delete.
+  const rv::RecommendResponse before3 = cached("u3");
+  {
+    auto conn = connect(url());
+    NewInteraction n;
+    n.user_key = "u3";
+    n.item_key = before3.items(0).item_id();
+    n.ts = 4000;
+    ASSERT_EQ(add_interactions(conn, {n}).inserted, 1);
+  }
+  const rv::RecommendResponse r3 = after_external_write("u3", "an insert by another process");
+  expect_same(r3, recompute("u3"), "after an insert by another process");
+  cached("u3");
+  {
+    auto conn = connect(url());
+    pqxx::work tx(conn);
+    tx.exec("DELETE FROM interactions WHERE ts = 4000 AND user_id = (SELECT id FROM users WHERE external_key = 'u3')");
+    tx.commit();
+  }
+  const rv::RecommendResponse r4 = after_external_write("u3", "a delete by another process");
+  expect_same(r4, recompute("u3"), "after a delete by another process");
+  expect_same(r4, before3, "the delete undid the insert");
+
+  // Users nobody wrote for stay cached.
+  rv::RecommendResponse r5;
+  ASSERT_TRUE(s.recommend(recommend_request("u1", 10, true), &r5).ok());
+  EXPECT_TRUE(r5.from_cache());
+  const std::string text = s.metrics();
+  if (!text.empty()) EXPECT_NE(text.find("mamba_rec_state_invalidations_total 3"), std::string::npos) << text;
+  EXPECT_EQ(s.terminate_and_wait(), 0);
+}
