@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "mamba/common/v1/common.pb.h"
 #include "mamba/recommendation/ingest.h"
 #include "mamba/recommendation/migrations.h"
 #include "mamba/recommendation/store.h"
@@ -607,5 +608,85 @@ TEST_F(RecServer, WritesByOtherProcessesReachTheCache) {
   EXPECT_TRUE(r5.from_cache());
   const std::string text = s.metrics();
   if (!text.empty()) EXPECT_NE(text.find("mamba_rec_state_invalidations_total 3"), std::string::npos) << text;
+  EXPECT_EQ(s.terminate_and_wait(), 0);
+}
+
+TEST_F(RecServer, CallbackMethodsReportTheFieldOfABadRequest) {
+  // Recommend and RecommendFromHistory run on gRPC's callback API: bad input is still
+  // INVALID_ARGUMENT / NOT_FOUND naming the field (message and ErrorDetail trailer), a
+  // cache miss (prefilled on the work pool) and a hit answer alike, and a call with a
+  // deadline already too short for a batch is DEADLINE_EXCEEDED, not a hang.
+  Server s(dir_, url());
+  ASSERT_TRUE(s.wait_serving());
+  auto field_of = [](grpc::ClientContext& ctx) {
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    auto it = trailers.find("mamba-error-detail-bin");
+    if (it == trailers.end()) return std::string("(no ErrorDetail)");
+    mamba::common::v1::ErrorDetail detail;
+    if (!detail.ParseFromArray(it->second.data(), static_cast<int>(it->second.size()))) return std::string("(bad)");
+    return detail.field();
+  };
+  rv::RecommendResponse r;
+  {
+    grpc::ClientContext ctx;
+    s.auth(ctx);
+    const auto st = s.stub().Recommend(&ctx, recommend_request("u1", 0, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(st.error_message().find("k"), std::string::npos) << st.error_message();
+    EXPECT_EQ(field_of(ctx), "k");
+  }
+  {
+    grpc::ClientContext ctx;
+    s.auth(ctx);
+    const auto st = s.stub().Recommend(&ctx, recommend_request("", 5, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(field_of(ctx), "user_id");
+  }
+  {
+    grpc::ClientContext ctx;  // unknown user: found out on the pool (a store read)
+    s.auth(ctx);
+    const auto st = s.stub().Recommend(&ctx, recommend_request("nobody-7", 5, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND);
+    EXPECT_NE(st.error_message().find("nobody-7"), std::string::npos) << st.error_message();
+    EXPECT_EQ(field_of(ctx), "user_id");
+  }
+  {
+    grpc::ClientContext ctx;
+    s.auth(ctx);
+    const auto st = s.stub().RecommendFromHistory(&ctx, history_request({"i1", "no-such-item"}, 5, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND);
+    EXPECT_EQ(field_of(ctx), "items[1]");
+  }
+  {
+    grpc::ClientContext ctx;
+    s.auth(ctx);
+    const auto st = s.stub().RecommendFromHistory(&ctx, history_request({"i1"}, 1001, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(field_of(ctx), "k");
+  }
+  {
+    grpc::ClientContext ctx;  // a deadline that has passed on arrival
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
+    ctx.set_deadline(std::chrono::system_clock::now() + 1us);
+    const auto st = s.stub().Recommend(&ctx, recommend_request("u1", 5, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::DEADLINE_EXCEEDED);
+  }
+  // Many concurrent calls, misses and hits mixed: each answer equals the recompute.
+  std::vector<std::thread> ts;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        const std::string user = "u" + std::to_string(1 + (t * 10 + i) % 12);
+        rv::RecommendResponse a, f;
+        if (!s.recommend(recommend_request(user, 5, false), &a).ok()) ++bad;
+        if (!s.from_history(history_request(history(user), 5, false), &f).ok()) ++bad;
+        if (a.items_size() != f.items_size()) ++bad;
+        for (int j = 0; j < std::min(a.items_size(), f.items_size()); ++j)
+          if (a.items(j).item_id() != f.items(j).item_id()) ++bad;
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(bad.load(), 0);
   EXPECT_EQ(s.terminate_and_wait(), 0);
 }
