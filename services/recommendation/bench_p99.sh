@@ -5,6 +5,7 @@
 #   services/recommendation/bench_p99.sh [--model-dir DIR] [--work DIR] [--build DIR]
 #                                        [--duration-s S] [--levels 1,8,32] [--keep]
 #                                        [--serve-args "ARGS"]   (extra `mamba-rec serve` flags)
+#                                        [--omp-threads N]       (the server's OMP_NUM_THREADS, 2)
 #
 # Does the whole setup and tears it down again:
 #   1. a private PostgreSQL (deploy/local/pg.sh, fsync off) in WORK/pg;
@@ -13,7 +14,8 @@
 #   3. a Mamba4Rec model (d_model 64, 1 layer, d_state 32, max_seq_len 200) trained for 2
 #      steps (speed does not depend on the weights), or the model directory given with
 #      --model-dir (DIR holds config.json ...; it is linked as WORK/models/rec100k/1);
-#   4. `mamba-rec serve` (OMP_WAIT_POLICY=passive OMP_NUM_THREADS=2, its default batcher);
+#   4. `mamba-rec serve` (OMP_WAIT_POLICY=passive OMP_NUM_THREADS=2 unless --omp-threads,
+#      its default batcher, unless --serve-args);
 #   5. `mambactl bench recommend` (top-10) for Recommend (64 users, cached states after the
 #      first call), RecommendFromHistory repeat (the same 200-item history per stream) and
 #      fresh (a new 200-item history per call), one mambactl run per level;
@@ -34,6 +36,7 @@ duration=4
 levels=1,8,32
 keep=0
 serve_args=
+omp=2
 while [ $# -gt 0 ]; do
   case $1 in
     --model-dir) model_dir=$(cd "$2" && pwd); shift 2 ;;
@@ -43,7 +46,8 @@ while [ $# -gt 0 ]; do
     --levels) levels=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --serve-args) serve_args=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --omp-threads) omp=$2; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "bench_p99.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -90,7 +94,7 @@ else
 fi
 
 log "serve"
-OMP_WAIT_POLICY=passive OMP_NUM_THREADS=2 "$R" serve --db "$url" --model-root "$work/models" --host 127.0.0.1 \
+OMP_WAIT_POLICY=passive OMP_NUM_THREADS=$omp "$R" serve --db "$url" --model-root "$work/models" --host 127.0.0.1 \
   --port 0 --port-file "$work/port" --metrics-port -1 --metrics-port-file "$work/mport" --poll-seconds 0 \
   --log-level warn $serve_args >"$work/server.log" 2>&1 &
 server_pid=$!
@@ -153,7 +157,7 @@ run_mode "RecommendFromHistory, fresh" --history-mode fresh --history-len 200
 
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p')), model $( [ -n "$model_dir" ] && echo "$model_dir" || echo 'trained 2 steps')"
-echo "server flags: ${serve_args:-(defaults)}"
+echo "server: OMP_NUM_THREADS=$omp, flags: ${serve_args:-(defaults)}"
 echo "CPU per request = (server + PostgreSQL + client CPU seconds) / RPCs answered, in us"
 echo
 echo "| path | streams | req/s | p50 ms | p95 ms | p99 ms | server us | postgres us | client us | total us | errors | load avg before |"

@@ -298,7 +298,7 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
   history_hits_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "hit"}});
   history_misses_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "miss"}});
   rescored_ = &m.counter("mamba_rec_rescored_total",
-                         "items rescored in f32 after the bf16 scoring pass (candidates whose error bound reaches the k-th)");
+                         "items rescored in f32 after the int8/bf16 scoring pass (candidates whose error bound reaches the k-th)");
   invalidated_ = &m.counter("mamba_rec_state_invalidations_total",
                             "cached user states dropped because another process changed their interactions");
   listener_ = std::make_unique<WriteListener>(
@@ -355,13 +355,21 @@ std::vector<std::vector<ScoredId>> RecommendationServiceImpl::score_batch(const 
   }
   if (!any_allow) allow.clear();
   const auto& model = jobs.front().model;
-  if (opts_.scoring == "bf16") {
-    if (bf16_tables_.size() > 8 && !bf16_tables_.count(key)) bf16_tables_.clear();  // old versions go
-    Bf16Entry& e = bf16_tables_[key];
-    if (e.model != model) e = {model, make_bf16_item_table(*model->net)};
-    if (e.table) {
-      int64_t rescored = 0;
-      auto out = top_k_items_batch_bf16(*model->net, *e.table, hidden, ks, excl, allow, &rescored);
+  if (opts_.scoring == "int8" || opts_.scoring == "bf16") {
+    if (fast_tables_.size() > 8 && !fast_tables_.count(key)) fast_tables_.clear();  // old versions go
+    FastEntry& e = fast_tables_[key];
+    if (e.model != model) {
+      e = {model, nullptr, nullptr};
+      if (opts_.scoring == "int8") e.int8 = make_int8_item_table(*model->net);
+      if (!e.int8) e.bf16 = make_bf16_item_table(*model->net);  // int8 not possible: bf16, else f32
+    }
+    int64_t rescored = 0;
+    std::vector<std::vector<ScoredId>> out;
+    if (e.int8)
+      out = top_k_items_batch_int8(*model->net, *e.int8, hidden, ks, excl, allow, &rescored);
+    else if (e.bf16)
+      out = top_k_items_batch_bf16(*model->net, *e.bf16, hidden, ks, excl, allow, &rescored);
+    if (e.int8 || e.bf16) {
       rescored_->inc(static_cast<uint64_t>(rescored));
       return out;
     }

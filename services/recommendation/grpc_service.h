@@ -68,7 +68,7 @@ struct RecServiceOptions {
   int64_t cache_filters = 256;          // allow sets kept (LRU) per distinct filter list
   int64_t max_filters = 64;             // filters per Recommend
   int64_t work_threads = 0;             // WorkPool threads (cache misses); 0: 2 x the cores, at least 4
-  std::string scoring = "bf16";         // bf16: bf16_scoring.h where AMX runs (same answers); f32
+  std::string scoring = "int8";         // int8 / bf16: bf16_scoring.h where AMX runs (same answers); f32
 };
 
 // A few connections to the store, each used by one call at a time. It knows the backend
@@ -244,14 +244,15 @@ class RecommendationServiceImpl final : public RecommendationAsyncBase {
   serve::Counter* dropped_ = nullptr;       // {kind="dropped"}: re-prefilled on the next call
   serve::Counter* history_hits_ = nullptr;    // mamba_rec_history_state_total{result="hit"}
   serve::Counter* history_misses_ = nullptr;  // {result="miss"}: a prefill of the window
-  serve::Counter* rescored_ = nullptr;        // mamba_rec_rescored_total: bf16 candidates rescored in f32
-  // The bf16 item table per model key (bf16 scoring), used by the scoring batcher's worker
-  // only; rebuilt when the key's model object changes.
-  struct Bf16Entry {
+  serve::Counter* rescored_ = nullptr;        // mamba_rec_rescored_total: candidates rescored in f32
+  // The int8 / bf16 item table per model key, used by the scoring batcher's worker only;
+  // rebuilt when the key's model object changes. Both null: f32 (no AMX, a non-finite table).
+  struct FastEntry {
     std::shared_ptr<const RecModel> model;
-    std::shared_ptr<const Bf16ItemTable> table;  // null: f32 (no AMX, or a non-finite table)
+    std::shared_ptr<const Int8ItemTable> int8;
+    std::shared_ptr<const Bf16ItemTable> bf16;
   };
-  std::map<std::string, Bf16Entry> bf16_tables_;
+  std::map<std::string, FastEntry> fast_tables_;
   std::vector<std::vector<ScoredId>> score_batch(const std::string& key, std::vector<ScoreJob>& jobs);
   // Declared last: stopped (and its worker joined) before the members it uses go; the pool
   // first (its tasks submit to the batcher).

@@ -61,4 +61,29 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
                                                           const std::vector<const AllowSet*>& allow = {},
                                                           int64_t* rescored = nullptr);
 
+// The same over an int8 copy of the table (AMX TDPBSSD: exact int32 dot products of the
+// quantised vectors; 64 bytes per item at d_model 64, half of bf16's). Item j is stored as
+// s_j * e^_j (s_j = max_d |e_jd| / 127, e^ rounded to int8), a request as t * q^ likewise;
+// then, with L1 norms,
+//     |q.e_j - t s_j (q^.e^_j)| <= t s_j (0.5 (|q^|_1 + |e^_j|_1) + 0.25 D)
+// (each rounding error at most half a step), which (times 1.0001, plus the f32 rescoring's
+// own error g |q| max_j|e_j| and 2^-100 for the float arithmetic of the bound) plays the role
+// of err_j above. Candidates, thresholds and the exact f32 rescoring are as for bf16.
+struct Int8ItemTable {
+  int64_t num_items = 0, d = 0;
+  int64_t dp = 0;  // d rounded up to 64 (zero padded)
+  int64_t np = 0;  // num_items rounded up to 16 (zero rows)
+  std::vector<int8_t> rows;  // (np, dp)
+  std::vector<float> meta;   // (num_items, 2): s_j, 0.5 s_j |e^_j|_1 (rounded up)
+  float max_norm = 0;        // max_j |e_j| (rounded up)
+};
+bool amx_int8_available();
+std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net);
+std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, const Int8ItemTable& table,
+                                                          const std::vector<Tensor>& hidden,
+                                                          const std::vector<int64_t>& k,
+                                                          const std::vector<const std::unordered_set<int32_t>*>& exclude,
+                                                          const std::vector<const AllowSet*>& allow = {},
+                                                          int64_t* rescored = nullptr);
+
 }  // namespace mamba::recommendation
