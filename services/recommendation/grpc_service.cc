@@ -178,6 +178,7 @@ void fill_response(const RecModel& m, const sv::LoadedModelInfo& info, const std
 template <class Req>
 std::unordered_set<int32_t> exclusions(const RecModel& m, const Req& req, const std::deque<int32_t>& window) {
   std::unordered_set<int32_t> ex;
+  ex.reserve(static_cast<size_t>((req.exclude_seen() ? window.size() : 0) + static_cast<size_t>(req.exclude_items_size())));
   if (req.exclude_seen()) ex.insert(window.begin(), window.end());
   for (const auto& key : req.exclude_items()) {
     const int32_t id = m.items.find(key);
@@ -297,6 +298,7 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
   const char* hist = "RecommendFromHistory calls by where the window's state came from (hit: a cached window or prefix)";
   history_hits_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "hit"}});
   history_misses_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "miss"}});
+  scoring_threads_ = std::max(1, omp_get_max_threads());
   rescored_ = &m.counter("mamba_rec_rescored_total",
                          "items rescored in f32 after the int8/bf16 scoring pass (candidates whose error bound reaches the k-th)");
   invalidated_ = &m.counter("mamba_rec_state_invalidations_total",
@@ -355,6 +357,12 @@ std::vector<std::vector<ScoredId>> RecommendationServiceImpl::score_batch(const 
   }
   if (!any_allow) allow.clear();
   const auto& model = jobs.front().model;
+  // A batch of kSerialBatch requests or more means the calls keep the cores busy: the pass
+  // runs on this thread alone (a team would take cores from gRPC and the prefills, and its
+  // fork/join costs CPU; measured in NOTES.md). Smaller batches (light load, idle cores)
+  // use the process's OpenMP threads for a lower latency.
+  constexpr size_t kSerialBatch = 8;
+  omp_set_num_threads(jobs.size() >= kSerialBatch ? 1 : scoring_threads_);
   if (opts_.scoring == "int8" || opts_.scoring == "bf16") {
     if (fast_tables_.size() > 8 && !fast_tables_.count(key)) fast_tables_.clear();  // old versions go
     FastEntry& e = fast_tables_[key];

@@ -253,6 +253,7 @@ class RecommendationServiceImpl final : public RecommendationAsyncBase {
     std::shared_ptr<const Bf16ItemTable> bf16;
   };
   std::map<std::string, FastEntry> fast_tables_;
+  int scoring_threads_ = 1;  // OMP_NUM_THREADS at start: small batches' scoring team
   std::vector<std::vector<ScoredId>> score_batch(const std::string& key, std::vector<ScoreJob>& jobs);
   // Declared last: stopped (and its worker joined) before the members it uses go; the pool
   // first (its tasks submit to the batcher).

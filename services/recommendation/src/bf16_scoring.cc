@@ -66,6 +66,23 @@ struct TopK {
   }
 };
 
+// The exclusion sets of a batch as sorted vectors (a binary search per candidate instead
+// of hashing; built once per batch).
+struct Exclusions {
+  std::vector<std::vector<int32_t>> ids;
+  explicit Exclusions(const std::vector<const std::unordered_set<int32_t>*>& sets) {
+    ids.reserve(sets.size());
+    for (const auto* s : sets) {
+      ids.emplace_back(s->begin(), s->end());
+      std::sort(ids.back().begin(), ids.back().end());
+    }
+  }
+  bool operator()(int64_t b, int32_t id) const {
+    const auto& v = ids[static_cast<size_t>(b)];
+    return !v.empty() && std::binary_search(v.begin(), v.end(), id);
+  }
+};
+
 constexpr int64_t kLanes = 16;      // requests per tile column group
 constexpr int64_t kTileItems = 16;  // items per tile (rows)
 constexpr int64_t kTileK = 32;      // bf16 dimensions per tile
@@ -290,6 +307,7 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
   }
   const uint16_t* rows = table.rows.data();
   const float* norms = table.norms.data();
+  const Exclusions excluded(exclude);
   // Items go in steps of 32 (two tiles): their scores stay in L1 between the tile stores
   // and the candidate test. Each thread takes a contiguous range of steps.
   constexpr int64_t kStep = 2 * kTileItems;
@@ -349,8 +367,7 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
             const float err = cq[static_cast<size_t>(b)] * en + ab[static_cast<size_t>(b)];
             const float ub = s[b] + err;
             if (!(ub >= thr[static_cast<size_t>(b)])) continue;
-            const auto& ex = *exclude[static_cast<size_t>(b)];
-            if (!ex.empty() && ex.count(id)) continue;
+            if (excluded(b, id)) continue;
             if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
             TopK& low = mine.lower[static_cast<size_t>(b)];
             low.offer({id, s[b] - err});
@@ -514,6 +531,11 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
   return top_k_items_batch(net, hidden, k, exclude, allow);
 #else
   constexpr float kSlack = 1.0001f;  // the float arithmetic of the bound itself
+  // The chunk test computes the same bound sv + err regrouped: t (s_j I + s_j h' + w'_j) + a
+  // with h' = h kSlack per lane and w'_j = w_j kSlack (the slack only on the error terms).
+  std::vector<float> hqs(static_cast<size_t>(Bp), 0.f);
+  for (int64_t b = 0; b < B; ++b) hqs[static_cast<size_t>(b)] = round_up(static_cast<double>(hq[static_cast<size_t>(b)]) * kSlack);
+  const Exclusions excluded(exclude);
   const int8_t* rows = table.rows.data();
   const float* meta = table.meta.data();
   constexpr int64_t kStep = 2 * kTileItems;
@@ -536,7 +558,7 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
       mine.lower[static_cast<size_t>(b)].heap.reserve(mine.lower[static_cast<size_t>(b)].want);
     }
     std::vector<int32_t> iscores(static_cast<size_t>(kStep * Bp));
-    std::vector<float> fs(static_cast<size_t>(kStep * Bp)), fe(static_cast<size_t>(kStep * Bp));
+    typedef int32_t ILanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
     std::vector<float> thr(static_cast<size_t>(Bp), kInf);
     for (int64_t b = 0; b < B; ++b) thr[static_cast<size_t>(b)] = mine.lower[static_cast<size_t>(b)].threshold();
     tiles_begin();
@@ -546,27 +568,24 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
       const int64_t j0 = st * kStep, nb = std::min(kStep, N - j0);
       const int64_t nbp = nb > kTileItems ? kStep : kTileItems;  // rows to np are zero
       score_tiles_int8(rows + j0 * 64, nbp, qv.data(), G, iscores.data());
-      // Scores and error bounds as floats, per item and lane; then the chunk tests.
+      // The chunk test: per lane the upper bound t (s_j I + s_j h' + w'_j) + a, its maximum
+      // over the chunk's items against the thresholds; a chunk that passes is looked at item
+      // by item.
       for (int64_t c0 = 0; c0 < nb; c0 += kLanes) {
         const int64_t c1 = std::min(nb, c0 + kLanes);
         bool hit = false;
-        for (int64_t g = 0; g < G; ++g) {
+        for (int64_t g = 0; g < G && !hit; ++g) {
           Lanes tv, hv, av, mx, thv;
           __builtin_memcpy(&tv, tq.data() + g * kLanes, sizeof tv);
-          __builtin_memcpy(&hv, hq.data() + g * kLanes, sizeof hv);
+          __builtin_memcpy(&hv, hqs.data() + g * kLanes, sizeof hv);
           __builtin_memcpy(&av, aq.data() + g * kLanes, sizeof av);
           for (int64_t i = 0; i < kLanes; ++i) mx[i] = -kInf;
           for (int64_t j = c0; j < c1; ++j) {
-            typedef int32_t ILanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
             ILanes iv;
             __builtin_memcpy(&iv, iscores.data() + j * Bp + g * kLanes, sizeof iv);
-            const float sj = meta[2 * (j0 + j)], wj = meta[2 * (j0 + j) + 1];
-            const Lanes ts = tv * sj;
-            const Lanes sv = __builtin_convertvector(iv, Lanes) * ts;
-            const Lanes ev = (ts * hv + tv * wj) * kSlack + av;
-            __builtin_memcpy(fs.data() + j * Bp + g * kLanes, &sv, sizeof sv);
-            __builtin_memcpy(fe.data() + j * Bp + g * kLanes, &ev, sizeof ev);
-            const Lanes ub = sv + ev;
+            const float sj = meta[2 * (j0 + j)], wj = meta[2 * (j0 + j) + 1] * kSlack;
+            const Lanes x = __builtin_convertvector(iv, Lanes) * sj + (hv * sj + wj);
+            const Lanes ub = x * tv + av;
             mx = ub > mx ? ub : mx;
           }
           __builtin_memcpy(&thv, thr.data() + g * kLanes, sizeof thv);
@@ -576,16 +595,19 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
         if (!hit) continue;
         for (int64_t j = c0; j < c1; ++j) {
           const auto id = static_cast<int32_t>(j0 + j + 1);
+          const float sj = meta[2 * (j0 + j)], wj = meta[2 * (j0 + j) + 1];
           for (int64_t b = 0; b < B; ++b) {
-            const float sv = fs[static_cast<size_t>(j * Bp + b)], err = fe[static_cast<size_t>(j * Bp + b)];
-            const float ub = sv + err;
-            if (!(ub >= thr[static_cast<size_t>(b)])) continue;
-            const auto& ex = *exclude[static_cast<size_t>(b)];
-            if (!ex.empty() && ex.count(id)) continue;
+            const auto I = static_cast<float>(iscores[static_cast<size_t>(j * Bp + b)]);
+            const float ts = tq[static_cast<size_t>(b)] * sj;
+            const float sv = I * ts;
+            const float err = (ts * hq[static_cast<size_t>(b)] + tq[static_cast<size_t>(b)] * wj) * kSlack +
+                              aq[static_cast<size_t>(b)];
+            if (!(sv + err >= thr[static_cast<size_t>(b)])) continue;
+            if (excluded(b, id)) continue;
             if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
             TopK& low = mine.lower[static_cast<size_t>(b)];
             low.offer({id, sv - err});
-            mine.cand[static_cast<size_t>(b)].push_back({id, ub});
+            mine.cand[static_cast<size_t>(b)].push_back({id, sv + err});
             thr[static_cast<size_t>(b)] = low.threshold();
           }
         }
