@@ -4,9 +4,14 @@
 // in a UserStateCache (serving.h, which also defines the serving semantics: the model
 // scores the user's newest max_seq_len events).
 //
-// Recommend: the user's cached state when it belongs to the requested model version,
-// else a prefill from the store's newest max_seq_len events (cached afterwards);
-// scores = h E^T over the catalogue, one row per request, top-k (ops::topk).
+// Recommend: the user's cached state when it belongs to the requested model version (and
+// the store's write listener is connected: see WriteListener for the freshness rule), else
+// a prefill from the store's newest max_seq_len events (cached afterwards); scores = h E^T
+// over the catalogue through the scoring batcher (--scoring int8|bf16|f32: an AMX pass and
+// an exact f32 rescoring, bf16_scoring.h, or the f32 pass; the same answers), top-k.
+// Recommend and RecommendFromHistory are gRPC callback methods (Runtime::handle_async): a
+// cached state goes from gRPC's thread straight to the batcher, whose worker fills the
+// response and finishes the call; store reads and prefills run on a WorkPool.
 // RecommendFromHistory: the same over an explicit list of item keys; the state of its window
 // (the last max_seq_len ids) comes from a HistoryStateCache (serving.h) when that window, or
 // a prefix of it at most --history-steps events shorter, was seen before (--cache-histories
