@@ -1,5 +1,6 @@
 #include "mamba/serve/runtime.h"
 
+#include <absl/synchronization/mutex.h>
 #include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -156,6 +157,10 @@ class GuardFactory final : public gx::ServerInterceptorFactoryInterface {
 // ---- Runtime --------------------------------------------------------------------------
 
 Runtime::Runtime(ServerOptions options) : options_(std::move(options)), handled_(std::make_shared<HandledCalls>()) {
+  // Debian's abseil is built with absl::Mutex deadlock detection on: every lock of gRPC's
+  // mutexes updated a lock graph (GraphCycles, a few % of a loaded server's CPU). It is a
+  // debugging aid with no effect on behaviour; off.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (!options_.auth_token_file.empty()) auth_ = TokenAuthenticator(load_token_file(options_.auth_token_file));
   add_process_metrics(metrics_);
   handled_->bypassed =
