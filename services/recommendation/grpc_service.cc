@@ -391,9 +391,13 @@ void RecommendationServiceImpl::score_and_finish(sv::AsyncCall& call, const std:
   scorer_.submit_callback(key, std::move(job), call.deadline(), call.cancel_flag(),
                           [c, resp, a = std::move(answer)](std::exception_ptr e, std::vector<ScoredId>* top) {
                             if (e) return c->fail(e);
-                            fill_response(*a.model, a.info, *top, resp);
-                            resp->set_from_cache(a.from_cache);
-                            resp->set_history_length(a.history_length);
+                            try {
+                              fill_response(*a.model, a.info, *top, resp);
+                              resp->set_from_cache(a.from_cache);
+                              resp->set_history_length(a.history_length);
+                            } catch (...) {
+                              return c->fail(std::current_exception());  // the call must still end
+                            }
                             c->finish();
                           });
 }
