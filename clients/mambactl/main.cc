@@ -12,6 +12,7 @@
 //            [--k 10] [--model NAME] --concurrency 1,8,32 --duration-s 10
 //
 // Exit codes: client.h (and --help).
+#include <absl/synchronization/mutex.h>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -286,6 +287,9 @@ int run_recommend(Connection& conn, const RecommendArgs& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian's abseil has absl::Mutex deadlock detection on (a lock graph updated on every
+  // lock of gRPC's mutexes): a debugging aid, off, so `bench` measures less of itself.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   CLI::App app{"mambactl: the command-line client of the Mamba Suite services"};
   app.footer(kExitCodes);
   app.require_subcommand(1);

@@ -5,9 +5,11 @@
 #include <set>
 #include <unordered_set>
 
+#include <nlohmann/json.hpp>
 #include <omp.h>
 #include <spdlog/spdlog.h>
 
+#include "mamba/recommendation/migrations.h"
 #include "mamba/recommendation/store.h"
 #include "mamba/serve/common_proto.h"
 #include "mamba/serve/errors.h"
@@ -21,25 +23,113 @@ using grpc::StatusCode;
 // ---- connection pool ----------------------------------------------------------------
 
 ConnectionPool::Lease::~Lease() {
-  if (!conn_ || !conn_->is_open()) return;
   std::lock_guard<std::mutex> lk(pool_.mu_);
-  pool_.idle_.push_back(std::move(conn_));
+  if (!conn_ || !conn_->is_open()) {
+    pool_.pids_.erase(pid_);
+    return;
+  }
+  pool_.idle_.emplace_back(std::move(conn_), pid_);
 }
 
 ConnectionPool::Lease ConnectionPool::acquire() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     while (!idle_.empty()) {
-      std::unique_ptr<pqxx::connection> c = std::move(idle_.back());
+      auto [c, pid] = std::move(idle_.back());
       idle_.pop_back();
-      if (c->is_open()) return Lease(*this, std::move(c));
+      if (c->is_open()) return Lease(*this, std::move(c), pid);
+      pids_.erase(pid);
     }
   }
   try {
-    return Lease(*this, std::make_unique<pqxx::connection>(url_));
+    auto c = std::make_unique<pqxx::connection>(url_);
+    const int pid = c->backendpid();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      pids_.insert(pid);
+    }
+    return Lease(*this, std::move(c), pid);
   } catch (const pqxx::broken_connection&) {
     // The URL may carry a password: not in the message.
     throw serve::ServiceError(grpc::StatusCode::UNAVAILABLE, "the event store is unreachable");
+  }
+}
+
+bool ConnectionPool::owns_backend(int pid) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return pids_.count(pid) != 0;
+}
+
+// ---- the write listener ------------------------------------------------------------------
+
+namespace {
+
+constexpr const char* kChannel = "mamba_rec_interactions";
+
+class Receiver final : public pqxx::notification_receiver {
+ public:
+  Receiver(pqxx::connection_base& c, WriteListener& l) : pqxx::notification_receiver(c, kChannel), l_(l) {}
+  void operator()(const std::string& payload, int backend_pid) override { l_.on_notification(payload, backend_pid); }
+
+ private:
+  WriteListener& l_;
+};
+
+}  // namespace
+
+WriteListener::WriteListener(std::string url, Hooks hooks) : url_(std::move(url)), hooks_(std::move(hooks)) {
+  thread_ = std::thread([this] { run(); });
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait_for(lk, std::chrono::seconds(5), [this] { return tried_; });
+}
+
+WriteListener::~WriteListener() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void WriteListener::on_notification(const std::string& payload, int pid) {
+  if (hooks_.own_backend(pid)) return;
+  ++notifications_;
+  if (payload == "*") return hooks_.drop_all();
+  const auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (!j.is_array()) return hooks_.drop_all();
+  std::vector<std::string> users;
+  for (const auto& u : j) {
+    if (!u.is_string()) return hooks_.drop_all();
+    users.push_back(u.get<std::string>());
+  }
+  hooks_.drop(users);
+}
+
+void WriteListener::run() {
+  while (!stop_) {
+    try {
+      pqxx::connection c(url_);
+      Receiver r(c, *this);  // LISTEN
+      hooks_.drop_all();     // what was cached before may have missed notifications
+      listening_.store(true, std::memory_order_release);
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        tried_ = true;
+      }
+      cv_.notify_all();
+      sv::log_event(spdlog::level::info, "listening for store writes", {{"channel", kChannel}});
+      while (!stop_) c.await_notification(0, 200000);  // dispatches to r; throws when the link breaks
+    } catch (const std::exception& e) {
+      const bool was = listening_.exchange(false);
+      if (was) sv::log_event(spdlog::level::warn, "store write listener lost; cache off until it reconnects",
+                             {{"error", e.what()}});
+    }
+    listening_.store(false);
+    std::unique_lock<std::mutex> lk(mu_);
+    tried_ = true;
+    cv_.notify_all();
+    cv_.wait_for(lk, std::chrono::seconds(1), [this] { return stop_.load(); });
   }
 }
 
@@ -88,6 +178,7 @@ void fill_response(const RecModel& m, const sv::LoadedModelInfo& info, const std
 template <class Req>
 std::unordered_set<int32_t> exclusions(const RecModel& m, const Req& req, const std::deque<int32_t>& window) {
   std::unordered_set<int32_t> ex;
+  ex.reserve(static_cast<size_t>((req.exclude_seen() ? window.size() : 0) + static_cast<size_t>(req.exclude_items_size())));
   if (req.exclude_seen()) ex.insert(window.begin(), window.end());
   for (const auto& key : req.exclude_items()) {
     const int32_t id = m.items.find(key);
@@ -145,6 +236,41 @@ std::shared_ptr<const AllowSet> FilterCache::allow(const std::string& model_key,
   return set;
 }
 
+// ---- the work pool ---------------------------------------------------------------------
+
+WorkPool::WorkPool(int threads) {
+  for (int i = 0; i < std::max(1, threads); ++i)
+    threads_.emplace_back([this] {
+      std::unique_lock<std::mutex> lk(mu_);
+      for (;;) {
+        cv_.wait(lk, [this] { return stopping_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;  // stopping, nothing left
+        auto task = std::move(tasks_.front());
+        tasks_.pop_front();
+        lk.unlock();
+        task();
+        lk.lock();
+      }
+    });
+}
+
+WorkPool::~WorkPool() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void WorkPool::post(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    tasks_.push_back(std::move(task));
+  }
+  cv_.notify_one();
+}
+
 // ---- the service ----------------------------------------------------------------------
 
 RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelRepository<RecModel>& repo,
@@ -157,22 +283,11 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
       history_cache_(static_cast<size_t>(std::max<int64_t>(0, opts.cache_histories))),
       filters_(static_cast<size_t>(std::max<int64_t>(1, opts.cache_filters)),
                std::chrono::seconds(std::max<int64_t>(0, opts.attribute_refresh_s))),
-      scorer_(rt.batcher_options("recommend"), [](const std::string&, std::vector<ScoreJob>& jobs) {
-        std::vector<Tensor> hidden;
-        std::vector<int64_t> ks;
-        std::vector<const std::unordered_set<int32_t>*> excl;
-        std::vector<const AllowSet*> allow;
-        bool any_allow = false;
-        for (const auto& j : jobs) {
-          hidden.push_back(j.hidden);
-          ks.push_back(j.k);
-          excl.push_back(&j.exclude);
-          allow.push_back(j.allow.get());
-          any_allow |= j.allow != nullptr;
-        }
-        if (!any_allow) allow.clear();
-        return top_k_items_batch(*jobs.front().model->net, hidden, ks, excl, allow);
-      }) {
+      scorer_(rt.batcher_options("recommend"),
+              [this](const std::string& key, std::vector<ScoreJob>& jobs) { return score_batch(key, jobs); }),
+      pool_work_(opts.work_threads > 0
+                     ? static_cast<int>(opts.work_threads)
+                     : std::max(4, 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())))) {
   auto& m = rt_.metrics();
   const char* lookups = "Recommend calls by where the user's state came from (hit: the cache; miss: a store prefill)";
   cache_hits_ = &m.counter("mamba_rec_state_cache_total", lookups, {{"result", "hit"}});
@@ -183,6 +298,24 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
   const char* hist = "RecommendFromHistory calls by where the window's state came from (hit: a cached window or prefix)";
   history_hits_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "hit"}});
   history_misses_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "miss"}});
+  scoring_threads_ = std::max(1, omp_get_max_threads());
+  rescored_ = &m.counter("mamba_rec_rescored_total",
+                         "items rescored in f32 after the int8/bf16 scoring pass (candidates whose error bound reaches the k-th)");
+  invalidated_ = &m.counter("mamba_rec_state_invalidations_total",
+                            "cached user states dropped because another process changed their interactions");
+  listener_ = std::make_unique<WriteListener>(
+      opts_.db_url,
+      WriteListener::Hooks{[this](int pid) { return pool_.owns_backend(pid); },
+                           [this](const std::vector<std::string>& users) {
+                             cache_->note_write();  // a prefill that read before the write is not cached
+                             for (const auto& u : users) cache_->erase(u);
+                             invalidated_->inc(users.size());
+                           },
+                           [this] {
+                             cache_->note_write();
+                             invalidated_->inc(cache_->size());
+                             cache_->clear();
+                           }});
   // The collector may outlive the service (the registry belongs to the runtime).
   m.add_collector([weak = std::weak_ptr<UserStateCache>(cache_)](sv::MetricsRegistry& r) {
     const auto cache = weak.lock();
@@ -208,114 +341,208 @@ std::shared_ptr<const RecModel> RecommendationServiceImpl::model(const common::v
   return repo_.get(name, sel.version(), info);
 }
 
-std::vector<ScoredId> RecommendationServiceImpl::score(sv::Call& call, const std::string& key, ScoreJob job) {
-  auto fut = scorer_.submit(key, std::move(job), call.deadline(), call.cancel_flag());
-  return call.await(fut);
+std::vector<std::vector<ScoredId>> RecommendationServiceImpl::score_batch(const std::string& key,
+                                                                         std::vector<ScoreJob>& jobs) {
+  std::vector<Tensor> hidden;
+  std::vector<int64_t> ks;
+  std::vector<const std::unordered_set<int32_t>*> excl;
+  std::vector<const AllowSet*> allow;
+  bool any_allow = false;
+  for (const auto& j : jobs) {
+    hidden.push_back(j.hidden);
+    ks.push_back(j.k);
+    excl.push_back(&j.exclude);
+    allow.push_back(j.allow.get());
+    any_allow |= j.allow != nullptr;
+  }
+  if (!any_allow) allow.clear();
+  const auto& model = jobs.front().model;
+  // A batch of kSerialBatch requests or more means the calls keep the cores busy: the pass
+  // runs on this thread alone (a team would take cores from gRPC and the prefills, and its
+  // fork/join costs CPU; measured in NOTES.md). Smaller batches (light load, idle cores)
+  // use the process's OpenMP threads for a lower latency.
+  constexpr size_t kSerialBatch = 8;
+  omp_set_num_threads(jobs.size() >= kSerialBatch ? 1 : scoring_threads_);
+  if (opts_.scoring == "int8" || opts_.scoring == "bf16") {
+    if (fast_tables_.size() > 8 && !fast_tables_.count(key)) fast_tables_.clear();  // old versions go
+    FastEntry& e = fast_tables_[key];
+    if (e.model != model) {
+      e = {model, nullptr, nullptr};
+      if (opts_.scoring == "int8") e.int8 = make_int8_item_table(*model->net);
+      if (!e.int8) e.bf16 = make_bf16_item_table(*model->net);  // int8 not possible: bf16, else f32
+    }
+    int64_t rescored = 0;
+    std::vector<std::vector<ScoredId>> out;
+    if (e.int8)
+      out = top_k_items_batch_int8(*model->net, *e.int8, hidden, ks, excl, allow, &rescored);
+    else if (e.bf16)
+      out = top_k_items_batch_bf16(*model->net, *e.bf16, hidden, ks, excl, allow, &rescored);
+    if (e.int8 || e.bf16) {
+      rescored_->inc(static_cast<uint64_t>(rescored));
+      return out;
+    }
+  }
+  return top_k_items_batch(*model->net, hidden, ks, excl, allow);
 }
 
-grpc::Status RecommendationServiceImpl::Recommend(grpc::ServerContext* ctx, const v1::RecommendRequest* req,
-                                                  v1::RecommendResponse* resp) {
-  return rt_.handle(ctx, std::string(kName) + "/Recommend", [&](sv::Call& call) {
-    request_thread_kernels_single_threaded();
-    sv::check_range("k", req->k(), 1, 1000);
-    if (req->user_id().empty()) sv::throw_invalid("user_id", "must not be empty");
-    sv::check_limit("filters", static_cast<uint64_t>(req->filters_size()), static_cast<uint64_t>(opts_.max_filters), "filters");
-    sv::LoadedModelInfo info;
-    const auto m = model(req->model(), &info);
-    const Mamba4Rec& net = *m->net;
-    const std::string key = model_key(info);
-    std::shared_ptr<const AllowSet> allow;
-    if (req->filters_size() > 0) {
-      std::vector<AttributeFilter> fs;
-      for (const auto& f : req->filters()) {
-        AttributeFilter a;
-        a.attribute = f.attribute();
-        a.any_of.assign(f.any_of().begin(), f.any_of().end());
-        if (f.has_min()) a.min = f.min();
-        if (f.has_max()) a.max = f.max();
-        fs.push_back(std::move(a));
-      }
+void RecommendationServiceImpl::score_and_finish(sv::AsyncCall& call, const std::string& key, ScoreJob job,
+                                                 Answer answer, v1::RecommendResponse* resp) {
+  sv::AsyncCall* c = &call;
+  scorer_.submit_callback(key, std::move(job), call.deadline(), call.cancel_flag(),
+                          [c, resp, a = std::move(answer)](std::exception_ptr e, std::vector<ScoredId>* top) {
+                            if (e) return c->fail(e);
+                            try {
+                              fill_response(*a.model, a.info, *top, resp);
+                              resp->set_from_cache(a.from_cache);
+                              resp->set_history_length(a.history_length);
+                            } catch (...) {
+                              return c->fail(std::current_exception());  // the call must still end
+                            }
+                            c->finish();
+                          });
+}
+
+// Work that may block (a store read, a prefill, a filter index load) runs on the pool:
+// with may_block false (gRPC's thread) such a request is posted there and handled again.
+void RecommendationServiceImpl::recommend_user(sv::AsyncCall& call, const v1::RecommendRequest* req,
+                                               v1::RecommendResponse* resp, bool may_block) {
+  request_thread_kernels_single_threaded();
+  auto to_pool = [&] {
+    sv::AsyncCall* c = &call;
+    pool_work_.post([this, c, req, resp] {
       try {
-        allow = filters_.allow(key, fs, [&] {
-          return with_store([&] {
-            auto conn = pool_.acquire();
-            return AttributeIndex::load(*conn, m->items);
-          });
+        recommend_user(*c, req, resp, true);
+      } catch (...) {
+        c->fail(std::current_exception());
+      }
+    });
+  };
+  sv::check_range("k", req->k(), 1, 1000);
+  if (req->user_id().empty()) sv::throw_invalid("user_id", "must not be empty");
+  sv::check_limit("filters", static_cast<uint64_t>(req->filters_size()), static_cast<uint64_t>(opts_.max_filters), "filters");
+  if (req->filters_size() > 0 && !may_block) return to_pool();
+  sv::LoadedModelInfo info;
+  const auto m = model(req->model(), &info);
+  const Mamba4Rec& net = *m->net;
+  const std::string key = model_key(info);
+  Tensor hidden;
+  std::deque<int32_t> window;
+  bool from_cache = false;
+  const bool fresh_cache = listener_->listening();  // else the cache may be stale: not used
+  if (auto e = fresh_cache ? cache_->find(req->user_id()) : nullptr) {
+    std::lock_guard<std::mutex> lk(e->mu);
+    if (e->model_key == key) {
+      hidden = e->state.net.hidden.clone();
+      window = e->state.window;
+      from_cache = true;
+    }
+  }
+  if (!from_cache && !may_block) return to_pool();
+  std::shared_ptr<const AllowSet> allow;
+  if (req->filters_size() > 0) {
+    std::vector<AttributeFilter> fs;
+    for (const auto& f : req->filters()) {
+      AttributeFilter a;
+      a.attribute = f.attribute();
+      a.any_of.assign(f.any_of().begin(), f.any_of().end());
+      if (f.has_min()) a.min = f.min();
+      if (f.has_max()) a.max = f.max();
+      fs.push_back(std::move(a));
+    }
+    try {
+      allow = filters_.allow(key, fs, [&] {
+        return with_store([&] {
+          auto conn = pool_.acquire();
+          return AttributeIndex::load(*conn, m->items);
         });
-      } catch (const FilterError& e) {
-        sv::throw_invalid(e.field(), e.what());
-      }
-    }
-    Tensor hidden;
-    std::deque<int32_t> window;
-    bool from_cache = false;
-    if (auto e = cache_->find(req->user_id())) {
-      std::lock_guard<std::mutex> lk(e->mu);
-      if (e->model_key == key) {
-        hidden = e->state.net.hidden.clone();
-        window = e->state.window;
-        from_cache = true;
-      }
-    }
-    (from_cache ? cache_hits_ : cache_misses_)->inc();
-    if (!from_cache) {
-      const uint64_t token = cache_->token();
-      std::vector<Interaction> events = with_store([&] {
-        auto conn = pool_.acquire();
-        return last_interactions(*conn, req->user_id(), net.config().max_seq_len);
       });
-      std::vector<int32_t> history;
-      double last_ts = -1e300;
-      for (auto it = events.rbegin(); it != events.rend(); ++it) {
-        const int32_t id = m->items.find(it->item_key);
-        if (id > 0) history.push_back(id);
-        last_ts = std::max(last_ts, it->ts);
-      }
-      auto entry = std::make_shared<CachedUser>();
-      entry->model_key = key;
-      entry->model = m;
-      entry->state = make_user_state(net, history, last_ts);
-      hidden = entry->state.net.hidden;
-      window = entry->state.window;
-      cache_->insert(req->user_id(), std::move(entry), token);
+    } catch (const FilterError& e) {
+      sv::throw_invalid(e.field(), e.what());
     }
-    fill_response(*m, info, score(call, key, {m, hidden, req->k(), exclusions(*m, *req, window), allow}), resp);
-    resp->set_from_cache(from_cache);
-    resp->set_history_length(static_cast<int64_t>(window.size()));
-  });
+  }
+  (from_cache ? cache_hits_ : cache_misses_)->inc();
+  if (!from_cache) {
+    const uint64_t token = cache_->token();
+    std::vector<Interaction> events = with_store([&] {
+      auto conn = pool_.acquire();
+      return last_interactions(*conn, req->user_id(), net.config().max_seq_len);
+    });
+    std::vector<int32_t> history;
+    double last_ts = -1e300;
+    for (auto it = events.rbegin(); it != events.rend(); ++it) {
+      const int32_t id = m->items.find(it->item_key);
+      if (id > 0) history.push_back(id);
+      last_ts = std::max(last_ts, it->ts);
+    }
+    auto entry = std::make_shared<CachedUser>();
+    entry->model_key = key;
+    entry->model = m;
+    entry->state = make_user_state(net, history, last_ts);
+    hidden = entry->state.net.hidden;
+    window = entry->state.window;
+    if (fresh_cache) cache_->insert(req->user_id(), std::move(entry), token);
+  }
+  ScoreJob job{m, hidden, req->k(), exclusions(*m, *req, window), allow};
+  score_and_finish(call, key, std::move(job), {m, info, from_cache, static_cast<int64_t>(window.size())}, resp);
 }
 
-grpc::Status RecommendationServiceImpl::RecommendFromHistory(grpc::ServerContext* ctx,
-                                                             const v1::RecommendFromHistoryRequest* req,
-                                                             v1::RecommendResponse* resp) {
-  return rt_.handle(ctx, std::string(kName) + "/RecommendFromHistory", [&](sv::Call& call) {
-    request_thread_kernels_single_threaded();
-    sv::check_range("k", req->k(), 1, 1000);
-    sv::check_limit("items", static_cast<uint64_t>(req->items_size()), static_cast<uint64_t>(opts_.max_history_items), "items");
-    sv::LoadedModelInfo info;
-    const auto m = model(req->model(), &info);
-    std::vector<int32_t> history;
-    for (int i = 0; i < req->items_size(); ++i) {
-      const int32_t id = m->items.find(req->items(i));
-      if (id == 0)
-        throw sv::ServiceError(StatusCode::NOT_FOUND,
-                               sv::indexed("items", static_cast<size_t>(i)) + ": item '" + req->items(i) +
-                                   "' is not known to model " + model_key(info),
-                               sv::indexed("items", static_cast<size_t>(i)));
-      history.push_back(id);
+grpc::ServerUnaryReactor* RecommendationServiceImpl::Recommend(grpc::CallbackServerContext* ctx,
+                                                               const v1::RecommendRequest* req,
+                                                               v1::RecommendResponse* resp) {
+  return rt_.handle_async(ctx, std::string(kName) + "/Recommend",
+                          [&](sv::AsyncCall& call) { recommend_user(call, req, resp, false); });
+}
+
+void RecommendationServiceImpl::recommend_history(sv::AsyncCall& call, const v1::RecommendFromHistoryRequest* req,
+                                                  v1::RecommendResponse* resp, bool may_block) {
+  request_thread_kernels_single_threaded();
+  sv::check_range("k", req->k(), 1, 1000);
+  sv::check_limit("items", static_cast<uint64_t>(req->items_size()), static_cast<uint64_t>(opts_.max_history_items), "items");
+  sv::LoadedModelInfo info;
+  const auto m = model(req->model(), &info);
+  std::vector<int32_t> history;
+  for (int i = 0; i < req->items_size(); ++i) {
+    const int32_t id = m->items.find(req->items(i));
+    if (id == 0)
+      throw sv::ServiceError(StatusCode::NOT_FOUND,
+                             sv::indexed("items", static_cast<size_t>(i)) + ": item '" + req->items(i) +
+                                 "' is not known to model " + model_key(info),
+                             sv::indexed("items", static_cast<size_t>(i)));
+    history.push_back(id);
+  }
+  const size_t L = static_cast<size_t>(m->net->config().max_seq_len);
+  if (history.size() > L) history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(L));
+  const std::string key = model_key(info);
+  const size_t steps = static_cast<size_t>(std::max<int64_t>(0, opts_.history_steps));
+  if (!may_block) {
+    // Only the window itself cached answers here; a prefix to advance or a prefill goes to
+    // the pool.
+    const auto hit = history_cache_.longest_prefix(key, history, history.size());
+    if (!hit.state || hit.length != history.size()) {
+      sv::AsyncCall* c = &call;
+      pool_work_.post([this, c, req, resp] {
+        try {
+          recommend_history(*c, req, resp, true);
+        } catch (...) {
+          c->fail(std::current_exception());
+        }
+      });
+      return;
     }
-    const size_t L = static_cast<size_t>(m->net->config().max_seq_len);
-    if (history.size() > L) history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(L));
-    const std::string key = model_key(info);
-    bool from_cache = false;
-    const auto state = history_state(*m->net, key, history, &history_cache_,
-                                     static_cast<size_t>(std::max<int64_t>(0, opts_.history_steps)), &from_cache);
-    (from_cache ? history_hits_ : history_misses_)->inc();
-    const std::deque<int32_t> window(history.begin(), history.end());
-    fill_response(*m, info, score(call, key, {m, state->hidden, req->k(), exclusions(*m, *req, window)}), resp);
-    resp->set_from_cache(from_cache);
-    resp->set_history_length(static_cast<int64_t>(history.size()));
-  });
+  }
+  bool from_cache = false;
+  const auto state = history_state(*m->net, key, history, &history_cache_, steps, &from_cache);
+  (from_cache ? history_hits_ : history_misses_)->inc();
+  const std::deque<int32_t> window(history.begin(), history.end());
+  ScoreJob job{m, state->hidden, req->k(), exclusions(*m, *req, window), nullptr};
+  score_and_finish(call, key, std::move(job), {m, info, from_cache, static_cast<int64_t>(history.size())}, resp);
+}
+
+grpc::ServerUnaryReactor* RecommendationServiceImpl::RecommendFromHistory(grpc::CallbackServerContext* ctx,
+                                                                          const v1::RecommendFromHistoryRequest* req,
+                                                                          v1::RecommendResponse* resp) {
+  return rt_.handle_async(ctx, std::string(kName) + "/RecommendFromHistory",
+                          [&](sv::AsyncCall& call) { recommend_history(call, req, resp, false); });
 }
 
 grpc::Status RecommendationServiceImpl::AddInteractions(grpc::ServerContext* ctx, const v1::AddInteractionsRequest* req,
@@ -404,7 +631,12 @@ int run_server(sv::ServerOptions opts, const RecServiceOptions& rec) {
   sv::init_json_logging(opts.log_level);
   if (opts.model_root.empty()) throw Error("--model-root is required (or MAMBA_MODEL_ROOT)");
   if (rec.db_url.empty()) throw Error("--db is required (or MAMBA_DB_URL)");
-  { auto conn = connect(rec.db_url); }  // fail fast on a bad URL
+  {
+    // Fail fast on a bad URL; the schema (migration 4's write notifications included) is
+    // brought up to date, as `ingest` does.
+    auto conn = connect(rec.db_url);
+    apply_migrations(conn);
+  }
   sv::Runtime rt(opts);
   sv::RepositoryOptions ro;
   ro.poll_seconds = opts.poll_seconds;

@@ -4,9 +4,14 @@
 // in a UserStateCache (serving.h, which also defines the serving semantics: the model
 // scores the user's newest max_seq_len events).
 //
-// Recommend: the user's cached state when it belongs to the requested model version,
-// else a prefill from the store's newest max_seq_len events (cached afterwards);
-// scores = h E^T over the catalogue, one row per request, top-k (ops::topk).
+// Recommend: the user's cached state when it belongs to the requested model version (and
+// the store's write listener is connected: see WriteListener for the freshness rule), else
+// a prefill from the store's newest max_seq_len events (cached afterwards); scores = h E^T
+// over the catalogue through the scoring batcher (--scoring int8|bf16|f32: an AMX pass and
+// an exact f32 rescoring, bf16_scoring.h, or the f32 pass; the same answers), top-k.
+// Recommend and RecommendFromHistory are gRPC callback methods (Runtime::handle_async): a
+// cached state goes from gRPC's thread straight to the batcher, whose worker fills the
+// response and finishes the call; store reads and prefills run on a WorkPool.
 // RecommendFromHistory: the same over an explicit list of item keys; the state of its window
 // (the last max_seq_len ids) comes from a HistoryStateCache (serving.h) when that window, or
 // a prefix of it at most --history-steps events shorter, was seen before (--cache-histories
@@ -32,16 +37,21 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <thread>
 #include <functional>
 #include <list>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <pqxx/pqxx>
 
+#include "mamba/recommendation/bf16_scoring.h"
 #include "mamba/recommendation/item_attributes.h"
 #include "mamba/recommendation/model_dir.h"
 #include "mamba/recommendation/serving.h"
@@ -62,15 +72,20 @@ struct RecServiceOptions {
   int64_t attribute_refresh_s = 60;     // a model's attribute index is re-read after this long
   int64_t cache_filters = 256;          // allow sets kept (LRU) per distinct filter list
   int64_t max_filters = 64;             // filters per Recommend
+  int64_t work_threads = 0;             // WorkPool threads (cache misses); 0: 2 x the cores, at least 4
+  std::string scoring = "int8";         // int8 / bf16: bf16_scoring.h where AMX runs (same answers); f32
 };
 
-// A few connections to the store, each used by one call at a time.
+// A few connections to the store, each used by one call at a time. It knows the backend
+// process ids of its open connections (the notifications of the service's own writes carry
+// them).
 class ConnectionPool {
  public:
   explicit ConnectionPool(std::string url) : url_(std::move(url)) {}
   class Lease {
    public:
-    Lease(ConnectionPool& p, std::unique_ptr<pqxx::connection> c) : pool_(p), conn_(std::move(c)) {}
+    Lease(ConnectionPool& p, std::unique_ptr<pqxx::connection> c, int pid)
+        : pool_(p), conn_(std::move(c)), pid_(pid) {}
     ~Lease();
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
@@ -79,13 +94,59 @@ class ConnectionPool {
    private:
     ConnectionPool& pool_;
     std::unique_ptr<pqxx::connection> conn_;
+    int pid_;
   };
   Lease acquire();  // an idle connection or a new one (throws StoreError when it cannot)
+  bool owns_backend(int pid) const;  // one of this pool's connections (idle or leased)
 
  private:
   const std::string url_;
+  mutable std::mutex mu_;
+  std::vector<std::pair<std::unique_ptr<pqxx::connection>, int>> idle_;
+  std::set<int> pids_;
+};
+
+// The freshness rule of the cached user states. The service applies its own writes
+// (AddInteractions) to the cache itself. Writes that other processes commit (`mamba-rec
+// ingest`, another server, plain SQL) reach it through PostgreSQL: migration 4's triggers
+// NOTIFY channel mamba_rec_interactions at commit with the users whose interactions changed
+// (or '*'), and this listener (its own connection, LISTEN) drops those users' states, so
+// their next Recommend reads the store again. Notifications sent by the pool's own
+// backends are skipped (their writes are in the cache already).
+// So a Recommend that starts after a write's notification has reached the server answers
+// as a recompute over the store would; between the commit and the notification's arrival
+// (a loopback round trip, normally well under a millisecond; the test measures it) a cached
+// answer may still be the one from before that write. While the listener is not connected
+// (start-up, a lost connection, reconnecting every second) the cache is not used at all:
+// every Recommend reads the store; on each (re)connection the whole cache is dropped
+// first, as notifications may have been missed. Thread-safety: listening() from any thread.
+class WriteListener {
+ public:
+  struct Hooks {
+    std::function<bool(int)> own_backend;                       // skip notifications from it
+    std::function<void(const std::vector<std::string>&)> drop;  // these users
+    std::function<void()> drop_all;
+  };
+  // Starts the thread and waits (up to 5 s) for the first connection attempt.
+  WriteListener(std::string url, Hooks hooks);
+  ~WriteListener();
+  WriteListener(const WriteListener&) = delete;
+  WriteListener& operator=(const WriteListener&) = delete;
+  bool listening() const { return listening_.load(std::memory_order_acquire); }
+  uint64_t notifications() const { return notifications_.load(); }  // applied (not own)
+
+  void on_notification(const std::string& payload, int pid);  // the receiver's callback
+
+ private:
+  void run();
+  const std::string url_;
+  Hooks hooks_;
+  std::atomic<bool> listening_{false}, stop_{false};
+  std::atomic<uint64_t> notifications_{0};
   std::mutex mu_;
-  std::vector<std::unique_ptr<pqxx::connection>> idle_;
+  std::condition_variable cv_;
+  bool tried_ = false;
+  std::thread thread_;
 };
 
 // One top-k request for the scoring batcher: concurrent Recommend / RecommendFromHistory
@@ -125,13 +186,40 @@ class FilterCache {
   std::unordered_map<std::string, List::iterator> sets_;
 };
 
-class RecommendationServiceImpl final : public v1::RecommendationService::Service {
+// A fixed set of threads running posted tasks in order (the callback handlers' slow work:
+// store reads and prefills). Tasks must not throw. Thread-safety: post() from any thread.
+class WorkPool {
+ public:
+  explicit WorkPool(int threads);
+  ~WorkPool();  // runs the tasks already posted, then joins
+  WorkPool(const WorkPool&) = delete;
+  WorkPool& operator=(const WorkPool&) = delete;
+  void post(std::function<void()> task);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// Recommend and RecommendFromHistory use gRPC's callback API (no thread waits per call:
+// the handler runs on gRPC's thread, a cached state goes straight to the scoring batcher,
+// whose worker finishes the call; a cache miss is prefilled on the WorkPool first); the
+// other methods are synchronous.
+using RecommendationAsyncBase = v1::RecommendationService::WithCallbackMethod_Recommend<
+    v1::RecommendationService::WithCallbackMethod_RecommendFromHistory<v1::RecommendationService::Service>>;
+
+class RecommendationServiceImpl final : public RecommendationAsyncBase {
  public:
   RecommendationServiceImpl(serve::Runtime& rt, serve::ModelRepository<RecModel>& repo, RecServiceOptions opts);
 
-  grpc::Status Recommend(grpc::ServerContext* ctx, const v1::RecommendRequest* req, v1::RecommendResponse* resp) override;
-  grpc::Status RecommendFromHistory(grpc::ServerContext* ctx, const v1::RecommendFromHistoryRequest* req,
-                                    v1::RecommendResponse* resp) override;
+  grpc::ServerUnaryReactor* Recommend(grpc::CallbackServerContext* ctx, const v1::RecommendRequest* req,
+                                      v1::RecommendResponse* resp) override;
+  grpc::ServerUnaryReactor* RecommendFromHistory(grpc::CallbackServerContext* ctx,
+                                                 const v1::RecommendFromHistoryRequest* req,
+                                                 v1::RecommendResponse* resp) override;
   grpc::Status AddInteractions(grpc::ServerContext* ctx, const v1::AddInteractionsRequest* req,
                                v1::AddInteractionsResponse* resp) override;
   grpc::Status ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest* req,
@@ -153,16 +241,44 @@ class RecommendationServiceImpl final : public v1::RecommendationService::Servic
   HistoryStateCache history_cache_;        // RecommendFromHistory's window states
   FilterCache filters_;                    // Recommend filters
   std::mutex write_mu_;  // AddInteractions: store commit + cache update, in commit order
+  serve::Counter* invalidated_ = nullptr;  // mamba_rec_state_invalidations_total: users dropped by notifications
+  std::unique_ptr<WriteListener> listener_;  // writes by other processes (after cache_, pool_)
   serve::Counter* cache_hits_ = nullptr;    // mamba_rec_state_cache_total{result="hit"}
   serve::Counter* cache_misses_ = nullptr;  // {result="miss"}: prefilled from the store
   serve::Counter* advanced_ = nullptr;      // mamba_rec_state_updates_total{kind="advanced"}
   serve::Counter* dropped_ = nullptr;       // {kind="dropped"}: re-prefilled on the next call
   serve::Counter* history_hits_ = nullptr;    // mamba_rec_history_state_total{result="hit"}
   serve::Counter* history_misses_ = nullptr;  // {result="miss"}: a prefill of the window
-  // Declared last: stopped (and its worker joined) before the members it uses go.
+  serve::Counter* rescored_ = nullptr;        // mamba_rec_rescored_total: candidates rescored in f32
+  // The int8 / bf16 item table per model key, used by the scoring batcher's worker only;
+  // rebuilt when the key's model object changes. Both null: f32 (no AMX, a non-finite table).
+  struct FastEntry {
+    std::shared_ptr<const RecModel> model;
+    std::shared_ptr<const Int8ItemTable> int8;
+    std::shared_ptr<const Bf16ItemTable> bf16;
+  };
+  std::map<std::string, FastEntry> fast_tables_;
+  int scoring_threads_ = 1;  // OMP_NUM_THREADS at start: small batches' scoring team
+  std::vector<std::vector<ScoredId>> score_batch(const std::string& key, std::vector<ScoreJob>& jobs);
+  // Declared last: stopped (and its worker joined) before the members it uses go; the pool
+  // first (its tasks submit to the batcher).
   serve::DynamicBatcher<ScoreJob, std::vector<ScoredId>> scorer_;
+  WorkPool pool_work_;
 
-  std::vector<ScoredId> score(serve::Call& call, const std::string& key, ScoreJob job);
+  // Queues `job` on the scoring batcher; its worker fills `resp` and finishes `call`.
+  struct Answer {
+    std::shared_ptr<const RecModel> model;
+    serve::LoadedModelInfo info;
+    bool from_cache = false;
+    int64_t history_length = 0;
+  };
+  void score_and_finish(serve::AsyncCall& call, const std::string& key, ScoreJob job, Answer answer,
+                        v1::RecommendResponse* resp);
+  // Recommend after the checks: the user's state (cache or prefill), then scoring.
+  void recommend_user(serve::AsyncCall& call, const v1::RecommendRequest* req, v1::RecommendResponse* resp,
+                      bool may_block);
+  void recommend_history(serve::AsyncCall& call, const v1::RecommendFromHistoryRequest* req,
+                         v1::RecommendResponse* resp, bool may_block);
 };
 
 // `mamba-rec serve`: the server main (flags already parsed).

@@ -216,3 +216,53 @@ TEST(Batcher, RecordsBatchSizeAndQueueTimeMetrics) {
   EXPECT_NE(text.find("mamba_batch_size_sum{batcher=\"echo\"} 2"), std::string::npos) << text;
   EXPECT_NE(text.find("mamba_batch_queue_seconds_count{batcher=\"echo\"} 2"), std::string::npos) << text;
 }
+
+TEST(Batcher, SubmitCallbackRunsDoneOnceWithTheResponseOrTheError) {
+  // submit_callback: the same batching, the response (or the exception a future would
+  // hold) handed to `done` exactly once; futures and callbacks share batches.
+  Recorder rec;
+  BatcherOptions o;
+  o.max_batch = 4;
+  o.max_queue_delay = 60s;  // only a full batch runs
+  DynamicBatcher<Req, int> b(o, [&](const std::string& k, std::vector<Req>& v) { return rec.run(k, v); });
+  std::mutex mu;
+  std::vector<std::pair<int, int>> got;  // (request, response)
+  std::promise<void> all_done;
+  for (int i = 0; i < 3; ++i)
+    b.submit_callback("m", Req{"m", i}, Clock::time_point::max(), nullptr, [&, i](std::exception_ptr e, int* r) {
+      std::lock_guard<std::mutex> lock(mu);
+      EXPECT_FALSE(e);
+      ASSERT_NE(r, nullptr);
+      got.emplace_back(i, *r);
+      if (got.size() == 3) all_done.set_value();
+    });
+  auto fut = b.submit("m", Req{"m", 10});  // the fourth: the batch runs
+  ASSERT_EQ(all_done.get_future().wait_for(30s), std::future_status::ready);
+  EXPECT_EQ(fut.get(), 20);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(got, (std::vector<std::pair<int, int>>{{0, 0}, {1, 2}, {2, 4}}));
+    std::lock_guard<std::mutex> lock2(rec.mu);
+    EXPECT_EQ(rec.sizes, (std::vector<size_t>{4}));
+  }
+  // Dropped before running (cancelled), and refused after stop(): the error, once.
+  BatcherOptions o2;
+  o2.max_batch = 8;
+  o2.max_queue_delay = 1ms;
+  DynamicBatcher<Req, int> b2(o2, [&](const std::string& k, std::vector<Req>& v) { return rec.run(k, v); });
+  auto flag = std::make_shared<std::atomic<bool>>(true);
+  std::promise<grpc::StatusCode> code;
+  std::atomic<int> calls{0};
+  b2.submit_callback("m", Req{"m", 1}, Clock::time_point::max(), flag, [&](std::exception_ptr e, int* r) {
+    ++calls;
+    EXPECT_EQ(r, nullptr);
+    code.set_value(code_of([&] { std::rethrow_exception(e); }));
+  });
+  auto cf = code.get_future();
+  ASSERT_EQ(cf.wait_for(30s), std::future_status::ready);
+  EXPECT_EQ(cf.get(), grpc::StatusCode::CANCELLED);
+  b2.stop();
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(code_of([&] { b2.submit_callback("m", Req{"m", 2}, Clock::time_point::max(), nullptr, [](auto, auto) {}); }),
+            grpc::StatusCode::UNAVAILABLE);
+}

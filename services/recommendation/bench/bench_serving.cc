@@ -7,6 +7,7 @@
 #include <random>
 #include <unordered_set>
 
+#include "mamba/recommendation/bf16_scoring.h"
 #include "mamba/recommendation/serving.h"
 
 using namespace mamba::recommendation;
@@ -85,4 +86,56 @@ void BM_ScoreTop10Batch(benchmark::State& st) {
                                                      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 BENCHMARK(BM_ScoreTop10Batch)->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})->Unit(benchmark::kMicrosecond);
+}  // namespace
+
+namespace {
+// The same batches through the bf16 AMX pass + exact f32 rescoring (bf16_scoring.h).
+void BM_ScoreTop10BatchBf16(benchmark::State& st) {
+  const Mamba4Rec& m = model(st.range(0), 50);
+  const auto table = make_bf16_item_table(m);
+  if (!table) {
+    st.SkipWithError("no AMX bf16 on this machine");
+    return;
+  }
+  const Mamba4RecState s = m.prefill(history(50, st.range(0)));
+  const auto h = history(200, st.range(0));
+  const std::unordered_set<int32_t> seen(h.begin(), h.end());
+  const size_t B = static_cast<size_t>(st.range(1));
+  const std::vector<mamba::Tensor> hidden(B, s.hidden);
+  const std::vector<int64_t> ks(B, 10);
+  const std::vector<const std::unordered_set<int32_t>*> ex(B, &seen);
+  int64_t rescored = 0;
+  for (auto _ : st) benchmark::DoNotOptimize(top_k_items_batch_bf16(m, *table, hidden, ks, ex, {}, &rescored));
+  st.counters["per_request_us"] = benchmark::Counter(static_cast<double>(st.iterations() * B),
+                                                     benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  st.counters["rescored_per_request"] = static_cast<double>(rescored) / static_cast<double>(B);
+}
+BENCHMARK(BM_ScoreTop10BatchBf16)->Args({100000, 1})->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})
+    ->Unit(benchmark::kMicrosecond);
+}  // namespace
+
+namespace {
+// The same through the int8 AMX pass + exact f32 rescoring (bf16_scoring.h).
+void BM_ScoreTop10BatchInt8(benchmark::State& st) {
+  const Mamba4Rec& m = model(st.range(0), 50);
+  const auto table = make_int8_item_table(m);
+  if (!table) {
+    st.SkipWithError("no AMX int8 on this machine");
+    return;
+  }
+  const Mamba4RecState s = m.prefill(history(50, st.range(0)));
+  const auto h = history(200, st.range(0));
+  const std::unordered_set<int32_t> seen(h.begin(), h.end());
+  const size_t B = static_cast<size_t>(st.range(1));
+  const std::vector<mamba::Tensor> hidden(B, s.hidden);
+  const std::vector<int64_t> ks(B, 10);
+  const std::vector<const std::unordered_set<int32_t>*> ex(B, &seen);
+  int64_t rescored = 0;
+  for (auto _ : st) benchmark::DoNotOptimize(top_k_items_batch_int8(m, *table, hidden, ks, ex, {}, &rescored));
+  st.counters["per_request_us"] = benchmark::Counter(static_cast<double>(st.iterations() * B),
+                                                     benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  st.counters["rescored_per_request"] = static_cast<double>(rescored) / static_cast<double>(B);
+}
+BENCHMARK(BM_ScoreTop10BatchInt8)->Args({100000, 1})->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})
+    ->Unit(benchmark::kMicrosecond);
 }  // namespace

@@ -67,6 +67,50 @@ CREATE TABLE item_attribute_types (
 CREATE INDEX items_attributes ON items USING gin (attributes jsonb_path_ops);
 )SQL";
 
+// Freshness of the servers' cached user states (grpc_service.h): every statement that
+// changes interactions, whoever runs it (the service's AddInteractions, `mamba-rec ingest`,
+// plain SQL), notifies channel mamba_rec_interactions at commit with the users it touched:
+// a JSON array of their external keys, or '*' (all users: TRUNCATE, or more keys than fit
+// a notification's payload).
+const char* const kV4 = R"SQL(
+CREATE FUNCTION mamba_rec_notify_interactions() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  payload text;
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    PERFORM pg_notify('mamba_rec_interactions', '*');
+    RETURN NULL;
+  ELSIF TG_OP = 'INSERT' THEN
+    SELECT json_agg(DISTINCT u.external_key)::text INTO payload
+      FROM changed_new c JOIN users u ON u.id = c.user_id;
+  ELSIF TG_OP = 'DELETE' THEN
+    SELECT json_agg(DISTINCT u.external_key)::text INTO payload
+      FROM changed_old c JOIN users u ON u.id = c.user_id;
+  ELSE
+    SELECT json_agg(DISTINCT u.external_key)::text INTO payload
+      FROM (SELECT user_id FROM changed_old UNION SELECT user_id FROM changed_new) c JOIN users u ON u.id = c.user_id;
+  END IF;
+  IF payload IS NULL THEN
+    RETURN NULL;  -- no rows changed
+  END IF;
+  IF octet_length(payload) > 7000 THEN
+    payload := '*';  -- notifications carry at most 8000 bytes
+  END IF;
+  PERFORM pg_notify('mamba_rec_interactions', payload);
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER interactions_notify_insert AFTER INSERT ON interactions
+  REFERENCING NEW TABLE AS changed_new FOR EACH STATEMENT EXECUTE FUNCTION mamba_rec_notify_interactions();
+CREATE TRIGGER interactions_notify_update AFTER UPDATE ON interactions
+  REFERENCING OLD TABLE AS changed_old NEW TABLE AS changed_new FOR EACH STATEMENT
+  EXECUTE FUNCTION mamba_rec_notify_interactions();
+CREATE TRIGGER interactions_notify_delete AFTER DELETE ON interactions
+  REFERENCING OLD TABLE AS changed_old FOR EACH STATEMENT EXECUTE FUNCTION mamba_rec_notify_interactions();
+CREATE TRIGGER interactions_notify_truncate AFTER TRUNCATE ON interactions
+  FOR EACH STATEMENT EXECUTE FUNCTION mamba_rec_notify_interactions();
+)SQL";
+
 const char* const kCreateLedger =
     "CREATE TABLE IF NOT EXISTS schema_migrations ("
     " version integer PRIMARY KEY,"
@@ -87,6 +131,7 @@ const std::vector<Migration>& migrations() {
       {1, "users, items, interactions", kV1},
       {2, "model_runs, recommendations", kV2},
       {3, "item attribute types", kV3},
+      {4, "interaction change notifications", kV4},
   };
   return all;
 }

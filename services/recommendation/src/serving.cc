@@ -337,6 +337,12 @@ void UserStateCache::erase(const std::string& user) {
   index_.erase(it);
 }
 
+void UserStateCache::clear() {
+  std::lock_guard<std::mutex> lk(mu_);
+  index_.clear();
+  lru_.clear();
+}
+
 size_t UserStateCache::size() const {
   std::lock_guard<std::mutex> lk(mu_);
   return lru_.size();

@@ -1,5 +1,6 @@
 #include "mamba/serve/runtime.h"
 
+#include <absl/synchronization/mutex.h>
 #include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -156,6 +157,10 @@ class GuardFactory final : public gx::ServerInterceptorFactoryInterface {
 // ---- Runtime --------------------------------------------------------------------------
 
 Runtime::Runtime(ServerOptions options) : options_(std::move(options)), handled_(std::make_shared<HandledCalls>()) {
+  // Debian's abseil is built with absl::Mutex deadlock detection on: every lock of gRPC's
+  // mutexes updated a lock graph (GraphCycles, a few % of a loaded server's CPU). It is a
+  // debugging aid with no effect on behaviour; off.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (!options_.auth_token_file.empty()) auth_ = TokenAuthenticator(load_token_file(options_.auth_token_file));
   add_process_metrics(metrics_);
   handled_->bypassed =
@@ -185,7 +190,7 @@ BatcherOptions Runtime::batcher_options(std::string name) {
   return b;
 }
 
-grpc::Status Runtime::authorize(const grpc::ServerContext& ctx) const {
+grpc::Status Runtime::authorize(const grpc::ServerContextBase& ctx) const {
   if (!auth_.enabled()) return grpc::Status::OK;
   const auto& md = ctx.client_metadata();
   const auto it = md.find("authorization");
@@ -193,6 +198,36 @@ grpc::Status Runtime::authorize(const grpc::ServerContext& ctx) const {
   if (auth_.check(value)) return grpc::Status::OK;
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                       it == md.end() ? "missing 'authorization: Bearer <token>' metadata" : "invalid token");
+}
+
+grpc::Status Runtime::status_of(std::exception_ptr e, grpc::ServerContextBase* ctx, std::string_view full_method) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const ServiceError& err) {
+    if (!err.field().empty()) {
+      mamba::common::v1::ErrorDetail detail;
+      detail.set_field(err.field());
+      detail.set_limit(err.limit());
+      detail.set_message(err.what());
+      ctx->AddTrailingMetadata(kErrorDetailKey, detail.SerializeAsString());
+    }
+    return grpc::Status(err.code(), err.what());
+  } catch (...) {
+    return status_from_exception(std::current_exception(), full_method);
+  }
+}
+
+void Runtime::record(std::string_view full_method, const grpc::Status& status, double seconds) {
+  const auto [service, method] = split_method(full_method);
+  const std::string svc(service), meth(method);
+  metrics_.counter("mamba_requests_total", "RPCs handled, by final status code",
+                   {{"service", svc}, {"method", meth}, {"code", status_code_name(status.error_code())}})
+      .inc();
+  metrics_.histogram("mamba_request_duration_seconds", "RPC latency in the handler", MetricsRegistry::latency_buckets(),
+                     {{"service", svc}, {"method", meth}})
+      .observe(seconds);
+  if (!status.ok() && status.error_code() != grpc::StatusCode::INTERNAL)
+    spdlog::debug("{}: {} {}", full_method, status_code_name(status.error_code()), status.error_message());
 }
 
 grpc::Status Runtime::handle(grpc::ServerContext* ctx, std::string_view full_method,
@@ -206,30 +241,62 @@ grpc::Status Runtime::handle(grpc::ServerContext* ctx, std::string_view full_met
       Call call(*ctx, service, method);
       call.check_alive();
       body(call);
-    } catch (const ServiceError& e) {
-      status = grpc::Status(e.code(), e.what());
-      if (!e.field().empty()) {
-        mamba::common::v1::ErrorDetail detail;
-        detail.set_field(e.field());
-        detail.set_limit(e.limit());
-        detail.set_message(e.what());
-        ctx->AddTrailingMetadata(kErrorDetailKey, detail.SerializeAsString());
-      }
     } catch (...) {
-      status = status_from_exception(std::current_exception(), full_method);
+      status = status_of(std::current_exception(), ctx, full_method);
     }
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const std::string svc(service), meth(method);
-  metrics_.counter("mamba_requests_total", "RPCs handled, by final status code",
-                   {{"service", svc}, {"method", meth}, {"code", status_code_name(status.error_code())}})
-      .inc();
-  metrics_.histogram("mamba_request_duration_seconds", "RPC latency in the handler", MetricsRegistry::latency_buckets(),
-                     {{"service", svc}, {"method", meth}})
-      .observe(seconds);
-  if (!status.ok() && status.error_code() != grpc::StatusCode::INTERNAL)
-    spdlog::debug("{}: {} {}", full_method, status_code_name(status.error_code()), status.error_message());
+  record(full_method, status, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return status;
+}
+
+// ---- AsyncCall / handle_async ---------------------------------------------------------
+
+AsyncCall::AsyncCall(Runtime& rt, grpc::CallbackServerContext* ctx, std::string_view full_method)
+    : rt_(rt), ctx_(ctx), full_method_(full_method), t0_(Clock::now()) {
+  const auto d = ctx->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) {
+    deadline_ = Clock::time_point::max();
+  } else {
+    deadline_ = t0_ + std::chrono::duration_cast<Clock::duration>(d - std::chrono::system_clock::now());
+  }
+}
+
+void AsyncCall::finish(const grpc::Status& status) {
+  if (finished_.exchange(true)) {
+    spdlog::error("{}: the call was finished twice (ignored: {})", full_method_, status.error_message());
+    return;
+  }
+  rt_.record(full_method_, status, std::chrono::duration<double>(Clock::now() - t0_).count());
+  Finish(status);  // gRPC deletes this (OnDone) afterwards
+}
+
+void AsyncCall::fail(std::exception_ptr e) {
+  if (finished_.load()) {
+    spdlog::error("{}: the call was finished twice (an error after the end ignored)", full_method_);
+    return;
+  }
+  finish(rt_.status_of(e, ctx_, full_method_));
+}
+
+grpc::ServerUnaryReactor* Runtime::handle_async(grpc::CallbackServerContext* ctx, std::string_view full_method,
+                                                const std::function<void(AsyncCall&)>& body) {
+  auto* call = new AsyncCall(*this, ctx, full_method);
+  handled_->add(static_cast<const grpc::ServerContextBase*>(ctx));
+  const grpc::Status auth = authorize(*ctx);
+  if (!auth.ok()) {
+    call->finish(auth);
+    return call;
+  }
+  try {
+    if (ctx->IsCancelled()) throw ServiceError(grpc::StatusCode::CANCELLED, "the call was cancelled");
+    if (AsyncCall::Clock::now() >= call->deadline())
+      throw ServiceError(grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed");
+    body(*call);
+  } catch (...) {
+    // The body threw before handing the call on (a finished call is not finished again).
+    call->fail(std::current_exception());
+  }
+  return call;
 }
 
 void Runtime::apply_health_locked() {

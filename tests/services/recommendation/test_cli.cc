@@ -58,8 +58,9 @@ TEST_F(Cli, MigrateIngestStats) {
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("applied migration 2"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("applied migration 3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("applied migration 4"), std::string::npos) << r.out;
   r = mamba_rec("migrate --db " + url());
-  EXPECT_NE(r.out.find("schema is current (version 3)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("schema is current (version 4)"), std::string::npos) << r.out;
 
   // 30 bad rows (lines 3..32) between good ones: the report lists the first 20.
   std::string text = "user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t1\n";

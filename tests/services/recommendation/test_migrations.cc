@@ -29,13 +29,13 @@ TEST_F(Migrations, MigrationsFromEmptyThenNoOp) {
   auto conn = connect(url());
   EXPECT_EQ(schema_version(conn), 0);
   EXPECT_EQ(stats(conn).schema_version, 0);
-  EXPECT_EQ(apply_migrations(conn), (std::vector<int>{1, 2, 3}));
-  EXPECT_EQ(schema_version(conn), 3);
+  EXPECT_EQ(apply_migrations(conn), (std::vector<int>{1, 2, 3, 4}));
+  EXPECT_EQ(schema_version(conn), 4);
   EXPECT_EQ(tables(conn), (std::vector<std::string>{"interactions", "item_attribute_types", "items", "model_runs",
                                                      "recommendations", "schema_migrations", "users"}));
   EXPECT_TRUE(apply_migrations(conn).empty());
   pqxx::read_transaction tx(conn);
-  EXPECT_EQ(tx.exec1("SELECT count(*) FROM schema_migrations")[0].as<int>(), 3);
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM schema_migrations")[0].as<int>(), 4);
   // The index behind last_interactions.
   EXPECT_EQ(tx.exec1("SELECT indexdef FROM pg_indexes WHERE indexname = 'interactions_user_recent'")[0]
                 .as<std::string>()
@@ -64,9 +64,9 @@ TEST_F(Migrations, ConcurrentCallersApplyEachVersionOnce) {
     all.insert(all.end(), applied[i].begin(), applied[i].end());
   }
   std::sort(all.begin(), all.end());
-  EXPECT_EQ(all, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(all, (std::vector<int>{1, 2, 3, 4}));
   auto conn = connect(url());
-  EXPECT_EQ(schema_version(conn), 3);
+  EXPECT_EQ(schema_version(conn), 4);
 }
 
 TEST_F(Migrations, FailedMigrationLeavesNoTraceAndNewerSchemaIsRefused) {

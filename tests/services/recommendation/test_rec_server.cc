@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "mamba/common/v1/common.pb.h"
 #include "mamba/recommendation/ingest.h"
 #include "mamba/recommendation/migrations.h"
 #include "mamba/recommendation/store.h"
@@ -510,4 +511,182 @@ TEST_F(RecServer, RecommendFilters) {
   f->set_attribute("brand");
   f->set_min(1);
   EXPECT_EQ(s.recommend(range, &r).error_code(), StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(RecServer, WritesByOtherProcessesReachTheCache) {
+  // The freshness rule (grpc_service.h, WriteListener): the service's own AddInteractions
+  // advances the cached state (no re-read); a write another process commits — `mamba-rec
+  // ingest`, or plain SQL from this test process — drops the cached states of its users
+  // once its notification arrives, and the next Recommend equals a recompute over the store.
+  Server s(dir_, url());
+  ASSERT_TRUE(s.wait_serving());
+  auto cached = [&](const std::string& user) {
+    rv::RecommendResponse a, b;
+    EXPECT_TRUE(s.recommend(recommend_request(user, 10, true), &a).ok());
+    EXPECT_TRUE(s.recommend(recommend_request(user, 10, true), &b).ok());
+    EXPECT_TRUE(b.from_cache()) << user;
+    return b;
+  };
+  auto recompute = [&](const std::string& user) {
+    rv::RecommendResponse f;
+    EXPECT_TRUE(s.from_history(history_request(history(user), 10, true), &f).ok());
+    return f;
+  };
+  // Polls Recommend until it re-reads the store (from_cache false); returns that answer
+  // and prints how long the notification took.
+  auto after_external_write = [&](const std::string& user, const std::string& what) {
+    const auto t0 = std::chrono::steady_clock::now();
+    rv::RecommendResponse r;
+    for (;;) {
+      EXPECT_TRUE(s.recommend(recommend_request(user, 10, true), &r).ok());
+      if (!r.from_cache()) break;
+      if (std::chrono::steady_clock::now() - t0 > 10s) {
+        ADD_FAILURE() << what << ": the cached state of " << user << " was not dropped within 10 s";
+        break;
+      }
+      std::this_thread::sleep_for(1ms);
+    }
+    std::printf("%s: the cached state of %s was dropped %.2f ms after the write returned\n", what.c_str(),
+                user.c_str(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    return r;
+  };
+
+  // 1. The service's own write: applied to the cache, not dropped by its own notification.
+  const rv::RecommendResponse before1 = cached("u1");
+  rv::AddInteractionsRequest add;
+  auto* x = add.add_interactions();
+  x->set_user_id("u1");
+  x->set_item_id(before1.items(0).item_id());
+  x->set_timestamp(2000);
+  rv::AddInteractionsResponse ar;
+  ASSERT_TRUE(s.add(add, &ar).ok());
+  ASSERT_EQ(ar.inserted(), 1);
+  std::this_thread::sleep_for(300ms);  // the notification has arrived by now (and is the service's own)
+  rv::RecommendResponse r1;
+  ASSERT_TRUE(s.recommend(recommend_request("u1", 10, true), &r1).ok());
+  EXPECT_TRUE(r1.from_cache()) << "the service's own write must not drop the state it advanced";
+  expect_same(r1, recompute("u1"), "after AddInteractions");
+
+  // 2. `mamba-rec ingest` (another process) adds an event for u2.
+  const rv::RecommendResponse before2 = cached("u2");
+  const fs::path extra = dir_ / "extra.inter";
+  std::ofstream(extra) << "user_id:token\titem_id:token\ttimestamp:float\n"
+                       << "u2\t" << before2.items(0).item_id() << "\t3000\n";
+  const std::string out =
+      run_command(std::string(MAMBA_REC_BIN) + " ingest --db " + url() + " --inter " + extra.string() + " 2>&1");
+  const rv::RecommendResponse r2 = after_external_write("u2", "mamba-rec ingest");
+  EXPECT_EQ(history("u2").back(), before2.items(0).item_id()) << out;
+  expect_same(r2, recompute("u2"), "after mamba-rec ingest");
+  for (const auto& it : r2.items()) EXPECT_NE(it.item_id(), before2.items(0).item_id()) << "now seen";
+
+  // 3. Plain SQL from this process: an insert through the store library, then a delete.
+  const rv::RecommendResponse before3 = cached("u3");
+  {
+    auto conn = connect(url());
+    NewInteraction n;
+    n.user_key = "u3";
+    n.item_key = before3.items(0).item_id();
+    n.ts = 4000;
+    ASSERT_EQ(add_interactions(conn, {n}).inserted, 1);
+  }
+  const rv::RecommendResponse r3 = after_external_write("u3", "an insert by another process");
+  expect_same(r3, recompute("u3"), "after an insert by another process");
+  cached("u3");
+  {
+    auto conn = connect(url());
+    pqxx::work tx(conn);
+    tx.exec("DELETE FROM interactions WHERE ts = 4000 AND user_id = (SELECT id FROM users WHERE external_key = 'u3')");
+    tx.commit();
+  }
+  const rv::RecommendResponse r4 = after_external_write("u3", "a delete by another process");
+  expect_same(r4, recompute("u3"), "after a delete by another process");
+  expect_same(r4, before3, "the delete undid the insert");
+
+  // Users nobody wrote for stay cached.
+  rv::RecommendResponse r5;
+  ASSERT_TRUE(s.recommend(recommend_request("u1", 10, true), &r5).ok());
+  EXPECT_TRUE(r5.from_cache());
+  const std::string text = s.metrics();
+  if (!text.empty()) EXPECT_NE(text.find("mamba_rec_state_invalidations_total 3"), std::string::npos) << text;
+  EXPECT_EQ(s.terminate_and_wait(), 0);
+}
+
+TEST_F(RecServer, CallbackMethodsReportTheFieldOfABadRequest) {
+  // Recommend and RecommendFromHistory run on gRPC's callback API: bad input is still
+  // INVALID_ARGUMENT / NOT_FOUND naming the field (message and ErrorDetail trailer), a
+  // cache miss (prefilled on the work pool) and a hit answer alike, and a call with a
+  // deadline already too short for a batch is DEADLINE_EXCEEDED, not a hang.
+  Server s(dir_, url());
+  ASSERT_TRUE(s.wait_serving());
+  auto field_of = [](grpc::ClientContext& ctx) {
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    auto it = trailers.find("mamba-error-detail-bin");
+    if (it == trailers.end()) return std::string("(no ErrorDetail)");
+    mamba::common::v1::ErrorDetail detail;
+    if (!detail.ParseFromArray(it->second.data(), static_cast<int>(it->second.size()))) return std::string("(bad)");
+    return detail.field();
+  };
+  rv::RecommendResponse r;
+  {
+    grpc::ClientContext ctx;
+    s.auth(ctx);
+    const auto st = s.stub().Recommend(&ctx, recommend_request("u1", 0, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(st.error_message().find("k"), std::string::npos) << st.error_message();
+    EXPECT_EQ(field_of(ctx), "k");
+  }
+  {
+    grpc::ClientContext ctx;
+    s.auth(ctx);
+    const auto st = s.stub().Recommend(&ctx, recommend_request("", 5, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(field_of(ctx), "user_id");
+  }
+  {
+    grpc::ClientContext ctx;  // unknown user: found out on the pool (a store read)
+    s.auth(ctx);
+    const auto st = s.stub().Recommend(&ctx, recommend_request("nobody-7", 5, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND);
+    EXPECT_NE(st.error_message().find("nobody-7"), std::string::npos) << st.error_message();
+    EXPECT_EQ(field_of(ctx), "user_id");
+  }
+  {
+    grpc::ClientContext ctx;
+    s.auth(ctx);
+    const auto st = s.stub().RecommendFromHistory(&ctx, history_request({"i1", "no-such-item"}, 5, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND);
+    EXPECT_EQ(field_of(ctx), "items[1]");
+  }
+  {
+    grpc::ClientContext ctx;
+    s.auth(ctx);
+    const auto st = s.stub().RecommendFromHistory(&ctx, history_request({"i1"}, 1001, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(field_of(ctx), "k");
+  }
+  {
+    grpc::ClientContext ctx;  // a deadline that has passed on arrival
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
+    ctx.set_deadline(std::chrono::system_clock::now() + 1us);
+    const auto st = s.stub().Recommend(&ctx, recommend_request("u1", 5, true), &r);
+    EXPECT_EQ(st.error_code(), StatusCode::DEADLINE_EXCEEDED);
+  }
+  // Many concurrent calls, misses and hits mixed: each answer equals the recompute.
+  std::vector<std::thread> ts;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        const std::string user = "u" + std::to_string(1 + (t * 10 + i) % 12);
+        rv::RecommendResponse a, f;
+        if (!s.recommend(recommend_request(user, 5, false), &a).ok()) ++bad;
+        if (!s.from_history(history_request(history(user), 5, false), &f).ok()) ++bad;
+        if (a.items_size() != f.items_size()) ++bad;
+        for (int j = 0; j < std::min(a.items_size(), f.items_size()); ++j)
+          if (a.items(j).item_id() != f.items(j).item_id()) ++bad;
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(s.terminate_and_wait(), 0);
 }

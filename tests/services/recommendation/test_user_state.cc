@@ -6,9 +6,11 @@
 #include <cmath>
 #include <random>
 #include <thread>
+#include <type_traits>
 
 #include <omp.h>
 
+#include "mamba/recommendation/bf16_scoring.h"
 #include "mamba/recommendation/serving.h"
 
 using namespace mamba::recommendation;
@@ -249,4 +251,204 @@ TEST(HistoryStateCache, LongestPrefixAndBound) {
   for (int64_t d = 0; d < 16; ++d) EXPECT_NEAR(s3->hidden.data<float>()[d], s0->hidden.data<float>()[d], 1e-6);
   // The empty window is the empty history's state.
   EXPECT_EQ(history_state(net, "rec/1", {}, &cache, 16, &hit)->consumed, 0);
+}
+
+namespace {
+
+// top_k_items_batch_bf16 against the f32 path of top_k_items_batch (B >= 2: the blocked
+// f32 pass, the same arithmetic as the rescoring, so the same bits; B = 1: sgemv, a
+// different summation order, so the same items and scores up to rounding).
+template <class Table>
+void expect_bf16_matches_f32(const Mamba4Rec& net, const Table& table, const std::vector<mamba::Tensor>& hidden,
+                             const std::vector<int64_t>& ks, const std::vector<const std::unordered_set<int32_t>*>& ex,
+                             const std::vector<const AllowSet*>& allow, const std::string& what) {
+  int64_t rescored = -1;
+  std::vector<std::vector<ScoredId>> got;
+  if constexpr (std::is_same_v<Table, Int8ItemTable>)
+    got = top_k_items_batch_int8(net, table, hidden, ks, ex, allow, &rescored);
+  else
+    got = top_k_items_batch_bf16(net, table, hidden, ks, ex, allow, &rescored);
+  const auto want = top_k_items_batch(net, hidden, ks, ex, allow);
+  ASSERT_EQ(got.size(), want.size()) << what;
+  EXPECT_GE(rescored, 0) << what;
+  for (size_t b = 0; b < want.size(); ++b) {
+    ASSERT_EQ(got[b].size(), want[b].size()) << what << " request " << b;
+    for (size_t i = 0; i < want[b].size(); ++i) {
+      ASSERT_EQ(got[b][i].id, want[b][i].id) << what << " request " << b << " rank " << i;
+      if (hidden.size() > 1)
+        ASSERT_EQ(got[b][i].score, want[b][i].score) << what << " request " << b << " rank " << i;
+      else
+        ASSERT_NEAR(got[b][i].score, want[b][i].score, 1e-5 * std::max(1.f, std::fabs(want[b][i].score)));
+    }
+  }
+}
+
+}  // namespace
+
+TEST(Bf16Scoring, ExactTopKEqualsTheF32Path) {
+  if (!amx_bf16_available()) GTEST_SKIP() << "no AMX bf16 on this machine (the f32 path serves)";
+  for (int64_t d_model : {16, 64, 40}) {  // 16 and 40: zero-padded to 32 and 64 dimensions
+    Mamba4RecConfig c = small_config(1);
+    c.num_items = 5003;  // blocks of 2048, the last partial; not a multiple of 16
+    c.d_model = d_model;
+    const Mamba4Rec net(c, 11);
+    const auto table = make_bf16_item_table(net);
+    ASSERT_TRUE(table);
+    EXPECT_EQ(table->dp % 32, 0);
+    std::mt19937 rng(5);
+    std::vector<mamba::Tensor> hidden;
+    std::vector<std::unordered_set<int32_t>> ex;
+    std::vector<int64_t> ks;
+    for (int b = 0; b < 37; ++b) {  // 37 requests: three groups of 16, the last partial
+      std::vector<int32_t> h;
+      for (int t = 0; t <= b % 9; ++t) h.push_back(1 + static_cast<int32_t>(rng() % 5003));
+      hidden.push_back(make_user_state(net, h).net.hidden);
+      ex.emplace_back(h.begin(), h.end());
+      ks.push_back(std::vector<int64_t>{10, 1, 37, 5003, 6000, 2, 100}[static_cast<size_t>(b) % 7]);
+    }
+    ex[0].insert(top_k_items(net, hidden[0], 1, {})[0].id);
+    std::vector<const std::unordered_set<int32_t>*> exp;
+    for (const auto& e : ex) exp.push_back(&e);
+    // A dense filter (every third item) on some requests.
+    AllowSet third;
+    third.bits.assign(static_cast<size_t>((c.num_items + 64) / 64), 0);
+    for (int32_t id = 3; id <= c.num_items; id += 3) {
+      third.bits[static_cast<size_t>(id) / 64] |= uint64_t{1} << (id % 64);
+      ++third.count;
+    }
+    std::vector<const AllowSet*> allow(hidden.size(), nullptr);
+    for (size_t b = 0; b < allow.size(); b += 4) allow[b] = &third;
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      for (size_t B : {size_t{1}, size_t{2}, size_t{16}, size_t{37}}) {
+        const std::vector<mamba::Tensor> hb(hidden.begin(), hidden.begin() + static_cast<std::ptrdiff_t>(B));
+        const std::vector<int64_t> kb(ks.begin(), ks.begin() + static_cast<std::ptrdiff_t>(B));
+        const std::vector<const std::unordered_set<int32_t>*> eb(exp.begin(), exp.begin() + static_cast<std::ptrdiff_t>(B));
+        const std::vector<const AllowSet*> ab(allow.begin(), allow.begin() + static_cast<std::ptrdiff_t>(B));
+        const std::string what = "d " + std::to_string(d_model) + " threads " + std::to_string(threads) + " B " +
+                                 std::to_string(B);
+        expect_bf16_matches_f32(net, *table, hb, kb, eb, {}, what);
+        expect_bf16_matches_f32(net, *table, hb, kb, eb, ab, what + " filtered");
+      }
+    }
+  }
+  omp_set_num_threads(1);
+}
+
+TEST(Bf16Scoring, NearTiesBf16CannotSeparateAreRankedExactly) {
+  if (!amx_bf16_available()) GTEST_SKIP() << "no AMX bf16 on this machine (the f32 path serves)";
+  // 3000 items that are one vector plus perturbations far below bf16's resolution (2^-8):
+  // the bf16 pass scores them (nearly) alike, and only the f32 rescoring orders them.
+  Mamba4RecConfig c = small_config(1);
+  c.num_items = 3000;
+  c.d_model = 64;
+  const Mamba4Rec net(c, 3);
+  // Test-only: overwrite the item table in place (the model reads it through item_table()).
+  auto* t = const_cast<float*>(net.item_table().data<float>());
+  std::mt19937 rng(17);
+  std::normal_distribution<float> n01(0.f, 1.f);
+  std::vector<float> base(64);
+  for (auto& x : base) x = n01(rng);
+  for (int64_t j = 1; j <= c.num_items; ++j)
+    for (int64_t d = 0; d < 64; ++d) t[j * 64 + d] = base[static_cast<size_t>(d)] * (1.f + 1e-5f * n01(rng));
+  const auto table = make_bf16_item_table(net);
+  ASSERT_TRUE(table);
+  std::vector<mamba::Tensor> hidden;
+  for (int b = 0; b < 3; ++b) {
+    std::vector<float> q(64);
+    for (int64_t d = 0; d < 64; ++d) q[static_cast<size_t>(d)] = base[static_cast<size_t>(d)] + 0.1f * n01(rng);
+    hidden.push_back(mamba::Tensor::from_vector(q, {64}));
+  }
+  const std::unordered_set<int32_t> none;
+  const std::vector<const std::unordered_set<int32_t>*> ex(3, &none);
+  omp_set_num_threads(2);
+  int64_t rescored = 0;
+  top_k_items_batch_bf16(net, *table, hidden, {10, 10, 10}, ex, {}, &rescored);
+  EXPECT_GT(rescored, 300) << "near ties must be rescored";
+  expect_bf16_matches_f32(net, *table, hidden, {10, 1, 50}, ex, {}, "near ties");
+  omp_set_num_threads(1);
+}
+
+TEST(Int8Scoring, ExactTopKEqualsTheF32Path) {
+  if (!amx_int8_available()) GTEST_SKIP() << "no AMX int8 on this machine (the f32 path serves)";
+  for (int64_t d_model : {16, 64, 40}) {  // 16 and 40: zero-padded to 32 and 64 dimensions
+    Mamba4RecConfig c = small_config(1);
+    c.num_items = 5003;  // blocks of 2048, the last partial; not a multiple of 16
+    c.d_model = d_model;
+    const Mamba4Rec net(c, 11);
+    const auto table = make_int8_item_table(net);
+    ASSERT_TRUE(table);
+    EXPECT_EQ(table->dp, 64);
+    std::mt19937 rng(5);
+    std::vector<mamba::Tensor> hidden;
+    std::vector<std::unordered_set<int32_t>> ex;
+    std::vector<int64_t> ks;
+    for (int b = 0; b < 37; ++b) {  // 37 requests: three groups of 16, the last partial
+      std::vector<int32_t> h;
+      for (int t = 0; t <= b % 9; ++t) h.push_back(1 + static_cast<int32_t>(rng() % 5003));
+      hidden.push_back(make_user_state(net, h).net.hidden);
+      ex.emplace_back(h.begin(), h.end());
+      ks.push_back(std::vector<int64_t>{10, 1, 37, 5003, 6000, 2, 100}[static_cast<size_t>(b) % 7]);
+    }
+    ex[0].insert(top_k_items(net, hidden[0], 1, {})[0].id);
+    std::vector<const std::unordered_set<int32_t>*> exp;
+    for (const auto& e : ex) exp.push_back(&e);
+    // A dense filter (every third item) on some requests.
+    AllowSet third;
+    third.bits.assign(static_cast<size_t>((c.num_items + 64) / 64), 0);
+    for (int32_t id = 3; id <= c.num_items; id += 3) {
+      third.bits[static_cast<size_t>(id) / 64] |= uint64_t{1} << (id % 64);
+      ++third.count;
+    }
+    std::vector<const AllowSet*> allow(hidden.size(), nullptr);
+    for (size_t b = 0; b < allow.size(); b += 4) allow[b] = &third;
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      for (size_t B : {size_t{1}, size_t{2}, size_t{16}, size_t{37}}) {
+        const std::vector<mamba::Tensor> hb(hidden.begin(), hidden.begin() + static_cast<std::ptrdiff_t>(B));
+        const std::vector<int64_t> kb(ks.begin(), ks.begin() + static_cast<std::ptrdiff_t>(B));
+        const std::vector<const std::unordered_set<int32_t>*> eb(exp.begin(), exp.begin() + static_cast<std::ptrdiff_t>(B));
+        const std::vector<const AllowSet*> ab(allow.begin(), allow.begin() + static_cast<std::ptrdiff_t>(B));
+        const std::string what = "d " + std::to_string(d_model) + " threads " + std::to_string(threads) + " B " +
+                                 std::to_string(B);
+        expect_bf16_matches_f32(net, *table, hb, kb, eb, {}, what);
+        expect_bf16_matches_f32(net, *table, hb, kb, eb, ab, what + " filtered");
+      }
+    }
+  }
+  omp_set_num_threads(1);
+}
+
+TEST(Int8Scoring, NearTiesInt8CannotSeparateAreRankedExactly) {
+  if (!amx_int8_available()) GTEST_SKIP() << "no AMX int8 on this machine (the f32 path serves)";
+  // 3000 items that are one vector plus perturbations far below bf16's resolution (2^-8):
+  // the bf16 pass scores them (nearly) alike, and only the f32 rescoring orders them.
+  Mamba4RecConfig c = small_config(1);
+  c.num_items = 3000;
+  c.d_model = 64;
+  const Mamba4Rec net(c, 3);
+  // Test-only: overwrite the item table in place (the model reads it through item_table()).
+  auto* t = const_cast<float*>(net.item_table().data<float>());
+  std::mt19937 rng(17);
+  std::normal_distribution<float> n01(0.f, 1.f);
+  std::vector<float> base(64);
+  for (auto& x : base) x = n01(rng);
+  for (int64_t j = 1; j <= c.num_items; ++j)
+    for (int64_t d = 0; d < 64; ++d) t[j * 64 + d] = base[static_cast<size_t>(d)] * (1.f + 1e-5f * n01(rng));
+  const auto table = make_int8_item_table(net);
+  ASSERT_TRUE(table);
+  std::vector<mamba::Tensor> hidden;
+  for (int b = 0; b < 3; ++b) {
+    std::vector<float> q(64);
+    for (int64_t d = 0; d < 64; ++d) q[static_cast<size_t>(d)] = base[static_cast<size_t>(d)] + 0.1f * n01(rng);
+    hidden.push_back(mamba::Tensor::from_vector(q, {64}));
+  }
+  const std::unordered_set<int32_t> none;
+  const std::vector<const std::unordered_set<int32_t>*> ex(3, &none);
+  omp_set_num_threads(2);
+  int64_t rescored = 0;
+  top_k_items_batch_int8(net, *table, hidden, {10, 10, 10}, ex, {}, &rescored);
+  EXPECT_GT(rescored, 300) << "near ties must be rescored";
+  expect_bf16_matches_f32(net, *table, hidden, {10, 1, 50}, ex, {}, "near ties");
+  omp_set_num_threads(1);
 }

@@ -21,12 +21,24 @@
 // call's deadline and cancellation while it waits:
 //   auto fut = batcher.submit(key, std::move(req), call.deadline(), call.cancel_flag());
 //   Resp r = call.await(fut);
+// With Runtime::handle_async (gRPC's callback API) nothing waits: submit_callback() runs
+// `done` on the worker thread with the response (or the exception, as the future would
+// hold it) and the callback ends the call:
+//   batcher.submit_callback(key, std::move(req), call.deadline(), call.cancel_flag(),
+//                           [&call, resp](std::exception_ptr e, Resp* r) {
+//                             if (e) return call.fail(e);
+//                             *resp = std::move(*r);
+//                             call.finish();
+//                           });
+// `done` must not block (it delays the next batch) and must not throw (an exception it
+// throws is logged to stderr and dropped).
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdio>
 #include <deque>
 #include <functional>
 #include <future>
@@ -83,8 +95,15 @@ class DynamicBatcher {
   // `cancelled`: drop it (CANCELLED) if the flag is set before it starts.
   std::future<Resp> submit(std::string key, Req req, Clock::time_point deadline = Clock::time_point::max(),
                            std::shared_ptr<const std::atomic<bool>> cancelled = nullptr) {
-    Item item{std::move(req), {}, Clock::now(), deadline, std::move(cancelled)};
+    Item item{std::move(req), {}, Clock::now(), deadline, std::move(cancelled), nullptr};
     std::future<Resp> fut = item.promise.get_future();
+    enqueue(std::move(key), std::move(item));
+    return fut;
+  }
+
+ private:
+  struct Item;
+  void enqueue(std::string key, Item&& item) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) throw ServiceError(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
@@ -97,7 +116,17 @@ class DynamicBatcher {
       ++total_;
     }
     cv_.notify_one();
-    return fut;
+  }
+
+ public:
+  // Like submit(), with `done(nullptr, &response)` or `done(exception, nullptr)` called on
+  // the worker thread instead of a future (exactly once, unless submit_callback itself
+  // throws: then never).
+  using Done = std::function<void(std::exception_ptr, Resp*)>;
+  void submit_callback(std::string key, Req req, Clock::time_point deadline,
+                       std::shared_ptr<const std::atomic<bool>> cancelled, Done done) {
+    Item item{std::move(req), {}, Clock::now(), deadline, std::move(cancelled), std::move(done)};
+    enqueue(std::move(key), std::move(item));
   }
 
   size_t queued() const {
@@ -124,10 +153,26 @@ class DynamicBatcher {
     Clock::time_point enqueued;
     Clock::time_point deadline;
     std::shared_ptr<const std::atomic<bool>> cancelled;
+    Done done;  // null: the promise
   };
 
+  static void call_done(Item& it, std::exception_ptr e, Resp* r) {
+    try {
+      it.done(e, r);
+    } catch (const std::exception& x) {
+      std::fprintf(stderr, "DynamicBatcher: a completion callback threw (ignored): %s\n", x.what());
+    } catch (...) {
+      std::fprintf(stderr, "DynamicBatcher: a completion callback threw (ignored)\n");
+    }
+  }
+  static void fail_with(Item& it, std::exception_ptr e) {
+    if (it.done)
+      call_done(it, e, nullptr);
+    else
+      it.promise.set_exception(e);
+  }
   static void fail(Item& it, grpc::StatusCode code, const std::string& msg) {
-    it.promise.set_exception(std::make_exception_ptr(ServiceError(code, msg)));
+    fail_with(it, std::make_exception_ptr(ServiceError(code, msg)));
   }
 
   void work() {
@@ -226,10 +271,15 @@ class DynamicBatcher {
                                                            std::to_string(items.size()) + " requests");
     } catch (...) {
       const auto e = std::current_exception();
-      for (auto& it : items) it.promise.set_exception(e);
+      for (auto& it : items) fail_with(it, e);
       return;
     }
-    for (size_t i = 0; i < items.size(); ++i) items[i].promise.set_value(std::move(resps[i]));
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (items[i].done)
+        call_done(items[i], nullptr, &resps[i]);
+      else
+        items[i].promise.set_value(std::move(resps[i]));
+    }
   }
 
   BatcherOptions options_;

@@ -51,6 +51,7 @@
 #pragma once
 
 #include <grpcpp/server_context.h>
+#include <grpcpp/support/server_callback.h>
 #include <grpcpp/support/status.h>
 
 #include <atomic>
@@ -82,6 +83,7 @@ namespace mamba::serve {
 
 class MetricsHttpServer;
 struct HandledCalls;
+class Runtime;
 
 // One call, as a handler body sees it. Valid only during the body.
 class Call {
@@ -122,6 +124,38 @@ class Call {
   std::shared_ptr<std::atomic<bool>> cancel_flag_ = std::make_shared<std::atomic<bool>>(false);
 };
 
+// One call of a method registered with gRPC's callback API (Runtime::handle_async): the
+// call's reactor. The body hands the call to other threads (a batcher, a pool) and one of
+// them ends it with finish() or fail(), exactly once, from any thread; the object is
+// deleted by gRPC after that (do not touch it once it is finished). A second finish/fail
+// is ignored (and logged). Cancellation (the client's, or gRPC's at the deadline) sets
+// cancel_flag(); the call must still be finished.
+class AsyncCall final : public grpc::ServerUnaryReactor {
+ public:
+  using Clock = std::chrono::steady_clock;
+  grpc::CallbackServerContext& context() { return *ctx_; }
+  Clock::time_point deadline() const { return deadline_; }  // max() when the client set none
+  bool cancelled() const { return cancel_flag_->load(std::memory_order_relaxed); }
+  std::shared_ptr<const std::atomic<bool>> cancel_flag() const { return cancel_flag_; }
+  void finish() { finish(grpc::Status::OK); }
+  // The status Runtime::handle gives for this exception (ErrorDetail trailer included).
+  void fail(std::exception_ptr e);
+  void finish(const grpc::Status& status);
+
+ private:
+  friend class Runtime;
+  AsyncCall(Runtime& rt, grpc::CallbackServerContext* ctx, std::string_view full_method);
+  void OnCancel() override { cancel_flag_->store(true); }
+  void OnDone() override { delete this; }
+
+  Runtime& rt_;
+  grpc::CallbackServerContext* ctx_;
+  std::string full_method_;
+  Clock::time_point t0_, deadline_;
+  std::shared_ptr<std::atomic<bool>> cancel_flag_ = std::make_shared<std::atomic<bool>>(false);
+  std::atomic<bool> finished_{false};
+};
+
 class Runtime {
  public:
   // Reads the auth token file (throws mamba::Error naming it on failure). Does not bind.
@@ -140,8 +174,16 @@ class Runtime {
   // See the top of this file. `full_method` is "package.Service/Method"; its two halves
   // become the metrics labels. The body fills the response (or writes a stream).
   grpc::Status handle(grpc::ServerContext* ctx, std::string_view full_method, const std::function<void(Call&)>& body);
+  // The same for a method registered with the callback API (the generated
+  // WithCallbackMethod_X classes): checks the token and the deadline, then runs `body` on
+  // the calling gRPC thread, which must not block (hand slow work to other threads); the
+  // body or those threads end the call through AsyncCall (above). An exception thrown by
+  // the body itself ends the call with handle()'s status for it. Returns the reactor to
+  // give back to gRPC. The metrics and the guard are handle()'s.
+  grpc::ServerUnaryReactor* handle_async(grpc::CallbackServerContext* ctx, std::string_view full_method,
+                                         const std::function<void(AsyncCall&)>& body);
   // The token check alone (OK or UNAUTHENTICATED).
-  grpc::Status authorize(const grpc::ServerContext& ctx) const;
+  grpc::Status authorize(const grpc::ServerContextBase& ctx) const;
 
   // ---- health ----
   // grpc.health.v1 status of `service` (e.g. "mamba.forecasting.v1.ForecastingService").
@@ -175,6 +217,11 @@ class Runtime {
  private:
   void apply_health_locked();
   void lifecycle();
+  friend class AsyncCall;
+  // An exception as a status (a ServiceError's field goes into the ErrorDetail trailer).
+  grpc::Status status_of(std::exception_ptr e, grpc::ServerContextBase* ctx, std::string_view full_method);
+  // mamba_requests_total and mamba_request_duration_seconds of one call.
+  void record(std::string_view full_method, const grpc::Status& status, double seconds);
 
   ServerOptions options_;
   TokenAuthenticator auth_;

@@ -96,6 +96,7 @@ class UserStateCache {
   // Marks a committed write (call after the store's commit, before updating entries).
   void note_write();
   void erase(const std::string& user);
+  void clear();  // every entry (evictions are not counted)
   size_t size() const;
   size_t capacity() const { return capacity_; }
   uint64_t evictions() const;

@@ -1,0 +1,647 @@
+#include "mamba/recommendation/bf16_scoring.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+
+#include <omp.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define MAMBA_REC_AMX 1
+#endif
+
+namespace mamba::recommendation {
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// f32 -> bf16, round to nearest even (the value must be finite).
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+inline float from_bf16(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// A float at least x (x >= 0).
+inline float round_up(double x) {
+  const auto f = static_cast<float>(x);
+  return static_cast<double>(f) >= x ? f : std::nextafter(f, kInf);
+}
+
+inline bool better(const ScoredId& a, const ScoredId& b) {
+  return a.score > b.score || (a.score == b.score && a.id < b.id);
+}
+
+// A k-entry min-heap by better() (front = the worst kept).
+struct TopK {
+  size_t want = 0;
+  std::vector<ScoredId> heap;
+  float threshold() const {
+    if (want == 0) return kInf;
+    return heap.size() == want ? heap.front().score : -kInf;
+  }
+  void offer(const ScoredId& c) {
+    if (heap.size() == want) {
+      if (!better(c, heap.front())) return;
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = c;
+    } else {
+      heap.push_back(c);
+    }
+    std::push_heap(heap.begin(), heap.end(), better);
+  }
+};
+
+// The exclusion sets of a batch as sorted vectors (a binary search per candidate instead
+// of hashing; built once per batch).
+struct Exclusions {
+  std::vector<std::vector<int32_t>> ids;
+  explicit Exclusions(const std::vector<const std::unordered_set<int32_t>*>& sets) {
+    ids.reserve(sets.size());
+    for (const auto* s : sets) {
+      ids.emplace_back(s->begin(), s->end());
+      std::sort(ids.back().begin(), ids.back().end());
+    }
+  }
+  bool operator()(int64_t b, int32_t id) const {
+    const auto& v = ids[static_cast<size_t>(b)];
+    return !v.empty() && std::binary_search(v.begin(), v.end(), id);
+  }
+};
+
+constexpr int64_t kLanes = 16;      // requests per tile column group
+constexpr int64_t kTileItems = 16;  // items per tile (rows)
+constexpr int64_t kTileK = 32;      // bf16 dimensions per tile
+constexpr int64_t kSparseFraction = 16;  // as serving.cc: sparse filters take the gathered path
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+
+#ifdef MAMBA_REC_AMX
+struct alignas(64) TileConfig {
+  uint8_t palette = 0, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+bool amx_probe() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool tile = (d >> 24) & 1u, bf16 = (d >> 22) & 1u;
+  if (!tile || !bf16) return false;
+  // Linux: the tile data state must be requested once per process (ARCH_REQ_XCOMP_PERM,
+  // XFEATURE_XTILEDATA).
+  return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+
+__attribute__((target("amx-tile,amx-bf16"))) void tiles_begin() {
+  TileConfig cfg;
+  cfg.palette = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
+__attribute__((target("amx-tile"))) void tiles_end() { _tile_release(); }
+
+bool amx_int8_probe() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  if (!((d >> 24) & 1u) || !((d >> 25) & 1u)) return false;
+  return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+
+// int32 scores (nb, Bp) = int8 rows [j0, j0 + nb) (nb 16 or 32, dp = 64) times the request
+// tiles qv (G groups of 16 quads x 16 lanes x 4). Tiles: 0, 1 accumulators, 2, 3 the item
+// tiles, 6 the group's request tile.
+__attribute__((target("amx-tile,amx-int8"))) void score_tiles_int8(const int8_t* rows, int64_t nb, const int8_t* qv,
+                                                                  int64_t G, int32_t* scores) {
+  const int64_t Bp = G * kLanes;
+  if (nb == 2 * kTileItems) {
+    _tile_loadd(2, rows, 64);
+    _tile_loadd(3, rows + kTileItems * 64, 64);
+    for (int64_t g = 0; g < G; ++g) {
+      _tile_loadd(6, qv + g * 1024, 64);
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_dpbssd(0, 2, 6);
+      _tile_dpbssd(1, 3, 6);
+      _tile_stored(0, scores + g * kLanes, Bp * 4);
+      _tile_stored(1, scores + kTileItems * Bp + g * kLanes, Bp * 4);
+    }
+  } else {
+    _tile_loadd(2, rows, 64);
+    for (int64_t g = 0; g < G; ++g) {
+      _tile_loadd(6, qv + g * 1024, 64);
+      _tile_zero(0);
+      _tile_dpbssd(0, 2, 6);
+      _tile_stored(0, scores + g * kLanes, Bp * 4);
+    }
+  }
+}
+
+// scores (nb, Bp) = bf16 rows [j0, j0 + nb) (nb a multiple of 16) times the request tiles
+// qv (G groups x KT k-tiles of 16 pairs x 16 lanes x 2, the VNNI layout), f32.
+// Tiles: 0, 1 accumulators (two item tiles at once: two independent TDPBF16PS chains, the
+// instruction's latency is several times its throughput); 2-5 item tiles (two items tiles
+// x k-tiles 0, 1); 6, 7 the group's request tiles (loaded once when G = 1). dp <= 64 here
+// (KT <= 2); wider models take the one-chain loop below.
+__attribute__((target("amx-tile,amx-bf16"))) void score_tiles(const uint16_t* rows, int64_t dp, int64_t nb,
+                                                             const uint16_t* qv, int64_t G, float* scores) {
+  const int64_t KT = dp / kTileK, Bp = G * kLanes, stride = dp * 2;
+  int64_t t = 0;
+  if (KT <= 2) {
+    if (G == 1) {
+      _tile_loadd(6, qv, 64);
+      if (KT == 2) _tile_loadd(7, qv + 512, 64);
+    }
+    for (; t + 2 * kTileItems <= nb; t += 2 * kTileItems) {
+      const uint16_t* a = rows + t * dp;
+      const uint16_t* b = a + kTileItems * dp;
+      _tile_loadd(2, a, stride);
+      _tile_loadd(4, b, stride);
+      if (KT == 2) {
+        _tile_loadd(3, a + kTileK, stride);
+        _tile_loadd(5, b + kTileK, stride);
+      }
+      for (int64_t g = 0; g < G; ++g) {
+        if (G > 1) {
+          _tile_loadd(6, qv + g * KT * 512, 64);
+          if (KT == 2) _tile_loadd(7, qv + (g * KT + 1) * 512, 64);
+        }
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_dpbf16ps(0, 2, 6);
+        _tile_dpbf16ps(1, 4, 6);
+        if (KT == 2) {
+          _tile_dpbf16ps(0, 3, 7);
+          _tile_dpbf16ps(1, 5, 7);
+        }
+        _tile_stored(0, scores + t * Bp + g * kLanes, Bp * 4);
+        _tile_stored(1, scores + (t + kTileItems) * Bp + g * kLanes, Bp * 4);
+      }
+    }
+  }
+  for (; t < nb; t += kTileItems) {
+    const uint16_t* a = rows + t * dp;
+    for (int64_t g = 0; g < G; ++g) {
+      _tile_zero(0);
+      for (int64_t kt = 0; kt < KT; ++kt) {
+        _tile_loadd(2, a + kt * kTileK, stride);
+        _tile_loadd(6, qv + (g * KT + kt) * 512, 64);
+        _tile_dpbf16ps(0, 2, 6);
+      }
+      _tile_stored(0, scores + t * Bp + g * kLanes, Bp * 4);
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+bool amx_bf16_available() {
+#ifdef MAMBA_REC_AMX
+  static const bool ok = amx_probe();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+std::shared_ptr<const Bf16ItemTable> make_bf16_item_table(const Mamba4Rec& net) {
+  if (!amx_bf16_available()) return nullptr;
+  const int64_t N = net.config().num_items, D = net.config().d_model;
+  auto t = std::make_shared<Bf16ItemTable>();
+  t->num_items = N;
+  t->d = D;
+  t->dp = (D + kTileK - 1) / kTileK * kTileK;
+  t->np = (N + kTileItems - 1) / kTileItems * kTileItems;
+  t->rows.assign(static_cast<size_t>(t->np * t->dp), 0);
+  t->norms.resize(static_cast<size_t>(N));
+  const float* items = net.item_table().data<float>() + D;  // rows 1..N (contiguous)
+  float max_norm = 0;
+  for (int64_t j = 0; j < N; ++j) {
+    double s = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const float x = items[j * D + d];
+      if (!std::isfinite(x)) return nullptr;
+      const uint16_t h = to_bf16(x);
+      if (!std::isfinite(from_bf16(h))) return nullptr;  // beyond bf16's range
+      t->rows[static_cast<size_t>(j * t->dp + d)] = h;
+      s += static_cast<double>(x) * x;
+    }
+    t->norms[static_cast<size_t>(j)] = round_up(std::sqrt(s));
+    max_norm = std::max(max_norm, t->norms[static_cast<size_t>(j)]);
+  }
+  t->max_norm = max_norm;
+  return t;
+}
+
+std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, const Bf16ItemTable& table,
+                                                          const std::vector<Tensor>& hidden,
+                                                          const std::vector<int64_t>& k,
+                                                          const std::vector<const std::unordered_set<int32_t>*>& exclude,
+                                                          const std::vector<const AllowSet*>& allow,
+                                                          int64_t* rescored) {
+  const int64_t B = static_cast<int64_t>(hidden.size()), D = net.config().d_model, N = net.config().num_items;
+  if (rescored) *rescored = 0;
+  if (k.size() != hidden.size() || exclude.size() != hidden.size())
+    fail("top_k_items_batch", "hidden, k and exclude must have one entry per request");
+  if (!allow.empty() && allow.size() != hidden.size())
+    fail("top_k_items_batch", "allow must be empty or have one entry per request");
+  if (table.num_items != N || table.d != D) fail("top_k_items_batch_bf16", "the bf16 table is not this model's");
+  bool fallback = !amx_bf16_available() || B == 0;
+  for (size_t b = 0; b < allow.size() && !fallback; ++b)
+    fallback = allow[b] && allow[b]->count * kSparseFraction <= N;
+  // The representations (f32) and their norms.
+  std::vector<float> h(static_cast<size_t>(B * D));
+  std::vector<float> qn(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B && !fallback; ++b) {
+    if (hidden[static_cast<size_t>(b)].numel() != D)
+      fail("top_k_items_batch", "hidden " + shape_str(hidden[static_cast<size_t>(b)].shape()) + " is not (d_model)");
+    const Tensor c = hidden[static_cast<size_t>(b)].contiguous();
+    double s = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const float x = c.data<float>()[d];
+      if (!std::isfinite(x) || !std::isfinite(from_bf16(to_bf16(x)))) fallback = true;
+      h[static_cast<size_t>(b * D + d)] = x;
+      s += static_cast<double>(x) * x;
+    }
+    qn[static_cast<size_t>(b)] = round_up(std::sqrt(s));
+  }
+  if (fallback) return top_k_items_batch(net, hidden, k, exclude, allow);
+#ifndef MAMBA_REC_AMX
+  return top_k_items_batch(net, hidden, k, exclude, allow);
+#else
+  const int64_t dp = table.dp, KT = dp / kTileK;
+  const int64_t G = (B + kLanes - 1) / kLanes, Bp = G * kLanes;
+  // The requests in VNNI pairs: qv[g][kt][p][n][2] = q_{16g+n}[kt*32 + 2p + {0,1}].
+  std::vector<uint16_t> qv(static_cast<size_t>(G * KT * 512), 0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t d = 0; d < D; ++d) {
+      const int64_t g = b / kLanes, n = b % kLanes, kt = d / kTileK, p = (d % kTileK) / 2, o = d % 2;
+      qv[static_cast<size_t>(((g * KT + kt) * 16 + p) * 32 + n * 2 + o)] = to_bf16(h[static_cast<size_t>(b * D + d)]);
+    }
+  // The bound err_j = cq_b |e_j| + ab_b (see the header).
+  const double u = 1.0 / 256, g32 = static_cast<double>(dp) * 0x1p-24 / (1 - static_cast<double>(dp) * 0x1p-24);
+  const double c = 1.01 * ((2 * u + u * u) + g32 * ((1 + u) * (1 + u) + 1));
+  std::vector<float> cq(static_cast<size_t>(Bp), 0.f), ab(static_cast<size_t>(Bp), 0.f);
+  for (int64_t b = 0; b < B; ++b) {
+    cq[static_cast<size_t>(b)] = round_up(c * qn[static_cast<size_t>(b)]);
+    ab[static_cast<size_t>(b)] = round_up(0x1p-120 * (std::sqrt(static_cast<double>(dp)) *
+                                                           (qn[static_cast<size_t>(b)] + table.max_norm) + 2.0 * dp));
+  }
+  const uint16_t* rows = table.rows.data();
+  const float* norms = table.norms.data();
+  const Exclusions excluded(exclude);
+  // Items go in steps of 32 (two tiles): their scores stay in L1 between the tile stores
+  // and the candidate test. Each thread takes a contiguous range of steps.
+  constexpr int64_t kStep = 2 * kTileItems;
+  const int64_t steps = (N + kStep - 1) / kStep;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), steps / 64 + 1)));
+  struct Part {
+    std::vector<TopK> lower;                       // per request: the k largest lower bounds
+    std::vector<std::vector<ScoredId>> cand;       // per request: (id, upper bound)
+  };
+  std::vector<Part> parts(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    Part& mine = parts[static_cast<size_t>(t)];
+    mine.lower.resize(static_cast<size_t>(B));
+    mine.cand.resize(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      mine.lower[static_cast<size_t>(b)].want =
+          static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[static_cast<size_t>(b)], N)));
+      mine.lower[static_cast<size_t>(b)].heap.reserve(mine.lower[static_cast<size_t>(b)].want);
+    }
+    alignas(64) float sc_buf[kStep * 4 * kLanes];  // G <= 4 (B <= 64) in place; more on the heap
+    std::vector<float> sc_heap(G > 4 ? static_cast<size_t>(kStep * Bp) : 0);
+    float* const scores = G > 4 ? sc_heap.data() : sc_buf;
+    std::vector<float> thr(static_cast<size_t>(Bp), kInf);  // padding lanes never pass
+    for (int64_t b = 0; b < B; ++b) thr[static_cast<size_t>(b)] = mine.lower[static_cast<size_t>(b)].threshold();
+    tiles_begin();
+    const int64_t nt = omp_get_num_threads();
+    const int64_t lo = steps * t / nt, hi = steps * (t + 1) / nt;
+    for (int64_t st = lo; st < hi; ++st) {
+      const int64_t j0 = st * kStep, nb = std::min(kStep, N - j0);
+      const int64_t nbp = (nb + kTileItems - 1) / kTileItems * kTileItems;  // rows to np are zero
+      score_tiles(rows + j0 * dp, dp, nbp, qv.data(), G, scores);
+      for (int64_t c0 = 0; c0 < nb; c0 += kLanes) {
+        const int64_t c1 = std::min(nb, c0 + kLanes);
+        bool hit = false;
+        for (int64_t g = 0; g < G && !hit; ++g) {
+          Lanes mx, sv, cv, av, tv;
+          for (int64_t i = 0; i < kLanes; ++i) mx[i] = -kInf;
+          __builtin_memcpy(&cv, cq.data() + g * kLanes, sizeof cv);
+          __builtin_memcpy(&av, ab.data() + g * kLanes, sizeof av);
+          for (int64_t j = c0; j < c1; ++j) {
+            __builtin_memcpy(&sv, scores + j * Bp + g * kLanes, sizeof sv);
+            const Lanes ub = sv + cv * norms[j0 + j] + av;
+            mx = ub > mx ? ub : mx;
+          }
+          __builtin_memcpy(&tv, thr.data() + g * kLanes, sizeof tv);
+          const auto pass = mx >= tv;
+          for (int64_t i = 0; i < kLanes; ++i) hit |= pass[i] != 0;
+        }
+        if (!hit) continue;
+        for (int64_t j = c0; j < c1; ++j) {
+          const float* s = scores + j * Bp;
+          const float en = norms[j0 + j];
+          const auto id = static_cast<int32_t>(j0 + j + 1);
+          for (int64_t b = 0; b < B; ++b) {
+            const float err = cq[static_cast<size_t>(b)] * en + ab[static_cast<size_t>(b)];
+            const float ub = s[b] + err;
+            if (!(ub >= thr[static_cast<size_t>(b)])) continue;
+            if (excluded(b, id)) continue;
+            if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
+            TopK& low = mine.lower[static_cast<size_t>(b)];
+            low.offer({id, s[b] - err});
+            mine.cand[static_cast<size_t>(b)].push_back({id, ub});
+            thr[static_cast<size_t>(b)] = low.threshold();
+          }
+        }
+      }
+    }
+    tiles_end();
+  }
+  // Per request: the final threshold over every thread's lower bounds, then the exact f32
+  // scores of the candidates that reach it (the f32 pass's arithmetic: products summed in
+  // d order).
+  const float* items = net.item_table().data<float>() + D;
+  std::vector<std::vector<ScoredId>> all(static_cast<size_t>(B));
+  int64_t total = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    TopK low;
+    low.want = static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[static_cast<size_t>(b)], N)));
+    for (const Part& p : parts)
+      for (const ScoredId& x : p.lower[static_cast<size_t>(b)].heap) low.offer(x);
+    const float tau = low.threshold();
+    TopK top;
+    top.want = low.want;
+    const float* q = h.data() + b * D;
+    for (const Part& p : parts)
+      for (const ScoredId& x : p.cand[static_cast<size_t>(b)]) {
+        if (!(x.score >= tau)) continue;
+        const float* e = items + static_cast<int64_t>(x.id - 1) * D;
+        float acc = 0.f;
+        for (int64_t d = 0; d < D; ++d) acc = std::fma(e[d], q[d], acc);  // as the f32 pass (contracted)
+        ++total;
+        top.offer({x.id, acc});
+      }
+    std::sort_heap(top.heap.begin(), top.heap.end(), better);
+    all[static_cast<size_t>(b)] = std::move(top.heap);
+  }
+  if (rescored) *rescored = total;
+  return all;
+#endif
+}
+
+bool amx_int8_available() {
+#ifdef MAMBA_REC_AMX
+  static const bool ok = amx_int8_probe();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+// Symmetric int8 of x[0..D) with scale s = max|x| / 127 (1 for a zero vector); returns s.
+float quantise(const float* x, int64_t D, int8_t* out, double* l1) {
+  double mx = 0;
+  for (int64_t d = 0; d < D; ++d) mx = std::max(mx, std::fabs(static_cast<double>(x[d])));
+  const double scale = mx > 0 ? mx / 127.0 : 1.0;
+  const auto s = static_cast<float>(scale);
+  double sum = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    const double v = std::nearbyint(static_cast<double>(x[d]) / static_cast<double>(s));
+    const auto q = static_cast<int8_t>(std::clamp(v, -127.0, 127.0));
+    out[d] = q;
+    sum += std::fabs(static_cast<double>(q));
+  }
+  *l1 = sum;
+  return s;
+}
+
+}  // namespace
+
+std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net) {
+  if (!amx_int8_available()) return nullptr;
+  const int64_t N = net.config().num_items, D = net.config().d_model;
+  if (D > 64) return nullptr;  // one k-tile (the kernel above)
+  auto t = std::make_shared<Int8ItemTable>();
+  t->num_items = N;
+  t->d = D;
+  t->dp = 64;
+  t->np = (N + kTileItems - 1) / kTileItems * kTileItems;
+  t->rows.assign(static_cast<size_t>(t->np * t->dp), 0);
+  t->meta.resize(static_cast<size_t>(2 * N));
+  const float* items = net.item_table().data<float>() + D;
+  float max_norm = 0;
+  for (int64_t j = 0; j < N; ++j) {
+    double n2 = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const float x = items[j * D + d];
+      if (!std::isfinite(x)) return nullptr;
+      n2 += static_cast<double>(x) * x;
+    }
+    double l1 = 0;
+    const float s = quantise(items + j * D, D, t->rows.data() + j * t->dp, &l1);
+    // The quantisation must be within half a step of every value (it is, unless a value
+    // is so small that x / s underflows: then keep the f32 path).
+    for (int64_t d = 0; d < D; ++d)
+      if (std::fabs(static_cast<double>(items[j * D + d]) - static_cast<double>(s) * t->rows[static_cast<size_t>(j * t->dp + d)]) >
+          0.5000001 * static_cast<double>(s))
+        return nullptr;
+    t->meta[static_cast<size_t>(2 * j)] = s;
+    t->meta[static_cast<size_t>(2 * j + 1)] = round_up(0.5 * static_cast<double>(s) * l1);
+    max_norm = std::max(max_norm, round_up(std::sqrt(n2)));
+  }
+  t->max_norm = max_norm;
+  return t;
+}
+
+std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, const Int8ItemTable& table,
+                                                          const std::vector<Tensor>& hidden,
+                                                          const std::vector<int64_t>& k,
+                                                          const std::vector<const std::unordered_set<int32_t>*>& exclude,
+                                                          const std::vector<const AllowSet*>& allow,
+                                                          int64_t* rescored) {
+  const int64_t B = static_cast<int64_t>(hidden.size()), D = net.config().d_model, N = net.config().num_items;
+  if (rescored) *rescored = 0;
+  if (k.size() != hidden.size() || exclude.size() != hidden.size())
+    fail("top_k_items_batch", "hidden, k and exclude must have one entry per request");
+  if (!allow.empty() && allow.size() != hidden.size())
+    fail("top_k_items_batch", "allow must be empty or have one entry per request");
+  if (table.num_items != N || table.d != D) fail("top_k_items_batch_int8", "the int8 table is not this model's");
+  bool fallback = !amx_int8_available() || B == 0;
+  for (size_t b = 0; b < allow.size() && !fallback; ++b)
+    fallback = allow[b] && allow[b]->count * kSparseFraction <= N;
+  const int64_t G = (B + kLanes - 1) / kLanes, Bp = G * kLanes;
+  std::vector<float> h(static_cast<size_t>(B * D));
+  // Per lane: t_b, h_b = 0.5 |q^_b|_1 + 0.25 D, and the absolute part g |q_b| max|e| + 2^-100.
+  std::vector<float> tq(static_cast<size_t>(Bp), 0.f), hq(static_cast<size_t>(Bp), 0.f), aq(static_cast<size_t>(Bp), 0.f);
+  std::vector<int8_t> qv(static_cast<size_t>(G * 1024), 0);  // qv[g][r][n][4] = q^_{16g+n}[4r + i]
+  const double g32 = static_cast<double>(D) * 0x1p-24 / (1 - static_cast<double>(D) * 0x1p-24);
+  std::vector<int8_t> qb(64);
+  for (int64_t b = 0; b < B && !fallback; ++b) {
+    if (hidden[static_cast<size_t>(b)].numel() != D)
+      fail("top_k_items_batch", "hidden " + shape_str(hidden[static_cast<size_t>(b)].shape()) + " is not (d_model)");
+    const Tensor c = hidden[static_cast<size_t>(b)].contiguous();
+    double n2 = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const float x = c.data<float>()[d];
+      if (!std::isfinite(x)) fallback = true;
+      h[static_cast<size_t>(b * D + d)] = x;
+      n2 += static_cast<double>(x) * x;
+    }
+    if (fallback) break;
+    double l1 = 0;
+    std::fill(qb.begin(), qb.end(), int8_t{0});
+    const float t = quantise(c.data<float>(), D, qb.data(), &l1);
+    for (int64_t d = 0; d < D; ++d)
+      if (std::fabs(static_cast<double>(c.data<float>()[d]) - static_cast<double>(t) * qb[static_cast<size_t>(d)]) >
+          0.5000001 * static_cast<double>(t))
+        fallback = true;
+    const int64_t g = b / kLanes, n = b % kLanes;
+    for (int64_t d = 0; d < 64; ++d) qv[static_cast<size_t>(g * 1024 + (d / 4) * 64 + n * 4 + d % 4)] = qb[static_cast<size_t>(d)];
+    tq[static_cast<size_t>(b)] = t;
+    hq[static_cast<size_t>(b)] = round_up(1.0001 * (0.5 * l1 + 0.25 * static_cast<double>(D)));
+    aq[static_cast<size_t>(b)] =
+        round_up(1.01 * g32 * std::sqrt(n2) * static_cast<double>(table.max_norm) + 0x1p-100);
+  }
+  if (fallback) return top_k_items_batch(net, hidden, k, exclude, allow);
+#ifndef MAMBA_REC_AMX
+  return top_k_items_batch(net, hidden, k, exclude, allow);
+#else
+  constexpr float kSlack = 1.0001f;  // the float arithmetic of the bound itself
+  // The chunk test computes the same bound sv + err regrouped: t (s_j I + s_j h' + w'_j) + a
+  // with h' = h kSlack per lane and w'_j = w_j kSlack (the slack only on the error terms).
+  std::vector<float> hqs(static_cast<size_t>(Bp), 0.f);
+  for (int64_t b = 0; b < B; ++b) hqs[static_cast<size_t>(b)] = round_up(static_cast<double>(hq[static_cast<size_t>(b)]) * kSlack);
+  const Exclusions excluded(exclude);
+  const int8_t* rows = table.rows.data();
+  const float* meta = table.meta.data();
+  constexpr int64_t kStep = 2 * kTileItems;
+  const int64_t steps = (N + kStep - 1) / kStep;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), steps / 64 + 1)));
+  struct Part {
+    std::vector<TopK> lower;
+    std::vector<std::vector<ScoredId>> cand;
+  };
+  std::vector<Part> parts(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    Part& mine = parts[static_cast<size_t>(t)];
+    mine.lower.resize(static_cast<size_t>(B));
+    mine.cand.resize(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      mine.lower[static_cast<size_t>(b)].want =
+          static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[static_cast<size_t>(b)], N)));
+      mine.lower[static_cast<size_t>(b)].heap.reserve(mine.lower[static_cast<size_t>(b)].want);
+    }
+    std::vector<int32_t> iscores(static_cast<size_t>(kStep * Bp));
+    typedef int32_t ILanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
+    std::vector<float> thr(static_cast<size_t>(Bp), kInf);
+    for (int64_t b = 0; b < B; ++b) thr[static_cast<size_t>(b)] = mine.lower[static_cast<size_t>(b)].threshold();
+    tiles_begin();
+    const int64_t nt = omp_get_num_threads();
+    const int64_t lo = steps * t / nt, hi = steps * (t + 1) / nt;
+    for (int64_t st = lo; st < hi; ++st) {
+      const int64_t j0 = st * kStep, nb = std::min(kStep, N - j0);
+      const int64_t nbp = nb > kTileItems ? kStep : kTileItems;  // rows to np are zero
+      score_tiles_int8(rows + j0 * 64, nbp, qv.data(), G, iscores.data());
+      // The chunk test: per lane the upper bound t (s_j I + s_j h' + w'_j) + a, its maximum
+      // over the chunk's items against the thresholds; a chunk that passes is looked at item
+      // by item.
+      for (int64_t c0 = 0; c0 < nb; c0 += kLanes) {
+        const int64_t c1 = std::min(nb, c0 + kLanes);
+        bool hit = false;
+        for (int64_t g = 0; g < G && !hit; ++g) {
+          Lanes tv, hv, av, mx, thv;
+          __builtin_memcpy(&tv, tq.data() + g * kLanes, sizeof tv);
+          __builtin_memcpy(&hv, hqs.data() + g * kLanes, sizeof hv);
+          __builtin_memcpy(&av, aq.data() + g * kLanes, sizeof av);
+          for (int64_t i = 0; i < kLanes; ++i) mx[i] = -kInf;
+          for (int64_t j = c0; j < c1; ++j) {
+            ILanes iv;
+            __builtin_memcpy(&iv, iscores.data() + j * Bp + g * kLanes, sizeof iv);
+            const float sj = meta[2 * (j0 + j)], wj = meta[2 * (j0 + j) + 1] * kSlack;
+            const Lanes x = __builtin_convertvector(iv, Lanes) * sj + (hv * sj + wj);
+            const Lanes ub = x * tv + av;
+            mx = ub > mx ? ub : mx;
+          }
+          __builtin_memcpy(&thv, thr.data() + g * kLanes, sizeof thv);
+          const auto pass = mx >= thv;
+          for (int64_t i = 0; i < kLanes; ++i) hit |= pass[i] != 0;
+        }
+        if (!hit) continue;
+        for (int64_t j = c0; j < c1; ++j) {
+          const auto id = static_cast<int32_t>(j0 + j + 1);
+          const float sj = meta[2 * (j0 + j)], wj = meta[2 * (j0 + j) + 1];
+          for (int64_t b = 0; b < B; ++b) {
+            const auto I = static_cast<float>(iscores[static_cast<size_t>(j * Bp + b)]);
+            const float ts = tq[static_cast<size_t>(b)] * sj;
+            const float sv = I * ts;
+            const float err = (ts * hq[static_cast<size_t>(b)] + tq[static_cast<size_t>(b)] * wj) * kSlack +
+                              aq[static_cast<size_t>(b)];
+            if (!(sv + err >= thr[static_cast<size_t>(b)])) continue;
+            if (excluded(b, id)) continue;
+            if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
+            TopK& low = mine.lower[static_cast<size_t>(b)];
+            low.offer({id, sv - err});
+            mine.cand[static_cast<size_t>(b)].push_back({id, sv + err});
+            thr[static_cast<size_t>(b)] = low.threshold();
+          }
+        }
+      }
+    }
+    tiles_end();
+  }
+  const float* items = net.item_table().data<float>() + D;
+  std::vector<std::vector<ScoredId>> all(static_cast<size_t>(B));
+  int64_t total = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    TopK low;
+    low.want = static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[static_cast<size_t>(b)], N)));
+    for (const Part& p : parts)
+      for (const ScoredId& x : p.lower[static_cast<size_t>(b)].heap) low.offer(x);
+    const float tau = low.threshold();
+    TopK top;
+    top.want = low.want;
+    const float* q = h.data() + b * D;
+    for (const Part& p : parts)
+      for (const ScoredId& x : p.cand[static_cast<size_t>(b)]) {
+        if (!(x.score >= tau)) continue;
+        const float* e = items + static_cast<int64_t>(x.id - 1) * D;
+        float acc = 0.f;
+        for (int64_t d = 0; d < D; ++d) acc = std::fma(e[d], q[d], acc);  // as the f32 pass (contracted)
+        ++total;
+        top.offer({x.id, acc});
+      }
+    std::sort_heap(top.heap.begin(), top.heap.end(), better);
+    all[static_cast<size_t>(b)] = std::move(top.heap);
+  }
+  if (rescored) *rescored = total;
+  return all;
+#endif
+}
+
+}  // namespace mamba::recommendation
