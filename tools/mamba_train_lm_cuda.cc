@@ -3,7 +3,7 @@
 //
 //   mamba-train-lm-cuda [--layers 24 --d-model 768 --seq-len 2048 --batch 8 --steps 30
 //                        --dtype bf16|f32 --vocab 50277 --seed 1 --lr 1e-3 --warmup 5
-//                        --log-every 5 --untied]
+//                        --log-every 5 --profile 0 --untied]
 //   mamba-train-lm-cuda --check [--dtype f32|bf16|both] [--steps 20]
 //
 // Data: next = perm[current] with probability 0.85, else uniform (a fixed random permutation),
@@ -34,7 +34,7 @@ namespace {
 
 struct Options {
   int64_t layers = 24, d_model = 768, seq_len = 2048, batch = 8, steps = 30, vocab = 50277, warmup = 5,
-          log_every = 5;
+          log_every = 5, profile = 0;
   std::string dtype = "bf16";
   uint64_t seed = 1;
   double lr = 1e-3;
@@ -71,6 +71,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--seed") o.seed = static_cast<uint64_t>(int_arg(a, val(), 0, 1LL << 62));
     else if (a == "--warmup") o.warmup = int_arg(a, val(), 0, 1000000);
     else if (a == "--log-every") o.log_every = int_arg(a, val(), 1, 1000000);
+    else if (a == "--profile") o.profile = int_arg(a, val(), 0, 1000);
     else if (a == "--lr") {
       const char* v = val();
       char* end = nullptr;
@@ -83,7 +84,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--untied") o.untied = true;
     else if (a == "--help" || a == "-h") {
       std::printf("usage: mamba-train-lm-cuda [--layers N --d-model N --seq-len N --batch N --steps N --dtype bf16|f32 "
-                  "--vocab N --seed N --lr X --warmup N --log-every N --untied] | --check [--dtype f32|bf16|both]\n");
+                  "--vocab N --seed N --lr X --warmup N --log-every N --profile N --untied] | --check [--dtype f32|bf16|both]\n");
       std::exit(0);
     } else usage("unknown option '" + a + "' (--help lists them)");
   }
@@ -233,6 +234,31 @@ int run_train(const Options& o) {
   std::printf("cudaMalloc calls: %llu after warm-up, %llu at the end (steady state allocates nothing new when equal)\n",
               static_cast<unsigned long long>(mallocs_after_warmup),
               static_cast<unsigned long long>(st.cuda_malloc_calls));
+  if (o.profile > 0) {
+    // Phase table: CUDA events at every phase end (summed over the layers), averaged over
+    // --profile extra steps after the timed ones.
+    tr.set_profile(true);
+    std::vector<std::pair<std::string, double>> acc;
+    for (int64_t s = 0; s < o.profile; ++s) {
+      const auto& [ids, tg] = data[static_cast<size_t>(s % distinct)];
+      tr.step(ids, tg, o.lr);
+      for (const auto& [name, ms] : tr.profile_ms()) {
+        auto it = std::find_if(acc.begin(), acc.end(), [&](const auto& x) { return x.first == name; });
+        if (it == acc.end()) acc.emplace_back(name, ms);
+        else it->second += ms;
+      }
+    }
+    tr.set_profile(false);
+    double total = 0;
+    for (const auto& x : acc) total += x.second;
+    total /= static_cast<double>(o.profile);
+    std::printf("\nphases (CUDA events, mean of %lld steps; profiled step %.2f ms vs median %.2f ms unprofiled)\n",
+                static_cast<long long>(o.profile), total, med);
+    std::printf("| phase | ms / step | %% of step |\n|---|---:|---:|\n");
+    for (const auto& [name, ms] : acc)
+      std::printf("| %s | %.3f | %.1f |\n", name.c_str(), ms / static_cast<double>(o.profile),
+                  100.0 * ms / static_cast<double>(o.profile) / total);
+  }
   return 0;
 }
 
