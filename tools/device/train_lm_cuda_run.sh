@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Device round of the GPU trainer (staged by tools/device/train_lm_cuda_stage.sh):
+#   cd SNAPSHOT && OUT=<dir> bash run.sh
+# 1. correctness: mamba-train-lm-cuda --check --dtype both (default layout, then
+#    MAMBA_GT_LAYOUT=transpose) and the GoogleTest binary test_cuda_train;
+# 2. timings, 24 layers d_model 768 vocab 50277 length 2048: after (this branch) and before
+#    (main), bf16 batch 8 / 4 / 16 and f32 batch 4, 25 steps (median of the 20 after 5 warm-up);
+#    the after runs at batch 8 print the phase table (--profile 3).
+# Every command has its own timeout and the whole stays under ~105 s; logs go to $OUT.
+set -u
+OUT="${OUT:-out}"; mkdir -p "$OUT"
+T0=$(date +%s)
+left() { echo $(( 105 - ($(date +%s) - T0) )); }
+W=$(mktemp -d)
+tar -C "$W" -xJf bins.tar.xz || { echo "extract failed"; exit 4; }
+export LD_LIBRARY_PATH="$W/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+echo "after commit $(cat "$W/COMMIT"), before commit $(cat "$W/BEFORE_COMMIT")"
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader || true
+A="$W/after/mamba-train-lm-cuda"; B="$W/before/mamba-train-lm-cuda"
+rc=0
+run() {  # name, timeout, command...
+  local name="$1" t="$2"; shift 2
+  local l; l=$(left)
+  if [ "$l" -lt 8 ]; then echo "== $name SKIPPED (time budget)"; return; fi
+  [ "$t" -gt "$l" ] && t=$l
+  local s; s=$(date +%s)
+  timeout -k 2 "$t" "$@" > "$OUT/$name.log" 2>&1
+  local r=$?
+  echo "== $name rc=$r ($(( $(date +%s) - s )) s)"
+  [ "$r" = 0 ] || { rc=1; tail -4 "$OUT/$name.log"; }
+}
+run check_direct 25 "$A" --check --dtype both
+grep -E "^check|AdamW steps|^ok|^FAIL|FAIL$|train-check" "$OUT/check_direct.log"
+run check_transpose 25 env MAMBA_GT_LAYOUT=transpose "$A" --check --dtype both
+grep -E "^check|AdamW steps|FAIL|train-check" "$OUT/check_transpose.log"
+run gtest 30 "$W/after/test_cuda_train"
+grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure" "$OUT/gtest.log" | head -12
+SHAPE="--layers 24 --d-model 768 --seq-len 2048 --vocab 50277 --steps 25 --warmup 5 --log-every 25"
+bench() {  # name, environment assignment, binary, extra args...
+  local name="$1" envs="$2" bin="$3"; shift 3
+  run "$name" 20 env $envs "$bin" $SHAPE "$@"
+  grep -E "^\| 24 |^median|cudaMalloc" "$OUT/$name.log"
+  sed -n '/^phases/,$p' "$OUT/$name.log"
+}
+D=MAMBA_GT_LAYOUT=direct
+bench after_bf16_b8 $D "$A" --batch 8 --dtype bf16 --profile 3
+bench before_bf16_b8 $D "$B" --batch 8 --dtype bf16
+bench after_bf16_b8_transpose MAMBA_GT_LAYOUT=transpose "$A" --batch 8 --dtype bf16 --profile 3
+bench after_bf16_b4 $D "$A" --batch 4 --dtype bf16
+bench after_bf16_b16 $D "$A" --batch 16 --dtype bf16
+bench after_f32_b4 $D "$A" --batch 4 --dtype f32
+bench before_bf16_b4 $D "$B" --batch 4 --dtype bf16
+bench before_bf16_b16 $D "$B" --batch 16 --dtype bf16
+bench before_f32_b4 $D "$B" --batch 4 --dtype f32
+rm -rf "$W"
+echo "run.sh: total $(( $(date +%s) - T0 )) s, rc=$rc"
+exit $rc
