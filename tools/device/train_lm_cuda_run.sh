@@ -52,6 +52,10 @@ bench after_f32_b4 $D "$A" --batch 4 --dtype f32
 bench before_bf16_b4 $D "$B" --batch 4 --dtype bf16
 bench before_bf16_b16 $D "$B" --batch 16 --dtype bf16
 bench before_f32_b4 $D "$B" --batch 4 --dtype f32
+# Scan backward variants at this shape (b x d_inner = 12288 channels: fewer than the kernel
+# tests' 24576, so more lanes per channel may pay); the phase table gives "bwd scan".
+bench after_bf16_b8_scanbwd_v3s4 "MAMBA_SCAN_BWD_VERSION=3 MAMBA_SCAN_BWD_SPLIT=4" "$A" --batch 8 --dtype bf16 --profile 2
+bench after_bf16_b8_scanbwd_v3s2 "MAMBA_SCAN_BWD_VERSION=3 MAMBA_SCAN_BWD_SPLIT=2" "$A" --batch 8 --dtype bf16 --profile 2
 rm -rf "$W"
 echo "run.sh: total $(( $(date +%s) - T0 )) s, rc=$rc"
 exit $rc
