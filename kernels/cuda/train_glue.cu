@@ -15,6 +15,8 @@
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/train_glue_cuda.h"
 
+#include "device_common.cuh"
+
 namespace mamba::kernels::cuda {
 namespace {
 
@@ -237,6 +239,77 @@ void gt_mul_cuda(int64_t n, const float* a, const float* b, float* y, cudaStream
   mul_kernel<<<blocks(n), 256, 0, stream>>>(n, a, b, y);
   MAMBA_CUDA_CHECK_LAUNCH("gt_mul_cuda");
 }
+
+// ---- conv1d + SiLU forward into the (b, c, l) layout ------------------------------------------
+namespace {
+constexpr int kCvT = 64, kCvC = 32;  // a block's tile: 64 steps x 32 channels
+// One block per (64 steps, 32 channels, batch): the tile's inputs plus K - 1 halo steps are
+// loaded along c (coalesced) into shared memory, each output is computed in the order of
+// causal_conv1d_fwd_cuda (bias, then w[k] x[t - (K - 1) + k] for k = 0..K-1, SiLU) and the
+// tile is written along t (coalesced) into out[b][c][t].
+template <class T, int K>
+__global__ void __launch_bounds__(256) conv_silu_bcl_kernel(int64_t l, int64_t C, const T* x, int64_t x_sb,
+                                                            int64_t x_st, const float* w, const float* bias, T* out) {
+  __shared__ float xs[kCvT + 3][kCvC];
+  __shared__ float ys[kCvC][kCvT + 1];
+  const int64_t b = blockIdx.z, t0 = int64_t(blockIdx.y) * kCvT, c0 = int64_t(blockIdx.x) * kCvC;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t c = c0 + tx;
+  for (int i = ty; i < kCvT + K - 1; i += 8) {
+    const int64_t t = t0 - (K - 1) + i;
+    xs[i][tx] = (c < C && t >= 0 && t < l) ? dev::to_f32(x[b * x_sb + t * x_st + c]) : 0.f;
+  }
+  __syncthreads();
+  if (c < C) {
+    float wk[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) wk[k] = w[c * K + k];
+    const float bs = bias ? bias[c] : 0.f;
+    for (int j = ty; j < kCvT; j += 8) {
+      float acc = bs;
+#pragma unroll
+      for (int k = 0; k < K; ++k) acc += wk[k] * xs[j + k][tx];
+      ys[tx][j] = dev::silu(acc);
+    }
+  }
+  __syncthreads();
+  for (int i = ty; i < kCvC; i += 8) {
+    const int64_t cc = c0 + i;
+    if (cc >= C) break;
+    for (int j = tx; j < kCvT; j += 32) {
+      const int64_t t = t0 + j;
+      if (t < l) out[(b * C + cc) * l + t] = dev::from_f32<T>(ys[i][j]);
+    }
+  }
+}
+}  // namespace
+
+template <class T>
+void gt_conv1d_silu_fwd_bcl_cuda(int64_t batch, int64_t seqlen, int64_t channels, int64_t width, const T* x,
+                                 int64_t x_sb, int64_t x_st, const float* weight, const float* bias, T* out,
+                                 cudaStream_t stream) {
+  const char* op = "gt_conv1d_silu_fwd_bcl_cuda";
+  require(width >= 1 && width <= 4, op, "width must be in [1, 4], got " + std::to_string(width));
+  require(batch >= 0 && seqlen >= 0 && channels >= 0, op, "negative size");
+  if (batch == 0 || seqlen == 0 || channels == 0) return;
+  require(batch <= 65535 && cdiv(seqlen, kCvT) <= 65535, op, "batch and seqlen / 64 must be <= 65535");
+  require(x && weight && out, op, "x, weight and out must not be null");
+  dim3 grid(static_cast<unsigned>(cdiv(channels, kCvC)), static_cast<unsigned>(cdiv(seqlen, kCvT)),
+            static_cast<unsigned>(batch));
+  dim3 block(32, 8);
+  switch (width) {
+    case 1: conv_silu_bcl_kernel<T, 1><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out); break;
+    case 2: conv_silu_bcl_kernel<T, 2><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out); break;
+    case 3: conv_silu_bcl_kernel<T, 3><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out); break;
+    default: conv_silu_bcl_kernel<T, 4><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out); break;
+  }
+  MAMBA_CUDA_CHECK_LAUNCH(op);
+}
+template void gt_conv1d_silu_fwd_bcl_cuda<float>(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, int64_t,
+                                                 const float*, const float*, float*, cudaStream_t);
+template void gt_conv1d_silu_fwd_bcl_cuda<__nv_bfloat16>(int64_t, int64_t, int64_t, int64_t, const __nv_bfloat16*,
+                                                         int64_t, int64_t, const float*, const float*, __nv_bfloat16*,
+                                                         cudaStream_t);
 
 // ---- transpose ----------------------------------------------------------------------------------
 namespace {

@@ -10,7 +10,7 @@
 set -u
 OUT="${OUT:-out}"; mkdir -p "$OUT"
 T0=$(date +%s)
-left() { echo $(( 105 - ($(date +%s) - T0) )); }
+left() { echo $(( 110 - ($(date +%s) - T0) )); }
 W=$(mktemp -d)
 tar -C "$W" -xJf bins.tar.xz || { echo "extract failed"; exit 4; }
 export LD_LIBRARY_PATH="$W/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
@@ -31,6 +31,8 @@ run() {  # name, timeout, command...
 }
 run check_direct 25 "$A" --check --dtype both
 grep -E "^check|AdamW steps|^ok|^FAIL|FAIL$|train-check" "$OUT/check_direct.log"
+run check_conv_split 25 env MAMBA_GT_CONV_BCL=0 "$A" --check --dtype both
+grep -E "^check|AdamW steps|FAIL|train-check" "$OUT/check_conv_split.log"
 run check_transpose 25 env MAMBA_GT_LAYOUT=transpose "$A" --check --dtype both
 grep -E "^check|AdamW steps|FAIL|train-check" "$OUT/check_transpose.log"
 run gtest 30 "$W/after/test_cuda_train"
@@ -43,18 +45,27 @@ bench() {  # name, environment assignment, binary, extra args...
   sed -n '/^phases/,$p' "$OUT/$name.log"
 }
 D=MAMBA_GT_LAYOUT=direct
+# ROUND=1 (default): the after timings, the phase tables and the experiments first, the before
+# timings other than batch 8 last (skipped if the time runs out); ROUND=2: before and after
+# of every shape first.
+ROUND="${ROUND:-1}"
+befores() {
+  bench before_bf16_b4 $D "$B" --batch 4 --dtype bf16
+  bench before_bf16_b16 $D "$B" --batch 16 --dtype bf16
+  bench before_f32_b4 $D "$B" --batch 4 --dtype f32
+}
 bench after_bf16_b8 $D "$A" --batch 8 --dtype bf16 --profile 3
 bench before_bf16_b8 $D "$B" --batch 8 --dtype bf16
-bench after_bf16_b8_transpose MAMBA_GT_LAYOUT=transpose "$A" --batch 8 --dtype bf16 --profile 3
 bench after_bf16_b4 $D "$A" --batch 4 --dtype bf16
 bench after_bf16_b16 $D "$A" --batch 16 --dtype bf16
 bench after_f32_b4 $D "$A" --batch 4 --dtype f32
-bench before_bf16_b4 $D "$B" --batch 4 --dtype bf16
-bench before_bf16_b16 $D "$B" --batch 16 --dtype bf16
-bench before_f32_b4 $D "$B" --batch 4 --dtype f32
+[ "$ROUND" = 2 ] && befores
+bench after_bf16_b8_conv_split MAMBA_GT_CONV_BCL=0 "$A" --batch 8 --dtype bf16 --profile 2
+bench after_bf16_b8_transpose MAMBA_GT_LAYOUT=transpose "$A" --batch 8 --dtype bf16 --profile 2
 # Scan backward variants at this shape (b x d_inner = 12288 channels: fewer than the kernel
 # tests' 24576, so more lanes per channel may pay); the phase table gives "bwd scan".
 bench after_bf16_b8_scanbwd_v3s4 "MAMBA_SCAN_BWD_VERSION=3 MAMBA_SCAN_BWD_SPLIT=4" "$A" --batch 8 --dtype bf16 --profile 2
+[ "$ROUND" = 2 ] || befores
 bench after_bf16_b8_scanbwd_v3s2 "MAMBA_SCAN_BWD_VERSION=3 MAMBA_SCAN_BWD_SPLIT=2" "$A" --batch 8 --dtype bf16 --profile 2
 rm -rf "$W"
 echo "run.sh: total $(( $(date +%s) - T0 )) s, rc=$rc"
