@@ -65,6 +65,9 @@ bench after_bf16_b8_transpose MAMBA_GT_LAYOUT=transpose "$A" --batch 8 --dtype b
 # Scan backward variants at this shape (b x d_inner = 12288 channels: fewer than the kernel
 # tests' 24576, so more lanes per channel may pay); the phase table gives "bwd scan".
 bench after_bf16_b8_scanbwd_v3s4 "MAMBA_SCAN_BWD_VERSION=3 MAMBA_SCAN_BWD_SPLIT=4" "$A" --batch 8 --dtype bf16 --profile 2
+# What forward-written chunk checkpoints would save: the backward without its pass A
+# (MAMBA_SCAN_BWD_SKIP=2: a timing experiment, the gradients are wrong).
+bench after_bf16_b8_scanbwd_skipA MAMBA_SCAN_BWD_SKIP=2 "$A" --batch 8 --dtype bf16 --profile 2
 [ "$ROUND" = 2 ] || befores
 bench after_bf16_b8_scanbwd_v3s2 "MAMBA_SCAN_BWD_VERSION=3 MAMBA_SCAN_BWD_SPLIT=2" "$A" --batch 8 --dtype bf16 --profile 2
 rm -rf "$W"
