@@ -60,6 +60,10 @@ bench after_bf16_b4 $D "$A" --batch 4 --dtype bf16
 bench after_bf16_b16 $D "$A" --batch 16 --dtype bf16
 bench after_f32_b4 $D "$A" --batch 4 --dtype f32
 [ "$ROUND" = 2 ] && befores
+# The comparison at a shape whose sizes are multiples of 16 (every GEMM through cuBLASLt,
+# batched ones included); the CPU side runs on the plain CBLAS stand-in, so few steps.
+run check_aligned 25 "$A" --check --dtype both --layers 2 --d-model 128 --seq-len 128 --batch 2 --vocab 512 --steps 3
+grep -E "^check|AdamW steps|FAIL|train-check" "$OUT/check_aligned.log"
 bench after_bf16_b8_conv_split MAMBA_GT_CONV_BCL=0 "$A" --batch 8 --dtype bf16 --profile 2
 bench after_bf16_b8_transpose MAMBA_GT_LAYOUT=transpose "$A" --batch 8 --dtype bf16 --profile 2
 # Scan backward variants at this shape (b x d_inner = 12288 channels: fewer than the kernel
