@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -222,12 +223,41 @@ __global__ void mul_kernel(int64_t n, const float* a, const float* b, float* y) 
   if (i < n) y[i] = a[i] * b[i];
 }
 unsigned blocks(int64_t n, int t = 256) { return static_cast<unsigned>(cdiv(n, t)); }
+// out[i] = sum_j src[j * n + i] in order j = 0..batch-1; 4 consecutive i per thread (16-byte
+// accesses when n % 4 == 0 and the pointers are 16-byte aligned).
+__global__ void sum_batches_kernel(int64_t n, int64_t batch, const float* src, float* out, bool vec) {
+  const int64_t i0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * 4;
+  if (i0 >= n) return;
+  if (vec) {
+    float4 acc = __ldg(reinterpret_cast<const float4*>(src + i0));
+    for (int64_t j = 1; j < batch; ++j) {
+      const float4 v = __ldg(reinterpret_cast<const float4*>(src + j * n + i0));
+      acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
+    }
+    *reinterpret_cast<float4*>(out + i0) = acc;
+  } else {
+    for (int64_t i = i0; i < i0 + 4 && i < n; ++i) {
+      float acc = src[i];
+      for (int64_t j = 1; j < batch; ++j) acc += src[j * n + i];
+      out[i] = acc;
+    }
+  }
+}
 }  // namespace
 
 void gt_cast_f32_to_bf16_cuda(int64_t n, const float* x, __nv_bfloat16* y, cudaStream_t stream) {
   if (n == 0) return;
   cast_kernel<<<blocks(n), 256, 0, stream>>>(n, x, y);
   MAMBA_CUDA_CHECK_LAUNCH("gt_cast_f32_to_bf16_cuda");
+}
+void gt_sum_batches_cuda(int64_t n, int64_t batch, const float* src, float* out, cudaStream_t stream) {
+  const char* op = "gt_sum_batches_cuda";
+  require(n >= 0 && batch >= 1, op, "n must be >= 0 and batch >= 1");
+  if (n == 0) return;
+  require(src && out, op, "src and out must not be null");
+  const bool vec = n % 4 == 0 && (reinterpret_cast<uintptr_t>(src) & 15) == 0 && (reinterpret_cast<uintptr_t>(out) & 15) == 0;
+  sum_batches_kernel<<<blocks(cdiv(n, 4)), 256, 0, stream>>>(n, batch, src, out, vec);
+  MAMBA_CUDA_CHECK_LAUNCH(op);
 }
 void gt_neg_exp_cuda(int64_t n, const float* x, float* y, cudaStream_t stream) {
   if (n == 0) return;
@@ -331,6 +361,43 @@ __global__ void transpose_kernel(int64_t P, int64_t Q, const TI* src, int64_t sl
     if (p < P && q < Q) stf(d + q * dld + p, tile[threadIdx.x][i]);
   }
 }
+// MAMBA_GT_TRANSPOSE_PAIRS=0: every transpose through the 32 x 32 element kernel (A/B runs).
+bool pairs_enabled() {
+  static const bool v = [] {
+    const char* e = std::getenv("MAMBA_GT_TRANSPOSE_PAIRS");
+    return !(e && std::string(e) == "0");
+  }();
+  return v;
+}
+// bf16 -> bf16 with even sizes, strides and 4-byte aligned bases: 64 x 64 tiles, bf16 pairs
+// (4-byte accesses: a warp moves 128 contiguous bytes per row in both phases).
+__global__ void transpose_bf16x2_kernel(int64_t P, int64_t Q, const __nv_bfloat16* src, int64_t sld, int64_t sbs,
+                                        __nv_bfloat16* dst, int64_t dld, int64_t dbs) {
+  __shared__ __nv_bfloat16 tile[64][66];
+  const int64_t bt = blockIdx.z;
+  const int64_t p0 = static_cast<int64_t>(blockIdx.y) * 64, q0 = static_cast<int64_t>(blockIdx.x) * 64;
+  const __nv_bfloat16* sp = src + bt * sbs;
+  __nv_bfloat16* dp = dst + bt * dbs;
+  const int tx = threadIdx.x;
+  for (int i = threadIdx.y; i < 64; i += 8) {
+    const int64_t p = p0 + i, q = q0 + 2 * tx;
+    if (p < P && q < Q) {
+      const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(sp + p * sld + q);
+      tile[i][2 * tx] = v.x;
+      tile[i][2 * tx + 1] = v.y;
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 64; i += 8) {
+    const int64_t q = q0 + i, p = p0 + 2 * tx;
+    if (p < P && q < Q) {
+      __nv_bfloat162 v;
+      v.x = tile[2 * tx][i];
+      v.y = tile[2 * tx + 1][i];
+      *reinterpret_cast<__nv_bfloat162*>(dp + q * dld + p) = v;
+    }
+  }
+}
 }  // namespace
 
 void gt_transpose_cuda(int64_t batch, int64_t P, int64_t Q, const void* src, bool src_bf16, int64_t src_ld,
@@ -342,7 +409,14 @@ void gt_transpose_cuda(int64_t batch, int64_t P, int64_t Q, const void* src, boo
   dim3 grid(static_cast<unsigned>(cdiv(Q, 32)), static_cast<unsigned>(cdiv(P, 32)), static_cast<unsigned>(batch));
   dim3 block(32, 8);
   using bf = __nv_bfloat16;
-  if (!src_bf16 && !dst_bf16)
+  const bool pairs = src_bf16 && dst_bf16 && P % 2 == 0 && Q % 2 == 0 && src_ld % 2 == 0 && dst_ld % 2 == 0 &&
+                     src_bs % 2 == 0 && dst_bs % 2 == 0 && (reinterpret_cast<uintptr_t>(src) & 3) == 0 &&
+                     (reinterpret_cast<uintptr_t>(dst) & 3) == 0 && pairs_enabled();
+  if (pairs) {
+    dim3 g2(static_cast<unsigned>(cdiv(Q, 64)), static_cast<unsigned>(cdiv(P, 64)), static_cast<unsigned>(batch));
+    transpose_bf16x2_kernel<<<g2, block, 0, stream>>>(P, Q, static_cast<const bf*>(src), src_ld, src_bs,
+                                                      static_cast<bf*>(dst), dst_ld, dst_bs);
+  } else if (!src_bf16 && !dst_bf16)
     transpose_kernel<float, float><<<grid, block, 0, stream>>>(P, Q, static_cast<const float*>(src), src_ld, src_bs,
                                                                static_cast<float*>(dst), dst_ld, dst_bs);
   else if (!src_bf16 && dst_bf16)

@@ -150,6 +150,14 @@ bool conv_bcl_enabled() {
   return v;
 }
 
+bool wsum_loop() {
+  static const bool v = [] {
+    const char* e = std::getenv("MAMBA_GT_WSUM");
+    return e && std::string(e) == "loop";
+  }();
+  return v;
+}
+
 // (b, l, c) rows of stride src_ld -> (b, c, l) contiguous (types may differ).
 void to_bcl(cudaStream_t s, const void* src, kc::ElemType st, int64_t src_ld, void* dst, kc::ElemType dt, int64_t b,
             int64_t l, int64_t c) {
@@ -422,12 +430,20 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
   const size_t es = bf ? 2 : 4;  // bytes of a T
   auto off = [&](const void* p, int64_t elems) { return static_cast<const char*>(p) + elems * static_cast<int64_t>(es); };
   auto offm = [&](void* p, int64_t elems) { return static_cast<char*>(p) + elems * static_cast<int64_t>(es); };
-  // A weight gradient summed over the batch rows of (b, d, l)-layout operands: one GEMM per
-  // batch row accumulating into f32 C (the first overwrites).
+  // A weight gradient (M, Nn) f32, contiguous, summed over the batch rows of (b, d, l)-layout
+  // operands: one batched GEMM into b partials, then their sum in batch order (one GEMM per
+  // batch row fills only M * Nn / tile of the SMs); MAMBA_GT_WSUM=loop: one GEMM per batch row
+  // accumulating into C.
   auto gemm_sum = [&](int64_t M, int64_t Nn, const void* a, int64_t lda, bool ta, int64_t sa, const void* bb,
                       int64_t ldb, bool tb, int64_t sb, float* c, int64_t ldc) {
-    for (int64_t i = 0; i < b; ++i)
-      gemm(M, Nn, l, off(a, i * sa), lda, ta, off(bb, i * sb), ldb, tb, c, ldc, kc::GemmType::f32, i ? 1.f : 0.f);
+    if (wsum_loop() || b == 1 || ldc != Nn) {
+      for (int64_t i = 0; i < b; ++i)
+        gemm(M, Nn, l, off(a, i * sa), lda, ta, off(bb, i * sb), ldb, tb, c, ldc, kc::GemmType::f32, i ? 1.f : 0.f);
+      return;
+    }
+    Tensor part = buf(b * M * Nn, DType::f32);
+    gemmb(b, sa, sb, M * Nn, M, Nn, l, a, lda, ta, bb, ldb, tb, part.raw_data(), Nn, kc::GemmType::f32, 0.f);
+    kc::gt_sum_batches_cuda(M * Nn, b, f32p(part), c, s);
   };
 
   struct Saved {

@@ -49,7 +49,9 @@ bool train_gemm_cuda(const TrainGemmParams& p, void* workspace, size_t workspace
 // ---- batched transpose with conversion ------------------------------------------------------
 // For each of `batch` matrices: dst[q, p] = src[p, q] (p < P, q < Q); src rows of stride
 // src_ld, matrices src_bs apart; dst rows of stride dst_ld, matrices dst_bs apart (elements).
-// Types f32 / bf16 (src and dst may differ). 32 x 32 tiles through shared memory.
+// Types f32 / bf16 (src and dst may differ). 32 x 32 tiles through shared memory; bf16 to
+// bf16 with even sizes and strides and 4-byte aligned pointers: 64 x 64 tiles moved as bf16
+// pairs (MAMBA_GT_TRANSPOSE_PAIRS=0 turns that off).
 void gt_transpose_cuda(int64_t batch, int64_t P, int64_t Q, const void* src, bool src_bf16, int64_t src_ld,
                        int64_t src_bs, void* dst, bool dst_bf16, int64_t dst_ld, int64_t dst_bs, cudaStream_t stream);
 
@@ -66,5 +68,8 @@ void gt_conv1d_silu_fwd_bcl_cuda(int64_t batch, int64_t seqlen, int64_t channels
 void gt_cast_f32_to_bf16_cuda(int64_t n, const float* x, __nv_bfloat16* y, cudaStream_t stream);
 void gt_neg_exp_cuda(int64_t n, const float* x, float* y, cudaStream_t stream);            // y = -exp(x)
 void gt_mul_cuda(int64_t n, const float* a, const float* b, float* y, cudaStream_t stream);  // y = a * b
+// out[i] = sum over j < batch of src[j * n + i] (f32, in order of j: deterministic); out is
+// overwritten and must not overlap src. Sums the per-batch partials of a batched GEMM.
+void gt_sum_batches_cuda(int64_t n, int64_t batch, const float* src, float* out, cudaStream_t stream);
 
 }  // namespace mamba::kernels::cuda
