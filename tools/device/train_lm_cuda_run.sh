@@ -37,6 +37,8 @@ run check_conv_split 25 env MAMBA_GT_CONV_BCL=0 "$A" --check --dtype both
 grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_conv_split.log"
 run check_transpose 25 env MAMBA_GT_LAYOUT=transpose "$A" --check --dtype both
 grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_transpose.log"
+run check_overlap 25 env MAMBA_GT_OVERLAP=1 "$A" --check --dtype both
+grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_overlap.log"
 run gtest 30 "$W/after/test_cuda_train"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure" "$LOGD/gtest.log" | head -12
 SHAPE="--layers 24 --d-model 768 --seq-len 2048 --vocab 50277 --steps 25 --warmup 5 --log-every 25"
@@ -57,6 +59,8 @@ befores() {
   bench before_f32_b4 $D "$B" --batch 4 --dtype f32
 }
 bench after_bf16_b8 $D "$A" --batch 8 --dtype bf16 --profile 3
+# Weight-gradient GEMMs on a second stream, beside the scan backward.
+bench after_bf16_b8_overlap MAMBA_GT_OVERLAP=1 "$A" --batch 8 --dtype bf16 --profile 2
 bench before_bf16_b8 $D "$B" --batch 8 --dtype bf16
 bench after_bf16_b4 $D "$A" --batch 4 --dtype bf16
 bench after_bf16_b16 $D "$A" --batch 16 --dtype bf16
@@ -73,6 +77,7 @@ bench after_bf16_b8_pairs_off MAMBA_GT_TRANSPOSE_PAIRS=0 "$A" --batch 8 --dtype 
 # (MAMBA_SCAN_BWD_SKIP=2: a timing experiment, the gradients are wrong).
 bench after_bf16_b8_scanbwd_skipA MAMBA_SCAN_BWD_SKIP=2 "$A" --batch 8 --dtype bf16 --profile 2
 [ "$ROUND" = 2 ] || befores
+bench after_bf16_b16_overlap MAMBA_GT_OVERLAP=1 "$A" --batch 16 --dtype bf16
 bench after_bf16_b8_transpose MAMBA_GT_LAYOUT=transpose "$A" --batch 8 --dtype bf16 --profile 2
 rm -rf "$W"
 tar -C "$LOGD" -czf "$OUT/gputrain2-logs.tar.gz" . && rm -rf "$LOGD"

@@ -72,8 +72,26 @@ struct MambaLMTrainerCuda::Impl {
     MAMBA_CUDA_CHECK("MambaLMTrainerCuda (profile)", cudaEventRecord(e, s));
     marks.emplace_back(name, e);
   }
+  // MAMBA_GT_OVERLAP=1: weight-gradient GEMMs of the backward on a second stream (with their
+  // own GEMM workspace), so they can run beside the scan backward, which leaves most of each SM
+  // idle at this width; events order them, and the tensors they read stay alive (per layer)
+  // until the main stream has waited for them.
+  cudaStream_t side = nullptr;
+  Tensor gemm_ws2;
+  std::vector<cudaEvent_t> sync_pool;
+  size_t sync_used = 0;
+  cudaEvent_t sync_event() {
+    if (sync_used == sync_pool.size()) {
+      cudaEvent_t e;
+      MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      sync_pool.push_back(e);
+    }
+    return sync_pool[sync_used++];
+  }
   ~Impl() {
     for (cudaEvent_t e : pool) cudaEventDestroy(e);
+    for (cudaEvent_t e : sync_pool) cudaEventDestroy(e);
+    if (side) cudaStreamDestroy(side);
   }
 #endif
 };
@@ -146,6 +164,14 @@ bool conv_bcl_enabled() {
   static const bool v = [] {
     const char* e = std::getenv("MAMBA_GT_CONV_BCL");
     return !(e && std::string(e) == "0");
+  }();
+  return v;
+}
+
+bool overlap_enabled() {
+  static const bool v = [] {
+    const char* e = std::getenv("MAMBA_GT_OVERLAP");
+    return e && std::string(e) == "1";
   }();
   return v;
 }
@@ -398,6 +424,16 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
   const int64_t* targets = ids + rows;
   void* gws = m.gemm_ws.raw_data();
   const size_t gws_bytes = kc::gemm_cuda_workspace_bytes();
+  const bool overlap = overlap_enabled();
+  if (overlap && !m.side) {
+    MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaStreamCreateWithFlags(&m.side, cudaStreamNonBlocking));
+    m.gemm_ws2 = Tensor::empty({static_cast<int64_t>(gws_bytes / 4)}, DType::f32, device_);
+  }
+  m.sync_used = 0;
+  cudaStream_t cur_st = s;  // where the GEMM helpers below launch: s, or m.side inside side()
+  void* cur_ws = gws;
+  std::vector<Tensor> keep_cur;  // what this layer's side-stream work reads
+  std::vector<std::pair<cudaEvent_t, std::vector<Tensor>>> pending;
   auto mark = [&](const char* name) { m.mark(name, s); };
   mark(nullptr);
 
@@ -421,7 +457,7 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     p.c = c; p.ldc = ldc; p.beta = beta;
     p.ab_type = GT; p.c_type = ct;
     p.batch = batch; p.stride_a = sa; p.stride_b = sb; p.stride_c = sc;
-    kc::train_gemm_cuda(p, gws, gws_bytes, s);
+    kc::train_gemm_cuda(p, cur_ws, gws_bytes, cur_st);
   };
   auto gemm = [&](int64_t M, int64_t Nn, int64_t Kk, const void* a, int64_t lda, bool ta, const void* bb, int64_t ldb,
                   bool tb, void* c, int64_t ldc, kc::GemmType ct, float beta = 0.f) {
@@ -442,8 +478,40 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
       return;
     }
     Tensor part = buf(b * M * Nn, DType::f32);
+    if (cur_st != s) keep_cur.push_back(part);
     gemmb(b, sa, sb, M * Nn, M, Nn, l, a, lda, ta, bb, ldb, tb, part.raw_data(), Nn, kc::GemmType::f32, 0.f);
-    kc::gt_sum_batches_cuda(M * Nn, b, f32p(part), c, s);
+    kc::gt_sum_batches_cuda(M * Nn, b, f32p(part), c, cur_st);
+  };
+  // Weight-gradient work: on the side stream (after what s has issued so far) when overlapping.
+  auto side = [&](std::initializer_list<Tensor> reads, auto&& fn) {
+    if (!overlap) {
+      fn();
+      return;
+    }
+    cudaEvent_t e = m.sync_event();
+    MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaEventRecord(e, s));
+    MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaStreamWaitEvent(m.side, e, 0));
+    for (const Tensor& t : reads) keep_cur.push_back(t);
+    cur_st = m.side;
+    cur_ws = m.gemm_ws2.raw_data();
+    fn();
+    cur_st = s;
+    cur_ws = gws;
+  };
+  // End of a layer's side work: an event on the side stream and the tensors it reads.
+  auto side_close = [&]() {
+    if (!overlap) return;
+    cudaEvent_t e = m.sync_event();
+    MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaEventRecord(e, m.side));
+    pending.emplace_back(e, std::move(keep_cur));
+    keep_cur.clear();
+  };
+  // s waits for the side work of all closed layers but the newest `keep` ones; their tensors go.
+  auto side_join = [&](size_t keep) {
+    while (pending.size() > keep) {
+      MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaStreamWaitEvent(s, pending.front().first, 0));
+      pending.erase(pending.begin());
+    }
   };
 
   struct Saved {
@@ -585,6 +653,12 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
       dyT = buf(rows * d, TD);
       kc::gt_cast_f32_to_bf16_cuda(rows * d, f32p(dres), bfp(dyT), s);
       mark("bwd cast");
+    } else if (overlap) {
+      // The side stream reads dy after the norm backward below has updated dres in place.
+      dyT = buf(rows * d, TD);
+      MAMBA_CUDA_CHECK("MambaLMTrainerCuda", cudaMemcpyAsync(dyT.raw_data(), dres.raw_data(),
+                                                             static_cast<size_t>(rows * d) * 4,
+                                                             cudaMemcpyDeviceToDevice, s));
     } else {
       dyT = dres;
     }
@@ -593,12 +667,16 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     if (direct) {
       // dout[b] (di, l) = W_out^T dy[b]^T; dW_out (d, di) = sum_b dy[b]^T y[b]^T
       gemmb(b, 0, l * d, di * l, di, l, d, W(Li.out), di, true, dyT.raw_data(), d, true, dout.raw_data(), l, GT, 0.f);
-      gemm_sum(d, di, dyT.raw_data(), d, true, l * d, S.y.raw_data(), l, true, di * l, G(Li.out), di);
+      side({dyT, S.y}, [&] {
+        gemm_sum(d, di, dyT.raw_data(), d, true, l * d, S.y.raw_data(), l, true, di * l, G(Li.out), di);
+      });
       mark("bwd out_proj");
     } else {
       Tensor dY = buf(rows * di, TD);
       gemm(rows, di, d, dyT.raw_data(), d, false, W(Li.out), di, false, dY.raw_data(), di, GT);
-      gemm(d, di, rows, dyT.raw_data(), d, true, S.y.raw_data(), di, false, G(Li.out), di, kc::GemmType::f32);
+      side({dyT, S.y}, [&] {
+        gemm(d, di, rows, dyT.raw_data(), d, true, S.y.raw_data(), di, false, G(Li.out), di, kc::GemmType::f32);
+      });
       mark("bwd out_proj");
       to_bcl(s, dY.raw_data(), ET, di, dout.raw_data(), ET, b, l, di);
       mark("bwd transposes");
@@ -624,6 +702,8 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     S.delta = S.z = S.Bm = S.Cm = Tensor();
     if (!conv_bcl) S.u = Tensor();
     mark("bwd scan");
+    side_join(0);  // the side work of layer i + 1 ran beside this layer's out_proj GEMM and scan
+    if (overlap) mark("bwd side join");
     // A = -exp(A_log): dA_log = dA * A.
     kc::gt_mul_cuda(di * N, f32p(dA), f32p(m.A, i * di * N), G(Li.alog), s);
     // dxdbl = [ddt W_dt | dB | dC]; dt = xdbl[:, :R] W_dt^T: dW_dt = ddt^T xdbl[:, :R].
@@ -632,7 +712,9 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
       // dxdbl[b][:, :R] (l, R) = ddelta[b]^T W_dt; dW_dt (di, R) = sum_b ddelta[b] xdbl[b][:, :R]
       gemmb(b, di * l, 0, l * xd, l, R, di, ddelta.raw_data(), l, true, W(Li.dtw), R, false, dxdbl.raw_data(), xd, GT,
             0.f);
-      gemm_sum(di, R, ddelta.raw_data(), l, false, di * l, S.xdbl.raw_data(), xd, false, l * xd, G(Li.dtw), R);
+      side({ddelta, S.xdbl}, [&] {
+        gemm_sum(di, R, ddelta.raw_data(), l, false, di * l, S.xdbl.raw_data(), xd, false, l * xd, G(Li.dtw), R);
+      });
       ddelta = Tensor();
       mark("bwd dt_proj");
     } else {
@@ -641,7 +723,9 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
       ddelta = Tensor();
       mark("bwd transposes");
       gemm(rows, R, di, ddt.raw_data(), di, false, W(Li.dtw), R, false, dxdbl.raw_data(), xd, GT);
-      gemm(di, R, rows, ddt.raw_data(), di, true, S.xdbl.raw_data(), xd, false, G(Li.dtw), R, kc::GemmType::f32);
+      side({ddt, S.xdbl}, [&] {
+        gemm(di, R, rows, ddt.raw_data(), di, true, S.xdbl.raw_data(), xd, false, G(Li.dtw), R, kc::GemmType::f32);
+      });
       mark("bwd dt_proj");
     }
     to_blc(s, dB.raw_data(), kc::ElemType::f32, ptr(dxdbl) + R, ET, xd, b, l, N);
@@ -654,10 +738,14 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     gemm(rows, di, xd, dxdbl.raw_data(), xd, false, W(Li.xproj), di, false, dxc.raw_data(), di, GT, 1.f);
     if (conv_bcl) {
       // dW_x (xd, di) = sum_b dxdbl[b]^T u[b]^T
-      gemm_sum(xd, di, dxdbl.raw_data(), xd, true, l * xd, S.u.raw_data(), l, true, di * l, G(Li.xproj), di);
+      side({dxdbl, S.u}, [&] {
+        gemm_sum(xd, di, dxdbl.raw_data(), xd, true, l * xd, S.u.raw_data(), l, true, di * l, G(Li.xproj), di);
+      });
       S.u = Tensor();
     } else {
-      gemm(xd, di, rows, dxdbl.raw_data(), xd, true, S.xc.raw_data(), di, false, G(Li.xproj), di, kc::GemmType::f32);
+      side({dxdbl, S.xc}, [&] {
+        gemm(xd, di, rows, dxdbl.raw_data(), xd, true, S.xc.raw_data(), di, false, G(Li.xproj), di, kc::GemmType::f32);
+      });
     }
     dxdbl = Tensor();
     mark("bwd x_proj");
@@ -682,13 +770,17 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
       gemm(rows, d, di, dxz.raw_data(), di, false, W(Li.in), d, false, dn.raw_data(), d, kc::GemmType::f32);
       gemmb(b, di * l, 0, l * d, l, d, di, dz.raw_data(), l, true, W(Li.in, di * d), d, false, dn.raw_data(), d,
             kc::GemmType::f32, 1.f);
-      gemm(di, d, rows, dxz.raw_data(), di, true, S.n.raw_data(), d, false, G(Li.in), d, kc::GemmType::f32);
-      gemm_sum(di, d, dz.raw_data(), l, false, di * l, S.n.raw_data(), d, false, l * d, G(Li.in) + di * d, d);
+      side({dxz, dz, S.n}, [&] {
+        gemm(di, d, rows, dxz.raw_data(), di, true, S.n.raw_data(), d, false, G(Li.in), d, kc::GemmType::f32);
+        gemm_sum(di, d, dz.raw_data(), l, false, di * l, S.n.raw_data(), d, false, l * d, G(Li.in) + di * d, d);
+      });
     } else {
       to_blc(s, dz.raw_data(), ET, offm(dxz.raw_data(), di), ET, 2 * di, b, l, di);
       mark("bwd transposes");
       gemm(rows, d, 2 * di, dxz.raw_data(), 2 * di, false, W(Li.in), d, false, dn.raw_data(), d, kc::GemmType::f32);
-      gemm(2 * di, d, rows, dxz.raw_data(), 2 * di, true, S.n.raw_data(), d, false, G(Li.in), d, kc::GemmType::f32);
+      side({dxz, S.n}, [&] {
+        gemm(2 * di, d, rows, dxz.raw_data(), 2 * di, true, S.n.raw_data(), d, false, G(Li.in), d, kc::GemmType::f32);
+      });
     }
     dz = Tensor();
     dxz = Tensor();
@@ -698,7 +790,10 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
                                  rn_ws.raw_data(), rn_bytes, s);
     S = Saved();  // this layer's activations are no longer needed
     mark("bwd norm");
+    side_close();
   }
+  side_join(0);  // every weight gradient is in the arena before the optimiser reads it
+  if (overlap) mark("bwd side join");
   // r_0 = embedding[ids]
   if (m.lm_head >= 0)
     MAMBA_CUDA_CHECK("MambaLMTrainerCuda", cudaMemsetAsync(G(emb), 0, static_cast<size_t>(m.params[emb].n) * 4, s));
