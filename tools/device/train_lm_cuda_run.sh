@@ -72,11 +72,14 @@ run check_aligned 25 "$A" --check --dtype both --layers 2 --d-model 128 --seq-le
 grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_aligned.log"
 bench after_bf16_b8_conv_split MAMBA_GT_CONV_BCL=0 "$A" --batch 8 --dtype bf16 --profile 2
 bench after_bf16_b8_wsum_loop MAMBA_GT_WSUM=loop "$A" --batch 8 --dtype bf16 --profile 2
-bench after_bf16_b8_pairs_off MAMBA_GT_TRANSPOSE_PAIRS=0 "$A" --batch 8 --dtype bf16 --profile 2
+# Scan forward lanes per channel at this width (b x d_inner = 12288 channels).
+bench after_bf16_b8_scanfwd_s4 MAMBA_SCAN_SPLIT=4 "$A" --batch 8 --dtype bf16 --profile 2
 # What forward-written chunk checkpoints would save: the backward without its pass A
 # (MAMBA_SCAN_BWD_SKIP=2: a timing experiment, the gradients are wrong).
 bench after_bf16_b8_scanbwd_skipA MAMBA_SCAN_BWD_SKIP=2 "$A" --batch 8 --dtype bf16 --profile 2
 [ "$ROUND" = 2 ] || befores
+bench after_bf16_b8_pairs_off MAMBA_GT_TRANSPOSE_PAIRS=0 "$A" --batch 8 --dtype bf16 --profile 2
+bench after_bf16_b8_scanfwd_s2 MAMBA_SCAN_SPLIT=2 "$A" --batch 8 --dtype bf16 --profile 2
 bench after_bf16_b16_overlap MAMBA_GT_OVERLAP=1 "$A" --batch 16 --dtype bf16
 bench after_bf16_b8_transpose MAMBA_GT_LAYOUT=transpose "$A" --batch 8 --dtype bf16 --profile 2
 rm -rf "$W"
