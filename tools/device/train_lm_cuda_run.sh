@@ -40,7 +40,7 @@ grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_transpose.log"
 run check_overlap 25 env MAMBA_GT_OVERLAP=1 "$A" --check --dtype both
 grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_overlap.log"
 run gtest 30 "$W/after/test_cuda_train"
-grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure" "$LOGD/gtest.log" | head -12
+grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|^\[       OK|Failure|Expected|Which is|bf16 |shared |^  Actual" "$LOGD/gtest.log" | head -40
 SHAPE="--layers 24 --d-model 768 --seq-len 2048 --vocab 50277 --steps 25 --warmup 5 --log-every 25"
 bench() {  # name, environment assignment, binary, extra args...
   local name="$1" envs="$2" bin="$3"; shift 3
