@@ -135,13 +135,16 @@ constexpr DType dtype_of() {
   return std::is_same_v<T, float> ? DType::f32 : DType::bf16;
 }
 
+// The A/B switches below are read once per process.
+bool env_is(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e && std::string(e) == value;
+}
+
 // MAMBA_GT_TRANSPOSE=strided: the generic strided-copy kernel instead of the tiled transpose
 // (kept for A/B checks).
 bool tiled_transpose() {
-  static const bool v = [] {
-    const char* e = std::getenv("MAMBA_GT_TRANSPOSE");
-    return !(e && std::string(e) == "strided");
-  }();
+  static const bool v = !env_is("MAMBA_GT_TRANSPOSE", "strided");
   return v;
 }
 
@@ -150,10 +153,7 @@ bool tiled_transpose() {
 // kept for A/B checks); default "direct": strided-batched GEMMs write delta, z and dout in the
 // scan layout and read y, ddelta and dz from it, so only u, B, C, du, dB and dC are transposed.
 bool direct_layout() {
-  static const bool v = [] {
-    const char* e = std::getenv("MAMBA_GT_LAYOUT");
-    return !(e && std::string(e) == "transpose");
-  }();
+  static const bool v = !env_is("MAMBA_GT_LAYOUT", "transpose");
   return v;
 }
 
@@ -161,26 +161,17 @@ bool direct_layout() {
 // GEMMs read u), so xc (b, l, d) is neither written nor kept; MAMBA_GT_CONV_BCL=0: the conv
 // forward into (b, l, d) + a transpose, as before.
 bool conv_bcl_enabled() {
-  static const bool v = [] {
-    const char* e = std::getenv("MAMBA_GT_CONV_BCL");
-    return !(e && std::string(e) == "0");
-  }();
+  static const bool v = !env_is("MAMBA_GT_CONV_BCL", "0");
   return v;
 }
 
 bool overlap_enabled() {
-  static const bool v = [] {
-    const char* e = std::getenv("MAMBA_GT_OVERLAP");
-    return e && std::string(e) == "1";
-  }();
+  static const bool v = env_is("MAMBA_GT_OVERLAP", "1");
   return v;
 }
 
 bool wsum_loop() {
-  static const bool v = [] {
-    const char* e = std::getenv("MAMBA_GT_WSUM");
-    return e && std::string(e) == "loop";
-  }();
+  static const bool v = env_is("MAMBA_GT_WSUM", "loop");
   return v;
 }
 
