@@ -622,7 +622,9 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
   // part is added below).
   Tensor dnf = buf(rows * d, TD);
   gemm(rows, d, Vp, logits.raw_data(), Vp, false, W(head), d, false, dnf.raw_data(), d, GT);
-  gemm(Vp, d, rows, logits.raw_data(), Vp, true, nrm.raw_data(), d, false, G(head), d, kc::GemmType::f32);
+  side({logits, nrm}, [&] {
+    gemm(Vp, d, rows, logits.raw_data(), Vp, true, nrm.raw_data(), d, false, G(head), d, kc::GemmType::f32);
+  });
   logits = Tensor();
   mark("bwd head");
   const size_t rn_bytes = kc::rms_norm_bwd_cuda_workspace_bytes(rows, d);
