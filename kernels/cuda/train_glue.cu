@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/train_glue_cuda.h"
@@ -272,43 +273,80 @@ void gt_mul_cuda(int64_t n, const float* a, const float* b, float* y, cudaStream
 
 // ---- conv1d + SiLU forward into the (b, c, l) layout ------------------------------------------
 namespace {
-constexpr int kCvT = 64, kCvC = 32;  // a block's tile: 64 steps x 32 channels
-// One block per (64 steps, 32 channels, batch): the tile's inputs plus K - 1 halo steps are
-// loaded along c (coalesced) into shared memory, each output is computed in the order of
-// causal_conv1d_fwd_cuda (bias, then w[k] x[t - (K - 1) + k] for k = 0..K-1, SiLU) and the
-// tile is written along t (coalesced) into out[b][c][t].
+constexpr int kCvT = 64, kCvC = 64;  // a block's tile: 64 steps x 64 channels
+// One block (32 x 8 threads) per (64 steps, 64 channels, batch). Load phase: thread x takes the
+// channel pair (2x, 2x + 1) of the tile's rows (the 64 steps plus K - 1 halo steps before
+// them): one 4-byte bf16 pair (8-byte float pair) per row when `pairs`, so a warp reads 128
+// (256) contiguous bytes, into shared memory as f32. Output phase: thread x computes the steps
+// (2x, 2x + 1) of one channel per row y (bias, then w[k] x[t - (K - 1) + k] for k = 0..K-1 in
+// the order of causal_conv1d_fwd_cuda, SiLU) and stores them as one pair into out[b][c][t]
+// (a warp writes 64 contiguous steps).
 template <class T, int K>
 __global__ void __launch_bounds__(256) conv_silu_bcl_kernel(int64_t l, int64_t C, const T* x, int64_t x_sb,
-                                                            int64_t x_st, const float* w, const float* bias, T* out) {
-  __shared__ float xs[kCvT + 3][kCvC];
-  __shared__ float ys[kCvC][kCvT + 1];
+                                                            int64_t x_st, const float* w, const float* bias, T* out,
+                                                            bool pairs) {
+  constexpr int kRows = kCvT + K - 1;
+  __shared__ float xs[kCvT + 3][kCvC + 1];
   const int64_t b = blockIdx.z, t0 = int64_t(blockIdx.y) * kCvT, c0 = int64_t(blockIdx.x) * kCvC;
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t c = c0 + tx;
-  for (int i = ty; i < kCvT + K - 1; i += 8) {
-    const int64_t t = t0 - (K - 1) + i;
-    xs[i][tx] = (c < C && t >= 0 && t < l) ? dev::to_f32(x[b * x_sb + t * x_st + c]) : 0.f;
-  }
-  __syncthreads();
-  if (c < C) {
-    float wk[K];
+  const int64_t c = c0 + 2 * tx;
+  const T* xb = x + b * x_sb;
 #pragma unroll
-    for (int k = 0; k < K; ++k) wk[k] = w[c * K + k];
-    const float bs = bias ? bias[c] : 0.f;
-    for (int j = ty; j < kCvT; j += 8) {
-      float acc = bs;
-#pragma unroll
-      for (int k = 0; k < K; ++k) acc += wk[k] * xs[j + k][tx];
-      ys[tx][j] = dev::silu(acc);
+  for (int i0 = 0; i0 < kRows; i0 += 8) {
+    const int i = i0 + ty;
+    if (i < kRows) {
+      const int64_t t = t0 - (K - 1) + i;
+      float v0 = 0.f, v1 = 0.f;
+      if (t >= 0 && t < l) {
+        const T* src = xb + t * x_st + c;
+        if (pairs && c + 1 < C) {
+          if constexpr (std::is_same_v<T, float>) {
+            const float2 v = __ldg(reinterpret_cast<const float2*>(src));
+            v0 = v.x; v1 = v.y;
+          } else {
+            const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(src);
+            v0 = __bfloat162float(v.x); v1 = __bfloat162float(v.y);
+          }
+        } else {
+          if (c < C) v0 = dev::to_f32(src[0]);
+          if (c + 1 < C) v1 = dev::to_f32(src[1]);
+        }
+      }
+      xs[i][2 * tx] = v0;
+      xs[i][2 * tx + 1] = v1;
     }
   }
   __syncthreads();
+  const int j = 2 * tx;  // this thread's two steps within the tile
+  const int64_t t = t0 + j;
   for (int i = ty; i < kCvC; i += 8) {
     const int64_t cc = c0 + i;
     if (cc >= C) break;
-    for (int j = tx; j < kCvT; j += 32) {
-      const int64_t t = t0 + j;
-      if (t < l) out[(b * C + cc) * l + t] = dev::from_f32<T>(ys[i][j]);
+    float wk[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) wk[k] = __ldg(w + cc * K + k);
+    const float bs = bias ? __ldg(bias + cc) : 0.f;
+    float a0 = bs, a1 = bs;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      a0 += wk[k] * xs[j + k][i];
+      a1 += wk[k] * xs[j + 1 + k][i];
+    }
+    a0 = dev::silu(a0);
+    a1 = dev::silu(a1);
+    T* dst = out + (b * C + cc) * l + t;
+    if (pairs && t + 1 < l) {
+      if constexpr (std::is_same_v<T, float>) {
+        *reinterpret_cast<float2*>(dst) = make_float2(a0, a1);
+      } else {
+        __nv_bfloat162 v;
+        v.x = __float2bfloat16_rn(a0);
+        v.y = __float2bfloat16_rn(a1);
+        *reinterpret_cast<__nv_bfloat162*>(dst) = v;
+      }
+    } else {
+      if (t < l) dst[0] = dev::from_f32<T>(a0);
+      if (t + 1 < l) dst[1] = dev::from_f32<T>(a1);
     }
   }
 }
@@ -327,11 +365,16 @@ void gt_conv1d_silu_fwd_bcl_cuda(int64_t batch, int64_t seqlen, int64_t channels
   dim3 grid(static_cast<unsigned>(cdiv(channels, kCvC)), static_cast<unsigned>(cdiv(seqlen, kCvT)),
             static_cast<unsigned>(batch));
   dim3 block(32, 8);
+  // Pair accesses: x rows, the batch stride and the base even (in elements) and aligned to a
+  // pair; out rows (seqlen) even and its base aligned.
+  const uintptr_t pa = 2 * sizeof(T) - 1;
+  const bool pairs = x_st % 2 == 0 && x_sb % 2 == 0 && seqlen % 2 == 0 && (reinterpret_cast<uintptr_t>(x) & pa) == 0 &&
+                     (reinterpret_cast<uintptr_t>(out) & pa) == 0;
   switch (width) {
-    case 1: conv_silu_bcl_kernel<T, 1><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out); break;
-    case 2: conv_silu_bcl_kernel<T, 2><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out); break;
-    case 3: conv_silu_bcl_kernel<T, 3><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out); break;
-    default: conv_silu_bcl_kernel<T, 4><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out); break;
+    case 1: conv_silu_bcl_kernel<T, 1><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out, pairs); break;
+    case 2: conv_silu_bcl_kernel<T, 2><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out, pairs); break;
+    case 3: conv_silu_bcl_kernel<T, 3><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out, pairs); break;
+    default: conv_silu_bcl_kernel<T, 4><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out, pairs); break;
   }
   MAMBA_CUDA_CHECK_LAUNCH(op);
 }

@@ -196,7 +196,8 @@ TEST(CudaTrainGlue, ConvSiluIntoScanLayoutMatchesLoops) {
   std::mt19937_64 rng(11);
   for (int64_t K : {2, 3, 4}) {
     for (bool bf : {false, true}) {
-      const int64_t b = 2, l = 70, C = 45, xs = 2 * C;  // rows of x hold 2C values (the x half of xz)
+     for (int64_t l : {70, 71}) {  // even: bf16 / f32 pair accesses; odd: element accesses
+      const int64_t b = 2, C = l == 70 ? 45 : 130, xs = 2 * C;  // rows of x hold 2C values (the x half of xz)
       Tensor hx = rand_host(b * l * xs, rng), hw = rand_host(C * K, rng), hbias = rand_host(C, rng);
       if (bf) hx = hx.to(DType::bf16).to(DType::f32);
       Tensor dx = (bf ? hx.to(DType::bf16) : hx).to(dev), dw = hw.to(dev), dbias = hbias.to(dev);
@@ -223,7 +224,8 @@ TEST(CudaTrainGlue, ConvSiluIntoScanLayoutMatchesLoops) {
             }
             ref[static_cast<size_t>((z * C + c) * l + t)] = pre / (1.0 + std::exp(-pre));
           }
-      EXPECT_LT(rel(got, ref), bf ? 5e-3 : 1e-6) << "K " << K << " bf16 " << bf;
+      EXPECT_LT(rel(got, ref), bf ? 5e-3 : 1e-6) << "K " << K << " bf16 " << bf << " l " << l << " C " << C;
+     }
     }
   }
 }
