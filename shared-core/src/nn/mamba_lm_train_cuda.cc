@@ -158,10 +158,10 @@ bool direct_layout() {
 }
 
 // In the direct layout the conv1d forward writes u in the scan layout itself (and the x_proj
-// GEMMs read u), so xc (b, l, d) is neither written nor kept; MAMBA_GT_CONV_BCL=0: the conv
+// GEMMs read u) with MAMBA_GT_CONV_BCL=1, so xc (b, l, d) is neither written nor kept; default: the conv
 // forward into (b, l, d) + a transpose, as before.
 bool conv_bcl_enabled() {
-  static const bool v = !env_is("MAMBA_GT_CONV_BCL", "0");
+  static const bool v = env_is("MAMBA_GT_CONV_BCL", "1");  // opt-in: the rewritten kernel is not yet measured
   return v;
 }
 
