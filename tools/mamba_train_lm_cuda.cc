@@ -3,8 +3,8 @@
 //
 //   mamba-train-lm-cuda [--layers 24 --d-model 768 --seq-len 2048 --batch 8 --steps 30
 //                        --dtype bf16|f32 --vocab 50277 --seed 1 --lr 1e-3 --warmup 5
-//                        --log-every 5 --untied]
-//   mamba-train-lm-cuda --check [--dtype f32|bf16|both] [--steps 20]
+//                        --log-every 5 --profile 0 --untied]
+//   mamba-train-lm-cuda --check [--dtype f32|bf16|both] [--steps 20] [--layers --d-model --seq-len --batch --vocab]
 //
 // Data: next = perm[current] with probability 0.85, else uniform (a fixed random permutation),
 // so the loss must fall from ln(vocab) towards the noise floor. Timing: CUDA events around each
@@ -34,11 +34,11 @@ namespace {
 
 struct Options {
   int64_t layers = 24, d_model = 768, seq_len = 2048, batch = 8, steps = 30, vocab = 50277, warmup = 5,
-          log_every = 5;
+          log_every = 5, profile = 0;
   std::string dtype = "bf16";
   uint64_t seed = 1;
   double lr = 1e-3;
-  bool check = false, untied = false, steps_given = false;
+  bool check = false, untied = false, steps_given = false, shape_given = false;
 };
 
 [[noreturn]] void usage(const std::string& msg) {
@@ -62,15 +62,16 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--layers") o.layers = int_arg(a, val(), 1, 4096);
-    else if (a == "--d-model") o.d_model = int_arg(a, val(), 1, 1 << 16);
-    else if (a == "--seq-len") o.seq_len = int_arg(a, val(), 1, 1 << 24);
-    else if (a == "--batch") o.batch = int_arg(a, val(), 1, 65535);
+    if (a == "--layers") o.layers = int_arg(a, val(), 1, 4096), o.shape_given = true;
+    else if (a == "--d-model") o.d_model = int_arg(a, val(), 1, 1 << 16), o.shape_given = true;
+    else if (a == "--seq-len") o.seq_len = int_arg(a, val(), 1, 1 << 24), o.shape_given = true;
+    else if (a == "--batch") o.batch = int_arg(a, val(), 1, 65535), o.shape_given = true;
     else if (a == "--steps") o.steps = int_arg(a, val(), 0, 1000000), o.steps_given = true;
-    else if (a == "--vocab") o.vocab = int_arg(a, val(), 2, 1LL << 31);
+    else if (a == "--vocab") o.vocab = int_arg(a, val(), 2, 1LL << 31), o.shape_given = true;
     else if (a == "--seed") o.seed = static_cast<uint64_t>(int_arg(a, val(), 0, 1LL << 62));
     else if (a == "--warmup") o.warmup = int_arg(a, val(), 0, 1000000);
     else if (a == "--log-every") o.log_every = int_arg(a, val(), 1, 1000000);
+    else if (a == "--profile") o.profile = int_arg(a, val(), 0, 1000);
     else if (a == "--lr") {
       const char* v = val();
       char* end = nullptr;
@@ -83,7 +84,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--untied") o.untied = true;
     else if (a == "--help" || a == "-h") {
       std::printf("usage: mamba-train-lm-cuda [--layers N --d-model N --seq-len N --batch N --steps N --dtype bf16|f32 "
-                  "--vocab N --seed N --lr X --warmup N --log-every N --untied] | --check [--dtype f32|bf16|both]\n");
+                  "--vocab N --seed N --lr X --warmup N --log-every N --profile N --untied] | --check [--dtype f32|bf16|both]\n");
       std::exit(0);
     } else usage("unknown option '" + a + "' (--help lists them)");
   }
@@ -102,15 +103,27 @@ int run_check(const Options& o) {
       c.tie_embeddings = tied;
       c.steps = dt == "f32" ? (o.steps_given ? o.steps : 20) : 0;
       c.seed = o.seed;
+      if (o.shape_given) {
+        // --check with a shape: that shape for the comparison (e.g. one whose sizes are
+        // multiples of 16, so every GEMM runs through cuBLASLt rather than the fallback).
+        const Options def;
+        c.layers = o.layers != def.layers ? o.layers : 2;
+        c.d_model = o.d_model != def.d_model ? o.d_model : 64;
+        c.seqlen = o.seq_len != def.seq_len ? o.seq_len : 37;
+        c.batch = o.batch != def.batch ? o.batch : 3;
+        c.vocab = o.vocab != def.vocab ? o.vocab : 97;
+      }
       const double tol = dt == "f32" ? 1e-4 : 3e-2;
       const auto r = mamba::nn::cuda_train_check(c);
       const double lrel = std::abs(r.loss_gpu - r.loss_cpu) / std::abs(r.loss_cpu);
       const bool pass = lrel < tol && r.worst_grad_rel < tol &&
                         (c.steps == 0 || (r.worst_step_loss_rel < tol && r.worst_param_rel < tol));
       ok &= pass;
-      std::printf("check %s %s (2 layers, d_model 64, vocab 97, len 37, batch 3): loss cpu %.7f gpu %.7f rel %.2e; "
-                  "worst grad rel %.2e (%s); tol %.0e\n",
-                  dt.c_str(), tied ? "tied" : "untied", r.loss_cpu, r.loss_gpu, lrel, r.worst_grad_rel,
+      std::printf("check %s %s (%lld layers, d_model %lld, vocab %lld, len %lld, batch %lld): loss cpu %.7f gpu %.7f "
+                  "rel %.2e; worst grad rel %.2e (%s); tol %.0e\n",
+                  dt.c_str(), tied ? "tied" : "untied", static_cast<long long>(c.layers),
+                  static_cast<long long>(c.d_model), static_cast<long long>(c.vocab), static_cast<long long>(c.seqlen),
+                  static_cast<long long>(c.batch), r.loss_cpu, r.loss_gpu, lrel, r.worst_grad_rel,
                   r.worst_grad_name.c_str(), tol);
       for (const auto& [n, e] : r.grad_rel) std::printf("  grad %-40s rel %.2e%s\n", n.c_str(), e, e < tol ? "" : "  FAIL");
       if (c.steps > 0)
@@ -233,6 +246,31 @@ int run_train(const Options& o) {
   std::printf("cudaMalloc calls: %llu after warm-up, %llu at the end (steady state allocates nothing new when equal)\n",
               static_cast<unsigned long long>(mallocs_after_warmup),
               static_cast<unsigned long long>(st.cuda_malloc_calls));
+  if (o.profile > 0) {
+    // Phase table: CUDA events at every phase end (summed over the layers), averaged over
+    // --profile extra steps after the timed ones.
+    tr.set_profile(true);
+    std::vector<std::pair<std::string, double>> acc;
+    for (int64_t s = 0; s < o.profile; ++s) {
+      const auto& [ids, tg] = data[static_cast<size_t>(s % distinct)];
+      tr.step(ids, tg, o.lr);
+      for (const auto& [name, ms] : tr.profile_ms()) {
+        auto it = std::find_if(acc.begin(), acc.end(), [&](const auto& x) { return x.first == name; });
+        if (it == acc.end()) acc.emplace_back(name, ms);
+        else it->second += ms;
+      }
+    }
+    tr.set_profile(false);
+    double total = 0;
+    for (const auto& x : acc) total += x.second;
+    total /= static_cast<double>(o.profile);
+    std::printf("\nphases (CUDA events, mean of %lld steps; profiled step %.2f ms vs median %.2f ms unprofiled)\n",
+                static_cast<long long>(o.profile), total, med);
+    std::printf("| phase | ms / step | %% of step |\n|---|---:|---:|\n");
+    for (const auto& [name, ms] : acc)
+      std::printf("| %s | %.3f | %.1f |\n", name.c_str(), ms / static_cast<double>(o.profile),
+                  100.0 * ms / static_cast<double>(o.profile) / total);
+  }
   return 0;
 }
 

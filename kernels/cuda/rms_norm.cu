@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 add_rms_norm_kernel(int64_t dim, const T* x, const float* res_in, float* res_out, const float* w, float eps, T* y) {
   __shared__ float sh[32];
   const int64_t row = blockIdx.x;
-  const T* xr = x + row * dim;
+  const T* xr = x ? x + row * dim : nullptr;
   const float* ri = res_in ? res_in + row * dim : nullptr;
   float* ro = res_out + row * dim;
   T* yr = y + row * dim;
@@ -55,7 +55,12 @@ add_rms_norm_kernel(int64_t dim, const T* x, const float* res_in, float* res_out
     const int64_t t0 = t_first + p * step;
     if (t0 < dim) {
       float a[kPiece];
-      dev::load_run<kPiece>(xr, t0, dim, v[p], 0.f);
+      if (xr) {
+        dev::load_run<kPiece>(xr, t0, dim, v[p], 0.f);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kPiece; ++j) v[p][j] = 0.f;
+      }
       if (ri) {
         dev::load_run<kPiece>(ri, t0, dim, a, 0.f);
 #pragma unroll
@@ -68,7 +73,12 @@ add_rms_norm_kernel(int64_t dim, const T* x, const float* res_in, float* res_out
   }
   for (int64_t t0 = t_first + kCache * step; t0 < dim; t0 += step) {
     float u[kPiece], a[kPiece];
-    dev::load_run<kPiece>(xr, t0, dim, u, 0.f);
+    if (xr) {
+      dev::load_run<kPiece>(xr, t0, dim, u, 0.f);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kPiece; ++j) u[j] = 0.f;
+    }
     if (ri) {
       dev::load_run<kPiece>(ri, t0, dim, a, 0.f);
 #pragma unroll

@@ -1,20 +1,23 @@
-// Plain CUDA kernels of the MambaLM training path (train_glue_cuda.h): a cuBLASLt GEMM with
-// transposes and beta, RMSNorm forward from an f32 residual and its backward, the causal
-// conv1d + SiLU backward, in-place softmax cross-entropy, embedding backward, casts, the
-// global sum of squares and AdamW. Deterministic column sums: rows are cut into fixed chunks,
-// each chunk's partial sums go to the workspace, a second kernel adds the chunks in order.
+// Glue of the MambaLM training path (train_glue_cuda.h): a cuBLASLt GEMM with transposes,
+// beta and strided batches, the batched tiled transpose, casts and two elementwise kernels.
+// The norms, cross-entropy, conv1d backward, embedding backward, sum of squares and AdamW
+// are the shared training kernels of train_kernels_cuda.h.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/train_glue_cuda.h"
+
+#include "device_common.cuh"
 
 namespace mamba::kernels::cuda {
 namespace {
@@ -24,34 +27,10 @@ __device__ __forceinline__ float ldf(const __nv_bfloat16* p) { return __bfloat16
 __device__ __forceinline__ void stf(float* p, float v) { *p = v; }
 __device__ __forceinline__ void stf(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
 
-constexpr int kChunkRows = 256;  // rows per partial in the column sums
-
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 void require(bool ok, const char* op, const std::string& what) {
   if (!ok) throw std::invalid_argument(std::string(op) + ": " + what);
-}
-
-// Block-wide sum of one value per thread (blockDim.x a multiple of 32, <= 1024).
-__device__ float block_sum(float v, float* sh) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  float t = 0.f;
-  for (int i = 0; i < nw; ++i) t += sh[i];  // same order in every thread
-  return t;
-}
-__device__ float block_max(float v, float* sh) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  float t = -INFINITY;
-  for (int i = 0; i < nw; ++i) t = fmaxf(t, sh[i]);
-  return t;
 }
 
 // ---- GEMM ---------------------------------------------------------------------------------
@@ -60,8 +39,8 @@ __global__ void gemm_fallback_kernel(TrainGemmParams p) {
   __shared__ float as[16][17], bs[16][17];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t row = blockIdx.y * 16 + ty, col = blockIdx.x * 16 + tx;
-  const TA* A = static_cast<const TA*>(p.a);
-  const TA* B = static_cast<const TA*>(p.b);
+  const TA* A = static_cast<const TA*>(p.a) + blockIdx.z * p.stride_a;
+  const TA* B = static_cast<const TA*>(p.b) + blockIdx.z * p.stride_b;
   float acc = 0.f;
   for (int64_t k0 = 0; k0 < p.k; k0 += 16) {
     const int64_t ar = blockIdx.y * 16 + ty, ak = k0 + tx;
@@ -74,7 +53,7 @@ __global__ void gemm_fallback_kernel(TrainGemmParams p) {
     __syncthreads();
   }
   if (row < p.m && col < p.n) {
-    TC* C = static_cast<TC*>(p.c) + row * p.ldc + col;
+    TC* C = static_cast<TC*>(p.c) + blockIdx.z * p.stride_c + row * p.ldc + col;
     float v = p.alpha * acc;
     if (p.beta != 0.f) v += p.beta * ldf(C);
     stf(C, v);
@@ -88,18 +67,23 @@ struct Plan {
   bool ok = false;
 };
 using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, int, int, int, int,
-                           int, bool>;
+                           int, bool, int64_t, int64_t, int64_t, int64_t>;
 std::mutex g_mu;
 std::map<int, cublasLtHandle_t> g_handles;
 std::map<PlanKey, Plan> g_plans;
 
 cudaDataType_t cuda_type(GemmType t) { return t == GemmType::f32 ? CUDA_R_32F : t == GemmType::bf16 ? CUDA_R_16BF : CUDA_R_16F; }
-int align_of(const void* p) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+int esize(GemmType t) { return t == GemmType::f32 ? 4 : 2; }
+// The alignment every batch's matrix has: of the pointer and of the batch stride in bytes.
+int align_of(const void* p, int64_t stride_bytes = 0) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) | static_cast<uintptr_t>(stride_bytes);
   int al = 256;
   while (al > 1 && (a % al) != 0) al >>= 1;
   return al;
 }
+int align_a(const TrainGemmParams& p) { return align_of(p.a, p.batch > 1 ? p.stride_a * esize(p.ab_type) : 0); }
+int align_b(const TrainGemmParams& p) { return align_of(p.b, p.batch > 1 ? p.stride_b * esize(p.ab_type) : 0); }
+int align_c(const TrainGemmParams& p) { return align_of(p.c, p.batch > 1 ? p.stride_c * esize(p.c_type) : 0); }
 
 Plan make_plan(cublasLtHandle_t h, const TrainGemmParams& p, size_t ws) {
   Plan pl;
@@ -114,11 +98,23 @@ Plan make_plan(cublasLtHandle_t h, const TrainGemmParams& p, size_t ws) {
   ok &= cublasLtMatrixLayoutCreate(&pl.lb, ab, p.trans_a ? p.m : p.k, p.trans_a ? p.k : p.m, p.lda) == CUBLAS_STATUS_SUCCESS;
   ok &= cublasLtMatrixLayoutCreate(&pl.lc, ct, p.n, p.m, p.ldc) == CUBLAS_STATUS_SUCCESS;
   if (!ok) return pl;
+  if (p.batch > 1) {
+    // cuBLASLt's A is our B, its B our A (see above).
+    const int32_t bc = static_cast<int32_t>(p.batch);
+    const int64_t sa = p.stride_b, sb = p.stride_a, sc = p.stride_c;
+    for (auto [l, st] : {std::make_pair(pl.la, sa), std::make_pair(pl.lb, sb), std::make_pair(pl.lc, sc)}) {
+      ok &= cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof(bc)) ==
+            CUBLAS_STATUS_SUCCESS;
+      ok &= cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &st, sizeof(st)) ==
+            CUBLAS_STATUS_SUCCESS;
+    }
+    if (!ok) return pl;
+  }
   cublasLtMatmulPreference_t pref = nullptr;
   if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return pl;
   uint64_t wsb = ws;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb));
-  uint32_t aa = align_of(p.b), ba = align_of(p.a), ca = align_of(p.c);
+  uint32_t aa = align_b(p), ba = align_a(p), ca = align_c(p);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof(aa));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ba, sizeof(ba));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ca, sizeof(ca));
@@ -136,8 +132,10 @@ Plan make_plan(cublasLtHandle_t h, const TrainGemmParams& p, size_t ws) {
 }
 
 void gemm_fallback(const TrainGemmParams& p, cudaStream_t s) {
-  dim3 block(16, 16), grid(static_cast<unsigned>(cdiv(p.n, 16)), static_cast<unsigned>(cdiv(p.m, 16)));
+  dim3 block(16, 16), grid(static_cast<unsigned>(cdiv(p.n, 16)), static_cast<unsigned>(cdiv(p.m, 16)),
+                           static_cast<unsigned>(p.batch));
   require(grid.y <= 65535, "train_gemm_cuda", "m too large for the fallback kernel");
+  require(p.batch <= 65535, "train_gemm_cuda", "batch " + std::to_string(p.batch) + " exceeds 65535");
   if (p.ab_type == GemmType::f32) {
     require(p.c_type == GemmType::f32, "train_gemm_cuda", "f32 inputs need an f32 C");
     gemm_fallback_kernel<float, float><<<grid, block, 0, s>>>(p);
@@ -161,6 +159,9 @@ bool train_gemm_cuda(const TrainGemmParams& p, void* workspace, size_t workspace
   require(p.ldb >= (p.trans_b ? p.k : p.n), op, "ldb " + std::to_string(p.ldb) + " < the row length of B");
   require(p.ldc >= p.n, op, "ldc " + std::to_string(p.ldc) + " < n " + std::to_string(p.n));
   require(p.c_type == GemmType::f32 || p.c_type == p.ab_type, op, "C must be f32 or the input type");
+  require(p.batch >= 1, op, "batch must be >= 1, got " + std::to_string(p.batch));
+  require(p.batch == 1 || (p.stride_a >= 0 && p.stride_b >= 0 && p.stride_c >= p.m * p.ldc), op,
+          "batch strides must be >= 0 and stride_c >= m * ldc (batches of C must not overlap)");
   if (p.m == 0 || p.n == 0) return true;
   if (p.k == 0 || p.force_fallback) {
     gemm_fallback(p, stream);
@@ -180,7 +181,8 @@ bool train_gemm_cuda(const TrainGemmParams& p, void* workspace, size_t workspace
     }
     h = hit->second;
     const PlanKey key{dev, p.m, p.n, p.k, p.lda, p.ldb, p.ldc, p.trans_a, p.trans_b, static_cast<int>(p.ab_type),
-                      static_cast<int>(p.c_type), align_of(p.a), align_of(p.b), align_of(p.c), p.beta != 0.f};
+                      static_cast<int>(p.c_type), align_a(p), align_b(p), align_c(p), p.beta != 0.f,
+                      p.batch, p.stride_a, p.stride_b, p.stride_c};
     auto it = g_plans.find(key);
     if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(h, p, workspace_bytes)).first;
     plan = it->second;
@@ -190,273 +192,25 @@ bool train_gemm_cuda(const TrainGemmParams& p, void* workspace, size_t workspace
                                              p.c, plan.lc, &plan.algo, workspace, workspace_bytes, stream);
     if (st == CUBLAS_STATUS_SUCCESS) return true;
   }
+  if (p.batch > 1) {
+    // No batched algorithm for this layout: one GEMM per batch (each may still find one).
+    bool all = true;
+    TrainGemmParams q = p;
+    q.batch = 1;
+    for (int64_t i = 0; i < p.batch; ++i) {
+      q.a = static_cast<const char*>(p.a) + i * p.stride_a * esize(p.ab_type);
+      q.b = static_cast<const char*>(p.b) + i * p.stride_b * esize(p.ab_type);
+      q.c = static_cast<char*>(p.c) + i * p.stride_c * esize(p.c_type);
+      all &= train_gemm_cuda(q, workspace, workspace_bytes, stream);
+    }
+    return all;
+  }
   gemm_fallback(p, stream);
   return false;
 }
 
-// ---- RMSNorm ------------------------------------------------------------------------------
+// ---- elementwise ----------------------------------------------------------------------------
 namespace {
-template <class T>
-__global__ void rms_fwd_kernel(int64_t dim, const float* r, const float* w, float eps, T* y) {
-  __shared__ float sh[32];
-  const int64_t row = blockIdx.x;
-  const float* rr = r + row * dim;
-  float s = 0.f;
-  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) s += rr[j] * rr[j];
-  s = block_sum(s, sh);
-  const float rstd = rsqrtf(s / static_cast<float>(dim) + eps);
-  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) stf(y + row * dim + j, rr[j] * rstd * w[j]);
-}
-
-// dr = dr_add + rstd * (w dy - r rstd^2 mean(w dy r)); rstd per row kept for dw.
-template <class T>
-__global__ void rms_bwd_rows_kernel(int64_t dim, const float* r, const float* w, float eps, const T* dy,
-                                    const float* dr_add, float* dr, float* rstd_out) {
-  __shared__ float sh[32];
-  const int64_t row = blockIdx.x;
-  const float* rr = r + row * dim;
-  const T* g = dy + row * dim;
-  float ss = 0.f, dot = 0.f;
-  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) {
-    const float v = rr[j];
-    ss += v * v;
-    dot += w[j] * ldf(g + j) * v;
-  }
-  ss = block_sum(ss, sh);
-  dot = block_sum(dot, sh);
-  const float rstd = rsqrtf(ss / static_cast<float>(dim) + eps);
-  const float c = rstd * rstd * dot / static_cast<float>(dim);
-  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) {
-    const float add = dr_add ? dr_add[row * dim + j] : 0.f;
-    dr[row * dim + j] = add + rstd * (w[j] * ldf(g + j) - rr[j] * c);
-  }
-  if (threadIdx.x == 0) rstd_out[row] = rstd;
-}
-
-// partial[chunk][j] = sum over the chunk's rows of dy r rstd
-template <class T>
-__global__ void rms_bwd_dw_partial_kernel(int64_t rows, int64_t dim, const float* r, const T* dy, const float* rstd,
-                                          float* partial) {
-  const int64_t j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= dim) return;
-  const int64_t r0 = blockIdx.y * kChunkRows, r1 = min(rows, r0 + kChunkRows);
-  float acc = 0.f;
-  for (int64_t i = r0; i < r1; ++i) acc += ldf(dy + i * dim + j) * r[i * dim + j] * rstd[i];
-  partial[blockIdx.y * dim + j] = acc;
-}
-
-__global__ void sum_chunks_kernel(int64_t chunks, int64_t cols, const float* partial, float* out) {
-  const int64_t j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= cols) return;
-  float acc = 0.f;
-  for (int64_t c = 0; c < chunks; ++c) acc += partial[c * cols + j];
-  out[j] = acc;
-}
-
-int norm_threads(int64_t dim) { return dim >= 1024 ? 1024 : dim >= 256 ? 256 : 128; }
-}  // namespace
-
-template <class T>
-void gt_rms_norm_fwd_cuda(int64_t rows, int64_t dim, const float* r, const float* w, float eps, T* y,
-                          cudaStream_t stream) {
-  require(rows >= 0 && dim > 0, "gt_rms_norm_fwd_cuda", "rows >= 0 and dim > 0 required");
-  require(rows <= 2147483647, "gt_rms_norm_fwd_cuda", "rows exceeds 2^31 - 1");
-  if (rows == 0) return;
-  rms_fwd_kernel<T><<<static_cast<unsigned>(rows), norm_threads(dim), 0, stream>>>(dim, r, w, eps, y);
-  MAMBA_CUDA_CHECK_LAUNCH("gt_rms_norm_fwd_cuda");
-}
-
-size_t gt_rms_norm_bwd_workspace_bytes(int64_t rows, int64_t dim) {
-  return static_cast<size_t>(rows + cdiv(rows, kChunkRows) * dim + 64) * sizeof(float);
-}
-
-template <class T>
-void gt_rms_norm_bwd_cuda(int64_t rows, int64_t dim, const float* r, const float* w, float eps, const T* dy,
-                          const float* dr_add, float* dr, float* dw, void* workspace, size_t workspace_bytes,
-                          cudaStream_t stream) {
-  const char* op = "gt_rms_norm_bwd_cuda";
-  require(rows > 0 && dim > 0, op, "rows > 0 and dim > 0 required");
-  require(workspace_bytes >= gt_rms_norm_bwd_workspace_bytes(rows, dim), op, "workspace too small");
-  float* rstd = static_cast<float*>(workspace);
-  float* partial = rstd + rows;
-  const int64_t chunks = cdiv(rows, kChunkRows);
-  require(chunks <= 65535, op, "rows exceed 65535 * 256");
-  rms_bwd_rows_kernel<T><<<static_cast<unsigned>(rows), norm_threads(dim), 0, stream>>>(dim, r, w, eps, dy, dr_add, dr, rstd);
-  MAMBA_CUDA_CHECK_LAUNCH(op);
-  dim3 grid(static_cast<unsigned>(cdiv(dim, 128)), static_cast<unsigned>(chunks));
-  rms_bwd_dw_partial_kernel<T><<<grid, 128, 0, stream>>>(rows, dim, r, dy, rstd, partial);
-  MAMBA_CUDA_CHECK_LAUNCH(op);
-  sum_chunks_kernel<<<static_cast<unsigned>(cdiv(dim, 128)), 128, 0, stream>>>(chunks, dim, partial, dw);
-  MAMBA_CUDA_CHECK_LAUNCH(op);
-}
-
-// ---- conv1d backward ------------------------------------------------------------------------
-namespace {
-// g[b, t, c] = dout * silu'(pre), pre = bias + sum_k w[c, k] x[b, t - (K-1) + k, c]
-template <class T>
-__global__ void conv_bwd_g_kernel(int64_t batch, int64_t l, int64_t C, int K, const T* x, int64_t x_sb, int64_t x_st,
-                                  const float* w, const float* bias, const T* dout, float* g) {
-  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (idx >= batch * l * C) return;
-  const int64_t c = idx % C, t = (idx / C) % l, b = idx / (C * l);
-  float pre = bias ? bias[c] : 0.f;
-  for (int k = 0; k < K; ++k) {
-    const int64_t s = t - (K - 1) + k;
-    if (s >= 0) pre = fmaf(w[c * K + k], ldf(x + b * x_sb + s * x_st + c), pre);
-  }
-  const float sg = 1.f / (1.f + __expf(-pre));
-  g[idx] = ldf(dout + idx) * sg * (1.f + pre * (1.f - sg));
-}
-template <class T>
-__global__ void conv_bwd_dx_kernel(int64_t batch, int64_t l, int64_t C, int K, const float* w, const float* g, T* dx,
-                                   int64_t dx_sb, int64_t dx_st) {
-  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (idx >= batch * l * C) return;
-  const int64_t c = idx % C, s = (idx / C) % l, b = idx / (C * l);
-  float acc = 0.f;
-  for (int k = 0; k < K; ++k) {
-    const int64_t t = s + (K - 1) - k;
-    if (t < l) acc = fmaf(w[c * K + k], g[(b * l + t) * C + c], acc);
-  }
-  stf(dx + b * dx_sb + s * dx_st + c, acc);
-}
-// partial[chunk][c][k] (k < K: dweight, k == K: dbias) over the chunk's (b, t) rows
-template <class T>
-__global__ void conv_bwd_dw_partial_kernel(int64_t rows, int64_t l, int64_t C, int K, const T* x, int64_t x_sb,
-                                           int64_t x_st, const float* g, float* partial) {
-  const int64_t c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  const int64_t r0 = blockIdx.y * kChunkRows, r1 = min(rows, r0 + kChunkRows);
-  float acc[5] = {0.f, 0.f, 0.f, 0.f, 0.f};
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t b = r / l, t = r % l;
-    const float gv = g[r * C + c];
-    acc[4] += gv;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      if (k >= K) break;
-      const int64_t s = t - (K - 1) + k;
-      if (s >= 0) acc[k] = fmaf(gv, ldf(x + b * x_sb + s * x_st + c), acc[k]);
-    }
-  }
-  float* o = partial + (blockIdx.y * C + c) * (K + 1);
-  for (int k = 0; k < K; ++k) o[k] = acc[k];
-  o[K] = acc[4];
-}
-__global__ void conv_bwd_dw_final_kernel(int64_t chunks, int64_t C, int K, const float* partial, float* dweight,
-                                         float* dbias) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= C * (K + 1)) return;
-  float acc = 0.f;
-  for (int64_t ch = 0; ch < chunks; ++ch) acc += partial[ch * C * (K + 1) + i];
-  const int64_t c = i / (K + 1);
-  const int k = static_cast<int>(i % (K + 1));
-  if (k < K)
-    dweight[c * K + k] = acc;
-  else if (dbias)
-    dbias[c] = acc;
-}
-}  // namespace
-
-size_t gt_conv1d_bwd_workspace_bytes(int64_t batch, int64_t seqlen, int64_t channels, int64_t width) {
-  const int64_t rows = batch * seqlen;
-  return static_cast<size_t>(rows * channels + cdiv(rows, kChunkRows) * channels * (width + 1) + 64) * sizeof(float);
-}
-
-template <class T>
-void gt_conv1d_bwd_cuda(int64_t batch, int64_t seqlen, int64_t channels, int64_t width, const T* x, int64_t x_sb,
-                        int64_t x_st, const float* weight, const float* bias, const T* dout, T* dx, int64_t dx_sb,
-                        int64_t dx_st, float* dweight, float* dbias, void* workspace, size_t workspace_bytes,
-                        cudaStream_t stream) {
-  const char* op = "gt_conv1d_bwd_cuda";
-  require(width >= 1 && width <= 4, op, "width " + std::to_string(width) + " outside [1, 4]");
-  require(batch > 0 && seqlen > 0 && channels > 0, op, "empty input");
-  require(workspace_bytes >= gt_conv1d_bwd_workspace_bytes(batch, seqlen, channels, width), op, "workspace too small");
-  const int64_t rows = batch * seqlen, n = rows * channels, chunks = cdiv(rows, kChunkRows);
-  require(chunks <= 65535, op, "batch * seqlen exceeds 65535 * 256");
-  float* g = static_cast<float*>(workspace);
-  float* partial = g + n;
-  const int K = static_cast<int>(width);
-  conv_bwd_g_kernel<T><<<static_cast<unsigned>(cdiv(n, 256)), 256, 0, stream>>>(batch, seqlen, channels, K, x, x_sb,
-                                                                                 x_st, weight, bias, dout, g);
-  MAMBA_CUDA_CHECK_LAUNCH(op);
-  conv_bwd_dx_kernel<T><<<static_cast<unsigned>(cdiv(n, 256)), 256, 0, stream>>>(batch, seqlen, channels, K, weight, g,
-                                                                                  dx, dx_sb, dx_st);
-  MAMBA_CUDA_CHECK_LAUNCH(op);
-  dim3 grid(static_cast<unsigned>(cdiv(channels, 128)), static_cast<unsigned>(chunks));
-  conv_bwd_dw_partial_kernel<T><<<grid, 128, 0, stream>>>(rows, seqlen, channels, K, x, x_sb, x_st, g, partial);
-  MAMBA_CUDA_CHECK_LAUNCH(op);
-  conv_bwd_dw_final_kernel<<<static_cast<unsigned>(cdiv(channels * (K + 1), 256)), 256, 0, stream>>>(
-      chunks, channels, K, partial, dweight, dbias);
-  MAMBA_CUDA_CHECK_LAUNCH(op);
-}
-
-// ---- cross-entropy ----------------------------------------------------------------------------
-namespace {
-template <class T>
-__global__ void ce_rows_kernel(int64_t V, int64_t stride, T* logits, const int64_t* targets, float scale,
-                               float* loss_rows) {
-  __shared__ float sh[32];
-  const int64_t row = blockIdx.x;
-  T* x = logits + row * stride;
-  const int64_t tgt = targets[row];
-  if (tgt < 0) {
-    for (int64_t j = threadIdx.x; j < stride; j += blockDim.x) stf(x + j, 0.f);
-    if (threadIdx.x == 0) loss_rows[row] = 0.f;
-    return;
-  }
-  float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, ldf(x + j));
-  mx = block_max(mx, sh);
-  float s = 0.f;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += __expf(ldf(x + j) - mx);
-  s = block_sum(s, sh);
-  const float xt = ldf(x + tgt);  // read before anyone writes (block_sum ended with a barrier)
-  __syncthreads();
-  const float lse = mx + logf(s);
-  for (int64_t j = threadIdx.x; j < stride; j += blockDim.x) {
-    float d = 0.f;
-    if (j < V) d = (__expf(ldf(x + j) - lse) - (j == tgt ? 1.f : 0.f)) * scale;
-    stf(x + j, d);
-  }
-  if (threadIdx.x == 0) loss_rows[row] = lse - xt;
-}
-__global__ void sum_all_kernel(int64_t n, const float* v, float* out) {
-  __shared__ float sh[32];
-  float acc = 0.f;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += v[i];
-  acc = block_sum(acc, sh);
-  if (threadIdx.x == 0) *out = acc;
-}
-}  // namespace
-
-size_t gt_cross_entropy_workspace_bytes(int64_t rows) { return static_cast<size_t>(rows + 64) * sizeof(float); }
-
-template <class T>
-void gt_cross_entropy_cuda(int64_t rows, int64_t V, int64_t row_stride, T* logits, const int64_t* targets,
-                           float scale, float* loss_sum, void* workspace, size_t workspace_bytes,
-                           cudaStream_t stream) {
-  const char* op = "gt_cross_entropy_cuda";
-  require(rows > 0 && V > 0 && row_stride >= V, op, "rows > 0, V > 0 and row_stride >= V required");
-  require(rows <= 2147483647, op, "rows exceeds 2^31 - 1");
-  require(workspace_bytes >= gt_cross_entropy_workspace_bytes(rows), op, "workspace too small");
-  float* loss_rows = static_cast<float*>(workspace);
-  ce_rows_kernel<T><<<static_cast<unsigned>(rows), 1024, 0, stream>>>(V, row_stride, logits, targets, scale, loss_rows);
-  MAMBA_CUDA_CHECK_LAUNCH(op);
-  sum_all_kernel<<<1, 1024, 0, stream>>>(rows, loss_rows, loss_sum);
-  MAMBA_CUDA_CHECK_LAUNCH(op);
-}
-
-// ---- embedding backward, elementwise ----------------------------------------------------------
-namespace {
-__global__ void emb_bwd_kernel(int64_t rows, int64_t dim, int64_t vocab, const int64_t* ids, const float* dy,
-                               float* dtable) {
-  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (idx >= rows * dim) return;
-  const int64_t r = idx / dim, j = idx % dim, id = ids[r];
-  if (id < 0 || id >= vocab) return;
-  atomicAdd(dtable + id * dim + j, dy[idx]);
-}
 __global__ void cast_kernel(int64_t n, const float* x, __nv_bfloat16* y) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) y[i] = __float2bfloat16(x[i]);
@@ -470,18 +224,41 @@ __global__ void mul_kernel(int64_t n, const float* a, const float* b, float* y) 
   if (i < n) y[i] = a[i] * b[i];
 }
 unsigned blocks(int64_t n, int t = 256) { return static_cast<unsigned>(cdiv(n, t)); }
+// out[i] = sum_j src[j * n + i] in order j = 0..batch-1; 4 consecutive i per thread (16-byte
+// accesses when n % 4 == 0 and the pointers are 16-byte aligned).
+__global__ void sum_batches_kernel(int64_t n, int64_t batch, const float* src, float* out, bool vec) {
+  const int64_t i0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * 4;
+  if (i0 >= n) return;
+  if (vec) {
+    float4 acc = __ldg(reinterpret_cast<const float4*>(src + i0));
+    for (int64_t j = 1; j < batch; ++j) {
+      const float4 v = __ldg(reinterpret_cast<const float4*>(src + j * n + i0));
+      acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
+    }
+    *reinterpret_cast<float4*>(out + i0) = acc;
+  } else {
+    for (int64_t i = i0; i < i0 + 4 && i < n; ++i) {
+      float acc = src[i];
+      for (int64_t j = 1; j < batch; ++j) acc += src[j * n + i];
+      out[i] = acc;
+    }
+  }
+}
 }  // namespace
 
-void gt_embedding_bwd_accumulate_cuda(int64_t rows, int64_t dim, int64_t vocab, const int64_t* ids, const float* dy,
-                                      float* dtable, cudaStream_t stream) {
-  if (rows * dim == 0) return;
-  emb_bwd_kernel<<<blocks(rows * dim), 256, 0, stream>>>(rows, dim, vocab, ids, dy, dtable);
-  MAMBA_CUDA_CHECK_LAUNCH("gt_embedding_bwd_accumulate_cuda");
-}
 void gt_cast_f32_to_bf16_cuda(int64_t n, const float* x, __nv_bfloat16* y, cudaStream_t stream) {
   if (n == 0) return;
   cast_kernel<<<blocks(n), 256, 0, stream>>>(n, x, y);
   MAMBA_CUDA_CHECK_LAUNCH("gt_cast_f32_to_bf16_cuda");
+}
+void gt_sum_batches_cuda(int64_t n, int64_t batch, const float* src, float* out, cudaStream_t stream) {
+  const char* op = "gt_sum_batches_cuda";
+  require(n >= 0 && batch >= 1, op, "n must be >= 0 and batch >= 1");
+  if (n == 0) return;
+  require(src && out, op, "src and out must not be null");
+  const bool vec = n % 4 == 0 && (reinterpret_cast<uintptr_t>(src) & 15) == 0 && (reinterpret_cast<uintptr_t>(out) & 15) == 0;
+  sum_batches_kernel<<<blocks(cdiv(n, 4)), 256, 0, stream>>>(n, batch, src, out, vec);
+  MAMBA_CUDA_CHECK_LAUNCH(op);
 }
 void gt_neg_exp_cuda(int64_t n, const float* x, float* y, cudaStream_t stream) {
   if (n == 0) return;
@@ -493,6 +270,119 @@ void gt_mul_cuda(int64_t n, const float* a, const float* b, float* y, cudaStream
   mul_kernel<<<blocks(n), 256, 0, stream>>>(n, a, b, y);
   MAMBA_CUDA_CHECK_LAUNCH("gt_mul_cuda");
 }
+
+// ---- conv1d + SiLU forward into the (b, c, l) layout ------------------------------------------
+namespace {
+constexpr int kCvT = 64, kCvC = 64;  // a block's tile: 64 steps x 64 channels
+// One block (32 x 8 threads) per (64 steps, 64 channels, batch). Load phase: thread x takes the
+// channel pair (2x, 2x + 1) of the tile's rows (the 64 steps plus K - 1 halo steps before
+// them): one 4-byte bf16 pair (8-byte float pair) per row when `pairs`, so a warp reads 128
+// (256) contiguous bytes, into shared memory as f32. Output phase: thread x computes the steps
+// (2x, 2x + 1) of one channel per row y (bias, then w[k] x[t - (K - 1) + k] for k = 0..K-1 in
+// the order of causal_conv1d_fwd_cuda, SiLU) and stores them as one pair into out[b][c][t]
+// (a warp writes 64 contiguous steps).
+template <class T, int K>
+__global__ void __launch_bounds__(256) conv_silu_bcl_kernel(int64_t l, int64_t C, const T* x, int64_t x_sb,
+                                                            int64_t x_st, const float* w, const float* bias, T* out,
+                                                            bool pairs) {
+  constexpr int kRows = kCvT + K - 1;
+  __shared__ float xs[kCvT + 3][kCvC + 1];
+  const int64_t b = blockIdx.z, t0 = int64_t(blockIdx.y) * kCvT, c0 = int64_t(blockIdx.x) * kCvC;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t c = c0 + 2 * tx;
+  const T* xb = x + b * x_sb;
+#pragma unroll
+  for (int i0 = 0; i0 < kRows; i0 += 8) {
+    const int i = i0 + ty;
+    if (i < kRows) {
+      const int64_t t = t0 - (K - 1) + i;
+      float v0 = 0.f, v1 = 0.f;
+      if (t >= 0 && t < l) {
+        const T* src = xb + t * x_st + c;
+        if (pairs && c + 1 < C) {
+          if constexpr (std::is_same_v<T, float>) {
+            const float2 v = __ldg(reinterpret_cast<const float2*>(src));
+            v0 = v.x; v1 = v.y;
+          } else {
+            const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(src);
+            v0 = __bfloat162float(v.x); v1 = __bfloat162float(v.y);
+          }
+        } else {
+          if (c < C) v0 = dev::to_f32(src[0]);
+          if (c + 1 < C) v1 = dev::to_f32(src[1]);
+        }
+      }
+      xs[i][2 * tx] = v0;
+      xs[i][2 * tx + 1] = v1;
+    }
+  }
+  __syncthreads();
+  const int j = 2 * tx;  // this thread's two steps within the tile
+  const int64_t t = t0 + j;
+  for (int i = ty; i < kCvC; i += 8) {
+    const int64_t cc = c0 + i;
+    if (cc >= C) break;
+    float wk[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) wk[k] = __ldg(w + cc * K + k);
+    const float bs = bias ? __ldg(bias + cc) : 0.f;
+    float a0 = bs, a1 = bs;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      a0 += wk[k] * xs[j + k][i];
+      a1 += wk[k] * xs[j + 1 + k][i];
+    }
+    a0 = dev::silu(a0);
+    a1 = dev::silu(a1);
+    T* dst = out + (b * C + cc) * l + t;
+    if (pairs && t + 1 < l) {
+      if constexpr (std::is_same_v<T, float>) {
+        *reinterpret_cast<float2*>(dst) = make_float2(a0, a1);
+      } else {
+        __nv_bfloat162 v;
+        v.x = __float2bfloat16_rn(a0);
+        v.y = __float2bfloat16_rn(a1);
+        *reinterpret_cast<__nv_bfloat162*>(dst) = v;
+      }
+    } else {
+      if (t < l) dst[0] = dev::from_f32<T>(a0);
+      if (t + 1 < l) dst[1] = dev::from_f32<T>(a1);
+    }
+  }
+}
+}  // namespace
+
+template <class T>
+void gt_conv1d_silu_fwd_bcl_cuda(int64_t batch, int64_t seqlen, int64_t channels, int64_t width, const T* x,
+                                 int64_t x_sb, int64_t x_st, const float* weight, const float* bias, T* out,
+                                 cudaStream_t stream) {
+  const char* op = "gt_conv1d_silu_fwd_bcl_cuda";
+  require(width >= 1 && width <= 4, op, "width must be in [1, 4], got " + std::to_string(width));
+  require(batch >= 0 && seqlen >= 0 && channels >= 0, op, "negative size");
+  if (batch == 0 || seqlen == 0 || channels == 0) return;
+  require(batch <= 65535 && cdiv(seqlen, kCvT) <= 65535, op, "batch and seqlen / 64 must be <= 65535");
+  require(x && weight && out, op, "x, weight and out must not be null");
+  dim3 grid(static_cast<unsigned>(cdiv(channels, kCvC)), static_cast<unsigned>(cdiv(seqlen, kCvT)),
+            static_cast<unsigned>(batch));
+  dim3 block(32, 8);
+  // Pair accesses: x rows, the batch stride and the base even (in elements) and aligned to a
+  // pair; out rows (seqlen) even and its base aligned.
+  const uintptr_t pa = 2 * sizeof(T) - 1;
+  const bool pairs = x_st % 2 == 0 && x_sb % 2 == 0 && seqlen % 2 == 0 && (reinterpret_cast<uintptr_t>(x) & pa) == 0 &&
+                     (reinterpret_cast<uintptr_t>(out) & pa) == 0;
+  switch (width) {
+    case 1: conv_silu_bcl_kernel<T, 1><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out, pairs); break;
+    case 2: conv_silu_bcl_kernel<T, 2><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out, pairs); break;
+    case 3: conv_silu_bcl_kernel<T, 3><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out, pairs); break;
+    default: conv_silu_bcl_kernel<T, 4><<<grid, block, 0, stream>>>(seqlen, channels, x, x_sb, x_st, weight, bias, out, pairs); break;
+  }
+  MAMBA_CUDA_CHECK_LAUNCH(op);
+}
+template void gt_conv1d_silu_fwd_bcl_cuda<float>(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, int64_t,
+                                                 const float*, const float*, float*, cudaStream_t);
+template void gt_conv1d_silu_fwd_bcl_cuda<__nv_bfloat16>(int64_t, int64_t, int64_t, int64_t, const __nv_bfloat16*,
+                                                         int64_t, int64_t, const float*, const float*, __nv_bfloat16*,
+                                                         cudaStream_t);
 
 // ---- transpose ----------------------------------------------------------------------------------
 namespace {
@@ -514,6 +404,43 @@ __global__ void transpose_kernel(int64_t P, int64_t Q, const TI* src, int64_t sl
     if (p < P && q < Q) stf(d + q * dld + p, tile[threadIdx.x][i]);
   }
 }
+// MAMBA_GT_TRANSPOSE_PAIRS=0: every transpose through the 32 x 32 element kernel (A/B runs).
+bool pairs_enabled() {
+  static const bool v = [] {
+    const char* e = std::getenv("MAMBA_GT_TRANSPOSE_PAIRS");
+    return !(e && std::string(e) == "0");
+  }();
+  return v;
+}
+// bf16 -> bf16 with even sizes, strides and 4-byte aligned bases: 64 x 64 tiles, bf16 pairs
+// (4-byte accesses: a warp moves 128 contiguous bytes per row in both phases).
+__global__ void transpose_bf16x2_kernel(int64_t P, int64_t Q, const __nv_bfloat16* src, int64_t sld, int64_t sbs,
+                                        __nv_bfloat16* dst, int64_t dld, int64_t dbs) {
+  __shared__ __nv_bfloat16 tile[64][66];
+  const int64_t bt = blockIdx.z;
+  const int64_t p0 = static_cast<int64_t>(blockIdx.y) * 64, q0 = static_cast<int64_t>(blockIdx.x) * 64;
+  const __nv_bfloat16* sp = src + bt * sbs;
+  __nv_bfloat16* dp = dst + bt * dbs;
+  const int tx = threadIdx.x;
+  for (int i = threadIdx.y; i < 64; i += 8) {
+    const int64_t p = p0 + i, q = q0 + 2 * tx;
+    if (p < P && q < Q) {
+      const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(sp + p * sld + q);
+      tile[i][2 * tx] = v.x;
+      tile[i][2 * tx + 1] = v.y;
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 64; i += 8) {
+    const int64_t q = q0 + i, p = p0 + 2 * tx;
+    if (p < P && q < Q) {
+      __nv_bfloat162 v;
+      v.x = tile[2 * tx][i];
+      v.y = tile[2 * tx + 1][i];
+      *reinterpret_cast<__nv_bfloat162*>(dp + q * dld + p) = v;
+    }
+  }
+}
 }  // namespace
 
 void gt_transpose_cuda(int64_t batch, int64_t P, int64_t Q, const void* src, bool src_bf16, int64_t src_ld,
@@ -525,7 +452,14 @@ void gt_transpose_cuda(int64_t batch, int64_t P, int64_t Q, const void* src, boo
   dim3 grid(static_cast<unsigned>(cdiv(Q, 32)), static_cast<unsigned>(cdiv(P, 32)), static_cast<unsigned>(batch));
   dim3 block(32, 8);
   using bf = __nv_bfloat16;
-  if (!src_bf16 && !dst_bf16)
+  const bool pairs = src_bf16 && dst_bf16 && P % 2 == 0 && Q % 2 == 0 && src_ld % 2 == 0 && dst_ld % 2 == 0 &&
+                     src_bs % 2 == 0 && dst_bs % 2 == 0 && (reinterpret_cast<uintptr_t>(src) & 3) == 0 &&
+                     (reinterpret_cast<uintptr_t>(dst) & 3) == 0 && pairs_enabled();
+  if (pairs) {
+    dim3 g2(static_cast<unsigned>(cdiv(Q, 64)), static_cast<unsigned>(cdiv(P, 64)), static_cast<unsigned>(batch));
+    transpose_bf16x2_kernel<<<g2, block, 0, stream>>>(P, Q, static_cast<const bf*>(src), src_ld, src_bs,
+                                                      static_cast<bf*>(dst), dst_ld, dst_bs);
+  } else if (!src_bf16 && !dst_bf16)
     transpose_kernel<float, float><<<grid, block, 0, stream>>>(P, Q, static_cast<const float*>(src), src_ld, src_bs,
                                                                static_cast<float*>(dst), dst_ld, dst_bs);
   else if (!src_bf16 && dst_bf16)
@@ -540,80 +474,5 @@ void gt_transpose_cuda(int64_t batch, int64_t P, int64_t Q, const void* src, boo
   MAMBA_CUDA_CHECK_LAUNCH(op);
 }
 
-// ---- optimiser ----------------------------------------------------------------------------------
-namespace {
-constexpr int kSumBlocks = 1024;
-__global__ void sumsq_partial_kernel(int64_t n, const float* x, float* partial) {
-  __shared__ float sh[32];
-  float acc = 0.f;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    acc = fmaf(x[i], x[i], acc);
-  acc = block_sum(acc, sh);
-  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
-}
-__global__ void adamw_kernel(int64_t n, float* p, float* g, float* m, float* v, __nv_bfloat16* pb, float lr, float b1,
-                             float b2, float eps, float wd, float bc1, float bc2_sqrt, float max_norm,
-                             const float* sumsq) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= n) return;
-  float gv = g[i];
-  if (max_norm > 0.f) {
-    const float coef = max_norm / (sqrtf(*sumsq) + 1e-6f);
-    if (coef < 1.f) {
-      gv *= coef;
-      g[i] = gv;
-    }
-  }
-  float pv = p[i];
-  if (wd != 0.f) pv *= 1.f - lr * wd;
-  const float mv = b1 * m[i] + (1.f - b1) * gv;
-  const float vv = b2 * v[i] + (1.f - b2) * gv * gv;
-  m[i] = mv;
-  v[i] = vv;
-  pv -= (lr / bc1) * mv / (sqrtf(vv) / bc2_sqrt + eps);
-  p[i] = pv;
-  if (pb) pb[i] = __float2bfloat16(pv);
-}
-}  // namespace
-
-size_t gt_sumsq_workspace_bytes() { return kSumBlocks * sizeof(float); }
-
-void gt_sumsq_cuda(int64_t n, const float* x, float* sumsq, void* workspace, size_t workspace_bytes,
-                   cudaStream_t stream) {
-  require(workspace_bytes >= gt_sumsq_workspace_bytes(), "gt_sumsq_cuda", "workspace too small");
-  float* partial = static_cast<float*>(workspace);
-  sumsq_partial_kernel<<<kSumBlocks, 256, 0, stream>>>(n, x, partial);
-  MAMBA_CUDA_CHECK_LAUNCH("gt_sumsq_cuda");
-  sum_all_kernel<<<1, 1024, 0, stream>>>(kSumBlocks, partial, sumsq);
-  MAMBA_CUDA_CHECK_LAUNCH("gt_sumsq_cuda");
-}
-
-void gt_adamw_cuda(int64_t n, float* param, float* grad, float* exp_avg, float* exp_avg_sq, __nv_bfloat16* param_bf16,
-                   float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step, float max_grad_norm,
-                   const float* grad_sumsq, cudaStream_t stream) {
-  require(step >= 1, "gt_adamw_cuda", "step must be >= 1");
-  if (n == 0) return;
-  // Bias corrections in double on the host, as the CPU optimiser computes them.
-  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-  adamw_kernel<<<blocks(n), 256, 0, stream>>>(n, param, grad, exp_avg, exp_avg_sq, param_bf16, lr, beta1, beta2, eps,
-                                              weight_decay, static_cast<float>(bc1),
-                                              static_cast<float>(std::sqrt(bc2)), max_grad_norm, grad_sumsq);
-  MAMBA_CUDA_CHECK_LAUNCH("gt_adamw_cuda");
-}
-
-#define MAMBA_GT_INST(T)                                                                                              \
-  template void gt_rms_norm_fwd_cuda<T>(int64_t, int64_t, const float*, const float*, float, T*, cudaStream_t);     \
-  template void gt_rms_norm_bwd_cuda<T>(int64_t, int64_t, const float*, const float*, float, const T*, const float*, \
-                                        float*, float*, void*, size_t, cudaStream_t);                                \
-  template void gt_conv1d_bwd_cuda<T>(int64_t, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, const float*,  \
-                                      const float*, const T*, T*, int64_t, int64_t, float*, float*, void*, size_t,   \
-                                      cudaStream_t);                                                                 \
-  template void gt_cross_entropy_cuda<T>(int64_t, int64_t, int64_t, T*, const int64_t*, float, float*, void*, size_t, \
-                                         cudaStream_t);
-MAMBA_GT_INST(float)
-MAMBA_GT_INST(__nv_bfloat16)
-#undef MAMBA_GT_INST
 
 }  // namespace mamba::kernels::cuda

@@ -10,6 +10,15 @@
 #include "mamba/nn/mamba_lm_train_cuda.h"
 #include "mamba/tensor/cuda.h"
 
+#ifdef MAMBA_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <random>
+
+#include "mamba/kernels/cuda/train_glue_cuda.h"
+#endif
+
 namespace {
 
 #define REQUIRE_GPU() \
@@ -92,3 +101,169 @@ TEST(CudaTrain, BadInputNamesTheField) {
 }
 
 }  // namespace
+
+#ifdef MAMBA_HAVE_CUDA
+// The trainer's glue kernels (train_glue_cuda.h) against plain loops on the CPU: the batched
+// GEMM (shared operand by stride 0, every transpose pair, beta), the conv + SiLU forward into
+// the (b, c, l) layout, the ordered batch sum and the bf16-pair transpose. Awkward sizes (the
+// fallback and per-batch paths) and multiples of 16 (cuBLASLt's batched layouts).
+namespace glue {
+namespace kc = mamba::kernels::cuda;
+using mamba::DType;
+using mamba::Tensor;
+
+cudaStream_t stream() {
+  return static_cast<cudaStream_t>(mamba::cuda::current_stream(mamba::Device::cuda(0)).native());
+}
+Tensor rand_host(int64_t n, std::mt19937_64& rng) {
+  Tensor t = Tensor::empty({n});
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (int64_t i = 0; i < n; ++i) t.data<float>()[i] = u(rng);
+  return t;
+}
+double rel(const Tensor& got, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double g = got.data<float>()[i];
+    if (!std::isfinite(g)) return INFINITY;
+    num += (g - ref[i]) * (g - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+TEST(CudaTrainGlue, BatchedGemmMatchesLoops) {
+  REQUIRE_GPU();
+  const auto dev = mamba::Device::cuda(0);
+  std::mt19937_64 rng(7);
+  Tensor gws = Tensor::empty({static_cast<int64_t>(kc::gemm_cuda_workspace_bytes() / 4)}, DType::f32, dev);
+  struct Shape { int64_t m, n, k, batch; };
+  for (const Shape sh : {Shape{37, 50, 29, 3}, Shape{64, 128, 96, 4}}) {
+    for (bool bf : {false, true}) {
+      for (int shared = 0; shared < 2; ++shared) {  // 0: A shared (stride 0), 1: B shared
+        for (int tr = 0; tr < 4; ++tr) {
+          const bool ta = tr & 1, tb = tr & 2;
+          const int64_t M = sh.m, N = sh.n, K = sh.k, nb = sh.batch;
+          const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+          const int64_t asz = (ta ? K : M) * lda, bsz = (tb ? N : K) * ldb, csz = M * ldc;
+          const int64_t sa = shared == 0 ? 0 : asz, sb = shared == 1 ? 0 : bsz;
+          Tensor ha = rand_host(shared == 0 ? asz : nb * asz, rng), hb = rand_host(shared == 1 ? bsz : nb * bsz, rng);
+          Tensor hc = rand_host(nb * csz, rng);
+          if (bf) {  // the reference sees the bf16-rounded operands
+            ha = ha.to(DType::bf16).to(DType::f32);
+            hb = hb.to(DType::bf16).to(DType::f32);
+          }
+          Tensor da = (bf ? ha.to(DType::bf16) : ha).to(dev), db = (bf ? hb.to(DType::bf16) : hb).to(dev);
+          Tensor dc = hc.to(dev);
+          kc::TrainGemmParams p;
+          p.m = M; p.n = N; p.k = K;
+          p.a = da.raw_data(); p.lda = lda; p.trans_a = ta;
+          p.b = db.raw_data(); p.ldb = ldb; p.trans_b = tb;
+          p.c = dc.raw_data(); p.ldc = ldc; p.beta = 0.5f; p.alpha = 1.f;
+          p.ab_type = bf ? kc::GemmType::bf16 : kc::GemmType::f32;
+          p.c_type = kc::GemmType::f32;
+          p.batch = nb; p.stride_a = sa; p.stride_b = sb; p.stride_c = csz;
+          kc::train_gemm_cuda(p, gws.raw_data(), kc::gemm_cuda_workspace_bytes(), stream());
+          const Tensor got = dc.to(mamba::Device::cpu());
+          std::vector<double> ref(static_cast<size_t>(nb * csz));
+          for (int64_t z = 0; z < nb; ++z)
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = 0; j < ldc; ++j) {
+                const size_t at = static_cast<size_t>(z * csz + i * ldc + j);
+                if (j >= N) {  // past n: untouched
+                  ref[at] = hc.data<float>()[at];
+                  continue;
+                }
+                double acc = 0;
+                for (int64_t q = 0; q < K; ++q) {
+                  const float a = ha.data<float>()[z * sa + (ta ? q * lda + i : i * lda + q)];
+                  const float bv = hb.data<float>()[z * sb + (tb ? j * ldb + q : q * ldb + j)];
+                  acc += static_cast<double>(a) * bv;
+                }
+                ref[at] = acc + 0.5 * hc.data<float>()[at];
+              }
+          EXPECT_LT(rel(got, ref), 1e-5) << "m " << M << " n " << N << " k " << K << " bf16 " << bf << " shared "
+                                         << shared << " ta " << ta << " tb " << tb;
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaTrainGlue, ConvSiluIntoScanLayoutMatchesLoops) {
+  REQUIRE_GPU();
+  const auto dev = mamba::Device::cuda(0);
+  std::mt19937_64 rng(11);
+  for (int64_t K : {2, 3, 4}) {
+    for (bool bf : {false, true}) {
+     for (int64_t l : {70, 71}) {  // even: bf16 / f32 pair accesses; odd: element accesses
+      const int64_t b = 2, C = l == 70 ? 45 : 130, xs = 2 * C;  // rows of x hold 2C values (the x half of xz)
+      Tensor hx = rand_host(b * l * xs, rng), hw = rand_host(C * K, rng), hbias = rand_host(C, rng);
+      if (bf) hx = hx.to(DType::bf16).to(DType::f32);
+      Tensor dx = (bf ? hx.to(DType::bf16) : hx).to(dev), dw = hw.to(dev), dbias = hbias.to(dev);
+      Tensor dout = Tensor::empty({b * C * l}, bf ? DType::bf16 : DType::f32, dev);
+      if (bf)
+        kc::gt_conv1d_silu_fwd_bcl_cuda<__nv_bfloat16>(b, l, C, K, static_cast<const __nv_bfloat16*>(dx.raw_data()),
+                                                       l * xs, xs, static_cast<const float*>(dw.raw_data()),
+                                                       static_cast<const float*>(dbias.raw_data()),
+                                                       static_cast<__nv_bfloat16*>(dout.raw_data()), stream());
+      else
+        kc::gt_conv1d_silu_fwd_bcl_cuda<float>(b, l, C, K, static_cast<const float*>(dx.raw_data()), l * xs, xs,
+                                               static_cast<const float*>(dw.raw_data()),
+                                               static_cast<const float*>(dbias.raw_data()),
+                                               static_cast<float*>(dout.raw_data()), stream());
+      const Tensor got = dout.to(mamba::Device::cpu()).to(DType::f32);
+      std::vector<double> ref(static_cast<size_t>(b * C * l));
+      for (int64_t z = 0; z < b; ++z)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t t = 0; t < l; ++t) {
+            double pre = hbias.data<float>()[c];
+            for (int64_t k = 0; k < K; ++k) {
+              const int64_t s = t - (K - 1) + k;
+              if (s >= 0) pre += static_cast<double>(hw.data<float>()[c * K + k]) * hx.data<float>()[z * l * xs + s * xs + c];
+            }
+            ref[static_cast<size_t>((z * C + c) * l + t)] = pre / (1.0 + std::exp(-pre));
+          }
+      EXPECT_LT(rel(got, ref), bf ? 5e-3 : 1e-6) << "K " << K << " bf16 " << bf << " l " << l << " C " << C;
+     }
+    }
+  }
+}
+
+TEST(CudaTrainGlue, BatchSumAndPairTransposeAreExact) {
+  REQUIRE_GPU();
+  const auto dev = mamba::Device::cuda(0);
+  std::mt19937_64 rng(13);
+  for (int64_t n : {1001, 1024}) {
+    const int64_t nb = 5;
+    Tensor hs = rand_host(nb * n, rng);
+    Tensor ds = hs.to(dev), dsum = Tensor::empty({n}, DType::f32, dev);
+    kc::gt_sum_batches_cuda(n, nb, static_cast<const float*>(ds.raw_data()), static_cast<float*>(dsum.raw_data()),
+                            stream());
+    const Tensor got = dsum.to(mamba::Device::cpu());
+    int bad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      float acc = hs.data<float>()[i];
+      for (int64_t j = 1; j < nb; ++j) acc += hs.data<float>()[j * n + i];  // the documented order
+      bad += got.data<float>()[i] != acc;
+    }
+    EXPECT_EQ(bad, 0) << "n " << n;
+  }
+  // (batch, P, Q) with row strides -> (batch, Q, P): bf16 pairs (even sizes) and the element
+  // kernel (odd sizes); a transpose is exact.
+  for (int64_t P : {66, 67}) {
+    const int64_t nb = 2, Q = 130, sld = Q + 2, dld = P + 2 - (P % 2), sbs = P * sld, dbs = Q * dld;
+    Tensor hs = rand_host(nb * sbs, rng).to(DType::bf16);
+    Tensor ds = hs.to(dev), dd = Tensor::zeros({nb * dbs}, DType::bf16).to(dev);
+    kc::gt_transpose_cuda(nb, P, Q, ds.raw_data(), true, sld, sbs, dd.raw_data(), true, dld, dbs, stream());
+    const Tensor got = dd.to(mamba::Device::cpu()).to(DType::f32), src = hs.to(DType::f32);
+    int bad = 0;
+    for (int64_t z = 0; z < nb; ++z)
+      for (int64_t q = 0; q < Q; ++q)
+        for (int64_t p = 0; p < P; ++p)
+          bad += got.data<float>()[z * dbs + q * dld + p] != src.data<float>()[z * sbs + p * sld + q];
+    EXPECT_EQ(bad, 0) << "P " << P;
+  }
+}
+}  // namespace glue
+#endif

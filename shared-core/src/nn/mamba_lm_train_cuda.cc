@@ -23,6 +23,7 @@
 #include "mamba/kernels/cuda/scan_cuda.h"
 #include "mamba/kernels/cuda/tensor_ops_cuda.h"
 #include "mamba/kernels/cuda/train_glue_cuda.h"
+#include "mamba/kernels/cuda/train_kernels_cuda.h"
 #endif
 
 namespace mamba::nn {
@@ -49,7 +50,50 @@ struct MambaLMTrainerCuda::Impl {
   std::vector<LayerIdx> layers;  // indices into params
   int64_t emb = -1, norm_f = -1, lm_head = -1;
   int64_t counted = 0;
-  std::vector<int64_t> target_check_scratch;
+  // Optimiser descriptors (train_kernels_cuda.h): the grad arena cut into equal pieces for the
+  // sum of squares (the alignment gaps are zero), and AdamW over runs of consecutive parameters
+  // with the same weight decay and bf16-copy flag (a run covers its gaps: zero gradients and
+  // zero moments keep zero weights zero).
+  size_t sumsq_ws_bytes = 0;
+#ifdef MAMBA_HAVE_CUDA
+  std::vector<kernels::cuda::AdamWTensorCuda> sumsq_pieces, adam_runs;
+  // Phase timing (set_profile): CUDA events recorded at phase ends; a null name starts a region.
+  bool profile = false;
+  std::vector<std::pair<const char*, cudaEvent_t>> marks;
+  std::vector<cudaEvent_t> pool;
+  void mark(const char* name, cudaStream_t s) {
+    if (!profile) return;
+    if (marks.size() == pool.size()) {
+      cudaEvent_t e;
+      MAMBA_CUDA_CHECK("MambaLMTrainerCuda (profile)", cudaEventCreate(&e));
+      pool.push_back(e);
+    }
+    cudaEvent_t e = pool[marks.size()];
+    MAMBA_CUDA_CHECK("MambaLMTrainerCuda (profile)", cudaEventRecord(e, s));
+    marks.emplace_back(name, e);
+  }
+  // MAMBA_GT_OVERLAP=1: weight-gradient GEMMs of the backward on a second stream (with their
+  // own GEMM workspace), so they can run beside the scan backward, which leaves most of each SM
+  // idle at this width; events order them, and the tensors they read stay alive (per layer)
+  // until the main stream has waited for them.
+  cudaStream_t side = nullptr;
+  Tensor gemm_ws2;
+  std::vector<cudaEvent_t> sync_pool;
+  size_t sync_used = 0;
+  cudaEvent_t sync_event() {
+    if (sync_used == sync_pool.size()) {
+      cudaEvent_t e;
+      MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      sync_pool.push_back(e);
+    }
+    return sync_pool[sync_used++];
+  }
+  ~Impl() {
+    for (cudaEvent_t e : pool) cudaEventDestroy(e);
+    for (cudaEvent_t e : sync_pool) cudaEventDestroy(e);
+    if (side) cudaStreamDestroy(side);
+  }
+#endif
 };
 
 #ifndef MAMBA_HAVE_CUDA
@@ -66,6 +110,8 @@ std::vector<std::string> MambaLMTrainerCuda::parameter_names() const { return {}
 std::vector<Tensor> MambaLMTrainerCuda::parameters_cpu() const { return {}; }
 std::vector<Tensor> MambaLMTrainerCuda::gradients_cpu() const { return {}; }
 int64_t MambaLMTrainerCuda::parameter_count() const { return 0; }
+void MambaLMTrainerCuda::set_profile(bool) {}
+std::vector<std::pair<std::string, double>> MambaLMTrainerCuda::profile_ms() { return {}; }
 
 #else
 
@@ -89,13 +135,43 @@ constexpr DType dtype_of() {
   return std::is_same_v<T, float> ? DType::f32 : DType::bf16;
 }
 
+// The A/B switches below are read once per process.
+bool env_is(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e && std::string(e) == value;
+}
+
 // MAMBA_GT_TRANSPOSE=strided: the generic strided-copy kernel instead of the tiled transpose
 // (kept for A/B checks).
 bool tiled_transpose() {
-  static const bool v = [] {
-    const char* e = std::getenv("MAMBA_GT_TRANSPOSE");
-    return !(e && std::string(e) == "strided");
-  }();
+  static const bool v = !env_is("MAMBA_GT_TRANSPOSE", "strided");
+  return v;
+}
+
+// MAMBA_GT_LAYOUT=transpose: the GEMMs write and read the (b, l, d) row layout and tiled
+// transposes convert to and from the scan's (b, d, l) layout (the layout of the first version,
+// kept for A/B checks); default "direct": strided-batched GEMMs write delta, z and dout in the
+// scan layout and read y, ddelta and dz from it, so only u, B, C, du, dB and dC are transposed.
+bool direct_layout() {
+  static const bool v = !env_is("MAMBA_GT_LAYOUT", "transpose");
+  return v;
+}
+
+// In the direct layout the conv1d forward writes u in the scan layout itself (and the x_proj
+// GEMMs read u) with MAMBA_GT_CONV_BCL=1, so xc (b, l, d) is neither written nor kept; default: the conv
+// forward into (b, l, d) + a transpose, as before.
+bool conv_bcl_enabled() {
+  static const bool v = env_is("MAMBA_GT_CONV_BCL", "1");  // opt-in: the rewritten kernel is not yet measured
+  return v;
+}
+
+bool overlap_enabled() {
+  static const bool v = env_is("MAMBA_GT_OVERLAP", "1");
+  return v;
+}
+
+bool wsum_loop() {
+  static const bool v = env_is("MAMBA_GT_WSUM", "loop");
   return v;
 }
 
@@ -214,7 +290,38 @@ MambaLMTrainerCuda::MambaLMTrainerCuda(MambaLM& model, const CudaTrainOptions& o
   m.A = Tensor::empty({cfg_.n_layer, di * N}, DType::f32, device);
   m.scalars = Tensor::zeros({8}, DType::f32, device);  // [0] loss sum, [1] grad sum of squares
   m.gemm_ws = Tensor::empty({static_cast<int64_t>(kc::gemm_cuda_workspace_bytes() / 4)}, DType::f32, device);
-  m.sumsq_ws = Tensor::empty({static_cast<int64_t>(kc::gt_sumsq_workspace_bytes() / 4 + 64)}, DType::f32, device);
+  {
+    // Sum of squares: the whole grad arena (gaps zero) in 64 equal pieces (multiples of 64 elements).
+    constexpr int64_t kPieces = 64;
+    const int64_t piece = (m.total / kPieces + kAlign) / kAlign * kAlign;
+    for (int64_t o = 0; o < m.total; o += piece) {
+      kc::AdamWTensorCuda t;
+      t.grad = f32p(m.grad, o);
+      t.n = std::min(piece, m.total - o);
+      m.sumsq_pieces.push_back(t);
+    }
+    m.sumsq_ws_bytes = kc::grad_sumsq_cuda_workspace_bytes(static_cast<int64_t>(m.sumsq_pieces.size()));
+    m.sumsq_ws = Tensor::empty({static_cast<int64_t>(m.sumsq_ws_bytes / 4 + 64)}, DType::f32, device);
+    // AdamW: runs of consecutive parameters with the same decay and bf16-copy flag.
+    const bool bfm = opt_.compute == DType::bf16;
+    for (size_t i = 0; i < m.params.size();) {
+      const ParamInfo& p0 = m.params[i];
+      const bool copy = bfm && p0.bf16_copy;
+      size_t j = i + 1;
+      while (j < m.params.size() && m.params[j].decay == p0.decay && (bfm && m.params[j].bf16_copy) == copy) ++j;
+      const int64_t end = j < m.params.size() ? m.params[j].offset : m.total;
+      kc::AdamWTensorCuda t;
+      t.param = f32p(m.master, p0.offset);
+      t.grad = f32p(m.grad, p0.offset);
+      t.exp_avg = f32p(m.exp_avg, p0.offset);
+      t.exp_avg_sq = f32p(m.exp_avg_sq, p0.offset);
+      t.param_bf16 = copy ? bfp(m.bf16, p0.offset) : nullptr;
+      t.n = end - p0.offset;
+      t.weight_decay = p0.decay ? static_cast<float>(opt_.weight_decay) : 0.f;
+      m.adam_runs.push_back(t);
+      i = j;
+    }
+  }
   const cudaStream_t s = cuda_glue::stream(device);
   for (int64_t i = 0; i < cfg_.n_layer; ++i)
     kc::gt_neg_exp_cuda(di * N, f32p(m.master, m.params[m.layers[i].alog].offset), f32p(m.A, i * di * N), s);
@@ -299,6 +406,8 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
   const kc::GemmType GT = gemm_t<T>();
   const kc::ElemType ET = elem_t<T>();
   const bool bf = std::is_same_v<T, __nv_bfloat16>;
+  const bool direct = direct_layout();
+  const bool conv_bcl = direct && conv_bcl_enabled();
   const int64_t rows = b * l, d = cfg_.d_model, V = cfg_.vocab_size, Vp = cfg_.padded_vocab(), L = cfg_.n_layer;
   const int64_t di = m.m1.d_inner(), N = m.m1.d_state, R = m.m1.rank(), K = m.m1.d_conv, xd = R + 2 * N;
   const float eps = static_cast<float>(cfg_.norm_eps);
@@ -306,29 +415,98 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
   const int64_t* targets = ids + rows;
   void* gws = m.gemm_ws.raw_data();
   const size_t gws_bytes = kc::gemm_cuda_workspace_bytes();
+  const bool overlap = overlap_enabled();
+  if (overlap && !m.side) {
+    MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaStreamCreateWithFlags(&m.side, cudaStreamNonBlocking));
+    m.gemm_ws2 = Tensor::empty({static_cast<int64_t>(gws_bytes / 4)}, DType::f32, device_);
+  }
+  m.sync_used = 0;
+  cudaStream_t cur_st = s;  // where the GEMM helpers below launch: s, or m.side inside side()
+  void* cur_ws = gws;
+  std::vector<Tensor> keep_cur;  // what this layer's side-stream work reads
+  std::vector<std::pair<cudaEvent_t, std::vector<Tensor>>> pending;
+  auto mark = [&](const char* name) { m.mark(name, s); };
+  mark(nullptr);
 
   auto P = [&](int64_t idx) { return f32p(m.master, m.params[idx].offset); };
   auto G = [&](int64_t idx) { return f32p(m.grad, m.params[idx].offset); };
-  // The weight a GEMM reads: the bf16 copy in autocast mode, the master otherwise.
-  auto W = [&](int64_t idx) -> const void* {
-    return bf ? static_cast<const void*>(bfp(m.bf16, m.params[idx].offset)) : static_cast<const void*>(P(idx));
+  // The weight a GEMM reads (from element `off` on): the bf16 copy in autocast mode, the master otherwise.
+  auto W = [&](int64_t idx, int64_t off = 0) -> const void* {
+    return bf ? static_cast<const void*>(bfp(m.bf16, m.params[idx].offset + off))
+              : static_cast<const void*>(P(idx) + off);
   };
   auto buf = [&](int64_t n, DType t) { return Tensor::empty({n}, t, device_); };
   auto ptr = [](const Tensor& t) { return static_cast<T*>(t.raw_data()); };
-  // C = op(A) op(B) (+ beta C)
-  auto gemm = [&](int64_t M, int64_t Nn, int64_t Kk, const void* a, int64_t lda, bool ta, const void* bb, int64_t ldb,
-                  bool tb, void* c, int64_t ldc, kc::GemmType ct, float beta = 0.f) {
+  // C = op(A) op(B) (+ beta C), `batch` strided batches (strides in elements; 0 = shared).
+  auto gemmb = [&](int64_t batch, int64_t sa, int64_t sb, int64_t sc, int64_t M, int64_t Nn, int64_t Kk,
+                   const void* a, int64_t lda, bool ta, const void* bb, int64_t ldb, bool tb, void* c, int64_t ldc,
+                   kc::GemmType ct, float beta) {
     kc::TrainGemmParams p;
     p.m = M; p.n = Nn; p.k = Kk;
     p.a = a; p.lda = lda; p.trans_a = ta;
     p.b = bb; p.ldb = ldb; p.trans_b = tb;
     p.c = c; p.ldc = ldc; p.beta = beta;
     p.ab_type = GT; p.c_type = ct;
-    kc::train_gemm_cuda(p, gws, gws_bytes, s);
+    p.batch = batch; p.stride_a = sa; p.stride_b = sb; p.stride_c = sc;
+    kc::train_gemm_cuda(p, cur_ws, gws_bytes, cur_st);
+  };
+  auto gemm = [&](int64_t M, int64_t Nn, int64_t Kk, const void* a, int64_t lda, bool ta, const void* bb, int64_t ldb,
+                  bool tb, void* c, int64_t ldc, kc::GemmType ct, float beta = 0.f) {
+    gemmb(1, 0, 0, 0, M, Nn, Kk, a, lda, ta, bb, ldb, tb, c, ldc, ct, beta);
+  };
+  const size_t es = bf ? 2 : 4;  // bytes of a T
+  auto off = [&](const void* p, int64_t elems) { return static_cast<const char*>(p) + elems * static_cast<int64_t>(es); };
+  auto offm = [&](void* p, int64_t elems) { return static_cast<char*>(p) + elems * static_cast<int64_t>(es); };
+  // A weight gradient (M, Nn) f32, contiguous, summed over the batch rows of (b, d, l)-layout
+  // operands: one batched GEMM into b partials, then their sum in batch order (one GEMM per
+  // batch row fills only M * Nn / tile of the SMs); MAMBA_GT_WSUM=loop: one GEMM per batch row
+  // accumulating into C.
+  auto gemm_sum = [&](int64_t M, int64_t Nn, const void* a, int64_t lda, bool ta, int64_t sa, const void* bb,
+                      int64_t ldb, bool tb, int64_t sb, float* c, int64_t ldc) {
+    if (wsum_loop() || b == 1 || ldc != Nn) {
+      for (int64_t i = 0; i < b; ++i)
+        gemm(M, Nn, l, off(a, i * sa), lda, ta, off(bb, i * sb), ldb, tb, c, ldc, kc::GemmType::f32, i ? 1.f : 0.f);
+      return;
+    }
+    Tensor part = buf(b * M * Nn, DType::f32);
+    if (cur_st != s) keep_cur.push_back(part);
+    gemmb(b, sa, sb, M * Nn, M, Nn, l, a, lda, ta, bb, ldb, tb, part.raw_data(), Nn, kc::GemmType::f32, 0.f);
+    kc::gt_sum_batches_cuda(M * Nn, b, f32p(part), c, cur_st);
+  };
+  // Weight-gradient work: on the side stream (after what s has issued so far) when overlapping.
+  auto side = [&](std::initializer_list<Tensor> reads, auto&& fn) {
+    if (!overlap) {
+      fn();
+      return;
+    }
+    cudaEvent_t e = m.sync_event();
+    MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaEventRecord(e, s));
+    MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaStreamWaitEvent(m.side, e, 0));
+    for (const Tensor& t : reads) keep_cur.push_back(t);
+    cur_st = m.side;
+    cur_ws = m.gemm_ws2.raw_data();
+    fn();
+    cur_st = s;
+    cur_ws = gws;
+  };
+  // End of a layer's side work: an event on the side stream and the tensors it reads.
+  auto side_close = [&]() {
+    if (!overlap) return;
+    cudaEvent_t e = m.sync_event();
+    MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaEventRecord(e, m.side));
+    pending.emplace_back(e, std::move(keep_cur));
+    keep_cur.clear();
+  };
+  // s waits for the side work of all closed layers but the newest `keep` ones; their tensors go.
+  auto side_join = [&](size_t keep) {
+    while (pending.size() > keep) {
+      MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaStreamWaitEvent(s, pending.front().first, 0));
+      pending.erase(pending.begin());
+    }
   };
 
   struct Saved {
-    Tensor r, n, xz, xc, xdbl, u, delta, z, Bm, Cm, y;
+    Tensor r, n, xz, xc, xdbl, u, delta, z, Bm, Cm, y;  // direct: xz = the x half only, y in (b, d, l)
   };
   std::vector<Saved> sv(static_cast<size_t>(L));
 
@@ -337,35 +515,66 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
   Tensor r = buf(rows * d, DType::f32);
   kc::embedding_gather_cuda(rows, d, Vp, ids, P(emb), kc::ElemType::f32, r.raw_data(), s);
   Tensor nrm = buf(rows * d, TD);
-  kc::gt_rms_norm_fwd_cuda<T>(rows, d, f32p(r), P(m.layers[0].norm), eps, ptr(nrm), s);
+  kc::add_rms_norm_cuda<T>(rows, d, nullptr, f32p(r), f32p(r), P(m.layers[0].norm), eps, ptr(nrm), s);
+  mark("fwd embedding + norm");
+  const int64_t xw = direct ? di : 2 * di;  // row width of the saved xz
   for (int64_t i = 0; i < L; ++i) {
     const auto& Li = m.layers[static_cast<size_t>(i)];
     Saved& S = sv[static_cast<size_t>(i)];
     S.r = r;
     S.n = nrm;
-    S.xz = buf(rows * 2 * di, TD);
-    gemm(rows, 2 * di, d, nrm.raw_data(), d, false, W(Li.in), d, true, S.xz.raw_data(), 2 * di, GT);
-    S.xc = buf(rows * di, TD);
-    kc::CausalConv1dCudaParams<T> cp;
-    cp.batch = b; cp.seqlen = l; cp.channels = di; cp.width = K;
-    cp.x = ptr(S.xz); cp.x_sb = l * 2 * di; cp.x_st = 2 * di;
-    cp.weight = P(Li.convw); cp.bias = P(Li.convb); cp.silu = true;
-    cp.out = ptr(S.xc);
-    kc::causal_conv1d_fwd_cuda<T>(cp, s);
-    S.xdbl = buf(rows * xd, TD);
-    gemm(rows, xd, di, S.xc.raw_data(), di, false, W(Li.xproj), di, true, S.xdbl.raw_data(), xd, GT);
-    Tensor dt = buf(rows * di, TD);
-    gemm(rows, di, R, S.xdbl.raw_data(), xd, false, W(Li.dtw), R, true, dt.raw_data(), di, GT);
-    S.u = buf(rows * di, TD);
-    S.delta = buf(rows * di, TD);
+    S.xz = buf(rows * xw, TD);
     S.z = buf(rows * di, TD);
+    if (direct) {
+      // x half (rows, di) for the conv; z half straight into the scan's (b, d, l) layout:
+      // z[b] (di, l) = W_in[di:] n[b]^T.
+      gemm(rows, di, d, nrm.raw_data(), d, false, W(Li.in), d, true, S.xz.raw_data(), di, GT);
+      gemmb(b, 0, l * d, di * l, di, l, d, W(Li.in, di * d), d, false, nrm.raw_data(), d, true, S.z.raw_data(), l,
+            GT, 0.f);
+    } else {
+      gemm(rows, 2 * di, d, nrm.raw_data(), d, false, W(Li.in), d, true, S.xz.raw_data(), 2 * di, GT);
+    }
+    mark("fwd in_proj");
+    S.u = buf(rows * di, TD);
+    S.xdbl = buf(rows * xd, TD);
+    if (conv_bcl) {
+      // u = SiLU(conv(x)) straight into the scan layout; xdbl[b] (l, xd) = u[b]^T W_x^T.
+      kc::gt_conv1d_silu_fwd_bcl_cuda<T>(b, l, di, K, ptr(S.xz), l * xw, xw, P(Li.convw), P(Li.convb), ptr(S.u), s);
+      mark("fwd conv1d");
+      gemmb(b, di * l, 0, l * xd, l, xd, di, S.u.raw_data(), l, true, W(Li.xproj), di, true, S.xdbl.raw_data(), xd,
+            GT, 0.f);
+    } else {
+      S.xc = buf(rows * di, TD);
+      kc::CausalConv1dCudaParams<T> cp;
+      cp.batch = b; cp.seqlen = l; cp.channels = di; cp.width = K;
+      cp.x = ptr(S.xz); cp.x_sb = l * xw; cp.x_st = xw;
+      cp.weight = P(Li.convw); cp.bias = P(Li.convb); cp.silu = true;
+      cp.out = ptr(S.xc);
+      kc::causal_conv1d_fwd_cuda<T>(cp, s);
+      mark("fwd conv1d");
+      gemm(rows, xd, di, S.xc.raw_data(), di, false, W(Li.xproj), di, true, S.xdbl.raw_data(), xd, GT);
+    }
+    mark("fwd x_proj");
+    S.delta = buf(rows * di, TD);
     S.Bm = buf(rows * N, TD);
     S.Cm = buf(rows * N, TD);
-    to_bcl(s, S.xc.raw_data(), ET, di, S.u.raw_data(), ET, b, l, di);
-    to_bcl(s, dt.raw_data(), ET, di, S.delta.raw_data(), ET, b, l, di);
-    to_bcl(s, ptr(S.xz) + di, ET, 2 * di, S.z.raw_data(), ET, b, l, di);
+    if (direct) {
+      // delta[b] (di, l) = W_dt xdbl[b][:, :R]^T
+      gemmb(b, 0, l * xd, di * l, di, l, R, W(Li.dtw), R, false, S.xdbl.raw_data(), xd, true, S.delta.raw_data(), l,
+            GT, 0.f);
+      mark("fwd dt_proj");
+      if (!conv_bcl) to_bcl(s, S.xc.raw_data(), ET, di, S.u.raw_data(), ET, b, l, di);
+    } else {
+      Tensor dt = buf(rows * di, TD);
+      gemm(rows, di, R, S.xdbl.raw_data(), xd, false, W(Li.dtw), R, true, dt.raw_data(), di, GT);
+      mark("fwd dt_proj");
+      to_bcl(s, S.xc.raw_data(), ET, di, S.u.raw_data(), ET, b, l, di);
+      to_bcl(s, dt.raw_data(), ET, di, S.delta.raw_data(), ET, b, l, di);
+      to_bcl(s, ptr(S.xz) + di, ET, 2 * di, S.z.raw_data(), ET, b, l, di);
+    }
     to_bcl(s, ptr(S.xdbl) + R, ET, xd, S.Bm.raw_data(), ET, b, l, N);
     to_bcl(s, ptr(S.xdbl) + R + N, ET, xd, S.Cm.raw_data(), ET, b, l, N);
+    mark("fwd transposes");
     Tensor ybcl = buf(rows * di, TD);
     kc::SelectiveScanCudaParams<T> sp;
     sp.batch = b; sp.dim = di; sp.seqlen = l; sp.dstate = N; sp.n_groups = 1;
@@ -373,40 +582,61 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     sp.A = f32p(m.A, i * di * N); sp.D = P(Li.D); sp.delta_bias = P(Li.dtb); sp.delta_softplus = true;
     sp.y = ptr(ybcl);
     kc::selective_scan_fwd_cuda<T>(sp, s);
-    S.y = buf(rows * di, TD);
-    to_blc(s, ybcl.raw_data(), ET, S.y.raw_data(), ET, di, b, l, di);
+    mark("fwd scan");
     Tensor hidden = buf(rows * d, TD);
-    gemm(rows, d, di, S.y.raw_data(), di, false, W(Li.out), di, true, hidden.raw_data(), d, GT);
+    if (direct) {
+      S.y = ybcl;
+      // hidden[b] (l, d) = y[b]^T W_out^T
+      gemmb(b, di * l, 0, l * d, l, d, di, ybcl.raw_data(), l, true, W(Li.out), di, true, hidden.raw_data(), d, GT,
+            0.f);
+    } else {
+      S.y = buf(rows * di, TD);
+      to_blc(s, ybcl.raw_data(), ET, S.y.raw_data(), ET, di, b, l, di);
+      mark("fwd transposes");
+      gemm(rows, d, di, S.y.raw_data(), di, false, W(Li.out), di, true, hidden.raw_data(), d, GT);
+    }
+    mark("fwd out_proj");
     Tensor r_next = buf(rows * d, DType::f32);
     nrm = buf(rows * d, TD);
     const float* wn = i + 1 < L ? P(m.layers[static_cast<size_t>(i + 1)].norm) : P(m.norm_f);
     kc::add_rms_norm_cuda<T>(rows, d, ptr(hidden), f32p(r), f32p(r_next), wn, eps, ptr(nrm), s);
     r = r_next;
+    mark("fwd add + norm");
   }
   // r = r_L, nrm = norm_f(r_L)
   Tensor logits = buf(rows * Vp, TD);
   gemm(rows, Vp, d, nrm.raw_data(), d, false, W(head), d, true, logits.raw_data(), Vp, GT);
+  mark("fwd head");
   {
-    const size_t ce_bytes = kc::gt_cross_entropy_workspace_bytes(rows);
+    const size_t ce_bytes = kc::cross_entropy_cuda_workspace_bytes(rows);
     Tensor ce_ws = buf(static_cast<int64_t>(ce_bytes / 4 + 1), DType::f32);
+    Tensor loss_rows = buf(rows, DType::f32);
     const float scale = counted ? 1.f / static_cast<float>(counted) : 0.f;
-    kc::gt_cross_entropy_cuda<T>(rows, V, Vp, ptr(logits), targets, scale, f32p(m.scalars), ce_ws.raw_data(),
-                                 ce_bytes, s);
+    // In place: the logits buffer becomes dlogits.
+    kc::cross_entropy_fwd_bwd_cuda<T>(rows, V, Vp, ptr(logits), targets, scale, ptr(logits), f32p(loss_rows),
+                                      f32p(m.scalars), nullptr, ce_ws.raw_data(), ce_bytes, s);
   }
+  mark("cross-entropy");
   // ---- backward ----
   // logits = nf W^T: dnf = dlogits W; dW = dlogits^T nf (overwrites: a tied table's embedding
   // part is added below).
   Tensor dnf = buf(rows * d, TD);
   gemm(rows, d, Vp, logits.raw_data(), Vp, false, W(head), d, false, dnf.raw_data(), d, GT);
-  gemm(Vp, d, rows, logits.raw_data(), Vp, true, nrm.raw_data(), d, false, G(head), d, kc::GemmType::f32);
+  side({logits, nrm}, [&] {
+    gemm(Vp, d, rows, logits.raw_data(), Vp, true, nrm.raw_data(), d, false, G(head), d, kc::GemmType::f32);
+  });
   logits = Tensor();
-  const size_t rn_bytes = kc::gt_rms_norm_bwd_workspace_bytes(rows, d);
+  mark("bwd head");
+  const size_t rn_bytes = kc::rms_norm_bwd_cuda_workspace_bytes(rows, d);
   Tensor rn_ws = buf(static_cast<int64_t>(rn_bytes / 4 + 1), DType::f32);
   Tensor dres = buf(rows * d, DType::f32);
-  kc::gt_rms_norm_bwd_cuda<T>(rows, d, f32p(r), P(m.norm_f), eps, ptr(dnf), nullptr, f32p(dres), G(m.norm_f),
-                              rn_ws.raw_data(), rn_bytes, s);
+  kc::rms_norm_bwd_cuda<T>(rows, d, f32p(r), P(m.norm_f), eps, ptr(dnf), nullptr, f32p(dres), G(m.norm_f),
+                           rn_ws.raw_data(), rn_bytes, s);
   dnf = Tensor();
-  const size_t cv_bytes = kc::gt_conv1d_bwd_workspace_bytes(b, l, di, K);
+  mark("bwd norm");
+  kc::CausalConv1dCudaParams<float> cshape;
+  cshape.batch = b; cshape.seqlen = l; cshape.channels = di; cshape.width = K;
+  const size_t cv_bytes = kc::causal_conv1d_bwd_cuda_workspace_bytes(cshape);
   for (int64_t i = L - 1; i >= 0; --i) {
     const auto& Li = m.layers[static_cast<size_t>(i)];
     Saved& S = sv[static_cast<size_t>(i)];
@@ -415,16 +645,36 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     if (bf) {
       dyT = buf(rows * d, TD);
       kc::gt_cast_f32_to_bf16_cuda(rows * d, f32p(dres), bfp(dyT), s);
+      mark("bwd cast");
+    } else if (overlap) {
+      // The side stream reads dy after the norm backward below has updated dres in place.
+      dyT = buf(rows * d, TD);
+      MAMBA_CUDA_CHECK("MambaLMTrainerCuda", cudaMemcpyAsync(dyT.raw_data(), dres.raw_data(),
+                                                             static_cast<size_t>(rows * d) * 4,
+                                                             cudaMemcpyDeviceToDevice, s));
     } else {
       dyT = dres;
     }
     // out = y W_out^T: dY = dy W_out; dW_out = dy^T y.
-    Tensor dY = buf(rows * di, TD);
-    gemm(rows, di, d, dyT.raw_data(), d, false, W(Li.out), di, false, dY.raw_data(), di, GT);
-    gemm(d, di, rows, dyT.raw_data(), d, true, S.y.raw_data(), di, false, G(Li.out), di, kc::GemmType::f32);
     Tensor dout = buf(rows * di, TD);
-    to_bcl(s, dY.raw_data(), ET, di, dout.raw_data(), ET, b, l, di);
-    dY = Tensor();
+    if (direct) {
+      // dout[b] (di, l) = W_out^T dy[b]^T; dW_out (d, di) = sum_b dy[b]^T y[b]^T
+      gemmb(b, 0, l * d, di * l, di, l, d, W(Li.out), di, true, dyT.raw_data(), d, true, dout.raw_data(), l, GT, 0.f);
+      side({dyT, S.y}, [&] {
+        gemm_sum(d, di, dyT.raw_data(), d, true, l * d, S.y.raw_data(), l, true, di * l, G(Li.out), di);
+      });
+      mark("bwd out_proj");
+    } else {
+      Tensor dY = buf(rows * di, TD);
+      gemm(rows, di, d, dyT.raw_data(), d, false, W(Li.out), di, false, dY.raw_data(), di, GT);
+      side({dyT, S.y}, [&] {
+        gemm(d, di, rows, dyT.raw_data(), d, true, S.y.raw_data(), di, false, G(Li.out), di, kc::GemmType::f32);
+      });
+      mark("bwd out_proj");
+      to_bcl(s, dY.raw_data(), ET, di, dout.raw_data(), ET, b, l, di);
+      mark("bwd transposes");
+    }
+    S.y = Tensor();
     // scan backward
     Tensor du = buf(rows * di, TD), ddelta = buf(rows * di, TD), dz = buf(rows * di, TD);
     Tensor dA = buf(di * N, DType::f32), dB = buf(rows * N, DType::f32), dC = buf(rows * N, DType::f32);
@@ -442,50 +692,106 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     kc::selective_scan_bwd_cuda<T>(bp, s);
     sws = Tensor();
     dout = Tensor();
+    S.delta = S.z = S.Bm = S.Cm = Tensor();
+    if (!conv_bcl) S.u = Tensor();
+    mark("bwd scan");
+    side_join(0);  // the side work of layer i + 1 ran beside this layer's out_proj GEMM and scan
+    if (overlap) mark("bwd side join");
     // A = -exp(A_log): dA_log = dA * A.
     kc::gt_mul_cuda(di * N, f32p(dA), f32p(m.A, i * di * N), G(Li.alog), s);
-    // dxdbl = [ddt W_dt | dB | dC]
-    Tensor ddt = buf(rows * di, TD);
-    to_blc(s, ddelta.raw_data(), ET, ddt.raw_data(), ET, di, b, l, di);
-    ddelta = Tensor();
+    // dxdbl = [ddt W_dt | dB | dC]; dt = xdbl[:, :R] W_dt^T: dW_dt = ddt^T xdbl[:, :R].
     Tensor dxdbl = buf(rows * xd, TD);
-    gemm(rows, R, di, ddt.raw_data(), di, false, W(Li.dtw), R, false, dxdbl.raw_data(), xd, GT);
+    if (direct) {
+      // dxdbl[b][:, :R] (l, R) = ddelta[b]^T W_dt; dW_dt (di, R) = sum_b ddelta[b] xdbl[b][:, :R]
+      gemmb(b, di * l, 0, l * xd, l, R, di, ddelta.raw_data(), l, true, W(Li.dtw), R, false, dxdbl.raw_data(), xd, GT,
+            0.f);
+      side({ddelta, S.xdbl}, [&] {
+        gemm_sum(di, R, ddelta.raw_data(), l, false, di * l, S.xdbl.raw_data(), xd, false, l * xd, G(Li.dtw), R);
+      });
+      ddelta = Tensor();
+      mark("bwd dt_proj");
+    } else {
+      Tensor ddt = buf(rows * di, TD);
+      to_blc(s, ddelta.raw_data(), ET, ddt.raw_data(), ET, di, b, l, di);
+      ddelta = Tensor();
+      mark("bwd transposes");
+      gemm(rows, R, di, ddt.raw_data(), di, false, W(Li.dtw), R, false, dxdbl.raw_data(), xd, GT);
+      side({ddt, S.xdbl}, [&] {
+        gemm(di, R, rows, ddt.raw_data(), di, true, S.xdbl.raw_data(), xd, false, G(Li.dtw), R, kc::GemmType::f32);
+      });
+      mark("bwd dt_proj");
+    }
     to_blc(s, dB.raw_data(), kc::ElemType::f32, ptr(dxdbl) + R, ET, xd, b, l, N);
     to_blc(s, dC.raw_data(), kc::ElemType::f32, ptr(dxdbl) + R + N, ET, xd, b, l, N);
-    // dt = xdbl[:, :R] W_dt^T: dW_dt = ddt^T xdbl[:, :R].
-    gemm(di, R, rows, ddt.raw_data(), di, true, S.xdbl.raw_data(), xd, false, G(Li.dtw), R, kc::GemmType::f32);
-    ddt = Tensor();
     // xdbl = xc W_x^T: dxc = du + dxdbl W_x; dW_x = dxdbl^T xc.
     Tensor dxc = buf(rows * di, TD);
     to_blc(s, du.raw_data(), ET, dxc.raw_data(), ET, di, b, l, di);
     du = Tensor();
+    mark("bwd transposes");
     gemm(rows, di, xd, dxdbl.raw_data(), xd, false, W(Li.xproj), di, false, dxc.raw_data(), di, GT, 1.f);
-    gemm(xd, di, rows, dxdbl.raw_data(), xd, true, S.xc.raw_data(), di, false, G(Li.xproj), di, kc::GemmType::f32);
+    if (conv_bcl) {
+      // dW_x (xd, di) = sum_b dxdbl[b]^T u[b]^T
+      side({dxdbl, S.u}, [&] {
+        gemm_sum(xd, di, dxdbl.raw_data(), xd, true, l * xd, S.u.raw_data(), l, true, di * l, G(Li.xproj), di);
+      });
+      S.u = Tensor();
+    } else {
+      side({dxdbl, S.xc}, [&] {
+        gemm(xd, di, rows, dxdbl.raw_data(), xd, true, S.xc.raw_data(), di, false, G(Li.xproj), di, kc::GemmType::f32);
+      });
+    }
     dxdbl = Tensor();
-    // conv + SiLU backward into the x half of dxz; dz into the z half.
-    Tensor dxz = buf(rows * 2 * di, TD);
+    mark("bwd x_proj");
+    // conv + SiLU backward into the x part of dxz (direct: dxz is the x half only; the z half
+    // stays in dz's (b, d, l) layout).
+    Tensor dxz = buf(rows * xw, TD);
     {
       Tensor cws = buf(static_cast<int64_t>(cv_bytes / 4 + 1), DType::f32);
-      kc::gt_conv1d_bwd_cuda<T>(b, l, di, K, ptr(S.xz), l * 2 * di, 2 * di, P(Li.convw), P(Li.convb), ptr(dxc),
-                                ptr(dxz), l * 2 * di, 2 * di, G(Li.convw), G(Li.convb), cws.raw_data(), cv_bytes, s);
+      kc::CausalConv1dCudaParams<T> cp;
+      cp.batch = b; cp.seqlen = l; cp.channels = di; cp.width = K;
+      cp.x = ptr(S.xz); cp.x_sb = l * xw; cp.x_st = xw;
+      cp.weight = P(Li.convw); cp.bias = P(Li.convb); cp.silu = true;
+      kc::causal_conv1d_bwd_cuda<T>(cp, ptr(dxc), ptr(dxz), l * xw, xw, G(Li.convw), G(Li.convb), nullptr,
+                                    cws.raw_data(), cv_bytes, s);
     }
     dxc = Tensor();
-    to_blc(s, dz.raw_data(), ET, ptr(dxz) + di, ET, 2 * di, b, l, di);
+    mark("bwd conv1d");
+    // xz = n W_in^T: dn = dxz W_in; dW_in = dxz^T n. dn in f32 (the norm backward reads it).
+    Tensor dn = buf(rows * d, DType::f32);
+    if (direct) {
+      // dn = dx W_in[:di] + sum over the z half: dn[b] += dz[b]^T W_in[di:]
+      gemm(rows, d, di, dxz.raw_data(), di, false, W(Li.in), d, false, dn.raw_data(), d, kc::GemmType::f32);
+      gemmb(b, di * l, 0, l * d, l, d, di, dz.raw_data(), l, true, W(Li.in, di * d), d, false, dn.raw_data(), d,
+            kc::GemmType::f32, 1.f);
+      side({dxz, dz, S.n}, [&] {
+        gemm(di, d, rows, dxz.raw_data(), di, true, S.n.raw_data(), d, false, G(Li.in), d, kc::GemmType::f32);
+        gemm_sum(di, d, dz.raw_data(), l, false, di * l, S.n.raw_data(), d, false, l * d, G(Li.in) + di * d, d);
+      });
+    } else {
+      to_blc(s, dz.raw_data(), ET, offm(dxz.raw_data(), di), ET, 2 * di, b, l, di);
+      mark("bwd transposes");
+      gemm(rows, d, 2 * di, dxz.raw_data(), 2 * di, false, W(Li.in), d, false, dn.raw_data(), d, kc::GemmType::f32);
+      side({dxz, S.n}, [&] {
+        gemm(2 * di, d, rows, dxz.raw_data(), 2 * di, true, S.n.raw_data(), d, false, G(Li.in), d, kc::GemmType::f32);
+      });
+    }
     dz = Tensor();
-    // xz = n W_in^T: dn = dxz W_in; dW_in = dxz^T n.
-    Tensor dn = buf(rows * d, TD);
-    gemm(rows, d, 2 * di, dxz.raw_data(), 2 * di, false, W(Li.in), d, false, dn.raw_data(), d, GT);
-    gemm(2 * di, d, rows, dxz.raw_data(), 2 * di, true, S.n.raw_data(), d, false, G(Li.in), d, kc::GemmType::f32);
     dxz = Tensor();
+    mark("bwd in_proj");
     // n = RMSNorm(r_i): dres += norm backward (the skip path plus the norm path).
-    kc::gt_rms_norm_bwd_cuda<T>(rows, d, f32p(S.r), P(Li.norm), eps, ptr(dn), f32p(dres), f32p(dres), G(Li.norm),
-                                rn_ws.raw_data(), rn_bytes, s);
+    kc::rms_norm_bwd_cuda<float>(rows, d, f32p(S.r), P(Li.norm), eps, f32p(dn), f32p(dres), f32p(dres), G(Li.norm),
+                                 rn_ws.raw_data(), rn_bytes, s);
     S = Saved();  // this layer's activations are no longer needed
+    mark("bwd norm");
+    side_close();
   }
+  side_join(0);  // every weight gradient is in the arena before the optimiser reads it
+  if (overlap) mark("bwd side join");
   // r_0 = embedding[ids]
   if (m.lm_head >= 0)
     MAMBA_CUDA_CHECK("MambaLMTrainerCuda", cudaMemsetAsync(G(emb), 0, static_cast<size_t>(m.params[emb].n) * 4, s));
-  kc::gt_embedding_bwd_accumulate_cuda(rows, d, Vp, ids, f32p(dres), G(emb), s);
+  kc::embedding_bwd_accumulate_cuda<float>(rows, d, Vp, ids, f32p(dres), G(emb), s);
+  mark("bwd embedding");
 }
 
 void MambaLMTrainerCuda::optimizer_step(double lr) {
@@ -493,21 +799,54 @@ void MambaLMTrainerCuda::optimizer_step(double lr) {
   if (!(lr >= 0) || !std::isfinite(lr)) fail(op, "lr must be finite and >= 0, got " + std::to_string(lr));
   Impl& m = *impl_;
   const cudaStream_t s = cuda_glue::stream(device_);
+  m.mark(nullptr, s);
   float* sumsq = f32p(m.scalars, 1);
-  kc::gt_sumsq_cuda(m.total, f32p(m.grad), sumsq, m.sumsq_ws.raw_data(), kc::gt_sumsq_workspace_bytes(), s);
+  kc::grad_sumsq_cuda(m.sumsq_pieces.data(), static_cast<int64_t>(m.sumsq_pieces.size()), sumsq, m.sumsq_ws.raw_data(),
+                      m.sumsq_ws_bytes, s);
+  m.mark("opt grad sum of squares", s);
   ++step_;
-  const bool bf = opt_.compute == DType::bf16;
-  for (const auto& p : m.params) {
-    kc::gt_adamw_cuda(p.n, f32p(m.master, p.offset), f32p(m.grad, p.offset), f32p(m.exp_avg, p.offset),
-                      f32p(m.exp_avg_sq, p.offset), bf && p.bf16_copy ? bfp(m.bf16, p.offset) : nullptr,
-                      static_cast<float>(lr), static_cast<float>(opt_.beta1), static_cast<float>(opt_.beta2),
-                      static_cast<float>(opt_.eps), p.decay ? static_cast<float>(opt_.weight_decay) : 0.f, step_,
-                      static_cast<float>(opt_.max_grad_norm), sumsq, s);
-  }
+  kc::AdamWHyperCuda h;
+  h.lr = static_cast<float>(lr);
+  h.beta1 = static_cast<float>(opt_.beta1);
+  h.beta2 = static_cast<float>(opt_.beta2);
+  h.eps = static_cast<float>(opt_.eps);
+  h.step = step_;
+  h.max_grad_norm = opt_.max_grad_norm > 0 ? static_cast<float>(opt_.max_grad_norm) : 0.f;
+  // The runs' weight decay is lr-independent (set at construction); adamw_step_cuda folds lr in.
+  kc::adamw_step_cuda(m.adam_runs.data(), static_cast<int64_t>(m.adam_runs.size()), h, sumsq, s);
+  m.mark("opt AdamW", s);
   const int64_t di = m.m1.d_inner(), N = m.m1.d_state;
   for (int64_t i = 0; i < cfg_.n_layer; ++i)
     kc::gt_neg_exp_cuda(di * N, f32p(m.master, m.params[m.layers[static_cast<size_t>(i)].alog].offset),
                         f32p(m.A, i * di * N), s);
+  m.mark("opt A = -exp(A_log)", s);
+}
+
+void MambaLMTrainerCuda::set_profile(bool on) {
+  impl_->profile = on;
+  impl_->marks.clear();
+}
+
+std::vector<std::pair<std::string, double>> MambaLMTrainerCuda::profile_ms() {
+  Impl& m = *impl_;
+  std::vector<std::pair<std::string, double>> out;
+  if (m.marks.empty()) return out;
+  MAMBA_CUDA_CHECK("MambaLMTrainerCuda::profile_ms", cudaEventSynchronize(m.marks.back().second));
+  std::map<std::string, size_t> at;
+  for (size_t i = 1; i < m.marks.size(); ++i) {
+    if (!m.marks[i].first) continue;  // a start mark
+    float ms = 0;
+    MAMBA_CUDA_CHECK("MambaLMTrainerCuda::profile_ms",
+                     cudaEventElapsedTime(&ms, m.marks[i - 1].second, m.marks[i].second));
+    auto it = at.find(m.marks[i].first);
+    if (it == at.end()) {
+      it = at.emplace(m.marks[i].first, out.size()).first;
+      out.emplace_back(m.marks[i].first, 0.0);
+    }
+    out[it->second].second += ms;
+  }
+  m.marks.clear();
+  return out;
 }
 
 #endif  // MAMBA_HAVE_CUDA

@@ -69,6 +69,13 @@ class MambaLMTrainerCuda {
   std::vector<Tensor> gradients_cpu() const;
   int64_t parameter_count() const;
 
+  // Phase timing for measurements: with set_profile(true), CUDA events are recorded at the end
+  // of every phase of forward_backward / optimizer_step (one stream, so the phases are
+  // sequential); profile_ms() synchronises, returns the milliseconds per phase (summed over the
+  // layers and over the steps since the last call, in first-seen order) and clears them.
+  void set_profile(bool on);
+  std::vector<std::pair<std::string, double>> profile_ms();
+
  private:
   struct Impl;
   template <class T>

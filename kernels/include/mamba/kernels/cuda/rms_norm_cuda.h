@@ -20,7 +20,8 @@
 namespace mamba::kernels::cuda {
 
 // x, residual_in, residual_out, y: (rows, dim) contiguous. residual_out may equal residual_in
-// (in-place update of the residual stream); y must not overlap the others.
+// (in-place update of the residual stream); y must not overlap the others. x may be null
+// (x = 0: the RMSNorm of an f32 residual_in alone, e.g. the first layer of a trainer).
 template <class T>
 void add_rms_norm_cuda(int64_t rows, int64_t dim, const T* x, const float* residual_in, float* residual_out,
                        const float* w, float eps, T* y, cudaStream_t stream);
