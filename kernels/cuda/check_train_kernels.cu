@@ -546,8 +546,19 @@ void bench() {
     Buf<float> w(dim), dw(dim);
     fill_dev(x.p, x.n, 1.f); fill_dev(z.p, z.n, 1.f); fill_dev(dy.p, dy.n, 1.f); fill_dev(w.p, w.n, 1.f);
     Ws ws(kc::gated_rms_norm_bwd_cuda_workspace_bytes(rows, dim));
-    const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
-    bench_line("gated_rms_norm_bwd bf16 rows 16384 dim 1536 (z, gate first)", ms, double(rows) * dim * 2 * 5);
+    for (int rep = 0; rep < 2; ++rep)
+      for (const char* v : {"2", "1"}) {
+        setenv("MAMBA_GATED_BWD_VERSION", v, 1);
+        const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
+        bench_line((std::string("gated_rms_norm_bwd bf16 rows 16384 dim 1536 (z, gate first) v") + v).c_str(), ms, double(rows) * dim * 2 * 5);
+      }
+    unsetenv("MAMBA_GATED_BWD_VERSION");
+    for (const char* v : {"2", "1"}) {
+      setenv("MAMBA_GATED_BWD_VERSION", v, 1);
+      const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, 128, x.p, dim, z.p, dim, w.p, 1e-5f, true, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
+      bench_line((std::string("gated_rms_norm_bwd bf16 rows 16384 dim 1536 group 128 (z, norm first) v") + v).c_str(), ms, double(rows) * dim * 2 * 5);
+    }
+    unsetenv("MAMBA_GATED_BWD_VERSION");
   }
   {
     const int64_t V = 50280;
@@ -584,8 +595,13 @@ void bench() {
     kc::CausalConv1dCudaParams<float> s;
     s.batch = B; s.seqlen = L; s.channels = C; s.width = K;
     Ws ws(kc::causal_conv1d_bwd_cuda_workspace_bytes(s));
-    const double ms = tm.median([&] { kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0); });
-    bench_line("causal_conv1d_bwd bf16 b8 l2048 c3072 k4 silu", ms, double(B) * L * C * 6);
+    for (int rep = 0; rep < 2; ++rep)
+      for (const char* v : {"3", "1"}) {
+        setenv("MAMBA_CONV_BWD_VERSION", v, 1);
+        const double ms = tm.median([&] { kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0); });
+        bench_line((std::string("causal_conv1d_bwd bf16 b8 l2048 c3072 k4 silu v") + v).c_str(), ms, double(B) * L * C * 6);
+      }
+    unsetenv("MAMBA_CONV_BWD_VERSION");
     setenv("MAMBA_CONV_BWD_U", "4", 1);
     const double ms1 = tm.median([&] { kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0); });
     bench_line("causal_conv1d_bwd bf16 b8 l2048 c3072 k4 silu (v2: 4 steps per chunk)", ms1, double(B) * L * C * 6);
@@ -663,6 +679,16 @@ int main(int argc, char** argv) {
       auto gb = [&](int64_t r, int64_t d, int64_t G, bool wz, bool nbg, int64_t pad) { bf ? check_gated_bwd<bf16>(r, d, G, wz, nbg, pad) : check_gated_bwd<float>(r, d, G, wz, nbg, pad); };
       gb(1, 1, 1, true, false, 0); gb(3, 12, 4, true, true, 0); gb(5, 1536, 1536, true, false, 3); gb(7, 1000, 250, true, true, 0);
       gb(4, 4097, 4097, false, false, 0); gb(1100, 64, 16, true, false, 0); gb(2, 9000, 9000, true, true, 0);
+      // v2 (warp per row) shapes: aligned rows (pad a multiple of 8), 1..8 pieces per lane, many
+      // groups, rows not a multiple of the 4 warps, a partial last piece run, no z, norm before gate.
+      gb(1, 1536, 1536, true, false, 0); gb(37, 1536, 1536, true, false, 8); gb(2999, 1536, 1536, true, false, 0);
+      gb(5, 1536, 768, true, true, 0); gb(9, 2048, 2048, true, false, 0); gb(6, 1000, 200, true, false, 0);
+      gb(13, 40, 8, true, true, 0); gb(300, 1024, 128, false, false, 8); gb(3, 1792, 1792, true, true, 16);
+      gb(1, 8, 8, true, false, 0); gb(70, 520, 520, true, false, 0);
+      setenv("MAMBA_GATED_BWD_VERSION", "1", 1);
+      std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=1)\n");
+      gb(37, 1536, 1536, true, false, 8); gb(5, 1536, 768, true, true, 0);
+      unsetenv("MAMBA_GATED_BWD_VERSION");
       auto ln = [&](int64_t r, int64_t d, bool re, bool b, bool a) { bf ? check_layer_norm<bf16>(r, d, re, b, a) : check_layer_norm<float>(r, d, re, b, a); };
       ln(1, 1, false, false, false); ln(3, 7, true, true, true); ln(5, 768, true, true, false); ln(4, 4097, true, false, true);
       ln(1100, 33, true, true, true); ln(2, 20001, true, true, true);
@@ -681,6 +707,15 @@ int main(int argc, char** argv) {
       cv(3, 130, 18, 2, false, true, true, true, 0, 0); cv(1, 5, 8, 1, true, false, false, false, 0, 0);
       cv(2, 200, 64, 4, true, true, true, true, 24, 8); cv(1, 67, 7, 4, true, false, true, true, 3, 1);
       cv(2, 129, 256, 4, true, true, false, false, 0, 0);
+      // v3 (cp.async ring, runs chosen per wave): several runs per row, lengths not multiples of 8,
+      // runs that end inside the halo, strided x / dx.
+      cv(3, 1000, 96, 4, true, true, true, true, 0, 0); cv(2, 777, 40, 3, true, false, true, true, 8, 4);
+      cv(1, 4099, 3072, 4, true, true, true, true, 0, 0); cv(5, 65, 16, 2, false, true, false, true, 0, 0);
+      cv(2, 9, 8, 4, true, true, true, true, 0, 0); cv(4, 513, 1024, 4, true, true, false, false, 0, 0);
+      setenv("MAMBA_CONV_BWD_VERSION", "1", 1);
+      std::printf("(conv1d_bwd with MAMBA_CONV_BWD_VERSION=1)\n");
+      cv(3, 1000, 96, 4, true, true, true, true, 0, 0); cv(2, 200, 64, 4, true, true, true, true, 24, 8);
+      unsetenv("MAMBA_CONV_BWD_VERSION");
       setenv("MAMBA_CONV_BWD_U", "4", 1);
       std::printf("(conv1d_bwd with MAMBA_CONV_BWD_U=4)\n");
       cv(2, 200, 64, 4, true, true, true, true, 24, 8); cv(1, 3, 8, 4, true, true, true, true, 0, 0);

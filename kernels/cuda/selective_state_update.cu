@@ -5,9 +5,13 @@
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 #include "device_common.cuh"
 
@@ -237,6 +241,139 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
   }
 }
 
+// v6 (branch bwkern, NOTES.md "Memory-bound kernels to 80%"): v5's lane layout (kG lanes per
+// channel, a float4 of state per lane) but a block owns its 256 lanes of the row for a strided
+// set of batch rows b = blockIdx.y, blockIdx.y + gridDim.y, ... (grid sized to the resident
+// blocks, one wave: v5 ran 6144 blocks in 9.3 waves at b256, the last one 31% full). A, D and
+// delta_bias of the lane are loaded once into registers (v5 re-read A, 16 bytes per lane, from
+// L2 for every batch row: as many L2 requests as the state itself), and the next row's state,
+// x, dt, z, B, C are loaded before the current row is computed and stored (software pipeline:
+// one row of loads always in flight per thread, no dependence on the store).
+struct SsuV6Row {
+  float4 h;
+  float x, dt, z;
+  float B[4], C[4];
+};
+
+template <class T, int kG, bool kBC>
+__device__ __forceinline__ void ssu_v6_load(const SelectiveStateUpdateCudaParams<T>& p, int64_t b, int l, int d, int g,
+                                            SsuV6Row& r) {
+  constexpr int kN = 4 * kG;
+  const int q = l % kG;
+  r.h = __ldcs(reinterpret_cast<const float4*>(p.state + (b * p.dim) * kN) + l);
+  r.x = dev::to_f32(p.x[b * p.x_stride + d]);
+  r.dt = dev::to_f32(p.delta[b * p.delta_stride + d]);
+  r.z = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
+  const T* Bp = p.B + b * p.B_stride + g * kN + 4 * q;
+  const T* Cp = p.C + b * p.C_stride + g * kN + 4 * q;
+  if constexpr (kBC && sizeof(T) == 2) {
+    union { uint2 u; T e[4]; } bb, cb;
+    bb.u = *reinterpret_cast<const uint2*>(Bp);
+    cb.u = *reinterpret_cast<const uint2*>(Cp);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) { r.B[k] = dev::to_f32(bb.e[k]); r.C[k] = dev::to_f32(cb.e[k]); }
+  } else if constexpr (kBC) {
+    union { float4 u; T e[4]; } bb, cb;
+    bb.u = *reinterpret_cast<const float4*>(Bp);
+    cb.u = *reinterpret_cast<const float4*>(Cp);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) { r.B[k] = dev::to_f32(bb.e[k]); r.C[k] = dev::to_f32(cb.e[k]); }
+  } else {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) { r.B[k] = dev::to_f32(Bp[k]); r.C[k] = dev::to_f32(Cp[k]); }
+  }
+}
+
+template <class T, int kG, bool kBC, int kD>
+__global__ void __launch_bounds__(kVecThreads, 4) selective_state_update_v6_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  const int lanes = static_cast<int>(p.dim) * kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int lane = blockIdx.x * kVecThreads + static_cast<int>(threadIdx.x);
+  const bool ok = lane < lanes;
+  const int l = ok ? lane : 0;
+  const int d = l / kG;
+  const int g = p.n_groups == 1 ? 0 : d / dpg;
+  const float4 A4 = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+  const float Dd = p.D ? __ldg(p.D + d) : 0.f;
+  const float bias = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
+  const int64_t bstep = gridDim.y;
+  int64_t b = blockIdx.y;
+  // buf[i]: row b + i * bstep (kD rows of loads in flight ahead of the one being computed).
+  SsuV6Row buf[kD];
+#pragma unroll
+  for (int i = 0; i < kD; ++i)
+    if (b + i * bstep < p.batch) ssu_v6_load<T, kG, kBC>(p, b + i * bstep, l, d, g, buf[i]);
+  for (; b < p.batch; b += bstep) {
+    const SsuV6Row cur = buf[0];
+#pragma unroll
+    for (int i = 0; i + 1 < kD; ++i) buf[i] = buf[i + 1];
+    const int64_t bn = b + kD * bstep;
+    if (bn < p.batch) ssu_v6_load<T, kG, kBC>(p, bn, l, d, g, buf[kD - 1]);
+    float dt = cur.dt + bias;
+    if (p.delta_softplus) dt = dev::softplus_fast(dt);
+    const float dtx = dt * cur.x, dt2 = dt * dev::kLog2e;
+    const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {cur.h.x, cur.h.y, cur.h.z, cur.h.w};
+    float ho[4], y = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * cur.B[k]);
+      y = fmaf(ho[k], cur.C[k], y);
+    }
+    if (ok) __stcs(reinterpret_cast<float4*>(p.state + (b * p.dim) * kN) + lane, make_float4(ho[0], ho[1], ho[2], ho[3]));
+#pragma unroll
+    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (ok && lane % kG == 0) {
+      if (p.D) y = fmaf(Dd, cur.x, y);
+      if (p.z) y *= dev::silu_fast(cur.z);
+      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+    }
+  }
+}
+
+// Resident blocks of `kernel` on the current device (SMs x occupancy), cached per (device, kernel).
+int ssu_resident_blocks(const void* kernel, int threads) {
+  static std::mutex mu;
+  static std::vector<std::pair<std::pair<int, const void*>, int>> cache;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return 132 * 4; }
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& e : cache)
+    if (e.first.first == dev && e.first.second == kernel) return e.second;
+  int sms = 0, per = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, threads, 0) != cudaSuccess || sms <= 0 || per <= 0) {
+    cudaGetLastError();
+    return 132 * 4;
+  }
+  cache.push_back({{dev, kernel}, sms * per});
+  return sms * per;
+}
+
+template <class T, int kG>
+void launch_v6(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t lanes = p.dim * kG;
+  const int64_t gx = (lanes + kVecThreads - 1) / kVecThreads;
+  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
+  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
+                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
+  // MAMBA_SSU_V6_DEPTH=1|2|3: rows of loads in flight ahead (default 2).
+  const char* depth_env = std::getenv("MAMBA_SSU_V6_DEPTH");
+  const int depth = depth_env ? std::atoi(depth_env) : 2;
+  auto kern = depth == 1 ? (bc ? selective_state_update_v6_kernel<T, kG, true, 1> : selective_state_update_v6_kernel<T, kG, false, 1>)
+            : depth == 3 ? (bc ? selective_state_update_v6_kernel<T, kG, true, 3> : selective_state_update_v6_kernel<T, kG, false, 3>)
+                         : (bc ? selective_state_update_v6_kernel<T, kG, true, 2> : selective_state_update_v6_kernel<T, kG, false, 2>);
+  const int64_t resident = ssu_resident_blocks(reinterpret_cast<const void*>(kern), kVecThreads);
+  // Batch rows split over gy grid rows: as many as fit beside gx in one wave, then balanced
+  // (every block walks ceil(batch / gy) or one fewer rows).
+  int64_t gy = std::max<int64_t>(1, std::min<int64_t>(p.batch, resident / std::max<int64_t>(gx, 1)));
+  const int64_t rows_per = (p.batch + gy - 1) / gy;
+  gy = (p.batch + rows_per - 1) / rows_per;
+  if (const char* env = std::getenv("MAMBA_SSU_V6_GY")) gy = std::clamp<int64_t>(std::atoll(env), 1, p.batch);
+  kern<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v6)");
+}
+
 template <class T, int kG, int kR>
 void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
@@ -265,6 +402,10 @@ void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream)
     // Default: v5 (measured faster than v3 at batch 1 / 16 / 256 on the H200, NOTES.md);
     // MAMBA_SSU_VERSION=3 gives v3, =4 v3's 4-piece variant at large batch.
     const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
+    if (ssu_env && std::atoi(ssu_env) == 6) {
+      launch_v6<T, kG>(p, stream);
+      return;
+    }
     if (!ssu_env || std::atoi(ssu_env) == 5) {
       if (total >= int64_t{132} * 2048 * 2)
         launch_v5<T, kG, 2>(p, stream);

@@ -483,6 +483,149 @@ gated_rms_norm_bwd_kernel(int64_t rows, int64_t dim, int64_t gsz, int64_t rpb, c
 }
 
 
+// v2 (branch bwkern, NOTES.md "Memory-bound kernels to 80%"): one WARP per row (segment), no
+// block barrier per row. v1 walked a block's rows one at a time (load, block reduction with a
+// barrier, outputs), ~18 warps per SM each with one row's loads in flight and the compute not
+// overlapped: 246 us at rows 16384 dim 1536 bf16 (25% of copy). Here lane l owns the pieces
+// i * 32 + l (8 elements each) of its warp's row, all kPL x 3 pieces of x, z, dy are loaded raw
+// (16-byte loads) before any arithmetic, the two sums are reduced with warp shuffles, and the
+// block's 4 warps take rows row0 + w, row0 + w + 4, ... of the slot. dw partials stay in
+// registers per lane; at the end the 4 warps' partials are added in a fixed order through
+// shared memory into the slot's workspace row (deterministic, same workspace as v1).
+// Needs gsz % 8 == 0, gsz <= 256 kPL and every row start 16-byte aligned.
+constexpr int kGv2Warps = 4;
+constexpr int kGv2MaxCols = 2048;
+
+// sigmoid(z) with a volatile ex2 (so the two passes' exponentials are not merged by the
+// compiler, which would keep kPL x 8 of them live between the passes instead of the raw z).
+__device__ __forceinline__ float sigmoid_v(float zv) {
+  float e;
+  asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(-zv * dev::kLog2e));
+  return __fdividef(1.f, 1.f + e);
+}
+
+template <class T, int kPL>
+__global__ void __launch_bounds__(kGv2Warps * 32)
+gated_rms_norm_bwd_v2_kernel(int64_t rows, int64_t gsz, int64_t rpb, const T* x, int64_t x_stride, const T* z,
+                             int64_t z_stride, const float* w, float eps, bool nbg, const T* dy, int64_t dy_stride,
+                             T* dx, int64_t dx_stride, T* dz, int64_t dz_stride, float* part, int64_t dim) {
+  using Raw = dev::RawRow<T, kPiece>;
+  constexpr int kU = int(sizeof(Raw) / 16);
+  __shared__ float red[kGv2Warps][kGv2MaxCols];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t c0 = int64_t(blockIdx.y) * gsz;
+  const int64_t row0 = int64_t(blockIdx.x) * rpb;
+  const int64_t row1 = std::min(rows, row0 + rpb);
+  const bool hz = z != nullptr;
+  const float inv_g = 1.f / static_cast<float>(gsz);
+  float acc[kPL][kPiece];
+#pragma unroll
+  for (int i = 0; i < kPL; ++i)
+#pragma unroll
+    for (int j = 0; j < kPiece; ++j) acc[i][j] = 0.f;
+  for (int64_t row = row0 + warp; row < row1; row += kGv2Warps) {
+    const T* xr = x + row * x_stride + c0;
+    const T* zr = hz ? z + row * z_stride + c0 : nullptr;
+    const T* dyr = dy + row * dy_stride + c0;
+    Raw rx[kPL], rz[kPL], rd[kPL];
+#pragma unroll
+    for (int i = 0; i < kPL; ++i) {
+      const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+      if (t0 < gsz) {
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          rx[i].v[u] = __ldg(reinterpret_cast<const uint4*>(xr + t0) + u);
+          rd[i].v[u] = __ldg(reinterpret_cast<const uint4*>(dyr + t0) + u);
+          rz[i].v[u] = hz ? __ldg(reinterpret_cast<const uint4*>(zr + t0) + u) : make_uint4(0u, 0u, 0u, 0u);
+        }
+      } else {
+#pragma unroll
+        for (int u = 0; u < kU; ++u) rx[i].v[u] = rd[i].v[u] = rz[i].v[u] = make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+    float ss = 0.f, dot = 0.f;
+#pragma unroll
+    for (int i = 0; i < kPL; ++i) {
+      const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+      float wv[kPiece];
+      dev::load_run<kPiece>(w + c0, t0, gsz, wv, 0.f);
+#pragma unroll
+      for (int j = 0; j < kPiece; ++j) {
+        const float xv = dev::to_f32(rx[i].e[j]), dv = dev::to_f32(rd[i].e[j]);
+        float gate = 1.f;
+        if (hz) {
+          const float zv = dev::to_f32(rz[i].e[j]);
+          gate = zv * sigmoid_v(zv);
+        }
+        const float u = nbg ? xv : xv * gate;
+        const float dn = nbg ? dv * gate : dv;
+        ss = fmaf(u, u, ss);
+        dot = fmaf(dn * wv[j], u, dot);
+      }
+    }
+    ss = train_dev::warp_sum(ss);
+    dot = train_dev::warp_sum(dot);
+    const float rs = rsqrtf(ss * inv_g + eps);
+    const float c = rs * rs * rs * dot * inv_g;
+    T* dxr = dx ? dx + row * dx_stride + c0 : nullptr;
+    T* dzr = dz && hz ? dz + row * dz_stride + c0 : nullptr;
+#pragma unroll
+    for (int i = 0; i < kPL; ++i) {
+      const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+      if (t0 >= gsz) continue;
+      float wv[kPiece];
+      dev::load_run<kPiece>(w + c0, t0, gsz, wv, 0.f);
+      Raw ox, oz;
+#pragma unroll
+      for (int j = 0; j < kPiece; ++j) {
+        const float a = dev::to_f32(rx[i].e[j]), d = dev::to_f32(rd[i].e[j]);
+        float gate = 1.f, dg = 0.f;
+        if (hz) {
+          const float zv = dev::to_f32(rz[i].e[j]);
+          const float sg = sigmoid_v(zv);
+          gate = zv * sg;
+          dg = sg * (1.f + zv * (1.f - sg));
+        }
+        const float u = nbg ? a : a * gate;
+        const float dn = nbg ? d * gate : d;
+        const float du = rs * dn * wv[j] - u * c;
+        acc[i][j] = fmaf(dn, u * rs, acc[i][j]);
+        float vx, vz;
+        if (!nbg && hz) {
+          vx = du * gate;
+          vz = du * a * dg;
+        } else {
+          vx = du;
+          vz = d * u * rs * wv[j] * dg;
+        }
+        ox.e[j] = dev::from_f32<T>(vx);
+        oz.e[j] = dev::from_f32<T>(vz);
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        if (dxr) reinterpret_cast<uint4*>(dxr + t0)[u] = ox.v[u];
+        if (dzr) reinterpret_cast<uint4*>(dzr + t0)[u] = oz.v[u];
+      }
+    }
+  }
+  // Fixed-order sum of the 4 warps' partials into the slot's row of the workspace.
+#pragma unroll
+  for (int i = 0; i < kPL; ++i) {
+    const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+    if (t0 < gsz)
+#pragma unroll
+      for (int j = 0; j < kPiece; ++j) red[warp][t0 + j] = acc[i][j];
+  }
+  __syncthreads();
+  float* prow = part + int64_t(blockIdx.x) * dim + c0;
+  for (int64_t cidx = threadIdx.x; cidx < gsz; cidx += kGv2Warps * 32) {
+    float t = 0.f;
+#pragma unroll
+    for (int ww = 0; ww < kGv2Warps; ++ww) t += red[ww][cidx];
+    prow[cidx] = t;
+  }
+}
+
 // Blocks that are resident at once on the current device (SMs x occupancy of `kernel`): the
 // slot count is capped by it so every block starts in the first wave (1024 blocks of 88
 // registers x 96 threads ran as 924 + 100 on an H200). Deterministic for a given device.
@@ -644,6 +787,37 @@ void gated_rms_norm_bwd_cuda(int64_t rows, int64_t dim, int64_t group_size, cons
   if (rows == 0) {
     MAMBA_CUDA_CHECK(fn, cudaMemsetAsync(dw, 0, size_t(dim) * sizeof(float), stream));
     return;
+  }
+  // v2 (warp per row, the default): pieces of 8 elements, every row start 16-byte aligned,
+  // group_size <= 2048 (bf16) / 1024 (f32). MAMBA_GATED_BWD_VERSION=1 selects v1.
+  {
+    const char* ver = std::getenv("MAMBA_GATED_BWD_VERSION");
+    const int64_t esz = sizeof(T);
+    auto al = [&](const void* q, int64_t stride) {
+      return q == nullptr || (dev::aligned16(q) && (stride * esz) % 16 == 0);
+    };
+    const int64_t pl = (group_size + 255) / 256;
+    const int64_t max_pl = sizeof(T) == 2 ? 8 : 4;
+    const bool v2 = !(ver && std::atoi(ver) == 1) && group_size % kPiece == 0 && pl <= max_pl &&
+                    al(x, x_stride) && al(z, z_stride) && al(dy, dy_stride) && al(dx, dx_stride) &&
+                    al(z ? dz : nullptr, dz_stride);
+    if (v2) {
+      const int kpl = pl <= 1 ? 1 : pl <= 2 ? 2 : pl <= 3 ? 3 : pl <= 4 ? 4 : pl <= 6 ? 6 : 8;
+      auto k2 = kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2>
+              : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3> : kpl == 4 ? gated_rms_norm_bwd_v2_kernel<T, 4>
+              : kpl == 6 ? gated_rms_norm_bwd_v2_kernel<T, 6> : gated_rms_norm_bwd_v2_kernel<T, 8>;
+      const int64_t nb = std::min(norm_slots(rows), std::max<int64_t>(1, resident_blocks(k2, kGv2Warps * 32) / ngroups));
+      const int64_t rpb = (rows + nb - 1) / nb;
+      const int64_t nblocks = (rows + rpb - 1) / rpb;
+      float* part = static_cast<float*>(workspace);
+      const dim3 g(static_cast<unsigned>(nblocks), static_cast<unsigned>(ngroups));
+      k2<<<g, kGv2Warps * 32, 0, stream>>>(rows, group_size, rpb, x, x_stride, z, z_stride, w, eps, norm_before_gate, dy,
+                                           dy_stride, dx, dx_stride, dz, dz_stride, part, dim);
+      MAMBA_CUDA_CHECK_LAUNCH(fn);
+      train_dev::launch_column_sum(nblocks, dim, part, dw, nullptr, 0, 0, stream);
+      MAMBA_CUDA_CHECK_LAUNCH(fn);
+      return;
+    }
   }
   int threads = 32, P = 1;
   norm_shape(group_size, threads, P);
