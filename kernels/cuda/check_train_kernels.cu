@@ -547,13 +547,13 @@ void bench() {
     fill_dev(x.p, x.n, 1.f); fill_dev(z.p, z.n, 1.f); fill_dev(dy.p, dy.n, 1.f); fill_dev(w.p, w.n, 1.f);
     Ws ws(kc::gated_rms_norm_bwd_cuda_workspace_bytes(rows, dim));
     for (int rep = 0; rep < 2; ++rep)
-      for (const char* v : {"2", "1"}) {
+      for (const char* v : {"2", "3", "1"}) {
         setenv("MAMBA_GATED_BWD_VERSION", v, 1);
         const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
         bench_line((std::string("gated_rms_norm_bwd bf16 rows 16384 dim 1536 (z, gate first) v") + v).c_str(), ms, double(rows) * dim * 2 * 5);
       }
     unsetenv("MAMBA_GATED_BWD_VERSION");
-    for (const char* v : {"2", "1"}) {
+    for (const char* v : {"2", "3", "1"}) {
       setenv("MAMBA_GATED_BWD_VERSION", v, 1);
       const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, 128, x.p, dim, z.p, dim, w.p, 1e-5f, true, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
       bench_line((std::string("gated_rms_norm_bwd bf16 rows 16384 dim 1536 group 128 (z, norm first) v") + v).c_str(), ms, double(rows) * dim * 2 * 5);
@@ -657,13 +657,56 @@ void bench() {
 
 }  // namespace
 
+// --once: one launch each of gated_rms_norm_bwd v1 / v2 (rows 16384 dim 1536 bf16) and
+// conv1d_bwd v1 / v3 (b8 l2048 c3072 k4 bf16), for a profiler.
+int run_once() {
+  const int64_t rows = 16384, dim = 1536;
+  {
+    Buf<bf16> x(rows * dim), z(rows * dim), dy(rows * dim), dx(rows * dim), dz(rows * dim);
+    Buf<float> w(dim), dw(dim);
+    fill_dev(x.p, x.n, 1.f); fill_dev(z.p, z.n, 1.f); fill_dev(dy.p, dy.n, 1.f); fill_dev(w.p, w.n, 1.f);
+    Ws ws(kc::gated_rms_norm_bwd_cuda_workspace_bytes(rows, dim));
+    for (const char* v : {"1", "2", "3"}) {
+      setenv("MAMBA_GATED_BWD_VERSION", v, 1);
+      kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0);
+    }
+    unsetenv("MAMBA_GATED_BWD_VERSION");
+  }
+  {
+    const int64_t B = 8, L = 2048, C = 3072, K = 4;
+    Buf<bf16> x(B * L * C), dout(B * L * C), dx(B * L * C);
+    Buf<float> w(C * K), bias(C), dw(C * K), db(C);
+    fill_dev(x.p, x.n, 1.f); fill_dev(dout.p, dout.n, 1.f); fill_dev(w.p, w.n, 0.5f); fill_dev(bias.p, bias.n, 0.5f);
+    kc::CausalConv1dCudaParams<bf16> p;
+    p.batch = B; p.seqlen = L; p.channels = C; p.width = K; p.x = x.p; p.x_sb = L * C; p.x_st = C;
+    p.weight = w.p; p.bias = bias.p; p.silu = true;
+    kc::CausalConv1dCudaParams<float> s;
+    s.batch = B; s.seqlen = L; s.channels = C; s.width = K;
+    Ws ws(kc::causal_conv1d_bwd_cuda_workspace_bytes(s));
+    for (const char* v : {"1", "3"}) {
+      setenv("MAMBA_CONV_BWD_VERSION", v, 1);
+      kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0);
+    }
+    unsetenv("MAMBA_CONV_BWD_VERSION");
+  }
+  CK(cudaDeviceSynchronize());
+  std::printf("train once done\n");
+  return 0;
+}
+
 int main(int argc, char** argv) {
-  bool do_bench = false;
-  for (int i = 1; i < argc; ++i) if (!std::strcmp(argv[i], "--bench")) do_bench = true;
+  bool do_bench = false, once = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--bench")) do_bench = true;
+    if (!std::strcmp(argv[i], "--once")) once = true;
+  }
   int ndev = 0;
   if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
     std::printf("train-check: no CUDA device\n");
     return 2;
+  }
+  if (once) {
+    try { return run_once(); } catch (const std::exception& e) { std::printf("once exception: %s\n", e.what()); return 3; }
   }
   try {
     for (int pass = 0; pass < 2; ++pass) {
@@ -688,6 +731,11 @@ int main(int argc, char** argv) {
       setenv("MAMBA_GATED_BWD_VERSION", "1", 1);
       std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=1)\n");
       gb(37, 1536, 1536, true, false, 8); gb(5, 1536, 768, true, true, 0);
+      setenv("MAMBA_GATED_BWD_VERSION", "3", 1);
+      std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=3: two warps per row)\n");
+      gb(1, 1536, 1536, true, false, 0); gb(37, 1536, 1536, true, false, 8); gb(2999, 1536, 1536, true, false, 0);
+      gb(5, 1536, 768, true, true, 0); gb(9, 2048, 2048, true, false, 0); gb(6, 1000, 200, true, false, 0);
+      gb(13, 40, 8, true, true, 0); gb(300, 1024, 128, false, false, 8); gb(70, 520, 520, true, false, 0);
       unsetenv("MAMBA_GATED_BWD_VERSION");
       auto ln = [&](int64_t r, int64_t d, bool re, bool b, bool a) { bf ? check_layer_norm<bf16>(r, d, re, b, a) : check_layer_norm<float>(r, d, re, b, a); };
       ln(1, 1, false, false, false); ln(3, 7, true, true, true); ln(5, 768, true, true, false); ln(4, 4097, true, false, true);

@@ -34,5 +34,19 @@ timeout $(( left - 2 )) "$BIN/mamba-cuda-train-check" --bench > "$OUT/train.log"
 rc2=$?
 grep -E "^FAIL|train-check:|exception" "$OUT/train.log" | head -40
 grep -E "^bench" "$OUT/train.log"
-echo "train rc=$rc2; total $(( $(date +%s) - t0 )) s"
+echo "train rc=$rc2; t=$(( $(date +%s) - t0 )) s"
+left=$(( 106 - ($(date +%s) - t0) ))
+if [ -z "${SKIP_NCU:-}" ] && command -v ncu > /dev/null && [ $left -gt 20 ]; then
+  SEC=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis)
+  echo "== ncu (limit $(( left / 2 - 1 )) s each)"
+  timeout $(( left / 2 - 1 )) ncu -k regex:"state_update_v[56]|conv1d_fwd_v[45]" "${SEC[@]}" "$BIN/mamba-cuda-check" --bw-once > "$OUT/ncu_bw.txt" 2>&1
+  echo "ncu bw rc=$?"
+  timeout $(( left / 2 - 1 )) ncu -k regex:"gated_rms_norm_bwd|conv1d_bwd" "${SEC[@]}" "$BIN/mamba-cuda-train-check" --once > "$OUT/ncu_train.txt" 2>&1
+  echo "ncu train rc=$?"
+  grep -hE "^  [a-zA-Z_].*\(|DRAM Throughput|Memory Throughput|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Waves Per SM" \
+    "$OUT/ncu_bw.txt" "$OUT/ncu_train.txt" | sed -E 's/^ +//' | cut -c1-110 | head -80
+else
+  echo "ncu: $(command -v ncu || echo missing); left $left s"
+fi
+echo "total $(( $(date +%s) - t0 )) s"
 [ $rc1 = 0 ] && [ $rc2 = 0 ]

@@ -754,6 +754,7 @@ int decode_kernels_main() {
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--decode-kernels") == 0 && k::cuda_device_count() > 0) return decode_kernels_main();
+  if (argc > 1 && std::strcmp(argv[1], "--bw-once") == 0 && k::cuda_device_count() > 0) return bw_once();
   if (argc > 1 && std::strncmp(argv[1], "--bw", 4) == 0 && k::cuda_device_count() > 0)
     return bw_main(std::strcmp(argv[1], "--bw-check") != 0);
   const bool check_only = argc > 1 && std::strcmp(argv[1], "--check-only") == 0;

@@ -504,15 +504,22 @@ __device__ __forceinline__ float sigmoid_v(float zv) {
   return __fdividef(1.f, 1.f + e);
 }
 
-template <class T, int kPL>
+template <class T, int kPL, int kWR>
 __global__ void __launch_bounds__(kGv2Warps * 32)
 gated_rms_norm_bwd_v2_kernel(int64_t rows, int64_t gsz, int64_t rpb, const T* x, int64_t x_stride, const T* z,
                              int64_t z_stride, const float* w, float eps, bool nbg, const T* dy, int64_t dy_stride,
                              T* dx, int64_t dx_stride, T* dz, int64_t dz_stride, float* part, int64_t dim) {
   using Raw = dev::RawRow<T, kPiece>;
   constexpr int kU = int(sizeof(Raw) / 16);
-  __shared__ float red[kGv2Warps][kGv2MaxCols];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // kWR warps per row (1 or 2): the block works on kGv2Warps / kWR rows at a time; with kWR 2
+  // the pair's two partial sums meet in shared memory behind a 64-thread named barrier.
+  constexpr int kRows = kGv2Warps / kWR;
+  constexpr int kLanes = 32 * kWR;
+  __shared__ float red[kRows][kGv2MaxCols];
+  __shared__ float2 pair_sum[2][kRows][kWR];
+  const int warp = threadIdx.x >> 5;
+  const int grp = warp / kWR;                                       // row group in the block
+  const int lane = (warp % kWR) * 32 + static_cast<int>(threadIdx.x & 31);  // lane within the row group
   const int64_t c0 = int64_t(blockIdx.y) * gsz;
   const int64_t row0 = int64_t(blockIdx.x) * rpb;
   const int64_t row1 = std::min(rows, row0 + rpb);
@@ -523,14 +530,15 @@ gated_rms_norm_bwd_v2_kernel(int64_t rows, int64_t gsz, int64_t rpb, const T* x,
   for (int i = 0; i < kPL; ++i)
 #pragma unroll
     for (int j = 0; j < kPiece; ++j) acc[i][j] = 0.f;
-  for (int64_t row = row0 + warp; row < row1; row += kGv2Warps) {
+  int parity = 0;
+  for (int64_t row = row0 + grp; row < row1; row += kRows, parity ^= 1) {
     const T* xr = x + row * x_stride + c0;
     const T* zr = hz ? z + row * z_stride + c0 : nullptr;
     const T* dyr = dy + row * dy_stride + c0;
     Raw rx[kPL], rz[kPL], rd[kPL];
 #pragma unroll
     for (int i = 0; i < kPL; ++i) {
-      const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+      const int64_t t0 = int64_t(i * kLanes + lane) * kPiece;
       if (t0 < gsz) {
 #pragma unroll
         for (int u = 0; u < kU; ++u) {
@@ -546,7 +554,7 @@ gated_rms_norm_bwd_v2_kernel(int64_t rows, int64_t gsz, int64_t rpb, const T* x,
     float ss = 0.f, dot = 0.f;
 #pragma unroll
     for (int i = 0; i < kPL; ++i) {
-      const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+      const int64_t t0 = int64_t(i * kLanes + lane) * kPiece;
       float wv[kPiece];
       dev::load_run<kPiece>(w + c0, t0, gsz, wv, 0.f);
 #pragma unroll
@@ -565,13 +573,26 @@ gated_rms_norm_bwd_v2_kernel(int64_t rows, int64_t gsz, int64_t rpb, const T* x,
     }
     ss = train_dev::warp_sum(ss);
     dot = train_dev::warp_sum(dot);
+    if constexpr (kWR > 1) {
+      if ((threadIdx.x & 31) == 0) pair_sum[parity][grp][warp % kWR] = make_float2(ss, dot);
+      asm volatile("bar.sync %0, %1;" ::"r"(1 + grp), "r"(kLanes) : "memory");
+      float2 t = pair_sum[parity][grp][0];
+#pragma unroll
+      for (int q = 1; q < kWR; ++q) {
+        const float2 u = pair_sum[parity][grp][q];
+        t.x += u.x;
+        t.y += u.y;
+      }
+      ss = t.x;
+      dot = t.y;
+    }
     const float rs = rsqrtf(ss * inv_g + eps);
     const float c = rs * rs * rs * dot * inv_g;
     T* dxr = dx ? dx + row * dx_stride + c0 : nullptr;
     T* dzr = dz && hz ? dz + row * dz_stride + c0 : nullptr;
 #pragma unroll
     for (int i = 0; i < kPL; ++i) {
-      const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+      const int64_t t0 = int64_t(i * kLanes + lane) * kPiece;
       if (t0 >= gsz) continue;
       float wv[kPiece];
       dev::load_run<kPiece>(w + c0, t0, gsz, wv, 0.f);
@@ -611,17 +632,17 @@ gated_rms_norm_bwd_v2_kernel(int64_t rows, int64_t gsz, int64_t rpb, const T* x,
   // Fixed-order sum of the 4 warps' partials into the slot's row of the workspace.
 #pragma unroll
   for (int i = 0; i < kPL; ++i) {
-    const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+    const int64_t t0 = int64_t(i * kLanes + lane) * kPiece;
     if (t0 < gsz)
 #pragma unroll
-      for (int j = 0; j < kPiece; ++j) red[warp][t0 + j] = acc[i][j];
+      for (int j = 0; j < kPiece; ++j) red[grp][t0 + j] = acc[i][j];
   }
   __syncthreads();
   float* prow = part + int64_t(blockIdx.x) * dim + c0;
   for (int64_t cidx = threadIdx.x; cidx < gsz; cidx += kGv2Warps * 32) {
     float t = 0.f;
 #pragma unroll
-    for (int ww = 0; ww < kGv2Warps; ++ww) t += red[ww][cidx];
+    for (int ww = 0; ww < kRows; ++ww) t += red[ww][cidx];
     prow[cidx] = t;
   }
 }
@@ -796,16 +817,20 @@ void gated_rms_norm_bwd_cuda(int64_t rows, int64_t dim, int64_t group_size, cons
     auto al = [&](const void* q, int64_t stride) {
       return q == nullptr || (dev::aligned16(q) && (stride * esz) % 16 == 0);
     };
-    const int64_t pl = (group_size + 255) / 256;
-    const int64_t max_pl = sizeof(T) == 2 ? 8 : 4;
+    // MAMBA_GATED_BWD_VERSION=3: two warps per row (half the registers per lane).
+    const int wr = ver && std::atoi(ver) == 3 ? 2 : 1;
+    const int64_t pl = (group_size + 256 * wr - 1) / (256 * wr);
+    const int64_t max_pl = (sizeof(T) == 2 ? 8 : 4) / wr;
     const bool v2 = !(ver && std::atoi(ver) == 1) && group_size % kPiece == 0 && pl <= max_pl &&
                     al(x, x_stride) && al(z, z_stride) && al(dy, dy_stride) && al(dx, dx_stride) &&
                     al(z ? dz : nullptr, dz_stride);
     if (v2) {
       const int kpl = pl <= 1 ? 1 : pl <= 2 ? 2 : pl <= 3 ? 3 : pl <= 4 ? 4 : pl <= 6 ? 6 : 8;
-      auto k2 = kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2>
-              : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3> : kpl == 4 ? gated_rms_norm_bwd_v2_kernel<T, 4>
-              : kpl == 6 ? gated_rms_norm_bwd_v2_kernel<T, 6> : gated_rms_norm_bwd_v2_kernel<T, 8>;
+      auto k2 = wr == 2 ? (kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 2> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 2>
+                         : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3, 2> : gated_rms_norm_bwd_v2_kernel<T, 4, 2>)
+              : kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 1> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 1>
+              : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3, 1> : kpl == 4 ? gated_rms_norm_bwd_v2_kernel<T, 4, 1>
+              : kpl == 6 ? gated_rms_norm_bwd_v2_kernel<T, 6, 1> : gated_rms_norm_bwd_v2_kernel<T, 8, 1>;
       const int64_t nb = std::min(norm_slots(rows), std::max<int64_t>(1, resident_blocks(k2, kGv2Warps * 32) / ngroups));
       const int64_t rpb = (rows + nb - 1) / nb;
       const int64_t nblocks = (rows + rpb - 1) / rpb;
