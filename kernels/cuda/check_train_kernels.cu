@@ -547,13 +547,13 @@ void bench() {
     fill_dev(x.p, x.n, 1.f); fill_dev(z.p, z.n, 1.f); fill_dev(dy.p, dy.n, 1.f); fill_dev(w.p, w.n, 1.f);
     Ws ws(kc::gated_rms_norm_bwd_cuda_workspace_bytes(rows, dim));
     for (int rep = 0; rep < 2; ++rep)
-      for (const char* v : {"2", "3", "1"}) {
+      for (const char* v : {"2", "3", "4", "1"}) {
         setenv("MAMBA_GATED_BWD_VERSION", v, 1);
         const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
         bench_line((std::string("gated_rms_norm_bwd bf16 rows 16384 dim 1536 (z, gate first) v") + v).c_str(), ms, double(rows) * dim * 2 * 5);
       }
     unsetenv("MAMBA_GATED_BWD_VERSION");
-    for (const char* v : {"2", "3", "1"}) {
+    for (const char* v : {"2", "3", "4", "1"}) {
       setenv("MAMBA_GATED_BWD_VERSION", v, 1);
       const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, 128, x.p, dim, z.p, dim, w.p, 1e-5f, true, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
       bench_line((std::string("gated_rms_norm_bwd bf16 rows 16384 dim 1536 group 128 (z, norm first) v") + v).c_str(), ms, double(rows) * dim * 2 * 5);
@@ -666,7 +666,7 @@ int run_once() {
     Buf<float> w(dim), dw(dim);
     fill_dev(x.p, x.n, 1.f); fill_dev(z.p, z.n, 1.f); fill_dev(dy.p, dy.n, 1.f); fill_dev(w.p, w.n, 1.f);
     Ws ws(kc::gated_rms_norm_bwd_cuda_workspace_bytes(rows, dim));
-    for (const char* v : {"1", "2", "3"}) {
+    for (const char* v : {"1", "2", "3", "4"}) {
       setenv("MAMBA_GATED_BWD_VERSION", v, 1);
       kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0);
     }
@@ -736,6 +736,11 @@ int main(int argc, char** argv) {
       gb(1, 1536, 1536, true, false, 0); gb(37, 1536, 1536, true, false, 8); gb(2999, 1536, 1536, true, false, 0);
       gb(5, 1536, 768, true, true, 0); gb(9, 2048, 2048, true, false, 0); gb(6, 1000, 200, true, false, 0);
       gb(13, 40, 8, true, true, 0); gb(300, 1024, 128, false, false, 8); gb(70, 520, 520, true, false, 0);
+      setenv("MAMBA_GATED_BWD_VERSION", "4", 1);
+      std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=4: two warps per row, 128 registers)\n");
+      gb(1, 1536, 1536, true, false, 0); gb(37, 1536, 1536, true, false, 8); gb(2999, 1536, 1536, true, false, 0);
+      gb(5, 1536, 768, true, true, 0); gb(9, 2048, 2048, true, false, 0); gb(13, 40, 8, true, true, 0);
+      gb(300, 1024, 128, false, false, 8);
       unsetenv("MAMBA_GATED_BWD_VERSION");
       auto ln = [&](int64_t r, int64_t d, bool re, bool b, bool a) { bf ? check_layer_norm<bf16>(r, d, re, b, a) : check_layer_norm<float>(r, d, re, b, a); };
       ln(1, 1, false, false, false); ln(3, 7, true, true, true); ln(5, 768, true, true, false); ln(4, 4097, true, false, true);

@@ -504,8 +504,8 @@ __device__ __forceinline__ float sigmoid_v(float zv) {
   return __fdividef(1.f, 1.f + e);
 }
 
-template <class T, int kPL, int kWR>
-__global__ void __launch_bounds__(kGv2Warps * 32)
+template <class T, int kPL, int kWR, int kMinB = 1>
+__global__ void __launch_bounds__(kGv2Warps * 32, kMinB)
 gated_rms_norm_bwd_v2_kernel(int64_t rows, int64_t gsz, int64_t rpb, const T* x, int64_t x_stride, const T* z,
                              int64_t z_stride, const float* w, float eps, bool nbg, const T* dy, int64_t dy_stride,
                              T* dx, int64_t dx_stride, T* dz, int64_t dz_stride, float* part, int64_t dim) {
@@ -818,7 +818,7 @@ void gated_rms_norm_bwd_cuda(int64_t rows, int64_t dim, int64_t group_size, cons
       return q == nullptr || (dev::aligned16(q) && (stride * esz) % 16 == 0);
     };
     // MAMBA_GATED_BWD_VERSION=3: two warps per row (half the registers per lane).
-    const int wr = ver && std::atoi(ver) == 3 ? 2 : 1;
+    const int wr = ver && (std::atoi(ver) == 3 || std::atoi(ver) == 4) ? 2 : 1;
     const int64_t pl = (group_size + 256 * wr - 1) / (256 * wr);
     const int64_t max_pl = (sizeof(T) == 2 ? 8 : 4) / wr;
     const bool v2 = !(ver && std::atoi(ver) == 1) && group_size % kPiece == 0 && pl <= max_pl &&
@@ -826,7 +826,11 @@ void gated_rms_norm_bwd_cuda(int64_t rows, int64_t dim, int64_t group_size, cons
                     al(z ? dz : nullptr, dz_stride);
     if (v2) {
       const int kpl = pl <= 1 ? 1 : pl <= 2 ? 2 : pl <= 3 ? 3 : pl <= 4 ? 4 : pl <= 6 ? 6 : 8;
-      auto k2 = wr == 2 ? (kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 2> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 2>
+      // MAMBA_GATED_BWD_VERSION=4: variant 3 capped at 128 registers (4 blocks per SM).
+      const bool cap = ver && std::atoi(ver) == 4 && sizeof(T) == 2;
+      auto k2 = cap ? (kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 2, 4> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 2, 4>
+                     : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3, 2, 4> : gated_rms_norm_bwd_v2_kernel<T, 4, 2, 4>)
+              : wr == 2 ? (kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 2> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 2>
                          : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3, 2> : gated_rms_norm_bwd_v2_kernel<T, 4, 2>)
               : kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 1> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 1>
               : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3, 1> : kpl == 4 ? gated_rms_norm_bwd_v2_kernel<T, 4, 1>
