@@ -523,10 +523,15 @@ void bench() {
     Buf<bf16> dy(rows * dim);
     fill_dev(r.p, r.n, 1.f); fill_dev(w.p, w.n, 1.f); fill_dev(da.p, da.n, 1.f); fill_dev(dy.p, dy.n, 1.f);
     Ws ws(kc::rms_norm_bwd_cuda_workspace_bytes(rows, dim));
-    const double ms = tm.median([&] { kc::rms_norm_bwd_cuda<bf16>(rows, dim, r.p, w.p, 1e-5f, dy.p, da.p, dr.p, dw.p, ws.p, ws.n, 0); });
-    char nm[128];
-    std::snprintf(nm, sizeof nm, "rms_norm_bwd bf16 rows %ld dim %ld (+dr_add)", long(rows), long(dim));
-    bench_line(nm, ms, double(rows) * dim * (4 + 2 + 4 + 4));
+    for (int rep = 0; rep < 2; ++rep)
+      for (const char* v : {"2", "1"}) {  // v2 (warp per row, dim <= 1024) and v1
+        setenv("MAMBA_NORM_BWD_VERSION", v, 1);
+        const double ms = tm.median([&] { kc::rms_norm_bwd_cuda<bf16>(rows, dim, r.p, w.p, 1e-5f, dy.p, da.p, dr.p, dw.p, ws.p, ws.n, 0); });
+        char nm[128];
+        std::snprintf(nm, sizeof nm, "rms_norm_bwd bf16 rows %ld dim %ld (+dr_add) v%s", long(rows), long(dim), v);
+        bench_line(nm, ms, double(rows) * dim * (4 + 2 + 4 + 4));
+      }
+    unsetenv("MAMBA_NORM_BWD_VERSION");
   }
   {
     const int64_t dim = 768;
@@ -537,8 +542,13 @@ void bench() {
     double ms = tm.median([&] { kc::add_layer_norm_cuda<bf16>(rows, dim, x.p, r.p, r.p, w.p, b.p, 1e-5f, y.p, mean.p, rstd.p, 0); });
     bench_line("add_layer_norm bf16 rows 16384 dim 768 (residual in place)", ms, double(rows) * dim * (2 + 4 + 4 + 2));
     Ws ws(kc::layer_norm_bwd_cuda_workspace_bytes(rows, dim));
-    ms = tm.median([&] { kc::layer_norm_bwd_cuda<bf16>(rows, dim, r.p, mean.p, rstd.p, w.p, dy.p, da.p, dr.p, dw.p, db.p, ws.p, ws.n, 0); });
-    bench_line("layer_norm_bwd bf16 rows 16384 dim 768 (+dr_add)", ms, double(rows) * dim * (4 + 2 + 4 + 4));
+    for (int rep = 0; rep < 2; ++rep)
+      for (const char* v : {"2", "1"}) {
+        setenv("MAMBA_NORM_BWD_VERSION", v, 1);
+        ms = tm.median([&] { kc::layer_norm_bwd_cuda<bf16>(rows, dim, r.p, mean.p, rstd.p, w.p, dy.p, da.p, dr.p, dw.p, db.p, ws.p, ws.n, 0); });
+        bench_line((std::string("layer_norm_bwd bf16 rows 16384 dim 768 (+dr_add) v") + v).c_str(), ms, double(rows) * dim * (4 + 2 + 4 + 4));
+      }
+    unsetenv("MAMBA_NORM_BWD_VERSION");
   }
   {
     const int64_t dim = 1536;
@@ -719,6 +729,13 @@ int main(int argc, char** argv) {
       rms(3, 7, true, false); rms(5, 768, true, true); rms(1100, 33, true, false); rms(64, 1536, true, false);
       rms(2100, 1536, true, false);
       unsetenv("MAMBA_NORM_PREFETCH");
+      // v2 (warp per row; dim % 8 == 0, dim <= 1024): rows not a multiple of the 4 warps, 1..4 pieces per lane.
+      rms(1, 768, true, false); rms(2999, 768, true, false); rms(37, 1024, false, false); rms(9, 8, true, true);
+      rms(5, 512, true, true); rms(70, 264, false, false);
+      setenv("MAMBA_NORM_BWD_VERSION", "1", 1);
+      std::printf("(rms_norm_bwd / layer_norm_bwd with MAMBA_NORM_BWD_VERSION=1)\n");
+      rms(2999, 768, true, false); rms(5, 768, true, true);
+      unsetenv("MAMBA_NORM_BWD_VERSION");
       auto gb = [&](int64_t r, int64_t d, int64_t G, bool wz, bool nbg, int64_t pad) { bf ? check_gated_bwd<bf16>(r, d, G, wz, nbg, pad) : check_gated_bwd<float>(r, d, G, wz, nbg, pad); };
       gb(1, 1, 1, true, false, 0); gb(3, 12, 4, true, true, 0); gb(5, 1536, 1536, true, false, 3); gb(7, 1000, 250, true, true, 0);
       gb(4, 4097, 4097, false, false, 0); gb(1100, 64, 16, true, false, 0); gb(2, 9000, 9000, true, true, 0);
@@ -745,6 +762,12 @@ int main(int argc, char** argv) {
       auto ln = [&](int64_t r, int64_t d, bool re, bool b, bool a) { bf ? check_layer_norm<bf16>(r, d, re, b, a) : check_layer_norm<float>(r, d, re, b, a); };
       ln(1, 1, false, false, false); ln(3, 7, true, true, true); ln(5, 768, true, true, false); ln(4, 4097, true, false, true);
       ln(1100, 33, true, true, true); ln(2, 20001, true, true, true);
+      ln(1, 768, true, true, true); ln(2999, 768, true, true, true); ln(37, 1024, false, true, false); ln(9, 8, true, false, true);
+      ln(70, 264, true, true, true);
+      setenv("MAMBA_NORM_BWD_VERSION", "1", 1);
+      std::printf("(layer_norm_bwd with MAMBA_NORM_BWD_VERSION=1)\n");
+      ln(2999, 768, true, true, true); ln(5, 768, true, true, false);
+      unsetenv("MAMBA_NORM_BWD_VERSION");
       auto ce = [&](int64_t r, int64_t V, int64_t s, bool ip, bool g, int ig) { bf ? check_ce<bf16>(r, V, s, ip, g, ig) : check_ce<float>(r, V, s, ip, g, ig); };
       ce(1, 3, 3, false, true, 0); ce(5, 3, 8, false, true, 3); ce(6, 50280, 50280, false, true, 4);
       ce(3, 50280, 50288, true, true, 0); ce(4, 1000, 1003, false, true, 2); ce(3, 70001, 70001, true, true, 0);
