@@ -748,6 +748,10 @@ int main(int argc, char** argv) {
       setenv("MAMBA_GATED_BWD_VERSION", "1", 1);
       std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=1)\n");
       gb(37, 1536, 1536, true, false, 8); gb(5, 1536, 768, true, true, 0);
+      setenv("MAMBA_GATED_BWD_VERSION", "2", 1);
+      std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=2: one warp per row)\n");
+      gb(37, 1536, 1536, true, false, 8); gb(2999, 1536, 1536, true, false, 0); gb(9, 2048, 2048, true, false, 0);
+      gb(3, 1792, 1792, true, true, 16); gb(70, 520, 520, true, false, 0);
       setenv("MAMBA_GATED_BWD_VERSION", "3", 1);
       std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=3: two warps per row)\n");
       gb(1, 1536, 1536, true, false, 0); gb(37, 1536, 1536, true, false, 8); gb(2999, 1536, 1536, true, false, 0);

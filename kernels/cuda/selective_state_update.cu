@@ -331,6 +331,68 @@ __global__ void __launch_bounds__(kVecThreads, 4) selective_state_update_v6_kern
   }
 }
 
+// v7 (branch bwkern; MAMBA_SSU_VERSION=7, MAMBA_SSU_V7_ROWS=2|4): v5 with its kR pieces taken
+// from kR consecutive batch rows of the same lane instead of kR lanes of one row, so A (and D,
+// dt_bias) is loaded once per lane for kR rows (v5 read 16 bytes of A from L2 per piece: as many
+// L2 requests as the state itself). Same grid style as v5 (many short blocks, ~9 waves at b256).
+template <class T, int kG, int kR, bool kBC>
+__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v7_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  const int lanes = static_cast<int>(p.dim) * kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int lane = blockIdx.x * kVecThreads + static_cast<int>(threadIdx.x);
+  const bool ok = lane < lanes;
+  const int l = ok ? lane : 0;
+  const int d = l / kG;
+  const int g = p.n_groups == 1 ? 0 : d / dpg;
+  const int64_t b0 = int64_t{blockIdx.y} * kR;
+  SsuV6Row rw[kR];
+#pragma unroll
+  for (int r = 0; r < kR; ++r)
+    if (b0 + r < p.batch) ssu_v6_load<T, kG, kBC>(p, b0 + r, l, d, g, rw[r]);
+  const float4 A4 = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+  const float Dd = p.D ? __ldg(p.D + d) : 0.f;
+  const float bias = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int64_t b = b0 + r;
+    if (b >= p.batch) break;
+    const SsuV6Row& cur = rw[r];
+    float dt = cur.dt + bias;
+    if (p.delta_softplus) dt = dev::softplus_fast(dt);
+    const float dtx = dt * cur.x, dt2 = dt * dev::kLog2e;
+    const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {cur.h.x, cur.h.y, cur.h.z, cur.h.w};
+    float ho[4], y = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * cur.B[k]);
+      y = fmaf(ho[k], cur.C[k], y);
+    }
+    if (ok) __stcs(reinterpret_cast<float4*>(p.state + (b * p.dim) * kN) + lane, make_float4(ho[0], ho[1], ho[2], ho[3]));
+#pragma unroll
+    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (ok && lane % kG == 0) {
+      if (p.D) y = fmaf(Dd, cur.x, y);
+      if (p.z) y *= dev::silu_fast(cur.z);
+      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+    }
+  }
+}
+
+template <class T, int kG, int kR>
+void launch_v7(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t lanes = p.dim * kG;
+  const int64_t gx = (lanes + kVecThreads - 1) / kVecThreads;
+  const int64_t gy = (p.batch + kR - 1) / kR;
+  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
+  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
+                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+  if (bc) selective_state_update_v7_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
+  else selective_state_update_v7_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v7)");
+}
+
 // Resident blocks of `kernel` on the current device (SMs x occupancy), cached per (device, kernel).
 int ssu_resident_blocks(const void* kernel, int threads) {
   static std::mutex mu;
@@ -404,6 +466,22 @@ void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream)
     const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
     if (ssu_env && std::atoi(ssu_env) == 6) {
       launch_v6<T, kG>(p, stream);
+      return;
+    }
+    if (ssu_env && std::atoi(ssu_env) == 7) {
+      const char* rows_env = std::getenv("MAMBA_SSU_V7_ROWS");
+      const int rows = rows_env ? std::atoi(rows_env) : 2;
+      if (rows == 4) launch_v7<T, kG, 4>(p, stream);
+      else if (rows == 1) launch_v7<T, kG, 1>(p, stream);
+      else launch_v7<T, kG, 2>(p, stream);
+      return;
+    }
+    // MAMBA_SSU_V5_KR=1|2|4 (measurements): v5's pieces per lane at every batch size.
+    if (const char* kr_env = std::getenv("MAMBA_SSU_V5_KR"); kr_env && (!ssu_env || std::atoi(ssu_env) == 5)) {
+      const int kr = std::atoi(kr_env);
+      if (kr == 1) launch_v5<T, kG, 1>(p, stream);
+      else if (kr == 4) launch_v5<T, kG, 4>(p, stream);
+      else launch_v5<T, kG, 2>(p, stream);
       return;
     }
     if (!ssu_env || std::atoi(ssu_env) == 5) {
