@@ -606,7 +606,7 @@ void bench() {
     s.batch = B; s.seqlen = L; s.channels = C; s.width = K;
     Ws ws(kc::causal_conv1d_bwd_cuda_workspace_bytes(s));
     for (int rep = 0; rep < 2; ++rep)
-      for (const char* v : {"3", "1"}) {
+      for (const char* v : {"3", "4", "1"}) {
         setenv("MAMBA_CONV_BWD_VERSION", v, 1);
         const double ms = tm.median([&] { kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0); });
         bench_line((std::string("causal_conv1d_bwd bf16 b8 l2048 c3072 k4 silu v") + v).c_str(), ms, double(B) * L * C * 6);
@@ -792,6 +792,11 @@ int main(int argc, char** argv) {
       cv(3, 1000, 96, 4, true, true, true, true, 0, 0); cv(2, 777, 40, 3, true, false, true, true, 8, 4);
       cv(1, 4099, 3072, 4, true, true, true, true, 0, 0); cv(5, 65, 16, 2, false, true, false, true, 0, 0);
       cv(2, 9, 8, 4, true, true, true, true, 0, 0); cv(4, 513, 1024, 4, true, true, false, false, 0, 0);
+      setenv("MAMBA_CONV_BWD_VERSION", "4", 1);
+      std::printf("(conv1d_bwd with MAMBA_CONV_BWD_VERSION=4: 3 stages, 128 registers)\n");
+      cv(3, 1000, 96, 4, true, true, true, true, 0, 0); cv(2, 777, 40, 3, true, false, true, true, 8, 4);
+      cv(1, 4099, 3072, 4, true, true, true, true, 0, 0); cv(2, 9, 8, 4, true, true, true, true, 0, 0);
+      cv(1, 1, 4, 4, true, true, true, true, 0, 0); cv(5, 65, 16, 2, false, true, false, true, 0, 0);
       setenv("MAMBA_CONV_BWD_VERSION", "1", 1);
       std::printf("(conv1d_bwd with MAMBA_CONV_BWD_VERSION=1)\n");
       cv(3, 1000, 96, 4, true, true, true, true, 0, 0); cv(2, 200, 64, 4, true, true, true, true, 24, 8);

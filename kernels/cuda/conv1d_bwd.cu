@@ -211,8 +211,8 @@ __device__ __forceinline__ void unpack4(const uint2& u, float (&v)[kV]) {
 }
 __device__ __forceinline__ void unpack4f(const float4& u, float (&v)[kV]) { v[0] = u.x; v[1] = u.y; v[2] = u.z; v[3] = u.w; }
 
-template <class T, int K, int kB, int kS>
-__global__ void __launch_bounds__(kThreads)
+template <class T, int K, int kB, int kS, int kMinB = 1>
+__global__ void __launch_bounds__(kThreads, kMinB)
 conv1d_bwd_v3_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T* __restrict__ dx, int64_t dx_sb,
                      int64_t dx_st, float* dinit, float* part, int64_t seg) {
   constexpr int K1 = K - 1;
@@ -353,10 +353,10 @@ conv1d_bwd_v3_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T*
 }
 
 // Launches v3 when its conditions hold; returns the number of partial slots written (0: not taken).
-template <class T, int K>
+template <class T, int K, int kS = 4, int kMinB = 1>
 int64_t launch_v3(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx_sb, int64_t dx_st, float* dinit,
                   float* part, cudaStream_t stream) {
-  constexpr int kB = sizeof(T) == 4 ? 4 : 8, kS = 4;  // 64 KB of ring per block either way
+  constexpr int kB = sizeof(T) == 4 ? 4 : 8;  // kS 4: 64 KB of ring per block either way
   constexpr int PB = kV * int(sizeof(T));
   constexpr int smem = kS * kB * 2 * kThreads * PB;
   const int64_t C = p.channels;
@@ -364,7 +364,7 @@ int64_t launch_v3(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int6
   const bool vec = C % kV == 0 && p.x_sb % kV == 0 && p.x_st % kV == 0 && dx_sb % kV == 0 && dx_st % kV == 0 &&
                    al(p.x) && al(dout) && al(dx);
   if (!vec) return 0;
-  auto kern = conv1d_bwd_v3_kernel<T, K, kB, kS>;
+  auto kern = conv1d_bwd_v3_kernel<T, K, kB, kS, kMinB>;
   static int per_sm = -1, sms = 0;  // per instantiation
   if (per_sm < 0) {
     int dev = 0;
@@ -398,7 +398,9 @@ int64_t launch(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t
   const char* ver = std::getenv("MAMBA_CONV_BWD_VERSION");
   const char* uenv = std::getenv("MAMBA_CONV_BWD_U");
   if (!(ver && std::atoi(ver) == 1) && !(uenv && std::atoi(uenv) == 4)) {
-    const int64_t slots = launch_v3<T, K>(p, dout, dx, dx_sb, dx_st, dinit, part, stream);
+    // MAMBA_CONV_BWD_VERSION=4: 3 ring stages (48 KB) and a 128-register cap (4 blocks per SM).
+    const int64_t slots = ver && std::atoi(ver) == 4 ? launch_v3<T, K, 3, 4>(p, dout, dx, dx_sb, dx_st, dinit, part, stream)
+                                                    : launch_v3<T, K>(p, dout, dx, dx_sb, dx_st, dinit, part, stream);
     if (slots > 0) return slots;
   }
   const int64_t C = p.channels;
