@@ -557,13 +557,13 @@ void bench() {
     fill_dev(x.p, x.n, 1.f); fill_dev(z.p, z.n, 1.f); fill_dev(dy.p, dy.n, 1.f); fill_dev(w.p, w.n, 1.f);
     Ws ws(kc::gated_rms_norm_bwd_cuda_workspace_bytes(rows, dim));
     for (int rep = 0; rep < 2; ++rep)
-      for (const char* v : {"2", "3", "4", "1"}) {
+      for (const char* v : {"0", "2", "3", "4", "1"}) {  // 0: the default dispatch
         setenv("MAMBA_GATED_BWD_VERSION", v, 1);
         const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
         bench_line((std::string("gated_rms_norm_bwd bf16 rows 16384 dim 1536 (z, gate first) v") + v).c_str(), ms, double(rows) * dim * 2 * 5);
       }
     unsetenv("MAMBA_GATED_BWD_VERSION");
-    for (const char* v : {"2", "3", "4", "1"}) {
+    for (const char* v : {"0", "2", "4", "1"}) {
       setenv("MAMBA_GATED_BWD_VERSION", v, 1);
       const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, 128, x.p, dim, z.p, dim, w.p, 1e-5f, true, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
       bench_line((std::string("gated_rms_norm_bwd bf16 rows 16384 dim 1536 group 128 (z, norm first) v") + v).c_str(), ms, double(rows) * dim * 2 * 5);

@@ -995,9 +995,9 @@ void gated_rms_norm_bwd_cuda(int64_t rows, int64_t dim, int64_t group_size, cons
     };
     // MAMBA_GATED_BWD_VERSION=3: two warps per row (half the registers per lane).
     // Default: two warps per row when one warp would hold >= 3 pieces per lane (group_size > 512),
-    // else one (measured, H200: dim 1536 one warp 116.6 us, two 96.5 us; group 128: one 153 us,
-    // two 295 us). MAMBA_GATED_BWD_VERSION=2 forces one warp per row, 3 two, 4 two capped at 128
-    // registers.
+    // else one (measured, H200: dim 1536 one warp 117 us, two 96-120 us, two capped at 128
+    // registers 94.5 us; group 128: one 153-173 us, two 292-295 us). MAMBA_GATED_BWD_VERSION=2
+    // forces one warp per row, 3 two, 4 two capped at 128 registers (bf16).
     const int vnum = ver ? std::atoi(ver) : 0;
     const int wr = vnum == 3 || vnum == 4 || (vnum == 0 && group_size > 512) ? 2 : 1;
     const int64_t pl = (group_size + 256 * wr - 1) / (256 * wr);
@@ -1008,7 +1008,9 @@ void gated_rms_norm_bwd_cuda(int64_t rows, int64_t dim, int64_t group_size, cons
     if (v2) {
       const int kpl = pl <= 1 ? 1 : pl <= 2 ? 2 : pl <= 3 ? 3 : pl <= 4 ? 4 : pl <= 6 ? 6 : 8;
       // MAMBA_GATED_BWD_VERSION=4: variant 3 capped at 128 registers (4 blocks per SM).
-      const bool cap = vnum == 4 && sizeof(T) == 2;
+      // The capped two-warp kernel is the default for bf16 above 512 columns (H200: 94.5 us against
+      // 120 us uncapped (194 registers) and 118 us for one warp per row at dim 1536).
+      const bool cap = (vnum == 4 || (vnum == 0 && wr == 2)) && sizeof(T) == 2;
       auto k2 = cap ? (kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 2, 4> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 2, 4>
                      : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3, 2, 4> : gated_rms_norm_bwd_v2_kernel<T, 4, 2, 4>)
               : wr == 2 ? (kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 2> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 2>
