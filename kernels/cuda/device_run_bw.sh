@@ -4,12 +4,16 @@
 # Uses the prebuilt mamba-cuda-check / mamba-cuda-train-check in $BIN when they start there,
 # else builds them (kernels/cuda/device_build_bw.sh). Then: `mamba-cuda-check --bw` (state
 # updates and conv1d forward: checks under every version, timings, floors table) and
-# `mamba-cuda-train-check --bench` (training-kernel checks, then timings). Logs to $OUT;
-# a short summary to stdout. Must finish in < 110 s.
+# `mamba-cuda-train-check --bench` (training-kernel checks, then timings). Everything needed
+# goes to stdout; the full logs go to ONE file, $OUT/bwkern-logs.tar.gz (the device round returns
+# few files). Must finish in < 110 s.
 set -u
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-build-device-bw/out}"
 mkdir -p "$OUT"
+FINAL_OUT="$OUT"
+OUT="$(mktemp -d)"
+trap 'tar -C "$OUT" -czf "$FINAL_OUT/bwkern-logs.tar.gz" . 2>/dev/null' EXIT
 t0=$(date +%s)
 BIN="${BIN:-}"
 export PATH="$PATH:/usr/local/cuda/bin"

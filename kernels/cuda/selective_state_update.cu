@@ -393,6 +393,101 @@ void launch_v7(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
   MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v7)");
 }
 
+// v8 (branch bwkern; MAMBA_SSU_VERSION=8, MAMBA_SSU_V8_KR=2|4): v5's layout (piece r of thread t =
+// lane r * 256 + t of the block, all loads issued first) with the B / C values loaded ONCE per
+// thread: the kR pieces of a thread are channels of the same batch row with the same state quad
+// q (256 is a multiple of kG), so they share B[b, g, 4q .. 4q + 4) and C (v5 kept a copy per
+// piece: 8 registers each). kR = 4 at 64 registers (4 blocks of 256 per SM, 64 KB of state in
+// flight per SM against v5's 40 KB); requires n_groups == 1 or every block inside one group
+// (checked at launch: dim / n_groups a multiple of 256 * kR / kG channels), else v5.
+template <class T, int kG, int kR, bool kBC>
+__global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_update_v8_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  const int lanes = static_cast<int>(p.dim) * kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int64_t b = blockIdx.y;
+  float4* st = reinterpret_cast<float4*>(p.state + (b * p.dim) * kN);
+  const int lane0 = blockIdx.x * (kVecThreads * kR) + static_cast<int>(threadIdx.x);
+  const int q = lane0 % kG;
+  const int g = p.n_groups == 1 ? 0 : (lane0 / kG) / dpg;  // the same for all kR pieces (launch check)
+  float4 h4[kR], A4[kR];
+  float xv[kR], dtv[kR], zv[kR];
+  bool ok[kR];
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int lane = lane0 + r * kVecThreads;
+    ok[r] = lane < lanes;
+    const int l = ok[r] ? lane : q;
+    const int d = l / kG;
+    h4[r] = __ldcs(st + l);
+    A4[r] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+    xv[r] = dev::to_f32(p.x[b * p.x_stride + d]);
+    dtv[r] = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
+    zv[r] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
+  }
+  float Bv[4], Cv[4];
+  {
+    const T* Bp = p.B + b * p.B_stride + g * kN + 4 * q;
+    const T* Cp = p.C + b * p.C_stride + g * kN + 4 * q;
+    if constexpr (kBC && sizeof(T) == 2) {
+      union { uint2 u; T e[4]; } bb, cb;
+      bb.u = *reinterpret_cast<const uint2*>(Bp);
+      cb.u = *reinterpret_cast<const uint2*>(Cp);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) { Bv[k] = dev::to_f32(bb.e[k]); Cv[k] = dev::to_f32(cb.e[k]); }
+    } else if constexpr (kBC) {
+      union { float4 u; T e[4]; } bb, cb;
+      bb.u = *reinterpret_cast<const float4*>(Bp);
+      cb.u = *reinterpret_cast<const float4*>(Cp);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) { Bv[k] = dev::to_f32(bb.e[k]); Cv[k] = dev::to_f32(cb.e[k]); }
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) { Bv[k] = dev::to_f32(Bp[k]); Cv[k] = dev::to_f32(Cp[k]); }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int lane = lane0 + r * kVecThreads;
+    float dt = dtv[r];
+    if (p.delta_softplus) dt = dev::softplus_fast(dt);
+    const float dtx = dt * xv[r], dt2 = dt * dev::kLog2e;
+    const float Av[4] = {A4[r].x, A4[r].y, A4[r].z, A4[r].w}, hv[4] = {h4[r].x, h4[r].y, h4[r].z, h4[r].w};
+    float ho[4], y = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * Bv[k]);
+      y = fmaf(ho[k], Cv[k], y);
+    }
+    if (ok[r]) __stcs(st + lane, make_float4(ho[0], ho[1], ho[2], ho[3]));
+#pragma unroll
+    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (ok[r] && q == 0) {
+      const int d = lane / kG;
+      if (p.D) y = fmaf(p.D[d], xv[r], y);
+      if (p.z) y *= dev::silu_fast(zv[r]);
+      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+    }
+  }
+}
+
+template <class T, int kG, int kR>
+bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t lanes = p.dim * kG;
+  // A block's kR * 256 lanes span kR * 256 / kG channels; they must not straddle a group.
+  const int64_t dpg = p.dim / p.n_groups;
+  if (p.n_groups != 1 && (dpg * kG) % (kR * kVecThreads) != 0) return false;
+  const int64_t blocks = (lanes + kR * kVecThreads - 1) / (kR * kVecThreads);
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
+  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
+  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
+                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
+  if (bc) selective_state_update_v8_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
+  else selective_state_update_v8_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v8)");
+  return true;
+}
+
 // Resident blocks of `kernel` on the current device (SMs x occupancy), cached per (device, kernel).
 int ssu_resident_blocks(const void* kernel, int threads) {
   static std::mutex mu;
@@ -466,6 +561,13 @@ void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream)
     const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
     if (ssu_env && std::atoi(ssu_env) == 6) {
       launch_v6<T, kG>(p, stream);
+      return;
+    }
+    if (ssu_env && std::atoi(ssu_env) == 8) {
+      const char* kr_env = std::getenv("MAMBA_SSU_V8_KR");
+      const int kr = kr_env ? std::atoi(kr_env) : 4;
+      if (kr == 2 ? launch_v8<T, kG, 2>(p, stream) : launch_v8<T, kG, 4>(p, stream)) return;
+      launch_v5<T, kG, 2>(p, stream);
       return;
     }
     if (ssu_env && std::atoi(ssu_env) == 7) {
