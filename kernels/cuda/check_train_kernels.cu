@@ -523,10 +523,15 @@ void bench() {
     Buf<bf16> dy(rows * dim);
     fill_dev(r.p, r.n, 1.f); fill_dev(w.p, w.n, 1.f); fill_dev(da.p, da.n, 1.f); fill_dev(dy.p, dy.n, 1.f);
     Ws ws(kc::rms_norm_bwd_cuda_workspace_bytes(rows, dim));
-    const double ms = tm.median([&] { kc::rms_norm_bwd_cuda<bf16>(rows, dim, r.p, w.p, 1e-5f, dy.p, da.p, dr.p, dw.p, ws.p, ws.n, 0); });
-    char nm[128];
-    std::snprintf(nm, sizeof nm, "rms_norm_bwd bf16 rows %ld dim %ld (+dr_add)", long(rows), long(dim));
-    bench_line(nm, ms, double(rows) * dim * (4 + 2 + 4 + 4));
+    for (int rep = 0; rep < 2; ++rep)
+      for (const char* v : {"2", "1"}) {  // v2 (warp per row, dim <= 1024) and v1
+        setenv("MAMBA_NORM_BWD_VERSION", v, 1);
+        const double ms = tm.median([&] { kc::rms_norm_bwd_cuda<bf16>(rows, dim, r.p, w.p, 1e-5f, dy.p, da.p, dr.p, dw.p, ws.p, ws.n, 0); });
+        char nm[128];
+        std::snprintf(nm, sizeof nm, "rms_norm_bwd bf16 rows %ld dim %ld (+dr_add) v%s", long(rows), long(dim), v);
+        bench_line(nm, ms, double(rows) * dim * (4 + 2 + 4 + 4));
+      }
+    unsetenv("MAMBA_NORM_BWD_VERSION");
   }
   {
     const int64_t dim = 768;
@@ -537,8 +542,13 @@ void bench() {
     double ms = tm.median([&] { kc::add_layer_norm_cuda<bf16>(rows, dim, x.p, r.p, r.p, w.p, b.p, 1e-5f, y.p, mean.p, rstd.p, 0); });
     bench_line("add_layer_norm bf16 rows 16384 dim 768 (residual in place)", ms, double(rows) * dim * (2 + 4 + 4 + 2));
     Ws ws(kc::layer_norm_bwd_cuda_workspace_bytes(rows, dim));
-    ms = tm.median([&] { kc::layer_norm_bwd_cuda<bf16>(rows, dim, r.p, mean.p, rstd.p, w.p, dy.p, da.p, dr.p, dw.p, db.p, ws.p, ws.n, 0); });
-    bench_line("layer_norm_bwd bf16 rows 16384 dim 768 (+dr_add)", ms, double(rows) * dim * (4 + 2 + 4 + 4));
+    for (int rep = 0; rep < 2; ++rep)
+      for (const char* v : {"2", "1"}) {
+        setenv("MAMBA_NORM_BWD_VERSION", v, 1);
+        ms = tm.median([&] { kc::layer_norm_bwd_cuda<bf16>(rows, dim, r.p, mean.p, rstd.p, w.p, dy.p, da.p, dr.p, dw.p, db.p, ws.p, ws.n, 0); });
+        bench_line((std::string("layer_norm_bwd bf16 rows 16384 dim 768 (+dr_add) v") + v).c_str(), ms, double(rows) * dim * (4 + 2 + 4 + 4));
+      }
+    unsetenv("MAMBA_NORM_BWD_VERSION");
   }
   {
     const int64_t dim = 1536;
@@ -546,8 +556,19 @@ void bench() {
     Buf<float> w(dim), dw(dim);
     fill_dev(x.p, x.n, 1.f); fill_dev(z.p, z.n, 1.f); fill_dev(dy.p, dy.n, 1.f); fill_dev(w.p, w.n, 1.f);
     Ws ws(kc::gated_rms_norm_bwd_cuda_workspace_bytes(rows, dim));
-    const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
-    bench_line("gated_rms_norm_bwd bf16 rows 16384 dim 1536 (z, gate first)", ms, double(rows) * dim * 2 * 5);
+    for (int rep = 0; rep < 2; ++rep)
+      for (const char* v : {"0", "2", "3", "4", "1"}) {  // 0: the default dispatch
+        setenv("MAMBA_GATED_BWD_VERSION", v, 1);
+        const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
+        bench_line((std::string("gated_rms_norm_bwd bf16 rows 16384 dim 1536 (z, gate first) v") + v).c_str(), ms, double(rows) * dim * 2 * 5);
+      }
+    unsetenv("MAMBA_GATED_BWD_VERSION");
+    for (const char* v : {"0", "2", "4", "1"}) {
+      setenv("MAMBA_GATED_BWD_VERSION", v, 1);
+      const double ms = tm.median([&] { kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, 128, x.p, dim, z.p, dim, w.p, 1e-5f, true, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0); });
+      bench_line((std::string("gated_rms_norm_bwd bf16 rows 16384 dim 1536 group 128 (z, norm first) v") + v).c_str(), ms, double(rows) * dim * 2 * 5);
+    }
+    unsetenv("MAMBA_GATED_BWD_VERSION");
   }
   {
     const int64_t V = 50280;
@@ -584,8 +605,13 @@ void bench() {
     kc::CausalConv1dCudaParams<float> s;
     s.batch = B; s.seqlen = L; s.channels = C; s.width = K;
     Ws ws(kc::causal_conv1d_bwd_cuda_workspace_bytes(s));
-    const double ms = tm.median([&] { kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0); });
-    bench_line("causal_conv1d_bwd bf16 b8 l2048 c3072 k4 silu", ms, double(B) * L * C * 6);
+    for (int rep = 0; rep < 2; ++rep)
+      for (const char* v : {"3", "4", "1"}) {
+        setenv("MAMBA_CONV_BWD_VERSION", v, 1);
+        const double ms = tm.median([&] { kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0); });
+        bench_line((std::string("causal_conv1d_bwd bf16 b8 l2048 c3072 k4 silu v") + v).c_str(), ms, double(B) * L * C * 6);
+      }
+    unsetenv("MAMBA_CONV_BWD_VERSION");
     setenv("MAMBA_CONV_BWD_U", "4", 1);
     const double ms1 = tm.median([&] { kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0); });
     bench_line("causal_conv1d_bwd bf16 b8 l2048 c3072 k4 silu (v2: 4 steps per chunk)", ms1, double(B) * L * C * 6);
@@ -641,13 +667,56 @@ void bench() {
 
 }  // namespace
 
+// --once: one launch each of gated_rms_norm_bwd v1 / v2 (rows 16384 dim 1536 bf16) and
+// conv1d_bwd v1 / v3 (b8 l2048 c3072 k4 bf16), for a profiler.
+int run_once() {
+  const int64_t rows = 16384, dim = 1536;
+  {
+    Buf<bf16> x(rows * dim), z(rows * dim), dy(rows * dim), dx(rows * dim), dz(rows * dim);
+    Buf<float> w(dim), dw(dim);
+    fill_dev(x.p, x.n, 1.f); fill_dev(z.p, z.n, 1.f); fill_dev(dy.p, dy.n, 1.f); fill_dev(w.p, w.n, 1.f);
+    Ws ws(kc::gated_rms_norm_bwd_cuda_workspace_bytes(rows, dim));
+    for (const char* v : {"1", "2", "3", "4"}) {
+      setenv("MAMBA_GATED_BWD_VERSION", v, 1);
+      kc::gated_rms_norm_bwd_cuda<bf16>(rows, dim, dim, x.p, dim, z.p, dim, w.p, 1e-5f, false, dy.p, dim, dx.p, dim, dz.p, dim, dw.p, ws.p, ws.n, 0);
+    }
+    unsetenv("MAMBA_GATED_BWD_VERSION");
+  }
+  {
+    const int64_t B = 8, L = 2048, C = 3072, K = 4;
+    Buf<bf16> x(B * L * C), dout(B * L * C), dx(B * L * C);
+    Buf<float> w(C * K), bias(C), dw(C * K), db(C);
+    fill_dev(x.p, x.n, 1.f); fill_dev(dout.p, dout.n, 1.f); fill_dev(w.p, w.n, 0.5f); fill_dev(bias.p, bias.n, 0.5f);
+    kc::CausalConv1dCudaParams<bf16> p;
+    p.batch = B; p.seqlen = L; p.channels = C; p.width = K; p.x = x.p; p.x_sb = L * C; p.x_st = C;
+    p.weight = w.p; p.bias = bias.p; p.silu = true;
+    kc::CausalConv1dCudaParams<float> s;
+    s.batch = B; s.seqlen = L; s.channels = C; s.width = K;
+    Ws ws(kc::causal_conv1d_bwd_cuda_workspace_bytes(s));
+    for (const char* v : {"1", "3"}) {
+      setenv("MAMBA_CONV_BWD_VERSION", v, 1);
+      kc::causal_conv1d_bwd_cuda<bf16>(p, dout.p, dx.p, L * C, C, dw.p, db.p, nullptr, ws.p, ws.n, 0);
+    }
+    unsetenv("MAMBA_CONV_BWD_VERSION");
+  }
+  CK(cudaDeviceSynchronize());
+  std::printf("train once done\n");
+  return 0;
+}
+
 int main(int argc, char** argv) {
-  bool do_bench = false;
-  for (int i = 1; i < argc; ++i) if (!std::strcmp(argv[i], "--bench")) do_bench = true;
+  bool do_bench = false, once = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--bench")) do_bench = true;
+    if (!std::strcmp(argv[i], "--once")) once = true;
+  }
   int ndev = 0;
   if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
     std::printf("train-check: no CUDA device\n");
     return 2;
+  }
+  if (once) {
+    try { return run_once(); } catch (const std::exception& e) { std::printf("once exception: %s\n", e.what()); return 3; }
   }
   try {
     for (int pass = 0; pass < 2; ++pass) {
@@ -660,12 +729,49 @@ int main(int argc, char** argv) {
       rms(3, 7, true, false); rms(5, 768, true, true); rms(1100, 33, true, false); rms(64, 1536, true, false);
       rms(2100, 1536, true, false);
       unsetenv("MAMBA_NORM_PREFETCH");
+      // v2 (warp per row; dim % 8 == 0, dim <= 1024): rows not a multiple of the 4 warps, 1..4 pieces per lane.
+      rms(1, 768, true, false); rms(2999, 768, true, false); rms(37, 1024, false, false); rms(9, 8, true, true);
+      rms(5, 512, true, true); rms(70, 264, false, false);
+      setenv("MAMBA_NORM_BWD_VERSION", "1", 1);
+      std::printf("(rms_norm_bwd / layer_norm_bwd with MAMBA_NORM_BWD_VERSION=1)\n");
+      rms(2999, 768, true, false); rms(5, 768, true, true);
+      unsetenv("MAMBA_NORM_BWD_VERSION");
       auto gb = [&](int64_t r, int64_t d, int64_t G, bool wz, bool nbg, int64_t pad) { bf ? check_gated_bwd<bf16>(r, d, G, wz, nbg, pad) : check_gated_bwd<float>(r, d, G, wz, nbg, pad); };
       gb(1, 1, 1, true, false, 0); gb(3, 12, 4, true, true, 0); gb(5, 1536, 1536, true, false, 3); gb(7, 1000, 250, true, true, 0);
       gb(4, 4097, 4097, false, false, 0); gb(1100, 64, 16, true, false, 0); gb(2, 9000, 9000, true, true, 0);
+      // v2 (warp per row) shapes: aligned rows (pad a multiple of 8), 1..8 pieces per lane, many
+      // groups, rows not a multiple of the 4 warps, a partial last piece run, no z, norm before gate.
+      gb(1, 1536, 1536, true, false, 0); gb(37, 1536, 1536, true, false, 8); gb(2999, 1536, 1536, true, false, 0);
+      gb(5, 1536, 768, true, true, 0); gb(9, 2048, 2048, true, false, 0); gb(6, 1000, 200, true, false, 0);
+      gb(13, 40, 8, true, true, 0); gb(300, 1024, 128, false, false, 8); gb(3, 1792, 1792, true, true, 16);
+      gb(1, 8, 8, true, false, 0); gb(70, 520, 520, true, false, 0);
+      setenv("MAMBA_GATED_BWD_VERSION", "1", 1);
+      std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=1)\n");
+      gb(37, 1536, 1536, true, false, 8); gb(5, 1536, 768, true, true, 0);
+      setenv("MAMBA_GATED_BWD_VERSION", "2", 1);
+      std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=2: one warp per row)\n");
+      gb(37, 1536, 1536, true, false, 8); gb(2999, 1536, 1536, true, false, 0); gb(9, 2048, 2048, true, false, 0);
+      gb(3, 1792, 1792, true, true, 16); gb(70, 520, 520, true, false, 0);
+      setenv("MAMBA_GATED_BWD_VERSION", "3", 1);
+      std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=3: two warps per row)\n");
+      gb(1, 1536, 1536, true, false, 0); gb(37, 1536, 1536, true, false, 8); gb(2999, 1536, 1536, true, false, 0);
+      gb(5, 1536, 768, true, true, 0); gb(9, 2048, 2048, true, false, 0); gb(6, 1000, 200, true, false, 0);
+      gb(13, 40, 8, true, true, 0); gb(300, 1024, 128, false, false, 8); gb(70, 520, 520, true, false, 0);
+      setenv("MAMBA_GATED_BWD_VERSION", "4", 1);
+      std::printf("(gated_rms_norm_bwd with MAMBA_GATED_BWD_VERSION=4: two warps per row, 128 registers)\n");
+      gb(1, 1536, 1536, true, false, 0); gb(37, 1536, 1536, true, false, 8); gb(2999, 1536, 1536, true, false, 0);
+      gb(5, 1536, 768, true, true, 0); gb(9, 2048, 2048, true, false, 0); gb(13, 40, 8, true, true, 0);
+      gb(300, 1024, 128, false, false, 8);
+      unsetenv("MAMBA_GATED_BWD_VERSION");
       auto ln = [&](int64_t r, int64_t d, bool re, bool b, bool a) { bf ? check_layer_norm<bf16>(r, d, re, b, a) : check_layer_norm<float>(r, d, re, b, a); };
       ln(1, 1, false, false, false); ln(3, 7, true, true, true); ln(5, 768, true, true, false); ln(4, 4097, true, false, true);
       ln(1100, 33, true, true, true); ln(2, 20001, true, true, true);
+      ln(1, 768, true, true, true); ln(2999, 768, true, true, true); ln(37, 1024, false, true, false); ln(9, 8, true, false, true);
+      ln(70, 264, true, true, true);
+      setenv("MAMBA_NORM_BWD_VERSION", "1", 1);
+      std::printf("(layer_norm_bwd with MAMBA_NORM_BWD_VERSION=1)\n");
+      ln(2999, 768, true, true, true); ln(5, 768, true, true, false);
+      unsetenv("MAMBA_NORM_BWD_VERSION");
       auto ce = [&](int64_t r, int64_t V, int64_t s, bool ip, bool g, int ig) { bf ? check_ce<bf16>(r, V, s, ip, g, ig) : check_ce<float>(r, V, s, ip, g, ig); };
       ce(1, 3, 3, false, true, 0); ce(5, 3, 8, false, true, 3); ce(6, 50280, 50280, false, true, 4);
       ce(3, 50280, 50288, true, true, 0); ce(4, 1000, 1003, false, true, 2); ce(3, 70001, 70001, true, true, 0);
@@ -681,6 +787,20 @@ int main(int argc, char** argv) {
       cv(3, 130, 18, 2, false, true, true, true, 0, 0); cv(1, 5, 8, 1, true, false, false, false, 0, 0);
       cv(2, 200, 64, 4, true, true, true, true, 24, 8); cv(1, 67, 7, 4, true, false, true, true, 3, 1);
       cv(2, 129, 256, 4, true, true, false, false, 0, 0);
+      // v3 (cp.async ring, runs chosen per wave): several runs per row, lengths not multiples of 8,
+      // runs that end inside the halo, strided x / dx.
+      cv(3, 1000, 96, 4, true, true, true, true, 0, 0); cv(2, 777, 40, 3, true, false, true, true, 8, 4);
+      cv(1, 4099, 3072, 4, true, true, true, true, 0, 0); cv(5, 65, 16, 2, false, true, false, true, 0, 0);
+      cv(2, 9, 8, 4, true, true, true, true, 0, 0); cv(4, 513, 1024, 4, true, true, false, false, 0, 0);
+      setenv("MAMBA_CONV_BWD_VERSION", "4", 1);
+      std::printf("(conv1d_bwd with MAMBA_CONV_BWD_VERSION=4: 3 stages, 128 registers)\n");
+      cv(3, 1000, 96, 4, true, true, true, true, 0, 0); cv(2, 777, 40, 3, true, false, true, true, 8, 4);
+      cv(1, 4099, 3072, 4, true, true, true, true, 0, 0); cv(2, 9, 8, 4, true, true, true, true, 0, 0);
+      cv(1, 1, 4, 4, true, true, true, true, 0, 0); cv(5, 65, 16, 2, false, true, false, true, 0, 0);
+      setenv("MAMBA_CONV_BWD_VERSION", "1", 1);
+      std::printf("(conv1d_bwd with MAMBA_CONV_BWD_VERSION=1)\n");
+      cv(3, 1000, 96, 4, true, true, true, true, 0, 0); cv(2, 200, 64, 4, true, true, true, true, 24, 8);
+      unsetenv("MAMBA_CONV_BWD_VERSION");
       setenv("MAMBA_CONV_BWD_U", "4", 1);
       std::printf("(conv1d_bwd with MAMBA_CONV_BWD_U=4)\n");
       cv(2, 200, 64, 4, true, true, true, true, 24, 8); cv(1, 3, 8, 4, true, true, true, true, 0, 0);

@@ -11,7 +11,9 @@
 #include "mamba/kernels/cuda/train_kernels_cuda.h"
 #include "mamba/kernels/cuda/cuda_check.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 
@@ -184,9 +186,223 @@ conv1d_bwd_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T* __
   }
 }
 
+// v3 (branch bwkern, NOTES.md "Memory-bound kernels to 80%"): v1's per-thread walk (4 channels,
+// one step at a time) with x and dout brought in by cp.async into a per-thread ring of kS stages
+// x kB steps in shared memory (each thread reads back only its own copies: no barrier), so
+// (kS - 1) x kB steps of both inputs are in flight per thread without registers. v1 had one
+// step's two 8-byte loads in flight per thread (~0.5 KB per warp), 236 us at b8 l2048 c3072 k4
+// bf16 (31% of copy). The run length per thread (>= kTile, a multiple of kB) is chosen at launch
+// so the grid is one wave of resident blocks; fewer (batch, run) slots than v1's 64-step tiles,
+// so the workspace (sized for v1) always suffices.
+template <int kBytes>
+__device__ __forceinline__ void cpa(unsigned smem, const void* g, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(smem), "l"(g), "n"(kBytes), "r"(valid ? kBytes : 0) : "memory");
+}
+__device__ __forceinline__ void cpa_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cpa_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+template <class T>
+__device__ __forceinline__ void unpack4(const uint2& u, float (&v)[kV]) {
+  union { uint2 u; T e[4]; } q;
+  q.u = u;
+#pragma unroll
+  for (int j = 0; j < kV; ++j) v[j] = dev::to_f32(q.e[j]);
+}
+__device__ __forceinline__ void unpack4f(const float4& u, float (&v)[kV]) { v[0] = u.x; v[1] = u.y; v[2] = u.z; v[3] = u.w; }
+
+template <class T, int K, int kB, int kS, int kMinB = 1>
+__global__ void __launch_bounds__(kThreads, kMinB)
+conv1d_bwd_v3_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T* __restrict__ dx, int64_t dx_sb,
+                     int64_t dx_st, float* dinit, float* part, int64_t seg) {
+  constexpr int K1 = K - 1;
+  constexpr int PB = kV * int(sizeof(T));  // bytes per piece: 8 (bf16) or 16 (f32)
+  using PieceT = std::conditional_t<PB == 16, float4, uint2>;
+  extern __shared__ __align__(16) unsigned char b3_ring[];  // [kS * kB][2][kThreads] pieces
+  const int64_t C = p.channels, L = p.seqlen;
+  const int64_t c0 = (int64_t(blockIdx.x) * kThreads + threadIdx.x) * kV;
+  if (c0 >= C) return;
+  const int64_t b = blockIdx.z;
+  const int64_t tile = blockIdx.y, ntiles = gridDim.y;
+  const int64_t t0 = tile * seg;
+  const int64_t t1 = t0 + seg < L ? t0 + seg : L;
+  const T* xb = p.x + b * p.x_sb + c0;
+  const T* db = dout + b * L * C + c0;
+  T* dxb = dx + b * dx_sb + c0;
+  const int64_t t_last = t1 + K1;  // exclusive
+  const int64_t nbatch = (t_last - t0 + kB - 1) / kB;
+  const unsigned ring = static_cast<unsigned>(__cvta_generic_to_shared(b3_ring)) + threadIdx.x * PB;
+  auto issue = [&](int64_t j) {
+    if (j < nbatch) {
+      const unsigned st = ring + static_cast<unsigned>((j % kS) * kB * 2) * (kThreads * PB);
+#pragma unroll
+      for (int i = 0; i < kB; ++i) {
+        const int64_t t = t0 + j * kB + i;
+        const bool v = t < L && t < t_last;
+        cpa<PB>(st + (2 * i) * (kThreads * PB), v ? static_cast<const void*>(xb + t * p.x_st) : static_cast<const void*>(xb), v);
+        cpa<PB>(st + (2 * i + 1) * (kThreads * PB), v ? static_cast<const void*>(db + t * C) : static_cast<const void*>(db), v);
+      }
+    }
+    cpa_commit();
+  };
+#pragma unroll
+  for (int j = 0; j < kS - 1; ++j) issue(j);
+
+  float w[K][kV], bias[kV];
+#pragma unroll
+  for (int j = 0; j < kV; ++j) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) w[k][j] = __ldg(p.weight + (c0 + j) * K + k);
+    bias[j] = p.bias ? __ldg(p.bias + c0 + j) : 0.f;
+  }
+  float xw[K][kV], gw[K][kV], dw[K][kV], dbs[kV];
+#pragma unroll
+  for (int j = 0; j < kV; ++j) {
+    dbs[j] = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) { dw[k][j] = 0.f; gw[k][j] = 0.f; }
+  }
+#pragma unroll
+  for (int k = 0; k < K1; ++k) {
+    const int64_t ts = t0 - K1 + k;
+    if (ts >= 0) {
+      load4<T, true>(xb + ts * p.x_st, c0, C, xw[k]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kV; ++j)
+        xw[k][j] = p.initial_state ? p.initial_state[(b * C + c0 + j) * K1 + (K1 + ts)] : 0.f;
+    }
+  }
+  const PieceT* pr = reinterpret_cast<const PieceT*>(b3_ring) + threadIdx.x;
+#pragma unroll 1
+  for (int64_t jb = 0; jb < nbatch; ++jb) {
+    issue(jb + kS - 1);
+    cpa_wait<kS - 1>();
+    const PieceT* st = pr + (jb % kS) * kB * 2 * kThreads;
+#pragma unroll
+    for (int u = 0; u < kB; ++u) {
+      const int64_t t = t0 + jb * kB + u;
+      if (t >= t_last) break;
+      float g[kV];
+      if (t < L) {
+        float xi[kV], go[kV];
+        if constexpr (PB == 16) {
+          unpack4f(st[(2 * u) * kThreads], xi);
+          unpack4f(st[(2 * u + 1) * kThreads], go);
+        } else {
+          unpack4<T>(st[(2 * u) * kThreads], xi);
+          unpack4<T>(st[(2 * u + 1) * kThreads], go);
+        }
+#pragma unroll
+        for (int j = 0; j < kV; ++j) {
+          xw[K1][j] = xi[j];
+          float pre = bias[j];
+#pragma unroll
+          for (int k = 0; k < K; ++k) pre = fmaf(w[k][j], xw[k][j], pre);
+          float gg = go[j];
+          if (p.silu) {
+            const float sg = __fdividef(1.f, 1.f + __expf(-pre));
+            gg *= sg * (1.f + pre * (1.f - sg));
+          }
+          g[j] = gg;
+          if (t < t1) {
+            dbs[j] += gg;
+#pragma unroll
+            for (int k = 0; k < K; ++k) dw[k][j] = fmaf(gg, xw[k][j], dw[k][j]);
+          }
+#pragma unroll
+          for (int k = 0; k < K1; ++k) xw[k][j] = xw[k + 1][j];
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < kV; ++j) g[j] = 0.f;
+      }
+#pragma unroll
+      for (int j = 0; j < kV; ++j) {
+#pragma unroll
+        for (int k = 0; k < K1; ++k) gw[k][j] = gw[k + 1][j];
+        gw[K1][j] = g[j];
+      }
+      const int64_t s = t - K1;
+      if (s >= t0 || (t0 == 0 && dinit)) {
+        float o[kV];
+#pragma unroll
+        for (int j = 0; j < kV; ++j) {
+          float a = 0.f;
+#pragma unroll
+          for (int k = 0; k < K; ++k) a = fmaf(w[k][j], gw[K1 - k][j], a);
+          o[j] = a;
+        }
+        if (s >= 0) {
+          if (s < t1) store4<T, true>(dxb + s * dx_st, c0, C, o);
+        } else {
+#pragma unroll
+          for (int j = 0; j < kV; ++j) dinit[(b * C + c0 + j) * K1 + (K1 + s)] = o[j];
+        }
+      }
+    }
+  }
+  cpa_wait<0>();
+  float* ps = part + (b * ntiles + tile) * (K + 1) * C;
+#pragma unroll
+  for (int j = 0; j < kV; ++j) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) ps[k * C + c0 + j] = dw[k][j];
+    ps[K * C + c0 + j] = dbs[j];
+  }
+}
+
+// Launches v3 when its conditions hold; returns the number of partial slots written (0: not taken).
+template <class T, int K, int kS = 4, int kMinB = 1>
+int64_t launch_v3(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx_sb, int64_t dx_st, float* dinit,
+                  float* part, cudaStream_t stream) {
+  constexpr int kB = sizeof(T) == 4 ? 4 : 8;  // kS 4: 64 KB of ring per block either way
+  constexpr int PB = kV * int(sizeof(T));
+  constexpr int smem = kS * kB * 2 * kThreads * PB;
+  const int64_t C = p.channels;
+  auto al = [&](const void* q) { return (reinterpret_cast<uintptr_t>(q) % PB) == 0; };
+  const bool vec = C % kV == 0 && p.x_sb % kV == 0 && p.x_st % kV == 0 && dx_sb % kV == 0 && dx_st % kV == 0 &&
+                   al(p.x) && al(dout) && al(dx);
+  if (!vec) return 0;
+  auto kern = conv1d_bwd_v3_kernel<T, K, kB, kS, kMinB>;
+  static int per_sm = -1, sms = 0;  // per instantiation
+  if (per_sm < 0) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kThreads, smem) != cudaSuccess || per_sm <= 0) {
+      cudaGetLastError();
+      per_sm = -1;
+      return 0;
+    }
+  }
+  const int64_t lanes = (C + kV - 1) / kV;
+  const int64_t gx = (lanes + kThreads - 1) / kThreads;
+  const int64_t resident = int64_t{sms} * per_sm;
+  int64_t nseg = std::max<int64_t>(1, resident / std::max<int64_t>(gx * p.batch, 1));
+  int64_t seg = (p.seqlen + nseg - 1) / nseg;
+  seg = std::max<int64_t>(kTile, (seg + kB - 1) / kB * kB);
+  const int64_t gy = (p.seqlen + seg - 1) / seg;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(p.batch));
+  kern<<<grid, kThreads, smem, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part, seg);
+  return p.batch * gy;
+}
+
+int64_t conv_slots(int64_t batch, int64_t seqlen) { return batch * ((seqlen + kTile - 1) / kTile); }
+
+// Returns the number of (batch, tile) partial slots written to `part`.
 template <class T, int K>
-void launch(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx_sb, int64_t dx_st, float* dinit,
-            float* part, cudaStream_t stream) {
+int64_t launch(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx_sb, int64_t dx_st, float* dinit,
+               float* part, cudaStream_t stream) {
+  // Default: v3 (cp.async ring) when aligned; MAMBA_CONV_BWD_VERSION=1 selects v1 (MAMBA_CONV_BWD_U=4: v2).
+  const char* ver = std::getenv("MAMBA_CONV_BWD_VERSION");
+  const char* uenv = std::getenv("MAMBA_CONV_BWD_U");
+  if (!(ver && std::atoi(ver) == 1) && !(uenv && std::atoi(uenv) == 4)) {
+    // MAMBA_CONV_BWD_VERSION=4: 3 ring stages (48 KB) and a 128-register cap (4 blocks per SM).
+    const int64_t slots = ver && std::atoi(ver) == 4 ? launch_v3<T, K, 3, 4>(p, dout, dx, dx_sb, dx_st, dinit, part, stream)
+                                                    : launch_v3<T, K>(p, dout, dx, dx_sb, dx_st, dinit, part, stream);
+    if (slots > 0) return slots;
+  }
   const int64_t C = p.channels;
   const int64_t kEl = sizeof(T) == 4 ? 4 : 4;  // 4 channels per access
   const size_t access = kV * sizeof(T);
@@ -204,9 +420,8 @@ void launch(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx
   if (vec && !u1) conv1d_bwd_kernel<T, K, true, 4><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
   else if (vec) conv1d_bwd_kernel<T, K, true, 1><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
   else conv1d_bwd_kernel<T, K, false, 4><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
+  return conv_slots(p.batch, p.seqlen);
 }
-
-int64_t conv_slots(int64_t batch, int64_t seqlen) { return batch * ((seqlen + kTile - 1) / kTile); }
 
 }  // namespace
 
@@ -233,15 +448,15 @@ void causal_conv1d_bwd_cuda(const CausalConv1dCudaParams<T>& p, const T* dout, T
   if (!workspace || workspace_bytes < need)
     bad("workspace_bytes " + std::to_string(workspace_bytes) + " < required " + std::to_string(need));
   float* part = static_cast<float*>(workspace);
+  int64_t slots = 0;
   switch (p.width) {
-    case 1: launch<T, 1>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
-    case 2: launch<T, 2>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
-    case 3: launch<T, 3>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
-    default: launch<T, 4>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
+    case 1: slots = launch<T, 1>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
+    case 2: slots = launch<T, 2>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
+    case 3: slots = launch<T, 3>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
+    default: slots = launch<T, 4>(p, dout, dx, dx_sb, dx_st, dinitial_state, part, stream); break;
   }
   MAMBA_CUDA_CHECK_LAUNCH(fn);
-  train_dev::launch_column_sum(conv_slots(p.batch, p.seqlen), (p.width + 1) * p.channels, part, dweight, dbias,
-                               p.width, p.channels, stream);
+  train_dev::launch_column_sum(slots, (p.width + 1) * p.channels, part, dweight, dbias, p.width, p.channels, stream);
   MAMBA_CUDA_CHECK_LAUNCH(fn);
 }
 

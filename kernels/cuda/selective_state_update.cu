@@ -5,9 +5,13 @@
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 #include "device_common.cuh"
 
@@ -237,6 +241,296 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
   }
 }
 
+// v6 (branch bwkern, NOTES.md "Memory-bound kernels to 80%"): v5's lane layout (kG lanes per
+// channel, a float4 of state per lane) but a block owns its 256 lanes of the row for a strided
+// set of batch rows b = blockIdx.y, blockIdx.y + gridDim.y, ... (grid sized to the resident
+// blocks, one wave: v5 ran 6144 blocks in 9.3 waves at b256, the last one 31% full). A, D and
+// delta_bias of the lane are loaded once into registers (v5 re-read A, 16 bytes per lane, from
+// L2 for every batch row: as many L2 requests as the state itself), and the next row's state,
+// x, dt, z, B, C are loaded before the current row is computed and stored (software pipeline:
+// one row of loads always in flight per thread, no dependence on the store).
+struct SsuV6Row {
+  float4 h;
+  float x, dt, z;
+  float B[4], C[4];
+};
+
+template <class T, int kG, bool kBC>
+__device__ __forceinline__ void ssu_v6_load(const SelectiveStateUpdateCudaParams<T>& p, int64_t b, int l, int d, int g,
+                                            SsuV6Row& r) {
+  constexpr int kN = 4 * kG;
+  const int q = l % kG;
+  r.h = __ldcs(reinterpret_cast<const float4*>(p.state + (b * p.dim) * kN) + l);
+  r.x = dev::to_f32(p.x[b * p.x_stride + d]);
+  r.dt = dev::to_f32(p.delta[b * p.delta_stride + d]);
+  r.z = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
+  const T* Bp = p.B + b * p.B_stride + g * kN + 4 * q;
+  const T* Cp = p.C + b * p.C_stride + g * kN + 4 * q;
+  if constexpr (kBC && sizeof(T) == 2) {
+    union { uint2 u; T e[4]; } bb, cb;
+    bb.u = *reinterpret_cast<const uint2*>(Bp);
+    cb.u = *reinterpret_cast<const uint2*>(Cp);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) { r.B[k] = dev::to_f32(bb.e[k]); r.C[k] = dev::to_f32(cb.e[k]); }
+  } else if constexpr (kBC) {
+    union { float4 u; T e[4]; } bb, cb;
+    bb.u = *reinterpret_cast<const float4*>(Bp);
+    cb.u = *reinterpret_cast<const float4*>(Cp);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) { r.B[k] = dev::to_f32(bb.e[k]); r.C[k] = dev::to_f32(cb.e[k]); }
+  } else {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) { r.B[k] = dev::to_f32(Bp[k]); r.C[k] = dev::to_f32(Cp[k]); }
+  }
+}
+
+template <class T, int kG, bool kBC, int kD>
+__global__ void __launch_bounds__(kVecThreads, 4) selective_state_update_v6_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  const int lanes = static_cast<int>(p.dim) * kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int lane = blockIdx.x * kVecThreads + static_cast<int>(threadIdx.x);
+  const bool ok = lane < lanes;
+  const int l = ok ? lane : 0;
+  const int d = l / kG;
+  const int g = p.n_groups == 1 ? 0 : d / dpg;
+  const float4 A4 = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+  const float Dd = p.D ? __ldg(p.D + d) : 0.f;
+  const float bias = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
+  const int64_t bstep = gridDim.y;
+  int64_t b = blockIdx.y;
+  // buf[i]: row b + i * bstep (kD rows of loads in flight ahead of the one being computed).
+  SsuV6Row buf[kD];
+#pragma unroll
+  for (int i = 0; i < kD; ++i)
+    if (b + i * bstep < p.batch) ssu_v6_load<T, kG, kBC>(p, b + i * bstep, l, d, g, buf[i]);
+  for (; b < p.batch; b += bstep) {
+    const SsuV6Row cur = buf[0];
+#pragma unroll
+    for (int i = 0; i + 1 < kD; ++i) buf[i] = buf[i + 1];
+    const int64_t bn = b + kD * bstep;
+    if (bn < p.batch) ssu_v6_load<T, kG, kBC>(p, bn, l, d, g, buf[kD - 1]);
+    float dt = cur.dt + bias;
+    if (p.delta_softplus) dt = dev::softplus_fast(dt);
+    const float dtx = dt * cur.x, dt2 = dt * dev::kLog2e;
+    const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {cur.h.x, cur.h.y, cur.h.z, cur.h.w};
+    float ho[4], y = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * cur.B[k]);
+      y = fmaf(ho[k], cur.C[k], y);
+    }
+    if (ok) __stcs(reinterpret_cast<float4*>(p.state + (b * p.dim) * kN) + lane, make_float4(ho[0], ho[1], ho[2], ho[3]));
+#pragma unroll
+    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (ok && lane % kG == 0) {
+      if (p.D) y = fmaf(Dd, cur.x, y);
+      if (p.z) y *= dev::silu_fast(cur.z);
+      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+    }
+  }
+}
+
+// v7 (branch bwkern; MAMBA_SSU_VERSION=7, MAMBA_SSU_V7_ROWS=2|4): v5 with its kR pieces taken
+// from kR consecutive batch rows of the same lane instead of kR lanes of one row, so A (and D,
+// dt_bias) is loaded once per lane for kR rows (v5 read 16 bytes of A from L2 per piece: as many
+// L2 requests as the state itself). Same grid style as v5 (many short blocks, ~9 waves at b256).
+template <class T, int kG, int kR, bool kBC>
+__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v7_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  const int lanes = static_cast<int>(p.dim) * kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int lane = blockIdx.x * kVecThreads + static_cast<int>(threadIdx.x);
+  const bool ok = lane < lanes;
+  const int l = ok ? lane : 0;
+  const int d = l / kG;
+  const int g = p.n_groups == 1 ? 0 : d / dpg;
+  const int64_t b0 = int64_t{blockIdx.y} * kR;
+  SsuV6Row rw[kR];
+#pragma unroll
+  for (int r = 0; r < kR; ++r)
+    if (b0 + r < p.batch) ssu_v6_load<T, kG, kBC>(p, b0 + r, l, d, g, rw[r]);
+  const float4 A4 = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+  const float Dd = p.D ? __ldg(p.D + d) : 0.f;
+  const float bias = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int64_t b = b0 + r;
+    if (b >= p.batch) break;
+    const SsuV6Row& cur = rw[r];
+    float dt = cur.dt + bias;
+    if (p.delta_softplus) dt = dev::softplus_fast(dt);
+    const float dtx = dt * cur.x, dt2 = dt * dev::kLog2e;
+    const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {cur.h.x, cur.h.y, cur.h.z, cur.h.w};
+    float ho[4], y = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * cur.B[k]);
+      y = fmaf(ho[k], cur.C[k], y);
+    }
+    if (ok) __stcs(reinterpret_cast<float4*>(p.state + (b * p.dim) * kN) + lane, make_float4(ho[0], ho[1], ho[2], ho[3]));
+#pragma unroll
+    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (ok && lane % kG == 0) {
+      if (p.D) y = fmaf(Dd, cur.x, y);
+      if (p.z) y *= dev::silu_fast(cur.z);
+      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+    }
+  }
+}
+
+template <class T, int kG, int kR>
+void launch_v7(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t lanes = p.dim * kG;
+  const int64_t gx = (lanes + kVecThreads - 1) / kVecThreads;
+  const int64_t gy = (p.batch + kR - 1) / kR;
+  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
+  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
+                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+  if (bc) selective_state_update_v7_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
+  else selective_state_update_v7_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v7)");
+}
+
+// v8 (branch bwkern; MAMBA_SSU_VERSION=8, MAMBA_SSU_V8_KR=2|4): v5's layout (piece r of thread t =
+// lane r * 256 + t of the block, all loads issued first) with the B / C values loaded ONCE per
+// thread: the kR pieces of a thread are channels of the same batch row with the same state quad
+// q (256 is a multiple of kG), so they share B[b, g, 4q .. 4q + 4) and C (v5 kept a copy per
+// piece: 8 registers each). kR = 4 at 64 registers (4 blocks of 256 per SM, 64 KB of state in
+// flight per SM against v5's 40 KB); requires n_groups == 1 or every block inside one group
+// (checked at launch: dim / n_groups a multiple of 256 * kR / kG channels), else v5.
+template <class T, int kG, int kR, bool kBC>
+__global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_update_v8_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  const int lanes = static_cast<int>(p.dim) * kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int64_t b = blockIdx.y;
+  float4* st = reinterpret_cast<float4*>(p.state + (b * p.dim) * kN);
+  const int lane0 = blockIdx.x * (kVecThreads * kR) + static_cast<int>(threadIdx.x);
+  const int q = lane0 % kG;
+  const int g = p.n_groups == 1 ? 0 : (lane0 / kG) / dpg;  // the same for all kR pieces (launch check)
+  float4 h4[kR], A4[kR];
+  float xv[kR], dtv[kR], zv[kR];
+  bool ok[kR];
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int lane = lane0 + r * kVecThreads;
+    ok[r] = lane < lanes;
+    const int l = ok[r] ? lane : q;
+    const int d = l / kG;
+    h4[r] = __ldcs(st + l);
+    A4[r] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+    xv[r] = dev::to_f32(p.x[b * p.x_stride + d]);
+    dtv[r] = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
+    zv[r] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
+  }
+  float Bv[4], Cv[4];
+  {
+    const T* Bp = p.B + b * p.B_stride + g * kN + 4 * q;
+    const T* Cp = p.C + b * p.C_stride + g * kN + 4 * q;
+    if constexpr (kBC && sizeof(T) == 2) {
+      union { uint2 u; T e[4]; } bb, cb;
+      bb.u = *reinterpret_cast<const uint2*>(Bp);
+      cb.u = *reinterpret_cast<const uint2*>(Cp);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) { Bv[k] = dev::to_f32(bb.e[k]); Cv[k] = dev::to_f32(cb.e[k]); }
+    } else if constexpr (kBC) {
+      union { float4 u; T e[4]; } bb, cb;
+      bb.u = *reinterpret_cast<const float4*>(Bp);
+      cb.u = *reinterpret_cast<const float4*>(Cp);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) { Bv[k] = dev::to_f32(bb.e[k]); Cv[k] = dev::to_f32(cb.e[k]); }
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) { Bv[k] = dev::to_f32(Bp[k]); Cv[k] = dev::to_f32(Cp[k]); }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int lane = lane0 + r * kVecThreads;
+    float dt = dtv[r];
+    if (p.delta_softplus) dt = dev::softplus_fast(dt);
+    const float dtx = dt * xv[r], dt2 = dt * dev::kLog2e;
+    const float Av[4] = {A4[r].x, A4[r].y, A4[r].z, A4[r].w}, hv[4] = {h4[r].x, h4[r].y, h4[r].z, h4[r].w};
+    float ho[4], y = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * Bv[k]);
+      y = fmaf(ho[k], Cv[k], y);
+    }
+    if (ok[r]) __stcs(st + lane, make_float4(ho[0], ho[1], ho[2], ho[3]));
+#pragma unroll
+    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (ok[r] && q == 0) {
+      const int d = lane / kG;
+      if (p.D) y = fmaf(p.D[d], xv[r], y);
+      if (p.z) y *= dev::silu_fast(zv[r]);
+      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+    }
+  }
+}
+
+template <class T, int kG, int kR>
+bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t lanes = p.dim * kG;
+  // A block's kR * 256 lanes span kR * 256 / kG channels; they must not straddle a group.
+  const int64_t dpg = p.dim / p.n_groups;
+  if (p.n_groups != 1 && (dpg * kG) % (kR * kVecThreads) != 0) return false;
+  const int64_t blocks = (lanes + kR * kVecThreads - 1) / (kR * kVecThreads);
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
+  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
+  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
+                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
+  if (bc) selective_state_update_v8_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
+  else selective_state_update_v8_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v8)");
+  return true;
+}
+
+// Resident blocks of `kernel` on the current device (SMs x occupancy), cached per (device, kernel).
+int ssu_resident_blocks(const void* kernel, int threads) {
+  static std::mutex mu;
+  static std::vector<std::pair<std::pair<int, const void*>, int>> cache;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return 132 * 4; }
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& e : cache)
+    if (e.first.first == dev && e.first.second == kernel) return e.second;
+  int sms = 0, per = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, threads, 0) != cudaSuccess || sms <= 0 || per <= 0) {
+    cudaGetLastError();
+    return 132 * 4;
+  }
+  cache.push_back({{dev, kernel}, sms * per});
+  return sms * per;
+}
+
+template <class T, int kG>
+void launch_v6(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t lanes = p.dim * kG;
+  const int64_t gx = (lanes + kVecThreads - 1) / kVecThreads;
+  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
+  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
+                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
+  // MAMBA_SSU_V6_DEPTH: rows of loads in flight ahead; only 2 is compiled now.
+  const char* depth_env = std::getenv("MAMBA_SSU_V6_DEPTH");
+  const int depth = depth_env ? std::atoi(depth_env) : 2;
+  // (depth 1 and 3 measured slower than 2 on the H200, 35.4-36.2 / 68-71 us at b256: no longer compiled)
+  (void)depth;
+  auto kern = bc ? selective_state_update_v6_kernel<T, kG, true, 2> : selective_state_update_v6_kernel<T, kG, false, 2>;
+  const int64_t resident = ssu_resident_blocks(reinterpret_cast<const void*>(kern), kVecThreads);
+  // Batch rows split over gy grid rows: as many as fit beside gx in one wave, then balanced
+  // (every block walks ceil(batch / gy) or one fewer rows).
+  int64_t gy = std::max<int64_t>(1, std::min<int64_t>(p.batch, resident / std::max<int64_t>(gx, 1)));
+  const int64_t rows_per = (p.batch + gy - 1) / gy;
+  gy = (p.batch + rows_per - 1) / rows_per;
+  if (const char* env = std::getenv("MAMBA_SSU_V6_GY")) gy = std::clamp<int64_t>(std::atoll(env), 1, p.batch);
+  kern<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v6)");
+}
+
 template <class T, int kG, int kR>
 void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
@@ -265,6 +559,32 @@ void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream)
     // Default: v5 (measured faster than v3 at batch 1 / 16 / 256 on the H200, NOTES.md);
     // MAMBA_SSU_VERSION=3 gives v3, =4 v3's 4-piece variant at large batch.
     const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
+    if (ssu_env && std::atoi(ssu_env) == 6) {
+      launch_v6<T, kG>(p, stream);
+      return;
+    }
+    if (ssu_env && std::atoi(ssu_env) == 8) {
+      const char* kr_env = std::getenv("MAMBA_SSU_V8_KR");
+      const int kr = kr_env ? std::atoi(kr_env) : 4;
+      if (kr == 2 ? launch_v8<T, kG, 2>(p, stream) : launch_v8<T, kG, 4>(p, stream)) return;
+      launch_v5<T, kG, 2>(p, stream);
+      return;
+    }
+    if (ssu_env && std::atoi(ssu_env) == 7) {
+      const char* rows_env = std::getenv("MAMBA_SSU_V7_ROWS");
+      const int rows = rows_env ? std::atoi(rows_env) : 2;
+      if (rows == 4) launch_v7<T, kG, 4>(p, stream);
+      else launch_v7<T, kG, 2>(p, stream);
+      return;
+    }
+    // MAMBA_SSU_V5_KR=1|2|4 (measurements): v5's pieces per lane at every batch size.
+    if (const char* kr_env = std::getenv("MAMBA_SSU_V5_KR"); kr_env && (!ssu_env || std::atoi(ssu_env) == 5)) {
+      const int kr = std::atoi(kr_env);
+      if (kr == 1) launch_v5<T, kG, 1>(p, stream);
+      else if (kr == 4) launch_v5<T, kG, 4>(p, stream);
+      else launch_v5<T, kG, 2>(p, stream);
+      return;
+    }
     if (!ssu_env || std::atoi(ssu_env) == 5) {
       if (total >= int64_t{132} * 2048 * 2)
         launch_v5<T, kG, 2>(p, stream);

@@ -353,6 +353,145 @@ layer_norm_bwd_kernel(int64_t rows, int64_t dim, int64_t rpb, const float* r, co
   }
 }
 
+// ---- RMSNorm / LayerNorm backward v2 (branch bwkern): a warp per row --------------------------
+// As gated_rms_norm_bwd v2: lane l owns the pieces i * 32 + l (8 elements) of its warp's row; all
+// loads of the row (r f32, dy, dr_add f32) are issued before any arithmetic, the two sums are
+// reduced with warp shuffles (no block barrier per row), the block's 4 warps take rows
+// row0 + w, row0 + w + 4, ... of the slot, and their dw (db) partials are added in a fixed order
+// through shared memory at the end. v1: one block per slot walking its rows one at a time with a
+// block reduction per row (rms 768: 68 us, 62% of copy; layer norm 768: 73 us, 58%).
+// Needs dim % 8 == 0, dim <= 256 kPL, r, dr, dr_add, dy, w 16-byte aligned.
+constexpr int kNv2Warps = 4;
+constexpr int kNv2MaxCols = 1024;
+
+template <class T, int kPL, bool kLN>
+__global__ void __launch_bounds__(kNv2Warps * 32)
+norm_bwd_v2_kernel(int64_t rows, int64_t dim, int64_t rpb, const float* __restrict__ r, const float* mean,
+                   const float* rstd_in, const float* __restrict__ w, float eps, const T* __restrict__ dy,
+                   const float* dr_add, float* dr, float* part) {
+  using Raw = dev::RawRow<T, kPiece>;
+  constexpr int kU = int(sizeof(Raw) / 16);
+  constexpr int kAcc = kLN ? 2 : 1;
+  __shared__ float red[kNv2Warps][kAcc][kNv2MaxCols];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row0 = int64_t(blockIdx.x) * rpb;
+  const int64_t row1 = std::min(rows, row0 + rpb);
+  const float inv_dim = 1.f / static_cast<float>(dim);
+  float aw[kPL][kPiece], ab[kLN ? kPL : 1][kPiece];
+#pragma unroll
+  for (int i = 0; i < kPL; ++i)
+#pragma unroll
+    for (int j = 0; j < kPiece; ++j) {
+      aw[i][j] = 0.f;
+      if constexpr (kLN) ab[i][j] = 0.f;
+    }
+  for (int64_t row = row0 + warp; row < row1; row += kNv2Warps) {
+    const float* rr = r + row * dim;
+    const T* dyr = dy + row * dim;
+    const float* da = dr_add ? dr_add + row * dim : nullptr;
+    float4 rv[kPL][2], av[kPL][2];
+    Raw gv[kPL];
+#pragma unroll
+    for (int i = 0; i < kPL; ++i) {
+      const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+      const bool in = t0 < dim;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        rv[i][h] = in ? __ldg(reinterpret_cast<const float4*>(rr + t0) + h) : make_float4(0.f, 0.f, 0.f, 0.f);
+        av[i][h] = in && da ? *(reinterpret_cast<const float4*>(da + t0) + h) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) gv[i].v[u] = in ? __ldg(reinterpret_cast<const uint4*>(dyr + t0) + u) : make_uint4(0u, 0u, 0u, 0u);
+    }
+    const float mu = kLN ? mean[row] : 0.f, rs_row = kLN ? rstd_in[row] : 0.f;
+    float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+    for (int i = 0; i < kPL; ++i) {
+      const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+      if (t0 >= dim) continue;
+      const float4 w0 = __ldg(reinterpret_cast<const float4*>(w + t0)), w1 = __ldg(reinterpret_cast<const float4*>(w + t0) + 1);
+      const float wv[kPiece] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+      const float xv[kPiece] = {rv[i][0].x, rv[i][0].y, rv[i][0].z, rv[i][0].w, rv[i][1].x, rv[i][1].y, rv[i][1].z, rv[i][1].w};
+#pragma unroll
+      for (int j = 0; j < kPiece; ++j) {
+        const float g = dev::to_f32(gv[i].e[j]);
+        if constexpr (kLN) {
+          const float wg = wv[j] * g;
+          s1 += wg;
+          s2 = fmaf(wg, (xv[j] - mu) * rs_row, s2);
+        } else {
+          s1 = fmaf(xv[j], xv[j], s1);
+          s2 = fmaf(wv[j] * g, xv[j], s2);
+        }
+      }
+    }
+    s1 = train_dev::warp_sum(s1);
+    s2 = train_dev::warp_sum(s2);
+    float rs, c1, c2;
+    if constexpr (kLN) {
+      rs = rs_row;
+      c1 = s1 * inv_dim;
+      c2 = s2 * inv_dim;
+    } else {
+      rs = rsqrtf(s1 * inv_dim + eps);
+      c1 = rs * rs * rs * s2 * inv_dim;
+      c2 = 0.f;
+    }
+    float* dro = dr + row * dim;
+#pragma unroll
+    for (int i = 0; i < kPL; ++i) {
+      const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+      if (t0 >= dim) continue;
+      const float4 w0 = __ldg(reinterpret_cast<const float4*>(w + t0)), w1 = __ldg(reinterpret_cast<const float4*>(w + t0) + 1);
+      const float wv[kPiece] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+      const float xv[kPiece] = {rv[i][0].x, rv[i][0].y, rv[i][0].z, rv[i][0].w, rv[i][1].x, rv[i][1].y, rv[i][1].z, rv[i][1].w};
+      const float dv[kPiece] = {av[i][0].x, av[i][0].y, av[i][0].z, av[i][0].w, av[i][1].x, av[i][1].y, av[i][1].z, av[i][1].w};
+      float o[kPiece];
+#pragma unroll
+      for (int j = 0; j < kPiece; ++j) {
+        const float g = dev::to_f32(gv[i].e[j]);
+        if constexpr (kLN) {
+          const float xh = (xv[j] - mu) * rs;
+          o[j] = rs * (wv[j] * g - c1 - xh * c2) + dv[j];
+          aw[i][j] = fmaf(g, xh, aw[i][j]);
+          ab[i][j] += g;
+        } else {
+          o[j] = rs * wv[j] * g - xv[j] * c1 + dv[j];
+          aw[i][j] = fmaf(g, xv[j] * rs, aw[i][j]);
+        }
+      }
+      reinterpret_cast<float4*>(dro + t0)[0] = make_float4(o[0], o[1], o[2], o[3]);
+      reinterpret_cast<float4*>(dro + t0)[1] = make_float4(o[4], o[5], o[6], o[7]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kPL; ++i) {
+    const int64_t t0 = int64_t(i * 32 + lane) * kPiece;
+    if (t0 < dim)
+#pragma unroll
+      for (int j = 0; j < kPiece; ++j) {
+        red[warp][0][t0 + j] = aw[i][j];
+        if constexpr (kLN) red[warp][kAcc - 1][t0 + j] = ab[i][j];
+      }
+  }
+  __syncthreads();
+  float* prow = part + int64_t(blockIdx.x) * kAcc * dim;
+  for (int64_t c = threadIdx.x; c < kAcc * dim; c += kNv2Warps * 32) {
+    const int q = static_cast<int>(c / dim);
+    const int64_t col = c % dim;
+    float t = 0.f;
+#pragma unroll
+    for (int ww = 0; ww < kNv2Warps; ++ww) t += red[ww][q][col];
+    prow[c] = t;
+  }
+}
+
+// Launches v2 when its conditions hold (returns the slot count written, 0 when not taken).
+template <class T, bool kLN>
+int64_t launch_norm_bwd_v2(int64_t rows, int64_t dim, const float* r, const float* mean, const float* rstd,
+                           const float* w, float eps, const T* dy, const float* dr_add, float* dr, float* part,
+                           cudaStream_t stream);
+
 // ---- gated, grouped RMSNorm backward -------------------------------------------------------------
 // Grid (nb, ngroups): block (b, g) walks the rows of slot b for group g (one block reduction per
 // segment); x, z, dy of the cached pieces stay in registers between the two passes.
@@ -483,6 +622,170 @@ gated_rms_norm_bwd_kernel(int64_t rows, int64_t dim, int64_t gsz, int64_t rpb, c
 }
 
 
+// v2 (branch bwkern, NOTES.md "Memory-bound kernels to 80%"): one WARP per row (segment), no
+// block barrier per row. v1 walked a block's rows one at a time (load, block reduction with a
+// barrier, outputs), ~18 warps per SM each with one row's loads in flight and the compute not
+// overlapped: 246 us at rows 16384 dim 1536 bf16 (25% of copy). Here lane l owns the pieces
+// i * 32 + l (8 elements each) of its warp's row, all kPL x 3 pieces of x, z, dy are loaded raw
+// (16-byte loads) before any arithmetic, the two sums are reduced with warp shuffles, and the
+// block's 4 warps take rows row0 + w, row0 + w + 4, ... of the slot. dw partials stay in
+// registers per lane; at the end the 4 warps' partials are added in a fixed order through
+// shared memory into the slot's workspace row (deterministic, same workspace as v1).
+// Needs gsz % 8 == 0, gsz <= 256 kPL and every row start 16-byte aligned.
+constexpr int kGv2Warps = 4;
+constexpr int kGv2MaxCols = 2048;
+
+// sigmoid(z) with a volatile ex2 (so the two passes' exponentials are not merged by the
+// compiler, which would keep kPL x 8 of them live between the passes instead of the raw z).
+__device__ __forceinline__ float sigmoid_v(float zv) {
+  float e;
+  asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(-zv * dev::kLog2e));
+  return __fdividef(1.f, 1.f + e);
+}
+
+template <class T, int kPL, int kWR, int kMinB = 1>
+__global__ void __launch_bounds__(kGv2Warps * 32, kMinB)
+gated_rms_norm_bwd_v2_kernel(int64_t rows, int64_t gsz, int64_t rpb, const T* x, int64_t x_stride, const T* z,
+                             int64_t z_stride, const float* w, float eps, bool nbg, const T* dy, int64_t dy_stride,
+                             T* dx, int64_t dx_stride, T* dz, int64_t dz_stride, float* part, int64_t dim) {
+  using Raw = dev::RawRow<T, kPiece>;
+  constexpr int kU = int(sizeof(Raw) / 16);
+  // kWR warps per row (1 or 2): the block works on kGv2Warps / kWR rows at a time; with kWR 2
+  // the pair's two partial sums meet in shared memory behind a 64-thread named barrier.
+  constexpr int kRows = kGv2Warps / kWR;
+  constexpr int kLanes = 32 * kWR;
+  __shared__ float red[kRows][kGv2MaxCols];
+  __shared__ float2 pair_sum[2][kRows][kWR];
+  const int warp = threadIdx.x >> 5;
+  const int grp = warp / kWR;                                       // row group in the block
+  const int lane = (warp % kWR) * 32 + static_cast<int>(threadIdx.x & 31);  // lane within the row group
+  const int64_t c0 = int64_t(blockIdx.y) * gsz;
+  const int64_t row0 = int64_t(blockIdx.x) * rpb;
+  const int64_t row1 = std::min(rows, row0 + rpb);
+  const bool hz = z != nullptr;
+  const float inv_g = 1.f / static_cast<float>(gsz);
+  float acc[kPL][kPiece];
+#pragma unroll
+  for (int i = 0; i < kPL; ++i)
+#pragma unroll
+    for (int j = 0; j < kPiece; ++j) acc[i][j] = 0.f;
+  int parity = 0;
+  for (int64_t row = row0 + grp; row < row1; row += kRows, parity ^= 1) {
+    const T* xr = x + row * x_stride + c0;
+    const T* zr = hz ? z + row * z_stride + c0 : nullptr;
+    const T* dyr = dy + row * dy_stride + c0;
+    Raw rx[kPL], rz[kPL], rd[kPL];
+#pragma unroll
+    for (int i = 0; i < kPL; ++i) {
+      const int64_t t0 = int64_t(i * kLanes + lane) * kPiece;
+      if (t0 < gsz) {
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          rx[i].v[u] = __ldg(reinterpret_cast<const uint4*>(xr + t0) + u);
+          rd[i].v[u] = __ldg(reinterpret_cast<const uint4*>(dyr + t0) + u);
+          rz[i].v[u] = hz ? __ldg(reinterpret_cast<const uint4*>(zr + t0) + u) : make_uint4(0u, 0u, 0u, 0u);
+        }
+      } else {
+#pragma unroll
+        for (int u = 0; u < kU; ++u) rx[i].v[u] = rd[i].v[u] = rz[i].v[u] = make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+    float ss = 0.f, dot = 0.f;
+#pragma unroll
+    for (int i = 0; i < kPL; ++i) {
+      const int64_t t0 = int64_t(i * kLanes + lane) * kPiece;
+      float wv[kPiece];
+      dev::load_run<kPiece>(w + c0, t0, gsz, wv, 0.f);
+#pragma unroll
+      for (int j = 0; j < kPiece; ++j) {
+        const float xv = dev::to_f32(rx[i].e[j]), dv = dev::to_f32(rd[i].e[j]);
+        float gate = 1.f;
+        if (hz) {
+          const float zv = dev::to_f32(rz[i].e[j]);
+          gate = zv * sigmoid_v(zv);
+        }
+        const float u = nbg ? xv : xv * gate;
+        const float dn = nbg ? dv * gate : dv;
+        ss = fmaf(u, u, ss);
+        dot = fmaf(dn * wv[j], u, dot);
+      }
+    }
+    ss = train_dev::warp_sum(ss);
+    dot = train_dev::warp_sum(dot);
+    if constexpr (kWR > 1) {
+      if ((threadIdx.x & 31) == 0) pair_sum[parity][grp][warp % kWR] = make_float2(ss, dot);
+      asm volatile("bar.sync %0, %1;" ::"r"(1 + grp), "r"(kLanes) : "memory");
+      float2 t = pair_sum[parity][grp][0];
+#pragma unroll
+      for (int q = 1; q < kWR; ++q) {
+        const float2 u = pair_sum[parity][grp][q];
+        t.x += u.x;
+        t.y += u.y;
+      }
+      ss = t.x;
+      dot = t.y;
+    }
+    const float rs = rsqrtf(ss * inv_g + eps);
+    const float c = rs * rs * rs * dot * inv_g;
+    T* dxr = dx ? dx + row * dx_stride + c0 : nullptr;
+    T* dzr = dz && hz ? dz + row * dz_stride + c0 : nullptr;
+#pragma unroll
+    for (int i = 0; i < kPL; ++i) {
+      const int64_t t0 = int64_t(i * kLanes + lane) * kPiece;
+      if (t0 >= gsz) continue;
+      float wv[kPiece];
+      dev::load_run<kPiece>(w + c0, t0, gsz, wv, 0.f);
+      Raw ox, oz;
+#pragma unroll
+      for (int j = 0; j < kPiece; ++j) {
+        const float a = dev::to_f32(rx[i].e[j]), d = dev::to_f32(rd[i].e[j]);
+        float gate = 1.f, dg = 0.f;
+        if (hz) {
+          const float zv = dev::to_f32(rz[i].e[j]);
+          const float sg = sigmoid_v(zv);
+          gate = zv * sg;
+          dg = sg * (1.f + zv * (1.f - sg));
+        }
+        const float u = nbg ? a : a * gate;
+        const float dn = nbg ? d * gate : d;
+        const float du = rs * dn * wv[j] - u * c;
+        acc[i][j] = fmaf(dn, u * rs, acc[i][j]);
+        float vx, vz;
+        if (!nbg && hz) {
+          vx = du * gate;
+          vz = du * a * dg;
+        } else {
+          vx = du;
+          vz = d * u * rs * wv[j] * dg;
+        }
+        ox.e[j] = dev::from_f32<T>(vx);
+        oz.e[j] = dev::from_f32<T>(vz);
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        if (dxr) reinterpret_cast<uint4*>(dxr + t0)[u] = ox.v[u];
+        if (dzr) reinterpret_cast<uint4*>(dzr + t0)[u] = oz.v[u];
+      }
+    }
+  }
+  // Fixed-order sum of the 4 warps' partials into the slot's row of the workspace.
+#pragma unroll
+  for (int i = 0; i < kPL; ++i) {
+    const int64_t t0 = int64_t(i * kLanes + lane) * kPiece;
+    if (t0 < gsz)
+#pragma unroll
+      for (int j = 0; j < kPiece; ++j) red[grp][t0 + j] = acc[i][j];
+  }
+  __syncthreads();
+  float* prow = part + int64_t(blockIdx.x) * dim + c0;
+  for (int64_t cidx = threadIdx.x; cidx < gsz; cidx += kGv2Warps * 32) {
+    float t = 0.f;
+#pragma unroll
+    for (int ww = 0; ww < kRows; ++ww) t += red[ww][cidx];
+    prow[cidx] = t;
+  }
+}
+
 // Blocks that are resident at once on the current device (SMs x occupancy of `kernel`): the
 // slot count is capped by it so every block starts in the first wave (1024 blocks of 88
 // registers x 96 threads ran as 924 + 100 on an H200). Deterministic for a given device.
@@ -495,6 +798,29 @@ int64_t resident_blocks(Kern kernel, int threads) {
     return kNormSlots;
   }
   return std::max<int64_t>(1, int64_t(sms) * per);
+}
+
+template <class T, bool kLN>
+int64_t launch_norm_bwd_v2(int64_t rows, int64_t dim, const float* r, const float* mean, const float* rstd,
+                           const float* w, float eps, const T* dy, const float* dr_add, float* dr, float* part,
+                           cudaStream_t stream) {
+  const char* ver = std::getenv("MAMBA_NORM_BWD_VERSION");
+  if (ver && std::atoi(ver) == 1) return 0;
+  const char* pre = std::getenv("MAMBA_NORM_PREFETCH");  // v1's prefetch variant (benchmarks)
+  if (!kLN && pre && std::atoi(pre) == 1) return 0;
+  if (dim % kPiece != 0 || dim > kNv2MaxCols) return 0;
+  if (!dev::aligned16(r) || !dev::aligned16(w) || !dev::aligned16(dy) || !dev::aligned16(dr) ||
+      (dr_add && !dev::aligned16(dr_add)))
+    return 0;
+  const int64_t pl = (dim + 255) / 256;
+  auto kern = pl <= 1 ? norm_bwd_v2_kernel<T, 1, kLN> : pl <= 2 ? norm_bwd_v2_kernel<T, 2, kLN>
+            : pl <= 3 ? norm_bwd_v2_kernel<T, 3, kLN> : norm_bwd_v2_kernel<T, 4, kLN>;
+  const int64_t nb = std::min(norm_slots(rows), resident_blocks(kern, kNv2Warps * 32));
+  const int64_t rpb = (rows + nb - 1) / nb;
+  const int64_t nblocks = (rows + rpb - 1) / rpb;
+  kern<<<static_cast<unsigned>(nblocks), kNv2Warps * 32, 0, stream>>>(rows, dim, rpb, r, mean, rstd, w, eps, dy, dr_add,
+                                                                       dr, part);
+  return nblocks;
 }
 
 void check_rows_dim(const char* fn, int64_t rows, int64_t dim) {
@@ -534,6 +860,13 @@ void rms_norm_bwd_cuda(int64_t rows, int64_t dim, const float* r, const float* w
   check_ws(fn, workspace_bytes, rms_norm_bwd_cuda_workspace_bytes(rows, dim), workspace);
   if (rows == 0) {
     MAMBA_CUDA_CHECK(fn, cudaMemsetAsync(dw, 0, size_t(dim) * sizeof(float), stream));
+    return;
+  }
+  if (const int64_t nb2 = launch_norm_bwd_v2<T, false>(rows, dim, r, nullptr, nullptr, w, eps, dy, dr_add, dr,
+                                                      static_cast<float*>(workspace), stream)) {
+    MAMBA_CUDA_CHECK_LAUNCH(fn);
+    train_dev::launch_column_sum(nb2, dim, static_cast<float*>(workspace), dw, nullptr, 0, 0, stream);
+    MAMBA_CUDA_CHECK_LAUNCH(fn);
     return;
   }
   int threads = 32, P = 1;
@@ -600,6 +933,13 @@ void layer_norm_bwd_cuda(int64_t rows, int64_t dim, const float* r, const float*
     if (db) MAMBA_CUDA_CHECK(fn, cudaMemsetAsync(db, 0, size_t(dim) * sizeof(float), stream));
     return;
   }
+  if (const int64_t nb2 = launch_norm_bwd_v2<T, true>(rows, dim, r, mean, rstd, w, 0.f, dy, dr_add, dr,
+                                                     static_cast<float*>(workspace), stream)) {
+    MAMBA_CUDA_CHECK_LAUNCH(fn);
+    train_dev::launch_column_sum(nb2, 2 * dim, static_cast<float*>(workspace), dw, db, 1, dim, stream);
+    MAMBA_CUDA_CHECK_LAUNCH(fn);
+    return;
+  }
   int threads = 32, P = 1;
   norm_shape(dim, threads, P);
   auto kern = P == 1 ? layer_norm_bwd_kernel<T, 1> : P == 2 ? layer_norm_bwd_kernel<T, 2> : layer_norm_bwd_kernel<T, 4>;
@@ -644,6 +984,52 @@ void gated_rms_norm_bwd_cuda(int64_t rows, int64_t dim, int64_t group_size, cons
   if (rows == 0) {
     MAMBA_CUDA_CHECK(fn, cudaMemsetAsync(dw, 0, size_t(dim) * sizeof(float), stream));
     return;
+  }
+  // v2 (warp per row, the default): pieces of 8 elements, every row start 16-byte aligned,
+  // group_size <= 2048 (bf16) / 1024 (f32). MAMBA_GATED_BWD_VERSION=1 selects v1.
+  {
+    const char* ver = std::getenv("MAMBA_GATED_BWD_VERSION");
+    const int64_t esz = sizeof(T);
+    auto al = [&](const void* q, int64_t stride) {
+      return q == nullptr || (dev::aligned16(q) && (stride * esz) % 16 == 0);
+    };
+    // MAMBA_GATED_BWD_VERSION=3: two warps per row (half the registers per lane).
+    // Default: two warps per row when one warp would hold >= 3 pieces per lane (group_size > 512),
+    // else one (measured, H200: dim 1536 one warp 117 us, two 96-120 us, two capped at 128
+    // registers 94.5 us; group 128: one 153-173 us, two 292-295 us). MAMBA_GATED_BWD_VERSION=2
+    // forces one warp per row, 3 two, 4 two capped at 128 registers (bf16).
+    const int vnum = ver ? std::atoi(ver) : 0;
+    const int wr = vnum == 3 || vnum == 4 || (vnum == 0 && group_size > 512) ? 2 : 1;
+    const int64_t pl = (group_size + 256 * wr - 1) / (256 * wr);
+    const int64_t max_pl = (sizeof(T) == 2 ? 8 : 4) / wr;
+    const bool v2 = vnum != 1 && group_size % kPiece == 0 && pl <= max_pl &&
+                    al(x, x_stride) && al(z, z_stride) && al(dy, dy_stride) && al(dx, dx_stride) &&
+                    al(z ? dz : nullptr, dz_stride);
+    if (v2) {
+      const int kpl = pl <= 1 ? 1 : pl <= 2 ? 2 : pl <= 3 ? 3 : pl <= 4 ? 4 : pl <= 6 ? 6 : 8;
+      // MAMBA_GATED_BWD_VERSION=4: variant 3 capped at 128 registers (4 blocks per SM).
+      // The capped two-warp kernel is the default for bf16 above 512 columns (H200: 94.5 us against
+      // 120 us uncapped (194 registers) and 118 us for one warp per row at dim 1536).
+      const bool cap = (vnum == 4 || (vnum == 0 && wr == 2)) && sizeof(T) == 2;
+      auto k2 = cap ? (kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 2, 4> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 2, 4>
+                     : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3, 2, 4> : gated_rms_norm_bwd_v2_kernel<T, 4, 2, 4>)
+              : wr == 2 ? (kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 2> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 2>
+                         : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3, 2> : gated_rms_norm_bwd_v2_kernel<T, 4, 2>)
+              : kpl == 1 ? gated_rms_norm_bwd_v2_kernel<T, 1, 1> : kpl == 2 ? gated_rms_norm_bwd_v2_kernel<T, 2, 1>
+              : kpl == 3 ? gated_rms_norm_bwd_v2_kernel<T, 3, 1> : kpl == 4 ? gated_rms_norm_bwd_v2_kernel<T, 4, 1>
+              : kpl == 6 ? gated_rms_norm_bwd_v2_kernel<T, 6, 1> : gated_rms_norm_bwd_v2_kernel<T, 8, 1>;
+      const int64_t nb = std::min(norm_slots(rows), std::max<int64_t>(1, resident_blocks(k2, kGv2Warps * 32) / ngroups));
+      const int64_t rpb = (rows + nb - 1) / nb;
+      const int64_t nblocks = (rows + rpb - 1) / rpb;
+      float* part = static_cast<float*>(workspace);
+      const dim3 g(static_cast<unsigned>(nblocks), static_cast<unsigned>(ngroups));
+      k2<<<g, kGv2Warps * 32, 0, stream>>>(rows, group_size, rpb, x, x_stride, z, z_stride, w, eps, norm_before_gate, dy,
+                                           dy_stride, dx, dx_stride, dz, dz_stride, part, dim);
+      MAMBA_CUDA_CHECK_LAUNCH(fn);
+      train_dev::launch_column_sum(nblocks, dim, part, dw, nullptr, 0, 0, stream);
+      MAMBA_CUDA_CHECK_LAUNCH(fn);
+      return;
+    }
   }
   int threads = 32, P = 1;
   norm_shape(group_size, threads, P);
