@@ -336,6 +336,8 @@ double median_us(const std::function<void()>& fn, int samples = 25, int warmup =
 // The issue's figures (H100, the reference Triton kernels): forward 989 us, forward + backward
 // 5235 us; tensor-core floor about 295 us.
 constexpr double kRefFwdUs = 989, kRefFwdBwdUs = 5235, kFloorUs = 295;
+// The versions added on branch ssd2 (checked with their own seeds, timed first).
+constexpr int kNewVersions[] = {6, 7, 8, 9, 10};
 
 template <class T>
 double time_fwd(int b, int l, int h, int p, int n, bool z_on, int version, int samples = 25) {
@@ -430,6 +432,7 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3, 1);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4, 1);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5, 1);
+    for (int v : kNewVersions) time_fwd<bf16>(8, 4096, 48, 64, 128, false, v, 1);
     return true;
   }
   const int p0 = passed, f0 = failed;
@@ -466,6 +469,10 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     check_fwd<bf16>(c, 4, ++seed);
     check_fwd<bf16>(c, 5, ++seed);
   }
+  // v6 / v7 (branch ssd2): their own seeds after the older versions' (those keep their draws).
+  seed = 0x6000;
+  for (const auto& c : cases)
+    for (int v : kNewVersions) check_fwd<bf16>(c, v, ++seed);
   // Backward: the tensor-core shapes (headdim 64, dstate 16 / 32 / 64 / 128, 16-byte rows).
   const SsdCase bwd_cases[] = {
       {1, 1, 1, 64, 128, 1, true, true, true, true, true, 0},
@@ -501,43 +508,54 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
   try {
     // Most important first (the run may be cut short): the versions at the standard shape, the
     // backward, then the stage costs and the other shapes.
-    const double f2 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);  // again: the spread
-    const double f5 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);  // v5: all double-buffered, 3 heads per block
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);
-    const double f4 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);  // v4: + next C after the intra part, dt in registers
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);
-    const double f3 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3);  // v3: x double-buffered, prefetched
-    const double fwd = std::min(std::min(f2, f3), std::min(f4, f5));
-    std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: v2 %.1f, v3 %.1f, v4 %.1f, v5 %.1f us; best %.1f (target <= 500, "
-                "reference %.0f, floor %.0f)\n", f2, f3, f4, f5, fwd, kRefFwdUs, kFloorUs);
-    const double bwd = time_bwd(8, 4096, 48, 64, 128, false, fwd);
-    setenv("MAMBA_SSD_BWD_PREFETCH", "0", 1);
-    std::printf("  MAMBA_SSD_BWD_PREFETCH=0 (pass 1 not double-buffered, as before):\n");
-    time_bwd(8, 4096, 48, 64, 128, false, fwd);
-    unsetenv("MAMBA_SSD_BWD_PREFETCH");
-    std::printf("ssd summary: fwd+bwd bf16 b8 l4096 h48 p64 n128: %.1f us (best fwd + bwd; reference %.0f)\n", fwd + bwd,
-                kRefFwdBwdUs);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, true, 2);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, true, 4);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, true, 5);
-    time_bwd(8, 4096, 48, 64, 128, true, fwd);
-    // Stage costs by leaving one out (wrong results; timing only): intra-chunk, C S^T, state update.
-    for (int v : {2, 5, 4}) {
-      for (const char* sk : {"1", "2", "4", "7"}) {
-        if (v != 2 && (sk[0] == '2' || sk[0] == '4')) continue;
-        setenv("MAMBA_SSD_SKIP", sk, 1);
-        std::printf("  v%d MAMBA_SSD_SKIP=%s (1 -intra, 2 -C S^T, 4 -state update, 7 loads/epilogue only):\n", v, sk);
-        time_fwd<bf16>(8, 4096, 48, 64, 128, false, v);
-      }
+    auto T = [](int v, bool z = false) { return time_fwd<bf16>(8, 4096, 48, 64, 128, z, v); };
+    const double f2 = T(2);
+    T(2);  // again: the spread
+    const double f3 = T(3);
+    double fbest = std::min(f2, f3);
+    std::vector<double> fnew;
+    for (int v : kNewVersions) {
+      const double a = T(v), b2 = T(v);
+      fnew.push_back(std::min(a, b2));
+      fbest = std::min(fbest, fnew.back());
     }
+    std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: v2 %.1f, v3 %.1f", f2, f3);
+    for (size_t i = 0; i < fnew.size(); ++i) std::printf(", v%d %.1f", kNewVersions[i], fnew[i]);
+    std::printf(" us; best %.1f (target <= 500, reference %.0f, floor %.0f)\n", fbest, kRefFwdUs, kFloorUs);
+    std::fflush(stdout);
+    const double fz2 = T(2, true);
+    std::printf("ssd summary: fwd z: v2 %.1f", fz2);
+    for (int v : kNewVersions) std::printf(", v%d %.1f", v, T(v, true));
+    std::printf(" us\n");
+    const double bwd = time_bwd(8, 4096, 48, 64, 128, false, fbest);
+    std::printf("ssd summary: fwd+bwd bf16 b8 l4096 h48 p64 n128: %.1f us (best fwd + bwd; reference %.0f)\n", fbest + bwd,
+                kRefFwdBwdUs);
+    std::fflush(stdout);
+    // Stage costs by leaving parts out (wrong results; timing only): 1 intra-chunk, 2 C S^T, 4 state
+    // update, 8 y stores, 16 C / B loads, 32 x / z loads, 64 dt loads.
+    const int skips2[] = {7, 15, 23, 39, 71, 127, 1, 8, 16, 32, 64, 24, 48};
+    for (int sk : skips2) {
+      setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
+      std::printf("  v2 MAMBA_SSD_SKIP=%d (1 -intra, 2 -C S^T, 4 -state update, 8 -y stores, 16 -C/B loads, 32 -x/z loads, 64 -dt):\n", sk);
+      T(2);
+    }
+    for (int v : kNewVersions)
+      for (int sk : {7, 1}) {
+        setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
+        std::printf("  v%d MAMBA_SSD_SKIP=%d:\n", v, sk);
+        T(v);
+      }
+    setenv("MAMBA_SSD_SKIP", "7", 1);
+    std::printf("  b1 (48 blocks, one per SM) MAMBA_SSD_SKIP=7:\n");
+    time_fwd<bf16>(1, 4096, 48, 64, 128, false, 2);
     unsetenv("MAMBA_SSD_SKIP");
     time_fwd<bf16>(1, 4096, 48, 64, 128, false, 2);
-    time_fwd<bf16>(1, 4096, 48, 64, 128, false, 5);
+    for (int v : kNewVersions) time_fwd<bf16>(1, 4096, 48, 64, 128, false, v);
     time_fwd<bf16>(8, 4096, 48, 64, 16, false, 2);
-    time_fwd<bf16>(8, 4096, 48, 64, 16, false, 5);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 1, 3);
-    time_fwd<float>(8, 4096, 48, 64, 128, false, 1, 3);
+    for (int v : kNewVersions) time_fwd<bf16>(8, 4096, 48, 64, 16, false, v);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);
+    time_bwd(8, 4096, 48, 64, 128, true, fz2);
   } catch (const std::exception& e) {
     std::printf("ssd timing failed: %s\n", e.what());
     ++failed;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# SSD forward round (branch ssd2) on a GPU machine. Run from a snapshot dir that holds a prebuilt
+# mamba-ssd-check (built here by kernels/cuda/ssd2_build.sh) and the sources under src/:
+#   OUT=<dir> bash run.sh
+# Falls back to building the binary from src/ (nvcc only, 16 jobs) when the prebuilt one does
+# not start. Runs `mamba-ssd-check` (= mamba-cuda-check --ssd-only) (every SSD check, then the timings) and, with the
+# time left, ncu on the new versions. Summary on stdout, full logs in $OUT. < 110 s.
+set -u
+OUT="${OUT:-out}"
+mkdir -p "$OUT"
+export PATH="$PATH:/usr/local/cuda/bin"
+t0=$(date +%s)
+BIN=./mamba-ssd-check
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
+if [ ! -x "$BIN" ] || ldd "$BIN" 2>&1 | grep -q "not found"; then
+  echo "== prebuilt binary does not load here ($(ldd "$BIN" 2>&1 | grep 'not found' | head -2 | tr '\n' ' ')): building from src/"
+  ( cd src && BUILD=build-ssd2 J=16 timeout 80 bash kernels/cuda/ssd2_build.sh ) 2>&1 | tail -3
+  BIN=src/build-ssd2/mamba-ssd-check
+fi
+left=$(( 100 - ($(date +%s) - t0) ))
+echo "== mamba-ssd-check (limit $left s)"
+timeout "$left" "$BIN" > "$OUT/ssd.log" 2>&1
+echo "ssd rc=$? after $(( $(date +%s) - t0 )) s"
+grep -E "^FAIL|^ssd-check|^ssd summary|^ssd timing" "$OUT/ssd.log" | head -60
+grep -E "time ssd|MAMBA_SSD_SKIP|b1 \(" "$OUT/ssd.log" | sed -E 's/  floor\/time.*//; s/ \(v2 mma work\)//' | head -120
+echo "checks: $(grep -c '^ok' "$OUT/ssd.log") ok, $(grep -c '^FAIL' "$OUT/ssd.log") FAIL"
+left=$(( 106 - ($(date +%s) - t0) ))
+if command -v ncu > /dev/null && [ $left -gt 15 ]; then
+  echo "== ncu v6..v10 (limit $(( left - 2 )) s)"
+  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 4 --launch-count 5 --section SpeedOfLight --section SchedulerStats \
+    --section WarpStateStats --section Occupancy --section LaunchStats "$BIN" --ssd-once > "$OUT/ncu_ssd.txt" 2>&1
+  echo "ncu rc=$?"
+  grep -E "ssd_fwd_tc|Duration|Throughput|No Eligible|Eligible Warps|Warp Cycles Per Issued|Registers Per|Achieved Occ|Block Limit" "$OUT/ncu_ssd.txt" | sed -E 's/void mamba.*tc_kernel/K/' | head -40
+else
+  echo "ncu: $(command -v ncu || echo missing); left $left s"
+fi
+echo "total $(( $(date +%s) - t0 )) s"
+if command -v cuobjdump > /dev/null; then  # SASS of the n128 kernels (opcode counts) for the notes
+  cuobjdump -sass "$BIN" > "$OUT/ssd_sass.txt" 2>/dev/null
+  for v in "Li0ELi1ELi0ELi0E v2" "Li0ELi1ELi1ELi0E v6" "Li0ELi1ELi1ELi1E v7" "Li0ELi1ELi1ELi2E v8" "Li0ELi1ELi1ELi6E v9" "Li0ELi1ELi1ELi5E v10"; do
+    set -- $v
+    awk -v k="ssd_fwd_tc_kernelILi128E$1" '/Function :/{f = index($0, k) > 0; next} f' "$OUT/ssd_sass.txt" \
+      | grep -oE '^ +/\*[0-9a-f]+\*/ +[A-Z0-9_.]+' | awk '{print $2}' | sed 's/\..*//' | sort | uniq -c | sort -rn \
+      | head -14 | awk -v n="$2" 'BEGIN{printf "sass %s:", n} {printf " %s %s", $2, $1} END{print ""}'
+  done
+fi
