@@ -545,9 +545,11 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
         std::printf("  v%d MAMBA_SSD_SKIP=%d:\n", v, sk);
         T(v);
       }
-    setenv("MAMBA_SSD_SKIP", "7", 1);
-    std::printf("  b1 (48 blocks, one per SM) MAMBA_SSD_SKIP=7:\n");
-    time_fwd<bf16>(1, 4096, 48, 64, 128, false, 2);
+    for (int sk : {7, 15, 23, 39, 71, 127, 1, 2, 4}) {  // one block alone per SM: the chain of one head
+      setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
+      std::printf("  b1 (48 blocks, one per SM) v2 MAMBA_SSD_SKIP=%d:\n", sk);
+      time_fwd<bf16>(1, 4096, 48, 64, 128, false, 2);
+    }
     unsetenv("MAMBA_SSD_SKIP");
     time_fwd<bf16>(1, 4096, 48, 64, 128, false, 2);
     for (int v : kNewVersions) time_fwd<bf16>(1, 4096, 48, 64, 128, false, v);
