@@ -26,8 +26,8 @@ grep -E "time ssd|MAMBA_SSD_SKIP|b1 \(" "$OUT/ssd.log" | sed -E 's/  floor\/time
 echo "checks: $(grep -c '^ok' "$OUT/ssd.log") ok, $(grep -c '^FAIL' "$OUT/ssd.log") FAIL"
 left=$(( 106 - ($(date +%s) - t0) ))
 if command -v ncu > /dev/null && [ $left -gt 15 ]; then
-  echo "== ncu v6..v10 (limit $(( left - 2 )) s)"
-  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 4 --launch-count 5 --section SpeedOfLight --section SchedulerStats \
+  echo "== ncu v6..v11 (limit $(( left - 2 )) s)"
+  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 4 --launch-count 6 --section SpeedOfLight --section SchedulerStats \
     --section WarpStateStats --section Occupancy --section LaunchStats "$BIN" --ssd-once > "$OUT/ncu_ssd.txt" 2>&1
   echo "ncu rc=$?"
   grep -E "ssd_fwd_tc|Duration|Throughput|No Eligible|Eligible Warps|Warp Cycles Per Issued|Registers Per|Achieved Occ|Block Limit" "$OUT/ncu_ssd.txt" | sed -E 's/void mamba.*tc_kernel/K/' | head -40
@@ -37,7 +37,7 @@ fi
 echo "total $(( $(date +%s) - t0 )) s"
 if command -v cuobjdump > /dev/null; then  # SASS of the n128 kernels (opcode counts) for the notes
   cuobjdump -sass "$BIN" > "$OUT/ssd_sass.txt" 2>/dev/null
-  for v in "Li0ELi1ELi0ELi0E v2" "Li0ELi1ELi1ELi0E v6" "Li0ELi1ELi1ELi1E v7" "Li0ELi1ELi1ELi2E v8" "Li0ELi1ELi1ELi6E v9" "Li0ELi1ELi1ELi5E v10"; do
+  for v in "Li0ELi1ELi0ELi0E v2" "Li0ELi1ELi1ELi0E v6" "Li0ELi1ELi1ELi1E v7" "Li0ELi1ELi1ELi2E v8" "Li0ELi1ELi1ELi6E v9" "Li0ELi1ELi1ELi5E v10" "Li0ELi1ELi1ELi7E v11"; do
     set -- $v
     awk -v k="ssd_fwd_tc_kernelILi128E$1" '/Function :/{f = index($0, k) > 0; next} f' "$OUT/ssd_sass.txt" \
       | grep -oE '^ +/\*[0-9a-f]+\*/ +[A-Z0-9_.]+' | awk '{print $2}' | sed 's/\..*//' | sort | uniq -c | sort -rn \

@@ -427,7 +427,7 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     // kIL 2 (v8): the state update's four 16-step slices are issued inside the intra-chunk loop,
     // slice jb with column block jb (the rest after it): its 16 independent mma chains fill the
     // tensor pipe while the C B^T chain of the block waits.
-    if constexpr (kIM == 2) {
+    if constexpr ((kIM & 2) != 0) {
       const float decay = __expf(csb[kQ - 1]);
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
@@ -437,9 +437,15 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     // ---- Y += (C B^T o decay o dt) X, 16 columns at a time, j <= i
     // kIL (v7): two column blocks jb, jb + 1 per pass, their C B^T products interleaved (two
     // independent mma chains share each C fragment), so the chain is walked half as often.
-    if constexpr (kIM == 1) {
+    if constexpr ((kIM & 1) != 0) {
       for (int jb = 0; jb <= ((skip & 1) ? -1 : yw); jb += 2) {
         const bool two = jb + 1 <= yw;
+        if constexpr ((kIM & 2) != 0) {  // v11: the state update's slices jb, jb + 1 with the pair
+          if (!(skip & 4)) {
+            upd(jb);
+            if (two) upd(jb + 1);
+          }
+        }
         float cb[2][2][4];
 #pragma unroll
         for (int u = 0; u < 2; ++u)
@@ -486,7 +492,7 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
         }
       }
     }
-    for (int jb = 0; jb <= ((skip & 1) || kIM == 1 ? -1 : yw); ++jb) {
+    for (int jb = 0; jb <= ((skip & 1) || (kIM & 1) ? -1 : yw); ++jb) {
       if constexpr (kIM == 2) {
         if (!(skip & 4)) upd(jb);
       }
@@ -527,7 +533,7 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
       const int nb = static_cast<int>((c + 1) & 1);
       prologue(dtnext, qn_next, hd.cs[nb], hd.dt[nb], hd.w[nb]);
     }
-    if constexpr (kIM == 2) {  // the state update's slices past this warp's column blocks
+    if constexpr ((kIM & 2) != 0) {  // the state update's slices past this warp's column blocks
       if (!(skip & 4))
         for (int ks = (skip & 1) ? 0 : yw + 1; ks < kQ / 16; ++ks) upd(ks);
     }
@@ -583,7 +589,7 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
       }
     }
     // ---- S = exp(cs_last) S + (X o w)^T B
-    if constexpr (kIM != 2) {
+    if constexpr ((kIM & 2) == 0) {
       const float decay = __expf(csb[kQ - 1]);
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
@@ -673,7 +679,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
   if (v == 0) {
     const char* env = std::getenv("MAMBA_SSD_VERSION");
     v = env ? std::atoi(env) : 2;
-    if (v < 1 || v > 10) v = 2;
+    if (v < 1 || v > 11) v = 2;
   }
   if (v == 1) return 1;
   if constexpr (!std::is_same_v<T, bf16>) {
@@ -687,7 +693,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
     if (p.z && !aligned_rows(p.z, {p.z_sb, p.z_st, p.z_sh}, 2)) return 1;
     if (p.final_state && !dev::aligned16(p.final_state)) return 1;
     if (v == 5 && (p.nheads / p.ngroups) % 3 != 0) return 4;  // v5 takes heads of a group in threes
-    return v >= 3 && v <= 10 ? v : 2;
+    return v >= 3 && v <= 11 ? v : 2;
   }
 }
 
@@ -705,6 +711,7 @@ void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
       if (ver == 8) return tc::launch<kN, 0, 1, 1, 2>(p, stream);  // v8: v6 + the state update inside the intra loop
       if (ver == 9) return tc::launch<kN, 0, 1, 1, 6>(p, stream);  // v9: v8 + the next chunk's dt', cs, w ahead
       if (ver == 10) return tc::launch<kN, 0, 1, 1, 5>(p, stream);  // v10: v7 (pairs) + dt', cs, w ahead
+      if (ver == 11) return tc::launch<kN, 0, 1, 1, 7>(p, stream);  // v11: pairs + update inside + dt' ahead
       if (pf == 3) return tc::launch<kN, 3, 3>(p, stream);
       if (pf == 2) return tc::launch<kN, 2>(p, stream);
       if (pf == 1) return tc::launch<kN, 1>(p, stream);
