@@ -24,13 +24,22 @@ echo "ssd rc=$? after $(( $(date +%s) - t0 )) s"
 grep -E "^FAIL|^ssd-check|^ssd summary|^ssd timing" "$OUT/ssd.log" | head -60
 grep -E "time ssd|MAMBA_SSD_SKIP|b1 \(" "$OUT/ssd.log" | sed -E 's/  floor\/time.*//; s/ \(v2 mma work\)//' | head -120
 echo "checks: $(grep -c '^ok' "$OUT/ssd.log") ok, $(grep -c '^FAIL' "$OUT/ssd.log") FAIL"
-left=$(( 106 - ($(date +%s) - t0) ))
-if command -v ncu > /dev/null && [ $left -gt 15 ]; then
+NCU_ARGS=(--section SpeedOfLight --section SchedulerStats --section WarpStateStats --section Occupancy
+          --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio")
+ncu_show() {  # the headline figures and the stall reasons above 0.05 warps per issue
+  grep -E "ssd_fwd_tc|Duration|No Eligible|Eligible Warps|Warp Cycles Per Issued|Achieved Occ|issue_stalled" "$1" \
+    | sed -E 's/void mamba.*tc_kernel<([0-9, ]+)>.*/K<\1>/; s/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' \
+    | awk '!/ratio/ || $NF + 0 >= 0.05' | head -70
+}
+left=$(( 104 - ($(date +%s) - t0) ))
+if command -v ncu > /dev/null && [ $left -gt 20 ]; then
+  echo "== ncu v2 (limit $(( left / 3 )) s)"
+  timeout $(( left / 3 )) ncu -k regex:ssd_fwd_tc --launch-skip 0 --launch-count 1 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$OUT/ncu_v2.txt" 2>&1
+  echo "ncu rc=$?"; ncu_show "$OUT/ncu_v2.txt"
+  left=$(( 106 - ($(date +%s) - t0) ))
   echo "== ncu v6..v11 (limit $(( left - 2 )) s)"
-  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 4 --launch-count 6 --section SpeedOfLight --section SchedulerStats \
-    --section WarpStateStats --section Occupancy --section LaunchStats "$BIN" --ssd-once > "$OUT/ncu_ssd.txt" 2>&1
-  echo "ncu rc=$?"
-  grep -E "ssd_fwd_tc|Duration|Throughput|No Eligible|Eligible Warps|Warp Cycles Per Issued|Registers Per|Achieved Occ|Block Limit" "$OUT/ncu_ssd.txt" | sed -E 's/void mamba.*tc_kernel/K/' | head -40
+  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 4 --launch-count 6 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$OUT/ncu_new.txt" 2>&1
+  echo "ncu rc=$?"; ncu_show "$OUT/ncu_new.txt"
 else
   echo "ncu: $(command -v ncu || echo missing); left $left s"
 fi
