@@ -185,10 +185,11 @@ constexpr int kQ = 64, kP = 64, kThreads = 128;
 // epilogue writes y (gated) into the tile, and the tile goes out after the state update in 16-byte
 // pieces (whole 128-byte rows per 8 threads) instead of 4-byte stores spread over 8 rows.
 // kDB (v9): cs, dt', w double-buffered: the next chunk's are computed during this one.
-template <int kN, int kPF = 0, int kH = 1, int kYS = 0, int kDB = 0>
+// kXC (v12, v13): 3 slots of one packed 16 x 16 A fragment per lane, handed between two warps.
+template <int kN, int kPF = 0, int kH = 1, int kYS = 0, int kDB = 0, int kXC = 0>
 struct Smem {
   static constexpr int kNS = kN + 8, kXS = kP + 8, kNX = kPF ? 2 : 1, kNC = kPF >= 3 ? 2 : 1, kNY = kYS ? 1 : 0,
-                       kNB = kDB ? 2 : 1;
+                       kNB = kDB ? 2 : 1, kNP = kXC ? 3 : 0;
   bf16 C[kNC][kQ][kNS];
   bf16 B[kNC][kQ][kNS];
   struct Head {
@@ -196,6 +197,7 @@ struct Smem {
     bf16 S[kP][kNS];
     float cs[kNB][kQ], dt[kNB][kQ], w[kNB][kQ];
     bf16 Y[kNY][kQ][kXS];
+    uint4 P[kNP][32];
   } hd[kH];
 };
 
@@ -219,8 +221,8 @@ template <int kN, int kPF, int kH, int kYS = 0, int kIL = 0>
 __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
   extern __shared__ __align__(16) unsigned char tc_smem[];
-  constexpr int kDB = (kIL & 4) ? 1 : 0, kIM = kIL & 3;
-  using SmemT = Smem<kN, kPF, kH, kYS, kDB>;
+  constexpr int kDB = (kIL & 4) ? 1 : 0, kIM = kIL & 3, kXC = (kIL & 8) ? 1 : 0;
+  using SmemT = Smem<kN, kPF, kH, kYS, kDB, kXC>;
   SmemT& sm = *reinterpret_cast<SmemT*>(tc_smem);
   constexpr int kXS = SmemT::kXS, kNS = SmemT::kNS, kAll = kThreads * kH;
   // tid / warp: within this thread's head (4 warps per head); tid_all over the block (C, B loads).
@@ -361,7 +363,8 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     sm::cp_async_wait_all();
     __syncthreads();
     // kDB: the warp with the least intra-chunk work in this chunk (yw = 0) prepares the next chunk.
-    const bool dt_warp = kDB && c + 1 < nchunks && warp == ((4 - static_cast<int>(c & 3)) & 3);
+    // (v12, v13: the row block 2 warp, the lightest there)
+    const bool dt_warp = kDB && c + 1 < nchunks && warp == (((kXC ? 2 : 0) - static_cast<int>(c & 3)) & 3);
     const int qn_next = static_cast<int>(p.seqlen - t0 - kQ < kQ ? p.seqlen - t0 - kQ : kQ);
     if (dt_warp) load_dt(dtnext, t0 + kQ, qn_next);
     if (kPF && c + 1 < nchunks) {  // the next chunk's x (and C, B), into the other buffers (free since chunk c - 1)
@@ -437,7 +440,97 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     // ---- Y += (C B^T o decay o dt) X, 16 columns at a time, j <= i
     // kIL (v7): two column blocks jb, jb + 1 per pass, their C B^T products interleaved (two
     // independent mma chains share each C fragment), so the chain is walked half as often.
-    if constexpr ((kIM & 1) != 0) {
+    int nu = 0;  // v13: state update slices done inside the intra part
+    if constexpr (kXC) {
+      // v12, v13: the 10 causal blocks balanced over the 4 warps. Row block r costs r + 1 C B^T
+      // blocks (16 mma + the mask) and r + 1 products with X (8 mma); the row-0 warp computes the
+      // masked blocks (3, 0) and (3, 1) for the row-3 warp, the row-1 warp (2, 0) for the row-2
+      // warp, and hands them over as packed A fragments in shared memory (named barriers 1, 2,
+      // producer arrives, consumer waits). Per warp then 3 / 3 / 2 / 2 C B^T blocks and 1 / 2 / 3 / 4
+      // X products (was up to 4 + 4).
+      auto cbblk = [&](int r, int jb, uint32_t (&pa)[4]) {
+        float cb[2][4];
+#pragma unroll
+        for (int jt = 0; jt < 2; ++jt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) cb[jt][e] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < kN / 16; ++ks) {
+          uint32_t af[4], bfr[4];
+          sm::ldsm_x4(af, &Cs[r * 16 + a_m][ks * 16 + a_k]);
+          sm::ldsm_x4(bfr, &Bs[jb * 16 + bn_n][ks * 16 + bn_k]);
+          sm::mma_bf16(cb[0], af, bfr[0], bfr[1]);
+          sm::mma_bf16(cb[1], af, bfr[2], bfr[3]);
+        }
+        const int i0 = r * 16 + g;
+        const float ci0 = csb[i0], ci1 = csb[i0 + 8];
+#pragma unroll
+        for (int jt = 0; jt < 2; ++jt) {
+          const int j = jb * 16 + jt * 8 + 2 * q;
+          const float csj0 = csb[j], csj1 = csb[j + 1], dj0 = dts[j], dj1 = dts[j + 1];
+          const float v00 = j <= i0 ? cb[jt][0] * __expf(ci0 - csj0) * dj0 : 0.f;
+          const float v01 = j + 1 <= i0 ? cb[jt][1] * __expf(ci0 - csj1) * dj1 : 0.f;
+          const float v10 = j <= i0 + 8 ? cb[jt][2] * __expf(ci1 - csj0) * dj0 : 0.f;
+          const float v11 = j + 1 <= i0 + 8 ? cb[jt][3] * __expf(ci1 - csj1) * dj1 : 0.f;
+          pa[2 * jt] = sm::pack_bf16(v00, v01);
+          pa[2 * jt + 1] = sm::pack_bf16(v10, v11);
+        }
+        if constexpr ((kIM & 2) != 0) {
+          if (!(skip & 4) && nu < kQ / 16) upd(nu++);
+        }
+      };
+      auto xmul = [&](const uint32_t (&pa)[4], int jb) {
+#pragma unroll
+        for (int pt2 = 0; pt2 < 4; ++pt2) {
+          uint32_t bfr[4];
+          sm::ldsm_x4_t(bfr, &X[jb * 16 + bt_k][pt2 * 16 + bt_n]);
+          sm::mma_bf16(yacc[2 * pt2], pa, bfr[0], bfr[1]);
+          sm::mma_bf16(yacc[2 * pt2 + 1], pa, bfr[2], bfr[3]);
+        }
+      };
+      auto own = [&](int jb) {
+        uint32_t pa[4];
+        cbblk(yw, jb, pa);
+        xmul(pa, jb);
+      };
+      auto give = [&](int r, int jb, int slot) {
+        uint32_t pa[4];
+        cbblk(r, jb, pa);
+        hd.P[slot][lane] = make_uint4(pa[0], pa[1], pa[2], pa[3]);
+      };
+      auto take = [&](int slot, int jb) {
+        const uint4 v = hd.P[slot][lane];
+        const uint32_t pa[4] = {v.x, v.y, v.z, v.w};
+        xmul(pa, jb);
+      };
+      if (!(skip & 1)) {
+        if (yw == 0) {
+          give(3, 0, 0);
+          give(3, 1, 1);
+          __threadfence_block();
+          asm volatile("bar.arrive 1, 64;\n" ::: "memory");
+          own(0);
+        } else if (yw == 3) {
+          own(2);
+          own(3);
+          asm volatile("bar.sync 1, 64;\n" ::: "memory");
+          take(0, 0);
+          take(1, 1);
+        } else if (yw == 1) {
+          give(2, 0, 2);
+          __threadfence_block();
+          asm volatile("bar.arrive 2, 64;\n" ::: "memory");
+          own(0);
+          own(1);
+        } else {
+          own(1);
+          own(2);
+          asm volatile("bar.sync 2, 64;\n" ::: "memory");
+          take(2, 0);
+        }
+      }
+    }
+    if constexpr ((kIM & 1) != 0 && !kXC) {
       for (int jb = 0; jb <= ((skip & 1) ? -1 : yw); jb += 2) {
         const bool two = jb + 1 <= yw;
         if constexpr ((kIM & 2) != 0) {  // v11: the state update's slices jb, jb + 1 with the pair
@@ -492,7 +585,7 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
         }
       }
     }
-    for (int jb = 0; jb <= ((skip & 1) || (kIM & 1) ? -1 : yw); ++jb) {
+    for (int jb = 0; jb <= ((skip & 1) || (kIM & 1) || kXC ? -1 : yw); ++jb) {
       if constexpr (kIM == 2) {
         if (!(skip & 4)) upd(jb);
       }
@@ -535,7 +628,7 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     }
     if constexpr ((kIM & 2) != 0) {  // the state update's slices past this warp's column blocks
       if (!(skip & 4))
-        for (int ks = (skip & 1) ? 0 : yw + 1; ks < kQ / 16; ++ks) upd(ks);
+        for (int ks = kXC ? nu : (skip & 1) ? 0 : yw + 1; ks < kQ / 16; ++ks) upd(ks);
     }
     if (kPF == 2 && c + 1 < nchunks) {  // C is free: the next chunk's rows, during the epilogue
       __syncthreads();
@@ -638,7 +731,7 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
 
 template <int kN, int kPF, int kH = 1, int kYS = 0, int kIL = 0>
 void launch(const SsdCudaParams<bf16>& p, cudaStream_t stream) {
-  const size_t smem = sizeof(Smem<kN, kPF, kH, kYS, (kIL & 4) ? 1 : 0>);
+  const size_t smem = sizeof(Smem<kN, kPF, kH, kYS, (kIL & 4) ? 1 : 0, (kIL & 8) ? 1 : 0>);
   auto kernel = ssd_fwd_tc_kernel<kN, kPF, kH, kYS, kIL>;
   MAMBA_CUDA_CHECK("ssd_chunk_scan_cuda", cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                                static_cast<int>(smem)));
@@ -679,7 +772,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
   if (v == 0) {
     const char* env = std::getenv("MAMBA_SSD_VERSION");
     v = env ? std::atoi(env) : 2;
-    if (v < 1 || v > 11) v = 2;
+    if (v < 1 || v > 13) v = 2;
   }
   if (v == 1) return 1;
   if constexpr (!std::is_same_v<T, bf16>) {
@@ -693,7 +786,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
     if (p.z && !aligned_rows(p.z, {p.z_sb, p.z_st, p.z_sh}, 2)) return 1;
     if (p.final_state && !dev::aligned16(p.final_state)) return 1;
     if (v == 5 && (p.nheads / p.ngroups) % 3 != 0) return 4;  // v5 takes heads of a group in threes
-    return v >= 3 && v <= 11 ? v : 2;
+    return v >= 3 && v <= 13 ? v : 2;
   }
 }
 
@@ -712,6 +805,8 @@ void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
       if (ver == 9) return tc::launch<kN, 0, 1, 1, 6>(p, stream);  // v9: v8 + the next chunk's dt', cs, w ahead
       if (ver == 10) return tc::launch<kN, 0, 1, 1, 5>(p, stream);  // v10: v7 (pairs) + dt', cs, w ahead
       if (ver == 11) return tc::launch<kN, 0, 1, 1, 7>(p, stream);  // v11: pairs + update inside + dt' ahead
+      if (ver == 12) return tc::launch<kN, 0, 1, 1, 12>(p, stream);  // v12: balanced intra (hand-over) + dt' ahead
+      if (ver == 13) return tc::launch<kN, 0, 1, 1, 14>(p, stream);  // v13: v12 + the update inside the intra part
       if (pf == 3) return tc::launch<kN, 3, 3>(p, stream);
       if (pf == 2) return tc::launch<kN, 2>(p, stream);
       if (pf == 1) return tc::launch<kN, 1>(p, stream);
