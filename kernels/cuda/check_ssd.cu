@@ -337,7 +337,7 @@ double median_us(const std::function<void()>& fn, int samples = 25, int warmup =
 // 5235 us; tensor-core floor about 295 us.
 constexpr double kRefFwdUs = 989, kRefFwdBwdUs = 5235, kFloorUs = 295;
 // The versions added on branch ssd2 (checked with their own seeds, timed first).
-constexpr int kNewVersions[] = {6, 7, 8, 9, 10, 11, 12, 13};
+constexpr int kNewVersions[] = {6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 template <class T>
 double time_fwd(int b, int l, int h, int p, int n, bool z_on, int version, int samples = 25) {

@@ -37,8 +37,8 @@ if command -v ncu > /dev/null && [ $left -gt 20 ]; then
   timeout $(( left / 3 )) ncu -k regex:ssd_fwd_tc --launch-skip 0 --launch-count 1 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$OUT/ncu_v2.txt" 2>&1
   echo "ncu rc=$?"; ncu_show "$OUT/ncu_v2.txt"
   left=$(( 106 - ($(date +%s) - t0) ))
-  echo "== ncu v6..v13 (limit $(( left - 2 )) s)"
-  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 4 --launch-count 8 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$OUT/ncu_new.txt" 2>&1
+  echo "== ncu v6..v15 (limit $(( left - 2 )) s)"
+  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 4 --launch-count 10 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$OUT/ncu_new.txt" 2>&1
   echo "ncu rc=$?"; ncu_show "$OUT/ncu_new.txt"
 else
   echo "ncu: $(command -v ncu || echo missing); left $left s"
@@ -46,7 +46,7 @@ fi
 echo "total $(( $(date +%s) - t0 )) s"
 if command -v cuobjdump > /dev/null; then  # SASS of the n128 kernels (opcode counts) for the notes
   cuobjdump -sass "$BIN" > "$OUT/ssd_sass.txt" 2>/dev/null
-  for v in "Li0ELi1ELi0ELi0E v2" "Li0ELi1ELi1ELi0E v6" "Li0ELi1ELi1ELi1E v7" "Li0ELi1ELi1ELi2E v8" "Li0ELi1ELi1ELi6E v9" "Li0ELi1ELi1ELi5E v10" "Li0ELi1ELi1ELi7E v11" "Li0ELi1ELi1ELi12E v12" "Li0ELi1ELi1ELi14E v13"; do
+  for v in "Li0ELi1ELi0ELi0E v2" "Li0ELi1ELi1ELi0E v6" "Li0ELi1ELi1ELi1E v7" "Li0ELi1ELi1ELi2E v8" "Li0ELi1ELi1ELi6E v9" "Li0ELi1ELi1ELi5E v10" "Li0ELi1ELi1ELi7E v11" "Li0ELi1ELi1ELi12E v12" "Li0ELi1ELi1ELi14E v13" "Li1ELi1ELi0ELi12E v14"; do
     set -- $v
     awk -v k="ssd_fwd_tc_kernelILi128E$1" '/Function :/{f = index($0, k) > 0; next} f' "$OUT/ssd_sass.txt" \
       | grep -oE '^ +/\*[0-9a-f]+\*/ +[A-Z0-9_.]+' | awk '{print $2}' | sed 's/\..*//' | sort | uniq -c | sort -rn \

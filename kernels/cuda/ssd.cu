@@ -772,7 +772,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
   if (v == 0) {
     const char* env = std::getenv("MAMBA_SSD_VERSION");
     v = env ? std::atoi(env) : 2;
-    if (v < 1 || v > 13) v = 2;
+    if (v < 1 || v > 15) v = 2;
   }
   if (v == 1) return 1;
   if constexpr (!std::is_same_v<T, bf16>) {
@@ -786,7 +786,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
     if (p.z && !aligned_rows(p.z, {p.z_sb, p.z_st, p.z_sh}, 2)) return 1;
     if (p.final_state && !dev::aligned16(p.final_state)) return 1;
     if (v == 5 && (p.nheads / p.ngroups) % 3 != 0) return 4;  // v5 takes heads of a group in threes
-    return v >= 3 && v <= 13 ? v : 2;
+    return v >= 3 && v <= 15 ? v : 2;
   }
 }
 
@@ -807,6 +807,8 @@ void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
       if (ver == 11) return tc::launch<kN, 0, 1, 1, 7>(p, stream);  // v11: pairs + update inside + dt' ahead
       if (ver == 12) return tc::launch<kN, 0, 1, 1, 12>(p, stream);  // v12: balanced intra (hand-over) + dt' ahead
       if (ver == 13) return tc::launch<kN, 0, 1, 1, 14>(p, stream);  // v13: v12 + the update inside the intra part
+      if (ver == 14) return tc::launch<kN, 1, 1, 0, 12>(p, stream);  // v14: v12 with x prefetched, no y tile
+      if (ver == 15) return tc::launch<kN, 1, 1, 0, 14>(p, stream);  // v15: v13 with x prefetched, no y tile
       if (pf == 3) return tc::launch<kN, 3, 3>(p, stream);
       if (pf == 2) return tc::launch<kN, 2>(p, stream);
       if (pf == 1) return tc::launch<kN, 1>(p, stream);
