@@ -8,6 +8,8 @@
 set -u
 OUT="${OUT:-out}"
 mkdir -p "$OUT"
+# Only one file goes back in $OUT (the rounds return few files): logs in $L, a tar.gz of them at the end.
+L="$(mktemp -d)"
 export PATH="$PATH:/usr/local/cuda/bin"
 t0=$(date +%s)
 BIN=./mamba-ssd-check
@@ -19,37 +21,41 @@ if [ ! -x "$BIN" ] || ldd "$BIN" 2>&1 | grep -q "not found"; then
 fi
 left=$(( 100 - ($(date +%s) - t0) ))
 echo "== mamba-ssd-check (limit $left s)"
-timeout "$left" "$BIN" > "$OUT/ssd.log" 2>&1
+timeout "$left" "$BIN" > "$L/ssd.log" 2>&1
 echo "ssd rc=$? after $(( $(date +%s) - t0 )) s"
-grep -E "^FAIL|^ssd-check|^ssd summary|^ssd timing" "$OUT/ssd.log" | head -60
-grep -E "time ssd|MAMBA_SSD_SKIP|b1 \(" "$OUT/ssd.log" | sed -E 's/  floor\/time.*//; s/ \(v2 mma work\)//' | head -120
-echo "checks: $(grep -c '^ok' "$OUT/ssd.log") ok, $(grep -c '^FAIL' "$OUT/ssd.log") FAIL"
+grep -E "^FAIL|^ssd-check|^ssd summary|^ssd timing" "$L/ssd.log" | head -60
+grep -E "time ssd|MAMBA_SSD_SKIP|b1 \(" "$L/ssd.log" | sed -E 's/  floor\/time.*//; s/ \(v2 mma work\)//' | head -120
+echo "checks: $(grep -c '^ok' "$L/ssd.log") ok, $(grep -c '^FAIL' "$L/ssd.log") FAIL"
 NCU_ARGS=(--section SpeedOfLight --section SchedulerStats --section WarpStateStats --section Occupancy
           --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio")
-ncu_show() {  # the headline figures and the stall reasons above 0.05 warps per issue
-  grep -E "ssd_fwd_tc|Duration|No Eligible|Eligible Warps|Warp Cycles Per Issued|Achieved Occ|issue_stalled" "$1" \
-    | sed -E 's/void mamba.*tc_kernel<([0-9, ]+)>.*/K<\1>/; s/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' \
-    | awk '!/ratio/ || $NF + 0 >= 0.05' | head -70
+ncu_show() {  # one line per kernel: duration, no-eligible %, cycles per issue, the main stall reasons
+  awk '/ssd_fwd_tc_kernel</ {if (k != "") print k; match($0, /ssd_fwd_tc_kernel<[0-9, ]+>/); k = substr($0, RSTART + 18, RLENGTH - 18); next}
+       /issue_stalled_/ {n = $1; sub(/smsp__average_warps_issue_stalled_/, "", n); sub(/_per_issue_active.ratio/, "", n);
+                          if ($NF + 0 >= 0.1) k = k " " n "=" $NF; next}
+       /Duration/ {k = k " dur=" $NF} /No Eligible/ {k = k " noelig=" $NF "%"} /Warp Cycles Per Issued/ {k = k " cpi=" $NF}
+       END {if (k != "") print k}' "$1"
 }
 left=$(( 104 - ($(date +%s) - t0) ))
 if command -v ncu > /dev/null && [ $left -gt 20 ]; then
   echo "== ncu v2 (limit $(( left / 3 )) s)"
-  timeout $(( left / 3 )) ncu -k regex:ssd_fwd_tc --launch-skip 0 --launch-count 1 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$OUT/ncu_v2.txt" 2>&1
-  echo "ncu rc=$?"; ncu_show "$OUT/ncu_v2.txt"
+  timeout $(( left / 3 )) ncu -k regex:ssd_fwd_tc --launch-skip 0 --launch-count 1 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$L/ncu_v2.txt" 2>&1
+  echo "ncu rc=$?"; ncu_show "$L/ncu_v2.txt"
   left=$(( 106 - ($(date +%s) - t0) ))
-  echo "== ncu v6..v15 (limit $(( left - 2 )) s)"
-  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 4 --launch-count 10 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$OUT/ncu_new.txt" 2>&1
-  echo "ncu rc=$?"; ncu_show "$OUT/ncu_new.txt"
+  echo "== ncu v6..v19 (limit $(( left - 2 )) s)"
+  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 4 --launch-count 13 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$L/ncu_new.txt" 2>&1
+  echo "ncu rc=$?"; ncu_show "$L/ncu_new.txt"
 else
   echo "ncu: $(command -v ncu || echo missing); left $left s"
 fi
 echo "total $(( $(date +%s) - t0 )) s"
 if command -v cuobjdump > /dev/null; then  # SASS of the n128 kernels (opcode counts) for the notes
-  cuobjdump -sass "$BIN" > "$OUT/ssd_sass.txt" 2>/dev/null
-  for v in "Li0ELi1ELi0ELi0E v2" "Li0ELi1ELi1ELi0E v6" "Li0ELi1ELi1ELi1E v7" "Li0ELi1ELi1ELi2E v8" "Li0ELi1ELi1ELi6E v9" "Li0ELi1ELi1ELi5E v10" "Li0ELi1ELi1ELi7E v11" "Li0ELi1ELi1ELi12E v12" "Li0ELi1ELi1ELi14E v13" "Li1ELi1ELi0ELi12E v14"; do
+  cuobjdump -sass "$BIN" > "$L/ssd_sass.txt" 2>/dev/null
+  for v in "Li0ELi1ELi0ELi0E v2" "Li0ELi1ELi1ELi0E v6" "Li0ELi1ELi1ELi1E v7" "Li0ELi1ELi1ELi2E v8" "Li0ELi1ELi1ELi6E v9" "Li0ELi1ELi1ELi5E v10" "Li0ELi1ELi1ELi12E v12" "Li0ELi1ELi1ELi14E v13" "Li1ELi1ELi0ELi12E v14" "Li0ELi1ELi1ELi21E v16" "Li0ELi1ELi1ELi28E v18"; do
     set -- $v
-    awk -v k="ssd_fwd_tc_kernelILi128E$1" '/Function :/{f = index($0, k) > 0; next} f' "$OUT/ssd_sass.txt" \
+    awk -v k="ssd_fwd_tc_kernelILi128E$1" '/Function :/{f = index($0, k) > 0; next} f' "$L/ssd_sass.txt" \
       | grep -oE '^ +/\*[0-9a-f]+\*/ +[A-Z0-9_.]+' | awk '{print $2}' | sed 's/\..*//' | sort | uniq -c | sort -rn \
       | head -14 | awk -v n="$2" 'BEGIN{printf "sass %s:", n} {printf " %s %s", $2, $1} END{print ""}'
   done
 fi
+rm -f "$L/ssd_sass.txt"
+tar czf "$OUT/ssd2_logs.tgz" -C "$L" . 2>/dev/null

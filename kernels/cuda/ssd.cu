@@ -221,7 +221,8 @@ template <int kN, int kPF, int kH, int kYS = 0, int kIL = 0>
 __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
   extern __shared__ __align__(16) unsigned char tc_smem[];
-  constexpr int kDB = (kIL & 4) ? 1 : 0, kIM = kIL & 3, kXC = (kIL & 8) ? 1 : 0;
+  constexpr int kDB = (kIL & 4) ? 1 : 0, kIM = kIL & 3, kXC = (kIL & 8) ? 1 : 0, kLBS = (kIL & 16) ? 1 : 0;
+  static_assert(!kLBS || (kYS && kPF == 0 && kH == 1), "kLBS needs the y tile, no x prefetch, one head");
   using SmemT = Smem<kN, kPF, kH, kYS, kDB, kXC>;
   SmemT& sm = *reinterpret_cast<SmemT*>(tc_smem);
   constexpr int kXS = SmemT::kXS, kNS = SmemT::kNS, kAll = kThreads * kH;
@@ -323,6 +324,18 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     w_[2 * lane] = __expf(last - cs0) * d[0];
     w_[2 * lane + 1] = __expf(last - cs1) * d[1];
   };
+  // z rows [t0, t0 + qn) into the y tile (the same pieces as the y copy-out); not committed.
+  auto load_z = [&](int64_t t0, int qn) {
+    if constexpr (kYS) {
+      if (!zb || (skip & 32)) return;
+      constexpr int kPcs = kP / 8;
+      for (int i = tid; i < kQ * kPcs; i += kThreads) {
+        const int r = i / kPcs, pc = (i % kPcs) * 8;
+        const bool ok = r < qn;
+        sm::cp_async16(&hd.Y[0][r][pc], ok ? zb + (t0 + r) * p.z_st + pc : zb, ok);
+      }
+    }
+  };
   float dtnext[2] = {0.f, 0.f};  // kDB: the raw dt of the next chunk (the warp that computes its cs)
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t t0 = c * kQ;
@@ -332,18 +345,13 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     const int cb = kPF >= 3 ? static_cast<int>(c & 1) : 0;
     bf16 (*const Cs)[kNS] = sm.C[cb];
     bf16 (*const Bs)[kNS] = sm.B[cb];
-    if (kPF < 3 || c == 0) load_cb(cb, t0, qn, kPF < 2 || c == 0);
     bf16 (*X)[kXS] = hd.X[kPF ? (c & 1) : 0];
-    if (!kPF || c == 0) load_x(X, t0, qn);
-    if (kYS && zb && !(skip & 32)) {  // this chunk's z rows into the y tile (same pieces as the copy-out below)
-      constexpr int kPcs = kP / 8;
-      for (int i = tid; i < kQ * kPcs; i += kThreads) {
-        const int r = i / kPcs, pc = (i % kPcs) * 8;
-        const bool ok = r < qn;
-        sm::cp_async16(&hd.Y[0][r][pc], ok ? zb + (t0 + r) * p.z_st + pc : zb, ok);
-      }
+    if (!kLBS || c == 0) {  // kLBS: chunk c > 0 was issued at the end of chunk c - 1
+      if (kPF < 3 || c == 0) load_cb(cb, t0, qn, kPF < 2 || c == 0);
+      if (!kPF || c == 0) load_x(X, t0, qn);
+      if (kYS) load_z(t0, qn);
+      sm::cp_async_commit();
     }
-    sm::cp_async_commit();
     float* const csb = hd.cs[kDB ? (c & 1) : 0];
     float* const dts = hd.dt[kDB ? (c & 1) : 0];
     float* const wb = hd.w[kDB ? (c & 1) : 0];
@@ -710,7 +718,31 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     }
     __syncthreads();  // every warp is done with S (bf16), C, B, X of this chunk
     store_state_bf16<kN>(hd, st, row0, q);
-    if (kYS && !(skip & 8)) {  // the y tile out: 16-byte pieces, the pieces this thread loaded z into
+    if constexpr (kLBS) {
+      // v16-v19: the next chunk's C, B, x loads first (their tiles are free after the barrier above),
+      // then the y tile out, each 16-byte piece followed by the next chunk's z load into it (the
+      // same thread: the store's shared-memory read comes first): the loads are in flight before
+      // the stores.
+      constexpr int kPcs = kP / 8;
+      const bool more = c + 1 < nchunks;
+      const int64_t t1 = t0 + kQ;
+      const int qn1 = static_cast<int>(p.seqlen - t1 < kQ ? p.seqlen - t1 : kQ);
+      if (more) {
+        load_cb(0, t1, qn1, true);
+        load_x(X, t1, qn1);
+      }
+      const bool zload = more && zb && !(skip & 32);
+      for (int i = tid; i < kQ * kPcs; i += kThreads) {
+        const int r = i / kPcs, pc = (i % kPcs) * 8;
+        if (r < qn && !(skip & 8))
+          *reinterpret_cast<uint4*>(yb + (t0 + r) * p.y_st + pc) = *reinterpret_cast<const uint4*>(&hd.Y[0][r][pc]);
+        if (zload) {
+          const bool ok = r < qn1;
+          sm::cp_async16(&hd.Y[0][r][pc], ok ? zb + (t1 + r) * p.z_st + pc : zb, ok);
+        }
+      }
+      if (more) sm::cp_async_commit();
+    } else if (kYS && !(skip & 8)) {  // the y tile out: 16-byte pieces, the pieces this thread loaded z into
       constexpr int kPcs = kP / 8;
       for (int i = tid; i < qn * kPcs; i += kThreads) {
         const int r = i / kPcs, pc = (i % kPcs) * 8;
@@ -772,7 +804,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
   if (v == 0) {
     const char* env = std::getenv("MAMBA_SSD_VERSION");
     v = env ? std::atoi(env) : 2;
-    if (v < 1 || v > 15) v = 2;
+    if (v < 1 || v > 19) v = 2;
   }
   if (v == 1) return 1;
   if constexpr (!std::is_same_v<T, bf16>) {
@@ -786,7 +818,8 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
     if (p.z && !aligned_rows(p.z, {p.z_sb, p.z_st, p.z_sh}, 2)) return 1;
     if (p.final_state && !dev::aligned16(p.final_state)) return 1;
     if (v == 5 && (p.nheads / p.ngroups) % 3 != 0) return 4;  // v5 takes heads of a group in threes
-    return v >= 3 && v <= 15 ? v : 2;
+    if (v == 11) return 10;  // v11 (pairs + update inside + dt ahead) withdrawn: NaN at n 16 (round 1)
+    return v >= 3 && v <= 19 ? v : 2;
   }
 }
 
@@ -804,11 +837,15 @@ void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
       if (ver == 8) return tc::launch<kN, 0, 1, 1, 2>(p, stream);  // v8: v6 + the state update inside the intra loop
       if (ver == 9) return tc::launch<kN, 0, 1, 1, 6>(p, stream);  // v9: v8 + the next chunk's dt', cs, w ahead
       if (ver == 10) return tc::launch<kN, 0, 1, 1, 5>(p, stream);  // v10: v7 (pairs) + dt', cs, w ahead
-      if (ver == 11) return tc::launch<kN, 0, 1, 1, 7>(p, stream);  // v11: pairs + update inside + dt' ahead
       if (ver == 12) return tc::launch<kN, 0, 1, 1, 12>(p, stream);  // v12: balanced intra (hand-over) + dt' ahead
       if (ver == 13) return tc::launch<kN, 0, 1, 1, 14>(p, stream);  // v13: v12 + the update inside the intra part
       if (ver == 14) return tc::launch<kN, 1, 1, 0, 12>(p, stream);  // v14: v12 with x prefetched, no y tile
       if (ver == 15) return tc::launch<kN, 1, 1, 0, 14>(p, stream);  // v15: v13 with x prefetched, no y tile
+      // v16-v19: the next chunk's loads issued at the end of this chunk, before its y stores
+      if (ver == 16) return tc::launch<kN, 0, 1, 1, 21>(p, stream);  // v16: v10 + loads before stores
+      if (ver == 17) return tc::launch<kN, 0, 1, 1, 16>(p, stream);  // v17: v6 + loads before stores
+      if (ver == 18) return tc::launch<kN, 0, 1, 1, 28>(p, stream);  // v18: v12 + loads before stores
+      if (ver == 19) return tc::launch<kN, 0, 1, 1, 22>(p, stream);  // v19: v9 + loads before stores
       if (pf == 3) return tc::launch<kN, 3, 3>(p, stream);
       if (pf == 2) return tc::launch<kN, 2>(p, stream);
       if (pf == 1) return tc::launch<kN, 1>(p, stream);
