@@ -804,7 +804,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
   if (v == 0) {
     const char* env = std::getenv("MAMBA_SSD_VERSION");
     v = env ? std::atoi(env) : 2;
-    if (v < 1 || v > 19) v = 2;
+    if (v < 1 || v > 21) v = 2;
   }
   if (v == 1) return 1;
   if constexpr (!std::is_same_v<T, bf16>) {
@@ -819,7 +819,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
     if (p.final_state && !dev::aligned16(p.final_state)) return 1;
     if (v == 5 && (p.nheads / p.ngroups) % 3 != 0) return 4;  // v5 takes heads of a group in threes
     if (v == 11) return 10;  // v11 (pairs + update inside + dt ahead) withdrawn: NaN at n 16 (round 1)
-    return v >= 3 && v <= 19 ? v : 2;
+    return v >= 3 && v <= 21 ? v : 2;
   }
 }
 
@@ -846,6 +846,8 @@ void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
       if (ver == 17) return tc::launch<kN, 0, 1, 1, 16>(p, stream);  // v17: v6 + loads before stores
       if (ver == 18) return tc::launch<kN, 0, 1, 1, 28>(p, stream);  // v18: v12 + loads before stores
       if (ver == 19) return tc::launch<kN, 0, 1, 1, 22>(p, stream);  // v19: v9 + loads before stores
+      if (ver == 20) return tc::launch<kN, 0, 1, 1, 4>(p, stream);   // v20: v6 + dt', cs, w ahead
+      if (ver == 21) return tc::launch<kN, 0, 1, 1, 20>(p, stream);  // v21: v20 + loads before stores
       if (pf == 3) return tc::launch<kN, 3, 3>(p, stream);
       if (pf == 2) return tc::launch<kN, 2>(p, stream);
       if (pf == 1) return tc::launch<kN, 1>(p, stream);
