@@ -461,6 +461,13 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
       {1, 1100, 3, 64, 64, 1, true, false, true, true, false, 8},
       {1, 77, 9, 64, 32, 3, false, true, false, false, true, 0},
       {2, 64, 3, 64, 16, 1, true, true, true, true, true, 0},
+      // branch ssd2: lengths 2 and 3, chunk tails 127 / 129 / 191, with and without z
+      {1, 2, 1, 64, 128, 1, true, true, true, true, true, 0},
+      {2, 3, 2, 64, 64, 1, true, false, true, true, false, 0},
+      {1, 3, 3, 64, 16, 3, false, true, false, true, true, 8},
+      {1, 129, 2, 64, 128, 1, true, false, false, true, true, 0},
+      {2, 127, 2, 64, 32, 2, true, true, true, false, true, 0},
+      {1, 191, 4, 64, 128, 2, true, true, true, true, true, 8},
   };
   for (const auto& c : cases) {
     check_fwd<float>(c, 1, ++seed);
