@@ -337,7 +337,7 @@ double median_us(const std::function<void()>& fn, int samples = 25, int warmup =
 // 5235 us; tensor-core floor about 295 us.
 constexpr double kRefFwdUs = 989, kRefFwdBwdUs = 5235, kFloorUs = 295;
 // The versions added on branch ssd2 (checked with their own seeds, timed first).
-constexpr int kNewVersions[] = {20, 21, 6, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 7, 8};
+constexpr int kNewVersions[] = {20, 21, 22, 6, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 7, 8};
 
 template <class T>
 double time_fwd(int b, int l, int h, int p, int n, bool z_on, int version, int samples = 25) {
@@ -553,15 +553,15 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
         setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
         T(v);
       }
-    for (int v : {20, 21, 10, 16})
+    for (int v : {20, 21, 22, 10, 16})
       for (int sk : {16, 32, 1}) {
         setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
         T(v);
       }
     unsetenv("MAMBA_SSD_SKIP");
-    for (int v : {2, 20, 21, 10, 12, 16, 18}) time_fwd<bf16>(1, 4096, 48, 64, 128, false, v);
-    for (int v : {2, 20, 21, 10, 12, 16, 18}) time_fwd<bf16>(8, 4096, 48, 64, 16, false, v);
-    for (int v : {2, 20, 21, 10, 16}) time_fwd<bf16>(8, 4096, 48, 64, 64, false, v);
+    for (int v : {2, 20, 21, 22, 10, 12, 16, 18}) time_fwd<bf16>(1, 4096, 48, 64, 128, false, v);
+    for (int v : {2, 20, 21, 22, 10, 12, 16, 18}) time_fwd<bf16>(8, 4096, 48, 64, 16, false, v);
+    for (int v : {2, 20, 21, 22, 10, 16}) time_fwd<bf16>(8, 4096, 48, 64, 64, false, v);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);
     time_bwd(8, 4096, 48, 64, 128, true, fz2);

@@ -221,7 +221,9 @@ template <int kN, int kPF, int kH, int kYS = 0, int kIL = 0>
 __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
   extern __shared__ __align__(16) unsigned char tc_smem[];
-  constexpr int kDB = (kIL & 4) ? 1 : 0, kIM = kIL & 3, kXC = (kIL & 8) ? 1 : 0, kLBS = (kIL & 16) ? 1 : 0;
+  constexpr int kDB = (kIL & 4) ? 1 : 0, kIM = kIL & 3, kXC = (kIL & 8) ? 1 : 0, kLBS = (kIL & 16) ? 1 : 0,
+                kTMA = (kIL & 32) ? 1 : 0;
+  static_assert(!kTMA || (kYS && kPF == 0 && kH == 1 && !kLBS), "kTMA needs the y tile, no x prefetch, one head");
   static_assert(!kLBS || (kYS && kPF == 0 && kH == 1), "kLBS needs the y tile, no x prefetch, one head");
   using SmemT = Smem<kN, kPF, kH, kYS, kDB, kXC>;
   SmemT& sm = *reinterpret_cast<SmemT*>(tc_smem);
@@ -326,6 +328,20 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
   };
   // z rows [t0, t0 + qn) into the y tile (the same pieces as the y copy-out); not committed.
   auto load_z = [&](int64_t t0, int qn) {
+    if constexpr (kTMA) {
+      // v22: thread r < 64 owns y tile row r: its bulk store of the previous chunk's row must have
+      // read the tile before the z row comes in.
+      if (tid < kQ) {
+        asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+        if (zb && !(skip & 32)) {
+          const bool ok = tid < qn;
+#pragma unroll
+          for (int pc = 0; pc < kP; pc += 8)
+            sm::cp_async16(&hd.Y[0][tid][pc], ok ? zb + (t0 + tid) * p.z_st + pc : zb, ok);
+        }
+      }
+      return;
+    }
     if constexpr (kYS) {
       if (!zb || (skip & 32)) return;
       constexpr int kPcs = kP / 8;
@@ -668,6 +684,7 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
           *yz = __floats2bfloat162_rn(v0, v1);
         }
       }
+      if constexpr (kTMA) asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the tile goes out by TMA
     }
 #pragma unroll
     for (int half = 0; half < (kYS ? 0 : 2); ++half) {
@@ -742,6 +759,13 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
         }
       }
       if (more) sm::cp_async_commit();
+    } else if (kTMA) {  // v22: one bulk copy (128 bytes) per y row, issued by the row's owner thread
+      if (tid < qn && !(skip & 8)) {
+        asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(yb + (t0 + tid) * p.y_st),
+                     "r"(sm::smem_addr(&hd.Y[0][tid][0])), "n"(kP * 2)
+                     : "memory");
+        asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+      }
     } else if (kYS && !(skip & 8)) {  // the y tile out: 16-byte pieces, the pieces this thread loaded z into
       constexpr int kPcs = kP / 8;
       for (int i = tid; i < qn * kPcs; i += kThreads) {
@@ -749,6 +773,9 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
         *reinterpret_cast<uint4*>(yb + (t0 + r) * p.y_st + pc) = *reinterpret_cast<const uint4*>(&hd.Y[0][r][pc]);
       }
     }
+  }
+  if constexpr (kTMA) {
+    if (tid < kQ) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
   }
   if (p.final_state) {
     float* out = p.final_state + bh * kP * kN;
@@ -804,7 +831,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
   if (v == 0) {
     const char* env = std::getenv("MAMBA_SSD_VERSION");
     v = env ? std::atoi(env) : 2;
-    if (v < 1 || v > 21) v = 2;
+    if (v < 1 || v > 22) v = 2;
   }
   if (v == 1) return 1;
   if constexpr (!std::is_same_v<T, bf16>) {
@@ -819,7 +846,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
     if (p.final_state && !dev::aligned16(p.final_state)) return 1;
     if (v == 5 && (p.nheads / p.ngroups) % 3 != 0) return 4;  // v5 takes heads of a group in threes
     if (v == 11) return 10;  // v11 (pairs + update inside + dt ahead) withdrawn: NaN at n 16 (round 1)
-    return v >= 3 && v <= 21 ? v : 2;
+    return v >= 3 && v <= 22 ? v : 2;
   }
 }
 
@@ -848,6 +875,7 @@ void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
       if (ver == 19) return tc::launch<kN, 0, 1, 1, 22>(p, stream);  // v19: v9 + loads before stores
       if (ver == 20) return tc::launch<kN, 0, 1, 1, 4>(p, stream);   // v20: v6 + dt', cs, w ahead
       if (ver == 21) return tc::launch<kN, 0, 1, 1, 20>(p, stream);  // v21: v20 + loads before stores
+      if (ver == 22) return tc::launch<kN, 0, 1, 1, 36>(p, stream);  // v22: v20 + y rows out by TMA bulk copies
       if (pf == 3) return tc::launch<kN, 3, 3>(p, stream);
       if (pf == 2) return tc::launch<kN, 2>(p, stream);
       if (pf == 1) return tc::launch<kN, 1>(p, stream);
