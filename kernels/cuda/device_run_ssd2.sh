@@ -24,7 +24,7 @@ echo "== mamba-ssd-check (limit $left s)"
 timeout "$left" "$BIN" > "$L/ssd.log" 2>&1
 echo "ssd rc=$? after $(( $(date +%s) - t0 )) s"
 grep -E "^FAIL|^ssd-check|^ssd summary|^ssd timing" "$L/ssd.log" | head -60
-grep -E "time ssd|MAMBA_SSD_SKIP|b1 \(" "$L/ssd.log" | sed -E 's/  floor\/time.*//; s/ \(v2 mma work\)//' | head -120
+grep -E "time ssd|MAMBA_SSD_SKIP|b1 \(" "$L/ssd.log" | sed -E 's/  floor\/time.*//; s/ \(v2 mma work\)//' | head -200
 echo "checks: $(grep -c '^ok' "$L/ssd.log") ok, $(grep -c '^FAIL' "$L/ssd.log") FAIL"
 NCU_ARGS=(--section SpeedOfLight --section SchedulerStats --section WarpStateStats --section Occupancy
           --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio")
