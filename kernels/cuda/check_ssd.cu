@@ -141,7 +141,11 @@ struct SsdInputs {
     if (c.z) z = rng.normal(size_t(c.b) * x_sb, 0.f, 1.5f);
     A = rng.uniform(c.h, -4.f, -0.5f);
     D = rng.normal(c.h, 0.f, 1.f);
-    bias = rng.uniform(c.h, -0.5f, 0.5f);
+    // Without softplus dt' = dt + bias must stay > 0 (as softplus guarantees): with a negative bias
+    // dt' A > 0 makes the state grow by up to exp(0.8) per step and overflow f32 past ~110 steps
+    // (round 2 of branch ssd2: NaN at l 257 in the GPU output and inf in the reference), which
+    // tests nothing. Same draws, bias in [0, 0.5) then.
+    bias = rng.uniform(c.h, c.softplus ? -0.5f : 0.f, 0.5f);
     if (c.h0) h0 = rng.normal(size_t(c.b) * c.h * c.p * c.n, 0.f, 0.5f);
     upload_rounded(x_d, x);
     upload_rounded(dt_d, dt);
@@ -337,7 +341,7 @@ double median_us(const std::function<void()>& fn, int samples = 25, int warmup =
 // 5235 us; tensor-core floor about 295 us.
 constexpr double kRefFwdUs = 989, kRefFwdBwdUs = 5235, kFloorUs = 295;
 // The versions added on branch ssd2 (checked with their own seeds, timed first).
-constexpr int kNewVersions[] = {20, 21, 22, 6, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 7, 8};
+constexpr int kNewVersions[] = {20, 23, 22, 21, 6, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 7, 8};
 
 template <class T>
 double time_fwd(int b, int l, int h, int p, int n, bool z_on, int version, int samples = 25) {
@@ -517,6 +521,8 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     // Most important first (the run may be cut short): the versions at the standard shape, the
     // backward, then the stage costs and the other shapes.
     auto T = [](int v, bool z = false) { return time_fwd<bf16>(8, 4096, 48, 64, 128, z, v); };
+    T(0);  // the automatic choice (prints the version it ran)
+    T(0);
     const double f2 = T(2);
     T(2);  // again: the spread
     const double f3 = T(3);
@@ -548,22 +554,22 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
       setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
       T(2);
     }
-    for (int v : kNewVersions)
+    for (int v : {20, 22, 23})
       for (int sk : {7, 8}) {
         setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
         T(v);
       }
-    for (int v : {20, 21, 22, 10, 16})
+    for (int v : {20, 22, 23})
       for (int sk : {16, 32, 1}) {
         setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
         T(v);
       }
     unsetenv("MAMBA_SSD_SKIP");
-    for (int v : {2, 20, 21, 22, 10, 12, 16, 18}) time_fwd<bf16>(1, 4096, 48, 64, 128, false, v);
-    for (int v : {2, 20, 21, 22, 10, 12, 16, 18}) time_fwd<bf16>(8, 4096, 48, 64, 16, false, v);
-    for (int v : {2, 20, 21, 22, 10, 16}) time_fwd<bf16>(8, 4096, 48, 64, 64, false, v);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);
+    for (int v : {2, 20, 22, 23, 12}) time_fwd<bf16>(1, 4096, 48, 64, 128, false, v);
+    for (int v : {2, 20, 22, 23, 21, 16}) time_fwd<bf16>(8, 4096, 48, 64, 16, false, v);
+    for (int v : {2, 20, 22, 23, 21}) time_fwd<bf16>(8, 4096, 48, 64, 64, false, v);
+    for (int v : {20, 22, 23}) time_fwd<bf16>(8, 4096, 48, 64, 32, false, v);
+    time_fwd<bf16>(8, 4096, 48, 64, 32, false, 2);
     time_bwd(8, 4096, 48, 64, 128, true, fz2);
   } catch (const std::exception& e) {
     std::printf("ssd timing failed: %s\n", e.what());
