@@ -63,7 +63,7 @@ struct SsdCudaParams {
   // during the current chunk, 4 = as 3 plus the next chunk's C (loaded after the intra-chunk
   // part) and dt (registers), 5 = the whole next chunk double-buffered with 3 heads of a group
   // per block sharing the C / B tiles (heads per group not a multiple of 3: 4); branch ssd2
-  // (kernels/cuda/NOTES.md, "SSD forward v6-v10 ..."): 6 = 2 with a y tile (z rows loaded with
+  // (kernels/cuda/NOTES.md, "SSD forward v6-v23 ..."): 6 = 2 with a y tile (z rows loaded with
   // the chunk by cp.async, y stored in 16-byte pieces), 7 = 6 with the intra-chunk blocks in pairs,
   // 8 = 6 with the state update issued inside the intra-chunk loop, 9 = 8 with the next chunk's
   // dt', cs, w computed during the current chunk, 10 = 7 with that too (11 runs 10), 12 / 13 = the
