@@ -141,7 +141,11 @@ struct SsdInputs {
     if (c.z) z = rng.normal(size_t(c.b) * x_sb, 0.f, 1.5f);
     A = rng.uniform(c.h, -4.f, -0.5f);
     D = rng.normal(c.h, 0.f, 1.f);
-    bias = rng.uniform(c.h, -0.5f, 0.5f);
+    // Without softplus dt' = dt + bias must stay > 0 (as softplus guarantees): with a negative bias
+    // dt' A > 0 makes the state grow by up to exp(0.8) per step and overflow f32 past ~110 steps
+    // (round 2 of branch ssd2: NaN at l 257 in the GPU output and inf in the reference), which
+    // tests nothing. Same draws, bias in [0, 0.5) then.
+    bias = rng.uniform(c.h, c.softplus ? -0.5f : 0.f, 0.5f);
     if (c.h0) h0 = rng.normal(size_t(c.b) * c.h * c.p * c.n, 0.f, 0.5f);
     upload_rounded(x_d, x);
     upload_rounded(dt_d, dt);
@@ -336,6 +340,8 @@ double median_us(const std::function<void()>& fn, int samples = 25, int warmup =
 // The issue's figures (H100, the reference Triton kernels): forward 989 us, forward + backward
 // 5235 us; tensor-core floor about 295 us.
 constexpr double kRefFwdUs = 989, kRefFwdBwdUs = 5235, kFloorUs = 295;
+// The versions added on branch ssd2 (checked with their own seeds, timed first).
+constexpr int kNewVersions[] = {20, 23, 22, 21, 6, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 7, 8};
 
 template <class T>
 double time_fwd(int b, int l, int h, int p, int n, bool z_on, int version, int samples = 25) {
@@ -367,10 +373,11 @@ double time_fwd(int b, int l, int h, int p, int n, bool z_on, int version, int s
   // plus the intra-chunk blocks (10 blocks of 16 x 16 per 64-step chunk: 80 (N + P)).
   const double flops = double(b) * l * h * (4.0 * n * p + 80.0 * (n + p));
   const double bytes = double(sizeof(T)) * (2.0 * nx + (z_on ? nx : 0) + 2.0 * nbc + ndt);
-  std::printf("  time ssd fwd %-4s v%d%s b%d l%d h%d p%d n%d%s: %8.1f us  %6.1f TFLOP/s (v2 mma work)  %6.0f GB/s  "
+  const char* skip = std::getenv("MAMBA_SSD_SKIP");
+  std::printf("  time ssd fwd %-4s v%d%s b%d l%d h%d p%d n%d%s%s%s: %8.1f us  %6.1f TFLOP/s (v2 mma work)  %6.0f GB/s  "
               "floor/time %.2f  ref/time %.2f\n",
-              tname<T>(), ran, ran != version && version ? " (fallback)" : "", b, l, h, p, n, z_on ? " z" : "", us,
-              flops / us * 1e-6, bytes / us * 1e-3, kFloorUs / us, kRefFwdUs / us);
+              tname<T>(), ran, ran != version && version ? " (fallback)" : "", b, l, h, p, n, z_on ? " z" : "",
+              skip ? " SKIP=" : "", skip ? skip : "", us, flops / us * 1e-6, bytes / us * 1e-3, kFloorUs / us, kRefFwdUs / us);
   std::fflush(stdout);
   return us;
 }
@@ -430,6 +437,7 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3, 1);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4, 1);
     time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5, 1);
+    for (int v : kNewVersions) time_fwd<bf16>(8, 4096, 48, 64, 128, false, v, 1);
     return true;
   }
   const int p0 = passed, f0 = failed;
@@ -457,6 +465,13 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
       {1, 1100, 3, 64, 64, 1, true, false, true, true, false, 8},
       {1, 77, 9, 64, 32, 3, false, true, false, false, true, 0},
       {2, 64, 3, 64, 16, 1, true, true, true, true, true, 0},
+      // branch ssd2: lengths 2 and 3, chunk tails 127 / 129 / 191, with and without z
+      {1, 2, 1, 64, 128, 1, true, true, true, true, true, 0},
+      {2, 3, 2, 64, 64, 1, true, false, true, true, false, 0},
+      {1, 3, 3, 64, 16, 3, false, true, false, true, true, 8},
+      {1, 129, 2, 64, 128, 1, true, false, false, true, true, 0},
+      {2, 127, 2, 64, 32, 2, true, true, true, false, true, 0},
+      {1, 191, 4, 64, 128, 2, true, true, true, true, true, 8},
   };
   for (const auto& c : cases) {
     check_fwd<float>(c, 1, ++seed);
@@ -466,6 +481,10 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     check_fwd<bf16>(c, 4, ++seed);
     check_fwd<bf16>(c, 5, ++seed);
   }
+  // v6 / v7 (branch ssd2): their own seeds after the older versions' (those keep their draws).
+  seed = 0x6000;
+  for (const auto& c : cases)
+    for (int v : kNewVersions) check_fwd<bf16>(c, v, ++seed);
   // Backward: the tensor-core shapes (headdim 64, dstate 16 / 32 / 64 / 128, 16-byte rows).
   const SsdCase bwd_cases[] = {
       {1, 1, 1, 64, 128, 1, true, true, true, true, true, 0},
@@ -501,43 +520,57 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
   try {
     // Most important first (the run may be cut short): the versions at the standard shape, the
     // backward, then the stage costs and the other shapes.
-    const double f2 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2);  // again: the spread
-    const double f5 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);  // v5: all double-buffered, 3 heads per block
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5);
-    const double f4 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);  // v4: + next C after the intra part, dt in registers
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4);
-    const double f3 = time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3);  // v3: x double-buffered, prefetched
-    const double fwd = std::min(std::min(f2, f3), std::min(f4, f5));
-    std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: v2 %.1f, v3 %.1f, v4 %.1f, v5 %.1f us; best %.1f (target <= 500, "
-                "reference %.0f, floor %.0f)\n", f2, f3, f4, f5, fwd, kRefFwdUs, kFloorUs);
-    const double bwd = time_bwd(8, 4096, 48, 64, 128, false, fwd);
-    setenv("MAMBA_SSD_BWD_PREFETCH", "0", 1);
-    std::printf("  MAMBA_SSD_BWD_PREFETCH=0 (pass 1 not double-buffered, as before):\n");
-    time_bwd(8, 4096, 48, 64, 128, false, fwd);
-    unsetenv("MAMBA_SSD_BWD_PREFETCH");
-    std::printf("ssd summary: fwd+bwd bf16 b8 l4096 h48 p64 n128: %.1f us (best fwd + bwd; reference %.0f)\n", fwd + bwd,
-                kRefFwdBwdUs);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, true, 2);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, true, 4);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, true, 5);
-    time_bwd(8, 4096, 48, 64, 128, true, fwd);
-    // Stage costs by leaving one out (wrong results; timing only): intra-chunk, C S^T, state update.
-    for (int v : {2, 5, 4}) {
-      for (const char* sk : {"1", "2", "4", "7"}) {
-        if (v != 2 && (sk[0] == '2' || sk[0] == '4')) continue;
-        setenv("MAMBA_SSD_SKIP", sk, 1);
-        std::printf("  v%d MAMBA_SSD_SKIP=%s (1 -intra, 2 -C S^T, 4 -state update, 7 loads/epilogue only):\n", v, sk);
-        time_fwd<bf16>(8, 4096, 48, 64, 128, false, v);
-      }
+    auto T = [](int v, bool z = false) { return time_fwd<bf16>(8, 4096, 48, 64, 128, z, v); };
+    T(0);  // the automatic choice (prints the version it ran)
+    T(0);
+    const double f2 = T(2);
+    T(2);  // again: the spread
+    const double f3 = T(3);
+    double fbest = std::min(f2, f3);
+    std::vector<double> fnew;
+    for (int v : kNewVersions) {
+      const double a = T(v), b2 = T(v);
+      fnew.push_back(std::min(a, b2));
+      fbest = std::min(fbest, fnew.back());
     }
+    std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: v2 %.1f, v3 %.1f", f2, f3);
+    for (size_t i = 0; i < fnew.size(); ++i) std::printf(", v%d %.1f", kNewVersions[i], fnew[i]);
+    std::printf(" us; best %.1f (target <= 500, reference %.0f, floor %.0f)\n", fbest, kRefFwdUs, kFloorUs);
+    std::fflush(stdout);
+    const double fz2 = T(2, true);
+    std::vector<double> fz;
+    for (int v : kNewVersions) fz.push_back(T(v, true));
+    std::printf("ssd summary: fwd z: v2 %.1f", fz2);
+    for (size_t i = 0; i < fz.size(); ++i) std::printf(", v%d %.1f", kNewVersions[i], fz[i]);
+    std::printf(" us\n");
+    const double bwd = time_bwd(8, 4096, 48, 64, 128, false, fbest);
+    std::printf("ssd summary: fwd+bwd bf16 b8 l4096 h48 p64 n128: %.1f us (best fwd + bwd; reference %.0f)\n", fbest + bwd,
+                kRefFwdBwdUs);
+    std::fflush(stdout);
+    // Stage costs by leaving parts out (wrong results; timing only): 1 intra-chunk, 2 C S^T, 4 state
+    // update, 8 y stores, 16 C / B loads, 32 x / z loads, 64 dt loads.
+      std::printf("  SKIP (timing only): 1 -intra, 2 -C S^T, 4 -state update, 8 -y stores, 16 -C/B loads, 32 -x/z loads, 64 -dt\n");
+    for (int sk : {7, 15, 8, 16, 32}) {
+      setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
+      T(2);
+    }
+    for (int v : {20, 22, 23})
+      for (int sk : {7, 8}) {
+        setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
+        T(v);
+      }
+    for (int v : {20, 22, 23})
+      for (int sk : {16, 32, 1}) {
+        setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
+        T(v);
+      }
     unsetenv("MAMBA_SSD_SKIP");
-    time_fwd<bf16>(1, 4096, 48, 64, 128, false, 2);
-    time_fwd<bf16>(1, 4096, 48, 64, 128, false, 5);
-    time_fwd<bf16>(8, 4096, 48, 64, 16, false, 2);
-    time_fwd<bf16>(8, 4096, 48, 64, 16, false, 5);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 1, 3);
-    time_fwd<float>(8, 4096, 48, 64, 128, false, 1, 3);
+    for (int v : {2, 20, 22, 23, 12}) time_fwd<bf16>(1, 4096, 48, 64, 128, false, v);
+    for (int v : {2, 20, 22, 23, 21, 16}) time_fwd<bf16>(8, 4096, 48, 64, 16, false, v);
+    for (int v : {2, 20, 22, 23, 21}) time_fwd<bf16>(8, 4096, 48, 64, 64, false, v);
+    for (int v : {20, 22, 23}) time_fwd<bf16>(8, 4096, 48, 64, 32, false, v);
+    time_fwd<bf16>(8, 4096, 48, 64, 32, false, 2);
+    time_bwd(8, 4096, 48, 64, 128, true, fz2);
   } catch (const std::exception& e) {
     std::printf("ssd timing failed: %s\n", e.what());
     ++failed;

@@ -106,6 +106,8 @@ TEST(CudaSsd, ForwardMatchesReference) {
     compare_forward<bf16>(s, 2, 1e-2);  // tensor cores where the shape allows
     compare_forward<bf16>(s, 4, 1e-2);  // tensor cores, next chunk's x, C and dt prefetched
     compare_forward<bf16>(s, 5, 1e-2);  // 3 heads per block where the heads allow, else v4
+    compare_forward<bf16>(s, 0, 1e-2);   // the automatic choice (v20 where the shape allows)
+    compare_forward<bf16>(s, 20, 1e-2);  // y / z tile, the next chunk's dt', cs, w computed ahead
   }
 }
 #endif  // MAMBA_HAVE_CUDA
