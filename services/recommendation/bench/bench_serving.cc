@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 
 #include <random>
+#include <string>
 #include <unordered_set>
 
 #include "mamba/recommendation/bf16_scoring.h"
@@ -89,12 +90,14 @@ BENCHMARK(BM_ScoreTop10Batch)->Args({100000, 8})->Args({100000, 16})->Args({1000
 }  // namespace
 
 namespace {
-// The same batches through the bf16 AMX pass + exact f32 rescoring (bf16_scoring.h).
-void BM_ScoreTop10BatchBf16(benchmark::State& st) {
+// The same batches through an AMX pass + exact f32 rescoring (bf16_scoring.h): `make`
+// builds the quantised table (null without AMX), `score` runs one batch over it.
+template <class Make, class Score>
+void score_top10_batch_amx(benchmark::State& st, const char* what, Make make, Score score) {
   const Mamba4Rec& m = model(st.range(0), 50);
-  const auto table = make_bf16_item_table(m);
+  const auto table = make(m);
   if (!table) {
-    st.SkipWithError("no AMX bf16 on this machine");
+    st.SkipWithError((std::string("no AMX ") + what + " on this machine").c_str());
     return;
   }
   const Mamba4RecState s = m.prefill(history(50, st.range(0)));
@@ -105,36 +108,28 @@ void BM_ScoreTop10BatchBf16(benchmark::State& st) {
   const std::vector<int64_t> ks(B, 10);
   const std::vector<const std::unordered_set<int32_t>*> ex(B, &seen);
   int64_t rescored = 0;
-  for (auto _ : st) benchmark::DoNotOptimize(top_k_items_batch_bf16(m, *table, hidden, ks, ex, {}, &rescored));
+  for (auto _ : st) benchmark::DoNotOptimize(score(m, *table, hidden, ks, ex, &rescored));
   st.counters["per_request_us"] = benchmark::Counter(static_cast<double>(st.iterations() * B),
                                                      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   st.counters["rescored_per_request"] = static_cast<double>(rescored) / static_cast<double>(B);
 }
+
+void BM_ScoreTop10BatchBf16(benchmark::State& st) {
+  score_top10_batch_amx(st, "bf16", make_bf16_item_table,
+                        [](const Mamba4Rec& m, const Bf16ItemTable& t, const auto& hidden, const auto& ks,
+                           const auto& ex, int64_t* rescored) {
+                          return top_k_items_batch_bf16(m, t, hidden, ks, ex, {}, rescored);
+                        });
+}
 BENCHMARK(BM_ScoreTop10BatchBf16)->Args({100000, 1})->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})
     ->Unit(benchmark::kMicrosecond);
-}  // namespace
 
-namespace {
-// The same through the int8 AMX pass + exact f32 rescoring (bf16_scoring.h).
 void BM_ScoreTop10BatchInt8(benchmark::State& st) {
-  const Mamba4Rec& m = model(st.range(0), 50);
-  const auto table = make_int8_item_table(m);
-  if (!table) {
-    st.SkipWithError("no AMX int8 on this machine");
-    return;
-  }
-  const Mamba4RecState s = m.prefill(history(50, st.range(0)));
-  const auto h = history(200, st.range(0));
-  const std::unordered_set<int32_t> seen(h.begin(), h.end());
-  const size_t B = static_cast<size_t>(st.range(1));
-  const std::vector<mamba::Tensor> hidden(B, s.hidden);
-  const std::vector<int64_t> ks(B, 10);
-  const std::vector<const std::unordered_set<int32_t>*> ex(B, &seen);
-  int64_t rescored = 0;
-  for (auto _ : st) benchmark::DoNotOptimize(top_k_items_batch_int8(m, *table, hidden, ks, ex, {}, &rescored));
-  st.counters["per_request_us"] = benchmark::Counter(static_cast<double>(st.iterations() * B),
-                                                     benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
-  st.counters["rescored_per_request"] = static_cast<double>(rescored) / static_cast<double>(B);
+  score_top10_batch_amx(st, "int8", make_int8_item_table,
+                        [](const Mamba4Rec& m, const Int8ItemTable& t, const auto& hidden, const auto& ks,
+                           const auto& ex, int64_t* rescored) {
+                          return top_k_items_batch_int8(m, t, hidden, ks, ex, {}, rescored);
+                        });
 }
 BENCHMARK(BM_ScoreTop10BatchInt8)->Args({100000, 1})->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})
     ->Unit(benchmark::kMicrosecond);

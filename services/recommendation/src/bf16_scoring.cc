@@ -83,6 +83,83 @@ struct Exclusions {
   }
 };
 
+// The k of request b, clamped to [0, N].
+inline size_t want_of(const std::vector<int64_t>& k, int64_t b, int64_t N) {
+  return static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[static_cast<size_t>(b)], N)));
+}
+
+// One OpenMP thread's share of a quantised pass (bf16 or int8): per request the k largest
+// lower bounds seen so far and the candidates (id, upper bound) that reached the running
+// threshold.
+struct Part {
+  std::vector<TopK> lower;
+  std::vector<std::vector<ScoredId>> cand;
+  [[gnu::always_inline]] void init(const std::vector<int64_t>& k, int64_t B, int64_t N) {
+    lower.resize(static_cast<size_t>(B));
+    cand.resize(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      lower[static_cast<size_t>(b)].want = want_of(k, b, N);
+      lower[static_cast<size_t>(b)].heap.reserve(lower[static_cast<size_t>(b)].want);
+    }
+  }
+  // Item `id` with bounds [lo, hi] for request b (already past the threshold, eligible);
+  // returns the new threshold.
+  float offer(int64_t b, int32_t id, float lo, float hi) {
+    TopK& low = lower[static_cast<size_t>(b)];
+    low.offer({id, lo});
+    cand[static_cast<size_t>(b)].push_back({id, hi});
+    return low.threshold();
+  }
+};
+
+// The arguments both quantised passes check before anything else (the messages name the
+// argument and the limit).
+void check_batch_args(const std::vector<Tensor>& hidden, const std::vector<int64_t>& k,
+                      const std::vector<const std::unordered_set<int32_t>*>& exclude,
+                      const std::vector<const AllowSet*>& allow, int64_t table_items, int64_t table_d,
+                      int64_t N, int64_t D, const char* fn, const char* kind) {
+  if (k.size() != hidden.size() || exclude.size() != hidden.size())
+    fail("top_k_items_batch", "hidden, k and exclude must have one entry per request");
+  if (!allow.empty() && allow.size() != hidden.size())
+    fail("top_k_items_batch", "allow must be empty or have one entry per request");
+  if (table_items != N || table_d != D) fail(fn, std::string("the ") + kind + " table is not this model's");
+}
+
+// Per request: the final threshold over every thread's lower bounds, then the exact f32
+// scores of the candidates that reach it (the f32 pass's arithmetic: products summed in
+// d order), ranked. h holds the B requests' f32 representations (B x D).
+std::vector<std::vector<ScoredId>> rescore_exact(const Mamba4Rec& net, const std::vector<float>& h,
+                                                 const std::vector<int64_t>& k, const std::vector<Part>& parts,
+                                                 int64_t* rescored) {
+  const int64_t B = static_cast<int64_t>(k.size()), D = net.config().d_model, N = net.config().num_items;
+  const float* items = net.item_table().data<float>() + D;
+  std::vector<std::vector<ScoredId>> all(static_cast<size_t>(B));
+  int64_t total = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    TopK low;
+    low.want = want_of(k, b, N);
+    for (const Part& p : parts)
+      for (const ScoredId& x : p.lower[static_cast<size_t>(b)].heap) low.offer(x);
+    const float tau = low.threshold();
+    TopK top;
+    top.want = low.want;
+    const float* q = h.data() + b * D;
+    for (const Part& p : parts)
+      for (const ScoredId& x : p.cand[static_cast<size_t>(b)]) {
+        if (!(x.score >= tau)) continue;
+        const float* e = items + static_cast<int64_t>(x.id - 1) * D;
+        float acc = 0.f;
+        for (int64_t d = 0; d < D; ++d) acc = std::fma(e[d], q[d], acc);  // as the f32 pass (contracted)
+        ++total;
+        top.offer({x.id, acc});
+      }
+    std::sort_heap(top.heap.begin(), top.heap.end(), better);
+    all[static_cast<size_t>(b)] = std::move(top.heap);
+  }
+  if (rescored) *rescored = total;
+  return all;
+}
+
 constexpr int64_t kLanes = 16;      // requests per tile column group
 constexpr int64_t kTileItems = 16;  // items per tile (rows)
 constexpr int64_t kTileK = 32;      // bf16 dimensions per tile
@@ -259,11 +336,7 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
                                                           int64_t* rescored) {
   const int64_t B = static_cast<int64_t>(hidden.size()), D = net.config().d_model, N = net.config().num_items;
   if (rescored) *rescored = 0;
-  if (k.size() != hidden.size() || exclude.size() != hidden.size())
-    fail("top_k_items_batch", "hidden, k and exclude must have one entry per request");
-  if (!allow.empty() && allow.size() != hidden.size())
-    fail("top_k_items_batch", "allow must be empty or have one entry per request");
-  if (table.num_items != N || table.d != D) fail("top_k_items_batch_bf16", "the bf16 table is not this model's");
+  check_batch_args(hidden, k, exclude, allow, table.num_items, table.d, N, D, "top_k_items_batch_bf16", "bf16");
   bool fallback = !amx_bf16_available() || B == 0;
   for (size_t b = 0; b < allow.size() && !fallback; ++b)
     fallback = allow[b] && allow[b]->count * kSparseFraction <= N;
@@ -313,22 +386,12 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
   constexpr int64_t kStep = 2 * kTileItems;
   const int64_t steps = (N + kStep - 1) / kStep;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), steps / 64 + 1)));
-  struct Part {
-    std::vector<TopK> lower;                       // per request: the k largest lower bounds
-    std::vector<std::vector<ScoredId>> cand;       // per request: (id, upper bound)
-  };
   std::vector<Part> parts(static_cast<size_t>(threads));
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();
     Part& mine = parts[static_cast<size_t>(t)];
-    mine.lower.resize(static_cast<size_t>(B));
-    mine.cand.resize(static_cast<size_t>(B));
-    for (int64_t b = 0; b < B; ++b) {
-      mine.lower[static_cast<size_t>(b)].want =
-          static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[static_cast<size_t>(b)], N)));
-      mine.lower[static_cast<size_t>(b)].heap.reserve(mine.lower[static_cast<size_t>(b)].want);
-    }
+    mine.init(k, B, N);
     alignas(64) float sc_buf[kStep * 4 * kLanes];  // G <= 4 (B <= 64) in place; more on the heap
     std::vector<float> sc_heap(G > 4 ? static_cast<size_t>(kStep * Bp) : 0);
     float* const scores = G > 4 ? sc_heap.data() : sc_buf;
@@ -369,45 +432,14 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
             if (!(ub >= thr[static_cast<size_t>(b)])) continue;
             if (excluded(b, id)) continue;
             if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
-            TopK& low = mine.lower[static_cast<size_t>(b)];
-            low.offer({id, s[b] - err});
-            mine.cand[static_cast<size_t>(b)].push_back({id, ub});
-            thr[static_cast<size_t>(b)] = low.threshold();
+            thr[static_cast<size_t>(b)] = mine.offer(b, id, s[b] - err, ub);
           }
         }
       }
     }
     tiles_end();
   }
-  // Per request: the final threshold over every thread's lower bounds, then the exact f32
-  // scores of the candidates that reach it (the f32 pass's arithmetic: products summed in
-  // d order).
-  const float* items = net.item_table().data<float>() + D;
-  std::vector<std::vector<ScoredId>> all(static_cast<size_t>(B));
-  int64_t total = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    TopK low;
-    low.want = static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[static_cast<size_t>(b)], N)));
-    for (const Part& p : parts)
-      for (const ScoredId& x : p.lower[static_cast<size_t>(b)].heap) low.offer(x);
-    const float tau = low.threshold();
-    TopK top;
-    top.want = low.want;
-    const float* q = h.data() + b * D;
-    for (const Part& p : parts)
-      for (const ScoredId& x : p.cand[static_cast<size_t>(b)]) {
-        if (!(x.score >= tau)) continue;
-        const float* e = items + static_cast<int64_t>(x.id - 1) * D;
-        float acc = 0.f;
-        for (int64_t d = 0; d < D; ++d) acc = std::fma(e[d], q[d], acc);  // as the f32 pass (contracted)
-        ++total;
-        top.offer({x.id, acc});
-      }
-    std::sort_heap(top.heap.begin(), top.heap.end(), better);
-    all[static_cast<size_t>(b)] = std::move(top.heap);
-  }
-  if (rescored) *rescored = total;
-  return all;
+  return rescore_exact(net, h, k, parts, rescored);
 #endif
 }
 
@@ -485,11 +517,7 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
                                                           int64_t* rescored) {
   const int64_t B = static_cast<int64_t>(hidden.size()), D = net.config().d_model, N = net.config().num_items;
   if (rescored) *rescored = 0;
-  if (k.size() != hidden.size() || exclude.size() != hidden.size())
-    fail("top_k_items_batch", "hidden, k and exclude must have one entry per request");
-  if (!allow.empty() && allow.size() != hidden.size())
-    fail("top_k_items_batch", "allow must be empty or have one entry per request");
-  if (table.num_items != N || table.d != D) fail("top_k_items_batch_int8", "the int8 table is not this model's");
+  check_batch_args(hidden, k, exclude, allow, table.num_items, table.d, N, D, "top_k_items_batch_int8", "int8");
   bool fallback = !amx_int8_available() || B == 0;
   for (size_t b = 0; b < allow.size() && !fallback; ++b)
     fallback = allow[b] && allow[b]->count * kSparseFraction <= N;
@@ -541,22 +569,12 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
   constexpr int64_t kStep = 2 * kTileItems;
   const int64_t steps = (N + kStep - 1) / kStep;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), steps / 64 + 1)));
-  struct Part {
-    std::vector<TopK> lower;
-    std::vector<std::vector<ScoredId>> cand;
-  };
   std::vector<Part> parts(static_cast<size_t>(threads));
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();
     Part& mine = parts[static_cast<size_t>(t)];
-    mine.lower.resize(static_cast<size_t>(B));
-    mine.cand.resize(static_cast<size_t>(B));
-    for (int64_t b = 0; b < B; ++b) {
-      mine.lower[static_cast<size_t>(b)].want =
-          static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[static_cast<size_t>(b)], N)));
-      mine.lower[static_cast<size_t>(b)].heap.reserve(mine.lower[static_cast<size_t>(b)].want);
-    }
+    mine.init(k, B, N);
     std::vector<int32_t> iscores(static_cast<size_t>(kStep * Bp));
     typedef int32_t ILanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
     std::vector<float> thr(static_cast<size_t>(Bp), kInf);
@@ -605,42 +623,15 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
             if (!(sv + err >= thr[static_cast<size_t>(b)])) continue;
             if (excluded(b, id)) continue;
             if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
-            TopK& low = mine.lower[static_cast<size_t>(b)];
-            low.offer({id, sv - err});
-            mine.cand[static_cast<size_t>(b)].push_back({id, sv + err});
-            thr[static_cast<size_t>(b)] = low.threshold();
+            thr[static_cast<size_t>(b)] = mine.offer(b, id, sv - err, sv + err);
           }
         }
       }
     }
     tiles_end();
   }
-  const float* items = net.item_table().data<float>() + D;
-  std::vector<std::vector<ScoredId>> all(static_cast<size_t>(B));
-  int64_t total = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    TopK low;
-    low.want = static_cast<size_t>(std::max<int64_t>(0, std::min<int64_t>(k[static_cast<size_t>(b)], N)));
-    for (const Part& p : parts)
-      for (const ScoredId& x : p.lower[static_cast<size_t>(b)].heap) low.offer(x);
-    const float tau = low.threshold();
-    TopK top;
-    top.want = low.want;
-    const float* q = h.data() + b * D;
-    for (const Part& p : parts)
-      for (const ScoredId& x : p.cand[static_cast<size_t>(b)]) {
-        if (!(x.score >= tau)) continue;
-        const float* e = items + static_cast<int64_t>(x.id - 1) * D;
-        float acc = 0.f;
-        for (int64_t d = 0; d < D; ++d) acc = std::fma(e[d], q[d], acc);  // as the f32 pass (contracted)
-        ++total;
-        top.offer({x.id, acc});
-      }
-    std::sort_heap(top.heap.begin(), top.heap.end(), better);
-    all[static_cast<size_t>(b)] = std::move(top.heap);
-  }
-  if (rescored) *rescored = total;
-  return all;
+  // Per request the threshold, the exact f32 scores of the candidates, ranked (as bf16).
+  return rescore_exact(net, h, k, parts, rescored);
 #endif
 }
 

@@ -285,16 +285,46 @@ void expect_bf16_matches_f32(const Mamba4Rec& net, const Table& table, const std
 
 }  // namespace
 
-TEST(Bf16Scoring, ExactTopKEqualsTheF32Path) {
-  if (!amx_bf16_available()) GTEST_SKIP() << "no AMX bf16 on this machine (the f32 path serves)";
+namespace {
+
+// The bf16 and int8 AMX passes are checked by the same two bodies, over these traits.
+struct Bf16Pass {
+  using Table = Bf16ItemTable;
+  static std::shared_ptr<const Table> make(const Mamba4Rec& net) { return make_bf16_item_table(net); }
+  static void expect_padding(const Table& t) { EXPECT_EQ(t.dp % 32, 0); }
+  static std::vector<std::vector<ScoredId>> top_k(const Mamba4Rec& net, const Table& t,
+                                                  const std::vector<mamba::Tensor>& hidden,
+                                                  const std::vector<int64_t>& ks,
+                                                  const std::vector<const std::unordered_set<int32_t>*>& ex,
+                                                  int64_t* rescored) {
+    return top_k_items_batch_bf16(net, t, hidden, ks, ex, {}, rescored);
+  }
+};
+struct Int8Pass {
+  using Table = Int8ItemTable;
+  static std::shared_ptr<const Table> make(const Mamba4Rec& net) { return make_int8_item_table(net); }
+  static void expect_padding(const Table& t) { EXPECT_EQ(t.dp, 64); }
+  static std::vector<std::vector<ScoredId>> top_k(const Mamba4Rec& net, const Table& t,
+                                                  const std::vector<mamba::Tensor>& hidden,
+                                                  const std::vector<int64_t>& ks,
+                                                  const std::vector<const std::unordered_set<int32_t>*>& ex,
+                                                  int64_t* rescored) {
+    return top_k_items_batch_int8(net, t, hidden, ks, ex, {}, rescored);
+  }
+};
+
+// The AMX pass of `Pass` returns the f32 path's top k (d_model 16/40/64, 5,003 items, 37
+// requests, k 1..6000, exclusions, a dense filter, 1-3 threads, B 1/2/16/37).
+template <class Pass>
+void expect_exact_top_k_equals_the_f32_path() {
   for (int64_t d_model : {16, 64, 40}) {  // 16 and 40: zero-padded to 32 and 64 dimensions
     Mamba4RecConfig c = small_config(1);
     c.num_items = 5003;  // blocks of 2048, the last partial; not a multiple of 16
     c.d_model = d_model;
     const Mamba4Rec net(c, 11);
-    const auto table = make_bf16_item_table(net);
+    const auto table = Pass::make(net);
     ASSERT_TRUE(table);
-    EXPECT_EQ(table->dp % 32, 0);
+    Pass::expect_padding(*table);
     std::mt19937 rng(5);
     std::vector<mamba::Tensor> hidden;
     std::vector<std::unordered_set<int32_t>> ex;
@@ -333,122 +363,61 @@ TEST(Bf16Scoring, ExactTopKEqualsTheF32Path) {
     }
   }
   omp_set_num_threads(1);
+}
+
+// Near ties the quantised pass cannot separate are ranked exactly by the f32 rescoring.
+template <class Pass>
+void expect_near_ties_ranked_exactly() {
+  // 3000 items that are one vector plus perturbations far below bf16's resolution (2^-8):
+  // the bf16 pass scores them (nearly) alike, and only the f32 rescoring orders them.
+  Mamba4RecConfig c = small_config(1);
+  c.num_items = 3000;
+  c.d_model = 64;
+  const Mamba4Rec net(c, 3);
+  // Test-only: overwrite the item table in place (the model reads it through item_table()).
+  auto* t = const_cast<float*>(net.item_table().data<float>());
+  std::mt19937 rng(17);
+  std::normal_distribution<float> n01(0.f, 1.f);
+  std::vector<float> base(64);
+  for (auto& x : base) x = n01(rng);
+  for (int64_t j = 1; j <= c.num_items; ++j)
+    for (int64_t d = 0; d < 64; ++d) t[j * 64 + d] = base[static_cast<size_t>(d)] * (1.f + 1e-5f * n01(rng));
+  const auto table = Pass::make(net);
+  ASSERT_TRUE(table);
+  std::vector<mamba::Tensor> hidden;
+  for (int b = 0; b < 3; ++b) {
+    std::vector<float> q(64);
+    for (int64_t d = 0; d < 64; ++d) q[static_cast<size_t>(d)] = base[static_cast<size_t>(d)] + 0.1f * n01(rng);
+    hidden.push_back(mamba::Tensor::from_vector(q, {64}));
+  }
+  const std::unordered_set<int32_t> none;
+  const std::vector<const std::unordered_set<int32_t>*> ex(3, &none);
+  omp_set_num_threads(2);
+  int64_t rescored = 0;
+  Pass::top_k(net, *table, hidden, {10, 10, 10}, ex, &rescored);
+  EXPECT_GT(rescored, 300) << "near ties must be rescored";
+  expect_bf16_matches_f32(net, *table, hidden, {10, 1, 50}, ex, {}, "near ties");
+  omp_set_num_threads(1);
+}
+
+}  // namespace
+
+TEST(Bf16Scoring, ExactTopKEqualsTheF32Path) {
+  if (!amx_bf16_available()) GTEST_SKIP() << "no AMX bf16 on this machine (the f32 path serves)";
+  expect_exact_top_k_equals_the_f32_path<Bf16Pass>();
 }
 
 TEST(Bf16Scoring, NearTiesBf16CannotSeparateAreRankedExactly) {
   if (!amx_bf16_available()) GTEST_SKIP() << "no AMX bf16 on this machine (the f32 path serves)";
-  // 3000 items that are one vector plus perturbations far below bf16's resolution (2^-8):
-  // the bf16 pass scores them (nearly) alike, and only the f32 rescoring orders them.
-  Mamba4RecConfig c = small_config(1);
-  c.num_items = 3000;
-  c.d_model = 64;
-  const Mamba4Rec net(c, 3);
-  // Test-only: overwrite the item table in place (the model reads it through item_table()).
-  auto* t = const_cast<float*>(net.item_table().data<float>());
-  std::mt19937 rng(17);
-  std::normal_distribution<float> n01(0.f, 1.f);
-  std::vector<float> base(64);
-  for (auto& x : base) x = n01(rng);
-  for (int64_t j = 1; j <= c.num_items; ++j)
-    for (int64_t d = 0; d < 64; ++d) t[j * 64 + d] = base[static_cast<size_t>(d)] * (1.f + 1e-5f * n01(rng));
-  const auto table = make_bf16_item_table(net);
-  ASSERT_TRUE(table);
-  std::vector<mamba::Tensor> hidden;
-  for (int b = 0; b < 3; ++b) {
-    std::vector<float> q(64);
-    for (int64_t d = 0; d < 64; ++d) q[static_cast<size_t>(d)] = base[static_cast<size_t>(d)] + 0.1f * n01(rng);
-    hidden.push_back(mamba::Tensor::from_vector(q, {64}));
-  }
-  const std::unordered_set<int32_t> none;
-  const std::vector<const std::unordered_set<int32_t>*> ex(3, &none);
-  omp_set_num_threads(2);
-  int64_t rescored = 0;
-  top_k_items_batch_bf16(net, *table, hidden, {10, 10, 10}, ex, {}, &rescored);
-  EXPECT_GT(rescored, 300) << "near ties must be rescored";
-  expect_bf16_matches_f32(net, *table, hidden, {10, 1, 50}, ex, {}, "near ties");
-  omp_set_num_threads(1);
+  expect_near_ties_ranked_exactly<Bf16Pass>();
 }
 
 TEST(Int8Scoring, ExactTopKEqualsTheF32Path) {
   if (!amx_int8_available()) GTEST_SKIP() << "no AMX int8 on this machine (the f32 path serves)";
-  for (int64_t d_model : {16, 64, 40}) {  // 16 and 40: zero-padded to 32 and 64 dimensions
-    Mamba4RecConfig c = small_config(1);
-    c.num_items = 5003;  // blocks of 2048, the last partial; not a multiple of 16
-    c.d_model = d_model;
-    const Mamba4Rec net(c, 11);
-    const auto table = make_int8_item_table(net);
-    ASSERT_TRUE(table);
-    EXPECT_EQ(table->dp, 64);
-    std::mt19937 rng(5);
-    std::vector<mamba::Tensor> hidden;
-    std::vector<std::unordered_set<int32_t>> ex;
-    std::vector<int64_t> ks;
-    for (int b = 0; b < 37; ++b) {  // 37 requests: three groups of 16, the last partial
-      std::vector<int32_t> h;
-      for (int t = 0; t <= b % 9; ++t) h.push_back(1 + static_cast<int32_t>(rng() % 5003));
-      hidden.push_back(make_user_state(net, h).net.hidden);
-      ex.emplace_back(h.begin(), h.end());
-      ks.push_back(std::vector<int64_t>{10, 1, 37, 5003, 6000, 2, 100}[static_cast<size_t>(b) % 7]);
-    }
-    ex[0].insert(top_k_items(net, hidden[0], 1, {})[0].id);
-    std::vector<const std::unordered_set<int32_t>*> exp;
-    for (const auto& e : ex) exp.push_back(&e);
-    // A dense filter (every third item) on some requests.
-    AllowSet third;
-    third.bits.assign(static_cast<size_t>((c.num_items + 64) / 64), 0);
-    for (int32_t id = 3; id <= c.num_items; id += 3) {
-      third.bits[static_cast<size_t>(id) / 64] |= uint64_t{1} << (id % 64);
-      ++third.count;
-    }
-    std::vector<const AllowSet*> allow(hidden.size(), nullptr);
-    for (size_t b = 0; b < allow.size(); b += 4) allow[b] = &third;
-    for (int threads : {1, 2, 3}) {
-      omp_set_num_threads(threads);
-      for (size_t B : {size_t{1}, size_t{2}, size_t{16}, size_t{37}}) {
-        const std::vector<mamba::Tensor> hb(hidden.begin(), hidden.begin() + static_cast<std::ptrdiff_t>(B));
-        const std::vector<int64_t> kb(ks.begin(), ks.begin() + static_cast<std::ptrdiff_t>(B));
-        const std::vector<const std::unordered_set<int32_t>*> eb(exp.begin(), exp.begin() + static_cast<std::ptrdiff_t>(B));
-        const std::vector<const AllowSet*> ab(allow.begin(), allow.begin() + static_cast<std::ptrdiff_t>(B));
-        const std::string what = "d " + std::to_string(d_model) + " threads " + std::to_string(threads) + " B " +
-                                 std::to_string(B);
-        expect_bf16_matches_f32(net, *table, hb, kb, eb, {}, what);
-        expect_bf16_matches_f32(net, *table, hb, kb, eb, ab, what + " filtered");
-      }
-    }
-  }
-  omp_set_num_threads(1);
+  expect_exact_top_k_equals_the_f32_path<Int8Pass>();
 }
 
 TEST(Int8Scoring, NearTiesInt8CannotSeparateAreRankedExactly) {
   if (!amx_int8_available()) GTEST_SKIP() << "no AMX int8 on this machine (the f32 path serves)";
-  // 3000 items that are one vector plus perturbations far below bf16's resolution (2^-8):
-  // the bf16 pass scores them (nearly) alike, and only the f32 rescoring orders them.
-  Mamba4RecConfig c = small_config(1);
-  c.num_items = 3000;
-  c.d_model = 64;
-  const Mamba4Rec net(c, 3);
-  // Test-only: overwrite the item table in place (the model reads it through item_table()).
-  auto* t = const_cast<float*>(net.item_table().data<float>());
-  std::mt19937 rng(17);
-  std::normal_distribution<float> n01(0.f, 1.f);
-  std::vector<float> base(64);
-  for (auto& x : base) x = n01(rng);
-  for (int64_t j = 1; j <= c.num_items; ++j)
-    for (int64_t d = 0; d < 64; ++d) t[j * 64 + d] = base[static_cast<size_t>(d)] * (1.f + 1e-5f * n01(rng));
-  const auto table = make_int8_item_table(net);
-  ASSERT_TRUE(table);
-  std::vector<mamba::Tensor> hidden;
-  for (int b = 0; b < 3; ++b) {
-    std::vector<float> q(64);
-    for (int64_t d = 0; d < 64; ++d) q[static_cast<size_t>(d)] = base[static_cast<size_t>(d)] + 0.1f * n01(rng);
-    hidden.push_back(mamba::Tensor::from_vector(q, {64}));
-  }
-  const std::unordered_set<int32_t> none;
-  const std::vector<const std::unordered_set<int32_t>*> ex(3, &none);
-  omp_set_num_threads(2);
-  int64_t rescored = 0;
-  top_k_items_batch_int8(net, *table, hidden, {10, 10, 10}, ex, {}, &rescored);
-  EXPECT_GT(rescored, 300) << "near ties must be rescored";
-  expect_bf16_matches_f32(net, *table, hidden, {10, 1, 50}, ex, {}, "near ties");
-  omp_set_num_threads(1);
+  expect_near_ties_ranked_exactly<Int8Pass>();
 }
