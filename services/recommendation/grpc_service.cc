@@ -175,8 +175,8 @@ void fill_response(const RecModel& m, const sv::LoadedModelInfo& info, const std
   }
 }
 
-template <class Req>
-std::unordered_set<int32_t> exclusions(const RecModel& m, const Req& req, const std::deque<int32_t>& window) {
+template <class Req, class Window>  // Window: the ids seen (a deque or a vector)
+std::unordered_set<int32_t> exclusions(const RecModel& m, const Req& req, const Window& window) {
   std::unordered_set<int32_t> ex;
   ex.reserve(static_cast<size_t>((req.exclude_seen() ? window.size() : 0) + static_cast<size_t>(req.exclude_items_size())));
   if (req.exclude_seen()) ex.insert(window.begin(), window.end());
@@ -514,11 +514,16 @@ void RecommendationServiceImpl::recommend_history(sv::AsyncCall& call, const v1:
   if (history.size() > L) history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(L));
   const std::string key = model_key(info);
   const size_t steps = static_cast<size_t>(std::max<int64_t>(0, opts_.history_steps));
+  std::shared_ptr<const Mamba4RecState> state;
+  bool from_cache = false;
   if (!may_block) {
-    // Only the window itself cached answers here; a prefix to advance or a prefill goes to
-    // the pool.
-    const auto hit = history_cache_.longest_prefix(key, history, history.size());
-    if (!hit.state || hit.length != history.size()) {
+    // Only the window itself cached answers here (that lookup is the answer: no second
+    // one); a prefix to advance or a prefill goes to the pool.
+    auto hit = history_cache_.longest_prefix(key, history, history.size());
+    if (hit.state && hit.length == history.size()) {
+      state = std::move(hit.state);
+      from_cache = true;
+    } else {
       sv::AsyncCall* c = &call;
       pool_work_.post([this, c, req, resp] {
         try {
@@ -530,11 +535,9 @@ void RecommendationServiceImpl::recommend_history(sv::AsyncCall& call, const v1:
       return;
     }
   }
-  bool from_cache = false;
-  const auto state = history_state(*m->net, key, history, &history_cache_, steps, &from_cache);
+  if (!state) state = history_state(*m->net, key, history, &history_cache_, steps, &from_cache);
   (from_cache ? history_hits_ : history_misses_)->inc();
-  const std::deque<int32_t> window(history.begin(), history.end());
-  ScoreJob job{m, state->hidden, req->k(), exclusions(*m, *req, window), nullptr};
+  ScoreJob job{m, state->hidden, req->k(), exclusions(*m, *req, history), nullptr};
   score_and_finish(call, key, std::move(job), {m, info, from_cache, static_cast<int64_t>(history.size())}, resp);
 }
 
