@@ -17,6 +17,7 @@
 #include <exception>
 #include <functional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -340,8 +341,8 @@ double median_us(const std::function<void()>& fn, int samples = 25, int warmup =
 // The issue's figures (H100, the reference Triton kernels): forward 989 us, forward + backward
 // 5235 us; tensor-core floor about 295 us.
 constexpr double kRefFwdUs = 989, kRefFwdBwdUs = 5235, kFloorUs = 295;
-// The versions added on branch ssd2 (checked with their own seeds, timed first).
-constexpr int kNewVersions[] = {20, 23, 22, 21, 6, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 7, 8};
+// The tensor-core version (the automatic choice); the slower ones were removed (branch prune).
+constexpr int kTc = 20;
 
 template <class T>
 double time_fwd(int b, int l, int h, int p, int n, bool z_on, int version, int samples = 25) {
@@ -369,12 +370,12 @@ double time_fwd(int b, int l, int h, int p, int n, bool z_on, int version, int s
   q.version = version;
   const int ran = kc::ssd_cuda_kernel_version(q);
   const double us = median_us([&] { kc::ssd_chunk_scan_cuda<T>(q, nullptr); }, samples);
-  // Executed tensor-core work of v2 per (b, h, token): C S^T and the state update (2 x 2 N P)
+  // Executed tensor-core work per (b, h, token): C S^T and the state update (2 x 2 N P)
   // plus the intra-chunk blocks (10 blocks of 16 x 16 per 64-step chunk: 80 (N + P)).
   const double flops = double(b) * l * h * (4.0 * n * p + 80.0 * (n + p));
   const double bytes = double(sizeof(T)) * (2.0 * nx + (z_on ? nx : 0) + 2.0 * nbc + ndt);
   const char* skip = std::getenv("MAMBA_SSD_SKIP");
-  std::printf("  time ssd fwd %-4s v%d%s b%d l%d h%d p%d n%d%s%s%s: %8.1f us  %6.1f TFLOP/s (v2 mma work)  %6.0f GB/s  "
+  std::printf("  time ssd fwd %-4s v%d%s b%d l%d h%d p%d n%d%s%s%s: %8.1f us  %6.1f TFLOP/s (mma work)  %6.0f GB/s  "
               "floor/time %.2f  ref/time %.2f\n",
               tname<T>(), ran, ran != version && version ? " (fallback)" : "", b, l, h, p, n, z_on ? " z" : "",
               skip ? " SKIP=" : "", skip ? skip : "", us, flops / us * 1e-6, bytes / us * 1e-3, kFloorUs / us, kRefFwdUs / us);
@@ -421,26 +422,8 @@ double time_bwd(int b, int l, int h, int p, int n, bool z_on, double fwd_us) {
   return us;
 }
 
-}  // namespace
-
-bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
-  bool check_only = false, ssd_only = false, once = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--check-only") == 0) check_only = true;
-    if (std::strcmp(argv[i], "--ssd-only") == 0) ssd_only = true;
-    if (std::strcmp(argv[i], "--ssd-once") == 0) once = true;
-  }
-  g_pass = &passed;
-  g_fail = &failed;
-  if (once) {  // for a profiler: the standard shape, forward v2 and v3, backward, few launches
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 2, 1);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 3, 1);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 4, 1);
-    time_fwd<bf16>(8, 4096, 48, 64, 128, false, 5, 1);
-    for (int v : kNewVersions) time_fwd<bf16>(8, 4096, 48, 64, 128, false, v, 1);
-    return true;
-  }
-  const int p0 = passed, f0 = failed;
+// Every SSD check (forward versions, the automatic choice, argument errors, backward).
+void ssd_checks() {
   uint64_t seed = 0x55d;
   // Awkward sizes: l 1, 63, 64, 65, 255, 257 (not a multiple of the 64-step chunk), batch 1,
   // heads 1 and 3, dstate 16 / 32 / 64 / 128 (tensor cores) and 8 / 100 / 256 (sequential only),
@@ -476,15 +459,31 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
   for (const auto& c : cases) {
     check_fwd<float>(c, 1, ++seed);
     check_fwd<bf16>(c, 1, ++seed);
-    check_fwd<bf16>(c, 2, ++seed);
-    check_fwd<bf16>(c, 3, ++seed);
-    check_fwd<bf16>(c, 4, ++seed);
-    check_fwd<bf16>(c, 5, ++seed);
+    seed += 4;  // the removed v2-v5 had the next four draws: v1 keeps its inputs of earlier rounds
   }
-  // v6 / v7 (branch ssd2): their own seeds after the older versions' (those keep their draws).
+  // v20 with the draws it had in branch ssd2's rounds (the first of 17 versions per case there),
+  // then the automatic choice (0 = 20 where the shape fits) on fresh draws.
   seed = 0x6000;
-  for (const auto& c : cases)
-    for (int v : kNewVersions) check_fwd<bf16>(c, v, ++seed);
+  for (const auto& c : cases) {
+    check_fwd<bf16>(c, kTc, seed + 1);
+    seed += 17;
+  }
+  seed = 0x7000;
+  for (const auto& c : cases) check_fwd<bf16>(c, 0, ++seed);
+  // A removed version number is an error naming the field.
+  {
+    kc::SsdCudaParams<bf16> bad;
+    bad.version = 2;
+    std::string msg;
+    try {
+      kc::ssd_cuda_kernel_version(bad);
+    } catch (const std::invalid_argument& e) {
+      msg = e.what();
+    }
+    const bool ok = msg.find("version") != std::string::npos;
+    ++(ok ? *g_pass : *g_fail);
+    std::printf("%-4s ssd fwd version 2 (removed): %s\n", ok ? "ok" : "FAIL", msg.empty() ? "no exception" : msg.c_str());
+  }
   // Backward: the tensor-core shapes (headdim 64, dstate 16 / 32 / 64 / 128, 16-byte rows).
   const SsdCase bwd_cases[] = {
       {1, 1, 1, 64, 128, 1, true, true, true, true, true, 0},
@@ -515,6 +514,26 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     check_bwd(c, dfin, ++seed);
     dfin = !dfin;
   }
+}
+
+}  // namespace
+
+bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
+  bool check_only = false, ssd_only = false, once = false, timings_only = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--check-only") == 0) check_only = true;
+    if (std::strcmp(argv[i], "--timings-only") == 0) timings_only = true;
+    if (std::strcmp(argv[i], "--ssd-only") == 0) ssd_only = true;
+    if (std::strcmp(argv[i], "--ssd-once") == 0) once = true;
+  }
+  g_pass = &passed;
+  g_fail = &failed;
+  if (once) {  // for a profiler: the standard shape, the tensor-core forward, one launch
+    time_fwd<bf16>(8, 4096, 48, 64, 128, false, kTc, 1);
+    return true;
+  }
+  const int p0 = passed, f0 = failed;
+  if (!timings_only) ssd_checks();
   std::printf("ssd-check: %d passed, %d failed\n", passed - p0, failed - f0);
   if (check_only) return ssd_only;
   try {
@@ -522,55 +541,29 @@ bool run_ssd_cuda_checks(int argc, char** argv, int& passed, int& failed) {
     // backward, then the stage costs and the other shapes.
     auto T = [](int v, bool z = false) { return time_fwd<bf16>(8, 4096, 48, 64, 128, z, v); };
     T(0);  // the automatic choice (prints the version it ran)
-    T(0);
-    const double f2 = T(2);
-    T(2);  // again: the spread
-    const double f3 = T(3);
-    double fbest = std::min(f2, f3);
-    std::vector<double> fnew;
-    for (int v : kNewVersions) {
-      const double a = T(v), b2 = T(v);
-      fnew.push_back(std::min(a, b2));
-      fbest = std::min(fbest, fnew.back());
-    }
-    std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: v2 %.1f, v3 %.1f", f2, f3);
-    for (size_t i = 0; i < fnew.size(); ++i) std::printf(", v%d %.1f", kNewVersions[i], fnew[i]);
-    std::printf(" us; best %.1f (target <= 500, reference %.0f, floor %.0f)\n", fbest, kRefFwdUs, kFloorUs);
+    const double f0 = T(0), f1 = T(kTc);  // again: the spread
+    const double fbest = std::min(f0, f1);
+    std::printf("ssd summary: fwd bf16 b8 l4096 h48 p64 n128: v%d %.1f / %.1f us (target <= 500, reference %.0f, floor %.0f)\n",
+                kTc, f0, f1, kRefFwdUs, kFloorUs);
     std::fflush(stdout);
-    const double fz2 = T(2, true);
-    std::vector<double> fz;
-    for (int v : kNewVersions) fz.push_back(T(v, true));
-    std::printf("ssd summary: fwd z: v2 %.1f", fz2);
-    for (size_t i = 0; i < fz.size(); ++i) std::printf(", v%d %.1f", kNewVersions[i], fz[i]);
-    std::printf(" us\n");
+    const double fz = T(kTc, true);
+    std::printf("ssd summary: fwd z: v%d %.1f us\n", kTc, fz);
     const double bwd = time_bwd(8, 4096, 48, 64, 128, false, fbest);
-    std::printf("ssd summary: fwd+bwd bf16 b8 l4096 h48 p64 n128: %.1f us (best fwd + bwd; reference %.0f)\n", fbest + bwd,
-                kRefFwdBwdUs);
+    std::printf("ssd summary: fwd+bwd bf16 b8 l4096 h48 p64 n128: %.1f us (fwd %.1f + bwd %.1f; reference %.0f)\n",
+                fbest + bwd, fbest, bwd, kRefFwdBwdUs);
     std::fflush(stdout);
     // Stage costs by leaving parts out (wrong results; timing only): 1 intra-chunk, 2 C S^T, 4 state
     // update, 8 y stores, 16 C / B loads, 32 x / z loads, 64 dt loads.
-      std::printf("  SKIP (timing only): 1 -intra, 2 -C S^T, 4 -state update, 8 -y stores, 16 -C/B loads, 32 -x/z loads, 64 -dt\n");
-    for (int sk : {7, 15, 8, 16, 32}) {
+    std::printf("  SKIP (timing only): 1 -intra, 2 -C S^T, 4 -state update, 8 -y stores, 16 -C/B loads, 32 -x/z loads, 64 -dt\n");
+    for (int sk : {7, 8, 16, 32, 1}) {
       setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
-      T(2);
+      T(kTc);
     }
-    for (int v : {20, 22, 23})
-      for (int sk : {7, 8}) {
-        setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
-        T(v);
-      }
-    for (int v : {20, 22, 23})
-      for (int sk : {16, 32, 1}) {
-        setenv("MAMBA_SSD_SKIP", std::to_string(sk).c_str(), 1);
-        T(v);
-      }
     unsetenv("MAMBA_SSD_SKIP");
-    for (int v : {2, 20, 22, 23, 12}) time_fwd<bf16>(1, 4096, 48, 64, 128, false, v);
-    for (int v : {2, 20, 22, 23, 21, 16}) time_fwd<bf16>(8, 4096, 48, 64, 16, false, v);
-    for (int v : {2, 20, 22, 23, 21}) time_fwd<bf16>(8, 4096, 48, 64, 64, false, v);
-    for (int v : {20, 22, 23}) time_fwd<bf16>(8, 4096, 48, 64, 32, false, v);
-    time_fwd<bf16>(8, 4096, 48, 64, 32, false, 2);
-    time_bwd(8, 4096, 48, 64, 128, true, fz2);
+    time_fwd<bf16>(1, 4096, 48, 64, 128, false, kTc);
+    for (int n : {16, 32, 64}) time_fwd<bf16>(8, 4096, 48, 64, n, false, kTc);
+    time_fwd<float>(1, 512, 8, 64, 128, false, 0);  // f32: the sequential kernel
+    time_bwd(8, 4096, 48, 64, 128, true, fz);
   } catch (const std::exception& e) {
     std::printf("ssd timing failed: %s\n", e.what());
     ++failed;

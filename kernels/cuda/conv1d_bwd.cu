@@ -1,7 +1,7 @@
-// Causal depthwise conv1d backward on the GPU.
-// v2 (MAMBA_CONV_BWD_U=4): the walk goes in chunks of 4 steps whose 8 loads are issued before the
-// arithmetic; measured slower than v1 (one step at a time), which stays the default.
-// A thread owns kV = 4 consecutive channels (16-byte f32 / 8-byte bf16 accesses when aligned)
+// Causal depthwise conv1d backward on the GPU: v3 (the default, below) and v1 (unaligned rows,
+// or MAMBA_CONV_BWD_VERSION=1). (v2, chunks of 4 steps with their loads first, and variant 4, v3
+// with 3 ring stages and a 128-register cap, measured slower and were removed on branch prune.)
+// v1: a thread owns kV = 4 consecutive channels (16-byte f32 / 8-byte bf16 accesses when aligned)
 // of one batch and a tile of kTile = 64 timesteps [t0, t1). It walks t from t0 to t1 + K - 2:
 // recomputes pre[t] from a window of the last K inputs, g[t] = dout[t] * silu'(pre[t]) (zero past
 // the sequence), keeps the last K values of g and emits dx[t - (K - 1)] = sum_k w[k] g[t - k]
@@ -63,7 +63,123 @@ __device__ __forceinline__ void store4(T* p, int64_t c, int64_t C, const float (
   }
 }
 
-template <class T, int K, bool kVec, int kU>
+// The walk's state of one thread (both versions): the 4 channels' weights and bias, the last K
+// inputs xw[k] (time t - K1 + k) and values gw[k] of g = dout * silu'(pre), and the dweight /
+// dbias partial sums over the thread's steps [t0, t1).
+template <int K>
+struct WalkState {
+  float w[K][kV], bias[kV], xw[K][kV], gw[K][kV], dw[K][kV], dbs[kV];
+};
+
+// Loads weights and bias of channels c0..c0+3 (zero past C), zeroes the sums and the g window, and
+// fills the input window with the K - 1 steps before t0 (from initial_state, or 0, below time 0).
+template <class T, int K, bool kVec>
+__device__ __forceinline__ void walk_begin(WalkState<K>& ws, const CausalConv1dCudaParams<T>& p, const T* xb, int64_t b,
+                                           int64_t c0, int64_t t0) {
+  constexpr int K1 = K - 1;
+  const int64_t C = p.channels;
+#pragma unroll
+  for (int j = 0; j < kV; ++j) {
+    const bool in = c0 + j < C;
+#pragma unroll
+    for (int k = 0; k < K; ++k) ws.w[k][j] = in ? __ldg(p.weight + (c0 + j) * K + k) : 0.f;
+    ws.bias[j] = in && p.bias ? __ldg(p.bias + c0 + j) : 0.f;
+    ws.dbs[j] = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) { ws.dw[k][j] = 0.f; ws.gw[k][j] = 0.f; }
+  }
+#pragma unroll
+  for (int k = 0; k < K1; ++k) {
+    const int64_t ts = t0 - K1 + k;
+    if (ts >= 0) {
+      load4<T, kVec>(xb + ts * p.x_st, c0, C, ws.xw[k]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kV; ++j)
+        ws.xw[k][j] = p.initial_state && c0 + j < C ? p.initial_state[(b * C + c0 + j) * K1 + (K1 + ts)] : 0.f;
+    }
+  }
+}
+
+// Step t of the walk over [t0, t1 + K - 1): with t < L, xi / go are x[t] and dout[t]: pre[t] from the
+// input window, g[t] = dout[t] * silu'(pre[t]) (dout[t] without SiLU), the dweight / dbias sums for
+// t < t1; past L, g = 0. Then dx[s] = sum_k w[k] g[s + k] for s = t - (K - 1) in [t0, t1) (s < 0: the
+// first tile's dinitial_state entries, when dinit is given).
+template <class T, int K, bool kVec>
+__device__ __forceinline__ void walk_step(WalkState<K>& ws, const CausalConv1dCudaParams<T>& p, int64_t t, int64_t t0,
+                                          int64_t t1, const float (&xi)[kV], const float (&go)[kV], T* dxb, int64_t dx_st,
+                                          float* dinit, int64_t b, int64_t c0) {
+  constexpr int K1 = K - 1;
+  const int64_t C = p.channels;
+  float g[kV];
+  if (t < p.seqlen) {
+#pragma unroll
+    for (int j = 0; j < kV; ++j) {
+      ws.xw[K1][j] = xi[j];
+      float pre = ws.bias[j];
+#pragma unroll
+      for (int k = 0; k < K; ++k) pre = fmaf(ws.w[k][j], ws.xw[k][j], pre);
+      float gg = go[j];
+      if (p.silu) {
+        const float sg = __fdividef(1.f, 1.f + __expf(-pre));
+        gg *= sg * (1.f + pre * (1.f - sg));
+      }
+      g[j] = gg;
+      if (t < t1) {
+        ws.dbs[j] += gg;
+#pragma unroll
+        for (int k = 0; k < K; ++k) ws.dw[k][j] = fmaf(gg, ws.xw[k][j], ws.dw[k][j]);
+      }
+#pragma unroll
+      for (int k = 0; k < K1; ++k) ws.xw[k][j] = ws.xw[k + 1][j];
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kV; ++j) g[j] = 0.f;
+  }
+#pragma unroll
+  for (int j = 0; j < kV; ++j) {
+#pragma unroll
+    for (int k = 0; k < K1; ++k) ws.gw[k][j] = ws.gw[k + 1][j];
+    ws.gw[K1][j] = g[j];
+  }
+  const int64_t s = t - K1;
+  if (s >= t0 || (t0 == 0 && dinit)) {
+    float o[kV];
+#pragma unroll
+    for (int j = 0; j < kV; ++j) {
+      float a = 0.f;
+#pragma unroll
+      for (int k = 0; k < K; ++k) a = fmaf(ws.w[k][j], ws.gw[K1 - k][j], a);
+      o[j] = a;
+    }
+    if (s >= 0) {
+      if (s < t1) store4<T, kVec>(dxb + s * dx_st, c0, C, o);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kV; ++j)
+        if (c0 + j < C) dinit[(b * C + c0 + j) * K1 + (K1 + s)] = o[j];
+    }
+  }
+}
+
+// The thread's dweight / dbias partials into slot `slot` of the workspace: rows k = 0..K (K: bias),
+// columns c.
+template <int K>
+__device__ __forceinline__ void walk_end(const WalkState<K>& ws, float* part, int64_t slot, int64_t c0, int64_t C) {
+  float* ps = part + slot * (K + 1) * C;
+#pragma unroll
+  for (int j = 0; j < kV; ++j) {
+    if (c0 + j < C) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) ps[k * C + c0 + j] = ws.dw[k][j];
+      ps[K * C + c0 + j] = ws.dbs[j];
+    }
+  }
+}
+
+// v1: one step at a time, two loads per step.
+template <class T, int K, bool kVec>
 __global__ void __launch_bounds__(kThreads)
 conv1d_bwd_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T* __restrict__ dx, int64_t dx_sb, int64_t dx_st, float* dinit,
                   float* part) {
@@ -78,112 +194,18 @@ conv1d_bwd_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T* __
   const T* xb = p.x + b * p.x_sb + c0;
   const T* db = dout + b * L * C + c0;
   T* dxb = dx + b * dx_sb + c0;
-
-  float w[K][kV], bias[kV];
-#pragma unroll
-  for (int j = 0; j < kV; ++j) {
-    const bool in = c0 + j < C;
-#pragma unroll
-    for (int k = 0; k < K; ++k) w[k][j] = in ? p.weight[(c0 + j) * K + k] : 0.f;
-    bias[j] = in && p.bias ? p.bias[c0 + j] : 0.f;
-  }
-  // xw[k]: input at time t - K1 + k; gw[k]: g at time t - K1 + k.
-  float xw[K][kV], gw[K][kV], dw[K][kV], dbs[kV];
-#pragma unroll
-  for (int j = 0; j < kV; ++j) {
-    dbs[j] = 0.f;
-#pragma unroll
-    for (int k = 0; k < K; ++k) { dw[k][j] = 0.f; gw[k][j] = 0.f; }
-  }
-#pragma unroll
-  for (int k = 0; k < K1; ++k) {
-    const int64_t ts = t0 - K1 + k;
-    if (ts >= 0) {
-      load4<T, kVec>(xb + ts * p.x_st, c0, C, xw[k]);
-    } else {
-#pragma unroll
-      for (int j = 0; j < kV; ++j)
-        xw[k][j] = p.initial_state && c0 + j < C ? p.initial_state[(b * C + c0 + j) * K1 + (K1 + ts)] : 0.f;
-    }
-  }
+  WalkState<K> ws;
+  walk_begin<T, K, kVec>(ws, p, xb, b, c0, t0);
   const int64_t t_last = t1 + K1;  // exclusive
-  // Chunks of kU steps: the chunk's loads are issued before its arithmetic.
-  for (int64_t tc = t0; tc < t_last; tc += kU) {
-    float xi[kU][kV], go[kU][kV];
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int64_t t = tc + u;
-      if (t < L && t < t_last) {
-        load4<T, kVec>(xb + t * p.x_st, c0, C, xi[u]);
-        load4<T, kVec>(db + t * C, c0, C, go[u]);
-      }
+  for (int64_t t = t0; t < t_last; ++t) {
+    float xi[kV], go[kV];
+    if (t < L) {
+      load4<T, kVec>(xb + t * p.x_st, c0, C, xi);
+      load4<T, kVec>(db + t * C, c0, C, go);
     }
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int64_t t = tc + u;
-      if (t >= t_last) break;
-      float g[kV];
-      if (t < L) {
-#pragma unroll
-        for (int j = 0; j < kV; ++j) {
-          xw[K1][j] = xi[u][j];
-          float pre = bias[j];
-#pragma unroll
-          for (int k = 0; k < K; ++k) pre = fmaf(w[k][j], xw[k][j], pre);
-          float gg = go[u][j];
-          if (p.silu) {
-            const float sg = 1.f / (1.f + __expf(-pre));
-            gg *= sg * (1.f + pre * (1.f - sg));
-          }
-          g[j] = gg;
-          if (t < t1) {
-            dbs[j] += gg;
-#pragma unroll
-            for (int k = 0; k < K; ++k) dw[k][j] = fmaf(gg, xw[k][j], dw[k][j]);
-          }
-#pragma unroll
-          for (int k = 0; k < K1; ++k) xw[k][j] = xw[k + 1][j];
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < kV; ++j) g[j] = 0.f;
-      }
-#pragma unroll
-      for (int j = 0; j < kV; ++j) {
-#pragma unroll
-        for (int k = 0; k < K1; ++k) gw[k][j] = gw[k + 1][j];
-        gw[K1][j] = g[j];
-      }
-      const int64_t s = t - K1;
-      if (s >= t0 || (t0 == 0 && dinit)) {
-        float o[kV];
-#pragma unroll
-        for (int j = 0; j < kV; ++j) {
-          float a = 0.f;
-#pragma unroll
-          for (int k = 0; k < K; ++k) a = fmaf(w[k][j], gw[K1 - k][j], a);
-          o[j] = a;
-        }
-        if (s >= 0) {
-          if (s < t1) store4<T, kVec>(dxb + s * dx_st, c0, C, o);
-        } else {
-#pragma unroll
-          for (int j = 0; j < kV; ++j)
-            if (c0 + j < C) dinit[(b * C + c0 + j) * K1 + (K1 + s)] = o[j];
-        }
-      }
-    }
+    walk_step<T, K, kVec>(ws, p, t, t0, t1, xi, go, dxb, dx_st, dinit, b, c0);
   }
-  // Partials: slot (b, tile), rows k = 0..K (K: bias), columns c.
-  float* ps = part + (b * ntiles + tile) * (K + 1) * C;
-#pragma unroll
-  for (int j = 0; j < kV; ++j) {
-    if (c0 + j < C) {
-#pragma unroll
-      for (int k = 0; k < K; ++k) ps[k * C + c0 + j] = dw[k][j];
-      ps[K * C + c0 + j] = dbs[j];
-    }
-  }
+  walk_end<K>(ws, part, b * ntiles + tile, c0, C);
 }
 
 // v3 (branch bwkern, NOTES.md "Memory-bound kernels to 80%"): v1's per-thread walk (4 channels,
@@ -211,8 +233,8 @@ __device__ __forceinline__ void unpack4(const uint2& u, float (&v)[kV]) {
 }
 __device__ __forceinline__ void unpack4f(const float4& u, float (&v)[kV]) { v[0] = u.x; v[1] = u.y; v[2] = u.z; v[3] = u.w; }
 
-template <class T, int K, int kB, int kS, int kMinB = 1>
-__global__ void __launch_bounds__(kThreads, kMinB)
+template <class T, int K, int kB, int kS>
+__global__ void __launch_bounds__(kThreads)
 conv1d_bwd_v3_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T* __restrict__ dx, int64_t dx_sb,
                      int64_t dx_st, float* dinit, float* part, int64_t seg) {
   constexpr int K1 = K - 1;
@@ -248,31 +270,8 @@ conv1d_bwd_v3_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T*
 #pragma unroll
   for (int j = 0; j < kS - 1; ++j) issue(j);
 
-  float w[K][kV], bias[kV];
-#pragma unroll
-  for (int j = 0; j < kV; ++j) {
-#pragma unroll
-    for (int k = 0; k < K; ++k) w[k][j] = __ldg(p.weight + (c0 + j) * K + k);
-    bias[j] = p.bias ? __ldg(p.bias + c0 + j) : 0.f;
-  }
-  float xw[K][kV], gw[K][kV], dw[K][kV], dbs[kV];
-#pragma unroll
-  for (int j = 0; j < kV; ++j) {
-    dbs[j] = 0.f;
-#pragma unroll
-    for (int k = 0; k < K; ++k) { dw[k][j] = 0.f; gw[k][j] = 0.f; }
-  }
-#pragma unroll
-  for (int k = 0; k < K1; ++k) {
-    const int64_t ts = t0 - K1 + k;
-    if (ts >= 0) {
-      load4<T, true>(xb + ts * p.x_st, c0, C, xw[k]);
-    } else {
-#pragma unroll
-      for (int j = 0; j < kV; ++j)
-        xw[k][j] = p.initial_state ? p.initial_state[(b * C + c0 + j) * K1 + (K1 + ts)] : 0.f;
-    }
-  }
+  WalkState<K> ws;
+  walk_begin<T, K, true>(ws, p, xb, b, c0, t0);
   const PieceT* pr = reinterpret_cast<const PieceT*>(b3_ring) + threadIdx.x;
 #pragma unroll 1
   for (int64_t jb = 0; jb < nbatch; ++jb) {
@@ -283,9 +282,8 @@ conv1d_bwd_v3_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T*
     for (int u = 0; u < kB; ++u) {
       const int64_t t = t0 + jb * kB + u;
       if (t >= t_last) break;
-      float g[kV];
+      float xi[kV], go[kV];
       if (t < L) {
-        float xi[kV], go[kV];
         if constexpr (PB == 16) {
           unpack4f(st[(2 * u) * kThreads], xi);
           unpack4f(st[(2 * u + 1) * kThreads], go);
@@ -293,70 +291,19 @@ conv1d_bwd_v3_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T*
           unpack4<T>(st[(2 * u) * kThreads], xi);
           unpack4<T>(st[(2 * u + 1) * kThreads], go);
         }
-#pragma unroll
-        for (int j = 0; j < kV; ++j) {
-          xw[K1][j] = xi[j];
-          float pre = bias[j];
-#pragma unroll
-          for (int k = 0; k < K; ++k) pre = fmaf(w[k][j], xw[k][j], pre);
-          float gg = go[j];
-          if (p.silu) {
-            const float sg = __fdividef(1.f, 1.f + __expf(-pre));
-            gg *= sg * (1.f + pre * (1.f - sg));
-          }
-          g[j] = gg;
-          if (t < t1) {
-            dbs[j] += gg;
-#pragma unroll
-            for (int k = 0; k < K; ++k) dw[k][j] = fmaf(gg, xw[k][j], dw[k][j]);
-          }
-#pragma unroll
-          for (int k = 0; k < K1; ++k) xw[k][j] = xw[k + 1][j];
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < kV; ++j) g[j] = 0.f;
       }
-#pragma unroll
-      for (int j = 0; j < kV; ++j) {
-#pragma unroll
-        for (int k = 0; k < K1; ++k) gw[k][j] = gw[k + 1][j];
-        gw[K1][j] = g[j];
-      }
-      const int64_t s = t - K1;
-      if (s >= t0 || (t0 == 0 && dinit)) {
-        float o[kV];
-#pragma unroll
-        for (int j = 0; j < kV; ++j) {
-          float a = 0.f;
-#pragma unroll
-          for (int k = 0; k < K; ++k) a = fmaf(w[k][j], gw[K1 - k][j], a);
-          o[j] = a;
-        }
-        if (s >= 0) {
-          if (s < t1) store4<T, true>(dxb + s * dx_st, c0, C, o);
-        } else {
-#pragma unroll
-          for (int j = 0; j < kV; ++j) dinit[(b * C + c0 + j) * K1 + (K1 + s)] = o[j];
-        }
-      }
+      walk_step<T, K, true>(ws, p, t, t0, t1, xi, go, dxb, dx_st, dinit, b, c0);
     }
   }
   cpa_wait<0>();
-  float* ps = part + (b * ntiles + tile) * (K + 1) * C;
-#pragma unroll
-  for (int j = 0; j < kV; ++j) {
-#pragma unroll
-    for (int k = 0; k < K; ++k) ps[k * C + c0 + j] = dw[k][j];
-    ps[K * C + c0 + j] = dbs[j];
-  }
+  walk_end<K>(ws, part, b * ntiles + tile, c0, C);
 }
 
 // Launches v3 when its conditions hold; returns the number of partial slots written (0: not taken).
-template <class T, int K, int kS = 4, int kMinB = 1>
+template <class T, int K>
 int64_t launch_v3(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx_sb, int64_t dx_st, float* dinit,
                   float* part, cudaStream_t stream) {
-  constexpr int kB = sizeof(T) == 4 ? 4 : 8;  // kS 4: 64 KB of ring per block either way
+  constexpr int kS = 4, kB = sizeof(T) == 4 ? 4 : 8;  // 64 KB of ring per block either way
   constexpr int PB = kV * int(sizeof(T));
   constexpr int smem = kS * kB * 2 * kThreads * PB;
   const int64_t C = p.channels;
@@ -364,7 +311,7 @@ int64_t launch_v3(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int6
   const bool vec = C % kV == 0 && p.x_sb % kV == 0 && p.x_st % kV == 0 && dx_sb % kV == 0 && dx_st % kV == 0 &&
                    al(p.x) && al(dout) && al(dx);
   if (!vec) return 0;
-  auto kern = conv1d_bwd_v3_kernel<T, K, kB, kS, kMinB>;
+  auto kern = conv1d_bwd_v3_kernel<T, K, kB, kS>;
   static int per_sm = -1, sms = 0;  // per instantiation
   if (per_sm < 0) {
     int dev = 0;
@@ -394,32 +341,25 @@ int64_t conv_slots(int64_t batch, int64_t seqlen) { return batch * ((seqlen + kT
 template <class T, int K>
 int64_t launch(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx_sb, int64_t dx_st, float* dinit,
                float* part, cudaStream_t stream) {
-  // Default: v3 (cp.async ring) when aligned; MAMBA_CONV_BWD_VERSION=1 selects v1 (MAMBA_CONV_BWD_U=4: v2).
+  // Default: v3 (cp.async ring) when aligned; MAMBA_CONV_BWD_VERSION=1 selects v1 (any other value:
+  // the default; 2 and 4 were removed on branch prune).
   const char* ver = std::getenv("MAMBA_CONV_BWD_VERSION");
-  const char* uenv = std::getenv("MAMBA_CONV_BWD_U");
-  if (!(ver && std::atoi(ver) == 1) && !(uenv && std::atoi(uenv) == 4)) {
-    // MAMBA_CONV_BWD_VERSION=4: 3 ring stages (48 KB) and a 128-register cap (4 blocks per SM).
-    const int64_t slots = ver && std::atoi(ver) == 4 ? launch_v3<T, K, 3, 4>(p, dout, dx, dx_sb, dx_st, dinit, part, stream)
-                                                    : launch_v3<T, K>(p, dout, dx, dx_sb, dx_st, dinit, part, stream);
+  if (!(ver && std::atoi(ver) == 1)) {
+    const int64_t slots = launch_v3<T, K>(p, dout, dx, dx_sb, dx_st, dinit, part, stream);
     if (slots > 0) return slots;
   }
   const int64_t C = p.channels;
-  const int64_t kEl = sizeof(T) == 4 ? 4 : 4;  // 4 channels per access
   const size_t access = kV * sizeof(T);
   auto al = [&](const void* q) { return (reinterpret_cast<uintptr_t>(q) % access) == 0; };
-  const bool vec = C % kEl == 0 && p.x_sb % kEl == 0 && p.x_st % kEl == 0 && dx_sb % kEl == 0 && dx_st % kEl == 0 &&
+  const bool vec = C % kV == 0 && p.x_sb % kV == 0 && p.x_st % kV == 0 && dx_sb % kV == 0 && dx_st % kV == 0 &&
                    al(p.x) && al(dout) && al(dx);
   const int64_t ntiles = (p.seqlen + kTile - 1) / kTile;
   const int64_t lanes = (C + kV - 1) / kV;
   const dim3 grid(static_cast<unsigned>((lanes + kThreads - 1) / kThreads), static_cast<unsigned>(ntiles),
                   static_cast<unsigned>(p.batch));
-  // Default: v1, one step per chunk (236 us at b8 l2048 c3072 k4 bf16 on an H200; v2, 4 steps
-  // per chunk, measured 307 us). MAMBA_CONV_BWD_U=4 (benchmarks) selects v2.
-  const char* env = std::getenv("MAMBA_CONV_BWD_U");
-  const bool u1 = !(env && std::atoi(env) == 4);
-  if (vec && !u1) conv1d_bwd_kernel<T, K, true, 4><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
-  else if (vec) conv1d_bwd_kernel<T, K, true, 1><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
-  else conv1d_bwd_kernel<T, K, false, 4><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
+  // v1 (236 us at b8 l2048 c3072 k4 bf16 on an H200; v3 151 us).
+  if (vec) conv1d_bwd_kernel<T, K, true><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
+  else conv1d_bwd_kernel<T, K, false><<<grid, kThreads, 0, stream>>>(p, dout, dx, dx_sb, dx_st, dinit, part);
   return conv_slots(p.batch, p.seqlen);
 }
 

@@ -36,8 +36,8 @@ SRC=(kernels/cuda/selective_scan.cu kernels/cuda/selective_scan_bwd.cu kernels/c
 # checks, which use ssd_scan_ref) is dropped at the link, so OpenBLAS is not needed.
 NVFLAGS=(-O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr
          -Ikernels/include -Xcompiler -fopenmp,-march=native,-ffunction-sections,-fdata-sections -DMAMBA_HAVE_CUDA=1)
-# scan forward v4 / Mamba-2 decode update (the --fast checks).
-SRC+=(kernels/cuda/selective_scan_v4.cu kernels/cuda/ssd_state_update.cu)
+# scan forward v6 / Mamba-2 decode update (the --fast checks).
+SRC+=(kernels/cuda/selective_scan_v6.cu kernels/cuda/ssd_state_update.cu)
 OBJ=()
 PIDS=()
 for s in "${SRC[@]}"; do

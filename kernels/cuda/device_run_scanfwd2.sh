@@ -23,7 +23,7 @@ if ! runs; then
   [ -x "$BIN" ] && "$BIN" --scan6-hello 2>&1 | head -5
   echo "== building (no usable prebuilt $BIN)"
   BUILD=build-device; mkdir -p "$BUILD/obj"
-  SRC=(kernels/cuda/selective_scan.cu kernels/cuda/selective_scan_v4.cu kernels/cuda/selective_scan_v6.cu
+  SRC=(kernels/cuda/selective_scan.cu kernels/cuda/selective_scan_v6.cu
        kernels/cuda/selective_scan_bwd.cu kernels/cuda/causal_conv1d.cu kernels/cuda/selective_state_update.cu
        kernels/cuda/ssd_state_update.cu kernels/cuda/runtime_info.cu kernels/cuda/rms_norm.cu
        kernels/cuda/mamba_cuda_check.cu kernels/cuda/check_ssd.cu kernels/cuda/ssd.cu kernels/cuda/ssd_bwd.cu

@@ -37,20 +37,16 @@ ncu_show() {  # one line per kernel: duration, no-eligible %, cycles per issue, 
 }
 left=$(( 104 - ($(date +%s) - t0) ))
 if command -v ncu > /dev/null && [ $left -gt 20 ]; then
-  echo "== ncu v2 (limit $(( left / 3 )) s)"
-  timeout $(( left / 3 )) ncu -k regex:ssd_fwd_tc --launch-skip 0 --launch-count 1 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$L/ncu_v2.txt" 2>&1
-  echo "ncu rc=$?"; ncu_show "$L/ncu_v2.txt"
-  left=$(( 106 - ($(date +%s) - t0) ))
-  echo "== ncu v20, v23, v22, v21 (limit $(( left - 2 )) s)"
-  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 4 --launch-count 4 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$L/ncu_new.txt" 2>&1
-  echo "ncu rc=$?"; ncu_show "$L/ncu_new.txt"
+  echo "== ncu v20 (limit $(( left - 2 )) s)"
+  timeout $(( left - 2 )) ncu -k regex:ssd_fwd_tc --launch-skip 0 --launch-count 1 "${NCU_ARGS[@]}" "$BIN" --ssd-once > "$L/ncu_v20.txt" 2>&1
+  echo "ncu rc=$?"; ncu_show "$L/ncu_v20.txt"
 else
   echo "ncu: $(command -v ncu || echo missing); left $left s"
 fi
 echo "total $(( $(date +%s) - t0 )) s"
 if command -v cuobjdump > /dev/null; then  # SASS of the n128 kernels (opcode counts) for the notes
   cuobjdump -sass "$BIN" > "$L/ssd_sass.txt" 2>/dev/null
-  for v in "Li0ELi1ELi0ELi0E v2" "Li0ELi1ELi1ELi4E v20" "Li0ELi1ELi1ELi20E v21" "Li0ELi1ELi1ELi36E v22" "Li0ELi1ELi1ELi68E v23" "Li0ELi1ELi1ELi0E v6" "Li0ELi1ELi1ELi1E v7" "Li0ELi1ELi1ELi2E v8" "Li0ELi1ELi1ELi6E v9" "Li0ELi1ELi1ELi5E v10" "Li0ELi1ELi1ELi12E v12" "Li0ELi1ELi1ELi14E v13" "Li1ELi1ELi0ELi12E v14" "Li0ELi1ELi1ELi21E v16" "Li0ELi1ELi1ELi28E v18"; do
+  for v in "E v20"; do  # the one tensor-core forward since branch prune
     set -- $v
     awk -v k="ssd_fwd_tc_kernelILi128E$1" '/Function :/{f = index($0, k) > 0; next} f' "$L/ssd_sass.txt" \
       | grep -oE '^ +/\*[0-9a-f]+\*/ +[A-Z0-9_.]+' | awk '{print $2}' | sed 's/\..*//' | sort | uniq -c | sort -rn \

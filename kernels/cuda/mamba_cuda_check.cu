@@ -191,12 +191,11 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
 template <class T>
 // fwd_ckpt: the checkpoints come from a v6 forward call (SelectiveScanCudaParams::bwd_workspace)
 // into the NaN-poisoned workspace, and the backward skips its pass A (checkpoints_from_forward).
-void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version = 0, int split = 0, bool fwd_ckpt = false) {
+void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version = 0, bool fwd_ckpt = false) {
   char name[160];
-  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d%s%s]", type_name<T>(), c.b, c.d, c.l, c.n,
+  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d%s]", type_name<T>(), c.b, c.d, c.l, c.n,
                 c.g, c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
-                c.D ? " D" : "", dfinal ? " dfinal" : "", version ? version : 2, split == 4 ? " S4" : "",
-                fwd_ckpt ? " fwd-ckpt" : "");
+                c.D ? " D" : "", dfinal ? " dfinal" : "", version ? version : 2, fwd_ckpt ? " fwd-ckpt" : "");
   run_case(name, [&] {
     Rng r(seed);
     const size_t nbdl = size_t(c.b) * c.d * c.l, nbc = size_t(c.b) * c.g * c.n * c.l, nst = size_t(c.b) * c.d * c.n;
@@ -254,7 +253,6 @@ void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version =
     q.dA = o_dA.ptr; q.dB = o_dB.ptr; q.dC = o_dC.ptr; q.dD = o_dD.ptr; q.ddelta_bias = o_dbias.ptr;
     q.dinitial_state = c.init ? o_dh0.ptr : nullptr;
     q.version = version;
-    q.split = split;
     const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
     DevBuf<float> ws((wsb + 3) / 4);
     q.workspace = ws.ptr; q.workspace_bytes = wsb;
@@ -573,7 +571,7 @@ double time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
 // the inputs u, delta, z, dout, B, C read once + du, ddelta, dz, dB, dC (f32) written once;
 // exp floor = one exponential per (b, d, t, n), as for the forward (this design does three).
 template <class T>
-void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = "", int version = 0, int split = 0) {
+void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = "", int version = 0) {
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * n * l, nst = size_t(b) * d * n;
   DevBuf<T> u(nbdl), delta(nbdl), z(nbdl), dout(nbdl), B(nbc), C(nbc), du(nbdl), ddelta(nbdl), dz(nbdl);
   DevBuf<float> A(size_t(d) * n), D(d), bias(d), h0(nst), dhT(nst), dB(nbc), dC(nbc), dA(size_t(d) * n), dD(d),
@@ -597,7 +595,6 @@ void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = 
   q.du = du.ptr; q.ddelta = ddelta.ptr; q.dz = dz.ptr; q.dA = dA.ptr; q.dB = dB.ptr; q.dC = dC.ptr;
   q.dD = dD.ptr; q.ddelta_bias = dbias.ptr; q.dinitial_state = dh0.ptr;
   q.version = version;
-  q.split = split;
   const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
   DevBuf<float> ws((wsb + 3) / 4);
   q.workspace = ws.ptr; q.workspace_bytes = wsb;
@@ -607,7 +604,7 @@ void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = 
   const double exp_floor_us = double(nbdl) * n / 4.15e12 * 1e6;
   char shape[96];
   std::snprintf(shape, sizeof shape, "b%d d%d l%d n%d z (ws %.0f MB)", b, d, l, n, wsb / 1e6);
-  const std::string which = (version ? " v" + std::to_string(version) : std::string(" auto")) + (split ? " S" + std::to_string(split) : "");
+  const std::string which = version ? " v" + std::to_string(version) : std::string(" auto");
   add_row(std::string("scan bwd ") + type_name<T>() + which + tag, shape, us, bytes, exp_floor_us, fwd_us);
 }
 
@@ -720,7 +717,7 @@ void print_table() {
               g_copy_gbs);
 }
 
-#include "mamba_cuda_check_fast.inc"  // --fast: scan forward v4, decode, conv and the floors table
+#include "mamba_cuda_check_fast.inc"  // --fast: scan forward v6 / v3, decode, conv and the floors table
 #include "mamba_cuda_check_v6.inc"    // --scan6: scan forward v6 checks and the v3 / v6 timings
 
 #include "mamba_cuda_check_bw.inc"    // --bw: state updates, conv1d forward (branch bwkern)
@@ -773,25 +770,8 @@ int decode_kernels_main() {
   return g_failed ? 1 : 0;
 }
 
-int main(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "--decode-kernels") == 0 && k::cuda_device_count() > 0) return decode_kernels_main();
-  if (argc > 1 && std::strcmp(argv[1], "--bw-once") == 0 && k::cuda_device_count() > 0) return bw_once();
-  if (argc > 1 && std::strncmp(argv[1], "--bw", 4) == 0 && k::cuda_device_count() > 0)
-    return bw_main(std::strcmp(argv[1], "--bw-check") != 0);
-  const bool check_only = argc > 1 && std::strcmp(argv[1], "--check-only") == 0;
-  if (argc > 1 && std::strncmp(argv[1], "--fast", 6) == 0 && k::cuda_device_count() > 0)
-    return fast_main(std::strcmp(argv[1], "--fast-check") != 0);
-  if (argc > 1 && std::strcmp(argv[1], "--scan-once") == 0 && k::cuda_device_count() > 0) return scan_once(), 0;
-  if (argc > 1 && std::strncmp(argv[1], "--scan6", 7) == 0 && k::cuda_device_count() > 0)
-    return scan6_main(argv[1] + 7);  // --scan6, --scan6-check, --scan6-once
-  const int ndev = k::cuda_device_count();
-  if (ndev == 0) {
-    std::printf("cuda-check: no CUDA device (%s)\n", k::cuda_device_description(0).c_str());
-    return 2;
-  }
-  std::printf("device 0: %s\n", k::cuda_device_description(0).c_str());
-  if (run_ssd_cuda_checks(argc, argv, g_passed, g_failed)) return g_failed ? 1 : 0;  // check_ssd.cu
-
+// The scan forward / backward, conv1d, state update and norm checks of the default run.
+void run_checks() {
   uint64_t seed = 1000;
   const ScanCase scan_cases[] = {
       {1, 4, 1, 16, 1, true, false, true, true, true},
@@ -803,7 +783,7 @@ int main(int argc, char** argv) {
       {1, 2, 513, 256, 1, true, true, true, true, true},
       {2, 3, 4100, 3, 1, false, true, true, true, true},
       {1, 2, 0, 16, 1, true, true, true, true, true},
-      // v2: several blocks per group with a partial last block, aligned rows (l % 16 == 0)
+      // several blocks per group with a partial last block, aligned rows (l % 16 == 0)
       {2, 200, 256, 16, 2, true, true, true, true, true},
       {1, 130, 96, 8, 1, true, false, false, true, true},
       {1, 70, 40, 32, 1, false, true, true, false, true},
@@ -812,10 +792,11 @@ int main(int argc, char** argv) {
     check_scan<float>(c, ++seed);
     check_scan<bf16>(c, ++seed);
   }
-  // v2 forced (kept as the A/B baseline) on the v2 cases.
+  // v1 (the kernel for dstate > 64) forced on the last three cases (v2 ran here until branch
+  // prune removed it).
   for (int i : {9, 10, 11}) {
-    check_scan<float>(scan_cases[i], ++seed, 2);
-    check_scan<bf16>(scan_cases[i], ++seed, 2);
+    check_scan<float>(scan_cases[i], ++seed, 1);
+    check_scan<bf16>(scan_cases[i], ++seed, 1);
   }
   // v3 with each split forced: n 8 / 16 / 32 / 64 (splits a state count cannot take are
   // clamped), several blocks per group with a partial last block (d 200, g 2: 100 channels per
@@ -848,12 +829,11 @@ int main(int argc, char** argv) {
     bool dfin = false;
     for (const auto& c : bwd_cases) {
       dfin = !dfin;
-      for (int v : {1, 2, 3}) {
+      for (int v : {1, 2}) {
         check_scan_bwd<float>(c, dfin, ++seed, v);
         check_scan_bwd<bf16>(c, !dfin, ++seed, v);
       }
-      check_scan_bwd<float>(c, dfin, ++seed, 3, 4);  // v3 with 4 lanes per channel
-      check_scan_bwd<bf16>(c, !dfin, ++seed, 3, 4);
+      seed += 4;  // the removed backward v3 (2 and 4 lanes) had the next four draws
     }
   }
   const ConvCase conv_cases[] = {
@@ -915,37 +895,63 @@ int main(int argc, char** argv) {
     check_gated_rms_norm<bf16>(3, 768, 256, true, nbg, true, ++seed);
     check_gated_rms_norm<bf16>(5, 1536, 1536, true, nbg, true, ++seed);
   }
+}
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--decode-kernels") == 0 && k::cuda_device_count() > 0) return decode_kernels_main();
+  if (argc > 1 && std::strcmp(argv[1], "--bw-once") == 0 && k::cuda_device_count() > 0) return bw_once();
+  if (argc > 1 && std::strncmp(argv[1], "--bw", 4) == 0 && k::cuda_device_count() > 0)
+    return bw_main(std::strcmp(argv[1], "--bw-check") != 0);
+  // Flags of the default run (any position): --check-only (no timings), --timings-only (no checks
+  // but the SSD ones), --no-ssd (skip the SSD part, check_ssd.cu), --ssd-only (only it).
+  auto has = [&](const char* f) {
+    for (int i = 1; i < argc; ++i)
+      if (std::strcmp(argv[i], f) == 0) return true;
+    return false;
+  };
+  const bool check_only = has("--check-only"), timings_only = has("--timings-only"), no_ssd = has("--no-ssd");
+  if (argc > 1 && std::strncmp(argv[1], "--fast", 6) == 0 && k::cuda_device_count() > 0)
+    return fast_main(std::strcmp(argv[1], "--fast-check") != 0);
+  if (argc > 1 && std::strcmp(argv[1], "--scan-once") == 0 && k::cuda_device_count() > 0) return scan_once(), 0;
+  if (argc > 1 && std::strncmp(argv[1], "--scan6", 7) == 0 && k::cuda_device_count() > 0)
+    return scan6_main(argv[1] + 7);  // --scan6, --scan6-check, --scan6-once
+  const int ndev = k::cuda_device_count();
+  if (ndev == 0) {
+    std::printf("cuda-check: no CUDA device (%s)\n", k::cuda_device_description(0).c_str());
+    return 2;
+  }
+  std::printf("device 0: %s\n", k::cuda_device_description(0).c_str());
+  if (!no_ssd && run_ssd_cuda_checks(argc, argv, g_passed, g_failed)) return g_failed ? 1 : 0;  // check_ssd.cu
+
+  if (!timings_only) run_checks();
   std::printf("cuda-check: %d passed, %d failed\n", g_passed, g_failed);
   if (check_only) return g_failed ? 1 : 0;
 
   try {
     time_copy();
-    // v2 and v3 side by side (auto = the dispatch's choice: v3 with its split heuristic).
+    // v3 and the automatic choice (v6 with its split heuristic) side by side.
     double fwd[4] = {0, 0, 0, 0};  // auto forward: bf16 / f32 at l 2048, bf16 / f32 at l 8192
-    for (int v : {2, 0}) fwd[0] = time_scan<bf16>(8, 3072, 2048, 16, v);
+    for (int v : {3, 0}) fwd[0] = time_scan<bf16>(8, 3072, 2048, 16, v);
     time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 1);
-    for (int v : {2, 3, 2, 3, 0}) time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", v);  // twice: the spread
-    time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 3, 4);
+    for (int v : {2, 2, 0}) time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", v);  // twice: the spread
     // Stage costs by leaving one out (wrong results; timing only): dB / dC channel sums,
     // pass A (checkpoints), the chunk recompute.
-    for (int v : {2, 3})  // v3: -passA = without the checkpoint kernel
-      for (const char* sk : {"1", "2", "4"}) {
-        setenv("MAMBA_SCAN_BWD_SKIP", sk, 1);
-        time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], sk[0] == '1' ? " -sums" : sk[0] == '2' ? " -passA" : " -recompute", v);
-      }
+    for (const char* sk : {"1", "2", "4"}) {
+      setenv("MAMBA_SCAN_BWD_SKIP", sk, 1);
+      time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], sk[0] == '1' ? " -sums" : sk[0] == '2' ? " -passA" : " -recompute", 2);
+    }
     unsetenv("MAMBA_SCAN_BWD_SKIP");
     for (int s : {1, 2, 4}) time_scan<bf16>(8, 3072, 2048, 16, 3, s);
-    for (int v : {2, 0}) fwd[1] = time_scan<float>(8, 3072, 2048, 16, v);
+    for (int v : {3, 0}) fwd[1] = time_scan<float>(8, 3072, 2048, 16, v);
     time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", 1);
-    for (int v : {2, 3}) time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", v);
-    time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", 3, 4);
+    time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", 2);
     for (int s : {2, 4}) time_scan<float>(8, 3072, 2048, 16, 3, s);
-    for (int v : {2, 0}) fwd[2] = time_scan<bf16>(8, 3072, 8192, 16, v);
-    for (int v : {2, 3}) time_scan_bwd<bf16>(8, 3072, 8192, 16, fwd[2], "", v);
-    for (int v : {2, 0}) fwd[3] = time_scan<float>(8, 3072, 8192, 16, v);
-    for (int v : {2, 3}) time_scan_bwd<float>(8, 3072, 8192, 16, fwd[3], "", v);
-    for (int v : {2, 0}) time_scan<bf16>(1, 2048, 2048, 16, v);
-    for (int v : {2, 0}) time_scan<bf16>(64, 3072, 512, 16, v);
+    for (int v : {3, 0}) fwd[2] = time_scan<bf16>(8, 3072, 8192, 16, v);
+    time_scan_bwd<bf16>(8, 3072, 8192, 16, fwd[2], "", 2);
+    for (int v : {3, 0}) fwd[3] = time_scan<float>(8, 3072, 8192, 16, v);
+    time_scan_bwd<float>(8, 3072, 8192, 16, fwd[3], "", 2);
+    for (int v : {3, 0}) time_scan<bf16>(1, 2048, 2048, 16, v);
+    for (int v : {3, 0}) time_scan<bf16>(64, 3072, 512, 16, v);
     time_conv<bf16>(8, 2048, 3072, 4);
     setenv("MAMBA_CONV_VEC", "1", 1);
     time_conv<bf16>(8, 2048, 3072, 4);  // the opt-in vector path, for comparison

@@ -1,7 +1,8 @@
-// Scan forward v3 / v4 (private to kernels/cuda): the kernel template shared by
-// selective_scan.cu (v3, the automatic choice for dstate <= 64 until v6) and selective_scan_v4.cu (v4: the
-// same kernel with the FMA-pipe exponentials, kP16 >= 0, and its tuning variants), and the
-// split heuristic. Both handle packed variable-length batches (cu_seqlens). Design: NOTES.md.
+// Scan forward v3 (private to kernels/cuda): the kernel (version = 3, the automatic choice for
+// dstate <= 64 until v6), the split heuristic and the row-piece helpers v6 (scan_fwd_v6.cuh)
+// shares, including the y epilogue. Handles packed variable-length batches (cu_seqlens). Design:
+// NOTES.md. (v4, the same kernel with FMA-pipe exponentials, and v5, v3 without the varlen
+// prologue, measured slower than v6 and were removed on branch prune.)
 #pragma once
 #include <cuda_runtime.h>
 
@@ -105,24 +106,41 @@ __device__ __forceinline__ void sts_floats(float* dst, const float (&in)[kM]) {
   }
 }
 
-// The exponential of element m of a rolled block (compile-time after unrolling). kP16 < 0: v3's
-// choice, dev::ex2_poly for every MAMBA_SCAN_POLY_EVERY-th element, the rest on MUFU; kP16 >= 0
-// (v4): dev::ex2_poly_fma for kP16 / 16 of the elements, spread evenly ((m * kP16) % 16 < kP16).
-template <int kP16>
+// The exponential of element m of a rolled block (compile-time after unrolling): dev::ex2_poly
+// for every MAMBA_SCAN_POLY_EVERY-th element, the rest on MUFU.
 __device__ __forceinline__ float scan_exp2(float x, int m) {
-  if constexpr (kP16 < 0) {
-    constexpr int kPoly = MAMBA_SCAN_POLY_EVERY;
-    return (kPoly > 0 && m % (kPoly > 0 ? kPoly : 1) == (kPoly > 0 ? kPoly : 1) - 1) ? dev::ex2_poly(x)
-                                                                                  : dev::ex2_mufu(x);
-  } else {
-    return (kP16 > 0 && (m * kP16) % 16 < kP16) ? dev::ex2_poly_fma(x) : dev::ex2_mufu(x);
-  }
+  constexpr int kPoly = MAMBA_SCAN_POLY_EVERY;
+  return (kPoly > 0 && m % (kPoly > 0 ? kPoly : 1) == (kPoly > 0 ? kPoly : 1) - 1) ? dev::ex2_poly(x) : dev::ex2_mufu(x);
 }
 
-// kP16: the exponentials (see scan_exp2; -1 = v3, >= 0 = v4); kU: steps per rolled block.
-// kVar = false: the kernel without the varlen prologue (measurement only: MAMBA_SCAN_VERSION /
-// version 5, an A/B of the prologue's cost; ignores cu_seqlens).
-template <class T, int kN, int kS, bool kExact, int kP16 = -1, int kU = 4, bool kVar = true>
+// The y epilogue of v3 and v6: y = (D u + sum) [* silu(z)] for a lane's kE steps, rounded to T
+// (bf16 in pairs: one F2FP per pair) and stored when the lane's channel is active.
+template <class T, int kE, class Silu>
+__device__ __forceinline__ void store_y_piece(T* __restrict__ y_row, int64_t t, int64_t len, bool vec, bool active, float D,
+                                              const Piece<T, kE>& u, const Piece<T, kE>* z, const float (&sum)[kE],
+                                              Silu silu) {
+  float v[kE];
+#pragma unroll
+  for (int e = 0; e < kE; ++e) {
+    v[e] = fmaf(D, dev::to_f32(u.e[e]), sum[e]);
+    if (z) v[e] *= silu(dev::to_f32(z->e[e]));
+  }
+  Piece<T, kE> out;
+  if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+    for (int e = 0; e < kE; ++e) out.e[e] = v[e];
+  } else {
+    static_assert(kE % 2 == 0, "bf16 pieces hold pairs");
+#pragma unroll
+    for (int e = 0; e < kE; e += 2)
+      *reinterpret_cast<__nv_bfloat162*>(&out.e[e]) = __floats2bfloat162_rn(v[e], v[e + 1]);
+  }
+  if (active) store_piece<T, kE>(y_row, t, len, vec, out);
+}
+
+// kU: steps per rolled block. kVar = false: the kernel without the varlen prologue (runs when
+// cu_seqlens is null; the prologue cost v3 7% on an H200, NOTES.md "ssdfix").
+template <class T, int kN, int kS, bool kExact, int kU = 4, bool kVar = true>
 __global__ void __launch_bounds__(kV3Threads, V3MinBlocks<kS>::value)
 selective_scan_fwd_v3_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group) {
   constexpr int kT = 32 / int(sizeof(T));   // steps per tile
@@ -265,7 +283,7 @@ selective_scan_fwd_v3_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
 #pragma unroll
       for (int i = 0; i < kNS; ++i) {
         if (kExact || i < myN) {
-          const float a = scan_exp2<kP16>(dtj * A2[i], jp * kNS + i);
+          const float a = scan_exp2(dtj * A2[i], jp * kNS + i);
           h[i] = fmaf(a, h[i], duj * bv[i]);
           if (i & 1) y1 = fmaf(h[i], cv[i], y1);
           else y0 = fmaf(h[i], cv[i], y0);
@@ -303,14 +321,8 @@ selective_scan_fwd_v3_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
       for (int j = 0; j < kT; ++j) oy[j] = step(j, j, dt[j], du[j]);
     }
 
-    P out;
-#pragma unroll
-    for (int e = 0; e < kE; ++e) {
-      float v = fmaf(D, dev::to_f32(cu.e[e]), oy[e]);
-      if (z_row) v *= dev::silu_fast(dev::to_f32(cz.e[e]));
-      out.e[e] = dev::from_f32<T>(v);
-    }
-    if (active) store_piece<T, kE>(y_row, t0 + own, L, vec, out);
+    store_y_piece<T, kE>(y_row, t0 + own, L, vec, active, D, cu, z_row ? &cz : nullptr, oy,
+                         [](float x) { return dev::silu_fast(x); });
 
     cu = nu;
     cdt = ndt;
@@ -333,44 +345,22 @@ selective_scan_fwd_v3_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
 template <class T, int kN, bool kExact>
 struct V3 {
   // One launch; grid.y = the batch rows, or the sequences of a packed batch (cu_seqlens).
-  template <int kS, int kP16 = -1, int kU = 4>
+  template <int kS>
   static void launch(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
     constexpr int kCh = kV3Threads / kS;
     const int64_t dpg = p.dim / p.n_groups;
     const int64_t bpg = (dpg + kCh - 1) / kCh;
     if (bpg * p.n_groups > 0x7fffffff) throw std::invalid_argument("selective_scan_fwd_cuda: dim too large");
     const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(rows(p)));
-    // v3 without cu_seqlens runs the kernel built without the varlen prologue: that prologue
-    // cost v3 7% on an H200 (404.5 vs 377.6 us, NOTES.md "ssdfix").
-    bool done = false;
-    if constexpr (kP16 < 0) {
-      if (!p.cu_seqlens) {
-        selective_scan_fwd_v3_kernel<T, kN, kS, kExact, kP16, kU, false><<<grid, kV3Threads, 0, stream>>>(p, static_cast<int>(bpg));
-        done = true;
-      }
-    }
-    if (!done)
-      selective_scan_fwd_v3_kernel<T, kN, kS, kExact, kP16, kU><<<grid, kV3Threads, 0, stream>>>(p, static_cast<int>(bpg));
-    MAMBA_CUDA_CHECK_LAUNCH(kP16 < 0 ? "selective_scan_fwd_cuda (v3)" : "selective_scan_fwd_cuda (v4)");
+    // Without cu_seqlens the kernel built without the varlen prologue: that prologue cost v3 7% on
+    // an H200 (404.5 vs 377.6 us, NOTES.md "ssdfix").
+    if (p.cu_seqlens)
+      selective_scan_fwd_v3_kernel<T, kN, kS, kExact, 4, true><<<grid, kV3Threads, 0, stream>>>(p, static_cast<int>(bpg));
+    else
+      selective_scan_fwd_v3_kernel<T, kN, kS, kExact, 4, false><<<grid, kV3Threads, 0, stream>>>(p, static_cast<int>(bpg));
+    MAMBA_CUDA_CHECK_LAUNCH("selective_scan_fwd_cuda (v3)");
   }
   static int64_t rows(const SelectiveScanCudaParams<T>& p) { return p.cu_seqlens ? p.n_seqs : p.batch; }
-  // v3 without the varlen prologue (kVar = false; p.cu_seqlens must be null): the A/B of its cost.
-  static void run_novar(const SelectiveScanCudaParams<T>& p, cudaStream_t stream, int forced) {
-    const int S = choose(p, forced);
-    auto go = [&](auto sc) {
-      constexpr int kS = decltype(sc)::value;
-      constexpr int kCh = kV3Threads / kS;
-      const int64_t dpg = p.dim / p.n_groups;
-      const int64_t bpg = (dpg + kCh - 1) / kCh;
-      const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.batch));
-      selective_scan_fwd_v3_kernel<T, kN, kS, kExact, -1, 4, false><<<grid, kV3Threads, 0, stream>>>(p, static_cast<int>(bpg));
-      MAMBA_CUDA_CHECK_LAUNCH("selective_scan_fwd_cuda (v3 without the varlen prologue)");
-    };
-    if constexpr (kOk<2>) if (S == 2) return go(std::integral_constant<int, 2>{});
-    if constexpr (kOk<1>) if (S == 1) return go(std::integral_constant<int, 1>{});
-    if constexpr (kOk<4>) if (S == 4) return go(std::integral_constant<int, 4>{});
-    run(p, stream, forced);
-  }
   // Resident blocks per SM of the kS variant (cached per process; 0 on error).
   template <int kS>
   static int occupancy() {

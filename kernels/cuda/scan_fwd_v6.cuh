@@ -294,23 +294,8 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
       }
     }
 
-    P out;
-    float ov[kE];
-#pragma unroll
-    for (int e = 0; e < kE; ++e) {
-      float v = fmaf(D, dev::to_f32(cu.e[e]), oy[e]);
-      if (z_row) v *= silu_v6<T>(dev::to_f32(cz.e[e]));
-      ov[e] = v;
-    }
-    if constexpr (std::is_same_v<T, float>) {
-#pragma unroll
-      for (int e = 0; e < kE; ++e) out.e[e] = ov[e];
-    } else {
-#pragma unroll
-      for (int e = 0; e < kE; e += 2)  // one F2FP pack per pair
-        *reinterpret_cast<__nv_bfloat162*>(&out.e[e]) = __floats2bfloat162_rn(ov[e], ov[e + 1]);
-    }
-    if (active) store_piece<T, kE>(y_row, t0 + own, L, vec, out);
+    store_y_piece<T, kE>(y_row, t0 + own, L, vec, active, D, cu, z_row ? &cz : nullptr, oy,
+                         [](float x) { return silu_v6<T>(x); });
 
     cu = nu;
     cdt = ndt;

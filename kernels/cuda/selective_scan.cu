@@ -19,8 +19,7 @@
 #include <string>
 
 #include "device_common.cuh"
-#include "scan_fwd_v3.cuh"  // v3 (below: its dispatch), the kernel template v4 shares
-#include "scan_fwd_v4.cuh"
+#include "scan_fwd_v3.cuh"  // v3 (below: its dispatch)
 #include "scan_fwd_v6_launch.cuh"
 
 namespace mamba::kernels::cuda {
@@ -131,199 +130,11 @@ __global__ void __launch_bounds__(kThreads) selective_scan_fwd_kernel(SelectiveS
 }
 
 
-// ---- v2: one thread per (b, d) channel, the states in registers ------------------------------
-//   grid (n_groups * blocks_per_group, batch); a block = kFastThreads consecutive channels of
-//   one group of one batch row (it never straddles groups, so B and C tiles are shared by all
-//   its threads). The sequence is walked in tiles of kT = 32 / sizeof(T) timesteps (one
-//   32-byte sector of each u / delta / z / y row per thread, 16-byte loads when aligned).
-//   The next tile's u, delta, z (raw, registers) and B, C (registers, then shared memory as f32
-//   [t][n] for broadcast float4 reads) are loaded before the current tile is computed, so the
-//   loads overlap a whole tile of arithmetic; one barrier per tile (double-buffered B / C).
-//   Per (t, n): a = 2^(dt * A * log2 e) (MUFU ex2, or the FMA-pipe polynomial for every
-//   MAMBA_SCAN_POLY_EVERY-th state to unload the SFU), h = a h + dt u B, y += h C.
-//   kN: the state count rounded up to a template size; states n >= dstate are skipped
-//   (compile-time unrolled guards), never computed, so no padding semantics are involved.
-#ifndef MAMBA_SCAN_POLY_EVERY
-#define MAMBA_SCAN_POLY_EVERY 8  // 0: every exponential on the SFU
-#endif
+constexpr int kFastMaxState = 64;  // v3 / v6 (registers per lane); v1 above
 
-constexpr int kFastThreads = 64;
-constexpr int kFastMaxState = 64;
-
-template <class T, int kN, bool kExact>
-__global__ void __launch_bounds__(kFastThreads)
-selective_scan_fwd_fast_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group) {
-  // timesteps per tile: a 32-byte sector of each row (16 bytes at kN = 64, for registers)
-  constexpr int kT = (kN >= 64 ? 16 : 32) / int(sizeof(T));
-  constexpr int kBC = (kN * kT + kFastThreads - 1) / kFastThreads;      // B (and C) elements per thread
-  constexpr int kStride = kN + 4;                                       // smem row (floats), 16-byte multiple
-  constexpr int kPoly = MAMBA_SCAN_POLY_EVERY;
-  __shared__ __align__(16) float sB[2][kT * kStride];
-  __shared__ __align__(16) float sC[2][kT * kStride];
-
-  const int tid = threadIdx.x;
-  const int64_t L = p.seqlen;
-  const int nN = kExact ? kN : static_cast<int>(p.dstate);
-  const int64_t dpg = p.dim / p.n_groups;
-  const int64_t g = blockIdx.x / blocks_per_group;
-  const int64_t cl = int64_t{blockIdx.x % blocks_per_group} * kFastThreads + tid;
-  const bool active = cl < dpg;
-  // Threads past the group's last channel mirror its channel 0 (valid reads) and write nothing.
-  const int64_t d = g * dpg + (active ? cl : 0);
-  const int64_t b = blockIdx.y;
-  const int64_t row = (b * p.dim + d) * L;
-  const T* u_row = p.u + row;
-  const T* dt_row = p.delta + row;
-  const T* z_row = p.z ? p.z + row : nullptr;
-  T* y_row = p.y + row;
-  const T* Bg = p.B + (b * p.n_groups + g) * nN * L;
-  const T* Cg = p.C + (b * p.n_groups + g) * nN * L;
-  const bool vec = dev::aligned16(u_row) && dev::aligned16(dt_row) && dev::aligned16(y_row) &&
-                   (!z_row || dev::aligned16(z_row));
-  const float D = p.D ? p.D[d] : 0.f;
-  const float bias = p.delta_bias ? p.delta_bias[d] : 0.f;
-  const int64_t state_off = (b * p.dim + d) * nN;
-
-  float A2[kN], h[kN];
-#pragma unroll
-  for (int n = 0; n < kN; ++n) {
-    const bool on = kExact || n < nN;
-    A2[n] = on ? p.A[d * nN + n] * dev::kLog2e : 0.f;
-    h[n] = on && p.initial_state ? p.initial_state[state_off + n] : 0.f;
-  }
-
-  using Row = dev::RawRow<T, kT>;
-  Row cu, cdt, cz;
-  T cB[kBC], cC[kBC];
-  // B / C element i of this thread: e = tid + i * threads, state n = e / kT, step j = e % kT
-  // (consecutive threads read consecutive steps of one state row).
-  auto load_bc = [&](int64_t t0, T (&rb)[kBC], T (&rc)[kBC]) {
-#pragma unroll
-    for (int i = 0; i < kBC; ++i) {
-      const int e = tid + i * kFastThreads;
-      const int n = e / kT, j = e % kT;
-      const bool in = (kN * kT % kFastThreads == 0 || e < kN * kT) && n < nN && t0 + j < L;
-      rb[i] = in ? Bg[n * L + t0 + j] : dev::from_f32<T>(0.f);
-      rc[i] = in ? Cg[n * L + t0 + j] : dev::from_f32<T>(0.f);
-    }
-  };
-  if (L > 0) {
-    dev::load_raw<T, kT>(u_row, 0, L, vec, cu);
-    dev::load_raw<T, kT>(dt_row, 0, L, vec, cdt);
-    if (z_row) dev::load_raw<T, kT>(z_row, 0, L, vec, cz);
-    load_bc(0, cB, cC);
-  }
-
-  int buf = 0;
-  for (int64_t t0 = 0; t0 < L; t0 += kT, buf ^= 1) {
-    float* sb = sB[buf];
-    float* sc = sC[buf];
-#pragma unroll
-    for (int i = 0; i < kBC; ++i) {
-      const int e = tid + i * kFastThreads;
-      if (kN * kT % kFastThreads == 0 || e < kN * kT) {
-        const int n = e / kT, j = e % kT;
-        sb[j * kStride + n] = dev::to_f32(cB[i]);
-        sc[j * kStride + n] = dev::to_f32(cC[i]);
-      }
-    }
-    __syncthreads();  // tile t0's B / C visible; the buffer written next iteration was last read two tiles ago
-
-    // Issue the next tile's loads now; they complete while this tile is computed.
-    const int64_t t1 = t0 + kT;
-    Row nu, ndt, nz;
-    T nB[kBC], nC[kBC];
-    if (t1 < L) {
-      dev::load_raw<T, kT>(u_row, t1, L, vec, nu);
-      dev::load_raw<T, kT>(dt_row, t1, L, vec, ndt);
-      if (z_row) dev::load_raw<T, kT>(z_row, t1, L, vec, nz);
-      load_bc(t1, nB, nC);
-    }
-
-    float dt[kT], du[kT], y[kT];
-    if (p.delta_softplus) {
-#pragma unroll
-      for (int j = 0; j < kT; ++j) dt[j] = dev::softplus_fast(dev::to_f32(cdt.e[j]) + bias);
-    } else {
-#pragma unroll
-      for (int j = 0; j < kT; ++j) dt[j] = dev::to_f32(cdt.e[j]) + bias;
-    }
-#pragma unroll
-    for (int j = 0; j < kT; ++j) {
-      if (t0 + j >= L) dt[j] = 0.f;  // identity map past the end: the final state stays exact
-      du[j] = dt[j] * dev::to_f32(cu.e[j]);
-    }
-
-#pragma unroll
-    for (int j = 0; j < kT; ++j) {
-      const float* bt = sb + j * kStride;
-      const float* ct = sc + j * kStride;
-      float y0 = 0.f, y1 = 0.f;
-#pragma unroll
-      for (int n4 = 0; n4 < kN; n4 += 4) {
-        if (!kExact && n4 >= nN) break;
-        const float4 b4 = *reinterpret_cast<const float4*>(bt + n4);
-        const float4 c4 = *reinterpret_cast<const float4*>(ct + n4);
-        const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
-        const float cv[4] = {c4.x, c4.y, c4.z, c4.w};
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int n = n4 + q;
-          if (kExact || n < nN) {
-            const float x = dt[j] * A2[n];
-            const float a = (kPoly > 0 && n % (kPoly > 0 ? kPoly : 1) == (kPoly > 0 ? kPoly : 1) - 1)
-                                ? dev::ex2_poly(x)
-                                : dev::ex2_mufu(x);
-            h[n] = fmaf(a, h[n], du[j] * bv[q]);
-            if (n & 1) y1 = fmaf(h[n], cv[q], y1);
-            else y0 = fmaf(h[n], cv[q], y0);
-          }
-        }
-      }
-      y[j] = y0 + y1;
-    }
-
-    Row out;
-    if (z_row) {
-#pragma unroll
-      for (int j = 0; j < kT; ++j)
-        out.e[j] = dev::from_f32<T>(fmaf(D, dev::to_f32(cu.e[j]), y[j]) * dev::silu_fast(dev::to_f32(cz.e[j])));
-    } else {
-#pragma unroll
-      for (int j = 0; j < kT; ++j) out.e[j] = dev::from_f32<T>(fmaf(D, dev::to_f32(cu.e[j]), y[j]));
-    }
-    if (active) dev::store_raw<T, kT>(y_row, t0, L, vec, out);
-
-    cu = nu;
-    cdt = ndt;
-    if (z_row) cz = nz;
-#pragma unroll
-    for (int i = 0; i < kBC; ++i) {
-      cB[i] = nB[i];
-      cC[i] = nC[i];
-    }
-  }
-
-  if (active && p.final_state) {
-#pragma unroll
-    for (int n = 0; n < kN; ++n)
-      if (kExact || n < nN) p.final_state[state_off + n] = h[n];
-  }
-}
-
-template <class T, int kN, bool kExact>
-void launch_fast(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
-  const int64_t dpg = p.dim / p.n_groups;
-  const int64_t bpg = (dpg + kFastThreads - 1) / kFastThreads;
-  if (bpg * p.n_groups > 0x7fffffff) throw std::invalid_argument("selective_scan_fwd_cuda: dim too large");
-  const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.batch));
-  selective_scan_fwd_fast_kernel<T, kN, kExact><<<grid, kFastThreads, 0, stream>>>(p, static_cast<int>(bpg));
-  MAMBA_CUDA_CHECK_LAUNCH("selective_scan_fwd_cuda (v2)");
-}
-
-
-// Version and split overrides from the environment (read once): MAMBA_SCAN_VERSION=1..6,
-// MAMBA_SCAN_SPLIT=1|2|4; the older MAMBA_SCAN_FORCE_V1=1 still forces v1.
+// Version and split overrides from the environment (read once): MAMBA_SCAN_VERSION=1 | 3 | 6,
+// MAMBA_SCAN_SPLIT=1|2|4; the older MAMBA_SCAN_FORCE_V1=1 still forces v1. (Versions 2, 4 and 5,
+// slower than v6 at every measured shape, were removed on branch prune: NOTES.md.)
 int env_int(const char* name) {
   const char* e = std::getenv(name);
   return e && *e ? std::atoi(e) : 0;
@@ -359,6 +170,10 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
   if (p.batch > 65535 || p.dim > 0x7fffffff) throw std::invalid_argument("selective_scan_fwd_cuda: batch > 65535 or dim too large");
   if (p.batch == 0 || p.dim == 0) return;
   const int version = p.version ? p.version : env_version();
+  if (version != 0 && version != 1 && version != 3 && version != 6)
+    throw std::invalid_argument(std::string("selective_scan_fwd_cuda: ") + (p.version ? "version" : "MAMBA_SCAN_VERSION") +
+                                " must be 0 (automatic), 1, 3 or 6, got " + std::to_string(version) +
+                                " (2, 4 and 5 were removed: kernels/cuda/NOTES.md, branch prune)");
   const int split = p.split ? p.split : env_split();
   // The varlen arguments first, each with its own message (a null-pointer check ahead of them
   // used to answer every bad varlen call with the pointer message).
@@ -368,8 +183,8 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
       throw std::invalid_argument("selective_scan_fwd_cuda: n_seqs must be in [1, 65535], got " + std::to_string(p.n_seqs));
     if (p.dstate > kFastMaxState)
       throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens needs dstate <= 64, got " + std::to_string(p.dstate));
-    if (version != 0 && version != 3 && version != 4 && version != 6)
-      throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens is supported by version 3, 4 and 6 only (0 = 6), got " +
+    if (version != 0 && version != 3 && version != 6)
+      throw std::invalid_argument("selective_scan_fwd_cuda: cu_seqlens is supported by version 3 and 6 only (0 = 6), got " +
                                   std::to_string(version));
   }
   if (p.bwd_workspace) {  // the backward's checkpoints written by the forward (v6 only)
@@ -383,18 +198,10 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
   }
   if (p.seqlen > 0 && (!p.u || !p.delta || !p.B || !p.C || !p.A || !p.y))
     throw std::invalid_argument("selective_scan_fwd_cuda: u, delta, B, C, A and y are required");
-  if (version == 5 && p.dstate == 16 && !p.cu_seqlens) {  // measurement: v3 without the varlen prologue
-    V3<T, 16, true>::run_novar(p, stream, split);
-    return;
-  }
   // v6 is the automatic choice for dstate <= 64 (NOTES.md "Scan forward v6": faster than v3 at every
   // timed shape on an H200, every check passed); version = 3 keeps the previous default.
   if (p.dstate <= kFastMaxState && (version == 0 || version == 6)) {
     selective_scan_fwd_v6<T>(p, stream, split);
-    return;
-  }
-  if (p.dstate <= kFastMaxState && version >= 4) {  // slower than v3 on H200 (412 vs 378 us): opt-in
-    selective_scan_fwd_v4<T>(p, stream, split);
     return;
   }
   if (p.dstate <= kFastMaxState && version == 3) {  // the previous automatic choice
@@ -411,18 +218,6 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
     else if (p.dstate <= 16) V3<T, 16, false>::run(p, stream, split);
     else if (p.dstate <= 32) V3<T, 32, false>::run(p, stream, split);
     else V3<T, 64, false>::run(p, stream, split);
-    return;
-  }
-  if (p.dstate <= kFastMaxState && version == 2) {
-    switch (p.dstate) {
-      case 16: launch_fast<T, 16, true>(p, stream); return;
-      default: break;
-    }
-    if (p.dstate <= 4) launch_fast<T, 4, false>(p, stream);
-    else if (p.dstate <= 8) launch_fast<T, 8, false>(p, stream);
-    else if (p.dstate <= 16) launch_fast<T, 16, false>(p, stream);
-    else if (p.dstate <= 32) launch_fast<T, 32, false>(p, stream);
-    else launch_fast<T, 64, false>(p, stream);
     return;
   }
   if (p.seqlen <= kThreads * 4)

@@ -153,89 +153,52 @@ void dispatch_seq(const SsdCudaParams<T>& p, cudaStream_t stream) {
   return dispatch_seq_n<T, 16>(p, stream);
 }
 
-// ---- tensor-core kernel (v2) -------------------------------------------------------------------
+// ---- tensor-core kernel (v20) ------------------------------------------------------------------
 //
 // One block of 4 warps per (batch, head); chunks of kQ = 64 steps in order. Shared memory per
 // chunk: C, B (kQ x N), x (kQ x 64) as bf16 rows padded by 16 bytes (ldmatrix without bank
-// conflicts), the entering state S as bf16 [p][n], and per step cs (the cumulative log decay
-// inside the chunk), dt' and w = exp(cs_last - cs) dt'. Warp w owns state rows p = 16w..16w+15
-// (all N columns, f32 accumulators of mma.sync) and, in chunk c, output rows 16r..16r+15 of the
-// chunk with r = (w + c) % 4 (the causal part's cost grows with r; rotating balances the warps).
-// Per chunk:
+// conflicts), the entering state S as bf16 [p][n], per step cs (the cumulative log decay inside
+// the chunk), dt' and w = exp(cs_last - cs) dt' (double-buffered: the next chunk's are computed
+// during this one), and a y tile (z comes in with the chunk's other loads by cp.async; the
+// epilogue writes the gated y into the tile; the tile goes out after the state update in 16-byte
+// pieces). Warp w owns state rows p = 16w..16w+15 (all N columns, f32 accumulators of mma.sync)
+// and, in chunk c, output rows 16r..16r+15 of the chunk with r = (w + c) % 4 (the causal part's
+// cost grows with r; rotating balances the warps). Per chunk:
 //   Y  = diag(exp(cs)) C S^T                          (K = N)
-//   Y += sum over 16-column blocks jb <= w of (C B_jb^T o decay o dt)_bf16 X_jb   (K = N, then 16)
+//   Y += sum over 16-column blocks jb <= r of (C B_jb^T o decay o dt)_bf16 X_jb   (K = N, then 16)
 //   y  = (Y + D x) [* silu(z)]
 //   S  = exp(cs_last) S + (X o w)^T B                 (K = kQ)
-// x, B, C, dt are read once, y written once.
+// x, B, C, dt (and z) are read once, y written once. The warp with the least intra-chunk work in
+// chunk c (r = 0) loads chunk c + 1's raw dt into registers after the chunk's barrier and computes
+// its dt', cs, w after its intra part, so the chunk start does not wait on warp 0's dependent
+// chain (load -> softplus -> scan -> exp). Removed variants (v2-v19, v21-v23; NOTES.md "ssd2" and
+// "prune") are in the git history.
 namespace tc {
 
 constexpr int kQ = 64, kP = 64, kThreads = 128;
 
-// kPF (v3): x is double-buffered and the next chunk's x rows (from DRAM, read by this block
-// only) are loaded during this chunk's products; C and B (shared by the heads, mostly L2 hits)
-// are not. 71 KB: still 3 blocks per SM.
-// kPF 2 (v4): as 1, plus the next chunk's C rows loaded right after this chunk's intra-chunk part
-// (the last use of C; the epilogue and the state update overlap the load) and the next chunk's
-// dt held in registers of warp 0, loaded during this chunk. Same 71 KB.
-// kPF 3 (v5): C and B double-buffered too: the whole next chunk (C, B, x; dt in registers) is
-// loaded during the current one. kH heads of one group per block (kH * 4 warps) share the
-// chunk's C and B tiles: L2 -> SM traffic for B / C / kH. v5 uses kH = 3 (179 KB, one block of 12
-// warps per SM; the standard shape's 8 x 48 heads are 128 blocks: one wave on 132 SMs).
-// kYS (v6, v7): a y tile per head: z rows come in by cp.async with the chunk's other loads, the
-// epilogue writes y (gated) into the tile, and the tile goes out after the state update in 16-byte
-// pieces (whole 128-byte rows per 8 threads) instead of 4-byte stores spread over 8 rows.
-// kDB (v9): cs, dt', w double-buffered: the next chunk's are computed during this one.
-// kXC (v12, v13): 3 slots of one packed 16 x 16 A fragment per lane, handed between two warps.
-template <int kN, int kPF = 0, int kH = 1, int kYS = 0, int kDB = 0, int kXC = 0>
+template <int kN>
 struct Smem {
-  static constexpr int kNS = kN + 8, kXS = kP + 8, kNX = kPF ? 2 : 1, kNC = kPF >= 3 ? 2 : 1, kNY = kYS ? 1 : 0,
-                       kNB = kDB ? 2 : 1, kNP = kXC ? 3 : 0;
-  bf16 C[kNC][kQ][kNS];
-  bf16 B[kNC][kQ][kNS];
-  struct Head {
-    bf16 X[kNX][kQ][kXS];
-    bf16 S[kP][kNS];
-    float cs[kNB][kQ], dt[kNB][kQ], w[kNB][kQ];
-    bf16 Y[kNY][kQ][kXS];
-    uint4 P[kNP][32];
-  } hd[kH];
+  static constexpr int kNS = kN + 8, kXS = kP + 8;
+  bf16 C[kQ][kNS];
+  bf16 B[kQ][kNS];
+  bf16 X[kQ][kXS];
+  bf16 S[kP][kNS];
+  float cs[2][kQ], dt[2][kQ], w[2][kQ];
+  bf16 Y[kQ][kXS];
 };
-
-template <int kN, class Sm>
-__device__ __forceinline__ void store_state_bf16(Sm& sm, const float (&st)[kN / 8][4], int row0, int q) {
-#pragma unroll
-  for (int nt = 0; nt < kN / 8; ++nt) {
-    const int n = nt * 8 + 2 * q;
-    *reinterpret_cast<uint32_t*>(&sm.S[row0][n]) = sm::pack_bf16(st[nt][0], st[nt][1]);
-    *reinterpret_cast<uint32_t*>(&sm.S[row0 + 8][n]) = sm::pack_bf16(st[nt][2], st[nt][3]);
-  }
-}
 
 // skip: timing only (wrong results), env MAMBA_SSD_SKIP: bit 0 leaves out the intra-chunk part, bit 1
 // the C S^T part, bit 2 the state update; bit 3 (8) the y stores, bit 4 (16) the C / B loads, bit 5
 // (32) the x (and z) loads, bit 6 (64) the dt loads (dt' = 0.1).
-// kIL: bit 0 (v7) intra blocks in pairs, bit 1 (v8) the state update inside the intra loop, bit 2
-// (v9, with kDB) the next chunk's dt', cs, w computed during this chunk by the warp with the least
-// intra-chunk work (its raw dt loaded into registers at the start of the chunk).
-template <int kN, int kPF, int kH, int kYS = 0, int kIL = 0>
-__global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
-    ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
+template <int kN>
+__global__ void __launch_bounds__(kThreads, 3) ssd_fwd_tc_kernel(const SsdCudaParams<bf16> p, const int skip) {
   extern __shared__ __align__(16) unsigned char tc_smem[];
-  constexpr int kDB = (kIL & 4) ? 1 : 0, kIM = kIL & 3, kXC = (kIL & 8) ? 1 : 0, kLBS = (kIL & 16) ? 1 : 0,
-                kTMA = (kIL & 32) ? 1 : 0, kCE = (kIL & 64) ? 1 : 0;
-  static_assert(!kCE || (kDB && kPF == 0 && kH == 1 && !kLBS && !kXC), "kCE: v20's structure only");
-  static_assert(!kTMA || (kYS && kPF == 0 && kH == 1 && !kLBS), "kTMA needs the y tile, no x prefetch, one head");
-  static_assert(!kLBS || (kYS && kPF == 0 && kH == 1), "kLBS needs the y tile, no x prefetch, one head");
-  using SmemT = Smem<kN, kPF, kH, kYS, kDB, kXC>;
+  using SmemT = Smem<kN>;
   SmemT& sm = *reinterpret_cast<SmemT*>(tc_smem);
-  constexpr int kXS = SmemT::kXS, kNS = SmemT::kNS, kAll = kThreads * kH;
-  // tid / warp: within this thread's head (4 warps per head); tid_all over the block (C, B loads).
-  const int tid_all = threadIdx.x, hl = kH == 1 ? 0 : tid_all >> 7, tid = kH == 1 ? tid_all : tid_all & (kThreads - 1),
-            warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
-  const int64_t hpb = p.nheads / kH;  // blocks per batch row
-  const int64_t b = blockIdx.x / hpb, h = (blockIdx.x % hpb) * kH + hl, bh = b * p.nheads + h,
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  const int64_t b = blockIdx.x / p.nheads, h = blockIdx.x % p.nheads, bh = b * p.nheads + h,
                 grp = h / (p.nheads / p.ngroups);
-  auto& hd = sm.hd[hl];
   const bf16* xb = p.x + b * p.x_sb + h * p.x_sh;
   const bf16* dtb = p.dt + b * p.dt_sb + h * p.dt_sh;
   const bf16* Bb = p.B + b * p.B_sb + grp * p.B_sg;
@@ -258,7 +221,7 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
       st[nt][3] = S0 ? S0[(row0 + 8) * kN + n + 1] : 0.f;
     }
   }
-  store_state_bf16<kN>(hd, st, row0, q);
+  sm::store_rows_bf16<kN>(sm.S, st, row0, q);
 
   // ldmatrix lane offsets (see ssd_common.cuh): A from [m][k], B from [n][k], B from [k][n] (trans),
   // A from [k][m] (trans).
@@ -269,28 +232,31 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
   const int at_k = lr + 8 * (lm >> 1), at_m = 8 * (lm & 1);      // A stored [k][m], trans
 
   const int64_t nchunks = (p.seqlen + kQ - 1) / kQ;
-  // x rows [t0, t0 + qn) of the chunk into X (rows past qn zero-filled); not committed here.
-  auto load_x = [&](bf16 (*X)[kXS], int64_t t0, int qn) {
-    constexpr int kPcs = kP / 8;
+  // The chunk's rows [t0, t0 + qn) of C, B, x and z (z into the y tile) by cp.async; rows past qn
+  // are zero-filled (0 source bytes). Not committed here.
+  auto load_chunk = [&](int64_t t0, int qn) {
+    constexpr int kPcsN = kN / 8, kPcs = kP / 8;
+    if (!(skip & 16))
+      for (int i = tid; i < kQ * kPcsN; i += kThreads) {
+        const int r = i / kPcsN, pc = (i % kPcsN) * 8;
+        const bool ok = r < qn;
+        sm::cp_async16(&sm.C[r][pc], ok ? Cb + (t0 + r) * p.C_st + pc : Cb, ok);
+        sm::cp_async16(&sm.B[r][pc], ok ? Bb + (t0 + r) * p.B_st + pc : Bb, ok);
+      }
     if (skip & 32) return;
     for (int i = tid; i < kQ * kPcs; i += kThreads) {
       const int r = i / kPcs, pc = (i % kPcs) * 8;
       const bool ok = r < qn;
-      sm::cp_async16(&X[r][pc], ok ? xb + (t0 + r) * p.x_st + pc : xb, ok);
+      sm::cp_async16(&sm.X[r][pc], ok ? xb + (t0 + r) * p.x_st + pc : xb, ok);
     }
+    if (zb)
+      for (int i = tid; i < kQ * kPcs; i += kThreads) {
+        const int r = i / kPcs, pc = (i % kPcs) * 8;
+        const bool ok = r < qn;
+        sm::cp_async16(&sm.Y[r][pc], ok ? zb + (t0 + r) * p.z_st + pc : zb, ok);
+      }
   };
-  float dtraw[2] = {0.f, 0.f};  // kPF >= 2, warp 0: the raw dt of steps 2 lane, 2 lane + 1
-  // C and B rows [t0, t0 + qn) of a chunk into buffer cb (rows past qn zero-filled); not committed.
-  auto load_cb = [&](int cb, int64_t t0, int qn, bool with_c) {
-    constexpr int kPcsN = kN / 8;
-    if (skip & 16) return;
-    for (int i = tid_all; i < kQ * kPcsN; i += kAll) {
-      const int r = i / kPcsN, pc = (i % kPcsN) * 8;
-      const bool ok = r < qn;
-      if (with_c) sm::cp_async16(&sm.C[cb][r][pc], ok ? Cb + (t0 + r) * p.C_st + pc : Cb, ok);
-      sm::cp_async16(&sm.B[cb][r][pc], ok ? Bb + (t0 + r) * p.B_st + pc : Bb, ok);
-    }
-  };
+  // The raw dt of a chunk's steps 2 lane, 2 lane + 1 (0 past qn).
   auto load_dt = [&](float (&r)[2], int64_t t0, int qn) {
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
@@ -299,8 +265,8 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     }
   };
   // dt' = softplus(dt + bias) of a chunk's steps 2 lane, 2 lane + 1 (raw dt in r, 0 past qn), the
-  // cumulative log decay cs (a warp scan) and w = exp(cs_last - cs) dt', into cs_, dt_, w_.
-  auto prologue = [&](const float (&r)[2], int qn_, float* cs_, float* dt_, float* w_) {
+  // cumulative log decay cs (a warp scan) and w = exp(cs_last - cs) dt', into buffer nb.
+  auto prologue = [&](const float (&r)[2], int qn_, int nb) {
     float d[2];
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
@@ -311,94 +277,36 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
         d[k] = p.dt_softplus ? dev::softplus(v) : v;
       }
     }
-    const float l0 = d[0] * A, l1 = d[1] * A;
-    float incl = l0 + l1;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const float v = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += v;
-    }
-    const float last = __shfl_sync(0xffffffffu, incl, 31);
-    const float cs0 = incl - l1, cs1 = incl;
-    cs_[2 * lane] = cs0;
-    cs_[2 * lane + 1] = cs1;
-    dt_[2 * lane] = d[0];
-    dt_[2 * lane + 1] = d[1];
-    w_[2 * lane] = __expf(last - cs0) * d[0];
-    w_[2 * lane + 1] = __expf(last - cs1) * d[1];
+    float cs0, cs1, last;
+    sm::chunk_cumsum(d[0] * A, d[1] * A, lane, cs0, cs1, last);
+    sm.cs[nb][2 * lane] = cs0;
+    sm.cs[nb][2 * lane + 1] = cs1;
+    sm.dt[nb][2 * lane] = d[0];
+    sm.dt[nb][2 * lane + 1] = d[1];
+    sm.w[nb][2 * lane] = __expf(last - cs0) * d[0];
+    sm.w[nb][2 * lane + 1] = __expf(last - cs1) * d[1];
   };
-  // z rows [t0, t0 + qn) into the y tile (the same pieces as the y copy-out); not committed.
-  auto load_z = [&](int64_t t0, int qn) {
-    if constexpr (kTMA) {
-      // v22: thread r < 64 owns y tile row r: its bulk store of the previous chunk's row must have
-      // read the tile before the z row comes in.
-      if (tid < kQ) {
-        asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-        if (zb && !(skip & 32)) {
-          const bool ok = tid < qn;
-#pragma unroll
-          for (int pc = 0; pc < kP; pc += 8)
-            sm::cp_async16(&hd.Y[0][tid][pc], ok ? zb + (t0 + tid) * p.z_st + pc : zb, ok);
-        }
-      }
-      return;
-    }
-    if constexpr (kYS) {
-      if (!zb || (skip & 32)) return;
-      constexpr int kPcs = kP / 8;
-      for (int i = tid; i < kQ * kPcs; i += kThreads) {
-        const int r = i / kPcs, pc = (i % kPcs) * 8;
-        const bool ok = r < qn;
-        sm::cp_async16(&hd.Y[0][r][pc], ok ? zb + (t0 + r) * p.z_st + pc : zb, ok);
-      }
-    }
-  };
-  float dtnext[2] = {0.f, 0.f};  // kDB: the raw dt of the next chunk (the warp that computes its cs)
+  float dtnext[2] = {0.f, 0.f};  // the raw dt of the next chunk (the warp that computes its cs)
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t t0 = c * kQ;
     const int qn = static_cast<int>(p.seqlen - t0 < kQ ? p.seqlen - t0 : kQ);
-    // Loads: rows past the sequence are zero-filled (cp.async with 0 source bytes).
-    constexpr int kPcsN = kN / 8;
-    const int cb = kPF >= 3 ? static_cast<int>(c & 1) : 0;
-    bf16 (*const Cs)[kNS] = sm.C[cb];
-    bf16 (*const Bs)[kNS] = sm.B[cb];
-    bf16 (*X)[kXS] = hd.X[kPF ? (c & 1) : 0];
-    if (!kLBS || c == 0) {  // kLBS: chunk c > 0 was issued at the end of chunk c - 1
-      if (kPF < 3 || c == 0) load_cb(cb, t0, qn, (kPF < 2 && !kCE) || c == 0);  // kCE: C came early
-      if (!kPF || c == 0) load_x(X, t0, qn);
-      if (kYS) load_z(t0, qn);
-      sm::cp_async_commit();
-    }
-    float* const csb = hd.cs[kDB ? (c & 1) : 0];
-    float* const dts = hd.dt[kDB ? (c & 1) : 0];
-    float* const wb = hd.w[kDB ? (c & 1) : 0];
-    if (warp == 0 && (!kDB || c == 0)) {  // dt', the cumulative log decay cs (a warp scan), w
-      if (kPF >= 2 && c == 0) load_dt(dtraw, t0, qn);
+    load_chunk(t0, qn);
+    sm::cp_async_commit();
+    const int cb = static_cast<int>(c & 1);
+    const float* const csb = sm.cs[cb];
+    const float* const dts = sm.dt[cb];
+    const float* const wb = sm.w[cb];
+    if (warp == 0 && c == 0) {  // the first chunk's dt', cs, w (later ones: computed ahead)
       float r[2];
-      if (kPF >= 2) {
-        r[0] = dtraw[0];
-        r[1] = dtraw[1];
-      } else {
-        load_dt(r, t0, qn);
-      }
-      if (kPF >= 2 && c + 1 < nchunks)  // the next chunk's dt: in flight during this chunk
-        load_dt(dtraw, t0 + kQ, static_cast<int>(p.seqlen - t0 - kQ < kQ ? p.seqlen - t0 - kQ : kQ));
-      prologue(r, qn, csb, dts, wb);
+      load_dt(r, t0, qn);
+      prologue(r, qn, 0);
     }
     sm::cp_async_wait_all();
     __syncthreads();
-    // kDB: the warp with the least intra-chunk work in this chunk (yw = 0) prepares the next chunk.
-    // (v12, v13: the row block 2 warp, the lightest there)
-    const bool dt_warp = kDB && c + 1 < nchunks && warp == (((kXC ? 2 : 0) - static_cast<int>(c & 3)) & 3);
+    // The warp with the least intra-chunk work in this chunk (yw = 0) prepares the next chunk.
+    const bool dt_warp = c + 1 < nchunks && warp == ((-static_cast<int>(c & 3)) & 3);
     const int qn_next = static_cast<int>(p.seqlen - t0 - kQ < kQ ? p.seqlen - t0 - kQ : kQ);
     if (dt_warp) load_dt(dtnext, t0 + kQ, qn_next);
-    if (kPF && c + 1 < nchunks) {  // the next chunk's x (and C, B), into the other buffers (free since chunk c - 1)
-      const int64_t t1 = t0 + kQ;
-      const int qn1 = static_cast<int>(p.seqlen - t1 < kQ ? p.seqlen - t1 : kQ);
-      load_x(hd.X[(c + 1) & 1], t1, qn1);
-      if (kPF >= 3) load_cb(cb ^ 1, t1, qn1, true);
-      sm::cp_async_commit();
-    }
 
     // The output rows of this warp: block yw = (warp + c) % 4 of the chunk. The causal part costs
     // yw + 1 blocks, so the role rotates with the chunk: over four chunks every warp (and the
@@ -414,11 +322,11 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
     for (int ks = 0; ks < kN / 16; ++ks) {
       if (skip & 2) break;
       uint32_t af[4];
-      sm::ldsm_x4(af, &Cs[yw * 16 + a_m][ks * 16 + a_k]);
+      sm::ldsm_x4(af, &sm.C[yw * 16 + a_m][ks * 16 + a_k]);
 #pragma unroll
       for (int pt2 = 0; pt2 < 4; ++pt2) {
         uint32_t bfr[4];
-        sm::ldsm_x4(bfr, &hd.S[pt2 * 16 + bn_n][ks * 16 + bn_k]);
+        sm::ldsm_x4(bfr, &sm.S[pt2 * 16 + bn_n][ks * 16 + bn_k]);
         sm::mma_bf16(yacc[2 * pt2], af, bfr[0], bfr[1]);
         sm::mma_bf16(yacc[2 * pt2 + 1], af, bfr[2], bfr[3]);
       }
@@ -434,10 +342,73 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
         yacc[pt][3] *= e1;
       }
     }
-    // One 16-step slice ks of the state update S += (X o w)^T B (rows 16 warp.., all N columns).
-    auto upd = [&](int ks) {
+    // ---- Y += (C B^T o decay o dt) X, 16 columns at a time, j <= i
+    for (int jb = 0; jb <= ((skip & 1) ? -1 : yw); ++jb) {
+      float cbk[2][4];
+#pragma unroll
+      for (int jt = 0; jt < 2; ++jt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) cbk[jt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < kN / 16; ++ks) {
+        uint32_t af[4], bfr[4];
+        sm::ldsm_x4(af, &sm.C[yw * 16 + a_m][ks * 16 + a_k]);
+        sm::ldsm_x4(bfr, &sm.B[jb * 16 + bn_n][ks * 16 + bn_k]);
+        sm::mma_bf16(cbk[0], af, bfr[0], bfr[1]);
+        sm::mma_bf16(cbk[1], af, bfr[2], bfr[3]);
+      }
+      uint32_t pa[4];
+#pragma unroll
+      for (int jt = 0; jt < 2; ++jt) {
+        const int j = jb * 16 + jt * 8 + 2 * q;
+        const float csj0 = csb[j], csj1 = csb[j + 1], dj0 = dts[j], dj1 = dts[j + 1];
+        const float v00 = j <= yrow0 ? cbk[jt][0] * __expf(cs_i0 - csj0) * dj0 : 0.f;
+        const float v01 = j + 1 <= yrow0 ? cbk[jt][1] * __expf(cs_i0 - csj1) * dj1 : 0.f;
+        const float v10 = j <= yrow0 + 8 ? cbk[jt][2] * __expf(cs_i1 - csj0) * dj0 : 0.f;
+        const float v11 = j + 1 <= yrow0 + 8 ? cbk[jt][3] * __expf(cs_i1 - csj1) * dj1 : 0.f;
+        pa[2 * jt] = sm::pack_bf16(v00, v01);
+        pa[2 * jt + 1] = sm::pack_bf16(v10, v11);
+      }
+#pragma unroll
+      for (int pt2 = 0; pt2 < 4; ++pt2) {
+        uint32_t bfr[4];
+        sm::ldsm_x4_t(bfr, &sm.X[jb * 16 + bt_k][pt2 * 16 + bt_n]);
+        sm::mma_bf16(yacc[2 * pt2], pa, bfr[0], bfr[1]);
+        sm::mma_bf16(yacc[2 * pt2 + 1], pa, bfr[2], bfr[3]);
+      }
+    }
+    if (dt_warp) prologue(dtnext, qn_next, cb ^ 1);  // the other buffers: free since chunk c - 1
+    // ---- y = (Y + D x) [* silu(z)] into the y tile (z read from it); stored after the state update
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int i = yrow0 + 8 * half;
+#pragma unroll
+      for (int pt = 0; pt < 8; ++pt) {
+        const int pp = pt * 8 + 2 * q;
+        const float2 xv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&sm.X[i][pp]));
+        float v0 = yacc[pt][2 * half] + Dh * xv.x, v1 = yacc[pt][2 * half + 1] + Dh * xv.y;
+        __nv_bfloat162* yz = reinterpret_cast<__nv_bfloat162*>(&sm.Y[i][pp]);
+        if (zb) {
+          const float2 zv = __bfloat1622float2(*yz);
+          v0 *= dev::silu_fast(zv.x);
+          v1 *= dev::silu_fast(zv.y);
+        }
+        *yz = __floats2bfloat162_rn(v0, v1);
+      }
+    }
+    // ---- S = exp(cs_last) S + (X o w)^T B (rows 16 warp.., all N columns)
+    {
+      const float decay = __expf(csb[kQ - 1]);
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[nt][e] *= decay;
+    }
+#pragma unroll
+    for (int ks = 0; ks < kQ / 16; ++ks) {
+      if (skip & 4) break;
       uint32_t af[4];
-      sm::ldsm_x4_t(af, &X[ks * 16 + at_k][warp * 16 + at_m]);
+      sm::ldsm_x4_t(af, &sm.X[ks * 16 + at_k][warp * 16 + at_m]);
       // A element (m, k): registers 0/1 hold k = 2q, 2q + 1; 2/3 hold k = 2q + 8, 2q + 9.
       const int k0 = ks * 16 + 2 * q;
       af[0] = sm::scale_bf16x2(af[0], wb[k0], wb[k0 + 1]);
@@ -447,357 +418,22 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
 #pragma unroll
       for (int nt2 = 0; nt2 < kN / 16; ++nt2) {
         uint32_t bfr[4];
-        sm::ldsm_x4_t(bfr, &Bs[ks * 16 + bt_k][nt2 * 16 + bt_n]);
+        sm::ldsm_x4_t(bfr, &sm.B[ks * 16 + bt_k][nt2 * 16 + bt_n]);
         sm::mma_bf16(st[2 * nt2], af, bfr[0], bfr[1]);
         sm::mma_bf16(st[2 * nt2 + 1], af, bfr[2], bfr[3]);
       }
-    };
-    // kIL 2 (v8): the state update's four 16-step slices are issued inside the intra-chunk loop,
-    // slice jb with column block jb (the rest after it): its 16 independent mma chains fill the
-    // tensor pipe while the C B^T chain of the block waits.
-    if constexpr ((kIM & 2) != 0) {
-      const float decay = __expf(csb[kQ - 1]);
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) st[nt][e] *= decay;
-    }
-    // ---- Y += (C B^T o decay o dt) X, 16 columns at a time, j <= i
-    // kIL (v7): two column blocks jb, jb + 1 per pass, their C B^T products interleaved (two
-    // independent mma chains share each C fragment), so the chain is walked half as often.
-    int nu = 0;  // v13: state update slices done inside the intra part
-    if constexpr (kXC) {
-      // v12, v13: the 10 causal blocks balanced over the 4 warps. Row block r costs r + 1 C B^T
-      // blocks (16 mma + the mask) and r + 1 products with X (8 mma); the row-0 warp computes the
-      // masked blocks (3, 0) and (3, 1) for the row-3 warp, the row-1 warp (2, 0) for the row-2
-      // warp, and hands them over as packed A fragments in shared memory (named barriers 1, 2,
-      // producer arrives, consumer waits). Per warp then 3 / 3 / 2 / 2 C B^T blocks and 1 / 2 / 3 / 4
-      // X products (was up to 4 + 4).
-      auto cbblk = [&](int r, int jb, uint32_t (&pa)[4]) {
-        float cb[2][4];
-#pragma unroll
-        for (int jt = 0; jt < 2; ++jt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) cb[jt][e] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < kN / 16; ++ks) {
-          uint32_t af[4], bfr[4];
-          sm::ldsm_x4(af, &Cs[r * 16 + a_m][ks * 16 + a_k]);
-          sm::ldsm_x4(bfr, &Bs[jb * 16 + bn_n][ks * 16 + bn_k]);
-          sm::mma_bf16(cb[0], af, bfr[0], bfr[1]);
-          sm::mma_bf16(cb[1], af, bfr[2], bfr[3]);
-        }
-        const int i0 = r * 16 + g;
-        const float ci0 = csb[i0], ci1 = csb[i0 + 8];
-#pragma unroll
-        for (int jt = 0; jt < 2; ++jt) {
-          const int j = jb * 16 + jt * 8 + 2 * q;
-          const float csj0 = csb[j], csj1 = csb[j + 1], dj0 = dts[j], dj1 = dts[j + 1];
-          const float v00 = j <= i0 ? cb[jt][0] * __expf(ci0 - csj0) * dj0 : 0.f;
-          const float v01 = j + 1 <= i0 ? cb[jt][1] * __expf(ci0 - csj1) * dj1 : 0.f;
-          const float v10 = j <= i0 + 8 ? cb[jt][2] * __expf(ci1 - csj0) * dj0 : 0.f;
-          const float v11 = j + 1 <= i0 + 8 ? cb[jt][3] * __expf(ci1 - csj1) * dj1 : 0.f;
-          pa[2 * jt] = sm::pack_bf16(v00, v01);
-          pa[2 * jt + 1] = sm::pack_bf16(v10, v11);
-        }
-        if constexpr ((kIM & 2) != 0) {
-          if (!(skip & 4) && nu < kQ / 16) upd(nu++);
-        }
-      };
-      auto xmul = [&](const uint32_t (&pa)[4], int jb) {
-#pragma unroll
-        for (int pt2 = 0; pt2 < 4; ++pt2) {
-          uint32_t bfr[4];
-          sm::ldsm_x4_t(bfr, &X[jb * 16 + bt_k][pt2 * 16 + bt_n]);
-          sm::mma_bf16(yacc[2 * pt2], pa, bfr[0], bfr[1]);
-          sm::mma_bf16(yacc[2 * pt2 + 1], pa, bfr[2], bfr[3]);
-        }
-      };
-      auto own = [&](int jb) {
-        uint32_t pa[4];
-        cbblk(yw, jb, pa);
-        xmul(pa, jb);
-      };
-      auto give = [&](int r, int jb, int slot) {
-        uint32_t pa[4];
-        cbblk(r, jb, pa);
-        hd.P[slot][lane] = make_uint4(pa[0], pa[1], pa[2], pa[3]);
-      };
-      auto take = [&](int slot, int jb) {
-        const uint4 v = hd.P[slot][lane];
-        const uint32_t pa[4] = {v.x, v.y, v.z, v.w};
-        xmul(pa, jb);
-      };
-      if (!(skip & 1)) {
-        if (yw == 0) {
-          give(3, 0, 0);
-          give(3, 1, 1);
-          __threadfence_block();
-          asm volatile("bar.arrive 1, 64;\n" ::: "memory");
-          own(0);
-        } else if (yw == 3) {
-          own(2);
-          own(3);
-          asm volatile("bar.sync 1, 64;\n" ::: "memory");
-          take(0, 0);
-          take(1, 1);
-        } else if (yw == 1) {
-          give(2, 0, 2);
-          __threadfence_block();
-          asm volatile("bar.arrive 2, 64;\n" ::: "memory");
-          own(0);
-          own(1);
-        } else {
-          own(1);
-          own(2);
-          asm volatile("bar.sync 2, 64;\n" ::: "memory");
-          take(2, 0);
-        }
-      }
-    }
-    if constexpr ((kIM & 1) != 0 && !kXC) {
-      for (int jb = 0; jb <= ((skip & 1) ? -1 : yw); jb += 2) {
-        const bool two = jb + 1 <= yw;
-        if constexpr ((kIM & 2) != 0) {  // v11: the state update's slices jb, jb + 1 with the pair
-          if (!(skip & 4)) {
-            upd(jb);
-            if (two) upd(jb + 1);
-          }
-        }
-        float cb[2][2][4];
-#pragma unroll
-        for (int u = 0; u < 2; ++u)
-#pragma unroll
-          for (int jt = 0; jt < 2; ++jt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) cb[u][jt][e] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < kN / 16; ++ks) {
-          uint32_t af[4], bfr[4], bfr2[4];
-          sm::ldsm_x4(af, &Cs[yw * 16 + a_m][ks * 16 + a_k]);
-          sm::ldsm_x4(bfr, &Bs[jb * 16 + bn_n][ks * 16 + bn_k]);
-          if (two) sm::ldsm_x4(bfr2, &Bs[(jb + 1) * 16 + bn_n][ks * 16 + bn_k]);
-          sm::mma_bf16(cb[0][0], af, bfr[0], bfr[1]);
-          sm::mma_bf16(cb[0][1], af, bfr[2], bfr[3]);
-          if (two) {
-            sm::mma_bf16(cb[1][0], af, bfr2[0], bfr2[1]);
-            sm::mma_bf16(cb[1][1], af, bfr2[2], bfr2[3]);
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < 2; ++u) {
-          if (u == 1 && !two) break;
-          const int jbu = jb + u;
-          uint32_t pa[4];
-#pragma unroll
-          for (int jt = 0; jt < 2; ++jt) {
-            const int j = jbu * 16 + jt * 8 + 2 * q;
-            const float csj0 = csb[j], csj1 = csb[j + 1], dj0 = dts[j], dj1 = dts[j + 1];
-            const float v00 = j <= yrow0 ? cb[u][jt][0] * __expf(cs_i0 - csj0) * dj0 : 0.f;
-            const float v01 = j + 1 <= yrow0 ? cb[u][jt][1] * __expf(cs_i0 - csj1) * dj1 : 0.f;
-            const float v10 = j <= yrow0 + 8 ? cb[u][jt][2] * __expf(cs_i1 - csj0) * dj0 : 0.f;
-            const float v11 = j + 1 <= yrow0 + 8 ? cb[u][jt][3] * __expf(cs_i1 - csj1) * dj1 : 0.f;
-            pa[2 * jt] = sm::pack_bf16(v00, v01);
-            pa[2 * jt + 1] = sm::pack_bf16(v10, v11);
-          }
-#pragma unroll
-          for (int pt2 = 0; pt2 < 4; ++pt2) {
-            uint32_t b2[4];
-            sm::ldsm_x4_t(b2, &X[jbu * 16 + bt_k][pt2 * 16 + bt_n]);
-            sm::mma_bf16(yacc[2 * pt2], pa, b2[0], b2[1]);
-            sm::mma_bf16(yacc[2 * pt2 + 1], pa, b2[2], b2[3]);
-          }
-        }
-      }
-    }
-    for (int jb = 0; jb <= ((skip & 1) || (kIM & 1) || kXC ? -1 : yw); ++jb) {
-      if constexpr (kIM == 2) {
-        if (!(skip & 4)) upd(jb);
-      }
-      float cb[2][4];
-#pragma unroll
-      for (int jt = 0; jt < 2; ++jt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) cb[jt][e] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < kN / 16; ++ks) {
-        uint32_t af[4], bfr[4];
-        sm::ldsm_x4(af, &Cs[yw * 16 + a_m][ks * 16 + a_k]);
-        sm::ldsm_x4(bfr, &Bs[jb * 16 + bn_n][ks * 16 + bn_k]);
-        sm::mma_bf16(cb[0], af, bfr[0], bfr[1]);
-        sm::mma_bf16(cb[1], af, bfr[2], bfr[3]);
-      }
-      uint32_t pa[4];
-#pragma unroll
-      for (int jt = 0; jt < 2; ++jt) {
-        const int j = jb * 16 + jt * 8 + 2 * q;
-        const float csj0 = csb[j], csj1 = csb[j + 1], dj0 = dts[j], dj1 = dts[j + 1];
-        const float v00 = j <= yrow0 ? cb[jt][0] * __expf(cs_i0 - csj0) * dj0 : 0.f;
-        const float v01 = j + 1 <= yrow0 ? cb[jt][1] * __expf(cs_i0 - csj1) * dj1 : 0.f;
-        const float v10 = j <= yrow0 + 8 ? cb[jt][2] * __expf(cs_i1 - csj0) * dj0 : 0.f;
-        const float v11 = j + 1 <= yrow0 + 8 ? cb[jt][3] * __expf(cs_i1 - csj1) * dj1 : 0.f;
-        pa[2 * jt] = sm::pack_bf16(v00, v01);
-        pa[2 * jt + 1] = sm::pack_bf16(v10, v11);
-      }
-#pragma unroll
-      for (int pt2 = 0; pt2 < 4; ++pt2) {
-        uint32_t bfr[4];
-        sm::ldsm_x4_t(bfr, &X[jb * 16 + bt_k][pt2 * 16 + bt_n]);
-        sm::mma_bf16(yacc[2 * pt2], pa, bfr[0], bfr[1]);
-        sm::mma_bf16(yacc[2 * pt2 + 1], pa, bfr[2], bfr[3]);
-      }
-    }
-    if (dt_warp) {  // kDB: the next chunk's cs, dt', w into the other buffers (free since chunk c - 1)
-      const int nb = static_cast<int>((c + 1) & 1);
-      prologue(dtnext, qn_next, hd.cs[nb], hd.dt[nb], hd.w[nb]);
-    }
-    if constexpr (kCE) {
-      // v23: C's last use was the intra part: once all 4 warps are past it (named barrier 3: the
-      // dt warp waits, the others only arrive), the dt warp loads the next chunk's C rows, so their
-      // latency hides behind the epilogue and the state update.
-      if (c + 1 < nchunks) {
-        if (dt_warp) {
-          asm volatile("bar.sync 3, 128;\n" ::: "memory");
-          if (!(skip & 16)) {
-            constexpr int kPcsN = kN / 8;
-            for (int i = lane; i < kQ * kPcsN; i += 32) {
-              const int r = i / kPcsN, pc = (i % kPcsN) * 8;
-              const bool ok = r < qn_next;
-              sm::cp_async16(&sm.C[0][r][pc], ok ? Cb + (t0 + kQ + r) * p.C_st + pc : Cb, ok);
-            }
-          }
-          sm::cp_async_commit();
-        } else {
-          asm volatile("bar.arrive 3, 128;\n" ::: "memory");
-        }
-      }
-    }
-    if constexpr ((kIM & 2) != 0) {  // the state update's slices past this warp's column blocks
-      if (!(skip & 4))
-        for (int ks = kXC ? nu : (skip & 1) ? 0 : yw + 1; ks < kQ / 16; ++ks) upd(ks);
-    }
-    if (kPF == 2 && c + 1 < nchunks) {  // C is free: the next chunk's rows, during the epilogue
-      __syncthreads();
-      const int64_t t1 = t0 + kQ;
-      const int qn1 = static_cast<int>(p.seqlen - t1 < kQ ? p.seqlen - t1 : kQ);
-      for (int i = tid_all; i < kQ * kPcsN; i += kAll) {
-        const int r = i / kPcsN, pc = (i % kPcsN) * 8;
-        const bool ok = r < qn1;
-        sm::cp_async16(&sm.C[0][r][pc], ok ? Cb + (t1 + r) * p.C_st + pc : Cb, ok);
-      }
-      sm::cp_async_commit();
-    }
-    // ---- y = (Y + D x) [* silu(z)]
-    if constexpr (kYS) {  // into the y tile (z read from it); stored after the state update
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int i = yrow0 + 8 * half;
-#pragma unroll
-        for (int pt = 0; pt < 8; ++pt) {
-          const int pp = pt * 8 + 2 * q;
-          const float2 xv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&X[i][pp]));
-          float v0 = yacc[pt][2 * half] + Dh * xv.x, v1 = yacc[pt][2 * half + 1] + Dh * xv.y;
-          __nv_bfloat162* yz = reinterpret_cast<__nv_bfloat162*>(&hd.Y[0][i][pp]);
-          if (zb) {
-            const float2 zv = __bfloat1622float2(*yz);
-            v0 *= dev::silu_fast(zv.x);
-            v1 *= dev::silu_fast(zv.y);
-          }
-          *yz = __floats2bfloat162_rn(v0, v1);
-        }
-      }
-      if constexpr (kTMA) asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the tile goes out by TMA
-    }
-#pragma unroll
-    for (int half = 0; half < (kYS ? 0 : 2); ++half) {
-      const int i = yrow0 + 8 * half;
-      if (i < qn && !(skip & 8)) {
-        bf16* yrow = yb + (t0 + i) * p.y_st;
-        const bf16* zrow = zb ? zb + (t0 + i) * p.z_st : nullptr;
-#pragma unroll
-        for (int pt = 0; pt < 8; ++pt) {
-          const int pp = pt * 8 + 2 * q;
-          const float2 xv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&X[i][pp]));
-          float v0 = yacc[pt][2 * half] + Dh * xv.x, v1 = yacc[pt][2 * half + 1] + Dh * xv.y;
-          if (zrow) {
-            const float2 zv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(zrow + pp));
-            v0 *= dev::silu_fast(zv.x);
-            v1 *= dev::silu_fast(zv.y);
-          }
-          *reinterpret_cast<__nv_bfloat162*>(yrow + pp) = __floats2bfloat162_rn(v0, v1);
-        }
-      }
-    }
-    // ---- S = exp(cs_last) S + (X o w)^T B
-    if constexpr ((kIM & 2) == 0) {
-      const float decay = __expf(csb[kQ - 1]);
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) st[nt][e] *= decay;
-#pragma unroll
-      for (int ks = 0; ks < kQ / 16; ++ks) {
-        if (skip & 4) break;
-        uint32_t af[4];
-        sm::ldsm_x4_t(af, &X[ks * 16 + at_k][warp * 16 + at_m]);
-        // A element (m, k): registers 0/1 hold k = 2q, 2q + 1; 2/3 hold k = 2q + 8, 2q + 9.
-        const int k0 = ks * 16 + 2 * q;
-        af[0] = sm::scale_bf16x2(af[0], wb[k0], wb[k0 + 1]);
-        af[1] = sm::scale_bf16x2(af[1], wb[k0], wb[k0 + 1]);
-        af[2] = sm::scale_bf16x2(af[2], wb[k0 + 8], wb[k0 + 9]);
-        af[3] = sm::scale_bf16x2(af[3], wb[k0 + 8], wb[k0 + 9]);
-#pragma unroll
-        for (int nt2 = 0; nt2 < kN / 16; ++nt2) {
-          uint32_t bfr[4];
-          sm::ldsm_x4_t(bfr, &Bs[ks * 16 + bt_k][nt2 * 16 + bt_n]);
-          sm::mma_bf16(st[2 * nt2], af, bfr[0], bfr[1]);
-          sm::mma_bf16(st[2 * nt2 + 1], af, bfr[2], bfr[3]);
-        }
-      }
     }
     __syncthreads();  // every warp is done with S (bf16), C, B, X of this chunk
-    store_state_bf16<kN>(hd, st, row0, q);
-    if constexpr (kLBS) {
-      // v16-v19: the next chunk's C, B, x loads first (their tiles are free after the barrier above),
-      // then the y tile out, each 16-byte piece followed by the next chunk's z load into it (the
-      // same thread: the store's shared-memory read comes first): the loads are in flight before
-      // the stores.
-      constexpr int kPcs = kP / 8;
-      const bool more = c + 1 < nchunks;
-      const int64_t t1 = t0 + kQ;
-      const int qn1 = static_cast<int>(p.seqlen - t1 < kQ ? p.seqlen - t1 : kQ);
-      if (more) {
-        load_cb(0, t1, qn1, true);
-        load_x(X, t1, qn1);
-      }
-      const bool zload = more && zb && !(skip & 32);
-      for (int i = tid; i < kQ * kPcs; i += kThreads) {
-        const int r = i / kPcs, pc = (i % kPcs) * 8;
-        if (r < qn && !(skip & 8))
-          *reinterpret_cast<uint4*>(yb + (t0 + r) * p.y_st + pc) = *reinterpret_cast<const uint4*>(&hd.Y[0][r][pc]);
-        if (zload) {
-          const bool ok = r < qn1;
-          sm::cp_async16(&hd.Y[0][r][pc], ok ? zb + (t1 + r) * p.z_st + pc : zb, ok);
-        }
-      }
-      if (more) sm::cp_async_commit();
-    } else if (kTMA) {  // v22: one bulk copy (128 bytes) per y row, issued by the row's owner thread
-      if (tid < qn && !(skip & 8)) {
-        asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(yb + (t0 + tid) * p.y_st),
-                     "r"(sm::smem_addr(&hd.Y[0][tid][0])), "n"(kP * 2)
-                     : "memory");
-        asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-      }
-    } else if (kYS && !(skip & 8)) {  // the y tile out: 16-byte pieces, the pieces this thread loaded z into
+    sm::store_rows_bf16<kN>(sm.S, st, row0, q);
+    // The y tile out: 16-byte pieces, the pieces this thread loaded z into (so the next chunk's z
+    // load, issued by the same thread, cannot overtake the store's read of the tile).
+    if (!(skip & 8)) {
       constexpr int kPcs = kP / 8;
       for (int i = tid; i < qn * kPcs; i += kThreads) {
         const int r = i / kPcs, pc = (i % kPcs) * 8;
-        *reinterpret_cast<uint4*>(yb + (t0 + r) * p.y_st + pc) = *reinterpret_cast<const uint4*>(&hd.Y[0][r][pc]);
+        *reinterpret_cast<uint4*>(yb + (t0 + r) * p.y_st + pc) = *reinterpret_cast<const uint4*>(&sm.Y[r][pc]);
       }
     }
-  }
-  if constexpr (kTMA) {
-    if (tid < kQ) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
   }
   if (p.final_state) {
     float* out = p.final_state + bh * kP * kN;
@@ -810,23 +446,30 @@ __global__ void __launch_bounds__(kThreads * kH, kH == 1 ? 3 : 1)
   }
 }
 
-template <int kN, int kPF, int kH = 1, int kYS = 0, int kIL = 0>
+template <int kN>
 void launch(const SsdCudaParams<bf16>& p, cudaStream_t stream) {
-  const size_t smem = sizeof(Smem<kN, kPF, kH, kYS, (kIL & 4) ? 1 : 0, (kIL & 8) ? 1 : 0>);
-  auto kernel = ssd_fwd_tc_kernel<kN, kPF, kH, kYS, kIL>;
+  const size_t smem = sizeof(Smem<kN>);
+  auto kernel = ssd_fwd_tc_kernel<kN>;
   MAMBA_CUDA_CHECK("ssd_chunk_scan_cuda", cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                                static_cast<int>(smem)));
   const char* env = std::getenv("MAMBA_SSD_SKIP");
   const int skip = env ? std::atoi(env) : 0;
-  kernel<<<static_cast<unsigned>(p.batch * (p.nheads / kH)), kThreads * kH, smem, stream>>>(p, skip);
+  kernel<<<static_cast<unsigned>(p.batch * p.nheads), kThreads, smem, stream>>>(p, skip);
   MAMBA_CUDA_CHECK_LAUNCH("ssd_chunk_scan_cuda (tensor cores)");
 }
 
 }  // namespace tc
 
+void check_version(int v) {
+  if (v != 0 && v != 1 && v != 20)
+    throw std::invalid_argument("ssd_chunk_scan_cuda: version must be 0 (automatic), 1 (sequential) or 20 (tensor cores), got " +
+                                std::to_string(v) + " (versions 2-19 and 21-23 were removed: kernels/cuda/NOTES.md, branch prune)");
+}
+
 template <class T>
 void check_params(const SsdCudaParams<T>& p) {
   auto bad = [](const std::string& m) { throw std::invalid_argument("ssd_chunk_scan_cuda: " + m); };
+  check_version(p.version);
   if (p.batch < 1) bad("batch must be >= 1 (got " + std::to_string(p.batch) + ")");
   if (p.nheads < 1) bad("nheads must be >= 1 (got " + std::to_string(p.nheads) + ")");
   if (p.batch * p.nheads > 2147483647LL) bad("batch * nheads must be <= 2^31 - 1");
@@ -851,12 +494,13 @@ template <class T>
 int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
   int v = p.version;
   if (v == 0) {
+    // Automatic: v20 (483.6 us against v2's 537.0 at the standard shape, branch ssd2 round 2;
+    // every check passed). MAMBA_SSD_VERSION=1 forces the sequential kernel; any other value
+    // (including the numbers of the removed versions) is the automatic choice.
     const char* env = std::getenv("MAMBA_SSD_VERSION");
-    // Automatic: v20 (v6 + dt', cs, w ahead: 483.6 us against v2's 537.0 at the standard shape,
-    // branch ssd2 round 2; every check passed).
-    v = env ? std::atoi(env) : 20;
-    if (v < 1 || v > 23) v = 20;
+    v = env && std::atoi(env) == 1 ? 1 : 20;
   }
+  check_version(v);
   if (v == 1) return 1;
   if constexpr (!std::is_same_v<T, bf16>) {
     return 1;
@@ -868,9 +512,7 @@ int ssd_cuda_kernel_version(const SsdCudaParams<T>& p) {
       return 1;
     if (p.z && !aligned_rows(p.z, {p.z_sb, p.z_st, p.z_sh}, 2)) return 1;
     if (p.final_state && !dev::aligned16(p.final_state)) return 1;
-    if (v == 5 && (p.nheads / p.ngroups) % 3 != 0) return 4;  // v5 takes heads of a group in threes
-    if (v == 11) return 10;  // v11 (pairs + update inside + dt ahead) withdrawn: NaN at n 16 (round 1)
-    return v >= 3 && v <= 23 ? v : 2;
+    return 20;
   }
 }
 
@@ -879,38 +521,11 @@ void ssd_chunk_scan_cuda(const SsdCudaParams<T>& p, cudaStream_t stream) {
   check_params(p);
   if (ssd_cuda_kernel_version(p) == 1) return dispatch_seq(p, stream);
   if constexpr (std::is_same_v<T, bf16>) {
-    // v2: 0, v3: 1 (x prefetched), v4: 2 (+ C, dt), v5: 3 (everything double-buffered, 3 heads per block)
-    const int ver = ssd_cuda_kernel_version(p), pf = ver - 2;
-    auto go = [&](auto n) {
-      constexpr int kN = decltype(n)::value;
-      if (ver == 6) return tc::launch<kN, 0, 1, 1>(p, stream);  // v6: v2 + the y / z tile
-      if (ver == 7) return tc::launch<kN, 0, 1, 1, 1>(p, stream);  // v7: v6 + the intra blocks in pairs
-      if (ver == 8) return tc::launch<kN, 0, 1, 1, 2>(p, stream);  // v8: v6 + the state update inside the intra loop
-      if (ver == 9) return tc::launch<kN, 0, 1, 1, 6>(p, stream);  // v9: v8 + the next chunk's dt', cs, w ahead
-      if (ver == 10) return tc::launch<kN, 0, 1, 1, 5>(p, stream);  // v10: v7 (pairs) + dt', cs, w ahead
-      if (ver == 12) return tc::launch<kN, 0, 1, 1, 12>(p, stream);  // v12: balanced intra (hand-over) + dt' ahead
-      if (ver == 13) return tc::launch<kN, 0, 1, 1, 14>(p, stream);  // v13: v12 + the update inside the intra part
-      if (ver == 14) return tc::launch<kN, 1, 1, 0, 12>(p, stream);  // v14: v12 with x prefetched, no y tile
-      if (ver == 15) return tc::launch<kN, 1, 1, 0, 14>(p, stream);  // v15: v13 with x prefetched, no y tile
-      // v16-v19: the next chunk's loads issued at the end of this chunk, before its y stores
-      if (ver == 16) return tc::launch<kN, 0, 1, 1, 21>(p, stream);  // v16: v10 + loads before stores
-      if (ver == 17) return tc::launch<kN, 0, 1, 1, 16>(p, stream);  // v17: v6 + loads before stores
-      if (ver == 18) return tc::launch<kN, 0, 1, 1, 28>(p, stream);  // v18: v12 + loads before stores
-      if (ver == 19) return tc::launch<kN, 0, 1, 1, 22>(p, stream);  // v19: v9 + loads before stores
-      if (ver == 20) return tc::launch<kN, 0, 1, 1, 4>(p, stream);   // v20: v6 + dt', cs, w ahead
-      if (ver == 21) return tc::launch<kN, 0, 1, 1, 20>(p, stream);  // v21: v20 + loads before stores
-      if (ver == 22) return tc::launch<kN, 0, 1, 1, 36>(p, stream);  // v22: v20 + y rows out by TMA bulk copies
-      if (ver == 23) return tc::launch<kN, 0, 1, 1, 68>(p, stream);  // v23: v20 + the next chunk's C loaded after the intra part
-      if (pf == 3) return tc::launch<kN, 3, 3>(p, stream);
-      if (pf == 2) return tc::launch<kN, 2>(p, stream);
-      if (pf == 1) return tc::launch<kN, 1>(p, stream);
-      return tc::launch<kN, 0>(p, stream);
-    };
     switch (p.dstate) {
-      case 16: return go(std::integral_constant<int, 16>{});
-      case 32: return go(std::integral_constant<int, 32>{});
-      case 64: return go(std::integral_constant<int, 64>{});
-      default: return go(std::integral_constant<int, 128>{});
+      case 16: return tc::launch<16>(p, stream);
+      case 32: return tc::launch<32>(p, stream);
+      case 64: return tc::launch<64>(p, stream);
+      default: return tc::launch<128>(p, stream);
     }
   }
 }

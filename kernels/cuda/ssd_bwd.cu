@@ -57,15 +57,7 @@ struct Smem {
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + __expf(-x)); }
 
-template <int kN>
-__device__ __forceinline__ void store_rows_bf16(bf16 (*dst)[kN + 8], const float (&v)[kN / 8][4], int row0, int q) {
-#pragma unroll
-  for (int nt = 0; nt < kN / 8; ++nt) {
-    const int n = nt * 8 + 2 * q;
-    *reinterpret_cast<uint32_t*>(&dst[row0][n]) = sm::pack_bf16(v[nt][0], v[nt][1]);
-    *reinterpret_cast<uint32_t*>(&dst[row0 + 8][n]) = sm::pack_bf16(v[nt][2], v[nt][3]);
-  }
-}
+using sm::store_rows_bf16;
 
 // dt', cs, w, exp(cs) and the raw dt of chunk rows [t0, t0 + qn) into shared memory (warp 0).
 template <int kN>
@@ -82,15 +74,8 @@ __device__ __forceinline__ void chunk_dt(Smem<kN>& s, const bf16* dtb, int64_t d
       d[k] = softplus ? dev::softplus(r[k]) : r[k];
     }
   }
-  const float l0 = d[0] * A, l1 = d[1] * A;
-  float incl = l0 + l1;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const float v = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += v;
-  }
-  const float last = __shfl_sync(0xffffffffu, incl, 31);
-  const float cs[2] = {incl - l1, incl};
+  float cs[2], last;
+  sm::chunk_cumsum(d[0] * A, d[1] * A, lane, cs[0], cs[1], last);
 #pragma unroll
   for (int k = 0; k < 2; ++k) {
     const int t = 2 * lane + k;

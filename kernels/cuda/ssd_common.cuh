@@ -66,4 +66,31 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 template <int kN>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kN) : "memory"); }
 
+// The rows row0 and row0 + 8 of a 16-row block of f32 mma accumulators (kN / 8 tiles of n8, as
+// C/D fragments) into a bf16 [row][kN + 8] shared-memory tile (the SSD chunk state S).
+template <int kN>
+__device__ __forceinline__ void store_rows_bf16(__nv_bfloat16 (*dst)[kN + 8], const float (&v)[kN / 8][4], int row0, int q) {
+#pragma unroll
+  for (int nt = 0; nt < kN / 8; ++nt) {
+    const int n = nt * 8 + 2 * q;
+    *reinterpret_cast<uint32_t*>(&dst[row0][n]) = pack_bf16(v[nt][0], v[nt][1]);
+    *reinterpret_cast<uint32_t*>(&dst[row0 + 8][n]) = pack_bf16(v[nt][2], v[nt][3]);
+  }
+}
+
+// The cumulative log decay of a 64-step chunk, one warp: lane l holds steps 2l, 2l + 1 with
+// l0 = dt'_{2l} A, l1 = dt'_{2l+1} A; returns cs of both (the inclusive prefix sums) and the
+// chunk's last cs (all lanes).
+__device__ __forceinline__ void chunk_cumsum(float l0, float l1, int lane, float& cs0, float& cs1, float& last) {
+  float incl = l0 + l1;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  last = __shfl_sync(0xffffffffu, incl, 31);
+  cs0 = incl - l1;
+  cs1 = incl;
+}
+
 }  // namespace mamba::kernels::cuda::sm

@@ -43,18 +43,12 @@ struct SelectiveScanCudaParams {
   T* y = nullptr;
   float* final_state = nullptr;
   // Kernel choice, for A/B comparisons (see kernels/cuda/NOTES.md). version: 0 = automatic
-  // (v6 for dstate <= 64 since branch scanfwd2, v1 above; env MAMBA_SCAN_VERSION=1..6 when
-  // set), else 1, 2, 3 or 6 (a version that cannot take the
-  // shape falls back to the next one that can: 3 -> 2 -> 1). split: v3 lanes per channel,
-  // 0 = heuristic (env MAMBA_SCAN_SPLIT=1|2|4 when set), else 1, 2 or 4 (clamped to what the
-  // state count allows).
-  // version 4 (opt-in: measured slower than v3 on an H200, 412 vs 378 us) is v3's layout with part of the
-  // exponentials on an FMA-pipe polynomial (kernels/cuda/NOTES.md "Scan forward v4");
-  // v4 tuning knobs, for measurements (0 = default):
-  // poly = sixteenths of the (step, state) exponentials on the polynomial (1..8; 16 = none:
-  // -1 also means none), unroll = steps per rolled block (4 or 8). Values without a compiled
-  // variant run the default. version 5 (measurement only): v3 without the varlen prologue at
-  // dstate 16 (an A/B of that prologue's cost; other shapes run v4; cu_seqlens refused).
+  // (v6 for dstate <= 64 since branch scanfwd2, v1 above; env MAMBA_SCAN_VERSION=1|3|6 when
+  // set), else 1 (one block per (batch, channel) row: any dstate), 3 (the previous default) or 6;
+  // 3 and 6 run v1 for dstate > 64. Any other value throws std::invalid_argument naming the field
+  // (versions 2, 4 and 5, measured slower than v6, were removed on branch prune). split: lanes per
+  // channel of v3 / v6, 0 = heuristic (env MAMBA_SCAN_SPLIT=1|2|4 when set), else 1, 2 or 4
+  // (clamped to what the state count allows).
   int version = 0;
   int split = 0;
   int poly = 0;
@@ -78,7 +72,7 @@ struct SelectiveScanCudaParams {
   // checkpoints_from_forward and skips its pass A. Other versions / shapes: an error naming
   // the field.
   float* bwd_workspace = nullptr;
-  // Variable-length packed batch (versions 0 / 3, 4 and 6, dstate <= 64; 1 and 2 are refused): when cu_seqlens is non-null, batch
+  // Variable-length packed batch (versions 0 / 3 and 6, dstate <= 64; 1 is refused): when cu_seqlens is non-null, batch
   // must be 1 and the (1, dim, seqlen) / (1, n_groups, dstate, seqlen) tensors hold n_seqs
   // sequences back to back; sequence s is [cu_seqlens[s], cu_seqlens[s + 1]) (DEVICE int32
   // array of n_seqs + 1 non-decreasing offsets, cu_seqlens[n_seqs] <= seqlen; offsets are
@@ -88,7 +82,7 @@ struct SelectiveScanCudaParams {
   int64_t n_seqs = 0;
 };
 
-// v4 / v3 (default): a block of 128 lanes = 128 / S channels of one group of one batch row,
+// v6 (default) / v3: a block of 128 lanes = 128 / S channels of one group of one batch row,
 // S in {1, 2, 4} lanes per channel, each lane walking the whole sequence for its share of the
 // states (see kernels/cuda/NOTES.md); v1: one block per (batch, channel) row.
 template <class T>
@@ -138,13 +132,11 @@ struct SelectiveScanBwdCudaParams {
   float* dinitial_state = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
-  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SCAN_BWD_VERSION=1|2|3 when set,
-  // else the default named in kernels/cuda/NOTES.md), 1 = one thread per channel, 2 = two lanes
-  // per channel, 3 = four lanes per channel (slices of 9..16 states; smaller slices run v2).
-  // The workspace size does not depend on the version. split: v3 lanes per channel, 0 = default
-  // (env MAMBA_SCAN_BWD_SPLIT=2|4 when set, else 2), 2 or 4 (any other value runs 2).
+  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SCAN_BWD_VERSION=1|2 when set,
+  // else 2), 1 = one thread per channel, 2 = two lanes per channel. Any other value throws
+  // std::invalid_argument naming the field (v3, measured slower than v2, was removed on branch
+  // prune). The workspace size does not depend on the version.
   int version = 0;
-  int split = 0;
   // true: `workspace` already holds the chunk checkpoints, written by a forward call on the same
   // inputs with SelectiveScanCudaParams::bwd_workspace = workspace (dstate <= 16, versions 0 / 2
   // of the backward); pass A is skipped. Otherwise an error naming the field.

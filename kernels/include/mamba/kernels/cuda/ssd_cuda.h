@@ -58,24 +58,15 @@ struct SsdCudaParams {
   const float* initial_state = nullptr;
   T* y = nullptr;        int64_t y_sb = 0, y_st = 0, y_sh = 0;
   float* final_state = nullptr;
-  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SSD_VERSION=1..23 when set,
-  // else 20), 1 = sequential, 2 = tensor cores, 3 = tensor cores with the next chunk's x loaded
-  // during the current chunk, 4 = as 3 plus the next chunk's C (loaded after the intra-chunk
-  // part) and dt (registers), 5 = the whole next chunk double-buffered with 3 heads of a group
-  // per block sharing the C / B tiles (heads per group not a multiple of 3: 4); branch ssd2
-  // (kernels/cuda/NOTES.md, "SSD forward v6-v23 ..."): 6 = 2 with a y tile (z rows loaded with
-  // the chunk by cp.async, y stored in 16-byte pieces), 7 = 6 with the intra-chunk blocks in pairs,
-  // 8 = 6 with the state update issued inside the intra-chunk loop, 9 = 8 with the next chunk's
-  // dt', cs, w computed during the current chunk, 10 = 7 with that too (11 runs 10), 12 / 13 = the
-  // causal blocks balanced over the warps (+ 8's update), 14 / 15 = 12 / 13 with x prefetched and
-  // no y tile, 16-19 = 10 / 6 / 12 / 9 with the next chunk's loads issued before the y stores,
-  // **20 = 6 with dt', cs, w ahead (the automatic choice)**, 21 = 20 with loads before stores,
-  // 22 = 20 with the y rows stored by TMA bulk copies, 23 = 20 with the next chunk's C loaded
-  // after the intra-chunk part (2..23 fall back to 1 when the shape does not fit them).
+  // Kernel choice: 0 = automatic (v20 where the shape fits it, else 1; env MAMBA_SSD_VERSION=1
+  // forces 1), 1 = sequential, 20 = tensor cores (kernels/cuda/NOTES.md, "SSD forward v6-v23":
+  // v2 with a y / z tile and the next chunk's dt', cs, w computed during the current chunk; 20
+  // falls back to 1 when the shape does not fit it). Any other value throws
+  // std::invalid_argument: the slower versions 2-19 and 21-23 were removed (branch prune).
   int version = 0;
 };
 
-// Which kernel ssd_chunk_scan_cuda runs for p: 1 to 23 (see version above).
+// Which kernel ssd_chunk_scan_cuda runs for p: 1 or 20 (see version above).
 template <class T>
 int ssd_cuda_kernel_version(const SsdCudaParams<T>& p);
 
