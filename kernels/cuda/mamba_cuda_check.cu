@@ -724,6 +724,7 @@ void print_table() {
 #include "mamba_cuda_check_v6.inc"    // --scan6: scan forward v6 checks and the v3 / v6 timings
 
 #include "mamba_cuda_check_bw.inc"    // --bw: state updates, conv1d forward (branch bwkern)
+#include "mamba_cuda_check_bw80.inc"  // --bw80: state update and conv1d forward versions (branch bw80)
 
 }  // namespace
 
@@ -776,6 +777,8 @@ int decode_kernels_main() {
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--decode-kernels") == 0 && k::cuda_device_count() > 0) return decode_kernels_main();
   if (argc > 1 && std::strcmp(argv[1], "--bw-once") == 0 && k::cuda_device_count() > 0) return bw_once();
+  if (argc > 1 && std::strncmp(argv[1], "--bw80", 6) == 0 && k::cuda_device_count() > 0)
+    return bw80_main(std::strcmp(argv[1], "--bw80-check") != 0);
   if (argc > 1 && std::strncmp(argv[1], "--bw", 4) == 0 && k::cuda_device_count() > 0)
     return bw_main(std::strcmp(argv[1], "--bw-check") != 0);
   const bool check_only = argc > 1 && std::strcmp(argv[1], "--check-only") == 0;

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "bulk_copy.cuh"
 #include "device_common.cuh"
 
 namespace mamba::kernels::cuda {
@@ -255,12 +256,12 @@ struct SsuV6Row {
   float B[4], C[4];
 };
 
+// x, dt (without delta_bias), z and the lane's 4 B / C values of batch row b (channel d, group g,
+// state quad q); B / C as one 8-byte (bf16) / 16-byte (f32) vector each when kBC.
 template <class T, int kG, bool kBC>
-__device__ __forceinline__ void ssu_v6_load(const SelectiveStateUpdateCudaParams<T>& p, int64_t b, int l, int d, int g,
-                                            SsuV6Row& r) {
+__device__ __forceinline__ void ssu_v6_row_inputs(const SelectiveStateUpdateCudaParams<T>& p, int64_t b, int d, int g,
+                                                  int q, SsuV6Row& r) {
   constexpr int kN = 4 * kG;
-  const int q = l % kG;
-  r.h = __ldcs(reinterpret_cast<const float4*>(p.state + (b * p.dim) * kN) + l);
   r.x = dev::to_f32(p.x[b * p.x_stride + d]);
   r.dt = dev::to_f32(p.delta[b * p.delta_stride + d]);
   r.z = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
@@ -282,6 +283,31 @@ __device__ __forceinline__ void ssu_v6_load(const SelectiveStateUpdateCudaParams
 #pragma unroll
     for (int k = 0; k < 4; ++k) { r.B[k] = dev::to_f32(Bp[k]); r.C[k] = dev::to_f32(Cp[k]); }
   }
+}
+
+template <class T, int kG, bool kBC>
+__device__ __forceinline__ void ssu_v6_load(const SelectiveStateUpdateCudaParams<T>& p, int64_t b, int l, int d, int g,
+                                            SsuV6Row& r) {
+  constexpr int kN = 4 * kG;
+  r.h = __ldcs(reinterpret_cast<const float4*>(p.state + (b * p.dim) * kN) + l);
+  ssu_v6_row_inputs<T, kG, kBC>(p, b, d, g, l % kG, r);
+}
+
+// One lane's quad of the update: h' = exp(dt A) h + dt x B (dt = softplus(dt_raw) if asked), and
+// the lane's part of y = h' . C (summed over the kG lanes of the channel by the caller).
+__device__ __forceinline__ float4 ssu_quad(float4 A4, float4 h4, float dt, float x, const float (&B)[4],
+                                           const float (&C)[4], bool softplus, float& y) {
+  if (softplus) dt = dev::softplus_fast(dt);
+  const float dtx = dt * x, dt2 = dt * dev::kLog2e;
+  const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {h4.x, h4.y, h4.z, h4.w};
+  float ho[4];
+  y = 0.f;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * B[k]);
+    y = fmaf(ho[k], C[k], y);
+  }
+  return make_float4(ho[0], ho[1], ho[2], ho[3]);
 }
 
 template <class T, int kG, bool kBC, int kD>
@@ -489,9 +515,9 @@ bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
 }
 
 // Resident blocks of `kernel` on the current device (SMs x occupancy), cached per (device, kernel).
-int ssu_resident_blocks(const void* kernel, int threads) {
+int ssu_resident_blocks(const void* kernel, int threads, int smem = 0) {
   static std::mutex mu;
-  static std::vector<std::pair<std::pair<int, const void*>, int>> cache;
+  static std::vector<std::pair<std::pair<int, const void*>, int>> cache;  // per (device, kernel): smem is fixed per kernel
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return 132 * 4; }
   std::lock_guard<std::mutex> lock(mu);
@@ -499,12 +525,109 @@ int ssu_resident_blocks(const void* kernel, int threads) {
     if (e.first.first == dev && e.first.second == kernel) return e.second;
   int sms = 0, per = 0;
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, threads, 0) != cudaSuccess || sms <= 0 || per <= 0) {
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, threads, smem) != cudaSuccess || sms <= 0 || per <= 0) {
     cudaGetLastError();
     return 132 * 4;
   }
   cache.push_back({{dev, kernel}, sms * per});
   return sms * per;
+}
+
+// v9 (branch bw80; MAMBA_SSU_VERSION=9, MAMBA_SSU_V9_STAGES=4|8): the state streamed through shared
+// memory by the copy engine. A block of 256 lanes owns one tile of 256 / kG channels (kG lanes per
+// channel, a float4 of state each: the tile is 4 KB of contiguous state in a batch row) for the
+// batch rows b = blockIdx.y, blockIdx.y + gridDim.y, ... (grid = one wave of resident blocks). Thread
+// 0 keeps kS rows of the tile in flight as 1D bulk copies (cp.async.bulk, completing on one mbarrier
+// per stage); every lane reads its float4 from the stage, writes the new state back in place, and
+// thread 0 sends the stage out with a bulk store; a stage is refilled once its store has read it.
+// So kS x 4 KB per block are in flight without registers (v5: 2 x 16 bytes per lane in registers,
+// 40 KB per SM; v8 64 KB; v6, v7 lost with the same one-wave walk but registers as the buffer).
+// A, D, delta_bias stay in registers for all the block's rows; x / dt / z / B / C of the next row
+// are loaded (plain loads) while the current row is computed. Needs dim * kG a multiple of 256.
+template <class T, int kG, int kS, bool kBC>
+__global__ void __launch_bounds__(kVecThreads) selective_state_update_v9_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  constexpr unsigned kTileBytes = kVecThreads * 16;
+  extern __shared__ __align__(128) float4 v9_ring[];  // [kS][kVecThreads]
+  __shared__ __align__(8) uint64_t full[kS];
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane0 = blockIdx.x * kVecThreads;  // first lane of the tile in a batch row (dim * kG lanes)
+  const int l = lane0 + tid;
+  const int d = l / kG, q = l % kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int g = p.n_groups == 1 ? 0 : d / dpg;
+  const int64_t gy = gridDim.y;
+  const int64_t nrows = (p.batch - blockIdx.y + gy - 1) / gy;
+  if (tid == 0) {
+#pragma unroll
+    for (int s = 0; s < kS; ++s) dev::mbar_init(&full[s], 1);
+    dev::mbar_init_fence();
+  }
+  __syncthreads();
+  auto tile = [&](int64_t j) { return p.state + (int64_t{blockIdx.y} + j * gy) * p.dim * kN + int64_t{lane0} * 4; };
+  auto issue = [&](int64_t j) {  // thread 0
+    const int s = static_cast<int>(j % kS);
+    dev::mbar_expect_tx(&full[s], kTileBytes);
+    dev::bulk_load(v9_ring + s * kVecThreads, tile(j), kTileBytes, &full[s]);
+  };
+  if (tid == 0)
+    for (int64_t j = 0; j < kS && j < nrows; ++j) issue(j);
+  const float4 A4 = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+  const float Dd = p.D ? __ldg(p.D + d) : 0.f;
+  const float bias = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
+  SsuV6Row nxt;  // (nxt.h unused: the state comes through shared memory)
+  ssu_v6_row_inputs<T, kG, kBC>(p, blockIdx.y, d, g, q, nxt);
+#pragma unroll 1
+  for (int64_t j = 0; j < nrows; ++j) {
+    const int64_t b = int64_t{blockIdx.y} + j * gy;
+    const SsuV6Row cur = nxt;
+    if (j + 1 < nrows) ssu_v6_row_inputs<T, kG, kBC>(p, b + gy, d, g, q, nxt);
+    const int s = static_cast<int>(j % kS);
+    dev::mbar_wait(&full[s], static_cast<unsigned>((j / kS) & 1));
+    const float4 h4 = v9_ring[s * kVecThreads + tid];
+    float y;
+    const float4 ho = ssu_quad(A4, h4, cur.dt + bias, cur.x, cur.B, cur.C, p.delta_softplus, y);
+    v9_ring[s * kVecThreads + tid] = ho;
+    dev::fence_proxy_async();
+#pragma unroll
+    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (q == 0) {
+      if (p.D) y = fmaf(Dd, cur.x, y);
+      if (p.z) y *= dev::silu_fast(cur.z);
+      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+    }
+    __syncthreads();
+    if (tid == 0) {
+      dev::bulk_store(tile(j), v9_ring + s * kVecThreads, kTileBytes);
+      dev::bulk_commit();
+      if (j >= 1 && j - 1 + kS < nrows) {
+        dev::bulk_wait_read<1>();  // the store of row j - 1 has read its stage
+        issue(j - 1 + kS);
+      }
+    }
+  }
+  if (tid == 0) dev::bulk_wait_all();
+}
+
+template <class T, int kG, int kS>
+bool launch_v9(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t lanes = p.dim * kG;
+  if (lanes % kVecThreads != 0 || lanes > 0x3fffffff || (reinterpret_cast<uintptr_t>(p.state) & 15) != 0) return false;
+  const int64_t gx = lanes / kVecThreads;
+  if (gx > 0x7fffffff) return false;
+  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
+  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
+                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
+  auto kern = bc ? selective_state_update_v9_kernel<T, kG, kS, true> : selective_state_update_v9_kernel<T, kG, kS, false>;
+  constexpr int smem = kS * kVecThreads * 16;
+  const int64_t resident = ssu_resident_blocks(reinterpret_cast<const void*>(kern), kVecThreads, smem);
+  int64_t gy = std::max<int64_t>(1, std::min<int64_t>(p.batch, resident / std::max<int64_t>(gx, 1)));
+  const int64_t rows_per = (p.batch + gy - 1) / gy;
+  gy = (p.batch + rows_per - 1) / rows_per;  // balanced: every block walks rows_per or rows_per - 1 rows
+  if (const char* env = std::getenv("MAMBA_SSU_V9_GY")) gy = std::clamp<int64_t>(std::atoll(env), 1, p.batch);
+  kern<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kVecThreads, smem, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v9)");
+  return true;
 }
 
 template <class T, int kG>
@@ -561,6 +684,13 @@ void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream)
     const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
     if (ssu_env && std::atoi(ssu_env) == 6) {
       launch_v6<T, kG>(p, stream);
+      return;
+    }
+    if (ssu_env && std::atoi(ssu_env) == 9) {
+      const char* st_env = std::getenv("MAMBA_SSU_V9_STAGES");
+      const int st = st_env ? std::atoi(st_env) : 8;
+      if (st == 4 ? launch_v9<T, kG, 4>(p, stream) : launch_v9<T, kG, 8>(p, stream)) return;
+      launch_v5<T, kG, 2>(p, stream);
       return;
     }
     if (ssu_env && std::atoi(ssu_env) == 8) {
