@@ -8,7 +8,7 @@ BUILD="${BUILD:-build-device-bw80}"
 JOBS="${JOBS:-16}"
 export PATH="$PATH:/usr/local/cuda/bin"
 mkdir -p "$BUILD/obj" "$BUILD/logs"
-CHECK=(kernels/cuda/selective_scan.cu kernels/cuda/selective_scan_v4.cu kernels/cuda/selective_scan_bwd.cu
+CHECK=(kernels/cuda/selective_scan.cu kernels/cuda/selective_scan_v4.cu kernels/cuda/selective_scan_v6.cu kernels/cuda/selective_scan_bwd.cu
        kernels/cuda/causal_conv1d.cu kernels/cuda/selective_state_update.cu kernels/cuda/ssd_state_update.cu
        kernels/cuda/runtime_info.cu kernels/cuda/rms_norm.cu kernels/cuda/mamba_cuda_check.cu
        kernels/cuda/ssd.cu kernels/cuda/ssd_bwd.cu kernels/cuda/check_ssd.cu
