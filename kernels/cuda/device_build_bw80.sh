@@ -14,7 +14,7 @@ CHECK=(kernels/cuda/selective_scan.cu kernels/cuda/selective_scan_v4.cu kernels/
        kernels/cuda/ssd.cu kernels/cuda/ssd_bwd.cu kernels/cuda/check_ssd.cu
        kernels/cpu/selective_scan.cc kernels/cpu/selective_scan_bwd.cc kernels/cpu/causal_conv1d.cc
        kernels/cpu/rms_norm.cc kernels/cpu/parallel.cc kernels/cpu/ssd.cc kernels/cpu/ssd_bwd.cc)
-NVFLAGS=(-O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr
+NVFLAGS=(-O3 -std=c++17 -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr
          -Ikernels/include -Xcompiler -fopenmp,-ffunction-sections,-fdata-sections -DMAMBA_HAVE_CUDA=1)
 ALL=("${CHECK[@]}")
 printf '%s\n' "${ALL[@]}" | xargs -P "$JOBS" -I{} sh -c \
