@@ -2,7 +2,7 @@
 # Conv1d forward and Mamba-1 state update round (branch bw80) on a GPU machine, from the repository root:
 #   OUT=<dir> [BIN=<dir with a prebuilt mamba-cuda-check>] bash kernels/cuda/device_run_bw80.sh
 # Uses $BIN/mamba-cuda-check when it starts there, else builds it (kernels/cuda/device_build_bw80.sh).
-# Then `mamba-cuda-check --bw80`: checks of every kept version against the CPU reference, timings of
+# Then `mamba-cuda-check --bw80` in three processes (MAMBA_BW80_PARTS=ssu, conv, ssd): checks of every kept version against the CPU reference, timings of
 # each, the floors table. Summary on stdout; the full log goes to ONE file, $OUT/bw80-logs.tar.gz.
 # Must finish in < 110 s.
 set -u
@@ -23,11 +23,18 @@ if [ -z "$BIN" ] || ! usable "$BIN"; then
   echo "build rc=$? in $(( $(date +%s) - t0 )) s"; tail -3 "$OUT/build.log"
   BIN=build-device-bw80
 fi
-left=$(( 106 - ($(date +%s) - t0) ))
-echo "== mamba-cuda-check --bw80 (limit $left s)"
-timeout $left "$BIN/mamba-cuda-check" --bw80 > "$OUT/bw80.log" 2>&1
-rc=$?
-grep -E "^FAIL|^cuda-check|timing failed|exception|error" "$OUT/bw80.log" | head -40
-sed -n '/^floors:/,/^cuda-check/p' "$OUT/bw80.log"
-echo "bw80 checks: $(grep -c '^ok' "$OUT/bw80.log") ok, $(grep -c '^FAIL' "$OUT/bw80.log") FAIL; rc=$rc; t=$(( $(date +%s) - t0 )) s"
+# Each part in its own process under its own limit (a hang in one leaves the others their time).
+rc=0
+for part in ssu:36 conv:40 ssd:18; do
+  name=${part%%:*}; lim=${part##*:}
+  left=$(( 107 - ($(date +%s) - t0) ))
+  [ $lim -gt $left ] && lim=$left
+  [ $lim -lt 5 ] && { echo "== $name: no time left"; rc=1; continue; }
+  echo "== mamba-cuda-check --bw80, part $name (limit $lim s)"
+  MAMBA_BW80_PARTS=$name timeout -k 3 $lim "$BIN/mamba-cuda-check" --bw80 > "$OUT/bw80_$name.log" 2>&1
+  r=$?; [ $r = 0 ] || rc=$r
+  grep -E "^FAIL|^cuda-check|timing failed|exception" "$OUT/bw80_$name.log" | head -30
+  sed -n '/^floors:/,/^cuda-check/p' "$OUT/bw80_$name.log" | grep -v "^cuda-check"
+  echo "$name: $(grep -c '^ok' "$OUT/bw80_$name.log") ok, $(grep -c '^FAIL' "$OUT/bw80_$name.log") FAIL; rc=$r; t=$(( $(date +%s) - t0 )) s"
+done
 [ $rc = 0 ]
