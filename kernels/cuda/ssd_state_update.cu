@@ -39,6 +39,18 @@ __device__ __forceinline__ void load4(const T* p, float (&v)[4]) {
 
 __device__ __forceinline__ float dt_of(float v, bool softplus) { return softplus ? dev::softplus_fast(v) : v; }
 
+// One lane's quad of a state row: s' = dA s + dtx B, and the lane's part of y = s' . C.
+__device__ __forceinline__ float4 ssd_quad(float4 s, float dA, float dtx, const float (&Bv)[4], const float (&Cv)[4],
+                                           float& y) {
+  float4 o;
+  o.x = fmaf(dA, s.x, dtx * Bv[0]);
+  o.y = fmaf(dA, s.y, dtx * Bv[1]);
+  o.z = fmaf(dA, s.z, dtx * Bv[2]);
+  o.w = fmaf(dA, s.w, dtx * Bv[3]);
+  y = fmaf(o.x, Cv[0], fmaf(o.y, Cv[1], fmaf(o.z, Cv[2], o.w * Cv[3])));
+  return o;
+}
+
 template <class T, int kQ>
 __global__ void __launch_bounds__(kThreads) ssd_state_update_vec_kernel(SsdStateUpdateCudaParams<T> p, int row_blocks) {
   constexpr int kRB = kPieces * kThreads / kQ;  // rows per block
@@ -69,13 +81,8 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_vec_kernel(SsdState
   const float Dh = p.D ? p.D[h] : 0.f;
 #pragma unroll
   for (int k = 0; k < kPieces; ++k) {
-    const float dtx = dt * xv[k];
-    float4 o;
-    o.x = fmaf(dA, s[k].x, dtx * Bv[0]);
-    o.y = fmaf(dA, s[k].y, dtx * Bv[1]);
-    o.z = fmaf(dA, s[k].z, dtx * Bv[2]);
-    o.w = fmaf(dA, s[k].w, dtx * Bv[3]);
-    float y = fmaf(o.x, Cv[0], fmaf(o.y, Cv[1], fmaf(o.z, Cv[2], o.w * Cv[3])));
+    float y;
+    const float4 o = ssd_quad(s[k], dA, dt * xv[k], Bv, Cv, y);
     const int r = r0 + k * (kThreads / kQ);
     if (ok[k]) reinterpret_cast<float4*>(S + int64_t{r} * N)[q] = o;
 #pragma unroll
@@ -122,13 +129,8 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_flat_kernel(SsdStat
     const int h = hv[k];
     const float dt = dt_of(dtv[k], p.dt_softplus);
     const float dA = dev::ex2_mufu(dt * p.A[h] * dev::kLog2e);
-    const float dtx = dt * xv[k];
-    float4 o;
-    o.x = fmaf(dA, s[k].x, dtx * Bv[k][0]);
-    o.y = fmaf(dA, s[k].y, dtx * Bv[k][1]);
-    o.z = fmaf(dA, s[k].z, dtx * Bv[k][2]);
-    o.w = fmaf(dA, s[k].w, dtx * Bv[k][3]);
-    float y = fmaf(o.x, Cv[k][0], fmaf(o.y, Cv[k][1], fmaf(o.z, Cv[k][2], o.w * Cv[k][3])));
+    float y;
+    const float4 o = ssd_quad(s[k], dA, dt * xv[k], Bv[k], Cv[k], y);
     const int r = r0 + k * (kThreads / kQ);
     if (ok[k]) reinterpret_cast<float4*>(S + int64_t{r} * N)[q] = o;
 #pragma unroll
