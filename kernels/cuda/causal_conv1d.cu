@@ -62,6 +62,66 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_kernel(CausalConv1
 }
 
 
+__device__ __forceinline__ float tanh_mufu(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ uint4 ld_stream16(const void* g) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(g));
+  return v;
+}
+
+// Weights w[k][v] and bias of channels c0 .. c0 + kV, times `scale`, from 16-byte aligned rows.
+template <int K, int kV>
+__device__ __forceinline__ void conv_load_weights(const float* weight, const float* bias_p, int64_t c0, float scale,
+                                                  float (&w)[K][kV], float (&bias)[kV]) {
+  const float4* w4 = reinterpret_cast<const float4*>(weight + c0 * K);  // kV * K floats, 16-byte aligned
+  float wf[kV * K];
+#pragma unroll
+  for (int i = 0; i < kV * K / 4; ++i) {
+    const float4 v = __ldg(w4 + i);
+    wf[4 * i] = v.x; wf[4 * i + 1] = v.y; wf[4 * i + 2] = v.z; wf[4 * i + 3] = v.w;
+  }
+#pragma unroll
+  for (int v = 0; v < kV; ++v)
+#pragma unroll
+    for (int k = 0; k < K; ++k) w[k][v] = wf[v * K + k] * scale;
+#pragma unroll
+  for (int i = 0; i < kV / 4; ++i) {
+    const float4 v = bias_p ? __ldg(reinterpret_cast<const float4*>(bias_p + c0) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+    bias[4 * i] = v.x * scale; bias[4 * i + 1] = v.y * scale; bias[4 * i + 2] = v.z * scale; bias[4 * i + 3] = v.w * scale;
+  }
+}
+
+// One output step of a thread's kV channels: the window gets the new input piece `in` (win[K - 1]),
+// out = bias + sum_k w[k] win[k], then silu (kTanh: the weights and bias were halved, out = h + h
+// tanh h; else x / (1 + exp(-x)) on the SFU), and the window shifts by one step.
+template <class T, int K, int kV, bool kTanh>
+__device__ __forceinline__ uint4 conv_step(float (&win)[K][kV], const float (&w)[K][kV], const float (&bias)[kV],
+                                           const dev::RawRow<T, kV>& in, bool silu) {
+  dev::RawRow<T, kV> o;
+#pragma unroll
+  for (int v = 0; v < kV; ++v) {
+    win[K - 1][v] = dev::to_f32(in.e[v]);
+    float acc = bias[v];
+#pragma unroll
+    for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
+    if constexpr (kTanh) {
+      if (silu) acc = fmaf(acc, tanh_mufu(acc), acc);  // acc = a / 2: silu(a) = h (1 + tanh h)
+    } else {
+      if (silu) acc = dev::silu_fast(acc);
+    }
+    o.e[v] = dev::from_f32<T>(acc);
+#pragma unroll
+    for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
+  }
+  return o.v[0];
+}
+
 // v4 (NOTES.md "conv1d v4"): a thread owns kV = 16 / sizeof(T) consecutive channels and a run
 // of kC4Steps = 64 consecutive steps, walked with the last K - 1 inputs in registers (halo
 // re-read: K - 1 pieces per 64 steps). The inputs come in batches of kC4Batch = 8 pieces (16 bytes
@@ -85,24 +145,7 @@ __global__ void __launch_bounds__(kC4Threads) causal_conv1d_fwd_v4_kernel(Causal
   T* out = p.out + b * p.seqlen * p.channels + c0;
 
   float w[K][kV], bias[kV];
-  {
-    const float4* w4 = reinterpret_cast<const float4*>(p.weight + c0 * K);  // kV * K floats, 16-byte aligned
-    float wf[kV * K];
-#pragma unroll
-    for (int i = 0; i < kV * K / 4; ++i) {
-      const float4 v = __ldg(w4 + i);
-      wf[4 * i] = v.x; wf[4 * i + 1] = v.y; wf[4 * i + 2] = v.z; wf[4 * i + 3] = v.w;
-    }
-#pragma unroll
-    for (int v = 0; v < kV; ++v)
-#pragma unroll
-      for (int k = 0; k < K; ++k) w[k][v] = wf[v * K + k];
-#pragma unroll
-    for (int i = 0; i < kV / 4; ++i) {
-      const float4 v = p.bias ? __ldg(reinterpret_cast<const float4*>(p.bias + c0) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-      bias[4 * i] = v.x; bias[4 * i + 1] = v.y; bias[4 * i + 2] = v.z; bias[4 * i + 3] = v.w;
-    }
-  }
+  conv_load_weights<K, kV>(p.weight, p.bias, c0, 1.f, w, bias);
   // win[k][v]: input at time t - (K - 1) + k of channel c0 + v (k < K - 1 between steps).
   float win[K][kV];
 #pragma unroll
@@ -135,19 +178,8 @@ __global__ void __launch_bounds__(kC4Threads) causal_conv1d_fwd_v4_kernel(Causal
     }
 #pragma unroll
     for (int i = 0; i < kC4Batch; ++i) {
-      Piece o;
-#pragma unroll
-      for (int v = 0; v < kV; ++v) {
-        win[K - 1][v] = dev::to_f32(cur[i].e[v]);
-        float acc = bias[v];
-#pragma unroll
-        for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
-        if (p.silu) acc = dev::silu_fast(acc);
-        o.e[v] = dev::from_f32<T>(acc);
-#pragma unroll
-        for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
-      }
-      if (t0 + i < t_end) *reinterpret_cast<uint4*>(out + (t0 + i) * p.channels) = o.v[0];
+      const uint4 o = conv_step<T, K, kV, false>(win, w, bias, cur[i], p.silu);
+      if (t0 + i < t_end) *reinterpret_cast<uint4*>(out + (t0 + i) * p.channels) = o;
     }
 #pragma unroll
     for (int i = 0; i < kC4Batch; ++i) cur[i] = nxt[i];
@@ -192,24 +224,7 @@ __global__ void __launch_bounds__(128) causal_conv1d_fwd_v7_kernel(CausalConv1dC
     in[i].v[0] = ts >= 0 && ts < p.seqlen ? __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st)) : make_uint4(0u, 0u, 0u, 0u);
   }
   float w[K][kV], bias[kV];
-  {
-    const float4* w4 = reinterpret_cast<const float4*>(p.weight + c0 * K);
-    float wf[kV * K];
-#pragma unroll
-    for (int i = 0; i < kV * K / 4; ++i) {
-      const float4 v = __ldg(w4 + i);
-      wf[4 * i] = v.x; wf[4 * i + 1] = v.y; wf[4 * i + 2] = v.z; wf[4 * i + 3] = v.w;
-    }
-#pragma unroll
-    for (int v = 0; v < kV; ++v)
-#pragma unroll
-      for (int k = 0; k < K; ++k) w[k][v] = wf[v * K + k];
-#pragma unroll
-    for (int i = 0; i < kV / 4; ++i) {
-      const float4 v = p.bias ? __ldg(reinterpret_cast<const float4*>(p.bias + c0) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-      bias[4 * i] = v.x; bias[4 * i + 1] = v.y; bias[4 * i + 2] = v.z; bias[4 * i + 3] = v.w;
-    }
-  }
+  conv_load_weights<K, kV>(p.weight, p.bias, c0, 1.f, w, bias);
   float win[K][kV];
 #pragma unroll
   for (int k = 0; k < K - 1; ++k) {
@@ -222,19 +237,8 @@ __global__ void __launch_bounds__(128) causal_conv1d_fwd_v7_kernel(CausalConv1dC
 #pragma unroll
   for (int s = 0; s < kS7; ++s) {
     const int64_t t = t_begin + s;
-    Piece o;
-#pragma unroll
-    for (int v = 0; v < kV; ++v) {
-      win[K - 1][v] = dev::to_f32(in[K - 1 + s].e[v]);
-      float acc = bias[v];
-#pragma unroll
-      for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
-      if (p.silu) acc = dev::silu_fast(acc);
-      o.e[v] = dev::from_f32<T>(acc);
-#pragma unroll
-      for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
-    }
-    if (t < p.seqlen) *reinterpret_cast<uint4*>(out + t * p.channels) = o.v[0];
+    const uint4 o = conv_step<T, K, kV, false>(win, w, bias, in[K - 1 + s], p.silu);
+    if (t < p.seqlen) *reinterpret_cast<uint4*>(out + t * p.channels) = o;
   }
 }
 
@@ -261,41 +265,6 @@ bool launch_fwd_v7(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
 // instead of ~12 instructions per output); f32 keeps silu_fast (tanh.approx's 2^-11 error is fine for
 // bf16 outputs, not for the f32 tolerance). Loads skip L1 (ld.global.nc.L1::no_allocate), stores
 // stream (st.global.cs).
-__device__ __forceinline__ float tanh_mufu(float x) {
-  float y;
-  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ uint4 ld_stream16(const void* g) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(g));
-  return v;
-}
-
-// Weights w[k][v] and bias of channels c0 .. c0 + kV, times `scale`, from 16-byte aligned rows.
-template <int K, int kV>
-__device__ __forceinline__ void conv_load_weights(const float* weight, const float* bias_p, int64_t c0, float scale,
-                                                  float (&w)[K][kV], float (&bias)[kV]) {
-  const float4* w4 = reinterpret_cast<const float4*>(weight + c0 * K);  // kV * K floats, 16-byte aligned
-  float wf[kV * K];
-#pragma unroll
-  for (int i = 0; i < kV * K / 4; ++i) {
-    const float4 v = __ldg(w4 + i);
-    wf[4 * i] = v.x; wf[4 * i + 1] = v.y; wf[4 * i + 2] = v.z; wf[4 * i + 3] = v.w;
-  }
-#pragma unroll
-  for (int v = 0; v < kV; ++v)
-#pragma unroll
-    for (int k = 0; k < K; ++k) w[k][v] = wf[v * K + k] * scale;
-#pragma unroll
-  for (int i = 0; i < kV / 4; ++i) {
-    const float4 v = bias_p ? __ldg(reinterpret_cast<const float4*>(bias_p + c0) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-    bias[4 * i] = v.x * scale; bias[4 * i + 1] = v.y * scale; bias[4 * i + 2] = v.z * scale; bias[4 * i + 3] = v.w * scale;
-  }
-}
-
 template <class T, int K, int kS9>
 __global__ void __launch_bounds__(128) causal_conv1d_fwd_v9_kernel(CausalConv1dCudaParams<T> p) {
   constexpr int kV = 16 / int(sizeof(T));
@@ -330,23 +299,8 @@ __global__ void __launch_bounds__(128) causal_conv1d_fwd_v9_kernel(CausalConv1dC
 #pragma unroll
   for (int s = 0; s < kS9; ++s) {
     const int64_t t = t_begin + s;
-    Piece o;
-#pragma unroll
-    for (int v = 0; v < kV; ++v) {
-      win[K - 1][v] = dev::to_f32(in[K - 1 + s].e[v]);
-      float acc = bias[v];
-#pragma unroll
-      for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
-      if constexpr (kTanh) {
-        if (p.silu) acc = fmaf(acc, tanh_mufu(acc), acc);  // acc = a / 2: silu(a) = h (1 + tanh h)
-      } else {
-        if (p.silu) acc = dev::silu_fast(acc);
-      }
-      o.e[v] = dev::from_f32<T>(acc);
-#pragma unroll
-      for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
-    }
-    if (t < p.seqlen) __stcs(reinterpret_cast<uint4*>(out + t * p.channels), o.v[0]);
+    const uint4 o = conv_step<T, K, kV, kTanh>(win, w, bias, in[K - 1 + s], p.silu);
+    if (t < p.seqlen) __stcs(reinterpret_cast<uint4*>(out + t * p.channels), o);
   }
 }
 
@@ -433,24 +387,10 @@ __global__ void __launch_bounds__(kC10Threads) causal_conv1d_fwd_v10_kernel(Caus
     const int64_t t0 = t_begin + j * kR10;
 #pragma unroll
     for (int r = 0; r < kR10; ++r) {
-      Piece in, o;
+      Piece in;
       in.v[0] = c10_ring[(s * kR10 + r) * kC10Threads + tid];
-#pragma unroll
-      for (int v = 0; v < kV; ++v) {
-        win[K - 1][v] = dev::to_f32(in.e[v]);
-        float acc = bias[v];
-#pragma unroll
-        for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
-        if constexpr (kTanh) {
-          if (p.silu) acc = fmaf(acc, tanh_mufu(acc), acc);
-        } else {
-          if (p.silu) acc = dev::silu_fast(acc);
-        }
-        o.e[v] = dev::from_f32<T>(acc);
-#pragma unroll
-        for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
-      }
-      if (t0 + r < t_end) __stcs(reinterpret_cast<uint4*>(out + (t0 + r) * p.channels), o.v[0]);
+      const uint4 o = conv_step<T, K, kV, kTanh>(win, w, bias, in, p.silu);
+      if (t0 + r < t_end) __stcs(reinterpret_cast<uint4*>(out + (t0 + r) * p.channels), o);
     }
     __syncthreads();  // every thread has read stage s
     if (tid == 0 && j + kS10 < nchunks) issue(j + kS10);
