@@ -435,11 +435,11 @@ bool launch_fwd_v10(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
 
 template <class T, int K>
 void launch_fwd(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
-  // Version: MAMBA_CONV_VERSION=1 (scalar walk), 4 (64-step walks, the default), 7 (16-step short
-  // blocks), 9 (v7 with tanh silu; MAMBA_CONV_V9_STEPS=8|16|32), 10 (bulk-copy ring;
+  // Version: MAMBA_CONV_VERSION=1 (scalar walk), 4 (64-step walks), 7 (16-step short blocks), 9 (the
+  // default: v7 with tanh silu; MAMBA_CONV_V9_STEPS=8|16|32), 10 (bulk-copy ring;
   // MAMBA_CONV_V10_ROWS=4|8); each falls back to the scalar walk when its alignment conditions fail.
   const char* ver = std::getenv("MAMBA_CONV_VERSION");
-  const int version = ver && *ver ? std::atoi(ver) : 4;
+  const int version = ver && *ver ? std::atoi(ver) : 9;
   if (version == 7 && launch_fwd_v7<T, K, 16>(p, stream)) return;
   if (version == 10) {
     const char* rw = std::getenv("MAMBA_CONV_V10_ROWS");

@@ -410,9 +410,11 @@ bool launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream)
     else launch_v5<T, kG, 2>(p, stream);
     return true;
   }
-  // Default: v5 with 2 pieces per lane once there are enough lanes to fill every SM twice over
-  // (batch 256 at d 3072), 1 piece at small batch (latency-bound).
-  if (lanes * p.batch >= int64_t{132} * 2048 * 2) launch_v5<T, kG, 2>(p, stream);
+  // Default: v9 (8 stages) once there are enough lanes to fill every SM twice over (batch 256 at
+  // d 3072) and the tile fits the row; else v5 with 2 / 1 pieces per lane (small batch: latency-bound).
+  const bool large = lanes * p.batch >= int64_t{132} * 2048 * 2;
+  if (large && version != 5 && launch_v9<T, kG, 8>(p, stream)) return true;
+  if (large) launch_v5<T, kG, 2>(p, stream);
   else launch_v5<T, kG, 1>(p, stream);
   return true;
 }
