@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bulk_copy.cuh"
 #include "device_common.cuh"
 
 namespace mamba::kernels::cuda {
@@ -61,87 +62,64 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_kernel(CausalConv1
 }
 
 
-// v3 (replaces v2's 32-step walk): each thread owns kV = 16 / sizeof(T) consecutive channels
-// (one 16-byte piece of a row) and kVecSteps = 8 consecutive timesteps. All K - 1 + 8 input
-// pieces (halo included) are loaded at once, before any arithmetic: <= 128 registers
-// (__launch_bounds__(128, 4); bf16 K 4 spills 20 bytes), 4 blocks of 128 per SM with 11 x 16
-// bytes in flight per thread; v2 held 158 registers (3 blocks per
-// SM), loaded 8 pieces then computed them with the precise silu (expf + IEEE divide: ~40
-// instructions per output), so load latency and arithmetic did not overlap. The halo (K - 1
-// pieces per 8 steps) is read by the neighbouring time tile too, mostly from L2.
-// silu uses the SFU (ex2 + rcp). A warp covers 512 contiguous bytes of a timestep row.
-// Needs x, out 16-byte aligned and channels, x_sb, x_st multiples of kV.
-constexpr int kVecThreads = 128;
-constexpr int kVecSteps = 8;
+__device__ __forceinline__ float tanh_mufu(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ uint4 ld_stream16(const void* g) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(g));
+  return v;
+}
 
-template <class T, int K>
-__global__ void __launch_bounds__(kVecThreads, 4) causal_conv1d_fwd_vec_kernel(CausalConv1dCudaParams<T> p) {
-  constexpr int kV = 16 / int(sizeof(T));
-  constexpr int kIn = K - 1 + kVecSteps;
-  using Piece = dev::RawRow<T, kV>;
-  const int64_t c0 = (int64_t{blockIdx.x} * kVecThreads + threadIdx.x) * kV;
-  if (c0 >= p.channels) return;
-  const int64_t b = blockIdx.z;
-  const int64_t t_begin = int64_t{blockIdx.y} * kVecSteps;
-  const T* x = p.x + b * p.x_sb + c0;
-  T* out = p.out + b * p.seqlen * p.channels + c0;
-
-  // in[i]: input at time t_begin - (K - 1) + i; steps outside [0, seqlen) read as zero here.
-  Piece in[kIn];
+// Weights w[k][v] and bias of channels c0 .. c0 + kV, times `scale`, from 16-byte aligned rows.
+template <int K, int kV>
+__device__ __forceinline__ void conv_load_weights(const float* weight, const float* bias_p, int64_t c0, float scale,
+                                                  float (&w)[K][kV], float (&bias)[kV]) {
+  const float4* w4 = reinterpret_cast<const float4*>(weight + c0 * K);  // kV * K floats, 16-byte aligned
+  float wf[kV * K];
 #pragma unroll
-  for (int i = 0; i < kIn; ++i) {
-    const int64_t ts = t_begin - (K - 1) + i;
-    if (ts >= 0 && ts < p.seqlen) in[i].v[0] = __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st));
-    else in[i].v[0] = make_uint4(0u, 0u, 0u, 0u);
-  }
-  float w[K][kV], bias[kV];
-#pragma unroll
-  for (int v = 0; v < kV; ++v) {
-#pragma unroll
-    for (int k = 0; k < K; ++k) w[k][v] = __ldg(p.weight + (c0 + v) * K + k);
-    bias[v] = p.bias ? __ldg(p.bias + c0 + v) : 0.f;
-  }
-  // win[k][v]: input at time t - (K - 1) + k of channel c0 + v.
-  float win[K][kV];
-#pragma unroll
-  for (int k = 0; k < K - 1; ++k) {
-    const int64_t ts = t_begin - (K - 1) + k;
-#pragma unroll
-    for (int v = 0; v < kV; ++v)
-      win[k][v] = ts >= 0 ? dev::to_f32(in[k].e[v])
-                          : (p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f);
+  for (int i = 0; i < kV * K / 4; ++i) {
+    const float4 v = __ldg(w4 + i);
+    wf[4 * i] = v.x; wf[4 * i + 1] = v.y; wf[4 * i + 2] = v.z; wf[4 * i + 3] = v.w;
   }
 #pragma unroll
-  for (int s = 0; s < kVecSteps; ++s) {
-    const int64_t t = t_begin + s;
-    Piece o;
+  for (int v = 0; v < kV; ++v)
 #pragma unroll
-    for (int v = 0; v < kV; ++v) {
-      win[K - 1][v] = dev::to_f32(in[K - 1 + s].e[v]);
-      float acc = bias[v];
+    for (int k = 0; k < K; ++k) w[k][v] = wf[v * K + k] * scale;
 #pragma unroll
-      for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
-      if (p.silu) acc = dev::silu_fast(acc);
-      o.e[v] = dev::from_f32<T>(acc);
-#pragma unroll
-      for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
-    }
-    if (t < p.seqlen) *reinterpret_cast<uint4*>(out + t * p.channels) = o.v[0];
+  for (int i = 0; i < kV / 4; ++i) {
+    const float4 v = bias_p ? __ldg(reinterpret_cast<const float4*>(bias_p + c0) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+    bias[4 * i] = v.x * scale; bias[4 * i + 1] = v.y * scale; bias[4 * i + 2] = v.z * scale; bias[4 * i + 3] = v.w * scale;
   }
 }
 
-template <class T, int K>
-bool launch_fwd_vec(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
-  constexpr int kV = 16 / int(sizeof(T));
-  const bool ok = dev::aligned16(p.x) && dev::aligned16(p.out) && p.channels % kV == 0 && p.x_sb % kV == 0 &&
-                  p.x_st % kV == 0 && (p.seqlen + kVecSteps - 1) / kVecSteps <= 65535;
-  if (!ok) return false;
-  const int64_t lanes = p.channels / kV;
-  const dim3 grid(static_cast<unsigned>((lanes + kVecThreads - 1) / kVecThreads),
-                  static_cast<unsigned>((p.seqlen + kVecSteps - 1) / kVecSteps), static_cast<unsigned>(p.batch));
-  causal_conv1d_fwd_vec_kernel<T, K><<<grid, kVecThreads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v3)");
-  return true;
+// One output step of a thread's kV channels: the window gets the new input piece `in` (win[K - 1]),
+// out = bias + sum_k w[k] win[k], then silu (kTanh: the weights and bias were halved, out = h + h
+// tanh h; else x / (1 + exp(-x)) on the SFU), and the window shifts by one step.
+template <class T, int K, int kV, bool kTanh>
+__device__ __forceinline__ uint4 conv_step(float (&win)[K][kV], const float (&w)[K][kV], const float (&bias)[kV],
+                                           const dev::RawRow<T, kV>& in, bool silu) {
+  dev::RawRow<T, kV> o;
+#pragma unroll
+  for (int v = 0; v < kV; ++v) {
+    win[K - 1][v] = dev::to_f32(in.e[v]);
+    float acc = bias[v];
+#pragma unroll
+    for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
+    if constexpr (kTanh) {
+      if (silu) acc = fmaf(acc, tanh_mufu(acc), acc);  // acc = a / 2: silu(a) = h (1 + tanh h)
+    } else {
+      if (silu) acc = dev::silu_fast(acc);
+    }
+    o.e[v] = dev::from_f32<T>(acc);
+#pragma unroll
+    for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
+  }
+  return o.v[0];
 }
 
 // v4 (NOTES.md "conv1d v4"): a thread owns kV = 16 / sizeof(T) consecutive channels and a run
@@ -167,24 +145,7 @@ __global__ void __launch_bounds__(kC4Threads) causal_conv1d_fwd_v4_kernel(Causal
   T* out = p.out + b * p.seqlen * p.channels + c0;
 
   float w[K][kV], bias[kV];
-  {
-    const float4* w4 = reinterpret_cast<const float4*>(p.weight + c0 * K);  // kV * K floats, 16-byte aligned
-    float wf[kV * K];
-#pragma unroll
-    for (int i = 0; i < kV * K / 4; ++i) {
-      const float4 v = __ldg(w4 + i);
-      wf[4 * i] = v.x; wf[4 * i + 1] = v.y; wf[4 * i + 2] = v.z; wf[4 * i + 3] = v.w;
-    }
-#pragma unroll
-    for (int v = 0; v < kV; ++v)
-#pragma unroll
-      for (int k = 0; k < K; ++k) w[k][v] = wf[v * K + k];
-#pragma unroll
-    for (int i = 0; i < kV / 4; ++i) {
-      const float4 v = p.bias ? __ldg(reinterpret_cast<const float4*>(p.bias + c0) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-      bias[4 * i] = v.x; bias[4 * i + 1] = v.y; bias[4 * i + 2] = v.z; bias[4 * i + 3] = v.w;
-    }
-  }
+  conv_load_weights<K, kV>(p.weight, p.bias, c0, 1.f, w, bias);
   // win[k][v]: input at time t - (K - 1) + k of channel c0 + v (k < K - 1 between steps).
   float win[K][kV];
 #pragma unroll
@@ -217,19 +178,8 @@ __global__ void __launch_bounds__(kC4Threads) causal_conv1d_fwd_v4_kernel(Causal
     }
 #pragma unroll
     for (int i = 0; i < kC4Batch; ++i) {
-      Piece o;
-#pragma unroll
-      for (int v = 0; v < kV; ++v) {
-        win[K - 1][v] = dev::to_f32(cur[i].e[v]);
-        float acc = bias[v];
-#pragma unroll
-        for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
-        if (p.silu) acc = dev::silu_fast(acc);
-        o.e[v] = dev::from_f32<T>(acc);
-#pragma unroll
-        for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
-      }
-      if (t0 + i < t_end) *reinterpret_cast<uint4*>(out + (t0 + i) * p.channels) = o.v[0];
+      const uint4 o = conv_step<T, K, kV, false>(win, w, bias, cur[i], p.silu);
+      if (t0 + i < t_end) *reinterpret_cast<uint4*>(out + (t0 + i) * p.channels) = o;
     }
 #pragma unroll
     for (int i = 0; i < kC4Batch; ++i) cur[i] = nxt[i];
@@ -251,151 +201,7 @@ bool launch_fwd_v4(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
   return true;
 }
 
-// v5 (branch bwkern, NOTES.md "Memory-bound kernels to 80%"): v4's thread layout (16 bytes of
-// channels, a run of consecutive steps walked with the last K - 1 inputs in registers) with the
-// inputs brought in by cp.async into a per-thread ring of kS stages x kB pieces in shared memory
-// (each thread reads back only what it copied itself: no barrier). kS - 1 batches (kB steps each)
-// are in flight per thread without holding registers: v4 held its 8 + 8 pieces in registers
-// (255 registers for bf16 K 4, 2 blocks of 128 per SM, ~32 KB in flight per SM); v5 at kB 8,
-// kS 4 keeps 3 x 8 x 16 = 384 bytes per thread in flight, 3 blocks per SM (64 KB of shared memory
-// each) = ~147 KB per SM. The run length is chosen at launch so the grid is one wave of
-// resident blocks (v4: 768 blocks of 64 steps in 2.9 waves).
-__device__ __forceinline__ void cp_async16(unsigned smem, const void* g, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(g), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
-
-constexpr int kC5Threads = 128;
-
-template <class T, int K, int kB, int kS>
-__global__ void __launch_bounds__(kC5Threads) causal_conv1d_fwd_v5_kernel(CausalConv1dCudaParams<T> p, int64_t seg) {
-  constexpr int kV = 16 / int(sizeof(T));
-  using Piece = dev::RawRow<T, kV>;
-  extern __shared__ uint4 c5_ring[];  // [kS * kB][kC5Threads]
-  const int64_t c0 = (int64_t{blockIdx.x} * kC5Threads + threadIdx.x) * kV;
-  if (c0 >= p.channels) return;
-  const int64_t b = blockIdx.z;
-  const int64_t t_begin = int64_t{blockIdx.y} * seg;
-  const int64_t t_end = t_begin + seg < p.seqlen ? t_begin + seg : p.seqlen;
-  const T* x = p.x + b * p.x_sb + c0;
-  T* out = p.out + b * p.seqlen * p.channels + c0;
-  const unsigned ring = static_cast<unsigned>(__cvta_generic_to_shared(c5_ring)) + threadIdx.x * 16u;
-  const int64_t nbatch = (t_end - t_begin + kB - 1) / kB;
-  auto issue = [&](int64_t j) {
-    if (j < nbatch) {
-      const unsigned st = ring + static_cast<unsigned>((j % kS) * kB) * (kC5Threads * 16u);
-#pragma unroll
-      for (int i = 0; i < kB; ++i) {
-        const int64_t ts = t_begin + j * kB + i;
-        const bool v = ts < t_end;
-        cp_async16(st + i * (kC5Threads * 16u), v ? static_cast<const void*>(x + ts * p.x_st) : static_cast<const void*>(x), v);
-      }
-    }
-    cp_async_commit();
-  };
-#pragma unroll
-  for (int j = 0; j < kS - 1; ++j) issue(j);
-
-  float w[K][kV], bias[kV];
-  {
-    const float4* w4 = reinterpret_cast<const float4*>(p.weight + c0 * K);
-    float wf[kV * K];
-#pragma unroll
-    for (int i = 0; i < kV * K / 4; ++i) {
-      const float4 v = __ldg(w4 + i);
-      wf[4 * i] = v.x; wf[4 * i + 1] = v.y; wf[4 * i + 2] = v.z; wf[4 * i + 3] = v.w;
-    }
-#pragma unroll
-    for (int v = 0; v < kV; ++v)
-#pragma unroll
-      for (int k = 0; k < K; ++k) w[k][v] = wf[v * K + k];
-#pragma unroll
-    for (int i = 0; i < kV / 4; ++i) {
-      const float4 v = p.bias ? __ldg(reinterpret_cast<const float4*>(p.bias + c0) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-      bias[4 * i] = v.x; bias[4 * i + 1] = v.y; bias[4 * i + 2] = v.z; bias[4 * i + 3] = v.w;
-    }
-  }
-  float win[K][kV];
-#pragma unroll
-  for (int k = 0; k < K - 1; ++k) {
-    const int64_t ts = t_begin - (K - 1) + k;
-    if (ts >= 0) {
-      Piece h;
-      h.v[0] = __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st));
-#pragma unroll
-      for (int v = 0; v < kV; ++v) win[k][v] = dev::to_f32(h.e[v]);
-    } else {
-#pragma unroll
-      for (int v = 0; v < kV; ++v)
-        win[k][v] = p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f;
-    }
-  }
-#pragma unroll 1
-  for (int64_t j = 0; j < nbatch; ++j) {
-    issue(j + kS - 1);
-    cp_async_wait<kS - 1>();  // batch j has landed (this thread's copies)
-    const uint4* st = c5_ring + (j % kS) * kB * kC5Threads + threadIdx.x;
-#pragma unroll
-    for (int i = 0; i < kB; ++i) {
-      Piece in, o;
-      in.v[0] = st[i * kC5Threads];
-      const int64_t t = t_begin + j * kB + i;
-#pragma unroll
-      for (int v = 0; v < kV; ++v) {
-        win[K - 1][v] = dev::to_f32(in.e[v]);
-        float acc = bias[v];
-#pragma unroll
-        for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
-        if (p.silu) acc = dev::silu_fast(acc);
-        o.e[v] = dev::from_f32<T>(acc);
-#pragma unroll
-        for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
-      }
-      if (t < t_end) *reinterpret_cast<uint4*>(out + t * p.channels) = o.v[0];
-    }
-  }
-  cp_async_wait<0>();
-}
-
-template <class T, int K, int kB, int kS>
-bool launch_fwd_v5(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
-  constexpr int kV = 16 / int(sizeof(T));
-  const bool ok = dev::aligned16(p.x) && dev::aligned16(p.out) && dev::aligned16(p.weight) &&
-                  (!p.bias || dev::aligned16(p.bias)) && p.channels % kV == 0 && p.x_sb % kV == 0 && p.x_st % kV == 0;
-  if (!ok) return false;
-  auto kern = causal_conv1d_fwd_v5_kernel<T, K, kB, kS>;
-  constexpr int smem = kS * kB * kC5Threads * 16;
-  static int per_sm = -1, sms = 0;  // per instantiation (device 0's figures; re-read on failure)
-  if (per_sm < 0) {
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kC5Threads, smem) != cudaSuccess || per_sm <= 0) {
-      cudaGetLastError();
-      per_sm = -1;
-      return false;
-    }
-  }
-  const int64_t lanes = p.channels / kV;
-  const int64_t gx = (lanes + kC5Threads - 1) / kC5Threads;
-  const int64_t cols = gx * p.batch;  // blocks per time segment
-  const int64_t resident = int64_t{sms} * per_sm;
-  int64_t nseg = std::max<int64_t>(1, resident / std::max<int64_t>(cols, 1));
-  if (const char* env = std::getenv("MAMBA_CONV_V5_WAVES")) nseg *= std::max(1, std::atoi(env));
-  int64_t seg = (p.seqlen + nseg - 1) / nseg;
-  seg = std::max<int64_t>(kB, (seg + kB - 1) / kB * kB);
-  seg = std::max<int64_t>(seg, (p.seqlen + 65534) / 65535);
-  const int64_t gy = (p.seqlen + seg - 1) / seg;
-  if (gy > 65535) return false;
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(p.batch));
-  kern<<<grid, kC5Threads, smem, stream>>>(p, seg);
-  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v5)");
-  return true;
-}
-
-// v7 (branch bwkern; MAMBA_CONV_VERSION=7, 8 = 8-step variant): short blocks. A thread owns 16
+// v7 (branch bwkern; MAMBA_CONV_VERSION=7; its 8-step variant v8 lost and is deleted): short blocks. A thread owns 16
 // bytes of channels and kS7 consecutive steps; all kS7 + K - 1 input pieces are loaded at once
 // (raw, 16 bytes each), then the kS7 outputs are computed and stored; many short blocks (the
 // Mamba-2 update's pattern, 94% of copy on an H200) instead of v4's 64-step walks (2.9 waves of
@@ -418,24 +224,7 @@ __global__ void __launch_bounds__(128) causal_conv1d_fwd_v7_kernel(CausalConv1dC
     in[i].v[0] = ts >= 0 && ts < p.seqlen ? __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st)) : make_uint4(0u, 0u, 0u, 0u);
   }
   float w[K][kV], bias[kV];
-  {
-    const float4* w4 = reinterpret_cast<const float4*>(p.weight + c0 * K);
-    float wf[kV * K];
-#pragma unroll
-    for (int i = 0; i < kV * K / 4; ++i) {
-      const float4 v = __ldg(w4 + i);
-      wf[4 * i] = v.x; wf[4 * i + 1] = v.y; wf[4 * i + 2] = v.z; wf[4 * i + 3] = v.w;
-    }
-#pragma unroll
-    for (int v = 0; v < kV; ++v)
-#pragma unroll
-      for (int k = 0; k < K; ++k) w[k][v] = wf[v * K + k];
-#pragma unroll
-    for (int i = 0; i < kV / 4; ++i) {
-      const float4 v = p.bias ? __ldg(reinterpret_cast<const float4*>(p.bias + c0) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-      bias[4 * i] = v.x; bias[4 * i + 1] = v.y; bias[4 * i + 2] = v.z; bias[4 * i + 3] = v.w;
-    }
-  }
+  conv_load_weights<K, kV>(p.weight, p.bias, c0, 1.f, w, bias);
   float win[K][kV];
 #pragma unroll
   for (int k = 0; k < K - 1; ++k) {
@@ -448,19 +237,8 @@ __global__ void __launch_bounds__(128) causal_conv1d_fwd_v7_kernel(CausalConv1dC
 #pragma unroll
   for (int s = 0; s < kS7; ++s) {
     const int64_t t = t_begin + s;
-    Piece o;
-#pragma unroll
-    for (int v = 0; v < kV; ++v) {
-      win[K - 1][v] = dev::to_f32(in[K - 1 + s].e[v]);
-      float acc = bias[v];
-#pragma unroll
-      for (int k = 0; k < K; ++k) acc = fmaf(w[k][v], win[k][v], acc);
-      if (p.silu) acc = dev::silu_fast(acc);
-      o.e[v] = dev::from_f32<T>(acc);
-#pragma unroll
-      for (int k = 0; k < K - 1; ++k) win[k][v] = win[k + 1][v];
-    }
-    if (t < p.seqlen) *reinterpret_cast<uint4*>(out + t * p.channels) = o.v[0];
+    const uint4 o = conv_step<T, K, kV, false>(win, w, bias, in[K - 1 + s], p.silu);
+    if (t < p.seqlen) *reinterpret_cast<uint4*>(out + t * p.channels) = o;
   }
 }
 
@@ -479,20 +257,202 @@ bool launch_fwd_v7(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
   return true;
 }
 
+// v9 (branch bw80; MAMBA_CONV_VERSION=9, MAMBA_CONV_V9_STEPS=8|16|32): v7's short blocks (a thread
+// owns 16 bytes of channels and kS9 steps, all kS9 + K - 1 input pieces loaded at once) with the
+// arithmetic cut for bf16, where v7 was issue / SFU bound (bf16 moves half the bytes of f32 per
+// output: v7 reached 91% of copy in f32 but 73% in bf16): silu(a) = h + h tanh(h) with h = a / 2 and
+// the 1/2 folded into the weights and bias (one MUFU.TANH per output instead of EX2 + RCP, 7.5
+// instead of ~12 instructions per output); f32 keeps silu_fast (tanh.approx's 2^-11 error is fine for
+// bf16 outputs, not for the f32 tolerance). Loads skip L1 (ld.global.nc.L1::no_allocate), stores
+// stream (st.global.cs).
+template <class T, int K, int kS9>
+__global__ void __launch_bounds__(128) causal_conv1d_fwd_v9_kernel(CausalConv1dCudaParams<T> p) {
+  constexpr int kV = 16 / int(sizeof(T));
+  constexpr int kIn = kS9 + K - 1;
+  constexpr bool kTanh = sizeof(T) == 2;
+  using Piece = dev::RawRow<T, kV>;
+  const int64_t c0 = (int64_t{blockIdx.x} * 128 + threadIdx.x) * kV;
+  if (c0 >= p.channels) return;
+  const int64_t b = blockIdx.z;
+  const int64_t t_begin = int64_t{blockIdx.y} * kS9;
+  const T* x = p.x + b * p.x_sb + c0;
+  T* out = p.out + b * p.seqlen * p.channels + c0;
+  Piece in[kIn];
+#pragma unroll
+  for (int i = 0; i < kIn; ++i) {
+    const int64_t ts = t_begin - (K - 1) + i;
+    in[i].v[0] = ts >= 0 && ts < p.seqlen ? ld_stream16(x + ts * p.x_st) : make_uint4(0u, 0u, 0u, 0u);
+  }
+  const bool half = kTanh && p.silu;
+  float w[K][kV], bias[kV];
+  conv_load_weights<K, kV>(p.weight, p.bias, c0, half ? 0.5f : 1.f, w, bias);
+  // Window values as f32; before t = 0 they are initial_state (kept in f32, not rounded to T).
+  float win[K][kV];
+#pragma unroll
+  for (int k = 0; k < K - 1; ++k) {
+    const int64_t ts = t_begin - (K - 1) + k;
+#pragma unroll
+    for (int v = 0; v < kV; ++v)
+      win[k][v] = ts >= 0 ? dev::to_f32(in[k].e[v])
+                          : (p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f);
+  }
+#pragma unroll
+  for (int s = 0; s < kS9; ++s) {
+    const int64_t t = t_begin + s;
+    const uint4 o = conv_step<T, K, kV, kTanh>(win, w, bias, in[K - 1 + s], p.silu);
+    if (t < p.seqlen) __stcs(reinterpret_cast<uint4*>(out + t * p.channels), o);
+  }
+}
+
+template <class T, int K, int kS9>
+bool launch_fwd_v9(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
+  constexpr int kV = 16 / int(sizeof(T));
+  const bool ok = dev::aligned16(p.x) && dev::aligned16(p.out) && dev::aligned16(p.weight) &&
+                  (!p.bias || dev::aligned16(p.bias)) && p.channels % kV == 0 && p.x_sb % kV == 0 &&
+                  p.x_st % kV == 0 && (p.seqlen + kS9 - 1) / kS9 <= 65535;
+  if (!ok) return false;
+  const int64_t lanes = p.channels / kV;
+  const dim3 grid(static_cast<unsigned>((lanes + 127) / 128), static_cast<unsigned>((p.seqlen + kS9 - 1) / kS9),
+                  static_cast<unsigned>(p.batch));
+  causal_conv1d_fwd_v9_kernel<T, K, kS9><<<grid, 128, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v9)");
+  return true;
+}
+
+// v10 (branch bw80; MAMBA_CONV_VERSION=10, MAMBA_CONV_V10_ROWS=4|8): the inputs streamed through
+// shared memory by the copy engine, so the bytes in flight no longer cost registers. A block of 128
+// threads owns 128 x 16 bytes of channels (1024 bf16 / 512 f32) of one batch row and a run of
+// consecutive steps (run length chosen for one wave of resident blocks); thread 0 keeps kS10 stages
+// of kR10 time rows (one 2 KB bulk copy per row, completing on the stage's mbarrier) in flight; each
+// thread walks the rows of a stage with the last K - 1 inputs in registers (no halo re-read but at
+// the run's start), computes as v9 (tanh silu for bf16) and stores 16 bytes per row (st.global.cs);
+// a barrier per stage, then thread 0 refills it. Needs channels a multiple of 128 x 16 / sizeof(T).
+constexpr int kC10Threads = 128;
+
+template <class T, int K, int kR10, int kS10>
+__global__ void __launch_bounds__(kC10Threads) causal_conv1d_fwd_v10_kernel(CausalConv1dCudaParams<T> p, int64_t seg) {
+  constexpr int kV = 16 / int(sizeof(T));
+  constexpr unsigned kRowBytes = kC10Threads * 16;
+  constexpr bool kTanh = sizeof(T) == 2;
+  using Piece = dev::RawRow<T, kV>;
+  extern __shared__ __align__(128) uint4 c10_ring[];  // [kS10][kR10][kC10Threads]
+  __shared__ __align__(8) uint64_t full[kS10];
+  const int tid = static_cast<int>(threadIdx.x);
+  const int64_t cseg = int64_t{blockIdx.x} * kC10Threads * kV;  // first channel of the block
+  const int64_t c0 = cseg + int64_t{tid} * kV;
+  const int64_t b = blockIdx.z;
+  const int64_t t_begin = int64_t{blockIdx.y} * seg;
+  const int64_t t_end = t_begin + seg < p.seqlen ? t_begin + seg : p.seqlen;
+  const int64_t nchunks = (t_end - t_begin + kR10 - 1) / kR10;
+  const T* xb = p.x + b * p.x_sb;
+  if (tid == 0) {
+#pragma unroll
+    for (int s = 0; s < kS10; ++s) dev::mbar_init(&full[s], 1);
+    dev::mbar_init_fence();
+  }
+  __syncthreads();
+  auto issue = [&](int64_t j) {  // thread 0: rows t_begin + j kR10 .. of the block's channels into stage j % kS10
+    const int s = static_cast<int>(j % kS10);
+    const int64_t t0 = t_begin + j * kR10;
+    const int rows = static_cast<int>(t_end - t0 < kR10 ? t_end - t0 : kR10);
+    dev::mbar_expect_tx(&full[s], kRowBytes * rows);
+    for (int r = 0; r < rows; ++r)
+      dev::bulk_load(c10_ring + (s * kR10 + r) * kC10Threads, xb + (t0 + r) * p.x_st + cseg, kRowBytes, &full[s]);
+  };
+  if (tid == 0)
+    for (int64_t j = 0; j < kS10 && j < nchunks; ++j) issue(j);
+  const bool half = kTanh && p.silu;
+  float w[K][kV], bias[kV];
+  conv_load_weights<K, kV>(p.weight, p.bias, c0, half ? 0.5f : 1.f, w, bias);
+  float win[K][kV];
+#pragma unroll
+  for (int k = 0; k < K - 1; ++k) {
+    const int64_t ts = t_begin - (K - 1) + k;
+    if (ts >= 0) {
+      Piece h;
+      h.v[0] = ld_stream16(xb + ts * p.x_st + c0);
+#pragma unroll
+      for (int v = 0; v < kV; ++v) win[k][v] = dev::to_f32(h.e[v]);
+    } else {
+#pragma unroll
+      for (int v = 0; v < kV; ++v)
+        win[k][v] = p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f;
+    }
+  }
+  T* out = p.out + b * p.seqlen * p.channels + c0;
+#pragma unroll 1
+  for (int64_t j = 0; j < nchunks; ++j) {
+    const int s = static_cast<int>(j % kS10);
+    dev::mbar_wait(&full[s], static_cast<unsigned>((j / kS10) & 1));
+    const int64_t t0 = t_begin + j * kR10;
+#pragma unroll
+    for (int r = 0; r < kR10; ++r) {
+      Piece in;
+      in.v[0] = c10_ring[(s * kR10 + r) * kC10Threads + tid];
+      const uint4 o = conv_step<T, K, kV, kTanh>(win, w, bias, in, p.silu);
+      if (t0 + r < t_end) __stcs(reinterpret_cast<uint4*>(out + (t0 + r) * p.channels), o);
+    }
+    __syncthreads();  // every thread has read stage s
+    if (tid == 0 && j + kS10 < nchunks) issue(j + kS10);
+  }
+}
+
+template <class T, int K, int kR10, int kS10>
+bool launch_fwd_v10(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
+  constexpr int kV = 16 / int(sizeof(T));
+  constexpr int64_t kSegC = int64_t{kC10Threads} * kV;
+  const bool ok = dev::aligned16(p.x) && dev::aligned16(p.out) && dev::aligned16(p.weight) &&
+                  (!p.bias || dev::aligned16(p.bias)) && p.channels % kSegC == 0 && p.x_sb % kV == 0 && p.x_st % kV == 0;
+  if (!ok) return false;
+  auto kern = causal_conv1d_fwd_v10_kernel<T, K, kR10, kS10>;
+  constexpr int smem = kS10 * kR10 * kC10Threads * 16;
+  static int per_sm = -1, sms = 0;  // per instantiation (the current device's figures when first called)
+  if (per_sm < 0) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kC10Threads, smem) != cudaSuccess || per_sm <= 0) {
+      cudaGetLastError();
+      per_sm = -1;
+      return false;
+    }
+  }
+  const int64_t gx = p.channels / kSegC;
+  const int64_t cols = gx * p.batch;
+  int64_t nseg = std::max<int64_t>(1, int64_t{sms} * per_sm / std::max<int64_t>(cols, 1));
+  if (const char* env = std::getenv("MAMBA_CONV_V10_WAVES")) nseg *= std::max(1, std::atoi(env));
+  int64_t seg = (p.seqlen + nseg - 1) / nseg;
+  seg = std::max<int64_t>(kR10, (seg + kR10 - 1) / kR10 * kR10);
+  seg = std::max<int64_t>(seg, (p.seqlen + 65534) / 65535);
+  const int64_t gy = (p.seqlen + seg - 1) / seg;
+  if (gy > 65535) return false;
+  kern<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(p.batch)), kC10Threads, smem,
+         stream>>>(p, seg);
+  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v10)");
+  return true;
+}
+
 template <class T, int K>
 void launch_fwd(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
-  // Version: MAMBA_CONV_VERSION=1 (scalar walk), 3 (v3 16-byte 8-step tiles; also
-  // MAMBA_CONV_VEC=1), else v4 when its alignment conditions hold, else the scalar walk.
-  const char* vec = std::getenv("MAMBA_CONV_VEC");
+  // Version: MAMBA_CONV_VERSION=1 (scalar walk), 4 (64-step walks), 7 (16-step short blocks), 9 (the
+  // default: v7 with tanh silu; MAMBA_CONV_V9_STEPS=8|16|32), 10 (bulk-copy ring;
+  // MAMBA_CONV_V10_ROWS=4|8); each falls back to the scalar walk when its alignment conditions fail.
   const char* ver = std::getenv("MAMBA_CONV_VERSION");
-  const int version = ver && *ver ? std::atoi(ver) : (vec && vec[0] == '1') ? 3 : 4;
-  // MAMBA_CONV_VERSION=5: cp.async ring (kB 8, kS 4); 6: its kB 4, kS 4 variant (NOTES.md).
-  if (version == 5 && launch_fwd_v5<T, K, 8, 4>(p, stream)) return;
-  if (version == 6 && launch_fwd_v5<T, K, 4, 4>(p, stream)) return;
+  const int version = ver && *ver ? std::atoi(ver) : 9;
   if (version == 7 && launch_fwd_v7<T, K, 16>(p, stream)) return;
-  if (version == 8 && launch_fwd_v7<T, K, 8>(p, stream)) return;
-  if (version == 3 && launch_fwd_vec<T, K>(p, stream)) return;
-  if (version == 4 && launch_fwd_v4<T, K>(p, stream)) return;
+  if (version == 10) {
+    const char* rw = std::getenv("MAMBA_CONV_V10_ROWS");
+    if ((rw && std::atoi(rw) == 4) ? launch_fwd_v10<T, K, 4, 4>(p, stream) : launch_fwd_v10<T, K, 8, 4>(p, stream)) return;
+  }
+  if (version == 9) {
+    const char* st = std::getenv("MAMBA_CONV_V9_STEPS");
+    const int steps = st ? std::atoi(st) : 16;
+    if (steps == 8 ? launch_fwd_v9<T, K, 8>(p, stream) : steps == 32 ? launch_fwd_v9<T, K, 32>(p, stream)
+                   : launch_fwd_v9<T, K, 16>(p, stream))
+      return;
+  }
+  if (version != 1 && version != 7 && version != 9 && version != 10 && launch_fwd_v4<T, K>(p, stream)) return;
   const dim3 grid(static_cast<unsigned>((p.channels + kThreads - 1) / kThreads),
                   static_cast<unsigned>((p.seqlen + kSteps - 1) / kSteps), static_cast<unsigned>(p.batch));
   causal_conv1d_fwd_kernel<T, K><<<grid, kThreads, 0, stream>>>(p);

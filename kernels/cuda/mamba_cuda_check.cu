@@ -623,7 +623,8 @@ void time_conv(int b, int l, int c, int kw) {
   const double us = median_us([&](int) { kc::causal_conv1d_fwd_cuda<T>(q, nullptr); });
   char shape[96];
   std::snprintf(shape, sizeof shape, "b%d l%d c%d k%d silu", b, l, c, kw);
-  add_row(std::string("conv1d fwd ") + type_name<T>() + (std::getenv("MAMBA_CONV_VEC") ? " vec" : ""), shape, us, 2.0 * nx * sizeof(T) + 4.0 * c * (kw + 1));
+  const char* cv = std::getenv("MAMBA_CONV_VERSION");
+  add_row(std::string("conv1d fwd ") + type_name<T>() + (cv ? std::string(" v") + cv : std::string()), shape, us, 2.0 * nx * sizeof(T) + 4.0 * c * (kw + 1));
 }
 
 // The decode step's buffers fit in L2 at small batch; rotate among enough independent sets
@@ -720,12 +721,13 @@ void print_table() {
 #include "mamba_cuda_check_fast.inc"  // --fast: scan forward v6 / v3, decode, conv and the floors table
 #include "mamba_cuda_check_v6.inc"    // --scan6: scan forward v6 checks and the v3 / v6 timings
 
-#include "mamba_cuda_check_bw.inc"    // --bw: state updates, conv1d forward (branch bwkern)
+#include "mamba_cuda_check_bw80.inc"  // --bw80: state update and conv1d forward versions (branch bw80)
+#include "mamba_cuda_check_bw.inc"    // --bw (= --bw80), --bw-once (branch bwkern)
 
 }  // namespace
 
 // --decode-kernels: the Mamba-1 state update checked and timed under each variant
-// (MAMBA_SSU_VERSION unset = the default dispatch (v5), 3, 4), and conv1d forward timed (v4 default).
+// (MAMBA_SSU_VERSION unset = the default dispatch, 5, 9), and conv1d forward timed (the default).
 int decode_kernels_main() {
   std::printf("device 0: %s\n", k::cuda_device_description(0).c_str());
   uint64_t seed = 7000;
@@ -736,7 +738,7 @@ int decode_kernels_main() {
       {40, 3400, 16, 2, true, true, false}, {48, 3000, 16, 1, true, true, true},
       {2, 300, 32, 3, true, true, true},  {256, 3072, 16, 1, true, true, false},
   };
-  for (const char* v : {"", "3", "4"}) {
+  for (const char* v : {"", "5", "9"}) {
     if (*v) setenv("MAMBA_SSU_VERSION", v, 1); else unsetenv("MAMBA_SSU_VERSION");
     std::printf("== state update checks, MAMBA_SSU_VERSION=%s\n", *v ? v : "(default)");
     for (const auto& c : upd_cases) {
@@ -749,7 +751,7 @@ int decode_kernels_main() {
   try {
     time_copy();
     for (int rep = 0; rep < 2; ++rep)  // twice: the spread
-      for (const char* v : {"", "3", "4"}) {
+      for (const char* v : {"", "5", "9"}) {
         if (*v) setenv("MAMBA_SSU_VERSION", v, 1); else unsetenv("MAMBA_SSU_VERSION");
         const size_t first = g_rows.size();
         for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);
@@ -846,14 +848,14 @@ void run_checks() {
       {1, 13, 16, 1, true, true, false, false}, {3, 9, 24, 2, false, true, true, false},
       {2, 5, 32, 4, true, true, true, false},
   };
-  for (const char* vec : {"0", "1"}) {  // the scalar walk and the opt-in 16-byte path
-    setenv("MAMBA_CONV_VEC", vec, 1);
+  for (const char* ver : {"1", "9"}) {  // the scalar walk and the default 16-byte path
+    setenv("MAMBA_CONV_VERSION", ver, 1);
     for (const auto& c : conv_cases) {
       check_conv<float>(c, ++seed);
       check_conv<bf16>(c, ++seed);
     }
   }
-  unsetenv("MAMBA_CONV_VEC");
+  unsetenv("MAMBA_CONV_VERSION");
   check_conv_update<float>(1, 5, 4, true, true, ++seed);
   check_conv_update<bf16>(3, 130, 4, true, true, ++seed);
   check_conv_update<float>(2, 33, 3, false, false, ++seed);
@@ -900,6 +902,8 @@ void run_checks() {
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--decode-kernels") == 0 && k::cuda_device_count() > 0) return decode_kernels_main();
   if (argc > 1 && std::strcmp(argv[1], "--bw-once") == 0 && k::cuda_device_count() > 0) return bw_once();
+  if (argc > 1 && std::strncmp(argv[1], "--bw80", 6) == 0 && k::cuda_device_count() > 0)
+    return bw80_main(std::strcmp(argv[1], "--bw80-check") != 0);
   if (argc > 1 && std::strncmp(argv[1], "--bw", 4) == 0 && k::cuda_device_count() > 0)
     return bw_main(std::strcmp(argv[1], "--bw-check") != 0);
   // Flags of the default run (any position): --check-only (no timings), --timings-only (no checks
@@ -953,9 +957,9 @@ int main(int argc, char** argv) {
     for (int v : {3, 0}) time_scan<bf16>(1, 2048, 2048, 16, v);
     for (int v : {3, 0}) time_scan<bf16>(64, 3072, 512, 16, v);
     time_conv<bf16>(8, 2048, 3072, 4);
-    setenv("MAMBA_CONV_VEC", "1", 1);
-    time_conv<bf16>(8, 2048, 3072, 4);  // the opt-in vector path, for comparison
-    unsetenv("MAMBA_CONV_VEC");
+    setenv("MAMBA_CONV_VERSION", "10", 1);
+    time_conv<bf16>(8, 2048, 3072, 4);  // the bulk-copy ring, for comparison
+    unsetenv("MAMBA_CONV_VERSION");
     for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);
     for (int b : {1, 16, 256}) time_state_update<float>(b, 3072, 16);
     time_add_rms_norm<bf16>(16384, 768);

@@ -1,7 +1,8 @@
-// Mamba-1 decode step on the GPU: one thread per (b, d) row, the dstate loop in the thread
-// (state row of dstate f32 read and written once). Blocks of 128 threads cover 128
-// consecutive channels of one batch row, so x/dt/z/y accesses are contiguous and B/C rows
-// (shared by the channels of a group) come from L1.
+// Mamba-1 decode step on the GPU (state (b, d, n) f32 updated in place, each state row read and
+// written once). Plain kernel: one thread per (b, d) row with the n loop in the thread (any dstate,
+// any alignment). Lane-group kernels (dstate 4 .. 128, 16-byte aligned state and A): v5 (short
+// blocks, the loads in registers) at small batch, v9 (the state streamed through shared memory by
+// the copy engine) at large batch; see each kernel's comment and NOTES.md.
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 
@@ -13,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "bulk_copy.cuh"
 #include "device_common.cuh"
 
 namespace mamba::kernels::cuda {
@@ -47,220 +49,26 @@ __global__ void __launch_bounds__(kThreads) selective_state_update_kernel(Select
   p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
 }
 
-// v2: kG lanes per (b, d) channel, 4 consecutive states per lane (N = 4 kG, kG a power of two
-// <= 32), so a warp reads and writes 32 / kG whole state rows as one contiguous run of 16-byte
-// pieces; y is reduced with xor shuffles among the kG lanes of a channel (aligned lane groups
-// of one warp). Flattened over (b, d): blocks of kVecThreads lanes; at batch 1 the grid is just
-// b * d * kG / 256 blocks (48 at d 3072, n 16) with every lane doing useful work.
+// Lanes: kG lanes per (b, d) channel (N = 4 kG, kG a power of two <= 32), a float4 of 4 consecutive
+// states per lane, so a warp reads and writes 32 / kG whole state rows as one contiguous run of
+// 16-byte pieces; y is reduced with xor shuffles among the kG lanes of a channel.
 constexpr int kVecThreads = 256;
 
-template <class T, int kG>
-__global__ void __launch_bounds__(kVecThreads) selective_state_update_vec_kernel(SelectiveStateUpdateCudaParams<T> p) {
-  constexpr int kN = 4 * kG;
-  const int64_t lane_global = int64_t{blockIdx.x} * kVecThreads + threadIdx.x;
-  const int64_t i = lane_global / kG;  // flattened (b, d)
-  const int q = static_cast<int>(lane_global % kG);
-  if (i >= p.batch * p.dim) return;  // whole lane groups leave together (kG divides 32)
-  const int64_t b = i / p.dim, d = i % p.dim;
-  const int64_t g = d / (p.dim / p.n_groups);
-  const float x = dev::to_f32(p.x[b * p.x_stride + d]);
-  float dt = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
-  if (p.delta_softplus) dt = dev::softplus(dt);
-  const float4 A4 = reinterpret_cast<const float4*>(p.A + d * kN)[q];
-  float4* hp = reinterpret_cast<float4*>(p.state + i * kN) + q;
-  const float4 h4 = *hp;
-  const T* Bv = p.B + b * p.B_stride + g * kN + 4 * q;
-  const T* Cv = p.C + b * p.C_stride + g * kN + 4 * q;
-  const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {h4.x, h4.y, h4.z, h4.w};
-  float ho[4];
-  const float dtx = dt * x, dt2 = dt * dev::kLog2e;
-  float y = 0.f;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    ho[k] = exp2f(dt2 * Av[k]) * hv[k] + dtx * dev::to_f32(Bv[k]);
-    y = fmaf(ho[k], dev::to_f32(Cv[k]), y);
-  }
-  *hp = make_float4(ho[0], ho[1], ho[2], ho[3]);
-  const unsigned lane = threadIdx.x & 31u;
-  const unsigned mask = kG == 32 ? 0xffffffffu : ((1u << kG) - 1u) << (lane & ~unsigned(kG - 1));
-#pragma unroll
-  for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(mask, y, off);
-  if (q == 0) {
-    if (p.D) y += p.D[d] * x;
-    if (p.z) y *= dev::silu(dev::to_f32(p.z[b * p.z_stride + d]));
-    p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
-  }
-}
-
-// v3: as v2 (kG lanes per channel, a float4 of state per lane) but one batch row per grid row
-// (blockIdx.y; no 64-bit divisions), kR state pieces per lane with every load of all kR pieces
-// issued before any arithmetic (more bytes in flight per SM at large batch), and the SFU
-// versions of exp / softplus / silu. A block covers kVecThreads * kR consecutive lanes of one
-// batch row; piece r of thread t is lane r * kVecThreads + t of the block, so each warp-wide
-// load is one contiguous 512-byte run. Lanes past the row mirror lane 0 (valid reads), take
-// part in the shuffles and write nothing.
-// Registers: kR = 1 needs 32 (8 blocks of 256 per SM); kR = 2 is capped at 48 (5 blocks of 256 per
-// SM, no spills: 1280 lanes x 2 x 16 bytes = 40 KB of state in flight per SM vs 32 KB at kR = 1).
-template <class T, int kG, int kR>
-__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v3_kernel(SelectiveStateUpdateCudaParams<T> p) {
-  constexpr int kN = 4 * kG;
-  const int lanes = static_cast<int>(p.dim) * kG;
-  const int dpg = static_cast<int>(p.dim / p.n_groups);
-  const int64_t b = blockIdx.y;
-  float4 h4[kR], A4[kR];
-  float xv[kR], dtv[kR], zv[kR], Bv[kR][4], Cv[kR][4];
-  int dv[kR];
-  bool ok[kR];
-#pragma unroll
-  for (int r = 0; r < kR; ++r) {
-    const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
-    ok[r] = lane < lanes;
-    const int l = ok[r] ? lane : 0;
-    const int d = l / kG, q = l % kG;
-    dv[r] = d;
-    const int g = p.n_groups == 1 ? 0 : d / dpg;
-    h4[r] = reinterpret_cast<const float4*>(p.state + (b * p.dim) * kN)[l];
-    A4[r] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
-    xv[r] = dev::to_f32(p.x[b * p.x_stride + d]);
-    dtv[r] = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
-    zv[r] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
-    const T* Bp = p.B + b * p.B_stride + g * kN + 4 * q;
-    const T* Cp = p.C + b * p.C_stride + g * kN + 4 * q;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      Bv[r][k] = dev::to_f32(Bp[k]);
-      Cv[r][k] = dev::to_f32(Cp[k]);
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kR; ++r) {
-    const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
-    float dt = dtv[r];
-    if (p.delta_softplus) dt = dev::softplus_fast(dt);
-    const float dtx = dt * xv[r], dt2 = dt * dev::kLog2e;
-    const float Av[4] = {A4[r].x, A4[r].y, A4[r].z, A4[r].w}, hv[4] = {h4[r].x, h4[r].y, h4[r].z, h4[r].w};
-    float ho[4], y = 0.f;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * Bv[r][k]);
-      y = fmaf(ho[k], Cv[r][k], y);
-    }
-    if (ok[r]) reinterpret_cast<float4*>(p.state + (b * p.dim) * kN)[lane] = make_float4(ho[0], ho[1], ho[2], ho[3]);
-#pragma unroll
-    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-    if (ok[r] && lane % kG == 0) {
-      const int d = dv[r];
-      if (p.D) y = fmaf(p.D[d], xv[r], y);
-      if (p.z) y *= dev::silu_fast(zv[r]);
-      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
-    }
-  }
-}
-
-// v5 (the default since the H200 run of 2026-12-03; MAMBA_SSU_VERSION=3 selects v3): v3's layout and kR pieces per lane,
-// with (a) the 4 B and 4 C values of a lane loaded as one 8-byte (bf16) / 16-byte (f32) vector
-// when the rows allow it (kBC), 2 load instructions instead of 8, and (b) the state read with
-// ld.global.cs and written with st.global.cs (evict-first: the 50 MB of states at batch 256
-// stream through L2 without pushing out the B / C / x / z rows that every lane group re-reads).
-template <class T, int kG, int kR, bool kBC>
-__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v5_kernel(SelectiveStateUpdateCudaParams<T> p) {
-  constexpr int kN = 4 * kG;
-  const int lanes = static_cast<int>(p.dim) * kG;
-  const int dpg = static_cast<int>(p.dim / p.n_groups);
-  const int64_t b = blockIdx.y;
-  float4* st = reinterpret_cast<float4*>(p.state + (b * p.dim) * kN);
-  float4 h4[kR], A4[kR];
-  float xv[kR], dtv[kR], zv[kR], Bv[kR][4], Cv[kR][4];
-  int dv[kR];
-  bool ok[kR];
-#pragma unroll
-  for (int r = 0; r < kR; ++r) {
-    const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
-    ok[r] = lane < lanes;
-    const int l = ok[r] ? lane : 0;
-    const int d = l / kG, q = l % kG;
-    dv[r] = d;
-    const int g = p.n_groups == 1 ? 0 : d / dpg;
-    h4[r] = __ldcs(st + l);
-    A4[r] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
-    xv[r] = dev::to_f32(p.x[b * p.x_stride + d]);
-    dtv[r] = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
-    zv[r] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
-    const T* Bp = p.B + b * p.B_stride + g * kN + 4 * q;
-    const T* Cp = p.C + b * p.C_stride + g * kN + 4 * q;
-    if constexpr (kBC) {
-      if constexpr (sizeof(T) == 2) {
-        union { uint2 u; T e[4]; } bb, cb;
-        bb.u = *reinterpret_cast<const uint2*>(Bp);
-        cb.u = *reinterpret_cast<const uint2*>(Cp);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          Bv[r][k] = dev::to_f32(bb.e[k]);
-          Cv[r][k] = dev::to_f32(cb.e[k]);
-        }
-      } else {
-        union { float4 u; T e[4]; } bb, cb;
-        bb.u = *reinterpret_cast<const float4*>(Bp);
-        cb.u = *reinterpret_cast<const float4*>(Cp);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          Bv[r][k] = dev::to_f32(bb.e[k]);
-          Cv[r][k] = dev::to_f32(cb.e[k]);
-        }
-      }
-    } else {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        Bv[r][k] = dev::to_f32(Bp[k]);
-        Cv[r][k] = dev::to_f32(Cp[k]);
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kR; ++r) {
-    const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
-    float dt = dtv[r];
-    if (p.delta_softplus) dt = dev::softplus_fast(dt);
-    const float dtx = dt * xv[r], dt2 = dt * dev::kLog2e;
-    const float Av[4] = {A4[r].x, A4[r].y, A4[r].z, A4[r].w}, hv[4] = {h4[r].x, h4[r].y, h4[r].z, h4[r].w};
-    float ho[4], y = 0.f;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * Bv[r][k]);
-      y = fmaf(ho[k], Cv[r][k], y);
-    }
-    if (ok[r]) __stcs(st + lane, make_float4(ho[0], ho[1], ho[2], ho[3]));
-#pragma unroll
-    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-    if (ok[r] && lane % kG == 0) {
-      const int d = dv[r];
-      if (p.D) y = fmaf(p.D[d], xv[r], y);
-      if (p.z) y *= dev::silu_fast(zv[r]);
-      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
-    }
-  }
-}
-
-// v6 (branch bwkern, NOTES.md "Memory-bound kernels to 80%"): v5's lane layout (kG lanes per
-// channel, a float4 of state per lane) but a block owns its 256 lanes of the row for a strided
-// set of batch rows b = blockIdx.y, blockIdx.y + gridDim.y, ... (grid sized to the resident
-// blocks, one wave: v5 ran 6144 blocks in 9.3 waves at b256, the last one 31% full). A, D and
-// delta_bias of the lane are loaded once into registers (v5 re-read A, 16 bytes per lane, from
-// L2 for every batch row: as many L2 requests as the state itself), and the next row's state,
-// x, dt, z, B, C are loaded before the current row is computed and stored (software pipeline:
-// one row of loads always in flight per thread, no dependence on the store).
-struct SsuV6Row {
+// x, dt, z, B, C of one (batch row, channel) as f32 (the state h only in the kernels that load it
+// into registers).
+struct SsuRow {
   float4 h;
   float x, dt, z;
   float B[4], C[4];
 };
 
+
+// x, dt (without delta_bias), z and the lane's 4 B / C values of batch row b (channel d, group g,
+// state quad q); B / C as one 8-byte (bf16) / 16-byte (f32) vector each when kBC.
 template <class T, int kG, bool kBC>
-__device__ __forceinline__ void ssu_v6_load(const SelectiveStateUpdateCudaParams<T>& p, int64_t b, int l, int d, int g,
-                                            SsuV6Row& r) {
+__device__ __forceinline__ void ssu_row_inputs(const SelectiveStateUpdateCudaParams<T>& p, int64_t b, int d, int g,
+                                                  int q, SsuRow& r) {
   constexpr int kN = 4 * kG;
-  const int q = l % kG;
-  r.h = __ldcs(reinterpret_cast<const float4*>(p.state + (b * p.dim) * kN) + l);
   r.x = dev::to_f32(p.x[b * p.x_stride + d]);
   r.dt = dev::to_f32(p.delta[b * p.delta_stride + d]);
   r.z = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
@@ -284,113 +92,72 @@ __device__ __forceinline__ void ssu_v6_load(const SelectiveStateUpdateCudaParams
   }
 }
 
-template <class T, int kG, bool kBC, int kD>
-__global__ void __launch_bounds__(kVecThreads, 4) selective_state_update_v6_kernel(SelectiveStateUpdateCudaParams<T> p) {
-  constexpr int kN = 4 * kG;
-  const int lanes = static_cast<int>(p.dim) * kG;
-  const int dpg = static_cast<int>(p.dim / p.n_groups);
-  const int lane = blockIdx.x * kVecThreads + static_cast<int>(threadIdx.x);
-  const bool ok = lane < lanes;
-  const int l = ok ? lane : 0;
-  const int d = l / kG;
-  const int g = p.n_groups == 1 ? 0 : d / dpg;
-  const float4 A4 = __ldg(reinterpret_cast<const float4*>(p.A) + l);
-  const float Dd = p.D ? __ldg(p.D + d) : 0.f;
-  const float bias = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
-  const int64_t bstep = gridDim.y;
-  int64_t b = blockIdx.y;
-  // buf[i]: row b + i * bstep (kD rows of loads in flight ahead of the one being computed).
-  SsuV6Row buf[kD];
+// One lane's quad of the update: h' = exp(dt A) h + dt x B (dt = softplus(dt_raw) if asked), and
+// the lane's part of y = h' . C (summed over the kG lanes of the channel by the caller).
+__device__ __forceinline__ float4 ssu_quad(float4 A4, float4 h4, float dt, float x, const float (&B)[4],
+                                           const float (&C)[4], bool softplus, float& y) {
+  if (softplus) dt = dev::softplus_fast(dt);
+  const float dtx = dt * x, dt2 = dt * dev::kLog2e;
+  const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {h4.x, h4.y, h4.z, h4.w};
+  float ho[4];
+  y = 0.f;
 #pragma unroll
-  for (int i = 0; i < kD; ++i)
-    if (b + i * bstep < p.batch) ssu_v6_load<T, kG, kBC>(p, b + i * bstep, l, d, g, buf[i]);
-  for (; b < p.batch; b += bstep) {
-    const SsuV6Row cur = buf[0];
-#pragma unroll
-    for (int i = 0; i + 1 < kD; ++i) buf[i] = buf[i + 1];
-    const int64_t bn = b + kD * bstep;
-    if (bn < p.batch) ssu_v6_load<T, kG, kBC>(p, bn, l, d, g, buf[kD - 1]);
-    float dt = cur.dt + bias;
-    if (p.delta_softplus) dt = dev::softplus_fast(dt);
-    const float dtx = dt * cur.x, dt2 = dt * dev::kLog2e;
-    const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {cur.h.x, cur.h.y, cur.h.z, cur.h.w};
-    float ho[4], y = 0.f;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * cur.B[k]);
-      y = fmaf(ho[k], cur.C[k], y);
-    }
-    if (ok) __stcs(reinterpret_cast<float4*>(p.state + (b * p.dim) * kN) + lane, make_float4(ho[0], ho[1], ho[2], ho[3]));
-#pragma unroll
-    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-    if (ok && lane % kG == 0) {
-      if (p.D) y = fmaf(Dd, cur.x, y);
-      if (p.z) y *= dev::silu_fast(cur.z);
-      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
-    }
+  for (int k = 0; k < 4; ++k) {
+    ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * B[k]);
+    y = fmaf(ho[k], C[k], y);
   }
+  return make_float4(ho[0], ho[1], ho[2], ho[3]);
 }
 
-// v7 (branch bwkern; MAMBA_SSU_VERSION=7, MAMBA_SSU_V7_ROWS=2|4): v5 with its kR pieces taken
-// from kR consecutive batch rows of the same lane instead of kR lanes of one row, so A (and D,
-// dt_bias) is loaded once per lane for kR rows (v5 read 16 bytes of A from L2 per piece: as many
-// L2 requests as the state itself). Same grid style as v5 (many short blocks, ~9 waves at b256).
+// y[b, d] = (y + D x) * silu(z) from lane q == 0 of the channel (y already summed over its lanes).
+template <class T>
+__device__ __forceinline__ void ssu_store_y(const SelectiveStateUpdateCudaParams<T>& p, int64_t b, int d, float y,
+                                            float Dd, const SsuRow& in) {
+  if (p.D) y = fmaf(Dd, in.x, y);
+  if (p.z) y *= dev::silu_fast(in.z);
+  p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+}
+
+// v5 (the default at small batch; MAMBA_SSU_VERSION=5, MAMBA_SSU_V5_KR=1|2|4): one batch row per
+// grid row (blockIdx.y), kR pieces per lane with every load of all kR pieces issued before any
+// arithmetic; a block covers kVecThreads * kR consecutive lanes of one batch row (piece r of thread
+// t is lane r * kVecThreads + t, so each warp-wide load is one contiguous 512-byte run); the 4 B and
+// 4 C values of a lane as one 8-byte (bf16) / 16-byte (f32) vector when the rows allow it (kBC); the
+// state read with ld.global.cs and written with st.global.cs (evict-first). Lanes past the row
+// mirror lane 0 (valid reads), take part in the shuffles and write nothing.
 template <class T, int kG, int kR, bool kBC>
-__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v7_kernel(SelectiveStateUpdateCudaParams<T> p) {
+__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v5_kernel(SelectiveStateUpdateCudaParams<T> p) {
   constexpr int kN = 4 * kG;
   const int lanes = static_cast<int>(p.dim) * kG;
   const int dpg = static_cast<int>(p.dim / p.n_groups);
-  const int lane = blockIdx.x * kVecThreads + static_cast<int>(threadIdx.x);
-  const bool ok = lane < lanes;
-  const int l = ok ? lane : 0;
-  const int d = l / kG;
-  const int g = p.n_groups == 1 ? 0 : d / dpg;
-  const int64_t b0 = int64_t{blockIdx.y} * kR;
-  SsuV6Row rw[kR];
-#pragma unroll
-  for (int r = 0; r < kR; ++r)
-    if (b0 + r < p.batch) ssu_v6_load<T, kG, kBC>(p, b0 + r, l, d, g, rw[r]);
-  const float4 A4 = __ldg(reinterpret_cast<const float4*>(p.A) + l);
-  const float Dd = p.D ? __ldg(p.D + d) : 0.f;
-  const float bias = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
+  const int64_t b = blockIdx.y;
+  float4* st = reinterpret_cast<float4*>(p.state + (b * p.dim) * kN);
+  float4 A4[kR];
+  SsuRow in[kR];
+  bool ok[kR];
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
-    const int64_t b = b0 + r;
-    if (b >= p.batch) break;
-    const SsuV6Row& cur = rw[r];
-    float dt = cur.dt + bias;
-    if (p.delta_softplus) dt = dev::softplus_fast(dt);
-    const float dtx = dt * cur.x, dt2 = dt * dev::kLog2e;
-    const float Av[4] = {A4.x, A4.y, A4.z, A4.w}, hv[4] = {cur.h.x, cur.h.y, cur.h.z, cur.h.w};
-    float ho[4], y = 0.f;
+    const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
+    ok[r] = lane < lanes;
+    const int l = ok[r] ? lane : 0;
+    const int d = l / kG;
+    const int g = p.n_groups == 1 ? 0 : d / dpg;
+    in[r].h = __ldcs(st + l);
+    A4[r] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+    ssu_row_inputs<T, kG, kBC>(p, b, d, g, l % kG, in[r]);
+  }
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      ho[k] = fmaf(dev::ex2_mufu(dt2 * Av[k]), hv[k], dtx * cur.B[k]);
-      y = fmaf(ho[k], cur.C[k], y);
-    }
-    if (ok) __stcs(reinterpret_cast<float4*>(p.state + (b * p.dim) * kN) + lane, make_float4(ho[0], ho[1], ho[2], ho[3]));
+  for (int r = 0; r < kR; ++r) {
+    const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
+    const int d = (ok[r] ? lane : 0) / kG;
+    float y;
+    const float4 ho = ssu_quad(A4[r], in[r].h, in[r].dt + (p.delta_bias ? p.delta_bias[d] : 0.f), in[r].x, in[r].B,
+                               in[r].C, p.delta_softplus, y);
+    if (ok[r]) __stcs(st + lane, ho);
 #pragma unroll
     for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-    if (ok && lane % kG == 0) {
-      if (p.D) y = fmaf(Dd, cur.x, y);
-      if (p.z) y *= dev::silu_fast(cur.z);
-      p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
-    }
+    if (ok[r] && lane % kG == 0) ssu_store_y(p, b, d, y, p.D ? p.D[d] : 0.f, in[r]);
   }
-}
-
-template <class T, int kG, int kR>
-void launch_v7(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
-  const int64_t lanes = p.dim * kG;
-  const int64_t gx = (lanes + kVecThreads - 1) / kVecThreads;
-  const int64_t gy = (p.batch + kR - 1) / kR;
-  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
-  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
-                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
-  if (bc) selective_state_update_v7_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
-  else selective_state_update_v7_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v7)");
 }
 
 // v8 (branch bwkern; MAMBA_SSU_VERSION=8, MAMBA_SSU_V8_KR=2|4): v5's layout (piece r of thread t =
@@ -489,9 +256,9 @@ bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
 }
 
 // Resident blocks of `kernel` on the current device (SMs x occupancy), cached per (device, kernel).
-int ssu_resident_blocks(const void* kernel, int threads) {
+int ssu_resident_blocks(const void* kernel, int threads, int smem = 0) {
   static std::mutex mu;
-  static std::vector<std::pair<std::pair<int, const void*>, int>> cache;
+  static std::vector<std::pair<std::pair<int, const void*>, int>> cache;  // per (device, kernel): smem is fixed per kernel
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return 132 * 4; }
   std::lock_guard<std::mutex> lock(mu);
@@ -499,7 +266,7 @@ int ssu_resident_blocks(const void* kernel, int threads) {
     if (e.first.first == dev && e.first.second == kernel) return e.second;
   int sms = 0, per = 0;
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, threads, 0) != cudaSuccess || sms <= 0 || per <= 0) {
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, threads, smem) != cudaSuccess || sms <= 0 || per <= 0) {
     cudaGetLastError();
     return 132 * 4;
   }
@@ -507,28 +274,97 @@ int ssu_resident_blocks(const void* kernel, int threads) {
   return sms * per;
 }
 
-template <class T, int kG>
-void launch_v6(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+// v9 (branch bw80; MAMBA_SSU_VERSION=9, MAMBA_SSU_V9_STAGES=4|8): the state streamed through shared
+// memory by the copy engine. A block of 256 lanes owns one tile of 256 / kG channels (kG lanes per
+// channel, a float4 of state each: the tile is 4 KB of contiguous state in a batch row) for the
+// batch rows b = blockIdx.y, blockIdx.y + gridDim.y, ... (grid = one wave of resident blocks). Thread
+// 0 keeps kS rows of the tile in flight as 1D bulk copies (cp.async.bulk, completing on one mbarrier
+// per stage); every lane reads its float4 from the stage, writes the new state back in place, and
+// thread 0 sends the stage out with a bulk store; a stage is refilled once its store has read it.
+// So kS x 4 KB per block are in flight without registers (v5: 2 x 16 bytes per lane in registers,
+// 40 KB per SM; v8 64 KB; v6, v7 lost with the same one-wave walk but registers as the buffer).
+// A, D, delta_bias stay in registers for all the block's rows; x / dt / z / B / C of the next row
+// are loaded (plain loads) while the current row is computed. Needs dim * kG a multiple of 256.
+template <class T, int kG, int kS, bool kBC>
+__global__ void __launch_bounds__(kVecThreads) selective_state_update_v9_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG;
+  constexpr unsigned kTileBytes = kVecThreads * 16;
+  extern __shared__ __align__(128) float4 v9_ring[];  // [kS][kVecThreads]
+  __shared__ __align__(8) uint64_t full[kS];
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane0 = blockIdx.x * kVecThreads;  // first lane of the tile in a batch row (dim * kG lanes)
+  const int l = lane0 + tid;
+  const int d = l / kG, q = l % kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int g = p.n_groups == 1 ? 0 : d / dpg;
+  const int64_t gy = gridDim.y;
+  const int64_t nrows = (p.batch - blockIdx.y + gy - 1) / gy;
+  if (tid == 0) {
+#pragma unroll
+    for (int s = 0; s < kS; ++s) dev::mbar_init(&full[s], 1);
+    dev::mbar_init_fence();
+  }
+  __syncthreads();
+  auto tile = [&](int64_t j) { return p.state + (int64_t{blockIdx.y} + j * gy) * p.dim * kN + int64_t{lane0} * 4; };
+  auto issue = [&](int64_t j) {  // thread 0
+    const int s = static_cast<int>(j % kS);
+    dev::mbar_expect_tx(&full[s], kTileBytes);
+    dev::bulk_load(v9_ring + s * kVecThreads, tile(j), kTileBytes, &full[s]);
+  };
+  if (tid == 0)
+    for (int64_t j = 0; j < kS && j < nrows; ++j) issue(j);
+  const float4 A4 = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+  const float Dd = p.D ? __ldg(p.D + d) : 0.f;
+  const float bias = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
+  SsuRow nxt;  // (nxt.h unused: the state comes through shared memory)
+  ssu_row_inputs<T, kG, kBC>(p, blockIdx.y, d, g, q, nxt);
+#pragma unroll 1
+  for (int64_t j = 0; j < nrows; ++j) {
+    const int64_t b = int64_t{blockIdx.y} + j * gy;
+    const SsuRow cur = nxt;
+    if (j + 1 < nrows) ssu_row_inputs<T, kG, kBC>(p, b + gy, d, g, q, nxt);
+    const int s = static_cast<int>(j % kS);
+    dev::mbar_wait(&full[s], static_cast<unsigned>((j / kS) & 1));
+    const float4 h4 = v9_ring[s * kVecThreads + tid];
+    float y;
+    const float4 ho = ssu_quad(A4, h4, cur.dt + bias, cur.x, cur.B, cur.C, p.delta_softplus, y);
+    v9_ring[s * kVecThreads + tid] = ho;
+    dev::fence_proxy_async();
+#pragma unroll
+    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (q == 0) ssu_store_y(p, b, d, y, Dd, cur);
+    __syncthreads();
+    if (tid == 0) {
+      dev::bulk_store(tile(j), v9_ring + s * kVecThreads, kTileBytes);
+      dev::bulk_commit();
+      if (j >= 1 && j - 1 + kS < nrows) {
+        dev::bulk_wait_read<1>();  // the store of row j - 1 has read its stage
+        issue(j - 1 + kS);
+      }
+    }
+  }
+  if (tid == 0) dev::bulk_wait_all();
+}
+
+template <class T, int kG, int kS>
+bool launch_v9(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
-  const int64_t gx = (lanes + kVecThreads - 1) / kVecThreads;
+  if (lanes % kVecThreads != 0 || lanes > 0x3fffffff || (reinterpret_cast<uintptr_t>(p.state) & 15) != 0) return false;
+  const int64_t gx = lanes / kVecThreads;
+  if (gx > 0x7fffffff) return false;
   const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
   const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
                   (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
-  // MAMBA_SSU_V6_DEPTH: rows of loads in flight ahead; only 2 is compiled now.
-  const char* depth_env = std::getenv("MAMBA_SSU_V6_DEPTH");
-  const int depth = depth_env ? std::atoi(depth_env) : 2;
-  // (depth 1 and 3 measured slower than 2 on the H200, 35.4-36.2 / 68-71 us at b256: no longer compiled)
-  (void)depth;
-  auto kern = bc ? selective_state_update_v6_kernel<T, kG, true, 2> : selective_state_update_v6_kernel<T, kG, false, 2>;
-  const int64_t resident = ssu_resident_blocks(reinterpret_cast<const void*>(kern), kVecThreads);
-  // Batch rows split over gy grid rows: as many as fit beside gx in one wave, then balanced
-  // (every block walks ceil(batch / gy) or one fewer rows).
+  auto kern = bc ? selective_state_update_v9_kernel<T, kG, kS, true> : selective_state_update_v9_kernel<T, kG, kS, false>;
+  constexpr int smem = kS * kVecThreads * 16;
+  const int64_t resident = ssu_resident_blocks(reinterpret_cast<const void*>(kern), kVecThreads, smem);
   int64_t gy = std::max<int64_t>(1, std::min<int64_t>(p.batch, resident / std::max<int64_t>(gx, 1)));
   const int64_t rows_per = (p.batch + gy - 1) / gy;
-  gy = (p.batch + rows_per - 1) / rows_per;
-  if (const char* env = std::getenv("MAMBA_SSU_V6_GY")) gy = std::clamp<int64_t>(std::atoll(env), 1, p.batch);
-  kern<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kVecThreads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v6)");
+  gy = (p.batch + rows_per - 1) / rows_per;  // balanced: every block walks rows_per or rows_per - 1 rows
+  if (const char* env = std::getenv("MAMBA_SSU_V9_GY")) gy = std::clamp<int64_t>(std::atoll(env), 1, p.batch);
+  kern<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kVecThreads, smem, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v9)");
+  return true;
 }
 
 template <class T, int kG, int kR>
@@ -548,71 +384,40 @@ void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
 }
 
 template <class T, int kG>
-void launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+bool launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
-  if (lanes <= 0x3fffffff) {
-    // kR = 2 once there are enough lanes to fill every SM twice over (batch 256 at d 3072);
-    // kR = 1 keeps the most blocks at small batch (latency-bound).
-    const int64_t total = lanes * p.batch;
-    // MAMBA_SSU_VERSION=4: 4 pieces per lane at large batch (a measurement variant, NOTES.md).
-    // (read per call, only on this large-batch path, so that one process can compare both)
-    // Default: v5 (measured faster than v3 at batch 1 / 16 / 256 on the H200, NOTES.md);
-    // MAMBA_SSU_VERSION=3 gives v3, =4 v3's 4-piece variant at large batch.
-    const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
-    if (ssu_env && std::atoi(ssu_env) == 6) {
-      launch_v6<T, kG>(p, stream);
-      return;
-    }
-    if (ssu_env && std::atoi(ssu_env) == 8) {
-      const char* kr_env = std::getenv("MAMBA_SSU_V8_KR");
-      const int kr = kr_env ? std::atoi(kr_env) : 4;
-      if (kr == 2 ? launch_v8<T, kG, 2>(p, stream) : launch_v8<T, kG, 4>(p, stream)) return;
-      launch_v5<T, kG, 2>(p, stream);
-      return;
-    }
-    if (ssu_env && std::atoi(ssu_env) == 7) {
-      const char* rows_env = std::getenv("MAMBA_SSU_V7_ROWS");
-      const int rows = rows_env ? std::atoi(rows_env) : 2;
-      if (rows == 4) launch_v7<T, kG, 4>(p, stream);
-      else launch_v7<T, kG, 2>(p, stream);
-      return;
-    }
-    // MAMBA_SSU_V5_KR=1|2|4 (measurements): v5's pieces per lane at every batch size.
-    if (const char* kr_env = std::getenv("MAMBA_SSU_V5_KR"); kr_env && (!ssu_env || std::atoi(ssu_env) == 5)) {
-      const int kr = std::atoi(kr_env);
-      if (kr == 1) launch_v5<T, kG, 1>(p, stream);
-      else if (kr == 4) launch_v5<T, kG, 4>(p, stream);
-      else launch_v5<T, kG, 2>(p, stream);
-      return;
-    }
-    if (!ssu_env || std::atoi(ssu_env) == 5) {
-      if (total >= int64_t{132} * 2048 * 2)
-        launch_v5<T, kG, 2>(p, stream);
-      else
-        launch_v5<T, kG, 1>(p, stream);
-      return;
-    }
-    if (total < int64_t{132} * 2048 * 4) ssu_env = nullptr;
-    if (ssu_env && std::atoi(ssu_env) == 4) {
-      const int64_t blocks = (lanes + 4 * kVecThreads - 1) / (4 * kVecThreads);
-      selective_state_update_v3_kernel<T, kG, 4>
-          <<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch)), kVecThreads, 0, stream>>>(p);
-    } else if (total >= int64_t{132} * 2048 * 2) {
-      const int64_t blocks = (lanes + 2 * kVecThreads - 1) / (2 * kVecThreads);
-      selective_state_update_v3_kernel<T, kG, 2>
-          <<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch)), kVecThreads, 0, stream>>>(p);
-    } else {
-      const int64_t blocks = (lanes + kVecThreads - 1) / kVecThreads;
-      selective_state_update_v3_kernel<T, kG, 1>
-          <<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch)), kVecThreads, 0, stream>>>(p);
-    }
-    MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v3)");
-    return;
+  if (lanes > 0x3fffffff) return false;  // the plain kernel
+  // MAMBA_SSU_VERSION (read per call so that one process can compare): 1 = the plain kernel,
+  // 5 = v5 (MAMBA_SSU_V5_KR=1|2|4 pieces per lane), 8 = v8 (MAMBA_SSU_V8_KR=2|4), 9 = v9
+  // (MAMBA_SSU_V9_STAGES=4|8); unset = the default below.
+  const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
+  const int version = ssu_env && *ssu_env ? std::atoi(ssu_env) : 0;
+  if (version == 1) return false;
+  if (version == 9) {
+    const char* st_env = std::getenv("MAMBA_SSU_V9_STAGES");
+    const int st = st_env ? std::atoi(st_env) : 8;
+    if (st == 4 ? launch_v9<T, kG, 4>(p, stream) : launch_v9<T, kG, 8>(p, stream)) return true;
   }
-  const int64_t blocks = (p.batch * p.dim * kG + kVecThreads - 1) / kVecThreads;
-  if (blocks > 0x7fffffff) throw std::invalid_argument("selective_state_update_cuda: too large");
-  selective_state_update_vec_kernel<T, kG><<<static_cast<unsigned>(blocks), kVecThreads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v2)");
+  if (version == 8) {
+    const char* kr_env = std::getenv("MAMBA_SSU_V8_KR");
+    const int kr = kr_env ? std::atoi(kr_env) : 4;
+    if (kr == 2 ? launch_v8<T, kG, 2>(p, stream) : launch_v8<T, kG, 4>(p, stream)) return true;
+  }
+  if (const char* kr_env = std::getenv("MAMBA_SSU_V5_KR"); kr_env && version == 5) {
+    const int kr = std::atoi(kr_env);
+    if (kr == 1) launch_v5<T, kG, 1>(p, stream);
+    else if (kr == 4) launch_v5<T, kG, 4>(p, stream);
+    else launch_v5<T, kG, 2>(p, stream);
+    return true;
+  }
+  // Default: v8 (4 pieces per lane) once there are enough lanes to fill every SM twice over (batch
+  // 256 at d 3072); else v5 with 2 / 1 pieces per lane (small batch: latency-bound). Measured on an
+  // H200 (NOTES, round of 2026-12-03 22:16): b256 bf16 v8 32.7 us (78% of copy), v5 35.9 us, v9 40.2 us.
+  const bool large = lanes * p.batch >= int64_t{132} * 2048 * 2;
+  if (large && version != 5 && launch_v8<T, kG, 4>(p, stream)) return true;
+  if (large) launch_v5<T, kG, 2>(p, stream);
+  else launch_v5<T, kG, 1>(p, stream);
+  return true;
 }
 
 }  // namespace
@@ -626,17 +431,17 @@ void selective_state_update_cuda(const SelectiveStateUpdateCudaParams<T>& p, cud
   if (p.batch == 0 || p.dim == 0) return;
   if (!p.state || !p.x || !p.delta || !p.B || !p.C || !p.A || !p.y)
     throw std::invalid_argument("selective_state_update_cuda: state, x, delta, B, C, A and y are required");
-  // v2 (lane groups, 16-byte state accesses) when the rows are 16-byte aligned and
-  // dstate / 4 is a power of two <= 32; v1 (one thread per row) otherwise.
+  // The lane-group kernels (16-byte state accesses) when the state and A are 16-byte aligned and
+  // dstate / 4 is a power of two <= 32; the plain kernel (one thread per row) otherwise.
   const bool aligned = (reinterpret_cast<uintptr_t>(p.state) & 15) == 0 && (reinterpret_cast<uintptr_t>(p.A) & 15) == 0;
   if (aligned) {
     switch (p.dstate) {
-      case 4: launch_vec<T, 1>(p, stream); return;
-      case 8: launch_vec<T, 2>(p, stream); return;
-      case 16: launch_vec<T, 4>(p, stream); return;
-      case 32: launch_vec<T, 8>(p, stream); return;
-      case 64: launch_vec<T, 16>(p, stream); return;
-      case 128: launch_vec<T, 32>(p, stream); return;
+      case 4: if (launch_vec<T, 1>(p, stream)) return; break;
+      case 8: if (launch_vec<T, 2>(p, stream)) return; break;
+      case 16: if (launch_vec<T, 4>(p, stream)) return; break;
+      case 32: if (launch_vec<T, 8>(p, stream)) return; break;
+      case 64: if (launch_vec<T, 16>(p, stream)) return; break;
+      case 128: if (launch_vec<T, 32>(p, stream)) return; break;
       default: break;
     }
   }

@@ -11,6 +11,7 @@
 #include "mamba/kernels/cuda/ssd_state_update_cuda.h"
 
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -37,6 +38,18 @@ __device__ __forceinline__ void load4(const T* p, float (&v)[4]) {
 }
 
 __device__ __forceinline__ float dt_of(float v, bool softplus) { return softplus ? dev::softplus_fast(v) : v; }
+
+// One lane's quad of a state row: s' = dA s + dtx B, and the lane's part of y = s' . C.
+__device__ __forceinline__ float4 ssd_quad(float4 s, float dA, float dtx, const float (&Bv)[4], const float (&Cv)[4],
+                                           float& y) {
+  float4 o;
+  o.x = fmaf(dA, s.x, dtx * Bv[0]);
+  o.y = fmaf(dA, s.y, dtx * Bv[1]);
+  o.z = fmaf(dA, s.z, dtx * Bv[2]);
+  o.w = fmaf(dA, s.w, dtx * Bv[3]);
+  y = fmaf(o.x, Cv[0], fmaf(o.y, Cv[1], fmaf(o.z, Cv[2], o.w * Cv[3])));
+  return o;
+}
 
 template <class T, int kQ>
 __global__ void __launch_bounds__(kThreads) ssd_state_update_vec_kernel(SsdStateUpdateCudaParams<T> p, int row_blocks) {
@@ -68,18 +81,61 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_vec_kernel(SsdState
   const float Dh = p.D ? p.D[h] : 0.f;
 #pragma unroll
   for (int k = 0; k < kPieces; ++k) {
-    const float dtx = dt * xv[k];
-    float4 o;
-    o.x = fmaf(dA, s[k].x, dtx * Bv[0]);
-    o.y = fmaf(dA, s[k].y, dtx * Bv[1]);
-    o.z = fmaf(dA, s[k].z, dtx * Bv[2]);
-    o.w = fmaf(dA, s[k].w, dtx * Bv[3]);
-    float y = fmaf(o.x, Cv[0], fmaf(o.y, Cv[1], fmaf(o.z, Cv[2], o.w * Cv[3])));
+    float y;
+    const float4 o = ssd_quad(s[k], dA, dt * xv[k], Bv, Cv, y);
     const int r = r0 + k * (kThreads / kQ);
     if (ok[k]) reinterpret_cast<float4*>(S + int64_t{r} * N)[q] = o;
 #pragma unroll
     for (int off = kQ / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
     if (ok[k] && q == 0) p.y[b * p.y_sb + int64_t{h} * P + r] = dev::from_f32<T>(fmaf(Dh, xv[k], y));
+  }
+}
+
+// Flat variant (branch bw80; the default when headdim < the kRB rows of a block, e.g. p 64 with
+// n 16: the vector kernel left half of its lanes idle there, 79% of copy at b256 h48 p64 n16): the
+// block's kRB rows are consecutive rows of the flattened (h, p) index of one batch row (the state,
+// x and y rows of consecutive heads are contiguous), so a block may span several heads; each piece
+// takes its own head's dt, A, D, exp(dt A) and group's B / C (L1 hits). MAMBA_SSD_UPD_FLAT=0 turns it off.
+template <class T, int kQ>
+__global__ void __launch_bounds__(kThreads) ssd_state_update_flat_kernel(SsdStateUpdateCudaParams<T> p) {
+  constexpr int kRB = kPieces * kThreads / kQ;  // rows per block
+  const int64_t b = blockIdx.y;
+  const int q = threadIdx.x % kQ;
+  const int P = static_cast<int>(p.headdim), N = 4 * kQ;
+  const int rows = static_cast<int>(p.nheads) * P;
+  const int hpg = static_cast<int>(p.nheads / p.ngroups);
+  const int r0 = blockIdx.x * kRB + threadIdx.x / kQ;  // flattened rows r0 + k * (kThreads / kQ)
+  float* S = p.state + b * rows * int64_t{N};
+  float4 s[kPieces];
+  float xv[kPieces], dtv[kPieces], Bv[kPieces][4], Cv[kPieces][4];
+  int hv[kPieces];
+  bool ok[kPieces];
+#pragma unroll
+  for (int k = 0; k < kPieces; ++k) {
+    const int r = r0 + k * (kThreads / kQ);
+    ok[k] = r < rows;
+    const int rr = ok[k] ? r : 0;
+    const int h = rr / P;
+    hv[k] = h;
+    const int g = h / hpg;
+    s[k] = reinterpret_cast<const float4*>(S + int64_t{rr} * N)[q];
+    xv[k] = dev::to_f32(p.x[b * p.x_sb + rr]);
+    dtv[k] = dev::to_f32(p.dt[b * p.dt_sb + h]) + (p.dt_bias ? p.dt_bias[h] : 0.f);
+    load4<T>(p.B + b * p.B_sb + int64_t{g} * N + 4 * q, Bv[k]);
+    load4<T>(p.C + b * p.C_sb + int64_t{g} * N + 4 * q, Cv[k]);
+  }
+#pragma unroll
+  for (int k = 0; k < kPieces; ++k) {
+    const int h = hv[k];
+    const float dt = dt_of(dtv[k], p.dt_softplus);
+    const float dA = dev::ex2_mufu(dt * p.A[h] * dev::kLog2e);
+    float y;
+    const float4 o = ssd_quad(s[k], dA, dt * xv[k], Bv[k], Cv[k], y);
+    const int r = r0 + k * (kThreads / kQ);
+    if (ok[k]) reinterpret_cast<float4*>(S + int64_t{r} * N)[q] = o;
+#pragma unroll
+    for (int off = kQ / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+    if (ok[k] && q == 0) p.y[b * p.y_sb + r] = dev::from_f32<T>(fmaf(p.D ? p.D[h] : 0.f, xv[k], y));
   }
 }
 
@@ -109,6 +165,13 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_kernel(SsdStateUpda
 template <class T, int kQ>
 void launch_vec(const SsdStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   constexpr int kRB = kPieces * kThreads / kQ;
+  const char* flat_env = std::getenv("MAMBA_SSD_UPD_FLAT");
+  if (p.headdim < kRB && p.nheads > 1 && p.nheads * p.headdim <= 0x3fffffff && !(flat_env && flat_env[0] == '0')) {
+    const int64_t blocks = (p.nheads * p.headdim + kRB - 1) / kRB;
+    ssd_state_update_flat_kernel<T, kQ><<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch)), kThreads, 0, stream>>>(p);
+    MAMBA_CUDA_CHECK_LAUNCH("ssd_state_update_cuda (flat)");
+    return;
+  }
   const int64_t row_blocks = (p.headdim + kRB - 1) / kRB;
   if (row_blocks * p.nheads > 0x7fffffff) throw std::invalid_argument("ssd_state_update_cuda: nheads x headdim too large");
   const dim3 grid(static_cast<unsigned>(row_blocks * p.nheads), static_cast<unsigned>(p.batch));
