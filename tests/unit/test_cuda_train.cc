@@ -298,5 +298,24 @@ TEST(CudaTrainGlue, BatchSumAndPairTransposeAreExact) {
     EXPECT_EQ(bad, 0) << "P " << P;
   }
 }
+
+// The f32 -> bf16 cast (8 values per thread when n % 8 == 0 and the pointers are 16-byte
+// aligned, else one per thread) rounds exactly as the CPU conversion (nearest, ties to even).
+TEST(CudaTrainGlue, CastToBf16MatchesCpuRounding) {
+  REQUIRE_GPU();
+  const auto dev = mamba::Device::cuda(0);
+  std::mt19937_64 rng(17);
+  for (int64_t n : {8 * 1000, 8 * 1000 + 3, 7}) {
+    Tensor hx = rand_host(n, rng);
+    for (int64_t i = 0; i < n; i += 5) hx.data<float>()[i] *= 1e4f;  // a spread of exponents
+    Tensor dx = hx.to(dev), dy = Tensor::empty({n}, DType::bf16, dev);
+    kc::gt_cast_f32_to_bf16_cuda(n, static_cast<const float*>(dx.raw_data()),
+                                 static_cast<__nv_bfloat16*>(dy.raw_data()), stream());
+    const Tensor got = dy.to(mamba::Device::cpu()).to(DType::f32), ref = hx.to(DType::bf16).to(DType::f32);
+    int bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad += got.data<float>()[i] != ref.data<float>()[i];
+    EXPECT_EQ(bad, 0) << "n " << n;
+  }
+}
 }  // namespace glue
 #endif
