@@ -152,6 +152,8 @@ void gemm_fallback(const TrainGemmParams& p, cudaStream_t s) {
 
 }  // namespace
 
+size_t train_gemm_cuda_workspace_bytes() { return size_t{32} << 20; }
+
 bool train_gemm_cuda(const TrainGemmParams& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   const char* op = "train_gemm_cuda";
   require(p.m >= 0 && p.n >= 0 && p.k >= 0, op, "negative size");

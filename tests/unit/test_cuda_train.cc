@@ -169,7 +169,7 @@ TEST(CudaTrainGlue, BatchedGemmMatchesLoops) {
   REQUIRE_GPU();
   const auto dev = mamba::Device::cuda(0);
   std::mt19937_64 rng(7);
-  Tensor gws = Tensor::empty({static_cast<int64_t>(kc::gemm_cuda_workspace_bytes() / 4)}, DType::f32, dev);
+  Tensor gws = Tensor::empty({static_cast<int64_t>(kc::train_gemm_cuda_workspace_bytes() / 4)}, DType::f32, dev);
   struct Shape { int64_t m, n, k, batch; };
   for (const Shape sh : {Shape{37, 50, 29, 3}, Shape{64, 128, 96, 4}}) {
     for (bool bf : {false, true}) {
@@ -196,7 +196,7 @@ TEST(CudaTrainGlue, BatchedGemmMatchesLoops) {
           p.ab_type = bf ? kc::GemmType::bf16 : kc::GemmType::f32;
           p.c_type = kc::GemmType::f32;
           p.batch = nb; p.stride_a = sa; p.stride_b = sb; p.stride_c = csz;
-          kc::train_gemm_cuda(p, gws.raw_data(), kc::gemm_cuda_workspace_bytes(), stream());
+          kc::train_gemm_cuda(p, gws.raw_data(), kc::train_gemm_cuda_workspace_bytes(), stream());
           const Tensor got = dc.to(mamba::Device::cpu());
           std::vector<double> ref(static_cast<size_t>(nb * csz));
           for (int64_t z = 0; z < nb; ++z)

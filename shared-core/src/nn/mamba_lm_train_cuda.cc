@@ -306,7 +306,7 @@ MambaLMTrainerCuda::MambaLMTrainerCuda(MambaLM& model, const CudaTrainOptions& o
   const int64_t di = m.m1.d_inner(), N = m.m1.d_state;
   m.A = Tensor::empty({cfg_.n_layer, di * N}, DType::f32, device);
   m.scalars = Tensor::zeros({8}, DType::f32, device);  // [0] loss sum, [1] grad sum of squares
-  m.gemm_ws = Tensor::empty({static_cast<int64_t>(kc::gemm_cuda_workspace_bytes() / 4)}, DType::f32, device);
+  m.gemm_ws = Tensor::empty({static_cast<int64_t>(kc::train_gemm_cuda_workspace_bytes() / 4)}, DType::f32, device);
   {
     // Sum of squares: the whole grad arena (gaps zero) in 64 equal pieces (multiples of 64 elements).
     constexpr int64_t kPieces = 64;
@@ -433,7 +433,7 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
   const int64_t* ids = static_cast<const int64_t*>(io.raw_data());
   const int64_t* targets = ids + rows;
   void* gws = m.gemm_ws.raw_data();
-  const size_t gws_bytes = kc::gemm_cuda_workspace_bytes();
+  const size_t gws_bytes = kc::train_gemm_cuda_workspace_bytes();
   const bool overlap = overlap_enabled();
   if (overlap && !m.side) {
     MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaStreamCreateWithFlags(&m.side, cudaStreamNonBlocking));
