@@ -243,6 +243,9 @@ int run_train(const Options& o) {
               static_cast<long long>(b), static_cast<long long>(l), o.dtype.c_str(), times.size(), med,
               n / (med * 1e-3), st.peak_bytes_in_use / gib, st.bytes_reserved / gib, (total_b - free_b) / gib,
               loss_first, loss_last);
+  std::printf("scan checkpoints kept from the forward to the backward: %.2f GiB%s\n",
+              static_cast<double>(tr.scan_checkpoint_bytes()) / gib,
+              tr.scan_checkpoint_bytes() ? "" : " (the scan backward computes them: MAMBA_GT_FWD_CKPT=0 or d_state > 16)");
   std::printf("cudaMalloc calls: %llu after warm-up, %llu at the end (steady state allocates nothing new when equal)\n",
               static_cast<unsigned long long>(mallocs_after_warmup),
               static_cast<unsigned long long>(st.cuda_malloc_calls));

@@ -4,6 +4,9 @@
 // then 20 AdamW steps (f32). GPU tests skip without a usable GPU; the error paths run everywhere.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <string>
+
 #include <nlohmann/json.hpp>
 
 #include "mamba/nn/mamba_lm.h"
@@ -76,6 +79,36 @@ TEST(CudaTrain, Bf16AutocastWithinTolerance) {
   expect_check(mamba::nn::cuda_train_check(o), 3e-2, false);
 }
 
+// The scan backward fed by the forward's chunk checkpoints (the default at d_state <= 16), the
+// backward computing them itself (forward_checkpoints off), and d_state 32 (no forward
+// checkpoints: more than 16 states) each match the CPU; the two d_state 16 runs agree closely.
+TEST(CudaTrain, F32ForwardCheckpointsMatchCpuAndPassA) {
+  REQUIRE_GPU();
+  mamba::nn::CudaTrainCheckOptions o;
+  o.compute = mamba::DType::f32;
+  o.steps = 3;
+  o.seqlen = 45;  // a last chunk of 5 steps
+  const auto with = mamba::nn::cuda_train_check(o);
+  expect_check(with, 1e-4, true);
+  // 2 layers: two checkpoint regions (batch 3, 6 chunks, 16 states, d_inner 128, f32) of which
+  // the last is followed by the rest of one backward workspace.
+  const char* env = std::getenv("MAMBA_GT_FWD_CKPT");
+  if (!env || std::string(env) != "0") {
+    EXPECT_GE(with.scan_checkpoint_bytes, 2 * 3 * 6 * 16 * 128 * 4);
+  }
+  o.forward_checkpoints = false;
+  const auto without = mamba::nn::cuda_train_check(o);
+  expect_check(without, 1e-4, true);
+  EXPECT_EQ(without.scan_checkpoint_bytes, 0);
+  ASSERT_EQ(with.grad_rel.size(), without.grad_rel.size());
+  EXPECT_NEAR(with.loss_gpu, without.loss_gpu, 1e-5 * std::abs(without.loss_cpu));
+  o.forward_checkpoints = true;
+  o.d_state = 32;
+  const auto wide = mamba::nn::cuda_train_check(o);
+  expect_check(wide, 1e-4, true);
+  EXPECT_EQ(wide.scan_checkpoint_bytes, 0);
+}
+
 TEST(CudaTrain, BadInputNamesTheField) {
   REQUIRE_GPU();
   auto lm = tiny();
@@ -136,7 +169,7 @@ TEST(CudaTrainGlue, BatchedGemmMatchesLoops) {
   REQUIRE_GPU();
   const auto dev = mamba::Device::cuda(0);
   std::mt19937_64 rng(7);
-  Tensor gws = Tensor::empty({static_cast<int64_t>(kc::gemm_cuda_workspace_bytes() / 4)}, DType::f32, dev);
+  Tensor gws = Tensor::empty({static_cast<int64_t>(kc::train_gemm_cuda_workspace_bytes() / 4)}, DType::f32, dev);
   struct Shape { int64_t m, n, k, batch; };
   for (const Shape sh : {Shape{37, 50, 29, 3}, Shape{64, 128, 96, 4}}) {
     for (bool bf : {false, true}) {
@@ -163,7 +196,7 @@ TEST(CudaTrainGlue, BatchedGemmMatchesLoops) {
           p.ab_type = bf ? kc::GemmType::bf16 : kc::GemmType::f32;
           p.c_type = kc::GemmType::f32;
           p.batch = nb; p.stride_a = sa; p.stride_b = sb; p.stride_c = csz;
-          kc::train_gemm_cuda(p, gws.raw_data(), kc::gemm_cuda_workspace_bytes(), stream());
+          kc::train_gemm_cuda(p, gws.raw_data(), kc::train_gemm_cuda_workspace_bytes(), stream());
           const Tensor got = dc.to(mamba::Device::cpu());
           std::vector<double> ref(static_cast<size_t>(nb * csz));
           for (int64_t z = 0; z < nb; ++z)
@@ -263,6 +296,25 @@ TEST(CudaTrainGlue, BatchSumAndPairTransposeAreExact) {
         for (int64_t p = 0; p < P; ++p)
           bad += got.data<float>()[z * dbs + q * dld + p] != src.data<float>()[z * sbs + p * sld + q];
     EXPECT_EQ(bad, 0) << "P " << P;
+  }
+}
+
+// The f32 -> bf16 cast (8 values per thread when n % 8 == 0 and the pointers are 16-byte
+// aligned, else one per thread) rounds exactly as the CPU conversion (nearest, ties to even).
+TEST(CudaTrainGlue, CastToBf16MatchesCpuRounding) {
+  REQUIRE_GPU();
+  const auto dev = mamba::Device::cuda(0);
+  std::mt19937_64 rng(17);
+  for (int64_t n : {8 * 1000, 8 * 1000 + 3, 7}) {
+    Tensor hx = rand_host(n, rng);
+    for (int64_t i = 0; i < n; i += 5) hx.data<float>()[i] *= 1e4f;  // a spread of exponents
+    Tensor dx = hx.to(dev), dy = Tensor::empty({n}, DType::bf16, dev);
+    kc::gt_cast_f32_to_bf16_cuda(n, static_cast<const float*>(dx.raw_data()),
+                                 static_cast<__nv_bfloat16*>(dy.raw_data()), stream());
+    const Tensor got = dy.to(mamba::Device::cpu()).to(DType::f32), ref = hx.to(DType::bf16).to(DType::f32);
+    int bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad += got.data<float>()[i] != ref.data<float>()[i];
+    EXPECT_EQ(bad, 0) << "n " << n;
   }
 }
 }  // namespace glue

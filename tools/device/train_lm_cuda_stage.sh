@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Stages the GPU-training device snapshot (no GPU here; the GPU machine has no OpenBLAS,
 # nlohmann-json or GoogleTest, so prebuilt binaries go with it):
-#   bash tools/device/train_lm_cuda_stage.sh BEFORE_BIN BEFORE_REV DEST
-# BEFORE_BIN: a mamba-train-lm-cuda built from the base BEFORE_REV (main) for the before/after
-# timings. Build it from `git archive BEFORE_REV` unpacked at build-before/ (ignored) into
-# build-before/build, so its paths relative to the build directory match ./build's and ccache
-# gives byte-identical kernel objects (which the xz stream then stores once);
+#   bash tools/device/train_lm_cuda_stage.sh BEFORE_BUILD BEFORE_REV DEST
+# BEFORE_BUILD: the build directory of the base BEFORE_REV (main) with mamba-train-lm-cuda
+# built, for the before/after timings: `git archive BEFORE_REV` unpacked at
+# build-before/src (ignored), built in build-before/src/build, so its paths relative to the
+# build directory match ./build's and ccache gives byte-identical kernel objects (which the
+# xz stream then stores once);
 # the after binaries come from ./build (configured with -DMAMBA_CUDA=ON). DEST gets run.sh
 # (tools/device/train_lm_cuda_run.sh) and bins.tar.xz: before/ and after/ binaries (stripped)
 # plus lib/libopenblas.so.0 built from tests/device/blas_stub.c (the three CBLAS calls the CPU
@@ -13,12 +14,19 @@
 # are stored once.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BEFORE="$1"; BEFORE_REV="$2"; DEST="$3"
+BEFORE_BUILD="$1"; BEFORE_REV="$2"; DEST="$3"
 T=$(mktemp -d)
 mkdir -p "$T/before" "$T/after" "$T/lib"
-strip -o "$T/before/mamba-train-lm-cuda" "$BEFORE"
-strip -o "$T/after/mamba-train-lm-cuda" build/tools/mamba-train-lm-cuda
-strip -o "$T/after/test_cuda_train" build/tests/test_cuda_train
+# Slim links (train_lm_cuda_slim.sh: the kernels the trainer never calls left out) without
+# PTX (fatbin_drop_ptx.py): a whole binary no longer fits the 12 MB of a snapshot.
+slim() {  # build dir, target, output
+  bash tools/device/train_lm_cuda_slim.sh "$1" "$2" "$3.full" > /dev/null
+  strip -o "$3" "$3.full" && rm -f "$3.full"
+  python3 tools/device/fatbin_drop_ptx.py "$3"
+}
+slim "$BEFORE_BUILD" tools/mamba-train-lm-cuda "$T/before/mamba-train-lm-cuda"
+slim build tools/mamba-train-lm-cuda "$T/after/mamba-train-lm-cuda"
+slim build tests/test_cuda_train "$T/after/test_cuda_train"
 gcc -O2 -shared -fPIC -Wl,-soname,libopenblas.so.0 tests/device/blas_stub.c -o "$T/lib/libopenblas.so.0"
 cp -L /lib/x86_64-linux-gnu/libgomp.so.1 "$T/lib/"
 git rev-parse HEAD > "$T/COMMIT"

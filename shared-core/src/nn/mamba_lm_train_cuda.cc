@@ -50,6 +50,7 @@ struct MambaLMTrainerCuda::Impl {
   std::vector<LayerIdx> layers;  // indices into params
   int64_t emb = -1, norm_f = -1, lm_head = -1;
   int64_t counted = 0;
+  int64_t ckpt_bytes = 0;  // the forward-written scan checkpoint arena of the last forward_backward
   // Optimiser descriptors (train_kernels_cuda.h): the grad arena cut into equal pieces for the
   // sum of squares (the alignment gaps are zero), and AdamW over runs of consecutive parameters
   // with the same weight decay and bf16-copy flag (a run covers its gaps: zero gradients and
@@ -110,6 +111,7 @@ std::vector<std::string> MambaLMTrainerCuda::parameter_names() const { return {}
 std::vector<Tensor> MambaLMTrainerCuda::parameters_cpu() const { return {}; }
 std::vector<Tensor> MambaLMTrainerCuda::gradients_cpu() const { return {}; }
 int64_t MambaLMTrainerCuda::parameter_count() const { return 0; }
+int64_t MambaLMTrainerCuda::scan_checkpoint_bytes() const { return 0; }
 void MambaLMTrainerCuda::set_profile(bool) {}
 std::vector<std::pair<std::string, double>> MambaLMTrainerCuda::profile_ms() { return {}; }
 
@@ -163,6 +165,21 @@ bool direct_layout() {
 bool conv_bcl_enabled() {
   static const bool v = env_is("MAMBA_GT_CONV_BCL", "1");  // opt-in: the rewritten kernel is not yet measured
   return v;
+}
+
+// The scan forward writes the backward's chunk checkpoints (SelectiveScanCudaParams::
+// bwd_workspace; the backward then skips its pass A) when d_state <= 16 and the scan versions
+// are the defaults (v6 forward, v2 backward); MAMBA_GT_FWD_CKPT=0 keeps pass A (A/B runs).
+bool fwd_ckpt_enabled(int64_t dstate) {
+  static const bool on = [] {
+    if (env_is("MAMBA_GT_FWD_CKPT", "0")) return false;
+    const char* fv = std::getenv("MAMBA_SCAN_VERSION");
+    const char* bv = std::getenv("MAMBA_SCAN_BWD_VERSION");
+    const bool fwd_ok = !fv || !*fv || std::string(fv) == "0" || std::string(fv) == "6";
+    const bool bwd_ok = !bv || !*bv || std::string(bv) == "0" || std::string(bv) == "2";
+    return fwd_ok && bwd_ok;
+  }();
+  return on && dstate <= 16;
 }
 
 bool overlap_enabled() {
@@ -289,7 +306,7 @@ MambaLMTrainerCuda::MambaLMTrainerCuda(MambaLM& model, const CudaTrainOptions& o
   const int64_t di = m.m1.d_inner(), N = m.m1.d_state;
   m.A = Tensor::empty({cfg_.n_layer, di * N}, DType::f32, device);
   m.scalars = Tensor::zeros({8}, DType::f32, device);  // [0] loss sum, [1] grad sum of squares
-  m.gemm_ws = Tensor::empty({static_cast<int64_t>(kc::gemm_cuda_workspace_bytes() / 4)}, DType::f32, device);
+  m.gemm_ws = Tensor::empty({static_cast<int64_t>(kc::train_gemm_cuda_workspace_bytes() / 4)}, DType::f32, device);
   {
     // Sum of squares: the whole grad arena (gaps zero) in 64 equal pieces (multiples of 64 elements).
     constexpr int64_t kPieces = 64;
@@ -328,6 +345,8 @@ MambaLMTrainerCuda::MambaLMTrainerCuda(MambaLM& model, const CudaTrainOptions& o
 }
 
 MambaLMTrainerCuda::~MambaLMTrainerCuda() = default;
+
+int64_t MambaLMTrainerCuda::scan_checkpoint_bytes() const { return impl_->ckpt_bytes; }
 
 int64_t MambaLMTrainerCuda::parameter_count() const {
   int64_t n = 0;
@@ -414,7 +433,7 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
   const int64_t* ids = static_cast<const int64_t*>(io.raw_data());
   const int64_t* targets = ids + rows;
   void* gws = m.gemm_ws.raw_data();
-  const size_t gws_bytes = kc::gemm_cuda_workspace_bytes();
+  const size_t gws_bytes = kc::train_gemm_cuda_workspace_bytes();
   const bool overlap = overlap_enabled();
   if (overlap && !m.side) {
     MAMBA_CUDA_CHECK("MambaLMTrainerCuda (overlap)", cudaStreamCreateWithFlags(&m.side, cudaStreamNonBlocking));
@@ -505,6 +524,33 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     }
   };
 
+  // Forward-written scan checkpoints: layer i's backward workspace starts at ckpt_off * i of
+  // one arena. The forward of layer i writes only the first region of that workspace (the
+  // chunk checkpoints, f32 (batch, ceil(l / 8), 16, d_inner); kernels/cuda/NOTES.md "Scan forward
+  // v6 and forward-written backward checkpoints"), and the backward of layer i runs after those
+  // of layers > i, so the rest of its workspace may overlay their (spent) checkpoints: the arena
+  // holds L checkpoint regions + one workspace's remainder instead of L whole workspaces.
+  const bool fwd_ckpt = opt_.forward_checkpoints && fwd_ckpt_enabled(N);
+  size_t scan_ws_bytes = 0, ckpt_off = 0;
+  Tensor ckpt_arena;
+  {
+    kc::SelectiveScanBwdCudaParams<T> shape;
+    shape.batch = b; shape.dim = di; shape.seqlen = l; shape.dstate = N; shape.n_groups = 1;
+    scan_ws_bytes = kc::selective_scan_bwd_cuda_workspace_bytes<T>(shape);
+    if (fwd_ckpt) {
+      const size_t region = static_cast<size_t>(b * ((l + 7) / 8) * 16 * di) * 4;
+      ckpt_off = std::min(scan_ws_bytes, (region + 255) / 256 * 256);
+      const size_t arena = ckpt_off * static_cast<size_t>(L - 1) + scan_ws_bytes;
+      ckpt_arena = buf(static_cast<int64_t>(arena / 4 + 64), DType::f32);
+      m.ckpt_bytes = static_cast<int64_t>(arena);
+    } else {
+      m.ckpt_bytes = 0;
+    }
+  }
+  auto scan_ws = [&](int64_t layer) -> float* {
+    return reinterpret_cast<float*>(static_cast<char*>(ckpt_arena.raw_data()) + ckpt_off * static_cast<size_t>(layer));
+  };
+
   struct Saved {
     Tensor r, n, xz, xc, xdbl, u, delta, z, Bm, Cm, y;  // direct: xz = the x half only, y in (b, d, l)
   };
@@ -581,6 +627,7 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     sp.u = ptr(S.u); sp.delta = ptr(S.delta); sp.z = ptr(S.z); sp.B = ptr(S.Bm); sp.C = ptr(S.Cm);
     sp.A = f32p(m.A, i * di * N); sp.D = P(Li.D); sp.delta_bias = P(Li.dtb); sp.delta_softplus = true;
     sp.y = ptr(ybcl);
+    if (fwd_ckpt) sp.bwd_workspace = scan_ws(i);
     kc::selective_scan_fwd_cuda<T>(sp, s);
     mark("fwd scan");
     Tensor hidden = buf(rows * d, TD);
@@ -685,10 +732,15 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     bp.dout = ptr(dout);
     bp.du = ptr(du); bp.ddelta = ptr(ddelta); bp.dz = ptr(dz);
     bp.dA = f32p(dA); bp.dB = f32p(dB); bp.dC = f32p(dC); bp.dD = G(Li.D); bp.ddelta_bias = G(Li.dtb);
-    const size_t sbytes = kc::selective_scan_bwd_cuda_workspace_bytes<T>(bp);
-    Tensor sws = buf(static_cast<int64_t>(sbytes / 4 + 64), DType::f32);
-    bp.workspace = sws.raw_data();
-    bp.workspace_bytes = sbytes;
+    Tensor sws;
+    if (fwd_ckpt) {
+      bp.workspace = scan_ws(i);
+      bp.checkpoints_from_forward = true;
+    } else {
+      sws = buf(static_cast<int64_t>(scan_ws_bytes / 4 + 64), DType::f32);
+      bp.workspace = sws.raw_data();
+    }
+    bp.workspace_bytes = scan_ws_bytes;
     kc::selective_scan_bwd_cuda<T>(bp, s);
     sws = Tensor();
     dout = Tensor();

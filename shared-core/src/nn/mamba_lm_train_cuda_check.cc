@@ -51,7 +51,7 @@ CudaTrainCheckResult cuda_train_check(const CudaTrainCheckOptions& o) {
                         {"vocab_size", o.vocab},
                         {"pad_vocab_size_multiple", 8},
                         {"tie_embeddings", o.tie_embeddings},
-                        {"ssm_cfg", {{"layer", "Mamba1"}}}};
+                        {"ssm_cfg", {{"layer", "Mamba1"}, {"d_state", o.d_state}}}};
   MambaLM lm(MambaLMConfig::from_json(cfg));
   std::mt19937_64 rng(o.seed);
   for (auto& [name, t] : lm.parameters()) {
@@ -71,6 +71,7 @@ CudaTrainCheckResult cuda_train_check(const CudaTrainCheckOptions& o) {
   topt.compute = o.compute;
   topt.max_grad_norm = 1.0;
   topt.weight_decay = 0.01;
+  topt.forward_checkpoints = o.forward_checkpoints;
   MambaLMTrainerCuda tr(lm, topt);
 
   CudaTrainCheckResult res;
@@ -79,6 +80,7 @@ CudaTrainCheckResult cuda_train_check(const CudaTrainCheckOptions& o) {
   res.loss_cpu = lm.forward_backward(ids, tg, ref).loss;
   tr.forward_backward(ids, tg);
   res.loss_gpu = tr.last_loss();
+  res.scan_checkpoint_bytes = tr.scan_checkpoint_bytes();
   const auto got = tr.gradients_cpu();
   const auto names = tr.parameter_names();
   for (size_t i = 0; i < ref.size(); ++i) {

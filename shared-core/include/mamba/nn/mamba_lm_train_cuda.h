@@ -11,7 +11,9 @@
 // Per step and layer i (rows = batch * seqlen), forward, kept for the backward:
 //   r_i (f32 residual stream), n_i = RMSNorm(r_i) (T), xz = n_i W_in^T (T), xc = SiLU(conv(x))
 //   (T), xdbl = xc W_x^T (T), the scan inputs transposed to (b, d, l) (u, delta, z, B, C; T),
-//   y = scan (T, (b, l, d)); no (b, d, l, n) states: the scan backward recomputes them.
+//   y = scan (T, (b, l, d)); no (b, d, l, n) states: the scan backward recomputes them from
+//   the states entering every 8-step chunk, which the forward writes (f32, 8 bytes per
+//   (token, d_inner channel) and layer) when d_state <= 16.
 // T = bf16 (autocast: GEMMs on bf16 weight copies refreshed by the optimiser, f32
 // accumulation) or f32 (true f32 everywhere, for exact comparison). Weight gradients are f32.
 // Thread-safety: none (one trainer, one thread).
@@ -33,6 +35,11 @@ struct CudaTrainOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double weight_decay = 0.01;   // decoupled, on the params default_decay_rule picks
   double max_grad_norm = 1.0;   // <= 0: no clipping
+  // The scan forward writes the scan backward's chunk checkpoints (kept from the forward to the
+  // backward: 8 bytes per token, d_inner channel and layer), so the backward skips recomputing
+  // them. Used when d_state <= 16 and the default scan versions run; env MAMBA_GT_FWD_CKPT=0
+  // turns it off in every trainer of the process.
+  bool forward_checkpoints = true;
 };
 
 class MambaLMTrainerCuda {
@@ -68,6 +75,10 @@ class MambaLMTrainerCuda {
   std::vector<Tensor> parameters_cpu() const;
   std::vector<Tensor> gradients_cpu() const;
   int64_t parameter_count() const;
+  // Bytes of the scan checkpoint arena the last forward_backward kept from the forward to the
+  // backward (the forward writes the scan backward's chunk checkpoints when d_state <= 16; 0
+  // when it did not: MAMBA_GT_FWD_CKPT=0, d_state > 16 or other scan versions forced).
+  int64_t scan_checkpoint_bytes() const;
 
   // Phase timing for measurements: with set_profile(true), CUDA events are recorded at the end
   // of every phase of forward_backward / optimizer_step (one stream, so the phases are
@@ -101,7 +112,9 @@ namespace mamba::nn {
 struct CudaTrainCheckOptions {
   DType compute = DType::f32;
   int64_t layers = 2, d_model = 64, vocab = 97, seqlen = 37, batch = 3;
+  int64_t d_state = 16;
   bool tie_embeddings = true;
+  bool forward_checkpoints = true;  // CudaTrainOptions::forward_checkpoints of the trainers
   int64_t steps = 20;  // 0: the gradient comparison only
   double lr = 1e-3;
   uint64_t seed = 1;
@@ -114,6 +127,7 @@ struct CudaTrainCheckResult {
   double worst_step_loss_rel = 0;  // over the AdamW steps
   double worst_param_rel = 0;      // after the last step, over every parameter
   std::string worst_param_name;
+  int64_t scan_checkpoint_bytes = 0;  // MambaLMTrainerCuda::scan_checkpoint_bytes after the comparison
 };
 CudaTrainCheckResult cuda_train_check(const CudaTrainCheckOptions& o);
 

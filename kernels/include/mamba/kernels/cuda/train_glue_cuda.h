@@ -43,6 +43,9 @@ struct TrainGemmParams {
   // batches; the C batches must not overlap: stride_c >= m * ldc).
   int64_t batch = 1, stride_a = 0, stride_b = 0, stride_c = 0;
 };
+// The workspace train_gemm_cuda's cuBLASLt plans may use (32 MiB); a smaller one only narrows
+// the algorithms it chooses from.
+size_t train_gemm_cuda_workspace_bytes();
 // Returns true when cuBLASLt ran it, false for the fallback kernel.
 bool train_gemm_cuda(const TrainGemmParams& p, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
