@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,30 @@ int g_pass = 0, g_fail = 0;
       std::exit(2);                                                                               \
     }                                                                                             \
   } while (0)
+
+// Waits for `s` at most 10 s: a kernel that never returns (a barrier bug) ends the program
+// with a message instead of hanging the device round.
+void sync_or_die(cudaStream_t s, const char* what) {
+  cudaEvent_t e;
+  CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  CK(cudaEventRecord(e, s));
+  for (int i = 0; i < 10000; ++i) {
+    const cudaError_t q = cudaEventQuery(e);
+    if (q == cudaSuccess) {
+      cudaEventDestroy(e);
+      return;
+    }
+    if (q != cudaErrorNotReady) {
+      std::printf("CUDA error %s while waiting for %s\n", cudaGetErrorString(q), what);
+      std::exit(2);
+    }
+    struct timespec ts{0, 1000000};
+    nanosleep(&ts, nullptr);
+  }
+  std::printf("HANG: %s did not finish in 10 s\n", what);
+  std::fflush(stdout);
+  std::_Exit(3);
+}
 
 float bf16_round(float v) {
   uint32_t u;
@@ -318,17 +343,20 @@ struct Gpu {
     return p;
   }
   int grid(int version) const { return kc::persistent_decode_grid_for<T>(params(version)); }
-  void set_ids(const std::vector<int64_t>& v) { CK(cudaMemcpyAsync(ids, v.data(), B * 8, cudaMemcpyHostToDevice, s)); CK(cudaStreamSynchronize(s)); }
+  void set_ids(const std::vector<int64_t>& v) {
+    CK(cudaMemcpyAsync(ids, v.data(), B * 8, cudaMemcpyHostToDevice, s));
+    sync_or_die(s, "set_ids");
+  }
   void launch(int version, unsigned long long* stamps = nullptr) {
     kc::persistent_decode_cuda<T>(params(version, stamps), grid(version), s);
   }
   std::vector<float> get_logits() {
-    CK(cudaStreamSynchronize(s));
+    sync_or_die(s, "a decode step");
     return download(logits, B * m.V);
   }
   void poison() { CK(cudaMemsetAsync(logits, 0xff, B * m.V * 4, s)); }
   std::vector<float> state(int64_t li, bool conv) {
-    CK(cudaStreamSynchronize(s));
+    sync_or_die(s, "a decode step");
     return conv ? download(layers[li].conv_state, B * m.di * m.K) : download(layers[li].ssm_state, B * m.di * m.N);
   }
 };
@@ -440,7 +468,7 @@ double time_graph(Gpu<T>& gpu, int version, int reps) {
     cudaEventRecord(e0, gpu.s);
     cudaGraphLaunch(gr.e, gpu.s);
     cudaEventRecord(e1, gpu.s);
-    cudaEventSynchronize(e1);
+    sync_or_die(gpu.s, "a graph replay");
     float ms = 0;
     cudaEventElapsedTime(&ms, e0, e1);
     if (i >= 0) t.push_back(ms * 1000.f);
@@ -463,7 +491,7 @@ void breakdown(Gpu<T>& gpu, int version, const char* label) {
   CK(cudaMalloc(&st, n * 8));
   CK(cudaMemset(st, 0, n * 8));
   gpu.launch(version, st);
-  CK(cudaStreamSynchronize(gpu.s));
+  sync_or_die(gpu.s, "the stamped launch");
   std::vector<unsigned long long> h(n);
   CK(cudaMemcpy(h.data(), st, n * 8, cudaMemcpyDeviceToHost));
   cudaFree(st);
@@ -583,6 +611,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1) {
     std::printf("no CUDA device: skipped\n");
