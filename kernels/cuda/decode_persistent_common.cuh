@@ -47,6 +47,29 @@ __device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target,
   __syncthreads();
 }
 
+// scale[i] = rsqrt(sum over the block of ss[i] / d + eps) for the block's per-thread sums of
+// squares ss (red: blockDim / 32 * MM floats of shared memory). before() runs before the
+// first __syncthreads (a cp.async wait, say). Ends with a __syncthreads.
+template <int MM, class Before>
+__device__ __forceinline__ void rms_scales(float (&ss)[MM], int64_t d, float eps, float* red, float* scale,
+                                           Before before) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x / 32;
+#pragma unroll
+  for (int i = 0; i < MM; ++i) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) ss[i] += __shfl_xor_sync(0xffffffffu, ss[i], off);
+    if (lane == 0) red[warp * MM + i] = ss[i];
+  }
+  before();
+  __syncthreads();
+  if (tid < MM) {
+    float t = 0.f;
+    for (int wi = 0; wi < nw; ++wi) t += red[wi * MM + tid];
+    scale[tid] = rsqrtf(t / static_cast<float>(d) + eps);
+  }
+  __syncthreads();
+}
+
 // rows[c] . xs[i, :] for NC weight rows (some may be null) and MM activation rows in shared
 // memory (f32, row stride k); lanes split k (16-byte weight loads when aligned); the result
 // is reduced into every lane.

@@ -41,7 +41,7 @@ __device__ __forceinline__ void prefetch_l2(const void* p, size_t bytes) {
 template <class T, int MM>
 __device__ void norm_rows(const PersistentDecodeParams<T>& p, const T* hidden, const float* res_in, float* res_out,
                           const float* w, float* xs, float (*red)[MM], float* scale) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, m = static_cast<int>(p.batch);
+  const int tid = threadIdx.x, m = static_cast<int>(p.batch);
   const int64_t d = p.d_model;
   float ss[MM];
 #pragma unroll
@@ -64,19 +64,7 @@ __device__ void norm_rows(const PersistentDecodeParams<T>& p, const T* hidden, c
 #pragma unroll
       for (int i = 0; i < MM; ++i)
         if (i < m) res_out[i * d + k] = xs[i * d + k];
-#pragma unroll
-  for (int i = 0; i < MM; ++i) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) ss[i] += __shfl_xor_sync(0xffffffffu, ss[i], off);
-    if (lane == 0) red[warp][i] = ss[i];
-  }
-  __syncthreads();
-  if (tid < MM) {
-    float t = 0.f;
-    for (int wi = 0; wi < kWarps; ++wi) t += red[wi][tid];
-    scale[tid] = rsqrtf(t / static_cast<float>(d) + p.eps);
-  }
-  __syncthreads();
+  decode::rms_scales<MM>(ss, d, p.eps, &red[0][0], scale, [] {});
   for (int64_t k = tid; k < d; k += kThreads) {
     const float wk = w[k];
 #pragma unroll
@@ -105,7 +93,6 @@ __global__ void __launch_bounds__(kThreads) persistent_decode_kernel(PersistentD
   __shared__ float red_x[kWarps][MM];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, m = static_cast<int>(p.batch);
   const int64_t d = p.d_model, di = p.d_inner, N = p.dstate, R = p.dt_rank, xd = R + 2 * N, K = p.d_conv;
-  const int64_t gwarp = int64_t{blockIdx.x} * kWarps + warp, nwarps = int64_t{gridDim.x} * kWarps;
   const unsigned G = gridDim.x;
   unsigned epoch = 0;
   if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2] = decode::globaltimer();
@@ -116,54 +103,35 @@ __global__ void __launch_bounds__(kThreads) persistent_decode_kernel(PersistentD
     norm_rows<T, MM>(p, li == 0 ? nullptr : p.hidden, li == 0 ? nullptr : p.residual[li % 2],
                      p.residual[(li + 1) % 2], L.norm_w, xs, red, scale);
     const int64_t n_out = 2 * di;
-    for (int64_t c0 = gwarp; c0 < n_out; c0 += kNC * nwarps) {
-      const T* rows[kNC];
-      int64_t cols[kNC];
+    decode::grid_gemv_rows<T, MM, kNC>(L.w_in, n_out, d, xs, m, [&](int i, int64_t col, float acc) {
+      const T v = round_t<T>(acc);
+      p.xz[i * n_out + col] = v;
+      if (col >= di) return;
+      // The conv update of channel col: every load (state, weights, bias; K <= 4) before the
+      // first store.
+      float* s = L.conv_state + (i * di + col) * K;
+      const float* w = L.conv_w + col * K;
+      float sv[4], wv[4];
 #pragma unroll
-      for (int c = 0; c < kNC; ++c) {
-        cols[c] = c0 + c * nwarps;
-        rows[c] = cols[c] < n_out ? L.w_in + cols[c] * d : nullptr;
+      for (int k = 0; k < 4; ++k) {
+        sv[k] = k + 1 < K ? __ldcg(s + k + 1) : 0.f;
+        wv[k] = k < K ? __ldg(w + k) : 0.f;
       }
-      float acc[kNC][MM];
-      decode::warp_dot<T, MM, kNC>(rows, d, xs, acc, lane);
-      if (lane == 0) {
+      float a = L.conv_b ? __ldg(L.conv_b + col) : 0.f;
+      const float xv = dev::to_f32(v);
 #pragma unroll
-        for (int c = 0; c < kNC; ++c) {
-          if (!rows[c]) continue;
-          const int64_t col = cols[c];
-#pragma unroll
-          for (int i = 0; i < MM; ++i) {
-            if (i >= m) break;
-            const T v = round_t<T>(acc[c][i]);
-            p.xz[i * n_out + col] = v;
-            if (col >= di) continue;
-            // Every load (state, weights, bias; K <= 4) before the first store.
-            float* s = L.conv_state + (i * di + col) * K;
-            const float* w = L.conv_w + col * K;
-            float sv[4], wv[4];
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-              sv[k] = k + 1 < K ? __ldcg(s + k + 1) : 0.f;
-              wv[k] = k < K ? __ldg(w + k) : 0.f;
-            }
-            float a = L.conv_b ? __ldg(L.conv_b + col) : 0.f;
-            const float xv = dev::to_f32(v);
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-              if (k + 1 < K) {
-                s[k] = sv[k];
-                a += wv[k] * sv[k];
-              }
-            }
-            s[K - 1] = xv;
-#pragma unroll
-            for (int k = 0; k < 4; ++k)
-              if (k == K - 1) a += wv[k] * xv;
-            p.xc[i * di + col] = round_t<T>(dev::silu(a));
-          }
+      for (int k = 0; k < 4; ++k) {
+        if (k + 1 < K) {
+          s[k] = sv[k];
+          a += wv[k] * sv[k];
         }
       }
-    }
+      s[K - 1] = xv;
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        if (k == K - 1) a += wv[k] * xv;
+      p.xc[i * di + col] = round_t<T>(dev::silu(a));
+    });
     if (p.prefetch) {
       prefetch_l2(L.w_x, static_cast<size_t>(xd * di) * sizeof(T));
       prefetch_l2(L.w_dt, static_cast<size_t>(di * R) * sizeof(T));

@@ -149,7 +149,7 @@ __device__ void issue_stage(const PersistentDecodeParams<T>& p, const Plan& P, i
 template <class T, int MM, class In, class Wait>
 __device__ __forceinline__ void norm_rows(int m, int64_t d, float eps, In in, float* res, const float* w, float* xs,
                                           float* red, float* scale, Wait before_w) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x;
   float ss[MM];
 #pragma unroll
   for (int i = 0; i < MM; ++i) ss[i] = 0.f;
@@ -165,20 +165,7 @@ __device__ __forceinline__ void norm_rows(int m, int64_t d, float eps, In in, fl
       }
     }
   }
-#pragma unroll
-  for (int i = 0; i < MM; ++i) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) ss[i] += __shfl_xor_sync(0xffffffffu, ss[i], off);
-    if (lane == 0) red[warp * MM + i] = ss[i];
-  }
-  before_w();
-  __syncthreads();
-  if (tid < MM) {
-    float t = 0.f;
-    for (int wi = 0; wi < kWarps; ++wi) t += red[wi * MM + tid];
-    scale[tid] = rsqrtf(t / static_cast<float>(d) + eps);
-  }
-  __syncthreads();
+  decode::rms_scales<MM>(ss, d, eps, red, scale, before_w);
   for (int64_t k = tid; k < d; k += kThreads) {
     const float wk = w[k];
 #pragma unroll
