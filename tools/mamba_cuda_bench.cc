@@ -363,7 +363,8 @@ void time_decode(Device dev, int64_t d_model, int64_t layers, int64_t vocab, int
      std::vector<float> first_logits;  // the persistent step's first logits, checked against the fused path
      for (int variant : {0, 1, 2}) {  // 0 persistent, 1 fused (4 kernels / layer), 2 unfused
       const bool fused = variant < 2;
-      if (variant != 1 && B > 8) continue;  // batch > 8: the fused request falls back to unfused
+      if (variant == 2 && B > 8) continue;  // batch > 8: the fused request is the unfused path
+      if (variant == 0 && B > 16) continue;  // the persistent step: batch <= 16 (version 3)
       mamba::nn::CudaDecodeGraph dec(lm, B, fused, variant == 0);
       uint64_t state_bytes = 0;
       for (auto& l : dec.cache().layers) state_bytes += l.conv_state.nbytes() + l.ssm_state.nbytes();

@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "device_common.cuh"
+#include "decode_persistent_common.cuh"
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/mamba1_decode_persistent_cuda.h"
 
@@ -18,30 +18,15 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kNC = 2;  // output columns in flight per warp
 
-template <class T> __device__ __forceinline__ T round_t(float v) { return dev::from_f32<T>(v); }
+using decode::ldcg_f;
+using decode::round_t;
 
-// Loads through L2 only: data written by other blocks earlier in this launch.
-__device__ __forceinline__ float ldcg_f(const float* p) { return __ldcg(p); }
-__device__ __forceinline__ float ldcg_f(const __nv_bfloat16* p) {
-  const unsigned short u = __ldcg(reinterpret_cast<const unsigned short*>(p));
-  return __uint_as_float(static_cast<unsigned>(u) << 16);
-}
-
-// Grid-wide barrier: arrive (release) on one counter, spin (acquire) until `target` arrivals.
-__device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(counter, 1u);
-    unsigned v;
-    for (;;) {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
-      if (v >= target) break;
-    }
-    __threadfence();
-  }
-  __syncthreads();
-}
+// Grid-wide barrier (decode_persistent_common.cuh), stamped when p.stamps is set.
+#define MAMBA_GRID_BARRIER() \
+  do {                        \
+    ++epoch;                  \
+    decode::grid_barrier(p.barrier, epoch * G, p.stamps, epoch); \
+  } while (0)
 
 // Every thread of the grid prefetches its share of [p, p + bytes) into L2, by 128-byte lines.
 __device__ __forceinline__ void prefetch_l2(const void* p, size_t bytes) {
@@ -51,67 +36,12 @@ __device__ __forceinline__ void prefetch_l2(const void* p, size_t bytes) {
   for (size_t off = gt * 128; off < bytes; off += nt * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
 }
 
-// rows[c] . xs[i, :] for kNC weight rows (some may be null) and MM activation rows in shared
-// memory (f32, row stride k); lanes split k; the result is reduced into every lane.
-template <class T, int MM>
-__device__ __forceinline__ void warp_dot(const T* const (&rows)[kNC], int64_t k, const float* xs, float (&acc)[kNC][MM],
-                                         int lane) {
-#pragma unroll
-  for (int c = 0; c < kNC; ++c)
-#pragma unroll
-    for (int i = 0; i < MM; ++i) acc[c][i] = 0.f;
-  constexpr int kVec = 16 / sizeof(T);
-  bool vec = (k % kVec) == 0;
-#pragma unroll
-  for (int c = 0; c < kNC; ++c)
-    if (rows[c] && (reinterpret_cast<uintptr_t>(rows[c]) & 15) != 0) vec = false;
-  if (vec) {
-    const int64_t nv = k / kVec;
-#pragma unroll 2
-    for (int64_t v = lane; v < nv; v += 32) {
-      union { uint4 u; T e[kVec]; } wb[kNC];
-#pragma unroll
-      for (int c = 0; c < kNC; ++c)
-        wb[c].u = rows[c] ? __ldg(reinterpret_cast<const uint4*>(rows[c]) + v) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int i = 0; i < MM; ++i) {
-        float xv[kVec];
-#pragma unroll
-        for (int j = 0; j < kVec; j += 4) {
-          const float4 f = *reinterpret_cast<const float4*>(xs + i * k + v * kVec + j);
-          xv[j] = f.x; xv[j + 1] = f.y; xv[j + 2] = f.z; xv[j + 3] = f.w;
-        }
-#pragma unroll
-        for (int c = 0; c < kNC; ++c)
-#pragma unroll
-          for (int j = 0; j < kVec; ++j) acc[c][i] = fmaf(dev::to_f32(wb[c].e[j]), xv[j], acc[c][i]);
-      }
-    }
-  } else {
-    for (int64_t kk = lane; kk < k; kk += 32) {
-#pragma unroll
-      for (int c = 0; c < kNC; ++c) {
-        if (!rows[c]) continue;
-        const float wf = dev::to_f32(rows[c][kk]);
-#pragma unroll
-        for (int i = 0; i < MM; ++i) acc[c][i] = fmaf(wf, xs[i * k + kk], acc[c][i]);
-      }
-    }
-  }
-#pragma unroll
-  for (int c = 0; c < kNC; ++c)
-#pragma unroll
-    for (int i = 0; i < MM; ++i)
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) acc[c][i] += __shfl_xor_sync(0xffffffffu, acc[c][i], off);
-}
-
 // xs[i, :] = round_T(RMSNorm(v_i) * w) with v_i = input row i (+ residual_in row i); block 0
 // writes v to residual_out (when given). Input: `hidden` rows, or embedding rows of ids.
 template <class T, int MM>
 __device__ void norm_rows(const PersistentDecodeParams<T>& p, const T* hidden, const float* res_in, float* res_out,
                           const float* w, float* xs, float (*red)[MM], float* scale) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, m = static_cast<int>(p.batch);
+  const int tid = threadIdx.x, m = static_cast<int>(p.batch);
   const int64_t d = p.d_model;
   float ss[MM];
 #pragma unroll
@@ -134,19 +64,7 @@ __device__ void norm_rows(const PersistentDecodeParams<T>& p, const T* hidden, c
 #pragma unroll
       for (int i = 0; i < MM; ++i)
         if (i < m) res_out[i * d + k] = xs[i * d + k];
-#pragma unroll
-  for (int i = 0; i < MM; ++i) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) ss[i] += __shfl_xor_sync(0xffffffffu, ss[i], off);
-    if (lane == 0) red[warp][i] = ss[i];
-  }
-  __syncthreads();
-  if (tid < MM) {
-    float t = 0.f;
-    for (int wi = 0; wi < kWarps; ++wi) t += red[wi][tid];
-    scale[tid] = rsqrtf(t / static_cast<float>(d) + p.eps);
-  }
-  __syncthreads();
+  decode::rms_scales<MM>(ss, d, p.eps, &red[0][0], scale, [] {});
   for (int64_t k = tid; k < d; k += kThreads) {
     const float wk = w[k];
 #pragma unroll
@@ -175,9 +93,9 @@ __global__ void __launch_bounds__(kThreads) persistent_decode_kernel(PersistentD
   __shared__ float red_x[kWarps][MM];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, m = static_cast<int>(p.batch);
   const int64_t d = p.d_model, di = p.d_inner, N = p.dstate, R = p.dt_rank, xd = R + 2 * N, K = p.d_conv;
-  const int64_t gwarp = int64_t{blockIdx.x} * kWarps + warp, nwarps = int64_t{gridDim.x} * kWarps;
   const unsigned G = gridDim.x;
   unsigned epoch = 0;
+  if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2] = decode::globaltimer();
 
   for (int64_t li = 0; li < p.n_layers; ++li) {
     const PersistentDecodeLayer<T>& L = p.layers[li];
@@ -185,59 +103,40 @@ __global__ void __launch_bounds__(kThreads) persistent_decode_kernel(PersistentD
     norm_rows<T, MM>(p, li == 0 ? nullptr : p.hidden, li == 0 ? nullptr : p.residual[li % 2],
                      p.residual[(li + 1) % 2], L.norm_w, xs, red, scale);
     const int64_t n_out = 2 * di;
-    for (int64_t c0 = gwarp; c0 < n_out; c0 += kNC * nwarps) {
-      const T* rows[kNC];
-      int64_t cols[kNC];
+    decode::grid_gemv_rows<T, MM, kNC>(L.w_in, n_out, d, xs, m, [&](int i, int64_t col, float acc) {
+      const T v = round_t<T>(acc);
+      p.xz[i * n_out + col] = v;
+      if (col >= di) return;
+      // The conv update of channel col: every load (state, weights, bias; K <= 4) before the
+      // first store.
+      float* s = L.conv_state + (i * di + col) * K;
+      const float* w = L.conv_w + col * K;
+      float sv[4], wv[4];
 #pragma unroll
-      for (int c = 0; c < kNC; ++c) {
-        cols[c] = c0 + c * nwarps;
-        rows[c] = cols[c] < n_out ? L.w_in + cols[c] * d : nullptr;
+      for (int k = 0; k < 4; ++k) {
+        sv[k] = k + 1 < K ? __ldcg(s + k + 1) : 0.f;
+        wv[k] = k < K ? __ldg(w + k) : 0.f;
       }
-      float acc[kNC][MM];
-      warp_dot<T, MM>(rows, d, xs, acc, lane);
-      if (lane == 0) {
+      float a = L.conv_b ? __ldg(L.conv_b + col) : 0.f;
+      const float xv = dev::to_f32(v);
 #pragma unroll
-        for (int c = 0; c < kNC; ++c) {
-          if (!rows[c]) continue;
-          const int64_t col = cols[c];
-#pragma unroll
-          for (int i = 0; i < MM; ++i) {
-            if (i >= m) break;
-            const T v = round_t<T>(acc[c][i]);
-            p.xz[i * n_out + col] = v;
-            if (col >= di) continue;
-            // Every load (state, weights, bias; K <= 4) before the first store.
-            float* s = L.conv_state + (i * di + col) * K;
-            const float* w = L.conv_w + col * K;
-            float sv[4], wv[4];
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-              sv[k] = k + 1 < K ? __ldcg(s + k + 1) : 0.f;
-              wv[k] = k < K ? __ldg(w + k) : 0.f;
-            }
-            float a = L.conv_b ? __ldg(L.conv_b + col) : 0.f;
-            const float xv = dev::to_f32(v);
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-              if (k + 1 < K) {
-                s[k] = sv[k];
-                a += wv[k] * sv[k];
-              }
-            }
-            s[K - 1] = xv;
-#pragma unroll
-            for (int k = 0; k < 4; ++k)
-              if (k == K - 1) a += wv[k] * xv;
-            p.xc[i * di + col] = round_t<T>(dev::silu(a));
-          }
+      for (int k = 0; k < 4; ++k) {
+        if (k + 1 < K) {
+          s[k] = sv[k];
+          a += wv[k] * sv[k];
         }
       }
-    }
+      s[K - 1] = xv;
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        if (k == K - 1) a += wv[k] * xv;
+      p.xc[i * di + col] = round_t<T>(dev::silu(a));
+    });
     if (p.prefetch) {
       prefetch_l2(L.w_x, static_cast<size_t>(xd * di) * sizeof(T));
       prefetch_l2(L.w_dt, static_cast<size_t>(di * R) * sizeof(T));
     }
-    grid_barrier(p.barrier, ++epoch * G);
+    MAMBA_GRID_BARRIER();
 
     // ---- 2. x_proj: a block per output column, warps split k ------------------------------
     if (static_cast<int64_t>(blockIdx.x) < xd) {
@@ -280,7 +179,7 @@ __global__ void __launch_bounds__(kThreads) persistent_decode_kernel(PersistentD
       }
     }
     if (p.prefetch) prefetch_l2(L.w_out, static_cast<size_t>(d * di) * sizeof(T));
-    grid_barrier(p.barrier, ++epoch * G);
+    MAMBA_GRID_BARRIER();
 
     // ---- 3. dt_proj + softplus + state update + D + gate: a thread per (b, channel) --------
     if (p.p3_smem && (R % 8) == 0 && (N % 4) == 0 && xd <= (d > di ? d : di)) {
@@ -389,31 +288,14 @@ __global__ void __launch_bounds__(kThreads) persistent_decode_kernel(PersistentD
       p.y[b * di + dd] = dev::from_f32<T>(yv);
     }
     if (p.prefetch && li + 1 < p.n_layers) prefetch_l2(p.layers[li + 1].w_in, static_cast<size_t>(2 * di * d) * sizeof(T));
-    grid_barrier(p.barrier, ++epoch * G);
+    MAMBA_GRID_BARRIER();
 
     // ---- 4. out_proj -> hidden --------------------------------------------------------------
     load_rows<T, MM>(p.y, di, m, xs);
-    for (int64_t c0 = gwarp; c0 < d; c0 += kNC * nwarps) {
-      const T* rows[kNC];
-      int64_t cols[kNC];
-#pragma unroll
-      for (int c = 0; c < kNC; ++c) {
-        cols[c] = c0 + c * nwarps;
-        rows[c] = cols[c] < d ? L.w_out + cols[c] * di : nullptr;
-      }
-      float acc[kNC][MM];
-      warp_dot<T, MM>(rows, di, xs, acc, lane);
-      if (lane == 0) {
-#pragma unroll
-        for (int c = 0; c < kNC; ++c) {
-          if (!rows[c]) continue;
-#pragma unroll
-          for (int i = 0; i < MM; ++i)
-            if (i < m) p.hidden[i * d + cols[c]] = round_t<T>(acc[c][i]);
-        }
-      }
-    }
-    grid_barrier(p.barrier, ++epoch * G);
+    T* hidden = p.hidden;
+    decode::grid_gemv_rows<T, MM, kNC>(L.w_out, d, di, xs, m,
+                                       [&](int i, int64_t col, float v) { hidden[i * d + col] = round_t<T>(v); });
+    MAMBA_GRID_BARRIER();
   }
 
   // ---- final RMSNorm + LM head (f32 logits) ---------------------------------------------------
@@ -421,26 +303,9 @@ __global__ void __launch_bounds__(kThreads) persistent_decode_kernel(PersistentD
   norm_rows<T, MM>(p, nl == 0 ? nullptr : p.hidden, nl == 0 ? nullptr : p.residual[nl % 2], nullptr, p.norm_f_w, xs,
                    red, scale);
   const int64_t V = p.vocab_rows;
-  for (int64_t c0 = gwarp; c0 < V; c0 += kNC * nwarps) {
-    const T* rows[kNC];
-    int64_t cols[kNC];
-#pragma unroll
-    for (int c = 0; c < kNC; ++c) {
-      cols[c] = c0 + c * nwarps;
-      rows[c] = cols[c] < V ? p.head + cols[c] * d : nullptr;
-    }
-    float acc[kNC][MM];
-    warp_dot<T, MM>(rows, d, xs, acc, lane);
-    if (lane == 0) {
-#pragma unroll
-      for (int c = 0; c < kNC; ++c) {
-        if (!rows[c]) continue;
-#pragma unroll
-        for (int i = 0; i < MM; ++i)
-          if (i < m) p.logits[i * V + cols[c]] = acc[c][i];
-      }
-    }
-  }
+  float* logits = p.logits;
+  decode::grid_gemv_rows<T, MM, kNC>(p.head, V, d, xs, m, [&](int i, int64_t col, float v) { logits[i * V + col] = v; });
+  if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2 + 1] = decode::globaltimer();
 }
 
 template <class T, int MM>
@@ -490,10 +355,21 @@ int persistent_decode_grid(int64_t batch, int64_t d_model, int64_t d_inner, int6
 }
 
 template <class T>
+int persistent_decode_grid_for(const PersistentDecodeParams<T>& p, int blocks_per_sm) {
+  if (p.version == 3) return detail::persistent_decode_v3_grid<T>(p);
+  if (p.version != 2) return 0;
+  return persistent_decode_grid<T>(p.batch, p.d_model, p.d_inner, p.d_conv, blocks_per_sm);
+}
+
+template <class T>
 void persistent_decode_cuda(const PersistentDecodeParams<T>& p, int grid_blocks, cudaStream_t stream) {
   const char* op = "persistent_decode_cuda";
   auto bad = [&](const std::string& what) { throw std::invalid_argument(std::string(op) + ": " + what); };
-  if (p.batch < 1 || p.batch > 8) bad("batch " + std::to_string(p.batch) + " outside [1, 8]");
+  if (p.version != 2 && p.version != 3) bad("version " + std::to_string(p.version) + " must be 2 or 3");
+  const int64_t max_batch = p.version == 3 ? 16 : 8;
+  if (p.batch < 1 || p.batch > max_batch)
+    bad("batch " + std::to_string(p.batch) + " outside [1, " + std::to_string(max_batch) + "] (version " +
+        std::to_string(p.version) + ")");
   if (p.d_conv < 1 || p.d_conv > 4) bad("d_conv " + std::to_string(p.d_conv) + " outside [1, 4]");
   if (p.dstate < 1 || p.dstate > 256) bad("dstate " + std::to_string(p.dstate) + " outside [1, 256]");
   if (p.dt_rank < 1) bad("dt_rank " + std::to_string(p.dt_rank) + " must be >= 1");
@@ -502,6 +378,10 @@ void persistent_decode_cuda(const PersistentDecodeParams<T>& p, int grid_blocks,
   if (!p.ids || !p.embedding || !p.head || !p.norm_f_w || !p.hidden || !p.residual[0] || !p.residual[1] || !p.xz ||
       !p.xc || !p.xdbl || !p.y || !p.logits || !p.barrier || (p.n_layers > 0 && !p.layers))
     bad("null pointer among ids, embedding, head, norm_f_w, layers, buffers, logits, barrier");
+  if (p.version == 3) {
+    detail::persistent_decode_v3_launch<T>(p, grid_blocks, stream);
+    return;
+  }
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), stream));
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(grid_blocks));
@@ -524,6 +404,8 @@ void persistent_decode_cuda(const PersistentDecodeParams<T>& p, int grid_blocks,
 
 template int persistent_decode_grid<float>(int64_t, int64_t, int64_t, int64_t, int);
 template int persistent_decode_grid<__nv_bfloat16>(int64_t, int64_t, int64_t, int64_t, int);
+template int persistent_decode_grid_for<float>(const PersistentDecodeParams<float>&, int);
+template int persistent_decode_grid_for<__nv_bfloat16>(const PersistentDecodeParams<__nv_bfloat16>&, int);
 template void persistent_decode_cuda<float>(const PersistentDecodeParams<float>&, int, cudaStream_t);
 template void persistent_decode_cuda<__nv_bfloat16>(const PersistentDecodeParams<__nv_bfloat16>&, int, cudaStream_t);
 

@@ -65,6 +65,9 @@ struct CudaDecodeGraph::Impl {
   int grid_blocks = 0;
   void* layer_table = nullptr;  // device array of PersistentDecodeLayer<T>
   unsigned* barrier = nullptr;
+  int version = 2;                 // persistent kernel version (MAMBA_DECODE_VERSION=3: two barriers per layer)
+  std::vector<Tensor> transposed;  // version 3: x_proj and out_proj transposed, per layer
+  Tensor work;                     // version 3: f32 accumulators (persistent_decode_workspace_floats)
 
   template <class T>
   void build_layer_table() {
@@ -86,6 +89,21 @@ struct CudaDecodeGraph::Impl {
       e.D = L.D_.defined() ? static_cast<const float*>(L.D_.raw_data()) : nullptr;
       e.ssm_state = static_cast<float*>(st.ssm_state.raw_data());
       e.w_out = static_cast<const T*>(L.out_proj_w_.raw_data());
+      if (version == 3) {
+        const int64_t di = L.cfg_.d_inner(), xd = L.cfg_.rank() + 2 * L.cfg_.d_state, d = L.cfg_.d_model;
+        Tensor wxt = Tensor::empty({di, xd}, dt, dev), wot = Tensor::empty({di, d}, dt, dev);
+        kernels::cuda::transpose_rows_cuda<T>(e.w_x, xd, di, static_cast<T*>(wxt.raw_data()), s());
+        kernels::cuda::transpose_rows_cuda<T>(e.w_out, d, di, static_cast<T*>(wot.raw_data()), s());
+        e.w_x_t = static_cast<const T*>(wxt.raw_data());
+        e.w_out_t = static_cast<const T*>(wot.raw_data());
+        transposed.push_back(std::move(wxt));
+        transposed.push_back(std::move(wot));
+      }
+    }
+    if (version == 3 && !layers.empty()) {
+      const Mamba1Config& c = layers[0]->cfg_;
+      work = Tensor::zeros({kernels::cuda::persistent_decode_workspace_floats<T>(batch, c.d_model, c.rank(), c.d_state)},
+                           DType::f32, dev);
     }
     const size_t bytes = std::max<size_t>(1, t.size()) * sizeof(t[0]);
     MAMBA_CUDA_CHECK(op, cudaMalloc(&layer_table, bytes));
@@ -124,6 +142,8 @@ struct CudaDecodeGraph::Impl {
     p.y = static_cast<T*>(b.y.raw_data());
     p.logits = static_cast<float*>(logits.raw_data());
     p.barrier = barrier;
+    p.version = version;
+    p.work = work.defined() ? static_cast<float*>(work.raw_data()) : nullptr;
     const char* e = std::getenv("MAMBA_DECODE_PREFETCH");
     p.prefetch = !(e && std::string(e) == "0");
     const char* e3 = std::getenv("MAMBA_DECODE_P3SMEM");
@@ -305,16 +325,32 @@ CudaDecodeGraph::CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused, b
   I.logits = Tensor::empty({batch, head.size(0)}, DType::f32, I.dev);
   const char* env_persistent = std::getenv("MAMBA_DECODE_PERSISTENT");
   const bool want_persistent = persistent && !(env_persistent && std::string(env_persistent) == "0");
-  if (I.fused && want_persistent && !I.layers.empty()) {
+  const char* env_version = std::getenv("MAMBA_DECODE_VERSION");
+  I.version = env_version && std::string(env_version) == "3" ? 3 : 2;  // 2 stays the default until 3 is measured
+  if (want_persistent && !I.layers.empty() && batch <= 16) {
     const Mamba1Config& c = I.layers[0]->cfg_;
     bool same = true;  // one shape for every layer (the kernel reads the first layer's)
     for (const Mamba1* L : I.layers)
       same = same && L->cfg_.d_inner() == c.d_inner() && L->cfg_.d_state == c.d_state && L->cfg_.rank() == c.rank() &&
              L->cfg_.d_conv == c.d_conv && L->cfg_.d_model == c.d_model;
-    I.grid_blocks = !same ? 0
-                    : I.dt == DType::bf16
-                        ? kernels::cuda::persistent_decode_grid<__nv_bfloat16>(batch, d, c.d_inner(), c.d_conv)
-                        : kernels::cuda::persistent_decode_grid<float>(batch, d, c.d_inner(), c.d_conv);
+    auto grid_for = [&](int version) -> int {
+      if (!same || (version == 2 && !I.fused)) return 0;
+      if (I.dt == DType::bf16) {
+        kernels::cuda::PersistentDecodeParams<__nv_bfloat16> q;
+        q.batch = batch; q.d_model = d; q.d_inner = c.d_inner(); q.d_conv = c.d_conv; q.dstate = c.d_state;
+        q.dt_rank = c.rank(); q.version = version;
+        return kernels::cuda::persistent_decode_grid_for<__nv_bfloat16>(q);
+      }
+      kernels::cuda::PersistentDecodeParams<float> q;
+      q.batch = batch; q.d_model = d; q.d_inner = c.d_inner(); q.d_conv = c.d_conv; q.dstate = c.d_state;
+      q.dt_rank = c.rank(); q.version = version;
+      return kernels::cuda::persistent_decode_grid_for<float>(q);
+    };
+    I.grid_blocks = grid_for(I.version);
+    if (I.grid_blocks == 0 && I.version == 3) {  // e.g. f32 at batch 16: no stage fits; version 2 where it applies
+      I.version = 2;
+      I.grid_blocks = grid_for(2);
+    }
     if (I.grid_blocks > 0) {
       I.persistent = true;
       if (I.dt == DType::bf16)
