@@ -5,8 +5,11 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <utility>
 
 #include <omp.h>
+
+#include "top_k_heap.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -42,29 +45,8 @@ inline float round_up(double x) {
   return static_cast<double>(f) >= x ? f : std::nextafter(f, kInf);
 }
 
-inline bool better(const ScoredId& a, const ScoredId& b) {
-  return a.score > b.score || (a.score == b.score && a.id < b.id);
-}
-
-// A k-entry min-heap by better() (front = the worst kept).
-struct TopK {
-  size_t want = 0;
-  std::vector<ScoredId> heap;
-  float threshold() const {
-    if (want == 0) return kInf;
-    return heap.size() == want ? heap.front().score : -kInf;
-  }
-  void offer(const ScoredId& c) {
-    if (heap.size() == want) {
-      if (!better(c, heap.front())) return;
-      std::pop_heap(heap.begin(), heap.end(), better);
-      heap.back() = c;
-    } else {
-      heap.push_back(c);
-    }
-    std::push_heap(heap.begin(), heap.end(), better);
-  }
-};
+using detail::better;
+using detail::TopK;
 
 // The exclusion sets of a batch as sorted vectors (a binary search per candidate instead
 // of hashing; built once per batch).
@@ -112,17 +94,28 @@ struct Part {
   }
 };
 
-// The arguments both quantised passes check before anything else (the messages name the
-// argument and the limit).
-void check_batch_args(const std::vector<Tensor>& hidden, const std::vector<int64_t>& k,
-                      const std::vector<const std::unordered_set<int32_t>*>& exclude,
-                      const std::vector<const AllowSet*>& allow, int64_t table_items, int64_t table_d,
-                      int64_t N, int64_t D, const char* fn, const char* kind) {
+using detail::kLanes;  // requests per tile column group
+using detail::Lanes;
+constexpr int64_t kTileItems = 16;  // items per tile (rows)
+constexpr int64_t kTileK = 32;      // bf16 dimensions per tile
+constexpr int64_t kSparseFraction = 16;  // as serving.cc: sparse filters take the gathered path
+
+// The checks both quantised passes start with: the arguments (the messages name the
+// argument and the limit), then whether the pass applies at all (`amx` available, at
+// least one request, no sparse filter: those take the f32 pass's gathered path).
+bool quantised_pass_applies(bool amx, const std::vector<Tensor>& hidden, const std::vector<int64_t>& k,
+                            const std::vector<const std::unordered_set<int32_t>*>& exclude,
+                            const std::vector<const AllowSet*>& allow, int64_t table_items, int64_t table_d,
+                            int64_t N, int64_t D, const char* fn, const char* kind) {
   if (k.size() != hidden.size() || exclude.size() != hidden.size())
     fail("top_k_items_batch", "hidden, k and exclude must have one entry per request");
   if (!allow.empty() && allow.size() != hidden.size())
     fail("top_k_items_batch", "allow must be empty or have one entry per request");
   if (table_items != N || table_d != D) fail(fn, std::string("the ") + kind + " table is not this model's");
+  if (!amx || hidden.empty()) return false;
+  for (const AllowSet* a : allow)
+    if (a && a->count * kSparseFraction <= N) return false;
+  return true;
 }
 
 // Per request: the final threshold over every thread's lower bounds, then the exact f32
@@ -160,12 +153,6 @@ std::vector<std::vector<ScoredId>> rescore_exact(const Mamba4Rec& net, const std
   return all;
 }
 
-constexpr int64_t kLanes = 16;      // requests per tile column group
-constexpr int64_t kTileItems = 16;  // items per tile (rows)
-constexpr int64_t kTileK = 32;      // bf16 dimensions per tile
-constexpr int64_t kSparseFraction = 16;  // as serving.cc: sparse filters take the gathered path
-typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
-
 #ifdef MAMBA_REC_AMX
 struct alignas(64) TileConfig {
   uint8_t palette = 0, start_row = 0;
@@ -194,6 +181,70 @@ __attribute__((target("amx-tile,amx-bf16"))) void tiles_begin() {
   _tile_loadconfig(&cfg);
 }
 __attribute__((target("amx-tile"))) void tiles_end() { _tile_release(); }
+
+// The item loop both quantised passes share. Items go in steps of kStep (two tiles: their
+// scores stay in L1 between the tile stores and the candidate test); each OpenMP thread
+// takes a contiguous range of steps, with its own Part and per-request thresholds (the
+// padding lanes never pass), inside tiles_begin / tiles_end. Per step:
+//   begin()                once per thread after tiles_begin (tiles kept across steps);
+//   score(j0, nb, scores)  fills the (nb, 16 G) scores (T: float or int32) of items
+//                          [j0, j0 + nb) (0-based rows of the table);
+//   group(g, j0, scores)   a callable j -> Lanes: the upper bounds of group g's 16 requests
+//                          for item j of the step; a chunk of 16 items is looked at item by
+//                          item only when some request's bound reaches its threshold;
+//   item(j0, j, scores)    a callable b -> {lower, upper}: request b's bounds for item j.
+// An item whose upper bound reaches request b's threshold, not excluded and allowed, is
+// offered to b (Part::offer). Returns the threads' Parts (for rescore_exact).
+template <class T, class Begin, class Score, class Group, class Item>
+std::vector<Part> quantised_pass(const std::vector<int64_t>& k, int64_t B, int64_t N, int64_t G,
+                                 const Exclusions& excluded, const std::vector<const AllowSet*>& allow, Begin&& begin,
+                                 Score&& score, Group&& group, Item&& item) {
+  static_assert(sizeof(T) == 4);
+  constexpr int64_t kStep = 2 * kTileItems;
+  const int64_t Bp = G * kLanes;
+  const int64_t steps = (N + kStep - 1) / kStep;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), steps / 64 + 1)));
+  std::vector<Part> parts(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    Part& mine = parts[static_cast<size_t>(t)];
+    mine.init(k, B, N);
+    alignas(64) T sc_buf[kStep * 4 * kLanes];  // G <= 4 (B <= 64) in place; more on the heap
+    std::vector<T> sc_heap(G > 4 ? static_cast<size_t>(kStep * Bp) : 0);
+    T* const scores = G > 4 ? sc_heap.data() : sc_buf;
+    std::vector<float> thr(static_cast<size_t>(Bp), kInf);
+    for (int64_t b = 0; b < B; ++b) thr[static_cast<size_t>(b)] = mine.lower[static_cast<size_t>(b)].threshold();
+    tiles_begin();
+    begin();
+    const int64_t nt = omp_get_num_threads();
+    const int64_t first = steps * t / nt, last = steps * (t + 1) / nt;
+    for (int64_t st = first; st < last; ++st) {
+      const int64_t j0 = st * kStep, nb = std::min(kStep, N - j0);
+      score(j0, nb, scores);
+      for (int64_t c0 = 0; c0 < nb; c0 += kLanes) {
+        const int64_t c1 = std::min(nb, c0 + kLanes);
+        bool hit = false;
+        for (int64_t g = 0; g < G && !hit; ++g)
+          hit = detail::chunk_reaches(thr.data() + g * kLanes, c0, c1, group(g, j0, static_cast<const T*>(scores)));
+        if (!hit) continue;
+        for (int64_t j = c0; j < c1; ++j) {
+          const auto id = static_cast<int32_t>(j0 + j + 1);
+          const auto bounds = item(j0, j, static_cast<const T*>(scores));
+          for (int64_t b = 0; b < B; ++b) {
+            const auto [lower, upper] = bounds(b);
+            if (!(upper >= thr[static_cast<size_t>(b)])) continue;
+            if (excluded(b, id)) continue;
+            if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
+            thr[static_cast<size_t>(b)] = mine.offer(b, id, lower, upper);
+          }
+        }
+      }
+    }
+    tiles_end();
+  }
+  return parts;
+}
 
 bool amx_int8_probe() {
   unsigned a = 0, b = 0, c = 0, d = 0;
@@ -235,17 +286,19 @@ __attribute__((target("amx-tile,amx-int8"))) void score_tiles_int8(const int8_t*
 // qv (G groups x KT k-tiles of 16 pairs x 16 lanes x 2, the VNNI layout), f32.
 // Tiles: 0, 1 accumulators (two item tiles at once: two independent TDPBF16PS chains, the
 // instruction's latency is several times its throughput); 2-5 item tiles (two items tiles
-// x k-tiles 0, 1); 6, 7 the group's request tiles (loaded once when G = 1). dp <= 64 here
-// (KT <= 2); wider models take the one-chain loop below.
+// x k-tiles 0, 1); 6, 7 the group's request tiles. dp <= 64 here (KT <= 2); wider models
+// take the one-chain loop below. When G = 1 and KT <= 2 the caller has loaded the request
+// tiles once per thread (load_request_tiles: a reload per call stalls on the previous
+// call's multiplies), and they are left loaded on return.
+__attribute__((target("amx-tile,amx-bf16"))) void load_request_tiles(const uint16_t* qv, int64_t KT) {
+  _tile_loadd(6, qv, 64);
+  if (KT == 2) _tile_loadd(7, qv + 512, 64);
+}
 __attribute__((target("amx-tile,amx-bf16"))) void score_tiles(const uint16_t* rows, int64_t dp, int64_t nb,
                                                              const uint16_t* qv, int64_t G, float* scores) {
   const int64_t KT = dp / kTileK, Bp = G * kLanes, stride = dp * 2;
   int64_t t = 0;
   if (KT <= 2) {
-    if (G == 1) {
-      _tile_loadd(6, qv, 64);
-      if (KT == 2) _tile_loadd(7, qv + 512, 64);
-    }
     for (; t + 2 * kTileItems <= nb; t += 2 * kTileItems) {
       const uint16_t* a = rows + t * dp;
       const uint16_t* b = a + kTileItems * dp;
@@ -273,6 +326,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void score_tiles(const uint16_t* ro
       }
     }
   }
+  const bool tail = t < nb;
   for (; t < nb; t += kTileItems) {
     const uint16_t* a = rows + t * dp;
     for (int64_t g = 0; g < G; ++g) {
@@ -285,6 +339,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void score_tiles(const uint16_t* ro
       _tile_stored(0, scores + t * Bp + g * kLanes, Bp * 4);
     }
   }
+  if (tail && KT <= 2 && G == 1) load_request_tiles(qv, KT);  // as the caller left them
 }
 #endif
 
@@ -336,10 +391,8 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
                                                           int64_t* rescored) {
   const int64_t B = static_cast<int64_t>(hidden.size()), D = net.config().d_model, N = net.config().num_items;
   if (rescored) *rescored = 0;
-  check_batch_args(hidden, k, exclude, allow, table.num_items, table.d, N, D, "top_k_items_batch_bf16", "bf16");
-  bool fallback = !amx_bf16_available() || B == 0;
-  for (size_t b = 0; b < allow.size() && !fallback; ++b)
-    fallback = allow[b] && allow[b]->count * kSparseFraction <= N;
+  bool fallback = !quantised_pass_applies(amx_bf16_available(), hidden, k, exclude, allow, table.num_items, table.d, N,
+                                         D, "top_k_items_batch_bf16", "bf16");
   // The representations (f32) and their norms.
   std::vector<float> h(static_cast<size_t>(B * D));
   std::vector<float> qn(static_cast<size_t>(B));
@@ -380,65 +433,34 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
   }
   const uint16_t* rows = table.rows.data();
   const float* norms = table.norms.data();
-  const Exclusions excluded(exclude);
-  // Items go in steps of 32 (two tiles): their scores stay in L1 between the tile stores
-  // and the candidate test. Each thread takes a contiguous range of steps.
-  constexpr int64_t kStep = 2 * kTileItems;
-  const int64_t steps = (N + kStep - 1) / kStep;
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), steps / 64 + 1)));
-  std::vector<Part> parts(static_cast<size_t>(threads));
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num();
-    Part& mine = parts[static_cast<size_t>(t)];
-    mine.init(k, B, N);
-    alignas(64) float sc_buf[kStep * 4 * kLanes];  // G <= 4 (B <= 64) in place; more on the heap
-    std::vector<float> sc_heap(G > 4 ? static_cast<size_t>(kStep * Bp) : 0);
-    float* const scores = G > 4 ? sc_heap.data() : sc_buf;
-    std::vector<float> thr(static_cast<size_t>(Bp), kInf);  // padding lanes never pass
-    for (int64_t b = 0; b < B; ++b) thr[static_cast<size_t>(b)] = mine.lower[static_cast<size_t>(b)].threshold();
-    tiles_begin();
-    const int64_t nt = omp_get_num_threads();
-    const int64_t lo = steps * t / nt, hi = steps * (t + 1) / nt;
-    for (int64_t st = lo; st < hi; ++st) {
-      const int64_t j0 = st * kStep, nb = std::min(kStep, N - j0);
-      const int64_t nbp = (nb + kTileItems - 1) / kTileItems * kTileItems;  // rows to np are zero
-      score_tiles(rows + j0 * dp, dp, nbp, qv.data(), G, scores);
-      for (int64_t c0 = 0; c0 < nb; c0 += kLanes) {
-        const int64_t c1 = std::min(nb, c0 + kLanes);
-        bool hit = false;
-        for (int64_t g = 0; g < G && !hit; ++g) {
-          Lanes mx, sv, cv, av, tv;
-          for (int64_t i = 0; i < kLanes; ++i) mx[i] = -kInf;
-          __builtin_memcpy(&cv, cq.data() + g * kLanes, sizeof cv);
-          __builtin_memcpy(&av, ab.data() + g * kLanes, sizeof av);
-          for (int64_t j = c0; j < c1; ++j) {
-            __builtin_memcpy(&sv, scores + j * Bp + g * kLanes, sizeof sv);
-            const Lanes ub = sv + cv * norms[j0 + j] + av;
-            mx = ub > mx ? ub : mx;
-          }
-          __builtin_memcpy(&tv, thr.data() + g * kLanes, sizeof tv);
-          const auto pass = mx >= tv;
-          for (int64_t i = 0; i < kLanes; ++i) hit |= pass[i] != 0;
-        }
-        if (!hit) continue;
-        for (int64_t j = c0; j < c1; ++j) {
-          const float* s = scores + j * Bp;
-          const float en = norms[j0 + j];
-          const auto id = static_cast<int32_t>(j0 + j + 1);
-          for (int64_t b = 0; b < B; ++b) {
-            const float err = cq[static_cast<size_t>(b)] * en + ab[static_cast<size_t>(b)];
-            const float ub = s[b] + err;
-            if (!(ub >= thr[static_cast<size_t>(b)])) continue;
-            if (excluded(b, id)) continue;
-            if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
-            thr[static_cast<size_t>(b)] = mine.offer(b, id, s[b] - err, ub);
-          }
-        }
-      }
-    }
-    tiles_end();
-  }
+  const std::vector<Part> parts = quantised_pass<float>(
+      k, B, N, G, Exclusions(exclude), allow,
+      [&] {
+        if (G == 1 && KT <= 2) load_request_tiles(qv.data(), KT);
+      },
+      [&](int64_t j0, int64_t nb, float* scores) {
+        const int64_t nbp = (nb + kTileItems - 1) / kTileItems * kTileItems;  // rows to np are zero
+        score_tiles(rows + j0 * dp, dp, nbp, qv.data(), G, scores);
+      },
+      // The chunk test: per lane the upper bound s + cq |e_j| + ab.
+      [&](int64_t g, int64_t j0, const float* scores) {
+        Lanes cv, av;
+        __builtin_memcpy(&cv, cq.data() + g * kLanes, sizeof cv);
+        __builtin_memcpy(&av, ab.data() + g * kLanes, sizeof av);
+        return [=](int64_t j) {
+          Lanes sv;
+          __builtin_memcpy(&sv, scores + j * Bp + g * kLanes, sizeof sv);
+          return sv + cv * norms[j0 + j] + av;
+        };
+      },
+      [&](int64_t j0, int64_t j, const float* scores) {
+        const float* s = scores + j * Bp;
+        const float en = norms[j0 + j];
+        return [&cq, &ab, s, en](int64_t b) {
+          const float err = cq[static_cast<size_t>(b)] * en + ab[static_cast<size_t>(b)];
+          return std::pair<float, float>(s[b] - err, s[b] + err);
+        };
+      });
   return rescore_exact(net, h, k, parts, rescored);
 #endif
 }
@@ -517,10 +539,8 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
                                                           int64_t* rescored) {
   const int64_t B = static_cast<int64_t>(hidden.size()), D = net.config().d_model, N = net.config().num_items;
   if (rescored) *rescored = 0;
-  check_batch_args(hidden, k, exclude, allow, table.num_items, table.d, N, D, "top_k_items_batch_int8", "int8");
-  bool fallback = !amx_int8_available() || B == 0;
-  for (size_t b = 0; b < allow.size() && !fallback; ++b)
-    fallback = allow[b] && allow[b]->count * kSparseFraction <= N;
+  bool fallback = !quantised_pass_applies(amx_int8_available(), hidden, k, exclude, allow, table.num_items, table.d, N,
+                                         D, "top_k_items_batch_int8", "int8");
   const int64_t G = (B + kLanes - 1) / kLanes, Bp = G * kLanes;
   std::vector<float> h(static_cast<size_t>(B * D));
   // Per lane: t_b, h_b = 0.5 |q^_b|_1 + 0.25 D, and the absolute part g |q_b| max|e| + 2^-100.
@@ -563,73 +583,41 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
   // with h' = h kSlack per lane and w'_j = w_j kSlack (the slack only on the error terms).
   std::vector<float> hqs(static_cast<size_t>(Bp), 0.f);
   for (int64_t b = 0; b < B; ++b) hqs[static_cast<size_t>(b)] = round_up(static_cast<double>(hq[static_cast<size_t>(b)]) * kSlack);
-  const Exclusions excluded(exclude);
   const int8_t* rows = table.rows.data();
   const float* meta = table.meta.data();
-  constexpr int64_t kStep = 2 * kTileItems;
-  const int64_t steps = (N + kStep - 1) / kStep;
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), steps / 64 + 1)));
-  std::vector<Part> parts(static_cast<size_t>(threads));
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num();
-    Part& mine = parts[static_cast<size_t>(t)];
-    mine.init(k, B, N);
-    std::vector<int32_t> iscores(static_cast<size_t>(kStep * Bp));
-    typedef int32_t ILanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
-    std::vector<float> thr(static_cast<size_t>(Bp), kInf);
-    for (int64_t b = 0; b < B; ++b) thr[static_cast<size_t>(b)] = mine.lower[static_cast<size_t>(b)].threshold();
-    tiles_begin();
-    const int64_t nt = omp_get_num_threads();
-    const int64_t lo = steps * t / nt, hi = steps * (t + 1) / nt;
-    for (int64_t st = lo; st < hi; ++st) {
-      const int64_t j0 = st * kStep, nb = std::min(kStep, N - j0);
-      const int64_t nbp = nb > kTileItems ? kStep : kTileItems;  // rows to np are zero
-      score_tiles_int8(rows + j0 * 64, nbp, qv.data(), G, iscores.data());
-      // The chunk test: per lane the upper bound t (s_j I + s_j h' + w'_j) + a, its maximum
-      // over the chunk's items against the thresholds; a chunk that passes is looked at item
-      // by item.
-      for (int64_t c0 = 0; c0 < nb; c0 += kLanes) {
-        const int64_t c1 = std::min(nb, c0 + kLanes);
-        bool hit = false;
-        for (int64_t g = 0; g < G && !hit; ++g) {
-          Lanes tv, hv, av, mx, thv;
-          __builtin_memcpy(&tv, tq.data() + g * kLanes, sizeof tv);
-          __builtin_memcpy(&hv, hqs.data() + g * kLanes, sizeof hv);
-          __builtin_memcpy(&av, aq.data() + g * kLanes, sizeof av);
-          for (int64_t i = 0; i < kLanes; ++i) mx[i] = -kInf;
-          for (int64_t j = c0; j < c1; ++j) {
-            ILanes iv;
-            __builtin_memcpy(&iv, iscores.data() + j * Bp + g * kLanes, sizeof iv);
-            const float sj = meta[2 * (j0 + j)], wj = meta[2 * (j0 + j) + 1] * kSlack;
-            const Lanes x = __builtin_convertvector(iv, Lanes) * sj + (hv * sj + wj);
-            const Lanes ub = x * tv + av;
-            mx = ub > mx ? ub : mx;
-          }
-          __builtin_memcpy(&thv, thr.data() + g * kLanes, sizeof thv);
-          const auto pass = mx >= thv;
-          for (int64_t i = 0; i < kLanes; ++i) hit |= pass[i] != 0;
-        }
-        if (!hit) continue;
-        for (int64_t j = c0; j < c1; ++j) {
-          const auto id = static_cast<int32_t>(j0 + j + 1);
-          const float sj = meta[2 * (j0 + j)], wj = meta[2 * (j0 + j) + 1];
-          for (int64_t b = 0; b < B; ++b) {
-            const auto I = static_cast<float>(iscores[static_cast<size_t>(j * Bp + b)]);
-            const float ts = tq[static_cast<size_t>(b)] * sj;
-            const float sv = I * ts;
-            const float err = (ts * hq[static_cast<size_t>(b)] + tq[static_cast<size_t>(b)] * wj) * kSlack +
-                              aq[static_cast<size_t>(b)];
-            if (!(sv + err >= thr[static_cast<size_t>(b)])) continue;
-            if (excluded(b, id)) continue;
-            if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
-            thr[static_cast<size_t>(b)] = mine.offer(b, id, sv - err, sv + err);
-          }
-        }
-      }
-    }
-    tiles_end();
-  }
+  typedef int32_t ILanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
+  const std::vector<Part> parts = quantised_pass<int32_t>(
+      k, B, N, G, Exclusions(exclude), allow, [] {},
+      [&](int64_t j0, int64_t nb, int32_t* iscores) {
+        const int64_t nbp = nb > kTileItems ? 2 * kTileItems : kTileItems;  // rows to np are zero
+        score_tiles_int8(rows + j0 * 64, nbp, qv.data(), G, iscores);
+      },
+      // The chunk test: per lane the upper bound t (s_j I + s_j h' + w'_j) + a.
+      [&](int64_t g, int64_t j0, const int32_t* iscores) {
+        Lanes tv, hv, av;
+        __builtin_memcpy(&tv, tq.data() + g * kLanes, sizeof tv);
+        __builtin_memcpy(&hv, hqs.data() + g * kLanes, sizeof hv);
+        __builtin_memcpy(&av, aq.data() + g * kLanes, sizeof av);
+        return [=](int64_t j) {
+          ILanes iv;
+          __builtin_memcpy(&iv, iscores + j * Bp + g * kLanes, sizeof iv);
+          const float sj = meta[2 * (j0 + j)], wj = meta[2 * (j0 + j) + 1] * kSlack;
+          const Lanes x = __builtin_convertvector(iv, Lanes) * sj + (hv * sj + wj);
+          return x * tv + av;
+        };
+      },
+      [&](int64_t j0, int64_t j, const int32_t* iscores) {
+        const float sj = meta[2 * (j0 + j)], wj = meta[2 * (j0 + j) + 1];
+        const int32_t* row = iscores + j * Bp;
+        return [&tq, &hq, &aq, row, sj, wj](int64_t b) {
+          const auto I = static_cast<float>(row[b]);
+          const float ts = tq[static_cast<size_t>(b)] * sj;
+          const float sv = I * ts;
+          const float err = (ts * hq[static_cast<size_t>(b)] + tq[static_cast<size_t>(b)] * wj) * kSlack +
+                            aq[static_cast<size_t>(b)];
+          return std::pair<float, float>(sv - err, sv + err);
+        };
+      });
   // Per request the threshold, the exact f32 scores of the candidates, ranked (as bf16).
   return rescore_exact(net, h, k, parts, rescored);
 #endif

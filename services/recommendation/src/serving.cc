@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include "mamba/kernels/gemm.h"
+#include "top_k_heap.h"
 
 
 namespace mamba::recommendation {
@@ -45,40 +46,16 @@ std::vector<ScoredId> top_k_items(const Mamba4Rec& net, const Tensor& hidden, in
 
 namespace {
 
-// best-first order: higher score, then the lower id.
-inline bool better(const ScoredId& a, const ScoredId& b) {
-  return a.score > b.score || (a.score == b.score && a.id < b.id);
-}
-
-// A k-entry min-heap of the best candidates so far (front = the worst of them).
-struct TopK {
-  size_t want = 0;
-  std::vector<ScoredId> heap;
-  // Candidates must score at least this to be considered (-inf until the heap is full).
-  float threshold() const {
-    if (want == 0) return std::numeric_limits<float>::infinity();
-    return heap.size() == want ? heap.front().score : -std::numeric_limits<float>::infinity();
-  }
-  void offer(const ScoredId& c) {
-    if (heap.size() == want) {
-      if (!better(c, heap.front())) return;
-      std::pop_heap(heap.begin(), heap.end(), better);
-      heap.back() = c;
-    } else {
-      heap.push_back(c);
-    }
-    std::push_heap(heap.begin(), heap.end(), better);
-  }
-};
+using detail::better;
+using detail::TopK;
+using detail::chunk_reaches;
 
 // Items per block: a block's B x kBlock scores stay in cache between the GEMM that writes
 // them and the top-k scan that reads them.
 constexpr int64_t kScoreBlock = 2048;
 
-// Requests are scored in groups of 16 (one 64-byte vector of floats; GCC/Clang vector
-// extensions, lowered to AVX-512, AVX2 or SSE by the target).
-constexpr int64_t kLanes = 16;
-typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+using detail::kLanes;
+using detail::Lanes;
 
 // scores (n, Bp) row-major = E (n, D) rows times hT, where hT is (G, D, 16) (group g holds
 // requests 16g .. 16g + 15, zero-padded) and Bp = 16 G. Eight items at a time keep eight
@@ -250,17 +227,12 @@ std::vector<std::vector<ScoredId>> top_k_items_batch(const Mamba4Rec& net, const
         if (B == 1) {
           for (int64_t j = c0; j < c1; ++j) hit |= scores[static_cast<size_t>(j)] >= thr[0];
         } else {
-          for (int64_t g = 0; g < G && !hit; ++g) {
-            Lanes mx, sv, tv;
-            for (int64_t i = 0; i < kLanes; ++i) mx[i] = -std::numeric_limits<float>::infinity();
-            for (int64_t j = c0; j < c1; ++j) {
+          for (int64_t g = 0; g < G && !hit; ++g)
+            hit = chunk_reaches(thr.data() + g * kLanes, c0, c1, [&](int64_t j) {
+              Lanes sv;
               __builtin_memcpy(&sv, scores.data() + j * stride + g * kLanes, sizeof sv);
-              mx = sv > mx ? sv : mx;
-            }
-            __builtin_memcpy(&tv, thr.data() + g * kLanes, sizeof tv);
-            const auto pass = mx >= tv;
-            for (int64_t i = 0; i < kLanes; ++i) hit |= pass[i] != 0;
-          }
+              return sv;
+            });
         }
         if (!hit) continue;
         for (int64_t j = c0; j < c1; ++j) {
