@@ -187,6 +187,20 @@ std::unordered_set<int32_t> exclusions(const RecModel& m, const Req& req, const 
   return ex;
 }
 
+int cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+int work_threads(const RecServiceOptions& o) {
+  return o.work_threads > 0 ? static_cast<int>(o.work_threads) : std::max(4, 2 * cores());
+}
+
+// Batched prefills running at once: half the cores by default (the other half serves gRPC,
+// scoring and the store; a batch runs single-threaded); without batching as many as the
+// pool has threads (every miss prefilled at once, as before batching).
+int prefill_workers(const RecServiceOptions& o) {
+  if (o.prefill_workers > 0) return static_cast<int>(o.prefill_workers);
+  return o.prefill_batch > 1 ? std::max(1, cores() / 2) : work_threads(o);
+}
+
 }  // namespace
 
 // ---- filters -------------------------------------------------------------------------
@@ -285,9 +299,9 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
                std::chrono::seconds(std::max<int64_t>(0, opts.attribute_refresh_s))),
       scorer_(rt.batcher_options("recommend"),
               [this](const std::string& key, std::vector<ScoreJob>& jobs) { return score_batch(key, jobs); }),
-      pool_work_(opts.work_threads > 0
-                     ? static_cast<int>(opts.work_threads)
-                     : std::max(4, 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())))) {
+      prefills_queue_(static_cast<size_t>(std::max<int64_t>(1, opts.prefill_batch)), prefill_workers(opts),
+                      [this](std::vector<PrefillJob>& jobs) { run_prefills(jobs); }),
+      pool_work_(work_threads(opts)) {
   auto& m = rt_.metrics();
   const char* lookups = "Recommend calls by where the user's state came from (hit: the cache; miss: a store prefill)";
   cache_hits_ = &m.counter("mamba_rec_state_cache_total", lookups, {{"result", "hit"}});
@@ -299,6 +313,9 @@ RecommendationServiceImpl::RecommendationServiceImpl(sv::Runtime& rt, sv::ModelR
   history_hits_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "hit"}});
   history_misses_ = &m.counter("mamba_rec_history_state_total", hist, {{"result", "miss"}});
   scoring_threads_ = std::max(1, omp_get_max_threads());
+  prefills_ = &m.counter("mamba_rec_prefills_total", "cold states (Recommend misses, new RecommendFromHistory windows) prefilled");
+  prefill_batches_ = &m.counter("mamba_rec_prefill_batches_total",
+                                "batched prefills run (one store read and one forward per window length each)");
   rescored_ = &m.counter("mamba_rec_rescored_total",
                          "items rescored in f32 after the int8/bf16 scoring pass (candidates whose error bound reaches the k-th)");
   invalidated_ = &m.counter("mamba_rec_state_invalidations_total",
@@ -385,6 +402,73 @@ std::vector<std::vector<ScoredId>> RecommendationServiceImpl::score_batch(const 
   return top_k_items_batch(*model->net, hidden, ks, excl, allow);
 }
 
+void RecommendationServiceImpl::run_prefills(std::vector<PrefillJob>& jobs) {
+  request_thread_kernels_single_threaded();
+  prefill_batches_->inc();
+  // Normally one model version; a hot swap may mix two: one pass per version.
+  std::map<std::string, std::vector<PrefillJob*>> by_model;
+  for (PrefillJob& j : jobs) by_model[j.model_key].push_back(&j);
+  for (auto& [key, group] : by_model) {
+    const RecModel& m = *group.front()->model;
+    const size_t L = static_cast<size_t>(m.net->config().max_seq_len);
+    std::vector<PrefillJob::Result> res(group.size());
+    std::vector<std::exception_ptr> err(group.size());
+    // The users' windows: one store query for all of them.
+    std::vector<std::string> users;
+    std::vector<size_t> user_job;
+    for (size_t i = 0; i < group.size(); ++i) {
+      if (group[i]->user.empty()) {
+        res[i].window = std::move(group[i]->window);
+      } else {
+        users.push_back(group[i]->user);
+        user_job.push_back(i);
+      }
+    }
+    if (!users.empty()) {
+      const uint64_t token = cache_->token();  // before the read: a write after it keeps these out of the cache
+      try {
+        const auto events = with_store([&] {
+          auto conn = pool_.acquire();
+          return last_interactions_batch(*conn, users, static_cast<int64_t>(L));
+        });
+        for (size_t u = 0; u < users.size(); ++u) {
+          PrefillJob::Result& r = res[user_job[u]];
+          r.token = token;
+          if (!events[u]) {
+            err[user_job[u]] = std::make_exception_ptr(
+                sv::ServiceError(StatusCode::NOT_FOUND, "user '" + users[u] + "' is not known", "user_id"));
+            continue;
+          }
+          // Newest first from the store: the known items oldest first, the last L kept.
+          for (auto it = events[u]->rbegin(); it != events[u]->rend(); ++it) {
+            const int32_t id = m.items.find(it->item_key);
+            if (id > 0) r.window.push_back(id);
+            r.last_ts = std::max(r.last_ts, it->ts);
+          }
+          if (r.window.size() > L) r.window.erase(r.window.begin(), r.window.end() - static_cast<std::ptrdiff_t>(L));
+        }
+      } catch (...) {
+        for (size_t i : user_job) err[i] = std::current_exception();
+      }
+    }
+    std::vector<const std::vector<int32_t>*> windows;
+    std::vector<size_t> rows;
+    for (size_t i = 0; i < group.size(); ++i)
+      if (!err[i]) {
+        windows.push_back(&res[i].window);
+        rows.push_back(i);
+      }
+    try {
+      std::vector<Mamba4RecState> states = m.net->prefill_batch(windows);
+      for (size_t w = 0; w < rows.size(); ++w) res[rows[w]].state = std::move(states[w]);
+      prefills_->inc(rows.size());
+    } catch (...) {
+      for (size_t i : rows) err[i] = std::current_exception();
+    }
+    for (size_t i = 0; i < group.size(); ++i) group[i]->done(err[i], err[i] ? nullptr : &res[i]);
+  }
+}
+
 void RecommendationServiceImpl::score_and_finish(sv::AsyncCall& call, const std::string& key, ScoreJob job,
                                                  Answer answer, v1::RecommendResponse* resp) {
   sv::AsyncCall* c = &call;
@@ -423,7 +507,6 @@ void RecommendationServiceImpl::recommend_user(sv::AsyncCall& call, const v1::Re
   if (req->filters_size() > 0 && !may_block) return to_pool();
   sv::LoadedModelInfo info;
   const auto m = model(req->model(), &info);
-  const Mamba4Rec& net = *m->net;
   const std::string key = model_key(info);
   Tensor hidden;
   std::deque<int32_t> window;
@@ -462,25 +545,32 @@ void RecommendationServiceImpl::recommend_user(sv::AsyncCall& call, const v1::Re
   }
   (from_cache ? cache_hits_ : cache_misses_)->inc();
   if (!from_cache) {
-    const uint64_t token = cache_->token();
-    std::vector<Interaction> events = with_store([&] {
-      auto conn = pool_.acquire();
-      return last_interactions(*conn, req->user_id(), net.config().max_seq_len);
-    });
-    std::vector<int32_t> history;
-    double last_ts = -1e300;
-    for (auto it = events.rbegin(); it != events.rend(); ++it) {
-      const int32_t id = m->items.find(it->item_key);
-      if (id > 0) history.push_back(id);
-      last_ts = std::max(last_ts, it->ts);
-    }
-    auto entry = std::make_shared<CachedUser>();
-    entry->model_key = key;
-    entry->model = m;
-    entry->state = make_user_state(net, history, last_ts);
-    hidden = entry->state.net.hidden;
-    window = entry->state.window;
-    if (fresh_cache) cache_->insert(req->user_id(), std::move(entry), token);
+    // The user's state: read from the store and prefilled together with the other cold
+    // calls queued meanwhile (PrefillQueue), then cached and scored.
+    sv::AsyncCall* c = &call;
+    PrefillJob job;
+    job.model_key = key;
+    job.model = m;
+    job.user = req->user_id();
+    job.done = [this, c, req, resp, m, info, key, allow, fresh_cache](std::exception_ptr e, PrefillJob::Result* r) {
+      if (e) return c->fail(e);
+      try {
+        auto entry = std::make_shared<CachedUser>();
+        entry->model_key = key;
+        entry->model = m;
+        entry->state.window.assign(r->window.begin(), r->window.end());
+        entry->state.net = std::move(r->state);
+        entry->state.last_ts = r->last_ts;
+        ScoreJob sj{m, entry->state.net.hidden, req->k(), exclusions(*m, *req, r->window), allow};
+        const auto length = static_cast<int64_t>(r->window.size());
+        if (fresh_cache) cache_->insert(req->user_id(), std::move(entry), r->token);
+        score_and_finish(*c, key, std::move(sj), {m, info, false, length}, resp);
+      } catch (...) {
+        c->fail(std::current_exception());
+      }
+    };
+    prefills_queue_.submit(std::move(job));
+    return;
   }
   ScoreJob job{m, hidden, req->k(), exclusions(*m, *req, window), allow};
   score_and_finish(call, key, std::move(job), {m, info, from_cache, static_cast<int64_t>(window.size())}, resp);
@@ -535,8 +625,29 @@ void RecommendationServiceImpl::recommend_history(sv::AsyncCall& call, const v1:
       return;
     }
   }
-  if (!state) state = history_state(*m->net, key, history, &history_cache_, steps, &from_cache);
+  if (!state) state = history_state(*m->net, key, history, &history_cache_, steps, &from_cache, /*prefill*/ false);
   (from_cache ? history_hits_ : history_misses_)->inc();
+  if (!state) {
+    // A window to prefill: batched with the other cold calls queued meanwhile.
+    sv::AsyncCall* c = &call;
+    PrefillJob job;
+    job.model_key = key;
+    job.model = m;
+    job.window = history;
+    job.done = [this, c, req, resp, m, info, key](std::exception_ptr e, PrefillJob::Result* r) {
+      if (e) return c->fail(e);
+      try {
+        auto st = std::make_shared<const Mamba4RecState>(std::move(r->state));
+        history_cache_.insert(key, r->window, st);
+        ScoreJob sj{m, st->hidden, req->k(), exclusions(*m, *req, r->window), nullptr};
+        score_and_finish(*c, key, std::move(sj), {m, info, false, static_cast<int64_t>(r->window.size())}, resp);
+      } catch (...) {
+        c->fail(std::current_exception());
+      }
+    };
+    prefills_queue_.submit(std::move(job));
+    return;
+  }
   ScoreJob job{m, state->hidden, req->k(), exclusions(*m, *req, history), nullptr};
   score_and_finish(call, key, std::move(job), {m, info, from_cache, static_cast<int64_t>(history.size())}, resp);
 }

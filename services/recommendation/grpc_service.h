@@ -73,6 +73,8 @@ struct RecServiceOptions {
   int64_t cache_filters = 256;          // allow sets kept (LRU) per distinct filter list
   int64_t max_filters = 64;             // filters per Recommend
   int64_t work_threads = 0;             // WorkPool threads (cache misses); 0: 2 x the cores, at least 4
+  int64_t prefill_batch = 32;           // cold states prefilled together (PrefillQueue); 1: one by one
+  int64_t prefill_workers = 0;          // batched prefills running at once; 0: half the cores, at least 1
   std::string scoring = "int8";         // int8 / bf16: bf16_scoring.h where AMX runs (same answers); f32
 };
 
@@ -250,6 +252,8 @@ class RecommendationServiceImpl final : public RecommendationAsyncBase {
   serve::Counter* history_hits_ = nullptr;    // mamba_rec_history_state_total{result="hit"}
   serve::Counter* history_misses_ = nullptr;  // {result="miss"}: a prefill of the window
   serve::Counter* rescored_ = nullptr;        // mamba_rec_rescored_total: candidates rescored in f32
+  serve::Counter* prefills_ = nullptr;        // mamba_rec_prefills_total: cold windows prefilled
+  serve::Counter* prefill_batches_ = nullptr; // mamba_rec_prefill_batches_total: batched prefills (store reads)
   // The int8 / bf16 item table per model key, used by the scoring batcher's worker only;
   // rebuilt when the key's model object changes. Both null: f32 (no AMX, a non-finite table).
   struct FastEntry {
@@ -263,6 +267,8 @@ class RecommendationServiceImpl final : public RecommendationAsyncBase {
   // Declared last: stopped (and its worker joined) before the members it uses go; the pool
   // first (its tasks submit to the batcher).
   serve::DynamicBatcher<ScoreJob, std::vector<ScoredId>> scorer_;
+  PrefillQueue prefills_queue_;  // runs on the pool's threads (its jobs submit to the scorer)
+  void run_prefills(std::vector<PrefillJob>& jobs);
   WorkPool pool_work_;
 
   // Queues `job` on the scoring batcher; its worker fills `resp` and finishes `call`.

@@ -181,6 +181,17 @@ int main(int argc, char** argv) {
                   "window is prefilled")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
+  srv->add_option("--prefill-batch", rec_opts.prefill_batch,
+                  "cold states (Recommend misses, new RecommendFromHistory windows) read from the store in one query "
+                  "and prefilled in one batched forward, at most this many (1: one by one)")
+      ->envname("MAMBA_REC_PREFILL_BATCH")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  srv->add_option("--prefill-workers", rec_opts.prefill_workers,
+                  "batched prefills running at once (0: half the cores, at least 1; with --prefill-batch 1 every "
+                  "work-pool thread)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
   srv->add_option("--max-history-items", rec_opts.max_history_items, "items per RecommendFromHistory")
       ->check(CLI::PositiveNumber);
   srv->add_option("--max-add-interactions", rec_opts.max_add_interactions, "events per AddInteractions")

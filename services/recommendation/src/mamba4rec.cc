@@ -1,6 +1,7 @@
 #include "mamba/recommendation/mamba4rec.h"
 
 #include <algorithm>
+#include <map>
 
 #include "mamba/io/json_config.h"
 #include "mamba/kernels/gemm.h"
@@ -181,6 +182,53 @@ Mamba4RecState Mamba4Rec::prefill(const std::vector<int32_t>& items) const {
   }
   s.hidden = h.value().contiguous().select(1, L - 1).reshape({D}).clone();
   return s;
+}
+
+std::vector<Mamba4RecState> Mamba4Rec::prefill_batch(const std::vector<const std::vector<int32_t>*>& items) const {
+  std::vector<Mamba4RecState> out(items.size());
+  // Rows by length (0: the empty history's state).
+  std::map<size_t, std::vector<size_t>> by_length;
+  for (size_t i = 0; i < items.size(); ++i) by_length[items[i]->size()].push_back(i);
+  ag::NoGradGuard ng;
+  const int64_t D = cfg_.d_model;
+  for (const auto& [len, rows] : by_length) {
+    if (len == 0) {
+      for (size_t i : rows) out[i] = init_state();
+      continue;
+    }
+    if (rows.size() == 1) {
+      out[rows[0]] = prefill(*items[rows[0]]);
+      continue;
+    }
+    const auto b = static_cast<int64_t>(rows.size()), L = static_cast<int64_t>(len);
+    Tensor ids = Tensor::empty({b, L}, DType::i64);
+    int64_t* p = ids.data<int64_t>();
+    for (int64_t r = 0; r < b; ++r)
+      for (int64_t t = 0; t < L; ++t) {
+        const int32_t id = (*items[rows[static_cast<size_t>(r)]])[static_cast<size_t>(t)];
+        if (id < 1 || id > cfg_.num_items)
+          fail("Mamba4Rec::prefill_batch", "item id " + std::to_string(id) + " outside 1..num_items");
+        p[r * L + t] = id;
+      }
+    std::vector<nn::LayerState> states;
+    ag::Var h = emb_norm_(emb_(ids));
+    for (const auto& l : layers_) {
+      nn::LayerState st = l.mixer.mixer().init_state(b);
+      const Tensor m = l.mixer.mixer().forward(h.value().contiguous(), &st);
+      h = l.norm1(ag::add(h, ag::Var(m)));
+      h = l.norm2(ag::add(h, l.fc2(ag::gelu(l.fc1(h)))));
+      states.push_back(std::move(st));
+    }
+    const Tensor last = h.value().contiguous().select(1, L - 1).contiguous();  // (b, D)
+    for (int64_t r = 0; r < b; ++r) {
+      Mamba4RecState& s = out[rows[static_cast<size_t>(r)]];
+      s.consumed = L;
+      s.hidden = last.select(0, r).reshape({D}).clone();
+      for (const nn::LayerState& st : states)
+        s.layers.push_back({st.conv_state.slice(0, r, r + 1).clone(), st.ssm_state.slice(0, r, r + 1).clone()});
+    }
+  }
+  return out;
 }
 
 void Mamba4Rec::advance(Mamba4RecState& s, int32_t item) const {

@@ -393,7 +393,7 @@ size_t HistoryStateCache::size() const {
 
 std::shared_ptr<const Mamba4RecState> history_state(const Mamba4Rec& net, const std::string& model_key,
                                                     const std::vector<int32_t>& window, HistoryStateCache* cache,
-                                                    size_t max_steps, bool* from_cache) {
+                                                    size_t max_steps, bool* from_cache, bool prefill) {
   if (from_cache) *from_cache = false;
   if (!cache || window.empty()) return std::make_shared<const Mamba4RecState>(net.prefill(window));
   const size_t min_length = window.size() > max_steps ? window.size() - max_steps : 1;
@@ -408,11 +408,41 @@ std::shared_ptr<const Mamba4RecState> history_state(const Mamba4Rec& net, const 
     for (size_t i = hit.length; i < window.size(); ++i) net.advance(s, window[i]);
     out = std::make_shared<const Mamba4RecState>(std::move(s));
     if (from_cache) *from_cache = true;
+  } else if (!prefill) {
+    return nullptr;
   } else {
     out = std::make_shared<const Mamba4RecState>(net.prefill(window));
   }
   cache->insert(model_key, window, out);
   return out;
+}
+
+// ---- the prefill queue ---------------------------------------------------------------
+
+void PrefillQueue::submit(PrefillJob job) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    pending_.push_back(std::move(job));
+    if (running_ >= workers_) return;  // a running batch's thread takes it
+    ++running_;
+  }
+  for (;;) {
+    std::vector<PrefillJob> batch;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (pending_.empty()) {
+        --running_;
+        return;
+      }
+      const size_t n = std::min(max_batch_, pending_.size());
+      batch.reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(pending_.front()));
+        pending_.pop_front();
+      }
+    }
+    run_(batch);
+  }
 }
 
 }  // namespace mamba::recommendation

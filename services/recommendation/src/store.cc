@@ -129,6 +129,54 @@ std::vector<Interaction> last_interactions(pqxx::connection& conn, const std::st
   return out;
 }
 
+namespace {
+
+// A PostgreSQL text[] literal: {"a","b"} with " and \ escaped.
+std::string text_array(const std::vector<std::string>& values) {
+  std::string a = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) a += ',';
+    a += '"';
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') a += '\\';
+      a += c;
+    }
+    a += '"';
+  }
+  return a + "}";
+}
+
+}  // namespace
+
+std::vector<std::optional<std::vector<Interaction>>> last_interactions_batch(pqxx::connection& conn,
+                                                                             const std::vector<std::string>& user_keys,
+                                                                             int64_t n) {
+  std::vector<std::optional<std::vector<Interaction>>> out(user_keys.size());
+  if (user_keys.empty()) return out;
+  pqxx::read_transaction tx(conn);
+  // Per requested key (its position q.ord): the user's id (NULL: unknown) and its newest n
+  // events through the (user_id, ts, id) index (LATERAL ... LIMIT n); no row of events for
+  // a known user without events (e.item NULL).
+  const auto r = tx.exec_params(
+      "SELECT q.ord, u.id, e.item, e.ts, e.event_type, e.weight"
+      " FROM unnest($1::text[]) WITH ORDINALITY AS q(key, ord)"
+      " LEFT JOIN users u ON u.external_key = q.key"
+      " LEFT JOIN LATERAL (SELECT it.external_key AS item, x.ts, x.event_type, x.weight, x.id"
+      "   FROM interactions x JOIN items it ON it.id = x.item_id"
+      "   WHERE x.user_id = u.id ORDER BY x.ts DESC, x.id DESC LIMIT $2) e ON true"
+      " ORDER BY q.ord, e.ts DESC, e.id DESC",
+      text_array(user_keys), std::max<int64_t>(0, n));
+  for (const auto& row : r) {
+    const auto i = static_cast<size_t>(row[0].as<int64_t>() - 1);
+    if (row[1].is_null()) continue;  // unknown user: stays nullopt
+    auto& events = out[i];
+    if (!events) events.emplace();
+    if (row[2].is_null()) continue;  // no events
+    events->push_back({row[2].as<std::string>(), row[3].as<double>(), row[4].as<std::string>(), row[5].as<float>()});
+  }
+  return out;
+}
+
 AddResult add_interactions(pqxx::connection& conn, const std::vector<NewInteraction>& events) {
   for (size_t i = 0; i < events.size(); ++i) {
     const auto& e = events[i];

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,11 +21,14 @@
 #include <map>
 #include <set>
 #include <thread>
+#include <unordered_set>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "mamba/common/v1/common.pb.h"
 #include "mamba/recommendation/ingest.h"
 #include "mamba/recommendation/migrations.h"
+#include "mamba/recommendation/model_dir.h"
+#include "mamba/recommendation/serving.h"
 #include "mamba/recommendation/store.h"
 #include "mamba/recommendation/synthetic.h"
 #include "mamba/recommendation/v1/recommendation.grpc.pb.h"
@@ -54,8 +58,8 @@ constexpr int kMaxSeqLen = 6;
 class Server {
  public:
   static constexpr const char* kService = "mamba.recommendation.v1.RecommendationService";
-  Server(const fs::path& dir, const std::string& db)
-      : metrics_file_(dir / "metrics-port"), proc_(start(dir, db, metrics_file_)),
+  Server(const fs::path& dir, const std::string& db, const std::vector<std::string>& extra_args = {})
+      : metrics_file_(dir / "metrics-port"), proc_(start(dir, db, metrics_file_, extra_args)),
         stub_(rv::RecommendationService::NewStub(proc_.channel())) {}
 
   int terminate_and_wait() { return proc_.terminate_and_wait(); }
@@ -94,14 +98,16 @@ class Server {
   }
 
  private:
-  static mamba::testing::ServerProcess start(const fs::path& dir, const std::string& db, const fs::path& metrics_file) {
+  static mamba::testing::ServerProcess start(const fs::path& dir, const std::string& db, const fs::path& metrics_file,
+                                             const std::vector<std::string>& extra_args) {
     std::ofstream(dir / "tokens") << kToken << "\n";
     fs::remove(metrics_file);
-    return mamba::testing::ServerProcess(
-        {MAMBA_REC_BIN, "serve", "--db", db, "--model-root", (dir / "models").string(), "--auth-token-file",
-         (dir / "tokens").string(), "--poll-seconds", "0", "--drain-seconds", "0.1", "--grace-seconds", "1",
-         "--cache-users", "8", "--metrics-port", "-1", "--metrics-port-file", metrics_file.string()},
-        dir, {{"OMP_NUM_THREADS", "1"}});
+    std::vector<std::string> args = {MAMBA_REC_BIN, "serve", "--db", db, "--model-root", (dir / "models").string(),
+                                     "--auth-token-file", (dir / "tokens").string(), "--poll-seconds", "0",
+                                     "--drain-seconds", "0.1", "--grace-seconds", "1", "--cache-users", "8",
+                                     "--metrics-port", "-1", "--metrics-port-file", metrics_file.string()};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    return mamba::testing::ServerProcess(args, dir, {{"OMP_NUM_THREADS", "1"}});
   }
   fs::path metrics_file_;
   mamba::testing::ServerProcess proc_;
@@ -608,6 +614,128 @@ TEST_F(RecServer, WritesByOtherProcessesReachTheCache) {
   EXPECT_TRUE(r5.from_cache());
   const std::string text = s.metrics();
   if (!text.empty()) EXPECT_NE(text.find("mamba_rec_state_invalidations_total 3"), std::string::npos) << text;
+  EXPECT_EQ(s.terminate_and_wait(), 0);
+}
+
+// The value of an unlabelled counter in a /metrics text (-1 when absent).
+double metric_value(const std::string& text, const std::string& name) {
+  const size_t at = text.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
+}
+
+TEST_F(RecServer, ConcurrentColdUsersArePrefilledTogether) {
+  // Cold Recommend calls for users of different history lengths (1..8 events: windows
+  // of 1..5 items and full windows of 6) and RecommendFromHistory calls with new windows
+  // of 1..12 items, all at once against one prefill worker (--prefill-workers 1): the
+  // calls that queue while a prefill runs are read from the store in one query and
+  // prefilled by one batched forward. Every answer equals an in-process recompute (the
+  // model loaded here, Mamba4Rec::prefill of the window, top_k_items), cold and then
+  // cached; each cold call is prefilled exactly once.
+  const RecModel model = RecModel::load((dir_ / "models" / "rec" / "1").string());
+  const int32_t N = static_cast<int32_t>(model.items.num_items());
+  ASSERT_GE(N, 13);
+  constexpr int kUsers = 8, kWindows = 12;  // kUsers <= the server's --cache-users 8
+  {
+    auto conn = connect(url());
+    std::vector<NewInteraction> events;
+    for (int u = 1; u <= kUsers; ++u)
+      for (int t = 0; t < u; ++t)
+        events.push_back({"cold" + std::to_string(u), model.items.key(1 + (u * 7 + t * 3) % N), 100.0 + t});
+    add_interactions(conn, events);
+  }
+  // Window w (w + 1 items) starts, after the server's truncation to its last kMaxSeqLen
+  // items, with item w + 1: none is a prefix of another, so each is a prefill.
+  std::vector<std::vector<std::string>> windows(kWindows);
+  for (int w = 0; w < kWindows; ++w) {
+    const int start = std::max(0, w + 1 - kMaxSeqLen);
+    for (int t = 0; t <= w; ++t)
+      windows[static_cast<size_t>(w)].push_back(model.items.key(t == start ? 1 + w : 1 + (w * 5 + t) % N));
+  }
+  // The recompute: the newest kMaxSeqLen known items, one prefill, the f32 top-k.
+  auto recompute = [&](const std::vector<std::string>& keys, int k, bool exclude_seen) {
+    std::vector<int32_t> ids;
+    for (const auto& key : keys) ids.push_back(model.items.find(key));
+    if (ids.size() > static_cast<size_t>(kMaxSeqLen)) ids.erase(ids.begin(), ids.end() - kMaxSeqLen);
+    const Mamba4RecState st = model.net->prefill(ids);
+    std::unordered_set<int32_t> ex;
+    if (exclude_seen) ex.insert(ids.begin(), ids.end());
+    rv::RecommendResponse r;
+    int rank = 0;
+    for (const ScoredId& x : top_k_items(*model.net, st.hidden, k, ex)) {
+      auto* it = r.add_items();
+      it->set_item_id(model.items.key(x.id));
+      it->set_score(x.score);
+      it->set_rank(++rank);
+    }
+    return r;
+  };
+  Server s(dir_, url(), {"--prefill-batch", "16", "--prefill-workers", "1"});
+  ASSERT_TRUE(s.wait_serving());
+  std::vector<rv::RecommendResponse> users(kUsers), hist(kWindows);
+  std::vector<grpc::Status> user_st(kUsers), hist_st(kWindows);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < kUsers + kWindows; ++i)
+    ts.emplace_back([&, i] {
+      ++ready;
+      while (ready.load() < kUsers + kWindows) std::this_thread::yield();  // all at once
+      if (i < kUsers)
+        user_st[static_cast<size_t>(i)] =
+            s.recommend(recommend_request("cold" + std::to_string(i + 1), 5, true), &users[static_cast<size_t>(i)]);
+      else
+        hist_st[static_cast<size_t>(i - kUsers)] = s.from_history(
+            history_request(windows[static_cast<size_t>(i - kUsers)], 5, false), &hist[static_cast<size_t>(i - kUsers)]);
+    });
+  for (auto& t : ts) t.join();
+  for (int u = 0; u < kUsers; ++u) {
+    const std::string user = "cold" + std::to_string(u + 1);
+    ASSERT_TRUE(user_st[static_cast<size_t>(u)].ok()) << user << ": " << user_st[static_cast<size_t>(u)].error_message();
+    EXPECT_FALSE(users[static_cast<size_t>(u)].from_cache()) << user;
+    EXPECT_EQ(users[static_cast<size_t>(u)].history_length(), std::min(u + 1, kMaxSeqLen)) << user;
+    const auto ref = recompute(history(user), 5, true);
+    expect_same(users[static_cast<size_t>(u)], ref, user + " cold");
+    rv::RecommendResponse again;
+    ASSERT_TRUE(s.recommend(recommend_request(user, 5, true), &again).ok());
+    EXPECT_TRUE(again.from_cache()) << user;
+    expect_same(again, ref, user + " cached");
+  }
+  for (int w = 0; w < kWindows; ++w) {
+    const std::string what = "window of " + std::to_string(w + 1);
+    ASSERT_TRUE(hist_st[static_cast<size_t>(w)].ok()) << what << ": " << hist_st[static_cast<size_t>(w)].error_message();
+    EXPECT_FALSE(hist[static_cast<size_t>(w)].from_cache()) << what;
+    expect_same(hist[static_cast<size_t>(w)], recompute(windows[static_cast<size_t>(w)], 5, false), what);
+  }
+  // An unknown user in a batch is NOT_FOUND by name; the others of its batch still answer.
+  {
+    std::vector<grpc::Status> st(4);
+    std::vector<rv::RecommendResponse> r(4);
+    std::vector<std::thread> t2;
+    for (int i = 0; i < 4; ++i)
+      t2.emplace_back([&, i] {
+        st[static_cast<size_t>(i)] =
+            s.recommend(recommend_request(i == 2 ? "nobody-9" : "u" + std::to_string(30 + i), 5, false), &r[static_cast<size_t>(i)]);
+      });
+    for (auto& t : t2) t.join();
+    for (int i = 0; i < 4; ++i) {
+      if (i == 2) {
+        EXPECT_EQ(st[2].error_code(), StatusCode::NOT_FOUND);
+        EXPECT_NE(st[2].error_message().find("nobody-9"), std::string::npos) << st[2].error_message();
+      } else {
+        ASSERT_TRUE(st[static_cast<size_t>(i)].ok()) << st[static_cast<size_t>(i)].error_message();
+        const std::string user = "u" + std::to_string(30 + i);
+        expect_same(r[static_cast<size_t>(i)], recompute(history(user), 5, false), user);
+      }
+    }
+  }
+  const std::string text = s.metrics();
+  if (!text.empty()) {
+    const double prefills = metric_value(text, "mamba_rec_prefills_total");
+    const double batches = metric_value(text, "mamba_rec_prefill_batches_total");
+    EXPECT_EQ(prefills, kUsers + kWindows + 3) << text;  // + the three known users of the last round
+    EXPECT_GE(batches, 1);
+    EXPECT_LE(batches, kUsers + kWindows + 4);
+    std::printf("cold calls %d + 4, prefilled %.0f in %.0f batches\n", kUsers + kWindows, prefills, batches);
+  }
   EXPECT_EQ(s.terminate_and_wait(), 0);
 }
 

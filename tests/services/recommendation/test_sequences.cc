@@ -115,15 +115,17 @@ TEST_F(Sequences, SnapshotIgnoresConcurrentWriters) {
   EXPECT_EQ(keys(after, "u3").front(), "i2");
 }
 
+// u: a at 1, b and c both at 3 (c later in the file), d at 2; v: a at 10.
+constexpr const char* kTiedEventsCsv =
+    "user_id,item_id,timestamp\n"
+    "u,a,1\n"
+    "u,b,3\n"
+    "u,c,3\n"
+    "u,d,2\n"
+    "v,a,10\n";
+
 TEST_F(Sequences, LastInteractionsNewestFirst) {
-  ingest(
-      "user_id,item_id,timestamp\n"
-      "u,a,1\n"
-      "u,b,3\n"
-      "u,c,3\n"
-      "u,d,2\n"
-      "v,a,10\n",
-      "mem.csv");
+  ingest(kTiedEventsCsv, "mem.csv");
   const auto last = last_interactions(conn(), "u", 3);
   ASSERT_EQ(last.size(), 3u);
   // ts 3 twice: c came after b in the file, so c is the newer one.
@@ -134,6 +136,42 @@ TEST_F(Sequences, LastInteractionsNewestFirst) {
   EXPECT_EQ(last_interactions(conn(), "u", 100).size(), 4u);
   EXPECT_TRUE(last_interactions(conn(), "u", 0).empty());
   EXPECT_THROW(last_interactions(conn(), "nobody", 3), UnknownKeyError);
+}
+
+TEST_F(Sequences, LastInteractionsBatchEqualsOneReadPerUser) {
+  // One query for several users: each entry equals last_interactions() of that user (order,
+  // ties, limit, event type, weight); an unknown user is nullopt, a known user without
+  // events an empty list, a repeated key answers twice, keys with quotes, a backslash, a
+  // comma or braces are matched literally.
+  ingest(kTiedEventsCsv, "mem.csv");
+  add_interactions(conn(), {{"q\"x\\y,{z}", "b", 4, "click", 0.5f}, {"q\"x\\y,{z}", "a", 5}});
+  {
+    pqxx::work tx(conn());
+    tx.exec("INSERT INTO users (external_key) VALUES ('idle')");
+    tx.commit();
+  }
+  const std::vector<std::string> keys = {"u", "nobody", "v", "idle", "q\"x\\y,{z}", "u"};
+  for (int64_t n : {0, 1, 3, 100}) {
+    const auto batch = last_interactions_batch(conn(), keys, n);
+    ASSERT_EQ(batch.size(), keys.size());
+    EXPECT_FALSE(batch[1].has_value()) << "unknown user";
+    ASSERT_TRUE(batch[3].has_value());
+    EXPECT_TRUE(batch[3]->empty()) << "a user without events";
+    for (size_t i : {0u, 2u, 4u, 5u}) {
+      ASSERT_TRUE(batch[i].has_value()) << keys[i];
+      const auto one = last_interactions(conn(), keys[i], n);
+      ASSERT_EQ(batch[i]->size(), one.size()) << keys[i] << " n " << n;
+      for (size_t j = 0; j < one.size(); ++j) {
+        EXPECT_EQ((*batch[i])[j].item_key, one[j].item_key) << keys[i] << " " << j;
+        EXPECT_DOUBLE_EQ((*batch[i])[j].ts, one[j].ts);
+        EXPECT_EQ((*batch[i])[j].event_type, one[j].event_type);
+        EXPECT_FLOAT_EQ((*batch[i])[j].weight, one[j].weight);
+      }
+    }
+  }
+  EXPECT_EQ(last_interactions_batch(conn(), keys, 3)[0]->front().item_key, "c");
+  EXPECT_EQ(last_interactions_batch(conn(), keys, 3)[4]->back().event_type, "click");
+  EXPECT_TRUE(last_interactions_batch(conn(), {}, 3).empty());
 }
 
 TEST_F(Sequences, AddInteractionsUnknownItemWritesNothingAndIsIdempotent) {

@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <random>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 
@@ -94,6 +96,97 @@ TEST(UserState, StepsMatchThePrefillState) {
   }
   EXPECT_THROW(net.advance(a, 0), mamba::Error);
   EXPECT_THROW(net.advance(a, 41), mamba::Error);
+}
+
+TEST(UserState, BatchedPrefillEqualsOnePrefillPerHistory) {
+  // prefill_batch over histories of mixed lengths (equal lengths share one (b, L) pass,
+  // odd sizes, an empty one, a lone length) equals prefill() of each: the hidden
+  // representation, every layer's conv and SSM state, and the states keep advancing alike.
+  const Mamba4Rec net(small_config(2), 5);
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int32_t> item(1, 40);
+  std::vector<std::vector<int32_t>> hs;
+  for (size_t len : {7u, 3u, 7u, 0u, 7u, 12u, 3u, 1u, 7u, 7u}) {
+    hs.emplace_back();
+    for (size_t t = 0; t < len; ++t) hs.back().push_back(item(rng));
+  }
+  std::vector<const std::vector<int32_t>*> ptrs;
+  for (const auto& h : hs) ptrs.push_back(&h);
+  std::vector<Mamba4RecState> batched = net.prefill_batch(ptrs);
+  ASSERT_EQ(batched.size(), hs.size());
+  auto expect_close = [](const mamba::Tensor& a, const mamba::Tensor& b, const std::string& what) {
+    const mamba::Tensor x = a.contiguous(), y = b.contiguous();
+    ASSERT_EQ(x.shape(), y.shape()) << what;
+    for (int64_t i = 0; i < x.numel(); ++i)
+      ASSERT_NEAR(x.data<float>()[i], y.data<float>()[i], 1e-5 * std::max(1.f, std::fabs(y.data<float>()[i])))
+          << what << " [" << i << "]";
+  };
+  for (size_t i = 0; i < hs.size(); ++i) {
+    Mamba4RecState one = net.prefill(hs[i]);
+    const std::string what = "history " + std::to_string(i) + " (length " + std::to_string(hs[i].size()) + ")";
+    EXPECT_EQ(batched[i].consumed, one.consumed) << what;
+    expect_close(batched[i].hidden, one.hidden, what + " hidden");
+    ASSERT_EQ(batched[i].layers.size(), one.layers.size()) << what;
+    for (size_t l = 0; l < one.layers.size(); ++l) {
+      expect_close(batched[i].layers[l].conv_state, one.layers[l].conv_state, what + " conv_state");
+      expect_close(batched[i].layers[l].ssm_state, one.layers[l].ssm_state, what + " ssm_state");
+    }
+    // The split-off states are independent: advancing one leaves the others untouched.
+    net.advance(batched[i], 5);
+    net.advance(one, 5);
+    expect_close(batched[i].hidden, one.hidden, what + " after a step");
+  }
+  const std::vector<int32_t> bad = {1, 41};
+  EXPECT_THROW(net.prefill_batch({&bad, &bad}), mamba::Error);
+}
+
+TEST(PrefillQueue, JobsQueuedWhileABatchRunsShareTheNext) {
+  // A lone job runs at once on the submitting thread (a batch of one, no waiting); jobs
+  // submitted while that batch runs (one worker) are queued and taken together by the
+  // running thread as its next batch, split at max_batch; every job runs exactly once.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::vector<std::vector<std::string>> batches;  // the users of each batch, in order
+  std::vector<std::thread::id> runners;
+  PrefillQueue q(4, 1, [&](std::vector<PrefillJob>& jobs) {
+    std::unique_lock<std::mutex> lk(mu);
+    batches.emplace_back();
+    for (const auto& j : jobs) batches.back().push_back(j.user);
+    runners.push_back(std::this_thread::get_id());
+    cv.notify_all();
+    cv.wait(lk, [&] { return release; });  // the first batch is held until the others queued
+  });
+  auto job = [](const std::string& user) {
+    PrefillJob j;
+    j.user = user;
+    return j;
+  };
+  std::thread first([&] { q.submit(job("a")); });
+  {
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return batches.size() == 1; });
+  }
+  // Batch {a} is running: these return at once (queued for the running thread).
+  for (const char* u : {"b", "c", "d", "e", "f", "g"}) q.submit(job(u));
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    EXPECT_EQ(batches.size(), 1u) << "a queued job ran on its own thread";
+    release = true;
+  }
+  cv.notify_all();
+  first.join();
+  ASSERT_EQ(batches.size(), 3u);
+  EXPECT_EQ(batches[0], (std::vector<std::string>{"a"}));
+  EXPECT_EQ(batches[1], (std::vector<std::string>{"b", "c", "d", "e"}));  // max_batch 4
+  EXPECT_EQ(batches[2], (std::vector<std::string>{"f", "g"}));
+  EXPECT_EQ(runners[1], runners[0]);
+  EXPECT_EQ(runners[2], runners[0]);
+  // Idle again: the next job runs at once on its caller's thread.
+  q.submit(job("h"));
+  ASSERT_EQ(batches.size(), 4u);
+  EXPECT_EQ(batches[3], (std::vector<std::string>{"h"}));
+  EXPECT_EQ(runners[3], std::this_thread::get_id());
 }
 
 TEST(UserState, TopKExcludes) {

@@ -22,6 +22,8 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <exception>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -151,9 +153,53 @@ class HistoryStateCache {
 // The state of a history's window (its last max_seq_len ids) through `cache`: a cached
 // prefix is advanced when at most `max_steps` events remain, else the window is prefilled;
 // the result is cached. `from_cache` (optional) tells whether a cached state was used.
-// `cache` may be null (always a prefill).
+// `cache` may be null (always a prefill). With `prefill` false a window that needs a
+// prefill gives null instead (the caller prefills it, batched, and caches it).
 std::shared_ptr<const Mamba4RecState> history_state(const Mamba4Rec& net, const std::string& model_key,
                                                     const std::vector<int32_t>& window, HistoryStateCache* cache,
-                                                    size_t max_steps, bool* from_cache = nullptr);
+                                                    size_t max_steps, bool* from_cache = nullptr, bool prefill = true);
+
+// Cold prefills of concurrent calls, batched. A call whose state must be prefilled (a
+// Recommend cache miss, a RecommendFromHistory window with no usable cached prefix) queues
+// a PrefillJob. When fewer than `workers` batches are running, the queuing thread (a
+// WorkPool thread in the service) runs one at once with everything queued, up to `max_batch` jobs, and
+// keeps running batches while jobs are queued; otherwise the job waits for a running batch
+// to end, whose thread takes it next. So a lone call is prefilled at once (no timer, no
+// added latency at one stream), and under load the calls that arrive during one prefill
+// share the next: their users' events are read in ONE store query
+// (last_interactions_batch) and their windows encoded by one batched forward
+// (Mamba4Rec::prefill_batch). Thread-safety: submit() from any thread.
+struct PrefillJob {
+  std::string model_key;
+  std::shared_ptr<const RecModel> model;
+  std::string user;             // non-empty: the window is the user's newest events in the store
+  std::vector<int32_t> window;  // else: this window (RecommendFromHistory), oldest first
+  struct Result {
+    Mamba4RecState state;         // over `window`
+    std::vector<int32_t> window;  // the user's window (its known items) for a store read
+    double last_ts = -1e300;      // a store read: the newest event's timestamp
+    uint64_t token = 0;           // a store read: UserStateCache::token() taken before it
+  };
+  // Called once, on the batch's thread, with the result, or with the error (result null):
+  // an unknown user (NOT_FOUND naming it), the store unreachable (UNAVAILABLE). Must not
+  // throw.
+  std::function<void(std::exception_ptr, Result*)> done;
+};
+
+class PrefillQueue {
+ public:
+  using RunBatch = std::function<void(std::vector<PrefillJob>&)>;  // must call every job's done
+  PrefillQueue(size_t max_batch, int workers, RunBatch run)
+      : max_batch_(std::max<size_t>(1, max_batch)), workers_(std::max(1, workers)), run_(std::move(run)) {}
+  void submit(PrefillJob job);
+
+ private:
+  const size_t max_batch_;
+  const int workers_;
+  const RunBatch run_;
+  std::mutex mu_;
+  std::deque<PrefillJob> pending_;
+  int running_ = 0;
+};
 
 }  // namespace mamba::recommendation

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -92,6 +93,12 @@ struct Interaction {
 // The newest n events of a user, newest first (ties: the later-inserted first). Throws
 // UnknownKeyError for an unknown user; n <= 0 gives an empty list.
 std::vector<Interaction> last_interactions(pqxx::connection& conn, const std::string& user_key, int64_t n);
+// last_interactions() of several users in ONE query (one read-only transaction, one round
+// trip): out[i] for user_keys[i] (repeated keys answer alike); nullopt for a user the store
+// does not know (no exception: the others still get their events).
+std::vector<std::optional<std::vector<Interaction>>> last_interactions_batch(pqxx::connection& conn,
+                                                                             const std::vector<std::string>& user_keys,
+                                                                             int64_t n);
 
 struct NewInteraction {
   std::string user_key;
