@@ -163,3 +163,7 @@ echo
 echo "| path | streams | req/s | p50 ms | p95 ms | p99 ms | server us | postgres us | client us | total us | errors | load avg before |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
 printf '%s\n' "${rows[@]}"
+# Cold windows prefilled and the batched prefills that ran them (absent on builds before
+# batched prefills).
+curl -s "http://127.0.0.1:$mport/metrics" | awk '/^mamba_rec_prefills_total / { p = $NF } /^mamba_rec_prefill_batches_total / { b = $NF }
+  END { if (b > 0) printf "\ncold prefills: %d windows in %d batched prefills (%.2f per batch)\n", p, b, p / b }'

@@ -193,12 +193,13 @@ int work_threads(const RecServiceOptions& o) {
   return o.work_threads > 0 ? static_cast<int>(o.work_threads) : std::max(4, 2 * cores());
 }
 
-// Batched prefills running at once: half the cores by default (the other half serves gRPC,
-// scoring and the store; a batch runs single-threaded); without batching as many as the
-// pool has threads (every miss prefilled at once, as before batching).
+// Batched prefills running at once: one per core by default (a batch runs single-threaded
+// and costs about the same CPU per window as one prefill: NOTES.md, so fewer workers than
+// cores would leave cores idle under a cold load); without batching as many as the pool
+// has threads (every miss prefilled at once, as before batching).
 int prefill_workers(const RecServiceOptions& o) {
   if (o.prefill_workers > 0) return static_cast<int>(o.prefill_workers);
-  return o.prefill_batch > 1 ? std::max(1, cores() / 2) : work_threads(o);
+  return o.prefill_batch > 1 ? cores() : work_threads(o);
 }
 
 }  // namespace

@@ -74,7 +74,7 @@ struct RecServiceOptions {
   int64_t max_filters = 64;             // filters per Recommend
   int64_t work_threads = 0;             // WorkPool threads (cache misses); 0: 2 x the cores, at least 4
   int64_t prefill_batch = 32;           // cold states prefilled together (PrefillQueue); 1: one by one
-  int64_t prefill_workers = 0;          // batched prefills running at once; 0: half the cores, at least 1
+  int64_t prefill_workers = 0;          // batched prefills running at once; 0: one per core
   std::string scoring = "int8";         // int8 / bf16: bf16_scoring.h where AMX runs (same answers); f32
 };
 

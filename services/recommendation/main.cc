@@ -188,8 +188,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   srv->add_option("--prefill-workers", rec_opts.prefill_workers,
-                  "batched prefills running at once (0: half the cores, at least 1; with --prefill-batch 1 every "
-                  "work-pool thread)")
+                  "batched prefills running at once (0: one per core; with --prefill-batch 1 every work-pool thread)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   srv->add_option("--max-history-items", rec_opts.max_history_items, "items per RecommendFromHistory")

@@ -58,6 +58,24 @@ void BM_RecomputeHistory(benchmark::State& st) {
 }
 BENCHMARK(BM_RecomputeHistory)->Arg(50)->Arg(200)->Unit(benchmark::kMicrosecond);
 
+// b cold 200-item histories prefilled together (Mamba4Rec::prefill_batch: one (b, 200)
+// forward); per_history_us against BM_RecomputeHistory/200 is what batching saves.
+void BM_PrefillBatch(benchmark::State& st) {
+  const Mamba4Rec& m = model(100000, 200);
+  const int64_t b = st.range(0);
+  std::vector<std::vector<int32_t>> hs;
+  for (int64_t i = 0; i < b; ++i) {
+    hs.push_back(history(200, 100000));
+    hs.back()[0] = static_cast<int32_t>(1 + i);  // distinct histories
+  }
+  std::vector<const std::vector<int32_t>*> ptrs;
+  for (const auto& h : hs) ptrs.push_back(&h);
+  for (auto _ : st) benchmark::DoNotOptimize(m.prefill_batch(ptrs));
+  st.counters["per_history_us"] =
+      benchmark::Counter(static_cast<double>(b), benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_PrefillBatch)->Arg(1)->Arg(4)->Arg(8)->Arg(16)->Arg(32)->Unit(benchmark::kMicrosecond);
+
 // Scores over every item and the top 10, seen items excluded.
 void BM_ScoreTop10(benchmark::State& st) {
   const Mamba4Rec& m = model(st.range(0), 50);
