@@ -723,6 +723,7 @@ void print_table() {
 
 #include "mamba_cuda_check_bw80.inc"  // --bw80: state update and conv1d forward versions (branch bw80)
 #include "mamba_cuda_check_bw.inc"    // --bw (= --bw80), --bw-once (branch bwkern)
+#include "mamba_cuda_check_bw81.inc"  // --bw81: conv1d / state update versions, 1-call / back-to-back / graph timings
 
 }  // namespace
 
@@ -902,6 +903,8 @@ void run_checks() {
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--decode-kernels") == 0 && k::cuda_device_count() > 0) return decode_kernels_main();
   if (argc > 1 && std::strcmp(argv[1], "--bw-once") == 0 && k::cuda_device_count() > 0) return bw_once();
+  if (argc > 1 && std::strncmp(argv[1], "--bw81", 6) == 0 && k::cuda_device_count() > 0)
+    return bw81_main(std::strcmp(argv[1], "--bw81-check") != 0);
   if (argc > 1 && std::strncmp(argv[1], "--bw80", 6) == 0 && k::cuda_device_count() > 0)
     return bw80_main(std::strcmp(argv[1], "--bw80-check") != 0);
   if (argc > 1 && std::strncmp(argv[1], "--bw", 4) == 0 && k::cuda_device_count() > 0)

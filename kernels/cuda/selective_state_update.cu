@@ -121,7 +121,12 @@ __device__ __forceinline__ void ssu_store_y(const SelectiveStateUpdateCudaParams
 // 4 C values of a lane as one 8-byte (bf16) / 16-byte (f32) vector when the rows allow it (kBC); the
 // state read with ld.global.cs and written with st.global.cs (evict-first). Lanes past the row
 // mirror lane 0 (valid reads), take part in the shuffles and write nothing.
-template <class T, int kG, int kR, bool kBC>
+//
+// v11 (branch bw81; MAMBA_SSU_VERSION=11, kEarly): v5 with D[d] and delta_bias[d] loaded with the
+// other inputs. In v5 they are read after the state store (the compiler may not move a load above a
+// store that could alias it), so each piece paid one more L2 round trip after its store, with nothing
+// else in flight: at batch 1 the whole kernel is that chain.
+template <class T, int kG, int kR, bool kBC, bool kEarly = false>
 __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v5_kernel(SelectiveStateUpdateCudaParams<T> p) {
   constexpr int kN = 4 * kG;
   const int lanes = static_cast<int>(p.dim) * kG;
@@ -130,6 +135,7 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
   float4* st = reinterpret_cast<float4*>(p.state + (b * p.dim) * kN);
   float4 A4[kR];
   SsuRow in[kR];
+  float Dv[kR], bv[kR];
   bool ok[kR];
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
@@ -141,18 +147,22 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
     in[r].h = __ldcs(st + l);
     A4[r] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
     ssu_row_inputs<T, kG, kBC>(p, b, d, g, l % kG, in[r]);
+    if constexpr (kEarly) {
+      Dv[r] = p.D ? __ldg(p.D + d) : 0.f;
+      bv[r] = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
+    }
   }
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
     const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
     const int d = (ok[r] ? lane : 0) / kG;
     float y;
-    const float4 ho = ssu_quad(A4[r], in[r].h, in[r].dt + (p.delta_bias ? p.delta_bias[d] : 0.f), in[r].x, in[r].B,
-                               in[r].C, p.delta_softplus, y);
+    const float bias = kEarly ? bv[r] : (p.delta_bias ? p.delta_bias[d] : 0.f);
+    const float4 ho = ssu_quad(A4[r], in[r].h, in[r].dt + bias, in[r].x, in[r].B, in[r].C, p.delta_softplus, y);
     if (ok[r]) __stcs(st + lane, ho);
 #pragma unroll
     for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-    if (ok[r] && lane % kG == 0) ssu_store_y(p, b, d, y, p.D ? p.D[d] : 0.f, in[r]);
+    if (ok[r] && lane % kG == 0) ssu_store_y(p, b, d, y, kEarly ? Dv[r] : (p.D ? p.D[d] : 0.f), in[r]);
   }
 }
 
@@ -163,7 +173,10 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
 // piece: 8 registers each). kR = 4 at 64 registers (4 blocks of 256 per SM, 64 KB of state in
 // flight per SM against v5's 40 KB); requires n_groups == 1 or every block inside one group
 // (checked at launch: dim / n_groups a multiple of 256 * kR / kG channels), else v5.
-template <class T, int kG, int kR, bool kBC>
+//
+// v10 (branch bw81; MAMBA_SSU_VERSION=10, kEarly): v8 with D[d] loaded with the other inputs (v8 read
+// it after each piece's state store: kR dependent L2 round trips at the end of every block's life).
+template <class T, int kG, int kR, bool kBC, bool kEarly = false>
 __global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_update_v8_kernel(SelectiveStateUpdateCudaParams<T> p) {
   constexpr int kN = 4 * kG;
   const int lanes = static_cast<int>(p.dim) * kG;
@@ -174,7 +187,7 @@ __global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_
   const int q = lane0 % kG;
   const int g = p.n_groups == 1 ? 0 : (lane0 / kG) / dpg;  // the same for all kR pieces (launch check)
   float4 h4[kR], A4[kR];
-  float xv[kR], dtv[kR], zv[kR];
+  float xv[kR], dtv[kR], zv[kR], Dv[kR];
   bool ok[kR];
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
@@ -187,6 +200,7 @@ __global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_
     xv[r] = dev::to_f32(p.x[b * p.x_stride + d]);
     dtv[r] = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
     zv[r] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
+    if constexpr (kEarly) Dv[r] = p.D ? __ldg(p.D + d) : 0.f;
   }
   float Bv[4], Cv[4];
   {
@@ -227,14 +241,14 @@ __global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_
     for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
     if (ok[r] && q == 0) {
       const int d = lane / kG;
-      if (p.D) y = fmaf(p.D[d], xv[r], y);
+      if (p.D) y = fmaf(kEarly ? Dv[r] : p.D[d], xv[r], y);
       if (p.z) y *= dev::silu_fast(zv[r]);
       p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
     }
   }
 }
 
-template <class T, int kG, int kR>
+template <class T, int kG, int kR, bool kEarly = false>
 bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
   // A block's kR * 256 lanes span kR * 256 / kG channels; they must not straddle a group.
@@ -245,13 +259,13 @@ bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
   const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
   const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
                   (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
-  if (bc) selective_state_update_v8_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
-  else selective_state_update_v8_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+  if (bc) selective_state_update_v8_kernel<T, kG, kR, true, kEarly><<<grid, kVecThreads, 0, stream>>>(p);
+  else selective_state_update_v8_kernel<T, kG, kR, false, kEarly><<<grid, kVecThreads, 0, stream>>>(p);
   MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v8)");
   return true;
 }
 
-template <class T, int kG, int kR>
+template <class T, int kG, int kR, bool kEarly = false>
 void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
   const int64_t blocks = (lanes + kR * kVecThreads - 1) / (kR * kVecThreads);
@@ -261,22 +275,23 @@ void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
   const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
                   (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
   if (bc)
-    selective_state_update_v5_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
+    selective_state_update_v5_kernel<T, kG, kR, true, kEarly><<<grid, kVecThreads, 0, stream>>>(p);
   else
-    selective_state_update_v5_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+    selective_state_update_v5_kernel<T, kG, kR, false, kEarly><<<grid, kVecThreads, 0, stream>>>(p);
   MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v5)");
 }
 
 // MAMBA_SSU_VERSION (read per call so that one process can compare): 1 = the plain kernel,
-// 5 = v5 (MAMBA_SSU_V5_KR=1|2|4 pieces per lane), 8 = v8 (MAMBA_SSU_V8_KR=2|4); unset / 0 = the
+// 5 = v5 (MAMBA_SSU_V5_KR=1|2|4 pieces per lane), 8 = v8 (MAMBA_SSU_V8_KR=2|4), 10 = v8 with every
+// load first (MAMBA_SSU_V8_KR), 11 = v5 with every load first (MAMBA_SSU_V5_KR); unset / 0 = the
 // default (launch_vec). The removed versions (2, 3, 4, 6, 7, 9: measured slower, NOTES.md) and any
 // other number are an error naming the field.
 int ssu_version() {
   const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
   const int version = ssu_env && *ssu_env ? std::atoi(ssu_env) : 0;
-  if (version != 0 && version != 1 && version != 5 && version != 8)
-    throw std::invalid_argument("selective_state_update_cuda: version (MAMBA_SSU_VERSION) must be 1, 5 or 8 (unset: the "
-                                "default), got " + std::string(ssu_env) + " (versions 2-4, 6, 7 and 9 were removed)");
+  if (version != 0 && version != 1 && version != 5 && version != 8 && version != 10 && version != 11)
+    throw std::invalid_argument("selective_state_update_cuda: version (MAMBA_SSU_VERSION) must be 1, 5, 8, 10 or 11 (unset: "
+                                "the default), got " + std::string(ssu_env) + " (versions 2-4, 6, 7 and 9 were removed)");
   return version;
 }
 
@@ -285,10 +300,20 @@ bool launch_vec(const SelectiveStateUpdateCudaParams<T>& p, int version, cudaStr
   const int64_t lanes = p.dim * kG;
   if (lanes > 0x3fffffff) return false;  // the plain kernel
   if (version == 1) return false;
-  if (version == 8) {
+  if (version == 8 || version == 10) {
     const char* kr_env = std::getenv("MAMBA_SSU_V8_KR");
     const int kr = kr_env ? std::atoi(kr_env) : 4;
-    if (kr == 2 ? launch_v8<T, kG, 2>(p, stream) : launch_v8<T, kG, 4>(p, stream)) return true;
+    const bool ok = version == 10 ? (kr == 2 ? launch_v8<T, kG, 2, true>(p, stream) : launch_v8<T, kG, 4, true>(p, stream))
+                                  : (kr == 2 ? launch_v8<T, kG, 2>(p, stream) : launch_v8<T, kG, 4>(p, stream));
+    if (ok) return true;
+  }
+  if (version == 11) {
+    const char* kr_env = std::getenv("MAMBA_SSU_V5_KR");
+    const int kr = kr_env ? std::atoi(kr_env) : (lanes * p.batch >= int64_t{132} * 2048 * 2 ? 2 : 1);
+    if (kr == 1) launch_v5<T, kG, 1, true>(p, stream);
+    else if (kr == 4) launch_v5<T, kG, 4, true>(p, stream);
+    else launch_v5<T, kG, 2, true>(p, stream);
+    return true;
   }
   if (const char* kr_env = std::getenv("MAMBA_SSU_V5_KR"); kr_env && version == 5) {
     const int kr = std::atoi(kr_env);
