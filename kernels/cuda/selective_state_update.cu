@@ -265,6 +265,90 @@ bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
   return true;
 }
 
+// v12 (branch bw81; MAMBA_SSU_VERSION=12): v10 (every load first) with a thread's 4 pieces taken as
+// kP = 2 channel pieces (lanes t and t + 256 of the block) x kB = 2 batch rows (blockIdx.y * 2 and
+// + 1), so A / D / delta_bias are loaded once per 2 rows (v8 / v10 read A once per piece: as many L2
+// requests as the state itself) and B / C once per row. Same 64 bytes of state in flight per thread.
+// Requires n_groups == 1 or whole blocks inside one group (the v8 condition), else the default.
+template <class T, int kG, bool kBC>
+__global__ void __launch_bounds__(kVecThreads, 4) selective_state_update_v12_kernel(SelectiveStateUpdateCudaParams<T> p) {
+  constexpr int kN = 4 * kG, kP = 2, kB = 2;
+  const int lanes = static_cast<int>(p.dim) * kG;
+  const int dpg = static_cast<int>(p.dim / p.n_groups);
+  const int lane0 = blockIdx.x * (kVecThreads * kP) + static_cast<int>(threadIdx.x);
+  const int q = lane0 % kG;
+  const int g = p.n_groups == 1 ? 0 : (lane0 / kG) / dpg;
+  const int64_t b0 = int64_t{blockIdx.y} * kB;
+  float4 A4[kP], h4[kB][kP];
+  float Dv[kP], bv[kP], xv[kB][kP], dtv[kB][kP], zv[kB][kP], Bv[kB][4], Cv[kB][4];
+  bool ok[kP], okb[kB];
+#pragma unroll
+  for (int i = 0; i < kP; ++i) {
+    const int lane = lane0 + i * kVecThreads;
+    ok[i] = lane < lanes;
+    const int l = ok[i] ? lane : q;
+    const int d = l / kG;
+    A4[i] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
+    Dv[i] = p.D ? __ldg(p.D + d) : 0.f;
+    bv[i] = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
+  }
+#pragma unroll
+  for (int j = 0; j < kB; ++j) {
+    okb[j] = b0 + j < p.batch;
+    const int64_t b = okb[j] ? b0 + j : b0;
+    const float4* st = reinterpret_cast<const float4*>(p.state + (b * p.dim) * kN);
+#pragma unroll
+    for (int i = 0; i < kP; ++i) {
+      const int l = ok[i] ? lane0 + i * kVecThreads : q;
+      const int d = l / kG;
+      h4[j][i] = __ldcs(st + l);
+      xv[j][i] = dev::to_f32(p.x[b * p.x_stride + d]);
+      dtv[j][i] = dev::to_f32(p.delta[b * p.delta_stride + d]);
+      zv[j][i] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
+    }
+    SsuRow r;
+    ssu_row_inputs<T, kG, kBC>(p, b, 0, g, q, r);  // (x / dt / z of channel 0 unused: only B / C kept)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) { Bv[j][k] = r.B[k]; Cv[j][k] = r.C[k]; }
+  }
+#pragma unroll
+  for (int j = 0; j < kB; ++j) {
+    const int64_t b = b0 + j;
+    float4* st = reinterpret_cast<float4*>(p.state + ((okb[j] ? b : b0) * p.dim) * kN);
+#pragma unroll
+    for (int i = 0; i < kP; ++i) {
+      const int lane = lane0 + i * kVecThreads;
+      float y;
+      const float4 ho = ssu_quad(A4[i], h4[j][i], dtv[j][i] + bv[i], xv[j][i], Bv[j], Cv[j], p.delta_softplus, y);
+      if (ok[i] && okb[j]) __stcs(st + lane, ho);
+#pragma unroll
+      for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+      if (ok[i] && okb[j] && q == 0) {
+        const int d = lane / kG;
+        if (p.D) y = fmaf(Dv[i], xv[j][i], y);
+        if (p.z) y *= dev::silu_fast(zv[j][i]);
+        p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
+      }
+    }
+  }
+}
+
+template <class T, int kG>
+bool launch_v12(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+  const int64_t lanes = p.dim * kG;
+  const int64_t dpg = p.dim / p.n_groups;
+  if (p.n_groups != 1 && (dpg * kG) % (2 * kVecThreads) != 0) return false;
+  const int64_t blocks = (lanes + 2 * kVecThreads - 1) / (2 * kVecThreads);
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((p.batch + 1) / 2));
+  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
+  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
+                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
+  if (bc) selective_state_update_v12_kernel<T, kG, true><<<grid, kVecThreads, 0, stream>>>(p);
+  else selective_state_update_v12_kernel<T, kG, false><<<grid, kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v12)");
+  return true;
+}
+
 template <class T, int kG, int kR, bool kEarly = false>
 void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
@@ -283,15 +367,16 @@ void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
 
 // MAMBA_SSU_VERSION (read per call so that one process can compare): 1 = the plain kernel,
 // 5 = v5 (MAMBA_SSU_V5_KR=1|2|4 pieces per lane), 8 = v8 (MAMBA_SSU_V8_KR=2|4), 10 = v8 with every
-// load first (MAMBA_SSU_V8_KR), 11 = v5 with every load first (MAMBA_SSU_V5_KR); unset / 0 = the
+// load first (MAMBA_SSU_V8_KR), 11 = v5 with every load first (MAMBA_SSU_V5_KR), 12 = 2 pieces x 2
+// batch rows per thread; unset / 0 = the
 // default (launch_vec). The removed versions (2, 3, 4, 6, 7, 9: measured slower, NOTES.md) and any
 // other number are an error naming the field.
 int ssu_version() {
   const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
   const int version = ssu_env && *ssu_env ? std::atoi(ssu_env) : 0;
-  if (version != 0 && version != 1 && version != 5 && version != 8 && version != 10 && version != 11)
-    throw std::invalid_argument("selective_state_update_cuda: version (MAMBA_SSU_VERSION) must be 1, 5, 8, 10 or 11 (unset: "
-                                "the default), got " + std::string(ssu_env) + " (versions 2-4, 6, 7 and 9 were removed)");
+  if (version != 0 && version != 1 && version != 5 && version != 8 && version != 10 && version != 11 && version != 12)
+    throw std::invalid_argument("selective_state_update_cuda: version (MAMBA_SSU_VERSION) must be 1, 5, 8, 10, 11 or 12 "
+                                "(unset: the default), got " + std::string(ssu_env) + " (versions 2-4, 6, 7 and 9 were removed)");
   return version;
 }
 
@@ -307,6 +392,7 @@ bool launch_vec(const SelectiveStateUpdateCudaParams<T>& p, int version, cudaStr
                                   : (kr == 2 ? launch_v8<T, kG, 2>(p, stream) : launch_v8<T, kG, 4>(p, stream));
     if (ok) return true;
   }
+  if (version == 12 && launch_v12<T, kG>(p, stream)) return true;
   if (version == 11) {
     const char* kr_env = std::getenv("MAMBA_SSU_V5_KR");
     const int kr = kr_env ? std::atoi(kr_env) : (lanes * p.batch >= int64_t{132} * 2048 * 2 ? 2 : 1);
