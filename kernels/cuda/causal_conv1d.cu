@@ -158,10 +158,8 @@ __device__ __forceinline__ void conv_run(const CausalConv1dCudaParams<T>& p, int
 // f32 per output, so its arithmetic per byte is twice f32's); f32 keeps silu_fast (tanh.approx's 2^-11
 // error is fine for bf16 outputs, not for the f32 tolerance). Loads skip L1
 // (ld.global.nc.L1::no_allocate), stores stream (st.global.cs).
-// kMinB (MAMBA_CONV_V9_MINB=4 with 16 steps; branch bw81): the register cap of __launch_bounds__(128,
-// kMinB), 4 blocks per SM instead of 3 at bf16 K 4 (154 registers uncapped).
-template <class T, int K, int kS9, int kMinB = 1>
-__global__ void __launch_bounds__(128, kMinB) causal_conv1d_fwd_v9_kernel(CausalConv1dCudaParams<T> p) {
+template <class T, int K, int kS9>
+__global__ void __launch_bounds__(128) causal_conv1d_fwd_v9_kernel(CausalConv1dCudaParams<T> p) {
   constexpr int kV = 16 / int(sizeof(T));
   using Piece = dev::RawRow<T, kV>;
   const int64_t c0 = (int64_t{blockIdx.x} * 128 + threadIdx.x) * kV;
@@ -186,14 +184,14 @@ bool conv_vec_ok(const CausalConv1dCudaParams<T>& p) {
          p.channels % kV == 0 && p.x_sb % kV == 0 && p.x_st % kV == 0;
 }
 
-template <class T, int K, int kS9, int kMinB = 1>
+template <class T, int K, int kS9>
 bool launch_fwd_v9(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
   constexpr int kV = 16 / int(sizeof(T));
   if (!conv_vec_ok(p) || (p.seqlen + kS9 - 1) / kS9 > 65535) return false;
   const int64_t lanes = p.channels / kV;
   const dim3 grid(static_cast<unsigned>((lanes + 127) / 128), static_cast<unsigned>((p.seqlen + kS9 - 1) / kS9),
                   static_cast<unsigned>(p.batch));
-  causal_conv1d_fwd_v9_kernel<T, K, kS9, kMinB><<<grid, 128, 0, stream>>>(p);
+  causal_conv1d_fwd_v9_kernel<T, K, kS9><<<grid, 128, 0, stream>>>(p);
   MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v9)");
   return true;
 }
@@ -211,16 +209,13 @@ int conv_version() {
 
 template <class T, int K>
 void launch_fwd(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
-  // v9 (MAMBA_CONV_V9_STEPS=8|16|32, default 16; MAMBA_CONV_V9_MINB=4: 16 steps capped at 128
-  // registers) when the 16-byte conditions hold, else the scalar walk.
+  // v9 (MAMBA_CONV_V9_STEPS=8|16|32, default 16: the fastest at l 2048 and 8192, NOTES.md bw81) when
+  // the 16-byte conditions hold, else the scalar walk.
   const int version = conv_version();
   if (version != 1) {
     const char* st = std::getenv("MAMBA_CONV_V9_STEPS");
-    const char* mb = std::getenv("MAMBA_CONV_V9_MINB");
     const int steps = st ? std::atoi(st) : 16;
-    const bool capped = mb && std::atoi(mb) == 4;
     if (steps == 8 ? launch_fwd_v9<T, K, 8>(p, stream) : steps == 32 ? launch_fwd_v9<T, K, 32>(p, stream)
-        : capped   ? launch_fwd_v9<T, K, 16, 4>(p, stream)
                    : launch_fwd_v9<T, K, 16>(p, stream))
       return;
   }

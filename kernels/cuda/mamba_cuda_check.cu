@@ -728,7 +728,7 @@ void print_table() {
 }  // namespace
 
 // --decode-kernels: the Mamba-1 state update checked and timed under each variant
-// (MAMBA_SSU_VERSION unset = the default dispatch, 5, 8), and conv1d forward timed (the default).
+// (MAMBA_SSU_VERSION unset = the default dispatch, 11, 10), and conv1d forward timed (the default).
 int decode_kernels_main() {
   std::printf("device 0: %s\n", k::cuda_device_description(0).c_str());
   uint64_t seed = 7000;
@@ -739,7 +739,7 @@ int decode_kernels_main() {
       {40, 3400, 16, 2, true, true, false}, {48, 3000, 16, 1, true, true, true},
       {2, 300, 32, 3, true, true, true},  {256, 3072, 16, 1, true, true, false},
   };
-  for (const char* v : {"", "5", "8"}) {
+  for (const char* v : {"", "11", "10"}) {
     if (*v) setenv("MAMBA_SSU_VERSION", v, 1); else unsetenv("MAMBA_SSU_VERSION");
     std::printf("== state update checks, MAMBA_SSU_VERSION=%s\n", *v ? v : "(default)");
     for (const auto& c : upd_cases) {
@@ -752,7 +752,7 @@ int decode_kernels_main() {
   try {
     time_copy();
     for (int rep = 0; rep < 2; ++rep)  // twice: the spread
-      for (const char* v : {"", "5", "8"}) {
+      for (const char* v : {"", "11", "10"}) {
         if (*v) setenv("MAMBA_SSU_VERSION", v, 1); else unsetenv("MAMBA_SSU_VERSION");
         const size_t first = g_rows.size();
         for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);

@@ -1,8 +1,8 @@
 // Mamba-1 decode step on the GPU (state (b, d, n) f32 updated in place, each state row read and
 // written once). Plain kernel: one thread per (b, d) row with the n loop in the thread (any dstate,
-// any alignment). Lane-group kernels (dstate 4 .. 128, 16-byte aligned state and A): v5 (short
-// blocks, the loads in registers) at small batch, v8 (v5 with 4 pieces per lane sharing B / C) at
-// large batch; see each kernel's comment and NOTES.md.
+// any alignment). Lane-group kernels (dstate 4 .. 128, 16-byte aligned state and A): v11 (short
+// blocks, every load issued first) at small batch, v10 (2 pieces per lane sharing B / C) at large
+// batch; see each kernel's comment and NOTES.md.
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 
@@ -114,7 +114,7 @@ __device__ __forceinline__ void ssu_store_y(const SelectiveStateUpdateCudaParams
   p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
 }
 
-// v5 (the default at small batch; MAMBA_SSU_VERSION=5, MAMBA_SSU_V5_KR=1|2|4): one batch row per
+// v5 layout (kept as v11 below): one batch row per
 // grid row (blockIdx.y), kR pieces per lane with every load of all kR pieces issued before any
 // arithmetic; a block covers kVecThreads * kR consecutive lanes of one batch row (piece r of thread
 // t is lane r * kVecThreads + t, so each warp-wide load is one contiguous 512-byte run); the 4 B and
@@ -122,12 +122,13 @@ __device__ __forceinline__ void ssu_store_y(const SelectiveStateUpdateCudaParams
 // state read with ld.global.cs and written with st.global.cs (evict-first). Lanes past the row
 // mirror lane 0 (valid reads), take part in the shuffles and write nothing.
 //
-// v11 (branch bw81; MAMBA_SSU_VERSION=11, kEarly): v5 with D[d] and delta_bias[d] loaded with the
-// other inputs. In v5 they are read after the state store (the compiler may not move a load above a
-// store that could alias it), so each piece paid one more L2 round trip after its store, with nothing
-// else in flight: at batch 1 the whole kernel is that chain.
-template <class T, int kG, int kR, bool kBC, bool kEarly = false>
-__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v5_kernel(SelectiveStateUpdateCudaParams<T> p) {
+// v11 (branch bw81; the default at small batch; MAMBA_SSU_VERSION=11, MAMBA_SSU_V11_KR=1|2|4): v5 with
+// D[d] and delta_bias[d] loaded with the other inputs. v5 read them after the state store (the compiler
+// may not move a load above a store that could alias it), so each piece paid one more L2 round trip
+// after its store with nothing else in flight; v5 itself was removed once v11 measured faster
+// (NOTES.md, bw81: b1 3.9 against 4.5 us, b256 31.6 against 32.2 us).
+template <class T, int kG, int kR, bool kBC>
+__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v11_kernel(SelectiveStateUpdateCudaParams<T> p) {
   constexpr int kN = 4 * kG;
   const int lanes = static_cast<int>(p.dim) * kG;
   const int dpg = static_cast<int>(p.dim / p.n_groups);
@@ -147,26 +148,23 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
     in[r].h = __ldcs(st + l);
     A4[r] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
     ssu_row_inputs<T, kG, kBC>(p, b, d, g, l % kG, in[r]);
-    if constexpr (kEarly) {
-      Dv[r] = p.D ? __ldg(p.D + d) : 0.f;
-      bv[r] = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
-    }
+    Dv[r] = p.D ? __ldg(p.D + d) : 0.f;
+    bv[r] = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
   }
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
     const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
     const int d = (ok[r] ? lane : 0) / kG;
     float y;
-    const float bias = kEarly ? bv[r] : (p.delta_bias ? p.delta_bias[d] : 0.f);
-    const float4 ho = ssu_quad(A4[r], in[r].h, in[r].dt + bias, in[r].x, in[r].B, in[r].C, p.delta_softplus, y);
+    const float4 ho = ssu_quad(A4[r], in[r].h, in[r].dt + bv[r], in[r].x, in[r].B, in[r].C, p.delta_softplus, y);
     if (ok[r]) __stcs(st + lane, ho);
 #pragma unroll
     for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-    if (ok[r] && lane % kG == 0) ssu_store_y(p, b, d, y, kEarly ? Dv[r] : (p.D ? p.D[d] : 0.f), in[r]);
+    if (ok[r] && lane % kG == 0) ssu_store_y(p, b, d, y, Dv[r], in[r]);
   }
 }
 
-// v8 (branch bwkern; MAMBA_SSU_VERSION=8, MAMBA_SSU_V8_KR=2|4): v5's layout (piece r of thread t =
+// v8 layout (branch bwkern; kept as v10 below): v5's layout (piece r of thread t =
 // lane r * 256 + t of the block, all loads issued first) with the B / C values loaded ONCE per
 // thread: the kR pieces of a thread are channels of the same batch row with the same state quad
 // q (256 is a multiple of kG), so they share B[b, g, 4q .. 4q + 4) and C (v5 kept a copy per
@@ -174,10 +172,12 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
 // flight per SM against v5's 40 KB); requires n_groups == 1 or every block inside one group
 // (checked at launch: dim / n_groups a multiple of 256 * kR / kG channels), else v5.
 //
-// v10 (branch bw81; MAMBA_SSU_VERSION=10, kEarly): v8 with D[d] loaded with the other inputs (v8 read
-// it after each piece's state store: kR dependent L2 round trips at the end of every block's life).
-template <class T, int kG, int kR, bool kBC, bool kEarly = false>
-__global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_update_v8_kernel(SelectiveStateUpdateCudaParams<T> p) {
+// v10 (branch bw81; the default at large batch, kR 2; MAMBA_SSU_VERSION=10, MAMBA_SSU_V10_KR=2|4): v8
+// with D[d] loaded with the other inputs (v8 read it after each piece's state store: kR dependent L2
+// round trips at the end of every block's life). v8 was removed once v10 measured faster (NOTES.md,
+// bw81: b256 bf16 v10 kR2 30.6 us = 83% of copy, v8 kR4 32.5 us).
+template <class T, int kG, int kR, bool kBC>
+__global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_update_v10_kernel(SelectiveStateUpdateCudaParams<T> p) {
   constexpr int kN = 4 * kG;
   const int lanes = static_cast<int>(p.dim) * kG;
   const int dpg = static_cast<int>(p.dim / p.n_groups);
@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_
     xv[r] = dev::to_f32(p.x[b * p.x_stride + d]);
     dtv[r] = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
     zv[r] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
-    if constexpr (kEarly) Dv[r] = p.D ? __ldg(p.D + d) : 0.f;
+    Dv[r] = p.D ? __ldg(p.D + d) : 0.f;
   }
   float Bv[4], Cv[4];
   {
@@ -241,15 +241,15 @@ __global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_
     for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
     if (ok[r] && q == 0) {
       const int d = lane / kG;
-      if (p.D) y = fmaf(kEarly ? Dv[r] : p.D[d], xv[r], y);
+      if (p.D) y = fmaf(Dv[r], xv[r], y);
       if (p.z) y *= dev::silu_fast(zv[r]);
       p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
     }
   }
 }
 
-template <class T, int kG, int kR, bool kEarly = false>
-bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+template <class T, int kG, int kR>
+bool launch_v10(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
   // A block's kR * 256 lanes span kR * 256 / kG channels; they must not straddle a group.
   const int64_t dpg = p.dim / p.n_groups;
@@ -259,98 +259,14 @@ bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
   const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
   const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
                   (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
-  if (bc) selective_state_update_v8_kernel<T, kG, kR, true, kEarly><<<grid, kVecThreads, 0, stream>>>(p);
-  else selective_state_update_v8_kernel<T, kG, kR, false, kEarly><<<grid, kVecThreads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v8)");
+  if (bc) selective_state_update_v10_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
+  else selective_state_update_v10_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v10)");
   return true;
 }
 
-// v12 (branch bw81; MAMBA_SSU_VERSION=12): v10 (every load first) with a thread's 4 pieces taken as
-// kP = 2 channel pieces (lanes t and t + 256 of the block) x kB = 2 batch rows (blockIdx.y * 2 and
-// + 1), so A / D / delta_bias are loaded once per 2 rows (v8 / v10 read A once per piece: as many L2
-// requests as the state itself) and B / C once per row. Same 64 bytes of state in flight per thread.
-// Requires n_groups == 1 or whole blocks inside one group (the v8 condition), else the default.
-template <class T, int kG, bool kBC>
-__global__ void __launch_bounds__(kVecThreads, 4) selective_state_update_v12_kernel(SelectiveStateUpdateCudaParams<T> p) {
-  constexpr int kN = 4 * kG, kP = 2, kB = 2;
-  const int lanes = static_cast<int>(p.dim) * kG;
-  const int dpg = static_cast<int>(p.dim / p.n_groups);
-  const int lane0 = blockIdx.x * (kVecThreads * kP) + static_cast<int>(threadIdx.x);
-  const int q = lane0 % kG;
-  const int g = p.n_groups == 1 ? 0 : (lane0 / kG) / dpg;
-  const int64_t b0 = int64_t{blockIdx.y} * kB;
-  float4 A4[kP], h4[kB][kP];
-  float Dv[kP], bv[kP], xv[kB][kP], dtv[kB][kP], zv[kB][kP], Bv[kB][4], Cv[kB][4];
-  bool ok[kP], okb[kB];
-#pragma unroll
-  for (int i = 0; i < kP; ++i) {
-    const int lane = lane0 + i * kVecThreads;
-    ok[i] = lane < lanes;
-    const int l = ok[i] ? lane : q;
-    const int d = l / kG;
-    A4[i] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
-    Dv[i] = p.D ? __ldg(p.D + d) : 0.f;
-    bv[i] = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
-  }
-#pragma unroll
-  for (int j = 0; j < kB; ++j) {
-    okb[j] = b0 + j < p.batch;
-    const int64_t b = okb[j] ? b0 + j : b0;
-    const float4* st = reinterpret_cast<const float4*>(p.state + (b * p.dim) * kN);
-#pragma unroll
-    for (int i = 0; i < kP; ++i) {
-      const int l = ok[i] ? lane0 + i * kVecThreads : q;
-      const int d = l / kG;
-      h4[j][i] = __ldcs(st + l);
-      xv[j][i] = dev::to_f32(p.x[b * p.x_stride + d]);
-      dtv[j][i] = dev::to_f32(p.delta[b * p.delta_stride + d]);
-      zv[j][i] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
-    }
-    SsuRow r;
-    ssu_row_inputs<T, kG, kBC>(p, b, 0, g, q, r);  // (x / dt / z of channel 0 unused: only B / C kept)
-#pragma unroll
-    for (int k = 0; k < 4; ++k) { Bv[j][k] = r.B[k]; Cv[j][k] = r.C[k]; }
-  }
-#pragma unroll
-  for (int j = 0; j < kB; ++j) {
-    const int64_t b = b0 + j;
-    float4* st = reinterpret_cast<float4*>(p.state + ((okb[j] ? b : b0) * p.dim) * kN);
-#pragma unroll
-    for (int i = 0; i < kP; ++i) {
-      const int lane = lane0 + i * kVecThreads;
-      float y;
-      const float4 ho = ssu_quad(A4[i], h4[j][i], dtv[j][i] + bv[i], xv[j][i], Bv[j], Cv[j], p.delta_softplus, y);
-      if (ok[i] && okb[j]) __stcs(st + lane, ho);
-#pragma unroll
-      for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-      if (ok[i] && okb[j] && q == 0) {
-        const int d = lane / kG;
-        if (p.D) y = fmaf(Dv[i], xv[j][i], y);
-        if (p.z) y *= dev::silu_fast(zv[j][i]);
-        p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
-      }
-    }
-  }
-}
-
-template <class T, int kG>
-bool launch_v12(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
-  const int64_t lanes = p.dim * kG;
-  const int64_t dpg = p.dim / p.n_groups;
-  if (p.n_groups != 1 && (dpg * kG) % (2 * kVecThreads) != 0) return false;
-  const int64_t blocks = (lanes + 2 * kVecThreads - 1) / (2 * kVecThreads);
-  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((p.batch + 1) / 2));
-  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
-  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
-                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
-  if (bc) selective_state_update_v12_kernel<T, kG, true><<<grid, kVecThreads, 0, stream>>>(p);
-  else selective_state_update_v12_kernel<T, kG, false><<<grid, kVecThreads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v12)");
-  return true;
-}
-
-template <class T, int kG, int kR, bool kEarly = false>
-void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+template <class T, int kG, int kR>
+void launch_v11(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
   const int64_t blocks = (lanes + kR * kVecThreads - 1) / (kR * kVecThreads);
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
@@ -359,24 +275,22 @@ void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
   const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
                   (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
   if (bc)
-    selective_state_update_v5_kernel<T, kG, kR, true, kEarly><<<grid, kVecThreads, 0, stream>>>(p);
+    selective_state_update_v11_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
   else
-    selective_state_update_v5_kernel<T, kG, kR, false, kEarly><<<grid, kVecThreads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v5)");
+    selective_state_update_v11_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v11)");
 }
 
-// MAMBA_SSU_VERSION (read per call so that one process can compare): 1 = the plain kernel,
-// 5 = v5 (MAMBA_SSU_V5_KR=1|2|4 pieces per lane), 8 = v8 (MAMBA_SSU_V8_KR=2|4), 10 = v8 with every
-// load first (MAMBA_SSU_V8_KR), 11 = v5 with every load first (MAMBA_SSU_V5_KR), 12 = 2 pieces x 2
-// batch rows per thread; unset / 0 = the
-// default (launch_vec). The removed versions (2, 3, 4, 6, 7, 9: measured slower, NOTES.md) and any
-// other number are an error naming the field.
+// MAMBA_SSU_VERSION (read per call so that one process can compare): 1 = the plain kernel, 10 = v10
+// (MAMBA_SSU_V10_KR=2|4 pieces per lane), 11 = v11 (MAMBA_SSU_V11_KR=1|2|4); unset / 0 = the default
+// (launch_vec). The removed versions (2-9, 12: measured slower, NOTES.md) and any other number are an
+// error naming the field.
 int ssu_version() {
   const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
   const int version = ssu_env && *ssu_env ? std::atoi(ssu_env) : 0;
-  if (version != 0 && version != 1 && version != 5 && version != 8 && version != 10 && version != 11 && version != 12)
-    throw std::invalid_argument("selective_state_update_cuda: version (MAMBA_SSU_VERSION) must be 1, 5, 8, 10, 11 or 12 "
-                                "(unset: the default), got " + std::string(ssu_env) + " (versions 2-4, 6, 7 and 9 were removed)");
+  if (version != 0 && version != 1 && version != 10 && version != 11)
+    throw std::invalid_argument("selective_state_update_cuda: version (MAMBA_SSU_VERSION) must be 1, 10 or 11 (unset: the "
+                                "default), got " + std::string(ssu_env) + " (versions 2-9 and 12 were removed)");
   return version;
 }
 
@@ -385,37 +299,28 @@ bool launch_vec(const SelectiveStateUpdateCudaParams<T>& p, int version, cudaStr
   const int64_t lanes = p.dim * kG;
   if (lanes > 0x3fffffff) return false;  // the plain kernel
   if (version == 1) return false;
-  if (version == 8 || version == 10) {
-    const char* kr_env = std::getenv("MAMBA_SSU_V8_KR");
-    const int kr = kr_env ? std::atoi(kr_env) : 4;
-    const bool ok = version == 10 ? (kr == 2 ? launch_v8<T, kG, 2, true>(p, stream) : launch_v8<T, kG, 4, true>(p, stream))
-                                  : (kr == 2 ? launch_v8<T, kG, 2>(p, stream) : launch_v8<T, kG, 4>(p, stream));
+  auto env_int = [](const char* name, int dflt) {
+    const char* e = std::getenv(name);
+    return e && *e ? std::atoi(e) : dflt;
+  };
+  if (version == 10) {
+    const bool ok = env_int("MAMBA_SSU_V10_KR", 2) == 4 ? launch_v10<T, kG, 4>(p, stream) : launch_v10<T, kG, 2>(p, stream);
     if (ok) return true;
   }
-  if (version == 12 && launch_v12<T, kG>(p, stream)) return true;
   if (version == 11) {
-    const char* kr_env = std::getenv("MAMBA_SSU_V5_KR");
-    const int kr = kr_env ? std::atoi(kr_env) : (lanes * p.batch >= int64_t{132} * 2048 * 2 ? 2 : 1);
-    if (kr == 1) launch_v5<T, kG, 1, true>(p, stream);
-    else if (kr == 4) launch_v5<T, kG, 4, true>(p, stream);
-    else launch_v5<T, kG, 2, true>(p, stream);
+    const int kr = env_int("MAMBA_SSU_V11_KR", 1);
+    if (kr == 2) launch_v11<T, kG, 2>(p, stream);
+    else if (kr == 4) launch_v11<T, kG, 4>(p, stream);
+    else launch_v11<T, kG, 1>(p, stream);
     return true;
   }
-  if (const char* kr_env = std::getenv("MAMBA_SSU_V5_KR"); kr_env && version == 5) {
-    const int kr = std::atoi(kr_env);
-    if (kr == 1) launch_v5<T, kG, 1>(p, stream);
-    else if (kr == 4) launch_v5<T, kG, 4>(p, stream);
-    else launch_v5<T, kG, 2>(p, stream);
-    return true;
-  }
-  // Default: v8 (4 pieces per lane) once there are enough lanes to fill every SM twice over (batch
-  // 256 at d 3072); else v5 with 2 / 1 pieces per lane (small batch: latency-bound). Measured on an
-  // H200 (NOTES, round of 2026-12-03 22:16): b256 bf16 v8 32.7 us (78% of copy), v5 35.9 us (v9, the
-  // bulk-copy ring, 40.2 us: removed).
+  // Default: v10 with 2 pieces per lane once there are enough lanes to fill every SM twice over (batch
+  // 256 at d 3072, when its blocks do not straddle a group), else v11 with 1 piece per lane. Measured on
+  // an H200 (NOTES.md, bw81, back-to-back): b256 bf16 v10 kR2 30.6 us (83% of copy), v11 kR1 31.6, v10
+  // kR4 31.9, the old v8 kR4 32.5; b1 v11 kR1 3.9 us, b16 5.0 us.
   const bool large = lanes * p.batch >= int64_t{132} * 2048 * 2;
-  if (large && version != 5 && launch_v8<T, kG, 4>(p, stream)) return true;
-  if (large) launch_v5<T, kG, 2>(p, stream);
-  else launch_v5<T, kG, 1>(p, stream);
+  if (large && launch_v10<T, kG, 2>(p, stream)) return true;
+  launch_v11<T, kG, 1>(p, stream);
   return true;
 }
 

@@ -302,8 +302,8 @@ TEST(CudaKernels, BadSizesThrow) {
   c.batch = 1; c.seqlen = 4; c.channels = 3; c.width = 5;
   EXPECT_THROW(kc::causal_conv1d_fwd_cuda<float>(c, nullptr), std::invalid_argument);
 }
-// A removed conv1d forward / state update version (branch bw81: conv1d 4, 7, 10; state update 9;
-// earlier ones too) is an error naming the field, not a silent fallback.
+// A removed conv1d forward / state update version (branch bw81: conv1d 4, 7, 10; state update 5, 8,
+// 9, 12; earlier ones too) is an error naming the field, not a silent fallback.
 TEST(CudaKernels, RemovedVersionsThrow) {
   SKIP_WITHOUT_GPU();
   auto expect_version_error = [](const char* env, const char* value, const std::function<void()>& call) {
@@ -327,7 +327,7 @@ TEST(CudaKernels, RemovedVersionsThrow) {
   q.batch = 1; q.dim = 4; q.dstate = 16; q.n_groups = 1;
   q.state = st.ptr; q.x = xv.ptr; q.x_stride = 4; q.delta = dt.ptr; q.delta_stride = 4;
   q.B = B.ptr; q.B_stride = 16; q.C = C.ptr; q.C_stride = 16; q.A = A.ptr; q.y = y.ptr; q.y_stride = 4;
-  for (const char* v : {"6", "9"})
+  for (const char* v : {"5", "6", "8", "9", "12"})
     expect_version_error("MAMBA_SSU_VERSION", v, [&] { kc::selective_state_update_cuda<float>(q, nullptr); });
 }
 
