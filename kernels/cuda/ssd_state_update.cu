@@ -113,7 +113,6 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_flat_kernel(SsdStat
   float* S = p.state + b * rows * int64_t{N};
   float4 s[kPieces];
   float xv[kPieces], dtv[kPieces], Bv[kPieces][4], Cv[kPieces][4], Av[kPieces], Dv[kPieces];
-  int hv[kPieces];
   bool ok[kPieces];
 #pragma unroll
   for (int k = 0; k < kPieces; ++k) {
@@ -121,7 +120,6 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_flat_kernel(SsdStat
     ok[k] = r < rows;
     const int rr = ok[k] ? r : 0;
     const int h = rr / P;
-    hv[k] = h;
     const int g = h / hpg;
     s[k] = reinterpret_cast<const float4*>(S + int64_t{rr} * N)[q];
     xv[k] = dev::to_f32(p.x[b * p.x_sb + rr]);
@@ -133,7 +131,6 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_flat_kernel(SsdStat
   }
 #pragma unroll
   for (int k = 0; k < kPieces; ++k) {
-    const int h = hv[k];
     const float dt = dt_of(dtv[k], p.dt_softplus);
     const float dA = dev::ex2_mufu(dt * Av[k] * dev::kLog2e);
     float y;
