@@ -1,5 +1,5 @@
 // Depthwise causal conv1d on the GPU.
-// Forward, fast path (contiguous 16-byte pieces along c): see causal_conv1d_fwd_vec_kernel.
+// Forward, fast path (16-byte pieces along c, aligned rows): v9, short blocks (see its comment).
 // Forward, general fallback: grid (ceil(C / 128), ceil(L / kSteps), batch), one thread per channel c walking
 // kSteps = 16 consecutive timesteps with the last K inputs in registers, so each input is
 // read once (plus K - 1 halo steps) and a warp's loads and stores are contiguous along c.
@@ -12,7 +12,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "bulk_copy.cuh"
 #include "device_common.cuh"
 
 namespace mamba::kernels::cuda {
@@ -122,171 +121,18 @@ __device__ __forceinline__ uint4 conv_step(float (&win)[K][kV], const float (&w)
   return o.v[0];
 }
 
-// v4 (NOTES.md "conv1d v4"): a thread owns kV = 16 / sizeof(T) consecutive channels and a run
-// of kC4Steps = 64 consecutive steps, walked with the last K - 1 inputs in registers (halo
-// re-read: K - 1 pieces per 64 steps). The inputs come in batches of kC4Batch = 8 pieces (16 bytes
-// each), the next batch issued before the current one is computed; weights and bias are read
-// once per thread as float4s (v3 issued 5 scalar loads per output piece for them). silu on the
-// SFU. A warp's loads and stores are 512 contiguous bytes of one timestep row.
-constexpr int kC4Threads = 128;
-constexpr int kC4Steps = 64;
-constexpr int kC4Batch = 8;
-
-template <class T, int K>
-__global__ void __launch_bounds__(kC4Threads) causal_conv1d_fwd_v4_kernel(CausalConv1dCudaParams<T> p) {
+// A thread's kS outputs (kS consecutive steps of its 16 bytes of channels c0 .. c0 + kV) from the kS +
+// K - 1 raw input pieces `in` (in[i] = time t_begin - (K - 1) + i, zero outside the row): weights and
+// bias (halved for kTanh with silu), the window (before t = 0: initial_state, kept in f32), then the
+// steps, each stored with st.global.cs while t < seqlen. The short-block kernels differ only in how
+// `in` arrives.
+template <class T, int K, int kS, bool kTanh>
+__device__ __forceinline__ void conv_run(const CausalConv1dCudaParams<T>& p, int64_t b, int64_t c0, int64_t t_begin,
+                                         const dev::RawRow<T, 16 / sizeof(T)> (&in)[kS + K - 1]) {
   constexpr int kV = 16 / int(sizeof(T));
-  using Piece = dev::RawRow<T, kV>;
-  const int64_t c0 = (int64_t{blockIdx.x} * kC4Threads + threadIdx.x) * kV;
-  if (c0 >= p.channels) return;
-  const int64_t b = blockIdx.z;
-  const int64_t t_begin = int64_t{blockIdx.y} * kC4Steps;
-  const int64_t t_end = t_begin + kC4Steps < p.seqlen ? t_begin + kC4Steps : p.seqlen;
-  const T* x = p.x + b * p.x_sb + c0;
-  T* out = p.out + b * p.seqlen * p.channels + c0;
-
-  float w[K][kV], bias[kV];
-  conv_load_weights<K, kV>(p.weight, p.bias, c0, 1.f, w, bias);
-  // win[k][v]: input at time t - (K - 1) + k of channel c0 + v (k < K - 1 between steps).
-  float win[K][kV];
-#pragma unroll
-  for (int k = 0; k < K - 1; ++k) {
-    const int64_t ts = t_begin - (K - 1) + k;
-    if (ts >= 0) {
-      Piece h;
-      h.v[0] = __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st));
-#pragma unroll
-      for (int v = 0; v < kV; ++v) win[k][v] = dev::to_f32(h.e[v]);
-    } else {
-#pragma unroll
-      for (int v = 0; v < kV; ++v)
-        win[k][v] = p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f;
-    }
-  }
-  Piece cur[kC4Batch];
-#pragma unroll
-  for (int i = 0; i < kC4Batch; ++i) {
-    const int64_t ts = t_begin + i;
-    cur[i].v[0] = ts < t_end ? __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st)) : make_uint4(0u, 0u, 0u, 0u);
-  }
-#pragma unroll 1
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += kC4Batch) {
-    Piece nxt[kC4Batch];
-#pragma unroll
-    for (int i = 0; i < kC4Batch; ++i) {
-      const int64_t ts = t0 + kC4Batch + i;
-      nxt[i].v[0] = ts < t_end ? __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st)) : make_uint4(0u, 0u, 0u, 0u);
-    }
-#pragma unroll
-    for (int i = 0; i < kC4Batch; ++i) {
-      const uint4 o = conv_step<T, K, kV, false>(win, w, bias, cur[i], p.silu);
-      if (t0 + i < t_end) *reinterpret_cast<uint4*>(out + (t0 + i) * p.channels) = o;
-    }
-#pragma unroll
-    for (int i = 0; i < kC4Batch; ++i) cur[i] = nxt[i];
-  }
-}
-
-template <class T, int K>
-bool launch_fwd_v4(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
-  constexpr int kV = 16 / int(sizeof(T));
-  const bool ok = dev::aligned16(p.x) && dev::aligned16(p.out) && dev::aligned16(p.weight) &&
-                  (!p.bias || dev::aligned16(p.bias)) && p.channels % kV == 0 && p.x_sb % kV == 0 &&
-                  p.x_st % kV == 0 && (p.seqlen + kC4Steps - 1) / kC4Steps <= 65535;
-  if (!ok) return false;
-  const int64_t lanes = p.channels / kV;
-  const dim3 grid(static_cast<unsigned>((lanes + kC4Threads - 1) / kC4Threads),
-                  static_cast<unsigned>((p.seqlen + kC4Steps - 1) / kC4Steps), static_cast<unsigned>(p.batch));
-  causal_conv1d_fwd_v4_kernel<T, K><<<grid, kC4Threads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v4)");
-  return true;
-}
-
-// v7 (branch bwkern; MAMBA_CONV_VERSION=7; its 8-step variant v8 lost and is deleted): short blocks. A thread owns 16
-// bytes of channels and kS7 consecutive steps; all kS7 + K - 1 input pieces are loaded at once
-// (raw, 16 bytes each), then the kS7 outputs are computed and stored; many short blocks (the
-// Mamba-2 update's pattern, 94% of copy on an H200) instead of v4's 64-step walks (2.9 waves of
-// 255-register threads) or v5's one-wave runs (measured slower: 77 us against v4's 68).
-template <class T, int K, int kS7>
-__global__ void __launch_bounds__(128) causal_conv1d_fwd_v7_kernel(CausalConv1dCudaParams<T> p) {
-  constexpr int kV = 16 / int(sizeof(T));
-  constexpr int kIn = kS7 + K - 1;
-  using Piece = dev::RawRow<T, kV>;
-  const int64_t c0 = (int64_t{blockIdx.x} * 128 + threadIdx.x) * kV;
-  if (c0 >= p.channels) return;
-  const int64_t b = blockIdx.z;
-  const int64_t t_begin = int64_t{blockIdx.y} * kS7;
-  const T* x = p.x + b * p.x_sb + c0;
-  T* out = p.out + b * p.seqlen * p.channels + c0;
-  Piece in[kIn];
-#pragma unroll
-  for (int i = 0; i < kIn; ++i) {
-    const int64_t ts = t_begin - (K - 1) + i;
-    in[i].v[0] = ts >= 0 && ts < p.seqlen ? __ldg(reinterpret_cast<const uint4*>(x + ts * p.x_st)) : make_uint4(0u, 0u, 0u, 0u);
-  }
-  float w[K][kV], bias[kV];
-  conv_load_weights<K, kV>(p.weight, p.bias, c0, 1.f, w, bias);
-  float win[K][kV];
-#pragma unroll
-  for (int k = 0; k < K - 1; ++k) {
-    const int64_t ts = t_begin - (K - 1) + k;
-#pragma unroll
-    for (int v = 0; v < kV; ++v)
-      win[k][v] = ts >= 0 ? dev::to_f32(in[k].e[v])
-                          : (p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f);
-  }
-#pragma unroll
-  for (int s = 0; s < kS7; ++s) {
-    const int64_t t = t_begin + s;
-    const uint4 o = conv_step<T, K, kV, false>(win, w, bias, in[K - 1 + s], p.silu);
-    if (t < p.seqlen) *reinterpret_cast<uint4*>(out + t * p.channels) = o;
-  }
-}
-
-template <class T, int K, int kS7>
-bool launch_fwd_v7(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
-  constexpr int kV = 16 / int(sizeof(T));
-  const bool ok = dev::aligned16(p.x) && dev::aligned16(p.out) && dev::aligned16(p.weight) &&
-                  (!p.bias || dev::aligned16(p.bias)) && p.channels % kV == 0 && p.x_sb % kV == 0 &&
-                  p.x_st % kV == 0 && (p.seqlen + kS7 - 1) / kS7 <= 65535;
-  if (!ok) return false;
-  const int64_t lanes = p.channels / kV;
-  const dim3 grid(static_cast<unsigned>((lanes + 127) / 128), static_cast<unsigned>((p.seqlen + kS7 - 1) / kS7),
-                  static_cast<unsigned>(p.batch));
-  causal_conv1d_fwd_v7_kernel<T, K, kS7><<<grid, 128, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v7)");
-  return true;
-}
-
-// v9 (branch bw80; MAMBA_CONV_VERSION=9, MAMBA_CONV_V9_STEPS=8|16|32): v7's short blocks (a thread
-// owns 16 bytes of channels and kS9 steps, all kS9 + K - 1 input pieces loaded at once) with the
-// arithmetic cut for bf16, where v7 was issue / SFU bound (bf16 moves half the bytes of f32 per
-// output: v7 reached 91% of copy in f32 but 73% in bf16): silu(a) = h + h tanh(h) with h = a / 2 and
-// the 1/2 folded into the weights and bias (one MUFU.TANH per output instead of EX2 + RCP, 7.5
-// instead of ~12 instructions per output); f32 keeps silu_fast (tanh.approx's 2^-11 error is fine for
-// bf16 outputs, not for the f32 tolerance). Loads skip L1 (ld.global.nc.L1::no_allocate), stores
-// stream (st.global.cs).
-template <class T, int K, int kS9>
-__global__ void __launch_bounds__(128) causal_conv1d_fwd_v9_kernel(CausalConv1dCudaParams<T> p) {
-  constexpr int kV = 16 / int(sizeof(T));
-  constexpr int kIn = kS9 + K - 1;
-  constexpr bool kTanh = sizeof(T) == 2;
-  using Piece = dev::RawRow<T, kV>;
-  const int64_t c0 = (int64_t{blockIdx.x} * 128 + threadIdx.x) * kV;
-  if (c0 >= p.channels) return;
-  const int64_t b = blockIdx.z;
-  const int64_t t_begin = int64_t{blockIdx.y} * kS9;
-  const T* x = p.x + b * p.x_sb + c0;
-  T* out = p.out + b * p.seqlen * p.channels + c0;
-  Piece in[kIn];
-#pragma unroll
-  for (int i = 0; i < kIn; ++i) {
-    const int64_t ts = t_begin - (K - 1) + i;
-    in[i].v[0] = ts >= 0 && ts < p.seqlen ? ld_stream16(x + ts * p.x_st) : make_uint4(0u, 0u, 0u, 0u);
-  }
   const bool half = kTanh && p.silu;
   float w[K][kV], bias[kV];
   conv_load_weights<K, kV>(p.weight, p.bias, c0, half ? 0.5f : 1.f, w, bias);
-  // Window values as f32; before t = 0 they are initial_state (kept in f32, not rounded to T).
   float win[K][kV];
 #pragma unroll
   for (int k = 0; k < K - 1; ++k) {
@@ -296,21 +142,52 @@ __global__ void __launch_bounds__(128) causal_conv1d_fwd_v9_kernel(CausalConv1dC
       win[k][v] = ts >= 0 ? dev::to_f32(in[k].e[v])
                           : (p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f);
   }
+  T* out = p.out + b * p.seqlen * p.channels + c0;
 #pragma unroll
-  for (int s = 0; s < kS9; ++s) {
+  for (int s = 0; s < kS; ++s) {
     const int64_t t = t_begin + s;
     const uint4 o = conv_step<T, K, kV, kTanh>(win, w, bias, in[K - 1 + s], p.silu);
     if (t < p.seqlen) __stcs(reinterpret_cast<uint4*>(out + t * p.channels), o);
   }
 }
 
+// v9 (branch bw80; the default; MAMBA_CONV_V9_STEPS=8|16|32): short blocks: a thread owns 16 bytes of
+// channels and kS9 steps, all kS9 + K - 1 input pieces loaded at once (the Mamba-2 update's pattern),
+// then conv_run. For bf16 the silu is silu(a) = h + h tanh(h) with h = a / 2 and the 1/2 folded into
+// the weights and bias (one MUFU.TANH per output instead of EX2 + RCP; bf16 moves half the bytes of
+// f32 per output, so its arithmetic per byte is twice f32's); f32 keeps silu_fast (tanh.approx's 2^-11
+// error is fine for bf16 outputs, not for the f32 tolerance). Loads skip L1
+// (ld.global.nc.L1::no_allocate), stores stream (st.global.cs).
+template <class T, int K, int kS9>
+__global__ void __launch_bounds__(128) causal_conv1d_fwd_v9_kernel(CausalConv1dCudaParams<T> p) {
+  constexpr int kV = 16 / int(sizeof(T));
+  using Piece = dev::RawRow<T, kV>;
+  const int64_t c0 = (int64_t{blockIdx.x} * 128 + threadIdx.x) * kV;
+  if (c0 >= p.channels) return;
+  const int64_t b = blockIdx.z;
+  const int64_t t_begin = int64_t{blockIdx.y} * kS9;
+  const T* x = p.x + b * p.x_sb + c0;
+  Piece in[kS9 + K - 1];
+#pragma unroll
+  for (int i = 0; i < kS9 + K - 1; ++i) {
+    const int64_t ts = t_begin - (K - 1) + i;
+    in[i].v[0] = ts >= 0 && ts < p.seqlen ? ld_stream16(x + ts * p.x_st) : make_uint4(0u, 0u, 0u, 0u);
+  }
+  conv_run<T, K, kS9, sizeof(T) == 2>(p, b, c0, t_begin, in);
+}
+
+// The 16-byte paths' conditions: aligned base pointers, rows and channels in whole 16-byte pieces.
+template <class T>
+bool conv_vec_ok(const CausalConv1dCudaParams<T>& p) {
+  constexpr int kV = 16 / int(sizeof(T));
+  return dev::aligned16(p.x) && dev::aligned16(p.out) && dev::aligned16(p.weight) && (!p.bias || dev::aligned16(p.bias)) &&
+         p.channels % kV == 0 && p.x_sb % kV == 0 && p.x_st % kV == 0;
+}
+
 template <class T, int K, int kS9>
 bool launch_fwd_v9(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
   constexpr int kV = 16 / int(sizeof(T));
-  const bool ok = dev::aligned16(p.x) && dev::aligned16(p.out) && dev::aligned16(p.weight) &&
-                  (!p.bias || dev::aligned16(p.bias)) && p.channels % kV == 0 && p.x_sb % kV == 0 &&
-                  p.x_st % kV == 0 && (p.seqlen + kS9 - 1) / kS9 <= 65535;
-  if (!ok) return false;
+  if (!conv_vec_ok(p) || (p.seqlen + kS9 - 1) / kS9 > 65535) return false;
   const int64_t lanes = p.channels / kV;
   const dim3 grid(static_cast<unsigned>((lanes + 127) / 128), static_cast<unsigned>((p.seqlen + kS9 - 1) / kS9),
                   static_cast<unsigned>(p.batch));
@@ -319,140 +196,29 @@ bool launch_fwd_v9(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
   return true;
 }
 
-// v10 (branch bw80; MAMBA_CONV_VERSION=10, MAMBA_CONV_V10_ROWS=4|8): the inputs streamed through
-// shared memory by the copy engine, so the bytes in flight no longer cost registers. A block of 128
-// threads owns 128 x 16 bytes of channels (1024 bf16 / 512 f32) of one batch row and a run of
-// consecutive steps (run length chosen for one wave of resident blocks); thread 0 keeps kS10 stages
-// of kR10 time rows (one 2 KB bulk copy per row, completing on the stage's mbarrier) in flight; each
-// thread walks the rows of a stage with the last K - 1 inputs in registers (no halo re-read but at
-// the run's start), computes as v9 (tanh silu for bf16) and stores 16 bytes per row (st.global.cs);
-// a barrier per stage, then thread 0 refills it. Needs channels a multiple of 128 x 16 / sizeof(T).
-constexpr int kC10Threads = 128;
-
-template <class T, int K, int kR10, int kS10>
-__global__ void __launch_bounds__(kC10Threads) causal_conv1d_fwd_v10_kernel(CausalConv1dCudaParams<T> p, int64_t seg) {
-  constexpr int kV = 16 / int(sizeof(T));
-  constexpr unsigned kRowBytes = kC10Threads * 16;
-  constexpr bool kTanh = sizeof(T) == 2;
-  using Piece = dev::RawRow<T, kV>;
-  extern __shared__ __align__(128) uint4 c10_ring[];  // [kS10][kR10][kC10Threads]
-  __shared__ __align__(8) uint64_t full[kS10];
-  const int tid = static_cast<int>(threadIdx.x);
-  const int64_t cseg = int64_t{blockIdx.x} * kC10Threads * kV;  // first channel of the block
-  const int64_t c0 = cseg + int64_t{tid} * kV;
-  const int64_t b = blockIdx.z;
-  const int64_t t_begin = int64_t{blockIdx.y} * seg;
-  const int64_t t_end = t_begin + seg < p.seqlen ? t_begin + seg : p.seqlen;
-  const int64_t nchunks = (t_end - t_begin + kR10 - 1) / kR10;
-  const T* xb = p.x + b * p.x_sb;
-  if (tid == 0) {
-#pragma unroll
-    for (int s = 0; s < kS10; ++s) dev::mbar_init(&full[s], 1);
-    dev::mbar_init_fence();
-  }
-  __syncthreads();
-  auto issue = [&](int64_t j) {  // thread 0: rows t_begin + j kR10 .. of the block's channels into stage j % kS10
-    const int s = static_cast<int>(j % kS10);
-    const int64_t t0 = t_begin + j * kR10;
-    const int rows = static_cast<int>(t_end - t0 < kR10 ? t_end - t0 : kR10);
-    dev::mbar_expect_tx(&full[s], kRowBytes * rows);
-    for (int r = 0; r < rows; ++r)
-      dev::bulk_load(c10_ring + (s * kR10 + r) * kC10Threads, xb + (t0 + r) * p.x_st + cseg, kRowBytes, &full[s]);
-  };
-  if (tid == 0)
-    for (int64_t j = 0; j < kS10 && j < nchunks; ++j) issue(j);
-  const bool half = kTanh && p.silu;
-  float w[K][kV], bias[kV];
-  conv_load_weights<K, kV>(p.weight, p.bias, c0, half ? 0.5f : 1.f, w, bias);
-  float win[K][kV];
-#pragma unroll
-  for (int k = 0; k < K - 1; ++k) {
-    const int64_t ts = t_begin - (K - 1) + k;
-    if (ts >= 0) {
-      Piece h;
-      h.v[0] = ld_stream16(xb + ts * p.x_st + c0);
-#pragma unroll
-      for (int v = 0; v < kV; ++v) win[k][v] = dev::to_f32(h.e[v]);
-    } else {
-#pragma unroll
-      for (int v = 0; v < kV; ++v)
-        win[k][v] = p.initial_state ? p.initial_state[(b * p.channels + c0 + v) * (K - 1) + (K - 1) + ts] : 0.f;
-    }
-  }
-  T* out = p.out + b * p.seqlen * p.channels + c0;
-#pragma unroll 1
-  for (int64_t j = 0; j < nchunks; ++j) {
-    const int s = static_cast<int>(j % kS10);
-    dev::mbar_wait(&full[s], static_cast<unsigned>((j / kS10) & 1));
-    const int64_t t0 = t_begin + j * kR10;
-#pragma unroll
-    for (int r = 0; r < kR10; ++r) {
-      Piece in;
-      in.v[0] = c10_ring[(s * kR10 + r) * kC10Threads + tid];
-      const uint4 o = conv_step<T, K, kV, kTanh>(win, w, bias, in, p.silu);
-      if (t0 + r < t_end) __stcs(reinterpret_cast<uint4*>(out + (t0 + r) * p.channels), o);
-    }
-    __syncthreads();  // every thread has read stage s
-    if (tid == 0 && j + kS10 < nchunks) issue(j + kS10);
-  }
-}
-
-template <class T, int K, int kR10, int kS10>
-bool launch_fwd_v10(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
-  constexpr int kV = 16 / int(sizeof(T));
-  constexpr int64_t kSegC = int64_t{kC10Threads} * kV;
-  const bool ok = dev::aligned16(p.x) && dev::aligned16(p.out) && dev::aligned16(p.weight) &&
-                  (!p.bias || dev::aligned16(p.bias)) && p.channels % kSegC == 0 && p.x_sb % kV == 0 && p.x_st % kV == 0;
-  if (!ok) return false;
-  auto kern = causal_conv1d_fwd_v10_kernel<T, K, kR10, kS10>;
-  constexpr int smem = kS10 * kR10 * kC10Threads * 16;
-  static int per_sm = -1, sms = 0;  // per instantiation (the current device's figures when first called)
-  if (per_sm < 0) {
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kC10Threads, smem) != cudaSuccess || per_sm <= 0) {
-      cudaGetLastError();
-      per_sm = -1;
-      return false;
-    }
-  }
-  const int64_t gx = p.channels / kSegC;
-  const int64_t cols = gx * p.batch;
-  int64_t nseg = std::max<int64_t>(1, int64_t{sms} * per_sm / std::max<int64_t>(cols, 1));
-  if (const char* env = std::getenv("MAMBA_CONV_V10_WAVES")) nseg *= std::max(1, std::atoi(env));
-  int64_t seg = (p.seqlen + nseg - 1) / nseg;
-  seg = std::max<int64_t>(kR10, (seg + kR10 - 1) / kR10 * kR10);
-  seg = std::max<int64_t>(seg, (p.seqlen + 65534) / 65535);
-  const int64_t gy = (p.seqlen + seg - 1) / seg;
-  if (gy > 65535) return false;
-  kern<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(p.batch)), kC10Threads, smem,
-         stream>>>(p, seg);
-  MAMBA_CUDA_CHECK_LAUNCH("causal_conv1d_fwd_cuda (v10)");
-  return true;
+// MAMBA_CONV_VERSION: unset / empty / 0 = the default (v9), 1 = the scalar walk, 9 = v9. The removed
+// versions (3-8, 10: measured slower, NOTES.md) and any other number are an error naming the field.
+int conv_version() {
+  const char* ver = std::getenv("MAMBA_CONV_VERSION");
+  const int version = ver && *ver ? std::atoi(ver) : 0;
+  if (version != 0 && version != 1 && version != 9)
+    throw std::invalid_argument("causal_conv1d_fwd_cuda: version (MAMBA_CONV_VERSION) must be 1 or 9 (unset: the default), got " +
+                                std::string(ver) + " (versions 3-8 and 10 were removed)");
+  return version;
 }
 
 template <class T, int K>
 void launch_fwd(const CausalConv1dCudaParams<T>& p, cudaStream_t stream) {
-  // Version: MAMBA_CONV_VERSION=1 (scalar walk), 4 (64-step walks), 7 (16-step short blocks), 9 (the
-  // default: v7 with tanh silu; MAMBA_CONV_V9_STEPS=8|16|32), 10 (bulk-copy ring;
-  // MAMBA_CONV_V10_ROWS=4|8); each falls back to the scalar walk when its alignment conditions fail.
-  const char* ver = std::getenv("MAMBA_CONV_VERSION");
-  const int version = ver && *ver ? std::atoi(ver) : 9;
-  if (version == 7 && launch_fwd_v7<T, K, 16>(p, stream)) return;
-  if (version == 10) {
-    const char* rw = std::getenv("MAMBA_CONV_V10_ROWS");
-    if ((rw && std::atoi(rw) == 4) ? launch_fwd_v10<T, K, 4, 4>(p, stream) : launch_fwd_v10<T, K, 8, 4>(p, stream)) return;
-  }
-  if (version == 9) {
+  // v9 (MAMBA_CONV_V9_STEPS=8|16|32, default 16: the fastest at l 2048 and 8192, NOTES.md bw81) when
+  // the 16-byte conditions hold, else the scalar walk.
+  const int version = conv_version();
+  if (version != 1) {
     const char* st = std::getenv("MAMBA_CONV_V9_STEPS");
     const int steps = st ? std::atoi(st) : 16;
     if (steps == 8 ? launch_fwd_v9<T, K, 8>(p, stream) : steps == 32 ? launch_fwd_v9<T, K, 32>(p, stream)
                    : launch_fwd_v9<T, K, 16>(p, stream))
       return;
   }
-  if (version != 1 && version != 7 && version != 9 && version != 10 && launch_fwd_v4<T, K>(p, stream)) return;
   const dim3 grid(static_cast<unsigned>((p.channels + kThreads - 1) / kThreads),
                   static_cast<unsigned>((p.seqlen + kSteps - 1) / kSteps), static_cast<unsigned>(p.batch));
   causal_conv1d_fwd_kernel<T, K><<<grid, kThreads, 0, stream>>>(p);

@@ -723,11 +723,12 @@ void print_table() {
 
 #include "mamba_cuda_check_bw80.inc"  // --bw80: state update and conv1d forward versions (branch bw80)
 #include "mamba_cuda_check_bw.inc"    // --bw (= --bw80), --bw-once (branch bwkern)
+#include "mamba_cuda_check_bw81.inc"  // --bw81: conv1d / state update versions, 1-call / back-to-back / graph timings
 
 }  // namespace
 
 // --decode-kernels: the Mamba-1 state update checked and timed under each variant
-// (MAMBA_SSU_VERSION unset = the default dispatch, 5, 9), and conv1d forward timed (the default).
+// (MAMBA_SSU_VERSION unset = the default dispatch, 11, 10), and conv1d forward timed (the default).
 int decode_kernels_main() {
   std::printf("device 0: %s\n", k::cuda_device_description(0).c_str());
   uint64_t seed = 7000;
@@ -738,7 +739,7 @@ int decode_kernels_main() {
       {40, 3400, 16, 2, true, true, false}, {48, 3000, 16, 1, true, true, true},
       {2, 300, 32, 3, true, true, true},  {256, 3072, 16, 1, true, true, false},
   };
-  for (const char* v : {"", "5", "9"}) {
+  for (const char* v : {"", "11", "10"}) {
     if (*v) setenv("MAMBA_SSU_VERSION", v, 1); else unsetenv("MAMBA_SSU_VERSION");
     std::printf("== state update checks, MAMBA_SSU_VERSION=%s\n", *v ? v : "(default)");
     for (const auto& c : upd_cases) {
@@ -751,7 +752,7 @@ int decode_kernels_main() {
   try {
     time_copy();
     for (int rep = 0; rep < 2; ++rep)  // twice: the spread
-      for (const char* v : {"", "5", "9"}) {
+      for (const char* v : {"", "11", "10"}) {
         if (*v) setenv("MAMBA_SSU_VERSION", v, 1); else unsetenv("MAMBA_SSU_VERSION");
         const size_t first = g_rows.size();
         for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);
@@ -902,6 +903,8 @@ void run_checks() {
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--decode-kernels") == 0 && k::cuda_device_count() > 0) return decode_kernels_main();
   if (argc > 1 && std::strcmp(argv[1], "--bw-once") == 0 && k::cuda_device_count() > 0) return bw_once();
+  if (argc > 1 && std::strncmp(argv[1], "--bw81", 6) == 0 && k::cuda_device_count() > 0)
+    return bw81_main(std::strcmp(argv[1], "--bw81-check") != 0);
   if (argc > 1 && std::strncmp(argv[1], "--bw80", 6) == 0 && k::cuda_device_count() > 0)
     return bw80_main(std::strcmp(argv[1], "--bw80-check") != 0);
   if (argc > 1 && std::strncmp(argv[1], "--bw", 4) == 0 && k::cuda_device_count() > 0)
@@ -957,9 +960,6 @@ int main(int argc, char** argv) {
     for (int v : {3, 0}) time_scan<bf16>(1, 2048, 2048, 16, v);
     for (int v : {3, 0}) time_scan<bf16>(64, 3072, 512, 16, v);
     time_conv<bf16>(8, 2048, 3072, 4);
-    setenv("MAMBA_CONV_VERSION", "10", 1);
-    time_conv<bf16>(8, 2048, 3072, 4);  // the bulk-copy ring, for comparison
-    unsetenv("MAMBA_CONV_VERSION");
     for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);
     for (int b : {1, 16, 256}) time_state_update<float>(b, 3072, 16);
     time_add_rms_norm<bf16>(16384, 768);

@@ -1,20 +1,16 @@
 // Mamba-1 decode step on the GPU (state (b, d, n) f32 updated in place, each state row read and
 // written once). Plain kernel: one thread per (b, d) row with the n loop in the thread (any dstate,
-// any alignment). Lane-group kernels (dstate 4 .. 128, 16-byte aligned state and A): v5 (short
-// blocks, the loads in registers) at small batch, v9 (the state streamed through shared memory by
-// the copy engine) at large batch; see each kernel's comment and NOTES.md.
+// any alignment). Lane-group kernels (dstate 4 .. 128, 16-byte aligned state and A): v11 (short
+// blocks, every load issued first) at small batch, v10 (2 pieces per lane sharing B / C) at large
+// batch; see each kernel's comment and NOTES.md.
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <mutex>
 #include <stdexcept>
-#include <utility>
-#include <vector>
+#include <string>
 
-#include "bulk_copy.cuh"
 #include "device_common.cuh"
 
 namespace mamba::kernels::cuda {
@@ -118,15 +114,21 @@ __device__ __forceinline__ void ssu_store_y(const SelectiveStateUpdateCudaParams
   p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
 }
 
-// v5 (the default at small batch; MAMBA_SSU_VERSION=5, MAMBA_SSU_V5_KR=1|2|4): one batch row per
+// v5 layout (kept as v11 below): one batch row per
 // grid row (blockIdx.y), kR pieces per lane with every load of all kR pieces issued before any
 // arithmetic; a block covers kVecThreads * kR consecutive lanes of one batch row (piece r of thread
 // t is lane r * kVecThreads + t, so each warp-wide load is one contiguous 512-byte run); the 4 B and
 // 4 C values of a lane as one 8-byte (bf16) / 16-byte (f32) vector when the rows allow it (kBC); the
 // state read with ld.global.cs and written with st.global.cs (evict-first). Lanes past the row
 // mirror lane 0 (valid reads), take part in the shuffles and write nothing.
+//
+// v11 (branch bw81; the default at small batch; MAMBA_SSU_VERSION=11, MAMBA_SSU_V11_KR=1|2|4): v5 with
+// D[d] and delta_bias[d] loaded with the other inputs. v5 read them after the state store (the compiler
+// may not move a load above a store that could alias it), so each piece paid one more L2 round trip
+// after its store with nothing else in flight; v5 itself was removed once v11 measured faster
+// (NOTES.md, bw81: b1 3.9 against 4.5 us, b256 31.6 against 32.2 us).
 template <class T, int kG, int kR, bool kBC>
-__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v5_kernel(SelectiveStateUpdateCudaParams<T> p) {
+__global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) selective_state_update_v11_kernel(SelectiveStateUpdateCudaParams<T> p) {
   constexpr int kN = 4 * kG;
   const int lanes = static_cast<int>(p.dim) * kG;
   const int dpg = static_cast<int>(p.dim / p.n_groups);
@@ -134,6 +136,7 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
   float4* st = reinterpret_cast<float4*>(p.state + (b * p.dim) * kN);
   float4 A4[kR];
   SsuRow in[kR];
+  float Dv[kR], bv[kR];
   bool ok[kR];
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
@@ -145,30 +148,36 @@ __global__ void __launch_bounds__(kVecThreads, kR == 1 ? 8 : kR == 2 ? 5 : 3) se
     in[r].h = __ldcs(st + l);
     A4[r] = __ldg(reinterpret_cast<const float4*>(p.A) + l);
     ssu_row_inputs<T, kG, kBC>(p, b, d, g, l % kG, in[r]);
+    Dv[r] = p.D ? __ldg(p.D + d) : 0.f;
+    bv[r] = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
   }
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
     const int lane = blockIdx.x * (kVecThreads * kR) + r * kVecThreads + static_cast<int>(threadIdx.x);
     const int d = (ok[r] ? lane : 0) / kG;
     float y;
-    const float4 ho = ssu_quad(A4[r], in[r].h, in[r].dt + (p.delta_bias ? p.delta_bias[d] : 0.f), in[r].x, in[r].B,
-                               in[r].C, p.delta_softplus, y);
+    const float4 ho = ssu_quad(A4[r], in[r].h, in[r].dt + bv[r], in[r].x, in[r].B, in[r].C, p.delta_softplus, y);
     if (ok[r]) __stcs(st + lane, ho);
 #pragma unroll
     for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-    if (ok[r] && lane % kG == 0) ssu_store_y(p, b, d, y, p.D ? p.D[d] : 0.f, in[r]);
+    if (ok[r] && lane % kG == 0) ssu_store_y(p, b, d, y, Dv[r], in[r]);
   }
 }
 
-// v8 (branch bwkern; MAMBA_SSU_VERSION=8, MAMBA_SSU_V8_KR=2|4): v5's layout (piece r of thread t =
+// v8 layout (branch bwkern; kept as v10 below): v5's layout (piece r of thread t =
 // lane r * 256 + t of the block, all loads issued first) with the B / C values loaded ONCE per
 // thread: the kR pieces of a thread are channels of the same batch row with the same state quad
 // q (256 is a multiple of kG), so they share B[b, g, 4q .. 4q + 4) and C (v5 kept a copy per
 // piece: 8 registers each). kR = 4 at 64 registers (4 blocks of 256 per SM, 64 KB of state in
 // flight per SM against v5's 40 KB); requires n_groups == 1 or every block inside one group
 // (checked at launch: dim / n_groups a multiple of 256 * kR / kG channels), else v5.
+//
+// v10 (branch bw81; the default at large batch, kR 2; MAMBA_SSU_VERSION=10, MAMBA_SSU_V10_KR=2|4): v8
+// with D[d] loaded with the other inputs (v8 read it after each piece's state store: kR dependent L2
+// round trips at the end of every block's life). v8 was removed once v10 measured faster (NOTES.md,
+// bw81: b256 bf16 v10 kR2 30.6 us = 83% of copy, v8 kR4 32.5 us).
 template <class T, int kG, int kR, bool kBC>
-__global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_update_v8_kernel(SelectiveStateUpdateCudaParams<T> p) {
+__global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_update_v10_kernel(SelectiveStateUpdateCudaParams<T> p) {
   constexpr int kN = 4 * kG;
   const int lanes = static_cast<int>(p.dim) * kG;
   const int dpg = static_cast<int>(p.dim / p.n_groups);
@@ -178,7 +187,7 @@ __global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_
   const int q = lane0 % kG;
   const int g = p.n_groups == 1 ? 0 : (lane0 / kG) / dpg;  // the same for all kR pieces (launch check)
   float4 h4[kR], A4[kR];
-  float xv[kR], dtv[kR], zv[kR];
+  float xv[kR], dtv[kR], zv[kR], Dv[kR];
   bool ok[kR];
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
@@ -191,6 +200,7 @@ __global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_
     xv[r] = dev::to_f32(p.x[b * p.x_stride + d]);
     dtv[r] = dev::to_f32(p.delta[b * p.delta_stride + d]) + (p.delta_bias ? p.delta_bias[d] : 0.f);
     zv[r] = p.z ? dev::to_f32(p.z[b * p.z_stride + d]) : 0.f;
+    Dv[r] = p.D ? __ldg(p.D + d) : 0.f;
   }
   float Bv[4], Cv[4];
   {
@@ -231,7 +241,7 @@ __global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_
     for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
     if (ok[r] && q == 0) {
       const int d = lane / kG;
-      if (p.D) y = fmaf(p.D[d], xv[r], y);
+      if (p.D) y = fmaf(Dv[r], xv[r], y);
       if (p.z) y *= dev::silu_fast(zv[r]);
       p.y[b * p.y_stride + d] = dev::from_f32<T>(y);
     }
@@ -239,7 +249,7 @@ __global__ void __launch_bounds__(kVecThreads, kR <= 2 ? 5 : 4) selective_state_
 }
 
 template <class T, int kG, int kR>
-bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+bool launch_v10(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
   // A block's kR * 256 lanes span kR * 256 / kG channels; they must not straddle a group.
   const int64_t dpg = p.dim / p.n_groups;
@@ -249,126 +259,14 @@ bool launch_v8(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
   const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
   const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
                   (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
-  if (bc) selective_state_update_v8_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
-  else selective_state_update_v8_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v8)");
-  return true;
-}
-
-// Resident blocks of `kernel` on the current device (SMs x occupancy), cached per (device, kernel).
-int ssu_resident_blocks(const void* kernel, int threads, int smem = 0) {
-  static std::mutex mu;
-  static std::vector<std::pair<std::pair<int, const void*>, int>> cache;  // per (device, kernel): smem is fixed per kernel
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return 132 * 4; }
-  std::lock_guard<std::mutex> lock(mu);
-  for (const auto& e : cache)
-    if (e.first.first == dev && e.first.second == kernel) return e.second;
-  int sms = 0, per = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, threads, smem) != cudaSuccess || sms <= 0 || per <= 0) {
-    cudaGetLastError();
-    return 132 * 4;
-  }
-  cache.push_back({{dev, kernel}, sms * per});
-  return sms * per;
-}
-
-// v9 (branch bw80; MAMBA_SSU_VERSION=9, MAMBA_SSU_V9_STAGES=4|8): the state streamed through shared
-// memory by the copy engine. A block of 256 lanes owns one tile of 256 / kG channels (kG lanes per
-// channel, a float4 of state each: the tile is 4 KB of contiguous state in a batch row) for the
-// batch rows b = blockIdx.y, blockIdx.y + gridDim.y, ... (grid = one wave of resident blocks). Thread
-// 0 keeps kS rows of the tile in flight as 1D bulk copies (cp.async.bulk, completing on one mbarrier
-// per stage); every lane reads its float4 from the stage, writes the new state back in place, and
-// thread 0 sends the stage out with a bulk store; a stage is refilled once its store has read it.
-// So kS x 4 KB per block are in flight without registers (v5: 2 x 16 bytes per lane in registers,
-// 40 KB per SM; v8 64 KB; v6, v7 lost with the same one-wave walk but registers as the buffer).
-// A, D, delta_bias stay in registers for all the block's rows; x / dt / z / B / C of the next row
-// are loaded (plain loads) while the current row is computed. Needs dim * kG a multiple of 256.
-template <class T, int kG, int kS, bool kBC>
-__global__ void __launch_bounds__(kVecThreads) selective_state_update_v9_kernel(SelectiveStateUpdateCudaParams<T> p) {
-  constexpr int kN = 4 * kG;
-  constexpr unsigned kTileBytes = kVecThreads * 16;
-  extern __shared__ __align__(128) float4 v9_ring[];  // [kS][kVecThreads]
-  __shared__ __align__(8) uint64_t full[kS];
-  const int tid = static_cast<int>(threadIdx.x);
-  const int lane0 = blockIdx.x * kVecThreads;  // first lane of the tile in a batch row (dim * kG lanes)
-  const int l = lane0 + tid;
-  const int d = l / kG, q = l % kG;
-  const int dpg = static_cast<int>(p.dim / p.n_groups);
-  const int g = p.n_groups == 1 ? 0 : d / dpg;
-  const int64_t gy = gridDim.y;
-  const int64_t nrows = (p.batch - blockIdx.y + gy - 1) / gy;
-  if (tid == 0) {
-#pragma unroll
-    for (int s = 0; s < kS; ++s) dev::mbar_init(&full[s], 1);
-    dev::mbar_init_fence();
-  }
-  __syncthreads();
-  auto tile = [&](int64_t j) { return p.state + (int64_t{blockIdx.y} + j * gy) * p.dim * kN + int64_t{lane0} * 4; };
-  auto issue = [&](int64_t j) {  // thread 0
-    const int s = static_cast<int>(j % kS);
-    dev::mbar_expect_tx(&full[s], kTileBytes);
-    dev::bulk_load(v9_ring + s * kVecThreads, tile(j), kTileBytes, &full[s]);
-  };
-  if (tid == 0)
-    for (int64_t j = 0; j < kS && j < nrows; ++j) issue(j);
-  const float4 A4 = __ldg(reinterpret_cast<const float4*>(p.A) + l);
-  const float Dd = p.D ? __ldg(p.D + d) : 0.f;
-  const float bias = p.delta_bias ? __ldg(p.delta_bias + d) : 0.f;
-  SsuRow nxt;  // (nxt.h unused: the state comes through shared memory)
-  ssu_row_inputs<T, kG, kBC>(p, blockIdx.y, d, g, q, nxt);
-#pragma unroll 1
-  for (int64_t j = 0; j < nrows; ++j) {
-    const int64_t b = int64_t{blockIdx.y} + j * gy;
-    const SsuRow cur = nxt;
-    if (j + 1 < nrows) ssu_row_inputs<T, kG, kBC>(p, b + gy, d, g, q, nxt);
-    const int s = static_cast<int>(j % kS);
-    dev::mbar_wait(&full[s], static_cast<unsigned>((j / kS) & 1));
-    const float4 h4 = v9_ring[s * kVecThreads + tid];
-    float y;
-    const float4 ho = ssu_quad(A4, h4, cur.dt + bias, cur.x, cur.B, cur.C, p.delta_softplus, y);
-    v9_ring[s * kVecThreads + tid] = ho;
-    dev::fence_proxy_async();
-#pragma unroll
-    for (int off = kG / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-    if (q == 0) ssu_store_y(p, b, d, y, Dd, cur);
-    __syncthreads();
-    if (tid == 0) {
-      dev::bulk_store(tile(j), v9_ring + s * kVecThreads, kTileBytes);
-      dev::bulk_commit();
-      if (j >= 1 && j - 1 + kS < nrows) {
-        dev::bulk_wait_read<1>();  // the store of row j - 1 has read its stage
-        issue(j - 1 + kS);
-      }
-    }
-  }
-  if (tid == 0) dev::bulk_wait_all();
-}
-
-template <class T, int kG, int kS>
-bool launch_v9(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
-  const int64_t lanes = p.dim * kG;
-  if (lanes % kVecThreads != 0 || lanes > 0x3fffffff || (reinterpret_cast<uintptr_t>(p.state) & 15) != 0) return false;
-  const int64_t gx = lanes / kVecThreads;
-  if (gx > 0x7fffffff) return false;
-  const uintptr_t al = sizeof(T) == 2 ? 8 : 16;
-  const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
-                  (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
-  auto kern = bc ? selective_state_update_v9_kernel<T, kG, kS, true> : selective_state_update_v9_kernel<T, kG, kS, false>;
-  constexpr int smem = kS * kVecThreads * 16;
-  const int64_t resident = ssu_resident_blocks(reinterpret_cast<const void*>(kern), kVecThreads, smem);
-  int64_t gy = std::max<int64_t>(1, std::min<int64_t>(p.batch, resident / std::max<int64_t>(gx, 1)));
-  const int64_t rows_per = (p.batch + gy - 1) / gy;
-  gy = (p.batch + rows_per - 1) / rows_per;  // balanced: every block walks rows_per or rows_per - 1 rows
-  if (const char* env = std::getenv("MAMBA_SSU_V9_GY")) gy = std::clamp<int64_t>(std::atoll(env), 1, p.batch);
-  kern<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kVecThreads, smem, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v9)");
+  if (bc) selective_state_update_v10_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
+  else selective_state_update_v10_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v10)");
   return true;
 }
 
 template <class T, int kG, int kR>
-void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+void launch_v11(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
   const int64_t blocks = (lanes + kR * kVecThreads - 1) / (kR * kVecThreads);
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
@@ -377,46 +275,52 @@ void launch_v5(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) 
   const bool bc = (reinterpret_cast<uintptr_t>(p.B) % al) == 0 && (reinterpret_cast<uintptr_t>(p.C) % al) == 0 &&
                   (p.B_stride % 4) == 0 && (p.C_stride % 4) == 0;
   if (bc)
-    selective_state_update_v5_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
+    selective_state_update_v11_kernel<T, kG, kR, true><<<grid, kVecThreads, 0, stream>>>(p);
   else
-    selective_state_update_v5_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
-  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v5)");
+    selective_state_update_v11_kernel<T, kG, kR, false><<<grid, kVecThreads, 0, stream>>>(p);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_state_update_cuda (v11)");
+}
+
+// MAMBA_SSU_VERSION (read per call so that one process can compare): 1 = the plain kernel, 10 = v10
+// (MAMBA_SSU_V10_KR=2|4 pieces per lane), 11 = v11 (MAMBA_SSU_V11_KR=1|2|4); unset / 0 = the default
+// (launch_vec). The removed versions (2-9, 12: measured slower, NOTES.md) and any other number are an
+// error naming the field.
+int ssu_version() {
+  const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
+  const int version = ssu_env && *ssu_env ? std::atoi(ssu_env) : 0;
+  if (version != 0 && version != 1 && version != 10 && version != 11)
+    throw std::invalid_argument("selective_state_update_cuda: version (MAMBA_SSU_VERSION) must be 1, 10 or 11 (unset: the "
+                                "default), got " + std::string(ssu_env) + " (versions 2-9 and 12 were removed)");
+  return version;
 }
 
 template <class T, int kG>
-bool launch_vec(const SelectiveStateUpdateCudaParams<T>& p, cudaStream_t stream) {
+bool launch_vec(const SelectiveStateUpdateCudaParams<T>& p, int version, cudaStream_t stream) {
   const int64_t lanes = p.dim * kG;
   if (lanes > 0x3fffffff) return false;  // the plain kernel
-  // MAMBA_SSU_VERSION (read per call so that one process can compare): 1 = the plain kernel,
-  // 5 = v5 (MAMBA_SSU_V5_KR=1|2|4 pieces per lane), 8 = v8 (MAMBA_SSU_V8_KR=2|4), 9 = v9
-  // (MAMBA_SSU_V9_STAGES=4|8); unset = the default below.
-  const char* ssu_env = std::getenv("MAMBA_SSU_VERSION");
-  const int version = ssu_env && *ssu_env ? std::atoi(ssu_env) : 0;
   if (version == 1) return false;
-  if (version == 9) {
-    const char* st_env = std::getenv("MAMBA_SSU_V9_STAGES");
-    const int st = st_env ? std::atoi(st_env) : 8;
-    if (st == 4 ? launch_v9<T, kG, 4>(p, stream) : launch_v9<T, kG, 8>(p, stream)) return true;
+  auto env_int = [](const char* name, int dflt) {
+    const char* e = std::getenv(name);
+    return e && *e ? std::atoi(e) : dflt;
+  };
+  if (version == 10) {
+    const bool ok = env_int("MAMBA_SSU_V10_KR", 2) == 4 ? launch_v10<T, kG, 4>(p, stream) : launch_v10<T, kG, 2>(p, stream);
+    if (ok) return true;
   }
-  if (version == 8) {
-    const char* kr_env = std::getenv("MAMBA_SSU_V8_KR");
-    const int kr = kr_env ? std::atoi(kr_env) : 4;
-    if (kr == 2 ? launch_v8<T, kG, 2>(p, stream) : launch_v8<T, kG, 4>(p, stream)) return true;
-  }
-  if (const char* kr_env = std::getenv("MAMBA_SSU_V5_KR"); kr_env && version == 5) {
-    const int kr = std::atoi(kr_env);
-    if (kr == 1) launch_v5<T, kG, 1>(p, stream);
-    else if (kr == 4) launch_v5<T, kG, 4>(p, stream);
-    else launch_v5<T, kG, 2>(p, stream);
+  if (version == 11) {
+    const int kr = env_int("MAMBA_SSU_V11_KR", 1);
+    if (kr == 2) launch_v11<T, kG, 2>(p, stream);
+    else if (kr == 4) launch_v11<T, kG, 4>(p, stream);
+    else launch_v11<T, kG, 1>(p, stream);
     return true;
   }
-  // Default: v8 (4 pieces per lane) once there are enough lanes to fill every SM twice over (batch
-  // 256 at d 3072); else v5 with 2 / 1 pieces per lane (small batch: latency-bound). Measured on an
-  // H200 (NOTES, round of 2026-12-03 22:16): b256 bf16 v8 32.7 us (78% of copy), v5 35.9 us, v9 40.2 us.
+  // Default: v10 with 2 pieces per lane once there are enough lanes to fill every SM twice over (batch
+  // 256 at d 3072, when its blocks do not straddle a group), else v11 with 1 piece per lane. Measured on
+  // an H200 (NOTES.md, bw81, back-to-back): b256 bf16 v10 kR2 30.6 us (83% of copy), v11 kR1 31.6, v10
+  // kR4 31.9, the old v8 kR4 32.5; b1 v11 kR1 3.9 us, b16 5.0 us.
   const bool large = lanes * p.batch >= int64_t{132} * 2048 * 2;
-  if (large && version != 5 && launch_v8<T, kG, 4>(p, stream)) return true;
-  if (large) launch_v5<T, kG, 2>(p, stream);
-  else launch_v5<T, kG, 1>(p, stream);
+  if (large && launch_v10<T, kG, 2>(p, stream)) return true;
+  launch_v11<T, kG, 1>(p, stream);
   return true;
 }
 
@@ -433,15 +337,16 @@ void selective_state_update_cuda(const SelectiveStateUpdateCudaParams<T>& p, cud
     throw std::invalid_argument("selective_state_update_cuda: state, x, delta, B, C, A and y are required");
   // The lane-group kernels (16-byte state accesses) when the state and A are 16-byte aligned and
   // dstate / 4 is a power of two <= 32; the plain kernel (one thread per row) otherwise.
+  const int version = ssu_version();
   const bool aligned = (reinterpret_cast<uintptr_t>(p.state) & 15) == 0 && (reinterpret_cast<uintptr_t>(p.A) & 15) == 0;
   if (aligned) {
     switch (p.dstate) {
-      case 4: if (launch_vec<T, 1>(p, stream)) return; break;
-      case 8: if (launch_vec<T, 2>(p, stream)) return; break;
-      case 16: if (launch_vec<T, 4>(p, stream)) return; break;
-      case 32: if (launch_vec<T, 8>(p, stream)) return; break;
-      case 64: if (launch_vec<T, 16>(p, stream)) return; break;
-      case 128: if (launch_vec<T, 32>(p, stream)) return; break;
+      case 4: if (launch_vec<T, 1>(p, version, stream)) return; break;
+      case 8: if (launch_vec<T, 2>(p, version, stream)) return; break;
+      case 16: if (launch_vec<T, 4>(p, version, stream)) return; break;
+      case 32: if (launch_vec<T, 8>(p, version, stream)) return; break;
+      case 64: if (launch_vec<T, 16>(p, version, stream)) return; break;
+      case 128: if (launch_vec<T, 32>(p, version, stream)) return; break;
       default: break;
     }
   }

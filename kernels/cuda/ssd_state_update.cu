@@ -95,7 +95,12 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_vec_kernel(SsdState
 // n 16: the vector kernel left half of its lanes idle there, 79% of copy at b256 h48 p64 n16): the
 // block's kRB rows are consecutive rows of the flattened (h, p) index of one batch row (the state,
 // x and y rows of consecutive heads are contiguous), so a block may span several heads; each piece
-// takes its own head's dt, A, D, exp(dt A) and group's B / C (L1 hits). MAMBA_SSD_UPD_FLAT=0 turns it off.
+// takes its own head's dt, A, D, exp(dt A) and group's B / C (L1 hits). Default for bf16 only: f32
+// measured faster on the vector kernel (bw81, b256 h48 p64 n16: 29.7 us against 31.7 / 32.2 flat).
+// MAMBA_SSD_UPD_FLAT=0 forces the vector kernel, =1 the flat one (where it applies).
+// Since branch bw81 A[h] and D[h] of every piece are loaded with the other inputs (before, they were
+// read after the previous piece's state store, which a load may not pass: kPieces dependent L2 round
+// trips per block with nothing in flight; bf16 b256 h48 p64 n16: 30.8 -> 29.9 us back-to-back).
 template <class T, int kQ>
 __global__ void __launch_bounds__(kThreads) ssd_state_update_flat_kernel(SsdStateUpdateCudaParams<T> p) {
   constexpr int kRB = kPieces * kThreads / kQ;  // rows per block
@@ -107,8 +112,7 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_flat_kernel(SsdStat
   const int r0 = blockIdx.x * kRB + threadIdx.x / kQ;  // flattened rows r0 + k * (kThreads / kQ)
   float* S = p.state + b * rows * int64_t{N};
   float4 s[kPieces];
-  float xv[kPieces], dtv[kPieces], Bv[kPieces][4], Cv[kPieces][4];
-  int hv[kPieces];
+  float xv[kPieces], dtv[kPieces], Bv[kPieces][4], Cv[kPieces][4], Av[kPieces], Dv[kPieces];
   bool ok[kPieces];
 #pragma unroll
   for (int k = 0; k < kPieces; ++k) {
@@ -116,26 +120,26 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_flat_kernel(SsdStat
     ok[k] = r < rows;
     const int rr = ok[k] ? r : 0;
     const int h = rr / P;
-    hv[k] = h;
     const int g = h / hpg;
     s[k] = reinterpret_cast<const float4*>(S + int64_t{rr} * N)[q];
     xv[k] = dev::to_f32(p.x[b * p.x_sb + rr]);
     dtv[k] = dev::to_f32(p.dt[b * p.dt_sb + h]) + (p.dt_bias ? p.dt_bias[h] : 0.f);
     load4<T>(p.B + b * p.B_sb + int64_t{g} * N + 4 * q, Bv[k]);
     load4<T>(p.C + b * p.C_sb + int64_t{g} * N + 4 * q, Cv[k]);
+    Av[k] = __ldg(p.A + h);
+    Dv[k] = p.D ? __ldg(p.D + h) : 0.f;
   }
 #pragma unroll
   for (int k = 0; k < kPieces; ++k) {
-    const int h = hv[k];
     const float dt = dt_of(dtv[k], p.dt_softplus);
-    const float dA = dev::ex2_mufu(dt * p.A[h] * dev::kLog2e);
+    const float dA = dev::ex2_mufu(dt * Av[k] * dev::kLog2e);
     float y;
     const float4 o = ssd_quad(s[k], dA, dt * xv[k], Bv[k], Cv[k], y);
     const int r = r0 + k * (kThreads / kQ);
     if (ok[k]) reinterpret_cast<float4*>(S + int64_t{r} * N)[q] = o;
 #pragma unroll
     for (int off = kQ / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
-    if (ok[k] && q == 0) p.y[b * p.y_sb + r] = dev::from_f32<T>(fmaf(p.D ? p.D[h] : 0.f, xv[k], y));
+    if (ok[k] && q == 0) p.y[b * p.y_sb + r] = dev::from_f32<T>(fmaf(Dv[k], xv[k], y));
   }
 }
 
@@ -166,9 +170,11 @@ template <class T, int kQ>
 void launch_vec(const SsdStateUpdateCudaParams<T>& p, cudaStream_t stream) {
   constexpr int kRB = kPieces * kThreads / kQ;
   const char* flat_env = std::getenv("MAMBA_SSD_UPD_FLAT");
-  if (p.headdim < kRB && p.nheads > 1 && p.nheads * p.headdim <= 0x3fffffff && !(flat_env && flat_env[0] == '0')) {
+  const bool want_flat = flat_env && *flat_env ? flat_env[0] == '1' : sizeof(T) == 2;
+  if (want_flat && p.headdim < kRB && p.nheads > 1 && p.nheads * p.headdim <= 0x3fffffff) {
     const int64_t blocks = (p.nheads * p.headdim + kRB - 1) / kRB;
-    ssd_state_update_flat_kernel<T, kQ><<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch)), kThreads, 0, stream>>>(p);
+    const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
+    ssd_state_update_flat_kernel<T, kQ><<<grid, kThreads, 0, stream>>>(p);
     MAMBA_CUDA_CHECK_LAUNCH("ssd_state_update_cuda (flat)");
     return;
   }

@@ -4,6 +4,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <stdexcept>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -298,6 +302,35 @@ TEST(CudaKernels, BadSizesThrow) {
   c.batch = 1; c.seqlen = 4; c.channels = 3; c.width = 5;
   EXPECT_THROW(kc::causal_conv1d_fwd_cuda<float>(c, nullptr), std::invalid_argument);
 }
+// A removed conv1d forward / state update version (branch bw81: conv1d 4, 7, 10; state update 5, 8,
+// 9, 12; earlier ones too) is an error naming the field, not a silent fallback.
+TEST(CudaKernels, RemovedVersionsThrow) {
+  SKIP_WITHOUT_GPU();
+  auto expect_version_error = [](const char* env, const char* value, const std::function<void()>& call) {
+    setenv(env, value, 1);
+    try {
+      call();
+      ADD_FAILURE() << env << "=" << value << " did not throw";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("version"), std::string::npos) << e.what();
+    }
+    unsetenv(env);
+  };
+  Dev<float> x(64), w(32), out(64);  // never read: the version is checked before any launch
+  kc::CausalConv1dCudaParams<float> c;
+  c.batch = 1; c.seqlen = 8; c.channels = 8; c.width = 4;
+  c.x = x.ptr; c.x_sb = 64; c.x_st = 8; c.weight = w.ptr; c.out = out.ptr;
+  for (const char* v : {"4", "7", "10"})
+    expect_version_error("MAMBA_CONV_VERSION", v, [&] { kc::causal_conv1d_fwd_cuda<float>(c, nullptr); });
+  Dev<float> st(64), xv(4), dt(4), B(16), C(16), A(64), y(4);
+  kc::SelectiveStateUpdateCudaParams<float> q;
+  q.batch = 1; q.dim = 4; q.dstate = 16; q.n_groups = 1;
+  q.state = st.ptr; q.x = xv.ptr; q.x_stride = 4; q.delta = dt.ptr; q.delta_stride = 4;
+  q.B = B.ptr; q.B_stride = 16; q.C = C.ptr; q.C_stride = 16; q.A = A.ptr; q.y = y.ptr; q.y_stride = 4;
+  for (const char* v : {"5", "6", "8", "9", "12"})
+    expect_version_error("MAMBA_SSU_VERSION", v, [&] { kc::selective_state_update_cuda<float>(q, nullptr); });
+}
+
 // Packed variable-length batch (cu_seqlens) against the CPU reference run on each sequence.
 template <class T>
 void varlen_case(const std::vector<int>& lens, int d, int n, int g, bool with_h0, unsigned seed) {
