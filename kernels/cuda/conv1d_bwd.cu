@@ -178,34 +178,42 @@ __device__ __forceinline__ void walk_end(const WalkState<K>& ws, float* part, in
   }
 }
 
+// One thread's run of the walk: channels [c0, c0 + kV) of batch b = blockIdx.z over the run
+// blockIdx.y of `seg` steps, [t0, t1); its x / dout / dx rows and its workspace slot. c0 past the
+// channels means the thread has nothing to do.
+template <class T>
+struct WalkRun {
+  int64_t c0, b, t0, t1, slot;
+  const T* xb;
+  const T* db;
+  T* dxb;
+  __device__ __forceinline__ WalkRun(const CausalConv1dCudaParams<T>& p, const T* dout, T* dx, int64_t dx_sb, int64_t seg)
+      : c0((int64_t(blockIdx.x) * kThreads + threadIdx.x) * kV), b(blockIdx.z), t0(int64_t(blockIdx.y) * seg),
+        t1(t0 + seg < p.seqlen ? t0 + seg : p.seqlen), slot(b * gridDim.y + blockIdx.y), xb(p.x + b * p.x_sb + c0),
+        db(dout + b * p.seqlen * p.channels + c0), dxb(dx + b * dx_sb + c0) {}
+};
+
 // v1: one step at a time, two loads per step.
 template <class T, int K, bool kVec>
 __global__ void __launch_bounds__(kThreads)
 conv1d_bwd_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T* __restrict__ dx, int64_t dx_sb, int64_t dx_st, float* dinit,
                   float* part) {
   constexpr int K1 = K - 1;
-  const int64_t C = p.channels, L = p.seqlen;
-  const int64_t c0 = (int64_t(blockIdx.x) * kThreads + threadIdx.x) * kV;
-  if (c0 >= C) return;
-  const int64_t b = blockIdx.z;
-  const int64_t tile = blockIdx.y, ntiles = gridDim.y;
-  const int64_t t0 = tile * kTile;
-  const int64_t t1 = t0 + kTile < L ? t0 + kTile : L;
-  const T* xb = p.x + b * p.x_sb + c0;
-  const T* db = dout + b * L * C + c0;
-  T* dxb = dx + b * dx_sb + c0;
+  const WalkRun<T> r(p, dout, dx, dx_sb, kTile);
+  if (r.c0 >= p.channels) return;
+  const int64_t C = p.channels, L = p.seqlen, c0 = r.c0, b = r.b, t0 = r.t0, t1 = r.t1;
   WalkState<K> ws;
-  walk_begin<T, K, kVec>(ws, p, xb, b, c0, t0);
+  walk_begin<T, K, kVec>(ws, p, r.xb, b, c0, t0);
   const int64_t t_last = t1 + K1;  // exclusive
   for (int64_t t = t0; t < t_last; ++t) {
     float xi[kV], go[kV];
     if (t < L) {
-      load4<T, kVec>(xb + t * p.x_st, c0, C, xi);
-      load4<T, kVec>(db + t * C, c0, C, go);
+      load4<T, kVec>(r.xb + t * p.x_st, c0, C, xi);
+      load4<T, kVec>(r.db + t * C, c0, C, go);
     }
-    walk_step<T, K, kVec>(ws, p, t, t0, t1, xi, go, dxb, dx_st, dinit, b, c0);
+    walk_step<T, K, kVec>(ws, p, t, t0, t1, xi, go, r.dxb, dx_st, dinit, b, c0);
   }
-  walk_end<K>(ws, part, b * ntiles + tile, c0, C);
+  walk_end<K>(ws, part, r.slot, c0, C);
 }
 
 // v3 (branch bwkern, NOTES.md "Memory-bound kernels to 80%"): v1's per-thread walk (4 channels,
@@ -241,16 +249,11 @@ conv1d_bwd_v3_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T*
   constexpr int PB = kV * int(sizeof(T));  // bytes per piece: 8 (bf16) or 16 (f32)
   using PieceT = std::conditional_t<PB == 16, float4, uint2>;
   extern __shared__ __align__(16) unsigned char b3_ring[];  // [kS * kB][2][kThreads] pieces
-  const int64_t C = p.channels, L = p.seqlen;
-  const int64_t c0 = (int64_t(blockIdx.x) * kThreads + threadIdx.x) * kV;
-  if (c0 >= C) return;
-  const int64_t b = blockIdx.z;
-  const int64_t tile = blockIdx.y, ntiles = gridDim.y;
-  const int64_t t0 = tile * seg;
-  const int64_t t1 = t0 + seg < L ? t0 + seg : L;
-  const T* xb = p.x + b * p.x_sb + c0;
-  const T* db = dout + b * L * C + c0;
-  T* dxb = dx + b * dx_sb + c0;
+  const WalkRun<T> r(p, dout, dx, dx_sb, seg);
+  if (r.c0 >= p.channels) return;
+  const int64_t C = p.channels, L = p.seqlen, c0 = r.c0, b = r.b, t0 = r.t0, t1 = r.t1;
+  const T* xb = r.xb;
+  const T* db = r.db;
   const int64_t t_last = t1 + K1;  // exclusive
   const int64_t nbatch = (t_last - t0 + kB - 1) / kB;
   const unsigned ring = static_cast<unsigned>(__cvta_generic_to_shared(b3_ring)) + threadIdx.x * PB;
@@ -292,11 +295,11 @@ conv1d_bwd_v3_kernel(CausalConv1dCudaParams<T> p, const T* __restrict__ dout, T*
           unpack4<T>(st[(2 * u + 1) * kThreads], go);
         }
       }
-      walk_step<T, K, true>(ws, p, t, t0, t1, xi, go, dxb, dx_st, dinit, b, c0);
+      walk_step<T, K, true>(ws, p, t, t0, t1, xi, go, r.dxb, dx_st, dinit, b, c0);
     }
   }
   cpa_wait<0>();
-  walk_end<K>(ws, part, b * ntiles + tile, c0, C);
+  walk_end<K>(ws, part, r.slot, c0, C);
 }
 
 // Launches v3 when its conditions hold; returns the number of partial slots written (0: not taken).

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds mamba-cuda-check and mamba-cuda-train-check for sm_90 with nvcc only (no CMake, no
-# Debian packages), for the memory-bound kernel round of branch bwkern:
-#   BUILD=<dir> JOBS=<n> bash kernels/cuda/device_build_bw.sh      (from the repository root)
-# Objects and logs under $BUILD; binaries $BUILD/mamba-cuda-check, $BUILD/mamba-cuda-train-check.
+# Debian packages), for the memory-bound kernel rounds (device_run_bw.sh):
+#   BUILD=<dir> JOBS=<n> [ONLY=check] bash kernels/cuda/device_build_bw.sh      (from the repository root)
+# Objects and logs under $BUILD; binaries $BUILD/mamba-cuda-check, $BUILD/mamba-cuda-train-check
+# (ONLY=check: mamba-cuda-check alone).
 set -u
 BUILD="${BUILD:-build-device-bw}"
 JOBS="${JOBS:-16}"
@@ -20,6 +21,7 @@ TRAIN=(kernels/cuda/train_norm.cu kernels/cuda/cross_entropy.cu kernels/cuda/con
        kernels/cpu/parallel.cc)
 NVFLAGS=(-O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr
          -Ikernels/include -Xcompiler -fopenmp,-ffunction-sections,-fdata-sections -DMAMBA_HAVE_CUDA=1)
+[ "${ONLY:-}" = check ] && TRAIN=()
 ALL=($(printf '%s\n' "${CHECK[@]}" "${TRAIN[@]}" | sort -u))
 printf '%s\n' "${ALL[@]}" | xargs -P "$JOBS" -I{} sh -c \
   'o="'"$BUILD"'/obj/$(basename {}).o"; if [ ! -f "$o" ] || [ {} -nt "$o" ] || [ "${FORCE:-0}" = 1 ]; then timeout 300 nvcc '"${NVFLAGS[*]}"' -Xptxas -v -c {} -o "$o" > "'"$BUILD"'/logs/$(basename {}).log" 2>&1 || { echo "FAILED {}"; rm -f "$o"; }; fi'
@@ -28,5 +30,5 @@ objs() { for s in "$@"; do echo "$BUILD/obj/$(basename "$s").o"; done; }
 for o in $(objs "${ALL[@]}"); do [ -f "$o" ] || { echo "missing $o"; ok=0; }; done
 [ "$ok" = 1 ] || exit 4
 nvcc -gencode arch=compute_90,code=sm_90 $(objs "${CHECK[@]}") -o "$BUILD/mamba-cuda-check" -Xlinker --gc-sections -lgomp > "$BUILD/logs/link-check.log" 2>&1 || { cat "$BUILD/logs/link-check.log" | head -30; exit 4; }
-nvcc -gencode arch=compute_90,code=sm_90 $(objs "${TRAIN[@]}") -o "$BUILD/mamba-cuda-train-check" -Xlinker --gc-sections -lgomp > "$BUILD/logs/link-train.log" 2>&1 || { cat "$BUILD/logs/link-train.log" | head -30; exit 4; }
-echo "build ok: $BUILD/mamba-cuda-check $BUILD/mamba-cuda-train-check"
+[ ${#TRAIN[@]} = 0 ] || nvcc -gencode arch=compute_90,code=sm_90 $(objs "${TRAIN[@]}") -o "$BUILD/mamba-cuda-train-check" -Xlinker --gc-sections -lgomp > "$BUILD/logs/link-train.log" 2>&1 || { cat "$BUILD/logs/link-train.log" | head -30; exit 4; }
+echo "build ok: $BUILD/mamba-cuda-check$([ ${#TRAIN[@]} = 0 ] || echo " $BUILD/mamba-cuda-train-check")"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build, check and time the CUDA kernels on a GPU machine. From the repository root:
+# Build, check and time the CUDA kernels on a GPU machine (the one entry for all of them:
+# mamba-cuda-check, then its --bw80 parts through device_run_bw.sh). From the repository root:
 #   bash kernels/cuda/device_run.sh
 # Logs go to $OUT when that is set (else build-device/logs). Exit status: that of
 # mamba-cuda-check (non-zero when any check fails), or of the build when it fails.
@@ -77,7 +78,15 @@ if [ "$TESTS" = ON ]; then
   echo "test_cuda_kernels exit status $test_rc"
 fi
 
-echo "== summary: mamba-cuda-check rc=$check_rc, test_cuda_kernels rc=$test_rc (tests built: $TESTS)"
+# The memory-bound round's kernel versions (state updates, conv1d forward, Mamba-2 update), each
+# part in its own process: device_run_bw.sh --bw80 on the binary built above (its logs:
+# $LOG_DIR/bw80-logs.tar.gz).
+echo "== mamba-cuda-check --bw80 (device_run_bw.sh --bw80)"
+OUT="$LOG_DIR" BIN="$BUILD" bash kernels/cuda/device_run_bw.sh --bw80
+bw80_rc=$?
+
+echo "== summary: mamba-cuda-check rc=$check_rc, --bw80 rc=$bw80_rc, test_cuda_kernels rc=$test_rc (tests built: $TESTS)"
 grep -E "^cuda-check:" "$LOG_DIR/mamba-cuda-check.log" | tail -1
 if [ "$check_rc" != 0 ]; then exit "$check_rc"; fi
+if [ "$bw80_rc" != 0 ]; then exit "$bw80_rc"; fi
 exit "$test_rc"

@@ -1,30 +1,39 @@
 #!/usr/bin/env bash
-# Memory-bound kernel round (branch bwkern) on a GPU machine, from the repository root:
-#   OUT=<dir> [BIN=<dir with prebuilt binaries>] bash kernels/cuda/device_run_bw.sh
+# Memory-bound kernel round (branches bwkern, bw80) on a GPU machine, from the repository root:
+#   OUT=<dir> [BIN=<dir with prebuilt binaries>] bash kernels/cuda/device_run_bw.sh [--bw80]
 # Uses the prebuilt mamba-cuda-check / mamba-cuda-train-check in $BIN when they start there,
-# else builds them (kernels/cuda/device_build_bw.sh). Then: `mamba-cuda-check --bw` (state
-# updates and conv1d forward: checks under every version, timings, floors table) and
-# `mamba-cuda-train-check --bench` (training-kernel checks, then timings). Everything needed
-# goes to stdout; the full logs go to ONE file, $OUT/bwkern-logs.tar.gz (the device round returns
-# few files). Must finish in < 110 s.
+# else builds them (kernels/cuda/device_build_bw.sh; the preamble is device_common.sh).
+# Default: `mamba-cuda-check --bw` (state updates and conv1d forward: checks under every version,
+# timings, floors table), `mamba-cuda-train-check --bench` (training-kernel checks, then
+# timings) and, where ncu is found (SKIP_NCU unset), its sections of those kernels; logs in
+# $OUT/bwkern-logs.tar.gz.
+# --bw80: only `mamba-cuda-check --bw80` in three processes (MAMBA_BW80_PARTS=ssu, conv, ssd, each
+# under its own limit, so a hang in one leaves the others their time), needing only
+# mamba-cuda-check; logs in $OUT/bw80-logs.tar.gz.
+# Everything needed goes to stdout. Must finish in < 110 s.
 set -u
-cd "$(dirname "$0")/../.."
-OUT="${OUT:-build-device-bw/out}"
-mkdir -p "$OUT"
-FINAL_OUT="$OUT"
-OUT="$(mktemp -d)"
-trap 'tar -C "$OUT" -czf "$FINAL_OUT/bwkern-logs.tar.gz" . 2>/dev/null' EXIT
-t0=$(date +%s)
-BIN="${BIN:-}"
-export PATH="$PATH:/usr/local/cuda/bin"
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu,memory.used --format=csv,noheader
-usable() { [ -x "$1/mamba-cuda-check" ] && [ -x "$1/mamba-cuda-train-check" ] && ! ldd "$1/mamba-cuda-check" 2>&1 | grep -q "not found\|version .GLIBC"; }
-if [ -z "$BIN" ] || ! usable "$BIN"; then
-  echo "== prebuilt binaries not usable here ($BIN): building"
-  BUILD=build-device-bw JOBS=16 timeout 80 bash kernels/cuda/device_build_bw.sh > "$OUT/build.log" 2>&1
-  echo "build rc=$? in $(( $(date +%s) - t0 )) s"; tail -3 "$OUT/build.log"
-  BIN=build-device-bw
+. "$(dirname "$0")/device_common.sh"
+if [ "${1:-}" = --bw80 ]; then
+  device_begin bw80
+  device_bins mamba-cuda-check
+  rc=0
+  for part in ssu:36 conv:40 ssd:18; do
+    name=${part%%:*}; lim=${part##*:}
+    left=$(( 107 - ($(date +%s) - t0) ))
+    [ $lim -gt $left ] && lim=$left
+    [ $lim -lt 5 ] && { echo "== $name: no time left"; rc=1; continue; }
+    echo "== mamba-cuda-check --bw80, part $name (limit $lim s)"
+    MAMBA_BW80_PARTS=$name timeout -k 3 $lim "$BIN/mamba-cuda-check" --bw80 > "$OUT/bw80_$name.log" 2>&1
+    r=$?; [ $r = 0 ] || rc=$r
+    grep -E "^FAIL|^cuda-check|timing failed|exception" "$OUT/bw80_$name.log" | head -30
+    sed -n '/^floors:/,/^cuda-check/p' "$OUT/bw80_$name.log" | grep -v "^cuda-check"
+    echo "$name: $(grep -c '^ok' "$OUT/bw80_$name.log") ok, $(grep -c '^FAIL' "$OUT/bw80_$name.log") FAIL; rc=$r; t=$(( $(date +%s) - t0 )) s"
+  done
+  [ $rc = 0 ]
+  exit
 fi
+device_begin bwkern
+device_bins mamba-cuda-check mamba-cuda-train-check
 left=$(( 108 - ($(date +%s) - t0) ))
 echo "== mamba-cuda-check --bw (limit $(( left / 2 )) s)"
 timeout $(( left / 2 )) "$BIN/mamba-cuda-check" --bw > "$OUT/bw.log" 2>&1

@@ -243,6 +243,7 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
     const float dt_r0 = s.dt[row0], dt_r1 = s.dt[row0 + 8];
     const float cs_last = s.cs[kQ - 1], e_last = __expf(cs_last);
 
+    float dcs0 = 0.f, dcs1 = 0.f, dd0 = 0.f, dd1 = 0.f, usum = 0.f;
     // ---- z gate: recompute y_pre for this warp's rows, dy = dout silu(z), dz
     if (zb) {
       float yacc[8][4];
@@ -266,6 +267,27 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
 #pragma unroll
       for (int pt = 0; pt < 8; ++pt) {
         yacc[pt][0] *= e0; yacc[pt][1] *= e0; yacc[pt][2] *= e1; yacc[pt][3] *= e1;
+      }
+      // d cs_i's initial-state term exp(cs_i) C_i.(dy S_prev)_i = dy_i . (exp(cs_i) S_prev C_i), the
+      // state part of y_pre just computed, dotted here with the gated dy in f32. The i-side mma
+      // (dy S_prev, for dC) sees dy rounded to bf16 (hi only), while the intra-chunk terms of d cs use
+      // hi + lo; at short lengths the two parts cancel (l 2: -3.60 + 3.08 = -0.52 in dA), so the
+      // mismatch came out as 1.7e-2 of dA (NOTES.md, branch mends).
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int i = row0 + 8 * half;
+        if (i < qn) {
+          const bf16* zrow = zb + (t0 + i) * f.z_st;
+          float a = 0.f;
+#pragma unroll
+          for (int pt = 0; pt < 8; ++pt) {
+            const int pp = pt * 8 + 2 * q;
+            const float2 zv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(zrow + pp));
+            const float2 dv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&s.dY[i][pp]));
+            a += dv.x * zv.x * sigmoid(zv.x) * yacc[pt][2 * half] + dv.y * zv.y * sigmoid(zv.y) * yacc[pt][2 * half + 1];
+          }
+          if (half) dcs1 += a; else dcs0 += a;
+        }
       }
       for (int jb = 0; jb <= warp; ++jb) {
         float cb[2][4] = {};
@@ -329,7 +351,6 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
       __syncthreads();  // dy (gated) visible to every warp
     }
 
-    float dcs0 = 0.f, dcs1 = 0.f, dd0 = 0.f, dd1 = 0.f, usum = 0.f;
     // ---- i-side: dC_i = exp(cs_i) (dy S_prev)_i + sum_{j<=i} W_ij B_j
     {
       float acc[kNT][4];
@@ -357,8 +378,10 @@ __global__ void __launch_bounds__(kThreads, 2) ssd_bwd_tc_kernel(const Args args
           acc[nt][0] *= e0; acc[nt][1] *= e0; acc[nt][2] *= e1; acc[nt][3] *= e1;
           const float2 c0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&s.C[row0][n]));
           const float2 c1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&s.C[row0 + 8][n]));
-          dcs0 += c0.x * acc[nt][0] + c0.y * acc[nt][1];
-          dcs1 += c1.x * acc[nt][2] + c1.y * acc[nt][3];
+          if (!zb) {  // with z: the f32 form above
+            dcs0 += c0.x * acc[nt][0] + c0.y * acc[nt][1];
+            dcs1 += c1.x * acc[nt][2] + c1.y * acc[nt][3];
+          }
         }
       }
       for (int jb = 0; jb <= warp; ++jb) {

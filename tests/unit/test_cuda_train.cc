@@ -223,46 +223,6 @@ TEST(CudaTrainGlue, BatchedGemmMatchesLoops) {
   }
 }
 
-TEST(CudaTrainGlue, ConvSiluIntoScanLayoutMatchesLoops) {
-  REQUIRE_GPU();
-  const auto dev = mamba::Device::cuda(0);
-  std::mt19937_64 rng(11);
-  for (int64_t K : {2, 3, 4}) {
-    for (bool bf : {false, true}) {
-     for (int64_t l : {70, 71}) {  // even: bf16 / f32 pair accesses; odd: element accesses
-      const int64_t b = 2, C = l == 70 ? 45 : 130, xs = 2 * C;  // rows of x hold 2C values (the x half of xz)
-      Tensor hx = rand_host(b * l * xs, rng), hw = rand_host(C * K, rng), hbias = rand_host(C, rng);
-      if (bf) hx = hx.to(DType::bf16).to(DType::f32);
-      Tensor dx = (bf ? hx.to(DType::bf16) : hx).to(dev), dw = hw.to(dev), dbias = hbias.to(dev);
-      Tensor dout = Tensor::empty({b * C * l}, bf ? DType::bf16 : DType::f32, dev);
-      if (bf)
-        kc::gt_conv1d_silu_fwd_bcl_cuda<__nv_bfloat16>(b, l, C, K, static_cast<const __nv_bfloat16*>(dx.raw_data()),
-                                                       l * xs, xs, static_cast<const float*>(dw.raw_data()),
-                                                       static_cast<const float*>(dbias.raw_data()),
-                                                       static_cast<__nv_bfloat16*>(dout.raw_data()), stream());
-      else
-        kc::gt_conv1d_silu_fwd_bcl_cuda<float>(b, l, C, K, static_cast<const float*>(dx.raw_data()), l * xs, xs,
-                                               static_cast<const float*>(dw.raw_data()),
-                                               static_cast<const float*>(dbias.raw_data()),
-                                               static_cast<float*>(dout.raw_data()), stream());
-      const Tensor got = dout.to(mamba::Device::cpu()).to(DType::f32);
-      std::vector<double> ref(static_cast<size_t>(b * C * l));
-      for (int64_t z = 0; z < b; ++z)
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t t = 0; t < l; ++t) {
-            double pre = hbias.data<float>()[c];
-            for (int64_t k = 0; k < K; ++k) {
-              const int64_t s = t - (K - 1) + k;
-              if (s >= 0) pre += static_cast<double>(hw.data<float>()[c * K + k]) * hx.data<float>()[z * l * xs + s * xs + c];
-            }
-            ref[static_cast<size_t>((z * C + c) * l + t)] = pre / (1.0 + std::exp(-pre));
-          }
-      EXPECT_LT(rel(got, ref), bf ? 5e-3 : 1e-6) << "K " << K << " bf16 " << bf << " l " << l << " C " << C;
-     }
-    }
-  }
-}
-
 TEST(CudaTrainGlue, BatchSumAndPairTransposeAreExact) {
   REQUIRE_GPU();
   const auto dev = mamba::Device::cuda(0);

@@ -48,14 +48,12 @@ D=MAMBA_GT_LAYOUT=direct
 if [ "$ROUND" = 1 ]; then
   # one round for everything: checks, the A/B at b8, then after vs before at every shape
   checks default $D
-  checks conv_bcl MAMBA_GT_CONV_BCL=1
   run check_aligned 25 "$A" --check --dtype both --layers 2 --d-model 128 --seq-len 128 --batch 2 --vocab 512 --steps 3
   grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_aligned.log"
   run gtest 40 "$W/after/test_cuda_train"
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|^\[       OK|Failure|Expected|Which is|^  Actual" "$LOGD/gtest.log" | head -40
   bench after_bf16_b8 $D "$A" --batch 8 --dtype bf16 --profile 2
   bench before_bf16_b8 $D "$B" --batch 8 --dtype bf16
-  bench after_bf16_b8_bcl MAMBA_GT_CONV_BCL=1 "$A" --batch 8 --dtype bf16 --profile 2
   bench after_bf16_b8_nockpt MAMBA_GT_FWD_CKPT=0 "$A" --batch 8 --dtype bf16
   bench after_bf16_b16 $D "$A" --batch 16 --dtype bf16
   bench before_bf16_b16 $D "$B" --batch 16 --dtype bf16

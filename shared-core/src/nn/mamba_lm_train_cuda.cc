@@ -159,14 +159,6 @@ bool direct_layout() {
   return v;
 }
 
-// In the direct layout the conv1d forward writes u in the scan layout itself (and the x_proj
-// GEMMs read u) with MAMBA_GT_CONV_BCL=1, so xc (b, l, d) is neither written nor kept; default: the conv
-// forward into (b, l, d) + a transpose, as before.
-bool conv_bcl_enabled() {
-  static const bool v = env_is("MAMBA_GT_CONV_BCL", "1");  // opt-in: the rewritten kernel is not yet measured
-  return v;
-}
-
 // The scan forward writes the backward's chunk checkpoints (SelectiveScanCudaParams::
 // bwd_workspace; the backward then skips its pass A) when d_state <= 16 and the scan versions
 // are the defaults (v6 forward, v2 backward); MAMBA_GT_FWD_CKPT=0 keeps pass A (A/B runs).
@@ -426,7 +418,6 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
   const kc::ElemType ET = elem_t<T>();
   const bool bf = std::is_same_v<T, __nv_bfloat16>;
   const bool direct = direct_layout();
-  const bool conv_bcl = direct && conv_bcl_enabled();
   const int64_t rows = b * l, d = cfg_.d_model, V = cfg_.vocab_size, Vp = cfg_.padded_vocab(), L = cfg_.n_layer;
   const int64_t di = m.m1.d_inner(), N = m.m1.d_state, R = m.m1.rank(), K = m.m1.d_conv, xd = R + 2 * N;
   const float eps = static_cast<float>(cfg_.norm_eps);
@@ -583,23 +574,17 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     mark("fwd in_proj");
     S.u = buf(rows * di, TD);
     S.xdbl = buf(rows * xd, TD);
-    if (conv_bcl) {
-      // u = SiLU(conv(x)) straight into the scan layout; xdbl[b] (l, xd) = u[b]^T W_x^T.
-      kc::gt_conv1d_silu_fwd_bcl_cuda<T>(b, l, di, K, ptr(S.xz), l * xw, xw, P(Li.convw), P(Li.convb), ptr(S.u), s);
-      mark("fwd conv1d");
-      gemmb(b, di * l, 0, l * xd, l, xd, di, S.u.raw_data(), l, true, W(Li.xproj), di, true, S.xdbl.raw_data(), xd,
-            GT, 0.f);
-    } else {
-      S.xc = buf(rows * di, TD);
+    S.xc = buf(rows * di, TD);
+    {
       kc::CausalConv1dCudaParams<T> cp;
       cp.batch = b; cp.seqlen = l; cp.channels = di; cp.width = K;
       cp.x = ptr(S.xz); cp.x_sb = l * xw; cp.x_st = xw;
       cp.weight = P(Li.convw); cp.bias = P(Li.convb); cp.silu = true;
       cp.out = ptr(S.xc);
       kc::causal_conv1d_fwd_cuda<T>(cp, s);
-      mark("fwd conv1d");
-      gemm(rows, xd, di, S.xc.raw_data(), di, false, W(Li.xproj), di, true, S.xdbl.raw_data(), xd, GT);
     }
+    mark("fwd conv1d");
+    gemm(rows, xd, di, S.xc.raw_data(), di, false, W(Li.xproj), di, true, S.xdbl.raw_data(), xd, GT);
     mark("fwd x_proj");
     S.delta = buf(rows * di, TD);
     S.Bm = buf(rows * N, TD);
@@ -609,7 +594,7 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
       gemmb(b, 0, l * xd, di * l, di, l, R, W(Li.dtw), R, false, S.xdbl.raw_data(), xd, true, S.delta.raw_data(), l,
             GT, 0.f);
       mark("fwd dt_proj");
-      if (!conv_bcl) to_bcl(s, S.xc.raw_data(), ET, di, S.u.raw_data(), ET, b, l, di);
+      to_bcl(s, S.xc.raw_data(), ET, di, S.u.raw_data(), ET, b, l, di);
     } else {
       Tensor dt = buf(rows * di, TD);
       gemm(rows, di, R, S.xdbl.raw_data(), xd, false, W(Li.dtw), R, true, dt.raw_data(), di, GT);
@@ -745,7 +730,7 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     sws = Tensor();
     dout = Tensor();
     S.delta = S.z = S.Bm = S.Cm = Tensor();
-    if (!conv_bcl) S.u = Tensor();
+    S.u = Tensor();
     mark("bwd scan");
     side_join(0);  // the side work of layer i + 1 ran beside this layer's out_proj GEMM and scan
     if (overlap) mark("bwd side join");
@@ -781,17 +766,9 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     du = Tensor();
     mark("bwd transposes");
     gemm(rows, di, xd, dxdbl.raw_data(), xd, false, W(Li.xproj), di, false, dxc.raw_data(), di, GT, 1.f);
-    if (conv_bcl) {
-      // dW_x (xd, di) = sum_b dxdbl[b]^T u[b]^T
-      side({dxdbl, S.u}, [&] {
-        gemm_sum(xd, di, dxdbl.raw_data(), xd, true, l * xd, S.u.raw_data(), l, true, di * l, G(Li.xproj), di);
-      });
-      S.u = Tensor();
-    } else {
-      side({dxdbl, S.xc}, [&] {
-        gemm(xd, di, rows, dxdbl.raw_data(), xd, true, S.xc.raw_data(), di, false, G(Li.xproj), di, kc::GemmType::f32);
-      });
-    }
+    side({dxdbl, S.xc}, [&] {
+      gemm(xd, di, rows, dxdbl.raw_data(), xd, true, S.xc.raw_data(), di, false, G(Li.xproj), di, kc::GemmType::f32);
+    });
     dxdbl = Tensor();
     mark("bwd x_proj");
     // conv + SiLU backward into the x part of dxz (direct: dxz is the x half only; the z half

@@ -58,15 +58,6 @@ bool train_gemm_cuda(const TrainGemmParams& p, void* workspace, size_t workspace
 void gt_transpose_cuda(int64_t batch, int64_t P, int64_t Q, const void* src, bool src_bf16, int64_t src_ld,
                        int64_t src_bs, void* dst, bool dst_bf16, int64_t dst_ld, int64_t dst_bs, cudaStream_t stream);
 
-// ---- causal conv1d + SiLU forward, output in the scan's (b, c, l) layout ---------------------
-// The function of causal_conv1d_fwd_cuda (silu = true, no initial state): x [b, t, c] with
-// strides (x_sb, x_st), c contiguous; weight (c, width), bias (c, nullable); out (b, c, l)
-// contiguous. width <= 4. Replaces the conv + transpose of the trainer's forward.
-template <class T>
-void gt_conv1d_silu_fwd_bcl_cuda(int64_t batch, int64_t seqlen, int64_t channels, int64_t width, const T* x,
-                                 int64_t x_sb, int64_t x_st, const float* weight, const float* bias, T* out,
-                                 cudaStream_t stream);
-
 // ---- elementwise --------------------------------------------------------------------------
 void gt_cast_f32_to_bf16_cuda(int64_t n, const float* x, __nv_bfloat16* y, cudaStream_t stream);
 void gt_neg_exp_cuda(int64_t n, const float* x, float* y, cudaStream_t stream);            // y = -exp(x)
