@@ -70,6 +70,41 @@ __device__ __forceinline__ void rms_scales(float (&ss)[MM], int64_t d, float eps
   __syncthreads();
 }
 
+// xs[i, :] = rt(RMSNorm(v_i) * w) for the m <= MM rows v_i = in(i, k) (f32, k < d), computed
+// by the whole block (stride blockDim.x); res[i, :] = v_i when res is given (shared or global).
+// before() runs after the input loads are issued and before the block's first __syncthreads
+// (a cp.async wait, say: w may be among the copies; or a copy of xs, which then holds v, by
+// the thread that wrote it). red / scale as in rms_scales. Ends with a __syncthreads.
+template <class T, int MM, class In, class Before>
+__device__ __forceinline__ void norm_rows(int m, int64_t d, float eps, In in, float* res, const float* w, float* xs,
+                                          float* red, float* scale, Before before) {
+  const int64_t nt = blockDim.x;
+  float ss[MM];
+#pragma unroll
+  for (int i = 0; i < MM; ++i) ss[i] = 0.f;
+  // Only loads and stores in this loop, so the loads of several k are in flight.
+#pragma unroll 2
+  for (int64_t k = threadIdx.x; k < d; k += nt) {
+#pragma unroll
+    for (int i = 0; i < MM; ++i) {
+      if (i < m) {
+        const float v = in(i, k);
+        if (res) res[i * d + k] = v;
+        xs[i * d + k] = v;
+        ss[i] = fmaf(v, v, ss[i]);
+      }
+    }
+  }
+  rms_scales<MM>(ss, d, eps, red, scale, before);
+  for (int64_t k = threadIdx.x; k < d; k += nt) {
+    const float wk = w[k];
+#pragma unroll
+    for (int i = 0; i < MM; ++i)
+      if (i < m) xs[i * d + k] = rt<T>(xs[i * d + k] * scale[i] * wk);
+  }
+  __syncthreads();
+}
+
 // rows[c] . xs[i, :] for NC weight rows (some may be null) and MM activation rows in shared
 // memory (f32, row stride k); lanes split k (16-byte weight loads when aligned); the result
 // is reduced into every lane.

@@ -41,37 +41,23 @@ __device__ __forceinline__ void prefetch_l2(const void* p, size_t bytes) {
 template <class T, int MM>
 __device__ void norm_rows(const PersistentDecodeParams<T>& p, const T* hidden, const float* res_in, float* res_out,
                           const float* w, float* xs, float (*red)[MM], float* scale) {
-  const int tid = threadIdx.x, m = static_cast<int>(p.batch);
+  const int m = static_cast<int>(p.batch);
   const int64_t d = p.d_model;
-  float ss[MM];
-#pragma unroll
-  for (int i = 0; i < MM; ++i) ss[i] = 0.f;
-  // Only loads and shared-memory stores in this loop, so the loads of several k are in flight.
-#pragma unroll 4
-  for (int64_t k = tid; k < d; k += kThreads) {
-#pragma unroll
-    for (int i = 0; i < MM; ++i) {
-      if (i < m) {
-        float v = hidden ? ldcg_f(hidden + i * d + k) : dev::to_f32(p.embedding[__ldcg(reinterpret_cast<const long long*>(p.ids) + i) * d + k]);
-        if (res_in) v += __ldcg(res_in + i * d + k);
-        xs[i * d + k] = v;
-        ss[i] = fmaf(v, v, ss[i]);
-      }
-    }
-  }
-  if (res_out && blockIdx.x == 0)
-    for (int64_t k = tid; k < d; k += kThreads)
+  auto in = [&](int i, int64_t k) {
+    float v = hidden ? ldcg_f(hidden + i * d + k)
+                     : dev::to_f32(p.embedding[__ldcg(reinterpret_cast<const long long*>(p.ids) + i) * d + k]);
+    if (res_in) v += __ldcg(res_in + i * d + k);
+    return v;
+  };
+  // Each thread copies the v it wrote to xs (same k stride), before the scaling rewrites xs.
+  auto copy_residual = [&] {
+    if (!res_out || blockIdx.x != 0) return;
+    for (int64_t k = threadIdx.x; k < d; k += kThreads)
 #pragma unroll
       for (int i = 0; i < MM; ++i)
         if (i < m) res_out[i * d + k] = xs[i * d + k];
-  decode::rms_scales<MM>(ss, d, p.eps, &red[0][0], scale, [] {});
-  for (int64_t k = tid; k < d; k += kThreads) {
-    const float wk = w[k];
-#pragma unroll
-    for (int i = 0; i < MM; ++i)
-      if (i < m) xs[i * d + k] = dev::to_f32(round_t<T>(xs[i * d + k] * scale[i] * wk));
-  }
-  __syncthreads();
+  };
+  decode::norm_rows<T, MM>(m, d, p.eps, in, nullptr, w, xs, &red[0][0], scale, copy_residual);
 }
 
 // xs[i, 0..k) = f32(src row i), src rows of stride k (written earlier in this launch).

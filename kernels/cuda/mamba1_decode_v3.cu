@@ -15,6 +15,7 @@ namespace mamba::kernels::cuda {
 namespace {
 
 using decode::ldcg_f;
+using decode::norm_rows;
 using decode::round_t;
 using decode::rt;
 
@@ -141,38 +142,6 @@ __device__ void issue_stage(const PersistentDecodeParams<T>& p, const Plan& P, i
     copy_async(st + P.s_cs + i * c * K * 4, L.conv_state + (i * di + c0) * K, nc * K * 4);
     copy_async(st + P.s_hs + i * c * N * 4, L.ssm_state + (i * di + c0) * N, nc * N * 4);
   }
-}
-
-// xs[i, :] = rt(RMSNorm(v_i) * w); v_i = in(i, k) (f32); res[i, :] = v_i when res is given.
-// before_w() runs after the input loads are issued and before the block's first barrier (the
-// stage wait: w may live in the stage).
-template <class T, int MM, class In, class Wait>
-__device__ __forceinline__ void norm_rows(int m, int64_t d, float eps, In in, float* res, const float* w, float* xs,
-                                          float* red, float* scale, Wait before_w) {
-  const int tid = threadIdx.x;
-  float ss[MM];
-#pragma unroll
-  for (int i = 0; i < MM; ++i) ss[i] = 0.f;
-#pragma unroll 2
-  for (int64_t k = tid; k < d; k += kThreads) {
-#pragma unroll
-    for (int i = 0; i < MM; ++i) {
-      if (i < m) {
-        const float v = in(i, k);
-        if (res) res[i * d + k] = v;
-        xs[i * d + k] = v;
-        ss[i] = fmaf(v, v, ss[i]);
-      }
-    }
-  }
-  decode::rms_scales<MM>(ss, d, eps, red, scale, before_w);
-  for (int64_t k = tid; k < d; k += kThreads) {
-    const float wk = w[k];
-#pragma unroll
-    for (int i = 0; i < MM; ++i)
-      if (i < m) xs[i * d + k] = rt<T>(xs[i * d + k] * scale[i] * wk);
-  }
-  __syncthreads();
 }
 
 template <class T, int MM>
