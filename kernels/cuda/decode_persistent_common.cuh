@@ -5,8 +5,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "device_common.cuh"
+#include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/mamba1_decode_persistent_cuda.h"
 
 namespace mamba::kernels::cuda::decode {
@@ -189,6 +192,28 @@ __device__ __forceinline__ void grid_gemv_rows(const T* W, int64_t n, int64_t k,
       }
     }
   }
+}
+
+// Launches `kernel` (one parameter, *arg) on `grid` blocks that must all be resident at once:
+// a cooperative launch, or a plain one with MAMBA_DECODE_COOP=0 (the grid still fits on the
+// device: it is sized from the occupancy; only for drivers that refuse cooperative nodes in
+// graphs). Checks the launch, naming op.
+inline void launch_resident(const char* op, const void* kernel, int grid, int threads, size_t smem,
+                            cudaStream_t stream, void* arg) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid));
+  cfg.blockDim = dim3(static_cast<unsigned>(threads));
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  cfg.attrs = attr;
+  const char* coop = std::getenv("MAMBA_DECODE_COOP");
+  cfg.numAttrs = coop && std::string(coop) == "0" ? 0 : 1;
+  void* kargs[] = {arg};
+  MAMBA_CUDA_CHECK(op, cudaLaunchKernelExC(&cfg, kernel, kargs));
+  MAMBA_CUDA_CHECK_LAUNCH(op);
 }
 
 }  // namespace mamba::kernels::cuda::decode

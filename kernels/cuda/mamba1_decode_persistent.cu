@@ -369,23 +369,9 @@ void persistent_decode_cuda(const PersistentDecodeParams<T>& p, int grid_blocks,
     return;
   }
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), stream));
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid_blocks));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem_bytes(p.batch, p.d_model, p.d_inner);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cfg.attrs = attr;
-  // MAMBA_DECODE_COOP=0: a plain launch (the grid still fits on the device at once: it is
-  // sized from the occupancy; only for drivers that refuse cooperative nodes in graphs).
-  const char* coop = std::getenv("MAMBA_DECODE_COOP");
-  cfg.numAttrs = coop && std::string(coop) == "0" ? 0 : 1;
   PersistentDecodeParams<T> args = p;
-  void* kargs[] = {&args};
-  MAMBA_CUDA_CHECK(op, cudaLaunchKernelExC(&cfg, kernel_ptr<T>(p.batch), kargs));
-  MAMBA_CUDA_CHECK_LAUNCH(op);
+  decode::launch_resident(op, reinterpret_cast<const void*>(kernel_ptr<T>(p.batch)), grid_blocks, kThreads,
+                          smem_bytes(p.batch, p.d_model, p.d_inner), stream, &args);
 }
 
 template int persistent_decode_grid<float>(int64_t, int64_t, int64_t, int64_t, int);

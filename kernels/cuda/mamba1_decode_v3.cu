@@ -521,20 +521,7 @@ void persistent_decode_v3_launch(const PersistentDecodeParams<T>& p, int grid, c
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), stream));
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.work, 0, ws * sizeof(float), stream));
   Args<T> args{p, P};
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(g));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = static_cast<size_t>(P.smem());
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cfg.attrs = attr;
-  const char* coop = std::getenv("MAMBA_DECODE_COOP");
-  cfg.numAttrs = coop && std::string(coop) == "0" ? 0 : 1;
-  void* kargs[] = {&args};
-  MAMBA_CUDA_CHECK(op, cudaLaunchKernelExC(&cfg, kernel_ptr<T>(p.batch), kargs));
-  MAMBA_CUDA_CHECK_LAUNCH(op);
+  decode::launch_resident(op, kernel_ptr<T>(p.batch), g, kThreads, static_cast<size_t>(P.smem()), stream, &args);
 }
 
 template int persistent_decode_v3_grid<float>(const PersistentDecodeParams<float>&);
