@@ -279,6 +279,7 @@ struct Gpu {
   int64_t* ids = nullptr;
   unsigned* barrier = nullptr;
   cudaStream_t s = nullptr;
+  int acc_copies = 0, head_mb = -1, stages = 0;  // version 3 tuning (0 / -1: the defaults)
 
   template <class U> U* own(U* p) { owned.push_back(p); return p; }
   Gpu(const Model& mm, int64_t batch, const CpuState& init) : m(mm), B(batch) {
@@ -340,6 +341,7 @@ struct Gpu {
     p.xdbl = xdbl; p.y = y; p.logits = logits; p.barrier = barrier; p.prefetch = true;
     p.p3_smem = (m.R % 8) == 0 && (m.N % 4) == 0;
     p.version = version; p.work = work; p.stamps = stamps;
+    p.acc_copies = acc_copies; p.head_prefetch_mb = head_mb; p.stages = stages;
     return p;
   }
   int grid(int version) const { return kc::persistent_decode_grid_for<T>(params(version)); }
@@ -393,11 +395,14 @@ void capture(Gpu<T>& gpu, int version, Graph& gr) {
 }
 
 template <class T>
-void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int steps, const char* tname) {
+void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int steps, const char* tname,
+                int copies = 0, int head_mb = -1) {
   const bool bf = sizeof(T) == 2;
   Model m = make_model(d, nl, V, bf, 1000 + d + nl);
   CpuState cs = init_state(m, B, 77 + B);
   Gpu<T> gpu(m, B, cs);
+  gpu.acc_copies = copies;
+  gpu.head_mb = head_mb;
   if (gpu.grid(version) < 1) {
     verdict(false, "%s v%d d_model %lld layers %lld batch %lld: no grid", tname, version, (long long)d, (long long)nl,
             (long long)B);
@@ -427,8 +432,9 @@ void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int st
     ws = std::max(ws, rel_err(gpu.state(li, false), cs.ssm[li]));
   }
   const double tol = bf ? 2e-2 : 1e-4;
-  verdict(worst < tol && ws < tol, "%s v%d d_model %lld layers %lld vocab %lld batch %lld: %d steps logits rel %.2e, states rel %.2e",
-          tname, version, (long long)d, (long long)nl, (long long)V, (long long)B, steps, worst, ws);
+  verdict(worst < tol && ws < tol,
+          "%s v%d d_model %lld layers %lld vocab %lld batch %lld copies %d head_mb %d: %d steps logits rel %.2e, states rel %.2e",
+          tname, version, (long long)d, (long long)nl, (long long)V, (long long)B, copies, head_mb, steps, worst, ws);
 }
 
 double measure_copy_gbs() {
@@ -528,7 +534,7 @@ void breakdown(Gpu<T>& gpu, int version, const char* label) {
 
 template <class T>
 void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool full_check, const char* tname,
-           int64_t only_batch = 0) {
+           int64_t only_batch = 0, bool sweep = false) {
   const bool bf = sizeof(T) == 2;
   Model m = make_model(d, nl, V, bf, 5);
   uint64_t wbytes = 0;
@@ -587,13 +593,27 @@ void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool ful
                   (long long)B, v, G, us, floor_us, us / floor_us, B / (us * 1e-6));
       if (B == 1 || B == 4) breakdown(gpu, v, v == 2 ? "v2" : "v3");
     }
+    if (sweep && gpu.grid(3) > 0) {
+      // Version 3 tuning at this batch: accumulator copies, then the head's L2 prefetch.
+      const double floor_b = floor_us;
+      auto one = [&](int copies, int head_mb, int stages) {
+        gpu.acc_copies = copies; gpu.head_mb = head_mb; gpu.stages = stages;
+        if (gpu.grid(3) < 1) return;
+        const double us = time_graph(gpu, 3, reps);
+        std::printf("  batch %3lld v3 copies %2d head_mb %2d stages %d: graph %8.1f us, x floor %5.2f\n", (long long)B,
+                    copies, head_mb, stages, us, us / floor_b);
+      };
+      for (int c : {1, 2, 4, 8, 16}) one(c, 0, 0);
+      for (int h : {8, 16, 24, 32}) one(0, h, 0);
+      gpu.acc_copies = 0; gpu.head_mb = -1; gpu.stages = 0;
+    }
   }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool check_only = false;
+  bool check_only = false, sweep = false, no_f32 = false;
   int reps = 50;
   int64_t time_only = 0;  // --time-only B: no checks, bf16 timing of batch B only
   int64_t layers = 24, d_model = 768, vocab = 50280;
@@ -601,13 +621,17 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     auto next = [&]() -> long long { return i + 1 < argc ? std::atoll(argv[++i]) : 0; };
     if (a == "--check-only") check_only = true;
+    else if (a == "--sweep") sweep = true;
+    else if (a == "--no-f32") no_f32 = true;
     else if (a == "--reps") reps = static_cast<int>(next());
     else if (a == "--time-only") time_only = next();
     else if (a == "--layers") layers = next();
     else if (a == "--d-model") d_model = next();
     else if (a == "--vocab") vocab = next();
     else {
-      std::fprintf(stderr, "usage: mamba-decode-check [--check-only] [--reps R] [--layers N] [--d-model D] [--vocab V]\n");
+      std::fprintf(stderr,
+                   "usage: mamba-decode-check [--check-only] [--time-only B] [--sweep] [--no-f32] [--reps R] [--layers N] "
+                   "[--d-model D] [--vocab V]\n");
       return 2;
     }
   }
@@ -624,7 +648,7 @@ int main(int argc, char** argv) {
     const double bw = measure_copy_gbs();
     const char* st = std::getenv("MAMBA_DECODE_STAGES");
     std::printf("copy %.0f GB/s; MAMBA_DECODE_STAGES=%s\n", bw, st ? st : "(auto)");
-    bench<__nv_bfloat16>(d_model, layers, vocab, reps, bw, false, "bf16", time_only);
+    bench<__nv_bfloat16>(d_model, layers, vocab, reps, bw, false, "bf16", time_only, sweep);
     return 0;
   }
   std::printf("== checks vs the CPU step\n");
@@ -639,11 +663,18 @@ int main(int argc, char** argv) {
     check_case<float>(100, 3, 301, 1, v, 4, "f32");
     check_case<__nv_bfloat16>(128, 0, 301, 2, v, 2, "bf16");
   }
+  // Version 3's tuning knobs: accumulator copies (1, 3: not a power of two, 16) and the head's
+  // L2 prefetch (over the whole small head).
+  for (int c : {1, 3, 16}) {
+    check_case<float>(128, 3, 301, 2, 3, 4, "f32", c, 0);
+    check_case<__nv_bfloat16>(100, 2, 301, 5, 3, 4, "bf16", c, 1);
+  }
+  check_case<__nv_bfloat16>(128, 3, 301, 16, 3, 4, "bf16", 4, 1);
   if (!check_only) {
     const double bw = measure_copy_gbs();
     std::printf("copy bandwidth (device to device, 1 GiB, read + write): %.0f GB/s\n", bw);
-    bench<__nv_bfloat16>(d_model, layers, vocab, reps, bw, true, "bf16");
-    bench<float>(d_model, layers, vocab, std::max(10, reps / 2), bw, false, "f32");
+    bench<__nv_bfloat16>(d_model, layers, vocab, reps, bw, true, "bf16", 0, sweep);
+    if (!no_f32) bench<float>(d_model, layers, vocab, std::max(10, reps / 2), bw, false, "f32");
   }
   std::printf("decode-check: %d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;

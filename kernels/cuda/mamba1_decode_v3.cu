@@ -22,6 +22,7 @@ using decode::rt;
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxStages = 3;
+constexpr int kMaxCopies = 16;  // copies of each reduction accumulator (fewer atomics per address)
 
 constexpr int64_t align16(int64_t b) { return (b + 15) / 16 * 16; }
 
@@ -29,6 +30,9 @@ constexpr int64_t align16(int64_t b) { return (b + 15) / 16 * 16; }
 struct Plan {
   int64_t cpb = 0, ngroups = 0;
   int stages = 0;
+  int copies = 1;                // accumulator copies: block j adds into copy j % copies
+  int64_t head_prefetch = 0;     // bytes of the LM head prefetched into L2 during the last layers
+  int head_prefetch_layers = 0;  // over this many layers
   // stage
   int64_t s_norm = 0, s_win = 0, s_wout = 0, s_wx = 0, s_wdt = 0, s_A = 0, s_cw = 0, s_cb = 0, s_dtb = 0, s_D = 0,
           s_cs = 0, s_hs = 0, stage_bytes = 0;
@@ -44,6 +48,13 @@ struct Args {
 };
 
 int mm_for(int64_t batch) { return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : batch <= 8 ? 8 : 16; }
+
+// `given` when >= min_ok, else the environment variable `env` when set, else `fallback`.
+int param_or_env(int given, int min_ok, const char* env, int fallback) {
+  if (given >= min_ok) return given;
+  if (const char* e = std::getenv(env)) return std::atoi(e);
+  return fallback;
+}
 
 template <class T>
 Plan make_plan(const PersistentDecodeParams<T>& p, int grid, int64_t max_smem, int want_stages) {
@@ -83,6 +94,12 @@ Plan make_plan(const PersistentDecodeParams<T>& p, int grid, int64_t max_smem, i
   int s = static_cast<int>(std::min<int64_t>(kMaxStages, std::max<int64_t>(0, fit)));
   if (want_stages > 0) s = std::min(s, want_stages);
   P.stages = s;
+  P.copies = std::clamp(param_or_env(p.acc_copies, 1, "MAMBA_DECODE_ACC_COPIES", static_cast<int>(std::max<int64_t>(1, 8 / MM))),
+                        1, kMaxCopies);
+  const int64_t head_bytes = p.vocab_rows * d * st;
+  const int64_t mb = std::max(0, param_or_env(p.head_prefetch_mb, 0, "MAMBA_DECODE_HEAD_PREFETCH_MB", 0));
+  P.head_prefetch = std::min(head_bytes, mb << 20);
+  P.head_prefetch_layers = static_cast<int>(std::min<int64_t>(p.n_layers, 4));
   return P;
 }
 
@@ -166,8 +183,18 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
   float* red = reinterpret_cast<float*>(smem + P.f_red);
   float* scale = reinterpret_cast<float*>(smem + P.f_scale);
   unsigned char* stage0 = smem + P.fixed_bytes;
-  float* Hacc[2] = {p.work, p.work + p.batch * d};
-  float* Xacc[2] = {p.work + 2 * p.batch * d, p.work + 2 * p.batch * d + p.batch * xd};
+  // Accumulators [2 (layer parity)][copies][m][d] then [2][copies][m][xd]; this block adds
+  // into copy `mine`; readers sum the copies.
+  const int C = P.copies;
+  const int64_t hsz = int64_t{C} * p.batch * d, xsz = int64_t{C} * p.batch * xd;
+  float* Hacc[2] = {p.work, p.work + hsz};
+  float* Xacc[2] = {p.work + 2 * hsz, p.work + 2 * hsz + xsz};
+  const int64_t mine = blockIdx.x % C;
+  auto sum_copies = [&](const float* a, int64_t stride, int64_t t) {
+    float v = 0.f;
+    for (int c = 0; c < C; ++c) v += __ldcg(a + c * stride + t);
+    return v;
+  };
   unsigned epoch = 0;
   if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2] = decode::globaltimer();
 
@@ -203,7 +230,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
                        res, s_norm, xs, red, scale, wait_stage);
     } else {
       const float* hin = Hacc[(li - 1) % 2];
-      norm_rows<T, MM>(m, d, p.eps, [&](int i, int64_t k) { return rt<T>(__ldcg(hin + i * d + k)) + res[i * d + k]; },
+      norm_rows<T, MM>(m, d, p.eps,
+                       [&](int i, int64_t k) { return rt<T>(sum_copies(hin, m * d, i * d + k)) + res[i * d + k]; },
                        res, s_norm, xs, red, scale, wait_stage);
     }
     if (nc > 0) {
@@ -274,7 +302,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
     __syncthreads();
     // x_proj partial sums over the own channels -> Xacc (f32 atomics).
     if (nc > 0) {
-      float* xa = Xacc[li % 2];
+      float* xa = Xacc[li % 2] + mine * m * xd;
       for (int64_t t = tid; t < m * xd; t += kThreads) {
         const int64_t i = t / xd, o = t % xd;
         float acc = 0.f;
@@ -288,14 +316,13 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
     // ---- B. dt_proj + softplus + state update + D + gate (own channels) + out_proj partials
     {
       const float* xa = Xacc[li % 2];
-      for (int64_t t = tid; t < m * xd; t += kThreads) xds[t] = rt<T>(__ldcg(xa + t));
-      if (blockIdx.x == G - 1) {
-        // Both accumulators of the next layer: their last readers passed the last barrier.
-        float* hz = Hacc[(li + 1) % 2];
-        float* xz = Xacc[(li + 1) % 2];
-        for (int64_t t = tid; t < m * d; t += kThreads) hz[t] = 0.f;
-        for (int64_t t = tid; t < m * xd; t += kThreads) xz[t] = 0.f;
-      }
+      for (int64_t t = tid; t < m * xd; t += kThreads) xds[t] = rt<T>(sum_copies(xa, m * xd, t));
+      // Both accumulators of the next layer (their last readers passed the last barrier), each
+      // block a slice.
+      float* hz = Hacc[(li + 1) % 2];
+      float* xz = Xacc[(li + 1) % 2];
+      for (int64_t t = int64_t{blockIdx.x} * kThreads + tid; t < hsz; t += int64_t{G} * kThreads) hz[t] = 0.f;
+      for (int64_t t = int64_t{blockIdx.x} * kThreads + tid; t < xsz; t += int64_t{G} * kThreads) xz[t] = 0.f;
     }
     __syncthreads();
     if (nc > 0) {
@@ -352,7 +379,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
     __syncthreads();
     // out_proj partial sums over the own channels -> Hacc (float4 atomics when aligned).
     if (nc > 0) {
-      float* ha = Hacc[li % 2];
+      float* ha = Hacc[li % 2] + mine * m * d;
       if ((d % 4) == 0) {
         for (int64_t o4 = tid; o4 < d / 4; o4 += kThreads) {
           float4 acc[MM];
@@ -402,6 +429,15 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
     __syncthreads();  // every thread is done with stage li % S: refill it with layer li + S
     if (li + S < nl) issue_stage(p, P, li + S, st, c0, nc);
     cp_commit();
+    // The first head_prefetch bytes of the LM head into L2, a slice per remaining layer.
+    const int64_t pl = li - (nl - P.head_prefetch_layers);
+    if (P.head_prefetch > 0 && pl >= 0) {
+      const int64_t chunk = (P.head_prefetch + P.head_prefetch_layers - 1) / P.head_prefetch_layers;
+      const int64_t lo = pl * chunk, hi = std::min(P.head_prefetch, lo + chunk);
+      const char* hb = reinterpret_cast<const char*>(p.head);
+      for (int64_t off = lo + (int64_t{blockIdx.x} * kThreads + tid) * 128; off < hi; off += int64_t{G} * kThreads * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(hb + off));
+    }
     ++epoch;
     decode::grid_barrier(p.barrier, epoch * G, p.stamps, epoch);
   }
@@ -412,7 +448,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
                      nullptr, p.norm_f_w, xs, red, scale, [] {});
   } else {
     const float* hin = Hacc[(nl - 1) % 2];
-    norm_rows<T, MM>(m, d, p.eps, [&](int i, int64_t k) { return rt<T>(__ldcg(hin + i * d + k)) + res[i * d + k]; },
+    norm_rows<T, MM>(m, d, p.eps,
+                     [&](int i, int64_t k) { return rt<T>(sum_copies(hin, m * d, i * d + k)) + res[i * d + k]; },
                      nullptr, p.norm_f_w, xs, red, scale, [] {});
   }
   const int64_t V = p.vocab_rows;
@@ -472,7 +509,7 @@ int grid_and_plan(const PersistentDecodeParams<T>& p, Plan* out, bool check_kern
 
 template <class T>
 int64_t persistent_decode_workspace_floats(int64_t batch, int64_t d_model, int64_t dt_rank, int64_t dstate) {
-  return 2 * batch * d_model + 2 * batch * (dt_rank + 2 * dstate);
+  return 2 * kMaxCopies * (batch * d_model + batch * (dt_rank + 2 * dstate));
 }
 
 template <class T>
@@ -517,7 +554,8 @@ void persistent_decode_v3_launch(const PersistentDecodeParams<T>& p, int grid, c
   const int g = grid_and_plan(p, &P, false);
   if (g < 1) bad("the device or the shape does not allow it (cooperative launch, shared memory for one stage)");
   if (grid != g) bad("grid_blocks " + std::to_string(grid) + " must be " + std::to_string(g) + " (persistent_decode_grid_for)");
-  const size_t ws = static_cast<size_t>(persistent_decode_workspace_floats<T>(p.batch, p.d_model, p.dt_rank, p.dstate));
+  // Only the copies in use are zeroed (the workspace holds kMaxCopies).
+  const size_t ws = static_cast<size_t>(2 * P.copies * p.batch * (p.d_model + p.dt_rank + 2 * p.dstate));
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), stream));
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.work, 0, ws * sizeof(float), stream));
   Args<T> args{p, P};

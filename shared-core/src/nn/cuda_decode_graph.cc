@@ -40,6 +40,7 @@ int64_t CudaDecodeGraph::batch() const { return 0; }
 void* CudaDecodeGraph::stream() const { return nullptr; }
 bool CudaDecodeGraph::fused() const { return false; }
 bool CudaDecodeGraph::persistent() const { return false; }
+int CudaDecodeGraph::persistent_version() const { return 0; }
 int64_t CudaDecodeGraph::kernels_per_step() const { return 0; }
 
 #else
@@ -427,6 +428,7 @@ int64_t CudaDecodeGraph::batch() const { return impl_->batch; }
 void* CudaDecodeGraph::stream() const { return impl_->stream.native(); }
 bool CudaDecodeGraph::fused() const { return impl_->fused; }
 bool CudaDecodeGraph::persistent() const { return impl_->persistent; }
+int CudaDecodeGraph::persistent_version() const { return impl_->persistent ? impl_->version : 0; }
 int64_t CudaDecodeGraph::kernels_per_step() const {
   if (impl_->persistent) return 1;  // plus one memset node (the barrier counter)
   return static_cast<int64_t>(impl_->layers.size()) * (impl_->fused ? 4 : 7) + 3;

@@ -62,6 +62,7 @@ class CudaDecodeGraph {
   void* stream() const;  // the cudaStream_t the decoder runs on
   bool fused() const;    // whether the fused kernels run (requested and the shape allows it)
   bool persistent() const;  // whether the one-kernel persistent step runs
+  int persistent_version() const;  // its kernel version (2 or 3) when persistent(), else 0
   int64_t kernels_per_step() const;  // launches in one step (what the graph holds)
 
  private:

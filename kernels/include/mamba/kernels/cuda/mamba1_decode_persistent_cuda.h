@@ -74,6 +74,12 @@ struct PersistentDecodeParams {
   // ring in shared memory (0 = as many as fit, at most 3; MAMBA_DECODE_STAGES overrides).
   float* work = nullptr;
   int stages = 0;
+  // Version 3: copies of each reduction accumulator (block j adds into copy j % copies, the
+  // readers sum the copies: fewer atomics on one address; 0 = by batch, 8 at batch 1, or
+  // MAMBA_DECODE_ACC_COPIES; at most 16), and MB of the LM head prefetched into L2 during the
+  // last layers (-1 = the default, or MAMBA_DECODE_HEAD_PREFETCH_MB; 0 = none).
+  int acc_copies = 0;
+  int head_prefetch_mb = -1;
   // Optional timing: when non-null, thread 0 of every block writes %globaltimer (ns) when
   // it arrives at and leaves each grid barrier: stamps[(e * grid + block) * 2 + {0, 1}] for
   // barrier e = 1 .. (phases per layer) * n_layers, and e = 0: {kernel start, kernel end}.
