@@ -279,7 +279,7 @@ struct Gpu {
   int64_t* ids = nullptr;
   unsigned* barrier = nullptr;
   cudaStream_t s = nullptr;
-  int acc_copies = 0, head_mb = -1, stages = 0;  // version 3 tuning (0 / -1: the defaults)
+  int acc_copies = 0, head_mb = -1, stages = 0, head_nc = 0, refill = -1;  // version 3 tuning (0 / -1: the defaults)
 
   template <class U> U* own(U* p) { owned.push_back(p); return p; }
   Gpu(const Model& mm, int64_t batch, const CpuState& init) : m(mm), B(batch) {
@@ -341,7 +341,7 @@ struct Gpu {
     p.xdbl = xdbl; p.y = y; p.logits = logits; p.barrier = barrier; p.prefetch = true;
     p.p3_smem = (m.R % 8) == 0 && (m.N % 4) == 0;
     p.version = version; p.work = work; p.stamps = stamps;
-    p.acc_copies = acc_copies; p.head_prefetch_mb = head_mb; p.stages = stages;
+    p.acc_copies = acc_copies; p.head_prefetch_mb = head_mb; p.stages = stages; p.head_cols = head_nc; p.refill = refill;
     return p;
   }
   int grid(int version) const { return kc::persistent_decode_grid_for<T>(params(version)); }
@@ -396,13 +396,15 @@ void capture(Gpu<T>& gpu, int version, Graph& gr) {
 
 template <class T>
 void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int steps, const char* tname,
-                int copies = 0, int head_mb = -1) {
+                int copies = 0, int head_mb = -1, int head_nc = 0, int refill = -1) {
   const bool bf = sizeof(T) == 2;
   Model m = make_model(d, nl, V, bf, 1000 + d + nl);
   CpuState cs = init_state(m, B, 77 + B);
   Gpu<T> gpu(m, B, cs);
   gpu.acc_copies = copies;
   gpu.head_mb = head_mb;
+  gpu.head_nc = head_nc;
+  gpu.refill = refill;
   if (gpu.grid(version) < 1) {
     verdict(false, "%s v%d d_model %lld layers %lld batch %lld: no grid", tname, version, (long long)d, (long long)nl,
             (long long)B);
@@ -433,8 +435,10 @@ void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int st
   }
   const double tol = bf ? 2e-2 : 1e-4;
   verdict(worst < tol && ws < tol,
-          "%s v%d d_model %lld layers %lld vocab %lld batch %lld copies %d head_mb %d: %d steps logits rel %.2e, states rel %.2e",
-          tname, version, (long long)d, (long long)nl, (long long)V, (long long)B, copies, head_mb, steps, worst, ws);
+          "%s v%d d_model %lld layers %lld vocab %lld batch %lld copies %d head_mb %d head_nc %d refill %d: %d steps "
+          "logits rel %.2e, states rel %.2e",
+          tname, version, (long long)d, (long long)nl, (long long)V, (long long)B, copies, head_mb, head_nc, refill, steps,
+          worst, ws);
 }
 
 double measure_copy_gbs() {
@@ -596,16 +600,28 @@ void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool ful
     if (sweep && gpu.grid(3) > 0) {
       // Version 3 tuning at this batch: accumulator copies, then the head's L2 prefetch.
       const double floor_b = floor_us;
-      auto one = [&](int copies, int head_mb, int stages) {
-        gpu.acc_copies = copies; gpu.head_mb = head_mb; gpu.stages = stages;
+      auto one = [&](int copies, int head_mb, int stages, int head_nc) {
+        gpu.acc_copies = copies; gpu.head_mb = head_mb; gpu.stages = stages; gpu.head_nc = head_nc;
         if (gpu.grid(3) < 1) return;
         const double us = time_graph(gpu, 3, reps);
-        std::printf("  batch %3lld v3 copies %2d head_mb %2d stages %d: graph %8.1f us, x floor %5.2f\n", (long long)B,
-                    copies, head_mb, stages, us, us / floor_b);
+        std::printf("  batch %3lld v3 copies %2d head_mb %2d stages %d head_nc %d: graph %8.1f us, x floor %5.2f\n",
+                    (long long)B, copies, head_mb, stages, head_nc, us, us / floor_b);
       };
-      for (int c : {1, 2, 4, 8, 16}) one(c, 0, 0);
-      for (int h : {8, 16, 24, 32}) one(0, h, 0);
-      gpu.acc_copies = 0; gpu.head_mb = -1; gpu.stages = 0;
+      for (int c : {1, 2, 4, 8, 16}) one(c, 0, 0, 0);
+      for (int h : {8, 16, 24, 32}) one(0, h, 0, 0);
+      if (B <= 4) for (int nc : {4, 8}) one(0, 0, 0, nc);
+      gpu.refill = 1;
+      std::printf("  refill after the barrier:\n");
+      one(0, 0, 0, 0);
+      one(16, 0, 0, 0);
+      gpu.refill = -1;
+      if (B == 1) {
+        gpu.acc_copies = 1; gpu.head_mb = 0; gpu.head_nc = 0; gpu.stages = 0;
+        breakdown(gpu, 3, "v3 copies 1");
+        gpu.acc_copies = 16;
+        breakdown(gpu, 3, "v3 copies 16");
+      }
+      gpu.acc_copies = 0; gpu.head_mb = -1; gpu.stages = 0; gpu.head_nc = 0;
     }
   }
 }
@@ -670,6 +686,12 @@ int main(int argc, char** argv) {
     check_case<__nv_bfloat16>(100, 2, 301, 5, 3, 4, "bf16", c, 1);
   }
   check_case<__nv_bfloat16>(128, 3, 301, 16, 3, 4, "bf16", 4, 1);
+  for (int nc : {4, 8})
+    for (int64_t B : {1, 2, 4}) check_case<__nv_bfloat16>(128, 2, 1001, B, 3, 3, "bf16", 0, 0, nc);
+  for (int64_t B : {1, 3}) {
+    check_case<__nv_bfloat16>(128, 4, 301, B, 3, 4, "bf16", 0, -1, 0, 1);
+    check_case<float>(96, 4, 301, B, 3, 4, "f32", 16, -1, 0, 1);
+  }
   if (!check_only) {
     const double bw = measure_copy_gbs();
     std::printf("copy bandwidth (device to device, 1 GiB, read + write): %.0f GB/s\n", bw);

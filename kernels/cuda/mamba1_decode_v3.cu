@@ -33,6 +33,8 @@ struct Plan {
   int copies = 1;                // accumulator copies: block j adds into copy j % copies
   int64_t head_prefetch = 0;     // bytes of the LM head prefetched into L2 during the last layers
   int head_prefetch_layers = 0;  // over this many layers
+  int head_nc = 2;               // LM head rows in flight per warp
+  bool refill_after = false;     // refill a stage after phase B's barrier instead of before
   // stage
   int64_t s_norm = 0, s_win = 0, s_wout = 0, s_wx = 0, s_wdt = 0, s_A = 0, s_cw = 0, s_cb = 0, s_dtb = 0, s_D = 0,
           s_cs = 0, s_hs = 0, stage_bytes = 0;
@@ -100,6 +102,9 @@ Plan make_plan(const PersistentDecodeParams<T>& p, int grid, int64_t max_smem, i
   const int64_t mb = std::max(0, param_or_env(p.head_prefetch_mb, 0, "MAMBA_DECODE_HEAD_PREFETCH_MB", 0));
   P.head_prefetch = std::min(head_bytes, mb << 20);
   P.head_prefetch_layers = static_cast<int>(std::min<int64_t>(p.n_layers, 4));
+  const int nc = param_or_env(p.head_cols, 1, "MAMBA_DECODE_HEAD_NC", 2);
+  P.head_nc = nc >= 8 && MM <= 2 ? 8 : nc >= 4 && MM <= 4 ? 4 : 2;
+  P.refill_after = param_or_env(p.refill, 0, "MAMBA_DECODE_REFILL", 0) == 1;
   return P;
 }
 
@@ -427,8 +432,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
       }
     }
     __syncthreads();  // every thread is done with stage li % S: refill it with layer li + S
-    if (li + S < nl) issue_stage(p, P, li + S, st, c0, nc);
-    cp_commit();
+    if (!P.refill_after) {
+      if (li + S < nl) issue_stage(p, P, li + S, st, c0, nc);
+      cp_commit();
+    }
     // The first head_prefetch bytes of the LM head into L2, a slice per remaining layer.
     const int64_t pl = li - (nl - P.head_prefetch_layers);
     if (P.head_prefetch > 0 && pl >= 0) {
@@ -440,6 +447,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
     }
     ++epoch;
     decode::grid_barrier(p.barrier, epoch * G, p.stamps, epoch);
+    if (P.refill_after) {
+      if (li + S < nl) issue_stage(p, P, li + S, st, c0, nc);
+      cp_commit();
+    }
   }
 
   // ---- final RMSNorm + LM head (f32 logits) --------------------------------------------------
@@ -454,7 +465,22 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
   }
   const int64_t V = p.vocab_rows;
   float* logits = p.logits;
-  decode::grid_gemv_rows<T, MM, 2>(p.head, V, d, xs, m, [&](int i, int64_t col, float v) { logits[i * V + col] = v; });
+  auto store = [&](int i, int64_t col, float v) { logits[i * V + col] = v; };
+  if constexpr (MM <= 2) {
+    if (P.head_nc == 8) {
+      decode::grid_gemv_rows<T, MM, 8>(p.head, V, d, xs, m, store);
+      if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2 + 1] = decode::globaltimer();
+      return;
+    }
+  }
+  if constexpr (MM <= 4) {
+    if (P.head_nc == 4) {
+      decode::grid_gemv_rows<T, MM, 4>(p.head, V, d, xs, m, store);
+      if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2 + 1] = decode::globaltimer();
+      return;
+    }
+  }
+  decode::grid_gemv_rows<T, MM, 2>(p.head, V, d, xs, m, store);
   if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2 + 1] = decode::globaltimer();
 }
 

@@ -80,6 +80,12 @@ struct PersistentDecodeParams {
   // last layers (-1 = the default, or MAMBA_DECODE_HEAD_PREFETCH_MB; 0 = none).
   int acc_copies = 0;
   int head_prefetch_mb = -1;
+  // Version 3: LM head rows in flight per warp (2, 4 or 8; 0 = the default, or
+  // MAMBA_DECODE_HEAD_NC; 8 only at batch <= 2, 4 at batch <= 4).
+  int head_cols = 0;
+  // Version 3: when a stage is refilled with the layer `stages` ahead: 0 = at the end of
+  // phase B, before its barrier (the default, or MAMBA_DECODE_REFILL), 1 = after that barrier.
+  int refill = -1;
   // Optional timing: when non-null, thread 0 of every block writes %globaltimer (ns) when
   // it arrives at and leaves each grid barrier: stamps[(e * grid + block) * 2 + {0, 1}] for
   // barrier e = 1 .. (phases per layer) * n_layers, and e = 0: {kernel start, kernel end}.
