@@ -8,7 +8,8 @@
 #    version, then MAMBA_DECODE_VERSION=2 and =3; its other tests last, while time is left);
 # 2. mamba-decode-check: both kernel versions against the CPU step, then the timings (24L
 #    d768 bf16, batch 1 / 4 / 8 / 16, v2 and v3) with the version-3 sweep (accumulator
-#    copies, head prefetch), then f32 while time is left.
+#    copies, head prefetch, head rows, refill), then mamba-cuda-bench --decode-only (through
+#    CudaDecodeGraph) with versions 3 and 2, the stage depths, while time is left.
 # Whole run < 110 s; logs go to ONE file, $OUT/decode3-logs.tar.gz.
 set -u
 OUT="${OUT:-out}"; mkdir -p "$OUT"
@@ -60,9 +61,16 @@ if [ $? != 2 ]; then
   [ "$ok" = 1 ] && nvcc -gencode arch=compute_90,code=sm_90 "$W"/obj/*.o -o "$DC" || echo "build failed"
 fi
 l=$(left)
+[ "$l" -gt 55 ] && l=55
 run decode_check "$l" "$DC" --sweep --no-f32 --reps 40
 grep -vE "^  ok  " "$LOGD/decode_check.log" | head -150
 echo "checks: $(grep -c '^  ok  ' "$LOGD/decode_check.log") ok lines"
+# The step through CudaDecodeGraph (mamba-cuda-bench: persistent / fused / unfused, batch 1 4 16 256).
+for v in 3 2; do
+  [ -x "$W/mamba-cuda-bench" ] && [ "$(left)" -gt 20 ] || break
+  run "bench_v$v" 30 env MAMBA_DECODE_VERSION=$v "$W/mamba-cuda-bench" --decode-only --reps 20
+  grep -E "==|persist|fused|ok|FAIL|batch" "$LOGD/bench_v$v.log" | head -24 | sed "s/^/  [v$v] /"
+done
 for st in 1 2; do  # the stage-ring depth at batch 1, while time is left
   [ "$(left)" -gt 15 ] || break
   run "decode_stages$st" "$(left)" env MAMBA_DECODE_STAGES=$st "$DC" --time-only 1 --reps 30
