@@ -279,7 +279,8 @@ struct Gpu {
   int64_t* ids = nullptr;
   unsigned* barrier = nullptr;
   cudaStream_t s = nullptr;
-  int acc_copies = 0, head_mb = -1, stages = 0, head_nc = 0, refill = -1;  // version 3 tuning (0 / -1: the defaults)
+  int acc_copies = 0, head_mb = -1, stages = 0, head_nc = 0, refill = -1, persist_mb = -1,
+      barrier_kind = -1;  // version 3 tuning (0 / -1: defaults)
 
   template <class U> U* own(U* p) { owned.push_back(p); return p; }
   Gpu(const Model& mm, int64_t batch, const CpuState& init) : m(mm), B(batch) {
@@ -342,6 +343,7 @@ struct Gpu {
     p.p3_smem = (m.R % 8) == 0 && (m.N % 4) == 0;
     p.version = version; p.work = work; p.stamps = stamps;
     p.acc_copies = acc_copies; p.head_prefetch_mb = head_mb; p.stages = stages; p.head_cols = head_nc; p.refill = refill;
+    p.head_persist_mb = persist_mb; p.barrier_kind = barrier_kind;
     return p;
   }
   int grid(int version) const { return kc::persistent_decode_grid_for<T>(params(version)); }
@@ -396,7 +398,8 @@ void capture(Gpu<T>& gpu, int version, Graph& gr) {
 
 template <class T>
 void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int steps, const char* tname,
-                int copies = 0, int head_mb = -1, int head_nc = 0, int refill = -1) {
+                int copies = 0, int head_mb = -1, int head_nc = 0, int refill = -1, int persist_mb = -1,
+                int barrier_kind = -1) {
   const bool bf = sizeof(T) == 2;
   Model m = make_model(d, nl, V, bf, 1000 + d + nl);
   CpuState cs = init_state(m, B, 77 + B);
@@ -405,6 +408,8 @@ void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int st
   gpu.head_mb = head_mb;
   gpu.head_nc = head_nc;
   gpu.refill = refill;
+  gpu.persist_mb = persist_mb;
+  gpu.barrier_kind = barrier_kind;
   if (gpu.grid(version) < 1) {
     verdict(false, "%s v%d d_model %lld layers %lld batch %lld: no grid", tname, version, (long long)d, (long long)nl,
             (long long)B);
@@ -435,10 +440,10 @@ void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int st
   }
   const double tol = bf ? 2e-2 : 1e-4;
   verdict(worst < tol && ws < tol,
-          "%s v%d d_model %lld layers %lld vocab %lld batch %lld copies %d head_mb %d head_nc %d refill %d: %d steps "
-          "logits rel %.2e, states rel %.2e",
-          tname, version, (long long)d, (long long)nl, (long long)V, (long long)B, copies, head_mb, head_nc, refill, steps,
-          worst, ws);
+          "%s v%d d_model %lld layers %lld vocab %lld batch %lld copies %d head_mb %d head_nc %d refill %d barrier %d: "
+          "%d steps logits rel %.2e, states rel %.2e",
+          tname, version, (long long)d, (long long)nl, (long long)V, (long long)B, copies, head_mb, head_nc, refill,
+          barrier_kind, steps, worst, ws);
 }
 
 double measure_copy_gbs() {
@@ -604,8 +609,9 @@ void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool ful
         gpu.acc_copies = copies; gpu.head_mb = head_mb; gpu.stages = stages; gpu.head_nc = head_nc;
         if (gpu.grid(3) < 1) return;
         const double us = time_graph(gpu, 3, reps);
-        std::printf("  batch %3lld v3 copies %2d head_mb %2d stages %d head_nc %d: graph %8.1f us, x floor %5.2f\n",
-                    (long long)B, copies, head_mb, stages, head_nc, us, us / floor_b);
+        std::printf("  batch %3lld v3 copies %2d head_mb %2d stages %d head_nc %d refill %d persist_mb %d: graph %8.1f us, "
+                    "x floor %5.2f\n",
+                    (long long)B, copies, head_mb, stages, head_nc, gpu.refill, gpu.persist_mb, us, us / floor_b);
       };
       for (int c : {1, 2, 4, 8, 16}) one(c, 0, 0, 0);
       for (int h : {8, 16, 24, 32}) one(0, h, 0, 0);
@@ -615,6 +621,12 @@ void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool ful
       one(0, 0, 0, 0);
       one(16, 0, 0, 0);
       gpu.refill = -1;
+      gpu.barrier_kind = 1;
+      std::printf("  flag barrier:\n");
+      one(0, 0, 0, 0);
+      one(16, 0, 0, 0);
+      if (B == 1) breakdown(gpu, 3, "v3 flag barrier copies 16");
+      gpu.barrier_kind = -1;
       if (B == 1) {
         gpu.acc_copies = 1; gpu.head_mb = 0; gpu.head_nc = 0; gpu.stages = 0;
         breakdown(gpu, 3, "v3 copies 1");
@@ -624,6 +636,44 @@ void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool ful
       gpu.acc_copies = 0; gpu.head_mb = -1; gpu.stages = 0; gpu.head_nc = 0;
     }
   }
+}
+
+// Version 3 at batch B with the LM head's first rows kept in L2 across steps (a persisting
+// access-policy window, persisting L2 set aside per setting), after everything else (a
+// failure here ends the program last).
+template <class T>
+void persist_sweep(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, int64_t B) {
+  Model m = make_model(d, nl, V, sizeof(T) == 2, 5);
+  CpuState cs = init_state(m, B, 3);
+  Gpu<T> gpu(m, B, cs);
+  std::vector<int64_t> ids(B);
+  for (int64_t i = 0; i < B; ++i) ids[i] = (i * 31 + 7) % V;
+  gpu.set_ids(ids);
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("== batch %lld v3, LM head kept in L2 (L2 %d MB, persisting max %d MB, window max %d MB), copy %.0f GB/s\n",
+              (long long)B, prop.l2CacheSize >> 20, prop.persistingL2CacheMaxSize >> 20,
+              prop.accessPolicyMaxWindowSize >> 20, copy_gbs);
+  std::printf("  no window: graph %8.1f us\n", time_graph(gpu, 3, reps));
+  for (int mb : {16, 32, 48, 64}) {
+    const size_t want = std::min<size_t>(size_t{static_cast<unsigned>(mb)} << 20, prop.persistingL2CacheMaxSize);
+    if (cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, want) != cudaSuccess) {
+      cudaGetLastError();
+      std::printf("  persisting L2 not available\n");
+      return;
+    }
+    for (int c : {0, 16}) {
+      gpu.persist_mb = mb;
+      gpu.acc_copies = c;
+      std::printf("  window %2d MB (set aside %zu MB) copies %2d: graph %8.1f us\n", mb, want >> 20, c,
+                  time_graph(gpu, 3, reps));
+    }
+    gpu.persist_mb = -1;
+    gpu.acc_copies = 0;
+    CK(cudaCtxResetPersistingL2Cache());
+  }
+  CK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 0));
+  std::printf("  no window again: graph %8.1f us\n", time_graph(gpu, 3, reps));
 }
 
 }  // namespace
@@ -688,6 +738,10 @@ int main(int argc, char** argv) {
   check_case<__nv_bfloat16>(128, 3, 301, 16, 3, 4, "bf16", 4, 1);
   for (int nc : {4, 8})
     for (int64_t B : {1, 2, 4}) check_case<__nv_bfloat16>(128, 2, 1001, B, 3, 3, "bf16", 0, 0, nc);
+  for (int64_t B : {1, 3, 16}) {
+    check_case<__nv_bfloat16>(128, 4, 301, B, 3, 4, "bf16", 0, -1, 0, -1, -1, 1);  // the flag barrier
+    check_case<float>(100, 3, 301, B, 3, 4, "f32", 4, -1, 0, 1, -1, 1);
+  }
   for (int64_t B : {1, 3}) {
     check_case<__nv_bfloat16>(128, 4, 301, B, 3, 4, "bf16", 0, -1, 0, 1);
     check_case<float>(96, 4, 301, B, 3, 4, "f32", 16, -1, 0, 1);
@@ -697,6 +751,15 @@ int main(int argc, char** argv) {
     std::printf("copy bandwidth (device to device, 1 GiB, read + write): %.0f GB/s\n", bw);
     bench<__nv_bfloat16>(d_model, layers, vocab, reps, bw, true, "bf16", 0, sweep);
     if (!no_f32) bench<float>(d_model, layers, vocab, std::max(10, reps / 2), bw, false, "f32");
+    if (sweep) {
+      std::printf("decode-check: %d passed, %d failed (before the L2 window sweep)\n", g_pass, g_fail);
+      persist_sweep<__nv_bfloat16>(d_model, layers, vocab, reps, bw, 1);
+      // The head in a persisting L2 window: the results must not change.
+      CK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, size_t{4} << 20));
+      check_case<__nv_bfloat16>(128, 3, 4001, 2, 3, 4, "bf16", 0, -1, 0, -1, 4);
+      CK(cudaCtxResetPersistingL2Cache());
+      CK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 0));
+    }
   }
   std::printf("decode-check: %d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;

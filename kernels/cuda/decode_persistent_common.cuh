@@ -50,6 +50,30 @@ __device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target,
   __syncthreads();
 }
 
+// The same barrier with the wait on a separate flag: every block adds to `counter` (acq_rel);
+// the one that brings it to `target` stores `epoch` to `flag` (release); the others spin with
+// acquire loads on `flag` only, so the polls and the arrivals do not share one address.
+__device__ __forceinline__ void grid_barrier_flag(unsigned* counter, unsigned* flag, unsigned target, unsigned epoch,
+                                                  unsigned long long* stamps) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    if (stamps) stamps[(size_t{epoch} * gridDim.x + blockIdx.x) * 2] = globaltimer();
+    unsigned old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(counter) : "memory");
+    if (old + 1 == target) {
+      asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(flag), "r"(epoch) : "memory");
+    } else {
+      unsigned v;
+      for (;;) {
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
+        if (v >= epoch) break;
+      }
+    }
+    if (stamps) stamps[(size_t{epoch} * gridDim.x + blockIdx.x) * 2 + 1] = globaltimer();
+  }
+  __syncthreads();
+}
+
 // scale[i] = rsqrt(sum over the block of ss[i] / d + eps) for the block's per-thread sums of
 // squares ss (red: blockDim / 32 * MM floats of shared memory). before() runs before the
 // first __syncthreads (a cp.async wait, say). Ends with a __syncthreads.
@@ -197,20 +221,31 @@ __device__ __forceinline__ void grid_gemv_rows(const T* W, int64_t n, int64_t k,
 // Launches `kernel` (one parameter, *arg) on `grid` blocks that must all be resident at once:
 // a cooperative launch, or a plain one with MAMBA_DECODE_COOP=0 (the grid still fits on the
 // device: it is sized from the occupancy; only for drivers that refuse cooperative nodes in
-// graphs). Checks the launch, naming op.
+// graphs). persist (optional): an L2 access-policy window marked persisting (the part of the
+// L2 set aside with cudaLimitPersistingL2CacheSize keeps those lines across launches).
+// Checks the launch, naming op.
 inline void launch_resident(const char* op, const void* kernel, int grid, int threads, size_t smem,
-                            cudaStream_t stream, void* arg) {
+                            cudaStream_t stream, void* arg, const cudaAccessPolicyWindow* persist = nullptr) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(grid));
   cfg.blockDim = dim3(static_cast<unsigned>(threads));
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cfg.attrs = attr;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
   const char* coop = std::getenv("MAMBA_DECODE_COOP");
-  cfg.numAttrs = coop && std::string(coop) == "0" ? 0 : 1;
+  if (!(coop && std::string(coop) == "0")) {
+    attr[n].id = cudaLaunchAttributeCooperative;
+    attr[n].val.cooperative = 1;
+    ++n;
+  }
+  if (persist && persist->num_bytes > 0) {
+    attr[n].id = cudaLaunchAttributeAccessPolicyWindow;
+    attr[n].val.accessPolicyWindow = *persist;
+    ++n;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = n;
   void* kargs[] = {arg};
   MAMBA_CUDA_CHECK(op, cudaLaunchKernelExC(&cfg, kernel, kargs));
   MAMBA_CUDA_CHECK_LAUNCH(op);

@@ -23,6 +23,7 @@ constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxStages = 3;
 constexpr int kMaxCopies = 16;  // copies of each reduction accumulator (fewer atomics per address)
+constexpr int kFlagFloats = 32;  // the workspace starts with a 128-byte line for the barrier flag
 
 constexpr int64_t align16(int64_t b) { return (b + 15) / 16 * 16; }
 
@@ -35,6 +36,7 @@ struct Plan {
   int head_prefetch_layers = 0;  // over this many layers
   int head_nc = 2;               // LM head rows in flight per warp
   bool refill_after = false;     // refill a stage after phase B's barrier instead of before
+  bool flag_barrier = false;     // decode::grid_barrier_flag instead of decode::grid_barrier
   // stage
   int64_t s_norm = 0, s_win = 0, s_wout = 0, s_wx = 0, s_wdt = 0, s_A = 0, s_cw = 0, s_cb = 0, s_dtb = 0, s_D = 0,
           s_cs = 0, s_hs = 0, stage_bytes = 0;
@@ -105,6 +107,7 @@ Plan make_plan(const PersistentDecodeParams<T>& p, int grid, int64_t max_smem, i
   const int nc = param_or_env(p.head_cols, 1, "MAMBA_DECODE_HEAD_NC", 2);
   P.head_nc = nc >= 8 && MM <= 2 ? 8 : nc >= 4 && MM <= 4 ? 4 : 2;
   P.refill_after = param_or_env(p.refill, 0, "MAMBA_DECODE_REFILL", 0) == 1;
+  P.flag_barrier = param_or_env(p.barrier_kind, 0, "MAMBA_DECODE_BARRIER", 0) == 1;
   return P;
 }
 
@@ -192,8 +195,16 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
   // into copy `mine`; readers sum the copies.
   const int C = P.copies;
   const int64_t hsz = int64_t{C} * p.batch * d, xsz = int64_t{C} * p.batch * xd;
-  float* Hacc[2] = {p.work, p.work + hsz};
-  float* Xacc[2] = {p.work + 2 * hsz, p.work + 2 * hsz + xsz};
+  unsigned* flag = reinterpret_cast<unsigned*>(p.work);  // the first 32 floats: the barrier flag
+  float* acc0 = p.work + kFlagFloats;
+  float* Hacc[2] = {acc0, acc0 + hsz};
+  float* Xacc[2] = {acc0 + 2 * hsz, acc0 + 2 * hsz + xsz};
+  auto barrier = [&](unsigned e) {
+    if (P.flag_barrier)
+      decode::grid_barrier_flag(p.barrier, flag, e * G, e, p.stamps);
+    else
+      decode::grid_barrier(p.barrier, e * G, p.stamps, e);
+  };
   const int64_t mine = blockIdx.x % C;
   auto sum_copies = [&](const float* a, int64_t stride, int64_t t) {
     float v = 0.f;
@@ -316,7 +327,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
       }
     }
     ++epoch;
-    decode::grid_barrier(p.barrier, epoch * G, p.stamps, epoch);
+    barrier(epoch);
 
     // ---- B. dt_proj + softplus + state update + D + gate (own channels) + out_proj partials
     {
@@ -446,7 +457,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(hb + off));
     }
     ++epoch;
-    decode::grid_barrier(p.barrier, epoch * G, p.stamps, epoch);
+    barrier(epoch);
     if (P.refill_after) {
       if (li + S < nl) issue_stage(p, P, li + S, st, c0, nc);
       cp_commit();
@@ -535,7 +546,7 @@ int grid_and_plan(const PersistentDecodeParams<T>& p, Plan* out, bool check_kern
 
 template <class T>
 int64_t persistent_decode_workspace_floats(int64_t batch, int64_t d_model, int64_t dt_rank, int64_t dstate) {
-  return 2 * kMaxCopies * (batch * d_model + batch * (dt_rank + 2 * dstate));
+  return kFlagFloats + 2 * kMaxCopies * (batch * d_model + batch * (dt_rank + 2 * dstate));
 }
 
 template <class T>
@@ -581,11 +592,29 @@ void persistent_decode_v3_launch(const PersistentDecodeParams<T>& p, int grid, c
   if (g < 1) bad("the device or the shape does not allow it (cooperative launch, shared memory for one stage)");
   if (grid != g) bad("grid_blocks " + std::to_string(grid) + " must be " + std::to_string(g) + " (persistent_decode_grid_for)");
   // Only the copies in use are zeroed (the workspace holds kMaxCopies).
-  const size_t ws = static_cast<size_t>(2 * P.copies * p.batch * (p.d_model + p.dt_rank + 2 * p.dstate));
+  const size_t ws = static_cast<size_t>(kFlagFloats + 2 * P.copies * p.batch * (p.d_model + p.dt_rank + 2 * p.dstate));
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), stream));
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.work, 0, ws * sizeof(float), stream));
   Args<T> args{p, P};
-  decode::launch_resident(op, kernel_ptr<T>(p.batch), g, kThreads, static_cast<size_t>(P.smem()), stream, &args);
+  cudaAccessPolicyWindow win{};
+  const int persist_mb = std::max(0, param_or_env(p.head_persist_mb, 0, "MAMBA_DECODE_HEAD_PERSIST_MB", 0));
+  if (persist_mb > 0) {
+    int dev = 0, max_win = 0;
+    size_t set_aside = 0;
+    MAMBA_CUDA_CHECK(op, cudaGetDevice(&dev));
+    MAMBA_CUDA_CHECK(op, cudaDeviceGetAttribute(&max_win, cudaDevAttrMaxAccessPolicyWindowSize, dev));
+    MAMBA_CUDA_CHECK(op, cudaDeviceGetLimit(&set_aside, cudaLimitPersistingL2CacheSize));
+    const size_t head_bytes = static_cast<size_t>(p.vocab_rows * p.d_model) * sizeof(T);
+    const size_t bytes = std::min({head_bytes, static_cast<size_t>(persist_mb) << 20, static_cast<size_t>(max_win)});
+    if (bytes > 0 && set_aside > 0) {
+      win.base_ptr = const_cast<T*>(p.head);
+      win.num_bytes = bytes;
+      win.hitRatio = std::min(1.f, static_cast<float>(set_aside) / static_cast<float>(bytes));
+      win.hitProp = cudaAccessPropertyPersisting;
+      win.missProp = cudaAccessPropertyStreaming;
+    }
+  }
+  decode::launch_resident(op, kernel_ptr<T>(p.batch), g, kThreads, static_cast<size_t>(P.smem()), stream, &args, &win);
 }
 
 template int persistent_decode_v3_grid<float>(const PersistentDecodeParams<float>&);

@@ -86,6 +86,15 @@ struct PersistentDecodeParams {
   // Version 3: when a stage is refilled with the layer `stages` ahead: 0 = at the end of
   // phase B, before its barrier (the default, or MAMBA_DECODE_REFILL), 1 = after that barrier.
   int refill = -1;
+  // Version 3: MB of the LM head (its first rows) kept in L2 across steps through a
+  // persisting access-policy window on the launch (0 = none, the default, or
+  // MAMBA_DECODE_HEAD_PERSIST_MB). Takes effect only where the caller has set aside persisting
+  // L2 (cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, ...), a per-process setting); the
+  // window is clamped to the device's maximum and its hit ratio to set-aside / window.
+  int head_persist_mb = -1;
+  // Version 3: grid barrier kind: 0 = all blocks spin on the arrival counter (the default, or
+  // MAMBA_DECODE_BARRIER), 1 = the last arrival sets a separate flag the others spin on.
+  int barrier_kind = -1;
   // Optional timing: when non-null, thread 0 of every block writes %globaltimer (ns) when
   // it arrives at and leaves each grid barrier: stamps[(e * grid + block) * 2 + {0, 1}] for
   // barrier e = 1 .. (phases per layer) * n_layers, and e = 0: {kernel start, kernel end}.
