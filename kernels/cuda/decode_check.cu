@@ -280,7 +280,7 @@ struct Gpu {
   unsigned* barrier = nullptr;
   cudaStream_t s = nullptr;
   int acc_copies = 0, head_mb = -1, stages = 0, head_nc = 0, refill = -1, persist_mb = -1,
-      barrier_kind = -1;  // version 3 tuning (0 / -1: defaults)
+      barrier_kind = -1, max_blocks = 0;  // version 3 tuning (0 / -1: defaults)
 
   template <class U> U* own(U* p) { owned.push_back(p); return p; }
   Gpu(const Model& mm, int64_t batch, const CpuState& init) : m(mm), B(batch) {
@@ -343,7 +343,7 @@ struct Gpu {
     p.p3_smem = (m.R % 8) == 0 && (m.N % 4) == 0;
     p.version = version; p.work = work; p.stamps = stamps;
     p.acc_copies = acc_copies; p.head_prefetch_mb = head_mb; p.stages = stages; p.head_cols = head_nc; p.refill = refill;
-    p.head_persist_mb = persist_mb; p.barrier_kind = barrier_kind;
+    p.head_persist_mb = persist_mb; p.barrier_kind = barrier_kind; p.max_blocks = max_blocks;
     return p;
   }
   int grid(int version) const { return kc::persistent_decode_grid_for<T>(params(version)); }
@@ -399,7 +399,7 @@ void capture(Gpu<T>& gpu, int version, Graph& gr) {
 template <class T>
 void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int steps, const char* tname,
                 int copies = 0, int head_mb = -1, int head_nc = 0, int refill = -1, int persist_mb = -1,
-                int barrier_kind = -1) {
+                int barrier_kind = -1, int max_blocks = 0) {
   const bool bf = sizeof(T) == 2;
   Model m = make_model(d, nl, V, bf, 1000 + d + nl);
   CpuState cs = init_state(m, B, 77 + B);
@@ -410,6 +410,7 @@ void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int st
   gpu.refill = refill;
   gpu.persist_mb = persist_mb;
   gpu.barrier_kind = barrier_kind;
+  gpu.max_blocks = max_blocks;
   if (gpu.grid(version) < 1) {
     verdict(false, "%s v%d d_model %lld layers %lld batch %lld: no grid", tname, version, (long long)d, (long long)nl,
             (long long)B);
@@ -440,10 +441,10 @@ void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int st
   }
   const double tol = bf ? 2e-2 : 1e-4;
   verdict(worst < tol && ws < tol,
-          "%s v%d d_model %lld layers %lld vocab %lld batch %lld copies %d head_mb %d head_nc %d refill %d barrier %d: "
-          "%d steps logits rel %.2e, states rel %.2e",
+          "%s v%d d_model %lld layers %lld vocab %lld batch %lld copies %d head_mb %d head_nc %d refill %d barrier %d "
+          "grid %d: %d steps logits rel %.2e, states rel %.2e",
           tname, version, (long long)d, (long long)nl, (long long)V, (long long)B, copies, head_mb, head_nc, refill,
-          barrier_kind, steps, worst, ws);
+          barrier_kind, gpu.grid(version), steps, worst, ws);
 }
 
 double measure_copy_gbs() {
@@ -627,6 +628,13 @@ void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool ful
       one(16, 0, 0, 0);
       if (B == 1) breakdown(gpu, 3, "v3 flag barrier copies 16");
       gpu.barrier_kind = -1;
+      for (int nb : {96, 66}) {
+        gpu.max_blocks = nb;
+        std::printf("  at most %d blocks (grid %d):\n", nb, gpu.grid(3));
+        one(0, 0, 0, 0);
+        one(16, 0, 0, 0);
+      }
+      gpu.max_blocks = 0;
       if (B == 1) {
         gpu.acc_copies = 1; gpu.head_mb = 0; gpu.head_nc = 0; gpu.stages = 0;
         breakdown(gpu, 3, "v3 copies 1");
@@ -741,6 +749,10 @@ int main(int argc, char** argv) {
   for (int64_t B : {1, 3, 16}) {
     check_case<__nv_bfloat16>(128, 4, 301, B, 3, 4, "bf16", 0, -1, 0, -1, -1, 1);  // the flag barrier
     check_case<float>(100, 3, 301, B, 3, 4, "f32", 4, -1, 0, 1, -1, 1);
+  }
+  for (int nb : {66, 7}) {  // fewer blocks, more channels each
+    check_case<__nv_bfloat16>(128, 3, 301, 3, 3, 4, "bf16", 0, -1, 0, -1, -1, -1, nb);
+    check_case<float>(100, 2, 301, 2, 3, 4, "f32", 16, -1, 0, -1, -1, 1, nb);
   }
   for (int64_t B : {1, 3}) {
     check_case<__nv_bfloat16>(128, 4, 301, B, 3, 4, "bf16", 0, -1, 0, 1);

@@ -525,10 +525,15 @@ int grid_and_plan(const PersistentDecodeParams<T>& p, Plan* out, bool check_kern
   if (cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess || !coop) return 0;
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
   if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
-  const Plan P = make_plan(p, sms, optin, want_stages(p.stages));
+  // Blocks: one per SM, or fewer (max_blocks / MAMBA_DECODE_V3_BLOCKS), and no more than
+  // there are channel groups: every block owns channels.
+  const int cap = param_or_env(p.max_blocks, 1, "MAMBA_DECODE_V3_BLOCKS", sms);
+  int grid = std::clamp(cap, 1, sms);
+  grid = static_cast<int>((p.d_inner + (p.d_inner + grid - 1) / grid - 1) / ((p.d_inner + grid - 1) / grid));
+  const Plan P = make_plan(p, grid, optin, want_stages(p.stages));
   if (P.stages < 1) return 0;
   if (out) *out = P;
-  if (!check_kernel) return sms;
+  if (!check_kernel) return grid;
   const void* k = kernel_ptr<T>(p.batch);
   if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(P.smem())) != cudaSuccess) {
     cudaGetLastError();
@@ -539,7 +544,7 @@ int grid_and_plan(const PersistentDecodeParams<T>& p, Plan* out, bool check_kern
     cudaGetLastError();
     return 0;
   }
-  return sms;
+  return grid;
 }
 
 }  // namespace

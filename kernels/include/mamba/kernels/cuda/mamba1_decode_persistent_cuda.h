@@ -95,6 +95,9 @@ struct PersistentDecodeParams {
   // Version 3: grid barrier kind: 0 = all blocks spin on the arrival counter (the default, or
   // MAMBA_DECODE_BARRIER), 1 = the last arrival sets a separate flag the others spin on.
   int barrier_kind = -1;
+  // Version 3: at most this many blocks (0 = one per SM, or MAMBA_DECODE_V3_BLOCKS); the grid
+  // is then the number of channel groups (ceil(d_inner / ceil(d_inner / blocks))).
+  int max_blocks = 0;
   // Optional timing: when non-null, thread 0 of every block writes %globaltimer (ns) when
   // it arrives at and leaves each grid barrier: stamps[(e * grid + block) * 2 + {0, 1}] for
   // barrier e = 1 .. (phases per layer) * n_layers, and e = 0: {kernel start, kernel end}.
