@@ -38,7 +38,7 @@ run() {  # name, timeout, command...
 TB="$W/test_cuda_backend"
 G='^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|^\[==========\]|Failure|Expected|Which is|step|layer'
 run gtest_decode 30 "$TB" --gtest_filter='CudaBackend.MambaLM*'
-grep -E "$G" "$LOGD/gtest_decode.log" | head -60
+grep -E "$G" "$LOGD/gtest_decode.log" | head -30
 for v in 2 3; do
   run "gtest_graph_v$v" 15 env MAMBA_DECODE_VERSION=$v "$TB" --gtest_filter='CudaBackend.MambaLMGraphDecodeMatchesCpu'
   grep -E "$G" "$LOGD/gtest_graph_v$v.log" | head -20
@@ -63,13 +63,13 @@ fi
 l=$(left)
 [ "$l" -gt 55 ] && l=55
 run decode_check "$l" "$DC" --sweep --no-f32 --reps 40
-grep -vE "^  ok  " "$LOGD/decode_check.log" | head -150
+grep -vE "^  ok  " "$LOGD/decode_check.log" | head -175
 echo "checks: $(grep -c '^  ok  ' "$LOGD/decode_check.log") ok lines"
 # The step through CudaDecodeGraph (mamba-cuda-bench: persistent / fused / unfused, batch 1 4 16 256).
 for v in 3 2; do
   [ -x "$W/mamba-cuda-bench" ] && [ "$(left)" -gt 20 ] || break
   run "bench_v$v" 30 env MAMBA_DECODE_VERSION=$v "$W/mamba-cuda-bench" --decode-only --reps 20
-  grep -E "==|persist|fused|ok|FAIL|batch" "$LOGD/bench_v$v.log" | head -24 | sed "s/^/  [v$v] /"
+  grep -E "==|persist|fused|ok|FAIL|batch" "$LOGD/bench_v$v.log" | head -20 | sed "s/^/  [v$v] /"
 done
 for st in 1 2; do  # the stage-ring depth at batch 1, while time is left
   [ "$(left)" -gt 15 ] || break
@@ -77,7 +77,7 @@ for st in 1 2; do  # the stage-ring depth at batch 1, while time is left
   grep -E "batch +1 v3:" "$LOGD/decode_stages$st.log" | sed "s/^/  stages $st: /"
 done
 run gtest_rest 25 "$TB" --gtest_filter='-CudaBackend.MambaLM*'
-grep -E "$G" "$LOGD/gtest_rest.log" | head -30
+grep -E "^\[ *(FAILED|PASSED) *\]|Failure" "$LOGD/gtest_rest.log" | head -12
 ( cd "$LOGD" && tar czf "$OUT/decode3-logs.tar.gz" ./*.log ) 2>/dev/null
 echo "total $(( $(date +%s) - T0 )) s, rc $rc"
 exit $rc
