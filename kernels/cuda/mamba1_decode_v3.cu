@@ -22,8 +22,6 @@ using decode::rt;
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxStages = 3;
-constexpr int kMaxCopies = 16;  // copies of each reduction accumulator (fewer atomics per address)
-constexpr int kFlagFloats = 32;  // the workspace starts with a 128-byte line for the barrier flag
 
 constexpr int64_t align16(int64_t b) { return (b + 15) / 16 * 16; }
 
@@ -31,12 +29,6 @@ constexpr int64_t align16(int64_t b) { return (b + 15) / 16 * 16; }
 struct Plan {
   int64_t cpb = 0, ngroups = 0;
   int stages = 0;
-  int copies = 1;                // accumulator copies: block j adds into copy j % copies
-  int64_t head_prefetch = 0;     // bytes of the LM head prefetched into L2 during the last layers
-  int head_prefetch_layers = 0;  // over this many layers
-  int head_nc = 2;               // LM head rows in flight per warp
-  bool refill_after = false;     // refill a stage after phase B's barrier instead of before
-  bool flag_barrier = false;     // decode::grid_barrier_flag instead of decode::grid_barrier
   // stage
   int64_t s_norm = 0, s_win = 0, s_wout = 0, s_wx = 0, s_wdt = 0, s_A = 0, s_cw = 0, s_cb = 0, s_dtb = 0, s_D = 0,
           s_cs = 0, s_hs = 0, stage_bytes = 0;
@@ -52,13 +44,6 @@ struct Args {
 };
 
 int mm_for(int64_t batch) { return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : batch <= 8 ? 8 : 16; }
-
-// `given` when >= min_ok, else the environment variable `env` when set, else `fallback`.
-int param_or_env(int given, int min_ok, const char* env, int fallback) {
-  if (given >= min_ok) return given;
-  if (const char* e = std::getenv(env)) return std::atoi(e);
-  return fallback;
-}
 
 template <class T>
 Plan make_plan(const PersistentDecodeParams<T>& p, int grid, int64_t max_smem, int want_stages) {
@@ -98,16 +83,6 @@ Plan make_plan(const PersistentDecodeParams<T>& p, int grid, int64_t max_smem, i
   int s = static_cast<int>(std::min<int64_t>(kMaxStages, std::max<int64_t>(0, fit)));
   if (want_stages > 0) s = std::min(s, want_stages);
   P.stages = s;
-  P.copies = std::clamp(param_or_env(p.acc_copies, 1, "MAMBA_DECODE_ACC_COPIES", static_cast<int>(std::max<int64_t>(1, 8 / MM))),
-                        1, kMaxCopies);
-  const int64_t head_bytes = p.vocab_rows * d * st;
-  const int64_t mb = std::max(0, param_or_env(p.head_prefetch_mb, 0, "MAMBA_DECODE_HEAD_PREFETCH_MB", 0));
-  P.head_prefetch = std::min(head_bytes, mb << 20);
-  P.head_prefetch_layers = static_cast<int>(std::min<int64_t>(p.n_layers, 4));
-  const int nc = param_or_env(p.head_cols, 1, "MAMBA_DECODE_HEAD_NC", 2);
-  P.head_nc = nc >= 8 && MM <= 2 ? 8 : nc >= 4 && MM <= 4 ? 4 : 2;
-  P.refill_after = param_or_env(p.refill, 0, "MAMBA_DECODE_REFILL", 0) == 1;
-  P.flag_barrier = param_or_env(p.barrier_kind, 0, "MAMBA_DECODE_BARRIER", 0) == 1;
   return P;
 }
 
@@ -191,26 +166,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
   float* red = reinterpret_cast<float*>(smem + P.f_red);
   float* scale = reinterpret_cast<float*>(smem + P.f_scale);
   unsigned char* stage0 = smem + P.fixed_bytes;
-  // Accumulators [2 (layer parity)][copies][m][d] then [2][copies][m][xd]; this block adds
-  // into copy `mine`; readers sum the copies.
-  const int C = P.copies;
-  const int64_t hsz = int64_t{C} * p.batch * d, xsz = int64_t{C} * p.batch * xd;
-  unsigned* flag = reinterpret_cast<unsigned*>(p.work);  // the first 32 floats: the barrier flag
-  float* acc0 = p.work + kFlagFloats;
-  float* Hacc[2] = {acc0, acc0 + hsz};
-  float* Xacc[2] = {acc0 + 2 * hsz, acc0 + 2 * hsz + xsz};
-  auto barrier = [&](unsigned e) {
-    if (P.flag_barrier)
-      decode::grid_barrier_flag(p.barrier, flag, e * G, e, p.stamps);
-    else
-      decode::grid_barrier(p.barrier, e * G, p.stamps, e);
-  };
-  const int64_t mine = blockIdx.x % C;
-  auto sum_copies = [&](const float* a, int64_t stride, int64_t t) {
-    float v = 0.f;
-    for (int c = 0; c < C; ++c) v += __ldcg(a + c * stride + t);
-    return v;
-  };
+  float* Hacc[2] = {p.work, p.work + p.batch * d};
+  float* Xacc[2] = {p.work + 2 * p.batch * d, p.work + 2 * p.batch * d + p.batch * xd};
   unsigned epoch = 0;
   if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2] = decode::globaltimer();
 
@@ -246,8 +203,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
                        res, s_norm, xs, red, scale, wait_stage);
     } else {
       const float* hin = Hacc[(li - 1) % 2];
-      norm_rows<T, MM>(m, d, p.eps,
-                       [&](int i, int64_t k) { return rt<T>(sum_copies(hin, m * d, i * d + k)) + res[i * d + k]; },
+      norm_rows<T, MM>(m, d, p.eps, [&](int i, int64_t k) { return rt<T>(__ldcg(hin + i * d + k)) + res[i * d + k]; },
                        res, s_norm, xs, red, scale, wait_stage);
     }
     if (nc > 0) {
@@ -318,7 +274,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
     __syncthreads();
     // x_proj partial sums over the own channels -> Xacc (f32 atomics).
     if (nc > 0) {
-      float* xa = Xacc[li % 2] + mine * m * xd;
+      float* xa = Xacc[li % 2];
       for (int64_t t = tid; t < m * xd; t += kThreads) {
         const int64_t i = t / xd, o = t % xd;
         float acc = 0.f;
@@ -327,18 +283,19 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
       }
     }
     ++epoch;
-    barrier(epoch);
+    decode::grid_barrier(p.barrier, epoch * G, p.stamps, epoch);
 
     // ---- B. dt_proj + softplus + state update + D + gate (own channels) + out_proj partials
     {
       const float* xa = Xacc[li % 2];
-      for (int64_t t = tid; t < m * xd; t += kThreads) xds[t] = rt<T>(sum_copies(xa, m * xd, t));
-      // Both accumulators of the next layer (their last readers passed the last barrier), each
-      // block a slice.
-      float* hz = Hacc[(li + 1) % 2];
-      float* xz = Xacc[(li + 1) % 2];
-      for (int64_t t = int64_t{blockIdx.x} * kThreads + tid; t < hsz; t += int64_t{G} * kThreads) hz[t] = 0.f;
-      for (int64_t t = int64_t{blockIdx.x} * kThreads + tid; t < xsz; t += int64_t{G} * kThreads) xz[t] = 0.f;
+      for (int64_t t = tid; t < m * xd; t += kThreads) xds[t] = rt<T>(__ldcg(xa + t));
+      if (blockIdx.x == G - 1) {
+        // Both accumulators of the next layer: their last readers passed the last barrier.
+        float* hz = Hacc[(li + 1) % 2];
+        float* xz = Xacc[(li + 1) % 2];
+        for (int64_t t = tid; t < m * d; t += kThreads) hz[t] = 0.f;
+        for (int64_t t = tid; t < m * xd; t += kThreads) xz[t] = 0.f;
+      }
     }
     __syncthreads();
     if (nc > 0) {
@@ -395,7 +352,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
     __syncthreads();
     // out_proj partial sums over the own channels -> Hacc (float4 atomics when aligned).
     if (nc > 0) {
-      float* ha = Hacc[li % 2] + mine * m * d;
+      float* ha = Hacc[li % 2];
       if ((d % 4) == 0) {
         for (int64_t o4 = tid; o4 < d / 4; o4 += kThreads) {
           float4 acc[MM];
@@ -443,25 +400,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
       }
     }
     __syncthreads();  // every thread is done with stage li % S: refill it with layer li + S
-    if (!P.refill_after) {
-      if (li + S < nl) issue_stage(p, P, li + S, st, c0, nc);
-      cp_commit();
-    }
-    // The first head_prefetch bytes of the LM head into L2, a slice per remaining layer.
-    const int64_t pl = li - (nl - P.head_prefetch_layers);
-    if (P.head_prefetch > 0 && pl >= 0) {
-      const int64_t chunk = (P.head_prefetch + P.head_prefetch_layers - 1) / P.head_prefetch_layers;
-      const int64_t lo = pl * chunk, hi = std::min(P.head_prefetch, lo + chunk);
-      const char* hb = reinterpret_cast<const char*>(p.head);
-      for (int64_t off = lo + (int64_t{blockIdx.x} * kThreads + tid) * 128; off < hi; off += int64_t{G} * kThreads * 128)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(hb + off));
-    }
+    if (li + S < nl) issue_stage(p, P, li + S, st, c0, nc);
+    cp_commit();
     ++epoch;
-    barrier(epoch);
-    if (P.refill_after) {
-      if (li + S < nl) issue_stage(p, P, li + S, st, c0, nc);
-      cp_commit();
-    }
+    decode::grid_barrier(p.barrier, epoch * G, p.stamps, epoch);
   }
 
   // ---- final RMSNorm + LM head (f32 logits) --------------------------------------------------
@@ -470,28 +412,12 @@ __global__ void __launch_bounds__(kThreads, 1) decode_v3_kernel(const Args<T> a)
                      nullptr, p.norm_f_w, xs, red, scale, [] {});
   } else {
     const float* hin = Hacc[(nl - 1) % 2];
-    norm_rows<T, MM>(m, d, p.eps,
-                     [&](int i, int64_t k) { return rt<T>(sum_copies(hin, m * d, i * d + k)) + res[i * d + k]; },
+    norm_rows<T, MM>(m, d, p.eps, [&](int i, int64_t k) { return rt<T>(__ldcg(hin + i * d + k)) + res[i * d + k]; },
                      nullptr, p.norm_f_w, xs, red, scale, [] {});
   }
   const int64_t V = p.vocab_rows;
   float* logits = p.logits;
-  auto store = [&](int i, int64_t col, float v) { logits[i * V + col] = v; };
-  if constexpr (MM <= 2) {
-    if (P.head_nc == 8) {
-      decode::grid_gemv_rows<T, MM, 8>(p.head, V, d, xs, m, store);
-      if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2 + 1] = decode::globaltimer();
-      return;
-    }
-  }
-  if constexpr (MM <= 4) {
-    if (P.head_nc == 4) {
-      decode::grid_gemv_rows<T, MM, 4>(p.head, V, d, xs, m, store);
-      if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2 + 1] = decode::globaltimer();
-      return;
-    }
-  }
-  decode::grid_gemv_rows<T, MM, 2>(p.head, V, d, xs, m, store);
+  decode::grid_gemv_rows<T, MM, 2>(p.head, V, d, xs, m, [&](int i, int64_t col, float v) { logits[i * V + col] = v; });
   if (p.stamps && tid == 0) p.stamps[size_t{blockIdx.x} * 2 + 1] = decode::globaltimer();
 }
 
@@ -525,15 +451,10 @@ int grid_and_plan(const PersistentDecodeParams<T>& p, Plan* out, bool check_kern
   if (cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess || !coop) return 0;
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
   if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
-  // Blocks: one per SM, or fewer (max_blocks / MAMBA_DECODE_V3_BLOCKS), and no more than
-  // there are channel groups: every block owns channels.
-  const int cap = param_or_env(p.max_blocks, 1, "MAMBA_DECODE_V3_BLOCKS", sms);
-  int grid = std::clamp(cap, 1, sms);
-  grid = static_cast<int>((p.d_inner + (p.d_inner + grid - 1) / grid - 1) / ((p.d_inner + grid - 1) / grid));
-  const Plan P = make_plan(p, grid, optin, want_stages(p.stages));
+  const Plan P = make_plan(p, sms, optin, want_stages(p.stages));
   if (P.stages < 1) return 0;
   if (out) *out = P;
-  if (!check_kernel) return grid;
+  if (!check_kernel) return sms;
   const void* k = kernel_ptr<T>(p.batch);
   if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(P.smem())) != cudaSuccess) {
     cudaGetLastError();
@@ -544,14 +465,16 @@ int grid_and_plan(const PersistentDecodeParams<T>& p, Plan* out, bool check_kern
     cudaGetLastError();
     return 0;
   }
-  return grid;
+  return sms;
 }
 
 }  // namespace
 
+// Sized for version 4 (mamba1_decode_v4.cu: a 32-float flag line + up to 16 copies of each
+// accumulator); version 3 uses the first 2 batch (d_model + dt_rank + 2 dstate) floats.
 template <class T>
 int64_t persistent_decode_workspace_floats(int64_t batch, int64_t d_model, int64_t dt_rank, int64_t dstate) {
-  return kFlagFloats + 2 * kMaxCopies * (batch * d_model + batch * (dt_rank + 2 * dstate));
+  return 32 + 2 * 16 * (batch * d_model + batch * (dt_rank + 2 * dstate));
 }
 
 template <class T>
@@ -596,30 +519,11 @@ void persistent_decode_v3_launch(const PersistentDecodeParams<T>& p, int grid, c
   const int g = grid_and_plan(p, &P, false);
   if (g < 1) bad("the device or the shape does not allow it (cooperative launch, shared memory for one stage)");
   if (grid != g) bad("grid_blocks " + std::to_string(grid) + " must be " + std::to_string(g) + " (persistent_decode_grid_for)");
-  // Only the copies in use are zeroed (the workspace holds kMaxCopies).
-  const size_t ws = static_cast<size_t>(kFlagFloats + 2 * P.copies * p.batch * (p.d_model + p.dt_rank + 2 * p.dstate));
+  const size_t ws = static_cast<size_t>(persistent_decode_workspace_floats<T>(p.batch, p.d_model, p.dt_rank, p.dstate));
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), stream));
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.work, 0, ws * sizeof(float), stream));
   Args<T> args{p, P};
-  cudaAccessPolicyWindow win{};
-  const int persist_mb = std::max(0, param_or_env(p.head_persist_mb, 0, "MAMBA_DECODE_HEAD_PERSIST_MB", 0));
-  if (persist_mb > 0) {
-    int dev = 0, max_win = 0;
-    size_t set_aside = 0;
-    MAMBA_CUDA_CHECK(op, cudaGetDevice(&dev));
-    MAMBA_CUDA_CHECK(op, cudaDeviceGetAttribute(&max_win, cudaDevAttrMaxAccessPolicyWindowSize, dev));
-    MAMBA_CUDA_CHECK(op, cudaDeviceGetLimit(&set_aside, cudaLimitPersistingL2CacheSize));
-    const size_t head_bytes = static_cast<size_t>(p.vocab_rows * p.d_model) * sizeof(T);
-    const size_t bytes = std::min({head_bytes, static_cast<size_t>(persist_mb) << 20, static_cast<size_t>(max_win)});
-    if (bytes > 0 && set_aside > 0) {
-      win.base_ptr = const_cast<T*>(p.head);
-      win.num_bytes = bytes;
-      win.hitRatio = std::min(1.f, static_cast<float>(set_aside) / static_cast<float>(bytes));
-      win.hitProp = cudaAccessPropertyPersisting;
-      win.missProp = cudaAccessPropertyStreaming;
-    }
-  }
-  decode::launch_resident(op, kernel_ptr<T>(p.batch), g, kThreads, static_cast<size_t>(P.smem()), stream, &args, &win);
+  decode::launch_resident(op, kernel_ptr<T>(p.batch), g, kThreads, static_cast<size_t>(P.smem()), stream, &args);
 }
 
 template int persistent_decode_v3_grid<float>(const PersistentDecodeParams<float>&);
