@@ -281,6 +281,7 @@ void persistent_decode_matches_cpu(const char* version) {
   };
   {
     EnvGuard env("MAMBA_DECODE_VERSION", version);
+    EnvGuard force("MAMBA_DECODE_PERSISTENT", "1");  // batch 16 too (by default only batch <= 8)
     for (DType dt : {DType::f32, DType::bf16}) {
       for (int64_t B : {int64_t{1}, int64_t{3}, int64_t{16}}) {
         const std::string what = std::string("v") + version + " " + mamba::dtype_name(dt) + " batch " + std::to_string(B);

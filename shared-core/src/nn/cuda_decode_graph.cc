@@ -330,7 +330,10 @@ CudaDecodeGraph::CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused, b
   // Version 3 is the default; MAMBA_DECODE_VERSION=2 selects version 2, =4 the version with tuning knobs.
   const std::string ev = env_version ? env_version : "";
   I.version = ev == "2" ? 2 : ev == "4" ? 4 : 3;
-  if (want_persistent && !I.layers.empty() && batch <= 16) {
+  // Batch > 8: the unfused graph is faster than version 3 (673 vs 1378 us at batch 16, H200, NOTES.md);
+  // MAMBA_DECODE_PERSISTENT=1 takes the persistent step up to batch 16 all the same.
+  const bool force_persistent = env_persistent && std::string(env_persistent) == "1";
+  if (want_persistent && !I.layers.empty() && batch <= (force_persistent ? 16 : 8)) {
     const Mamba1Config& c = I.layers[0]->cfg_;
     bool same = true;  // one shape for every layer (the kernel reads the first layer's)
     for (const Mamba1* L : I.layers)

@@ -33,7 +33,8 @@ class CudaDecodeGraph {
   // version 3 (two grid barriers per layer, batch <= 16; it keeps transposed copies of x_proj
   // and out_proj, ~2.6 MB per layer at d_model 768 in bf16), which falls back to version 2
   // (four phases per layer, batch <= 8, with fused) where its shared-memory stage does not fit
-  // (f32 at batch 16); MAMBA_DECODE_VERSION=2 selects version 2.
+  // (f32 at batch 16); MAMBA_DECODE_VERSION=2 selects version 2. By default the persistent step
+  // runs at batch <= 8 (above, the unfused graph measured faster); MAMBA_DECODE_PERSISTENT=1: up to 16.
   CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused = true, bool persistent = true);
   ~CudaDecodeGraph();
   CudaDecodeGraph(const CudaDecodeGraph&) = delete;
