@@ -5,8 +5,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "device_common.cuh"
+#include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/mamba1_decode_persistent_cuda.h"
 
 namespace mamba::kernels::cuda::decode {
@@ -47,6 +50,30 @@ __device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target,
   __syncthreads();
 }
 
+// The same barrier with the wait on a separate flag: every block adds to `counter` (acq_rel);
+// the one that brings it to `target` stores `epoch` to `flag` (release); the others spin with
+// acquire loads on `flag` only, so the polls and the arrivals do not share one address.
+__device__ __forceinline__ void grid_barrier_flag(unsigned* counter, unsigned* flag, unsigned target, unsigned epoch,
+                                                  unsigned long long* stamps) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    if (stamps) stamps[(size_t{epoch} * gridDim.x + blockIdx.x) * 2] = globaltimer();
+    unsigned old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(counter) : "memory");
+    if (old + 1 == target) {
+      asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(flag), "r"(epoch) : "memory");
+    } else {
+      unsigned v;
+      for (;;) {
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
+        if (v >= epoch) break;
+      }
+    }
+    if (stamps) stamps[(size_t{epoch} * gridDim.x + blockIdx.x) * 2 + 1] = globaltimer();
+  }
+  __syncthreads();
+}
+
 // scale[i] = rsqrt(sum over the block of ss[i] / d + eps) for the block's per-thread sums of
 // squares ss (red: blockDim / 32 * MM floats of shared memory). before() runs before the
 // first __syncthreads (a cp.async wait, say). Ends with a __syncthreads.
@@ -66,6 +93,41 @@ __device__ __forceinline__ void rms_scales(float (&ss)[MM], int64_t d, float eps
     float t = 0.f;
     for (int wi = 0; wi < nw; ++wi) t += red[wi * MM + tid];
     scale[tid] = rsqrtf(t / static_cast<float>(d) + eps);
+  }
+  __syncthreads();
+}
+
+// xs[i, :] = rt(RMSNorm(v_i) * w) for the m <= MM rows v_i = in(i, k) (f32, k < d), computed
+// by the whole block (stride blockDim.x); res[i, :] = v_i when res is given (shared or global).
+// before() runs after the input loads are issued and before the block's first __syncthreads
+// (a cp.async wait, say: w may be among the copies; or a copy of xs, which then holds v, by
+// the thread that wrote it). red / scale as in rms_scales. Ends with a __syncthreads.
+template <class T, int MM, class In, class Before>
+__device__ __forceinline__ void norm_rows(int m, int64_t d, float eps, In in, float* res, const float* w, float* xs,
+                                          float* red, float* scale, Before before) {
+  const int64_t nt = blockDim.x;
+  float ss[MM];
+#pragma unroll
+  for (int i = 0; i < MM; ++i) ss[i] = 0.f;
+  // Only loads and stores in this loop, so the loads of several k are in flight.
+#pragma unroll 2
+  for (int64_t k = threadIdx.x; k < d; k += nt) {
+#pragma unroll
+    for (int i = 0; i < MM; ++i) {
+      if (i < m) {
+        const float v = in(i, k);
+        if (res) res[i * d + k] = v;
+        xs[i * d + k] = v;
+        ss[i] = fmaf(v, v, ss[i]);
+      }
+    }
+  }
+  rms_scales<MM>(ss, d, eps, red, scale, before);
+  for (int64_t k = threadIdx.x; k < d; k += nt) {
+    const float wk = w[k];
+#pragma unroll
+    for (int i = 0; i < MM; ++i)
+      if (i < m) xs[i * d + k] = rt<T>(xs[i * d + k] * scale[i] * wk);
   }
   __syncthreads();
 }
@@ -156,9 +218,44 @@ __device__ __forceinline__ void grid_gemv_rows(const T* W, int64_t n, int64_t k,
   }
 }
 
+// Launches `kernel` (one parameter, *arg) on `grid` blocks that must all be resident at once:
+// a cooperative launch, or a plain one with MAMBA_DECODE_COOP=0 (the grid still fits on the
+// device: it is sized from the occupancy; only for drivers that refuse cooperative nodes in
+// graphs). persist (optional): an L2 access-policy window marked persisting (the part of the
+// L2 set aside with cudaLimitPersistingL2CacheSize keeps those lines across launches).
+// Checks the launch, naming op.
+inline void launch_resident(const char* op, const void* kernel, int grid, int threads, size_t smem,
+                            cudaStream_t stream, void* arg, const cudaAccessPolicyWindow* persist = nullptr) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid));
+  cfg.blockDim = dim3(static_cast<unsigned>(threads));
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  const char* coop = std::getenv("MAMBA_DECODE_COOP");
+  if (!(coop && std::string(coop) == "0")) {
+    attr[n].id = cudaLaunchAttributeCooperative;
+    attr[n].val.cooperative = 1;
+    ++n;
+  }
+  if (persist && persist->num_bytes > 0) {
+    attr[n].id = cudaLaunchAttributeAccessPolicyWindow;
+    attr[n].val.accessPolicyWindow = *persist;
+    ++n;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = n;
+  void* kargs[] = {arg};
+  MAMBA_CUDA_CHECK(op, cudaLaunchKernelExC(&cfg, kernel, kargs));
+  MAMBA_CUDA_CHECK_LAUNCH(op);
+}
+
 }  // namespace mamba::kernels::cuda::decode
 
 namespace mamba::kernels::cuda::detail {
 template <class T> int persistent_decode_v3_grid(const PersistentDecodeParams<T>& p);
 template <class T> void persistent_decode_v3_launch(const PersistentDecodeParams<T>& p, int grid, cudaStream_t stream);
+template <class T> int persistent_decode_v4_grid(const PersistentDecodeParams<T>& p);
+template <class T> void persistent_decode_v4_launch(const PersistentDecodeParams<T>& p, int grid, cudaStream_t stream);
 }  // namespace mamba::kernels::cuda::detail

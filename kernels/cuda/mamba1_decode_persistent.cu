@@ -41,37 +41,23 @@ __device__ __forceinline__ void prefetch_l2(const void* p, size_t bytes) {
 template <class T, int MM>
 __device__ void norm_rows(const PersistentDecodeParams<T>& p, const T* hidden, const float* res_in, float* res_out,
                           const float* w, float* xs, float (*red)[MM], float* scale) {
-  const int tid = threadIdx.x, m = static_cast<int>(p.batch);
+  const int m = static_cast<int>(p.batch);
   const int64_t d = p.d_model;
-  float ss[MM];
-#pragma unroll
-  for (int i = 0; i < MM; ++i) ss[i] = 0.f;
-  // Only loads and shared-memory stores in this loop, so the loads of several k are in flight.
-#pragma unroll 4
-  for (int64_t k = tid; k < d; k += kThreads) {
-#pragma unroll
-    for (int i = 0; i < MM; ++i) {
-      if (i < m) {
-        float v = hidden ? ldcg_f(hidden + i * d + k) : dev::to_f32(p.embedding[__ldcg(reinterpret_cast<const long long*>(p.ids) + i) * d + k]);
-        if (res_in) v += __ldcg(res_in + i * d + k);
-        xs[i * d + k] = v;
-        ss[i] = fmaf(v, v, ss[i]);
-      }
-    }
-  }
-  if (res_out && blockIdx.x == 0)
-    for (int64_t k = tid; k < d; k += kThreads)
+  auto in = [&](int i, int64_t k) {
+    float v = hidden ? ldcg_f(hidden + i * d + k)
+                     : dev::to_f32(p.embedding[__ldcg(reinterpret_cast<const long long*>(p.ids) + i) * d + k]);
+    if (res_in) v += __ldcg(res_in + i * d + k);
+    return v;
+  };
+  // Each thread copies the v it wrote to xs (same k stride), before the scaling rewrites xs.
+  auto copy_residual = [&] {
+    if (!res_out || blockIdx.x != 0) return;
+    for (int64_t k = threadIdx.x; k < d; k += kThreads)
 #pragma unroll
       for (int i = 0; i < MM; ++i)
         if (i < m) res_out[i * d + k] = xs[i * d + k];
-  decode::rms_scales<MM>(ss, d, p.eps, &red[0][0], scale, [] {});
-  for (int64_t k = tid; k < d; k += kThreads) {
-    const float wk = w[k];
-#pragma unroll
-    for (int i = 0; i < MM; ++i)
-      if (i < m) xs[i * d + k] = dev::to_f32(round_t<T>(xs[i * d + k] * scale[i] * wk));
-  }
-  __syncthreads();
+  };
+  decode::norm_rows<T, MM>(m, d, p.eps, in, nullptr, w, xs, &red[0][0], scale, copy_residual);
 }
 
 // xs[i, 0..k) = f32(src row i), src rows of stride k (written earlier in this launch).
@@ -357,6 +343,7 @@ int persistent_decode_grid(int64_t batch, int64_t d_model, int64_t d_inner, int6
 template <class T>
 int persistent_decode_grid_for(const PersistentDecodeParams<T>& p, int blocks_per_sm) {
   if (p.version == 3) return detail::persistent_decode_v3_grid<T>(p);
+  if (p.version == 4) return detail::persistent_decode_v4_grid<T>(p);
   if (p.version != 2) return 0;
   return persistent_decode_grid<T>(p.batch, p.d_model, p.d_inner, p.d_conv, blocks_per_sm);
 }
@@ -365,8 +352,8 @@ template <class T>
 void persistent_decode_cuda(const PersistentDecodeParams<T>& p, int grid_blocks, cudaStream_t stream) {
   const char* op = "persistent_decode_cuda";
   auto bad = [&](const std::string& what) { throw std::invalid_argument(std::string(op) + ": " + what); };
-  if (p.version != 2 && p.version != 3) bad("version " + std::to_string(p.version) + " must be 2 or 3");
-  const int64_t max_batch = p.version == 3 ? 16 : 8;
+  if (p.version < 2 || p.version > 4) bad("version " + std::to_string(p.version) + " must be 2, 3 or 4");
+  const int64_t max_batch = p.version >= 3 ? 16 : 8;
   if (p.batch < 1 || p.batch > max_batch)
     bad("batch " + std::to_string(p.batch) + " outside [1, " + std::to_string(max_batch) + "] (version " +
         std::to_string(p.version) + ")");
@@ -382,24 +369,14 @@ void persistent_decode_cuda(const PersistentDecodeParams<T>& p, int grid_blocks,
     detail::persistent_decode_v3_launch<T>(p, grid_blocks, stream);
     return;
   }
+  if (p.version == 4) {
+    detail::persistent_decode_v4_launch<T>(p, grid_blocks, stream);
+    return;
+  }
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), stream));
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid_blocks));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem_bytes(p.batch, p.d_model, p.d_inner);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cfg.attrs = attr;
-  // MAMBA_DECODE_COOP=0: a plain launch (the grid still fits on the device at once: it is
-  // sized from the occupancy; only for drivers that refuse cooperative nodes in graphs).
-  const char* coop = std::getenv("MAMBA_DECODE_COOP");
-  cfg.numAttrs = coop && std::string(coop) == "0" ? 0 : 1;
   PersistentDecodeParams<T> args = p;
-  void* kargs[] = {&args};
-  MAMBA_CUDA_CHECK(op, cudaLaunchKernelExC(&cfg, kernel_ptr<T>(p.batch), kargs));
-  MAMBA_CUDA_CHECK_LAUNCH(op);
+  decode::launch_resident(op, reinterpret_cast<const void*>(kernel_ptr<T>(p.batch)), grid_blocks, kThreads,
+                          smem_bytes(p.batch, p.d_model, p.d_inner), stream, &args);
 }
 
 template int persistent_decode_grid<float>(int64_t, int64_t, int64_t, int64_t, int);

@@ -15,6 +15,7 @@ namespace mamba::kernels::cuda {
 namespace {
 
 using decode::ldcg_f;
+using decode::norm_rows;
 using decode::round_t;
 using decode::rt;
 
@@ -141,38 +142,6 @@ __device__ void issue_stage(const PersistentDecodeParams<T>& p, const Plan& P, i
     copy_async(st + P.s_cs + i * c * K * 4, L.conv_state + (i * di + c0) * K, nc * K * 4);
     copy_async(st + P.s_hs + i * c * N * 4, L.ssm_state + (i * di + c0) * N, nc * N * 4);
   }
-}
-
-// xs[i, :] = rt(RMSNorm(v_i) * w); v_i = in(i, k) (f32); res[i, :] = v_i when res is given.
-// before_w() runs after the input loads are issued and before the block's first barrier (the
-// stage wait: w may live in the stage).
-template <class T, int MM, class In, class Wait>
-__device__ __forceinline__ void norm_rows(int m, int64_t d, float eps, In in, float* res, const float* w, float* xs,
-                                          float* red, float* scale, Wait before_w) {
-  const int tid = threadIdx.x;
-  float ss[MM];
-#pragma unroll
-  for (int i = 0; i < MM; ++i) ss[i] = 0.f;
-#pragma unroll 2
-  for (int64_t k = tid; k < d; k += kThreads) {
-#pragma unroll
-    for (int i = 0; i < MM; ++i) {
-      if (i < m) {
-        const float v = in(i, k);
-        if (res) res[i * d + k] = v;
-        xs[i * d + k] = v;
-        ss[i] = fmaf(v, v, ss[i]);
-      }
-    }
-  }
-  decode::rms_scales<MM>(ss, d, eps, red, scale, before_w);
-  for (int64_t k = tid; k < d; k += kThreads) {
-    const float wk = w[k];
-#pragma unroll
-    for (int i = 0; i < MM; ++i)
-      if (i < m) xs[i * d + k] = rt<T>(xs[i * d + k] * scale[i] * wk);
-  }
-  __syncthreads();
 }
 
 template <class T, int MM>
@@ -501,9 +470,11 @@ int grid_and_plan(const PersistentDecodeParams<T>& p, Plan* out, bool check_kern
 
 }  // namespace
 
+// Sized for version 4 (mamba1_decode_v4.cu: a 32-float flag line + up to 16 copies of each
+// accumulator); version 3 uses the first 2 batch (d_model + dt_rank + 2 dstate) floats.
 template <class T>
 int64_t persistent_decode_workspace_floats(int64_t batch, int64_t d_model, int64_t dt_rank, int64_t dstate) {
-  return 2 * batch * d_model + 2 * batch * (dt_rank + 2 * dstate);
+  return 32 + 2 * 16 * (batch * d_model + batch * (dt_rank + 2 * dstate));
 }
 
 template <class T>
@@ -552,20 +523,7 @@ void persistent_decode_v3_launch(const PersistentDecodeParams<T>& p, int grid, c
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), stream));
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.work, 0, ws * sizeof(float), stream));
   Args<T> args{p, P};
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(g));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = static_cast<size_t>(P.smem());
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cfg.attrs = attr;
-  const char* coop = std::getenv("MAMBA_DECODE_COOP");
-  cfg.numAttrs = coop && std::string(coop) == "0" ? 0 : 1;
-  void* kargs[] = {&args};
-  MAMBA_CUDA_CHECK(op, cudaLaunchKernelExC(&cfg, kernel_ptr<T>(p.batch), kargs));
-  MAMBA_CUDA_CHECK_LAUNCH(op);
+  decode::launch_resident(op, kernel_ptr<T>(p.batch), g, kThreads, static_cast<size_t>(P.smem()), stream, &args);
 }
 
 template int persistent_decode_v3_grid<float>(const PersistentDecodeParams<float>&);

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
 #include <random>
 
 #include "mamba/kernels/gemm.h"
@@ -236,6 +239,91 @@ TEST(CudaBackend, MambaLMGraphDecodeMatchesCpu) {
   }
   EXPECT_TRUE(dec.captured());
   EXPECT_THROW(dec.step(Tensor::from_vector_i64({1, 101}, {2})), mamba::Error);  // id out of range
+}
+
+// The persistent one-kernel step (versions 2 and 3, chosen with MAMBA_DECODE_VERSION) inside
+// CudaDecodeGraph against MambaLM::step on the CPU: f32 and bf16, batch 1 / 3 / 16, several
+// steps (eager, capture, replays) so the states carry, logits and every layer's states compared.
+// Every parameter is rounded to bf16 first, so the bf16 model holds exactly the CPU's weights.
+class EnvGuard {
+ public:
+  EnvGuard(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~EnvGuard() {
+    if (had_)
+      setenv(name_.c_str(), old_.c_str(), 1);
+    else
+      unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+void persistent_decode_matches_cpu(const char* version) {
+  const Device dev = Device::cuda(0);
+  mamba::nn::MambaLMConfig cfg;
+  cfg.d_model = 96;  // d_inner 192, dt_rank 6: channel groups that do not divide evenly
+  cfg.n_layer = 3;
+  cfg.vocab_size = 203;
+  auto make = [&] {
+    mamba::nn::MambaLM lm(cfg);
+    std::mt19937_64 rng(23);
+    for (auto& [name, t] : lm.parameters()) {
+      mamba::train::reference_init(name, *t, rng);
+      *t = t->to(DType::bf16).to(DType::f32);
+    }
+    lm.refresh_derived();
+    return lm;
+  };
+  {
+    EnvGuard env("MAMBA_DECODE_VERSION", version);
+    EnvGuard force("MAMBA_DECODE_PERSISTENT", "1");  // batch 16 too (by default only batch <= 8)
+    for (DType dt : {DType::f32, DType::bf16}) {
+      for (int64_t B : {int64_t{1}, int64_t{3}, int64_t{16}}) {
+        const std::string what = std::string("v") + version + " " + mamba::dtype_name(dt) + " batch " + std::to_string(B);
+        mamba::nn::MambaLM cpu = make(), gpu = make();
+        gpu.to(dev, dt);
+        mamba::nn::CudaDecodeGraph dec(gpu, B);
+        const int want = std::string(version) == "2" ? (B <= 8 ? 2 : 0) : std::atoi(version);
+        EXPECT_EQ(dec.persistent_version(), want) << what;  // v2: batch <= 8 only (the fused path)
+        auto cc = cpu.new_cache(B);
+        std::vector<int64_t> p0(B * 3);
+        for (int64_t i = 0; i < B * 3; ++i) p0[i] = (i * 37 + 5) % cfg.vocab_size;
+        const Tensor prompt = Tensor::from_vector_i64(p0, {B, 3});
+        cpu.forward(prompt, &cc);
+        dec.prefill(prompt);
+        const double tol = dt == DType::f32 ? 1e-4 : 3e-2;
+        for (int t = 0; t < 5; ++t) {
+          std::vector<int64_t> v(B);
+          for (int64_t i = 0; i < B; ++i) v[i] = (t * 17 + i * 29 + 1) % cfg.vocab_size;
+          const Tensor ids = Tensor::from_vector_i64(v, {B});
+          const Tensor ref = cpu.step(ids, cc);
+          EXPECT_LT(rel_err(dec.step(ids), ref), tol) << what << " step " << t;
+        }
+        EXPECT_TRUE(dec.captured()) << what;
+        for (size_t l = 0; l < cc.layers.size(); ++l) {
+          EXPECT_LT(rel_err(dec.cache().layers[l].ssm_state, cc.layers[l].ssm_state), tol) << what << " layer " << l;
+          EXPECT_LT(rel_err(dec.cache().layers[l].conv_state, cc.layers[l].conv_state), tol) << what << " layer " << l;
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaBackend, MambaLMPersistentDecodeVersionsMatchCpu) {
+  REQUIRE_GPU();
+  persistent_decode_matches_cpu("2");
+  persistent_decode_matches_cpu("3");
+}
+
+// Version 4 (the tuning knobs) in a test of its own: a device fault there would end the process.
+TEST(CudaBackend, MambaLMPersistentDecodeV4MatchesCpu) {
+  REQUIRE_GPU();
+  persistent_decode_matches_cpu("4");
 }
 
 }  // namespace

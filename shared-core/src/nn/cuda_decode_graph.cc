@@ -40,6 +40,7 @@ int64_t CudaDecodeGraph::batch() const { return 0; }
 void* CudaDecodeGraph::stream() const { return nullptr; }
 bool CudaDecodeGraph::fused() const { return false; }
 bool CudaDecodeGraph::persistent() const { return false; }
+int CudaDecodeGraph::persistent_version() const { return 0; }
 int64_t CudaDecodeGraph::kernels_per_step() const { return 0; }
 
 #else
@@ -65,7 +66,7 @@ struct CudaDecodeGraph::Impl {
   int grid_blocks = 0;
   void* layer_table = nullptr;  // device array of PersistentDecodeLayer<T>
   unsigned* barrier = nullptr;
-  int version = 2;                 // persistent kernel version (MAMBA_DECODE_VERSION=3: two barriers per layer)
+  int version = 3;                 // persistent kernel version (MAMBA_DECODE_VERSION=2: four phases per layer)
   std::vector<Tensor> transposed;  // version 3: x_proj and out_proj transposed, per layer
   Tensor work;                     // version 3: f32 accumulators (persistent_decode_workspace_floats)
 
@@ -89,7 +90,7 @@ struct CudaDecodeGraph::Impl {
       e.D = L.D_.defined() ? static_cast<const float*>(L.D_.raw_data()) : nullptr;
       e.ssm_state = static_cast<float*>(st.ssm_state.raw_data());
       e.w_out = static_cast<const T*>(L.out_proj_w_.raw_data());
-      if (version == 3) {
+      if (version >= 3) {
         const int64_t di = L.cfg_.d_inner(), xd = L.cfg_.rank() + 2 * L.cfg_.d_state, d = L.cfg_.d_model;
         Tensor wxt = Tensor::empty({di, xd}, dt, dev), wot = Tensor::empty({di, d}, dt, dev);
         kernels::cuda::transpose_rows_cuda<T>(e.w_x, xd, di, static_cast<T*>(wxt.raw_data()), s());
@@ -100,7 +101,7 @@ struct CudaDecodeGraph::Impl {
         transposed.push_back(std::move(wot));
       }
     }
-    if (version == 3 && !layers.empty()) {
+    if (version >= 3 && !layers.empty()) {
       const Mamba1Config& c = layers[0]->cfg_;
       work = Tensor::zeros({kernels::cuda::persistent_decode_workspace_floats<T>(batch, c.d_model, c.rank(), c.d_state)},
                            DType::f32, dev);
@@ -326,8 +327,13 @@ CudaDecodeGraph::CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused, b
   const char* env_persistent = std::getenv("MAMBA_DECODE_PERSISTENT");
   const bool want_persistent = persistent && !(env_persistent && std::string(env_persistent) == "0");
   const char* env_version = std::getenv("MAMBA_DECODE_VERSION");
-  I.version = env_version && std::string(env_version) == "3" ? 3 : 2;  // 2 stays the default until 3 is measured
-  if (want_persistent && !I.layers.empty() && batch <= 16) {
+  // Version 3 is the default; MAMBA_DECODE_VERSION=2 selects version 2, =4 the version with tuning knobs.
+  const std::string ev = env_version ? env_version : "";
+  I.version = ev == "2" ? 2 : ev == "4" ? 4 : 3;
+  // Batch > 8: the unfused graph is faster than version 3 (673 vs 1378 us at batch 16, H200, NOTES.md);
+  // MAMBA_DECODE_PERSISTENT=1 takes the persistent step up to batch 16 all the same.
+  const bool force_persistent = env_persistent && std::string(env_persistent) == "1";
+  if (want_persistent && !I.layers.empty() && batch <= (force_persistent ? 16 : 8)) {
     const Mamba1Config& c = I.layers[0]->cfg_;
     bool same = true;  // one shape for every layer (the kernel reads the first layer's)
     for (const Mamba1* L : I.layers)
@@ -347,7 +353,7 @@ CudaDecodeGraph::CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused, b
       return kernels::cuda::persistent_decode_grid_for<float>(q);
     };
     I.grid_blocks = grid_for(I.version);
-    if (I.grid_blocks == 0 && I.version == 3) {  // e.g. f32 at batch 16: no stage fits; version 2 where it applies
+    if (I.grid_blocks == 0 && I.version >= 3) {  // e.g. f32 at batch 16: no stage fits; version 2 where it applies
       I.version = 2;
       I.grid_blocks = grid_for(2);
     }
@@ -427,6 +433,7 @@ int64_t CudaDecodeGraph::batch() const { return impl_->batch; }
 void* CudaDecodeGraph::stream() const { return impl_->stream.native(); }
 bool CudaDecodeGraph::fused() const { return impl_->fused; }
 bool CudaDecodeGraph::persistent() const { return impl_->persistent; }
+int CudaDecodeGraph::persistent_version() const { return impl_->persistent ? impl_->version : 0; }
 int64_t CudaDecodeGraph::kernels_per_step() const {
   if (impl_->persistent) return 1;  // plus one memset node (the barrier counter)
   return static_cast<int64_t>(impl_->layers.size()) * (impl_->fused ? 4 : 7) + 3;

@@ -30,10 +30,11 @@ class CudaDecodeGraph {
   // persistent (with fused): the whole step as ONE persistent kernel with grid-wide barriers
   // (mamba/kernels/cuda/mamba1_decode_persistent_cuda.h) when the device allows a cooperative
   // launch; MAMBA_DECODE_PERSISTENT=0 in the environment turns it off. The default kernel is
-  // version 2 (four phases per layer, batch <= 8, with fused); MAMBA_DECODE_VERSION=3 selects
   // version 3 (two grid barriers per layer, batch <= 16; it keeps transposed copies of x_proj
-  // and out_proj, ~2.6 MB per layer at d_model 768 in bf16), which falls back to 2 where its
-  // shared-memory stage does not fit (f32 at batch 16).
+  // and out_proj, ~2.6 MB per layer at d_model 768 in bf16), which falls back to version 2
+  // (four phases per layer, batch <= 8, with fused) where its shared-memory stage does not fit
+  // (f32 at batch 16); MAMBA_DECODE_VERSION=2 selects version 2. By default the persistent step
+  // runs at batch <= 8 (above, the unfused graph measured faster); MAMBA_DECODE_PERSISTENT=1: up to 16.
   CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused = true, bool persistent = true);
   ~CudaDecodeGraph();
   CudaDecodeGraph(const CudaDecodeGraph&) = delete;
@@ -62,6 +63,7 @@ class CudaDecodeGraph {
   void* stream() const;  // the cudaStream_t the decoder runs on
   bool fused() const;    // whether the fused kernels run (requested and the shape allows it)
   bool persistent() const;  // whether the one-kernel persistent step runs
+  int persistent_version() const;  // its kernel version (2 or 3) when persistent(), else 0
   int64_t kernels_per_step() const;  // launches in one step (what the graph holds)
 
  private:
