@@ -1,4 +1,4 @@
-// mamba-decode-check: the persistent MambaLM decode step (versions 2 and 3; --v4: version 4,
+// mamba-decode-check: the persistent MambaLM decode step (versions 2 and 3,
 // mamba1_decode_persistent_cuda.h) against a plain CPU step on random weights, then timed.
 //
 //   mamba-decode-check [--check-only] [--time-only B] [--reps 50] [--layers 24] [--d-model 768] [--vocab 50280]
@@ -37,7 +37,6 @@ namespace kc = mamba::kernels::cuda;
 namespace {
 
 int g_pass = 0, g_fail = 0;
-bool g_v4 = false;  // --v4: version 4 (the tuning knobs) only: its checks, timings and sweeps
 
 #define CK(x)                                                                                     \
   do {                                                                                            \
@@ -280,8 +279,6 @@ struct Gpu {
   int64_t* ids = nullptr;
   unsigned* barrier = nullptr;
   cudaStream_t s = nullptr;
-  int acc_copies = 0, head_mb = -1, stages = 0, head_nc = 0, refill = -1, persist_mb = -1,
-      barrier_kind = -1, max_blocks = 0;  // version 3 tuning (0 / -1: defaults)
 
   template <class U> U* own(U* p) { owned.push_back(p); return p; }
   Gpu(const Model& mm, int64_t batch, const CpuState& init) : m(mm), B(batch) {
@@ -343,8 +340,6 @@ struct Gpu {
     p.xdbl = xdbl; p.y = y; p.logits = logits; p.barrier = barrier; p.prefetch = true;
     p.p3_smem = (m.R % 8) == 0 && (m.N % 4) == 0;
     p.version = version; p.work = work; p.stamps = stamps;
-    p.acc_copies = acc_copies; p.head_prefetch_mb = head_mb; p.stages = stages; p.head_cols = head_nc; p.refill = refill;
-    p.head_persist_mb = persist_mb; p.barrier_kind = barrier_kind; p.max_blocks = max_blocks;
     return p;
   }
   int grid(int version) const { return kc::persistent_decode_grid_for<T>(params(version)); }
@@ -398,20 +393,11 @@ void capture(Gpu<T>& gpu, int version, Graph& gr) {
 }
 
 template <class T>
-void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int steps, const char* tname,
-                int copies = 0, int head_mb = -1, int head_nc = 0, int refill = -1, int persist_mb = -1,
-                int barrier_kind = -1, int max_blocks = 0) {
+void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int steps, const char* tname) {
   const bool bf = sizeof(T) == 2;
   Model m = make_model(d, nl, V, bf, 1000 + d + nl);
   CpuState cs = init_state(m, B, 77 + B);
   Gpu<T> gpu(m, B, cs);
-  gpu.acc_copies = copies;
-  gpu.head_mb = head_mb;
-  gpu.head_nc = head_nc;
-  gpu.refill = refill;
-  gpu.persist_mb = persist_mb;
-  gpu.barrier_kind = barrier_kind;
-  gpu.max_blocks = max_blocks;
   if (gpu.grid(version) < 1) {
     verdict(false, "%s v%d d_model %lld layers %lld batch %lld: no grid", tname, version, (long long)d, (long long)nl,
             (long long)B);
@@ -441,11 +427,8 @@ void check_case(int64_t d, int64_t nl, int64_t V, int64_t B, int version, int st
     ws = std::max(ws, rel_err(gpu.state(li, false), cs.ssm[li]));
   }
   const double tol = bf ? 2e-2 : 1e-4;
-  verdict(worst < tol && ws < tol,
-          "%s v%d d_model %lld layers %lld vocab %lld batch %lld copies %d head_mb %d head_nc %d refill %d barrier %d "
-          "grid %d: %d steps logits rel %.2e, states rel %.2e",
-          tname, version, (long long)d, (long long)nl, (long long)V, (long long)B, copies, head_mb, head_nc, refill,
-          barrier_kind, gpu.grid(version), steps, worst, ws);
+  verdict(worst < tol && ws < tol, "%s v%d d_model %lld layers %lld vocab %lld batch %lld: %d steps logits rel %.2e, states rel %.2e",
+          tname, version, (long long)d, (long long)nl, (long long)V, (long long)B, steps, worst, ws);
 }
 
 double measure_copy_gbs() {
@@ -501,7 +484,7 @@ double time_graph(Gpu<T>& gpu, int version, int reps) {
 template <class T>
 void breakdown(Gpu<T>& gpu, int version, const char* label) {
   const int G = gpu.grid(version);
-  const int phases = version >= 3 ? 2 : 4;
+  const int phases = version == 3 ? 2 : 4;
   const int64_t nbar = phases * gpu.m.nl;
   const size_t n = static_cast<size_t>(nbar + 1) * G * 2;
   unsigned long long* st = nullptr;
@@ -545,7 +528,7 @@ void breakdown(Gpu<T>& gpu, int version, const char* label) {
 
 template <class T>
 void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool full_check, const char* tname,
-           int64_t only_batch = 0, bool sweep = false) {
+           int64_t only_batch = 0) {
   const bool bf = sizeof(T) == 2;
   Model m = make_model(d, nl, V, bf, 5);
   uint64_t wbytes = 0;
@@ -564,7 +547,7 @@ void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool ful
     gpu.set_ids(ids);
     const uint64_t state_bytes = static_cast<uint64_t>(nl) * B * m.di * (m.K + m.N) * 4;
     const double floor_us = (wbytes + 2.0 * state_bytes) / (copy_gbs * 1e9) * 1e6;
-    if (full_check && !g_v4 && (B == 1 || B == 4)) {
+    if (full_check && (B == 1 || B == 4)) {
       // Versions against the CPU (batch 1) / each other (batch 4), fresh states each.
       std::vector<float> l2, l3;
       for (int v : {2, 3}) {
@@ -593,7 +576,7 @@ void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool ful
         verdict(rel_err(l3, l2) < (bf ? 2e-2 : 1e-4), "%s full model batch %lld: v3 vs v2 second-step logits rel %.2e",
                 tname, (long long)B, rel_err(l3, l2));
     }
-    for (int v : g_v4 ? std::vector<int>{4} : std::vector<int>{2, 3}) {
+    for (int v : {2, 3}) {
       const int G = gpu.grid(v);
       if (G < 1) {
         std::printf("  batch %3lld v%d: not supported\n", (long long)B, v);
@@ -602,93 +585,15 @@ void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool ful
       const double us = time_graph(gpu, v, reps);
       std::printf("  batch %3lld v%d: grid %d, graph %8.1f us, floor %6.1f us, x floor %5.2f, %8.0f tokens/s\n",
                   (long long)B, v, G, us, floor_us, us / floor_us, B / (us * 1e-6));
-      if (B == 1 || B == 4) breakdown(gpu, v, v == 2 ? "v2" : v == 3 ? "v3" : "v4");
-    }
-    if (sweep && g_v4 && gpu.grid(4) > 0) {
-      // Version 3 tuning at this batch: accumulator copies, then the head's L2 prefetch.
-      const double floor_b = floor_us;
-      auto one = [&](int copies, int head_mb, int stages, int head_nc) {
-        gpu.acc_copies = copies; gpu.head_mb = head_mb; gpu.stages = stages; gpu.head_nc = head_nc;
-        if (gpu.grid(4) < 1) return;
-        const double us = time_graph(gpu, 4, reps);
-        std::printf("  batch %3lld v4 copies %2d head_mb %2d stages %d head_nc %d refill %d persist_mb %d: graph %8.1f us, "
-                    "x floor %5.2f\n",
-                    (long long)B, copies, head_mb, stages, head_nc, gpu.refill, gpu.persist_mb, us, us / floor_b);
-      };
-      for (int c : {1, 2, 4, 8, 16}) one(c, 0, 0, 0);
-      for (int h : {8, 16, 24, 32}) one(0, h, 0, 0);
-      if (B <= 4) for (int nc : {4, 8}) one(0, 0, 0, nc);
-      gpu.refill = 1;
-      std::printf("  refill after the barrier:\n");
-      one(0, 0, 0, 0);
-      one(16, 0, 0, 0);
-      gpu.refill = -1;
-      gpu.barrier_kind = 1;
-      std::printf("  flag barrier:\n");
-      one(0, 0, 0, 0);
-      one(16, 0, 0, 0);
-      if (B == 1) breakdown(gpu, 4, "v4 flag barrier copies 16");
-      gpu.barrier_kind = -1;
-      for (int nb : {96, 66}) {
-        gpu.max_blocks = nb;
-        std::printf("  at most %d blocks (grid %d):\n", nb, gpu.grid(4));
-        one(0, 0, 0, 0);
-        one(16, 0, 0, 0);
-      }
-      gpu.max_blocks = 0;
-      if (B == 1) {
-        gpu.acc_copies = 1; gpu.head_mb = 0; gpu.head_nc = 0; gpu.stages = 0;
-        breakdown(gpu, 4, "v4 copies 1");
-        gpu.acc_copies = 16;
-        breakdown(gpu, 4, "v4 copies 16");
-      }
-      gpu.acc_copies = 0; gpu.head_mb = -1; gpu.stages = 0; gpu.head_nc = 0;
+      if (B == 1 || B == 4) breakdown(gpu, v, v == 2 ? "v2" : "v3");
     }
   }
-}
-
-// Version 4 at batch B with the LM head's first rows kept in L2 across steps (a persisting
-// access-policy window, persisting L2 set aside per setting), after everything else (a
-// failure here ends the program last).
-template <class T>
-void persist_sweep(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, int64_t B) {
-  Model m = make_model(d, nl, V, sizeof(T) == 2, 5);
-  CpuState cs = init_state(m, B, 3);
-  Gpu<T> gpu(m, B, cs);
-  std::vector<int64_t> ids(B);
-  for (int64_t i = 0; i < B; ++i) ids[i] = (i * 31 + 7) % V;
-  gpu.set_ids(ids);
-  cudaDeviceProp prop{};
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("== batch %lld v4, LM head kept in L2 (L2 %d MB, persisting max %d MB, window max %d MB), copy %.0f GB/s\n",
-              (long long)B, prop.l2CacheSize >> 20, prop.persistingL2CacheMaxSize >> 20,
-              prop.accessPolicyMaxWindowSize >> 20, copy_gbs);
-  std::printf("  no window: graph %8.1f us\n", time_graph(gpu, 4, reps));
-  for (int mb : {16, 32, 48, 64}) {
-    const size_t want = std::min<size_t>(size_t{static_cast<unsigned>(mb)} << 20, prop.persistingL2CacheMaxSize);
-    if (cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, want) != cudaSuccess) {
-      cudaGetLastError();
-      std::printf("  persisting L2 not available\n");
-      return;
-    }
-    for (int c : {0, 16}) {
-      gpu.persist_mb = mb;
-      gpu.acc_copies = c;
-      std::printf("  window %2d MB (set aside %zu MB) copies %2d: graph %8.1f us\n", mb, want >> 20, c,
-                  time_graph(gpu, 4, reps));
-    }
-    gpu.persist_mb = -1;
-    gpu.acc_copies = 0;
-    CK(cudaCtxResetPersistingL2Cache());
-  }
-  CK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 0));
-  std::printf("  no window again: graph %8.1f us\n", time_graph(gpu, 4, reps));
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool check_only = false, sweep = false, no_f32 = false;
+  bool check_only = false;
   int reps = 50;
   int64_t time_only = 0;  // --time-only B: no checks, bf16 timing of batch B only
   int64_t layers = 24, d_model = 768, vocab = 50280;
@@ -696,18 +601,13 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     auto next = [&]() -> long long { return i + 1 < argc ? std::atoll(argv[++i]) : 0; };
     if (a == "--check-only") check_only = true;
-    else if (a == "--sweep") sweep = true;
-    else if (a == "--no-f32") no_f32 = true;
-    else if (a == "--v4") g_v4 = true;
     else if (a == "--reps") reps = static_cast<int>(next());
     else if (a == "--time-only") time_only = next();
     else if (a == "--layers") layers = next();
     else if (a == "--d-model") d_model = next();
     else if (a == "--vocab") vocab = next();
     else {
-      std::fprintf(stderr,
-                   "usage: mamba-decode-check [--check-only] [--time-only B] [--sweep] [--no-f32] [--v4] [--reps R] [--layers N] "
-                   "[--d-model D] [--vocab V]\n");
+      std::fprintf(stderr, "usage: mamba-decode-check [--check-only] [--reps R] [--layers N] [--d-model D] [--vocab V]\n");
       return 2;
     }
   }
@@ -724,11 +624,11 @@ int main(int argc, char** argv) {
     const double bw = measure_copy_gbs();
     const char* st = std::getenv("MAMBA_DECODE_STAGES");
     std::printf("copy %.0f GB/s; MAMBA_DECODE_STAGES=%s\n", bw, st ? st : "(auto)");
-    bench<__nv_bfloat16>(d_model, layers, vocab, reps, bw, false, "bf16", time_only, sweep && g_v4);
+    bench<__nv_bfloat16>(d_model, layers, vocab, reps, bw, false, "bf16", time_only);
     return 0;
   }
   std::printf("== checks vs the CPU step\n");
-  for (int v : g_v4 ? std::vector<int>{4} : std::vector<int>{2, 3}) {
+  for (int v : {2, 3}) {
     for (int64_t B : {1, 2, 3, 5, 8, 16}) {
       if (v == 2 && B > 8) continue;
       check_case<float>(128, 3, 301, B, v, 4, "f32");
@@ -739,43 +639,11 @@ int main(int argc, char** argv) {
     check_case<float>(100, 3, 301, 1, v, 4, "f32");
     check_case<__nv_bfloat16>(128, 0, 301, 2, v, 2, "bf16");
   }
-  if (g_v4) {
-    // Version 4's tuning knobs: accumulator copies (1, 3: not a power of two, 16) and the head's
-    // L2 prefetch (over the whole small head).
-    for (int c : {1, 3, 16}) {
-      check_case<float>(128, 3, 301, 2, 4, 4, "f32", c, 0);
-      check_case<__nv_bfloat16>(100, 2, 301, 5, 4, 4, "bf16", c, 1);
-    }
-    check_case<__nv_bfloat16>(128, 3, 301, 16, 4, 4, "bf16", 4, 1);
-    for (int nc : {4, 8})
-      for (int64_t B : {1, 2, 4}) check_case<__nv_bfloat16>(128, 2, 1001, B, 4, 3, "bf16", 0, 0, nc);
-    for (int64_t B : {1, 3, 16}) {
-      check_case<__nv_bfloat16>(128, 4, 301, B, 4, 4, "bf16", 0, -1, 0, -1, -1, 1);  // the flag barrier
-      check_case<float>(100, 3, 301, B, 4, 4, "f32", 4, -1, 0, 1, -1, 1);
-    }
-    for (int nb : {66, 7}) {  // fewer blocks, more channels each
-      check_case<__nv_bfloat16>(128, 3, 301, 3, 4, 4, "bf16", 0, -1, 0, -1, -1, -1, nb);
-      check_case<float>(100, 2, 301, 2, 4, 4, "f32", 16, -1, 0, -1, -1, 1, nb);
-    }
-    for (int64_t B : {1, 3}) {
-      check_case<__nv_bfloat16>(128, 4, 301, B, 4, 4, "bf16", 0, -1, 0, 1);
-      check_case<float>(96, 4, 301, B, 4, 4, "f32", 16, -1, 0, 1);
-    }
-  }
   if (!check_only) {
     const double bw = measure_copy_gbs();
     std::printf("copy bandwidth (device to device, 1 GiB, read + write): %.0f GB/s\n", bw);
-    bench<__nv_bfloat16>(d_model, layers, vocab, reps, bw, true, "bf16", 0, sweep);
-    if (!no_f32) bench<float>(d_model, layers, vocab, std::max(10, reps / 2), bw, false, "f32");
-    if (sweep && g_v4) {
-      std::printf("decode-check: %d passed, %d failed (before the L2 window sweep)\n", g_pass, g_fail);
-      persist_sweep<__nv_bfloat16>(d_model, layers, vocab, reps, bw, 1);
-      // The head in a persisting L2 window: the results must not change.
-      CK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, size_t{4} << 20));
-      check_case<__nv_bfloat16>(128, 3, 4001, 2, 4, 4, "bf16", 0, -1, 0, -1, 4);
-      CK(cudaCtxResetPersistingL2Cache());
-      CK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 0));
-    }
+    bench<__nv_bfloat16>(d_model, layers, vocab, reps, bw, true, "bf16");
+    bench<float>(d_model, layers, vocab, std::max(10, reps / 2), bw, false, "f32");
   }
   std::printf("decode-check: %d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;

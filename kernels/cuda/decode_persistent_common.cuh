@@ -256,6 +256,4 @@ inline void launch_resident(const char* op, const void* kernel, int grid, int th
 namespace mamba::kernels::cuda::detail {
 template <class T> int persistent_decode_v3_grid(const PersistentDecodeParams<T>& p);
 template <class T> void persistent_decode_v3_launch(const PersistentDecodeParams<T>& p, int grid, cudaStream_t stream);
-template <class T> int persistent_decode_v4_grid(const PersistentDecodeParams<T>& p);
-template <class T> void persistent_decode_v4_launch(const PersistentDecodeParams<T>& p, int grid, cudaStream_t stream);
 }  // namespace mamba::kernels::cuda::detail

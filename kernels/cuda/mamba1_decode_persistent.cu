@@ -343,7 +343,6 @@ int persistent_decode_grid(int64_t batch, int64_t d_model, int64_t d_inner, int6
 template <class T>
 int persistent_decode_grid_for(const PersistentDecodeParams<T>& p, int blocks_per_sm) {
   if (p.version == 3) return detail::persistent_decode_v3_grid<T>(p);
-  if (p.version == 4) return detail::persistent_decode_v4_grid<T>(p);
   if (p.version != 2) return 0;
   return persistent_decode_grid<T>(p.batch, p.d_model, p.d_inner, p.d_conv, blocks_per_sm);
 }
@@ -352,7 +351,7 @@ template <class T>
 void persistent_decode_cuda(const PersistentDecodeParams<T>& p, int grid_blocks, cudaStream_t stream) {
   const char* op = "persistent_decode_cuda";
   auto bad = [&](const std::string& what) { throw std::invalid_argument(std::string(op) + ": " + what); };
-  if (p.version < 2 || p.version > 4) bad("version " + std::to_string(p.version) + " must be 2, 3 or 4");
+  if (p.version < 2 || p.version > 3) bad("version " + std::to_string(p.version) + " must be 2 or 3");
   const int64_t max_batch = p.version >= 3 ? 16 : 8;
   if (p.batch < 1 || p.batch > max_batch)
     bad("batch " + std::to_string(p.batch) + " outside [1, " + std::to_string(max_batch) + "] (version " +
@@ -367,10 +366,6 @@ void persistent_decode_cuda(const PersistentDecodeParams<T>& p, int grid_blocks,
     bad("null pointer among ids, embedding, head, norm_f_w, layers, buffers, logits, barrier");
   if (p.version == 3) {
     detail::persistent_decode_v3_launch<T>(p, grid_blocks, stream);
-    return;
-  }
-  if (p.version == 4) {
-    detail::persistent_decode_v4_launch<T>(p, grid_blocks, stream);
     return;
   }
   MAMBA_CUDA_CHECK(op, cudaMemsetAsync(p.barrier, 0, sizeof(unsigned), stream));

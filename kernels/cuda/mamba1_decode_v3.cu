@@ -470,8 +470,9 @@ int grid_and_plan(const PersistentDecodeParams<T>& p, Plan* out, bool check_kern
 
 }  // namespace
 
-// Sized for version 4 (mamba1_decode_v4.cu: a 32-float flag line + up to 16 copies of each
-// accumulator); version 3 uses the first 2 batch (d_model + dt_rank + 2 dstate) floats.
+// Sized for the removed version 4 (a 32-float flag line + up to 16 copies of each
+// accumulator; kept so the layout of `work` stays as
+// checked on the GPU); version 3 uses the first 2 batch (d_model + dt_rank + 2 dstate) floats.
 template <class T>
 int64_t persistent_decode_workspace_floats(int64_t batch, int64_t d_model, int64_t dt_rank, int64_t dstate) {
   return 32 + 2 * 16 * (batch * d_model + batch * (dt_rank + 2 * dstate));

@@ -320,10 +320,4 @@ TEST(CudaBackend, MambaLMPersistentDecodeVersionsMatchCpu) {
   persistent_decode_matches_cpu("3");
 }
 
-// Version 4 (the tuning knobs) in a test of its own: a device fault there would end the process.
-TEST(CudaBackend, MambaLMPersistentDecodeV4MatchesCpu) {
-  REQUIRE_GPU();
-  persistent_decode_matches_cpu("4");
-}
-
 }  // namespace

@@ -327,9 +327,9 @@ CudaDecodeGraph::CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused, b
   const char* env_persistent = std::getenv("MAMBA_DECODE_PERSISTENT");
   const bool want_persistent = persistent && !(env_persistent && std::string(env_persistent) == "0");
   const char* env_version = std::getenv("MAMBA_DECODE_VERSION");
-  // Version 3 is the default; MAMBA_DECODE_VERSION=2 selects version 2, =4 the version with tuning knobs.
+  // Version 3 is the default; MAMBA_DECODE_VERSION=2 selects version 2.
   const std::string ev = env_version ? env_version : "";
-  I.version = ev == "2" ? 2 : ev == "4" ? 4 : 3;
+  I.version = ev == "2" ? 2 : 3;
   // Batch > 8: the unfused graph is faster than version 3 (673 vs 1378 us at batch 16, H200, NOTES.md);
   // MAMBA_DECODE_PERSISTENT=1 takes the persistent step up to batch 16 all the same.
   const bool force_persistent = env_persistent && std::string(env_persistent) == "1";

@@ -41,7 +41,7 @@ struct PersistentDecodeLayer {
   const float* D = nullptr;           // (d_inner), optional
   float* ssm_state = nullptr;         // (batch, d_inner, dstate)
   const T* w_out = nullptr;           // (d_model, d_inner)
-  // Versions 3 and 4 only: x_proj and out_proj transposed (one row per channel, so a channel
+  // Version 3 only: x_proj and out_proj transposed (one row per channel, so a channel
   // group's slice is contiguous); fill them once with transpose_rows_cuda.
   const T* w_x_t = nullptr;           // (d_inner, dt_rank + 2 dstate)
   const T* w_out_t = nullptr;         // (d_inner, d_model)
@@ -68,38 +68,13 @@ struct PersistentDecodeParams {
   bool prefetch = true;               // L2 prefetch of the next phase's weights
   bool p3_smem = false;               // phase 3 with xdbl in shared memory + vector loads (dt_rank % 8, dstate % 4)
   // 2: the four-phase kernel above (batch <= 8). 3: two grid-wide barriers per layer (below).
-  // 4: version 3 with the tuning knobs below (work in progress).
+  // (4, version 3 with tuning knobs, measured slower at every setting and was removed.)
   int version = 2;
   // Version 3: f32 workspace of persistent_decode_workspace_floats() floats (zeroed with the
   // barrier by persistent_decode_cuda before every launch); stages of the per-layer weight
   // ring in shared memory (0 = as many as fit, at most 3; MAMBA_DECODE_STAGES overrides).
   float* work = nullptr;
   int stages = 0;
-  // Version 4 (mamba1_decode_v4.cu: version 3 with tuning knobs): copies of each reduction
-  // accumulator (block j adds into copy j % copies, the
-  // readers sum the copies: fewer atomics on one address; 0 = by batch, 8 at batch 1, or
-  // MAMBA_DECODE_ACC_COPIES; at most 16), and MB of the LM head prefetched into L2 during the
-  // last layers (-1 = the default, or MAMBA_DECODE_HEAD_PREFETCH_MB; 0 = none).
-  int acc_copies = 0;
-  int head_prefetch_mb = -1;
-  // Version 4: LM head rows in flight per warp (2, 4 or 8; 0 = the default, or
-  // MAMBA_DECODE_HEAD_NC; 8 only at batch <= 2, 4 at batch <= 4).
-  int head_cols = 0;
-  // Version 4: when a stage is refilled with the layer `stages` ahead: 0 = at the end of
-  // phase B, before its barrier (the default, or MAMBA_DECODE_REFILL), 1 = after that barrier.
-  int refill = -1;
-  // Version 4: MB of the LM head (its first rows) kept in L2 across steps through a
-  // persisting access-policy window on the launch (0 = none, the default, or
-  // MAMBA_DECODE_HEAD_PERSIST_MB). Takes effect only where the caller has set aside persisting
-  // L2 (cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, ...), a per-process setting); the
-  // window is clamped to the device's maximum and its hit ratio to set-aside / window.
-  int head_persist_mb = -1;
-  // Version 4: grid barrier kind: 0 = all blocks spin on the arrival counter (the default, or
-  // MAMBA_DECODE_BARRIER), 1 = the last arrival sets a separate flag the others spin on.
-  int barrier_kind = -1;
-  // Version 4: at most this many blocks (0 = one per SM, or MAMBA_DECODE_V3_BLOCKS); the grid
-  // is then the number of channel groups (ceil(d_inner / ceil(d_inner / blocks))).
-  int max_blocks = 0;
   // Optional timing: when non-null, thread 0 of every block writes %globaltimer (ns) when
   // it arrives at and leaves each grid barrier: stamps[(e * grid + block) * 2 + {0, 1}] for
   // barrier e = 1 .. (phases per layer) * n_layers, and e = 0: {kernel start, kernel end}.
