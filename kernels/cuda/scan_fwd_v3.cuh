@@ -106,6 +106,36 @@ __device__ __forceinline__ void sts_floats(float* dst, const float (&in)[kM]) {
   }
 }
 
+// The recurrence over one tile when kS > 1 lanes share a channel (v3 and v6): blocks of kUB
+// steps (a rolled loop: fewer live registers); before each block at_block(j0) (v6: the
+// backward checkpoints); the (dt, du) pair of each step read from the channel's shared row
+// dtrow; each block's partial y sums go to this lane's row of yrow, and oy gets the y of this
+// lane's kE steps (from `own`): the sum of the kS lanes' partials.
+template <int kS, int kT, int kUB, int kE, class Step, class AtBlock>
+__device__ __forceinline__ void split_tile_steps(const float* dtrow, float* yrow, int s, int64_t own, Step& step,
+                                                 AtBlock&& at_block, float (&oy)[kE]) {
+#pragma unroll 1
+  for (int j0 = 0; j0 < kT; j0 += kUB) {
+    at_block(j0);
+    float yv[kUB];
+#pragma unroll
+    for (int jj = 0; jj < kUB; ++jj) {
+      const float2 v = *reinterpret_cast<const float2*>(dtrow + 2 * (j0 + jj));
+      yv[jj] = step(j0 + jj, jj, v.x, v.y);
+    }
+    sts_floats<kUB>(yrow + s * kT + j0, yv);
+  }
+  __syncwarp();
+  lds_floats<kE>(yrow + own, oy);
+#pragma unroll
+  for (int r = 1; r < kS; ++r) {
+    float part[kE];
+    lds_floats<kE>(yrow + r * kT + own, part);
+#pragma unroll
+    for (int e = 0; e < kE; ++e) oy[e] += part[e];
+  }
+}
+
 // The exponential of element m of a rolled block (compile-time after unrolling): dev::ex2_poly
 // for every MAMBA_SCAN_POLY_EVERY-th element, the rest on MUFU.
 __device__ __forceinline__ float scan_exp2(float x, int m) {
@@ -296,26 +326,7 @@ selective_scan_fwd_v3_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
     if constexpr (kS > 1) {
       // Blocks of kU steps (a rolled loop: fewer live registers, so 6 blocks of 128 fit per
       // SM); each block's partial y goes to the channel's shared-memory row as one float4.
-#pragma unroll 1
-      for (int j0 = 0; j0 < kT; j0 += kUB) {
-        float yv[kUB];
-#pragma unroll
-        for (int jj = 0; jj < kUB; ++jj) {
-          const float2 v = *reinterpret_cast<const float2*>(dtrow + 2 * (j0 + jj));
-          yv[jj] = step(j0 + jj, jj, v.x, v.y);
-        }
-        sts_floats<kUB>(yrow + s * kT + j0, yv);
-      }
-      // y of this lane's kE steps: the sum of the kS lanes' partials.
-      __syncwarp();
-      lds_floats<kE>(yrow + own, oy);
-#pragma unroll
-      for (int r = 1; r < kS; ++r) {
-        float part[kE];
-        lds_floats<kE>(yrow + r * kT + own, part);
-#pragma unroll
-        for (int e = 0; e < kE; ++e) oy[e] += part[e];
-      }
+      split_tile_steps<kS, kT, kUB>(dtrow, yrow, s, own, step, [](int) {}, oy);
     } else {
 #pragma unroll
       for (int j = 0; j < kT; ++j) oy[j] = step(j, j, dt[j], du[j]);

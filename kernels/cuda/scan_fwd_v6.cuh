@@ -264,26 +264,9 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
 
     float oy[kE];
     if constexpr (kS > 1) {
-#pragma unroll 1
-      for (int j0 = 0; j0 < kT; j0 += kUB) {
+      split_tile_steps<kS, kT, kUB>(dtrow, yrow, s, own, step, [&](int j0) {
         if (j0 % kCkK == 0 && t0 + j0 < L) write_ck(t0 + j0);
-        float yv[kUB];
-#pragma unroll
-        for (int jj = 0; jj < kUB; ++jj) {
-          const float2 v = *reinterpret_cast<const float2*>(dtrow + 2 * (j0 + jj));
-          yv[jj] = step(j0 + jj, jj, v.x, v.y);
-        }
-        sts_floats<kUB>(yrow + s * kT + j0, yv);
-      }
-      __syncwarp();
-      lds_floats<kE>(yrow + own, oy);
-#pragma unroll
-      for (int r = 1; r < kS; ++r) {
-        float part[kE];
-        lds_floats<kE>(yrow + r * kT + own, part);
-#pragma unroll
-        for (int e = 0; e < kE; ++e) oy[e] += part[e];
-      }
+      }, oy);
     } else {
       // kS == 1 (kN 32 / 64 never take it: at most 16 states per lane): the pairs stay in
       // registers, so the whole tile is unrolled (compile-time indices).
