@@ -106,25 +106,9 @@ __device__ __forceinline__ void sts_floats(float* dst, const float (&in)[kM]) {
   }
 }
 
-// The recurrence over one tile when kS > 1 lanes share a channel (v3 and v6): blocks of kUB
-// steps (a rolled loop: fewer live registers); before each block at_block(j0) (v6: the
-// backward checkpoints); the (dt, du) pair of each step read from the channel's shared row
-// dtrow; each block's partial y sums go to this lane's row of yrow, and oy gets the y of this
-// lane's kE steps (from `own`): the sum of the kS lanes' partials.
-template <int kS, int kT, int kUB, int kE, class Step, class AtBlock>
-__device__ __forceinline__ void split_tile_steps(const float* dtrow, float* yrow, int s, int64_t own, Step& step,
-                                                 AtBlock&& at_block, float (&oy)[kE]) {
-#pragma unroll 1
-  for (int j0 = 0; j0 < kT; j0 += kUB) {
-    at_block(j0);
-    float yv[kUB];
-#pragma unroll
-    for (int jj = 0; jj < kUB; ++jj) {
-      const float2 v = *reinterpret_cast<const float2*>(dtrow + 2 * (j0 + jj));
-      yv[jj] = step(j0 + jj, jj, v.x, v.y);
-    }
-    sts_floats<kUB>(yrow + s * kT + j0, yv);
-  }
+// y of this lane's kE steps (from `own`) after a tile: the sum of the kS lanes' partial rows.
+template <int kS, int kT, int kE>
+__device__ __forceinline__ void sum_split_partials(const float* yrow, int64_t own, float (&oy)[kE]) {
   __syncwarp();
   lds_floats<kE>(yrow + own, oy);
 #pragma unroll
@@ -134,6 +118,38 @@ __device__ __forceinline__ void split_tile_steps(const float* dtrow, float* yrow
 #pragma unroll
     for (int e = 0; e < kE; ++e) oy[e] += part[e];
   }
+}
+
+// The recurrence over one tile when kS > 1 lanes share a channel (v3 and v6): blocks of kUB
+// steps (a rolled loop: fewer live registers); before each block at_block(j0) (v6: the
+// backward checkpoints); the (dt, du) pair of each step read from the channel's shared row
+// dtrow (kPair4: two steps' pairs per 16-byte load); each block's partial y sums go to this
+// lane's row of yrow, and oy gets the y of this lane's kE steps.
+template <int kS, int kT, int kUB, int kE, bool kPair4 = false, class Step, class AtBlock>
+__device__ __forceinline__ void split_tile_steps(const float* dtrow, float* yrow, int s, int64_t own, Step& step,
+                                                 AtBlock&& at_block, float (&oy)[kE]) {
+#pragma unroll 1
+  for (int j0 = 0; j0 < kT; j0 += kUB) {
+    at_block(j0);
+    float yv[kUB];
+    if constexpr (kPair4) {
+      static_assert(kUB % 2 == 0, "pairs of steps");
+#pragma unroll
+      for (int jj = 0; jj < kUB; jj += 2) {
+        const float4 v = *reinterpret_cast<const float4*>(dtrow + 2 * (j0 + jj));
+        yv[jj] = step(j0 + jj, jj, v.x, v.y);
+        yv[jj + 1] = step(j0 + jj + 1, jj + 1, v.z, v.w);
+      }
+    } else {
+#pragma unroll
+      for (int jj = 0; jj < kUB; ++jj) {
+        const float2 v = *reinterpret_cast<const float2*>(dtrow + 2 * (j0 + jj));
+        yv[jj] = step(j0 + jj, jj, v.x, v.y);
+      }
+    }
+    sts_floats<kUB>(yrow + s * kT + j0, yv);
+  }
+  sum_split_partials<kS, kT>(yrow, own, oy);
 }
 
 // The exponential of element m of a rolled block (compile-time after unrolling): dev::ex2_poly
