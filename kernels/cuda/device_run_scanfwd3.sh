@@ -3,12 +3,13 @@
 # kernels/cuda/scanfwd3_stage.sh: cd SNAPSHOT && OUT=<dir> bash run.sh  (< 110 s)
 # Prebuilt mamba-cuda-check (nvcc-only build, kernels/cuda/device_build_scanfwd3.sh) and
 # mamba-golden (CMake) in bins.tar.xz; when the prebuilt check binary does not start, it is built
-# here from src.tar.xz. In order, each with its own timeout: mamba-golden --device cuda (Mamba-1
-# files); --scan7-check (the v6 variants of NOTES.md "Scan forward v7" against the CPU reference);
-# --scan6-check (v6 and its older variants); --no-ssd --check-only (scan fwd / bwd, conv, norms);
-# --scan7-time (v3, v6 default, every variant; the two best at the other shapes; floors table); SASS
-# instruction mix of the scan loops (cuobjdump); ncu metrics on one launch of each (--scan7-once).
-# Summary on stdout, logs in ONE file: $OUT/scanfwd-logs.tar.gz.
+# here from src.tar.xz. In order, each with its own timeout: --scan7-check (the v6 variants of
+# NOTES.md "Scan forward v7" against the CPU reference); --scan7-time (v3, v6 default, every
+# variant; the two best at the other shapes; floors table); the SASS instruction mix of the scan
+# loops (cuobjdump); mamba-golden --device cuda (Mamba-1 files); --scan6-check (v6 and its older
+# variants); --no-ssd --check-only (scan fwd / bwd, conv, norms); ncu metrics on one launch of
+# each variant (--scan7-once) with the time left.
+# (checks of the variants and their timings first: the rest as time allows.) Summary on stdout, logs in ONE file: $OUT/scanfwd-logs.tar.gz.
 set -u
 OUT="${OUT:-out}"; mkdir -p "$OUT"
 T0=$(date +%s)
@@ -42,29 +43,29 @@ run() {  # name, timeout, command...
   [ "$r" = 0 ] || rc=1
 }
 fails() { grep -E "^FAIL|FAIL " "$L/$1.log" | head -${2:-12}; }
-run golden 15 "$W/bin/mamba-golden" --device cuda "$W/golden/selective_scan.safetensors" "$W/golden/mamba1_block.safetensors" \
-  "$W/golden/mamba1_lm.safetensors"
-grep -E "passed|failed|FAIL" "$L/golden.log" | tail -4
-run scan7check 25 "$C" --scan7-check
+run scan7check 22 "$C" --scan7-check
 fails scan7check 20
 grep -E "^cuda-check --scan7" "$L/scan7check.log"
 echo "worst y errors per dtype (scan7): f32 $(grep -E '^ok .*scan f32.* y ' "$L/scan7check.log" | grep -oE 'rel [0-9.e+-]+' | sort -g -k2 | tail -1) bf16 $(grep -E '^ok .*scan bf16.* y ' "$L/scan7check.log" | grep -oE 'rel [0-9.e+-]+' | sort -g -k2 | tail -1)"
-run scan6check 20 "$C" --scan6-check
-fails scan6check
-grep -E "^cuda-check --scan6" "$L/scan6check.log"
-run checks 20 "$C" --no-ssd --check-only
-fails checks
-grep -E "^cuda-check:" "$L/checks.log"
-run scan7time 40 "$C" --scan7-time
+run scan7time 32 "$C" --scan7-time
 grep -E "timing failed|^scan7 best|^microbench|copy" "$L/scan7time.log" | head -8
 sed -n '/^floors:/,$p' "$L/scan7time.log" | grep -E "floors|kernel|---|scan" | head -70
-if command -v cuobjdump > /dev/null && [ "$(left)" -gt 12 ]; then
+if command -v cuobjdump > /dev/null && [ "$(left)" -gt 40 ]; then
   timeout 10 cuobjdump -sass "$C" 2>/dev/null | awk '
     /Function :/ { f = ($0 ~ /selective_scan_fwd_v6_kernelI13__nv_bfloat16Li16ELi2ELb1ELi64E.*ELb0ELi0ELi128E/) }
     f { print }' > "$L/sass_scan.txt"
   echo "sass: $(grep -c 'Function :' "$L/sass_scan.txt") functions"
   python3 sass_loops.py "$L/sass_scan.txt" 2>&1 | head -60
 fi
+run golden 12 "$W/bin/mamba-golden" --device cuda "$W/golden/selective_scan.safetensors" "$W/golden/mamba1_block.safetensors" \
+  "$W/golden/mamba1_lm.safetensors"
+grep -E "passed|failed|FAIL" "$L/golden.log" | tail -4
+run scan6check 15 "$C" --scan6-check
+fails scan6check
+grep -E "^cuda-check --scan6" "$L/scan6check.log"
+run checks 15 "$C" --no-ssd --check-only
+fails checks
+grep -E "^cuda-check:" "$L/checks.log"
 if command -v ncu > /dev/null && [ "$(left)" -gt 15 ]; then
   t=$(( $(left) - 4 ))
   timeout $t ncu -k regex:selective_scan_fwd_v6 --metrics \
