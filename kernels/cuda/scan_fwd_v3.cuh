@@ -160,16 +160,26 @@ __device__ __forceinline__ float scan_exp2(float x, int m) {
 }
 
 // The y epilogue of v3 and v6: y = (D u + sum) [* silu(z)] for a lane's kE steps, rounded to T
-// (bf16 in pairs: one F2FP per pair) and stored when the lane's channel is active.
-template <class T, int kE, class Silu>
+// (bf16 in pairs: one F2FP per pair) and stored when the lane's channel is active. kHoistZ: the
+// z test as one branch around the kE steps (the same values).
+template <class T, int kE, bool kHoistZ = false, class Silu>
 __device__ __forceinline__ void store_y_piece(T* __restrict__ y_row, int64_t t, int64_t len, bool vec, bool active, float D,
                                               const Piece<T, kE>& u, const Piece<T, kE>* z, const float (&sum)[kE],
                                               Silu silu) {
   float v[kE];
+  if constexpr (kHoistZ) {
 #pragma unroll
-  for (int e = 0; e < kE; ++e) {
-    v[e] = fmaf(D, dev::to_f32(u.e[e]), sum[e]);
-    if (z) v[e] *= silu(dev::to_f32(z->e[e]));
+    for (int e = 0; e < kE; ++e) v[e] = fmaf(D, dev::to_f32(u.e[e]), sum[e]);
+    if (z) {
+#pragma unroll
+      for (int e = 0; e < kE; ++e) v[e] *= silu(dev::to_f32(z->e[e]));
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < kE; ++e) {
+      v[e] = fmaf(D, dev::to_f32(u.e[e]), sum[e]);
+      if (z) v[e] *= silu(dev::to_f32(z->e[e]));
+    }
   }
   Piece<T, kE> out;
   if constexpr (std::is_same_v<T, float>) {

@@ -101,7 +101,9 @@ __device__ __forceinline__ constexpr bool on_poly(int m) {
   else return m % kPoly == kPoly - 1;
 }
 
-// kOpt (v6 measurement variants, NOTES.md "Scan forward v7"): bit 1 = the polynomial through
+// kOpt (v6 measurement variants, NOTES.md "Scan forward v7"): bit 8 = the per-tile tests
+// (softplus on, last tile, z present) as one uniform branch each around the tile's steps instead
+// of one per step; bit 1 = the polynomial through
 // ex2_poly_imad; bit 2 = exponentials one step ahead (step j computes step j + 1's decay factors
 // while it updates the state with step j's: the MUFU round trip overlaps a step's FMA work, and
 // a rolled block's first step no longer waits for its own exponentials); bit 4 = two steps'
@@ -262,13 +264,33 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
     const int rem = tail ? static_cast<int>(L - t0 - own) : kE;  // this lane's steps in range
     {
       float pairs[2 * kE];
+      if constexpr ((kOpt & 8) != 0) {  // the same values, with one uniform branch per tile for each test
+        float v[kE];
 #pragma unroll
-      for (int e = 0; e < kE; ++e) {
-        float v = dev::to_f32(cdt.e[e]) + bias;
-        if (p.delta_softplus) v = kSp ? softplus_1mufu(v) : dev::softplus_fast(v);
-        if (tail && e >= rem) v = 0.f;  // identity map past the end
-        pairs[2 * e] = v;
-        pairs[2 * e + 1] = v * dev::to_f32(cu.e[e]);
+        for (int e = 0; e < kE; ++e) v[e] = dev::to_f32(cdt.e[e]) + bias;
+        if (p.delta_softplus) {
+#pragma unroll
+          for (int e = 0; e < kE; ++e) v[e] = kSp ? softplus_1mufu(v[e]) : dev::softplus_fast(v[e]);
+        }
+        if (tail) {
+#pragma unroll
+          for (int e = 0; e < kE; ++e)
+            if (e >= rem) v[e] = 0.f;  // identity map past the end
+        }
+#pragma unroll
+        for (int e = 0; e < kE; ++e) {
+          pairs[2 * e] = v[e];
+          pairs[2 * e + 1] = v[e] * dev::to_f32(cu.e[e]);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < kE; ++e) {
+          float v = dev::to_f32(cdt.e[e]) + bias;
+          if (p.delta_softplus) v = kSp ? softplus_1mufu(v) : dev::softplus_fast(v);
+          if (tail && e >= rem) v = 0.f;  // identity map past the end
+          pairs[2 * e] = v;
+          pairs[2 * e + 1] = v * dev::to_f32(cu.e[e]);
+        }
       }
       if constexpr (kS > 1) {
         sts_floats<2 * kE>(dtrow + 2 * own, pairs);
@@ -355,8 +377,8 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
       }
     }
 
-    store_y_piece<T, kE>(y_row, t0 + own, L, vec, active, D, cu, z_row ? &cz : nullptr, oy,
-                         [](float x) { return silu_v6<T>(x); });
+    store_y_piece<T, kE, (kOpt & 8) != 0>(y_row, t0 + own, L, vec, active, D, cu, z_row ? &cz : nullptr, oy,
+                                          [](float x) { return silu_v6<T>(x); });
 
     cu = nu;
     cdt = ndt;

@@ -27,6 +27,9 @@ constexpr OptVariant kOptVariants[] = {
     {8, 0, 2, "U8 P0 ahead"},
     {8, 106, 1 | 4, "U8 P3/16 imad pair4"},
     {8, 102, 1 | 2, "U8 P1/16 imad ahead"},
+    {8, 8, 1 | 8, "U8 P1/8 imad lean"},
+    {8, 8, 1 | 2 | 8, "U8 P1/8 imad ahead lean"},
+    {8, 106, 1 | 2 | 8, "U8 P3/16 imad ahead lean"},
 };
 constexpr int kOptCount = int(sizeof(kOptVariants) / sizeof(kOptVariants[0]));
 
