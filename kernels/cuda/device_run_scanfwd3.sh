@@ -52,10 +52,10 @@ grep -E "timing failed|^scan7 best|^microbench|copy" "$L/scan7time.log" | head -
 sed -n '/^floors:/,$p' "$L/scan7time.log" | grep -E "floors|kernel|---|scan" | head -70
 if command -v cuobjdump > /dev/null && [ "$(left)" -gt 40 ]; then
   timeout 10 cuobjdump -sass "$C" 2>/dev/null | awk '
-    /Function :/ { f = ($0 ~ /selective_scan_fwd_v6_kernelI13__nv_bfloat16Li16ELi2ELb1ELi64E.*ELb0ELi0ELi128E/) }
+    /Function :/ { f = ($0 ~ /selective_scan_fwd_v6_kernel.*nv_bfloat16.*Li16ELi2E/) }
     f { print }' > "$L/sass_scan.txt"
   echo "sass: $(grep -c 'Function :' "$L/sass_scan.txt") functions"
-  python3 sass_loops.py "$L/sass_scan.txt" 2>&1 | head -60
+  python3 sass_loops.py "$L/sass_scan.txt" 2>&1 | grep -B1 -A2 "ELb0E" | head -90
 fi
 run golden 12 "$W/bin/mamba-golden" --device cuda "$W/golden/selective_scan.safetensors" "$W/golden/mamba1_block.safetensors" \
   "$W/golden/mamba1_lm.safetensors"

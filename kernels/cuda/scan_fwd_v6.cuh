@@ -466,6 +466,11 @@ struct V6 {
   static void launch_variant(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
     if constexpr (kN == 16 && kExact && kS == 2) {
       if (p.opt) return selective_scan_fwd_v6_opt<T>(p, stream);
+      if (kV6DefaultOpt && !p.tile && !p.poly && !p.unroll && !p.softplus1 && !p.block) {
+        SelectiveScanCudaParams<T> q = p;
+        q.opt = kV6DefaultOpt;
+        return selective_scan_fwd_v6_opt<T>(q, stream);
+      }
       const int tb = p.tile == 32 ? 32 : 64;
       const int pe = p.poly == 0 ? 8 : p.poly < 0 ? 0 : p.poly;
       const int u = p.unroll == 4 ? 4 : 8;

@@ -12,10 +12,11 @@
 namespace mamba::kernels::cuda {
 namespace {
 
-// {unroll, poly (on_poly's code), kOpt bits}
+// {unroll, poly (on_poly's code), kOpt bits, name, softplus (0: two MUFU, 1: one MUFU)}
 struct OptVariant {
   int unroll, poly, bits;
   const char* name;
+  int sp = 0;
 };
 constexpr OptVariant kOptVariants[] = {
     {8, 8, 1, "U8 P1/8 imad"},
@@ -30,13 +31,17 @@ constexpr OptVariant kOptVariants[] = {
     {8, 8, 1 | 8, "U8 P1/8 imad lean"},
     {8, 8, 1 | 2 | 8, "U8 P1/8 imad ahead lean"},
     {8, 106, 1 | 2 | 8, "U8 P3/16 imad ahead lean"},
+    {8, 106, 1 | 4 | 8, "U8 P3/16 imad pair4 lean"},
+    {8, 8, 1 | 4 | 8, "U8 P1/8 imad pair4 lean"},
+    {8, 8, 1 | 8, "U8 P1/8 imad lean sp1", 1},
+    {8, 106, 1 | 4 | 8, "U8 P3/16 imad pair4 lean sp1", 1},
 };
 constexpr int kOptCount = int(sizeof(kOptVariants) / sizeof(kOptVariants[0]));
 
 template <class T, int kI>
 void launch_opt(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
   constexpr OptVariant v = kOptVariants[kI];
-  V6<T, 16, true>::template launch<2, 64, v.poly, v.unroll, 0, kV6Threads, v.bits>(p, stream);
+  V6<T, 16, true>::template launch<2, 64, v.poly, v.unroll, v.sp, kV6Threads, v.bits>(p, stream);
 }
 
 template <class T, int kI = 0>
