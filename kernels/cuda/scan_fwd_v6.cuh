@@ -466,9 +466,10 @@ struct V6 {
   static void launch_variant(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
     if constexpr (kN == 16 && kExact && kS == 2) {
       if (p.opt) return selective_scan_fwd_v6_opt<T>(p, stream);
-      if (kV6DefaultOpt && !p.tile && !p.poly && !p.unroll && !p.softplus1 && !p.block) {
+      constexpr int kDefOpt = std::is_same_v<T, float> ? kV6DefaultOptF32 : kV6DefaultOpt;
+      if (kDefOpt && !p.tile && !p.poly && !p.unroll && !p.softplus1 && !p.block) {
         SelectiveScanCudaParams<T> q = p;
-        q.opt = kV6DefaultOpt;
+        q.opt = kDefOpt;
         return selective_scan_fwd_v6_opt<T>(q, stream);
       }
       const int tb = p.tile == 32 ? 32 : 64;

@@ -15,9 +15,10 @@ void selective_scan_fwd_v6(const SelectiveScanCudaParams<T>& p, cudaStream_t str
 template <class T>
 void selective_scan_fwd_v6_opt(const SelectiveScanCudaParams<T>& p, cudaStream_t stream);
 int selective_scan_fwd_v6_opt_count();
-// The variant v6 runs when no knob is set (dstate 16, split 2): 0 = the round-2 kernel (T64 P1/8
+// The variant v6 runs when no knob is set (dstate 16, split 2): 0 = the scanfwd2 kernel (T64 P1/8
 // U8; also reached with poly = 8 explicitly), else the opt number (NOTES.md "Scan forward v7").
-constexpr int kV6DefaultOpt = 0;
+constexpr int kV6DefaultOpt = 0;     // bf16
+constexpr int kV6DefaultOptF32 = 16;  // f32
 // "U8 P1/8 imad pipe" etc. for variant `opt` ("?" when unknown).
 const char* selective_scan_fwd_v6_opt_name(int opt);
 
