@@ -33,6 +33,7 @@
 #include "mamba/kernels/ssd.h"
 #include "mamba/kernels/cuda/ssd_state_update_cuda.h"
 #include "device_common.cuh"
+#include "scan_fwd_v6_launch.cuh"
 
 namespace k = mamba::kernels;
 namespace kc = mamba::kernels::cuda;
@@ -118,6 +119,7 @@ struct ScanCase { int b, d, l, n, g; bool z, init, softplus, bias, D; };
 
 int g_softplus1 = 0;  // SelectiveScanCudaParams::softplus1 for check_scan (the v6 measurement variant)
 int g_block = 0;      // SelectiveScanCudaParams::block for check_scan / check_scan_varlen (v6: 32 = one-warp blocks)
+int g_opt = 0;        // SelectiveScanCudaParams::opt for check_scan / check_scan_varlen / the checkpoint forward (--scan7)
 
 // version / split: forced kernel choice (0 = automatic), see SelectiveScanCudaParams.
 template <class T>
@@ -132,6 +134,8 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
   std::snprintf(name, sizeof name, "scan %s b%d d%d l%d n%d g%d%s%s%s%s%s%s", type_name<T>(), c.b, c.d, c.l, c.n, c.g,
                 c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
                 c.D ? " D" : "", forced);
+  if (g_opt) std::snprintf(name + std::strlen(name), sizeof name - std::strlen(name), " [opt %d %s]", g_opt,
+                           kc::selective_scan_fwd_v6_opt_name(g_opt));
   run_case(name, [&] {
     Rng r(seed);
     const size_t nbdl = size_t(c.b) * c.d * c.l, nbc = size_t(c.b) * c.g * c.n * c.l, nst = size_t(c.b) * c.d * c.n;
@@ -175,6 +179,7 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
     q.delta_softplus = c.softplus; q.initial_state = c.init ? dh0.ptr : nullptr;
     q.y = dy.ptr; q.final_state = dhT.ptr;
     q.version = version; q.split = split; q.poly = poly; q.unroll = unroll; q.tile = tile; q.softplus1 = g_softplus1; q.block = g_block;
+    q.opt = g_opt;
     dy.poison();
     dhT.poison();
     kc::selective_scan_fwd_cuda<T>(q, nullptr);
@@ -264,7 +269,8 @@ void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version =
       f.batch = c.b; f.dim = c.d; f.seqlen = c.l; f.dstate = c.n; f.n_groups = c.g;
       f.u = q.u; f.delta = q.delta; f.z = q.z; f.B = q.B; f.C = q.C; f.A = q.A; f.D = q.D;
       f.delta_bias = q.delta_bias; f.delta_softplus = q.delta_softplus; f.initial_state = q.initial_state;
-      f.y = y.ptr; f.version = 6; f.bwd_workspace = ws.ptr;
+      f.y = y.ptr; f.version = 6; f.bwd_workspace = ws.ptr; f.opt = g_opt;
+      f.split = g_opt ? 2 : 0;  // the variants are compiled for split 2
       kc::selective_scan_fwd_cuda<T>(f, nullptr);
       MAMBA_CUDA_CHECK("selective_scan_fwd_cuda (checkpoints)", cudaDeviceSynchronize());
       q.checkpoints_from_forward = true;
@@ -720,6 +726,7 @@ void print_table() {
 
 #include "mamba_cuda_check_fast.inc"  // --fast: scan forward v6 / v3, decode, conv and the floors table
 #include "mamba_cuda_check_v6.inc"    // --scan6: scan forward v6 checks and the v3 / v6 timings
+#include "mamba_cuda_check_v7.inc"    // --scan7: the v6 variants of branch scanfwd (opt), checks and timings
 
 #include "mamba_cuda_check_bw80.inc"  // --bw80: state update and conv1d forward versions (branch bw80)
 #include "mamba_cuda_check_bw.inc"    // --bw (= --bw80), --bw-once (branch bwkern)
@@ -922,6 +929,8 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--scan-once") == 0 && k::cuda_device_count() > 0) return scan_once(), 0;
   if (argc > 1 && std::strncmp(argv[1], "--scan6", 7) == 0 && k::cuda_device_count() > 0)
     return scan6_main(argv[1] + 7);  // --scan6, --scan6-check, --scan6-once
+  if (argc > 1 && std::strncmp(argv[1], "--scan7", 7) == 0 && k::cuda_device_count() > 0)
+    return scan7_main(argv[1] + 7);  // --scan7, --scan7-check, --scan7-once
   const int ndev = k::cuda_device_count();
   if (ndev == 0) {
     std::printf("cuda-check: no CUDA device (%s)\n", k::cuda_device_description(0).c_str());

@@ -9,7 +9,7 @@ for l in txt:
     m = re.match(r'\s*/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*?);', l)
     if m and cur: cur[1].append((int(m.group(1), 16), m.group(3), m.group(4)))
 for name, ins in funcs:
-    short = re.sub(r'.*(v\d_kernel)I13__nv_bfloat16', r'\1 bf16 ', name)[:80]
+    short = re.sub(r'.*(v\d_kernel)I13__nv_bfloat16', r'\1 bf16 ', name)[:150]
     print('==', short, 'instructions', len(ins))
     addr = {a: i for i, (a, _, _) in enumerate(ins)}
     loops = []

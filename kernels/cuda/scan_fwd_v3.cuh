@@ -106,6 +106,52 @@ __device__ __forceinline__ void sts_floats(float* dst, const float (&in)[kM]) {
   }
 }
 
+// y of this lane's kE steps (from `own`) after a tile: the sum of the kS lanes' partial rows.
+template <int kS, int kT, int kE>
+__device__ __forceinline__ void sum_split_partials(const float* yrow, int64_t own, float (&oy)[kE]) {
+  __syncwarp();
+  lds_floats<kE>(yrow + own, oy);
+#pragma unroll
+  for (int r = 1; r < kS; ++r) {
+    float part[kE];
+    lds_floats<kE>(yrow + r * kT + own, part);
+#pragma unroll
+    for (int e = 0; e < kE; ++e) oy[e] += part[e];
+  }
+}
+
+// The recurrence over one tile when kS > 1 lanes share a channel (v3 and v6): blocks of kUB
+// steps (a rolled loop: fewer live registers); before each block at_block(j0) (v6: the
+// backward checkpoints); the (dt, du) pair of each step read from the channel's shared row
+// dtrow (kPair4: two steps' pairs per 16-byte load); each block's partial y sums go to this
+// lane's row of yrow, and oy gets the y of this lane's kE steps.
+template <int kS, int kT, int kUB, int kE, bool kPair4 = false, class Step, class AtBlock>
+__device__ __forceinline__ void split_tile_steps(const float* dtrow, float* yrow, int s, int64_t own, Step& step,
+                                                 AtBlock&& at_block, float (&oy)[kE]) {
+#pragma unroll 1
+  for (int j0 = 0; j0 < kT; j0 += kUB) {
+    at_block(j0);
+    float yv[kUB];
+    if constexpr (kPair4) {
+      static_assert(kUB % 2 == 0, "pairs of steps");
+#pragma unroll
+      for (int jj = 0; jj < kUB; jj += 2) {
+        const float4 v = *reinterpret_cast<const float4*>(dtrow + 2 * (j0 + jj));
+        yv[jj] = step(j0 + jj, jj, v.x, v.y);
+        yv[jj + 1] = step(j0 + jj + 1, jj + 1, v.z, v.w);
+      }
+    } else {
+#pragma unroll
+      for (int jj = 0; jj < kUB; ++jj) {
+        const float2 v = *reinterpret_cast<const float2*>(dtrow + 2 * (j0 + jj));
+        yv[jj] = step(j0 + jj, jj, v.x, v.y);
+      }
+    }
+    sts_floats<kUB>(yrow + s * kT + j0, yv);
+  }
+  sum_split_partials<kS, kT>(yrow, own, oy);
+}
+
 // The exponential of element m of a rolled block (compile-time after unrolling): dev::ex2_poly
 // for every MAMBA_SCAN_POLY_EVERY-th element, the rest on MUFU.
 __device__ __forceinline__ float scan_exp2(float x, int m) {
@@ -114,16 +160,26 @@ __device__ __forceinline__ float scan_exp2(float x, int m) {
 }
 
 // The y epilogue of v3 and v6: y = (D u + sum) [* silu(z)] for a lane's kE steps, rounded to T
-// (bf16 in pairs: one F2FP per pair) and stored when the lane's channel is active.
-template <class T, int kE, class Silu>
+// (bf16 in pairs: one F2FP per pair) and stored when the lane's channel is active. kHoistZ: the
+// z test as one branch around the kE steps (the same values).
+template <class T, int kE, bool kHoistZ = false, class Silu>
 __device__ __forceinline__ void store_y_piece(T* __restrict__ y_row, int64_t t, int64_t len, bool vec, bool active, float D,
                                               const Piece<T, kE>& u, const Piece<T, kE>* z, const float (&sum)[kE],
                                               Silu silu) {
   float v[kE];
+  if constexpr (kHoistZ) {
 #pragma unroll
-  for (int e = 0; e < kE; ++e) {
-    v[e] = fmaf(D, dev::to_f32(u.e[e]), sum[e]);
-    if (z) v[e] *= silu(dev::to_f32(z->e[e]));
+    for (int e = 0; e < kE; ++e) v[e] = fmaf(D, dev::to_f32(u.e[e]), sum[e]);
+    if (z) {
+#pragma unroll
+      for (int e = 0; e < kE; ++e) v[e] *= silu(dev::to_f32(z->e[e]));
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < kE; ++e) {
+      v[e] = fmaf(D, dev::to_f32(u.e[e]), sum[e]);
+      if (z) v[e] *= silu(dev::to_f32(z->e[e]));
+    }
   }
   Piece<T, kE> out;
   if constexpr (std::is_same_v<T, float>) {
@@ -296,26 +352,7 @@ selective_scan_fwd_v3_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
     if constexpr (kS > 1) {
       // Blocks of kU steps (a rolled loop: fewer live registers, so 6 blocks of 128 fit per
       // SM); each block's partial y goes to the channel's shared-memory row as one float4.
-#pragma unroll 1
-      for (int j0 = 0; j0 < kT; j0 += kUB) {
-        float yv[kUB];
-#pragma unroll
-        for (int jj = 0; jj < kUB; ++jj) {
-          const float2 v = *reinterpret_cast<const float2*>(dtrow + 2 * (j0 + jj));
-          yv[jj] = step(j0 + jj, jj, v.x, v.y);
-        }
-        sts_floats<kUB>(yrow + s * kT + j0, yv);
-      }
-      // y of this lane's kE steps: the sum of the kS lanes' partials.
-      __syncwarp();
-      lds_floats<kE>(yrow + own, oy);
-#pragma unroll
-      for (int r = 1; r < kS; ++r) {
-        float part[kE];
-        lds_floats<kE>(yrow + r * kT + own, part);
-#pragma unroll
-        for (int e = 0; e < kE; ++e) oy[e] += part[e];
-      }
+      split_tile_steps<kS, kT, kUB>(dtrow, yrow, s, own, step, [](int) {}, oy);
     } else {
 #pragma unroll
       for (int j = 0; j < kT; ++j) oy[j] = step(j, j, dt[j], du[j]);

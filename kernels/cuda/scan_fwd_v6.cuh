@@ -25,6 +25,7 @@
 #include "mamba/kernels/cuda/cuda_check.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 #include "scan_fwd_v3.cuh"
+#include "scan_fwd_v6_launch.cuh"
 
 namespace mamba::kernels::cuda {
 namespace {
@@ -70,7 +71,45 @@ __device__ __forceinline__ float softplus_1mufu(float x) {
   return fmaf(t, q, fmaxf(x, 0.f));
 }
 
-template <class T, int kN, int kS, bool kExact, int kTB, int kPoly, int kU, bool kVar, int kSp = 0, int kThr = kV6Threads>
+// 2^x on the FMA pipe as dev::ex2_poly_fma (the same clamp, reduction and polynomial), the
+// exponent added by one IMAD (bits(t) * 2^23 + bits(p): t = 1.5 * 2^23 + floor(x), whose low 9
+// bits are floor(x) mod 2^9, so the product mod 2^32 is floor(x) << 23) instead of SHL + IADD.
+__device__ __forceinline__ float ex2_poly_imad(float x) {
+  constexpr float kMagic = 12582912.f;  // 1.5 * 2^23
+  x = fminf(fmaxf(x, -126.f), 128.f);
+  const float t = __fadd_rd(x, kMagic);  // kMagic + floor(x)
+  const float j = __fadd_rn(t, -kMagic);
+  const float f = __fadd_rn(x, -j);
+  float p = 1.867130072e-03f;
+  p = fmaf(p, f, 9.017030316e-03f);
+  p = fmaf(p, f, 5.579991311e-02f);
+  p = fmaf(p, f, 2.401644502e-01f);
+  p = fmaf(p, f, 6.931513118e-01f);
+  p = fmaf(p, f, 1.0f);
+  unsigned r;
+  asm("mad.lo.u32 %0, %1, 8388608, %2;" : "=r"(r) : "r"(__float_as_uint(t)), "r"(__float_as_uint(p)));
+  return __uint_as_float(r);
+}
+
+// Which exponentials of a rolled block go to the FMA pipe (m = step-in-block * kNS + state,
+// compile-time after unrolling; the same in every lane): kPoly 0 none, 1..99 every kPoly-th,
+// 100 + q: q / 32 of them, spread evenly (m q mod 32 < q).
+template <int kPoly>
+__device__ __forceinline__ constexpr bool on_poly(int m) {
+  if constexpr (kPoly <= 0) return false;
+  else if constexpr (kPoly >= 100) return (m * (kPoly - 100)) % 32 < (kPoly - 100);
+  else return m % kPoly == kPoly - 1;
+}
+
+// kOpt (v6 measurement variants, NOTES.md "Scan forward v7"): bit 8 = the per-tile tests
+// (softplus on, last tile, z present) as one uniform branch each around the tile's steps instead
+// of one per step; bit 1 = the polynomial through
+// ex2_poly_imad; bit 2 = exponentials one step ahead (step j computes step j + 1's decay factors
+// while it updates the state with step j's: the MUFU round trip overlaps a step's FMA work, and
+// a rolled block's first step no longer waits for its own exponentials); bit 4 = two steps'
+// (dt, du) pairs per 16-byte shared-memory load (without bit 2).
+template <class T, int kN, int kS, bool kExact, int kTB, int kPoly, int kU, bool kVar, int kSp = 0, int kThr = kV6Threads,
+          int kOpt = 0>
 __global__ void __launch_bounds__(kThr, V6MinBlocks<kS, kThr>::value)
 selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group) {
   constexpr int kT = kTB / int(sizeof(T));  // steps per tile
@@ -225,13 +264,33 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
     const int rem = tail ? static_cast<int>(L - t0 - own) : kE;  // this lane's steps in range
     {
       float pairs[2 * kE];
+      if constexpr ((kOpt & 8) != 0) {  // the same values, with one uniform branch per tile for each test
+        float v[kE];
 #pragma unroll
-      for (int e = 0; e < kE; ++e) {
-        float v = dev::to_f32(cdt.e[e]) + bias;
-        if (p.delta_softplus) v = kSp ? softplus_1mufu(v) : dev::softplus_fast(v);
-        if (tail && e >= rem) v = 0.f;  // identity map past the end
-        pairs[2 * e] = v;
-        pairs[2 * e + 1] = v * dev::to_f32(cu.e[e]);
+        for (int e = 0; e < kE; ++e) v[e] = dev::to_f32(cdt.e[e]) + bias;
+        if (p.delta_softplus) {
+#pragma unroll
+          for (int e = 0; e < kE; ++e) v[e] = kSp ? softplus_1mufu(v[e]) : dev::softplus_fast(v[e]);
+        }
+        if (tail) {
+#pragma unroll
+          for (int e = 0; e < kE; ++e)
+            if (e >= rem) v[e] = 0.f;  // identity map past the end
+        }
+#pragma unroll
+        for (int e = 0; e < kE; ++e) {
+          pairs[2 * e] = v[e];
+          pairs[2 * e + 1] = v[e] * dev::to_f32(cu.e[e]);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < kE; ++e) {
+          float v = dev::to_f32(cdt.e[e]) + bias;
+          if (p.delta_softplus) v = kSp ? softplus_1mufu(v) : dev::softplus_fast(v);
+          if (tail && e >= rem) v = 0.f;  // identity map past the end
+          pairs[2 * e] = v;
+          pairs[2 * e + 1] = v * dev::to_f32(cu.e[e]);
+        }
       }
       if constexpr (kS > 1) {
         sts_floats<2 * kE>(dtrow + 2 * own, pairs);
@@ -242,7 +301,18 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
       }
     }
 
-    auto step = [&](int j, int jp, float dtj, float duj) -> float {
+    // The decay factors of one step (jp: its index in the rolled block, for on_poly), then the
+    // state update and y partial of step j with them.
+    auto exps = [&](int jp, float dtj, float (&a)[kNS]) {
+#pragma unroll
+      for (int i = 0; i < kNS; ++i) {
+        if (kExact || i < myN) {
+          const float x = dtj * A2[i];
+          a[i] = on_poly<kPoly>(jp * kNS + i) ? ((kOpt & 1) ? ex2_poly_imad(x) : dev::ex2_poly_fma(x)) : dev::ex2_mufu(x);
+        }
+      }
+    };
+    auto update = [&](int j, const float (&a)[kNS], float duj) -> float {
       float bv[kNS], cv[kNS];
       lds_floats<kNS>(sb + j * kStride + s * kNS, bv);
       lds_floats<kNS>(sc + j * kStride + s * kNS, cv);
@@ -250,40 +320,53 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
 #pragma unroll
       for (int i = 0; i < kNS; ++i) {
         if (kExact || i < myN) {
-          const int m = jp * kNS + i;
-          const float x = dtj * A2[i];
-          const float a = (kPoly > 0 && m % (kPoly > 0 ? kPoly : 1) == (kPoly > 0 ? kPoly : 1) - 1) ? dev::ex2_poly_fma(x)
-                                                                                              : dev::ex2_mufu(x);
-          h[i] = fmaf(a, h[i], duj * bv[i]);
+          h[i] = fmaf(a[i], h[i], duj * bv[i]);
           if (i & 1) y1 = fmaf(h[i], cv[i], y1);
           else y0 = fmaf(h[i], cv[i], y0);
         }
       }
       return y0 + y1;
     };
+    auto step = [&](int j, int jp, float dtj, float duj) -> float {
+      float a[kNS];
+      exps(jp, dtj, a);
+      return update(j, a, duj);
+    };
 
     float oy[kE];
-    if constexpr (kS > 1) {
+    if constexpr (kS > 1 && (kOpt & 2)) {
+      // Exponentials one step ahead: entering step j, a holds step j's decay factors and dun its du.
+      float a[kNS], dun;
+      {
+        const float2 v = *reinterpret_cast<const float2*>(dtrow);
+        exps(0, v.x, a);
+        dun = v.y;
+      }
 #pragma unroll 1
       for (int j0 = 0; j0 < kT; j0 += kUB) {
         if (j0 % kCkK == 0 && t0 + j0 < L) write_ck(t0 + j0);
         float yv[kUB];
 #pragma unroll
         for (int jj = 0; jj < kUB; ++jj) {
-          const float2 v = *reinterpret_cast<const float2*>(dtrow + 2 * (j0 + jj));
-          yv[jj] = step(j0 + jj, jj, v.x, v.y);
+          const int j = j0 + jj;
+          const float duj = dun;
+          float an[kNS];
+          if (jj + 1 < kUB || j0 + kUB < kT) {  // not the tile's last step
+            const float2 v = *reinterpret_cast<const float2*>(dtrow + 2 * (j + 1));
+            exps((jj + 1) % kUB, v.x, an);
+            dun = v.y;
+          }
+          yv[jj] = update(j, a, duj);
+#pragma unroll
+          for (int i = 0; i < kNS; ++i) a[i] = an[i];
         }
         sts_floats<kUB>(yrow + s * kT + j0, yv);
       }
-      __syncwarp();
-      lds_floats<kE>(yrow + own, oy);
-#pragma unroll
-      for (int r = 1; r < kS; ++r) {
-        float part[kE];
-        lds_floats<kE>(yrow + r * kT + own, part);
-#pragma unroll
-        for (int e = 0; e < kE; ++e) oy[e] += part[e];
-      }
+      sum_split_partials<kS, kT>(yrow, own, oy);
+    } else if constexpr (kS > 1) {
+      split_tile_steps<kS, kT, kUB, kE, (kOpt & 4) != 0>(dtrow, yrow, s, own, step, [&](int j0) {
+        if (j0 % kCkK == 0 && t0 + j0 < L) write_ck(t0 + j0);
+      }, oy);
     } else {
       // kS == 1 (kN 32 / 64 never take it: at most 16 states per lane): the pairs stay in
       // registers, so the whole tile is unrolled (compile-time indices).
@@ -294,8 +377,8 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
       }
     }
 
-    store_y_piece<T, kE>(y_row, t0 + own, L, vec, active, D, cu, z_row ? &cz : nullptr, oy,
-                         [](float x) { return silu_v6<T>(x); });
+    store_y_piece<T, kE, (kOpt & 8) != 0>(y_row, t0 + own, L, vec, active, D, cu, z_row ? &cz : nullptr, oy,
+                                          [](float x) { return silu_v6<T>(x); });
 
     cu = nu;
     cdt = ndt;
@@ -314,7 +397,7 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
 template <class T, int kN, bool kExact>
 struct V6 {
   static constexpr int kDefTB = kN <= 16 ? 64 : 32;  // shared memory: 64-byte tiles up to kN 16
-  template <int kS, int kTB, int kPoly, int kU, int kSp = 0, int kThr = kV6Threads>
+  template <int kS, int kTB, int kPoly, int kU, int kSp = 0, int kThr = kV6Threads, int kOpt = 0>
   static void launch(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
     constexpr int kCh = kThr / kS;
     const int64_t dpg = p.dim / p.n_groups;
@@ -322,9 +405,9 @@ struct V6 {
     if (bpg * p.n_groups > 0x7fffffff) throw std::invalid_argument("selective_scan_fwd_cuda: dim too large");
     const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.cu_seqlens ? p.n_seqs : p.batch));
     if (p.cu_seqlens)
-      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, true, kSp, kThr><<<grid, kThr, 0, stream>>>(p, static_cast<int>(bpg));
+      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, true, kSp, kThr, kOpt><<<grid, kThr, 0, stream>>>(p, static_cast<int>(bpg));
     else
-      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, false, kSp, kThr><<<grid, kThr, 0, stream>>>(p, static_cast<int>(bpg));
+      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, false, kSp, kThr, kOpt><<<grid, kThr, 0, stream>>>(p, static_cast<int>(bpg));
     MAMBA_CUDA_CHECK_LAUNCH("selective_scan_fwd_cuda (v6)");
   }
   template <int kS>
@@ -382,6 +465,13 @@ struct V6 {
   template <int kS>
   static void launch_variant(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
     if constexpr (kN == 16 && kExact && kS == 2) {
+      if (p.opt) return selective_scan_fwd_v6_opt<T>(p, stream);
+      constexpr int kDefOpt = std::is_same_v<T, float> ? kV6DefaultOptF32 : kV6DefaultOpt;
+      if (kDefOpt && !p.tile && !p.poly && !p.unroll && !p.softplus1 && !p.block) {
+        SelectiveScanCudaParams<T> q = p;
+        q.opt = kDefOpt;
+        return selective_scan_fwd_v6_opt<T>(q, stream);
+      }
       const int tb = p.tile == 32 ? 32 : 64;
       const int pe = p.poly == 0 ? 8 : p.poly < 0 ? 0 : p.poly;
       const int u = p.unroll == 4 ? 4 : 8;

@@ -175,6 +175,9 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
                                 " must be 0 (automatic), 1, 3 or 6, got " + std::to_string(version) +
                                 " (2, 4 and 5 were removed: kernels/cuda/NOTES.md, branch prune)");
   const int split = p.split ? p.split : env_split();
+  if (p.opt < 0 || p.opt > selective_scan_fwd_v6_opt_count())
+    throw std::invalid_argument("selective_scan_fwd_cuda: opt must be in [0, " + std::to_string(selective_scan_fwd_v6_opt_count()) +
+                                "] (0 = none), got " + std::to_string(p.opt));
   // The varlen arguments first, each with its own message (a null-pointer check ahead of them
   // used to answer every bad varlen call with the pointer message).
   if (p.cu_seqlens) {

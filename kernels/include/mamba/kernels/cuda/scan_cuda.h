@@ -65,6 +65,12 @@ struct SelectiveScanCudaParams {
   // v6 measurement variant (dstate 16, split 2): 32 = one-warp blocks (no block barrier);
   // measured slower (392 vs 363 us).
   int block = 0;
+  // v6 measurement variants of branch scanfwd (dstate 16 at split 2 only; NOTES.md "Scan forward
+  // v7"): 1 .. N picks a compiled variant (cheaper FMA-pipe exponential, exponentials one step
+  // ahead, other poly shares), 0 = none. Out of range: std::invalid_argument naming opt. With no
+  // knob set, f32 at dstate 16 runs variant 16 (P3/16, per-tile tests, one-MUFU softplus: 380 vs
+  // 391 us on an H200); bf16 keeps the T64 P1/8 U8 kernel.
+  int opt = 0;
   // Backward checkpoints written by the forward (version 6 = 0; dstate <= 16; no cu_seqlens):
   // when non-null, the forward also writes the states the backward's pass A would compute into
   // this buffer, which must be the workspace of the matching selective_scan_bwd_cuda call (at

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Stages the device round of branch scanfwd (run here after `bash kernels/cuda/device_build_scanfwd3.sh
+# build-nv 2` and the CMake build of mamba-golden with MAMBA_CUDA=ON):
+#   bash kernels/cuda/scanfwd3_stage.sh [DEST]        (default /work/devq/scanfwd; < 12 MB)
+# DEST/run.sh = kernels/cuda/device_run_scanfwd3.sh (+ sass_loops.py); DEST/bins.tar.xz = the
+# stripped nvcc-only mamba-cuda-check, the CMake mamba-golden, libgomp, tools/device/refblas.c as
+# libopenblas.so.0 (the GPU machine has no OpenBLAS), the Mamba-1 golden files and the commit;
+# DEST/src.tar.xz = kernels/ at the working tree (the fallback build).
+set -eu
+cd "$(dirname "$0")/../.."
+DEST="${1:-/work/devq/scanfwd}"
+NV="${NV:-build-nv}"; BUILD="${BUILD:-build}"
+W=$(mktemp -d)
+mkdir -p "$W/bin" "$W/lib" "$W/golden"
+cp "$NV/mamba-cuda-check" "$BUILD/tools/mamba-golden" "$W/bin/"
+strip "$W/bin/"*
+python3 tools/device/fatbin_drop_ptx.py "$W/bin/mamba-golden"  # the CMake build also embeds PTX
+cp "$(ldd "$W/bin/mamba-golden" | awk '/libgomp/ {print $3}')" "$W/lib/libgomp.so.1"
+gcc -O3 -fopenmp -fPIC -shared -Wl,-soname,libopenblas.so.0 tools/device/refblas.c -o "$W/lib/libopenblas.so.0"
+G=../shared/golden
+cp "$G"/selective_scan.safetensors "$G"/mamba1_block.safetensors "$G"/mamba1_lm.safetensors "$W/golden/"
+git rev-parse HEAD > "$W/COMMIT"
+git status --porcelain | head -5 > "$W/DIRTY"
+rm -rf "$DEST"
+mkdir -p "$DEST"
+tar -C "$W" -cf - . | xz -9 -T2 > "$DEST/bins.tar.xz"
+tar -cf - kernels | xz -9 > "$DEST/src.tar.xz"
+cp kernels/cuda/device_run_scanfwd3.sh "$DEST/run.sh"
+cp kernels/cuda/sass_loops.py "$DEST/"
+rm -rf "$W"
+du -sh "$DEST"
+ls -la "$DEST"
