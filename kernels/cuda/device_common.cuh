@@ -97,10 +97,11 @@ __device__ __forceinline__ float ex2_poly(float x) {
 // then j added to the exponent field with one integer shift-add. 11 FP32/INT instructions
 // (2 FMNMX, 3 FADD, 5 FFMA, 1 LEA/IMAD), no MUFU. 2^0 = 1 exactly (identity steps stay exact);
 // below -126 it returns 2^-126, above 128 +inf.
-__device__ __forceinline__ float ex2_poly_fma(float x) {
+// The shared part: clamp, reduction and polynomial; returns 2^f and sets t = 1.5 * 2^23 + floor(x).
+__device__ __forceinline__ float ex2_poly_fraction(float x, float& t) {
   constexpr float kMagic = 12582912.f;  // 1.5 * 2^23
   x = fminf(fmaxf(x, -126.f), 128.f);
-  const float t = __fadd_rd(x, kMagic);  // kMagic + floor(x)
+  t = __fadd_rd(x, kMagic);  // kMagic + floor(x)
   const float j = __fadd_rn(t, -kMagic);
   const float f = __fadd_rn(x, -j);
   float p = 1.867130072e-03f;
@@ -108,7 +109,12 @@ __device__ __forceinline__ float ex2_poly_fma(float x) {
   p = fmaf(p, f, 5.579991311e-02f);
   p = fmaf(p, f, 2.401644502e-01f);
   p = fmaf(p, f, 6.931513118e-01f);
-  p = fmaf(p, f, 1.0f);
+  return fmaf(p, f, 1.0f);
+}
+
+__device__ __forceinline__ float ex2_poly_fma(float x) {
+  float t;
+  const float p = ex2_poly_fraction(x, t);
   return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
 }
 

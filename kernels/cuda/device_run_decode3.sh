@@ -23,18 +23,7 @@ export LD_LIBRARY_PATH="$W/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LI
 echo "commit $(cat "$W/COMMIT" 2>/dev/null)"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader 2>/dev/null
 rc=0
-run() {  # name, timeout, command...
-  local name="$1" t="$2"; shift 2
-  local l; l=$(left)
-  if [ "$l" -lt 6 ]; then echo "== $name SKIPPED (time budget)"; return; fi
-  [ "$t" -gt "$l" ] && t=$l
-  local s; s=$(date +%s)
-  timeout -k 2 "$t" "$@" > "$LOGD/$name.log" 2>&1
-  local r=$?
-  echo "== $name rc=$r ($(( $(date +%s) - s )) s)"
-  [ "$r" = 0 ] || rc=1
-  return $r
-}
+. ./round_steps.sh
 TB="$W/test_cuda_backend"
 G='^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|^\[==========\]|Failure|Expected|Which is|exception'
 run gtest_decode 30 "$TB" --gtest_filter='CudaBackend.MambaLM*'

@@ -31,18 +31,8 @@ if ! "$C" --scan6-hello 2>&1 | grep -q "scan6 hello"; then
   C="$W/nv/mamba-cuda-check"
 fi
 rc=0
-run() {  # name, timeout, command...
-  local name="$1" t="$2"; shift 2
-  local l; l=$(left)
-  if [ "$l" -lt 6 ]; then echo "== $name SKIPPED (time budget)"; rc=1; return; fi
-  [ "$t" -gt "$l" ] && t=$l
-  local s; s=$(date +%s)
-  timeout -k 2 "$t" "$@" > "$L/$name.log" 2>&1
-  local r=$?
-  echo "== $name rc=$r ($(( $(date +%s) - s )) s, limit $t s)"
-  [ "$r" = 0 ] || rc=1
-}
-fails() { grep -E "^FAIL|FAIL " "$L/$1.log" | head -${2:-12}; }
+LOGD="$L"
+. ./round_steps.sh
 run scan7check 22 "$C" --scan7-check
 fails scan7check 20
 grep -E "^cuda-check --scan7" "$L/scan7check.log"

@@ -38,18 +38,8 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version 
 BPID=$!
 C="$W/bin/mamba-cuda-check"
 rc=0
-run() {  # name, timeout, command...
-  local name="$1" t="$2"; shift 2
-  local l; l=$(left)
-  if [ "$l" -lt 6 ]; then echo "== $name SKIPPED (time budget)"; rc=1; return; fi
-  [ "$t" -gt "$l" ] && t=$l
-  local s; s=$(date +%s)
-  timeout -k 2 "$t" "$@" > "$L/$name.log" 2>&1
-  local r=$?
-  echo "== $name rc=$r ($(( $(date +%s) - s )) s, limit $t s)"
-  [ "$r" = 0 ] || rc=1
-}
-fails() { grep -E "^FAIL|FAIL " "$L/$1.log" | head -${2:-12}; }
+LOGD="$L"
+. ./round_steps.sh
 run golden 15 "$W/bin/mamba-golden" --device cuda "$W/golden/selective_scan.safetensors" "$W/golden/mamba1_block.safetensors" \
   "$W/golden/mamba1_lm.safetensors"
 grep -E "passed|failed|FAIL|device" "$L/golden.log" | tail -6

@@ -14,17 +14,9 @@ W=$(mktemp -d)
 mkdir -p "$W/bin" "$W/lib" "$W/golden"
 cp "$BUILD/kernels/cuda/mamba-cuda-check" "$BUILD/tools/mamba-golden" "$W/bin/"
 strip "$W/bin/"*
-cp "$(ldd "$W/bin/mamba-cuda-check" | awk '/libgomp/ {print $3}')" "$W/lib/libgomp.so.1"
-gcc -O3 -fopenmp -fPIC -shared -Wl,-soname,libopenblas.so.0 tools/device/refblas.c -o "$W/lib/libopenblas.so.0"
-G=../shared/golden
-cp "$G"/selective_scan.safetensors "$G"/mamba1_block.safetensors "$G"/mamba1_lm.safetensors "$W/golden/"
-git rev-parse HEAD > "$W/COMMIT"
-git status --porcelain | head -5 > "$W/DIRTY"
-rm -rf "$DEST"
-mkdir -p "$DEST"
-tar -C "$W" -cf - . | xz -9 -T2 > "$DEST/bins.tar.xz"
+. tools/device/stage_common.sh
+stage_pack "$W" "$DEST" kernels/cuda/prune_device_run.sh
 git archive HEAD kernels | xz -9 > "$DEST/src.tar.xz"
-cp kernels/cuda/prune_device_run.sh "$DEST/run.sh"
 rm -rf "$W"
 du -sh "$DEST"
 ls -la "$DEST"

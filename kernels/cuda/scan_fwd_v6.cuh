@@ -75,17 +75,8 @@ __device__ __forceinline__ float softplus_1mufu(float x) {
 // exponent added by one IMAD (bits(t) * 2^23 + bits(p): t = 1.5 * 2^23 + floor(x), whose low 9
 // bits are floor(x) mod 2^9, so the product mod 2^32 is floor(x) << 23) instead of SHL + IADD.
 __device__ __forceinline__ float ex2_poly_imad(float x) {
-  constexpr float kMagic = 12582912.f;  // 1.5 * 2^23
-  x = fminf(fmaxf(x, -126.f), 128.f);
-  const float t = __fadd_rd(x, kMagic);  // kMagic + floor(x)
-  const float j = __fadd_rn(t, -kMagic);
-  const float f = __fadd_rn(x, -j);
-  float p = 1.867130072e-03f;
-  p = fmaf(p, f, 9.017030316e-03f);
-  p = fmaf(p, f, 5.579991311e-02f);
-  p = fmaf(p, f, 2.401644502e-01f);
-  p = fmaf(p, f, 6.931513118e-01f);
-  p = fmaf(p, f, 1.0f);
+  float t;
+  const float p = dev::ex2_poly_fraction(x, t);
   unsigned r;
   asm("mad.lo.u32 %0, %1, 8388608, %2;" : "=r"(r) : "r"(__float_as_uint(t)), "r"(__float_as_uint(p)));
   return __uint_as_float(r);

@@ -15,17 +15,9 @@ mkdir -p "$W/bin" "$W/lib" "$W/golden"
 cp "$NV/mamba-cuda-check" "$BUILD/tools/mamba-golden" "$W/bin/"
 strip "$W/bin/"*
 python3 tools/device/fatbin_drop_ptx.py "$W/bin/mamba-golden"  # the CMake build also embeds PTX
-cp "$(ldd "$W/bin/mamba-golden" | awk '/libgomp/ {print $3}')" "$W/lib/libgomp.so.1"
-gcc -O3 -fopenmp -fPIC -shared -Wl,-soname,libopenblas.so.0 tools/device/refblas.c -o "$W/lib/libopenblas.so.0"
-G=../shared/golden
-cp "$G"/selective_scan.safetensors "$G"/mamba1_block.safetensors "$G"/mamba1_lm.safetensors "$W/golden/"
-git rev-parse HEAD > "$W/COMMIT"
-git status --porcelain | head -5 > "$W/DIRTY"
-rm -rf "$DEST"
-mkdir -p "$DEST"
-tar -C "$W" -cf - . | xz -9 -T2 > "$DEST/bins.tar.xz"
+. tools/device/stage_common.sh
+stage_pack "$W" "$DEST" kernels/cuda/device_run_scanfwd3.sh
 tar -cf - kernels | xz -9 > "$DEST/src.tar.xz"
-cp kernels/cuda/device_run_scanfwd3.sh "$DEST/run.sh"
 cp kernels/cuda/sass_loops.py "$DEST/"
 rm -rf "$W"
 du -sh "$DEST"

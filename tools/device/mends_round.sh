@@ -20,17 +20,7 @@ export LD_LIBRARY_PATH="$W/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LI
 echo "commit $(cat "$W/COMMIT")"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader || true
 rc=0
-run() {  # name, timeout, command...
-  local name="$1" t="$2"; shift 2
-  local l; l=$(left)
-  if [ "$l" -lt 6 ]; then echo "== $name SKIPPED (time budget)"; rc=1; return; fi
-  [ "$t" -gt "$l" ] && t=$l
-  local s; s=$(date +%s)
-  timeout -k 2 "$t" "$@" > "$LOGD/$name.log" 2>&1
-  local r=$?
-  echo "== $name rc=$r ($(( $(date +%s) - s )) s)"
-  [ "$r" = 0 ] || { rc=1; tail -4 "$LOGD/$name.log"; }
-}
+. ./round_steps.sh
 B="$W/bin"
 run check_ssd 30 "$B/mamba-cuda-check" --ssd-only --check-only
 grep -E "^FAIL|dA\[|l2 h1 .* dA|ssd-check|cuda-check|exception" "$LOGD/check_ssd.log" | head -60

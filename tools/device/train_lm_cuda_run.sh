@@ -21,17 +21,7 @@ echo "round $ROUND; after commit $(cat "$W/COMMIT"), before commit $(cat "$W/BEF
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader || true
 A="$W/after/mamba-train-lm-cuda"; B="$W/before/mamba-train-lm-cuda"
 rc=0
-run() {  # name, timeout, command...
-  local name="$1" t="$2"; shift 2
-  local l; l=$(left)
-  if [ "$l" -lt 8 ]; then echo "== $name SKIPPED (time budget)"; return; fi
-  [ "$t" -gt "$l" ] && t=$l
-  local s; s=$(date +%s)
-  timeout -k 2 "$t" "$@" > "$LOGD/$name.log" 2>&1
-  local r=$?
-  echo "== $name rc=$r ($(( $(date +%s) - s )) s)"
-  [ "$r" = 0 ] || { rc=1; tail -4 "$LOGD/$name.log"; }
-}
+. ./round_steps.sh
 checks() {  # name, environment assignment
   run "check_$1" 25 env $2 "$A" --check --dtype both
   grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_$1.log"

@@ -36,5 +36,6 @@ rm -rf "$DEST"; mkdir -p "$DEST"
 tar -C "$T" -cf - after/mamba-train-lm-cuda after/test_cuda_train before lib COMMIT BEFORE_COMMIT |
   xz --lzma2=preset=6,dict=128MiB,mf=hc4,depth=0 -T1 > "$DEST/bins.tar.xz"
 cp tools/device/train_lm_cuda_run.sh "$DEST/run.sh"
+cp tools/device/round_steps.sh "$DEST/round_steps.sh"
 rm -rf "$T"
 du -sh "$DEST"
