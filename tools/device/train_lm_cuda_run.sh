@@ -35,39 +35,22 @@ bench() {  # name, environment assignment, binary, extra args...
   sed -n '/^phases/,$p' "$LOGD/$name.log"
 }
 D=MAMBA_GT_LAYOUT=direct
-if [ "$ROUND" = 1 ]; then
-  # one round for everything: checks, the A/B at b8, then after vs before at every shape
-  checks default $D
-  run check_aligned 25 "$A" --check --dtype both --layers 2 --d-model 128 --seq-len 128 --batch 2 --vocab 512 --steps 3
-  grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_aligned.log"
-  run gtest 40 "$W/after/test_cuda_train"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|^\[       OK|Failure|Expected|Which is|^  Actual" "$LOGD/gtest.log" | head -40
-  bench after_bf16_b8 $D "$A" --batch 8 --dtype bf16 --profile 2
-  bench before_bf16_b8 $D "$B" --batch 8 --dtype bf16
-  bench after_bf16_b8_nockpt MAMBA_GT_FWD_CKPT=0 "$A" --batch 8 --dtype bf16
-  bench after_bf16_b16 $D "$A" --batch 16 --dtype bf16
-  bench before_bf16_b16 $D "$B" --batch 16 --dtype bf16
-  bench after_bf16_b4 $D "$A" --batch 4 --dtype bf16
-  bench before_bf16_b4 $D "$B" --batch 4 --dtype bf16
-  bench after_f32_b4 $D "$A" --batch 4 --dtype f32
-  bench before_f32_b4 $D "$B" --batch 4 --dtype f32
-  bench after_bf16_b8_castplain MAMBA_GT_CAST=plain "$A" --batch 8 --dtype bf16
-else
-  checks default $D
-  run check_aligned 25 "$A" --check --dtype both --layers 2 --d-model 128 --seq-len 128 --batch 2 --vocab 512 --steps 3
-  grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_aligned.log"
-  run gtest 40 "$W/after/test_cuda_train"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|^\[       OK|Failure|Expected|Which is|^  Actual" "$LOGD/gtest.log" | head -40
-  bench after_bf16_b8 $D "$A" --batch 8 --dtype bf16 --profile 3
-  bench before_bf16_b8 $D "$B" --batch 8 --dtype bf16
-  bench after_bf16_b4 $D "$A" --batch 4 --dtype bf16
-  bench before_bf16_b4 $D "$B" --batch 4 --dtype bf16
-  bench after_bf16_b16 $D "$A" --batch 16 --dtype bf16
-  bench before_bf16_b16 $D "$B" --batch 16 --dtype bf16
-  bench after_f32_b4 $D "$A" --batch 4 --dtype f32
-  bench before_f32_b4 $D "$B" --batch 4 --dtype f32
-  bench after_bf16_b8_nockpt MAMBA_GT_FWD_CKPT=0 "$A" --batch 8 --dtype bf16
-fi
+# Round 1 was the one round for everything (2 profiled steps, the plain cast too); later rounds
+# profile 3 steps. Both: checks, the A/B at b8, then after vs before at every shape.
+checks default $D
+run check_aligned 25 "$A" --check --dtype both --layers 2 --d-model 128 --seq-len 128 --batch 2 --vocab 512 --steps 3
+grep -E "^check|AdamW steps|FAIL|train-check" "$LOGD/check_aligned.log"
+run gtest 40 "$W/after/test_cuda_train"
+grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|^\[       OK|Failure|Expected|Which is|^  Actual" "$LOGD/gtest.log" | head -40
+bench after_bf16_b8 $D "$A" --batch 8 --dtype bf16 --profile $([ "$ROUND" = 1 ] && echo 2 || echo 3)
+bench before_bf16_b8 $D "$B" --batch 8 --dtype bf16
+bench after_bf16_b8_nockpt MAMBA_GT_FWD_CKPT=0 "$A" --batch 8 --dtype bf16
+for shape in "bf16 16" "bf16 4" "f32 4"; do
+  set -- $shape
+  bench "after_$1_b$2" $D "$A" --batch "$2" --dtype "$1"
+  bench "before_$1_b$2" $D "$B" --batch "$2" --dtype "$1"
+done
+[ "$ROUND" = 1 ] && bench after_bf16_b8_castplain MAMBA_GT_CAST=plain "$A" --batch 8 --dtype bf16
 rm -rf "$W"
 tar -C "$LOGD" -czf "$OUT/gputrain3-logs.tar.gz" . && rm -rf "$LOGD"
 echo "run.sh: total $(( $(date +%s) - T0 )) s, rc=$rc"
