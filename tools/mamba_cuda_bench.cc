@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "mamba/kernels/cuda/gemm_cuda.h"
+#include "mamba/kernels/cuda/perf_record.h"
 #include "mamba/kernels/gemm.h"
 #include "mamba/kernels/half.h"
 #include "mamba/nn/cuda_decode_graph.h"
@@ -347,10 +348,12 @@ void time_decode(Device dev, int64_t d_model, int64_t layers, int64_t vocab, int
   for (DType dt : {DType::bf16, DType::f32}) {
     mamba::nn::MambaLM lm = random_lm(d_model, layers, vocab, 1);
     uint64_t weight_bytes = 0;
+    double matrix_weights = 0;  // one multiply-add per token each
     for (auto& [name, t] : lm.parameters()) {
       const bool matrix = name.find("proj.weight") != std::string::npos || name.find("embedding") != std::string::npos ||
                           name.find("lm_head") != std::string::npos;
       weight_bytes += static_cast<uint64_t>(t->numel()) * (matrix ? mamba::dtype_size(dt) : 4);
+      if (matrix) matrix_weights += static_cast<double>(t->numel());
     }
     lm.to(dev, dt);
     std::printf("== decode one token: MambaLM d_model %lld, %lld layers, vocab %lld, %s weights/activations "
@@ -414,6 +417,12 @@ void time_decode(Device dev, int64_t d_model, int64_t layers, int64_t vocab, int
                   static_cast<long long>(dec.kernels_per_step()),
                   dec.persistent() ? "persist" : dec.fused() ? "fused" : "unfused", e, g, floor_us,
                   g / floor_us, B / (g * 1e-6), moved / (g * 1e-6) / 1e9);
+      char shape[96];
+      std::snprintf(shape, sizeof shape, "%lldx%lld V%lld batch %lld (graph)", static_cast<long long>(layers),
+                    static_cast<long long>(d_model), static_cast<long long>(vocab), static_cast<long long>(B));
+      mamba::kernels::cuda::perf_record(
+          std::string("mamba_lm decode step ") + (dec.persistent() ? "persistent" : dec.fused() ? "fused" : "unfused"), shape,
+          mamba::dtype_name(dt), g, moved, 2.0 * matrix_weights * static_cast<double>(B), dt == DType::f32 ? "fma" : "tc");
      }
     }
   }

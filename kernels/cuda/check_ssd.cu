@@ -24,6 +24,7 @@
 #include "check_report.h"
 #include "check_ssd.h"
 #include "mamba/kernels/cuda/cuda_check.h"
+#include "mamba/kernels/cuda/perf_record.h"
 #include "mamba/kernels/cuda/ssd_cuda.h"
 #include "mamba/kernels/ssd.h"
 
@@ -388,7 +389,10 @@ double time_fwd(int b, int l, int h, int p, int n, bool z_on, int version, int s
               "floor/time %.2f  ref/time %.2f\n",
               tname<T>(), ran, ran != version && version ? " (fallback)" : "", b, l, h, p, n, z_on ? " z" : "",
               skip ? " SKIP=" : "", skip ? skip : "", us, flops / us * 1e-6, bytes / us * 1e-3, kFloorUs / us, kRefFwdUs / us);
-  std::fflush(stdout);
+  char shape[128];
+  std::snprintf(shape, sizeof shape, "b%d l%d h%d p%d n%d chunk 64%s%s%s", b, l, h, p, n, z_on ? " z" : "", skip ? " SKIP=" : "",
+                skip ? skip : "");
+  kc::perf_record("ssd fwd v" + std::to_string(ran), shape, tname<T>(), us, bytes, std::is_same_v<T, float> ? 0.0 : flops, "tc");
   return us;
 }
 
@@ -424,6 +428,15 @@ double time_bwd(int b, int l, int h, int p, int n, bool z_on, double fwd_us) {
   Buf<char> wsb(ws);
   g.workspace = wsb.ptr; g.workspace_bytes = ws;
   const double us = median_us([&] { kc::ssd_chunk_scan_bwd_cuda(g, nullptr); });
+  // bytes: x, z, dt, B, C, dout read, dx, dz, ddt written (bf16), dB, dC written (f32); FLOPs: each
+  // of the forward's products differentiated by both operands, twice the forward's tensor work.
+  const double bytes = 2.0 * (2.0 * nx + (z_on ? 2.0 * nx : 0) + 2.0 * ndt + 2.0 * nbc + nx) + 8.0 * nbc;
+  const double flops = 2.0 * double(b) * l * h * (4.0 * n * p + 80.0 * (n + p));
+  char shape[128];
+  std::snprintf(shape, sizeof shape, "b%d l%d h%d p%d n%d chunk 64%s", b, l, h, p, n, z_on ? " z" : "");
+  kc::perf_record("ssd bwd", shape, "bf16", us, bytes, flops, "tc");
+  const double fwd_bytes = 2.0 * (2.0 * nx + (z_on ? nx : 0) + 2.0 * nbc + ndt);
+  kc::perf_record("ssd fwd+bwd", shape, "bf16", us + fwd_us, bytes + fwd_bytes, 1.5 * flops, "tc");
   std::printf("  time ssd bwd bf16 b%d l%d h%d p%d n%d%s: %8.1f us  fwd+bwd %8.1f us  (reference fwd+bwd %.0f: ref/time %.2f)  "
               "workspace %.0f MB\n",
               b, l, h, p, n, z_on ? " z" : "", us, us + fwd_us, kRefFwdBwdUs, kRefFwdBwdUs / (us + fwd_us), ws / 1e6);

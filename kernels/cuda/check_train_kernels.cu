@@ -23,6 +23,7 @@
 #include "mamba/kernels/causal_conv1d.h"
 #include "mamba/kernels/cross_entropy.h"
 #include "mamba/kernels/cuda/cuda_check.h"
+#include "mamba/kernels/cuda/perf_record.h"
 #include "mamba/kernels/cuda/train_kernels_cuda.h"
 #include "mamba/kernels/norm.h"
 #include "mamba/kernels/rms_norm.h"
@@ -529,6 +530,7 @@ void bench_line(const char* name, double ms, double bytes) {
   const double gbs = bytes / (ms * 1e-3) / 1e9;
   std::printf("bench %-58s %9.3f ms %9.1f MB %8.1f GB/s %5.1f%% of copy\n", name, ms, bytes / 1e6, gbs,
               100.0 * gbs / g_copy_gbs);
+  kc::perf_record_label(name, "", 1e3 * ms, bytes);
 }
 
 template <class T>
@@ -581,6 +583,7 @@ void bench() {
     const double ms = tm.median([&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
     g_copy_gbs = 2.0 * bytes / (ms * 1e-3) / 1e9;
     std::printf("bench cudaMemcpy D2D 1 GiB: %.3f ms, %.1f GB/s (read + write)\n", ms, g_copy_gbs);
+    kc::perf_record("memcpy d2d", "1 GiB", "-", 1e3 * ms, 2.0 * bytes);
     cudaFree(a); cudaFree(b);
   }
   const int64_t rows = 8 * 2048;

@@ -22,6 +22,7 @@
 #include "mamba/kernels/conv.h"
 #include "mamba/kernels/cuda/conv_cudnn.h"
 #include "mamba/kernels/cuda/cuda_check.h"
+#include "mamba/kernels/cuda/perf_record.h"
 
 namespace {
 
@@ -449,6 +450,17 @@ void bench_one(int64_t N, int64_t C, int64_t S, kc::ConvDType t, bool tf32, kc::
               search == kc::ConvAlgoSearch::find ? "find" : "heuristic", f, flop / f / 1e9, fb, bd, flop / bd / 1e9,
               bf, flop / bf / 1e9, bb, finite ? "" : "  NON-FINITE OUTPUT");
   std::printf("      algos: %s\n", kc::conv_cudnn_plan_info(P).c_str());
+  // bytes: the operands read once, the result written once; FLOPs on tensor cores (f32 without
+  // tf32 runs on the FMA pipe).
+  char shape[96];
+  std::snprintf(shape, sizeof shape, "N%lld C%lld %lld^3 k3 %s", (long long)N, (long long)C, (long long)S,
+                search == kc::ConvAlgoSearch::find ? "find" : "heuristic");
+  const double es = t == kc::ConvDType::f32 ? 4.0 : 2.0;
+  const char* unit = t != kc::ConvDType::f32 ? "tc" : tf32 ? "tf32" : "fma";
+  const std::string ty = std::string(tname(t)) + (tf32 ? "+tf32" : "");
+  kc::perf_record("conv3d fwd cudnn", shape, ty, 1e3 * f, es * (2.0 * nx + nw), flop, unit);
+  kc::perf_record("conv3d bwd-data cudnn", shape, ty, 1e3 * bd, es * (2.0 * nx + nw), flop, unit);
+  kc::perf_record("conv3d bwd-filter cudnn", shape, ty, 1e3 * bf, es * (2.0 * nx + nw), flop, unit);
   std::fflush(stdout);
 }
 

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "mamba/kernels/cuda/mamba1_decode_persistent_cuda.h"
+#include "mamba/kernels/cuda/perf_record.h"
 
 namespace kc = mamba::kernels::cuda;
 
@@ -585,6 +586,13 @@ void bench(int64_t d, int64_t nl, int64_t V, int reps, double copy_gbs, bool ful
       const double us = time_graph(gpu, v, reps);
       std::printf("  batch %3lld v%d: grid %d, graph %8.1f us, floor %6.1f us, x floor %5.2f, %8.0f tokens/s\n",
                   (long long)B, v, G, us, floor_us, us / floor_us, B / (us * 1e-6));
+      // FLOPs: one multiply-add per matrix weight and token (the in / x / dt / out projections, the head).
+      const double mat = double(V) * d + double(nl) * (2.0 * m.di * d + double(m.xd) * m.di + double(m.di) * m.R + double(d) * m.di);
+      char shape[96];
+      std::snprintf(shape, sizeof shape, "%lldx%lld V%lld batch %lld (graph)", (long long)nl, (long long)d, (long long)V,
+                    (long long)B);
+      kc::perf_record("mamba_lm decode step v" + std::to_string(v) + " persistent", shape, tname, us,
+                      wbytes + 2.0 * state_bytes, 2.0 * mat * B, bf ? "tc" : "fma");
       if (B == 1 || B == 4) breakdown(gpu, v, v == 2 ? "v2" : "v3");
     }
   }

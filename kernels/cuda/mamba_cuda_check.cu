@@ -25,6 +25,8 @@
 #include "check_ssd.h"
 #include "mamba/kernels/cuda/causal_conv1d_cuda.h"
 #include "mamba/kernels/cuda/cuda_check.h"
+#include "mamba/kernels/cuda/gemm_cuda.h"
+#include "mamba/kernels/cuda/perf_record.h"
 #include "mamba/kernels/cuda/rms_norm_cuda.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 #include "mamba/kernels/cuda_runtime_info.h"
@@ -524,14 +526,20 @@ double median_us(const std::function<void(int)>& fn, int inner = 1, int samples 
 
 double g_copy_gbs = 0;  // device-to-device copy bandwidth, read + write, GB/s
 
-struct Row { std::string kernel, shape; double us, bytes, exp_floor_us, fwd_us; };
-std::vector<Row> g_rows;
+constexpr double kExpRate = 4.15e12;  // MUFU ex2 per second (H100: 132 SMs x 16 / clock x 1.965 GHz)
 
-void add_row(const std::string& kernel, const std::string& shape, double us, double bytes, double exp_floor_us = 0,
+struct Row { std::string kernel, shape; double us, bytes, exps, fwd_us; };
+std::vector<Row> g_rows;
+bool g_rows_relabelled = false;  // set while a caller times through add_row to re-add the row itself (no record)
+
+// One timed row: bytes moved at least, exps = the exponentials the kernel needs (0: none
+// counted), fwd_us = the forward's time for a backward row. Also one perf record (perf_record.h)
+// for the device round's summary table.
+void add_row(const std::string& kernel, const std::string& shape, double us, double bytes, double exps = 0,
              double fwd_us = 0) {
-  g_rows.push_back({kernel, shape, us, bytes, exp_floor_us, fwd_us});
+  g_rows.push_back({kernel, shape, us, bytes, exps, fwd_us});
   std::printf("  timed %-22s %-34s %10.1f us\n", kernel.c_str(), shape.c_str(), us);
-  std::fflush(stdout);
+  if (!g_rows_relabelled) kc::perf_record_label(kernel, shape, us, bytes, exps, "exp");
 }
 
 void time_copy() {
@@ -564,12 +572,11 @@ double time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
   q.version = version; q.split = split;
   const double us = median_us([&](int) { kc::selective_scan_fwd_cuda<T>(q, nullptr); });
   const double bytes = 4.0 * nbdl * sizeof(T) + 2.0 * nbc * sizeof(T) + 4.0 * (size_t(b) * d * n + size_t(d) * n + 2 * d);
-  const double exp_floor_us = double(nbdl) * n / 4.15e12 * 1e6;
   char shape[96], which[32] = " auto";
   std::snprintf(shape, sizeof shape, "b%d d%d l%d n%d z", b, d, l, n);
   if (version && split) std::snprintf(which, sizeof which, " v%d S%d", version, split);
   else if (version) std::snprintf(which, sizeof which, " v%d", version);
-  add_row(std::string("scan fwd ") + type_name<T>() + which, shape, us, bytes, exp_floor_us);
+  add_row(std::string("scan fwd ") + type_name<T>() + which, shape, us, bytes, double(nbdl) * n);
   return us;
 }
 
@@ -607,11 +614,10 @@ void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = 
   const double us = median_us([&](int) { kc::selective_scan_bwd_cuda<T>(q, nullptr); });
   const double bytes = 7.0 * nbdl * sizeof(T) + 2.0 * nbc * sizeof(T) + 8.0 * nbc +
                        4.0 * (3 * nst + 2 * size_t(d) * n + 4 * d);
-  const double exp_floor_us = double(nbdl) * n / 4.15e12 * 1e6;
   char shape[96];
   std::snprintf(shape, sizeof shape, "b%d d%d l%d n%d z (ws %.0f MB)", b, d, l, n, wsb / 1e6);
   const std::string which = version ? " v" + std::to_string(version) : std::string(" auto");
-  add_row(std::string("scan bwd ") + type_name<T>() + which + tag, shape, us, bytes, exp_floor_us, fwd_us);
+  add_row(std::string("scan bwd ") + type_name<T>() + which + tag, shape, us, bytes, double(nbdl) * n, fwd_us);
 }
 
 template <class T>
@@ -669,7 +675,9 @@ void time_state_update(int b, int d, int n) {
   const double us = median_us(run, 20);
   char shape[96];
   std::snprintf(shape, sizeof shape, "b%d d%d n%d z (%d sets)", b, d, n, sets);
-  add_row(std::string("state_update ") + type_name<T>(), shape, us, set_bytes + 4.0 * (size_t(d) * n + 2 * d));
+  // The state is read and written (set_bytes counts it once).
+  add_row(std::string("state_update ") + type_name<T>(), shape, us, set_bytes + 4.0 * per_state + 4.0 * (size_t(d) * n + 2 * d),
+          double(per_state));
 }
 
 template <class T>
@@ -702,6 +710,27 @@ void time_gated_rms_norm(int rows, int dim, int gsz, bool nbg) {
   add_row(std::string("gated_rms_norm ") + type_name<T>(), shape, us, 3.0 * n * sizeof(T) + 4.0 * dim);
 }
 
+// GEMM y = x W^T, bf16 in and out (f32 accumulation; gemm_cuda's automatic path), x (m, k),
+// W (n, k): bytes = x, W read once and y written once; 2 m n k tensor-core FLOPs.
+void time_gemm(int64_t m, int64_t n, int64_t k, const char* what) {
+  DevBuf<bf16> x(size_t(m) * k), w(size_t(n) * k), y(size_t(m) * n);
+  DevBuf<char> ws(kc::gemm_cuda_workspace_bytes());
+  fill_uniform(x.ptr, x.count, 51, -1.f, 1.f);
+  fill_uniform(w.ptr, w.count, 52, -0.05f, 0.05f);
+  kc::GemmCudaParams q;
+  q.m = m; q.n = n; q.k = k;
+  q.x = x.ptr; q.ldx = k; q.w = w.ptr; q.ldw = k; q.y = y.ptr; q.ldy = n;
+  q.in_type = kc::GemmType::bf16; q.out_type = kc::GemmType::bf16;
+  const double us = median_us([&](int) { kc::gemm_cuda(q, ws.ptr, ws.count, nullptr); });
+  char shape[96];
+  std::snprintf(shape, sizeof shape, "m%lld n%lld k%lld (%s)", (long long)m, (long long)n, (long long)k, what);
+  const double bytes = 2.0 * (double(m) * k + double(n) * k + double(m) * n);
+  g_rows_relabelled = true;  // the record below carries the FLOPs
+  add_row("gemm bf16", shape, us, bytes);
+  g_rows_relabelled = false;
+  kc::perf_record("gemm", shape, "bf16", us, bytes, 2.0 * m * n * k, "tc");
+}
+
 void print_table() {
   std::printf("\n| kernel | shape | time us | GB/s | mem floor us | x mem floor | exp floor us | x exp floor | x fwd |\n");
   std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -710,8 +739,9 @@ void print_table() {
     const double floor_us = g_copy_gbs > 0 ? r.bytes / (g_copy_gbs * 1e9) * 1e6 : 0;
     std::printf("| %s | %s | %.1f | %.0f | %.1f | %.2f |", r.kernel.c_str(), r.shape.c_str(), r.us, gbs, floor_us,
                 floor_us > 0 ? r.us / floor_us : 0.0);
-    if (r.exp_floor_us > 0)
-      std::printf(" %.1f | %.2f |", r.exp_floor_us, r.us / r.exp_floor_us);
+    const double exp_floor_us = r.exps / kExpRate * 1e6;
+    if (r.exps > 0)
+      std::printf(" %.1f | %.2f |", exp_floor_us, r.us / exp_floor_us);
     else
       std::printf(" - | - |");
     if (r.fwd_us > 0)
@@ -977,6 +1007,10 @@ int main(int argc, char** argv) {
     time_gated_rms_norm<bf16>(2048, 3072, 3072, false);
     time_gated_rms_norm<bf16>(2048, 3072, 3072, true);
     time_gated_rms_norm<bf16>(2048, 3072, 384, false);
+    // The linear layers of a 24 x 768 MambaLM step on 8 x 2048 tokens (d_inner 1536, vocab 50280).
+    time_gemm(16384, 3072, 768, "in_proj");
+    time_gemm(16384, 768, 1536, "out_proj");
+    time_gemm(16384, 50280, 768, "lm_head");
     print_table();
   } catch (const std::exception& e) {
     std::printf("timing failed: %s\n", e.what());
