@@ -1,92 +1,227 @@
 #!/usr/bin/env bash
-# Build, check and time the CUDA kernels on a GPU machine (the one entry for all of them:
-# mamba-cuda-check, then its --bw80 parts through device_run_bw.sh). From the repository root:
-#   bash kernels/cuda/device_run.sh
-# Logs go to $OUT when that is set (else build-device/logs). Exit status: that of
-# mamba-cuda-check (non-zero when any check fails), or of the build when it fails.
+# The one device round: builds, checks and times every CUDA kernel on a GPU machine, then prints
+# ONE summary table (kernel, shape, dtype, time, GB/s, TFLOP/s or T exp/s, % of the floor and its
+# kind) and a pass / fail count line. From the repository root (or a snapshot staged by
+# kernels/cuda/device_stage.sh, whose run.sh calls this):
+#   OUT=<dir> bash kernels/cuda/device_run.sh [--only STEPS] [--budget SECONDS]
+# STEPS (comma-separated, also ONLY=...): build, check, time, golden, nccl, or any step name below
+# (default all). The GPU machine has nvcc, g++ and the CUDA toolkit (cuBLAS, cuDNN, NCCL) but none
+# of the project's Debian packages, so:
+#   build  nvcc / g++ from the sources, 16 jobs: every kernel source and CPU reference once into
+#          one archive, then mamba-cuda-check, mamba-cuda-train-check, mamba-decode-check and
+#          (cuDNN found) mamba-conv-cudnn-check. The CPU references link no BLAS (--gc-sections).
+#   PREBUILT=<dir> (device_stage.sh): bin/ with the CMake-built programs that need the project's
+#          packages (mamba-golden, mamba-cuda-bench, mamba-train-lm-cuda) and stripped copies of
+#          the four above (used when the build step is not selected or a program fails to build),
+#          lib/ with tools/device/refblas.c as libopenblas.so.0 and libgomp, golden/ the golden files.
+# Steps, each under its own time limit (tools/device/round_steps.sh: a step that no longer fits
+# the budget is skipped and counts as failed); checks first, then the timings, the experiments'
+# variants last:
+#   check: golden (mamba-golden --device cuda, every golden file), cuda_check (mamba-cuda-check
+#          --no-ssd --check-only), ssd_check (--ssd-only --check-only: check_ssd), train_check,
+#          decode_check (--check-only), conv_cudnn_check, bench_check (mamba-cuda-bench
+#          --check-only: GEMM, MambaLM on the GPU against the CPU), train_lm_check
+#          (mamba-train-lm-cuda --check --dtype both), fast (--fast-check), scan6 (--scan6-check),
+#          scan7 (--scan7-check), bw80 (--bw80-check), bw81 (--bw81-check), nccl (tests/device/nccl_run.sh)
+#   time:  cuda_time (--no-ssd --timings-only: scan forward / backward, conv1d, state updates,
+#          norms, GEMM), ssd_time (--ssd-only --timings-only), train_time (--bench: cross-entropy,
+#          norm / conv backward), decode_time (mamba-decode-check: the persistent step, 24 x 768),
+#          lm_decode_time (mamba-cuda-bench --decode-only: batch 1 / 4 / 16 / 256 through
+#          CudaDecodeGraph), conv_cudnn_time (--bench-only), and with time selected fast, scan6,
+#          scan7, bw81, bw80 run their check + timing modes (--fast, --scan6, --scan7, --bw81, --bw80)
+#          instead of the check ones, and decode_kernels (--decode-kernels: state update variants)
+# Every timing prints perf records (mamba/kernels/cuda/perf_record.h); kernels/cuda/perf_summary.awk
+# turns them into the table. Logs: $OUT/logs/<step>.log; stdout has every step's status, its
+# failures and the table. Exit status 0 when every selected step passed. Budget: 390 s (the H200
+# round allows 400), --budget or BUDGET to change it.
 set -u
 cd "$(dirname "$0")/../.."
-LOG_DIR="${OUT:-build-device/logs}"
-mkdir -p "$LOG_DIR"
-exec > >(tee "$LOG_DIR/device_run.log") 2>&1
+ROOT=$PWD
+ONLY="${ONLY:-all}"
+BUDGET="${BUDGET:-390}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only) ONLY="$2"; shift 2 ;;
+    --budget) BUDGET="$2"; shift 2 ;;
+    *) echo "usage: OUT=<dir> bash kernels/cuda/device_run.sh [--only STEPS] [--budget SECONDS]"; exit 2 ;;
+  esac
+done
+T0=$(date +%s)
+left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+OUT="${OUT:-build-device/out}"
+LOGD="$OUT/logs"
+mkdir -p "$LOGD"
 BUILD="${BUILD:-build-device}"
-JOBS="${JOBS:-16}"
+JOBS="${JOBS:-$(nproc)}"
+PREBUILT="${PREBUILT:-}"
 export PATH="$PATH:/usr/local/cuda/bin"
+CUDA=/usr/local/cuda
 
-echo "== tools"
-for t in cmake g++ nvcc ninja nvidia-smi; do
-  if command -v "$t" > /dev/null; then echo "$t: $(command -v "$t")"; else echo "$t: MISSING"; fi
+# sel KIND STEP: is the step selected (ONLY names it, its kind, or all)?
+sel() { case ",$ONLY," in *",all,"*|*",$1,"*|*",$2,"*) return 0 ;; esac; return 1; }
+
+echo "== device_run: commit $(cat "$PREBUILT/COMMIT" 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo ?), steps $ONLY, budget $BUDGET s, $JOBS jobs"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader 2>&1 | head -4
+nvcc --version 2>/dev/null | tail -1
+g++ --version 2>/dev/null | head -1
+
+# cuDNN: the toolkit's, else the nvidia-cudnn wheel's (lib and maybe headers), else the
+# snapshot's headers ($PREBUILT/cudnn-include) with the wheel's or the system's library.
+CUDNN_INC=""; CUDNN_LIB=""
+WHEEL=$(python3 -c "import nvidia.cudnn, os; print(list(nvidia.cudnn.__path__)[0])" 2>/dev/null || true)
+for d in "$CUDA/include" "$WHEEL/include" /usr/include "$PREBUILT/cudnn-include"; do
+  [ -n "$d" ] && [ -f "$d/cudnn.h" ] && { CUDNN_INC=$d; break; }
 done
-cmake --version | head -1
-g++ --version | head -1
-nvcc --version | tail -2
-
-# The GPU image has nvcc and g++ but not this project's Debian packages (OpenBLAS,
-# nlohmann-json, GoogleTest) and no network, so the check program is built with nvcc
-# directly from the sources it needs: the CUDA kernels and the CPU references (which need
-# only OpenMP). The full CMake build, tests included, is what CI compiles.
-echo "== build (nvcc, sm_90; one nvcc per source, in parallel, then the link)"
-mkdir -p "$BUILD/obj" "$BUILD/buildlogs"
-SRC=(kernels/cuda/selective_scan.cu kernels/cuda/selective_scan_bwd.cu kernels/cuda/causal_conv1d.cu
-     kernels/cuda/selective_state_update.cu kernels/cuda/runtime_info.cu kernels/cuda/rms_norm.cu
-     kernels/cuda/mamba_cuda_check.cu
-     kernels/cpu/selective_scan.cc kernels/cpu/selective_scan_bwd.cc kernels/cpu/causal_conv1d.cc
-     kernels/cpu/rms_norm.cc kernels/cpu/parallel.cc
-     kernels/cuda/ssd.cu kernels/cuda/ssd_bwd.cu kernels/cuda/check_ssd.cu kernels/cpu/ssd.cc kernels/cpu/ssd_bwd.cc)
-# -ffunction-sections,-fdata-sections + --gc-sections: kernels/cpu/ssd.cc's BLAS path (sgemm, not needed by the
-# checks, which use ssd_scan_ref) is dropped at the link, so OpenBLAS is not needed.
-NVFLAGS=(-O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr
-         -Ikernels/include -Xcompiler -fopenmp,-march=native,-ffunction-sections,-fdata-sections -DMAMBA_HAVE_CUDA=1)
-# scan forward v6 / Mamba-2 decode update (the --fast checks).
-SRC+=(kernels/cuda/selective_scan_v6.cu kernels/cuda/ssd_state_update.cu)
-OBJ=()
-PIDS=()
-for s in "${SRC[@]}"; do
-  o="$BUILD/obj/$(basename "$s").o"
-  OBJ+=("$o")
-  nvcc "${NVFLAGS[@]}" -c "$s" -o "$o" > "$BUILD/buildlogs/$(basename "$s").log" 2>&1 &
-  PIDS+=($!)
+for d in "$CUDA/lib64" "$CUDA/lib" "$WHEEL/lib" /usr/lib/x86_64-linux-gnu; do
+  [ -n "$d" ] && [ -e "$d/libcudnn.so.9" ] && { CUDNN_LIB=$d; break; }
 done
-build_ok=1
-for p in "${PIDS[@]}"; do wait "$p" || build_ok=0; done
-cat "$BUILD"/buildlogs/*.log > "$LOG_DIR/build.log"
-if [ "$build_ok" = 1 ]; then
-  nvcc -gencode arch=compute_90,code=sm_90 "${OBJ[@]}" -o "$BUILD/mamba-cuda-check" -lgomp -Xlinker --gc-sections >> "$LOG_DIR/build.log" 2>&1 || build_ok=0
+echo "cuDNN: include ${CUDNN_INC:-none}, lib ${CUDNN_LIB:-none}"
+export LD_LIBRARY_PATH="${PREBUILT:+$PREBUILT/lib:}${CUDNN_LIB:+$CUDNN_LIB:}$CUDA/lib64:$CUDA/lib:${LD_LIBRARY_PATH:-}"
+
+# ---- build -----------------------------------------------------------------------------------
+# The check programs' own sources; every other kernels/cuda/*.cu and kernels/cpu/*.cc (but the
+# CBLAS glue gemm.cc and the no-CUDA stub) goes into one archive.
+MAINS="mamba_cuda_check check_ssd check_train_kernels decode_check conv_cudnn_check"
+build() {
+  mkdir -p "$BUILD/obj" "$BUILD/logs" "$BUILD/bin"
+  local nv=(-O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -lineinfo --expt-relaxed-constexpr -Ikernels/include
+            -Xcompiler -fopenmp,-march=native,-ffunction-sections,-fdata-sections -DMAMBA_HAVE_CUDA=1)
+  local cc=(-O3 -std=c++20 -march=native -fopenmp -ffunction-sections -fdata-sections -Ikernels/include -I$CUDA/include
+            -DMAMBA_HAVE_CUDA=1)
+  [ -n "$CUDNN_INC" ] && [ -n "$CUDNN_LIB" ] && nv+=(-I"$CUDNN_INC" -DMAMBA_HAVE_CUDNN=1)
+  local s list=()
+  for s in kernels/cuda/*.cu kernels/cpu/*.cc; do
+    case "$(basename "$s")" in gemm.cc|cuda_runtime_info_stub.cc) continue ;; conv_cudnn_check.cu) [ -n "$CUDNN_LIB" ] || continue ;; esac
+    list+=("$s")
+  done
+  # The largest first (the build's wall time is the slowest source's).
+  printf '%s\n' "${list[@]}" | xargs -I{} stat -c '%s {}' {} | sort -rn | cut -d' ' -f2 |
+    NV="${nv[*]}" CC="${cc[*]}" B="$BUILD" xargs -P "$JOBS" -I{} bash -c '
+      s={}; o="$B/obj/$(basename "$s").o"; l="$B/logs/$(basename "$s").log"; t0=$(date +%s)
+      case "$s" in *.cu) nvcc $NV -c "$s" -o "$o" > "$l" 2>&1 ;; *) g++ $CC -c "$s" -o "$o" > "$l" 2>&1 ;; esac
+      r=$?; echo "$(( $(date +%s) - t0 )) s $s" >> "$B/logs/times.txt"; [ $r = 0 ] || { echo "FAILED $s"; rm -f "$o"; }'
+  local objs=()
+  for s in "${list[@]}"; do
+    case " $MAINS " in *" $(basename "${s%.*}") "*) continue ;; esac
+    [ -f "$BUILD/obj/$(basename "$s").o" ] && objs+=("$BUILD/obj/$(basename "$s").o")
+  done
+  rm -f "$BUILD/libmamba_device.a"
+  ar rcs "$BUILD/libmamba_device.a" "${objs[@]}"
+  local libs=(-L"$CUDA/lib64" -lcublasLt -lgomp)
+  [ -n "$CUDNN_LIB" ] && libs+=(-L"$CUDNN_LIB" -l:libcudnn.so.9)
+  link() {  # program, main objects...
+    local p="$1"; shift
+    local m o=(); for m in "$@"; do o+=("$BUILD/obj/$m.o"); done
+    for m in "${o[@]}"; do [ -f "$m" ] || { echo "not linked: $p ($m missing)"; return 1; }; done
+    nvcc -gencode arch=compute_90,code=sm_90 "${o[@]}" "$BUILD/libmamba_device.a" -o "$BUILD/bin/$p" \
+      -Xlinker --gc-sections "${libs[@]}" > "$BUILD/logs/link-$p.log" 2>&1 || { echo "link failed: $p"; head -20 "$BUILD/logs/link-$p.log"; return 1; }
+  }
+  local ok=0
+  link mamba-cuda-check mamba_cuda_check.cu check_ssd.cu || ok=1
+  link mamba-cuda-train-check check_train_kernels.cu || ok=1
+  link mamba-decode-check decode_check.cu || ok=1
+  if [ -n "$CUDNN_LIB" ]; then link mamba-conv-cudnn-check conv_cudnn_check.cu || ok=1; fi
+  sort -rn "$BUILD/logs/times.txt" | head -5 | sed 's/^/  slowest: /'
+  grep -h "FAILED\|error" "$BUILD"/logs/*.log 2>/dev/null | head -20
+  return $ok
+}
+
+rc=0
+. tools/device/round_steps.sh
+declare -a PASSED=() FAILED=() SKIPPED=()
+# The build runs in the background while the programs it does not make (prebuilt only) run
+# their checks; everything else waits for it.
+BPID=""
+if sel build build; then
+  BS=$(date +%s)
+  rm -f "$BUILD/logs/times.txt"
+  l=$(left); [ "$l" -gt 300 ] && l=300
+  export -f build; export MAINS BUILD JOBS CUDA CUDNN_INC CUDNN_LIB
+  timeout -k 5 "$l" bash -c build > "$LOGD/build.log" 2>&1 &
+  BPID=$!
 fi
-if [ "$build_ok" != 1 ]; then
-  cat "$LOG_DIR/build.log" | head -60
-  echo "build failed"
-  exit 4
+build_wait() {
+  [ -n "$BPID" ] || return 0
+  wait "$BPID"; local r=$?
+  BPID=""
+  echo "== build rc=$r ($(( $(date +%s) - BS )) s, $JOBS jobs)"
+  grep -vE "^$" "$LOGD/build.log" | tail -12
+  if [ $r = 0 ]; then PASSED+=(build); else FAILED+=(build); rc=1; fi
+}
+
+# bin NAME: the program built here, else the prebuilt one, else nothing.
+bin() {
+  if [ -z "$BPID" ] && [ -x "$BUILD/bin/$1" ] && sel build build; then echo "$ROOT/$BUILD/bin/$1"
+  elif [ -n "$PREBUILT" ] && [ -x "$PREBUILT/bin/$1" ]; then echo "$PREBUILT/bin/$1"; fi
+}
+# step NAME KIND TIMEOUT PROGRAM ARGS...: runs when selected; a missing program is a skip.
+step() {
+  sel "$2" "$1" || return 0
+  run_prog "$@"
+}
+run_prog() {  # NAME KIND TIMEOUT PROGRAM ARGS...
+  local name="$1" t="$3" prog="$4"; shift 4
+  local b; b=$(bin "$prog")
+  if [ -z "$b" ]; then echo "== $name SKIPPED (no $prog)"; SKIPPED+=("$name"); return 0; fi
+  if run "$name" "$t" "$b" "$@"; then PASSED+=("$name"); else FAILED+=("$name"); fi
+  # The first failures, then the program's own count lines.
+  grep -E "^ *FAIL|exception|timing failed" "$LOGD/$name.log" | head -8
+  grep -E "^(cuda-check|ssd-check|train-check|decode-check|conv-cudnn-check|cuda-bench)[ :]|passed,|^ssd summary" "$LOGD/$name.log" |
+    sort -u | tail -4
+}
+echo "== programs: $(for p in mamba-cuda-check mamba-cuda-train-check mamba-decode-check mamba-conv-cudnn-check mamba-golden mamba-cuda-bench mamba-train-lm-cuda; do b=$(bin $p); echo -n "$p=${b:+${b#$ROOT/}} "; done)"
+
+# ---- checks ----------------------------------------------------------------------------------
+GOLDEN=()
+for d in "$PREBUILT/golden" ../shared/golden; do [ -d "$d" ] && { GOLDEN=("$d"/*.safetensors); break; }; done
+if [ ${#GOLDEN[@]} -gt 0 ]; then step golden check 30 mamba-golden --device cuda "${GOLDEN[@]}"
+elif sel check golden; then echo "== golden SKIPPED (no golden files)"; SKIPPED+=(golden); fi
+step bench_check check 30 mamba-cuda-bench --check-only
+step train_lm_check check 30 mamba-train-lm-cuda --check --dtype both
+# ---- multi-GPU NCCL (its own build with g++; one GPU: the multi-GPU part says it is skipped) ----
+if sel check nccl; then
+  if [ -f tests/device/nccl_run.sh ] && [ -d shared-core/src ]; then
+    if run nccl 120 env OUT="$LOGD/nccl" bash tests/device/nccl_run.sh; then PASSED+=(nccl); else FAILED+=(nccl); fi
+    grep -E "^==|SKIPPED|expected|nccl_run:" "$LOGD/nccl.log" | head -10
+  else echo "== nccl SKIPPED (no sources)"; SKIPPED+=(nccl); fi
 fi
-grep -iE "warning" "$LOG_DIR/build.log" | head -10
-echo "built: $BUILD/mamba-cuda-check"
-TESTS=OFF
 
-echo "== nvidia-smi"
-nvidia-smi || echo "nvidia-smi failed"
+build_wait
+step cuda_check check 40 mamba-cuda-check --no-ssd --check-only
+step ssd_check check 40 mamba-cuda-check --ssd-only --check-only
+step train_check check 30 mamba-cuda-train-check
+step decode_check check 30 mamba-decode-check --check-only
+step conv_cudnn_check check 40 mamba-conv-cudnn-check
 
-echo "== mamba-cuda-check"
-"$BUILD/mamba-cuda-check" 2>&1 | tee "$LOG_DIR/mamba-cuda-check.log"
-check_rc=${PIPESTATUS[0]}
-echo "mamba-cuda-check exit status $check_rc"
+# ---- timings at the standard shapes ----------------------------------------------------------
+step cuda_time time 50 mamba-cuda-check --no-ssd --timings-only
+step ssd_time time 40 mamba-cuda-check --ssd-only --timings-only
+step train_time time 40 mamba-cuda-train-check --bench
+step decode_time time 40 mamba-decode-check --reps 40
+step lm_decode_time time 40 mamba-cuda-bench --decode-only --reps 20
+step conv_cudnn_time time 40 mamba-conv-cudnn-check --bench-only
 
-test_rc=0
-if [ "$TESTS" = ON ]; then
-  echo "== test_cuda_kernels"
-  "$BUILD/tests/test_cuda_kernels" 2>&1 | tee "$LOG_DIR/test_cuda_kernels.log" | tail -25
-  test_rc=${PIPESTATUS[0]}
-  echo "test_cuda_kernels exit status $test_rc"
-fi
+# ---- the experiments' checks (and their timings when time is selected) -------------------------
+dual() {  # NAME TIMEOUT CHECK_ARGS TIME_ARGS: the time mode when time (or NAME) is selected, else the check mode
+  local name="$1" t="$2" ca="$3" ta="$4"
+  if sel time "$name"; then run_prog "$name" time "$t" mamba-cuda-check $ta
+  elif sel check "$name"; then run_prog "$name" check "$t" mamba-cuda-check $ca; fi
+}
+dual fast 60 --fast-check --fast
+dual scan6 45 --scan6-check --scan6
+dual scan7 80 --scan7-check --scan7
+dual bw81 90 --bw81-check --bw81
+dual bw80 90 --bw80-check --bw80
+step decode_kernels time 40 mamba-cuda-check --decode-kernels
 
-# The memory-bound round's kernel versions (state updates, conv1d forward, Mamba-2 update), each
-# part in its own process: device_run_bw.sh --bw80 on the binary built above (its logs:
-# $LOG_DIR/bw80-logs.tar.gz).
-echo "== mamba-cuda-check --bw80 (device_run_bw.sh --bw80)"
-OUT="$LOG_DIR" BIN="$BUILD" bash kernels/cuda/device_run_bw.sh --bw80
-bw80_rc=$?
-
-echo "== summary: mamba-cuda-check rc=$check_rc, --bw80 rc=$bw80_rc, test_cuda_kernels rc=$test_rc (tests built: $TESTS)"
-grep -E "^cuda-check:" "$LOG_DIR/mamba-cuda-check.log" | tail -1
-if [ "$check_rc" != 0 ]; then exit "$check_rc"; fi
-if [ "$bw80_rc" != 0 ]; then exit "$bw80_rc"; fi
-exit "$test_rc"
+# ---- the summary -----------------------------------------------------------------------------
+awk -f kernels/cuda/perf_summary.awk "$LOGD"/*.log | tee "$OUT/summary.md"
+# Check lines: "ok ..." / "PASS ..." / "FAIL ..." (mamba-golden: "<label> ok|FAIL max_abs ...").
+ok=$(cat "$LOGD"/*.log 2>/dev/null | grep -cE "^ *(ok|PASS)\b| ok +max_abs")
+bad=$(cat "$LOGD"/*.log 2>/dev/null | grep -cE "^ *FAIL\b|  FAIL$| FAIL (max_abs|shape)")
+echo "passed steps: ${PASSED[*]:-none}"
+[ ${#FAILED[@]} = 0 ] || echo "FAILED steps: ${FAILED[*]}"
+[ ${#SKIPPED[@]} = 0 ] || echo "skipped steps: ${SKIPPED[*]}"
+echo "device_run: ${#PASSED[@]} steps passed, ${#FAILED[@]} failed, ${#SKIPPED[@]} skipped; check lines $ok ok, $bad FAIL; total $(( $(date +%s) - T0 )) s" |
+  tee -a "$OUT/summary.md"
+[ ${#FAILED[@]} = 0 ] && [ "$rc" = 0 ]
