@@ -4,7 +4,7 @@
 # kind) and a pass / fail count line. From the repository root (or a snapshot staged by
 # kernels/cuda/device_stage.sh, whose run.sh calls this):
 #   OUT=<dir> bash kernels/cuda/device_run.sh [--only STEPS] [--budget SECONDS]
-# STEPS (comma-separated, also ONLY=...): build, check, time, golden, nccl, or any step name below
+# STEPS (comma-separated, also ONLY=...): build, check, time, profile, or any step name below
 # (default all). The GPU machine has nvcc, g++ and the CUDA toolkit (cuBLAS, cuDNN, NCCL) but none
 # of the project's Debian packages, so:
 #   build  nvcc / g++ from the sources, 16 jobs: every kernel source and CPU reference once into
@@ -23,13 +23,17 @@
 #          --check-only: GEMM, MambaLM on the GPU against the CPU), train_lm_check
 #          (mamba-train-lm-cuda --check --dtype both), fast (--fast-check), scan6 (--scan6-check),
 #          scan7 (--scan7-check), bw80 (--bw80-check), bw81 (--bw81-check), nccl (tests/device/nccl_run.sh)
+#          gtest_<name> (tests/test_cuda_<name>, the GoogleTest CUDA tests, prebuilt only)
 #   time:  cuda_time (--no-ssd --timings-only: scan forward / backward, conv1d, state updates,
 #          norms, GEMM), ssd_time (--ssd-only --timings-only), train_time (--bench: cross-entropy,
 #          norm / conv backward), decode_time (mamba-decode-check: the persistent step, 24 x 768),
 #          lm_decode_time (mamba-cuda-bench --decode-only: batch 1 / 4 / 16 / 256 through
-#          CudaDecodeGraph), conv_cudnn_time (--bench-only), and with time selected fast, scan6,
+#          CudaDecodeGraph), conv_cudnn_time (--bench-only), train_lm_time (mamba-train-lm-cuda: the
+#          24 x 768 LM training step, bf16, batch 8, length 2048), and with time selected fast, scan6,
 #          scan7, bw81, bw80 run their check + timing modes (--fast, --scan6, --scan7, --bw81, --bw80)
 #          instead of the check ones, and decode_kernels (--decode-kernels: state update variants)
+#   profile (only by name): ncu sections of one launch each (--scan-once, --ssd-once, --bw-once,
+#          --scan7-once, train-check --once) and the SASS loop mix of scan forward v6 (sass_loops.py)
 # Every timing prints perf records (mamba/kernels/cuda/perf_record.h); kernels/cuda/perf_summary.awk
 # turns them into the table. Logs: $OUT/logs/<step>.log; stdout has every step's status, its
 # failures and the table. Exit status 0 when every selected step passed. Budget: 390 s (the H200
@@ -57,8 +61,12 @@ PREBUILT="${PREBUILT:-}"
 export PATH="$PATH:/usr/local/cuda/bin"
 CUDA=/usr/local/cuda
 
-# sel KIND STEP: is the step selected (ONLY names it, its kind, or all)?
-sel() { case ",$ONLY," in *",all,"*|*",$1,"*|*",$2,"*) return 0 ;; esac; return 1; }
+# sel KIND STEP: is the step selected (ONLY names it, its kind, or all; kind profile only by name)?
+sel() {
+  case ",$ONLY," in *",$1,"*|*",$2,"*) return 0 ;; esac
+  [ "$1" != profile ] && case ",$ONLY," in *",all,"*) return 0 ;; esac
+  return 1
+}
 
 echo "== device_run: commit $(cat "$PREBUILT/COMMIT" 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo ?), steps $ONLY, budget $BUDGET s, $JOBS jobs"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader 2>&1 | head -4
@@ -192,6 +200,9 @@ step ssd_check check 40 mamba-cuda-check --ssd-only --check-only
 step train_check check 30 mamba-cuda-train-check
 step decode_check check 30 mamba-decode-check --check-only
 step conv_cudnn_check check 40 mamba-conv-cudnn-check
+for g in "$PREBUILT"/bin/test_cuda_*; do  # the GoogleTest CUDA tests (prebuilt only)
+  [ -x "$g" ] && step "gtest_$(basename "$g" | sed 's/^test_cuda_//')" check 60 "$(basename "$g")"
+done
 
 # ---- timings at the standard shapes ----------------------------------------------------------
 step cuda_time time 50 mamba-cuda-check --no-ssd --timings-only
@@ -200,6 +211,8 @@ step train_time time 40 mamba-cuda-train-check --bench
 step decode_time time 40 mamba-decode-check --reps 40
 step lm_decode_time time 40 mamba-cuda-bench --decode-only --reps 20
 step conv_cudnn_time time 40 mamba-conv-cudnn-check --bench-only
+step train_lm_time time 40 mamba-train-lm-cuda --layers 24 --d-model 768 --seq-len 2048 --vocab 50277 --batch 8 \
+  --dtype bf16 --steps 25 --warmup 5 --log-every 25
 
 # ---- the experiments' checks (and their timings when time is selected) -------------------------
 dual() {  # NAME TIMEOUT CHECK_ARGS TIME_ARGS: the time mode when time (or NAME) is selected, else the check mode
@@ -214,11 +227,30 @@ dual bw81 90 --bw81-check --bw81
 dual bw80 90 --bw80-check --bw80
 step decode_kernels time 40 mamba-cuda-check --decode-kernels
 
+# ---- profiles (only when named: --only profile): ncu sections of one launch each, SASS loop mix ----
+if sel profile profile && [ -n "$(bin mamba-cuda-check)" ]; then
+  C=$(bin mamba-cuda-check)
+  if command -v ncu > /dev/null; then
+    SEC=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats)
+    for m in scan-once ssd-once bw-once scan7-once; do
+      run "ncu_$m" 60 ncu "${SEC[@]}" "$C" "--$m"
+      grep -E "^  [a-zA-Z_].*\(|Duration|Throughput|No Eligible|Registers Per|Achieved Occupancy" "$LOGD/ncu_$m.log" |
+        sed -E 's/^ +//' | cut -c1-120 | head -30
+    done
+    [ -n "$(bin mamba-cuda-train-check)" ] && run ncu_train_once 60 ncu "${SEC[@]}" "$(bin mamba-cuda-train-check)" --once
+  else echo "== ncu: not on this machine"; fi
+  if command -v cuobjdump > /dev/null; then
+    cuobjdump -sass "$C" 2> /dev/null | awk '/Function :/ { f = ($0 ~ /selective_scan_fwd_v6_kernel/) } f' > "$LOGD/sass_scan.txt"
+    run sass_loops 30 python3 kernels/cuda/sass_loops.py "$LOGD/sass_scan.txt" && head -40 "$LOGD/sass_loops.log"
+  fi
+fi
+
 # ---- the summary -----------------------------------------------------------------------------
 awk -f kernels/cuda/perf_summary.awk "$LOGD"/*.log | tee "$OUT/summary.md"
 # Check lines: "ok ..." / "PASS ..." / "FAIL ..." (mamba-golden: "<label> ok|FAIL max_abs ...").
-ok=$(cat "$LOGD"/*.log 2>/dev/null | grep -cE "^ *(ok|PASS)\b| ok +max_abs")
-bad=$(cat "$LOGD"/*.log 2>/dev/null | grep -cE "^ *FAIL\b|  FAIL$| FAIL (max_abs|shape)")
+# GoogleTest: "[       OK ] Suite.Test (N ms)" / "[  FAILED  ] Suite.Test (N ms)".
+ok=$(cat "$LOGD"/*.log 2>/dev/null | grep -cE "^ *(ok|PASS)\b| ok +max_abs|^\[       OK \]")
+bad=$(cat "$LOGD"/*.log 2>/dev/null | grep -cE "^ *FAIL\b|  FAIL$| FAIL (max_abs|shape)|^\[  FAILED  \] [A-Za-z0-9_/.]+ \(")
 echo "passed steps: ${PASSED[*]:-none}"
 [ ${#FAILED[@]} = 0 ] || echo "FAILED steps: ${FAILED[*]}"
 [ ${#SKIPPED[@]} = 0 ] || echo "skipped steps: ${SKIPPED[*]}"

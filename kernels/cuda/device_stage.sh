@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stages the device round's snapshot (run here, after the CMake build with -DMAMBA_CUDA=ON of
 # mamba-cuda-check mamba-cuda-train-check mamba-decode-check mamba-conv-cudnn-check mamba-golden
-# mamba-cuda-bench mamba-train-lm-cuda):   bash kernels/cuda/device_stage.sh DEST [BUILD]
+# mamba-cuda-bench mamba-train-lm-cuda, and where wanted the tests/test_cuda_* GoogleTest programs):
+#   bash kernels/cuda/device_stage.sh DEST [BUILD]
 # DEST gets (< 25 MB):
 #   run.sh       cd DEST && OUT=<dir> bash run.sh [device_run.sh's arguments]: unpacks, then
 #                kernels/cuda/device_run.sh with PREBUILT = the unpacked bins.tar.xz
@@ -22,6 +23,11 @@ for b in kernels/cuda/mamba-cuda-check kernels/cuda/mamba-cuda-train-check kerne
          kernels/cuda/mamba-conv-cudnn-check tools/mamba-golden tools/mamba-cuda-bench tools/mamba-train-lm-cuda; do
   [ -x "$BUILD/$b" ] || { echo "missing $BUILD/$b (build it first)"; exit 3; }
   strip -o "$T/bin/$(basename "$b")" "$BUILD/$b"
+  python3 tools/device/fatbin_drop_ptx.py "$T/bin/$(basename "$b")" > /dev/null
+done
+for b in "$BUILD"/tests/test_cuda_*; do  # the GoogleTest CUDA tests, where built (device_run.sh's gtest step)
+  [ -x "$b" ] || continue
+  strip -o "$T/bin/$(basename "$b")" "$b"
   python3 tools/device/fatbin_drop_ptx.py "$T/bin/$(basename "$b")" > /dev/null
 done
 gcc -O3 -fopenmp -fPIC -shared -Wl,-soname,libopenblas.so.0 tools/device/refblas.c -o "$T/lib/libopenblas.so.0"
@@ -48,4 +54,5 @@ rm -rf "$W"
 exit $r
 RUN
 rm -rf "$T"
-du -sh "$DEST" "$DEST"/*
+du -sh "$DEST"
+[ "$(du -sm "$DEST" | cut -f1)" -le 25 ] || { echo "the snapshot is over 25 MB"; exit 5; }
