@@ -21,7 +21,7 @@
 #          --no-ssd --check-only), ssd_check (--ssd-only --check-only: check_ssd), train_check,
 #          decode_check (--check-only), conv_cudnn_check, bench_check (mamba-cuda-bench
 #          --check-only: GEMM, MambaLM on the GPU against the CPU), train_lm_check
-#          (mamba-train-lm-cuda --check --dtype both), fast (--fast-check), scan6 (--scan6-check),
+#          (mamba-train-lm-cuda --check --dtype both; train_lm_check_aligned: an aligned shape), fast (--fast-check), scan6 (--scan6-check),
 #          scan7 (--scan7-check), bw80 (--bw80-check), bw81 (--bw81-check), nccl (tests/device/nccl_run.sh)
 #          gtest_<name> (tests/test_cuda_<name>, the GoogleTest CUDA tests, prebuilt only)
 #   time:  cuda_time (--no-ssd --timings-only: scan forward / backward, conv1d, state updates,
@@ -186,6 +186,8 @@ if [ ${#GOLDEN[@]} -gt 0 ]; then step golden check 30 mamba-golden --device cuda
 elif sel check golden; then echo "== golden SKIPPED (no golden files)"; SKIPPED+=(golden); fi
 step bench_check check 30 mamba-cuda-bench --check-only
 step train_lm_check check 30 mamba-train-lm-cuda --check --dtype both
+step train_lm_check_aligned check 30 mamba-train-lm-cuda --check --dtype both --layers 2 --d-model 128 --seq-len 128 \
+  --batch 2 --vocab 512 --steps 3
 # ---- multi-GPU NCCL (its own build with g++; one GPU: the multi-GPU part says it is skipped) ----
 if sel check nccl; then
   if [ -f tests/device/nccl_run.sh ] && [ -d shared-core/src ]; then

@@ -1,5 +1,5 @@
-# Sourced by the device round scripts (copied next to run.sh by their stage scripts):
-#   LOGD=<log dir>; left() { echo <seconds left>; }; rc=0; . ./round_steps.sh
+# Sourced by the device round, kernels/cuda/device_run.sh:
+#   LOGD=<log dir>; left() { echo <seconds left>; }; rc=0; . tools/device/round_steps.sh
 # run NAME TIMEOUT CMD...: runs CMD under min(TIMEOUT, left) seconds with its output in
 # $LOGD/NAME.log, prints "== NAME rc=R (S s)" and on failure the log's last 4 lines; a step that
 # no longer fits the budget is skipped. Any failure or skip sets rc=1. Returns CMD's status.
