@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "mamba/kernels/cuda/perf_record.h"
 #include "mamba/nn/mamba_lm.h"
 #include "mamba/nn/mamba_lm_train_cuda.h"
 #include "mamba/tensor/cuda.h"
@@ -243,6 +244,16 @@ int run_train(const Options& o) {
               static_cast<long long>(b), static_cast<long long>(l), o.dtype.c_str(), times.size(), med,
               n / (med * 1e-3), st.peak_bytes_in_use / gib, st.bytes_reserved / gib, (total_b - free_b) / gib,
               loss_first, loss_last);
+  // The device round's summary row: the GEMM FLOPs of one step, 6 x parameters x tokens
+  // (forward 2, backward 4 per multiply-add of every weight matrix; the tied head's GEMM is the
+  // embedding's); the GEMMs run on the tensor cores in bf16, on the FMA pipe in f32 (no TF32).
+  if (!times.empty())
+    mamba::kernels::cuda::perf_record(
+        "mamba_lm train step (fwd+bwd+AdamW)",
+        std::to_string(o.layers) + "x" + std::to_string(o.d_model) + " V" + std::to_string(o.vocab) + " b" +
+            std::to_string(b) + " l" + std::to_string(l),
+        o.dtype, med * 1e3, 0, 6.0 * static_cast<double>(tr.parameter_count()) * static_cast<double>(n),
+        o.dtype == "f32" ? "fma" : "tc");
   std::printf("scan checkpoints kept from the forward to the backward: %.2f GiB%s\n",
               static_cast<double>(tr.scan_checkpoint_bytes()) / gib,
               tr.scan_checkpoint_bytes() ? "" : " (the scan backward computes them: MAMBA_GT_FWD_CKPT=0 or d_state > 16)");

@@ -1001,6 +1001,9 @@ int main(int argc, char** argv) {
     time_conv<bf16>(8, 2048, 3072, 4);
     for (int b : {1, 16, 256}) time_state_update<bf16>(b, 3072, 16);
     for (int b : {1, 16, 256}) time_state_update<float>(b, 3072, 16);
+    // The Mamba-2 decode update at the standard shape: 48 heads of 64, d_state 128.
+    for (int b : {1, 16, 256}) time_ssd_update<bf16>(b, 48, 64, 128);
+    time_ssd_update<float>(256, 48, 64, 128);
     time_add_rms_norm<bf16>(16384, 768);
     time_add_rms_norm<bf16>(2048, 3072);
     time_gated_rms_norm<bf16>(16384, 768, 768, false);

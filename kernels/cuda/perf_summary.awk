@@ -1,5 +1,7 @@
 # The device round's one summary table, from the perf records of every check program
-# (mamba/kernels/cuda/perf_record.h):  awk -f kernels/cuda/perf_summary.awk LOG...
+# (mamba/kernels/cuda/perf_record.h):  awk [-v rows=REGEX] [-v title=TEXT] -f kernels/cuda/perf_summary.awk LOG...
+# rows: only the records of the files whose name matches REGEX become rows (every file still
+# gives the device and the copy bandwidth); title: the table's heading.
 #
 #   perf-device|<name>|<SMs>|<max SM clock MHz>|<cc>     the device (first one seen)
 #   perf|<kernel>|<shape>|<dtype>|<us>|<bytes>|<ops>|<unit>
@@ -12,20 +14,20 @@
 # of the two; % of floor = floor / time.
 BEGIN { FS = "|"; nrow = 0; copy_gbs = 0 }
 $1 == "perf-device" && dev == "" { dev = $2; sms = $3 + 0; mhz = $4 + 0; cc = $5 }
-$1 == "perf" && NF >= 8 {
+$1 == "perf" && NF >= 8 && $2 == "memcpy d2d" && $5 > 0 && ($6 / $5 / 1e3) > copy_gbs { copy_gbs = $6 / $5 / 1e3 }
+$1 == "perf" && NF >= 8 && (rows == "" || FILENAME ~ rows) {
   key = $2 "|" $3 "|" $4
   us = $5 + 0
   if (!(key in best)) { order[++nrow] = key; best[key] = us; bytes[key] = $6 + 0; ops[key] = $7 + 0; unit[key] = $8; count[key] = 0 }
   else if (us < best[key]) { best[key] = us; bytes[key] = $6 + 0; ops[key] = $7 + 0; unit[key] = $8 }
   count[key]++
-  if ($2 == "memcpy d2d" && us > 0 && ($6 / us / 1e3) > copy_gbs) copy_gbs = $6 / us / 1e3
 }
 END {
   split(cc, v, ".")
   if (v[1] + 0 >= 9) { r["tc"] = 4096; r["tf32"] = 2048; r["fma"] = 256; r["exp"] = 16 }
   else { r["tc"] = 2048; r["tf32"] = 1024; r["fma"] = 128; r["exp"] = 16 }
   hz = mhz * 1e6
-  printf "\n== summary: %d timed kernel / shape / dtype rows (the fastest of n records each)\n", nrow
+  printf "\n== %s: %d timed kernel / shape / dtype rows (the fastest of n records each)\n", title == "" ? "summary" : title, nrow
   printf "device %s, %d SMs at %d MHz (cc %s): peaks tensor bf16 %.0f TFLOP/s, TF32 %.0f TFLOP/s, FP32 FMA %.1f TFLOP/s, MUFU %.2f T exp/s; copy %.0f GB/s (measured, read + write)\n",
     dev, sms, mhz, cc, sms * hz * r["tc"] / 1e12, sms * hz * r["tf32"] / 1e12, sms * hz * r["fma"] / 1e12,
     sms * hz * r["exp"] / 1e12, copy_gbs
