@@ -150,8 +150,6 @@ Tensor stack_steps(const std::vector<Tensor>& steps, int64_t b, int64_t d) {
 
 void check_block_file(const mamba::io::SafeTensorsFile& f, Tally& tally, bool mamba2) {
   const nlohmann::json cfg = meta_json(f, "config");
-  if (mamba2 && on_gpu(tally))
-    mamba::fail("mamba-golden", "Mamba-2 on CUDA needs the SSD kernel (not implemented yet): run this file with --device cpu");
   const Tensor x = on(tally, req(f, "x").to(mamba::DType::f32).contiguous()), y_ref = req(f, "y");
   if (x.dim() != 3) mamba::fail("mamba-golden", "x must be (batch, seqlen, d_model), got " + x.str());
   const int64_t d_model = cfg.at("d_model").get<int64_t>();

@@ -183,20 +183,7 @@ echo "== programs: $(for p in mamba-cuda-check mamba-cuda-train-check mamba-deco
 # ---- checks ----------------------------------------------------------------------------------
 GOLDEN=()
 for d in "$PREBUILT/golden" ../shared/golden; do [ -d "$d" ] && { GOLDEN=("$d"/*.safetensors); break; }; done
-# mamba-golden refuses Mamba-2 models on CUDA ("needs the SSD kernel (not implemented yet)"):
-# those files count as skipped, not failed, while that is the only error.
-if [ ${#GOLDEN[@]} -gt 0 ]; then
-  if sel check golden && [ -n "$(bin mamba-golden)" ]; then
-    if run golden 30 "$(bin mamba-golden)" --device cuda "${GOLDEN[@]}"; then PASSED+=(golden)
-    else
-      nf=$(sed -nE 's/^golden: [0-9]+ passed, ([0-9]+) failed.*/\1/p' "$LOGD/golden.log" | tail -1)
-      nu=$(grep -c "ERROR.*on CUDA needs the SSD kernel (not implemented" "$LOGD/golden.log")
-      if [ -n "$nf" ] && [ "$nf" = "$nu" ]; then
-        echo "== golden: $nu file(s) skipped, Mamba-2 models not on CUDA yet (mamba-golden's only errors)"; PASSED+=(golden)
-      else FAILED+=(golden); grep -E "FAIL|ERROR" "$LOGD/golden.log" | head -8; fi
-    fi
-    grep -E "^golden:" "$LOGD/golden.log" | tail -1
-  else step golden check 30 mamba-golden; fi
+if [ ${#GOLDEN[@]} -gt 0 ]; then step golden check 30 mamba-golden --device cuda "${GOLDEN[@]}"
 elif sel check golden; then echo "== golden SKIPPED (no golden files)"; SKIPPED+=(golden); fi
 step bench_check check 30 mamba-cuda-bench --check-only
 step train_lm_check check 30 mamba-train-lm-cuda --check --dtype both

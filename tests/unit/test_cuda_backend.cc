@@ -1,4 +1,4 @@
-// The CUDA backend: caching allocator, copies, cuBLASLt GEMM, Mamba1 / MambaLM on the GPU,
+// The CUDA backend: caching allocator, copies, cuBLASLt GEMM, Mamba1 / Mamba2 / MambaLM on the GPU,
 // each against the CPU path. Every GPU test skips (GTEST_SKIP) without a usable GPU; the
 // error-path tests run everywhere.
 #include <gtest/gtest.h>
@@ -12,6 +12,7 @@
 #include "mamba/kernels/gemm.h"
 #include "mamba/nn/cuda_decode_graph.h"
 #include "mamba/nn/mamba1.h"
+#include "mamba/nn/mamba2.h"
 #include "mamba/nn/mamba_lm.h"
 #include "mamba/ops/linear_cuda.h"
 #include "mamba/tensor/cuda.h"
@@ -318,6 +319,122 @@ TEST(CudaBackend, MambaLMPersistentDecodeVersionsMatchCpu) {
   REQUIRE_GPU();
   persistent_decode_matches_cpu("2");
   persistent_decode_matches_cpu("3");
+}
+
+// Reference-style random weights (train::reference_init) plus noise on what it sets constant
+// (norm weights, conv bias, D). round_linear: the linear and embedding weights rounded to bf16,
+// the copy a bf16 GPU model holds, so that a CPU twin computes with the same weights.
+void randomize(const std::vector<std::pair<std::string, Tensor*>>& params, uint64_t seed, bool round_linear) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, 0.2f);
+  for (const auto& [name, t] : params) {
+    mamba::train::reference_init(name, *t, rng);
+    auto has = [&, n = name](const char* s) { return n.find(s) != std::string::npos; };
+    if (has("norm") || has("conv1d.bias") || has(".D") || name == "D")
+      for (int64_t i = 0; i < t->numel(); ++i) t->data<float>()[i] += nd(rng);
+    if (round_linear && (has("proj.weight") || has("embedding") || has("lm_head")))
+      *t = t->to(DType::bf16).to(DType::f32);
+  }
+}
+
+Tensor host_f32(const Tensor& t) { return t.to(Device::cpu()).to(DType::f32); }
+
+// Mamba2 on the GPU against the CPU layer: f32 (the sequential SSD kernel) and bf16 (the
+// tensor-core SSD where the shape fits: headdim 64, d_state 32; the sequential one for headdim
+// 20, d_state 24), ngroups 2, seqlen 1 / 13 / 101 / 130 (not multiples of the chunk 64), batch
+// 1 / 2 / 3; the full forward, prefill of half then one step per token (outputs and states).
+TEST(CudaBackend, Mamba2ForwardAndStepMatchCpu) {
+  REQUIRE_GPU();
+  const Device dev = Device::cuda(0);
+  struct Case { int64_t d_model, headdim, ngroups, d_state, d_conv; };
+  const Case cases[] = {{64, 64, 2, 32, 4}, {40, 20, 2, 24, 3}};
+  const std::pair<int64_t, int64_t> sizes[] = {{1, 1}, {3, 13}, {1, 101}, {2, 130}};
+  for (const Case& c : cases)
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const bool bf = dt == DType::bf16;
+      const double tol = bf ? 1e-2 : 1e-3;
+      mamba::nn::Mamba2Config cfg;
+      cfg.d_model = c.d_model; cfg.headdim = c.headdim; cfg.ngroups = c.ngroups; cfg.d_state = c.d_state;
+      cfg.d_conv = c.d_conv; cfg.chunk_size = 64;
+      mamba::nn::Mamba2 cpu(cfg), gpu(cfg);
+      randomize(cpu.parameters(), 21, bf);
+      randomize(gpu.parameters(), 21, bf);
+      cpu.refresh_derived();
+      gpu.refresh_derived();
+      gpu.to(dev, dt);
+      for (const auto& [b, l] : sizes) {
+        const std::string tag = "headdim " + std::to_string(c.headdim) + " " + mamba::dtype_name(dt) + " batch " +
+                                std::to_string(b) + " seqlen " + std::to_string(l);
+        Tensor x = randn({b, l, c.d_model}, 100 + l);
+        if (bf) x = x.to(DType::bf16).to(DType::f32);
+        const Tensor xg = x.to(dt).to(dev);
+        const Tensor ref = cpu.forward(x), full = gpu.forward(xg);
+        EXPECT_EQ(full.dtype(), dt);
+        EXPECT_LT(rel_err(full, ref), tol) << tag;
+
+        const int64_t split = l / 2;
+        auto sc = cpu.init_state(b);
+        auto sg = gpu.init_state(b);
+        EXPECT_TRUE(sg.ssm_state.is_cuda() && sg.conv_state.is_cuda());
+        Tensor got = Tensor::empty({b, l, c.d_model});
+        cpu.forward(x.slice(1, 0, split), &sc);
+        const Tensor pre = gpu.forward(xg.slice(1, 0, split), &sg);
+        if (split) {
+          got.slice(1, 0, split).copy_from(host_f32(pre));
+          EXPECT_LT(rel_err(sg.ssm_state, sc.ssm_state), tol) << tag << " prefill state";
+        }
+        for (int64_t t = split; t < l; ++t) {
+          cpu.step(x.select(1, t).contiguous(), sc);
+          got.select(1, t).copy_from(host_f32(gpu.step(xg.select(1, t), sg)));
+        }
+        EXPECT_LT(rel_err(got, ref), tol) << tag << " prefill + steps vs CPU";
+        EXPECT_LT(rel_err(got, full), tol) << tag << " prefill + steps vs the full GPU forward";
+        EXPECT_LT(rel_err(sg.ssm_state, sc.ssm_state), tol) << tag << " ssm_state";
+        EXPECT_LT(rel_err(sg.conv_state, sc.conv_state), tol) << tag << " conv_state";
+      }
+      EXPECT_THROW(gpu.forward(randn({1, 3, c.d_model}, 1)), mamba::Error);  // a CPU input to a GPU layer
+      std::unique_ptr<mamba::nn::SavedActivations> saved;
+      EXPECT_THROW(gpu.forward_train(randn({1, 3, c.d_model}, 1).to(dt).to(dev), saved), mamba::Error);
+    }
+}
+
+// A two-layer Mamba-2 LM on the GPU against the CPU: logits of the full forward, and of a
+// prefill of 20 tokens then 17 steps, f32 and bf16.
+TEST(CudaBackend, Mamba2LMForwardAndStepMatchCpu) {
+  REQUIRE_GPU();
+  const Device dev = Device::cuda(0);
+  mamba::nn::MambaLMConfig cfg;
+  cfg.d_model = 64;
+  cfg.n_layer = 2;
+  cfg.vocab_size = 101;
+  cfg.layer = "Mamba2";
+  cfg.ssm_cfg = {{"d_state", 16}, {"headdim", 64}, {"ngroups", 2}, {"chunk_size", 64}};
+  const int64_t b = 2, l = 37, split = 20;
+  std::vector<int64_t> idv;
+  for (int64_t i = 0; i < b * l; ++i) idv.push_back((i * 37 + 11) % 101);
+  const Tensor ids = Tensor::from_vector_i64(idv, {b, l});
+  for (DType dt : {DType::f32, DType::bf16}) {
+    const bool bf = dt == DType::bf16;
+    const double tol = bf ? 1e-2 : 1e-3;
+    auto make = [&] {
+      mamba::nn::MambaLM lm(cfg);
+      randomize(lm.parameters(), 5, bf);
+      lm.refresh_derived();
+      return lm;
+    };
+    mamba::nn::MambaLM cpu = make(), gpu = make();
+    gpu.to(dev, dt);
+    const Tensor ref = cpu.forward(ids);
+    EXPECT_LT(rel_err(gpu.forward(ids), ref), tol) << mamba::dtype_name(dt);
+    auto cache = gpu.new_cache(b);
+    const int64_t V = ref.size(-1);
+    Tensor got = Tensor::empty({b, l, V});
+    got.slice(1, 0, split).copy_from(host_f32(gpu.forward(ids.slice(1, 0, split).contiguous(), &cache)));
+    for (int64_t t = split; t < l; ++t)
+      got.select(1, t).copy_from(host_f32(gpu.step(ids.select(1, t).contiguous(), cache)));
+    EXPECT_LT(rel_err(got, ref), tol) << mamba::dtype_name(dt) << " prefill + steps";
+    EXPECT_THROW(mamba::nn::CudaDecodeGraph(gpu, b), mamba::Error);  // the graph captures Mamba-1 layers only
+  }
 }
 
 }  // namespace

@@ -309,7 +309,7 @@ CudaDecodeGraph::CudaDecodeGraph(const MambaLM& lm, int64_t batch, bool fused, b
   cuda::StreamGuard guard(I.stream);
   for (const auto& mx : lm.mixers_) {
     const auto* m1 = dynamic_cast<const Mamba1*>(mx.get());
-    if (!m1) fail(op, "only Mamba-1 layers have a CUDA step");
+    if (!m1) fail(op, "the graph captures Mamba-1 layers only (Mamba-2 models decode with MambaLM::step)");
     I.layers.push_back(m1);
     I.bufs.push_back(m1->make_step_buffers(batch));
   }

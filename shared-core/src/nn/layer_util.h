@@ -21,8 +21,9 @@ inline void linear_rows(const float* x, int64_t rows, int64_t x_stride, const Te
   kernels::sgemm(false, true, rows, out, in, 1.f, x, x_stride, w.data<float>(), in, 0.f, y, y_stride);
 }
 
-// A = -exp(A_log), elementwise.
+// A = -exp(A_log), elementwise, on A_log's device (computed on the CPU).
 inline Tensor neg_exp(const Tensor& a_log) {
+  if (!a_log.device().is_cpu()) return neg_exp(a_log.to(Device::cpu())).to(a_log.device());
   Tensor a = Tensor::empty(a_log.shape());
   const float* s = a_log.data<float>();
   float* d = a.data<float>();

@@ -44,13 +44,7 @@ Mamba1::Mamba1(const Mamba1Config& cfg) : cfg_(cfg) {
   refresh_derived();
 }
 
-void Mamba1::refresh_derived() {
-  if (A_log_.is_cuda()) {
-    A_ = detail::neg_exp(A_log_.to(Device::cpu())).to(A_log_.device());
-    return;
-  }
-  A_ = detail::neg_exp(A_log_);
-}
+void Mamba1::refresh_derived() { A_ = detail::neg_exp(A_log_); }
 
 std::vector<std::pair<std::string, Tensor*>> Mamba1::parameters() {
   std::vector<std::pair<std::string, Tensor*>> p = {

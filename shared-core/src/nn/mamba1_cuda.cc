@@ -11,13 +11,13 @@
 // kernels reading their strided rows in place; no transposes, no allocation.
 #include <nlohmann/json.hpp>
 
+#include "layer_cuda.h"
 #include "layer_util.h"
 #include "mamba/nn/mamba1.h"
 #include "mamba/tensor/cuda.h"
 
 #ifdef MAMBA_HAVE_CUDA
 #include "../cuda/cuda_glue.h"
-#include "mamba/kernels/cuda/causal_conv1d_cuda.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 #endif
 
@@ -28,16 +28,12 @@ void Mamba1::to(Device device, DType compute) {
   if (device.is_cpu()) {
     if (compute != DType::f32) fail(op, "the CPU path computes in f32");
   } else {
-    cuda::require_device(device, op);
-    if (compute != DType::f32 && compute != DType::bf16)
-      fail(op, std::string("compute dtype must be f32 or bf16 on CUDA, got ") + dtype_name(compute));
+    detail::check_cuda_target(device, compute, cfg_.d_conv, op);
     if (!cfg_.selective) fail(op, "the non-selective (LTI) ablation has no CUDA path");
     if (cfg_.d_state > 256) fail(op, "d_state " + std::to_string(cfg_.d_state) + " exceeds the CUDA limit 256");
-    if (cfg_.d_conv > 4) fail(op, "d_conv " + std::to_string(cfg_.d_conv) + " exceeds the CUDA conv limit 4");
   }
-  for (Tensor* w : {&in_proj_w_, &x_proj_w_, &dt_proj_w_, &out_proj_w_}) *w = w->to(Device::cpu()).to(compute).to(device);
-  for (Tensor* t : {&conv_w_, &conv_b_, &dt_proj_b_, &A_log_, &D_, &A_})
-    *t = t->to(Device::cpu()).to(DType::f32).to(device);
+  detail::move_params({&in_proj_w_, &x_proj_w_, &dt_proj_w_, &out_proj_w_}, {&conv_w_, &conv_b_, &dt_proj_b_, &A_log_, &D_, &A_},
+                      device, compute);
   if (B_lti_.defined()) B_lti_ = B_lti_.to(device);
   if (C_lti_.defined()) C_lti_ = C_lti_.to(device);
   device_ = device;
@@ -65,30 +61,6 @@ void Mamba1::step_into(const Tensor&, LayerState&, StepBuffers&, Tensor&) const 
 #else
 
 namespace {
-
-template <class T>
-void scan_and_conv(const Mamba1Config& cfg, int64_t b, int64_t l, const Tensor& xz, const Tensor& conv_w,
-                   const Tensor& conv_b, LayerState* state, Tensor& xc) {
-  const int64_t di = cfg.d_inner(), K = cfg.d_conv;
-  const Device dev = xz.device();
-  Tensor hist;
-  kernels::cuda::CausalConv1dCudaParams<T> cp;
-  cp.batch = b; cp.seqlen = l; cp.channels = di; cp.width = K;
-  cp.x = static_cast<const T*>(xz.raw_data()); cp.x_sb = l * 2 * di; cp.x_st = 2 * di;
-  cp.weight = static_cast<const float*>(conv_w.raw_data());
-  cp.bias = static_cast<const float*>(conv_b.raw_data());
-  cp.silu = true;
-  if (state && K > 1) {
-    hist = cuda_glue::contiguous(state->conv_state.slice(2, 1, K));
-    cp.initial_state = static_cast<const float*>(hist.raw_data());
-  }
-  cp.out = static_cast<T*>(xc.raw_data());
-  kernels::cuda::causal_conv1d_fwd_cuda<T>(cp, cuda_glue::stream(dev));
-  if (state)
-    kernels::cuda::conv_state_advance_cuda(b, di, K, static_cast<float*>(state->conv_state.raw_data()), xz.raw_data(),
-                                           cuda_glue::elem_type(xz.dtype()), l * 2 * di, 2 * di, l,
-                                           cuda_glue::stream(dev));
-}
 
 // (b, l, c) strided view -> contiguous (b, c, l).
 Tensor to_bdl(const Tensor& v) {
@@ -139,24 +111,6 @@ void state_update(int64_t b, int64_t di, int64_t N, int64_t R, LayerState& state
   kernels::cuda::selective_state_update_cuda<T>(up, cuda_glue::stream(state.ssm_state.device()));
 }
 
-template <class T>
-void conv_update(int64_t b, int64_t di, int64_t K, LayerState& state, Mamba1::StepBuffers& buf, const Tensor& w,
-                 const Tensor& bias) {
-  kernels::cuda::causal_conv1d_update_cuda<T>(b, di, K, static_cast<float*>(state.conv_state.raw_data()),
-                                              static_cast<const T*>(buf.xz.raw_data()), 2 * di,
-                                              static_cast<const float*>(w.raw_data()),
-                                              static_cast<const float*>(bias.raw_data()), true,
-                                              static_cast<T*>(buf.xc.raw_data()), cuda_glue::stream(w.device()));
-}
-
-void check_cuda_state(const LayerState* s, int64_t b, int64_t di, int64_t K, int64_t N, Device dev, const char* op) {
-  if (!s) return;
-  detail::check_state(s->conv_state, {b, di, K}, op, "conv_state");
-  detail::check_state(s->ssm_state, {b, di, N}, op, "ssm_state");
-  if (s->conv_state.device() != dev || s->ssm_state.device() != dev)
-    fail(op, "the states must be on " + dev.str() + " (make them with init_state / new_cache)");
-}
-
 }  // namespace
 
 Tensor Mamba1::forward_cuda(const Tensor& x_in, LayerState* state) const {
@@ -165,7 +119,7 @@ Tensor Mamba1::forward_cuda(const Tensor& x_in, LayerState* state) const {
   const Tensor x = cuda_glue::contiguous(x_in);
   const int64_t b = x.size(0), l = x.size(1), di = cfg_.d_inner(), N = cfg_.d_state, R = cfg_.rank(), K = cfg_.d_conv;
   const int64_t xd = R + 2 * N, dm = cfg_.d_model;
-  check_cuda_state(state, b, di, K, N, device_, op);
+  detail::check_cuda_states(state, {b, di, K}, {b, di, N}, device_, op);
   Tensor out = Tensor::empty({b, l, dm}, compute_, device_);
   if (b * l == 0) return out;
   const bool bf = compute_ == DType::bf16;
@@ -173,10 +127,7 @@ Tensor Mamba1::forward_cuda(const Tensor& x_in, LayerState* state) const {
   Tensor xz = Tensor::empty({b, l, 2 * di}, compute_, device_);
   cuda_glue::linear_rows(x.raw_data(), b * l, dm, in_proj_w_, xz.raw_data(), 2 * di, compute_, device_);
   Tensor xc = Tensor::empty({b, l, di}, compute_, device_);
-  if (bf)
-    scan_and_conv<__nv_bfloat16>(cfg_, b, l, xz, conv_w_, conv_b_, state, xc);
-  else
-    scan_and_conv<float>(cfg_, b, l, xz, conv_w_, conv_b_, state, xc);
+  detail::short_conv_cuda(xz, 0, di, conv_w_, conv_b_, state, xc);
   Tensor xdbl = Tensor::empty({b, l, xd}, compute_, device_);
   cuda_glue::linear_rows(xc.raw_data(), b * l, di, x_proj_w_, xdbl.raw_data(), xd, compute_, device_);
   Tensor dt = Tensor::empty({b, l, di}, compute_, device_);
@@ -211,17 +162,14 @@ void Mamba1::step_into(const Tensor& x, LayerState& state, StepBuffers& buf, Ten
                  device_.str());
   const int64_t b = x.size(0), di = cfg_.d_inner(), N = cfg_.d_state, R = cfg_.rank(), K = cfg_.d_conv;
   const int64_t xd = R + 2 * N, dm = cfg_.d_model;
-  check_cuda_state(&state, b, di, K, N, device_, op);
+  detail::check_cuda_states(&state, {b, di, K}, {b, di, N}, device_, op);
   if (!buf.xz.defined() || buf.xz.shape() != Shape{b, 2 * di} || buf.xdbl.shape() != Shape{b, xd} ||
       buf.xc.shape() != Shape{b, di} || buf.dt.shape() != Shape{b, di} || buf.y.shape() != Shape{b, di})
     fail(op, "step buffers are not for batch " + std::to_string(b) + " (make_step_buffers)");
   if (b == 0) return;
   const bool bf = compute_ == DType::bf16;
   cuda_glue::linear_rows(x.raw_data(), b, dm, in_proj_w_, buf.xz.raw_data(), 2 * di, compute_, device_);
-  if (bf)
-    conv_update<__nv_bfloat16>(b, di, K, state, buf, conv_w_, conv_b_);
-  else
-    conv_update<float>(b, di, K, state, buf, conv_w_, conv_b_);
+  detail::conv_update_cuda(buf.xz, 0, di, conv_w_, conv_b_, state, buf.xc);
   cuda_glue::linear_rows(buf.xc.raw_data(), b, di, x_proj_w_, buf.xdbl.raw_data(), xd, compute_, device_);
   cuda_glue::linear_rows(buf.xdbl.raw_data(), b, xd, dt_proj_w_, buf.dt.raw_data(), di, compute_, device_);
   if (bf)

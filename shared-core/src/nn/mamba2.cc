@@ -65,8 +65,8 @@ std::vector<std::pair<std::string, Tensor*>> Mamba2::parameters() {
 }
 
 LayerState Mamba2::init_state(int64_t batch) const {
-  return {Tensor::zeros({batch, cfg_.conv_dim(), cfg_.d_conv}),
-          Tensor::zeros({batch, cfg_.nheads(), cfg_.headdim, cfg_.d_state})};
+  return {Tensor::zeros({batch, cfg_.conv_dim(), cfg_.d_conv}, DType::f32, device_),
+          Tensor::zeros({batch, cfg_.nheads(), cfg_.headdim, cfg_.d_state}, DType::f32, device_)};
 }
 
 struct Mamba2::Activations final : SavedActivations {
@@ -93,9 +93,13 @@ kernels::SsdParams ssd_params(const Mamba2Config& c, int64_t b, int64_t l, const
 
 }  // namespace
 
-Tensor Mamba2::forward(const Tensor& x_in, LayerState* state) const { return forward_impl(x_in, state, nullptr); }
+Tensor Mamba2::forward(const Tensor& x_in, LayerState* state) const {
+  if (!device_.is_cpu()) return forward_cuda(x_in, state);
+  return forward_impl(x_in, state, nullptr);
+}
 
 Tensor Mamba2::forward_train(const Tensor& x, std::unique_ptr<SavedActivations>& saved) const {
+  if (!device_.is_cpu()) fail("Mamba2::forward_train", "training on CUDA is not implemented (move the layer to the CPU)");
   return detail::forward_keeping<Activations>(saved, [&](Activations* a) { return forward_impl(x, nullptr, a); });
 }
 
@@ -148,6 +152,7 @@ Tensor Mamba2::forward_impl(const Tensor& x_in, LayerState* state, Activations* 
 Tensor Mamba2::backward(const SavedActivations& saved_base, const Tensor& dy_in, std::vector<Tensor>& grads) const {
   const auto* saved = dynamic_cast<const Activations*>(&saved_base);
   if (!saved) fail("Mamba2::backward", "saved activations are not from Mamba2::forward_train");
+  if (!device_.is_cpu()) fail("Mamba2::backward", "training on CUDA is not implemented (move the layer to the CPU)");
   const Tensor& x = saved->x;
   const int64_t b = x.size(0), l = x.size(1), dm = cfg_.d_model, di = cfg_.d_inner(), N = cfg_.d_state,
                 G = cfg_.ngroups, P = cfg_.headdim, K = cfg_.d_conv, cd = cfg_.conv_dim(), dp = cfg_.d_in_proj(),
@@ -208,6 +213,7 @@ Tensor Mamba2::backward(const SavedActivations& saved_base, const Tensor& dy_in,
 }
 
 Tensor Mamba2::step(const Tensor& x_in, LayerState& state) const {
+  if (!device_.is_cpu()) return step_cuda(x_in, state);
   detail::check_input(x_in, 2, cfg_.d_model, "Mamba2::step");
   const Tensor x = x_in.contiguous();
   const int64_t b = x.size(0), di = cfg_.d_inner(), N = cfg_.d_state, G = cfg_.ngroups, H = cfg_.nheads(),

@@ -16,8 +16,6 @@ void MambaLM::to(Device device, DType compute) {
   const char* op = "MambaLM::to";
   if (!device.is_cpu()) {
     cuda::require_device(device, op);
-    if (cfg_.layer == "Mamba2")
-      fail(op, "Mamba-2 on CUDA needs the SSD kernel (not implemented yet); run Mamba-2 models on the CPU");
     if (!cfg_.rms_norm) fail(op, "LayerNorm models (rms_norm = false) have no CUDA path; only RMSNorm");
     if (compute != DType::f32 && compute != DType::bf16)
       fail(op, std::string("compute dtype must be f32 or bf16 on CUDA, got ") + dtype_name(compute));

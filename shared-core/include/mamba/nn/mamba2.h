@@ -48,7 +48,15 @@ class Mamba2 final : public Mixer {
   const Mamba2Config& config() const { return cfg_; }
   void refresh_derived() override;
 
+  // GPU: weights moved once (in_proj / out_proj as `compute`, f32 or bf16; the rest f32);
+  // forward/step then run cuBLASLt + the CUDA conv, SSD, state-update and gated-RMSNorm
+  // kernels on cuda tensors of compute_dtype(); init_state allocates the states on the
+  // device (f32). Limits: headdim <= 128, d_state <= 256, d_conv <= 4. No training on CUDA.
+  void to(Device device, DType compute = DType::f32) override;
+
  private:
+  Tensor forward_cuda(const Tensor& x, LayerState* state) const;
+  Tensor step_cuda(const Tensor& x, LayerState& state) const;
   struct Activations;
   Tensor forward_impl(const Tensor& x, LayerState* state, Activations* keep) const;
   Mamba2Config cfg_;
