@@ -10,6 +10,9 @@
 # variants); --no-ssd --check-only (scan fwd / bwd, conv, norms); ncu metrics on one launch of
 # each variant (--scan7-once) with the time left.
 # (checks of the variants and their timings first: the rest as time allows.) Summary on stdout, logs in ONE file: $OUT/scanfwd-logs.tar.gz.
+# With a file ROUND = "scanseg" in the snapshot (scanfwd3_stage.sh with ROUND=scanseg): the sequence
+# split's round instead (--scanseg-check, --scanseg-time, registers, then --scan7-check, --scan6-check,
+# golden, --no-ssd --check-only; logs in $OUT/scanseg-logs.tar.gz).
 set -u
 OUT="${OUT:-out}"; mkdir -p "$OUT"
 T0=$(date +%s)
@@ -33,6 +36,36 @@ fi
 rc=0
 LOGD="$L"
 . ./round_steps.sh
+if [ "$(cat ROUND 2>/dev/null)" = scanseg ]; then
+  # Round of branch scanseg (NOTES.md "Scan forward: sequence split"): the split's checks and
+  # timings, the registers of the v6 kernels, then the older checks (every variant, v6, the rest).
+  run scansegcheck 30 "$C" --scanseg-check
+  fails scansegcheck 20
+  grep -E "^cuda-check --scanseg|scanseg (argument|workspace)" "$L/scansegcheck.log"
+  echo "worst y errors (scanseg): f32 $(grep -E '^ok .*scan f32.* y ' "$L/scansegcheck.log" | grep -oE 'rel [0-9.e+-]+' | sort -g -k2 | tail -1) bf16 $(grep -E '^ok .*scan bf16.* y ' "$L/scansegcheck.log" | grep -oE 'rel [0-9.e+-]+' | sort -g -k2 | tail -1)"
+  echo "checks that split (ws > 0): $(grep -cE '^ok .*\[seg [0-9]+ ws [1-9]' "$L/scansegcheck.log"), without: $(grep -cE '^ok .*\[seg [0-9]+ ws 0\]' "$L/scansegcheck.log")"
+  run scansegtime 35 "$C" --scanseg-time
+  grep -E "timing failed|copy" "$L/scansegtime.log" | head -3
+  grep -E "^  timed" "$L/scansegtime.log"
+  command -v cuobjdump > /dev/null && timeout 10 cuobjdump --dump-resource-usage "$C" 2>/dev/null |
+    grep -A1 "selective_scan_fwd_v6_kernel" | grep -oE "(Function [^ :]+|REG:[0-9]+|STACK:[0-9]+)" | paste -d' ' - - - |
+    grep -E "Li16ELi2E|Li64ELi2E" | head -24
+  run scan7check 22 "$C" --scan7-check
+  fails scan7check 20
+  grep -E "^cuda-check --scan7" "$L/scan7check.log"
+  run scan6check 15 "$C" --scan6-check
+  fails scan6check
+  grep -E "^cuda-check --scan6" "$L/scan6check.log"
+  run golden 12 "$W/bin/mamba-golden" --device cuda "$W/golden/selective_scan.safetensors" "$W/golden/mamba1_block.safetensors" \
+    "$W/golden/mamba1_lm.safetensors"
+  grep -E "passed|failed|FAIL" "$L/golden.log" | tail -4
+  run checks 15 "$C" --no-ssd --check-only
+  fails checks
+  grep -E "^cuda-check:" "$L/checks.log"
+  tar -C "$L" -czf "$OUT/scanseg-logs.tar.gz" . 2>/dev/null
+  echo "== done in $(( $(date +%s) - T0 )) s, rc=$rc"
+  exit $rc
+fi
 run scan7check 22 "$C" --scan7-check
 fails scan7check 20
 grep -E "^cuda-check --scan7" "$L/scan7check.log"

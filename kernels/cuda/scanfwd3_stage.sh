@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stages the device round of branch scanfwd (run here after `bash kernels/cuda/device_build_scanfwd3.sh
 # build-nv 2` and the CMake build of mamba-golden with MAMBA_CUDA=ON):
-#   bash kernels/cuda/scanfwd3_stage.sh [DEST]        (default /work/devq/scanfwd; < 12 MB)
+#   [ROUND=scanseg] bash kernels/cuda/scanfwd3_stage.sh [DEST]        (default /work/devq/scanfwd; < 12 MB)
 # DEST/run.sh = kernels/cuda/device_run_scanfwd3.sh (+ sass_loops.py); DEST/bins.tar.xz = the
 # stripped nvcc-only mamba-cuda-check, the CMake mamba-golden, libgomp, tools/device/refblas.c as
 # libopenblas.so.0 (the GPU machine has no OpenBLAS), the Mamba-1 golden files and the commit;
@@ -18,6 +18,7 @@ python3 tools/device/fatbin_drop_ptx.py "$W/bin/mamba-golden"  # the CMake build
 . tools/device/stage_common.sh
 stage_pack "$W" "$DEST" kernels/cuda/device_run_scanfwd3.sh
 tar -cf - kernels | xz -9 > "$DEST/src.tar.xz"
+[ -n "${ROUND:-}" ] && echo "$ROUND" > "$DEST/ROUND"  # ROUND=scanseg: the sequence split's steps (device_run_scanfwd3.sh)
 cp kernels/cuda/sass_loops.py "$DEST/"
 rm -rf "$W"
 du -sh "$DEST"
