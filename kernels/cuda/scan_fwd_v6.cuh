@@ -484,6 +484,12 @@ struct V6 {
   };
   static constexpr int kSegUnit = 64;
   static constexpr int kSegMinAuto = 128;  // the automatic split's shortest segment (steps)
+  // The automatic split's fewest segments (NOTES.md "Scan forward: sequence split", round 06:15):
+  // with K segments in one wave the split costs ~1.6x the exponentials and a second launch, and the
+  // per-step time grows with the resident blocks; K = 3 lost (bf16 1.25x, f32 1.48x the unsplit
+  // time), K = 4 won for bf16 (0.89-0.99x) but lost for f32 (1.04-1.12x: twice the bytes re-read by
+  // the local pass, 16-step tiles), K >= 8 won 2-5x for both.
+  static constexpr int kSegMinK = sizeof(T) == 2 ? 4 : 6;
   static size_t seg_entry_bytes(const SelectiveScanCudaParams<T>& p) {  // per segment but the last
     return size_t(B3::rows(p)) * size_t(p.dim) * size_t(p.dstate + 1) * sizeof(float);
   }
@@ -501,7 +507,7 @@ struct V6 {
       k = occ > 0 ? int64_t{occ} * sm_count() / std::max(B3::blocks_of(p, S), 1) : 1;
       k = std::min<int64_t>(k, lavg / kSegMinAuto);
       if (!query) k = std::min<int64_t>(k, 1 + int64_t(p.seg_workspace_bytes / seg_entry_bytes(p)));
-      if (k < 2) return r;
+      if (k < kSegMinK) return r;
     }
     int64_t steps = (std::max<int64_t>((lavg + k - 1) / k, (L + 65534) / 65535) + kSegUnit - 1) / kSegUnit * kSegUnit;
     const int64_t kz = (L + steps - 1) / steps;
@@ -542,7 +548,8 @@ struct V6 {
     for (int S : {1, 2, 4})
       if (allowed(S)) { lo = std::min(lo, S); hi = std::max(hi, S); }
     if (forced == 1 || forced == 2 || forced == 4) return std::min(std::max(forced, lo), hi);
-    if (allowed(2) && seg_wanted(p, query)) return 2;  // a small grid gets more segments, not more lanes
+    // A small grid that splits gets more segments, not more lanes (one that does not: as before).
+    if (allowed(2) && seg_wanted(p, query) && seg_plan(p, 2, query).k > 1) return 2;
     const int sms = sm_count();
     if (allowed(2)) {
       const int occ = occupancy_of(2);

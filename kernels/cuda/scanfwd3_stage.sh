@@ -12,9 +12,15 @@ DEST="${1:-/work/devq/scanfwd}"
 NV="${NV:-build-nv}"; BUILD="${BUILD:-build}"
 W=$(mktemp -d)
 mkdir -p "$W/bin" "$W/lib" "$W/golden"
-cp "$NV/mamba-cuda-check" "$BUILD/tools/mamba-golden" "$W/bin/"
+cp "$NV/mamba-cuda-check" "$W/bin/"
+# GOLDEN=0: without mamba-golden; GTESTS="build/tests/test_cuda_kernels ...": gtest binaries of the
+# CMake build too (device_run_scanfwd3.sh runs the scan and backend tests of those it finds).
+[ "${GOLDEN:-1}" = 0 ] || cp "$BUILD/tools/mamba-golden" "$W/bin/"
+for t in ${GTESTS:-}; do cp "$t" "$W/bin/"; done
 strip "$W/bin/"*
-python3 tools/device/fatbin_drop_ptx.py "$W/bin/mamba-golden"  # the CMake build also embeds PTX
+for b in "$W"/bin/*; do  # the CMake build also embeds PTX
+  [ "$(basename "$b")" = mamba-cuda-check ] || python3 tools/device/fatbin_drop_ptx.py "$b"
+done
 . tools/device/stage_common.sh
 stage_pack "$W" "$DEST" kernels/cuda/device_run_scanfwd3.sh
 tar -cf - kernels | xz -9 > "$DEST/src.tar.xz"

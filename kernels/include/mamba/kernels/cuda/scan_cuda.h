@@ -93,8 +93,9 @@ struct SelectiveScanCudaParams {
   // exp(A * sum dt(k-1)) * h_{k-1} (h_0 = initial_state), writing y, the checkpoints and the
   // final state as without the split. Costs ~1.6x the exponentials, so it pays only when the grid
   // leaves most of the GPU idle (small batch x dim). segments: 0 = automatic (K > 1 only when
-  // seg_workspace is given and the unsplit grid fills at most half of one wave; K limited to
-  // what seg_workspace_bytes holds), 1 = no split, K >= 2 forced (an error naming
+  // seg_workspace is given and one wave of resident blocks holds at least 4 (bf16) / 6 (f32)
+  // copies of the unsplit grid, segments of >= 128 steps; K limited to what seg_workspace_bytes
+  // holds; without a split the lane split is chosen as before), 1 = no split, K >= 2 forced (an error naming
   // seg_workspace_bytes when the workspace is smaller than
   // selective_scan_fwd_cuda_seg_workspace_bytes). seg_workspace: device memory, 16-byte aligned,
   // owned by the caller, not shared by calls running at the same time.
