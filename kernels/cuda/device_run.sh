@@ -22,7 +22,7 @@
 #          decode_check (--check-only), conv_cudnn_check, bench_check (mamba-cuda-bench
 #          --check-only: GEMM, MambaLM on the GPU against the CPU), train_lm_check
 #          (mamba-train-lm-cuda --check --dtype both; train_lm_check_aligned: an aligned shape), fast (--fast-check), scan6 (--scan6-check),
-#          scan7 (--scan7-check), bw80 (--bw80-check), bw81 (--bw81-check), nccl (tests/device/nccl_run.sh)
+#          scan7 (--scan7-check), scanseg (--scanseg-check: the sequence split), bw80 (--bw80-check), bw81 (--bw81-check), nccl (tests/device/nccl_run.sh)
 #          gtest_<name> (tests/test_cuda_<name>, the GoogleTest CUDA tests, prebuilt only)
 #   time:  cuda_time (--no-ssd --timings-only: scan forward / backward, conv1d, state updates,
 #          norms, GEMM), ssd_time (--ssd-only --timings-only), train_time (--bench: cross-entropy,
@@ -226,6 +226,7 @@ dual() {  # NAME TIMEOUT CHECK_ARGS TIME_ARGS: the time mode when time (or NAME)
 dual fast 60 --fast-check --fast
 dual scan6 45 --scan6-check --scan6
 dual scan7 80 --scan7-check --scan7
+dual scanseg 40 --scanseg-check --scanseg-time
 dual bw81 90 --bw81-check --bw81
 dual bw80 90 --bw80-check --bw80
 step decode_kernels time 40 mamba-cuda-check --decode-kernels

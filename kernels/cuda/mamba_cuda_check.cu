@@ -122,6 +122,22 @@ struct ScanCase { int b, d, l, n, g; bool z, init, softplus, bias, D; };
 int g_softplus1 = 0;  // SelectiveScanCudaParams::softplus1 for check_scan (the v6 measurement variant)
 int g_block = 0;      // SelectiveScanCudaParams::block for check_scan / check_scan_varlen (v6: 32 = one-warp blocks)
 int g_opt = 0;        // SelectiveScanCudaParams::opt for check_scan / check_scan_varlen / the checkpoint forward (--scan7)
+int g_segments = -1;  // --scanseg: SelectiveScanCudaParams::segments, with a seg_workspace (-1: none given), same users
+
+// The sequence split's workspace for q when g_segments >= 0 (its size from the size query,
+// NaN-poisoned); q points at it. The name suffix says how many bytes the call uses (0: no split).
+template <class T>
+DevBuf<float> attach_seg_workspace(kc::SelectiveScanCudaParams<T>& q, std::string* name = nullptr) {
+  if (g_segments < 0) return DevBuf<float>(0);
+  q.segments = g_segments;
+  const size_t bytes = kc::selective_scan_fwd_cuda_seg_workspace_bytes<T>(q);
+  DevBuf<float> ws(std::max<size_t>((bytes + 3) / 4, 4));
+  ws.poison();
+  q.seg_workspace = ws.ptr;
+  q.seg_workspace_bytes = std::max<size_t>(bytes, 16);
+  if (name) *name += " [seg " + std::to_string(g_segments) + " ws " + std::to_string(bytes) + "]";
+  return ws;
+}
 
 // version / split: forced kernel choice (0 = automatic), see SelectiveScanCudaParams.
 template <class T>
@@ -182,12 +198,14 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
     q.y = dy.ptr; q.final_state = dhT.ptr;
     q.version = version; q.split = split; q.poly = poly; q.unroll = unroll; q.tile = tile; q.softplus1 = g_softplus1; q.block = g_block;
     q.opt = g_opt;
+    std::string nm(name);
+    auto segws = attach_seg_workspace(q, &nm);
     dy.poison();
     dhT.poison();
     kc::selective_scan_fwd_cuda<T>(q, nullptr);
     MAMBA_CUDA_CHECK("selective_scan_fwd_cuda", cudaDeviceSynchronize());
-    report(std::string(name) + " y", download(dy), y_ref, tolerance<T>());
-    report(std::string(name) + " final_state", download(dhT), hT_ref, 1e-3);
+    report(nm + " y", download(dy), y_ref, tolerance<T>());
+    report(nm + " final_state", download(dhT), hT_ref, 1e-3);
   });
 }
 
@@ -273,6 +291,9 @@ void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version =
       f.delta_bias = q.delta_bias; f.delta_softplus = q.delta_softplus; f.initial_state = q.initial_state;
       f.y = y.ptr; f.version = 6; f.bwd_workspace = ws.ptr; f.opt = g_opt;
       f.split = g_opt ? 2 : 0;  // the variants are compiled for split 2
+      std::string fn(name);
+      auto segws = attach_seg_workspace(f, &fn);
+      if (g_segments >= 0) std::printf("     %s: forward%s\n", name, fn.substr(std::strlen(name)).c_str());
       kc::selective_scan_fwd_cuda<T>(f, nullptr);
       MAMBA_CUDA_CHECK("selective_scan_fwd_cuda (checkpoints)", cudaDeviceSynchronize());
       q.checkpoints_from_forward = true;
@@ -757,6 +778,7 @@ void print_table() {
 #include "mamba_cuda_check_fast.inc"  // --fast: scan forward v6 / v3, decode, conv and the floors table
 #include "mamba_cuda_check_v6.inc"    // --scan6: scan forward v6 checks and the v3 / v6 timings
 #include "mamba_cuda_check_v7.inc"    // --scan7: the v6 variants of branch scanfwd (opt), checks and timings
+#include "mamba_cuda_check_seg.inc"   // --scanseg: the sequence split of v6, checks and timings
 
 #include "mamba_cuda_check_bw80.inc"  // --bw80: state update and conv1d forward versions (branch bw80)
 #include "mamba_cuda_check_bw.inc"    // --bw (= --bw80), --bw-once (branch bwkern)
@@ -961,6 +983,8 @@ int main(int argc, char** argv) {
     return scan6_main(argv[1] + 7);  // --scan6, --scan6-check, --scan6-once
   if (argc > 1 && std::strncmp(argv[1], "--scan7", 7) == 0 && k::cuda_device_count() > 0)
     return scan7_main(argv[1] + 7);  // --scan7, --scan7-check, --scan7-once
+  if (argc > 1 && std::strncmp(argv[1], "--scanseg", 9) == 0 && k::cuda_device_count() > 0)
+    return scanseg_main(argv[1] + 9);  // --scanseg, --scanseg-check, --scanseg-time
   const int ndev = k::cuda_device_count();
   if (ndev == 0) {
     std::printf("cuda-check: no CUDA device (%s)\n", k::cuda_device_description(0).c_str());

@@ -124,8 +124,9 @@ __device__ __forceinline__ void sum_split_partials(const float* yrow, int64_t ow
 // steps (a rolled loop: fewer live registers); before each block at_block(j0) (v6: the
 // backward checkpoints); the (dt, du) pair of each step read from the channel's shared row
 // dtrow (kPair4: two steps' pairs per 16-byte load); each block's partial y sums go to this
-// lane's row of yrow, and oy gets the y of this lane's kE steps.
-template <int kS, int kT, int kUB, int kE, bool kPair4 = false, class Step, class AtBlock>
+// lane's row of yrow, and oy gets the y of this lane's kE steps (kY = false: no y; v6's local
+// pass of the sequence split).
+template <int kS, int kT, int kUB, int kE, bool kPair4 = false, bool kY = true, class Step, class AtBlock>
 __device__ __forceinline__ void split_tile_steps(const float* dtrow, float* yrow, int s, int64_t own, Step& step,
                                                  AtBlock&& at_block, float (&oy)[kE]) {
 #pragma unroll 1
@@ -147,9 +148,9 @@ __device__ __forceinline__ void split_tile_steps(const float* dtrow, float* yrow
         yv[jj] = step(j0 + jj, jj, v.x, v.y);
       }
     }
-    sts_floats<kUB>(yrow + s * kT + j0, yv);
+    if constexpr (kY) sts_floats<kUB>(yrow + s * kT + j0, yv);
   }
-  sum_split_partials<kS, kT>(yrow, own, oy);
+  if constexpr (kY) sum_split_partials<kS, kT>(yrow, own, oy);
 }
 
 // The exponential of element m of a rolled block (compile-time after unrolling): dev::ex2_poly

@@ -99,10 +99,15 @@ __device__ __forceinline__ constexpr bool on_poly(int m) {
 // while it updates the state with step j's: the MUFU round trip overlaps a step's FMA work, and
 // a rolled block's first step no longer waits for its own exponentials); bit 4 = two steps'
 // (dt, du) pairs per 16-byte shared-memory load (without bit 2).
+// Sequence split (p.seg_workspace; NOTES.md "Scan forward: sequence split"): block z scans steps
+// [z * seg_steps, (z + 1) * seg_steps) of its sequence (seg_steps: a multiple of 64; one
+// segment = the whole sequence). kLoc: the local pass of segments 0 .. K-2: from the zero state,
+// no y, no z, C or checkpoints; the end state and the sum of dt go to the workspace. Otherwise
+// segment z > 0 starts from the exact entering state folded from those entries.
 template <class T, int kN, int kS, bool kExact, int kTB, int kPoly, int kU, bool kVar, int kSp = 0, int kThr = kV6Threads,
-          int kOpt = 0>
+          int kOpt = 0, bool kLoc = false>
 __global__ void __launch_bounds__(kThr, V6MinBlocks<kS, kThr>::value)
-selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group) {
+selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group, int seg_steps) {
   constexpr int kT = kTB / int(sizeof(T));  // steps per tile
   constexpr int kNS = kN / kS;              // states per lane
   constexpr int kE = kT / kS;               // steps whose scalars this lane loads / stores
@@ -114,12 +119,13 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
   constexpr int kUB = kU < kT ? kU : kT;
   constexpr int kVE = 16 / int(sizeof(T));  // elements per 16-byte piece
   constexpr int kPR = kT / kVE;             // pieces per state row and tile
-  constexpr int kPieces = 2 * kN * kPR;     // B and C
+  constexpr int kPieces = (kLoc ? 1 : 2) * kN * kPR;  // B and C (the local pass: B)
   constexpr int kVB = (kPieces + kThr - 1) / kThr;
   static_assert(kNS >= 2 && kNS <= 16 && kN % kS == 0, "2..16 states per lane");
   static_assert(kE >= 2 && kT % kS == 0 && kT % kUB == 0 && kT % kVE == 0, "tile shape");
   static_assert(kUB <= 8 && kT % 8 == 0, "checkpoints every 8 steps fall on block starts");
   static_assert(kThr == 128 || kThr == 32, "block of 4 warps or 1");
+  static_assert(!kLoc || (kOpt & 2) == 0, "the local pass has no exponentials-ahead loop");
   static_assert(sizeof(float) * (kNB * 2 * kT * kStride + (kS > 1 ? kCh * (kDtRow + kYRow) : 8)) <= 48 * 1024,
                 "static shared memory");
   __shared__ __align__(16) float sBC[kNB][2][kT * kStride];  // [buffer][B, C][t * kStride + n]
@@ -145,10 +151,16 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
     L = s1 - s0;
     brow = 0;
   }
+  const int64_t seg = blockIdx.z, tb = seg * int64_t{seg_steps};
+  const bool last_seg = tb + seg_steps >= L;
+  if (kLoc ? last_seg : seg > 0 && tb >= L) return;  // block-uniform: nothing of this segment to do
+  const int64_t Lseq = L;
+  L = last_seg ? L - tb : seg_steps;  // from here on, the segment is the sequence
+  start += tb;
   const int64_t row = (brow * p.dim + d) * ld + start;
   const T* u_row = p.u + row;
   const T* dt_row = p.delta + row;
-  const T* z_row = p.z ? p.z + row : nullptr;
+  const T* z_row = p.z && !kLoc ? p.z + row : nullptr;
   T* y_row = p.y + row;
   const T* Bg = p.B + (brow * p.n_groups + g) * nN * ld + start;
   const T* Cg = p.C + (brow * p.n_groups + g) * nN * ld + start;
@@ -166,15 +178,31 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
   for (int i = 0; i < kNS; ++i) {
     const bool on = kExact || i < myN;
     A2[i] = on ? p.A[d * nN + s * kNS + i] * dev::kLog2e : 0.f;
-    h[i] = on && p.initial_state ? p.initial_state[state_off + i] : 0.f;
+    h[i] = on && p.initial_state && !kLoc ? p.initial_state[state_off + i] : 0.f;
   }
+  // The split's entries, per (row, segment 0 .. K-2): the local end state [n][dim], then the sum
+  // of dt [dim] after all rows' states.
+  const int64_t nseg = kLoc ? gridDim.z : gridDim.z - 1;
+  float* ws_h = p.seg_workspace + (b * nseg * nN + s * kNS) * p.dim + d;
+  float* ws_s = p.seg_workspace + int64_t{gridDim.y} * nseg * nN * p.dim + b * nseg * p.dim + d;
+  if (!kLoc) {
+    for (int64_t j = 0; j < seg; ++j) {  // h <- h_loc(j) + 2^(A2 sum dt(j)) h
+      const float sd = ws_s[j * p.dim];
+#pragma unroll
+      for (int i = 0; i < kNS; ++i)
+        if (kExact || i < myN) h[i] = fmaf(dev::ex2_mufu(A2[i] * sd), h[i], ws_h[(j * nN + i) * p.dim]);
+    }
+  }
+  float sdt = 0.f;  // kLoc: this lane's share of the segment's sum of dt
 
   // Backward checkpoints (p.bwd_workspace): the state entering every chunk of kCkK steps, f32
   // (batch, chunk, 16, dim) as selective_scan_bwd.cu's pass A writes them (kN <= 16 here).
   constexpr int kCkK = 8;
-  float* ck = p.bwd_workspace && active ? p.bwd_workspace + b * ((L + kCkK - 1) / kCkK) * 16 * p.dim + d : nullptr;
+  float* ck = p.bwd_workspace && active && !kLoc
+                  ? p.bwd_workspace + (b * ((Lseq + kCkK - 1) / kCkK) + tb / kCkK) * 16 * p.dim + d
+                  : nullptr;
   auto write_ck = [&](int64_t t) {  // t: the first step of a chunk (a multiple of kCkK), t < L
-    if (kN <= 16 && ck) {
+    if (kN <= 16 && !kLoc && ck) {
       float* c = ck + (t / kCkK) * 16 * p.dim + int64_t{s * kNS} * p.dim;
 #pragma unroll
       for (int i = 0; i < kNS; ++i) c[i * p.dim] = h[i];
@@ -272,6 +300,7 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
         for (int e = 0; e < kE; ++e) {
           pairs[2 * e] = v[e];
           pairs[2 * e + 1] = v[e] * dev::to_f32(cu.e[e]);
+          if constexpr (kLoc) sdt += v[e];
         }
       } else {
 #pragma unroll
@@ -281,6 +310,7 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
           if (tail && e >= rem) v = 0.f;  // identity map past the end
           pairs[2 * e] = v;
           pairs[2 * e + 1] = v * dev::to_f32(cu.e[e]);
+          if constexpr (kLoc) sdt += v;
         }
       }
       if constexpr (kS > 1) {
@@ -306,6 +336,12 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
     auto update = [&](int j, const float (&a)[kNS], float duj) -> float {
       float bv[kNS], cv[kNS];
       lds_floats<kNS>(sb + j * kStride + s * kNS, bv);
+      if constexpr (kLoc) {
+#pragma unroll
+        for (int i = 0; i < kNS; ++i)
+          if (kExact || i < myN) h[i] = fmaf(a[i], h[i], duj * bv[i]);
+        return 0.f;
+      }
       lds_floats<kNS>(sc + j * kStride + s * kNS, cv);
       float y0 = 0.f, y1 = 0.f;
 #pragma unroll
@@ -355,7 +391,7 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
       }
       sum_split_partials<kS, kT>(yrow, own, oy);
     } else if constexpr (kS > 1) {
-      split_tile_steps<kS, kT, kUB, kE, (kOpt & 4) != 0>(dtrow, yrow, s, own, step, [&](int j0) {
+      split_tile_steps<kS, kT, kUB, kE, (kOpt & 4) != 0, !kLoc>(dtrow, yrow, s, own, step, [&](int j0) {
         if (j0 % kCkK == 0 && t0 + j0 < L) write_ck(t0 + j0);
       }, oy);
     } else {
@@ -368,15 +404,25 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
       }
     }
 
-    store_y_piece<T, kE, (kOpt & 8) != 0>(y_row, t0 + own, L, vec, active, D, cu, z_row ? &cz : nullptr, oy,
-                                          [](float x) { return silu_v6<T>(x); });
+    if constexpr (!kLoc)
+      store_y_piece<T, kE, (kOpt & 8) != 0>(y_row, t0 + own, L, vec, active, D, cu, z_row ? &cz : nullptr, oy,
+                                            [](float x) { return silu_v6<T>(x); });
 
     cu = nu;
     cdt = ndt;
     if (z_row) cz = nz;
   }
 
-  if (active && p.final_state) {
+  if constexpr (kLoc) {
+#pragma unroll
+    for (int o = 1; o < kS; o <<= 1) sdt += __shfl_xor_sync(0xffffffffu, sdt, o);  // the channel's kS lanes
+    if (active) {
+#pragma unroll
+      for (int i = 0; i < kNS; ++i)
+        if (kExact || i < myN) ws_h[(seg * nN + i) * p.dim] = h[i];
+      if (s == 0) ws_s[seg * p.dim] = sdt;
+    }
+  } else if (active && p.final_state && last_seg) {
 #pragma unroll
     for (int i = 0; i < kNS; ++i)
       if (kExact || i < myN) p.final_state[state_off + i] = h[i];
@@ -388,18 +434,91 @@ selective_scan_fwd_v6_kernel(SelectiveScanCudaParams<T> p, int blocks_per_group)
 template <class T, int kN, bool kExact>
 struct V6 {
   static constexpr int kDefTB = kN <= 16 ? 64 : 32;  // shared memory: 64-byte tiles up to kN 16
-  template <int kS, int kTB, int kPoly, int kU, int kSp = 0, int kThr = kV6Threads, int kOpt = 0>
-  static void launch(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
+  // One launch of gz segments (z) of seg_steps steps each.
+  template <int kS, int kTB, int kPoly, int kU, int kSp, int kThr, int kOpt, bool kLoc>
+  static void launch_z(const SelectiveScanCudaParams<T>& p, cudaStream_t stream, int seg_steps, int gz) {
     constexpr int kCh = kThr / kS;
     const int64_t dpg = p.dim / p.n_groups;
     const int64_t bpg = (dpg + kCh - 1) / kCh;
     if (bpg * p.n_groups > 0x7fffffff) throw std::invalid_argument("selective_scan_fwd_cuda: dim too large");
-    const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.cu_seqlens ? p.n_seqs : p.batch));
+    const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(B3::rows(p)), static_cast<unsigned>(gz));
     if (p.cu_seqlens)
-      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, true, kSp, kThr, kOpt><<<grid, kThr, 0, stream>>>(p, static_cast<int>(bpg));
+      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, true, kSp, kThr, kOpt, kLoc>
+          <<<grid, kThr, 0, stream>>>(p, static_cast<int>(bpg), seg_steps);
     else
-      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, false, kSp, kThr, kOpt><<<grid, kThr, 0, stream>>>(p, static_cast<int>(bpg));
-    MAMBA_CUDA_CHECK_LAUNCH("selective_scan_fwd_cuda (v6)");
+      selective_scan_fwd_v6_kernel<T, kN, kS, kExact, kTB, kPoly, kU, false, kSp, kThr, kOpt, kLoc>
+          <<<grid, kThr, 0, stream>>>(p, static_cast<int>(bpg), seg_steps);
+    MAMBA_CUDA_CHECK_LAUNCH(kLoc ? "selective_scan_fwd_cuda (v6, local pass of the split)" : "selective_scan_fwd_cuda (v6)");
+  }
+  // The variant's kernel, after the sequence split's local pass when p splits (that pass runs the
+  // default variant's loop: the segment entries do not depend on the variant).
+  template <int kS, int kTB, int kPoly, int kU, int kSp = 0, int kThr = kV6Threads, int kOpt = 0>
+  static void launch(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
+    const SegPlan sp = seg_plan(p, kS, false);
+    if (sp.k > 1) {
+      const size_t need = size_t(sp.k - 1) * seg_entry_bytes(p);
+      if (!p.seg_workspace || p.seg_workspace_bytes < need)
+        throw std::invalid_argument("selective_scan_fwd_cuda: seg_workspace_bytes " + std::to_string(p.seg_workspace_bytes) +
+                                    " < " + std::to_string(need) + " needed for " + std::to_string(sp.k) + " segments");
+      if (!dev::aligned16(p.seg_workspace)) throw std::invalid_argument("selective_scan_fwd_cuda: seg_workspace must be 16-byte aligned");
+      launch_z<kS, (kS == 1 ? 32 : kDefTB), 8, (kN == 16 && kS == 2 ? 8 : 4), 0, kV6Threads, 0, true>(p, stream, sp.steps,
+                                                                                                      sp.k - 1);
+    }
+    launch_z<kS, kTB, kPoly, kU, kSp, kThr, kOpt, false>(p, stream, sp.steps, sp.k);
+  }
+  static int sm_count() {
+    int sms = 0, dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        sms <= 0) {
+      cudaGetLastError();
+      sms = 132;
+    }
+    return sms;
+  }
+  // Sequence split (NOTES.md "Scan forward: sequence split"): k segments of `steps` steps (a
+  // multiple of kSegUnit: whole tiles and checkpoint chunks); k = 1: none. query: as if an
+  // unlimited seg_workspace were given (the size query).
+  struct SegPlan {
+    int k = 1;
+    int steps = 0x7fffffff;
+  };
+  static constexpr int kSegUnit = 64;
+  static constexpr int kSegMinAuto = 128;  // the automatic split's shortest segment (steps)
+  // The automatic split's fewest segments (NOTES.md "Scan forward: sequence split", round 06:15):
+  // with K segments in one wave the split costs ~1.6x the exponentials and a second launch, and the
+  // per-step time grows with the resident blocks; K = 3 lost (bf16 1.25x, f32 1.48x the unsplit
+  // time), K = 4 won for bf16 (0.89-0.99x) but lost for f32 (1.04-1.12x: twice the bytes re-read by
+  // the local pass, 16-step tiles), K >= 8 won 2-5x for both.
+  static constexpr int kSegMinK = sizeof(T) == 2 ? 4 : 6;
+  static size_t seg_entry_bytes(const SelectiveScanCudaParams<T>& p) {  // per segment but the last
+    return size_t(B3::rows(p)) * size_t(p.dim) * size_t(p.dstate + 1) * sizeof(float);
+  }
+  static bool seg_wanted(const SelectiveScanCudaParams<T>& p, bool query) {
+    return p.segments >= 2 || (p.segments == 0 && (query || p.seg_workspace));
+  }
+  static SegPlan seg_plan(const SelectiveScanCudaParams<T>& p, int S, bool query) {
+    SegPlan r;
+    const int64_t L = p.seqlen, rows = B3::rows(p);
+    if (!seg_wanted(p, query) || L <= kSegUnit || rows <= 0) return r;
+    const int64_t lavg = p.cu_seqlens ? std::max<int64_t>(L / rows, 1) : L;  // packed: the mean length
+    int64_t k = p.segments;
+    if (k < 2) {  // automatic: as many segments as one wave of resident blocks holds
+      const int occ = occupancy_of(S);
+      k = occ > 0 ? int64_t{occ} * sm_count() / std::max(B3::blocks_of(p, S), 1) : 1;
+      k = std::min<int64_t>(k, lavg / kSegMinAuto);
+      if (!query) k = std::min<int64_t>(k, 1 + int64_t(p.seg_workspace_bytes / seg_entry_bytes(p)));
+      if (k < kSegMinK) return r;
+    }
+    int64_t steps = (std::max<int64_t>((lavg + k - 1) / k, (L + 65534) / 65535) + kSegUnit - 1) / kSegUnit * kSegUnit;
+    const int64_t kz = (L + steps - 1) / steps;
+    if (kz < 2 || steps > 0x7fffffff) return r;
+    r.k = static_cast<int>(kz);
+    r.steps = static_cast<int>(steps);
+    return r;
+  }
+  static size_t seg_bytes(const SelectiveScanCudaParams<T>& p, int forced) {
+    const SegPlan sp = seg_plan(p, choose(p, forced, true), true);
+    return sp.k > 1 ? size_t(sp.k - 1) * seg_entry_bytes(p) : 0;
   }
   template <int kS>
   static int occupancy() {
@@ -424,17 +543,14 @@ struct V6 {
     if constexpr (kOk<1>) if (S == 1) return occupancy<1>();
     return 0;
   }
-  static int choose(const SelectiveScanCudaParams<T>& p, int forced) {
+  static int choose(const SelectiveScanCudaParams<T>& p, int forced, bool query = false) {
     int lo = 4, hi = 1;
     for (int S : {1, 2, 4})
       if (allowed(S)) { lo = std::min(lo, S); hi = std::max(hi, S); }
     if (forced == 1 || forced == 2 || forced == 4) return std::min(std::max(forced, lo), hi);
-    int sms = 0, dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        sms <= 0) {
-      cudaGetLastError();
-      sms = 132;
-    }
+    // A small grid that splits gets more segments, not more lanes (one that does not: as before).
+    if (allowed(2) && seg_wanted(p, query) && seg_plan(p, 2, query).k > 1) return 2;
+    const int sms = sm_count();
     if (allowed(2)) {
       const int occ = occupancy_of(2);
       const int64_t blocks = B3::blocks_of(p, 2);

@@ -9,6 +9,9 @@ namespace mamba::kernels::cuda {
 // 0 = heuristic, else 1, 2 or 4 (clamped to what the state count and the tile allow).
 template <class T>
 void selective_scan_fwd_v6(const SelectiveScanCudaParams<T>& p, cudaStream_t stream, int forced_split);
+// Bytes of p.seg_workspace the v6 call would use (the sequence split; 0 = no split).
+template <class T>
+size_t selective_scan_fwd_v6_seg_bytes(const SelectiveScanCudaParams<T>& p, int forced_split);
 
 // The v6 variant p.opt (1 .. selective_scan_fwd_v6_opt_count(); dstate 16, split 2, 64-byte
 // tiles; NOTES.md "Scan forward v7"); an unknown p.opt throws std::invalid_argument naming it.

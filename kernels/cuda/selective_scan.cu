@@ -199,6 +199,9 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
     if (!dev::aligned16(p.bwd_workspace))
       throw std::invalid_argument("selective_scan_fwd_cuda: bwd_workspace must be 16-byte aligned");
   }
+  if (p.segments < 0 || ((p.segments > 1 || p.seg_workspace) && !(p.dstate <= kFastMaxState && (version == 0 || version == 6))))
+    throw std::invalid_argument("selective_scan_fwd_cuda: segments / seg_workspace need version 6 (0 = 6) and dstate <= 64, segments >= 0; got segments " +
+                                std::to_string(p.segments) + ", version " + std::to_string(version) + ", dstate " + std::to_string(p.dstate));
   if (p.seqlen > 0 && (!p.u || !p.delta || !p.B || !p.C || !p.A || !p.y))
     throw std::invalid_argument("selective_scan_fwd_cuda: u, delta, B, C, A and y are required");
   // v6 is the automatic choice for dstate <= 64 (NOTES.md "Scan forward v6": faster than v3 at every
@@ -229,6 +232,16 @@ void selective_scan_fwd_cuda(const SelectiveScanCudaParams<T>& p, cudaStream_t s
     launch<T, 16>(p, stream);
 }
 
+template <class T>
+size_t selective_scan_fwd_cuda_seg_workspace_bytes(const SelectiveScanCudaParams<T>& p) {
+  const int version = p.version ? p.version : env_version();
+  if (p.batch <= 0 || p.dim <= 0 || p.dstate < 1 || p.dstate > kFastMaxState || (version != 0 && version != 6) || p.segments == 1)
+    return 0;
+  return selective_scan_fwd_v6_seg_bytes<T>(p, p.split ? p.split : env_split());
+}
+
+template size_t selective_scan_fwd_cuda_seg_workspace_bytes<float>(const SelectiveScanCudaParams<float>&);
+template size_t selective_scan_fwd_cuda_seg_workspace_bytes<__nv_bfloat16>(const SelectiveScanCudaParams<__nv_bfloat16>&);
 template void selective_scan_fwd_cuda<float>(const SelectiveScanCudaParams<float>&, cudaStream_t);
 template void selective_scan_fwd_cuda<__nv_bfloat16>(const SelectiveScanCudaParams<__nv_bfloat16>&, cudaStream_t);
 

@@ -15,6 +15,7 @@
 #include "mamba/nn/mamba2.h"
 #include "mamba/nn/mamba_lm.h"
 #include "mamba/ops/linear_cuda.h"
+#include "mamba/ops/ssm.h"
 #include "mamba/tensor/cuda.h"
 #include "mamba/train/modules.h"
 
@@ -209,6 +210,39 @@ TEST(CudaBackend, Mamba1ForwardAndStepMatchCpu) {
     }
     EXPECT_LT(rel_err(sg.ssm_state, sc.ssm_state), tol);
     EXPECT_THROW(gpu.forward(x), mamba::Error);  // a CPU input to a GPU layer
+  }
+}
+
+// Batch-1 prefill: a grid of one or two blocks, long enough that the scan forward splits each
+// sequence into segments (kernels/cuda/NOTES.md "Scan forward: sequence split"; the op path
+// hands the kernel a seg_workspace): ops::selective_scan and a Mamba1 layer against the CPU.
+TEST(CudaBackend, LongBatch1ScanAndMamba1MatchCpu) {
+  REQUIRE_GPU();
+  const Device dev = Device::cuda(0);
+  const int64_t d = 64, n = 16, l = 1000;
+  const Tensor u = randn({1, d, l}, 31), delta = randn({1, d, l}, 32, 0.5f), z = randn({1, d, l}, 33);
+  const Tensor B = randn({1, n, l}, 34), C = randn({1, n, l}, 35), D = randn({d}, 36), bias = randn({d}, 37, 0.3f);
+  const Tensor h0 = randn({1, d, n}, 38);
+  Tensor A = randn({d, n}, 39);
+  for (int64_t i = 0; i < A.numel(); ++i) A.data<float>()[i] = -std::exp(A.data<float>()[i]);
+  const auto ref = mamba::ops::selective_scan(u, delta, A, B, C, D, z, bias, true, h0);
+  for (DType dt : {DType::f32, DType::bf16}) {
+    auto g = [&](const Tensor& t) { return t.to(dt).to(dev); };
+    auto f = [&](const Tensor& t) { return t.to(dev); };
+    const auto got = mamba::ops::selective_scan(g(u), g(delta), f(A), g(B), g(C), f(D), g(z), f(bias), true, f(h0));
+    EXPECT_LT(rel_err(got.y, ref.y), dt == DType::f32 ? 1e-4 : 1e-2) << mamba::dtype_name(dt);
+    EXPECT_LT(rel_err(got.last_state, ref.last_state), dt == DType::f32 ? 1e-4 : 1e-2) << mamba::dtype_name(dt);
+
+    mamba::nn::Mamba1 cpu = random_mamba1(40, 5), gpu = random_mamba1(40, 5);
+    gpu.to(dev, dt);
+    const Tensor x = randn({1, 800, 40}, 40);
+    auto sc = cpu.init_state(1);
+    auto sg = gpu.init_state(1);
+    const Tensor yc = cpu.forward(x, &sc);
+    const Tensor yg = gpu.forward(x.to(dt).to(dev), &sg);
+    const double tol = dt == DType::f32 ? 1e-4 : 3e-2;
+    EXPECT_LT(rel_err(yg, yc), tol) << mamba::dtype_name(dt);
+    EXPECT_LT(rel_err(sg.ssm_state, sc.ssm_state), tol) << mamba::dtype_name(dt);
   }
 }
 

@@ -2,6 +2,7 @@
 // and compiled without any CUDA header when the build has no CUDA backend.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -56,8 +57,12 @@ std::vector<float> randu(std::mt19937& g, size_t n, float lo, float hi) {
 template <class T> double tol() { return std::is_same_v<T, float> ? 1e-3 : 1e-2; }
 
 template <class T>
-void scan_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, unsigned seed, int version = 0) {
-  SCOPED_TRACE(testing::Message() << "v" << version << " b" << b << " d" << d << " l" << l << " n" << n << " g" << g);
+// segments >= 0: the sequence split (SelectiveScanCudaParams::segments) with a seg_workspace of the
+// queried size; -1: no workspace.
+void scan_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, unsigned seed, int version = 0,
+               int segments = -1) {
+  SCOPED_TRACE(testing::Message() << "v" << version << " b" << b << " d" << d << " l" << l << " n" << n << " g" << g
+                                  << " segments " << segments);
   std::mt19937 gen(seed);
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * g * n * l, nst = size_t(b) * d * n;
   auto u = randn(gen, nbdl), delta = randn(gen, nbdl, -2.f, 1.f), z = randn(gen, with_z ? nbdl : 0);
@@ -87,6 +92,19 @@ void scan_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, uns
   q.A = dA.ptr; q.D = dD.ptr; q.delta_bias = dbias.ptr; q.delta_softplus = true;
   q.initial_state = with_h0 ? dh0.ptr : nullptr; q.y = dy.ptr; q.final_state = dhT.ptr;
   q.version = version;
+  size_t seg_bytes = 0;
+  if (segments >= 0) {
+    q.segments = segments;
+    seg_bytes = kc::selective_scan_fwd_cuda_seg_workspace_bytes<T>(q);
+  }
+  Dev<float> seg(segments >= 0 ? std::max<size_t>(seg_bytes / sizeof(float), 4) : 0);  // NaN-poisoned
+  if (segments >= 0) {
+    if ((segments >= 2 && l > 64) || (segments == 0 && b * d <= 64 && l >= 1000)) {  // forced; automatic on a tiny grid
+      EXPECT_GT(seg_bytes, 0u);
+    }
+    q.seg_workspace = seg.ptr;
+    q.seg_workspace_bytes = std::max<size_t>(seg_bytes, 16);
+  }
   kc::selective_scan_fwd_cuda<T>(q, nullptr);
   EXPECT_LT(rel_err(dy.get(), y_ref), tol<T>());
   EXPECT_LT(rel_err(dhT.get(), hT_ref), 1e-3);
@@ -109,6 +127,16 @@ TEST(CudaKernels, SelectiveScanV6MatchesReference) {  // scan forward v6 (64-byt
   scan_case<bf16>(1, 4, 300, 64, 1, true, true, 14, 6);
   scan_case<bf16>(2, 130, 33, 16, 2, true, true, 15, 6);
   scan_case<bf16>(1, 4, 2049, 5, 1, false, false, 16, 6);
+}
+
+TEST(CudaKernels, SelectiveScanSequenceSplitMatchesReference) {  // v6 with its sequences cut into segments
+  SKIP_WITHOUT_GPU();
+  scan_case<float>(1, 3, 1, 16, 1, true, true, 21, 0, 4);
+  scan_case<float>(1, 70, 2049, 16, 2, true, true, 22, 0, 5);
+  scan_case<bf16>(2, 130, 700, 16, 2, true, true, 23, 0, 3);
+  scan_case<bf16>(1, 4, 300, 64, 1, true, false, 24, 0, 2);
+  scan_case<float>(1, 50, 1000, 5, 1, false, true, 25, 0, 0);  // automatic: a tiny grid splits
+  scan_case<bf16>(1, 64, 129, 8, 1, true, true, 26, 0, 16);
 }
 
 // Backward against the plain CPU backward; every output poisoned (NaN) by Dev's constructor.

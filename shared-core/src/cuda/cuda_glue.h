@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include "mamba/kernels/cuda/gemm_cuda.h"
+#include "mamba/kernels/cuda/scan_cuda.h"
 #include "mamba/kernels/cuda/tensor_ops_cuda.h"
 #include "mamba/tensor/cuda.h"
 #include "mamba/tensor/tensor.h"
@@ -31,6 +32,21 @@ void linear_rows(const void* x, int64_t rows, int64_t x_stride, const Tensor& w,
 void copy_on_stream(Tensor& dst, const Tensor& src);
 // A contiguous copy (or `t` itself when already contiguous), asynchronously.
 Tensor contiguous(const Tensor& t);
+
+// The sequence split's workspace for the scan forward call p (kernels/cuda/NOTES.md "Scan forward:
+// sequence split"): when the kernel would split p's sequences (a grid that leaves most of the GPU
+// idle, e.g. batch-1 prefill), a buffer from the caching allocator that p then points at; keep the
+// returned Tensor until the call is enqueued (the allocator reuses it in stream order). An
+// undefined Tensor (and p unchanged) when the call would not split.
+template <class T>
+Tensor scan_seg_workspace(kernels::cuda::SelectiveScanCudaParams<T>& p, Device device) {
+  const size_t bytes = kernels::cuda::selective_scan_fwd_cuda_seg_workspace_bytes<T>(p);
+  if (!bytes) return Tensor();
+  Tensor ws = Tensor::empty({static_cast<int64_t>((bytes + 3) / 4)}, DType::f32, device);
+  p.seg_workspace = static_cast<float*>(ws.raw_data());
+  p.seg_workspace_bytes = bytes;
+  return ws;
+}
 
 }  // namespace mamba::cuda_glue
 #endif

@@ -88,6 +88,7 @@ void run_scan(int64_t b, int64_t di, int64_t l, int64_t N, const Tensor& u, cons
   sp.initial_state = init;
   sp.final_state = final_state;
   sp.y = static_cast<T*>(y.raw_data());
+  const Tensor seg = cuda_glue::scan_seg_workspace(sp, u.device());  // small grids: the sequence split
   kernels::cuda::selective_scan_fwd_cuda<T>(sp, cuda_glue::stream(u.device()));
 }
 

@@ -613,6 +613,7 @@ void MambaLMTrainerCuda::forward_backward_impl(const Tensor& io, int64_t b, int6
     sp.A = f32p(m.A, i * di * N); sp.D = P(Li.D); sp.delta_bias = P(Li.dtb); sp.delta_softplus = true;
     sp.y = ptr(ybcl);
     if (fwd_ckpt) sp.bwd_workspace = scan_ws(i);
+    const Tensor seg = cuda_glue::scan_seg_workspace(sp, device_);  // small grids: the sequence split
     kc::selective_scan_fwd_cuda<T>(sp, s);
     mark("fwd scan");
     Tensor hidden = buf(rows * d, TD);

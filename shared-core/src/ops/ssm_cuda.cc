@@ -34,6 +34,7 @@ ScanResult run(const Tensor& u, const Tensor& delta, const Tensor& A, const Tens
   p.initial_state = fptr(init);
   p.y = static_cast<T*>(r.y.raw_data());
   p.final_state = static_cast<float*>(r.last_state.raw_data());
+  const Tensor seg = cuda_glue::scan_seg_workspace(p, dev);  // small grids: the sequence split
   kernels::cuda::selective_scan_fwd_cuda<T>(p, cuda_glue::stream(dev));
   return r;
 }

@@ -86,7 +86,28 @@ struct SelectiveScanCudaParams {
   // start, and final_state[s] gets its last state: both (n_seqs, dim, dstate). 1 <= n_seqs <= 65535.
   const int* cu_seqlens = nullptr;
   int64_t n_seqs = 0;
+  // Sequence split (version 6 = 0, dstate <= 64; kernels/cuda/NOTES.md "Scan forward: sequence
+  // split"): each sequence cut into K segments of whole 64-step pieces, scanned concurrently. A
+  // first launch scans segments 0 .. K-2 from the zero state (no y) for their end states and
+  // sums of dt; the second scans every segment from its exact entering state h_k = h_loc(k-1) +
+  // exp(A * sum dt(k-1)) * h_{k-1} (h_0 = initial_state), writing y, the checkpoints and the
+  // final state as without the split. Costs ~1.6x the exponentials, so it pays only when the grid
+  // leaves most of the GPU idle (small batch x dim). segments: 0 = automatic (K > 1 only when
+  // seg_workspace is given and one wave of resident blocks holds at least 4 (bf16) / 6 (f32)
+  // copies of the unsplit grid, segments of >= 128 steps; K limited to what seg_workspace_bytes
+  // holds; without a split the lane split is chosen as before), 1 = no split, K >= 2 forced (an error naming
+  // seg_workspace_bytes when the workspace is smaller than
+  // selective_scan_fwd_cuda_seg_workspace_bytes). seg_workspace: device memory, 16-byte aligned,
+  // owned by the caller, not shared by calls running at the same time.
+  int segments = 0;
+  float* seg_workspace = nullptr;
+  size_t seg_workspace_bytes = 0;
 };
+
+// Bytes of seg_workspace the call p would use (its automatic or forced segment count; 0 when it
+// would not split). A device property query, no launch.
+template <class T>
+size_t selective_scan_fwd_cuda_seg_workspace_bytes(const SelectiveScanCudaParams<T>& p);
 
 // v6 (default) / v3: a block of 128 lanes = 128 / S channels of one group of one batch row,
 // S in {1, 2, 4} lanes per channel, each lane walking the whole sequence for its share of the
