@@ -56,7 +56,18 @@ void selective_scan_ref(const SelectiveScanParamsT<double>& p) { scan_ref(p); }
 
 namespace {
 
-constexpr int W = 8;        // channels per block = vector lanes
+// Channels per block = the vector lanes of one register.
+#if defined(__AVX512F__)
+using Simd = detail::Avx512;
+#elif defined(__AVX2__) && defined(__FMA__)
+using Simd = detail::Avx2;
+#endif
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+constexpr int W = Simd::kLanes;
+#define MAMBA_SCAN_SIMD 1
+#else
+constexpr int W = 8;
+#endif
 constexpr int64_t T = 64;   // timesteps per chunk (staging buffers stay in L1)
 
 // One block of up to 8 channels [d0, d0 + nc) of batch b, all in group g.
@@ -135,21 +146,21 @@ void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) dub[i] = dtb[i] * ub[i];
     // The recurrence: lanes are channels, so every operation below is vertical.
-#if defined(__AVX2__) && defined(__FMA__)
-    static_assert(W == 8, "one AVX2 register of channels");
-    const __m256 Dv8 = _mm256_loadu_ps(Dv);
+#ifdef MAMBA_SCAN_SIMD
+    using V = Simd::V;
+    const V Dvv = Simd::load(Dv);
     for (int64_t t = 0; t < tc; ++t) {
-      const __m256 dt8 = _mm256_loadu_ps(dtb + t * W), du8 = _mm256_loadu_ps(dub + t * W);
+      const V dtv = Simd::load(dtb + t * W), duv = Simd::load(dub + t * W);
       const float* Bt = Bc + t * N;
       const float* Ct = Cc + t * N;
-      __m256 y8 = _mm256_setzero_ps();
+      V yv = Simd::zero();
       for (int64_t n = 0; n < N; ++n) {
-        const __m256 dA = detail::exp2_avx2(_mm256_mul_ps(dt8, _mm256_loadu_ps(Al2 + n * W)));
-        const __m256 hn = _mm256_fmadd_ps(dA, _mm256_loadu_ps(h + n * W), _mm256_mul_ps(du8, _mm256_set1_ps(Bt[n])));
-        _mm256_storeu_ps(h + n * W, hn);
-        y8 = _mm256_fmadd_ps(hn, _mm256_set1_ps(Ct[n]), y8);
+        const V dA = detail::exp2_vec<Simd>(Simd::mul(dtv, Simd::load(Al2 + n * W)));
+        const V hn = Simd::fmadd(dA, Simd::load(h + n * W), Simd::mul(duv, Simd::set1(Bt[n])));
+        Simd::store(h + n * W, hn);
+        yv = Simd::fmadd(hn, Simd::set1(Ct[n]), yv);
       }
-      _mm256_storeu_ps(yb + t * W, _mm256_fmadd_ps(Dv8, _mm256_loadu_ps(ub + t * W), y8));
+      Simd::store(yb + t * W, Simd::fmadd(Dvv, Simd::load(ub + t * W), yv));
     }
 #else
     for (int64_t t = 0; t < tc; ++t) {
