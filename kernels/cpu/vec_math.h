@@ -207,6 +207,7 @@ inline float sigmoid_fast(float x) { return 1.f / (1.f + exp_fast(-x)); }
 struct Avx2 {
   using V = __m256;
   static constexpr int kLanes = 8;
+  static constexpr bool kScalef = false;  // no VSCALEFPS: 2^n through the exponent bits
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static V set1(float x) { return _mm256_set1_ps(x); }
@@ -240,22 +241,28 @@ struct Avx512 {
   // _mm512_undefined_* source that -Wmaybe-uninitialized reports; the code is the same.
   static V min(V a, V b) { return _mm512_mask_min_ps(a, 0xFFFF, a, b); }
   static V max(V a, V b) { return _mm512_mask_max_ps(a, 0xFFFF, a, b); }
-  static V pow2_from_shifted(V t) {
-    const __m512i n = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000));
-    const __m512i e = _mm512_add_epi32(n, _mm512_set1_epi32(127));
-    return _mm512_castsi512_ps(_mm512_mask_slli_epi32(e, 0xFFFF, e, 23));
-  }
+  // x rounded to the nearest integer (ties to even, as the round shifter does) and a 2^n
+  // (VSCALEFPS, n integral): exp2_vec's 2^n scaling in two instructions, no integer work.
+  static constexpr bool kScalef = true;
+  static V round(V x) { return _mm512_mask_roundscale_ps(x, 0xFFFF, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static V scalef(V a, V n) { return _mm512_mask_scalef_ps(a, 0xFFFF, a, n); }
 };
 #endif
 
 // exp2_fast in the lanes of one register (the same polynomial; clamped to [-126, 126]).
+// With VSCALEFPS (AVX-512) n = round(x) and p 2^n take two instructions; otherwise the
+// round shifter and the exponent bits. Both give the same n, f and p, so the same result.
 template <class S>
 inline typename S::V exp2_vec(typename S::V x) {
   using V = typename S::V;
   x = S::max(S::min(x, S::set1(126.f)), S::set1(-126.f));
-  const V shifter = S::set1(kRoundShifter);
-  const V t = S::add(x, shifter);
-  const V n = S::sub(t, shifter);
+  V n, t;
+  if constexpr (S::kScalef) {
+    n = S::round(x);
+  } else {
+    t = S::add(x, S::set1(kRoundShifter));
+    n = S::sub(t, S::set1(kRoundShifter));
+  }
   const V f = S::mul(S::sub(x, n), S::set1(0.693147180559945309f));
   V p = S::set1(1.f / 5040.f);
   p = S::fmadd(p, f, S::set1(1.f / 720.f));
@@ -265,7 +272,11 @@ inline typename S::V exp2_vec(typename S::V x) {
   p = S::fmadd(p, f, S::set1(0.5f));
   p = S::fmadd(p, f, S::set1(1.f));
   p = S::fmadd(p, f, S::set1(1.f));
-  return S::mul(p, S::pow2_from_shifted(t));
+  if constexpr (S::kScalef) {
+    return S::scalef(p, n);
+  } else {
+    return S::mul(p, S::pow2_from_shifted(t));
+  }
 }
 
 }  // namespace mamba::kernels::detail
