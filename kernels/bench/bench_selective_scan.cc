@@ -67,6 +67,31 @@ BENCHMARK(BM_SelectiveScan<kernels::selective_scan>)
     ->Args({384, 512})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+// The fast path with its vector ISA named (third arg: 0 scalar, 1 AVX2, 2 AVX-512; the
+// run-time default is the widest available), to compare the fallbacks.
+void BM_SelectiveScanIsa(benchmark::State& state) {
+  const auto isa = static_cast<kernels::CpuIsa>(state.range(2));
+  if (!kernels::cpu_isa_available(isa)) {
+    state.SkipWithError("this ISA path is not available here");
+    return;
+  }
+  ScanInputs in(state.range(0), state.range(1));
+  const kernels::SelectiveScanParams p = in.params();
+  for (auto _ : state) {
+    kernels::selective_scan(p, isa);
+    benchmark::DoNotOptimize(in.y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(kernels::cpu_isa_name(isa));
+  state.counters["states/s"] =
+      benchmark::Counter(static_cast<double>(in.l * in.d * in.n), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_SelectiveScanIsa)
+    ->ArgNames({"d_inner", "seqlen", "isa"})
+    ->ArgsProduct({{384}, {512}, {0, 1, 2}})
+    ->ArgsProduct({{128}, {200}, {0, 1, 2}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 BENCHMARK(BM_SelectiveScan<kernels::selective_scan_ref>)
     ->Name("BM_SelectiveScanRef")
     ->ArgNames({"d_inner", "seqlen"})

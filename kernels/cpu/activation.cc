@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "vec_math.h"
 
@@ -64,6 +65,12 @@ template <class T> void act_block(const ActivationParams& p, int64_t n, const T*
       }
       return;
     }
+    case Activation::gelu_erf:
+      if constexpr (std::is_same_v<T, float>) {
+        for (int64_t i = 0; i < n; ++i) y[i] = detail::gelu_erf_fast(x[i]);
+        return;
+      }
+      [[fallthrough]];
     default:
       for (int64_t i = 0; i < n; ++i) y[i] = act(p, x[i]);
   }
@@ -89,6 +96,25 @@ void activation_f32(const ActivationParams& p, int64_t n, const float* x, float*
 void activation_f64(const ActivationParams& p, int64_t n, const double* x, double* y) { act_fast(p, n, x, y); }
 void activation_f32_ref(const ActivationParams& p, int64_t n, const float* x, float* y) { act_ref(p, n, x, y); }
 void activation_f64_ref(const ActivationParams& p, int64_t n, const double* x, double* y) { act_ref(p, n, x, y); }
+
+void gelu_erf_backward_f32(int64_t n, const float* x, const float* dy, float* dx) {
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (blocks > 4)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t e = std::min(n, (b + 1) * kBlock);
+    for (int64_t i = b * kBlock; i < e; ++i) dx[i] = dy[i] * detail::gelu_erf_grad_fast(x[i]);
+  }
+}
+
+void gelu_erf_backward_f32_ref(int64_t n, const float* x, const float* dy, float* dx) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = x[i];
+    const double grad = 0.5 * (1.0 + std::erf(v * 0.70710678118654752440)) +
+                        v * 0.39894228040143267794 * std::exp(-0.5 * v * v);
+    dx[i] = static_cast<float>(dy[i] * grad);
+  }
+}
 
 void prelu_f32(int64_t outer, int64_t C, int64_t inner, const float* x, const float* w, int64_t num_weights,
                float* y) {

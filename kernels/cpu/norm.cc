@@ -34,8 +34,11 @@ inline void moments(const float* x, int64_t n, float& mean, float& var) {
 
 }  // namespace
 
-void layer_norm_f32(int64_t rows, int64_t D, const float* x, const float* weight, const float* bias, float eps,
-                    float* y) {
+namespace {
+
+// The fast layer norm; xhat and rstd (the backward's saved values) are written when not null.
+void layer_norm_rows(int64_t rows, int64_t D, const float* x, const float* weight, const float* bias, float eps,
+                     float* y, float* xhat, float* rstd_out) {
 #pragma omp parallel for schedule(static) if (rows * D > 16384)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * D;
@@ -43,6 +46,11 @@ void layer_norm_f32(int64_t rows, int64_t D, const float* x, const float* weight
     float mean, var;
     moments(xr, D, mean, var);
     const float rstd = 1.f / std::sqrt(var + eps);
+    if (rstd_out) rstd_out[r] = rstd;
+    if (xhat) {
+      float* hr = xhat + r * D;
+      for (int64_t d = 0; d < D; ++d) hr[d] = (xr[d] - mean) * rstd;
+    }
     if (weight && bias) {
       for (int64_t d = 0; d < D; ++d) yr[d] = (xr[d] - mean) * rstd * weight[d] + bias[d];
     } else {
@@ -54,6 +62,18 @@ void layer_norm_f32(int64_t rows, int64_t D, const float* x, const float* weight
       }
     }
   }
+}
+
+}  // namespace
+
+void layer_norm_f32(int64_t rows, int64_t D, const float* x, const float* weight, const float* bias, float eps,
+                    float* y) {
+  layer_norm_rows(rows, D, x, weight, bias, eps, y, nullptr, nullptr);
+}
+
+void layer_norm_f32_saving(int64_t rows, int64_t D, const float* x, const float* weight, const float* bias, float eps,
+                           float* y, float* xhat, float* rstd) {
+  layer_norm_rows(rows, D, x, weight, bias, eps, y, xhat, rstd);
 }
 
 void layer_norm_f32_ref(int64_t rows, int64_t D, const float* x, const float* weight, const float* bias, float eps,

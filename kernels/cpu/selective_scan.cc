@@ -1,8 +1,12 @@
 #include "mamba/kernels/selective_scan.h"
 
+#include "mamba/kernels/cpu_isa.h"
+
 #include <algorithm>
-#include <stdexcept>
 #include <cmath>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "vec_math.h"
@@ -56,11 +60,18 @@ void selective_scan_ref(const SelectiveScanParamsT<double>& p) { scan_ref(p); }
 
 namespace {
 
-constexpr int W = 8;        // channels per block = vector lanes
+// The vector paths (chosen at run time, cpu_isa.h): a block of channels is the lanes of one
+// register, W = S::kLanes; the scalar path (S = Scalar) runs the same recurrence in blocks of
+// 8 channels as plain loops (which the compiler may vectorise for the build's target).
+struct Scalar {
+  static constexpr int kLanes = 8;
+};
 constexpr int64_t T = 64;   // timesteps per chunk (staging buffers stay in L1)
 
-// One block of up to 8 channels [d0, d0 + nc) of batch b, all in group g.
+// One block of up to W channels [d0, d0 + nc) of batch b, all in group g.
+template <class S>
 void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int64_t g, float* scratch) {
+  constexpr int W = S::kLanes;
   const int64_t N = p.dstate;
   // scratch layout: h[N][W] | Al2[N][W] | dt[T][W] | du[T][W] | ub[T][W] | zb[T][W] | yb[T][W] | Bc[T][N] | Cc[T][N]
   float* h = scratch;
@@ -135,41 +146,41 @@ void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) dub[i] = dtb[i] * ub[i];
     // The recurrence: lanes are channels, so every operation below is vertical.
-#if defined(__AVX2__) && defined(__FMA__)
-    static_assert(W == 8, "one AVX2 register of channels");
-    const __m256 Dv8 = _mm256_loadu_ps(Dv);
-    for (int64_t t = 0; t < tc; ++t) {
-      const __m256 dt8 = _mm256_loadu_ps(dtb + t * W), du8 = _mm256_loadu_ps(dub + t * W);
-      const float* Bt = Bc + t * N;
-      const float* Ct = Cc + t * N;
-      __m256 y8 = _mm256_setzero_ps();
-      for (int64_t n = 0; n < N; ++n) {
-        const __m256 dA = detail::exp2_avx2(_mm256_mul_ps(dt8, _mm256_loadu_ps(Al2 + n * W)));
-        const __m256 hn = _mm256_fmadd_ps(dA, _mm256_loadu_ps(h + n * W), _mm256_mul_ps(du8, _mm256_set1_ps(Bt[n])));
-        _mm256_storeu_ps(h + n * W, hn);
-        y8 = _mm256_fmadd_ps(hn, _mm256_set1_ps(Ct[n]), y8);
-      }
-      _mm256_storeu_ps(yb + t * W, _mm256_fmadd_ps(Dv8, _mm256_loadu_ps(ub + t * W), y8));
-    }
-#else
-    for (int64_t t = 0; t < tc; ++t) {
-      const float* dtt = dtb + t * W;
-      const float* dut = dub + t * W;
-      const float* Bt = Bc + t * N;
-      const float* Ct = Cc + t * N;
-      float y[W] = {};
-      for (int64_t n = 0; n < N; ++n) {
-        float* hn = h + n * W;
-        const float* an = Al2 + n * W;
-        const float bn = Bt[n], cn = Ct[n];
-        for (int c = 0; c < W; ++c) {
-          hn[c] = detail::exp2_fast(dtt[c] * an[c]) * hn[c] + dut[c] * bn;
-          y[c] += hn[c] * cn;
+    if constexpr (std::is_same_v<S, Scalar>) {
+      for (int64_t t = 0; t < tc; ++t) {
+        const float* dtt = dtb + t * W;
+        const float* dut = dub + t * W;
+        const float* Bt = Bc + t * N;
+        const float* Ct = Cc + t * N;
+        float y[W] = {};
+        for (int64_t n = 0; n < N; ++n) {
+          float* hn = h + n * W;
+          const float* an = Al2 + n * W;
+          const float bn = Bt[n], cn = Ct[n];
+          for (int c = 0; c < W; ++c) {
+            hn[c] = detail::exp2_fast(dtt[c] * an[c]) * hn[c] + dut[c] * bn;
+            y[c] += hn[c] * cn;
+          }
         }
+        for (int c = 0; c < W; ++c) yb[t * W + c] = y[c] + Dv[c] * ub[t * W + c];
       }
-      for (int c = 0; c < W; ++c) yb[t * W + c] = y[c] + Dv[c] * ub[t * W + c];
+    } else {
+      using V = typename S::V;
+      const V Dvv = S::load(Dv);
+      for (int64_t t = 0; t < tc; ++t) {
+        const V dtv = S::load(dtb + t * W), duv = S::load(dub + t * W);
+        const float* Bt = Bc + t * N;
+        const float* Ct = Cc + t * N;
+        V yv = S::zero();
+        for (int64_t n = 0; n < N; ++n) {
+          const V dA = detail::exp2_vec<S>(S::mul(dtv, S::load(Al2 + n * W)));
+          const V hn = S::fmadd(dA, S::load(h + n * W), S::mul(duv, S::set1(Bt[n])));
+          S::store(h + n * W, hn);
+          yv = S::fmadd(hn, S::set1(Ct[n]), yv);
+        }
+        S::store(yb + t * W, S::fmadd(Dvv, S::load(ub + t * W), yv));
+      }
     }
-#endif
     if (p.z.ptr) {
 #pragma omp simd
       for (int64_t i = 0; i < m; ++i) yb[i] *= detail::silu_fast(zb[i]);
@@ -189,10 +200,9 @@ void scan_block(const SelectiveScanParams& p, int64_t b, int64_t d0, int nc, int
       for (int64_t n = 0; n < N; ++n) p.final_state[(b * p.dim + d0 + c) * N + n] = h[n * W + c];
 }
 
-}  // namespace
-
-void selective_scan(const SelectiveScanParams& p) {
-  check_params(p);
+template <class S>
+void scan_blocks(const SelectiveScanParams& p) {
+  constexpr int W = S::kLanes;
   const int64_t dpg = p.dim / p.n_groups;
   const int64_t blocks_per_group = (dpg + W - 1) / W;
   const int64_t tasks = p.batch * p.n_groups * blocks_per_group;
@@ -210,8 +220,30 @@ void selective_scan(const SelectiveScanParams& p) {
       const int64_t blk = rem % blocks_per_group;
       const int64_t d0 = g * dpg + blk * W;
       const int nc = static_cast<int>(std::min<int64_t>(W, (g + 1) * dpg - d0));
-      scan_block(p, b, d0, nc, g, scratch.data());
+      scan_block<S>(p, b, d0, nc, g, scratch.data());
     }
+  }
+}
+
+}  // namespace
+
+void selective_scan(const SelectiveScanParams& p) { selective_scan(p, cpu_isa_best()); }
+
+void selective_scan(const SelectiveScanParams& p, CpuIsa isa) {
+  check_params(p);
+  if (!cpu_isa_available(isa))
+    throw std::invalid_argument(std::string("selective_scan: the ") + cpu_isa_name(isa) + " path is not available");
+  switch (isa) {
+#if defined(__AVX512F__)
+    case CpuIsa::avx512:
+      return scan_blocks<detail::Avx512>(p);
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    case CpuIsa::avx2:
+      return scan_blocks<detail::Avx2>(p);
+#endif
+    default:
+      return scan_blocks<Scalar>(p);
   }
 }
 

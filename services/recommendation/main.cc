@@ -204,8 +204,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   srv->add_option("--max-filters", rec_opts.max_filters, "filters per Recommend")->check(CLI::PositiveNumber);
   srv->add_option("--scoring", rec_opts.scoring,
-                  "catalogue scoring: int8 or bf16 (an AMX pass + an exact f32 rescoring of the candidates: the f32 "
-                  "answers; f32 where AMX is missing), or f32")
+                  "catalogue scoring: int8 (an AMX or AVX-512 VNNI pass) or bf16 (an AMX pass), each + an exact f32 "
+                  "rescoring of the candidates: the f32 answers; f32 where the pass's ISA is missing), or f32")
       ->check(CLI::IsMember({"int8", "bf16", "f32"}))
       ->capture_default_str();
 

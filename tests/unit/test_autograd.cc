@@ -10,10 +10,12 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <random>
 
 #include "mamba/io/safetensors.h"
 #include "mamba/ops/elementwise.h"
+#include "mamba/ops/activation.h"
 #include "mamba/ops/norm.h"
 #include "mamba/train/autograd.h"
 #include "mamba/train/modules.h"
@@ -106,6 +108,24 @@ TEST(Autograd, Activations) {
   check_op({{4, 5}}, [](auto& v) { return ag::sigmoid(v[0]); });
   check_op({{4, 5}}, [](auto& v) { return ag::tanh(v[0]); });
   check_op({{33}}, [](auto& v) { return ag::relu(v[0]); }, 5);
+  // The f32 GELU (the kernels' polynomial erf, forward and backward) against the exact f64
+  // tape to f32 rounding, over both tails (scale 4: |x| up to ~16).
+  check_op({{2, 41}}, [](auto& v) { return ag::gelu(v[0]); }, 12, 1e-6, 4.f);
+  // The f32 layer norm (the kernels' vectorised one) likewise, at the model's width.
+  check_op({{3, 64}, {64}, {64}}, [](auto& v) { return ag::layer_norm(v[0], v[1], v[2]); }, 13, 1e-6);
+}
+
+TEST(Autograd, F32GeluAndLayerNormAreTheOpsForwardWithOrWithoutGrad) {
+  const Tensor x = randn({5, 301}, 21, 3.f), w = randn({301}, 22), b = randn({301}, 23);
+  const Tensor want_gelu = mamba::ops::gelu(x), want_norm = mamba::ops::layer_norm(x, w, b, 1e-5);
+  for (bool grad : {false, true}) {
+    SCOPED_TRACE(grad ? "recording" : "NoGradGuard");
+    std::optional<ag::NoGradGuard> ng;
+    if (!grad) ng.emplace();
+    ag::Var xv(x, grad), wv(w, grad), bv(b, grad);
+    EXPECT_EQ(ag::gelu(xv).value().to_vector_f32(), want_gelu.to_vector_f32());
+    EXPECT_EQ(ag::layer_norm(xv, wv, bv, 1e-5).value().to_vector_f32(), want_norm.to_vector_f32());
+  }
 }
 
 TEST(Autograd, Shapes) {

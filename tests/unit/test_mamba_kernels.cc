@@ -2,7 +2,11 @@
 // with 1 and 2 threads.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <stdexcept>
+
 #include "mamba/kernels/causal_conv1d.h"
+#include "mamba/kernels/cpu_isa.h"
 #include "mamba/kernels/parallel.h"
 #include "mamba/kernels/rms_norm.h"
 #include "mamba/kernels/selective_scan.h"
@@ -52,10 +56,43 @@ TEST_P(SelectiveScanTest, FastMatchesReference) {
   selective_scan_ref(p);
   p.y.ptr = y_fast.data();
   p.final_state = s_fast.data();
-  selective_scan(p);
+  selective_scan(p);  // the run-time choice
   EXPECT_CLOSE(y_fast, y_ref, 2e-5);
   EXPECT_CLOSE(s_fast, s_ref, 2e-5);
+  // Every path this build and CPU can run, the fallbacks included.
+  for (const CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512}) {
+    if (!cpu_isa_available(isa)) continue;
+    SCOPED_TRACE(cpu_isa_name(isa));
+    std::fill(y_fast.begin(), y_fast.end(), 123.f);
+    std::fill(s_fast.begin(), s_fast.end(), 5.f);
+    selective_scan(p, isa);
+    EXPECT_CLOSE(y_fast, y_ref, 2e-5);
+    EXPECT_CLOSE(s_fast, s_ref, 2e-5);
+  }
   set_num_threads(0);
+}
+
+TEST(CpuIsa, BestIsAvailableAndUnavailablePathsAreRefused) {
+  EXPECT_TRUE(cpu_isa_available(CpuIsa::scalar));
+  EXPECT_TRUE(cpu_isa_available(cpu_isa_best()));
+  if (cpu_isa_available(CpuIsa::avx512)) {
+    EXPECT_EQ(cpu_isa_best(), CpuIsa::avx512);
+  }
+  std::vector<float> x(8, 0.f), A(1, -1.f);
+  SelectiveScanParams p;
+  p.batch = 1; p.dim = 1; p.seqlen = 8; p.dstate = 1; p.n_groups = 1;
+  p.u = {x.data(), 8, 8, 1};
+  p.delta = {x.data(), 8, 8, 1};
+  p.B = {x.data(), 8, 8, 1, 1};
+  p.C = {x.data(), 8, 8, 1, 1};
+  p.A = A.data();
+  std::vector<float> y(8, 1.f);
+  p.y = {y.data(), 8, 8, 1};
+  for (const CpuIsa isa : {CpuIsa::avx2, CpuIsa::avx512}) {
+    if (!cpu_isa_available(isa)) {
+      EXPECT_THROW(selective_scan(p, isa), std::invalid_argument) << cpu_isa_name(isa);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

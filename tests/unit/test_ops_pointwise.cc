@@ -1,4 +1,5 @@
 // Fast vs reference for elementwise, activation, softmax, norm and reduction ops.
+#include "mamba/kernels/activation.h"
 #include "mamba/ops/activation.h"
 #include "mamba/ops/elementwise.h"
 #include "mamba/ops/norm.h"
@@ -57,6 +58,22 @@ TEST(OpsActivation, FastMatchesRef) {
         o.beta = 1.5;
         for_threads([&] { EXPECT_TRUE(close(ops::activation(k, x, o), ops::activation_ref(k, x, o), 1e-6)); });
       }
+}
+
+// The GELU backward kernel (the polynomial Phi and phi of the f32 forward) against the
+// double reference, at sizes around its 4096-element blocks, at 1 and 2 threads.
+TEST(OpsActivation, GeluBackwardFastMatchesRef) {
+  for (int64_t n : {1, 7, 4095, 4097, 3 * 5 * 2001}) {
+    const std::vector<float> x = randn({n}, 31, DType::f32, -12, 12).to_vector_f32(),
+                             dy = randn({n}, 32).to_vector_f32();
+    std::vector<float> fast(static_cast<size_t>(n)), ref(static_cast<size_t>(n));
+    mamba::kernels::gelu_erf_backward_f32_ref(n, x.data(), dy.data(), ref.data());
+    for_threads([&] {
+      mamba::kernels::gelu_erf_backward_f32(n, x.data(), dy.data(), fast.data());
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_NEAR(fast[i], ref[i], 2.5e-7 * std::fabs(dy[i]) + 1e-7 * std::fabs(ref[i])) << n << " " << i;
+    });
+  }
 }
 
 TEST(OpsActivation, KnownValues) {

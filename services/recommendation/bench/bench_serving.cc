@@ -115,7 +115,7 @@ void score_top10_batch_amx(benchmark::State& st, const char* what, Make make, Sc
   const Mamba4Rec& m = model(st.range(0), 50);
   const auto table = make(m);
   if (!table) {
-    st.SkipWithError((std::string("no AMX ") + what + " on this machine").c_str());
+    st.SkipWithError((std::string("no ") + what + " kernel on this machine").c_str());
     return;
   }
   const Mamba4RecState s = m.prefill(history(50, st.range(0)));
@@ -133,7 +133,7 @@ void score_top10_batch_amx(benchmark::State& st, const char* what, Make make, Sc
 }
 
 void BM_ScoreTop10BatchBf16(benchmark::State& st) {
-  score_top10_batch_amx(st, "bf16", make_bf16_item_table,
+  score_top10_batch_amx(st, "AMX bf16", make_bf16_item_table,
                         [](const Mamba4Rec& m, const Bf16ItemTable& t, const auto& hidden, const auto& ks,
                            const auto& ex, int64_t* rescored) {
                           return top_k_items_batch_bf16(m, t, hidden, ks, ex, {}, rescored);
@@ -142,13 +142,19 @@ void BM_ScoreTop10BatchBf16(benchmark::State& st) {
 BENCHMARK(BM_ScoreTop10BatchBf16)->Args({100000, 1})->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})
     ->Unit(benchmark::kMicrosecond);
 
-void BM_ScoreTop10BatchInt8(benchmark::State& st) {
-  score_top10_batch_amx(st, "int8", make_int8_item_table,
+// The int8 pass on `kernel` (AMX tiles or AVX-512 VNNI).
+void score_top10_batch_int8(benchmark::State& st, Int8Kernel kernel) {
+  score_top10_batch_amx(st, kernel == Int8Kernel::amx ? "int8" : "VNNI int8",
+                        [kernel](const Mamba4Rec& m) { return make_int8_item_table(m, kernel); },
                         [](const Mamba4Rec& m, const Int8ItemTable& t, const auto& hidden, const auto& ks,
                            const auto& ex, int64_t* rescored) {
                           return top_k_items_batch_int8(m, t, hidden, ks, ex, {}, rescored);
                         });
 }
+void BM_ScoreTop10BatchInt8(benchmark::State& st) { score_top10_batch_int8(st, Int8Kernel::amx); }
+void BM_ScoreTop10BatchInt8Vnni(benchmark::State& st) { score_top10_batch_int8(st, Int8Kernel::vnni); }
 BENCHMARK(BM_ScoreTop10BatchInt8)->Args({100000, 1})->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ScoreTop10BatchInt8Vnni)->Args({100000, 1})->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})
     ->Unit(benchmark::kMicrosecond);
 }  // namespace

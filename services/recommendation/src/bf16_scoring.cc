@@ -195,10 +195,11 @@ __attribute__((target("amx-tile"))) void tiles_end() { _tile_release(); }
 //   item(j0, j, scores)    a callable b -> {lower, upper}: request b's bounds for item j.
 // An item whose upper bound reaches request b's threshold, not excluded and allowed, is
 // offered to b (Part::offer). Returns the threads' Parts (for rescore_exact).
+// `amx`: the score hook uses AMX tiles (configured per thread); false for the AVX-512 one.
 template <class T, class Begin, class Score, class Group, class Item>
 std::vector<Part> quantised_pass(const std::vector<int64_t>& k, int64_t B, int64_t N, int64_t G,
-                                 const Exclusions& excluded, const std::vector<const AllowSet*>& allow, Begin&& begin,
-                                 Score&& score, Group&& group, Item&& item) {
+                                 const Exclusions& excluded, const std::vector<const AllowSet*>& allow, bool amx,
+                                 Begin&& begin, Score&& score, Group&& group, Item&& item) {
   static_assert(sizeof(T) == 4);
   constexpr int64_t kStep = 2 * kTileItems;
   const int64_t Bp = G * kLanes;
@@ -215,7 +216,7 @@ std::vector<Part> quantised_pass(const std::vector<int64_t>& k, int64_t B, int64
     T* const scores = G > 4 ? sc_heap.data() : sc_buf;
     std::vector<float> thr(static_cast<size_t>(Bp), kInf);
     for (int64_t b = 0; b < B; ++b) thr[static_cast<size_t>(b)] = mine.lower[static_cast<size_t>(b)].threshold();
-    tiles_begin();
+    if (amx) tiles_begin();
     begin();
     const int64_t nt = omp_get_num_threads();
     const int64_t first = steps * t / nt, last = steps * (t + 1) / nt;
@@ -241,7 +242,7 @@ std::vector<Part> quantised_pass(const std::vector<int64_t>& k, int64_t B, int64
         }
       }
     }
-    tiles_end();
+    if (amx) tiles_end();
   }
   return parts;
 }
@@ -278,6 +279,34 @@ __attribute__((target("amx-tile,amx-int8"))) void score_tiles_int8(const int8_t*
       _tile_zero(0);
       _tile_dpbssd(0, 2, 6);
       _tile_stored(0, scores + g * kLanes, Bp * 4);
+    }
+  }
+}
+
+// The same int32 scores (nb, Bp) with AVX-512 VNNI (VPDPBUSD: unsigned x signed bytes, 16
+// int32 lanes = one group's 16 requests): qu holds the requests offset to unsigned, q^ + 128
+// (the layout of score_tiles_int8's qv), each item's quad of signed bytes is broadcast, and
+// 128 sum_d e^_jd (`sums`) is taken off again, so every score is the exact q^.e^_j that the
+// AMX tiles give (|partial sums| < 2^22: no overflow). Any nb; dp = 64.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void score_items_int8_vnni(const int8_t* rows, int64_t nb,
+                                                                                  const uint8_t* qu, int64_t G,
+                                                                                  const int32_t* sums, int32_t* scores) {
+  const int64_t Bp = G * kLanes;
+  for (int64_t g = 0; g < G; ++g) {
+    __m512i q[16];
+    for (int r = 0; r < 16; ++r) q[r] = _mm512_loadu_si512(qu + g * 1024 + r * 64);
+    for (int64_t j = 0; j < nb; ++j) {
+      const int8_t* e = rows + j * 64;
+      __m512i acc0 = _mm512_set1_epi32(-128 * sums[j]);
+      __m512i acc1 = _mm512_setzero_si512();
+      for (int r = 0; r < 16; r += 2) {  // two chains: VPDPBUSD's latency is several times its throughput
+        int32_t e0, e1;
+        std::memcpy(&e0, e + 4 * r, 4);
+        std::memcpy(&e1, e + 4 * r + 4, 4);
+        acc0 = _mm512_dpbusd_epi32(acc0, q[r], _mm512_set1_epi32(e0));
+        acc1 = _mm512_dpbusd_epi32(acc1, q[r + 1], _mm512_set1_epi32(e1));
+      }
+      _mm512_storeu_si512(scores + j * Bp + g * kLanes, _mm512_add_epi32(acc0, acc1));
     }
   }
 }
@@ -434,7 +463,7 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
   const uint16_t* rows = table.rows.data();
   const float* norms = table.norms.data();
   const std::vector<Part> parts = quantised_pass<float>(
-      k, B, N, G, Exclusions(exclude), allow,
+      k, B, N, G, Exclusions(exclude), allow, true,
       [&] {
         if (G == 1 && KT <= 2) load_request_tiles(qv.data(), KT);
       },
@@ -474,6 +503,20 @@ bool amx_int8_available() {
 #endif
 }
 
+bool vnni_int8_available() {
+#ifdef MAMBA_REC_AMX
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vnni");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool int8_kernel_available(Int8Kernel kernel) {
+  return kernel == Int8Kernel::amx ? amx_int8_available() : vnni_int8_available();
+}
+
 namespace {
 
 // Symmetric int8 of x[0..D) with scale s = max|x| / 127 (1 for a zero vector); returns s.
@@ -496,10 +539,17 @@ float quantise(const float* x, int64_t D, int8_t* out, double* l1) {
 }  // namespace
 
 std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net) {
-  if (!amx_int8_available()) return nullptr;
+  if (amx_int8_available()) return make_int8_item_table(net, Int8Kernel::amx);
+  return make_int8_item_table(net, Int8Kernel::vnni);
+}
+
+std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net, Int8Kernel kernel) {
+  if (!int8_kernel_available(kernel)) return nullptr;
   const int64_t N = net.config().num_items, D = net.config().d_model;
   if (D > 64) return nullptr;  // one k-tile (the kernel above)
   auto t = std::make_shared<Int8ItemTable>();
+  t->kernel = kernel;
+  t->sums.assign(static_cast<size_t>((N + kTileItems - 1) / kTileItems * kTileItems), 0);
   t->num_items = N;
   t->d = D;
   t->dp = 64;
@@ -525,6 +575,9 @@ std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net) 
         return nullptr;
     t->meta[static_cast<size_t>(2 * j)] = s;
     t->meta[static_cast<size_t>(2 * j + 1)] = round_up(0.5 * static_cast<double>(s) * l1);
+    int32_t sum = 0;
+    for (int64_t d = 0; d < D; ++d) sum += t->rows[static_cast<size_t>(j * t->dp + d)];
+    t->sums[static_cast<size_t>(j)] = sum;
     max_norm = std::max(max_norm, round_up(std::sqrt(n2)));
   }
   t->max_norm = max_norm;
@@ -539,8 +592,8 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
                                                           int64_t* rescored) {
   const int64_t B = static_cast<int64_t>(hidden.size()), D = net.config().d_model, N = net.config().num_items;
   if (rescored) *rescored = 0;
-  bool fallback = !quantised_pass_applies(amx_int8_available(), hidden, k, exclude, allow, table.num_items, table.d, N,
-                                         D, "top_k_items_batch_int8", "int8");
+  bool fallback = !quantised_pass_applies(int8_kernel_available(table.kernel), hidden, k, exclude, allow,
+                                         table.num_items, table.d, N, D, "top_k_items_batch_int8", "int8");
   const int64_t G = (B + kLanes - 1) / kLanes, Bp = G * kLanes;
   std::vector<float> h(static_cast<size_t>(B * D));
   // Per lane: t_b, h_b = 0.5 |q^_b|_1 + 0.25 D, and the absolute part g |q_b| max|e| + 2^-100.
@@ -586,9 +639,15 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
   const int8_t* rows = table.rows.data();
   const float* meta = table.meta.data();
   typedef int32_t ILanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
+  const bool amx = table.kernel == Int8Kernel::amx;
+  std::vector<uint8_t> qu;  // VNNI: the requests offset to unsigned bytes, q^ + 128
+  if (!amx)
+    for (const int8_t x : qv) qu.push_back(static_cast<uint8_t>(static_cast<uint8_t>(x) ^ 0x80u));
+  const int32_t* sums = table.sums.data();
   const std::vector<Part> parts = quantised_pass<int32_t>(
-      k, B, N, G, Exclusions(exclude), allow, [] {},
+      k, B, N, G, Exclusions(exclude), allow, amx, [] {},
       [&](int64_t j0, int64_t nb, int32_t* iscores) {
+        if (!amx) return score_items_int8_vnni(rows + j0 * 64, nb, qu.data(), G, sums + j0, iscores);
         const int64_t nbp = nb > kTileItems ? 2 * kTileItems : kTileItems;  // rows to np are zero
         score_tiles_int8(rows + j0 * 64, nbp, qv.data(), G, iscores);
       },

@@ -4,11 +4,14 @@
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "mamba/kernels/activation.h"
 #include "mamba/kernels/cross_entropy.h"
 #include "mamba/kernels/gemm.h"
+#include "mamba/kernels/norm.h"
 #include "mamba/nn/mixer.h"
 #include "mamba/ops/activation.h"
 #include "mamba/ops/elementwise.h"
@@ -346,8 +349,19 @@ Var layer_norm(const Var& x, const Var& weight, const Var& bias, double eps) {
   Tensor Bt = bias.defined() ? contig(bias.value()) : Tensor();
   return by_dtype(dt, [&](auto zero) {
     using T = decltype(zero);
-    Tensor Y = Tensor::empty(X.shape(), dt), xhat = Tensor::empty(X.shape(), dt), rstd = Tensor::empty({rows}, dt);
-    {
+    Tensor Y = Tensor::empty(X.shape(), dt), xhat, rstd;
+    const bool record = t_grad_enabled && (x.requires_grad() || (weight.defined() && weight.requires_grad()) ||
+                                            (bias.defined() && bias.requires_grad()));
+    if (record || dt == DType::f64) xhat = Tensor::empty(X.shape(), dt), rstd = Tensor::empty({rows}, dt);
+    if constexpr (std::is_same_v<T, float>) {  // the kernels' vectorised f32 layer norm
+      const float* wp = Wt.defined() ? Wt.data<float>() : nullptr;
+      const float* bp = Bt.defined() ? Bt.data<float>() : nullptr;
+      if (record)
+        kernels::layer_norm_f32_saving(rows, D, X.data<float>(), wp, bp, static_cast<float>(eps), Y.data<float>(),
+                                       xhat.data<float>(), rstd.data<float>());
+      else
+        kernels::layer_norm_f32(rows, D, X.data<float>(), wp, bp, static_cast<float>(eps), Y.data<float>());
+    } else {  // f64: the plain loops (gradient checks)
       const T* xp = X.data<T>();
       T *yp = Y.data<T>(), *hp = xhat.data<T>(), *rp = rstd.data<T>();
       const T* wp = Wt.defined() ? Wt.data<T>() : nullptr;
@@ -537,9 +551,20 @@ Var relu(const Var& x) {
       [](auto v, auto) { return v > 0 ? decltype(v)(1) : decltype(v)(0); });
 }
 
+// f32: the kernels' vectorised GELU forward and backward (one Phi for both, so the two
+// stay consistent); f64 (gradient checks): libm's erf and exp, exact to double rounding.
 Var gelu(const Var& x) {
-  constexpr double kInvSqrt2 = 0.70710678118654752440;
-  constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+  if (common_dtype("ag::gelu", {{"x", x}}) == DType::f32) {
+    const Tensor X = contig(x.value());
+    return Var::make(ops::gelu(X), "gelu", {x}, [X](const Tensor& g) {
+      const Tensor G = contig(g);
+      Tensor dx = Tensor::empty(X.shape(), DType::f32);
+      kernels::gelu_erf_backward_f32(X.numel(), X.data<float>(), G.data<float>(), dx.data<float>());
+      return std::vector<Tensor>{dx};
+    });
+  }
+  static constexpr double kInvSqrt2 = 0.70710678118654752440;
+  static constexpr double kInvSqrt2Pi = 0.39894228040143267794;
   return pointwise(
       x, "gelu", [](auto v) { return static_cast<decltype(v)>(0.5 * v * (1.0 + std::erf(v * kInvSqrt2))); },
       [](auto v, auto) {

@@ -393,9 +393,10 @@ struct Bf16Pass {
     return top_k_items_batch_bf16(net, t, hidden, ks, ex, {}, rescored);
   }
 };
+template <Int8Kernel kKernel>
 struct Int8Pass {
   using Table = Int8ItemTable;
-  static std::shared_ptr<const Table> make(const Mamba4Rec& net) { return make_int8_item_table(net); }
+  static std::shared_ptr<const Table> make(const Mamba4Rec& net) { return make_int8_item_table(net, kKernel); }
   static void expect_padding(const Table& t) { EXPECT_EQ(t.dp, 64); }
   static std::vector<std::vector<ScoredId>> top_k(const Mamba4Rec& net, const Table& t,
                                                   const std::vector<mamba::Tensor>& hidden,
@@ -507,10 +508,42 @@ TEST(Bf16Scoring, NearTiesBf16CannotSeparateAreRankedExactly) {
 
 TEST(Int8Scoring, ExactTopKEqualsTheF32Path) {
   if (!amx_int8_available()) GTEST_SKIP() << "no AMX int8 on this machine (the f32 path serves)";
-  expect_exact_top_k_equals_the_f32_path<Int8Pass>();
+  expect_exact_top_k_equals_the_f32_path<Int8Pass<Int8Kernel::amx>>();
 }
 
 TEST(Int8Scoring, NearTiesInt8CannotSeparateAreRankedExactly) {
   if (!amx_int8_available()) GTEST_SKIP() << "no AMX int8 on this machine (the f32 path serves)";
-  expect_near_ties_ranked_exactly<Int8Pass>();
+  expect_near_ties_ranked_exactly<Int8Pass<Int8Kernel::amx>>();
+}
+
+TEST(Int8Scoring, VnniExactTopKEqualsTheF32Path) {
+  if (!vnni_int8_available()) GTEST_SKIP() << "no AVX-512 VNNI on this machine (the f32 path serves)";
+  expect_exact_top_k_equals_the_f32_path<Int8Pass<Int8Kernel::vnni>>();
+}
+
+TEST(Int8Scoring, VnniNearTiesAreRankedExactly) {
+  if (!vnni_int8_available()) GTEST_SKIP() << "no AVX-512 VNNI on this machine (the f32 path serves)";
+  expect_near_ties_ranked_exactly<Int8Pass<Int8Kernel::vnni>>();
+}
+
+// The two int8 kernels give the same int32 dot products, hence the same candidates.
+TEST(Int8Scoring, VnniAndAmxRescoreTheSameCandidates) {
+  if (!vnni_int8_available() || !amx_int8_available()) GTEST_SKIP() << "needs both AMX and AVX-512 VNNI";
+  Mamba4RecConfig c = small_config(1);
+  c.num_items = 3001;
+  c.d_model = 40;
+  const Mamba4Rec net(c, 7);
+  const auto amx = make_int8_item_table(net, Int8Kernel::amx), vnni = make_int8_item_table(net, Int8Kernel::vnni);
+  ASSERT_TRUE(amx && vnni);
+  std::vector<mamba::Tensor> hidden;
+  for (int b = 0; b < 19; ++b) hidden.push_back(make_user_state(net, {1 + b, 2 + 3 * b}).net.hidden);
+  const std::unordered_set<int32_t> none;
+  const std::vector<const std::unordered_set<int32_t>*> ex(hidden.size(), &none);
+  const std::vector<int64_t> ks(hidden.size(), 10);
+  int64_t ra = 0, rv = 0;
+  const auto a = top_k_items_batch_int8(net, *amx, hidden, ks, ex, {}, &ra);
+  const auto v = top_k_items_batch_int8(net, *vnni, hidden, ks, ex, {}, &rv);
+  EXPECT_EQ(ra, rv);
+  for (size_t b = 0; b < a.size(); ++b)
+    for (size_t i = 0; i < a[b].size(); ++i) EXPECT_EQ(a[b][i].id, v[b][i].id);
 }

@@ -24,6 +24,15 @@ void activation_f64(const ActivationParams& p, int64_t n, const double* x, doubl
 void activation_f32_ref(const ActivationParams& p, int64_t n, const float* x, float* y);
 void activation_f64_ref(const ActivationParams& p, int64_t n, const double* x, double* y);
 
+// The GELU (gelu_erf) backward: dx[i] = dy[i] * (Phi(x[i]) + x[i] phi(x[i])), Phi and phi
+// the standard normal CDF and density. x, dy, dx contiguous; dx may alias dy.
+// The f32 fast path of gelu_erf (forward and this backward) evaluates Phi through a
+// polynomial erf/erfc (kernels/cpu/vec_math.h: erf within 2 ulp; Phi and the GELU within
+// 4e-7 relative or 4e-8 |x| absolute, the lower tail kept relative), vectorised; the
+// reference computes in double and rounds.
+void gelu_erf_backward_f32(int64_t n, const float* x, const float* dy, float* dx);
+void gelu_erf_backward_f32_ref(int64_t n, const float* x, const float* dy, float* dx);
+
 // PReLU on x laid out as [outer, C, inner] (contiguous): y = x if x >= 0 else w[c] * x.
 // `num_weights` is C (one per channel) or 1 (shared).
 void prelu_f32(int64_t outer, int64_t C, int64_t inner, const float* x, const float* w, int64_t num_weights, float* y);

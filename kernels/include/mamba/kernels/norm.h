@@ -14,6 +14,10 @@ namespace mamba::kernels {
 
 void layer_norm_f32(int64_t rows, int64_t D, const float* x, const float* weight, const float* bias, float eps,
                     float* y);
+// layer_norm_f32 that also writes what its backward needs: xhat [rows, D] = (x - mean) *
+// rstd and rstd [rows] = 1 / sqrt(var + eps); y is the same as layer_norm_f32's.
+void layer_norm_f32_saving(int64_t rows, int64_t D, const float* x, const float* weight, const float* bias, float eps,
+                           float* y, float* xhat, float* rstd);
 void layer_norm_f32_ref(int64_t rows, int64_t D, const float* x, const float* weight, const float* bias, float eps,
                         float* y);
 

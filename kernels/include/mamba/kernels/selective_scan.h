@@ -13,6 +13,8 @@
 #pragma once
 #include <cstdint>
 
+#include "mamba/kernels/cpu_isa.h"
+
 namespace mamba::kernels {
 
 template <class T>
@@ -46,10 +48,14 @@ using SelectiveScanParams = SelectiveScanParamsT<float>;
 // element type (f32, or f64 for gradient checks).
 void selective_scan_ref(const SelectiveScanParams& p);
 void selective_scan_ref(const SelectiveScanParamsT<double>& p);
-// Fast path: OpenMP over (batch, blocks of 8 channels); the 8 channels of a block are
-// the vector lanes, so the recurrence and <h, C> are vertical FMAs; exp(delta * A) by a
-// polynomial in the same lanes. Each channel's result is independent of the thread count.
+// Fast path: OpenMP over (batch, blocks of 16 channels with AVX-512, 8 otherwise); the
+// channels of a block are the vector lanes, so the recurrence and <h, C> are vertical
+// FMAs; exp(delta * A) by a polynomial in the same lanes. Each channel's result is
+// independent of the thread count and of the block width. The path is chosen at run time
+// (cpu_isa_best()); the overload with `isa` runs the one named (tests and benchmarks of the
+// fallbacks; std::invalid_argument when !cpu_isa_available(isa)).
 void selective_scan(const SelectiveScanParams& p);
+void selective_scan(const SelectiveScanParams& p, CpuIsa isa);
 
 // Backward of selective_scan: given dy (the gradient of the gated output y, indexed
 // [b, d, t] like y) and optionally d final_state, writes the gradient of every input.

@@ -1,4 +1,5 @@
-// Exact top-k over the catalogue from a bf16 pass on AMX plus an f32 rescoring.
+// Exact top-k over the catalogue from a bf16 pass on AMX (or an int8 pass on AMX or
+// AVX-512 VNNI) plus an f32 rescoring.
 //
 // The dense scoring pass of top_k_items_batch (serving.h) reads the whole f32 item table
 // (100k x 64 floats = 25.6 MB) once per batch with 16-lane FMAs. Here the pass runs on a
@@ -69,7 +70,14 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
 // (each rounding error at most half a step), which (times 1.0001, plus the f32 rescoring's
 // own error g |q| max_j|e_j| and 2^-100 for the float arithmetic of the bound) plays the role
 // of err_j above. Candidates, thresholds and the exact f32 rescoring are as for bf16.
+// The int8 pass runs on AMX tiles (TDPBSSD) or, on CPUs without AMX (AMD Zen 4, older
+// Xeons), on AVX-512 VNNI (VPDPBUSD with the requests offset to unsigned bytes and the
+// offset taken off again through each item's byte sum): both give the same exact int32
+// dot products, so the bound, the candidates and the answer do not depend on the kernel.
+enum class Int8Kernel : uint8_t { amx, vnni };
 struct Int8ItemTable {
+  Int8Kernel kernel = Int8Kernel::amx;  // which kernel the batches run
+  std::vector<int32_t> sums;  // (np) sum_d e^_jd (the VNNI offset correction; 0 for padding)
   int64_t num_items = 0, d = 0;
   int64_t dp = 0;  // d rounded up to 64 (zero padded)
   int64_t np = 0;  // num_items rounded up to 16 (zero rows)
@@ -78,7 +86,12 @@ struct Int8ItemTable {
   float max_norm = 0;        // max_j |e_j| (rounded up)
 };
 bool amx_int8_available();
+bool vnni_int8_available();  // AVX-512 F, BW and VNNI
+bool int8_kernel_available(Int8Kernel kernel);
+// The table for the best kernel here (AMX, else VNNI), or for `kernel`; null when that
+// kernel is not available, d_model > 64 or the table is not finite.
 std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net);
+std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net, Int8Kernel kernel);
 std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, const Int8ItemTable& table,
                                                           const std::vector<Tensor>& hidden,
                                                           const std::vector<int64_t>& k,
