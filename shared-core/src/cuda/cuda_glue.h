@@ -4,6 +4,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include <exception>
+
 #include "mamba/kernels/cuda/gemm_cuda.h"
 #include "mamba/kernels/cuda/scan_cuda.h"
 #include "mamba/kernels/cuda/tensor_ops_cuda.h"
@@ -27,6 +29,19 @@ void* gemm_workspace(Device device);
 // (f32 or W's dtype). W (n, k) contiguous on the device.
 void linear_rows(const void* x, int64_t rows, int64_t x_stride, const Tensor& w, void* y, int64_t y_stride, DType out,
                  Device device, const void* bias = nullptr);
+
+// Runs f (a kernel launch or plan); the kernels' std::runtime_error / std::invalid_argument come
+// back as mamba::Error naming `op` (a mamba::Error passes through unchanged).
+template <class F>
+void as_mamba_error(const char* op, F&& f) {
+  try {
+    f();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(op, e.what());
+  }
+}
 
 // dst <- src on one device, asynchronously on the current stream (strides / dtypes may differ).
 void copy_on_stream(Tensor& dst, const Tensor& src);

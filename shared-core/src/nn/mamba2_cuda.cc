@@ -99,17 +99,7 @@ void gated_norm(const Mamba2Config& c, int64_t rows, const Tensor& y, const Tens
                                         static_cast<T*>(yn.raw_data()), di, cuda_glue::stream(y.device()));
 }
 
-// The kernels throw std::runtime_error / std::invalid_argument: rethrown as mamba::Error.
-template <class F>
-void as_mamba_error(const char* op, F&& f) {
-  try {
-    f();
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    fail(op, e.what());
-  }
-}
+using cuda_glue::as_mamba_error;
 
 }  // namespace
 

@@ -71,17 +71,6 @@ kc::ConvCudnnParams cudnn_params(int spatial, bool transpose, const kernels::Con
   return P;
 }
 
-template <class F>
-void run(const char* op, F f) {
-  try {
-    f();
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    fail(op, e.what());
-  }
-}
-
 int64_t prod3(const int64_t* a) { return a[0] * a[1] * a[2]; }
 
 // cuDNN derives a transposed convolution's size from the forward one's floor, so it cannot
@@ -120,7 +109,7 @@ Tensor conv_cuda(int spatial, const Tensor& x0, const Tensor& w0, const Tensor& 
   WsCtx ctx{dev.index, s};
   const kc::ConvWorkspace ws{ws_alloc, ws_release, &ctx};
   const void* bp = b.defined() ? b.raw_data() : nullptr;
-  run(op, [&] {
+  cuda_glue::as_mamba_error(op, [&] {
     if (!transpose)
       kc::conv_cudnn_forward(P, x.raw_data(), w.raw_data(), bp, y.raw_data(), &ws, s);
     else
@@ -167,7 +156,7 @@ ConvGrads conv_backward_cuda(int spatial, bool transpose, const Tensor& x0, cons
   const cudaStream_t s = cuda_glue::stream(dev);
   WsCtx ctx{dev.index, s};
   const kc::ConvWorkspace ws{ws_alloc, ws_release, &ctx};
-  run(op, [&] {
+  cuda_glue::as_mamba_error(op, [&] {
     if (!transpose) {
       kc::conv_cudnn_backward_data(P, dy.raw_data(), w.raw_data(), nullptr, g.dx.raw_data(), &ws, s);
       kc::conv_cudnn_backward_filter(P, x.raw_data(), dy.raw_data(), g.dw.raw_data(), &ws, s);
@@ -193,7 +182,7 @@ std::string conv_cuda_plan_info(int spatial, bool transpose, const Tensor& x, co
   bool unbatched = false;
   const kernels::ConvParams U = detail::conv_geometry(spatial, x, w, Tensor(), opt, transpose, unbatched);
   std::string info;
-  run(op, [&] { info = kc::conv_cudnn_plan_info(cudnn_params(spatial, transpose, U, t, opt)); });
+  cuda_glue::as_mamba_error(op, [&] { info = kc::conv_cudnn_plan_info(cudnn_params(spatial, transpose, U, t, opt)); });
   return info;
 }
 
