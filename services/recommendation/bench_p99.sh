@@ -119,6 +119,12 @@ served() {  # Recommend + RecommendFromHistory answered so far
     awk '/^mamba_requests_total/ && /method="Recommend(FromHistory)?"/ { s += $NF } END { printf "%d\n", s }'
 }
 
+batches() {  # "requests batches" the recommend scoring batcher has run so far
+  curl -s "http://127.0.0.1:$mport/metrics" |
+    awk '/^mamba_batch_size_sum/ && /batcher="recommend"/ { s = $NF } /^mamba_batch_size_count/ && /batcher="recommend"/ { c = $NF }
+         END { printf "%d %d\n", s, c }'
+}
+
 users=$(seq -s, -f 'u%g' 1 64)
 rows=()
 run_mode() {  # name, mambactl arguments...
@@ -126,23 +132,25 @@ run_mode() {  # name, mambactl arguments...
   shift
   local n
   for n in ${levels//,/ }; do
-    local load s0 p0 r0 t0 s1 p1 r1 out ccpu
+    local load s0 p0 r0 t0 s1 p1 r1 out ccpu b0 b1
     load=$(cut -d' ' -f1-3 /proc/loadavg)
-    s0=$(ticks "$server_pid"); p0=$(pg_ticks); r0=$(served)
+    s0=$(ticks "$server_pid"); p0=$(pg_ticks); r0=$(served); b0=$(batches)
     out=$( { /usr/bin/time -f 'CLIENTCPU %U %S' "$CTL" --addr "$addr" -o csv bench recommend --k 10 "$@" \
                --concurrency "$n" --duration-s "$duration" --window-s 1 --max-windows 8 --warmup-s 1 -q; } 2>&1)
-    s1=$(ticks "$server_pid"); p1=$(pg_ticks); r1=$(served)
+    s1=$(ticks "$server_pid"); p1=$(pg_ticks); r1=$(served); b1=$(batches)
     ccpu=$(echo "$out" | awk '/^CLIENTCPU/ { print $2 + $3 }')
     # csv: concurrency,windows,stable,requests,throughput_rps,p50_ms,p90_ms,p95_ms,p99_ms,errors
     local line
     line=$(echo "$out" | awk -F, -v n="$n" '$1 == n && NF >= 10 { print; exit }')
     [ -n "$line" ] || { echo "$out" >&2; exit 1; }
     rows+=("$(awk -F, -v name="$name" -v s="$((s1 - s0))" -v p="$((p1 - p0))" -v c="$ccpu" -v r="$((r1 - r0))" \
-      -v hz="$hz" -v load="$load" '{
+      -v hz="$hz" -v load="$load" -v b0="$b0" -v b1="$b1" '{
         rq = r > 0 ? r : 1
         su = s / hz / rq * 1e6; pu = p / hz / rq * 1e6; cu = c / rq * 1e6
-        printf "| %s | %d | %.1f | %.2f | %.2f | %.2f | %.0f | %.0f | %.0f | %.0f | %s | %s |",
-          name, $1, $5, $6, $8, $9, su, pu, cu, su + pu + cu, $10, load }' <<<"$line")")
+        split(b0, x, " "); split(b1, y, " "); nb = y[2] - x[2]
+        mb = nb > 0 ? sprintf("%.1f", (y[1] - x[1]) / nb) : "-"
+        printf "| %s | %d | %.1f | %.2f | %.2f | %.2f | %.0f | %.0f | %.0f | %.0f | %s | %s | %s |",
+          name, $1, $5, $6, $8, $9, su, pu, cu, su + pu + cu, mb, $10, load }' <<<"$line")")
     log "${rows[-1]}"
   done
 }
@@ -160,8 +168,10 @@ echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu | sed -n 's/^Mode
 echo "server: OMP_NUM_THREADS=$omp, flags: ${serve_args:-(defaults)}"
 echo "CPU per request = (server + PostgreSQL + client CPU seconds) / RPCs answered, in us"
 echo
-echo "| path | streams | req/s | p50 ms | p95 ms | p99 ms | server us | postgres us | client us | total us | errors | load avg before |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
+echo "mean batch = requests per scoring batch run by the server (its mamba_batch_size{batcher=\"recommend\"})"
+echo
+echo "| path | streams | req/s | p50 ms | p95 ms | p99 ms | server us | postgres us | client us | total us | mean batch | errors | load avg before |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
 printf '%s\n' "${rows[@]}"
 # Cold windows prefilled and the batched prefills that ran them (absent on builds before
 # batched prefills).

@@ -76,6 +76,7 @@ struct RecServiceOptions {
   int64_t prefill_batch = 32;           // cold states prefilled together (PrefillQueue); 1: one by one
   int64_t prefill_workers = 0;          // batched prefills running at once; 0: one per core
   std::string scoring = "int8";         // int8 / bf16: bf16_scoring.h where AMX runs (same answers); f32
+  int64_t item_lanes_max_batch = kItemLanesMaxBatch;  // VNNI int8: batches up to this size put items in the lanes
 };
 
 // A few connections to the store, each used by one call at a time. It knows the backend

@@ -208,6 +208,11 @@ int main(int argc, char** argv) {
                   "rescoring of the candidates: the f32 answers; f32 where the pass's ISA is missing), or f32")
       ->check(CLI::IsMember({"int8", "bf16", "f32"}))
       ->capture_default_str();
+  srv->add_option("--item-lanes-max-batch", rec_opts.item_lanes_max_batch,
+                  "int8 on AVX-512 VNNI: scoring batches of up to this many requests put 16 items in the vector "
+                  "lanes, larger ones 16 requests (the same answers; 0: always requests)")
+      ->check(CLI::Range(0, 4096))
+      ->capture_default_str();
 
   // A server shares its cores between gRPC threads and OpenMP kernels: passive waiting
   // (as mamba-forecast serve does) unless the user chose.

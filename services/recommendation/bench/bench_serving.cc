@@ -143,9 +143,17 @@ BENCHMARK(BM_ScoreTop10BatchBf16)->Args({100000, 1})->Args({100000, 8})->Args({1
     ->Unit(benchmark::kMicrosecond);
 
 // The int8 pass on `kernel` (AMX tiles or AVX-512 VNNI).
-void score_top10_batch_int8(benchmark::State& st, Int8Kernel kernel) {
+// lanes_max_batch: the table's item_lanes_max_batch (-1: as made, the automatic choice; 0:
+// request lanes always; 64: items in the lanes always).
+void score_top10_batch_int8(benchmark::State& st, Int8Kernel kernel, int64_t lanes_max_batch = -1) {
   score_top10_batch_amx(st, kernel == Int8Kernel::amx ? "int8" : "VNNI int8",
-                        [kernel](const Mamba4Rec& m) { return make_int8_item_table(m, kernel); },
+                        [kernel, lanes_max_batch](const Mamba4Rec& m) -> std::shared_ptr<const Int8ItemTable> {
+                          auto t = make_int8_item_table(m, kernel);
+                          if (!t || lanes_max_batch < 0) return t;
+                          auto c = std::make_shared<Int8ItemTable>(*t);
+                          c->item_lanes_max_batch = lanes_max_batch;
+                          return c;
+                        },
                         [](const Mamba4Rec& m, const Int8ItemTable& t, const auto& hidden, const auto& ks,
                            const auto& ex, int64_t* rescored) {
                           return top_k_items_batch_int8(m, t, hidden, ks, ex, {}, rescored);
@@ -155,6 +163,10 @@ void BM_ScoreTop10BatchInt8(benchmark::State& st) { score_top10_batch_int8(st, I
 void BM_ScoreTop10BatchInt8Vnni(benchmark::State& st) { score_top10_batch_int8(st, Int8Kernel::vnni); }
 BENCHMARK(BM_ScoreTop10BatchInt8)->Args({100000, 1})->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_ScoreTop10BatchInt8Vnni)->Args({100000, 1})->Args({100000, 8})->Args({100000, 16})->Args({100000, 32})
-    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ScoreTop10BatchInt8Vnni)->ArgsProduct({{100000}, {1, 8, 16, 20, 32}})->Unit(benchmark::kMicrosecond);
+// The two VNNI layouts forced, for the crossover (item_lanes_max_batch).
+void BM_ScoreTop10BatchInt8VnniRequestLanes(benchmark::State& st) { score_top10_batch_int8(st, Int8Kernel::vnni, 0); }
+void BM_ScoreTop10BatchInt8VnniItemLanes(benchmark::State& st) { score_top10_batch_int8(st, Int8Kernel::vnni, 64); }
+BENCHMARK(BM_ScoreTop10BatchInt8VnniRequestLanes)->ArgsProduct({{100000}, {1, 4, 8, 12, 16, 20}})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ScoreTop10BatchInt8VnniItemLanes)->ArgsProduct({{100000}, {1, 4, 8, 12, 16}})->Unit(benchmark::kMicrosecond);
 }  // namespace

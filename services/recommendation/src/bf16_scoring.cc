@@ -370,6 +370,81 @@ __attribute__((target("amx-tile,amx-bf16"))) void score_tiles(const uint16_t* ro
   }
   if (tail && KT <= 2 && G == 1) load_request_tiles(qv, KT);  // as the caller left them
 }
+
+// The int8 pass with 16 ITEMS in the lanes (AVX-512 VNNI), for batches that would leave most
+// of score_items_int8_vnni's 16 request lanes empty: per block of 16 items the block's 16
+// quads of bytes are loaded once (table.cols, 16 registers), and per request each VPDPBUSD
+// multiplies one broadcast quad of the request (q^ + 128, unsigned) by those 16 items' quads,
+// so the cost is B x 16 instructions per block instead of 256 whatever B (<= 16). The int32
+// dot products are the same exact q^.e^_j (the 128 sum_d e^_jd offset taken off), and so are
+// the block test (the chunk test's regrouped upper bound, 16 items at once against the
+// request's threshold) and the per-item bounds (the arguments are top_k_items_batch_int8's
+// per-request values): per request the items are offered in the same order, so the
+// candidates equal the request-lanes pass's on one thread. qu: B x 64 bytes in d order.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni"))) std::vector<Part> item_lanes_pass(
+    const Int8ItemTable& table, const std::vector<int64_t>& k, int64_t B, const uint8_t* qu, const float* tq,
+    const float* hq, const float* hqs, const float* aq, float slack, const Exclusions& excluded,
+    const std::vector<const AllowSet*>& allow) {
+  const int64_t N = table.num_items, blocks = table.np / kTileItems;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), blocks / 128 + 1)));
+  std::vector<Part> parts(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    Part& mine = parts[static_cast<size_t>(t)];
+    mine.init(k, B, N);
+    std::vector<float> thr(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) thr[static_cast<size_t>(b)] = mine.lower[static_cast<size_t>(b)].threshold();
+    const int64_t nt = omp_get_num_threads();
+    const int64_t first = blocks * t / nt, last = blocks * (t + 1) / nt;
+    alignas(64) int32_t dots[16];
+    for (int64_t blk = first; blk < last; ++blk) {
+      const int8_t* c = table.cols.data() + blk * 1024;
+      __m512i e[16];
+      for (int r = 0; r < 16; ++r) e[r] = _mm512_loadu_si512(c + r * 64);
+      const __m512i bias = _mm512_mullo_epi32(_mm512_loadu_si512(table.sums.data() + blk * 16), _mm512_set1_epi32(-128));
+      const __m512 sj = _mm512_loadu_ps(table.col_scale.data() + blk * 16);
+      const __m512 wj = _mm512_mul_ps(_mm512_loadu_ps(table.col_w.data() + blk * 16), _mm512_set1_ps(slack));
+      const int64_t valid = std::min<int64_t>(16, N - blk * 16);
+      const __mmask16 live = static_cast<__mmask16>(valid >= 16 ? 0xffffu : (1u << valid) - 1u);
+      for (int64_t b = 0; b < B; ++b) {
+        const uint8_t* q = qu + b * 64;
+        __m512i acc0 = bias, acc1 = _mm512_setzero_si512();
+        for (int r = 0; r < 16; r += 2) {  // two chains, as score_items_int8_vnni
+          int32_t q0, q1;
+          std::memcpy(&q0, q + 4 * r, 4);
+          std::memcpy(&q1, q + 4 * r + 4, 4);
+          acc0 = _mm512_dpbusd_epi32(acc0, _mm512_set1_epi32(q0), e[r]);
+          acc1 = _mm512_dpbusd_epi32(acc1, _mm512_set1_epi32(q1), e[r + 1]);
+        }
+        const __m512i dot = _mm512_add_epi32(acc0, acc1);
+        // t (s_j I + s_j h' + w'_j) + a, as the chunk test of the request-lanes pass.
+        const __m512 x = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xffff, dot), sj),
+                                       _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(hqs[b]), sj), wj));
+        const __m512 up = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(tq[b])), _mm512_set1_ps(aq[b]));
+        unsigned m = _mm512_mask_cmp_ps_mask(live, up, _mm512_set1_ps(thr[static_cast<size_t>(b)]), _CMP_GE_OQ);
+        if (!m) continue;
+        _mm512_store_si512(dots, dot);
+        for (; m; m &= m - 1) {
+          const int i = __builtin_ctz(m);
+          const int64_t j = blk * 16 + i;
+          const auto id = static_cast<int32_t>(j + 1);
+          // The per-item bounds, the arithmetic of the request-lanes pass's item test.
+          const float s = table.col_scale[static_cast<size_t>(j)], w = table.col_w[static_cast<size_t>(j)];
+          const float ts = tq[b] * s;
+          const float sv = static_cast<float>(dots[i]) * ts;
+          const float err = (ts * hq[b] + tq[b] * w) * slack + aq[b];
+          const float upper = sv + err;
+          if (!(upper >= thr[static_cast<size_t>(b)])) continue;
+          if (excluded(b, id)) continue;
+          if (!allow.empty() && allow[static_cast<size_t>(b)] && !allow[static_cast<size_t>(b)]->allowed(id)) continue;
+          thr[static_cast<size_t>(b)] = mine.offer(b, id, sv - err, upper);
+        }
+      }
+    }
+  }
+  return parts;
+}
 #endif
 
 }  // namespace
@@ -581,6 +656,18 @@ std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net, 
     max_norm = std::max(max_norm, round_up(std::sqrt(n2)));
   }
   t->max_norm = max_norm;
+  if (kernel == Int8Kernel::vnni) {  // the items-in-lanes copy (item_lanes_pass)
+    t->cols.assign(static_cast<size_t>(t->np * 64), 0);
+    t->col_scale.assign(static_cast<size_t>(t->np), 0.f);
+    t->col_w.assign(static_cast<size_t>(t->np), 0.f);
+    for (int64_t j = 0; j < N; ++j) {
+      const int64_t blk = j / kTileItems, i = j % kTileItems;
+      for (int64_t d = 0; d < 64; ++d)
+        t->cols[static_cast<size_t>((blk * 16 + d / 4) * 64 + i * 4 + d % 4)] = t->rows[static_cast<size_t>(j * 64 + d)];
+      t->col_scale[static_cast<size_t>(j)] = t->meta[static_cast<size_t>(2 * j)];
+      t->col_w[static_cast<size_t>(j)] = t->meta[static_cast<size_t>(2 * j + 1)];
+    }
+  }
   return t;
 }
 
@@ -592,6 +679,28 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
                                                           int64_t* rescored) {
   const int64_t B = static_cast<int64_t>(hidden.size()), D = net.config().d_model, N = net.config().num_items;
   if (rescored) *rescored = 0;
+  // VNNI: whole groups of 16 requests in the request lanes and a remainder of at most
+  // item_lanes_max_batch requests in the item lanes (a second pass over the table instead of
+  // a group of 16 lanes mostly empty: 17 requests cost 16 + 1, not 2 x 16).
+  const int64_t rem = B % kLanes;
+  if (table.kernel == Int8Kernel::vnni && B > kLanes && rem > 0 && rem <= table.item_lanes_max_batch &&
+      k.size() == hidden.size() && exclude.size() == hidden.size() && (allow.empty() || allow.size() == hidden.size())) {
+    const auto cut = static_cast<std::ptrdiff_t>(B - rem), end = static_cast<std::ptrdiff_t>(B);
+    const auto part = [&](std::ptrdiff_t a, std::ptrdiff_t e, int64_t* r) {
+      const std::vector<const AllowSet*> al =
+          allow.empty() ? std::vector<const AllowSet*>{} : std::vector<const AllowSet*>(allow.begin() + a, allow.begin() + e);
+      return top_k_items_batch_int8(net, table, std::vector<Tensor>(hidden.begin() + a, hidden.begin() + e),
+                                    std::vector<int64_t>(k.begin() + a, k.begin() + e),
+                                    std::vector<const std::unordered_set<int32_t>*>(exclude.begin() + a, exclude.begin() + e),
+                                    al, r);
+    };
+    int64_t r_groups = 0, r_rest = 0;
+    auto out = part(0, cut, &r_groups);
+    auto rest = part(cut, end, &r_rest);
+    for (auto& x : rest) out.push_back(std::move(x));
+    if (rescored) *rescored = r_groups + r_rest;
+    return out;
+  }
   bool fallback = !quantised_pass_applies(int8_kernel_available(table.kernel), hidden, k, exclude, allow,
                                          table.num_items, table.d, N, D, "top_k_items_batch_int8", "int8");
   const int64_t G = (B + kLanes - 1) / kLanes, Bp = G * kLanes;
@@ -643,6 +752,15 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, 
   std::vector<uint8_t> qu;  // VNNI: the requests offset to unsigned bytes, q^ + 128
   if (!amx)
     for (const int8_t x : qv) qu.push_back(static_cast<uint8_t>(static_cast<uint8_t>(x) ^ 0x80u));
+  if (!amx && B <= table.item_lanes_max_batch && !table.cols.empty()) {
+    std::vector<uint8_t> qd(static_cast<size_t>(B * 64));  // the requests in d order, q^ + 128
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t d = 0; d < 64; ++d)
+        qd[static_cast<size_t>(b * 64 + d)] = qu[static_cast<size_t>((b / kLanes) * 1024 + (d / 4) * 64 + (b % kLanes) * 4 + d % 4)];
+    const std::vector<Part> parts = item_lanes_pass(table, k, B, qd.data(), tq.data(), hq.data(), hqs.data(), aq.data(),
+                                                    kSlack, Exclusions(exclude), allow);
+    return rescore_exact(net, h, k, parts, rescored);
+  }
   const int32_t* sums = table.sums.data();
   const std::vector<Part> parts = quantised_pass<int32_t>(
       k, B, N, G, Exclusions(exclude), allow, amx, [] {},

@@ -393,10 +393,18 @@ struct Bf16Pass {
     return top_k_items_batch_bf16(net, t, hidden, ks, ex, {}, rescored);
   }
 };
-template <Int8Kernel kKernel>
+// kLanesMax: the table's item_lanes_max_batch (-1: as made; 0: request lanes only; 64:
+// VNNI batches always with the items in the lanes).
+template <Int8Kernel kKernel, int64_t kLanesMax = -1>
 struct Int8Pass {
   using Table = Int8ItemTable;
-  static std::shared_ptr<const Table> make(const Mamba4Rec& net) { return make_int8_item_table(net, kKernel); }
+  static std::shared_ptr<const Table> make(const Mamba4Rec& net) {
+    auto t = make_int8_item_table(net, kKernel);
+    if (!t || kLanesMax < 0) return t;
+    auto c = std::make_shared<Int8ItemTable>(*t);
+    c->item_lanes_max_batch = kLanesMax;
+    return c;
+  }
   static void expect_padding(const Table& t) { EXPECT_EQ(t.dp, 64); }
   static std::vector<std::vector<ScoredId>> top_k(const Mamba4Rec& net, const Table& t,
                                                   const std::vector<mamba::Tensor>& hidden,
@@ -524,6 +532,77 @@ TEST(Int8Scoring, VnniExactTopKEqualsTheF32Path) {
 TEST(Int8Scoring, VnniNearTiesAreRankedExactly) {
   if (!vnni_int8_available()) GTEST_SKIP() << "no AVX-512 VNNI on this machine (the f32 path serves)";
   expect_near_ties_ranked_exactly<Int8Pass<Int8Kernel::vnni>>();
+}
+
+// Both VNNI layouts (16 requests or 16 items in the lanes), each forced for every batch size.
+TEST(Int8Scoring, VnniItemLanesExactTopKEqualsTheF32Path) {
+  if (!vnni_int8_available()) GTEST_SKIP() << "no AVX-512 VNNI on this machine (the f32 path serves)";
+  expect_exact_top_k_equals_the_f32_path<Int8Pass<Int8Kernel::vnni, 64>>();
+  expect_near_ties_ranked_exactly<Int8Pass<Int8Kernel::vnni, 64>>();
+}
+TEST(Int8Scoring, VnniRequestLanesExactTopKEqualsTheF32Path) {
+  if (!vnni_int8_available()) GTEST_SKIP() << "no AVX-512 VNNI on this machine (the f32 path serves)";
+  expect_exact_top_k_equals_the_f32_path<Int8Pass<Int8Kernel::vnni, 0>>();
+}
+
+// On one thread the two VNNI layouts offer every request the same items in the same order:
+// the same candidates are rescored and the same ids come back, at batch sizes around the
+// automatic switch, with exclusions and a filter.
+TEST(Int8Scoring, VnniItemAndRequestLanesRescoreTheSameCandidates) {
+  if (!vnni_int8_available()) GTEST_SKIP() << "no AVX-512 VNNI on this machine (the f32 path serves)";
+  Mamba4RecConfig c = small_config(1);
+  c.num_items = 4099;  // the last block of 16 holds 3 items
+  c.d_model = 64;
+  const Mamba4Rec net(c, 23);
+  const auto made = make_int8_item_table(net, Int8Kernel::vnni);
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->cols.size(), static_cast<size_t>(made->np * 64));
+  auto items = std::make_shared<Int8ItemTable>(*made), requests = std::make_shared<Int8ItemTable>(*made);
+  items->item_lanes_max_batch = 64;
+  requests->item_lanes_max_batch = 0;
+  AllowSet odd;
+  odd.bits.assign(static_cast<size_t>((c.num_items + 64) / 64), 0);
+  for (int32_t id = 1; id <= c.num_items; id += 2) {
+    odd.bits[static_cast<size_t>(id) / 64] |= uint64_t{1} << (id % 64);
+    ++odd.count;
+  }
+  omp_set_num_threads(1);
+  for (size_t B : {size_t{1}, size_t{5}, size_t{11}, size_t{12}, size_t{17}, size_t{27}, size_t{28}}) {
+    std::vector<mamba::Tensor> hidden;
+    std::vector<std::unordered_set<int32_t>> seen;
+    for (size_t b = 0; b < B; ++b) {
+      const std::vector<int32_t> h{static_cast<int32_t>(1 + 7 * b), static_cast<int32_t>(4099 - 13 * b)};
+      hidden.push_back(make_user_state(net, h).net.hidden);
+      seen.emplace_back(h.begin(), h.end());
+    }
+    std::vector<const std::unordered_set<int32_t>*> ex;
+    for (const auto& e : seen) ex.push_back(&e);
+    std::vector<int64_t> ks;
+    for (size_t b = 0; b < B; ++b) ks.push_back(std::vector<int64_t>{10, 1, 4099, 3}[b % 4]);
+    std::vector<const AllowSet*> allow(B, nullptr);
+    allow[B - 1] = &odd;
+    int64_t ri = 0, rr = 0;
+    const auto a = top_k_items_batch_int8(net, *items, hidden, ks, ex, allow, &ri);
+    const auto r = top_k_items_batch_int8(net, *requests, hidden, ks, ex, allow, &rr);
+    EXPECT_EQ(ri, rr) << "B " << B;
+    EXPECT_GT(ri, 0);
+    int64_t rm = 0;  // the automatic choice (B 17: 16 in the request lanes, 1 in the item lanes)
+    const auto m = top_k_items_batch_int8(net, *made, hidden, ks, ex, allow, &rm);
+    EXPECT_EQ(rm, rr) << "B " << B;
+    ASSERT_EQ(m.size(), r.size());
+    for (size_t b = 0; b < m.size(); ++b) {
+      ASSERT_EQ(m[b].size(), r[b].size());
+      for (size_t i = 0; i < m[b].size(); ++i) EXPECT_EQ(m[b][i].id, r[b][i].id) << "automatic, B " << B;
+    }
+    ASSERT_EQ(a.size(), r.size());
+    for (size_t b = 0; b < a.size(); ++b) {
+      ASSERT_EQ(a[b].size(), r[b].size()) << "B " << B << " request " << b;
+      for (size_t i = 0; i < a[b].size(); ++i) {
+        EXPECT_EQ(a[b][i].id, r[b][i].id) << "B " << B << " request " << b << " rank " << i;
+        EXPECT_EQ(a[b][i].score, r[b][i].score);
+      }
+    }
+  }
 }
 
 // The two int8 kernels give the same int32 dot products, hence the same candidates.

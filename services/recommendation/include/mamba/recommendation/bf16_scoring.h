@@ -75,6 +75,9 @@ std::vector<std::vector<ScoredId>> top_k_items_batch_bf16(const Mamba4Rec& net, 
 // offset taken off again through each item's byte sum): both give the same exact int32
 // dot products, so the bound, the candidates and the answer do not depend on the kernel.
 enum class Int8Kernel : uint8_t { amx, vnni };
+// The batch size up to which VNNI puts 16 items rather than 16 requests in the lanes
+// (mamba-rec-bench BM_ScoreTop10BatchInt8Vnni{Item,Request}Lanes: equal near 12).
+constexpr int64_t kItemLanesMaxBatch = 11;
 struct Int8ItemTable {
   Int8Kernel kernel = Int8Kernel::amx;  // which kernel the batches run
   std::vector<int32_t> sums;  // (np) sum_d e^_jd (the VNNI offset correction; 0 for padding)
@@ -84,6 +87,15 @@ struct Int8ItemTable {
   std::vector<int8_t> rows;  // (np, dp)
   std::vector<float> meta;   // (num_items, 2): s_j, 0.5 s_j |e^_j|_1 (rounded up)
   float max_norm = 0;        // max_j |e_j| (rounded up)
+  // VNNI only: the same bytes with 16 items in the lanes, for batches too small to fill 16
+  // request lanes (a VPDPBUSD then does 64 useful products whatever the batch size):
+  // cols[(block * 16 + r) * 64 + i * 4 + c] = e^_{16 block + i}[4 r + c], and s_j and
+  // 0.5 s_j |e^_j|_1 again as (np) arrays (0 for padding).
+  std::vector<int8_t> cols;
+  std::vector<float> col_scale, col_w;
+  // Batches of at most this many requests take the items-in-lanes pass (VNNI tables; 0:
+  // never). Both passes give the same candidates per request, hence the same answers.
+  int64_t item_lanes_max_batch = kItemLanesMaxBatch;
 };
 bool amx_int8_available();
 bool vnni_int8_available();  // AVX-512 F, BW and VNNI
