@@ -386,15 +386,7 @@ std::vector<std::vector<ScoredId>> RecommendationServiceImpl::score_batch(const 
     FastEntry& e = fast_tables_[key];
     if (e.model != model) {
       e = {model, nullptr, nullptr};
-      if (opts_.scoring == "int8") {
-        auto t = make_int8_item_table(*model->net);
-        if (t && t->item_lanes_max_batch != opts_.item_lanes_max_batch) {
-          auto c = std::make_shared<Int8ItemTable>(std::move(*t));
-          c->item_lanes_max_batch = opts_.item_lanes_max_batch;
-          t = std::move(c);
-        }
-        e.int8 = std::move(t);
-      }
+      if (opts_.scoring == "int8") e.int8 = make_int8_item_table(*model->net, opts_.item_lanes_max_batch);
       if (!e.int8) e.bf16 = make_bf16_item_table(*model->net);  // int8 not possible: bf16, else f32
     }
     int64_t rescored = 0;

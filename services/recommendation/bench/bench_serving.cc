@@ -147,12 +147,8 @@ BENCHMARK(BM_ScoreTop10BatchBf16)->Args({100000, 1})->Args({100000, 8})->Args({1
 // request lanes always; 64: items in the lanes always).
 void score_top10_batch_int8(benchmark::State& st, Int8Kernel kernel, int64_t lanes_max_batch = -1) {
   score_top10_batch_amx(st, kernel == Int8Kernel::amx ? "int8" : "VNNI int8",
-                        [kernel, lanes_max_batch](const Mamba4Rec& m) -> std::shared_ptr<const Int8ItemTable> {
-                          auto t = make_int8_item_table(m, kernel);
-                          if (!t || lanes_max_batch < 0) return t;
-                          auto c = std::make_shared<Int8ItemTable>(*t);
-                          c->item_lanes_max_batch = lanes_max_batch;
-                          return c;
+                        [kernel, lanes_max_batch](const Mamba4Rec& m) {
+                          return make_int8_item_table(m, kernel, lanes_max_batch < 0 ? kItemLanesMaxBatch : lanes_max_batch);
                         },
                         [](const Mamba4Rec& m, const Int8ItemTable& t, const auto& hidden, const auto& ks,
                            const auto& ex, int64_t* rescored) {

@@ -613,17 +613,19 @@ float quantise(const float* x, int64_t D, int8_t* out, double* l1) {
 
 }  // namespace
 
-std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net) {
-  if (amx_int8_available()) return make_int8_item_table(net, Int8Kernel::amx);
-  return make_int8_item_table(net, Int8Kernel::vnni);
+std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net, int64_t item_lanes_max_batch) {
+  if (amx_int8_available()) return make_int8_item_table(net, Int8Kernel::amx, item_lanes_max_batch);
+  return make_int8_item_table(net, Int8Kernel::vnni, item_lanes_max_batch);
 }
 
-std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net, Int8Kernel kernel) {
+std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net, Int8Kernel kernel,
+                                                          int64_t item_lanes_max_batch) {
   if (!int8_kernel_available(kernel)) return nullptr;
   const int64_t N = net.config().num_items, D = net.config().d_model;
   if (D > 64) return nullptr;  // one k-tile (the kernel above)
   auto t = std::make_shared<Int8ItemTable>();
   t->kernel = kernel;
+  t->item_lanes_max_batch = item_lanes_max_batch;
   t->sums.assign(static_cast<size_t>((N + kTileItems - 1) / kTileItems * kTileItems), 0);
   t->num_items = N;
   t->d = D;

@@ -399,11 +399,7 @@ template <Int8Kernel kKernel, int64_t kLanesMax = -1>
 struct Int8Pass {
   using Table = Int8ItemTable;
   static std::shared_ptr<const Table> make(const Mamba4Rec& net) {
-    auto t = make_int8_item_table(net, kKernel);
-    if (!t || kLanesMax < 0) return t;
-    auto c = std::make_shared<Int8ItemTable>(*t);
-    c->item_lanes_max_batch = kLanesMax;
-    return c;
+    return make_int8_item_table(net, kKernel, kLanesMax < 0 ? kItemLanesMaxBatch : kLanesMax);
   }
   static void expect_padding(const Table& t) { EXPECT_EQ(t.dp, 64); }
   static std::vector<std::vector<ScoredId>> top_k(const Mamba4Rec& net, const Table& t,

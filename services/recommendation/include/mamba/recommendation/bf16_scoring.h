@@ -102,8 +102,11 @@ bool vnni_int8_available();  // AVX-512 F, BW and VNNI
 bool int8_kernel_available(Int8Kernel kernel);
 // The table for the best kernel here (AMX, else VNNI), or for `kernel`; null when that
 // kernel is not available, d_model > 64 or the table is not finite.
-std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net);
-std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net, Int8Kernel kernel);
+// `item_lanes_max_batch` becomes the table's (VNNI) switch between the two layouts.
+std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net,
+                                                          int64_t item_lanes_max_batch = kItemLanesMaxBatch);
+std::shared_ptr<const Int8ItemTable> make_int8_item_table(const Mamba4Rec& net, Int8Kernel kernel,
+                                                          int64_t item_lanes_max_batch = kItemLanesMaxBatch);
 std::vector<std::vector<ScoredId>> top_k_items_batch_int8(const Mamba4Rec& net, const Int8ItemTable& table,
                                                           const std::vector<Tensor>& hidden,
                                                           const std::vector<int64_t>& k,
