@@ -218,8 +218,8 @@ template <class T>
 // into the NaN-poisoned workspace, and the backward skips its pass A (checkpoints_from_forward).
 void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version = 0, bool fwd_ckpt = false) {
   char name[160];
-  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d%s]", type_name<T>(), c.b, c.d, c.l, c.n,
-                c.g, c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
+  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d%s]", type_name<T>(), c.b, c.d, c.l,
+                c.n, c.g, c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
                 c.D ? " D" : "", dfinal ? " dfinal" : "", version ? version : 2, fwd_ckpt ? " fwd-ckpt" : "");
   run_case(name, [&] {
     Rng r(seed);
@@ -312,6 +312,31 @@ void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version =
     report(nm + " ddelta_bias", download(o_dbias), r_dbias, tol);
     if (c.init) report(nm + " dinitial_state", download(o_dh0), r_dh0, tol);
   });
+}
+
+// v4 takes dstate <= 16 only: a larger one is refused with std::invalid_argument naming it.
+void check_scan_bwd_v4_refuses(const ScanCase& c) {
+  kc::SelectiveScanBwdCudaParams<float> q;
+  q.batch = c.b; q.dim = c.d; q.seqlen = c.l; q.dstate = c.n; q.n_groups = c.g;
+  DevBuf<float> big(size_t(1) << 16);
+  q.u = q.delta = q.B = q.C = q.dout = big.ptr; q.A = big.ptr;
+  q.du = q.ddelta = big.ptr; q.dA = q.dB = q.dC = big.ptr;
+  q.workspace = big.ptr; q.workspace_bytes = sizeof(float) << 16;
+  q.version = 4;
+  char name[96];
+  std::snprintf(name, sizeof name, "scan bwd v4 refuses dstate %d", c.n);
+  bool ok = false;
+  std::string msg = "no exception";
+  try {
+    kc::selective_scan_bwd_cuda<float>(q, nullptr);
+  } catch (const std::invalid_argument& e) {
+    msg = e.what();
+    ok = msg.find("version 4") != std::string::npos && msg.find("dstate") != std::string::npos;
+  } catch (const std::exception& e) {
+    msg = std::string("wrong exception: ") + e.what();
+  }
+  (ok ? g_passed : g_failed)++;
+  std::printf("%-4s %s: %s\n", ok ? "ok" : "FAIL", name, msg.c_str());
 }
 
 // ---- causal conv1d ------------------------------------------------------------------------
@@ -604,8 +629,10 @@ double time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
 // Backward at the forward's timing shape and data (softplus, bias, D, z, h0, dfinal); bytes =
 // the inputs u, delta, z, dout, B, C read once + du, ddelta, dz, dB, dC (f32) written once;
 // exp floor = one exponential per (b, d, t, n), as for the forward (this design does three).
+// fwd_ckpt: a v6 forward writes the checkpoints into the workspace once first, and the timed
+// calls take them (checkpoints_from_forward: no pass A, the training path).
 template <class T>
-void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = "", int version = 0) {
+void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = "", int version = 0, bool fwd_ckpt = false) {
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * n * l, nst = size_t(b) * d * n;
   DevBuf<T> u(nbdl), delta(nbdl), z(nbdl), dout(nbdl), B(nbc), C(nbc), du(nbdl), ddelta(nbdl), dz(nbdl);
   DevBuf<float> A(size_t(d) * n), D(d), bias(d), h0(nst), dhT(nst), dB(nbc), dC(nbc), dA(size_t(d) * n), dD(d),
@@ -632,12 +659,23 @@ void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = 
   const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
   DevBuf<float> ws((wsb + 3) / 4);
   q.workspace = ws.ptr; q.workspace_bytes = wsb;
+  if (fwd_ckpt) {
+    DevBuf<T> y(nbdl);
+    kc::SelectiveScanCudaParams<T> f;
+    f.batch = b; f.dim = d; f.seqlen = l; f.dstate = n; f.n_groups = 1;
+    f.u = q.u; f.delta = q.delta; f.z = q.z; f.B = q.B; f.C = q.C; f.A = q.A; f.D = q.D;
+    f.delta_bias = q.delta_bias; f.delta_softplus = true; f.initial_state = q.initial_state;
+    f.y = y.ptr; f.version = 6; f.bwd_workspace = ws.ptr;
+    kc::selective_scan_fwd_cuda<T>(f, nullptr);
+    MAMBA_CUDA_CHECK("selective_scan_fwd_cuda (checkpoints)", cudaDeviceSynchronize());
+    q.checkpoints_from_forward = true;
+  }
   const double us = median_us([&](int) { kc::selective_scan_bwd_cuda<T>(q, nullptr); });
   const double bytes = 7.0 * nbdl * sizeof(T) + 2.0 * nbc * sizeof(T) + 8.0 * nbc +
                        4.0 * (3 * nst + 2 * size_t(d) * n + 4 * d);
   char shape[96];
   std::snprintf(shape, sizeof shape, "b%d d%d l%d n%d z (ws %.0f MB)", b, d, l, n, wsb / 1e6);
-  const std::string which = version ? " v" + std::to_string(version) : std::string(" auto");
+  const std::string which = (version ? " v" + std::to_string(version) : std::string(" auto")) + (fwd_ckpt ? " ckpt-from-fwd" : "");
   add_row(std::string("scan bwd ") + type_name<T>() + which + tag, shape, us, bytes, double(nbdl) * n, fwd_us);
 }
 
@@ -895,7 +933,28 @@ void run_checks() {
         check_scan_bwd<float>(c, dfin, ++seed, v);
         check_scan_bwd<bf16>(c, !dfin, ++seed, v);
       }
-      seed += 4;  // the removed backward v3 (2 and 4 lanes) had the next four draws
+      // the next four draws (once the removed v3's): v4, then two unused (the 4-channels-per-lane
+      // variant's, removed: slower); dstate > 16: v4 must refuse with std::invalid_argument
+      if (c.n <= 16) {
+        check_scan_bwd<float>(c, dfin, ++seed, 4);
+        check_scan_bwd<bf16>(c, !dfin, ++seed, 4);
+      } else {
+        seed += 2;
+        check_scan_bwd_v4_refuses(c);
+      }
+      seed += 2;
+    }
+  }
+  // v4 fed by the v6 forward's checkpoints (checkpoints_from_forward), own seeds (the draws of
+  // the checks after this one stay as they were)
+  {
+    uint64_t s4 = 0x4b0d4000;
+    bool dfin = true;
+    for (const auto& c : bwd_cases) {
+      if (c.n > 16) continue;
+      dfin = !dfin;
+      check_scan_bwd<float>(c, dfin, ++s4, 4, true);
+      check_scan_bwd<bf16>(c, !dfin, ++s4, 4, true);
     }
   }
   const ConvCase conv_cases[] = {
@@ -1011,15 +1070,29 @@ int main(int argc, char** argv) {
       time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], sk[0] == '1' ? " -sums" : sk[0] == '2' ? " -passA" : " -recompute", 2);
     }
     unsetenv("MAMBA_SCAN_BWD_SKIP");
+    // v4 (four states x 2 channels per lane): twice (the spread), with the forward's checkpoints
+    // (the training path), without the dB / dC sums (wrong results); v2 with the forward's
+    // checkpoints beside it
+    for (int r = 0; r < 2; ++r) time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 4);
+    time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 4, true);
+    time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 2, true);
+    setenv("MAMBA_SCAN_BWD_SKIP", "1", 1);
+    time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], " -sums", 4, true);
+    unsetenv("MAMBA_SCAN_BWD_SKIP");
     for (int s : {1, 2, 4}) time_scan<bf16>(8, 3072, 2048, 16, 3, s);
     for (int v : {3, 0}) fwd[1] = time_scan<float>(8, 3072, 2048, 16, v);
     time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", 1);
     time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", 2);
+    time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", 4);
+    time_scan_bwd<float>(8, 3072, 2048, 16, fwd[1], "", 4, true);
     for (int s : {2, 4}) time_scan<float>(8, 3072, 2048, 16, 3, s);
     for (int v : {3, 0}) fwd[2] = time_scan<bf16>(8, 3072, 8192, 16, v);
     time_scan_bwd<bf16>(8, 3072, 8192, 16, fwd[2], "", 2);
+    time_scan_bwd<bf16>(8, 3072, 8192, 16, fwd[2], "", 4);
+    time_scan_bwd<bf16>(8, 3072, 8192, 16, fwd[2], "", 4, true);
     for (int v : {3, 0}) fwd[3] = time_scan<float>(8, 3072, 8192, 16, v);
     time_scan_bwd<float>(8, 3072, 8192, 16, fwd[3], "", 2);
+    time_scan_bwd<float>(8, 3072, 8192, 16, fwd[3], "", 4);
     for (int v : {3, 0}) time_scan<bf16>(1, 2048, 2048, 16, v);
     for (int v : {3, 0}) time_scan<bf16>(64, 3072, 512, 16, v);
     time_conv<bf16>(8, 2048, 3072, 4);

@@ -873,6 +873,403 @@ scan_bwd_v2_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, i
   }
 }
 
+// ---- v4: four states x kC channels per lane (dstate <= 16) -------------------------------------
+// v2's skip study (NOTES.md): the dB / dC channel sums ~400 us, pass A ~400 us, the recompute
+// ~200 us of its 2560 us. v4 cuts each:
+// - lane (q = lane & 3, cg = lane >> 2) of warp w owns states 4q .. 4q + 3 of kC channels
+//   w * 8 kC + 8 k + cg (k < kC): the dB_t / dC_t contributions (sums over channels) are first
+//   summed over the lane's kC channels in registers, then written once per (step, state) into a
+//   per-warp [v][cg] row and summed over the block's warps and cg after the chunk (fixed order);
+// - the chunk's states h_{t-1} live in registers (hs[8][kC][4], fully unrolled steps): no
+//   shared-memory round trip; the recompute walks 7 steps (the 8th state is not needed);
+// - the per-step sums over the states (sum g B, sum g h a A2, sum h C; 4 lanes per channel) go
+//   as one float4 per (step, channel, q) into a swizzled [t][ch][q] array that the step's owner
+//   thread adds after the chunk (no shuffles);
+// - with checkpoints_from_forward two exponentials per (t, n) (recompute 7/8 + adjoint).
+// Block = 64 channels (the partial layout of v1 / v2) = 256 / kC lanes; 2 barriers per chunk.
+#ifndef V4_NO_PASSA
+#define V4_NO_PASSA 0
+#endif
+#ifndef V4_PREFETCH_STEP
+#define V4_PREFETCH_STEP 3
+#endif
+#ifndef V4_PREFETCH_CKPT
+#define V4_PREFETCH_CKPT 1
+#endif
+constexpr int kCh4 = 64;
+template <int kC>
+struct Cfg4 {
+  static constexpr int kThreads = kCh4 * 4 / kC;   // 128 (kC 2), 64 (kC 4)
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kE = kK * kCh4 / kThreads;  // steps per owner thread: 4 (kC 2), 8 (kC 4)
+  static constexpr int kOwn = kK / kE;             // owner threads per channel: 2, 1
+  static constexpr int kRedRow = 32 * 8 + 4;       // sRed row per (warp, step): [v'][cg], padded
+  static constexpr int STEP = kK * kCh4 * 4;       // [t][ch] float4: dt, u, dy, softplus'
+  static constexpr int NS = kK * kCh4 * 4 * 4;     // [t][ch][q ^ swz] float4: sum g B, sum g h a A2, sum h C
+  static constexpr int RED = kWarps * kK * kRedRow;
+  static constexpr int TILE = kK * 32;             // [t][B 16 | C 16]
+  static constexpr int kFloats = STEP + NS + RED + TILE;
+  static constexpr size_t kBytes = size_t(kFloats) * 4;
+  static constexpr int kBC = (16 * kK + kThreads - 1) / kThreads;  // tile elements per thread (B and C each)
+  static_assert(NS >= 2 * kK * kCh4 * 2 + 2 * kK * 16, "pass A's double buffers fit in the NS region");
+};
+
+// swizzle of the q slot of sN[t][ch]: conflict-free for the writers (8 channels x 4 q per
+// instruction) and for the owners' reads (4 channels x 2 step groups, or 8 channels).
+__device__ __forceinline__ int swz4(int ch, int t) { return ((ch >> 1) + 2 * (t >> 2)) & 3; }
+
+template <class T, int kE>
+__device__ __forceinline__ void load_e4(const T* __restrict__ row, int64_t t, int64_t L, bool vec, float (&out)[kE]) {
+  if constexpr (kE * sizeof(T) % 16 == 0 && kE * sizeof(T) > 16) dev::load_run<kE>(row, t, L, out, 0.f);
+  else load_e<T, kE>(row, t, L, vec, out);
+}
+template <class T, int kE>
+__device__ __forceinline__ void store_e4(T* __restrict__ row, int64_t t, int64_t L, bool vec, const float (&in)[kE]) {
+  if constexpr (kE * sizeof(T) % 16 == 0 && kE * sizeof(T) > 16) dev::store_run<kE>(row, t, L, in);
+  else store_e<T, kE>(row, t, L, vec, in);
+}
+
+template <class T, int kC>
+__global__ void __launch_bounds__(Cfg4<kC>::kThreads, 3)
+scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, int skip) {
+  using S = Cfg4<kC>;
+  constexpr int kT = S::kThreads, kE = S::kE, kBC = S::kBC;
+  extern __shared__ float4 smem4[];
+  float* sStep = reinterpret_cast<float*>(smem4);
+  float* sN = sStep + S::STEP;
+  float* sRed = sN + S::NS;
+  float* sTile = sRed + S::RED;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int q = lane & 3, cg = lane >> 2;
+  const int64_t L = p.seqlen, N = p.dstate, G = p.n_groups, dim = p.dim, dpg = dim / G;
+  const int64_t g = blockIdx.x / bpg, blk = blockIdx.x % bpg;
+  const int64_t b = blockIdx.y;
+  const int64_t nch = ws.nchunks;
+
+  // the lane's channels (state owner)
+  int chl[kC];
+  bool act_k[kC];
+  int64_t d_k[kC];
+#pragma unroll
+  for (int k = 0; k < kC; ++k) {
+    chl[k] = warp * 8 * kC + 8 * k + cg;
+    const int64_t cl = blk * kCh4 + chl[k];
+    act_k[k] = cl < dpg;
+    d_k[k] = g * dpg + (act_k[k] ? cl : 0);
+  }
+  // the owner thread's channel and steps (per-step scalars and outputs)
+  const int och = tid / S::kOwn, own = (tid % S::kOwn) * kE;
+  const int64_t ocl = blk * kCh4 + och;
+  const bool oact = ocl < dpg;
+  const float oactf = oact ? 1.f : 0.f;  // inactive channels mirror channel 0 with zero gradients
+  const int64_t od = g * dpg + (oact ? ocl : 0);
+  const int64_t row = (b * dim + od) * L;
+  const T* u_row = p.u + row;
+  const T* delta_row = p.delta + row;
+  const T* z_row = p.z ? p.z + row : nullptr;
+  const T* dout_row = p.dout + row;
+  constexpr int kVB = (kE * int(sizeof(T))) < 16 ? kE * int(sizeof(T)) : 16;
+  const bool vec = aligned_to(u_row, kVB) && aligned_to(delta_row, kVB) && aligned_to(dout_row, kVB) &&
+                   (!z_row || aligned_to(z_row, kVB)) && aligned_to(p.du + row, kVB) && aligned_to(p.ddelta + row, kVB) &&
+                   (!z_row || aligned_to(p.dz + row, kVB));
+  const T* Bg = p.B + (b * G + g) * N * L;
+  const T* Cg = p.C + (b * G + g) * N * L;
+  const float Dv = p.D ? p.D[od] : 0.f;
+  const float bias = p.delta_bias ? p.delta_bias[od] : 0.f;
+  float* ck_b = ws.ckpt + b * nch * kSlice * dim;  // + (c * kSlice + n) * dim + d
+
+  float A2[kC][4], h[kC][4];
+#pragma unroll
+  for (int k = 0; k < kC; ++k)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int n = 4 * q + i;
+      const bool on = n < nS;
+      A2[k][i] = on ? p.A[d_k[k] * N + n] * dev::kLog2e : 0.f;
+      h[k][i] = on && act_k[k] && p.initial_state ? p.initial_state[(b * dim + d_k[k]) * N + n] : 0.f;
+    }
+
+  auto load_tile = [&](int64_t t0, bool withC, T (&rb)[kBC], T (&rc)[kBC]) {
+#pragma unroll
+    for (int kk = 0; kk < kBC; ++kk) {
+      const int e = tid + kk * kT;
+      const int i = e / kK, j = e % kK;
+      const bool in = e < 16 * kK && i < nS && t0 + j < L;
+      rb[kk] = in ? Bg[i * L + t0 + j] : dev::from_f32<T>(0.f);
+      rc[kk] = in && withC ? Cg[i * L + t0 + j] : dev::from_f32<T>(0.f);
+    }
+  };
+  auto store_tile = [&](float* tile, int cstride, const T (&rb)[kBC], const T (&rc)[kBC], bool withC) {
+#pragma unroll
+    for (int kk = 0; kk < kBC; ++kk) {
+      const int e = tid + kk * kT;
+      if (e < 16 * kK) {
+        const int i = e / kK, j = e % kK;
+        tile[j * cstride + i] = dev::to_f32(rb[kk]);
+        if (withC) tile[j * cstride + 16 + i] = dev::to_f32(rc[kk]);
+      }
+    }
+  };
+
+  // ---- pass A: checkpoints (skipped when the forward wrote them: skip & 2) ----
+  if (!(skip & 2) && !V4_NO_PASSA) {
+    float cu[kE], cr[kE];
+    T cb[kBC], cc[kBC];
+    if (nch > 1) {
+      load_e4<T, kE>(u_row, own, L, vec, cu);
+      load_e4<T, kE>(delta_row, own, L, vec, cr);
+      load_tile(0, false, cb, cc);
+    }
+    for (int64_t c = 0; c < nch; ++c) {
+#pragma unroll
+      for (int k = 0; k < kC; ++k)
+        if (act_k[k]) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) ck_b[(c * kSlice + 4 * q + i) * dim + d_k[k]] = h[k][i];
+        }
+      if (c == nch - 1) break;  // the last chunk's own states are recomputed in pass B
+      const int64_t t0 = c * kK;
+      float* sa = sN + (c & 1) * (kK * kCh4 * 2);                 // (dt, dt u): [t][ch] float2
+      float* sb = sN + 2 * (kK * kCh4 * 2) + (c & 1) * (kK * 16);  // B: [t][16]
+      store_tile(sb, 16, cb, cc, false);
+#pragma unroll
+      for (int e = 0; e < kE; ++e) {  // every step of a chunk before the last is in range
+        float dt = cr[e] + bias;
+        if (p.delta_softplus) dt = dev::softplus_fast(dt);
+        *reinterpret_cast<float2*>(sa + ((own + e) * kCh4 + och) * 2) = make_float2(dt, dt * cu[e]);
+      }
+      __syncthreads();
+      float nu[kE], nr[kE];
+      T nb[kBC], nc[kBC];
+      load_e4<T, kE>(u_row, t0 + kK + own, L, vec, nu);
+      load_e4<T, kE>(delta_row, t0 + kK + own, L, vec, nr);
+      load_tile(t0 + kK, false, nb, nc);
+#pragma unroll
+      for (int j = 0; j < kK; ++j) {
+        const float4 b4 = *reinterpret_cast<const float4*>(sb + j * 16 + 4 * q);
+        const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+        for (int k = 0; k < kC; ++k) {
+          const float2 s2 = *reinterpret_cast<const float2*>(sa + (j * kCh4 + chl[k]) * 2);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) h[k][i] = fmaf(dev::ex2_mufu(s2.x * A2[k][i]), h[k][i], s2.y * bv[i]);
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < kE; ++e) { cu[e] = nu[e]; cr[e] = nr[e]; }
+#pragma unroll
+      for (int kk = 0; kk < kBC; ++kk) { cb[kk] = nb[kk]; cc[kk] = nc[kk]; }
+    }
+    __syncthreads();  // pass B reuses the NS region
+  }
+
+  // ---- pass B ----
+  float gcur[kC][4], dAa[kC][4];
+#pragma unroll
+  for (int k = 0; k < kC; ++k)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int n = 4 * q + i;
+      gcur[k][i] = n < nS && act_k[k] && p.dfinal_state ? p.dfinal_state[(b * dim + d_k[k]) * N + n] : 0.f;
+      dAa[k][i] = 0.f;
+    }
+  float dD_acc = 0.f, db_acc = 0.f;
+
+  float cu[kE], cr[kE], cz[kE], co[kE], ck[kC][4];
+  T cb[kBC], cc[kBC];
+  auto load_chunk = [&](int64_t c, float (&u_)[kE], float (&r_)[kE], float (&z_)[kE], float (&o_)[kE],
+                        T (&b_)[kBC], T (&c_)[kBC]) {
+    const int64_t t = c * kK + own;
+    load_e4<T, kE>(u_row, t, L, vec, u_);
+    load_e4<T, kE>(delta_row, t, L, vec, r_);
+    if (z_row) load_e4<T, kE>(z_row, t, L, vec, z_);
+    else {
+#pragma unroll
+      for (int e = 0; e < kE; ++e) z_[e] = 0.f;
+    }
+    load_e4<T, kE>(dout_row, t, L, vec, o_);
+    load_tile(c * kK, true, b_, c_);
+  };
+  auto load_ckpt = [&](int64_t c, float (&k_)[kC][4]) {
+#pragma unroll
+    for (int k = 0; k < kC; ++k)
+#pragma unroll
+      for (int i = 0; i < 4; ++i)  // states >= nS: not written by the forward's checkpoints (kN < 16)
+        k_[k][i] = act_k[k] && 4 * q + i < nS ? ck_b[(c * kSlice + 4 * q + i) * dim + d_k[k]] : 0.f;
+  };
+  if (nch > 0) {
+    load_chunk(nch - 1, cu, cr, cz, co, cb, cc);
+    load_ckpt(nch - 1, ck);
+  }
+
+  constexpr int kPf = V4_PREFETCH_STEP;  // adjoint step before which the next chunk is loaded
+  constexpr int kPfK = V4_PREFETCH_CKPT;  // ... and its checkpoint
+  float* myred = sRed + warp * kK * S::kRedRow + q * 8 + cg;  // + j * kRedRow + (v * 4) * 8, v = i (B) or 4 + i (C)
+  for (int64_t c = nch - 1; c >= 0; --c) {
+    const int64_t t0 = c * kK;
+    // (1) the owner's per-step scalars, the B / C tile, the checkpoint
+    float odzf[kE];
+#pragma unroll
+    for (int e = 0; e < kE; ++e) {
+      const bool valid = t0 + own + e < L;
+      const float r = cr[e] + bias;
+      float dt = r, sig = 1.f;
+      if (p.delta_softplus) {
+        dt = dev::softplus_fast(r);
+        sig = sigmoid_fast(r);
+      }
+      dt = valid ? dt : 0.f;  // identity map past the end
+      const float uu = cu[e] * oactf, o = co[e] * oactf;  // load_e pads 0 past the end
+      float dy = o, dzf = 0.f;
+      if (z_row) {
+        const float sg = sigmoid_fast(cz[e]);
+        dy = o * cz[e] * sg;
+        dzf = o * (sg * (1.f + cz[e] * (1.f - sg)));
+      }
+      odzf[e] = dzf;
+      *reinterpret_cast<float4*>(sStep + ((own + e) * kCh4 + och) * 4) = make_float4(dt, uu, dy, sig);
+    }
+    store_tile(sTile, 32, cb, cc, true);
+    float hs[kK][kC][4];
+#pragma unroll
+    for (int k = 0; k < kC; ++k)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) hs[0][k][i] = ck[k][i];
+    __syncthreads();  // S1: scalars and tile visible
+
+    // (2) recompute hs[j] = h_{t0 + j - 1}, j = 1 .. 7
+#pragma unroll
+    for (int j = 0; j < kK - 1; ++j) {
+      const float4 b4 = *reinterpret_cast<const float4*>(sTile + j * 32 + 4 * q);
+      const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+      for (int k = 0; k < kC; ++k) {
+        const float2 s2 = *reinterpret_cast<const float2*>(sStep + (j * kCh4 + chl[k]) * 4);
+        const float dtu = s2.x * s2.y;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) hs[j + 1][k][i] = fmaf(dev::ex2_mufu(s2.x * A2[k][i]), hs[j][k][i], dtu * bv[i]);
+      }
+    }
+
+    // (3) the adjoint, last step first; the next chunk's inputs are loaded half way (registers:
+    // hs[4 ..] are dead by then; cu .. co of this chunk are no longer needed)
+#pragma unroll
+    for (int j = kK - 1; j >= 0; --j) {
+      if (j == kPf && c > 0) load_chunk(c - 1, cu, cr, cz, co, cb, cc);
+      if (j == kPfK && c > 0) load_ckpt(c - 1, ck);
+      const float4 b4 = *reinterpret_cast<const float4*>(sTile + j * 32 + 4 * q);
+      const float4 c4 = *reinterpret_cast<const float4*>(sTile + j * 32 + 16 + 4 * q);
+      const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
+      const float cv[4] = {c4.x, c4.y, c4.z, c4.w};
+      float vb[4], vc[4];
+#pragma unroll
+      for (int k = 0; k < kC; ++k) {
+        const float4 s4 = *reinterpret_cast<const float4*>(sStep + (j * kCh4 + chl[k]) * 4);
+        const float dt = s4.x, dtu = s4.x * s4.y, dy = s4.z;
+        float sgB = 0.f, sga = 0.f, yy = 0.f;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float a = dev::ex2_mufu(dt * A2[k][i]);
+          const float ha = a * hs[j][k][i];       // a_t h_{t-1}
+          const float h1 = fmaf(dtu, bv[i], ha);  // h_t
+          const float gi = fmaf(dy, cv[i], gcur[k][i]);
+          const float gha = gi * ha;
+          sga = fmaf(gha, A2[k][i], sga);
+          sgB = fmaf(gi, bv[i], sgB);
+          yy = fmaf(h1, cv[i], yy);
+          dAa[k][i] = fmaf(gha, dt, dAa[k][i]);
+          vb[i] = k == 0 ? gi * dtu : fmaf(gi, dtu, vb[i]);  // dB contribution, summed over the lane's channels
+          vc[i] = k == 0 ? dy * h1 : fmaf(dy, h1, vc[i]);    // dC contribution
+          gcur[k][i] = a * gi;
+        }
+        const int ch = chl[k];
+        *reinterpret_cast<float4*>(sN + ((j * kCh4 + ch) * 4 + (q ^ swz4(ch, j))) * 4) = make_float4(sgB, sga, yy, 0.f);
+      }
+      if (!(skip & 1)) {
+        float* r = myred + j * S::kRedRow;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          r[(i * 4) * 8] = vb[i];        // v' = i * 4 + q (state 4 q + i of B)
+          r[(16 + i * 4) * 8] = vc[i];   // v' = 16 + i * 4 + q (C)
+        }
+      }
+    }
+    __syncthreads();  // S2: sN and sRed complete
+
+    // (4) per-step outputs of the owner's steps
+    {
+      float odu[kE], odd[kE], odz[kE];
+#pragma unroll
+      for (int e = 0; e < kE; ++e) {
+        const int t = own + e;
+        const bool valid = t0 + t < L;
+        const float4* nrow = reinterpret_cast<const float4*>(sN) + (t * kCh4 + och) * 4;
+        const int f = swz4(och, t);
+        const float4 r0 = nrow[0 ^ f], r1 = nrow[1 ^ f], r2 = nrow[2 ^ f], r3 = nrow[3 ^ f];
+        const float sgB = (r0.x + r1.x) + (r2.x + r3.x);
+        const float sga = (r0.y + r1.y) + (r2.y + r3.y);
+        const float yy = (r0.z + r1.z) + (r2.z + r3.z);
+        const float4 s4 = *reinterpret_cast<const float4*>(sStep + (t * kCh4 + och) * 4);
+        const float dt = s4.x, uu = s4.y, dy = s4.z, sig = s4.w;
+        odu[e] = fmaf(dy, Dv, dt * sgB);
+        const float dd = fmaf(kLn2, sga, uu * sgB) * sig;
+        odd[e] = dd;
+        odz[e] = odzf[e] * fmaf(Dv, uu, yy);
+        if (valid && oact) {
+          dD_acc = fmaf(dy, uu, dD_acc);
+          db_acc += dd;
+        }
+      }
+      if (oact) {
+        store_e4<T, kE>(p.du + row, t0 + own, L, vec, odu);
+        store_e4<T, kE>(p.ddelta + row, t0 + own, L, vec, odd);
+        if (z_row) store_e4<T, kE>(p.dz + row, t0 + own, L, vec, odz);
+      }
+    }
+    // (5) dB / dC block partials: output o = (v, t), v < 16 B of state v, else C of state v - 16
+    if (!(skip & 1)) {
+      float* pbase = ws.pBC + ((b * G + g) * bpg + blk) * 2 * N * L;
+#pragma unroll
+      for (int o = tid; o < 32 * kK; o += kT) {
+        const int t = o % kK, v = o / kK;
+        const int n = v & 15, isC = v >> 4;
+        const int vp = isC * 16 + (n & 3) * 4 + (n >> 2);
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < S::kWarps; ++w) {
+          const float4* rr = reinterpret_cast<const float4*>(sRed + (w * kK + t) * S::kRedRow + vp * 8);
+          const float4 x = rr[0], y = rr[1];
+          sum += ((x.x + x.y) + (x.z + x.w)) + ((y.x + y.y) + (y.z + y.w));
+        }
+        if (n < nS && t0 + t < L) pbase[((isC ? N : 0) + n) * L + t0 + t] = sum;
+      }
+    }
+  }
+
+  if constexpr (S::kOwn == 2) {
+    dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, 1);
+    db_acc += __shfl_xor_sync(0xffffffffu, db_acc, 1);
+  }
+  if (oact && own == 0) {
+    ws.pD[b * dim + od] = dD_acc;
+    ws.pbias[b * dim + od] = db_acc;
+  }
+#pragma unroll
+  for (int k = 0; k < kC; ++k)
+    if (act_k[k]) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int n = 4 * q + i;
+        if (n < nS) {
+          const int64_t so = (b * dim + d_k[k]) * N + n;
+          if (p.dinitial_state) p.dinitial_state[so] = gcur[k][i];
+          ws.pA[so] = dAa[k][i];
+        }
+      }
+    }
+}
+
 // dB / dC [b, g, n, t] = sum over the group's blocks of the partials, in block order.
 __global__ void scan_bwd_reduce_bc(const float* __restrict__ pBC, float* __restrict__ dB, float* __restrict__ dC,
                                    int64_t BG, int64_t bpg, int64_t N, int64_t L) {
@@ -930,6 +1327,17 @@ void launch_v2(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg,
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v2)");
 }
 
+template <class T, int kC>
+void launch_v4(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg, int nS, int skip, cudaStream_t stream) {
+  using S = Cfg4<kC>;
+  static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v4_kernel<T, kC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                       static_cast<int>(S::kBytes));
+  MAMBA_CUDA_CHECK("selective_scan_bwd_cuda (v4 smem attribute)", attr);
+  const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.batch));
+  scan_bwd_v4_kernel<T, kC><<<grid, S::kThreads, S::kBytes, stream>>>(p, ws, bpg, nS, skip);
+  MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v4)");
+}
+
 template <class T>
 void validate(const SelectiveScanBwdCudaParams<T>& p) {
   if (p.batch < 0 || p.dim < 0 || p.seqlen < 0) throw std::invalid_argument("selective_scan_bwd_cuda: negative size");
@@ -953,6 +1361,28 @@ size_t selective_scan_bwd_cuda_workspace_bytes(const SelectiveScanBwdCudaParams<
 template <class T>
 void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_t stream) {
   validate(p);
+  // Kernel: p.version, else MAMBA_SCAN_BWD_VERSION, else automatic: 4 (four states x 2
+  // channels per lane) for 9 <= dstate <= 16, where the H200 measured it faster than v2
+  // (NOTES.md "Scan backward v4"); 2 otherwise (1 = one thread per channel).
+  const char* ver_env = std::getenv("MAMBA_SCAN_BWD_VERSION");
+  const int asked = p.version ? p.version : ver_env && *ver_env ? std::atoi(ver_env) : 0;
+  const char* ver_name = p.version ? "version" : "MAMBA_SCAN_BWD_VERSION";
+  if (asked != 0 && asked != 1 && asked != 2 && asked != 4)
+    throw std::invalid_argument(std::string("selective_scan_bwd_cuda: ") + ver_name +
+                                " must be 0 (automatic), 1, 2 or 4, got " + std::to_string(asked) +
+                                " (3 was removed: kernels/cuda/NOTES.md, branch prune)");
+  if (asked == 4 && p.dstate > kSlice)
+    throw std::invalid_argument(std::string("selective_scan_bwd_cuda: ") + ver_name + " 4 needs dstate <= 16, got " +
+                                std::to_string(p.dstate));
+  const int version = asked ? asked : (p.dstate > 8 && p.dstate <= kSlice ? 4 : 2);
+  if (p.checkpoints_from_forward) {  // the forward (v6, bwd_workspace) wrote pass A's checkpoints
+    if (p.dstate > kSlice)
+      throw std::invalid_argument("selective_scan_bwd_cuda: checkpoints_from_forward needs dstate <= 16, got " +
+                                  std::to_string(p.dstate));
+    if (version != 2 && version != 4)
+      throw std::invalid_argument("selective_scan_bwd_cuda: checkpoints_from_forward needs version 2 (the default) or 4, got " +
+                                  std::to_string(version));
+  }
   if (p.dim == 0) return;
   if (!p.dA) throw std::invalid_argument("selective_scan_bwd_cuda: dA is required");
   if (p.batch == 0) {  // sums over an empty batch
@@ -984,23 +1414,9 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   // channel sums, bit 2 pass A (checkpoints), bit 4 the chunk recompute. Read on every call.
   const char* skip_env = std::getenv("MAMBA_SCAN_BWD_SKIP");
   const int skip = skip_env && *skip_env ? std::atoi(skip_env) : 0;
-  // Kernel: p.version, else MAMBA_SCAN_BWD_VERSION, else 2 (1 = one thread per channel).
-  const char* ver_env = std::getenv("MAMBA_SCAN_BWD_VERSION");
-  const int version = p.version ? p.version : ver_env && *ver_env ? std::atoi(ver_env) : 2;
-  if (version != 1 && version != 2)
-    throw std::invalid_argument(std::string("selective_scan_bwd_cuda: ") + (p.version ? "version" : "MAMBA_SCAN_BWD_VERSION") +
-                                " must be 0 (automatic), 1 or 2, got " + std::to_string(version) +
-                                " (3 was removed: kernels/cuda/NOTES.md, branch prune)");
-  if (p.checkpoints_from_forward) {  // the forward (v6, bwd_workspace) wrote pass A's checkpoints
-    if (p.dstate > kSlice)
-      throw std::invalid_argument("selective_scan_bwd_cuda: checkpoints_from_forward needs dstate <= 16, got " +
-                                  std::to_string(p.dstate));
-    if (version != 2)
-      throw std::invalid_argument("selective_scan_bwd_cuda: checkpoints_from_forward needs version 2 (the default), got " +
-                                  std::to_string(version));
-  }
   const int skip_a = p.checkpoints_from_forward ? 2 : 0;
-  for (int s = 0; s < slices; ++s) {
+  if (version == 4) launch_v4<T, 2>(p, ws, bpg, static_cast<int>(p.dstate), skip | skip_a, stream);
+  for (int s = 0; s < (version == 4 ? 0 : slices); ++s) {
     const int n0 = s * kSlice;
     const int nS = static_cast<int>(std::min<int64_t>(kSlice, p.dstate - n0));
     const bool first = s == 0, last = s == slices - 1;

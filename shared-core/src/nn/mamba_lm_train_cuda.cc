@@ -161,14 +161,15 @@ bool direct_layout() {
 
 // The scan forward writes the backward's chunk checkpoints (SelectiveScanCudaParams::
 // bwd_workspace; the backward then skips its pass A) when d_state <= 16 and the scan versions
-// are the defaults (v6 forward, v2 backward); MAMBA_GT_FWD_CKPT=0 keeps pass A (A/B runs).
+// are the defaults (v6 forward; v2 or v4 backward); MAMBA_GT_FWD_CKPT=0 keeps pass A (A/B runs).
 bool fwd_ckpt_enabled(int64_t dstate) {
   static const bool on = [] {
     if (env_is("MAMBA_GT_FWD_CKPT", "0")) return false;
     const char* fv = std::getenv("MAMBA_SCAN_VERSION");
     const char* bv = std::getenv("MAMBA_SCAN_BWD_VERSION");
     const bool fwd_ok = !fv || !*fv || std::string(fv) == "0" || std::string(fv) == "6";
-    const bool bwd_ok = !bv || !*bv || std::string(bv) == "0" || std::string(bv) == "2";
+    const bool bwd_ok = !bv || !*bv || std::string(bv) == "0" || std::string(bv) == "2" ||
+                        std::string(bv) == "4";
     return fwd_ok && bwd_ok;
   }();
   return on && dstate <= 16;

@@ -159,14 +159,16 @@ struct SelectiveScanBwdCudaParams {
   float* dinitial_state = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
-  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SCAN_BWD_VERSION=1|2 when set,
-  // else 2), 1 = one thread per channel, 2 = two lanes per channel. Any other value throws
-  // std::invalid_argument naming the field (v3, measured slower than v2, was removed on branch
-  // prune). The workspace size does not depend on the version.
+  // Kernel choice for A/B comparisons: 0 = automatic (env MAMBA_SCAN_BWD_VERSION=1|2|4 when set,
+  // else 4 for 9 <= dstate <= 16, 2 otherwise), 1 = one thread per channel, 2 = two lanes per channel, 4 = four states x 2 channels
+  // per lane (dstate <= 16 only: larger throws std::invalid_argument naming the version; NOTES.md
+  // "Scan backward v4"). Any other value throws std::invalid_argument naming the field (v3,
+  // measured slower than v2, was removed on branch prune). The workspace size does not depend on
+  // the version.
   int version = 0;
   // true: `workspace` already holds the chunk checkpoints, written by a forward call on the same
   // inputs with SelectiveScanCudaParams::bwd_workspace = workspace (dstate <= 16, versions 0 / 2
-  // of the backward); pass A is skipped. Otherwise an error naming the field.
+  // / 4 of the backward); pass A is skipped. Otherwise an error naming the field.
   bool checkpoints_from_forward = false;
 };
 
