@@ -34,6 +34,8 @@
 #          instead of the check ones, and decode_kernels (--decode-kernels: state update variants)
 #   profile (only by name): ncu sections of one launch each (--scan-once, --ssd-once, --bw-once,
 #          --scan7-once, train-check --once) and the SASS loop mix of scan forward v6 (sass_loops.py)
+#   profbwd (only by name): ncu of one scan backward v4 launch (--bwd-once: stalls, source counters)
+#          and the v4 kernel's SASS
 # Every timing prints perf records (mamba/kernels/cuda/perf_record.h); kernels/cuda/perf_summary.awk
 # turns the standard steps' ones into THE table ($OUT/summary.md), the experiments' variants into
 # $OUT/variants.md. Logs: $OUT/logs/<step>.log; stdout has every step's status, its
@@ -65,7 +67,7 @@ CUDA=/usr/local/cuda
 # sel KIND STEP: is the step selected (ONLY names it, its kind, or all; kind profile only by name)?
 sel() {
   case ",$ONLY," in *",$1,"*|*",$2,"*) return 0 ;; esac
-  [ "$1" != profile ] && case ",$ONLY," in *",all,"*) return 0 ;; esac
+  [ "$1" != profile ] && [ "$1" != profbwd ] && case ",$ONLY," in *",all,"*) return 0 ;; esac
   return 1
 }
 
@@ -246,6 +248,23 @@ if sel profile profile && [ -n "$(bin mamba-cuda-check)" ]; then
   if command -v cuobjdump > /dev/null; then
     cuobjdump -sass "$C" 2> /dev/null | awk '/Function :/ { f = ($0 ~ /selective_scan_fwd_v6_kernel/) } f' > "$LOGD/sass_scan.txt"
     run sass_loops 30 python3 kernels/cuda/sass_loops.py "$LOGD/sass_scan.txt" && head -40 "$LOGD/sass_loops.log"
+  fi
+fi
+
+# ---- profbwd (only when named: --only profbwd): ncu of one scan backward v4 launch (the
+# training path) with the stall breakdown and the hottest SASS lines, and the kernel's SASS ----
+if sel profbwd profbwd && [ -n "$(bin mamba-cuda-check)" ]; then
+  C=$(bin mamba-cuda-check)
+  if command -v ncu > /dev/null; then
+    run ncu_bwd 90 ncu -k regex:scan_bwd_v4 -c 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section SourceCounters \
+      --section ComputeWorkloadAnalysis --section InstructionStats "$C" --bwd-once
+    grep -E "Duration|Throughput|Issue Slots|Eligible|Active Warps|Registers Per|Achieved Occupancy|Stall|stall" \
+      "$LOGD/ncu_bwd.log" | sed -E 's/^ +//' | cut -c1-160 | head -40
+  else echo "== ncu: not on this machine"; fi
+  if command -v cuobjdump > /dev/null; then
+    cuobjdump -sass "$C" 2> /dev/null | awk '/Function :/ { f = ($0 ~ /scan_bwd_v4_kernel/) } f' > "$LOGD/sass_bwd_v4.txt"
+    echo "== sass_bwd_v4: $(grep -c '/\*[0-9a-f]*\*/' "$LOGD/sass_bwd_v4.txt") instructions in $(grep -c 'Function :' "$LOGD/sass_bwd_v4.txt") kernels"
   fi
 fi
 

@@ -1020,6 +1020,12 @@ void run_checks() {
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--decode-kernels") == 0 && k::cuda_device_count() > 0) return decode_kernels_main();
+  // --bwd-once (before the --bw prefix below): the training path's backward (v4 fed by the v6 forward's checkpoints) at the
+  // standard shape, for ncu (-k regex:scan_bwd_v4 -c 1: the first timed launch)
+  if (argc > 1 && std::strcmp(argv[1], "--bwd-once") == 0 && k::cuda_device_count() > 0) {
+    time_scan_bwd<bf16>(8, 3072, 2048, 16, 0.0, "", 4, true);
+    return 0;
+  }
   if (argc > 1 && std::strcmp(argv[1], "--bw-once") == 0 && k::cuda_device_count() > 0) return bw_once();
   if (argc > 1 && std::strncmp(argv[1], "--bw81", 6) == 0 && k::cuda_device_count() > 0)
     return bw81_main(std::strcmp(argv[1], "--bw81-check") != 0);
