@@ -493,6 +493,20 @@ __device__ __forceinline__ void store_e(T* __restrict__ row, int64_t t, int64_t 
   for (int j = 0; j < kE; ++j)
     if (t + j < L) row[t + j] = dev::from_f32<T>(in[j]);
 }
+// The per-step inputs u, delta, z (0 without z) and dout of steps t .. t + kE - 1 (v2, v4).
+template <class T, int kE>
+__device__ __forceinline__ void load_step_inputs(const T* u_row, const T* delta_row, const T* z_row, const T* dout_row,
+                                                 int64_t t, int64_t L, bool vec, float (&u_)[kE], float (&r_)[kE],
+                                                 float (&z_)[kE], float (&o_)[kE]) {
+  load_e<T, kE>(u_row, t, L, vec, u_);
+  load_e<T, kE>(delta_row, t, L, vec, r_);
+  if (z_row) load_e<T, kE>(z_row, t, L, vec, z_);
+  else {
+#pragma unroll
+    for (int e = 0; e < kE; ++e) z_[e] = 0.f;
+  }
+  load_e<T, kE>(dout_row, t, L, vec, o_);
+}
 __host__ __device__ __forceinline__ bool aligned_to(const void* p, int bytes) {
   return (reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes)) == 0;
 }
@@ -637,15 +651,7 @@ scan_bwd_v2_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, i
   T cb[kBC], cc[kBC];
   auto load_chunk = [&](int64_t c, float (&u_)[kE], float (&r_)[kE], float (&z_)[kE], float (&o_)[kE],
                         float (&k_)[kNS], T (&b_)[kBC], T (&c_)[kBC]) {
-    const int64_t t = c * kK + own;
-    load_e<T, kE>(u_row, t, L, vec, u_);
-    load_e<T, kE>(delta_row, t, L, vec, r_);
-    if (z_row) load_e<T, kE>(z_row, t, L, vec, z_);
-    else {
-#pragma unroll
-      for (int e = 0; e < kE; ++e) z_[e] = 0.f;
-    }
-    load_e<T, kE>(dout_row, t, L, vec, o_);
+    load_step_inputs<T, kE>(u_row, delta_row, z_row, dout_row, c * kK + own, L, vec, u_, r_, z_, o_);
     load_tile(c * kK, true, b_, c_);
 #pragma unroll
     for (int i = 0; i < kNS; ++i) k_[i] = active ? ck_base[(c * kSlice + ns0 + i) * dim] : 0.f;
@@ -918,17 +924,6 @@ struct Cfg4 {
 // instruction) and for the owners' reads (4 channels x 2 step groups, or 8 channels).
 __device__ __forceinline__ int swz4(int ch, int t) { return ((ch >> 1) + 2 * (t >> 2)) & 3; }
 
-template <class T, int kE>
-__device__ __forceinline__ void load_e4(const T* __restrict__ row, int64_t t, int64_t L, bool vec, float (&out)[kE]) {
-  if constexpr (kE * sizeof(T) % 16 == 0 && kE * sizeof(T) > 16) dev::load_run<kE>(row, t, L, out, 0.f);
-  else load_e<T, kE>(row, t, L, vec, out);
-}
-template <class T, int kE>
-__device__ __forceinline__ void store_e4(T* __restrict__ row, int64_t t, int64_t L, bool vec, const float (&in)[kE]) {
-  if constexpr (kE * sizeof(T) % 16 == 0 && kE * sizeof(T) > 16) dev::store_run<kE>(row, t, L, in);
-  else store_e<T, kE>(row, t, L, vec, in);
-}
-
 template <class T, int kC>
 __global__ void __launch_bounds__(Cfg4<kC>::kThreads, 3)
 scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, int skip) {
@@ -1017,8 +1012,8 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
     float cu[kE], cr[kE];
     T cb[kBC], cc[kBC];
     if (nch > 1) {
-      load_e4<T, kE>(u_row, own, L, vec, cu);
-      load_e4<T, kE>(delta_row, own, L, vec, cr);
+      load_e<T, kE>(u_row, own, L, vec, cu);
+      load_e<T, kE>(delta_row, own, L, vec, cr);
       load_tile(0, false, cb, cc);
     }
     for (int64_t c = 0; c < nch; ++c) {
@@ -1042,8 +1037,8 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
       __syncthreads();
       float nu[kE], nr[kE];
       T nb[kBC], nc[kBC];
-      load_e4<T, kE>(u_row, t0 + kK + own, L, vec, nu);
-      load_e4<T, kE>(delta_row, t0 + kK + own, L, vec, nr);
+      load_e<T, kE>(u_row, t0 + kK + own, L, vec, nu);
+      load_e<T, kE>(delta_row, t0 + kK + own, L, vec, nr);
       load_tile(t0 + kK, false, nb, nc);
 #pragma unroll
       for (int j = 0; j < kK; ++j) {
@@ -1080,15 +1075,7 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
   T cb[kBC], cc[kBC];
   auto load_chunk = [&](int64_t c, float (&u_)[kE], float (&r_)[kE], float (&z_)[kE], float (&o_)[kE],
                         T (&b_)[kBC], T (&c_)[kBC]) {
-    const int64_t t = c * kK + own;
-    load_e4<T, kE>(u_row, t, L, vec, u_);
-    load_e4<T, kE>(delta_row, t, L, vec, r_);
-    if (z_row) load_e4<T, kE>(z_row, t, L, vec, z_);
-    else {
-#pragma unroll
-      for (int e = 0; e < kE; ++e) z_[e] = 0.f;
-    }
-    load_e4<T, kE>(dout_row, t, L, vec, o_);
+    load_step_inputs<T, kE>(u_row, delta_row, z_row, dout_row, c * kK + own, L, vec, u_, r_, z_, o_);
     load_tile(c * kK, true, b_, c_);
   };
   auto load_ckpt = [&](int64_t c, float (&k_)[kC][4]) {
@@ -1222,9 +1209,9 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
         }
       }
       if (oact) {
-        store_e4<T, kE>(p.du + row, t0 + own, L, vec, odu);
-        store_e4<T, kE>(p.ddelta + row, t0 + own, L, vec, odd);
-        if (z_row) store_e4<T, kE>(p.dz + row, t0 + own, L, vec, odz);
+        store_e<T, kE>(p.du + row, t0 + own, L, vec, odu);
+        store_e<T, kE>(p.ddelta + row, t0 + own, L, vec, odd);
+        if (z_row) store_e<T, kE>(p.dz + row, t0 + own, L, vec, odz);
       }
     }
     // (5) dB / dC block partials: output o = (v, t), v < 16 B of state v, else C of state v - 16
