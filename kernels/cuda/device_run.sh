@@ -258,7 +258,7 @@ if sel profbwd profbwd && [ -n "$(bin mamba-cuda-check)" ]; then
   if command -v ncu > /dev/null; then
     run ncu_bwd 90 ncu -k regex:scan_bwd_v4 -c 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
       --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section SourceCounters \
-      --section ComputeWorkloadAnalysis --section InstructionStats "$C" --bwd-once
+      --section ComputeWorkloadAnalysis --section InstructionStats --print-details all "$C" --bwd-once
     grep -E "Duration|Throughput|Issue Slots|Eligible|Active Warps|Registers Per|Achieved Occupancy|Stall|stall" \
       "$LOGD/ncu_bwd.log" | sed -E 's/^ +//' | cut -c1-160 | head -40
   else echo "== ncu: not on this machine"; fi

@@ -507,6 +507,51 @@ __device__ __forceinline__ void load_step_inputs(const T* u_row, const T* delta_
   }
   load_e<T, kE>(dout_row, t, L, vec, o_);
 }
+// A chunk's per-step inputs as v4 keeps them while the previous chunk's adjoint runs: f32
+// as loaded, bf16 packed two to a register (half the registers; to f32 by a shift).
+template <class T, int kE>
+struct StepIn {
+  float v[kE];
+  __device__ __forceinline__ float get(int j) const { return v[j]; }
+  __device__ __forceinline__ void load(const T* __restrict__ row, int64_t t, int64_t L, bool vec) {
+    load_e<T, kE>(row, t, L, vec, v);
+  }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int j = 0; j < kE; ++j) v[j] = 0.f;
+  }
+};
+template <int kE>
+struct StepIn<__nv_bfloat16, kE> {
+  static_assert(kE % 2 == 0, "bf16 pairs");
+  uint32_t w[kE / 2];
+  __device__ __forceinline__ float get(int j) const {
+    return __uint_as_float(j % 2 ? w[j / 2] & 0xffff0000u : w[j / 2] << 16);
+  }
+  __device__ __forceinline__ void load(const __nv_bfloat16* __restrict__ row, int64_t t, int64_t L, bool vec) {
+    constexpr int kBytes = kE * 2;
+    if constexpr (kBytes == 16 || kBytes == 8 || kBytes == 4) {
+      if (vec && t + kE <= L) {
+        using V = typename std::conditional<kBytes == 16, uint4, typename std::conditional<kBytes == 8, uint2, unsigned>::type>::type;
+        union { V v; uint32_t w[kE / 2]; } r;
+        r.v = *reinterpret_cast<const V*>(row + t);
+#pragma unroll
+        for (int j = 0; j < kE / 2; ++j) w[j] = r.w[j];
+        return;
+      }
+    }
+    const unsigned short* bits = reinterpret_cast<const unsigned short*>(row);
+#pragma unroll
+    for (int j = 0; j < kE / 2; ++j) {
+      const uint32_t lo = t + 2 * j < L ? bits[t + 2 * j] : 0u, hi = t + 2 * j + 1 < L ? bits[t + 2 * j + 1] : 0u;
+      w[j] = lo | (hi << 16);
+    }
+  }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int j = 0; j < kE / 2; ++j) w[j] = 0u;
+  }
+};
 __host__ __device__ __forceinline__ bool aligned_to(const void* p, int bytes) {
   return (reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes)) == 0;
 }
@@ -897,7 +942,7 @@ scan_bwd_v2_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, i
 #define V4_NO_PASSA 0
 #endif
 #ifndef V4_PREFETCH_STEP
-#define V4_PREFETCH_STEP 3
+#define V4_PREFETCH_STEP 4
 #endif
 #ifndef V4_PREFETCH_CKPT
 #define V4_PREFETCH_CKPT 1
@@ -924,7 +969,7 @@ struct Cfg4 {
 // instruction) and for the owners' reads (4 channels x 2 step groups, or 8 channels).
 __device__ __forceinline__ int swz4(int ch, int t) { return ((ch >> 1) + 2 * (t >> 2)) & 3; }
 
-template <class T, int kC>
+template <class T, int kC, int kPfStep = V4_PREFETCH_STEP>
 __global__ void __launch_bounds__(Cfg4<kC>::kThreads, 3)
 scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, int skip) {
   using S = Cfg4<kC>;
@@ -1071,11 +1116,19 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
     }
   float dD_acc = 0.f, db_acc = 0.f;
 
-  float cu[kE], cr[kE], cz[kE], co[kE], ck[kC][4];
+  // The chunk's per-step inputs (bf16 packed: 8 registers fewer while the next chunk's wait
+  // through the adjoint), converted in (1).
+  StepIn<T, kE> cu, cr, cz, co;
+  float ck[kC][4];
   T cb[kBC], cc[kBC];
-  auto load_chunk = [&](int64_t c, float (&u_)[kE], float (&r_)[kE], float (&z_)[kE], float (&o_)[kE],
+  auto load_chunk = [&](int64_t c, StepIn<T, kE>& u_, StepIn<T, kE>& r_, StepIn<T, kE>& z_, StepIn<T, kE>& o_,
                         T (&b_)[kBC], T (&c_)[kBC]) {
-    load_step_inputs<T, kE>(u_row, delta_row, z_row, dout_row, c * kK + own, L, vec, u_, r_, z_, o_);
+    const int64_t t = c * kK + own;  // the rows from the parameters (no pointer registers held)
+    u_.load(p.u + row, t, L, vec);
+    r_.load(p.delta + row, t, L, vec);
+    if (p.z) z_.load(p.z + row, t, L, vec);
+    else z_.zero();
+    o_.load(p.dout + row, t, L, vec);
     load_tile(c * kK, true, b_, c_);
   };
   auto load_ckpt = [&](int64_t c, float (&k_)[kC][4]) {
@@ -1090,7 +1143,7 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
     load_ckpt(nch - 1, ck);
   }
 
-  constexpr int kPf = V4_PREFETCH_STEP;  // adjoint step before which the next chunk is loaded
+  constexpr int kPf = kPfStep;  // adjoint step before which the next chunk is loaded
   constexpr int kPfK = V4_PREFETCH_CKPT;  // ... and its checkpoint
   float* myred = sRed + warp * kK * S::kRedRow + q * 8 + cg;  // + j * kRedRow + (v * 4) * 8, v = i (B) or 4 + i (C)
   for (int64_t c = nch - 1; c >= 0; --c) {
@@ -1100,19 +1153,20 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
 #pragma unroll
     for (int e = 0; e < kE; ++e) {
       const bool valid = t0 + own + e < L;
-      const float r = cr[e] + bias;
+      const float r = cr.get(e) + bias;
       float dt = r, sig = 1.f;
       if (p.delta_softplus) {
         dt = dev::softplus_fast(r);
         sig = sigmoid_fast(r);
       }
       dt = valid ? dt : 0.f;  // identity map past the end
-      const float uu = cu[e] * oactf, o = co[e] * oactf;  // load_e pads 0 past the end
+      const float uu = cu.get(e) * oactf, o = co.get(e) * oactf;  // 0 past the end
       float dy = o, dzf = 0.f;
       if (z_row) {
-        const float sg = sigmoid_fast(cz[e]);
-        dy = o * cz[e] * sg;
-        dzf = o * (sg * (1.f + cz[e] * (1.f - sg)));
+        const float zz = cz.get(e);
+        const float sg = sigmoid_fast(zz);
+        dy = o * zz * sg;
+        dzf = o * (sg * (1.f + zz * (1.f - sg)));
       }
       odzf[e] = dzf;
       *reinterpret_cast<float4*>(sStep + ((own + e) * kCh4 + och) * 4) = make_float4(dt, uu, dy, sig);
@@ -1139,8 +1193,8 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
       }
     }
 
-    // (3) the adjoint, last step first; the next chunk's inputs are loaded half way (registers:
-    // hs[4 ..] are dead by then; cu .. co of this chunk are no longer needed)
+    // (3) the adjoint, last step first; the next chunk's inputs are loaded before step kPf (4:
+    // hs[5 ..] are dead by then; cu .. co of this chunk are no longer needed)
 #pragma unroll
     for (int j = kK - 1; j >= 0; --j) {
       if (j == kPf && c > 0) load_chunk(c - 1, cu, cr, cz, co, cb, cc);
@@ -1314,14 +1368,14 @@ void launch_v2(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg,
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v2)");
 }
 
-template <class T, int kC>
+template <class T, int kC, int kPfStep = V4_PREFETCH_STEP>
 void launch_v4(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg, int nS, int skip, cudaStream_t stream) {
   using S = Cfg4<kC>;
-  static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v4_kernel<T, kC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v4_kernel<T, kC, kPfStep>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                        static_cast<int>(S::kBytes));
   MAMBA_CUDA_CHECK("selective_scan_bwd_cuda (v4 smem attribute)", attr);
   const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.batch));
-  scan_bwd_v4_kernel<T, kC><<<grid, S::kThreads, S::kBytes, stream>>>(p, ws, bpg, nS, skip);
+  scan_bwd_v4_kernel<T, kC, kPfStep><<<grid, S::kThreads, S::kBytes, stream>>>(p, ws, bpg, nS, skip);
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v4)");
 }
 
@@ -1402,7 +1456,17 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   const char* skip_env = std::getenv("MAMBA_SCAN_BWD_SKIP");
   const int skip = skip_env && *skip_env ? std::atoi(skip_env) : 0;
   const int skip_a = p.checkpoints_from_forward ? 2 : 0;
-  if (version == 4) launch_v4<T, 2>(p, ws, bpg, static_cast<int>(p.dstate), skip | skip_a, stream);
+  if (version == 4) {
+    // A/B of where the next chunk's loads go in the adjoint (timing runs; read on every call):
+    // MAMBA_SCAN_BWD_V4PF = 3 or 5, else the default V4_PREFETCH_STEP (4: H200 1816.0 us against
+    // 1838.4 for 3 and 1829.4 for 5, bf16 with the forward's checkpoints; NOTES.md).
+    const char* pf_env = std::getenv("MAMBA_SCAN_BWD_V4PF");
+    const int pf = pf_env && *pf_env ? std::atoi(pf_env) : 0;
+    const int nS4 = static_cast<int>(p.dstate);
+    if (pf == 3) launch_v4<T, 2, 3>(p, ws, bpg, nS4, skip | skip_a, stream);
+    else if (pf == 5) launch_v4<T, 2, 5>(p, ws, bpg, nS4, skip | skip_a, stream);
+    else launch_v4<T, 2>(p, ws, bpg, nS4, skip | skip_a, stream);
+  }
   for (int s = 0; s < (version == 4 ? 0 : slices); ++s) {
     const int n0 = s * kSlice;
     const int nS = static_cast<int>(std::min<int64_t>(kSlice, p.dstate - n0));
