@@ -956,19 +956,6 @@ void run_checks() {
       check_scan_bwd<float>(c, dfin, ++s4, 4, true);
       check_scan_bwd<bf16>(c, !dfin, ++s4, 4, true);
     }
-    // the same with the next chunk's loads 3 / 5 steps before the end (MAMBA_SCAN_BWD_V4PF)
-    for (const char* pf : {"3", "5"}) {
-      std::printf("== scan bwd v4, MAMBA_SCAN_BWD_V4PF=%s\n", pf);
-      setenv("MAMBA_SCAN_BWD_V4PF", pf, 1);
-      for (const auto& c : bwd_cases) {
-        if (c.n > 16) continue;
-        dfin = !dfin;
-        check_scan_bwd<float>(c, dfin, ++s4, 4, true);
-        check_scan_bwd<bf16>(c, !dfin, ++s4, 4, true);
-        check_scan_bwd<bf16>(c, dfin, ++s4, 4, false);
-      }
-      unsetenv("MAMBA_SCAN_BWD_V4PF");
-    }
   }
   const ConvCase conv_cases[] = {
       {1, 1, 5, 4, true, true, false, false},   {2, 7, 33, 4, true, true, true, false},
@@ -1094,14 +1081,6 @@ int main(int argc, char** argv) {
     // checkpoints beside it
     for (int r = 0; r < 2; ++r) time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 4);
     time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 4, true);
-    // where the next chunk's loads go (MAMBA_SCAN_BWD_V4PF: 3 or 5 steps before the end; default 4)
-    for (const char* pf : {"3", "5"}) {
-      setenv("MAMBA_SCAN_BWD_V4PF", pf, 1);
-      time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], pf[0] == '3' ? " pf3" : " pf5", 4, true);
-      time_scan_bwd<float>(8, 3072, 2048, 16, fwd[0], pf[0] == '3' ? " pf3" : " pf5", 4, true);
-    }
-    unsetenv("MAMBA_SCAN_BWD_V4PF");
-    time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 4, true);  // the default again (the spread)
     time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 2, true);
     setenv("MAMBA_SCAN_BWD_SKIP", "1", 1);
     time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], " -sums", 4, true);

@@ -938,9 +938,6 @@ scan_bwd_v2_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, i
 //   thread adds after the chunk (no shuffles);
 // - with checkpoints_from_forward two exponentials per (t, n) (recompute 7/8 + adjoint).
 // Block = 64 channels (the partial layout of v1 / v2) = 256 / kC lanes; 2 barriers per chunk.
-#ifndef V4_NO_PASSA
-#define V4_NO_PASSA 0
-#endif
 #ifndef V4_PREFETCH_STEP
 #define V4_PREFETCH_STEP 4
 #endif
@@ -950,9 +947,9 @@ scan_bwd_v2_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, i
 constexpr int kCh4 = 64;
 template <int kC>
 struct Cfg4 {
-  static constexpr int kThreads = kCh4 * 4 / kC;   // 128 (kC 2), 64 (kC 4)
+  static constexpr int kThreads = kCh4 * 4 / kC;   // 128 (kC 2, the one built)
   static constexpr int kWarps = kThreads / 32;
-  static constexpr int kE = kK * kCh4 / kThreads;  // steps per owner thread: 4 (kC 2), 8 (kC 4)
+  static constexpr int kE = kK * kCh4 / kThreads;  // steps per owner thread: 4
   static constexpr int kOwn = kK / kE;             // owner threads per channel: 2, 1
   static constexpr int kRedRow = 32 * 8 + 4;       // sRed row per (warp, step): [v'][cg], padded
   static constexpr int STEP = kK * kCh4 * 4;       // [t][ch] float4: dt, u, dy, softplus'
@@ -969,7 +966,7 @@ struct Cfg4 {
 // instruction) and for the owners' reads (4 channels x 2 step groups, or 8 channels).
 __device__ __forceinline__ int swz4(int ch, int t) { return ((ch >> 1) + 2 * (t >> 2)) & 3; }
 
-template <class T, int kC, int kPfStep = V4_PREFETCH_STEP>
+template <class T, int kC>
 __global__ void __launch_bounds__(Cfg4<kC>::kThreads, 3)
 scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, int skip) {
   using S = Cfg4<kC>;
@@ -1053,7 +1050,7 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
   };
 
   // ---- pass A: checkpoints (skipped when the forward wrote them: skip & 2) ----
-  if (!(skip & 2) && !V4_NO_PASSA) {
+  if (!(skip & 2)) {
     float cu[kE], cr[kE];
     T cb[kBC], cc[kBC];
     if (nch > 1) {
@@ -1143,7 +1140,7 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
     load_ckpt(nch - 1, ck);
   }
 
-  constexpr int kPf = kPfStep;  // adjoint step before which the next chunk is loaded
+  constexpr int kPf = V4_PREFETCH_STEP;  // adjoint step before which the next chunk is loaded
   constexpr int kPfK = V4_PREFETCH_CKPT;  // ... and its checkpoint
   float* myred = sRed + warp * kK * S::kRedRow + q * 8 + cg;  // + j * kRedRow + (v * 4) * 8, v = i (B) or 4 + i (C)
   for (int64_t c = nch - 1; c >= 0; --c) {
@@ -1368,14 +1365,14 @@ void launch_v2(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg,
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v2)");
 }
 
-template <class T, int kC, int kPfStep = V4_PREFETCH_STEP>
+template <class T, int kC>
 void launch_v4(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg, int nS, int skip, cudaStream_t stream) {
   using S = Cfg4<kC>;
-  static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v4_kernel<T, kC, kPfStep>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v4_kernel<T, kC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                        static_cast<int>(S::kBytes));
   MAMBA_CUDA_CHECK("selective_scan_bwd_cuda (v4 smem attribute)", attr);
   const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.batch));
-  scan_bwd_v4_kernel<T, kC, kPfStep><<<grid, S::kThreads, S::kBytes, stream>>>(p, ws, bpg, nS, skip);
+  scan_bwd_v4_kernel<T, kC><<<grid, S::kThreads, S::kBytes, stream>>>(p, ws, bpg, nS, skip);
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v4)");
 }
 
@@ -1456,17 +1453,7 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   const char* skip_env = std::getenv("MAMBA_SCAN_BWD_SKIP");
   const int skip = skip_env && *skip_env ? std::atoi(skip_env) : 0;
   const int skip_a = p.checkpoints_from_forward ? 2 : 0;
-  if (version == 4) {
-    // A/B of where the next chunk's loads go in the adjoint (timing runs; read on every call):
-    // MAMBA_SCAN_BWD_V4PF = 3 or 5, else the default V4_PREFETCH_STEP (4: H200 1816.0 us against
-    // 1838.4 for 3 and 1829.4 for 5, bf16 with the forward's checkpoints; NOTES.md).
-    const char* pf_env = std::getenv("MAMBA_SCAN_BWD_V4PF");
-    const int pf = pf_env && *pf_env ? std::atoi(pf_env) : 0;
-    const int nS4 = static_cast<int>(p.dstate);
-    if (pf == 3) launch_v4<T, 2, 3>(p, ws, bpg, nS4, skip | skip_a, stream);
-    else if (pf == 5) launch_v4<T, 2, 5>(p, ws, bpg, nS4, skip | skip_a, stream);
-    else launch_v4<T, 2>(p, ws, bpg, nS4, skip | skip_a, stream);
-  }
+  if (version == 4) launch_v4<T, 2>(p, ws, bpg, static_cast<int>(p.dstate), skip | skip_a, stream);
   for (int s = 0; s < (version == 4 ? 0 : slices); ++s) {
     const int n0 = s * kSlice;
     const int nS = static_cast<int>(std::min<int64_t>(kSlice, p.dstate - n0));
