@@ -216,11 +216,13 @@ void check_scan(const ScanCase& c, uint64_t seed, int version = 0, int split = 0
 template <class T>
 // fwd_ckpt: the checkpoints come from a v6 forward call (SelectiveScanCudaParams::bwd_workspace)
 // into the NaN-poisoned workspace, and the backward skips its pass A (checkpoints_from_forward).
-void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version = 0, bool fwd_ckpt = false) {
-  char name[160];
-  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d%s]", type_name<T>(), c.b, c.d, c.l,
+// layout: SelectiveScanBwdCudaParams::v4_layout (0: automatic).
+void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version = 0, bool fwd_ckpt = false, int layout = 0) {
+  char name[160], lay[16] = "";
+  if (layout) std::snprintf(lay, sizeof lay, " L%d", layout);
+  std::snprintf(name, sizeof name, "scan bwd %s b%d d%d l%d n%d g%d%s%s%s%s%s%s [v%d%s%s]", type_name<T>(), c.b, c.d, c.l,
                 c.n, c.g, c.z ? " z" : "", c.init ? " h0" : "", c.softplus ? " softplus" : "", c.bias ? " bias" : "",
-                c.D ? " D" : "", dfinal ? " dfinal" : "", version ? version : 2, fwd_ckpt ? " fwd-ckpt" : "");
+                c.D ? " D" : "", dfinal ? " dfinal" : "", version ? version : 2, lay, fwd_ckpt ? " fwd-ckpt" : "");
   run_case(name, [&] {
     Rng r(seed);
     const size_t nbdl = size_t(c.b) * c.d * c.l, nbc = size_t(c.b) * c.g * c.n * c.l, nst = size_t(c.b) * c.d * c.n;
@@ -278,6 +280,7 @@ void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version =
     q.dA = o_dA.ptr; q.dB = o_dB.ptr; q.dC = o_dC.ptr; q.dD = o_dD.ptr; q.ddelta_bias = o_dbias.ptr;
     q.dinitial_state = c.init ? o_dh0.ptr : nullptr;
     q.version = version;
+    q.v4_layout = layout;
     const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
     DevBuf<float> ws((wsb + 3) / 4);
     q.workspace = ws.ptr; q.workspace_bytes = wsb;
@@ -314,8 +317,9 @@ void check_scan_bwd(const ScanCase& c, bool dfinal, uint64_t seed, int version =
   });
 }
 
-// v4 takes dstate <= 16 only: a larger one is refused with std::invalid_argument naming it.
-void check_scan_bwd_v4_refuses(const ScanCase& c) {
+// v4 takes dstate <= 16 only: a larger one is refused with std::invalid_argument naming it;
+// layout != 0: a v4_layout outside 0..4 (dstate 16) is refused naming the field.
+void check_scan_bwd_v4_refuses(const ScanCase& c, int layout = 0) {
   kc::SelectiveScanBwdCudaParams<float> q;
   q.batch = c.b; q.dim = c.d; q.seqlen = c.l; q.dstate = c.n; q.n_groups = c.g;
   DevBuf<float> big(size_t(1) << 16);
@@ -323,15 +327,19 @@ void check_scan_bwd_v4_refuses(const ScanCase& c) {
   q.du = q.ddelta = big.ptr; q.dA = q.dB = q.dC = big.ptr;
   q.workspace = big.ptr; q.workspace_bytes = sizeof(float) << 16;
   q.version = 4;
+  q.v4_layout = layout;
+  if (layout) q.dstate = 16;
   char name[96];
-  std::snprintf(name, sizeof name, "scan bwd v4 refuses dstate %d", c.n);
+  if (layout) std::snprintf(name, sizeof name, "scan bwd v4 refuses v4_layout %d", layout);
+  else std::snprintf(name, sizeof name, "scan bwd v4 refuses dstate %d", c.n);
   bool ok = false;
   std::string msg = "no exception";
   try {
     kc::selective_scan_bwd_cuda<float>(q, nullptr);
   } catch (const std::invalid_argument& e) {
     msg = e.what();
-    ok = msg.find("version 4") != std::string::npos && msg.find("dstate") != std::string::npos;
+    ok = layout ? msg.find("v4_layout") != std::string::npos
+                : msg.find("version 4") != std::string::npos && msg.find("dstate") != std::string::npos;
   } catch (const std::exception& e) {
     msg = std::string("wrong exception: ") + e.what();
   }
@@ -632,7 +640,8 @@ double time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
 // fwd_ckpt: a v6 forward writes the checkpoints into the workspace once first, and the timed
 // calls take them (checkpoints_from_forward: no pass A, the training path).
 template <class T>
-void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = "", int version = 0, bool fwd_ckpt = false) {
+void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = "", int version = 0, bool fwd_ckpt = false,
+                   int layout = 0) {
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * n * l, nst = size_t(b) * d * n;
   DevBuf<T> u(nbdl), delta(nbdl), z(nbdl), dout(nbdl), B(nbc), C(nbc), du(nbdl), ddelta(nbdl), dz(nbdl);
   DevBuf<float> A(size_t(d) * n), D(d), bias(d), h0(nst), dhT(nst), dB(nbc), dC(nbc), dA(size_t(d) * n), dD(d),
@@ -656,6 +665,7 @@ void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = 
   q.du = du.ptr; q.ddelta = ddelta.ptr; q.dz = dz.ptr; q.dA = dA.ptr; q.dB = dB.ptr; q.dC = dC.ptr;
   q.dD = dD.ptr; q.ddelta_bias = dbias.ptr; q.dinitial_state = dh0.ptr;
   q.version = version;
+  q.v4_layout = layout;
   const size_t wsb = kc::selective_scan_bwd_cuda_workspace_bytes<T>(q);
   DevBuf<float> ws((wsb + 3) / 4);
   q.workspace = ws.ptr; q.workspace_bytes = wsb;
@@ -675,7 +685,8 @@ void time_scan_bwd(int b, int d, int l, int n, double fwd_us, const char* tag = 
                        4.0 * (3 * nst + 2 * size_t(d) * n + 4 * d);
   char shape[96];
   std::snprintf(shape, sizeof shape, "b%d d%d l%d n%d z (ws %.0f MB)", b, d, l, n, wsb / 1e6);
-  const std::string which = (version ? " v" + std::to_string(version) : std::string(" auto")) + (fwd_ckpt ? " ckpt-from-fwd" : "");
+  const std::string which = (version ? " v" + std::to_string(version) : std::string(" auto")) +
+                            (layout ? " L" + std::to_string(layout) : std::string()) + (fwd_ckpt ? " ckpt-from-fwd" : "");
   add_row(std::string("scan bwd ") + type_name<T>() + which + tag, shape, us, bytes, double(nbdl) * n, fwd_us);
 }
 
@@ -957,6 +968,22 @@ void run_checks() {
       check_scan_bwd<bf16>(c, !dfin, ++s4, 4, true);
     }
   }
+  // v4's other lane layouts (2: 1 channel per lane, 32 per block; 3: 1, 64; 4: 2, 32), alone
+  // and fed by the forward's checkpoints, own seeds
+  for (int bad : {-1, 5}) check_scan_bwd_v4_refuses(bwd_cases[0], bad);
+  {
+    uint64_t s5 = 0x4b0d5000;
+    bool dfin = false;
+    for (const auto& c : bwd_cases) {
+      if (c.n > 16) continue;
+      dfin = !dfin;
+      for (int lay : {2, 3, 4})
+        for (bool ck : {false, true}) {
+          check_scan_bwd<float>(c, dfin, ++s5, 4, ck, lay);
+          check_scan_bwd<bf16>(c, !dfin, ++s5, 4, ck, lay);
+        }
+    }
+  }
   const ConvCase conv_cases[] = {
       {1, 1, 5, 4, true, true, false, false},   {2, 7, 33, 4, true, true, true, false},
       {1, 300, 130, 3, false, true, false, true}, {2, 2049, 64, 4, true, true, true, true},
@@ -1081,6 +1108,14 @@ int main(int argc, char** argv) {
     // checkpoints beside it
     for (int r = 0; r < 2; ++r) time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 4);
     time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 4, true);
+    // the layouts with the forward's checkpoints: the standard shape and the 24 x 768 MambaLM's
+    // training shape (b8 d_inner 1536 l2048)
+    for (int lay : {1, 2, 3, 4}) time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 4, true, lay);
+    {
+      const double f8 = time_scan<bf16>(8, 1536, 2048, 16, 0), f4 = time_scan<bf16>(4, 1536, 2048, 16, 0);
+      for (int lay : {1, 2, 3, 4, 1}) time_scan_bwd<bf16>(8, 1536, 2048, 16, f8, "", 4, true, lay);
+      for (int lay : {1, 2, 3, 4}) time_scan_bwd<bf16>(4, 1536, 2048, 16, f4, "", 4, true, lay);
+    }
     time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 2, true);
     setenv("MAMBA_SCAN_BWD_SKIP", "1", 1);
     time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], " -sums", 4, true);

@@ -42,7 +42,7 @@ constexpr float kLn2 = 0.6931471805599453f;
 
 struct BwdWs {
   float* ckpt = nullptr;   // (batch, nchunks, kSlice, dim)
-  float* pBC = nullptr;    // (batch, n_groups, blocks_per_group, 2 * dstate, seqlen)
+  float* pBC = nullptr;    // (batch, n_groups, blocks per group of the launch, 2 * dstate, seqlen)
   float* pA = nullptr;     // (batch, dim, dstate)
   float* pD = nullptr;     // (batch, dim)
   float* pbias = nullptr;  // (batch, dim)
@@ -54,7 +54,10 @@ struct WsLayout {
   size_t ckpt = 0, pBC = 0, pA = 0, pD = 0, pbias = 0, sums = 0, total = 0;  // offsets in floats
 };
 
-int64_t blocks_per_group(int64_t dim, int64_t groups) { return (dim / groups + kBT - 1) / kBT; }
+int64_t blocks_per_group(int64_t dim, int64_t groups, int64_t per_block = kBT) {
+  return (dim / groups + per_block - 1) / per_block;
+}
+constexpr int64_t kMinChannelsPerBlock = 32;  // the finest block any version takes (v4 layout 2): sizes pBC
 
 WsLayout ws_layout(int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t G) {
   auto up = [](int64_t n) { return static_cast<size_t>((n + 63) / 64 * 64); };  // 256-byte pieces
@@ -62,7 +65,7 @@ WsLayout ws_layout(int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t G) 
   WsLayout w;
   size_t o = 0;
   w.ckpt = o; o += up(batch * nch * kSlice * dim);
-  w.pBC = o; o += up(batch * G * blocks_per_group(dim, G) * 2 * N * L);
+  w.pBC = o; o += up(batch * G * blocks_per_group(dim, G, kMinChannelsPerBlock) * 2 * N * L);
   w.pA = o; o += up(batch * dim * N);
   w.pD = o; o += up(batch * dim);
   w.pbias = o; o += up(batch * dim);
@@ -944,13 +947,16 @@ scan_bwd_v2_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, i
 #ifndef V4_PREFETCH_CKPT
 #define V4_PREFETCH_CKPT 1
 #endif
-constexpr int kCh4 = 64;
-template <int kC>
+// Layouts (SelectiveScanBwdCudaParams::v4_layout): kC channels per lane, kChB channels per block.
+template <int kC, int kChB>
 struct Cfg4 {
-  static constexpr int kThreads = kCh4 * 4 / kC;   // 128 (kC 2, the one built)
+  static constexpr int kCh4 = kChB;
+  static constexpr int kThreads = kCh4 * 4 / kC;   // 64 (2 x 32), 128 (2 x 64, 1 x 32), 256 (1 x 64)
   static constexpr int kWarps = kThreads / 32;
-  static constexpr int kE = kK * kCh4 / kThreads;  // steps per owner thread: 4
-  static constexpr int kOwn = kK / kE;             // owner threads per channel: 2, 1
+  static constexpr int kE = kK * kCh4 / kThreads;  // steps per owner thread: 4 (kC 2), 2 (kC 1)
+  static constexpr int kOwn = kK / kE;             // owner threads per channel: 2, 4
+  // resident blocks per SM the register cap is set for: 168 registers at kC 2, 128 at kC 1
+  static constexpr int kMinBlocks = (kC == 2 ? 384 : 512) / kThreads;
   static constexpr int kRedRow = 32 * 8 + 4;       // sRed row per (warp, step): [v'][cg], padded
   static constexpr int STEP = kK * kCh4 * 4;       // [t][ch] float4: dt, u, dy, softplus'
   static constexpr int NS = kK * kCh4 * 4 * 4;     // [t][ch][q ^ swz] float4: sum g B, sum g h a A2, sum h C
@@ -966,10 +972,11 @@ struct Cfg4 {
 // instruction) and for the owners' reads (4 channels x 2 step groups, or 8 channels).
 __device__ __forceinline__ int swz4(int ch, int t) { return ((ch >> 1) + 2 * (t >> 2)) & 3; }
 
-template <class T, int kC>
-__global__ void __launch_bounds__(Cfg4<kC>::kThreads, 3)
+template <class T, int kC, int kChB>
+__global__ void __launch_bounds__(Cfg4<kC, kChB>::kThreads, Cfg4<kC, kChB>::kMinBlocks)
 scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, int skip) {
-  using S = Cfg4<kC>;
+  using S = Cfg4<kC, kChB>;
+  constexpr int kCh4 = kChB;
   constexpr int kT = S::kThreads, kE = S::kE, kBC = S::kBC;
   extern __shared__ float4 smem4[];
   float* sStep = reinterpret_cast<float*>(smem4);
@@ -1285,9 +1292,10 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
     }
   }
 
-  if constexpr (S::kOwn == 2) {
-    dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, 1);
-    db_acc += __shfl_xor_sync(0xffffffffu, db_acc, 1);
+#pragma unroll
+  for (int m = 1; m < S::kOwn; m <<= 1) {  // the channel's owner threads are adjacent lanes
+    dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, m);
+    db_acc += __shfl_xor_sync(0xffffffffu, db_acc, m);
   }
   if (oact && own == 0) {
     ws.pD[b * dim + od] = dD_acc;
@@ -1365,14 +1373,14 @@ void launch_v2(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg,
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v2)");
 }
 
-template <class T, int kC>
+template <class T, int kC, int kChB>
 void launch_v4(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg, int nS, int skip, cudaStream_t stream) {
-  using S = Cfg4<kC>;
-  static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v4_kernel<T, kC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  using S = Cfg4<kC, kChB>;
+  static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v4_kernel<T, kC, kChB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                        static_cast<int>(S::kBytes));
   MAMBA_CUDA_CHECK("selective_scan_bwd_cuda (v4 smem attribute)", attr);
   const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.batch));
-  scan_bwd_v4_kernel<T, kC><<<grid, S::kThreads, S::kBytes, stream>>>(p, ws, bpg, nS, skip);
+  scan_bwd_v4_kernel<T, kC, kChB><<<grid, S::kThreads, S::kBytes, stream>>>(p, ws, bpg, nS, skip);
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v4)");
 }
 
@@ -1384,7 +1392,7 @@ void validate(const SelectiveScanBwdCudaParams<T>& p) {
   if (p.n_groups <= 0 || p.dim % p.n_groups != 0)
     throw std::invalid_argument("selective_scan_bwd_cuda: dim must be a multiple of n_groups");
   if (p.batch > 65535 || p.dim > 0x7fffffff) throw std::invalid_argument("selective_scan_bwd_cuda: batch > 65535 or dim too large");
-  if (blocks_per_group(p.dim, p.n_groups) * p.n_groups > 0x7fffffff)
+  if (blocks_per_group(p.dim, p.n_groups, kMinChannelsPerBlock) * p.n_groups > 0x7fffffff)
     throw std::invalid_argument("selective_scan_bwd_cuda: dim too large");
 }
 
@@ -1413,6 +1421,13 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
     throw std::invalid_argument(std::string("selective_scan_bwd_cuda: ") + ver_name + " 4 needs dstate <= 16, got " +
                                 std::to_string(p.dstate));
   const int version = asked ? asked : (p.dstate > 8 && p.dstate <= kSlice ? 4 : 2);
+  // v4's layout: p.v4_layout, else MAMBA_SCAN_BWD_V4_LAYOUT, else automatic
+  const char* lay_env = std::getenv("MAMBA_SCAN_BWD_V4_LAYOUT");
+  const int lay_asked = p.v4_layout ? p.v4_layout : lay_env && *lay_env ? std::atoi(lay_env) : 0;
+  if (lay_asked < 0 || lay_asked > 4)
+    throw std::invalid_argument(std::string("selective_scan_bwd_cuda: ") + (p.v4_layout ? "v4_layout" : "MAMBA_SCAN_BWD_V4_LAYOUT") +
+                                " must be 0 (automatic), 1, 2, 3 or 4, got " + std::to_string(lay_asked));
+  const int v4_layout = lay_asked ? lay_asked : 1;
   if (p.checkpoints_from_forward) {  // the forward (v6, bwd_workspace) wrote pass A's checkpoints
     if (p.dstate > kSlice)
       throw std::invalid_argument("selective_scan_bwd_cuda: checkpoints_from_forward needs dstate <= 16, got " +
@@ -1446,14 +1461,21 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   ws.pbias = w + lay.pbias;
   ws.sums = p.dstate > kSlice ? w + lay.sums : nullptr;
   ws.nchunks = (p.seqlen + kK - 1) / kK;
-  const int bpg = static_cast<int>(blocks_per_group(p.dim, p.n_groups));
+  const int64_t per_block = version == 4 && (v4_layout == 2 || v4_layout == 4) ? 32 : kBT;
+  const int bpg = static_cast<int>(blocks_per_group(p.dim, p.n_groups, per_block));
   const int slices = static_cast<int>((p.dstate + kSlice - 1) / kSlice);
   // Timing experiments only (wrong results): MAMBA_SCAN_BWD_SKIP bit 1 drops the dB / dC
   // channel sums, bit 2 pass A (checkpoints), bit 4 the chunk recompute. Read on every call.
   const char* skip_env = std::getenv("MAMBA_SCAN_BWD_SKIP");
   const int skip = skip_env && *skip_env ? std::atoi(skip_env) : 0;
   const int skip_a = p.checkpoints_from_forward ? 2 : 0;
-  if (version == 4) launch_v4<T, 2>(p, ws, bpg, static_cast<int>(p.dstate), skip | skip_a, stream);
+  if (version == 4) {
+    const int nS = static_cast<int>(p.dstate);
+    if (v4_layout == 1) launch_v4<T, 2, 64>(p, ws, bpg, nS, skip | skip_a, stream);
+    else if (v4_layout == 2) launch_v4<T, 1, 32>(p, ws, bpg, nS, skip | skip_a, stream);
+    else if (v4_layout == 3) launch_v4<T, 1, 64>(p, ws, bpg, nS, skip | skip_a, stream);
+    else launch_v4<T, 2, 32>(p, ws, bpg, nS, skip | skip_a, stream);
+  }
   for (int s = 0; s < (version == 4 ? 0 : slices); ++s) {
     const int n0 = s * kSlice;
     const int nS = static_cast<int>(std::min<int64_t>(kSlice, p.dstate - n0));

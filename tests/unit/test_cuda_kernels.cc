@@ -143,8 +143,8 @@ TEST(CudaKernels, SelectiveScanSequenceSplitMatchesReference) {  // v6 with its 
 // fwd_ckpt: the checkpoints come from a v6 forward (bwd_workspace), pass A skipped.
 template <class T>
 void scan_bwd_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0, bool with_dfinal, unsigned seed,
-                   int version = 0, bool fwd_ckpt = false) {
-  SCOPED_TRACE(testing::Message() << "bwd v" << version << (fwd_ckpt ? " fwd-ckpt" : "") << " b" << b << " d" << d
+                   int version = 0, bool fwd_ckpt = false, int v4_layout = 0) {
+  SCOPED_TRACE(testing::Message() << "bwd v" << version << " L" << v4_layout << (fwd_ckpt ? " fwd-ckpt" : "") << " b" << b << " d" << d
                                   << " l" << l << " n" << n << " g" << g);
   std::mt19937 gen(seed);
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * g * n * l, nst = size_t(b) * d * n;
@@ -180,6 +180,7 @@ void scan_bwd_case(int b, int d, int l, int n, int g, bool with_z, bool with_h0,
 
   kc::SelectiveScanBwdCudaParams<T> q;
   q.version = version;
+  q.v4_layout = v4_layout;
   q.batch = b; q.dim = d; q.seqlen = l; q.dstate = n; q.n_groups = g;
   q.u = du.ptr; q.delta = ddelta.ptr; q.z = with_z ? dz.ptr : nullptr; q.B = dB.ptr; q.C = dC.ptr;
   q.A = dA.ptr; q.D = dD.ptr; q.delta_bias = dbias.ptr; q.delta_softplus = true;
@@ -235,6 +236,16 @@ TEST(CudaKernels, SelectiveScanBackwardWithForwardCheckpoints) {
   scan_bwd_case<float>(1, 70, 301, 16, 2, true, true, true, 52, 0, true);
   scan_bwd_case<bf16>(2, 66, 129, 8, 2, false, true, false, 53, 0, true);
   scan_bwd_case<bf16>(1, 4, 300, 5, 1, true, true, true, 54, 0, true);
+}
+
+// Scan backward v4's lane layouts (v4_layout 1-4: channels per lane x per block), several blocks
+// per group with a partial last one, a partial last chunk, alone and with the forward's checkpoints.
+TEST(CudaKernels, SelectiveScanBackwardV4Layouts) {
+  SKIP_WITHOUT_GPU();
+  for (int lay : {1, 2, 3, 4}) {
+    scan_bwd_case<float>(1, 70, 301, 16, 2, true, true, true, 60 + lay, 4, false, lay);
+    scan_bwd_case<bf16>(2, 100, 129, 12, 1, true, false, true, 70 + lay, 4, true, lay);
+  }
 }
 
 template <class T>

@@ -170,6 +170,12 @@ struct SelectiveScanBwdCudaParams {
   // inputs with SelectiveScanCudaParams::bwd_workspace = workspace (dstate <= 16, versions 0 / 2
   // / 4 of the backward); pass A is skipped. Otherwise an error naming the field.
   bool checkpoints_from_forward = false;
+  // Version 4's lane layout (0 = automatic, env MAMBA_SCAN_BWD_V4_LAYOUT when set): 1 = 2 channels
+  // per lane, 64 channels per block; 2 = 1 channel per lane, 32 per block; 3 = 1 channel per lane,
+  // 64 per block; 4 = 2 channels per lane, 32 per block (NOTES.md "Scan backward v4: lane
+  // layouts"). Other values throw
+  // std::invalid_argument naming the field. The workspace is sized for every layout.
+  int v4_layout = 0;
 };
 
 template <class T>
