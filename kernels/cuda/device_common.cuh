@@ -170,4 +170,15 @@ __device__ __forceinline__ void store_raw(T* __restrict__ row, int64_t t0, int64
 
 __host__ __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+// SMs of the current device (132 when the query fails; the error is cleared): launch heuristics.
+inline int sm_count() {
+  int sms = 0, d = 0;
+  if (cudaGetDevice(&d) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, d) != cudaSuccess ||
+      sms <= 0) {
+    cudaGetLastError();
+    sms = 132;
+  }
+  return sms;
+}
+
 }  // namespace mamba::kernels::cuda::dev

@@ -466,15 +466,6 @@ struct V6 {
     }
     launch_z<kS, kTB, kPoly, kU, kSp, kThr, kOpt, false>(p, stream, sp.steps, sp.k);
   }
-  static int sm_count() {
-    int sms = 0, dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        sms <= 0) {
-      cudaGetLastError();
-      sms = 132;
-    }
-    return sms;
-  }
   // Sequence split (NOTES.md "Scan forward: sequence split"): k segments of `steps` steps (a
   // multiple of kSegUnit: whole tiles and checkpoint chunks); k = 1: none. query: as if an
   // unlimited seg_workspace were given (the size query).
@@ -504,7 +495,7 @@ struct V6 {
     int64_t k = p.segments;
     if (k < 2) {  // automatic: as many segments as one wave of resident blocks holds
       const int occ = occupancy_of(S);
-      k = occ > 0 ? int64_t{occ} * sm_count() / std::max(B3::blocks_of(p, S), 1) : 1;
+      k = occ > 0 ? int64_t{occ} * dev::sm_count() / std::max(B3::blocks_of(p, S), 1) : 1;
       k = std::min<int64_t>(k, lavg / kSegMinAuto);
       if (!query) k = std::min<int64_t>(k, 1 + int64_t(p.seg_workspace_bytes / seg_entry_bytes(p)));
       if (k < kSegMinK) return r;
@@ -550,7 +541,7 @@ struct V6 {
     if (forced == 1 || forced == 2 || forced == 4) return std::min(std::max(forced, lo), hi);
     // A small grid that splits gets more segments, not more lanes (one that does not: as before).
     if (allowed(2) && seg_wanted(p, query) && seg_plan(p, 2, query).k > 1) return 2;
-    const int sms = sm_count();
+    const int sms = dev::sm_count();
     if (allowed(2)) {
       const int occ = occupancy_of(2);
       const int64_t blocks = B3::blocks_of(p, 2);

@@ -1427,7 +1427,12 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   if (lay_asked < 0 || lay_asked > 4)
     throw std::invalid_argument(std::string("selective_scan_bwd_cuda: ") + (p.v4_layout ? "v4_layout" : "MAMBA_SCAN_BWD_V4_LAYOUT") +
                                 " must be 0 (automatic), 1, 2, 3 or 4, got " + std::to_string(lay_asked));
-  const int v4_layout = lay_asked ? lay_asked : 1;
+  // Automatic: layout 2 (1 channel per lane, 32 per block, 4 blocks = 16 warps per SM) while its
+  // blocks fit in one wave on the device (batch x dim <= SMs x 4 x 32), layout 1 (2 channels per
+  // lane, 64 per block, 3 blocks per SM) above: H200, bf16 l2048 with the forward's checkpoints,
+  // layout 1 / 2: b8 d3072 1813.7 / 2115.7 us, b8 d1536 1503.5 / 1074.8, b4 d1536 1132.2 / 833.6
+  // (NOTES.md "Scan backward v4: lane layouts").
+  const int v4_layout = lay_asked ? lay_asked : p.batch * p.dim <= int64_t{dev::sm_count()} * 4 * 32 ? 2 : 1;
   if (p.checkpoints_from_forward) {  // the forward (v6, bwd_workspace) wrote pass A's checkpoints
     if (p.dstate > kSlice)
       throw std::invalid_argument("selective_scan_bwd_cuda: checkpoints_from_forward needs dstate <= 16, got " +
