@@ -35,7 +35,8 @@
 #          instead of the check ones, and decode_kernels (--decode-kernels: state update variants)
 #   profile (only by name): ncu sections of one launch each (--scan-once, --ssd-once, --bw-once,
 #          --scan7-once, train-check --once) and the SASS loop mix of scan forward v6 (sass_loops.py)
-#   profbwd (only by name): ncu of one scan backward v4 launch (--bwd-once: stalls, source counters)
+#   train_lm_profile (only by name): train_lm_time's step with its phase table (--profile 5)
+#   profbwd (only by name; BWD_ONCE=train: the training shape b8 d1536): ncu of one scan backward v4 launch (--bwd-once: stalls, source counters)
 #          and the v4 kernel's SASS
 # Every timing prints perf records (mamba/kernels/cuda/perf_record.h); kernels/cuda/perf_summary.awk
 # turns the standard steps' ones into THE table ($OUT/summary.md), the experiments' variants into
@@ -219,6 +220,9 @@ step lm_decode_time time 40 mamba-cuda-bench --decode-only --reps 20
 step conv_cudnn_time time 40 mamba-conv-cudnn-check --bench-only
 step train_lm_time time 40 mamba-train-lm-cuda --layers 24 --d-model 768 --seq-len 2048 --vocab 50277 --batch 8 \
   --dtype bf16 --steps 25 --warmup 5 --log-every 25
+# named only: the same step's phase table (CUDA events per phase, mean of 5 profiled steps)
+step train_lm_profile profile 60 mamba-train-lm-cuda --layers 24 --d-model 768 --seq-len 2048 --vocab 50277 --batch 8 \
+  --dtype bf16 --steps 10 --warmup 3 --log-every 10 --profile 5
 # the same step with scan backward v4's other lane layouts (SelectiveScanBwdCudaParams::v4_layout)
 for lay in 1 2 3 4; do
   if sel time "train_lm_time_l$lay"; then
@@ -266,7 +270,7 @@ if sel profbwd profbwd && [ -n "$(bin mamba-cuda-check)" ]; then
   if command -v ncu > /dev/null; then
     run ncu_bwd 90 ncu -k regex:scan_bwd_v4 -c 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
       --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section SourceCounters \
-      --section ComputeWorkloadAnalysis --section InstructionStats --print-details all "$C" --bwd-once
+      --section ComputeWorkloadAnalysis --section InstructionStats --print-details all "$C" --bwd-once ${BWD_ONCE:-}
     grep -E "Duration|Throughput|Issue Slots|Eligible|Active Warps|Registers Per|Achieved Occupancy|Stall|stall" \
       "$LOGD/ncu_bwd.log" | sed -E 's/^ +//' | cut -c1-160 | head -40
   else echo "== ncu: not on this machine"; fi

@@ -1050,8 +1050,10 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--decode-kernels") == 0 && k::cuda_device_count() > 0) return decode_kernels_main();
   // --bwd-once (before the --bw prefix below): the training path's backward (v4 fed by the v6 forward's checkpoints) at the
   // standard shape, for ncu (-k regex:scan_bwd_v4 -c 1: the first timed launch)
+  // --bwd-once train: the 24 x 768 MambaLM's training shape (b8 d_inner 1536; the automatic layout)
   if (argc > 1 && std::strcmp(argv[1], "--bwd-once") == 0 && k::cuda_device_count() > 0) {
-    time_scan_bwd<bf16>(8, 3072, 2048, 16, 0.0, "", 4, true);
+    const bool train = argc > 2 && std::strcmp(argv[2], "train") == 0;
+    time_scan_bwd<bf16>(8, train ? 1536 : 3072, 2048, 16, 0.0, "", 4, true);
     return 0;
   }
   if (argc > 1 && std::strcmp(argv[1], "--bw-once") == 0 && k::cuda_device_count() > 0) return bw_once();
@@ -1114,7 +1116,11 @@ int main(int argc, char** argv) {
     for (int lay : {1, 2, 3, 4}) time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 4, true, lay);
     {
       const double f8 = time_scan<bf16>(8, 1536, 2048, 16, 0), f4 = time_scan<bf16>(4, 1536, 2048, 16, 0);
+      for (int s : {2, 4}) time_scan<bf16>(8, 1536, 2048, 16, 6, s);  // the forward's lanes per channel there
       for (int lay : {1, 2, 3, 4, 1}) time_scan_bwd<bf16>(8, 1536, 2048, 16, f8, "", 4, true, lay);
+      setenv("MAMBA_SCAN_BWD_SKIP", "1", 1);  // layout 2 without the dB / dC sums (wrong results)
+      time_scan_bwd<bf16>(8, 1536, 2048, 16, f8, " -sums", 4, true, 2);
+      unsetenv("MAMBA_SCAN_BWD_SKIP");
       for (int lay : {1, 2, 3, 4}) time_scan_bwd<bf16>(4, 1536, 2048, 16, f4, "", 4, true, lay);
     }
     time_scan_bwd<bf16>(8, 3072, 2048, 16, fwd[0], "", 2, true);
