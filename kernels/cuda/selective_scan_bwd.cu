@@ -947,8 +947,10 @@ scan_bwd_v2_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, i
 #ifndef V4_PREFETCH_CKPT
 #define V4_PREFETCH_CKPT 1
 #endif
-// Layouts (SelectiveScanBwdCudaParams::v4_layout): kC channels per lane, kChB channels per block.
-template <int kC, int kChB>
+// Layouts (SelectiveScanBwdCudaParams::v4_layout): kC channels per lane, kChB channels per block;
+// kShfl: the dB / dC contributions summed over a warp's 8 channel groups by shuffles (one float
+// per lane and step to shared memory) instead of 8 floats per lane and step summed after the chunk.
+template <int kC, int kChB, bool kShfl = false>
 struct Cfg4 {
   static constexpr int kCh4 = kChB;
   static constexpr int kThreads = kCh4 * 4 / kC;   // 64 (2 x 32), 128 (2 x 64, 1 x 32), 256 (1 x 64)
@@ -957,25 +959,28 @@ struct Cfg4 {
   static constexpr int kOwn = kK / kE;             // owner threads per channel: 2, 4
   // resident blocks per SM the register cap is set for: 168 registers at kC 2, 128 at kC 1
   static constexpr int kMinBlocks = (kC == 2 ? 384 : 512) / kThreads;
-  static constexpr int kRedRow = 32 * 8 + 4;       // sRed row per (warp, step): [v'][cg], padded
+  static constexpr int kRedRow = kShfl ? 33 : 32 * 8 + 4;  // sRed row per (warp, step): [slot] or [v'][cg], padded
   static constexpr int STEP = kK * kCh4 * 4;       // [t][ch] float4: dt, u, dy, softplus'
   static constexpr int NS = kK * kCh4 * 4 * 4;     // [t][ch][q ^ swz] float4: sum g B, sum g h a A2, sum h C
   static constexpr int RED = kWarps * kK * kRedRow;
-  static constexpr int TILE = kK * 32;             // [t][B 16 | C 16]
+  static constexpr int kTS = 36;                   // tile row: B 16 | C 16 | pad 4 (conflict-free stores)
+  static constexpr int kTSA = 20;                  // pass A's B tile row: 16 | pad 4
+  static constexpr int TILE = kK * kTS;            // [t][B 16 | C 16 | pad]
+  static constexpr int kOwnW = 32 / kOwn;          // owner channels per warp (a channel's owners: lanes kOwnW apart)
   static constexpr int kFloats = STEP + NS + RED + TILE;
   static constexpr size_t kBytes = size_t(kFloats) * 4;
   static constexpr int kBC = (16 * kK + kThreads - 1) / kThreads;  // tile elements per thread (B and C each)
-  static_assert(NS >= 2 * kK * kCh4 * 2 + 2 * kK * 16, "pass A's double buffers fit in the NS region");
+  static_assert(NS >= 2 * kK * kCh4 * 2 + 2 * kK * kTSA, "pass A's double buffers fit in the NS region");
 };
 
-// swizzle of the q slot of sN[t][ch]: conflict-free for the writers (8 channels x 4 q per
-// instruction) and for the owners' reads (4 channels x 2 step groups, or 8 channels).
-__device__ __forceinline__ int swz4(int ch, int t) { return ((ch >> 1) + 2 * (t >> 2)) & 3; }
+// swizzle of the q slot of sN[t][ch]: conflict-free for the writers (2 channels x 4 q per 8-lane
+// phase of a 16-byte store) and for the owners' reads (8 consecutive channels of one step).
+__device__ __forceinline__ int swz4(int ch) { return (ch >> 1) & 3; }
 
-template <class T, int kC, int kChB>
-__global__ void __launch_bounds__(Cfg4<kC, kChB>::kThreads, Cfg4<kC, kChB>::kMinBlocks)
+template <class T, int kC, int kChB, bool kShfl>
+__global__ void __launch_bounds__(Cfg4<kC, kChB, kShfl>::kThreads, Cfg4<kC, kChB, kShfl>::kMinBlocks)
 scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, int skip) {
-  using S = Cfg4<kC, kChB>;
+  using S = Cfg4<kC, kChB, kShfl>;
   constexpr int kCh4 = kChB;
   constexpr int kT = S::kThreads, kE = S::kE, kBC = S::kBC;
   extern __shared__ float4 smem4[];
@@ -1003,7 +1008,9 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
     d_k[k] = g * dpg + (act_k[k] ? cl : 0);
   }
   // the owner thread's channel and steps (per-step scalars and outputs)
-  const int och = tid / S::kOwn, own = (tid % S::kOwn) * kE;
+  // the owners: lanes l and l + kOwnW hold the same channel's steps (8 consecutive channels per
+  // 8-lane phase: conflict-free [t][ch] float4 rows)
+  const int och = warp * S::kOwnW + lane % S::kOwnW, own = (lane / S::kOwnW) * kE;
   const int64_t ocl = blk * kCh4 + och;
   const bool oact = ocl < dpg;
   const float oactf = oact ? 1.f : 0.f;  // inactive channels mirror channel 0 with zero gradients
@@ -1075,8 +1082,8 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
       if (c == nch - 1) break;  // the last chunk's own states are recomputed in pass B
       const int64_t t0 = c * kK;
       float* sa = sN + (c & 1) * (kK * kCh4 * 2);                 // (dt, dt u): [t][ch] float2
-      float* sb = sN + 2 * (kK * kCh4 * 2) + (c & 1) * (kK * 16);  // B: [t][16]
-      store_tile(sb, 16, cb, cc, false);
+      float* sb = sN + 2 * (kK * kCh4 * 2) + (c & 1) * (kK * S::kTSA);  // B: [t][16 | pad]
+      store_tile(sb, S::kTSA, cb, cc, false);
 #pragma unroll
       for (int e = 0; e < kE; ++e) {  // every step of a chunk before the last is in range
         float dt = cr[e] + bias;
@@ -1091,7 +1098,7 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
       load_tile(t0 + kK, false, nb, nc);
 #pragma unroll
       for (int j = 0; j < kK; ++j) {
-        const float4 b4 = *reinterpret_cast<const float4*>(sb + j * 16 + 4 * q);
+        const float4 b4 = *reinterpret_cast<const float4*>(sb + j * S::kTSA + 4 * q);
         const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
 #pragma unroll
         for (int k = 0; k < kC; ++k) {
@@ -1175,7 +1182,7 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
       odzf[e] = dzf;
       *reinterpret_cast<float4*>(sStep + ((own + e) * kCh4 + och) * 4) = make_float4(dt, uu, dy, sig);
     }
-    store_tile(sTile, 32, cb, cc, true);
+    store_tile(sTile, S::kTS, cb, cc, true);
     float hs[kK][kC][4];
 #pragma unroll
     for (int k = 0; k < kC; ++k)
@@ -1186,7 +1193,7 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
     // (2) recompute hs[j] = h_{t0 + j - 1}, j = 1 .. 7
 #pragma unroll
     for (int j = 0; j < kK - 1; ++j) {
-      const float4 b4 = *reinterpret_cast<const float4*>(sTile + j * 32 + 4 * q);
+      const float4 b4 = *reinterpret_cast<const float4*>(sTile + j * S::kTS + 4 * q);
       const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
 #pragma unroll
       for (int k = 0; k < kC; ++k) {
@@ -1203,8 +1210,8 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
     for (int j = kK - 1; j >= 0; --j) {
       if (j == kPf && c > 0) load_chunk(c - 1, cu, cr, cz, co, cb, cc);
       if (j == kPfK && c > 0) load_ckpt(c - 1, ck);
-      const float4 b4 = *reinterpret_cast<const float4*>(sTile + j * 32 + 4 * q);
-      const float4 c4 = *reinterpret_cast<const float4*>(sTile + j * 32 + 16 + 4 * q);
+      const float4 b4 = *reinterpret_cast<const float4*>(sTile + j * S::kTS + 4 * q);
+      const float4 c4 = *reinterpret_cast<const float4*>(sTile + j * S::kTS + 16 + 4 * q);
       const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
       const float cv[4] = {c4.x, c4.y, c4.z, c4.w};
       float vb[4], vc[4];
@@ -1229,9 +1236,23 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
           gcur[k][i] = a * gi;
         }
         const int ch = chl[k];
-        *reinterpret_cast<float4*>(sN + ((j * kCh4 + ch) * 4 + (q ^ swz4(ch, j))) * 4) = make_float4(sgB, sga, yy, 0.f);
+        *reinterpret_cast<float4*>(sN + ((j * kCh4 + ch) * 4 + (q ^ swz4(ch))) * 4) = make_float4(sgB, sga, yy, 0.f);
       }
-      if (!(skip & 1)) {
+      if (skip & 1) {
+      } else if constexpr (kShfl) {
+        // transpose-reduce over the lane bits 4, 3, 2 (cg): each level keeps half the values and
+        // adds the partner's; lane (q, h1 h2 h3) ends with value i = 2 h2 + h3 of B (h1 0) or C
+        // (h1 1), state 4 q + i, summed over the warp's 8 channel groups
+        const bool h1 = lane & 16, h2 = lane & 8, h3 = lane & 4;
+        float x[4], y[2];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) x[k] = (h1 ? vc[k] : vb[k]) + __shfl_xor_sync(0xffffffffu, h1 ? vb[k] : vc[k], 16);
+#pragma unroll
+        for (int k = 0; k < 2; ++k) y[k] = (h2 ? x[2 + k] : x[k]) + __shfl_xor_sync(0xffffffffu, h2 ? x[k] : x[2 + k], 8);
+        const float zsum = (h3 ? y[1] : y[0]) + __shfl_xor_sync(0xffffffffu, h3 ? y[0] : y[1], 4);
+        // slot of vv = 16 h1 + 4 q + i (vv < 16: B of state vv, else C of state vv - 16): (vv & 3) * 8 + (vv >> 2)
+        sRed[(warp * kK + j) * S::kRedRow + (2 * h2 + h3) * 8 + 4 * h1 + q] = zsum;
+      } else {
         float* r = myred + j * S::kRedRow;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -1250,7 +1271,7 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
         const int t = own + e;
         const bool valid = t0 + t < L;
         const float4* nrow = reinterpret_cast<const float4*>(sN) + (t * kCh4 + och) * 4;
-        const int f = swz4(och, t);
+        const int f = swz4(och);
         const float4 r0 = nrow[0 ^ f], r1 = nrow[1 ^ f], r2 = nrow[2 ^ f], r3 = nrow[3 ^ f];
         const float sgB = (r0.x + r1.x) + (r2.x + r3.x);
         const float sga = (r0.y + r1.y) + (r2.y + r3.y);
@@ -1279,13 +1300,18 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
       for (int o = tid; o < 32 * kK; o += kT) {
         const int t = o % kK, v = o / kK;
         const int n = v & 15, isC = v >> 4;
-        const int vp = isC * 16 + (n & 3) * 4 + (n >> 2);
         float sum = 0.f;
+        if constexpr (kShfl) {
 #pragma unroll
-        for (int w = 0; w < S::kWarps; ++w) {
-          const float4* rr = reinterpret_cast<const float4*>(sRed + (w * kK + t) * S::kRedRow + vp * 8);
-          const float4 x = rr[0], y = rr[1];
-          sum += ((x.x + x.y) + (x.z + x.w)) + ((y.x + y.y) + (y.z + y.w));
+          for (int w = 0; w < S::kWarps; ++w) sum += sRed[(w * kK + t) * S::kRedRow + (v & 3) * 8 + (v >> 2)];
+        } else {
+          const int vp = isC * 16 + (n & 3) * 4 + (n >> 2);
+#pragma unroll
+          for (int w = 0; w < S::kWarps; ++w) {
+            const float4* rr = reinterpret_cast<const float4*>(sRed + (w * kK + t) * S::kRedRow + vp * 8);
+            const float4 x = rr[0], y = rr[1];
+            sum += ((x.x + x.y) + (x.z + x.w)) + ((y.x + y.y) + (y.z + y.w));
+          }
         }
         if (n < nS && t0 + t < L) pbase[((isC ? N : 0) + n) * L + t0 + t] = sum;
       }
@@ -1293,7 +1319,7 @@ scan_bwd_v4_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int nS, i
   }
 
 #pragma unroll
-  for (int m = 1; m < S::kOwn; m <<= 1) {  // the channel's owner threads are adjacent lanes
+  for (int m = S::kOwnW; m < 32; m <<= 1) {  // the channel's owner threads: lanes kOwnW apart
     dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, m);
     db_acc += __shfl_xor_sync(0xffffffffu, db_acc, m);
   }
@@ -1373,14 +1399,14 @@ void launch_v2(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg,
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v2)");
 }
 
-template <class T, int kC, int kChB>
+template <class T, int kC, int kChB, bool kShfl = false>
 void launch_v4(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg, int nS, int skip, cudaStream_t stream) {
-  using S = Cfg4<kC, kChB>;
-  static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v4_kernel<T, kC, kChB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  using S = Cfg4<kC, kChB, kShfl>;
+  static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v4_kernel<T, kC, kChB, kShfl>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                        static_cast<int>(S::kBytes));
   MAMBA_CUDA_CHECK("selective_scan_bwd_cuda (v4 smem attribute)", attr);
   const dim3 grid(static_cast<unsigned>(bpg * p.n_groups), static_cast<unsigned>(p.batch));
-  scan_bwd_v4_kernel<T, kC, kChB><<<grid, S::kThreads, S::kBytes, stream>>>(p, ws, bpg, nS, skip);
+  scan_bwd_v4_kernel<T, kC, kChB, kShfl><<<grid, S::kThreads, S::kBytes, stream>>>(p, ws, bpg, nS, skip);
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v4)");
 }
 
@@ -1424,9 +1450,9 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   // v4's layout: p.v4_layout, else MAMBA_SCAN_BWD_V4_LAYOUT, else automatic
   const char* lay_env = std::getenv("MAMBA_SCAN_BWD_V4_LAYOUT");
   const int lay_asked = p.v4_layout ? p.v4_layout : lay_env && *lay_env ? std::atoi(lay_env) : 0;
-  if (lay_asked < 0 || lay_asked > 4)
+  if (lay_asked < 0 || lay_asked > 6)
     throw std::invalid_argument(std::string("selective_scan_bwd_cuda: ") + (p.v4_layout ? "v4_layout" : "MAMBA_SCAN_BWD_V4_LAYOUT") +
-                                " must be 0 (automatic), 1, 2, 3 or 4, got " + std::to_string(lay_asked));
+                                " must be 0 (automatic) or 1 .. 6, got " + std::to_string(lay_asked));
   // Automatic: layout 2 (1 channel per lane, 32 per block, 4 blocks = 16 warps per SM) while its
   // blocks fit in one wave on the device (batch x dim <= SMs x 4 x 32), layout 1 (2 channels per
   // lane, 64 per block, 3 blocks per SM) above: H200, bf16 l2048 with the forward's checkpoints,
@@ -1466,7 +1492,7 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   ws.pbias = w + lay.pbias;
   ws.sums = p.dstate > kSlice ? w + lay.sums : nullptr;
   ws.nchunks = (p.seqlen + kK - 1) / kK;
-  const int64_t per_block = version == 4 && (v4_layout == 2 || v4_layout == 4) ? 32 : kBT;
+  const int64_t per_block = version == 4 && (v4_layout == 2 || v4_layout == 4 || v4_layout == 5) ? 32 : kBT;
   const int bpg = static_cast<int>(blocks_per_group(p.dim, p.n_groups, per_block));
   const int slices = static_cast<int>((p.dstate + kSlice - 1) / kSlice);
   // Timing experiments only (wrong results): MAMBA_SCAN_BWD_SKIP bit 1 drops the dB / dC
@@ -1479,7 +1505,9 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
     if (v4_layout == 1) launch_v4<T, 2, 64>(p, ws, bpg, nS, skip | skip_a, stream);
     else if (v4_layout == 2) launch_v4<T, 1, 32>(p, ws, bpg, nS, skip | skip_a, stream);
     else if (v4_layout == 3) launch_v4<T, 1, 64>(p, ws, bpg, nS, skip | skip_a, stream);
-    else launch_v4<T, 2, 32>(p, ws, bpg, nS, skip | skip_a, stream);
+    else if (v4_layout == 4) launch_v4<T, 2, 32>(p, ws, bpg, nS, skip | skip_a, stream);
+    else if (v4_layout == 5) launch_v4<T, 1, 32, true>(p, ws, bpg, nS, skip | skip_a, stream);
+    else launch_v4<T, 2, 64, true>(p, ws, bpg, nS, skip | skip_a, stream);
   }
   for (int s = 0; s < (version == 4 ? 0 : slices); ++s) {
     const int n0 = s * kSlice;
