@@ -29,8 +29,8 @@
 #          norm / conv backward), decode_time (mamba-decode-check: the persistent step, 24 x 768),
 #          lm_decode_time (mamba-cuda-bench --decode-only: batch 1 / 4 / 16 / 256 through
 #          CudaDecodeGraph), conv_cudnn_time (--bench-only), train_lm_time (mamba-train-lm-cuda: the
-#          24 x 768 LM training step, bf16, batch 8, length 2048; train_lm_time_l1..6: the same with
-#          MAMBA_SCAN_BWD_V4_LAYOUT=1..6), and with time selected fast, scan6,
+#          24 x 768 LM training step, bf16, batch 8, length 2048; train_lm_time_l1 / _l2: the same with
+#          MAMBA_SCAN_BWD_V4_LAYOUT=1 / 2), and with time selected fast, scan6,
 #          scan7, bw81, bw80 run their check + timing modes (--fast, --scan6, --scan7, --bw81, --bw80)
 #          instead of the check ones, and decode_kernels (--decode-kernels: state update variants)
 #   profile (only by name): ncu sections of one launch each (--scan-once, --ssd-once, --bw-once,
@@ -224,7 +224,7 @@ step train_lm_time time 40 mamba-train-lm-cuda --layers 24 --d-model 768 --seq-l
 step train_lm_profile profile 60 mamba-train-lm-cuda --layers 24 --d-model 768 --seq-len 2048 --vocab 50277 --batch 8 \
   --dtype bf16 --steps 10 --warmup 3 --log-every 10 --profile 5
 # the same step with scan backward v4's other lane layouts (SelectiveScanBwdCudaParams::v4_layout)
-for lay in 1 2 3 4 5 6; do
+for lay in 1 2; do
   if sel time "train_lm_time_l$lay"; then
     MAMBA_SCAN_BWD_V4_LAYOUT=$lay run_prog "train_lm_time_l$lay" time 40 mamba-train-lm-cuda --layers 24 --d-model 768 \
       --seq-len 2048 --vocab 50277 --batch 8 --dtype bf16 --steps 25 --warmup 5 --log-every 25

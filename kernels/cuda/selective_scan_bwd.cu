@@ -932,15 +932,20 @@ scan_bwd_v2_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, i
 // ~200 us of its 2560 us. v4 cuts each:
 // - lane (q = lane & 3, cg = lane >> 2) of warp w owns states 4q .. 4q + 3 of kC channels
 //   w * 8 kC + 8 k + cg (k < kC): the dB_t / dC_t contributions (sums over channels) are first
-//   summed over the lane's kC channels in registers, then written once per (step, state) into a
-//   per-warp [v][cg] row and summed over the block's warps and cg after the chunk (fixed order);
+//   summed over the lane's kC channels in registers, then (kShfl) over the warp's 8 cg by a
+//   transpose-reduce of shuffles, one float per lane and step into a per-warp row, or (not kShfl)
+//   written once per (step, state) into a per-warp [v][cg] row; summed over the block's warps
+//   (and cg) after the chunk (fixed order);
 // - the chunk's states h_{t-1} live in registers (hs[8][kC][4], fully unrolled steps): no
 //   shared-memory round trip; the recompute walks 7 steps (the 8th state is not needed);
 // - the per-step sums over the states (sum g B, sum g h a A2, sum h C; 4 lanes per channel) go
 //   as one float4 per (step, channel, q) into a swizzled [t][ch][q] array that the step's owner
 //   thread adds after the chunk (no shuffles);
 // - with checkpoints_from_forward two exponentials per (t, n) (recompute 7/8 + adjoint).
-// Block = 64 channels (the partial layout of v1 / v2) = 256 / kC lanes; 2 barriers per chunk.
+// Block = kChB channels = 4 kChB / kC lanes; 2 barriers per chunk. Layout 1: kC 2, 64 channels
+// (v1 / v2's partial layout), kShfl; layout 2: kC 1, 32 channels (twice the blocks, 4 per SM).
+// Owners of the per-step scalars: 32 / kOwn consecutive channels per warp, a channel's kOwn
+// owners kOwnW lanes apart, so the [t][ch] rows are written and read without bank conflicts.
 #ifndef V4_PREFETCH_STEP
 #define V4_PREFETCH_STEP 4
 #endif
@@ -950,10 +955,10 @@ scan_bwd_v2_kernel(SelectiveScanBwdCudaParams<T> p, BwdWs ws, int bpg, int n0, i
 // Layouts (SelectiveScanBwdCudaParams::v4_layout): kC channels per lane, kChB channels per block;
 // kShfl: the dB / dC contributions summed over a warp's 8 channel groups by shuffles (one float
 // per lane and step to shared memory) instead of 8 floats per lane and step summed after the chunk.
-template <int kC, int kChB, bool kShfl = false>
+template <int kC, int kChB, bool kShfl>
 struct Cfg4 {
   static constexpr int kCh4 = kChB;
-  static constexpr int kThreads = kCh4 * 4 / kC;   // 64 (2 x 32), 128 (2 x 64, 1 x 32), 256 (1 x 64)
+  static constexpr int kThreads = kCh4 * 4 / kC;   // 128 (both layouts built)
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kE = kK * kCh4 / kThreads;  // steps per owner thread: 4 (kC 2), 2 (kC 1)
   static constexpr int kOwn = kK / kE;             // owner threads per channel: 2, 4
@@ -1399,7 +1404,7 @@ void launch_v2(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg,
   MAMBA_CUDA_CHECK_LAUNCH("selective_scan_bwd_cuda (v2)");
 }
 
-template <class T, int kC, int kChB, bool kShfl = false>
+template <class T, int kC, int kChB, bool kShfl>
 void launch_v4(const SelectiveScanBwdCudaParams<T>& p, const BwdWs& ws, int bpg, int nS, int skip, cudaStream_t stream) {
   using S = Cfg4<kC, kChB, kShfl>;
   static const cudaError_t attr = cudaFuncSetAttribute(scan_bwd_v4_kernel<T, kC, kChB, kShfl>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -1433,7 +1438,7 @@ size_t selective_scan_bwd_cuda_workspace_bytes(const SelectiveScanBwdCudaParams<
 template <class T>
 void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_t stream) {
   validate(p);
-  // Kernel: p.version, else MAMBA_SCAN_BWD_VERSION, else automatic: 4 (four states x 2
+  // Kernel: p.version, else MAMBA_SCAN_BWD_VERSION, else automatic: 4 (four states x 1 or 2
   // channels per lane) for 9 <= dstate <= 16, where the H200 measured it faster than v2
   // (NOTES.md "Scan backward v4"); 2 otherwise (1 = one thread per channel).
   const char* ver_env = std::getenv("MAMBA_SCAN_BWD_VERSION");
@@ -1450,13 +1455,13 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   // v4's layout: p.v4_layout, else MAMBA_SCAN_BWD_V4_LAYOUT, else automatic
   const char* lay_env = std::getenv("MAMBA_SCAN_BWD_V4_LAYOUT");
   const int lay_asked = p.v4_layout ? p.v4_layout : lay_env && *lay_env ? std::atoi(lay_env) : 0;
-  if (lay_asked < 0 || lay_asked > 6)
+  if (lay_asked < 0 || lay_asked > 2)
     throw std::invalid_argument(std::string("selective_scan_bwd_cuda: ") + (p.v4_layout ? "v4_layout" : "MAMBA_SCAN_BWD_V4_LAYOUT") +
-                                " must be 0 (automatic) or 1 .. 6, got " + std::to_string(lay_asked));
+                                " must be 0 (automatic), 1 or 2, got " + std::to_string(lay_asked));
   // Automatic: layout 2 (1 channel per lane, 32 per block, 4 blocks = 16 warps per SM) while its
   // blocks fit in one wave on the device (batch x dim <= SMs x 4 x 32), layout 1 (2 channels per
   // lane, 64 per block, 3 blocks per SM) above: H200, bf16 l2048 with the forward's checkpoints,
-  // layout 1 / 2: b8 d3072 1813.7 / 2115.7 us, b8 d1536 1503.5 / 1074.8, b4 d1536 1132.2 / 833.6
+  // layout 1 / 2: b8 d3072 1796.8 / 1954.1 us, b8 d1536 1407.1 / 1001.7, b4 d1536 1135.4 / 785.5
   // (NOTES.md "Scan backward v4: lane layouts").
   const int v4_layout = lay_asked ? lay_asked : p.batch * p.dim <= int64_t{dev::sm_count()} * 4 * 32 ? 2 : 1;
   if (p.checkpoints_from_forward) {  // the forward (v6, bwd_workspace) wrote pass A's checkpoints
@@ -1492,7 +1497,7 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   ws.pbias = w + lay.pbias;
   ws.sums = p.dstate > kSlice ? w + lay.sums : nullptr;
   ws.nchunks = (p.seqlen + kK - 1) / kK;
-  const int64_t per_block = version == 4 && (v4_layout == 2 || v4_layout == 4 || v4_layout == 5) ? 32 : kBT;
+  const int64_t per_block = version == 4 && v4_layout == 2 ? 32 : kBT;
   const int bpg = static_cast<int>(blocks_per_group(p.dim, p.n_groups, per_block));
   const int slices = static_cast<int>((p.dstate + kSlice - 1) / kSlice);
   // Timing experiments only (wrong results): MAMBA_SCAN_BWD_SKIP bit 1 drops the dB / dC
@@ -1502,12 +1507,8 @@ void selective_scan_bwd_cuda(const SelectiveScanBwdCudaParams<T>& p, cudaStream_
   const int skip_a = p.checkpoints_from_forward ? 2 : 0;
   if (version == 4) {
     const int nS = static_cast<int>(p.dstate);
-    if (v4_layout == 1) launch_v4<T, 2, 64>(p, ws, bpg, nS, skip | skip_a, stream);
-    else if (v4_layout == 2) launch_v4<T, 1, 32>(p, ws, bpg, nS, skip | skip_a, stream);
-    else if (v4_layout == 3) launch_v4<T, 1, 64>(p, ws, bpg, nS, skip | skip_a, stream);
-    else if (v4_layout == 4) launch_v4<T, 2, 32>(p, ws, bpg, nS, skip | skip_a, stream);
-    else if (v4_layout == 5) launch_v4<T, 1, 32, true>(p, ws, bpg, nS, skip | skip_a, stream);
-    else launch_v4<T, 2, 64, true>(p, ws, bpg, nS, skip | skip_a, stream);
+    if (v4_layout == 1) launch_v4<T, 2, 64, true>(p, ws, bpg, nS, skip | skip_a, stream);
+    else launch_v4<T, 1, 32, false>(p, ws, bpg, nS, skip | skip_a, stream);
   }
   for (int s = 0; s < (version == 4 ? 0 : slices); ++s) {
     const int n0 = s * kSlice;

@@ -238,12 +238,12 @@ TEST(CudaKernels, SelectiveScanBackwardWithForwardCheckpoints) {
   scan_bwd_case<bf16>(1, 4, 300, 5, 1, true, true, true, 54, 0, true);
 }
 
-// Scan backward v4's lane layouts (v4_layout 1-6: channels per lane x per block, dB / dC by
-// shuffles), several blocks per group with a partial last one, a partial last chunk, alone and
-// with the forward's checkpoints.
+// Scan backward v4's lane layouts (v4_layout 1: 2 channels per lane, 64 per block; 2: 1, 32),
+// several blocks per group with a partial last one, a partial last chunk, alone and with the
+// forward's checkpoints.
 TEST(CudaKernels, SelectiveScanBackwardV4Layouts) {
   SKIP_WITHOUT_GPU();
-  for (int lay : {1, 2, 3, 4, 5, 6}) {
+  for (int lay : {1, 2}) {
     scan_bwd_case<float>(1, 70, 301, 16, 2, true, true, true, 60 + lay, 4, false, lay);
     scan_bwd_case<bf16>(2, 100, 129, 12, 1, true, false, true, 70 + lay, 4, true, lay);
   }

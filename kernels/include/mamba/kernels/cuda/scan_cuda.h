@@ -171,10 +171,10 @@ struct SelectiveScanBwdCudaParams {
   // / 4 of the backward); pass A is skipped. Otherwise an error naming the field.
   bool checkpoints_from_forward = false;
   // Version 4's lane layout (0 = automatic, env MAMBA_SCAN_BWD_V4_LAYOUT when set): 1 = 2 channels
-  // per lane, 64 channels per block; 2 = 1 channel per lane, 32 per block; 3 = 1 channel per lane,
-  // 64 per block; 4 = 2 channels per lane, 32 per block; 5 = 2 and 6 = 1 with the dB / dC sums
-  // over a warp's channels by shuffles (NOTES.md "Scan backward v4: lane layouts"). Other values throw
-  // std::invalid_argument naming the field. The workspace is sized for every layout.
+  // per lane, 64 channels per block, the dB / dC sums over a warp's channels by shuffles; 2 = 1
+  // channel per lane, 32 per block (4 blocks per SM; automatic while its blocks fit one wave:
+  // batch x dim <= SMs x 128). NOTES.md "Scan backward v4: lane layouts". Other values throw
+  // std::invalid_argument naming the field. The workspace is sized for both layouts.
   int v4_layout = 0;
 };
 
