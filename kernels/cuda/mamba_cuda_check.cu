@@ -606,7 +606,7 @@ void time_copy() {
 }
 
 template <class T>
-double time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
+double time_scan(int b, int d, int l, int n, int version = 0, int split = 0, int block = 0) {
   const size_t nbdl = size_t(b) * d * l, nbc = size_t(b) * n * l;
   DevBuf<T> u(nbdl), delta(nbdl), z(nbdl), y(nbdl), B(nbc), C(nbc);
   DevBuf<float> A(size_t(d) * n), D(d), bias(d), hT(size_t(b) * d * n);
@@ -623,13 +623,14 @@ double time_scan(int b, int d, int l, int n, int version = 0, int split = 0) {
   q.u = u.ptr; q.delta = delta.ptr; q.z = z.ptr; q.B = B.ptr; q.C = C.ptr;
   q.A = A.ptr; q.D = D.ptr; q.delta_bias = bias.ptr; q.delta_softplus = true;
   q.y = y.ptr; q.final_state = hT.ptr;
-  q.version = version; q.split = split;
+  q.version = version; q.split = split; q.block = block;
   const double us = median_us([&](int) { kc::selective_scan_fwd_cuda<T>(q, nullptr); });
   const double bytes = 4.0 * nbdl * sizeof(T) + 2.0 * nbc * sizeof(T) + 4.0 * (size_t(b) * d * n + size_t(d) * n + 2 * d);
   char shape[96], which[32] = " auto";
   std::snprintf(shape, sizeof shape, "b%d d%d l%d n%d z", b, d, l, n);
   if (version && split) std::snprintf(which, sizeof which, " v%d S%d", version, split);
   else if (version) std::snprintf(which, sizeof which, " v%d", version);
+  if (block == 32) std::strcat(which, " W1");
   add_row(std::string("scan fwd ") + type_name<T>() + which, shape, us, bytes, double(nbdl) * n);
   return us;
 }
@@ -1117,6 +1118,7 @@ int main(int argc, char** argv) {
     {
       const double f8 = time_scan<bf16>(8, 1536, 2048, 16, 0), f4 = time_scan<bf16>(4, 1536, 2048, 16, 0);
       for (int s : {2, 4}) time_scan<bf16>(8, 1536, 2048, 16, 6, s);  // the forward's lanes per channel there
+      for (int b : {8, 4}) time_scan<bf16>(b, 1536, 2048, 16, 6, 2, 32);  // one-warp blocks: 4x the blocks
       for (int lay : {1, 2, 1, 2}) time_scan_bwd<bf16>(8, 1536, 2048, 16, f8, "", 4, true, lay);
       setenv("MAMBA_SCAN_BWD_SKIP", "1", 1);  // layout 2 without the dB / dC sums (wrong results)
       time_scan_bwd<bf16>(8, 1536, 2048, 16, f8, " -sums", 4, true, 2);
