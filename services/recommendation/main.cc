@@ -158,10 +158,13 @@ int main(int argc, char** argv) {
   gen->add_flag("--cover-all", so.cover_all, "every item appears at least once (extra users walk the items no walk reached)");
 
   mamba::serve::ServerOptions server_opts;
-  // The scoring batcher's defaults for this service (NOTES.md, 12:38-12:49 runs): up to 64
-  // requests share one pass over the item table; a request waits at most 500 us for others
-  // (requests that arrive during a pass join the next one anyway).
-  server_opts.max_batch = 64;
+  // The scoring batcher's defaults for this service: up to 16 requests share one pass over the
+  // item table, the request-lane width of the int8 passes (VNNI and AMX: 16 requests per vector
+  // or tile), so a loaded server runs full groups and no remainder takes the slower item-lanes
+  // pass (NOTES.md "max batch 16": Recommend @32 streams p99 7.1 ms against 8.7 with 64, median
+  // of 4 interleaved runs each); a request waits at most 500 us for others (requests that arrive
+  // during a pass join the next one anyway).
+  server_opts.max_batch = 16;
   server_opts.max_queue_delay_us = 500;
   RecServiceOptions rec_opts;
   auto* srv = app.add_subcommand("serve", "run the gRPC recommendation service over a model repository");
