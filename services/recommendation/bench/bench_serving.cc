@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "mamba/recommendation/bf16_scoring.h"
+#include "mamba/recommendation/protocol.h"
 #include "mamba/recommendation/serving.h"
 
 using namespace mamba::recommendation;
@@ -37,6 +38,26 @@ std::vector<int32_t> history(int64_t n, int64_t items) {
   for (auto& x : h) x = d(rng);
   return h;
 }
+
+// RecommendFromHistory's key lookups: 200 external item keys ("i<N>", as mamba-rec generate
+// writes them) against a 100k-item vocabulary, per iteration.
+void BM_ItemVocabFind200(benchmark::State& st) {
+  const int64_t items = st.range(0);
+  std::vector<std::string> keys{""};
+  for (int64_t i = 1; i <= items; ++i) keys.push_back("i" + std::to_string((i * 7919) % (items + 1)));
+  const ItemVocab vocab(keys);
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int64_t> pick(1, items);
+  std::vector<std::string> asked(4096);
+  for (auto& k : asked) k = keys[static_cast<size_t>(pick(rng))];
+  size_t at = 0;
+  int64_t sum = 0;
+  for (auto _ : st) {
+    for (int j = 0; j < 200; ++j, at = (at + 1) % asked.size()) sum += vocab.find(asked[at]);
+    benchmark::DoNotOptimize(sum);
+  }
+}
+BENCHMARK(BM_ItemVocabFind200)->Arg(100000)->Unit(benchmark::kMicrosecond);
 
 // A new event on a cached state: one Mamba step per layer (history length does not matter).
 void BM_AdvanceOneEvent(benchmark::State& st) {

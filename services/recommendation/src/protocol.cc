@@ -6,24 +6,56 @@
 
 namespace mamba::recommendation {
 
+namespace {
+uint64_t key_hash(std::string_view key) { return std::hash<std::string_view>{}(key); }
+uint64_t slot_tag(uint64_t h) { return (h >> 32) | 1u; }  // never 0: a used slot is never 0
+}  // namespace
+
 ItemVocab::ItemVocab(std::vector<std::string> keys) : keys_(std::move(keys)) {
   if (keys_.empty() || !keys_[0].empty()) fail("item vocabulary", "entry 0 must be the padding id (empty key)");
+  size_t cap = 16;
+  while (cap < 2 * keys_.size()) cap *= 2;
+  slots_.assign(cap, 0);
   for (size_t i = 1; i < keys_.size(); ++i) {
     if (keys_[i].empty()) fail("item vocabulary", "empty key at id " + std::to_string(i));
-    if (!ids_.emplace(keys_[i], static_cast<int32_t>(i)).second)
+    const uint64_t h = key_hash(keys_[i]);
+    if (slots_[slot_of(keys_[i], h)] != 0)
       fail("item vocabulary", "duplicate key '" + keys_[i] + "' at id " + std::to_string(i));
+    insert_slot(static_cast<int32_t>(i), h);
   }
 }
 
-int32_t ItemVocab::add(const std::string& key) {
-  auto [it, added] = ids_.emplace(key, static_cast<int32_t>(keys_.size()));
-  if (added) keys_.push_back(key);
-  return it->second;
+size_t ItemVocab::slot_of(std::string_view key, uint64_t h) const {
+  const size_t mask = slots_.size() - 1;
+  const uint64_t tag = slot_tag(h);
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    const uint64_t s = slots_[i];
+    if (s == 0 || ((s >> 32) == tag && keys_[s & 0xffffffffu] == key)) return i;
+  }
 }
 
-int32_t ItemVocab::find(const std::string& key) const {
-  auto it = ids_.find(key);
-  return it == ids_.end() ? 0 : it->second;
+void ItemVocab::insert_slot(int32_t id, uint64_t h) {
+  slots_[slot_of(keys_[static_cast<size_t>(id)], h)] = (slot_tag(h) << 32) | static_cast<uint32_t>(id);
+}
+
+void ItemVocab::grow() {
+  slots_.assign(std::max<size_t>(16, 2 * slots_.size()), 0);
+  for (size_t i = 1; i < keys_.size(); ++i) insert_slot(static_cast<int32_t>(i), key_hash(keys_[i]));
+}
+
+int32_t ItemVocab::add(const std::string& key) {
+  if (key.empty()) fail("item vocabulary", "empty item key (the padding id's)");
+  if (const int32_t id = find(key); id != 0) return id;
+  keys_.push_back(key);
+  if (2 * keys_.size() > slots_.size()) grow();
+  else insert_slot(static_cast<int32_t>(keys_.size() - 1), key_hash(key));
+  return static_cast<int32_t>(keys_.size() - 1);
+}
+
+int32_t ItemVocab::find(std::string_view key) const {
+  if (slots_.empty() || key.empty()) return 0;
+  const uint64_t s = slots_[slot_of(key, key_hash(key))];
+  return static_cast<int32_t>(s & 0xffffffffu);
 }
 
 SequenceData sequences_from_rows(const std::vector<InteractionRow>& rows) {

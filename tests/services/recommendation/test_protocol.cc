@@ -164,6 +164,36 @@ TEST(Baselines, PopularityAndMarkov) {
   EXPECT_EQ(target_rank(out.data() + 12, 5, 5, TiePolicy::pessimistic), 5);
 }
 
+// The open-addressing key index: ids in order of first appearance across several table growths,
+// every key found again (also after rebuilding from the key list), unknown and empty keys 0,
+// keys that differ in one character or only in length kept apart, bad key lists refused.
+TEST(Protocol, ItemVocabIndexesManyKeys) {
+  ItemVocab v;
+  std::vector<std::string> keys{""};
+  for (int i = 0; i < 5000; ++i) {
+    std::string k = "item" + std::to_string(i * 7919 % 10007);
+    if (i % 3 == 0) k += std::string(static_cast<size_t>(i % 40), 'x');  // long keys (no small-string storage)
+    keys.push_back(k);
+    EXPECT_EQ(v.add(k), i + 1) << k;
+    EXPECT_EQ(v.add(k), i + 1) << "a second add returns the same id";
+  }
+  EXPECT_EQ(v.num_items(), 5000);
+  const ItemVocab rebuilt(v.keys());
+  for (int i = 1; i <= 5000; ++i) {
+    EXPECT_EQ(v.find(keys[static_cast<size_t>(i)]), i);
+    EXPECT_EQ(rebuilt.find(keys[static_cast<size_t>(i)]), i);
+    EXPECT_EQ(v.key(i), keys[static_cast<size_t>(i)]);
+  }
+  EXPECT_EQ(v.find("item"), 0);
+  EXPECT_EQ(v.find("item10007"), 0);
+  EXPECT_EQ(v.find(""), 0);
+  EXPECT_EQ(ItemVocab().find("a"), 0);
+  EXPECT_THROW(v.add(""), std::exception);
+  EXPECT_THROW(ItemVocab({"", "a", "b", "a"}), std::exception);
+  EXPECT_THROW(ItemVocab({"", "a", ""}), std::exception);
+  EXPECT_THROW(ItemVocab({"a"}), std::exception);
+}
+
 TEST(Protocol, RemapToAModelVocabulary) {
   const SequenceData d = sequences_from_rows({row("u1", "x", 1), row("u1", "y", 2), row("u2", "z", 1), row("u1", "z", 3)});
   const ItemVocab vocab({"", "z", "x"});

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <string>
 #include <unordered_map>
+#include <string_view>
 #include <vector>
 
 #include "mamba/recommendation/interactions_file.h"
@@ -30,6 +31,9 @@
 namespace mamba::recommendation {
 
 // Dense item ids for external keys; id 0 is padding (key "").
+// The key -> id index is an open-addressing table of (32-bit hash tag, id) slots, at most half
+// full: a lookup (every item of every RecommendFromHistory request) touches one or two slots
+// and compares one key, instead of a node-based map's bucket and node chain.
 class ItemVocab {
  public:
   ItemVocab() : keys_{""} {}
@@ -37,14 +41,18 @@ class ItemVocab {
   // The id of `key`, adding it when new.
   int32_t add(const std::string& key);
   // The id of `key`, or 0 when unknown.
-  int32_t find(const std::string& key) const;
+  int32_t find(std::string_view key) const;
   const std::string& key(int32_t id) const { return keys_.at(static_cast<size_t>(id)); }
   int64_t num_items() const { return static_cast<int64_t>(keys_.size()) - 1; }
   const std::vector<std::string>& keys() const { return keys_; }
 
  private:
+  // The slot holding `key` (hash h), or the empty slot where it would go.
+  size_t slot_of(std::string_view key, uint64_t h) const;
+  void insert_slot(int32_t id, uint64_t h);
+  void grow();
   std::vector<std::string> keys_;
-  std::unordered_map<std::string, int32_t> ids_;
+  std::vector<uint64_t> slots_;  // (tag << 32) | id, 0 = empty; size a power of two (or 0)
 };
 
 // What the protocol works on: per-user dense item sequences, oldest first.
