@@ -973,6 +973,15 @@ void run_checks() {
   // automatic choice above takes 2 at these small shapes), alone and fed by the forward's
   // checkpoints, own seeds
   for (int bad : {-1, 3}) check_scan_bwd_v4_refuses(bwd_cases[0], bad);
+  // a grid of 141 128-lane blocks (between one and two per SM on a 132-SM device): the bf16 forward
+  // takes one-warp blocks by itself; its output, and its checkpoints feeding the backward
+  {
+    const ScanCase w1{1, 9024, 37, 16, 1, true, true, true, true, true};
+    check_scan<bf16>(w1, 0x3a11, 6, 0);
+    check_scan<float>(w1, 0x3a12, 6, 0);
+    check_scan_bwd<bf16>(w1, true, 0x3a13, 4, true);
+    check_scan_bwd<float>(w1, false, 0x3a14, 4, true);
+  }
   {
     uint64_t s5 = 0x4b0d5000;
     bool dfin = false;
