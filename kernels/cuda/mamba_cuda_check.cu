@@ -974,7 +974,8 @@ void run_checks() {
   // checkpoints, own seeds
   for (int bad : {-1, 3}) check_scan_bwd_v4_refuses(bwd_cases[0], bad);
   // a grid of 141 128-lane blocks (between one and two per SM on a 132-SM device): the bf16 forward
-  // takes one-warp blocks by itself; its output, and its checkpoints feeding the backward
+  // takes one-warp blocks by itself (not when it writes the backward's checkpoints); its output, and
+  // the checkpoints feeding the backward
   {
     const ScanCase w1{1, 9024, 37, 16, 1, true, true, true, true, true};
     check_scan<bf16>(w1, 0x3a11, 6, 0);

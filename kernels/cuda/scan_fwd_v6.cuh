@@ -562,17 +562,18 @@ struct V6 {
   // tile kDefTB, poly 8, unroll 4.
   static bool uneven_grid(const SelectiveScanCudaParams<T>& p) {
     const int64_t blocks = B3::blocks_of(p, 2), sms = dev::sm_count();
-    return blocks > sms && blocks < 2 * sms && seg_plan(p, 2, false).k <= 1;
+    return !p.bwd_workspace && blocks > sms && blocks < 2 * sms && seg_plan(p, 2, false).k <= 1;
   }
   template <int kS>
   static void launch_variant(const SelectiveScanCudaParams<T>& p, cudaStream_t stream) {
     if constexpr (kN == 16 && kExact && kS == 2) {
       if (p.opt) return selective_scan_fwd_v6_opt<T>(p, stream);
       constexpr int kDefOpt = std::is_same_v<T, float> ? kV6DefaultOptF32 : kV6DefaultOpt;
-      // No knob set, bf16 default, and a grid of 128-lane blocks between one and two per SM (some
-      // SMs would run two, the rest one, and the two-block SMs set the time): one-warp blocks,
-      // four times as many, spread evenly (H200, bf16 b8 d1536 l2048: 298.9 -> 275.9 us; below
-      // one block per SM, b4 d1536, and at the standard shape's 2.9 they lose; NOTES.md).
+      // No knob set, bf16 default, no backward checkpoints to write, and a grid of 128-lane blocks
+      // between one and two per SM (some SMs would run two, the rest one, and the two-block SMs set
+      // the time): one-warp blocks, four times as many, spread evenly (H200, bf16 b8 d1536 l2048:
+      // 298.9 -> 273.9 us; below one block per SM, b4 d1536, and at the standard shape's 2.9 they
+      // lose; with the trainer's checkpoints its forward phase went 6.76 -> 6.86 ms; NOTES.md).
       if (!kDefOpt && !p.tile && !p.poly && !p.unroll && !p.softplus1 && !p.block && uneven_grid(p))
         return launch<2, 64, 8, 8, 0, 32>(p, stream);
       if (kDefOpt && !p.tile && !p.poly && !p.unroll && !p.softplus1 && !p.block) {
