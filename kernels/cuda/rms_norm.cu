@@ -133,7 +133,9 @@ __device__ __forceinline__ void gated_piece(const T* xr, const T* zr, int64_t t0
 // kC pieces per thread kept in registers (kCache for long segments; 2 covers threads_for's two
 // pieces per thread up to 8192 elements): v and g hold 2 x kC x 8 floats, so kC 4 took 122
 // registers, 8 blocks of 64 threads per SM, and the kernel waited on memory at 24% of bandwidth.
-template <class T, int kC>
+// kPost: the gate multiplies after the norm (norm_before_gate with z), so pass 2 needs the cached
+// gate values; otherwise only the normalised input is cached (half the registers of the cache).
+template <class T, int kC, bool kPost>
 __global__ void __launch_bounds__(kMaxThreads)
 gated_rms_norm_kernel(int64_t ngroups, int64_t gsz, const T* x, int64_t x_stride, const T* z, int64_t z_stride,
                       const float* w, float eps, bool nbg, T* y, int64_t y_stride) {
@@ -146,15 +148,20 @@ gated_rms_norm_kernel(int64_t ngroups, int64_t gsz, const T* x, int64_t x_stride
   T* yr = y + row * y_stride + c0;
   const int64_t step = int64_t(blockDim.x) * kPiece;
   const int64_t t_first = int64_t(threadIdx.x) * kPiece;
-  const bool post_gate = nbg && zr;
+  constexpr bool post_gate = kPost;
 
-  float v[kC][kPiece], g[kC][kPiece];
+  float v[kC][kPiece], g[kPost ? kC : 1][kPiece];
   float ss = 0.f;
 #pragma unroll
   for (int p = 0; p < kC; ++p) {
     const int64_t t0 = t_first + p * step;
     if (t0 < gsz) {
-      gated_piece(xr, zr, t0, gsz, nbg, v[p], g[p]);
+      float h[kPiece];
+      gated_piece(xr, zr, t0, gsz, nbg, v[p], h);
+      if constexpr (kPost) {
+#pragma unroll
+        for (int j = 0; j < kPiece; ++j) g[p][j] = h[j];
+      }
 #pragma unroll
       for (int j = 0; j < kPiece; ++j) ss += v[p][j] * v[p][j];
     }
@@ -174,7 +181,7 @@ gated_rms_norm_kernel(int64_t ngroups, int64_t gsz, const T* x, int64_t x_stride
       float wv[kPiece], o[kPiece];
       dev::load_run<kPiece>(wg, t0, gsz, wv, 0.f);
 #pragma unroll
-      for (int j = 0; j < kPiece; ++j) o[j] = post_gate ? v[p][j] * r * wv[j] * g[p][j] : v[p][j] * r * wv[j];
+      for (int j = 0; j < kPiece; ++j) o[j] = post_gate ? v[p][j] * r * wv[j] * g[kPost ? p : 0][j] : v[p][j] * r * wv[j];
       dev::store_run<kPiece>(yr, t0, gsz, o);
     }
   }
@@ -219,12 +226,13 @@ void gated_rms_norm_cuda(int64_t rows, int64_t dim, int64_t group_size, const T*
   const int threads = threads_for(group_size);
   const int64_t per_thread = ((group_size + kPiece - 1) / kPiece + threads - 1) / threads;
   const dim3 grid(static_cast<unsigned>(rows * ngroups));
-  if (per_thread <= 2)
-    gated_rms_norm_kernel<T, 2><<<grid, threads, 0, stream>>>(ngroups, group_size, x, x_stride, z, z_stride, w, eps,
-                                                               norm_before_gate, y, y_stride);
-  else
-    gated_rms_norm_kernel<T, kCache><<<grid, threads, 0, stream>>>(ngroups, group_size, x, x_stride, z, z_stride, w,
-                                                                    eps, norm_before_gate, y, y_stride);
+  const bool post = norm_before_gate && z;
+  auto run = [&](auto kernel) {
+    kernel<<<grid, threads, 0, stream>>>(ngroups, group_size, x, x_stride, z, z_stride, w, eps, norm_before_gate, y,
+                                         y_stride);
+  };
+  if (per_thread <= 2) post ? run(gated_rms_norm_kernel<T, 2, true>) : run(gated_rms_norm_kernel<T, 2, false>);
+  else post ? run(gated_rms_norm_kernel<T, kCache, true>) : run(gated_rms_norm_kernel<T, kCache, false>);
   MAMBA_CUDA_CHECK_LAUNCH("gated_rms_norm_cuda");
 }
 
