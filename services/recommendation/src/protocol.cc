@@ -9,6 +9,7 @@ namespace mamba::recommendation {
 namespace {
 uint64_t key_hash(std::string_view key) { return std::hash<std::string_view>{}(key); }
 uint64_t slot_tag(uint64_t h) { return (h >> 32) | 1u; }  // never 0: a used slot is never 0
+uint64_t slot_value(int32_t id, uint64_t h) { return (slot_tag(h) << 32) | static_cast<uint32_t>(id); }
 }  // namespace
 
 ItemVocab::ItemVocab(std::vector<std::string> keys) : keys_(std::move(keys)) {
@@ -19,13 +20,13 @@ ItemVocab::ItemVocab(std::vector<std::string> keys) : keys_(std::move(keys)) {
   for (size_t i = 1; i < keys_.size(); ++i) {
     if (keys_[i].empty()) fail("item vocabulary", "empty key at id " + std::to_string(i));
     const uint64_t h = key_hash(keys_[i]);
-    if (slots_[slot_of(keys_[i], h)] != 0)
-      fail("item vocabulary", "duplicate key '" + keys_[i] + "' at id " + std::to_string(i));
-    insert_slot(static_cast<int32_t>(i), h);
+    const size_t at = slot_of(keys_[i], h);
+    if (slots_[at] != 0) fail("item vocabulary", "duplicate key '" + keys_[i] + "' at id " + std::to_string(i));
+    slots_[at] = slot_value(static_cast<int32_t>(i), h);
   }
 }
 
-size_t ItemVocab::slot_of(std::string_view key, uint64_t h) const {
+[[gnu::always_inline]] inline size_t ItemVocab::slot_of(std::string_view key, uint64_t h) const {
   const size_t mask = slots_.size() - 1;
   const uint64_t tag = slot_tag(h);
   for (size_t i = h & mask;; i = (i + 1) & mask) {
@@ -34,28 +35,29 @@ size_t ItemVocab::slot_of(std::string_view key, uint64_t h) const {
   }
 }
 
-void ItemVocab::insert_slot(int32_t id, uint64_t h) {
-  slots_[slot_of(keys_[static_cast<size_t>(id)], h)] = (slot_tag(h) << 32) | static_cast<uint32_t>(id);
-}
-
 void ItemVocab::grow() {
   slots_.assign(std::max<size_t>(16, 2 * slots_.size()), 0);
-  for (size_t i = 1; i < keys_.size(); ++i) insert_slot(static_cast<int32_t>(i), key_hash(keys_[i]));
+  for (size_t i = 1; i < keys_.size(); ++i) {
+    const uint64_t h = key_hash(keys_[i]);
+    slots_[slot_of(keys_[i], h)] = slot_value(static_cast<int32_t>(i), h);
+  }
 }
 
 int32_t ItemVocab::add(const std::string& key) {
   if (key.empty()) fail("item vocabulary", "empty item key (the padding id's)");
-  if (const int32_t id = find(key); id != 0) return id;
+  const uint64_t h = key_hash(key);
+  const size_t at = slot_of(key, h);  // one probe: the key's slot, or the free slot it takes
+  if (slots_[at] != 0) return static_cast<int32_t>(slots_[at] & 0xffffffffu);
+  const auto id = static_cast<int32_t>(keys_.size());
   keys_.push_back(key);
   if (2 * keys_.size() > slots_.size()) grow();
-  else insert_slot(static_cast<int32_t>(keys_.size() - 1), key_hash(key));
-  return static_cast<int32_t>(keys_.size() - 1);
+  else slots_[at] = slot_value(id, h);
+  return id;
 }
 
 int32_t ItemVocab::find(std::string_view key) const {
-  if (slots_.empty() || key.empty()) return 0;
-  const uint64_t s = slots_[slot_of(key, key_hash(key))];
-  return static_cast<int32_t>(s & 0xffffffffu);
+  if (key.empty()) return 0;
+  return static_cast<int32_t>(slots_[slot_of(key, key_hash(key))] & 0xffffffffu);
 }
 
 SequenceData sequences_from_rows(const std::vector<InteractionRow>& rows) {

@@ -36,7 +36,7 @@ namespace mamba::recommendation {
 // and compares one key, instead of a node-based map's bucket and node chain.
 class ItemVocab {
  public:
-  ItemVocab() : keys_{""} {}
+  ItemVocab() : keys_{""}, slots_(16, 0) {}
   explicit ItemVocab(std::vector<std::string> keys_with_padding);  // keys[0] must be ""
   // The id of `key`, adding it when new.
   int32_t add(const std::string& key);
@@ -49,10 +49,9 @@ class ItemVocab {
  private:
   // The slot holding `key` (hash h), or the empty slot where it would go.
   size_t slot_of(std::string_view key, uint64_t h) const;
-  void insert_slot(int32_t id, uint64_t h);
-  void grow();
+  void grow();  // twice the slots, every key re-placed
   std::vector<std::string> keys_;
-  std::vector<uint64_t> slots_;  // (tag << 32) | id, 0 = empty; size a power of two (or 0)
+  std::vector<uint64_t> slots_;  // (tag << 32) | id, 0 = empty; size a power of two, at most half full
 };
 
 // What the protocol works on: per-user dense item sequences, oldest first.
