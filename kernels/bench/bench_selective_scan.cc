@@ -92,6 +92,54 @@ BENCHMARK(BM_SelectiveScanIsa)
     ->ArgsProduct({{128}, {200}, {0, 1, 2}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
+// The backward (checkpointed fast path), channel-first (b, d, l) inputs as ops::ssm passes
+// them. Args: batch, d_inner, seqlen, d_state, isa (0 scalar, 1 AVX2, 2 AVX-512). Shapes: the
+// recommendation model's training batch (256 x 128 channels, 50 steps, state 32) and one
+// 768-wide MambaLM layer at length 512 (state 16).
+void BM_SelectiveScanBwd(benchmark::State& state) {
+  const int64_t b = state.range(0), d = state.range(1), l = state.range(2), n = state.range(3);
+  const auto isa = static_cast<kernels::CpuIsa>(state.range(4));
+  if (!kernels::cpu_isa_available(isa)) {
+    state.SkipWithError("this ISA path is not available here");
+    return;
+  }
+  const int64_t x = b * d * l;
+  const std::vector<float> u = random_vector(x, -1.f, 1.f, 1), delta = random_vector(x, -3.f, -1.f, 2),
+                           z = random_vector(x, -1.f, 1.f, 3), dy = random_vector(x, -1.f, 1.f, 4),
+                           B = random_vector(b * n * l, -1.f, 1.f, 5), C = random_vector(b * n * l, -1.f, 1.f, 6),
+                           A = random_vector(d * n, -8.f, -0.5f, 7), D = random_vector(d, 0.5f, 1.5f, 8),
+                           bias = random_vector(d, -0.5f, 0.5f, 9);
+  std::vector<float> du(x), ddelta(x), dz(x), dB(b * n * l), dC(b * n * l), dA(d * n), dD(d), dbias(d);
+  kernels::SelectiveScanParams p;
+  p.batch = b; p.dim = d; p.seqlen = l; p.dstate = n; p.n_groups = 1;
+  p.u = {u.data(), d * l, l, 1};
+  p.delta = {delta.data(), d * l, l, 1};
+  p.z = {z.data(), d * l, l, 1};
+  p.B = {B.data(), n * l, n * l, l, 1};
+  p.C = {C.data(), n * l, n * l, l, 1};
+  p.A = A.data(); p.D = D.data(); p.delta_bias = bias.data(); p.delta_softplus = true;
+  kernels::SelectiveScanGrads g;
+  g.du = {du.data(), d * l, l, 1};
+  g.ddelta = {ddelta.data(), d * l, l, 1};
+  g.dz = {dz.data(), d * l, l, 1};
+  g.dB = {dB.data(), n * l, n * l, l, 1};
+  g.dC = {dC.data(), n * l, n * l, l, 1};
+  g.dA = dA.data(); g.dD = dD.data(); g.ddelta_bias = dbias.data();
+  for (auto _ : state) {
+    kernels::selective_scan_bwd(p, {dy.data(), d * l, l, 1}, nullptr, g, isa);
+    benchmark::DoNotOptimize(du.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(kernels::cpu_isa_name(isa));
+  state.counters["states/s"] =
+      benchmark::Counter(static_cast<double>(x * n), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_SelectiveScanBwd)
+    ->ArgNames({"batch", "d_inner", "seqlen", "d_state", "isa"})
+    ->ArgsProduct({{256}, {128}, {50}, {32}, {0, 1, 2}})
+    ->Args({1, 1536, 512, 16, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_SelectiveScan<kernels::selective_scan_ref>)
     ->Name("BM_SelectiveScanRef")
     ->ArgNames({"d_inner", "seqlen"})

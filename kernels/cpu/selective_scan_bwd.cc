@@ -12,8 +12,10 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
+#include "mamba/kernels/cpu_isa.h"
 #include "mamba/kernels/selective_scan.h"
 #include "vec_math.h"
 
@@ -120,165 +122,181 @@ void selective_scan_bwd_ref(const SelectiveScanParamsT<double>& p, Strided3<cons
 
 namespace {
 
-constexpr int W = 8;       // channels per task = lanes
 constexpr int64_t T = 64;  // steps per chunk: forward states are checkpointed every T steps
+
+// Channels per task: a whole group where batch x groups already makes 64 tasks (then the
+// task's dB / dC sums are the group's), else the group split so that about 64 tasks exist
+// (at least 8 channels each). Depends on the shape only, so the sums are the same at any
+// thread count.
+int64_t task_channels(int64_t batch, int64_t groups, int64_t dpg) {
+  const int64_t want = std::max<int64_t>(1, (64 + batch * groups - 1) / (batch * groups));
+  const int64_t splits = std::min(want, (dpg + 7) / 8);
+  return (dpg + splits - 1) / splits;
+}
 
 // Per-task partial sums, reduced after the parallel loop in a fixed order.
 struct Partials {
-  std::vector<float> dB, dC;                 // [n][t] for this task's (b, group)
-  std::vector<double> dA, dD, dbias;         // [c][n], [c], [c] for its 8 channels
+  std::vector<float> dB, dC;          // [n][t] for this task's (b, group)
+  std::vector<double> dA, dD, dbias;  // [c][n], [c], [c] for its channels
 };
 
-void bwd_block(const SelectiveScanParams& p, const Strided3<const float>& dyv, const float* dfinal,
-               const SelectiveScanGrads& g, int64_t b, int64_t d0, int nc, int64_t grp, Partials& part) {
-  const int64_t N = p.dstate, L = p.seqlen;
+// One task: channels [d0, d0 + nc) of batch b, all in group grp. Lanes are state elements
+// (S::kLanes of them per register, the state padded with zeros to Np, a multiple of it: a
+// padded element has A = B = C = 0, so it stays 0 and adds nothing), one channel at a time:
+// the recurrence, the decays and the gradient carried backwards are all vertical, and the
+// channel sums of dB / dC are vertical adds into [t][n] rows; only du, d dt and y (for dz)
+// are sums over the state, three per channel and step.
+template <class S>
+void bwd_task(const SelectiveScanParams& p, const Strided3<const float>& dyv, const float* dfinal,
+              const SelectiveScanGrads& g, int64_t b, int64_t d0, int64_t nc, int64_t grp, Partials& part) {
+  using V = typename S::V;
+  constexpr int VL = S::kLanes;
+  const int64_t N = p.dstate, L = p.seqlen, Np = (N + VL - 1) / VL * VL, nv = Np / VL;
   const int64_t nchunks = (L + T - 1) / T;
-  // Per-lane inputs for the whole sequence: dt, u, raw delta, z, dy as [t][lane].
-  std::vector<float> dt(static_cast<size_t>(L * W)), u(static_cast<size_t>(L * W)), raw(static_cast<size_t>(L * W)),
-      zz(static_cast<size_t>(L * W)), dy(static_cast<size_t>(L * W));
-  std::vector<float> Al(static_cast<size_t>(N * W)), h(static_cast<size_t>(N * W)), ckpt(static_cast<size_t>(nchunks * N * W));
-  std::vector<float> Hc(static_cast<size_t>((T + 1) * N * W)), gcur(static_cast<size_t>(N * W));
-  for (int64_t t = 0; t < L; ++t)
-    for (int c = 0; c < W; ++c) {
-      const bool live = c < nc;
-      const int64_t d = d0 + c;
-      const float r = live ? p.delta.ptr[b * p.delta.s0 + d * p.delta.s1 + t * p.delta.s2] +
-                                 (p.delta_bias ? p.delta_bias[d] : 0.f)
-                           : 0.f;
-      raw[t * W + c] = r;
-      dt[t * W + c] = live ? (p.delta_softplus ? detail::softplus_fast(r) : r) : 0.f;
-      u[t * W + c] = live ? p.u.ptr[b * p.u.s0 + d * p.u.s1 + t * p.u.s2] : 0.f;
-      zz[t * W + c] = live && p.z.ptr ? p.z.ptr[b * p.z.s0 + d * p.z.s1 + t * p.z.s2] : 0.f;
-      dy[t * W + c] = live ? dyv.ptr[b * dyv.s0 + d * dyv.s1 + t * dyv.s2] : 0.f;
-    }
-  for (int64_t n = 0; n < N; ++n)
-    for (int c = 0; c < W; ++c) {
-      const bool live = c < nc;
-      Al[n * W + c] = live ? p.A[(d0 + c) * N + n] : 0.f;
-      h[n * W + c] = live && p.initial_state ? p.initial_state[(b * p.dim + d0 + c) * N + n] : 0.f;
-      gcur[n * W + c] = live && dfinal ? dfinal[(b * p.dim + d0 + c) * N + n] : 0.f;
-    }
+  // B, C as [t][n] (zero padded) and the task's dB, dC sums in the same layout.
+  std::vector<float> Bs(static_cast<size_t>(L * Np), 0.f), Cs(Bs.size(), 0.f), dBs(Bs.size(), 0.f), dCs(Bs.size(), 0.f);
   const float* Bb = p.B.ptr + b * p.B.s0 + grp * p.B.s1;
   const float* Cb = p.C.ptr + b * p.C.s0 + grp * p.C.s1;
-  auto Bv = [&](int64_t n, int64_t t) { return Bb[n * p.B.s2 + t * p.B.s3]; };
-  auto Cv = [&](int64_t n, int64_t t) { return Cb[n * p.C.s2 + t * p.C.s3]; };
-  // Forward replay, checkpointing the state entering each chunk.
-  for (int64_t c0 = 0; c0 < nchunks; ++c0) {
-    std::copy(h.begin(), h.end(), ckpt.begin() + c0 * N * W);
-    for (int64_t t = c0 * T; t < std::min(L, (c0 + 1) * T); ++t)
-      for (int64_t n = 0; n < N; ++n) {
-        const float bn = Bv(n, t);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t t = 0; t < L; ++t) {
+      Bs[t * Np + n] = Bb[n * p.B.s2 + t * p.B.s3];
+      Cs[t * Np + n] = Cb[n * p.C.s2 + t * p.C.s3];
+    }
+  // Per channel: the step's scalars, A (and A log2 e) padded, the checkpoints, one chunk's
+  // states [t][n] (Hc[0] = the state entering the chunk) and decays.
+  // sraw: softplus'(raw delta) (or 1); zs, zg: silu(z) and silu'(z) (or 1 and 0).
+  std::vector<float> dt(static_cast<size_t>(L)), dtu(dt.size()), u(dt.size()), sraw(dt.size()), zs(dt.size()),
+      zg(dt.size());
+  std::vector<float> Al(static_cast<size_t>(Np)), Al2(Al.size()), h(Al.size()), gv(Al.size()), dAc(Al.size());
+  std::vector<float> ckpt(static_cast<size_t>(nchunks * Np)), Hc(static_cast<size_t>((T + 1) * Np)),
+      Ac(static_cast<size_t>(T * Np));
+  auto decay = [&](int64_t t, int64_t k) { return detail::exp2_vec<S>(S::mul(S::set1(dt[t]), S::load(&Al2[k * VL]))); };
+  for (int64_t c = 0; c < nc; ++c) {
+    const int64_t d = d0 + c;
+    const float Dd = p.D ? p.D[d] : 0.f, bias = p.delta_bias ? p.delta_bias[d] : 0.f;
+    // Gathered first (strided loads), then the activations in loops the compiler vectorises.
+    for (int64_t t = 0; t < L; ++t) {
+      sraw[t] = p.delta.ptr[b * p.delta.s0 + d * p.delta.s1 + t * p.delta.s2] + bias;  // raw delta for now
+      u[t] = p.u.ptr[b * p.u.s0 + d * p.u.s1 + t * p.u.s2];
+      zs[t] = p.z.ptr ? p.z.ptr[b * p.z.s0 + d * p.z.s1 + t * p.z.s2] : 0.f;        // z for now
+    }
+    if (p.delta_softplus) {
 #pragma omp simd
-        for (int c = 0; c < W; ++c)
-          h[n * W + c] = detail::exp_fast(dt[t * W + c] * Al[n * W + c]) * h[n * W + c] + dt[t * W + c] * u[t * W + c] * bn;
+      for (int64_t t = 0; t < L; ++t) {
+        dt[t] = detail::softplus_fast(sraw[t]);
+        sraw[t] = detail::sigmoid_fast(sraw[t]);
       }
-  }
-  float Dv[W];
-  for (int c = 0; c < W; ++c) Dv[c] = c < nc && p.D ? p.D[d0 + c] : 0.f;
-  // Backward, chunk by chunk from the end, recomputing each chunk's states (and decays)
-  // from its checkpoint. Lanes are channels: every inner loop below is over 8 lanes.
-  std::vector<float> Ac(static_cast<size_t>(T * N * W)), dAacc(static_cast<size_t>(N * W));
-  for (int64_t c0 = nchunks - 1; c0 >= 0; --c0) {
-    const int64_t ts = c0 * T, te = std::min(L, ts + T);
-    std::copy(ckpt.begin() + c0 * N * W, ckpt.begin() + (c0 + 1) * N * W, Hc.begin());  // Hc[0] = h_{ts-1}
-    for (int64_t t = ts; t < te; ++t)
-      for (int64_t n = 0; n < N; ++n) {
-        const float bn = Bv(n, t);
-        const float* hp = Hc.data() + ((t - ts) * N + n) * W;
-        float* hn = Hc.data() + ((t - ts + 1) * N + n) * W;
-        float* an = Ac.data() + ((t - ts) * N + n) * W;
-#pragma omp simd
-        for (int c = 0; c < W; ++c) {
-          an[c] = detail::exp_fast(dt[t * W + c] * Al[n * W + c]);
-          hn[c] = an[c] * hp[c] + dt[t * W + c] * u[t * W + c] * bn;
-        }
-      }
-    std::fill(dAacc.begin(), dAacc.end(), 0.f);
-    for (int64_t t = te - 1; t >= ts; --t) {
-      const float* H1 = Hc.data() + (t - ts + 1) * N * W;  // h_t
-      const float* H0 = Hc.data() + (t - ts) * N * W;      // h_{t-1}
-      const float* At = Ac.data() + (t - ts) * N * W;
-      const float* dtt = dt.data() + t * W;
-      const float* ut = u.data() + t * W;
-      float y[W], dyt[W], du[W], ddt[W], dtu[W];
-      for (int c = 0; c < W; ++c) y[c] = Dv[c] * ut[c];
-      for (int64_t n = 0; n < N; ++n) {
-        const float cn = Cv(n, t);
-#pragma omp simd
-        for (int c = 0; c < W; ++c) y[c] += H1[n * W + c] * cn;
-      }
-      for (int c = 0; c < W; ++c) {
-        const float dout = dy[t * W + c];
-        dyt[c] = dout;
-        if (p.z.ptr && c < nc) {
-          const float zv = zz[t * W + c], sg = 1.f / (1.f + std::exp(-zv));
-          dyt[c] = dout * zv * sg;
-          g.dz.ptr[b * g.dz.s0 + (d0 + c) * g.dz.s1 + t * g.dz.s2] = dout * y[c] * (sg * (1.f + zv * (1.f - sg)));
-        }
-        du[c] = dyt[c] * Dv[c];
-        ddt[c] = 0.f;
-        dtu[c] = dtt[c] * ut[c];
-        part.dD[c] += static_cast<double>(dyt[c]) * ut[c];
-      }
-      for (int64_t n = 0; n < N; ++n) {
-        const float bn = Bv(n, t), cn = Cv(n, t);
-        float* gn = gcur.data() + n * W;
-        float* dan = dAacc.data() + n * W;
-        const float* an = At + n * W;
-        const float* h0 = H0 + n * W;
-        const float* h1 = H1 + n * W;
-        const float* al = Al.data() + n * W;
-        float sB = 0.f, sC = 0.f;
-#pragma omp simd reduction(+ : sB, sC)
-        for (int c = 0; c < W; ++c) {
-          const float gt = dyt[c] * cn + gn[c];
-          const float ha = h0[c] * an[c];
-          sC += dyt[c] * h1[c];
-          sB += gt * dtu[c];
-          du[c] += gt * dtt[c] * bn;
-          ddt[c] += gt * (ha * al[c] + ut[c] * bn);
-          dan[c] += gt * ha * dtt[c];
-          gn[c] = an[c] * gt;
-        }
-        part.dB[n * L + t] += sB;
-        part.dC[n * L + t] += sC;
-      }
-      for (int c = 0; c < nc; ++c) {
-        const float r = raw[t * W + c];
-        const float ddelta = p.delta_softplus ? ddt[c] / (1.f + std::exp(-r)) : ddt[c];
-        part.dbias[c] += ddelta;
-        g.du.ptr[b * g.du.s0 + (d0 + c) * g.du.s1 + t * g.du.s2] = du[c];
-        g.ddelta.ptr[b * g.ddelta.s0 + (d0 + c) * g.ddelta.s1 + t * g.ddelta.s2] = ddelta;
+    } else {
+      for (int64_t t = 0; t < L; ++t) {
+        dt[t] = sraw[t];
+        sraw[t] = 1.f;
       }
     }
-    for (int c = 0; c < W; ++c)  // flush the chunk's float sums into the double totals
-      for (int64_t n = 0; n < N; ++n) part.dA[c * N + n] += dAacc[n * W + c];
+    if (p.z.ptr) {
+#pragma omp simd
+      for (int64_t t = 0; t < L; ++t) {
+        const float zv = zs[t], sg = detail::sigmoid_fast(zv);
+        zs[t] = zv * sg;
+        zg[t] = sg * (1.f + zv * (1.f - sg));
+      }
+    } else {
+      std::fill(zs.begin(), zs.end(), 1.f);
+      std::fill(zg.begin(), zg.end(), 0.f);
+    }
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) dtu[t] = dt[t] * u[t];
+    for (int64_t n = 0; n < Np; ++n) {
+      const bool live = n < N;
+      Al[n] = live ? p.A[d * N + n] : 0.f;
+      Al2[n] = Al[n] * detail::kLog2e;
+      h[n] = live && p.initial_state ? p.initial_state[(b * p.dim + d) * N + n] : 0.f;
+      gv[n] = live && dfinal ? dfinal[(b * p.dim + d) * N + n] : 0.f;
+    }
+    // Forward replay, checkpointing the state entering each chunk (the last chunk's states
+    // are recomputed below from its checkpoint).
+    for (int64_t c0 = 0; c0 < nchunks; ++c0) {
+      std::copy(h.begin(), h.end(), ckpt.begin() + c0 * Np);
+      if (c0 + 1 == nchunks) break;
+      for (int64_t t = c0 * T; t < (c0 + 1) * T; ++t)
+        for (int64_t k = 0; k < nv; ++k)
+          S::store(&h[k * VL], S::fmadd(decay(t, k), S::load(&h[k * VL]), S::mul(S::set1(dtu[t]), S::load(&Bs[t * Np + k * VL]))));
+    }
+    double dD = 0, dbias = 0;
+    for (int64_t c0 = nchunks - 1; c0 >= 0; --c0) {
+      const int64_t ts = c0 * T, te = std::min(L, ts + T);
+      std::copy(ckpt.begin() + c0 * Np, ckpt.begin() + (c0 + 1) * Np, Hc.begin());
+      for (int64_t t = ts; t < te; ++t)
+        for (int64_t k = 0; k < nv; ++k) {
+          const V a = decay(t, k);
+          S::store(&Ac[(t - ts) * Np + k * VL], a);
+          S::store(&Hc[(t - ts + 1) * Np + k * VL],
+                   S::fmadd(a, S::load(&Hc[(t - ts) * Np + k * VL]), S::mul(S::set1(dtu[t]), S::load(&Bs[t * Np + k * VL]))));
+        }
+      std::fill(dAc.begin(), dAc.end(), 0.f);
+      for (int64_t t = te - 1; t >= ts; --t) {
+        const float* H1 = &Hc[(t - ts + 1) * Np];  // h_t
+        const float* H0 = &Hc[(t - ts) * Np];      // h_{t-1}
+        const float* At = &Ac[(t - ts) * Np];
+        const float* Bt = &Bs[t * Np];
+        const float* Ct = &Cs[t * Np];
+        const float dout = dyv.ptr[b * dyv.s0 + d * dyv.s1 + t * dyv.s2];
+        const float dyt = dout * zs[t];
+        if (p.z.ptr) {
+          V yv = S::zero();
+          for (int64_t k = 0; k < nv; ++k) yv = S::fmadd(S::load(H1 + k * VL), S::load(Ct + k * VL), yv);
+          g.dz.ptr[b * g.dz.s0 + d * g.dz.s1 + t * g.dz.s2] = dout * (S::hsum(yv) + Dd * u[t]) * zg[t];
+        }
+        dD += static_cast<double>(dyt) * u[t];
+        const V dytv = S::set1(dyt), dtuv = S::set1(dtu[t]), uv = S::set1(u[t]), dtv = S::set1(dt[t]);
+        V gB = S::zero(), gdt = S::zero();
+        for (int64_t k = 0; k < nv; ++k) {
+          const int64_t o = k * VL;
+          const V bn = S::load(Bt + o), a = S::load(At + o);
+          const V gt = S::fmadd(dytv, S::load(Ct + o), S::load(&gv[o]));
+          const V ha = S::mul(S::load(H0 + o), a);
+          S::store(&dCs[t * Np + o], S::fmadd(dytv, S::load(H1 + o), S::load(&dCs[t * Np + o])));
+          S::store(&dBs[t * Np + o], S::fmadd(gt, dtuv, S::load(&dBs[t * Np + o])));
+          gB = S::fmadd(gt, bn, gB);
+          gdt = S::fmadd(gt, S::fmadd(ha, S::load(&Al[o]), S::mul(uv, bn)), gdt);
+          S::store(&dAc[o], S::fmadd(S::mul(gt, ha), dtv, S::load(&dAc[o])));
+          S::store(&gv[o], S::mul(a, gt));
+        }
+        const float ddelta = S::hsum(gdt) * sraw[t];
+        dbias += ddelta;
+        g.du.ptr[b * g.du.s0 + d * g.du.s1 + t * g.du.s2] = dyt * Dd + dt[t] * S::hsum(gB);
+        g.ddelta.ptr[b * g.ddelta.s0 + d * g.ddelta.s1 + t * g.ddelta.s2] = ddelta;
+      }
+      for (int64_t n = 0; n < N; ++n) part.dA[c * N + n] += dAc[n];  // the chunk's float sums into the double totals
+    }
+    part.dD[c] = dD;
+    part.dbias[c] = dbias;
+    if (g.dinitial_state)
+      for (int64_t n = 0; n < N; ++n) g.dinitial_state[(b * p.dim + d) * N + n] = gv[n];
   }
-  if (g.dinitial_state)
-    for (int c = 0; c < nc; ++c)
-      for (int64_t n = 0; n < N; ++n) g.dinitial_state[(b * p.dim + d0 + c) * N + n] = gcur[n * W + c];
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t t = 0; t < L; ++t) {
+      part.dB[n * L + t] = dBs[t * Np + n];
+      part.dC[n * L + t] = dCs[t * Np + n];
+    }
 }
 
-}  // namespace
-
-void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal,
-                        const SelectiveScanGrads& g) {
-  check(p);
+template <class S>
+void scan_bwd_tasks(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal,
+                    const SelectiveScanGrads& g) {
   const int64_t N = p.dstate, L = p.seqlen, G = p.n_groups, dpg = p.dim / G;
-  const int64_t bpg = (dpg + W - 1) / W, tasks = p.batch * G * bpg;
+  const int64_t tc = task_channels(p.batch, G, dpg), bpg = (dpg + tc - 1) / tc, tasks = p.batch * G * bpg;
   std::vector<Partials> parts(static_cast<size_t>(tasks));
 #pragma omp parallel for schedule(dynamic) if (tasks > 1 && p.batch * p.dim * L * N > (1 << 15))
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / (G * bpg), grp = (task / bpg) % G, blk = task % bpg;
-    const int64_t d0 = grp * dpg + blk * W;
-    const int nc = static_cast<int>(std::min<int64_t>(W, (grp + 1) * dpg - d0));
+    const int64_t d0 = grp * dpg + blk * tc, nc = std::min(tc, (grp + 1) * dpg - d0);
     Partials& pt = parts[static_cast<size_t>(task)];
     pt.dB.assign(static_cast<size_t>(N * L), 0.f);
     pt.dC.assign(static_cast<size_t>(N * L), 0.f);
-    pt.dA.assign(static_cast<size_t>(W * N), 0.0);
-    pt.dD.assign(W, 0.0);
-    pt.dbias.assign(W, 0.0);
-    bwd_block(p, dy, dfinal, g, b, d0, nc, grp, pt);
+    pt.dA.assign(static_cast<size_t>(nc * N), 0.0);
+    pt.dD.assign(static_cast<size_t>(nc), 0.0);
+    pt.dbias.assign(static_cast<size_t>(nc), 0.0);
+    bwd_task<S>(p, dy, dfinal, g, b, d0, nc, grp, pt);
   }
   // Reduce the partials in task order (deterministic for any thread count).
   zero4(g.dB, p);
@@ -287,15 +305,14 @@ void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, 
       dbias(static_cast<size_t>(p.dim), 0.0);
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / (G * bpg), grp = (task / bpg) % G, blk = task % bpg;
-    const int64_t d0 = grp * dpg + blk * W;
-    const int nc = static_cast<int>(std::min<int64_t>(W, (grp + 1) * dpg - d0));
+    const int64_t d0 = grp * dpg + blk * tc, nc = std::min(tc, (grp + 1) * dpg - d0);
     const Partials& pt = parts[static_cast<size_t>(task)];
     for (int64_t n = 0; n < N; ++n)
       for (int64_t t = 0; t < L; ++t) {
         g.dB.ptr[b * g.dB.s0 + grp * g.dB.s1 + n * g.dB.s2 + t * g.dB.s3] += pt.dB[n * L + t];
         g.dC.ptr[b * g.dC.s0 + grp * g.dC.s1 + n * g.dC.s2 + t * g.dC.s3] += pt.dC[n * L + t];
       }
-    for (int c = 0; c < nc; ++c) {
+    for (int64_t c = 0; c < nc; ++c) {
       for (int64_t n = 0; n < N; ++n) dA[(d0 + c) * N + n] += pt.dA[c * N + n];
       dD[d0 + c] += pt.dD[c];
       dbias[d0 + c] += pt.dbias[c];
@@ -305,6 +322,32 @@ void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, 
   for (int64_t d = 0; d < p.dim; ++d) {
     if (g.dD) g.dD[d] = static_cast<float>(dD[d]);
     if (g.ddelta_bias) g.ddelta_bias[d] = static_cast<float>(dbias[d]);
+  }
+}
+
+}  // namespace
+
+void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal,
+                        const SelectiveScanGrads& g) {
+  selective_scan_bwd(p, dy, dfinal, g, cpu_isa_best());
+}
+
+void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal,
+                        const SelectiveScanGrads& g, CpuIsa isa) {
+  check(p);
+  if (!cpu_isa_available(isa))
+    throw std::invalid_argument(std::string("selective_scan_bwd: the ") + cpu_isa_name(isa) + " path is not available");
+  switch (isa) {
+#if defined(__AVX512F__)
+    case CpuIsa::avx512:
+      return scan_bwd_tasks<detail::Avx512>(p, dy, dfinal, g);
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    case CpuIsa::avx2:
+      return scan_bwd_tasks<detail::Avx2>(p, dy, dfinal, g);
+#endif
+    default:
+      return scan_bwd_tasks<detail::Lane1>(p, dy, dfinal, g);
   }
 }
 

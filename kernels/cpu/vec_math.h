@@ -223,6 +223,12 @@ struct Avx2 {
     const __m256i n = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
   }
+  static float hsum(V v) {  // the sum of the lanes
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+  }
 };
 #endif
 #if defined(__AVX512F__)
@@ -246,8 +252,37 @@ struct Avx512 {
   static constexpr bool kScalef = true;
   static V round(V x) { return _mm512_mask_roundscale_ps(x, 0xFFFF, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static V scalef(V a, V n) { return _mm512_mask_scalef_ps(a, 0xFFFF, a, n); }
+  static float hsum(V v) {  // the sum of the lanes (masked extracts: no undefined source, see min)
+    const __m512d vd = _mm512_castps_pd(v);
+    const __m256 lo = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xF, vd, 0));
+    const __m256 hi = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xF, vd, 1));
+    __m128 x = _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1)),
+                          _mm_add_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps(hi, 1)));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+  }
 };
 #endif
+
+// One float as a register of one lane: the scalar build of a kernel written for the traits.
+struct Lane1 {
+  using V = float;
+  static constexpr int kLanes = 1;
+  static constexpr bool kScalef = false;
+  static V load(const float* p) { return *p; }
+  static void store(float* p, V v) { *p = v; }
+  static V set1(float x) { return x; }
+  static V zero() { return 0.f; }
+  static V add(V a, V b) { return a + b; }
+  static V sub(V a, V b) { return a - b; }
+  static V mul(V a, V b) { return a * b; }
+  static V fmadd(V a, V b, V c) { return a * b + c; }
+  static V min(V a, V b) { return a < b ? a : b; }
+  static V max(V a, V b) { return a > b ? a : b; }
+  static V pow2_from_shifted(V t) { return 2.f * detail::pow2_from_shifted(t); }
+  static float hsum(V v) { return v; }
+};
 
 // exp2_fast in the lanes of one register (the same polynomial; clamped to [-126, 126]).
 // With VSCALEFPS (AVX-512) n = round(x) and p 2^n take two instructions; otherwise the

@@ -81,7 +81,9 @@ void selective_scan_bwd_ref(const SelectiveScanParams& p, Strided3<const float> 
 void selective_scan_bwd_ref(const SelectiveScanParamsT<double>& p, Strided3<const double> dy,
                             const double* dfinal_state, const SelectiveScanGradsT<double>& g);
 void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal_state,
-                        const SelectiveScanGrads& g);
+                        const SelectiveScanGrads& g);  // the run-time choice of cpu_isa_best()
+void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal_state,
+                        const SelectiveScanGrads& g, CpuIsa isa);  // isa must be available
 
 // One decoding step, Mamba-1 layout. state (batch, dim, dstate) is updated in place.
 // x, delta, z, y: [b, d] with row stride given; B, C: [b, g, n] contiguous rows of
