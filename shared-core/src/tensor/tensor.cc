@@ -191,7 +191,6 @@ int64_t Tensor::wrap_dim(int64_t d, const char* op, int64_t ndim) const {
 
 int64_t Tensor::size(int64_t d) const { return shape_[wrap_dim(d, "Tensor::size", dim())]; }
 int64_t Tensor::stride(int64_t d) const { return strides_[wrap_dim(d, "Tensor::stride", dim())]; }
-int64_t Tensor::numel() const { return shape_numel(shape_); }
 
 bool Tensor::is_contiguous() const {
   int64_t s = 1;

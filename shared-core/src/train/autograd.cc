@@ -446,12 +446,26 @@ Var dropout(const Var& x, double p, std::mt19937_64& rng) {
   const DType dt = common_dtype("ag::dropout", {{"x", x}});
   const Tensor X = contig(x.value());
   Tensor mask = Tensor::empty(X.shape(), dt);
+  // One draw from the caller's generator per call keys a counter-based stream: element pair
+  // k takes the two 32-bit halves of splitmix64(key + k), an element drops when its half is
+  // below p 2^32. The same seed gives the same masks at any thread count, and the mask costs
+  // a few integer operations per element instead of a Mersenne Twister step.
+  const uint64_t key = rng();
+  const uint64_t cut = static_cast<uint64_t>(std::ldexp(p, 32));
   by_dtype(dt, [&](auto zero) {
     using T = decltype(zero);
     T* mp = mask.data<T>();
     const T scale = static_cast<T>(1.0 / (1.0 - p));
-    std::uniform_real_distribution<double> u(0.0, 1.0);
-    for (int64_t i = 0; i < X.numel(); ++i) mp[i] = u(rng) < p ? T(0) : scale;
+    const int64_t n = X.numel(), pairs = (n + 1) / 2;
+#pragma omp parallel for schedule(static) if (pairs > (1 << 16))
+    for (int64_t k = 0; k < pairs; ++k) {
+      uint64_t z = key + static_cast<uint64_t>(k + 1) * 0x9E3779B97F4A7C15ull;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      z ^= z >> 31;
+      mp[2 * k] = (z & 0xFFFFFFFFull) < cut ? T(0) : scale;
+      if (2 * k + 1 < n) mp[2 * k + 1] = (z >> 32) < cut ? T(0) : scale;
+    }
     return 0;
   });
   return Var::make(ops::mul(X, mask), "dropout", {x},

@@ -96,7 +96,13 @@ class Tensor {
   int64_t dim() const { return static_cast<int64_t>(shape_.size()); }
   int64_t size(int64_t d) const;
   int64_t stride(int64_t d) const;
-  int64_t numel() const;
+  // Every shape was checked (no negative dimension, no overflow) when its tensor was made, and
+  // views, slices and permutations never raise the count: a plain product, inline.
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape_) n *= d;
+    return n;
+  }
   bool is_contiguous() const;
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
   std::string str() const;  // "f32[2, 3]"
