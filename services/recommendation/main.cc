@@ -107,6 +107,8 @@ int main(int argc, char** argv) {
   bool exclude_history = false, quiet = false;
   Mamba4RecConfig mc;
   RecFitOptions fo;
+  // The regularisation candidates `train` chooses between on the validation split.
+  std::vector<double> dropouts = {0.2}, weight_decays = {0.0, 0.1, 0.5};
   auto add_data = [&](CLI::App* c) {
     auto* i = c->add_option("--inter", inter, "a RecBole .inter or CSV interaction file");
     auto* d = c->add_option("--db", db, "PostgreSQL URL (the event store)");
@@ -125,10 +127,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   tr->add_option("--batch", fo.batch_size, "batch size")->capture_default_str();
   tr->add_option("--lr", fo.lr, "AdamW learning rate")->capture_default_str();
-  tr->add_option("--weight-decay", fo.weight_decay, "AdamW weight decay")->capture_default_str();
+  tr->add_option("--weight-decay", weight_decays,
+                 "AdamW weight decay; a list (0,0.1) = candidates, the best on validation NDCG@10 kept")
+      ->delimiter(',')
+      ->capture_default_str();
   tr->add_option("--patience", fo.patience, "epochs without a better validation NDCG@10 before stopping (0: off)")->capture_default_str();
   tr->add_option("--seed", fo.seed, "seed")->capture_default_str();
-  tr->add_option("--dropout", mc.dropout, "dropout")->capture_default_str();
+  tr->add_option("--dropout", dropouts, "dropout; a list (0.1,0.3) = candidates, the best on validation NDCG@10 kept")
+      ->delimiter(',')
+      ->capture_default_str();
   tr->add_option("--d-model", mc.d_model, "hidden size")->capture_default_str();
   tr->add_option("--layers", mc.n_layers, "Mamba layers")->capture_default_str();
   tr->add_option("--d-state", mc.d_state, "SSM state size")->capture_default_str();
@@ -284,20 +291,52 @@ int main(int argc, char** argv) {
         metrics["test"][b->name()] = to_json(t);
       }
       mc.num_items = N;
-      auto net_ptr = std::make_shared<Mamba4Rec>(mc, fo.seed);
-      Mamba4Rec& net = *net_ptr;
-      std::printf("model: mamba4rec, %lld parameters\n", static_cast<long long>(net.store().count()));
+      for (double x : dropouts)
+        if (!(x >= 0 && x < 1)) throw mamba::Error("--dropout: " + std::to_string(x) + " is outside [0, 1)");
+      for (double x : weight_decays)
+        if (!(x >= 0)) throw mamba::Error("--weight-decay: " + std::to_string(x) + " is negative");
       fo.rank = ro;
       fo.quiet = quiet;
-      fo.log_path = log_path;
       fo.on_epoch = [&](int64_t epoch, const RankMetrics& m) {
         if (!quiet) std::printf("epoch %lld valid %s\n", static_cast<long long>(epoch), m.line(10).c_str());
         std::fflush(stdout);
       };
-      const RecFitResult r = fit(net, split, fo);
-      std::printf("trained %lld epochs (%lld steps, %.1f s, %.0f samples/s), best epoch %lld%s\n",
-                  static_cast<long long>(r.epochs), static_cast<long long>(r.steps), r.seconds, r.samples_per_s,
-                  static_cast<long long>(r.best_epoch), r.stopped_early ? " (early stop)" : "");
+      // Every (dropout, weight decay) candidate trained from the same seed with early stopping;
+      // the one with the best validation NDCG@10 is the model (ties: the first listed).
+      std::shared_ptr<Mamba4Rec> net_ptr;
+      RecFitResult r;
+      double chosen_wd = 0;
+      nlohmann::json selection = nlohmann::json::array();
+      const size_t candidates = dropouts.size() * weight_decays.size();
+      for (double dropout : dropouts)
+        for (double wd : weight_decays) {
+          Mamba4RecConfig cc = mc;
+          cc.dropout = dropout;
+          fo.weight_decay = wd;
+          fo.log_path = log_path.empty() || candidates == 1 ? log_path : log_path + "." + std::to_string(selection.size());
+          auto cand = std::make_shared<Mamba4Rec>(cc, fo.seed);
+          if (selection.empty())
+            std::printf("model: mamba4rec, %lld parameters\n", static_cast<long long>(cand->store().count()));
+          if (candidates > 1) std::printf("candidate dropout %g weight decay %g\n", dropout, wd);
+          const RecFitResult cr = fit(*cand, split, fo);
+          std::printf("trained %lld epochs (%lld steps, %.1f s, %.0f samples/s), best epoch %lld%s, valid NDCG@10 %.4f\n",
+                      static_cast<long long>(cr.epochs), static_cast<long long>(cr.steps), cr.seconds, cr.samples_per_s,
+                      static_cast<long long>(cr.best_epoch), cr.stopped_early ? " (early stop)" : "", cr.best_val_ndcg10);
+          selection.push_back({{"dropout", dropout}, {"weight_decay", wd}, {"valid_ndcg10", cr.best_val_ndcg10},
+                               {"best_epoch", cr.best_epoch}, {"epochs", cr.epochs}, {"seconds", cr.seconds}});
+          if (!net_ptr || cr.best_val_ndcg10 > r.best_val_ndcg10) {
+            net_ptr = cand;
+            r = cr;
+            mc = cc;
+            chosen_wd = wd;
+          }
+        }
+      Mamba4Rec& net = *net_ptr;
+      double seconds = 0;
+      for (const auto& c : selection) seconds += c["seconds"].get<double>();
+      if (candidates > 1)
+        std::printf("chose dropout %g weight decay %g (valid NDCG@10 %.4f)\n", mc.dropout, chosen_wd, r.best_val_ndcg10);
+      fo.weight_decay = chosen_wd;
       const RankMetrics v = evaluate_ranking(net, split.valid, ro), t = evaluate_ranking(net, split.test, ro);
       print_row("valid", pop.name(), evaluate_ranking(pop, split.valid, ro));
       print_row("valid", markov.name(), evaluate_ranking(markov, split.valid, ro));
@@ -309,7 +348,8 @@ int main(int argc, char** argv) {
       metrics["test"][net.name()] = to_json(t);
       metrics["best_epoch"] = r.best_epoch;
       metrics["epochs"] = r.epochs;
-      metrics["seconds"] = r.seconds;
+      metrics["seconds"] = seconds;
+      metrics["selection"] = selection;
       RecModel m;
       m.net = net_ptr;
       m.items = data.items;
@@ -319,7 +359,8 @@ int main(int argc, char** argv) {
                   {"protocol", {{"split", "leave-one-out"}, {"order", "time (stable)"}, {"ties", ties},
                                 {"exclude_history", exclude_history}}},
                   {"training", {{"epochs", fo.max_epochs}, {"max_steps", fo.max_steps}, {"batch", fo.batch_size}, {"lr", fo.lr},
-                                {"weight_decay", fo.weight_decay}, {"patience", fo.patience}, {"seed", fo.seed}}}};
+                                {"weight_decay", fo.weight_decay}, {"patience", fo.patience}, {"seed", fo.seed},
+                                {"dropout_candidates", dropouts}, {"weight_decay_candidates", weight_decays}}}};
       m.save(out);
       std::printf("wrote %s\n%s\n", out.c_str(), t.line(10).c_str());
       return 0;

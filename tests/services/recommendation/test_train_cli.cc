@@ -109,6 +109,20 @@ TEST_F(TrainCli, TrainFromTheDatabaseAndEvaluate) {
   EXPECT_TRUE(metrics["test"].contains("markov"));
   EXPECT_TRUE(metrics["test"]["mamba4rec"].contains("NDCG@20"));
   EXPECT_EQ(metrics["test"]["mamba4rec"]["cases"], 60);
+  // The default trains the three weight-decay candidates; the saved model is the one with the
+  // best validation NDCG@10 (the first on ties), and its validation line is that figure.
+  const auto& sel = metrics["selection"];
+  ASSERT_EQ(sel.size(), 3u) << metrics.dump();
+  size_t best = 0;
+  for (size_t i = 0; i < sel.size(); ++i) {
+    EXPECT_EQ(sel[i]["dropout"], 0.2);
+    EXPECT_EQ(sel[i]["weight_decay"], std::vector<double>({0.0, 0.1, 0.5})[i]);
+    if (sel[i]["valid_ndcg10"].get<double>() > sel[best]["valid_ndcg10"].get<double>()) best = i;
+  }
+  const auto config = mamba::io::load_json_file(model + "/config.json");
+  EXPECT_EQ(config["training"]["weight_decay"], sel[best]["weight_decay"]) << config.dump();
+  EXPECT_NEAR(metrics["valid"]["mamba4rec"]["NDCG@10"].get<double>(), sel[best]["valid_ndcg10"].get<double>(), 1e-9);
+  EXPECT_NE(r.out.find("chose dropout"), std::string::npos) << r.out;
 
   // Evaluating the saved model on the same data repeats the training run's test line,
   // from the database and from the file alike.
@@ -138,4 +152,10 @@ TEST_F(TrainCli, BadArguments) {
   EXPECT_NE(mamba_rec("evaluate --inter " + inter).status, 0);
   EXPECT_NE(mamba_rec("evaluate --model " + (dir_ / "missing").string() + " --inter " + inter).status, 0);
   EXPECT_NE(mamba_rec("evaluate --baseline nope --inter " + inter).status, 0);
+  const CliRun d = mamba_rec("train --inter " + inter + " --out " + (dir_ / "m").string() + " --dropout 0.2,1.5");
+  EXPECT_NE(d.status, 0);
+  EXPECT_NE(d.out.find("--dropout: 1.5"), std::string::npos) << d.out;
+  const CliRun w = mamba_rec("train --inter " + inter + " --out " + (dir_ / "m").string() + " --weight-decay=-1");
+  EXPECT_NE(w.status, 0);
+  EXPECT_NE(w.out.find("--weight-decay"), std::string::npos) << w.out;
 }

@@ -20,7 +20,7 @@ struct RecFitOptions {
   int64_t batch_size = 256;
   double lr = 1e-3;
   double weight_decay = 0.0;
-  int64_t patience = 5;       // epochs without a better validation NDCG@10; 0: off
+  int64_t patience = 10;      // epochs without a better validation NDCG@10 (RecBole's stopping_step); 0: off
   double grad_clip = 5.0;
   uint64_t seed = 1;
   std::string log_path;       // JSON lines (trainer.h)
