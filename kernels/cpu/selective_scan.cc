@@ -231,20 +231,7 @@ void selective_scan(const SelectiveScanParams& p) { selective_scan(p, cpu_isa_be
 
 void selective_scan(const SelectiveScanParams& p, CpuIsa isa) {
   check_params(p);
-  if (!cpu_isa_available(isa))
-    throw std::invalid_argument(std::string("selective_scan: the ") + cpu_isa_name(isa) + " path is not available");
-  switch (isa) {
-#if defined(__AVX512F__)
-    case CpuIsa::avx512:
-      return scan_blocks<detail::Avx512>(p);
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-    case CpuIsa::avx2:
-      return scan_blocks<detail::Avx2>(p);
-#endif
-    default:
-      return scan_blocks<Scalar>(p);
-  }
+  detail::with_isa<Scalar>(isa, "selective_scan", [&](auto s) { scan_blocks<decltype(s)>(p); });
 }
 
 void selective_state_update(const SelectiveStateUpdateParams& p) {

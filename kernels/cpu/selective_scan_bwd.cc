@@ -335,20 +335,7 @@ void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, 
 void selective_scan_bwd(const SelectiveScanParams& p, Strided3<const float> dy, const float* dfinal,
                         const SelectiveScanGrads& g, CpuIsa isa) {
   check(p);
-  if (!cpu_isa_available(isa))
-    throw std::invalid_argument(std::string("selective_scan_bwd: the ") + cpu_isa_name(isa) + " path is not available");
-  switch (isa) {
-#if defined(__AVX512F__)
-    case CpuIsa::avx512:
-      return scan_bwd_tasks<detail::Avx512>(p, dy, dfinal, g);
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-    case CpuIsa::avx2:
-      return scan_bwd_tasks<detail::Avx2>(p, dy, dfinal, g);
-#endif
-    default:
-      return scan_bwd_tasks<detail::Lane1>(p, dy, dfinal, g);
-  }
+  detail::with_isa<detail::Lane1>(isa, "selective_scan_bwd", [&](auto s) { scan_bwd_tasks<decltype(s)>(p, dy, dfinal, g); });
 }
 
 }  // namespace mamba::kernels

@@ -5,6 +5,10 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "mamba/kernels/cpu_isa.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -283,6 +287,22 @@ struct Lane1 {
   static V pow2_from_shifted(V t) { return 2.f * detail::pow2_from_shifted(t); }
   static float hsum(V v) { return v; }
 };
+
+// f(S{}) with the traits of `isa` (Avx512, Avx2, or the caller's scalar Fallback): a kernel
+// written once for the traits, dispatched at run time. A path this build or CPU lacks is
+// refused with std::invalid_argument naming `op`.
+template <class Fallback, class F>
+decltype(auto) with_isa(CpuIsa isa, const char* op, F&& f) {
+  if (!cpu_isa_available(isa))
+    throw std::invalid_argument(std::string(op) + ": the " + cpu_isa_name(isa) + " path is not available");
+#if defined(__AVX512F__)
+  if (isa == CpuIsa::avx512) return f(Avx512{});
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+  if (isa == CpuIsa::avx2) return f(Avx2{});
+#endif
+  return f(Fallback{});
+}
 
 // exp2_fast in the lanes of one register (the same polynomial; clamped to [-126, 126]).
 // With VSCALEFPS (AVX-512) n = round(x) and p 2^n take two instructions; otherwise the
