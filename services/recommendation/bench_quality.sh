@@ -20,12 +20,8 @@
 # for the MovieLens table.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-build=$root/build
-work=
-inter=
-train_args=
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=$root/build inter= work= train_args=
 while [ $# -gt 0 ]; do
   case "$1" in
     --inter) inter=$2; shift 2 ;;
