@@ -136,7 +136,8 @@ int64_t task_channels(int64_t batch, int64_t groups, int64_t dpg) {
 
 // Per-task partial sums, reduced after the parallel loop in a fixed order.
 struct Partials {
-  std::vector<float> dB, dC;          // [n][t] for this task's (b, group)
+  int64_t np = 0;                     // the padded state width of dB / dC's rows
+  std::vector<float> dB, dC;          // [t][np] for this task's (b, group), its channels summed
   std::vector<double> dA, dD, dbias;  // [c][n], [c], [c] for its channels
 };
 
@@ -154,7 +155,12 @@ void bwd_task(const SelectiveScanParams& p, const Strided3<const float>& dyv, co
   const int64_t N = p.dstate, L = p.seqlen, Np = (N + VL - 1) / VL * VL, nv = Np / VL;
   const int64_t nchunks = (L + T - 1) / T;
   // B, C as [t][n] (zero padded) and the task's dB, dC sums in the same layout.
-  std::vector<float> Bs(static_cast<size_t>(L * Np), 0.f), Cs(Bs.size(), 0.f), dBs(Bs.size(), 0.f), dCs(Bs.size(), 0.f);
+  std::vector<float> Bs(static_cast<size_t>(L * Np), 0.f), Cs(Bs.size(), 0.f);
+  part.np = Np;
+  part.dB.assign(Bs.size(), 0.f);
+  part.dC.assign(Bs.size(), 0.f);
+  float* dBs = part.dB.data();
+  float* dCs = part.dC.data();
   const float* Bb = p.B.ptr + b * p.B.s0 + grp * p.B.s1;
   const float* Cb = p.C.ptr + b * p.C.s0 + grp * p.C.s1;
   for (int64_t n = 0; n < N; ++n)
@@ -273,11 +279,6 @@ void bwd_task(const SelectiveScanParams& p, const Strided3<const float>& dyv, co
     if (g.dinitial_state)
       for (int64_t n = 0; n < N; ++n) g.dinitial_state[(b * p.dim + d) * N + n] = gv[n];
   }
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t t = 0; t < L; ++t) {
-      part.dB[n * L + t] = dBs[t * Np + n];
-      part.dC[n * L + t] = dCs[t * Np + n];
-    }
 }
 
 template <class S>
@@ -291,8 +292,6 @@ void scan_bwd_tasks(const SelectiveScanParams& p, Strided3<const float> dy, cons
     const int64_t b = task / (G * bpg), grp = (task / bpg) % G, blk = task % bpg;
     const int64_t d0 = grp * dpg + blk * tc, nc = std::min(tc, (grp + 1) * dpg - d0);
     Partials& pt = parts[static_cast<size_t>(task)];
-    pt.dB.assign(static_cast<size_t>(N * L), 0.f);
-    pt.dC.assign(static_cast<size_t>(N * L), 0.f);
     pt.dA.assign(static_cast<size_t>(nc * N), 0.0);
     pt.dD.assign(static_cast<size_t>(nc), 0.0);
     pt.dbias.assign(static_cast<size_t>(nc), 0.0);
@@ -307,10 +306,10 @@ void scan_bwd_tasks(const SelectiveScanParams& p, Strided3<const float> dy, cons
     const int64_t b = task / (G * bpg), grp = (task / bpg) % G, blk = task % bpg;
     const int64_t d0 = grp * dpg + blk * tc, nc = std::min(tc, (grp + 1) * dpg - d0);
     const Partials& pt = parts[static_cast<size_t>(task)];
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t t = 0; t < L; ++t) {
-        g.dB.ptr[b * g.dB.s0 + grp * g.dB.s1 + n * g.dB.s2 + t * g.dB.s3] += pt.dB[n * L + t];
-        g.dC.ptr[b * g.dC.s0 + grp * g.dC.s1 + n * g.dC.s2 + t * g.dC.s3] += pt.dC[n * L + t];
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t n = 0; n < N; ++n) {
+        g.dB.ptr[b * g.dB.s0 + grp * g.dB.s1 + n * g.dB.s2 + t * g.dB.s3] += pt.dB[t * pt.np + n];
+        g.dC.ptr[b * g.dC.s0 + grp * g.dC.s1 + n * g.dC.s2 + t * g.dC.s3] += pt.dC[t * pt.np + n];
       }
     for (int64_t c = 0; c < nc; ++c) {
       for (int64_t n = 0; n < N; ++n) dA[(d0 + c) * N + n] += pt.dA[c * N + n];

@@ -305,7 +305,7 @@ int main(int argc, char** argv) {
       // the one with the best validation NDCG@10 is the model (ties: the first listed).
       std::shared_ptr<Mamba4Rec> net_ptr;
       RecFitResult r;
-      double chosen_wd = 0;
+      double chosen_wd = 0, seconds = 0;
       nlohmann::json selection = nlohmann::json::array();
       const size_t candidates = dropouts.size() * weight_decays.size();
       for (double dropout : dropouts)
@@ -319,6 +319,7 @@ int main(int argc, char** argv) {
             std::printf("model: mamba4rec, %lld parameters\n", static_cast<long long>(cand->store().count()));
           if (candidates > 1) std::printf("candidate dropout %g weight decay %g\n", dropout, wd);
           const RecFitResult cr = fit(*cand, split, fo);
+          seconds += cr.seconds;
           std::printf("trained %lld epochs (%lld steps, %.1f s, %.0f samples/s), best epoch %lld%s, valid NDCG@10 %.4f\n",
                       static_cast<long long>(cr.epochs), static_cast<long long>(cr.steps), cr.seconds, cr.samples_per_s,
                       static_cast<long long>(cr.best_epoch), cr.stopped_early ? " (early stop)" : "", cr.best_val_ndcg10);
@@ -332,8 +333,6 @@ int main(int argc, char** argv) {
           }
         }
       Mamba4Rec& net = *net_ptr;
-      double seconds = 0;
-      for (const auto& c : selection) seconds += c["seconds"].get<double>();
       if (candidates > 1)
         std::printf("chose dropout %g weight decay %g (valid NDCG@10 %.4f)\n", mc.dropout, chosen_wd, r.best_val_ndcg10);
       fo.weight_decay = chosen_wd;
